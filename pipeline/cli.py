@@ -1,0 +1,264 @@
+"""The ``ehc`` command line: parse options, call the library, map errors to exit codes.
+
+Exit codes (also in README and docs/operations.md):
+0 every row fine · 1 some rows invalid, rejected or failed · 2 fatal (unreadable
+input, missing columns, bad options or configuration, platform unusable) ·
+3 another run holds the lock · 130 interrupted (reports were written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from loguru import logger
+
+from pipeline import __version__
+from pipeline.config import Settings, load_settings
+from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, ConfigError, EhcError
+from pipeline.logs import register_secret, setup_logging
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line Chinese errors and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"错误：命令行参数有误（{message}）。运行 `{self.prog} --help` 查看用法\n")
+        raise SystemExit(EXIT_FATAL)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为正数：{text}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"应为正数：{text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为正整数：{text}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"应为正整数：{text}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="registers (xlsx/xls/csv)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the reports")
+    sheets = parser.add_mutually_exclusive_group()
+    sheets.add_argument("--sheet", metavar="NAME", help="read this sheet (default: the first with data)")
+    sheets.add_argument("--all-sheets", action="store_true", help="read every sheet that has data")
+    parser.add_argument("--mapping", type=Path, metavar="FILE", help="TOML file: header = field code")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ehc`` argument parser with every subcommand."""
+    parser = _Parser(prog="ehc", description="电子健康卡批量申领 / batch enrolment for the e-health card")
+    parser.add_argument("--version", action="version", version=f"ehc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    validate = commands.add_parser("validate", help="dry run: read, normalise, validate, report")
+    _input_options(validate)
+    _common(validate)
+
+    submit = commands.add_parser("submit", help="validate, then send valid rows with syncCardInfo")
+    _input_options(submit)
+    submit.add_argument("--base-url", metavar="URL", help="platform base URL (env EHC_BASE_URL)")
+    submit.add_argument("--rate", type=_positive, metavar="N", help="at most N requests per second")
+    submit.add_argument("--concurrency", type=_count, metavar="N", help="parallel requests")
+    submit.add_argument(
+        "--lookup-existing",
+        action="store_true",
+        help="fetch card ids of residents enrolled elsewhere with bindCardInfo (binds them)",
+    )
+    _common(submit)
+
+    run = commands.add_parser("run", help="process every new register in an inbox folder")
+    run.add_argument("--inbox", type=Path, required=True, metavar="DIR")
+    run.add_argument("--out", type=Path, metavar="DIR", help="results root (default: <inbox>-results)")
+    run.add_argument("--dry-run", action="store_true", help="validate only; send nothing, move nothing")
+    _common(run)
+
+    qrcode = commands.add_parser("qrcode", help="fetch QR code PNGs for enrolled residents")
+    qrcode.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR_OR_JOURNAL")
+    qrcode.add_argument("--out", type=Path, required=True, metavar="DIR")
+    qrcode.add_argument("--base-url", metavar="URL")
+    _common(qrcode)
+
+    check = commands.add_parser("check-config", help="check the configuration and the platform login")
+    check.add_argument("--base-url", metavar="URL")
+    _common(check)
+
+    sandbox = commands.add_parser("sandbox", help="run the bundled platform stand-in on loopback")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    sandbox.add_argument("--state", type=Path, metavar="FILE", help="SQLite state file")
+    sandbox.add_argument("--app", action="append", default=[], metavar="ID:SECRET", help="register an app")
+    sandbox.add_argument("--latency-ms", type=float, default=0.0, metavar="N")
+    sandbox.add_argument("--fault-rate", type=float, default=0.0, metavar="F")
+    sandbox.add_argument("--seed", type=int, metavar="S")
+    sandbox.add_argument("--rate-limit", type=_positive, metavar="N", help="requests per second per app")
+    sandbox.add_argument("--workkey-ttl", type=float, default=86400.0, metavar="S")
+    _common(sandbox)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    from dataclasses import replace
+
+    base_url = getattr(args, "base_url", None)
+    if base_url:
+        settings = replace(settings, platform=replace(settings.platform, base_url=base_url))
+    register_secret(settings.platform.app_secret)
+    return settings
+
+
+def _progress_wanted() -> bool:
+    return sys.stderr.isatty()
+
+
+def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import dryrun, summary
+
+    result = dryrun.run_validate(
+        args.inputs,
+        args.out,
+        settings,
+        sheet=args.sheet,
+        all_sheets=args.all_sheets,
+        mapping_file=args.mapping,
+        progress=_progress_wanted(),
+    )
+    print(summary.format_summary(result.batch, result.paths, submitted=False))
+    return result.exit_code
+
+
+def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import dryrun, submit, summary
+
+    batch, paths = submit.run_submit(
+        args.inputs,
+        args.out,
+        settings,
+        sheet=args.sheet,
+        all_sheets=args.all_sheets,
+        mapping_file=args.mapping,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        lookup_existing=args.lookup_existing or None,
+        progress=_progress_wanted(),
+    )
+    print(summary.format_summary(batch, paths, submitted=True))
+    return dryrun.exit_code_for(batch)
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import inbox
+
+    out = args.out or args.inbox.parent / f"{args.inbox.name}-results"
+    result = inbox.run_inbox(args.inbox, out, settings, dry_run=args.dry_run)
+    return result.exit_code
+
+
+def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import qrcode
+    from pipeline.client import PlatformClient
+
+    with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
+        written = qrcode.export_qrcodes(args.source, args.out, client)
+    print(f"已保存 {len(written)} 个二维码图片到 {args.out}")
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import checkconfig
+
+    for line in checkconfig.check_config(settings):
+        print(line)
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.sandbox import server
+
+    apps: dict[str, str] = {}
+    for item in args.app:
+        app_id, sep, secret = item.partition(":")
+        if not sep or not app_id or not secret:
+            raise ConfigError(f"--app 应写成 应用ID:密钥，实际为 {item.split(':')[0]}:…。请改正")
+        apps[app_id] = secret
+        register_secret(secret)
+    if settings.platform.app_id and settings.platform.app_secret:
+        apps.setdefault(settings.platform.app_id, settings.platform.app_secret)
+    state = args.state or settings.state_dir / "sandbox.sqlite"
+    server.serve(
+        host=args.host,
+        port=args.port,
+        state=state,
+        apps=apps,
+        latency_ms=args.latency_ms,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        rate_limit=args.rate_limit,
+        workkey_ttl=args.workkey_ttl,
+    )
+    return 0
+
+
+_COMMANDS = {
+    "validate": _cmd_validate,
+    "submit": _cmd_submit,
+    "run": _cmd_run,
+    "qrcode": _cmd_qrcode,
+    "check-config": _cmd_check_config,
+    "sandbox": _cmd_sandbox,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ehc`` with ``argv``; return the exit code (never raises, but SystemExit from --help)."""
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        settings = _settings(args)
+        setup_logging(
+            level=settings.logging.level,
+            log_dir=settings.effective_log_dir if args.command != "sandbox" else None,
+            rotation=settings.logging.rotation,
+            retention=settings.logging.retention,
+            json=bool(args.log_json or settings.logging.json),
+            debug=debug,
+        )
+        return _COMMANDS[args.command](args, settings)
+    except EhcError as error:
+        if debug:
+            traceback.print_exc()
+        logger.debug("stopped: {}", type(error).__name__)
+        sys.stderr.write(f"错误：{error.message}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("已中断。\n")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the last line of defence: a clerk never sees a traceback
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(
+            f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持\n"
+        )
+        return EXIT_FATAL

@@ -1,0 +1,216 @@
+"""Settings: one TOML file, overridden by environment variables.
+
+Every key and its default is documented in ``docs/configuration.md``; the
+example file is ``docs/ehc.example.toml``.  The app secret may (and should)
+come from ``EHC_APP_SECRET`` only.  ``Settings`` never prints the secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+PRODUCTION_BASE_URL = "https://live.fswsj.gov.cn/jkfs-dzjkk/dzjkk/websvi/"
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """How to reach and sign for the platform."""
+
+    base_url: str = PRODUCTION_BASE_URL
+    app_id: str = ""
+    app_secret: str = field(default="", repr=False)
+    app_package_name: str = "ehc"
+    term_id: str = ""
+    version: str = "v1.1"
+    app_version: str = "1.1"
+    digest_type: str = ""
+    enc_type: str = ""
+    qr_type: str = "0"
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 5
+    max_retry_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    """How fast and how wide to submit."""
+
+    rate: float = 5.0
+    concurrency: int = 0  # 0: derived from rate and observed latency
+    lookup_existing: bool = False
+
+
+@dataclass(frozen=True)
+class DefaultValues:
+    """Values filled into empty cells before validation."""
+
+    org_code: str = ""
+    dzsf: str = ""
+    dzs: str = ""
+    klx: str = "3"
+    is_real_name: str = "0"
+    dzlb: str = "2"
+    fksj: str = ""  # empty: the day of the run
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Where and how to log."""
+
+    level: str = "INFO"
+    rotation: str = "10 MB"
+    retention: str = "30 days"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    """Nightly inbox runs."""
+
+    settle_seconds: float = 60.0
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/ehc`` (``~/.local/state/ehc``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ehc"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, after file and environment are merged."""
+
+    platform: PlatformSettings = PlatformSettings()
+    submit: SubmitSettings = SubmitSettings()
+    defaults: DefaultValues = DefaultValues()
+    logging: LogSettings = LogSettings()
+    inbox: InboxSettings = InboxSettings()
+    state_dir: Path = field(default_factory=default_state_dir)
+    log_dir: Path | None = None
+    #: user column aliases: clerk's header -> field code
+    column_aliases: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # the config file read, for messages
+
+    @property
+    def effective_log_dir(self) -> Path:
+        """The log directory: ``log_dir`` or ``<state_dir>/logs``."""
+        return self.log_dir or self.state_dir / "logs"
+
+
+_SECTIONS: dict[str, type] = {
+    "platform": PlatformSettings,
+    "submit": SubmitSettings,
+    "defaults": DefaultValues,
+    "logging": LogSettings,
+    "inbox": InboxSettings,
+}
+
+#: environment variable -> (section, key)
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "EHC_APP_ID": ("platform", "app_id"),
+    "EHC_APP_SECRET": ("platform", "app_secret"),
+    "EHC_BASE_URL": ("platform", "base_url"),
+    "EHC_ORG_CODE": ("defaults", "org_code"),
+    "EHC_RATE": ("submit", "rate"),
+}
+
+
+def _coerce(value: Any, like: Any, where: str) -> Any:
+    if isinstance(like, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "0", "false", "no"}:
+            return value.strip().lower() in {"1", "true", "yes"}
+        raise ConfigError(f"配置项 {where} 应为 true 或 false，实际为 {value!r}。请改正配置文件")
+    if isinstance(like, (int, float)) and not isinstance(like, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"配置项 {where} 应为数字，实际为 {value!r}。请改正配置文件") from None
+        if number < 0:
+            raise ConfigError(f"配置项 {where} 不能为负数（{value!r}）。请改正配置文件")
+        return int(number) if isinstance(like, int) else number
+    if isinstance(value, (str, int, float)):
+        return str(value).strip()
+    raise ConfigError(f"配置项 {where} 应为文字，实际为 {value!r}。请改正配置文件")
+
+
+def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+    instance = cls()
+    known = {f.name for f in fields(cls)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"配置文件中 [{name}] 下有未知的配置项 {key}。可用的有：{', '.join(sorted(known))}"
+            )
+        changes[key] = _coerce(value, getattr(instance, key), f"[{name}] {key}")
+    return replace(instance, **changes)
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read the TOML file at ``path`` (if any), apply ``env`` overrides, return Settings.
+
+    Raises :class:`ConfigError` with a Chinese one-line message on any problem.
+    """
+    env = dict(os.environ if env is None else env)
+    document: dict[str, Any] = {}
+    source = ""
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"找不到配置文件 {path}。请检查路径，或参照 docs/ehc.example.toml 新建") from None
+        except OSError as error:
+            raise ConfigError(f"无法读取配置文件 {path}（{error.strerror}）。请检查文件权限") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"配置文件 {path} 格式错误：{error}。请按 TOML 格式改正") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"配置文件 {path} 不是 UTF-8 编码。请另存为 UTF-8") from None
+
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        raw = document.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"配置文件中 [{name}] 应为一个表（section）。请改正配置文件")
+        sections[name] = dict(raw)
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if env.get(variable, "").strip():
+            sections[section][key] = env[variable]
+
+    built = {name: _section(cls, sections[name], name) for name, cls in _SECTIONS.items()}
+
+    paths = document.get("paths", {})
+    if not isinstance(paths, dict):
+        raise ConfigError("配置文件中 [paths] 应为一个表（section）。请改正配置文件")
+    state_dir = Path(os.path.expanduser(env.get("EHC_STATE_DIR") or paths.get("state_dir") or default_state_dir()))
+    log_dir_raw = env.get("EHC_LOG_DIR") or paths.get("log_dir")
+    log_dir = Path(os.path.expanduser(log_dir_raw)) if log_dir_raw else None
+
+    aliases = document.get("columns", {})
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+        raise ConfigError('配置文件中 [columns] 应为 "表头" = "字段代码" 的形式。请改正配置文件')
+
+    unknown = set(document) - set(_SECTIONS) - {"paths", "columns"}
+    if unknown:
+        raise ConfigError(
+            f"配置文件中有未知的部分 [{', '.join(sorted(unknown))}]。"
+            f"可用的有：{', '.join(sorted([*_SECTIONS, 'paths', 'columns']))}"
+        )
+
+    return Settings(
+        state_dir=state_dir,
+        log_dir=log_dir,
+        column_aliases={str(k).strip(): v.strip() for k, v in aliases.items()},
+        source=source,
+        **built,
+    )

@@ -1,0 +1,190 @@
+"""The dry run: read every register, normalise it, validate it, report it.
+
+This is also the front half of every submission and nightly import: they
+call :func:`prepare_batch`, then send, then :func:`write_outputs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from loguru import logger
+
+from pipeline import mapping, normalise, reading, validate
+from pipeline.config import Settings
+from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
+from pipeline.model import (
+    FAULT_COLUMNS,
+    INPUT_FIELDS,
+    OUTCOME_COLUMNS,
+    SOURCE_COLUMNS,
+    STATUS_ALREADY_ENROLLED,
+    STATUS_ENROLLED,
+    STATUS_INVALID,
+    STATUS_VALID,
+    Batch,
+    MappedTable,
+)
+
+#: Statuses that count as a row done well.
+GOOD_STATUSES = frozenset({STATUS_VALID, STATUS_ENROLLED, STATUS_ALREADY_ENROLLED})
+
+
+@dataclass
+class RunResult:
+    """What a finished dry run or submission hands back to the command line."""
+
+    batch: Batch
+    paths: dict[str, Path]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row is good, 1 otherwise."""
+        return exit_code_for(self.batch)
+
+
+def read_tables(
+    inputs: Sequence[Path],
+    settings: Settings,
+    *,
+    sheet: str | None = None,
+    all_sheets: bool = False,
+    mapping_file: Path | None = None,
+) -> list[MappedTable]:
+    """Read every input and recognise its columns; fatal problems raise InputError."""
+    aliases = dict(settings.column_aliases)
+    if mapping_file is not None:
+        aliases.update(mapping.load_mapping_file(mapping_file))
+    tables: list[MappedTable] = []
+    for path in inputs:
+        for raw in reading.read_register(Path(path), sheet=sheet, all_sheets=all_sheets):
+            tables.append(mapping.map_columns(raw, aliases))
+            logger.info("读取 {}：{} 行（表头在第 {} 行）", raw.label, len(raw.data), raw.header_row)
+    return tables
+
+
+def _source_frame(tables: list[MappedTable], offsets: list[range]) -> pd.DataFrame:
+    parts = []
+    for table, rows in zip(tables, offsets, strict=True):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "source_file": Path(table.raw.path).name,
+                    "source_sheet": table.raw.sheet,
+                    "source_row": table.raw.source_row.astype("int64"),
+                },
+                index=pd.RangeIndex(rows.start, rows.stop),
+            )
+        )
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SOURCE_COLUMNS})
+    return pd.concat(parts)
+
+
+def combine(tables: list[MappedTable]) -> tuple[list[range], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stack the tables of a run: row ranges, source columns, fields as written, extras."""
+    offsets: list[range] = []
+    start = 0
+    for table in tables:
+        offsets.append(range(start, start + len(table.fields)))
+        start += len(table.fields)
+    index = pd.RangeIndex(start)
+    if tables:
+        original = pd.concat([t.fields.loc[:, list(INPUT_FIELDS)] for t in tables], ignore_index=True)
+        extras = pd.concat([t.extras.reset_index(drop=True) for t in tables], ignore_index=True)
+        extras = extras.fillna("").astype(object) if len(extras.columns) else pd.DataFrame(index=index)
+    else:
+        original = pd.DataFrame({c: pd.Series(dtype=object) for c in INPUT_FIELDS})
+        extras = pd.DataFrame(index=index)
+    original.index = index
+    extras.index = index
+    return offsets, _source_frame(tables, offsets), original, extras
+
+
+def status_from_faults(n_rows: int, faults: pd.DataFrame) -> pd.DataFrame:
+    """The dry-run outcome frame: ``invalid`` where a row has an error fault."""
+    errors = faults[faults["severity"] == "error"]
+    outcome = pd.DataFrame(
+        {
+            "status": STATUS_VALID,
+            "result_code": "",
+            "message": "",
+            "ehealthCardId": "",
+            "virtualCardNum": "",
+        },
+        index=pd.RangeIndex(n_rows),
+    )
+    if len(errors):
+        grouped = errors.groupby("row_id", sort=True)
+        codes = grouped["code"].agg(lambda c: ";".join(dict.fromkeys(str(x) for x in c)))
+        messages = grouped["message"].agg("；".join)
+        outcome.loc[codes.index, "status"] = STATUS_INVALID
+        outcome.loc[codes.index, "result_code"] = codes
+        outcome.loc[messages.index, "message"] = messages
+    return outcome.loc[:, list(OUTCOME_COLUMNS)]
+
+
+def prepare_batch(
+    inputs: Sequence[Path],
+    settings: Settings,
+    *,
+    sheet: str | None = None,
+    all_sheets: bool = False,
+    mapping_file: Path | None = None,
+    today: date | None = None,
+    progress: bool = False,
+) -> Batch:
+    """Read, normalise and validate every input; the batch's outcome says valid/invalid."""
+    today = today or date.today()
+    tables = read_tables(inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file)
+    offsets, sources, original, extras = combine(tables)
+    normalised, warnings = normalise.normalise(original, settings.defaults, today)
+    faults = validate.validate(normalised, today=today)
+    all_faults = pd.concat([faults, warnings], ignore_index=True) if len(warnings) else faults
+    all_faults = all_faults.loc[:, list(FAULT_COLUMNS)]
+    rows = pd.concat([sources, normalised], axis=1)
+    batch = Batch(
+        tables=tables,
+        table_rows=offsets,
+        rows=rows,
+        original=original,
+        extras=extras,
+        faults=all_faults,
+        outcome=status_from_faults(len(rows), all_faults),
+    )
+    logger.info("校验完成：{} 行，其中 {} 行未通过", len(batch), int((batch.outcome["status"] == STATUS_INVALID).sum()))
+    return batch
+
+
+def write_outputs(batch: Batch, out_dir: Path, *, submitted: bool) -> dict[str, Path]:
+    """Write every report of ``batch`` into ``out_dir``."""
+    from pipeline import reports
+
+    return reports.write_reports(out_dir, batch, submitted=submitted)
+
+
+def exit_code_for(batch: Batch) -> int:
+    """0 when every row is valid / enrolled / already enrolled, else 1."""
+    good = batch.outcome["status"].isin(GOOD_STATUSES).all()
+    return EXIT_OK if good else EXIT_ROWS_NOT_OK
+
+
+def run_validate(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    settings: Settings,
+    *,
+    sheet: str | None = None,
+    all_sheets: bool = False,
+    mapping_file: Path | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """``ehc validate``: the dry run with every report, nothing sent."""
+    batch = prepare_batch(
+        inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, progress=progress
+    )
+    return RunResult(batch, write_outputs(batch, out_dir, submitted=False))

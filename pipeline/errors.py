@@ -1,0 +1,100 @@
+"""Faults that stop a run, and the exit codes they map to.
+
+Per-row problems are never exceptions: they are values (fault rows, call
+outcomes).  What stops a run is one of these::
+
+    EhcError                      exit 2 unless noted
+    ├── InputError                unreadable file, bad encoding, missing columns
+    ├── ConfigError               bad config file, options or credentials
+    ├── PlatformError
+    │   ├── AuthenticationRefused the platform refused the app (10101/10102/10103/10105)
+    │   └── PlatformUnreachable   no answer from the platform after retries
+    ├── LockHeld                  another run holds the lock (exit 3)
+    └── Interrupted               Ctrl-C or SIGTERM; reports were written (exit 130)
+
+Each carries a one-line Chinese message for clerks (``str(error)``), saying
+what went wrong, where, and how to fix it.  Foreign exceptions (OSError,
+requests, zipfile, calamine, tomllib ...) are translated into these at the
+edges that touch files and sockets; nothing else raises them.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ROWS_NOT_OK = 1
+EXIT_FATAL = 2
+EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
+
+
+class EhcError(Exception):
+    """Base of every fault that stops a run; ``str()`` is the clerk's message."""
+
+    exit_code = EXIT_FATAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(EhcError):
+    """A register cannot be read or understood (file, sheet, row, column named)."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        file: str = "",
+        sheet: str = "",
+        row: int | None = None,
+        column: str = "",
+        fix: str = "",
+    ) -> None:
+        where = []
+        if file:
+            where.append(f"文件 {file}")
+        if sheet:
+            where.append(f"工作表 {sheet}")
+        if row is not None:
+            where.append(f"第 {row} 行")
+        if column:
+            where.append(f"列 {column}")
+        text = what
+        if where:
+            text = f"{'，'.join(where)}：{what}"
+        if fix:
+            text = f"{text}。处理办法：{fix}"
+        super().__init__(text)
+        self.file, self.sheet, self.row, self.column, self.fix = file, sheet, row, column, fix
+
+
+class ConfigError(EhcError):
+    """The configuration file, an option or a credential is wrong or missing."""
+
+
+class PlatformError(EhcError):
+    """The platform cannot be used for this run."""
+
+
+class AuthenticationRefused(PlatformError):
+    """The platform refused our app id, secret or work key."""
+
+    def __init__(self, message: str, result_code: int | None = None) -> None:
+        super().__init__(message)
+        self.result_code = result_code
+
+
+class PlatformUnreachable(PlatformError):
+    """The platform did not answer, after every retry."""
+
+
+class LockHeld(EhcError):
+    """Another run holds the lock on the state directory."""
+
+    exit_code = EXIT_LOCKED
+
+
+class Interrupted(EhcError):
+    """The run was stopped by Ctrl-C or SIGTERM after writing its reports."""
+
+    exit_code = EXIT_INTERRUPTED

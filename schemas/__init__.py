@@ -1,0 +1,1 @@
+"""Pandera schemas and the national code tables they are built from."""
