@@ -7,8 +7,8 @@ the division code has existed at some time (:mod:`schemas.divisions`; it
 records where the number was issued, so it is not tied to the birth year), the
 birth date is a real date not after today, and the check character matches.
 
-Scalar helpers serve single values (the sandbox, tests); the ``*_array`` /
-Series functions do the same over a whole column at numpy speed.
+Scalar helpers serve single values (the sandbox, tests); the Series
+functions do the same over a whole column at numpy speed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from enum import IntEnum
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
+from pipeline.arrowtext import ascii_matrix, choose, digits_value, matches, to_arrow, to_series, where
+from pipeline.dates import calendar_dates
 from schemas.divisions import division_codes as _division_codes
 from schemas.divisions import division_lookup
 
@@ -26,6 +29,7 @@ __all__ = [
     "EARLIEST_BIRTH_YEAR",
     "IdProblem",
     "birth_dates",
+    "birth_dates_and_genders",
     "check_character",
     "check_characters",
     "division_codes",
@@ -33,6 +37,7 @@ __all__ = [
     "id_problems",
     "is_valid_id_number",
     "looks_like_scientific",
+    "repeated",
     "upgrade_15_to_18",
     "upgrade_15_to_18_series",
 ]
@@ -46,8 +51,6 @@ _CHECK_BYTES = np.frombuffer(CHECK_CHARACTERS.encode("ascii"), dtype=np.uint8)
 #: Birth years before this are typing errors, not people (the oldest residents
 #: ever registered were born in the 1880s).
 EARLIEST_BIRTH_YEAR = 1850
-
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
 class IdProblem(IntEnum):
@@ -110,25 +113,28 @@ def is_valid_id_number(value: str, today: datetime.date | None = None) -> bool:
 # --- vectorised -------------------------------------------------------------
 
 
-def _as_bytes(values: pd.Series, width: int) -> np.ndarray:
-    """An ``(n, width)`` uint8 matrix of ASCII strings all exactly ``width`` long."""
-    if values.empty:
-        return np.empty((0, width), dtype=np.uint8)
-    joined = "".join(values.tolist()).encode("ascii")
-    return np.frombuffer(joined, dtype=np.uint8).reshape(-1, width)
+def _shaped(values: pd.Series) -> np.ndarray:
+    """Whether each value is 17 digits + digit or ``X``."""
+    return np.array(matches(values, r"^[0-9]{17}[0-9X]$"), dtype=bool)
+
+
+def _remainders(digits17: np.ndarray) -> np.ndarray:
+    """Weighted sums mod 11 for an ``(n, 17)`` matrix of ASCII digits (in place: no big temporaries)."""
+    total = np.zeros(len(digits17), dtype=np.int32)
+    for column, weight in enumerate(WEIGHTS.tolist()):
+        total += digits17[:, column] * np.int32(weight)
+    total -= 48 * int(WEIGHTS.sum())  # the ASCII code of "0" under every weight
+    return total % 11
 
 
 def _check_bytes(digits17: np.ndarray) -> np.ndarray:
     """Check characters (as ASCII bytes) for an ``(n, 17)`` matrix of ASCII digits."""
-    weighted = (digits17.astype(np.int64) - 48) @ WEIGHTS
-    return _CHECK_BYTES[weighted % 11]
+    return _CHECK_BYTES[_remainders(digits17)]
 
 
 def check_characters(first17: pd.Series) -> pd.Series:
     """Check characters of a Series of 17-digit strings (same index)."""
-    matrix = _as_bytes(first17, 17)
-    chars = _check_bytes(matrix).view("S1").astype(str)
-    return pd.Series(chars, index=first17.index, dtype="str")
+    return choose(_remainders(ascii_matrix(first17, 17)).astype(np.int8), CHECK_CHARACTERS, first17.index)
 
 
 def upgrade_15_to_18_series(values: pd.Series) -> pd.Series:
@@ -137,18 +143,8 @@ def upgrade_15_to_18_series(values: pd.Series) -> pd.Series:
     return first17 + check_characters(first17)
 
 
-def _number(matrix: np.ndarray, start: int, stop: int) -> np.ndarray:
-    result = np.zeros(len(matrix), dtype=np.int64)
-    for column in range(start, stop):
-        result = result * 10 + (matrix[:, column].astype(np.int64) - 48)
-    return result
-
-
 def _date_problems(year: np.ndarray, month: np.ndarray, day: np.ndarray, today: datetime.date) -> np.ndarray:
-    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    month_ok = (month >= 1) & (month <= 12)
-    days = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + ((month == 2) & leap)
-    real = month_ok & (day >= 1) & (day <= days) & (year >= EARLIEST_BIRTH_YEAR)
+    real = calendar_dates(year, month, day) & (year >= EARLIEST_BIRTH_YEAR)
     future = (year * 10000 + month * 100 + day) > int(today.strftime("%Y%m%d"))
     return np.where(~real, IdProblem.BIRTH_DATE, np.where(future, IdProblem.FUTURE, IdProblem.OK))
 
@@ -161,30 +157,77 @@ def looks_like_scientific(values: pd.Series) -> pd.Series:
 def id_problems(values: pd.Series, today: datetime.date) -> np.ndarray:
     """An :class:`IdProblem` value (int8) per 18-character ID number in ``values``."""
     problems = np.full(len(values), IdProblem.SHAPE, dtype=np.int8)
-    shaped = values.str.fullmatch(r"[0-9]{17}[0-9X]").fillna(False).to_numpy(dtype=bool)
-    scientific = ~shaped & looks_like_scientific(values).to_numpy(dtype=bool)
-    problems[scientific] = IdProblem.SCIENTIFIC
+    shaped = _shaped(values)
+    if not shaped.all():
+        unshaped = ~shaped
+        scientific = looks_like_scientific(values[unshaped]).to_numpy(dtype=bool)
+        problems[np.flatnonzero(unshaped)[scientific]] = IdProblem.SCIENTIFIC
     if not shaped.any():
         return problems
-    matrix = _as_bytes(values[shaped], 18)
+    matrix = ascii_matrix(values[shaped], 18)
     found = np.full(len(matrix), IdProblem.OK, dtype=np.int8)
     found[_check_bytes(matrix[:, :17]) != matrix[:, 17]] = IdProblem.CHECK
-    dates = _date_problems(_number(matrix, 6, 10), _number(matrix, 10, 12), _number(matrix, 12, 14), today)
+    year, month, day = digits_value(matrix, 6, 10), digits_value(matrix, 10, 12), digits_value(matrix, 12, 14)
+    dates = _date_problems(year, month, day, today)
     found = np.where(dates != IdProblem.OK, dates, found)
-    found[~division_lookup()[_number(matrix, 0, 6)]] = IdProblem.DIVISION
+    found[~division_lookup()[digits_value(matrix, 0, 6)]] = IdProblem.DIVISION
     problems[shaped] = found
     return problems
 
 
+def repeated(values: pd.Series) -> np.ndarray:
+    """Whether each ID number appeared on an earlier row (second and later occurrences; "" never).
+
+    Well-formed numbers are compared as integers (hashing a million strings
+    costs ten times as much); the few others as text.
+    """
+    result = np.zeros(len(values), dtype=bool)
+    shaped = _shaped(values)
+    if shaped.any():
+        matrix = ascii_matrix(values[shaped], 18)
+        last = matrix[:, 17].astype(np.int64)
+        keys = digits_value(matrix, 0, 17) * 11 + np.where(last == ord("X"), 10, last - 48)
+        result[shaped] = pd.Series(keys).duplicated().to_numpy()
+    others = ~shaped & (values != "").to_numpy(dtype=bool)
+    if others.any():
+        result[others] = values[others].duplicated().to_numpy()
+    return result
+
+
 def birth_dates(values: pd.Series) -> pd.Series:
     """``YYYYMMDD`` from 18-character ID numbers ("" where the value is not 18 characters)."""
-    return values.str.slice(6, 14).where(values.str.len() == 18, "")
+    array = to_arrow(values)
+    sliced = pc.utf8_slice_codeunits(array, 6, 14)
+    return to_series(pc.if_else(pc.equal(pc.utf8_length(array), 18), sliced, ""), values.index)
+
+
+def birth_dates_and_genders(values: pd.Series, today: datetime.date) -> tuple[pd.Series, pd.Series]:
+    """Birth date ``YYYYMMDD`` and GB/T 2261.1 gender implied by each ID number.
+
+    Both are "" unless the number is 17 digits + digit/X with a real birth date
+    not after ``today`` (a wrong check character does not matter here).
+    """
+    shaped = _shaped(values)
+    readable = np.zeros(len(values), dtype=bool)
+    odd = np.zeros(len(values), dtype=bool)
+    if shaped.any():
+        matrix = ascii_matrix(values[shaped], 18)
+        year, month, day = (
+            digits_value(matrix, 6, 10),
+            digits_value(matrix, 10, 12),
+            digits_value(matrix, 12, 14),
+        )
+        readable[shaped] = _date_problems(year, month, day, today) == IdProblem.OK
+        odd[shaped] = matrix[:, 16] % 2 == 1
+    gender = choose(np.where(readable, np.where(odd, 1, 2), 0).astype(np.int8), ("", "1", "2"), values.index)
+    return where(readable, birth_dates(values), ""), gender
 
 
 def genders(values: pd.Series) -> pd.Series:
     """GB/T 2261.1 gender from the sequence parity: ``1`` odd, ``2`` even, "" if unknown."""
-    seventeenth = values.str.slice(16, 17).where(values.str.len() == 18, "")
-    return seventeenth.map(_PARITY_GENDER).fillna("").astype("str")
-
-
-_PARITY_GENDER = {str(d): ("1" if d % 2 else "2") for d in range(10)}
+    eighteen = (values.str.len() == 18).to_numpy(dtype=bool)
+    seventeenth = values.str.slice(16, 17)
+    odd = eighteen & seventeenth.isin(["1", "3", "5", "7", "9"]).to_numpy(dtype=bool)
+    even = eighteen & seventeenth.isin(["0", "2", "4", "6", "8"]).to_numpy(dtype=bool)
+    choice = np.where(odd, 1, np.where(even, 2, 0)).astype(np.int8)
+    return choose(choice, ("", "1", "2"), values.index)

@@ -1,0 +1,1 @@
+"""Synthetic registers and the ``make bench`` benchmarks."""

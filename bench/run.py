@@ -1,0 +1,317 @@
+"""``make bench``: time ``ehc`` against raw baselines in the same run and print the ratios.
+
+    .venv/bin/python bench/run.py [--quick] [--only csv|xlsx|rate|cpu|rerun ...]
+
+Synthetic registers are generated into ``bench/data/`` (kept across runs, named
+by size, seed and a hash of the generator's source); reports go to
+``bench/out/``.  Every command runs in its own process, measured with
+``wait4`` (wall time, CPU time, peak RSS).  The table is printed at the end and
+saved as ``bench/out/results.json``.  See ``bench/README.md`` for what each
+figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import clerk, synth
+from bench.measure import ROOT, Measured, Sandbox, ehc, ehc_env, max_in_window, measure, python
+
+DATA = ROOT / "bench" / "data"
+OUT = ROOT / "bench" / "out"
+BASELINES = str(ROOT / "bench" / "baselines.py")
+
+#: Rows per figure: full run and ``--quick``.
+SIZES = {
+    "full": {"csv": 1_000_000, "xlsx": 100_000, "rate": 2_000, "cpu": 3_000, "rerun": 100_000},
+    "quick": {"csv": 100_000, "xlsx": 10_000, "rate": 300, "cpu": 1_000, "rerun": 5_000},
+}
+RATE = 50.0
+LATENCY_MS = 100.0
+UNLIMITED = "10000"
+WORKERS = "4"
+
+
+@dataclass
+class Figure:
+    """One line of the table."""
+
+    name: str
+    value: float | None
+    baseline: float | None
+    unit: str
+    target: str
+    passed: bool | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """value / baseline, when both are known."""
+        if self.value is None or not self.baseline:
+            return None
+        return self.value / self.baseline
+
+
+def _generator_key() -> str:
+    sources = [ROOT / "bench" / f"{name}.py" for name in ("synth", "clerk", "places")]
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources))
+    return digest.hexdigest()[:8]
+
+
+def register(kind: str, rows: int, seed: int, faults: float) -> Path:
+    """A cached synthetic register: ``kind`` is ``csv`` (UTF-8, no title) or ``xlsx`` (title, date cells)."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / f"{kind}-{rows}-s{seed}-f{faults:g}-{_generator_key()}.{kind}"
+    if path.exists():
+        return path
+    started = time.perf_counter()
+    people = synth.generate(rows, seed, faults=faults)
+    table = clerk.to_clerk(people.columns, "standard", seed=seed)
+    partial = path.with_name(f".{path.name}.partial")
+    if kind == "xlsx":
+        clerk.write_xlsx(table, partial, title="XX社区卫生服务中心 电子健康卡申领登记表",
+                         date_cells=np.random.default_rng(seed).random(rows) < 0.5)  # fmt: skip
+    else:
+        clerk.write_csv(table, partial)
+    partial.rename(path)
+    print(f"  generated {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
+def fresh(name: str) -> Path:
+    """An empty folder ``bench/out/<name>``."""
+    folder = OUT / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def validate(path: Path, folder: Path) -> Measured:
+    """``ehc validate`` of one register, every report written into ``folder/out``."""
+    return measure(ehc("validate", str(path), "--out", str(folder / "out")), ehc_env(folder / "state")).check(
+        (0, 1)
+    )
+
+
+def submit(path: Path, sandbox: Sandbox, folder: Path, state: Path, rate: str, workers: str) -> Measured:
+    """``ehc submit`` of one register to ``sandbox``."""
+    command = ehc("submit", str(path), "--out", str(folder), "--base-url", sandbox.base_url, "--rate", rate,
+                  "--concurrency", workers)  # fmt: skip
+    return measure(command, sandbox.submit_env(state)).check((0, 1))
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+def figure_csv(rows: int) -> list[Figure]:
+    """Dry run of a UTF-8 CSV against a raw pyarrow read of it."""
+    path = register("csv", rows, 1, 0.02)
+    raw = min(
+        (measure(python(BASELINES, "read-csv", str(path))).check() for _ in range(2)), key=lambda m: m.wall
+    )
+    run = validate(path, fresh("csv"))
+    label = f"validate {rows:,}-row CSV"
+    return [
+        Figure(
+            f"{label}: wall", run.wall, raw.wall, "s", "≤ 3×", run.wall <= 3 * raw.wall, "vs pandas read_csv"
+        ),
+        Figure(f"{label}: peak RSS", run.peak_mb, raw.peak_mb, "MB", "< 2500 MB", run.peak_mb < 2500),
+    ]
+
+
+def figure_xlsx(rows: int) -> list[Figure]:
+    """Dry run of an xlsx with every report against a calamine read + xlsxwriter write of the rows."""
+    path = register("xlsx", rows, 2, 0.02)
+    folder = fresh("xlsx")
+    raw = measure(python(BASELINES, "copy-xlsx", str(path), str(folder / "copy.xlsx"))).check()
+    run = validate(path, folder)
+    label = f"validate {rows:,}-row xlsx"
+    return [
+        Figure(f"{label}: wall", run.wall, raw.wall, "s", "≤ 1.5×", run.wall <= 1.5 * raw.wall,
+               "vs calamine read + xlsxwriter write"),
+        Figure(f"{label}: peak RSS", run.peak_mb, raw.peak_mb, "MB", "", None),
+    ]  # fmt: skip
+
+
+def figure_rate(rows: int) -> list[Figure]:
+    """Submission at --rate 50 to a sandbox answering after 100 ms: achieved rate and worst window."""
+    path = register("csv", rows, 3, 0.0)
+    folder = fresh("rate")
+    with Sandbox(folder / "sandbox", latency_ms=LATENCY_MS) as sandbox:
+        submit(path, sandbox, folder / "out", folder / "state", f"{RATE:g}", "8")
+        arrivals = sandbox.arrivals()
+    achieved = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    most = max_in_window(arrivals)
+    label = f"submit {rows:,} rows, --rate {RATE:g}, {LATENCY_MS:g} ms latency"
+    return [
+        Figure(
+            f"{label}: achieved rate",
+            achieved,
+            RATE,
+            "/s",
+            "≥ 95%",
+            achieved >= 0.95 * RATE,
+            f"{len(arrivals)} calls",
+        ),
+        Figure(
+            f"{label}: most in 1 s", most, RATE, "calls", f"≤ {RATE:g}", most <= RATE, "sandbox timestamps"
+        ),
+    ]
+
+
+def figure_cpu(rows: int) -> list[Figure]:
+    """Client CPU per call and calls/s without a rate limit, against bare requests.Session posts."""
+    path = register("csv", rows, 4, 0.0)
+    folder = fresh("cpu")
+    with Sandbox(folder / "sandbox") as sandbox:
+        dry = validate(path, folder / "dry")
+        run = submit(path, sandbox, folder / "out", folder / "state", UNLIMITED, WORKERS)
+        arrivals = sandbox.arrivals()
+        bare = measure(python(BASELINES, "bare-post", sandbox.base_url, sandbox.app_id, sandbox.app_secret,
+                              str(rows), "5"), ehc_env(folder / "bare")).check()  # fmt: skip
+    loop = json.loads(bare.stdout.strip().splitlines()[-1])
+    calls = len(arrivals)
+    span = float(arrivals[-1] - arrivals[0]) if calls > 1 else float("nan")
+    per_call = (run.cpu - dry.cpu) / max(calls, 1) * 1000
+    bare_per_call = loop["cpu"] / loop["calls"] * 1000
+    rate, bare_rate = (calls - 1) / span, loop["calls"] / loop["seconds"]
+    note = f"{calls} calls; submit CPU minus dry-run CPU; bare failures {loop['failures']}"
+    return [
+        Figure(
+            "submit client CPU per call",
+            per_call,
+            bare_per_call,
+            "ms",
+            "≤ 1.5×",
+            per_call <= 1.5 * bare_per_call,
+            note,
+        ),
+        Figure(
+            "submit calls/s, no limit, no latency",
+            rate,
+            bare_rate,
+            "/s",
+            "≥ 70%",
+            rate >= 0.7 * bare_rate,
+            f"--concurrency {WORKERS} vs one bare Session",
+        ),
+    ]
+
+
+def figure_rerun(rows: int) -> list[Figure]:
+    """A second submission of residents already in the journal: no calls, time near a dry run."""
+    path = register("csv", rows, 6, 0.0)
+    folder = fresh("rerun")
+    state = folder / "state"
+    with Sandbox(folder / "sandbox") as sandbox:
+        first = submit(path, sandbox, folder / "first", state, UNLIMITED, WORKERS)
+        before = len(sandbox.arrivals())
+        again = submit(path, sandbox, folder / "again", state, UNLIMITED, WORKERS)
+        calls = len(sandbox.arrivals()) - before
+    dry = validate(path, folder / "dry")
+    label = f"rerun {rows:,} journalled residents"
+    return [
+        Figure(
+            f"{label}: calls",
+            calls,
+            None,
+            "calls",
+            "0",
+            calls == 0,
+            f"first submission {first.wall:.0f} s, {before} calls",
+        ),
+        Figure(
+            f"{label}: wall", again.wall, dry.wall, "s", "≤ 2×", again.wall <= 2 * dry.wall, "vs ehc validate"
+        ),
+    ]
+
+
+FIGURES: dict[str, Callable[[int], list[Figure]]] = {
+    "csv": figure_csv, "xlsx": figure_xlsx, "rate": figure_rate, "cpu": figure_cpu, "rerun": figure_rerun,
+}  # fmt: skip
+
+
+# --- table -------------------------------------------------------------------------------------
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with numpy scalars turned into Python ones, for JSON."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in record.items()}
+
+
+def _number(value: float | None, unit: str) -> str:
+    if value is None or value != value:
+        return "—"
+    if float(value).is_integer() and unit in {"calls", "MB"}:
+        return f"{int(value):,} {unit}"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+    return f"{text} {unit}"
+
+
+def table(figures: list[Figure]) -> str:
+    """The figures as an aligned text table."""
+    header = ("figure", "value", "baseline", "ratio", "target", "result")
+    lines = [header] + [
+        (f.name, _number(f.value, f.unit), _number(f.baseline, f.unit),
+         "—" if f.ratio is None else f"{f.ratio:.2f}×", f.target,
+         {True: "pass", False: "FAIL", None: "info" if not f.note.startswith("error") else "ERROR"}[f.passed])
+        for f in figures
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"  {f.name}: {f.note}" for f in figures if f.note]
+    return "\n".join([*rendered, "", "notes:", *notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen figures; exit 0 when every target is met, 1 otherwise."""
+    parser = argparse.ArgumentParser(prog="bench/run.py", description="time ehc against raw baselines")
+    parser.add_argument("--quick", action="store_true", help="smaller registers (a few minutes in all)")
+    parser.add_argument("--only", action="append", choices=sorted(FIGURES), metavar="NAME",
+                        help=f"run only this figure (repeatable): {', '.join(FIGURES)}")  # fmt: skip
+    args = parser.parse_args(argv)
+    sizes = SIZES["quick" if args.quick else "full"]
+    figures: list[Figure] = []
+    for name in args.only or list(FIGURES):
+        print(f"[{name}] {sizes[name]:,} rows …", flush=True)
+        started = time.perf_counter()
+        try:
+            found = FIGURES[name](sizes[name])
+        except Exception as error:  # one broken figure must not hide the others
+            traceback.print_exc()
+            found = [Figure(name, None, None, "", "", None, f"error: {type(error).__name__}: {error}"[:300])]
+        for figure in found:
+            value, baseline = _number(figure.value, figure.unit), _number(figure.baseline, figure.unit)
+            print(f"  {figure.name}: {value} (baseline {baseline})")
+        print(f"  [{name}] took {time.perf_counter() - started:.0f} s", flush=True)
+        figures.extend(found)
+    print()
+    print(table(figures))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(
+        json.dumps([_plain({**asdict(f), "ratio": f.ratio}) for f in figures], ensure_ascii=False, indent=1),
+        encoding="utf-8",
+    )
+    return (
+        0 if all(f.passed is not False for f in figures) and all(f.value is not None for f in figures) else 1
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Whole-column text operations on pyarrow, for normalisation and validation.
+
+pandas 3 keeps text columns in pyarrow arrays, but several pandas string
+methods (``normalize``, ``extract``, ``replace`` with group references,
+``where`` on text) fall back to a Python loop per value.  These helpers call
+the pyarrow kernels (RE2 regular expressions) directly and hand back ordinary
+pandas ``str`` Series with the caller's index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def to_arrow(values: pd.Series) -> pa.Array:
+    """The column as one pyarrow ``large_string`` array (no copy for a pandas ``str`` column)."""
+    array = pa.array(values, type=pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    return array
+
+
+def to_series(array: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
+    """A pandas ``str`` Series of ``array`` on ``index``."""
+    result = pd.Series(array.to_pandas(), dtype="str")
+    result.index = index
+    return result
+
+
+def constant(value: str, index: pd.Index) -> pd.Series:
+    """A ``str`` Series holding ``value`` on every row of ``index``."""
+    return pd.Series(value, index=index, dtype="str")
+
+
+def empty_mask(values: pd.Series) -> np.ndarray:
+    """Whether each value is ``""``."""
+    return (values == "").to_numpy(dtype=bool)
+
+
+def all_empty(values: pd.Series) -> bool:
+    """Whether every value is ``""`` (cheap: one pass over the lengths)."""
+    return values.empty or pc.max(pc.binary_length(to_arrow(values))).as_py() == 0
+
+
+def matches(values: pd.Series, pattern: str) -> np.ndarray:
+    """Whether the RE2 ``pattern`` occurs in each value (anchor it for a full match)."""
+    found = pc.match_substring_regex(to_arrow(values), pattern)
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
+def rewrite_where(
+    values: pd.Series, needs_work: np.ndarray | pa.Array, rewrite: Callable[[pa.Array], pa.Array]
+) -> pd.Series:
+    """``rewrite`` applied to the values flagged by ``needs_work`` only; the others untouched."""
+    mask = pa.array(np.asarray(needs_work, dtype=bool)) if isinstance(needs_work, np.ndarray) else needs_work
+    if not pc.any(mask).as_py():
+        return values
+    array = to_arrow(values)
+    return to_series(pc.replace_with_mask(array, mask, rewrite(pc.filter(array, mask))), values.index)
+
+
+def rewrite_found(values: pd.Series, pattern: str, rewrite: Callable[[pa.Array], pa.Array]) -> pd.Series:
+    """``rewrite`` applied to the values in which the RE2 ``pattern`` occurs."""
+    if all_empty(values):
+        return values
+    return rewrite_where(
+        values, pc.fill_null(pc.match_substring_regex(to_arrow(values), pattern), False), rewrite
+    )
+
+
+def where(condition: np.ndarray, chosen: pd.Series, other: pd.Series | str) -> pd.Series:
+    """``chosen`` where ``condition`` holds, else ``other`` (a Series on the same index, or text)."""
+    if condition.all():
+        return chosen
+    if isinstance(other, str) and not condition.any():
+        return constant(other, chosen.index)
+    fallback = to_arrow(other) if isinstance(other, pd.Series) else pa.scalar(other, pa.large_string())
+    return to_series(pc.if_else(pa.array(condition), to_arrow(chosen), fallback), chosen.index)
+
+
+def fill_empty(values: pd.Series, default: pd.Series | str) -> pd.Series:
+    """``values`` with each empty cell taken from ``default``."""
+    return where(~empty_mask(values), values, default)
+
+
+def choose(indices: np.ndarray, choices: Sequence[str], index: pd.Index) -> pd.Series:
+    """A ``str`` Series taking ``choices[indices[i]]`` on row ``i``."""
+    dictionary = pa.DictionaryArray.from_arrays(
+        pa.array(indices), pa.array(list(choices), type=pa.large_string())
+    )
+    return to_series(dictionary.cast(pa.large_string()), index)
+
+
+def per_distinct(values: pd.Series, clean: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``clean`` (a column function) applied once per distinct value, spread back over the rows."""
+    if all_empty(values):
+        return values
+    encoded = pc.dictionary_encode(to_arrow(values))
+    distinct = to_series(encoded.dictionary, pd.RangeIndex(len(encoded.dictionary)))
+    cleaned = clean(distinct)
+    if cleaned.equals(distinct):
+        return values
+    rebuilt = pa.DictionaryArray.from_arrays(encoded.indices, to_arrow(cleaned))
+    return to_series(rebuilt.cast(pa.large_string()), values.index)
+
+
+def ascii_matrix(values: pd.Series, width: int) -> np.ndarray:
+    """An ``(n, width)`` uint8 view of ASCII strings all exactly ``width`` long (the text is not copied)."""
+    if values.empty:
+        return np.empty((0, width), dtype=np.uint8)
+    array = to_arrow(values)
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    if len(data) != len(values) * width:
+        raise ValueError(f"every value must be {width} ASCII characters")
+    return data.reshape(-1, width)
+
+
+def digits_value(matrix: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The integer written by the ASCII digits in columns ``start:stop`` of each row of ``matrix``."""
+    result = np.zeros(len(matrix), dtype=np.int64)
+    for column in range(start, stop):
+        result *= 10
+        result += matrix[:, column]
+    result -= 48 * (10 ** (stop - start) - 1) // 9  # the ASCII code of "0" in every place
+    return result

@@ -1,0 +1,210 @@
+"""``ehc check-config``: validate the settings, log in to the platform, say where things live.
+
+Two stages.  :func:`settings_problems` finds everything wrong with the merged
+settings without touching the network (all problems at once, so an operator
+fixes them in one go).  :func:`check_config` then fetches a fresh work key
+through the real client, which proves the URL, the app id and the secret
+together.  Neither ever shows the app secret or the work key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from loguru import logger
+
+from pipeline.config import Settings
+from pipeline.errors import AuthenticationRefused, ConfigError
+from pipeline.lock import lock_path
+from pipeline.logs import register_secret
+from pipeline.model import INPUT_FIELDS
+from pipeline.workkey import cache_path
+
+#: loguru's built-in level names (case-sensitive there).
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+#: What each refusal of getWorkKey means for the operator, by result code.
+REFUSAL_ADVICE: dict[int, str] = {
+    10101: "平台不认识这个应用 ID（10101 机构代码错误）。请核对 [platform] app_id 或环境变量 EHC_APP_ID "
+    "与平台分配的 APPID 完全一致",
+    10102: "平台拒绝了应用身份（10102 用户名错误）。请核对 app_id 与 app_package_name",
+    10103: "平台拒绝了应用密钥（10103 密码错误）。请核对环境变量 EHC_APP_SECRET（或 [platform] app_secret）",
+    10105: "平台拒绝了签名（10105 认证字符串无效）。通常是应用密钥不对：请核对 EHC_APP_SECRET；"
+    "也请确认本机时钟准确（签名含时间戳）",
+}
+
+
+def mask_app_id(app_id: str) -> str:
+    """First 4 + ``***`` + last 4 characters; shorter ids keep less so most stays hidden."""
+    if len(app_id) > 12:
+        return f"{app_id[:4]}***{app_id[-4:]}"
+    if len(app_id) > 4:
+        return f"{app_id[:2]}***{app_id[-2:]}"
+    return "***" if app_id else ""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_problems(url: str) -> list[str]:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return [
+            f"平台地址 {url!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/"
+            "（[platform] base_url 或环境变量 EHC_BASE_URL）"
+        ]
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        return [f"平台地址 {url} 使用不加密的 http：只允许 https（本机测试平台 127.0.0.1 / localhost 除外）"]
+    return []
+
+
+def _writable_dir(path: Path) -> str | None:
+    """None if ``path`` exists (or can be made) and is writable, else the reason."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return error.strerror or str(error)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "没有写权限"
+    return None
+
+
+def _log_option_problem(settings: Settings) -> str | None:
+    """loguru parses rotation/retention only when a sink is added: add one briefly to find out."""
+    from loguru import logger as probe
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            handler = probe.add(
+                Path(scratch) / "probe.log",
+                rotation=settings.logging.rotation,
+                retention=settings.logging.retention,
+                delay=True,
+            )
+        except (ValueError, TypeError) as error:
+            return str(error)
+        probe.remove(handler)
+    return None
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """Every fatal problem with ``settings`` as one Chinese sentence each (empty: all fine)."""
+    platform, problems = settings.platform, []
+    if not platform.app_id:
+        problems.append("未设置应用 ID：请在配置文件 [platform] app_id 中填写，或设置环境变量 EHC_APP_ID")
+    if not platform.app_secret:
+        problems.append("未设置应用密钥：请设置环境变量 EHC_APP_SECRET（不建议写进配置文件）")
+    problems += _url_problems(platform.base_url)
+    if platform.connect_timeout <= 0 or platform.read_timeout <= 0:
+        problems.append("[platform] connect_timeout 与 read_timeout 应大于 0（秒）")
+    if platform.max_attempts < 1:
+        problems.append("[platform] max_attempts 应至少为 1")
+    if settings.logging.level.upper() not in LOG_LEVELS:
+        problems.append(
+            f"[logging] level 应为 {' / '.join(LOG_LEVELS)} 之一，实际为 {settings.logging.level!r}"
+        )
+    bad_log_option = _log_option_problem(settings)
+    if bad_log_option:
+        problems.append(
+            f'[logging] rotation / retention 无法识别（{bad_log_option}）：写成如 "10 MB"、"1 day"、"30 days"'
+        )
+    if settings.defaults.fksj:
+        try:
+            datetime.datetime.strptime(settings.defaults.fksj, "%Y%m%d")
+        except ValueError:
+            problems.append(
+                f"[defaults] fksj 应为 YYYYMMDD 格式的日期或留空，实际为 {settings.defaults.fksj!r}"
+            )
+    unknown = sorted({code for code in settings.column_aliases.values() if code not in INPUT_FIELDS})
+    if unknown:
+        problems.append(
+            f"[columns] 中有不认识的字段代码 {', '.join(unknown)}；可用的有：{', '.join(INPUT_FIELDS)}"
+        )
+    state_problem = _writable_dir(settings.state_dir)
+    if state_problem:
+        problems.append(
+            f"状态目录 {settings.state_dir} 不可用（{state_problem}）：请在 [paths] state_dir 或环境变量 "
+            "EHC_STATE_DIR 中指定一个可写目录"
+        )
+    return problems
+
+
+def describe_settings(settings: Settings) -> list[str]:
+    """Where the run will send and keep things: the lines check-config prints (secret never shown)."""
+    platform, submit = settings.platform, settings.submit
+    concurrency = str(submit.concurrency) if submit.concurrency else "自动（按速率与平台响应时间）"
+    return [
+        f"配置文件：{settings.source or '（未指定，仅用环境变量与默认值）'}",
+        f"平台地址：{platform.base_url}",
+        f"应用 ID：{mask_app_id(platform.app_id)}",
+        "应用密钥：已设置（不显示）" if platform.app_secret else "应用密钥：未设置",
+        f"发送速率：{f'每秒最多 {submit.rate:g} 次' if submit.rate > 0 else '不限速'}；并发：{concurrency}",
+        f"发卡机构代码（默认）：{settings.defaults.org_code or '未设置（须在登记表中提供）'}",
+        f"状态目录：{settings.state_dir}",
+        f"办理记录（journal）：{settings.state_dir / 'journal.sqlite'}",
+        f"运行锁：{lock_path(settings.state_dir)}",
+        f"工作密钥缓存：{settings.state_dir / 'workkeys'}（文件权限 0600）",
+        f"日志目录：{settings.effective_log_dir}（保留 {settings.logging.retention}，"
+        f"每 {settings.logging.rotation} 轮换）",
+    ]
+
+
+def _warnings(settings: Settings) -> list[str]:
+    lines = []
+    if settings.submit.rate <= 0:
+        lines.append("提示：[submit] rate = 0 表示不限速，只适用于本机测试平台；正式平台请设置每秒上限")
+    if not settings.defaults.org_code:
+        lines.append(
+            "提示：未设置 [defaults] org_code / EHC_ORG_CODE；登记表没有“发卡机构代码”列的行会被平台拒绝"
+        )
+    log_problem = _writable_dir(settings.effective_log_dir)
+    if log_problem:
+        lines.append(
+            f"提示：日志目录 {settings.effective_log_dir} 不可写（{log_problem}），日志将只输出到屏幕"
+        )
+    return lines
+
+
+def check_config(settings: Settings) -> list[str]:
+    """Validate ``settings``, fetch a fresh work key, and return the lines to print.
+
+    Raises :class:`ConfigError` (settings wrong, every problem listed),
+    :class:`AuthenticationRefused` (the platform refused the app: message
+    says which credential to check) or :class:`PlatformUnreachable`.
+    """
+    from pipeline.client import PlatformClient
+
+    register_secret(settings.platform.app_secret)
+    problems = settings_problems(settings)
+    if problems:
+        where = f"（配置文件 {settings.source}）" if settings.source else ""
+        raise ConfigError(f"配置有 {len(problems)} 处问题{where}：" + "；".join(problems))
+    lines = describe_settings(settings) + _warnings(settings)
+    with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
+        # A key from the cache proves nothing about today's secret: log in afresh if one is cached
+        # (without a cached key, the first fetch is already a fresh login).
+        cached = cache_path(settings.state_dir, settings.platform.app_id.strip(), client.base_url).exists()
+        try:
+            work_key = client.work_key(refresh=cached)
+        except AuthenticationRefused as error:
+            advice = REFUSAL_ADVICE.get(error.result_code or 0)
+            if advice is None:
+                raise
+            raise AuthenticationRefused(
+                f"登录平台 {settings.platform.base_url} 失败：{advice}", result_code=error.result_code
+            ) from None
+    register_secret(work_key)
+    logger.info("check-config: getWorkKey 成功")
+    lines.append("认证成功：平台 getWorkKey 返回了工作密钥（已缓存，不显示）")
+    return lines

@@ -1,0 +1,392 @@
+"""``ehc run --inbox DIR``: take in every new register dropped into a folder, unattended.
+
+A register is *new* when its content (SHA-256) has not been processed to the
+end before, as recorded in the journal's ``files`` table: a copy or a renamed
+file is recognised and set aside, not sent twice.  A file still being written
+(modified less than ``[inbox] settle_seconds`` ago, or growing across a short
+re-check) is left for the next run.
+
+Each new file gets ``<out>/<date>/<stem>/`` with the reports of ``ehc submit``
+and is then moved to ``<inbox>/processed/``; a file that cannot be read goes to
+``<inbox>/failed/`` with ``<name>.reason.txt`` beside it.  The order is chosen
+for crashes: reports, then the journal's file record, then the move.  A run
+killed mid-file leaves the file in the inbox and its hash unfinished, so the
+next run takes it again; the journal's per-resident records make that rerun
+send nobody twice.
+
+``--dry-run`` validates and writes reports only: nothing is sent, moved or
+recorded, and it takes no lock, so it never keeps the real run from starting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from loguru import logger
+
+from pipeline.config import Settings
+from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
+from pipeline.inbox_summary import (
+    FILE_DUPLICATE,
+    FILE_ERROR,
+    FILE_FAILED,
+    FILE_INTERRUPTED,
+    FILE_NOT_REACHED,
+    FILE_PROCESSED,
+    FILE_WAITING,
+    FileOutcome,
+    InboxResult,
+    row_counts,
+    write_summary,
+)
+from pipeline.journal import Journal, default_journal_path
+from pipeline.lock import run_lock
+
+#: File name endings of registers; anything else in the inbox is left alone.
+REGISTER_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".tsv", ".txt"})
+PROCESSED_DIR = "processed"
+FAILED_DIR = "failed"
+REASON_SUFFIX = ".reason.txt"
+#: Pause between the two size checks of the settle test (only when settle_seconds > 0).
+RECHECK_SECONDS = 1.0
+
+__all__ = ["FileOutcome", "InboxResult", "run_inbox", "scan_inbox"]
+
+
+def _is_scratch(name: str) -> bool:
+    """Hidden files, Office lock files (``~$x.xlsx``), LibreOffice locks, our own reason notes."""
+    return name.startswith((".", "~")) or name.endswith(REASON_SUFFIX)
+
+
+def scan_inbox(inbox: Path) -> tuple[list[Path], list[str]]:
+    """The registers lying directly in ``inbox`` (sorted by name) and the other files' names.
+
+    Subfolders (``processed/``, ``failed/`` and any other) are never entered.
+    """
+    registers, ignored = [], []
+    for entry in sorted(inbox.iterdir(), key=lambda p: p.name):
+        if _is_scratch(entry.name) or not entry.is_file():
+            continue
+        if entry.suffix.lower() in REGISTER_SUFFIXES:
+            registers.append(entry)
+        else:
+            ignored.append(entry.name)
+    return registers, ignored
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def split_settled(paths: list[Path], now: datetime, settle_seconds: float) -> tuple[list[Path], list[Path]]:
+    """(ready, still being written): too recently modified, or changing across a short re-check."""
+    if settle_seconds <= 0:
+        return list(paths), []
+    first = {path: _signature(path) for path in paths}
+    cutoff = now.timestamp() - settle_seconds
+    young = {path for path, sig in first.items() if sig is not None and sig[1] / 1e9 > cutoff}
+    candidates = [p for p in paths if p not in young and first[p] is not None]
+    if candidates:
+        time.sleep(min(RECHECK_SECONDS, settle_seconds))
+    changing = {p for p in candidates if _signature(p) != first[p]}
+    ready = [p for p in candidates if p not in changing]
+    waiting = [p for p in paths if p in young or p in changing]
+    return ready, waiting
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """Hex SHA-256 and size of a file, read in 1 MiB chunks."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _unique(path: Path, exists: Callable[[Path], bool] = Path.exists) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ``-3`` ... whichever does not exist yet."""
+    candidate, number = path, 2
+    while exists(candidate):
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        number += 1
+    return candidate
+
+
+def _results_dir(day_dir: Path, stem: str) -> Path:
+    day_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        target = _unique(day_dir / stem)
+        with contextlib.suppress(FileExistsError):
+            target.mkdir()
+            return target
+
+
+def _move(path: Path, folder: Path) -> Path:
+    """Move ``path`` into ``folder`` (a rename on the inbox's own filesystem), never overwriting."""
+    folder.mkdir(exist_ok=True)
+    target = _unique(folder / path.name)
+    os.replace(path, target)
+    return target
+
+
+def _write_reason(failed_dir: Path, path: Path, outcome: FileOutcome, when: datetime) -> Path:
+    """Write ``<name>.reason.txt`` where ``path`` will land in ``failed/``; return the landing path."""
+    failed_dir.mkdir(exist_ok=True)
+
+    def taken(candidate: Path) -> bool:
+        return candidate.exists() or candidate.with_name(candidate.name + REASON_SUFFIX).exists()
+
+    target = _unique(failed_dir / path.name, taken)
+    reason = target.with_name(target.name + REASON_SUFFIX)
+    reason.write_text(
+        f"文件：{path.name}\n时间：{when.isoformat(timespec='seconds')}\n原因：{outcome.message}\n"
+        f"SHA-256：{outcome.sha256}\n处理办法：按上面的原因改正文件后，重新放入收件箱（文件名可以不变）。\n",
+        encoding="utf-8",
+    )
+    return target
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Between files, SIGTERM (systemd stop) stops the run like Ctrl-C, so the summary is still written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Run:
+    """One inbox run in progress: its settings, clock, journal and what happened so far."""
+
+    inbox: Path
+    out_root: Path
+    settings: Settings
+    dry_run: bool
+    started_at: datetime
+    journal: Journal
+    t0: float = field(default_factory=time.monotonic)
+    hashes_done: set[str] = field(default_factory=set)
+
+    def clock(self) -> datetime:
+        return self.started_at + timedelta(seconds=time.monotonic() - self.t0)
+
+    @property
+    def day_dir(self) -> Path:
+        return self.out_root / self.started_at.strftime("%Y-%m-%d")
+
+    def process(self, path: Path) -> FileOutcome | None:
+        """Take in one register; None if it vanished before it could be read."""
+        outcome = FileOutcome(name=path.name, status=FILE_PROCESSED, started_at=self.clock())
+        try:
+            outcome.sha256, outcome.size = sha256_of(path)
+        except FileNotFoundError:
+            logger.info("{} 在处理前被移走，跳过", path.name)
+            return None
+        except OSError as error:
+            return self._failed(path, outcome, f"无法读取文件（{error.strerror}）；请检查文件权限")
+        if outcome.sha256 in self.hashes_done or self.journal.file_seen(outcome.sha256):
+            return self._duplicate(path, outcome)
+        try:
+            outcome.out_dir = _results_dir(self.day_dir, path.stem)
+        except OSError as error:
+            return self._stopped(
+                outcome,
+                FILE_ERROR,
+                f"无法创建结果目录 {self.day_dir / path.stem}"
+                f"（{error.strerror}）；请检查 --out 目录的权限和磁盘空间",
+                EXIT_FATAL,
+            )
+        if not self.dry_run:
+            self.journal.record_file(
+                outcome.sha256, path.name, "processing", outcome.out_dir, outcome.started_at
+            )
+        logger.info("处理 {} → {}", path.name, outcome.out_dir)
+        try:
+            batch = self._submit(path, outcome.out_dir)
+        except InputError as error:
+            with contextlib.suppress(OSError):
+                outcome.out_dir.rmdir()  # only if nothing was written into it
+            outcome.out_dir = outcome.out_dir if outcome.out_dir.exists() else None
+            return self._failed(path, outcome, error.message)
+        except EhcError as error:
+            status = FILE_INTERRUPTED if error.exit_code == EXIT_INTERRUPTED else FILE_ERROR
+            return self._stopped(outcome, status, error.message, error.exit_code)
+        except KeyboardInterrupt:
+            return self._stopped(outcome, FILE_INTERRUPTED, "运行被中断", EXIT_INTERRUPTED)
+        outcome.rows, outcome.statuses, outcome.result_codes, outcome.warning_codes = row_counts(batch)
+        outcome.finished_at = self.clock()
+        self.hashes_done.add(outcome.sha256)
+        if not self.dry_run:
+            self.journal.record_file(
+                outcome.sha256,
+                path.name,
+                FILE_PROCESSED,
+                outcome.out_dir,
+                outcome.started_at,
+                outcome.finished_at,
+            )
+            outcome.moved_to = self._move_processed(path)
+        return outcome
+
+    def _move_processed(self, path: Path) -> Path | None:
+        try:
+            return _move(path, self.inbox / PROCESSED_DIR)
+        except OSError as error:
+            # Recorded as processed already: the next run sees the same hash and only retries the move.
+            logger.error(
+                "无法把 {} 移到 {}/（{}）；请检查收件箱的权限", path.name, PROCESSED_DIR, error.strerror
+            )
+            return None
+
+    def _submit(self, path: Path, out_dir: Path) -> Any:
+        if self.dry_run:
+            from pipeline.dryrun import prepare_batch, write_outputs
+
+            batch = prepare_batch([path], self.settings, today=self.started_at.date())
+            write_outputs(batch, out_dir, submitted=False)
+            return batch
+        from pipeline.submit import run_submit
+
+        batch, _paths = run_submit([path], out_dir, self.settings)
+        return batch
+
+    def _duplicate(self, path: Path, outcome: FileOutcome) -> FileOutcome:
+        outcome.status = FILE_DUPLICATE
+        outcome.message = "内容与已处理过的文件相同，未再处理"
+        outcome.finished_at = self.clock()
+        if not self.dry_run:
+            outcome.moved_to = self._move_processed(path)
+        logger.info("{} 与已处理过的文件内容相同，跳过", path.name)
+        return outcome
+
+    def _failed(self, path: Path, outcome: FileOutcome, message: str) -> FileOutcome:
+        outcome.status, outcome.message, outcome.finished_at = FILE_FAILED, message, self.clock()
+        logger.error("{} 无法读取：{}", path.name, message)
+        if self.dry_run:
+            return outcome
+        if outcome.sha256:
+            # Left unfinished on purpose: the same file, put back after a configuration fix, is taken again.
+            self.journal.record_file(
+                outcome.sha256, path.name, FILE_FAILED, outcome.out_dir or "", outcome.started_at, None
+            )
+        try:
+            target = _write_reason(self.inbox / FAILED_DIR, path, outcome, outcome.finished_at)
+            os.replace(path, target)
+            outcome.moved_to = target
+        except OSError as error:
+            logger.error("无法把 {} 移到 {}/（{}）", path.name, FAILED_DIR, error.strerror)
+        return outcome
+
+    def _stopped(self, outcome: FileOutcome, status: str, message: str, exit_code: int) -> FileOutcome:
+        outcome.status, outcome.message, outcome.finished_at = status, message, self.clock()
+        outcome.exit_code = exit_code
+        if outcome.sha256 and not self.dry_run:
+            with contextlib.suppress(EhcError):  # the journal may be what failed
+                self.journal.record_file(
+                    outcome.sha256, outcome.name, status, outcome.out_dir or "", outcome.started_at, None
+                )
+        logger.error(
+            "{}：{}；文件留在收件箱，下次运行继续（已办理的居民不会重复发送）", outcome.name, message
+        )
+        return outcome
+
+
+def _exit_code(outcomes: list[FileOutcome]) -> int:
+    for outcome in outcomes:
+        if outcome.status in (FILE_ERROR, FILE_INTERRUPTED):
+            return outcome.exit_code or EXIT_FATAL
+    if any(o.status == FILE_FAILED or (o.status == FILE_PROCESSED and o.rows_not_ok) for o in outcomes):
+        return EXIT_ROWS_NOT_OK
+    return EXIT_OK
+
+
+def run_inbox(
+    inbox: Path,
+    out_root: Path,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> InboxResult:
+    """Process every new register in ``inbox``; write ``summary.json``; return what happened.
+
+    Raises :class:`LockHeld` (exit 3) if another run holds the lock of
+    ``settings.state_dir``, and :class:`InputError` if ``inbox`` is not a
+    folder.  A fatal fault during a file (platform unreachable,
+    authentication refused, Ctrl-C/SIGTERM) stops the run: that file and the
+    ones after it stay in the inbox, the summary is written, and
+    ``exit_code`` is 2 (130 when interrupted).
+    """
+    inbox, out_root = Path(inbox), Path(out_root)
+    if not inbox.is_dir():
+        raise InputError("收件箱目录不存在或不是文件夹", file=str(inbox), fix="检查 --inbox 的路径")
+    command = f"ehc run --inbox {inbox}"
+    lock = contextlib.nullcontext() if dry_run else run_lock(settings.state_dir, command=command)
+    with lock as held, _sigterm_interrupts(), Journal(default_journal_path(settings.state_dir)) as journal:
+        run = _Run(inbox, out_root, settings, dry_run, (now or datetime.now()).astimezone(), journal)
+        logger.info("收件箱运行开始：{}{}", inbox, "（试运行）" if dry_run else "")
+        registers, ignored = scan_inbox(inbox)
+        ready, waiting = split_settled(registers, run.started_at, settings.inbox.settle_seconds)
+        outcomes: list[FileOutcome] = []
+        stopped = False
+        for path in ready:
+            if stopped:
+                outcomes.append(FileOutcome(name=path.name, status=FILE_NOT_REACHED))
+                continue
+            try:
+                outcome = run.process(path)
+            except KeyboardInterrupt:
+                outcome = run._stopped(
+                    FileOutcome(name=path.name, status=FILE_INTERRUPTED),
+                    FILE_INTERRUPTED,
+                    "运行被中断",
+                    EXIT_INTERRUPTED,
+                )
+            if outcome is not None:
+                outcomes.append(outcome)
+                stopped = outcome.status in (FILE_ERROR, FILE_INTERRUPTED)
+        outcomes += [FileOutcome(name=p.name, status=FILE_WAITING) for p in waiting]
+        result = InboxResult(
+            inbox=inbox,
+            out_root=out_root,
+            dry_run=dry_run,
+            started_at=run.started_at,
+            finished_at=run.clock(),
+            files=outcomes,
+            ignored=ignored,
+            exit_code=_exit_code(outcomes),
+            taken_over=held.taken_over.describe() if held is not None and held.taken_over else None,
+        )
+        try:
+            result.summary_path = write_summary(result, run.day_dir)
+        except OSError as error:
+            logger.error(
+                "无法写出运行汇总到 {}（{}）；请检查 --out 目录的权限和磁盘空间", out_root, error.strerror
+            )
+    logger.info("收件箱运行结束，退出码 {}", result.exit_code)
+    return result

@@ -1,0 +1,256 @@
+"""What an inbox run did: per-file outcomes, the run totals, ``summary.json`` and the Chinese text.
+
+``<out>/<date>/summary.json`` describes the latest run of that date that took
+in at least one file (an earlier one of the same date is kept beside it as
+``summary-<HHMMSS>.json``); ``<out>/last-summary.json`` is always the latest
+run, even one that found nothing to do.  Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_LABELS, STATUS_VALID, Batch
+from pipeline.summary import summary_counts
+
+SUMMARY_NAME = "summary.json"
+LAST_SUMMARY_NAME = "last-summary.json"
+SUMMARY_FORMAT = 1
+
+#: What became of a file.
+FILE_PROCESSED = "processed"  # reports written (rows sent unless a dry run); moved to processed/
+FILE_FAILED = "failed"  # could not be read; moved to failed/ with a .reason.txt
+FILE_DUPLICATE = "duplicate"  # same content as a file processed before; moved to processed/
+FILE_WAITING = "waiting"  # still being written; left for the next run
+FILE_ERROR = "error"  # a fatal fault stopped the run here; left in the inbox
+FILE_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM stopped the run here; left in the inbox
+FILE_NOT_REACHED = "not_reached"  # after the run stopped; left in the inbox
+
+FILE_STATUS_LABELS: dict[str, str] = {
+    FILE_PROCESSED: "已处理", FILE_FAILED: "无法读取", FILE_DUPLICATE: "重复文件已跳过",
+    FILE_WAITING: "仍在写入，留待下次", FILE_ERROR: "出错停止", FILE_INTERRUPTED: "被中断",
+    FILE_NOT_REACHED: "未处理（运行已停止）",
+}  # fmt: skip
+
+GOOD_ROW_STATUSES = frozenset({STATUS_VALID, STATUS_ENROLLED, STATUS_ALREADY_ENROLLED})
+
+EXIT_MEANINGS: dict[int, str] = {
+    0: "一切正常",
+    1: "有行未通过校验、被平台拒绝或发送失败，或有文件无法读取",
+    2: "严重错误，运行已停止",
+    130: "运行被中断",
+}
+
+
+def row_counts(batch: Batch) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+    """Rows, rows per status, rows per error code, warnings per code, as the file's own reports count them."""
+    counts = summary_counts(batch)
+    return int(counts["rows"]), counts["by_status"], counts["by_code"], counts["warnings_by_code"]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+@dataclass
+class FileOutcome:
+    """One file of an inbox run and what became of it."""
+
+    name: str
+    status: str
+    sha256: str = ""
+    size: int = 0
+    rows: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    result_codes: dict[str, int] = field(default_factory=dict)
+    warning_codes: dict[str, int] = field(default_factory=dict)
+    out_dir: Path | None = None
+    moved_to: Path | None = None
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int = 0  # set when this file stopped the run
+
+    @property
+    def rows_not_ok(self) -> int:
+        """Rows invalid, rejected or failed."""
+        return sum(n for status, n in self.statuses.items() if status not in GOOD_ROW_STATUSES)
+
+    def as_json(self) -> dict[str, Any]:
+        """This file as a ``summary.json`` entry."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "size": self.size,
+            "status": self.status,
+            "rows": self.rows,
+            "statuses": self.statuses,
+            "result_codes": self.result_codes,
+            "warning_codes": self.warning_codes,
+            "out_dir": str(self.out_dir) if self.out_dir else None,
+            "moved_to": str(self.moved_to) if self.moved_to else None,
+            "message": self.message,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+@dataclass
+class InboxResult:
+    """An inbox run: every file's outcome, the totals, the exit code and where the summary went."""
+
+    inbox: Path
+    out_root: Path
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime
+    files: list[FileOutcome]
+    ignored: list[str]
+    exit_code: int
+    taken_over: str | None = None  # the run whose stale lock this one took over
+    summary_path: Path | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        """Wall time of the run."""
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+    def totals(self) -> dict[str, Any]:
+        """Files per status, rows, rows per status and per result code, over the whole run."""
+        statuses: Counter[str] = Counter()
+        codes: Counter[str] = Counter()
+        warnings: Counter[str] = Counter()
+        for outcome in self.files:
+            statuses.update(outcome.statuses)
+            codes.update(outcome.result_codes)
+            warnings.update(outcome.warning_codes)
+        return {
+            "files": dict(Counter(o.status for o in self.files)),
+            "rows": sum(o.rows for o in self.files),
+            "statuses": dict(statuses),
+            "result_codes": dict(sorted(codes.items())),
+            "warning_codes": dict(sorted(warnings.items())),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        """The whole run as written to ``summary.json``."""
+        return {
+            "format": SUMMARY_FORMAT,
+            "version": __version__,
+            "mode": "dry_run" if self.dry_run else "submit",
+            "inbox": str(self.inbox),
+            "out": str(self.out_root),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+            "exit_code": self.exit_code,
+            "exit_meaning": EXIT_MEANINGS.get(self.exit_code, ""),
+            "stale_lock_taken_over": self.taken_over,
+            "files": [o.as_json() for o in self.files],
+            "ignored": self.ignored,
+            "totals": self.totals(),
+        }
+
+    @property
+    def text(self) -> str:
+        """The human summary (Chinese), for stdout."""
+        return format_run(self)
+
+
+def _status_counts_text(statuses: dict[str, int]) -> str:
+    ordered = sorted(statuses.items(), key=lambda item: -item[1])
+    return "，".join(f"{STATUS_LABELS.get(status, status)} {n}" for status, n in ordered)
+
+
+def _file_line(outcome: FileOutcome) -> str:
+    label = FILE_STATUS_LABELS.get(outcome.status, outcome.status)
+    line = f"  [{label}] {outcome.name}"
+    if outcome.status == FILE_PROCESSED:
+        line += f"：{outcome.rows} 行（{_status_counts_text(outcome.statuses) or '无数据行'}）"
+    elif outcome.message:
+        line += f"：{outcome.message}"
+    if outcome.out_dir:
+        line += f"\n      报告：{outcome.out_dir}"
+    if outcome.moved_to:
+        line += f"\n      文件已移到：{outcome.moved_to}"
+    return line
+
+
+def format_run(result: InboxResult) -> str:
+    """The Chinese run summary: one line per file, the totals, the codes, the summary file, the exit code."""
+    from schemas.tables import describe
+
+    totals = result.totals()
+    mode = "试运行：只校验，不发送、不移动文件" if result.dry_run else "正式提交"
+    lines = [
+        f"ehc 收件箱运行（{mode}）：{result.inbox}",
+        f"开始 {_iso(result.started_at)}，结束 {_iso(result.finished_at)}，"
+        f"用时 {result.duration_seconds:.1f} 秒",
+    ]
+    if result.taken_over:
+        lines.append(f"注意：上一次运行（{result.taken_over}）没有正常结束，本次已接管运行锁并继续")
+    if not result.files:
+        lines.append("收件箱中没有新的登记表。")
+    else:
+        by_status = "，".join(f"{FILE_STATUS_LABELS.get(s, s)} {n}" for s, n in totals["files"].items())
+        lines.append(f"文件 {len(result.files)} 个：{by_status}")
+        lines += [_file_line(o) for o in result.files]
+    if totals["rows"]:
+        lines.append(f"合计 {totals['rows']} 行：{_status_counts_text(totals['statuses'])}")
+    if totals["result_codes"]:
+        counted = [(code, n) for code, n in totals["result_codes"].items() if code.isdigit()]
+        codes = "；".join(f"{code} {describe(int(code))} ×{n}" for code, n in counted)
+        lines.append(f"返回代码：{codes}")
+    if result.ignored:
+        lines.append(f"忽略 {len(result.ignored)} 个非登记表文件：{'、'.join(result.ignored)}")
+    if result.summary_path:
+        lines.append(f"运行汇总：{result.summary_path}")
+    lines.append(f"退出码 {result.exit_code}：{EXIT_MEANINGS.get(result.exit_code, '')}")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically (a reader never sees half a file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _keep_earlier(summary: Path) -> None:
+    """Rename an earlier run's summary of the same date to ``summary-<HHMMSS>.json``."""
+    try:
+        earlier = json.loads(summary.read_text(encoding="utf-8")).get("started_at") or ""
+        stamp = datetime.fromisoformat(earlier).strftime("%H%M%S")
+    except (OSError, ValueError, AttributeError):
+        stamp = datetime.fromtimestamp(summary.stat().st_mtime).strftime("%H%M%S")
+    target, number = summary.with_name(f"summary-{stamp}.json"), 2
+    while target.exists():
+        target = summary.with_name(f"summary-{stamp}-{number}.json")
+        number += 1
+    os.replace(summary, target)
+
+
+def write_summary(result: InboxResult, day_dir: Path) -> Path:
+    """Write the run's ``summary.json`` (in ``day_dir`` if any file was taken in) and ``last-summary.json``.
+
+    Returns the path of the summary that describes this run.
+    """
+    document = result.as_json()
+    result.out_root.mkdir(parents=True, exist_ok=True)
+    touched = any(o.status not in (FILE_WAITING,) for o in result.files)
+    path = result.out_root / LAST_SUMMARY_NAME
+    if touched:
+        day_dir.mkdir(parents=True, exist_ok=True)
+        path = day_dir / SUMMARY_NAME
+        if path.exists():
+            _keep_earlier(path)
+        _write_json(path, document)
+    _write_json(result.out_root / LAST_SUMMARY_NAME, document)
+    return path

@@ -1,0 +1,359 @@
+"""The journal: what was sent to the platform for whom, and what came back.
+
+One SQLite file (``<state_dir>/journal.sqlite``, mode 0600) shared by every
+run on this machine.  Two tables:
+
+* ``residents``, keyed by ID number (``sfzhm``).  A resident is *claimed*
+  (state ``sending``) before its ``syncCardInfo`` call leaves, and its
+  outcome *recorded* (``enrolled``, ``rejected`` or ``failed``) after.  A
+  resident still ``sending`` at the start of a run is one whose outcome is
+  unknown: the process died, or was stopped, while the call was in flight.
+* ``files``, keyed by content hash: the registers an inbox run has taken in.
+
+Durability: WAL mode with ``synchronous=NORMAL``.  A commit has been written
+to the WAL file (handed to the operating system) when it returns, so
+``kill -9`` at any moment loses nothing committed.  A power cut can lose the
+commits since the last checkpoint; :meth:`Journal.flush` (a checkpoint, which
+fsyncs the WAL) runs every few seconds during a submission and at its end, so
+at most those seconds are exposed.  A resident whose record is lost that way
+looks unknown (or ``sending``) and is sent again: the platform answers 10115,
+which counts as already enrolled; nobody is enrolled twice.  Syncing every
+commit instead (``synchronous=FULL``) would cost an fsync per call.
+
+One connection serves every thread, behind a lock: SQLite serialises writers
+anyway, and each statement takes microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import ConfigError
+
+JOURNAL_NAME = "journal.sqlite"
+
+#: Journal states of a resident.
+STATE_SENDING = "sending"
+STATE_ENROLLED = "enrolled"
+STATE_REJECTED = "rejected"
+STATE_FAILED = "failed"
+STATES: tuple[str, ...] = (STATE_SENDING, STATE_ENROLLED, STATE_REJECTED, STATE_FAILED)
+
+#: Columns of :meth:`Journal.lookup_many` (index ``id_number``).
+RESIDENT_COLUMNS: tuple[str, ...] = (
+    "state", "result_code", "message", "ehealth_card_id", "virtual_card_num",
+    "source_file", "source_row", "sends", "updated_at",
+)  # fmt: skip
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS residents (
+    id_number        TEXT PRIMARY KEY,
+    state            TEXT NOT NULL,
+    result_code      INTEGER,
+    message          TEXT NOT NULL DEFAULT '',
+    ehealth_card_id  TEXT NOT NULL DEFAULT '',
+    virtual_card_num TEXT NOT NULL DEFAULT '',
+    source_file      TEXT NOT NULL DEFAULT '',
+    source_row       INTEGER,
+    sends            INTEGER NOT NULL DEFAULT 0,
+    claimed_at       TEXT NOT NULL DEFAULT '',
+    updated_at       TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS residents_state ON residents(state);
+CREATE TABLE IF NOT EXISTS files (
+    content_hash TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    out_dir      TEXT NOT NULL DEFAULT '',
+    started_at   TEXT NOT NULL DEFAULT '',
+    finished_at  TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One register taken in by an inbox run.  Times are ISO 8601 text ("" if unset)."""
+
+    content_hash: str
+    name: str
+    status: str
+    out_dir: str
+    started_at: str
+    finished_at: str
+
+
+def default_journal_path(state_dir: Path) -> Path:
+    """Where the journal lives: ``<state_dir>/journal.sqlite``."""
+    return Path(state_dir) / JOURNAL_NAME
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _as_text(moment: datetime | str | None) -> str:
+    if moment is None:
+        return ""
+    if isinstance(moment, datetime):
+        return moment.isoformat(timespec="seconds")
+    return str(moment)
+
+
+class Journal:
+    """The SQLite journal at ``path``; safe to share between threads.
+
+    Opening creates the file (and its directory) if needed.  Raises
+    :class:`ConfigError` with a Chinese message when the file cannot be
+    opened or is not a journal.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists()
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise ConfigError(
+                    f"提交日志 {self.path} 由更新版本的程序创建（版本 {version}）。请升级本程序后再运行"
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as error:
+            self._close_quietly()
+            raise ConfigError(
+                f"无法打开提交日志 {self.path}（{error}）。请检查状态目录的权限，或确认该文件是本程序的日志"
+            ) from None
+        except OSError as error:
+            raise ConfigError(
+                f"无法创建提交日志 {self.path}（{error.strerror}）。请检查状态目录的权限"
+            ) from None
+
+    # -- connection handling -------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; each statement commits by itself (autocommit)."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.OperationalError as error:
+                # Disk full, read-only or locked for 30 s: nothing more may be sent unrecorded.
+                raise ConfigError(
+                    f"无法写入提交日志 {self.path}（{error}）。请检查磁盘空间和状态目录的权限后重新运行"
+                ) from None
+
+    def flush(self) -> None:
+        """Make every commit so far survive a power cut too (a WAL checkpoint syncs the WAL first)."""
+        with self._writing() as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            with suppress(sqlite3.Error):
+                db.close()
+
+    def close(self) -> None:
+        """Close the connection (later calls raise ``sqlite3.ProgrammingError``)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- residents ---------------------------------------------------------------------
+
+    def claim(self, id_number: str, source_file: str = "", source_row: int | None = None) -> str | None:
+        """Mark a resident ``sending`` before its call leaves; return the state it had before.
+
+        ``None`` means the journal did not know the resident.  The card ids of
+        an earlier outcome are kept.
+        """
+        moment = _now()
+        with self._writing() as db:
+            row = db.execute("SELECT state FROM residents WHERE id_number = ?", (id_number,)).fetchone()
+            db.execute(
+                """INSERT INTO residents
+                     (id_number, state, source_file, source_row, sends, claimed_at, updated_at)
+                   VALUES (?, 'sending', ?, ?, 1, ?, ?)
+                   ON CONFLICT(id_number) DO UPDATE SET
+                     state = 'sending', source_file = excluded.source_file,
+                     source_row = excluded.source_row, sends = sends + 1,
+                     claimed_at = excluded.claimed_at, updated_at = excluded.updated_at""",
+                (id_number, source_file, source_row, moment, moment),
+            )
+        return None if row is None else str(row[0])
+
+    def record(
+        self,
+        id_number: str,
+        status: str,
+        result_code: int | None,
+        message: str,
+        ehealth_card_id: str = "",
+        virtual_card_num: str = "",
+    ) -> None:
+        """Record the outcome of a resident's call (``enrolled``/``rejected``/``failed``/``sending``).
+
+        Committed with fsync before returning.  Card ids already known are
+        kept when ``ehealth_card_id``/``virtual_card_num`` are empty.
+        """
+        if status not in STATES:
+            raise ValueError(f"unknown journal state {status!r}")
+        with self._writing() as db:
+            db.execute(
+                """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
+                                          virtual_card_num, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(id_number) DO UPDATE SET
+                     state = excluded.state, result_code = excluded.result_code,
+                     message = excluded.message,
+                     ehealth_card_id = CASE WHEN excluded.ehealth_card_id != ''
+                                            THEN excluded.ehealth_card_id ELSE ehealth_card_id END,
+                     virtual_card_num = CASE WHEN excluded.virtual_card_num != ''
+                                             THEN excluded.virtual_card_num ELSE virtual_card_num END,
+                     updated_at = excluded.updated_at""",
+                (id_number, status, result_code, message, ehealth_card_id, virtual_card_num, _now()),
+            )
+
+    def lookup_many(self, id_numbers: Iterable[str]) -> pd.DataFrame:
+        """The journal's rows for ``id_numbers`` (those it knows), indexed by ``id_number``.
+
+        Columns :data:`RESIDENT_COLUMNS`; one query whatever the count: the ID
+        numbers travel as one JSON array (or, where SQLite lacks JSON, through
+        a temporary table).
+        """
+        wanted = list(dict.fromkeys(id_numbers))
+        columns = ", ".join(RESIDENT_COLUMNS)
+        with self._lock:
+            try:
+                found = self._db.execute(
+                    f"SELECT id_number, {columns} FROM residents "
+                    "WHERE id_number IN (SELECT value FROM json_each(?))",
+                    (json.dumps(wanted),),
+                ).fetchall()
+            except sqlite3.OperationalError:
+                self._db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (id_number TEXT PRIMARY KEY)")
+                self._db.execute("DELETE FROM wanted")
+                self._db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((i,) for i in wanted))
+                found = self._db.execute(
+                    f"SELECT id_number, {columns} FROM residents JOIN wanted USING (id_number)"
+                ).fetchall()
+        return self._frame(found)
+
+    def lookup(self, id_number: str) -> dict[str, object] | None:
+        """One resident's journal row as a dict, or ``None`` if unknown."""
+        frame = self.lookup_many([id_number])
+        if frame.empty:
+            return None
+        entry: dict[str, object] = {"id_number": id_number}
+        entry.update({str(key): value for key, value in frame.iloc[0].items()})
+        return entry
+
+    def residents(self, state: str | None = None) -> pd.DataFrame:
+        """Every resident (or those in ``state``), indexed by ``id_number``, in ID order."""
+        columns = ", ".join(RESIDENT_COLUMNS)
+        query = f"SELECT id_number, {columns} FROM residents"
+        params: tuple[str, ...] = ()
+        if state is not None:
+            query += " WHERE state = ?"
+            params = (state,)
+        with self._lock:
+            found = self._db.execute(query + " ORDER BY id_number", params).fetchall()
+        return self._frame(found)
+
+    def counts(self) -> dict[str, int]:
+        """Residents per journal state."""
+        with self._lock:
+            found = self._db.execute("SELECT state, COUNT(*) FROM residents GROUP BY state").fetchall()
+        return {str(state): int(count) for state, count in found}
+
+    @staticmethod
+    def _frame(found: list[tuple[object, ...]]) -> pd.DataFrame:
+        frame = pd.DataFrame.from_records(found, columns=["id_number", *RESIDENT_COLUMNS])
+        frame["result_code"] = frame["result_code"].astype("Int64")
+        frame["source_row"] = frame["source_row"].astype("Int64")
+        frame["sends"] = frame["sends"].astype("int64")
+        return frame.set_index("id_number")
+
+    # -- files (inbox runs) ----------------------------------------------------------------
+
+    def file_seen(self, content_hash: str) -> bool:
+        """Whether a register with this content hash was processed to the end before.
+
+        A file recorded as started (no ``finished_at``) by a run that then died
+        counts as not seen, so the next run takes it again.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM files WHERE content_hash = ? AND finished_at != ''", (content_hash,)
+            ).fetchone()
+        return row is not None
+
+    def record_file(
+        self,
+        content_hash: str,
+        name: str,
+        status: str,
+        out_dir: str | Path = "",
+        started_at: datetime | str | None = None,
+        finished_at: datetime | str | None = None,
+    ) -> None:
+        """Record (or update) what became of a register; durable before returning.
+
+        Leave ``finished_at`` empty to mark a file as being processed;
+        :meth:`file_seen` is true only once it is set.
+        """
+        with self._writing() as db:
+            db.execute(
+                """INSERT INTO files (content_hash, name, status, out_dir, started_at, finished_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(content_hash) DO UPDATE SET
+                     name = excluded.name, status = excluded.status, out_dir = excluded.out_dir,
+                     started_at = CASE WHEN excluded.started_at != ''
+                                       THEN excluded.started_at ELSE started_at END,
+                     finished_at = excluded.finished_at""",
+                (content_hash, name, status, str(out_dir), _as_text(started_at), _as_text(finished_at)),
+            )
+
+    def file_record(self, content_hash: str) -> FileRecord | None:
+        """The record of one register, or ``None``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT content_hash, name, status, out_dir, started_at, finished_at "
+                "FROM files WHERE content_hash = ?",
+                (content_hash,),
+            ).fetchone()
+        return None if row is None else FileRecord(*row)
+
+    def files(self) -> list[FileRecord]:
+        """Every register recorded, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT content_hash, name, status, out_dir, started_at, finished_at "
+                "FROM files ORDER BY started_at, name"
+            ).fetchall()
+        return [FileRecord(*row) for row in rows]

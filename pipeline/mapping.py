@@ -1,0 +1,218 @@
+"""Recognise a register's columns: the clerk's headers -> the platform's field codes.
+
+Built-in aliases are data (``schemas/column_aliases.csv``: ``field,alias``; the
+field ``ignore`` marks row-number columns such as 序号).  The spec's pinyin field
+codes (``xm``, ``sfzhm``, ``orgCode`` ...) are always recognised, in any case.
+Headers are compared after :func:`header_key` has removed what clerks decorate
+them with (spaces, ``*``, ``（必填）``, a trailing ``：``).  A user mapping
+(header -> field code, from the config file or ``--mapping FILE``) wins over the
+built-ins.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.model import (
+    ADDRESS_FIELD,
+    FIELD_LABELS,
+    INPUT_FIELDS,
+    REQUIRED_INPUT_FIELDS,
+    MappedTable,
+    RawTable,
+)
+
+#: The pseudo field code of columns that are neither a field nor an extra (序号).
+IGNORE = "ignore"
+
+#: Fields that, present as separate columns, mean the address is already split.
+_ADDRESS_PARTS = ("dzsf", "dzs", "dzqx", "dzxz")
+
+#: Bracketed notes and asterisks: "（必填）", "(选填)", "【格式：19900101】", "*".
+_DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|\*")
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+#: How many headers an error message lists before saying "等 N 列".
+_HEADERS_SHOWN = 40
+
+
+def header_key(text: str) -> str:
+    """The form of a header used for matching: NFKC, no whitespace, no decorations, case-folded.
+
+    ``" 身份证号码（必填）："`` and ``"*身份证号码"`` both give ``"身份证号码"``;
+    ``"XM"`` gives ``"xm"``.  A header that is nothing but decoration keeps it,
+    so ``"(备注)"`` still has a key of its own.
+    """
+    compact = "".join(unicodedata.normalize("NFKC", text).translate(_INVISIBLE).split())
+    stripped = _DECORATION.sub("", compact).rstrip(":")
+    return (stripped or compact).casefold()
+
+
+def _field_code(code: str) -> str | None:
+    """The canonical spelling of a field code given in any case (or ``ignore``), else None."""
+    canonical = {f.casefold(): f for f in (*INPUT_FIELDS, IGNORE)}
+    return canonical.get(code.strip().casefold())
+
+
+def _valid_codes_text() -> str:
+    return "、".join(INPUT_FIELDS) + f"；或 {IGNORE}（忽略该列）"
+
+
+@cache
+def builtin_aliases() -> dict[str, str]:
+    """Header key -> field code (or ``ignore``) for every built-in alias and pinyin code."""
+    text = resources.files("schemas").joinpath("column_aliases.csv").read_text(encoding="utf-8")
+    aliases: dict[str, str] = {field.casefold(): field for field in INPUT_FIELDS}
+    for row in csv.DictReader(text.splitlines()):
+        code = _field_code(row["field"])
+        if code is None:  # a broken data file is a programming error, not a clerk's
+            raise ValueError(f"column_aliases.csv: unknown field {row['field']!r}")
+        aliases.setdefault(header_key(row["alias"]), code)
+    return aliases
+
+
+def is_known_header(text: str) -> bool:
+    """True when ``text`` is a built-in alias or a pinyin field code (not a 序号 column)."""
+    code = builtin_aliases().get(header_key(text))
+    return code is not None and code != IGNORE
+
+
+def count_known_headers(cells: Iterable[str]) -> int:
+    """How many of ``cells`` name a field: what tells a header row from a title or data row."""
+    return sum(1 for cell in cells if cell and is_known_header(cell))
+
+
+def check_user_aliases(user_aliases: Mapping[str, str], source: str = "") -> dict[str, str]:
+    """Header key -> canonical field code for a user mapping; unknown codes -> ConfigError."""
+    checked: dict[str, str] = {}
+    for header, code in user_aliases.items():
+        canonical = _field_code(str(code))
+        if canonical is None:
+            where = f"{source} 中" if source else ""
+            raise ConfigError(
+                f"列对应关系{where}的表头“{header}”指向未知的字段代码“{code}”。"
+                f"可用的字段代码：{_valid_codes_text()}"
+            )
+        checked[header_key(str(header))] = canonical
+    return checked
+
+
+def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
+    """Column index -> field code; the user's mapping first, then built-ins, first column wins."""
+    builtin = builtin_aliases()
+    chosen: dict[int, str] = {}
+    taken: set[str] = set()
+    by_user: set[int] = set()
+    for pass_aliases, is_user in ((user, True), (builtin, False)):
+        for index, key in enumerate(keys):
+            code = pass_aliases.get(key)
+            if index in chosen or code is None or (code in taken and code != IGNORE):
+                continue
+            chosen[index] = code
+            taken.add(code)
+            if is_user:
+                by_user.add(index)
+    if any(code in _ADDRESS_PARTS for code in chosen.values()):
+        # The address is already split: a built-in "详细地址" column holds what is left (dzc).
+        for index, code in sorted(chosen.items()):
+            if code == ADDRESS_FIELD and index not in by_user:
+                del chosen[index]
+                if "dzc" not in taken:
+                    chosen[index] = "dzc"
+                    taken.add("dzc")
+    return chosen
+
+
+def _empty_text(length: int) -> pd.Series:
+    return pd.Series(np.full(length, "", dtype=object), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) -> MappedTable:
+    """Recognise the columns of ``raw``; see the module docstring for the rules.
+
+    ``fields`` has every :data:`INPUT_FIELDS` column (``""`` where absent) in
+    ``raw.data``'s row order; ``extras`` keeps the unrecognised columns under
+    their own headers.  A missing required column -> :class:`InputError`
+    naming it and listing the headers found; a user alias naming an unknown
+    field code -> :class:`ConfigError`.
+    """
+    user = check_user_aliases(user_aliases or {})
+    headers = list(raw.data.columns)
+    chosen = _assign([header_key(h) for h in headers], user)
+    field_headers = {code: headers[i] for i, code in sorted(chosen.items()) if code != IGNORE}
+
+    missing = [f for f in REQUIRED_INPUT_FIELDS if f not in field_headers]
+    if missing:
+        found = [_one_line(h) for h in headers]
+        listed = "、".join(found[:_HEADERS_SHOWN]) + (
+            f" 等 {len(found)} 列" if len(found) > _HEADERS_SHOWN else ""
+        )
+        raise InputError(
+            f"缺少必需的列：{'、'.join(FIELD_LABELS[f] for f in missing)}。找到的表头：{listed or '（无）'}",
+            file=Path(raw.path).name,
+            sheet=raw.sheet,
+            fix="在表头行加上这些列，或用 --mapping 指定对应关系",
+        )
+
+    length = len(raw.data)
+    index = pd.RangeIndex(length)
+    empty = _empty_text(length) if len(field_headers) < len(INPUT_FIELDS) else None
+    columns = {
+        code: (raw.data[field_headers[code]] if code in field_headers else empty) for code in INPUT_FIELDS
+    }
+    fields = pd.DataFrame(
+        {code: column.set_axis(index) for code, column in columns.items() if column is not None}
+    )
+    extra_names = [h for i, h in enumerate(headers) if i not in chosen]
+    extras = raw.data[extra_names].set_axis(index) if extra_names else pd.DataFrame(index=index)
+    return MappedTable(raw=raw, fields=fields, extras=extras, field_headers=field_headers)
+
+
+def load_mapping_file(path: str | Path) -> dict[str, str]:
+    """Read a TOML mapping file: a ``[columns]`` table and/or top-level ``"表头" = "字段代码"`` pairs.
+
+    Returns header -> canonical field code.  Any problem -> :class:`ConfigError`.
+    """
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            document: dict[str, Any] = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"找不到列对应关系文件 {name}。请检查 --mapping 给出的路径") from None
+    except IsADirectoryError:
+        raise ConfigError(f"列对应关系文件 {name} 是一个文件夹。请给出 TOML 文件的路径") from None
+    except OSError as error:
+        raise ConfigError(f"无法读取列对应关系文件 {name}（{error.strerror}）。请检查文件权限") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"列对应关系文件 {name} 不是 UTF-8 编码。请另存为 UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"列对应关系文件 {name} 格式错误：{error}。请按 TOML 格式改正") from None
+
+    pairs: dict[str, Any] = {k: v for k, v in document.items() if k != "columns"}
+    table = document.get("columns", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f'列对应关系文件 {name} 中的 columns 应为 [columns] 表，内容为 "表头" = "字段代码"')
+    pairs.update(table)
+    bad = [str(k) for k, v in pairs.items() if not isinstance(v, str)]
+    if bad:
+        raise ConfigError(
+            f'列对应关系文件 {name} 中“{bad[0]}”的值应为字段代码文字，例如 "联系人电话" = "brdh"。请改正'
+        )
+    check_user_aliases(pairs, name)
+    return {str(k).strip(): str(_field_code(v)) for k, v in pairs.items()}

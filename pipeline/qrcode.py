@@ -1,0 +1,205 @@
+"""``ehc qrcode``: fetch the QR code picture of every enrolled resident with ``getImg``.
+
+The residents come from a results folder (its ``results.csv``: rows
+``enrolled`` or ``already_enrolled`` that carry an ``ehealthCardId``) or from
+the journal itself (a ``.sqlite`` file: residents enrolled with known card
+ids).  Each picture is written as one PNG named after the source row and the
+masked ID number, e.g. ``row0012_420123xxxxxxxx4516.png`` (``x`` rather than
+``*``, which Windows forbids in file names); ``qrcodes.csv`` beside them lists
+every resident with what became of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from loguru import logger
+
+from pipeline.errors import InputError
+from pipeline.journal import STATE_ENROLLED, Journal
+from pipeline.logs import mask_id
+from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+RESULTS_CSV = "results.csv"
+INDEX_CSV = "qrcodes.csv"
+#: getImg calls in parallel; the client's rate limit still applies across them.
+WORKERS = 4
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One resident whose QR code is wanted."""
+
+    file_stem: str  # the register's name, when a results folder spans several
+    source_row: int | None
+    id_number: str
+    ehealth_card_id: str
+    virtual_card_num: str
+
+    def file_name(self) -> str:
+        """``[stem_]row0012_420123xxxxxxxx4516.png`` (rowless sources: the masked ID alone)."""
+        masked = mask_id(self.id_number).replace("*", "x") if self.id_number else self.ehealth_card_id[:16]
+        name = masked if self.source_row is None else f"row{self.source_row:04d}_{masked}"
+        return f"{self.file_stem}_{name}.png" if self.file_stem else f"{name}.png"
+
+
+def _from_results(folder: Path) -> list[Holder]:
+    path = folder / RESULTS_CSV
+    if not path.is_file():
+        raise InputError(
+            f"文件夹中没有 {RESULTS_CSV}",
+            file=str(folder),
+            fix="请指定 ehc submit 的 --out 结果文件夹，或提交日志文件",
+        )
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"无法读取（{type(error).__name__}）", file=str(path), fix="请重新运行 ehc submit 生成"
+        ) from None
+    needed = {"status", "ehealthCardId"}
+    if not needed <= set(table.columns):
+        raise InputError(
+            f"缺少列 {', '.join(sorted(needed - set(table.columns)))}",
+            file=str(path),
+            fix="请使用 ehc submit 生成的 results.csv",
+        )
+    for column in ("source_file", "source_row", "sfzhm", "virtualCardNum"):
+        if column not in table.columns:
+            table[column] = ""
+    chosen = table[
+        table["status"].isin([STATUS_ENROLLED, STATUS_ALREADY_ENROLLED])
+        & (table["ehealthCardId"].str.strip() != "")
+    ]
+    several_files = chosen["source_file"].nunique() > 1
+    rows = pd.to_numeric(chosen["source_row"], errors="coerce")
+    return [
+        Holder(
+            file_stem=Path(str(name)).stem if several_files else "",
+            source_row=None if pd.isna(row) else int(row),
+            id_number=str(id_number),
+            ehealth_card_id=str(card_id).strip(),
+            virtual_card_num=str(virtual).strip(),
+        )
+        for name, row, id_number, card_id, virtual in zip(
+            chosen["source_file"], rows, chosen["sfzhm"], chosen["ehealthCardId"], chosen["virtualCardNum"],
+            strict=True,
+        )
+    ]  # fmt: skip
+
+
+def _from_journal(path: Path) -> list[Holder]:
+    with Journal(path) as journal:
+        enrolled = journal.residents(STATE_ENROLLED)
+    enrolled = enrolled[enrolled["ehealth_card_id"] != ""]
+    return [
+        Holder("", None, str(id_number), str(card_id), str(virtual))
+        for id_number, card_id, virtual in zip(
+            enrolled.index, enrolled["ehealth_card_id"], enrolled["virtual_card_num"], strict=True
+        )
+    ]
+
+
+def read_holders(source: Path) -> list[Holder]:
+    """The residents to fetch from ``source``: a results folder or a journal file."""
+    source = Path(source)
+    if source.is_dir():
+        return _from_results(source)
+    if not source.is_file():
+        raise InputError(
+            "找不到该文件或文件夹", file=str(source), fix="请指定 ehc submit 的结果文件夹或提交日志文件"
+        )
+    with open(source, "rb") as handle:
+        magic = handle.read(len(SQLITE_MAGIC))
+    if magic != SQLITE_MAGIC:
+        raise InputError(
+            "既不是结果文件夹，也不是提交日志（SQLite）文件", file=str(source),
+            fix="请指定 ehc submit 的 --out 结果文件夹，或状态目录下的 journal.sqlite",
+        )  # fmt: skip
+    return _from_journal(source)
+
+
+def decode_png(img: str) -> bytes | None:
+    """The PNG bytes of a base64 ``img`` (a ``data:`` prefix allowed), or None if it is not a PNG."""
+    text = img.strip()
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if raw.startswith(PNG_MAGIC) else None
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(content)
+    os.replace(partial, path)
+
+
+def _fetch(client: Any, holder: Holder, path: Path) -> str:
+    """Fetch and write one picture; return "" on success, else the Chinese reason."""
+    result = client.get_img(ehealth_card_id=holder.ehealth_card_id, virtual_card_num=holder.virtual_card_num)
+    if not result.ok:
+        code = "无应答" if result.result_code is None else str(result.result_code)
+        return f"getImg 未成功（{code}）：{result.message}"
+    png = decode_png(str(result.data.get("img", "")))
+    if png is None:
+        return "平台返回的图片不是有效的 PNG"
+    _write_atomically(path, png)
+    return ""
+
+
+def export_qrcodes(source: Path, out_dir: Path, client: Any) -> list[Path]:
+    """Write one QR code PNG per enrolled resident of ``source`` into ``out_dir``; return the PNGs written.
+
+    Residents whose picture cannot be fetched are logged and listed in
+    ``qrcodes.csv`` with the reason; they do not stop the others.
+    Run-stopping faults of the client (authentication, unreachable) propagate.
+    """
+    holders = read_holders(source)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"无法创建输出文件夹（{error.strerror}）", file=str(out_dir), fix="请检查路径和权限"
+        ) from None
+    names: dict[str, int] = {}
+    targets = []
+    for holder in holders:
+        name = holder.file_name()
+        count = names.get(name, 0)
+        names[name] = count + 1
+        if count:  # two residents with the same row and masked ID: keep both
+            name = f"{Path(name).stem}_{count + 1}.png"
+        targets.append(out_dir / name)
+    logger.info("获取二维码：{} 人", len(holders))
+    with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-qr") as pool:
+        reasons = list(pool.map(lambda pair: _fetch(client, *pair), zip(holders, targets, strict=True)))
+    written = [path for path, reason in zip(targets, reasons, strict=True) if not reason]
+    for holder, reason in zip(holders, reasons, strict=True):
+        if reason:
+            logger.warning("{} 的二维码未能获取：{}", mask_id(holder.id_number), reason)
+    with open(out_dir / INDEX_CSV, "w", newline="", encoding="utf-8-sig") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "source_row", "id_masked", "ehealthCardId", "status", "message"])
+        for holder, path, reason in zip(holders, targets, reasons, strict=True):
+            writer.writerow([
+                path.name if not reason else "", "" if holder.source_row is None else holder.source_row,
+                mask_id(holder.id_number), holder.ehealth_card_id, "failed" if reason else "ok", reason,
+            ])  # fmt: skip
+    logger.info(
+        "二维码已保存：{} 个，未成功 {} 个，目录 {}", len(written), len(holders) - len(written), out_dir
+    )
+    return written

@@ -1,0 +1,301 @@
+"""Workbooks (.xlsx/.xlsm/.xlsb/.xls/.ods) through python-calamine, every cell as text.
+
+Cells become the text a clerk would type: integral numbers without ".0"
+(a 民族 typed as text stays "01", typed as a number it is "1"); numbers of 15
+digits or more in Excel's scientific form ("4.20123196205184E+17": an ID number
+stored as a number has lost its last digits, and validation says so rather than
+guessing them); dates as YYYY-MM-DD; booleans as TRUE/FALSE.  Conversion is
+column-wise: a text column goes to Arrow in one call, numeric and date columns
+are converted in numpy/Arrow, and only mixed columns are walked cell by cell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from loguru import logger
+from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, SheetTypeEnum, SheetVisibleEnum
+
+from pipeline.errors import InputError
+from pipeline.mapping import count_known_headers
+from pipeline.model import RawTable
+from pipeline.reading_table import (
+    MIN_KNOWN_HEADERS,
+    TEXT_ARROW,
+    build_table,
+    detect_header,
+    first_filled_row,
+)
+
+#: Excel shows at most 15 significant digits; from here on integers lose digits.
+_EXACT_LIMIT = 1e15
+
+_FIX_RESAVE = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
+
+
+def number_text(value: float) -> str:
+    """A number cell as Excel shows it: 123, 1.5, 4.20123196205184E+17."""
+    if abs(value) >= _EXACT_LIMIT:
+        mantissa, exponent = f"{value:.14E}".split("E")
+        return f"{mantissa.rstrip('0').rstrip('.')}E{exponent}"
+    if value.is_integer():
+        return str(int(value))
+    return format(value, ".15g")
+
+
+def cell_text(value: Any) -> str:
+    """Any calamine cell value as text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        return number_text(value)
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if value is None:
+        return ""
+    return str(value)
+
+
+def column_text(cells: np.ndarray) -> pa.Array:
+    """One column of cell values (object array) as an Arrow string array."""
+    try:
+        return pa.array(cells, type=TEXT_ARROW)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass  # not all text: look at what it holds
+    kinds = set(map(type, cells))
+    if kinds == {float}:
+        numbers = cells.astype(np.float64)
+        if ((np.floor(numbers) == numbers) & (np.abs(numbers) < _EXACT_LIMIT)).all():
+            return pa.array(numbers.astype(np.int64)).cast(TEXT_ARROW)
+    elif kinds == {dt.date}:
+        return pa.array(cells, type=pa.date32()).cast(TEXT_ARROW)
+    elif kinds == {dt.datetime}:
+        return pa.array(cells, type=pa.timestamp("us")).cast(pa.date32()).cast(TEXT_ARROW)
+    return pa.array([v if v.__class__ is str else cell_text(v) for v in cells], type=TEXT_ARROW)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # calamine builds millions of small objects; the cyclic collector would scan
+    # them again and again (about a tenth of the read time) and find nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _broken_zip(path: Path) -> bool:
+    """True when ``path`` is a damaged zip (a cut-off download), False when it is a sound one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return True
+    # A sound archive holding a workbook that calamine still refused is damaged inside.
+    return "xl/workbook.xml" in names or "xl/workbook.bin" in names or "content.xml" in names
+
+
+def _unreadable(path: Path, error: BaseException) -> InputError:
+    """Why calamine could not open ``path``, judged from the file's first bytes."""
+    label = path.name
+    if isinstance(error, PasswordError):
+        return InputError("工作簿设有打开密码，无法读取", file=label, fix="在 Excel 中取消密码后另存，再处理")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        head = b""
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"PK") and not _broken_zip(path):
+        return InputError(
+            "文件不是 Excel 工作簿（可能是压缩包或 Word 等其他文档）", file=label, fix=_FIX_RESAVE
+        )
+    if head.startswith(b"PK"):
+        return InputError(
+            "Excel 文件已损坏或不完整（可能没有复制完整）",
+            file=label,
+            fix="从原处重新复制或导出该文件；或用 Excel 打开修复后另存为 .xlsx",
+        )
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return InputError("文件已加密、设有密码或已损坏，无法读取", file=label, fix=_FIX_RESAVE)
+    if stripped.startswith((b"<html", b"<!doctype", b"<table", b"<meta", b"<?xml", b"<head")):
+        return InputError(
+            "文件实际是网页（HTML/XML）格式，不是真正的 Excel 工作簿", file=label, fix=_FIX_RESAVE
+        )
+    if head and b"\x00" not in head:
+        return InputError(
+            "文件内容是纯文本（可能是 CSV），不是 Excel 工作簿",
+            file=label,
+            fix="把扩展名改为 .csv，或用 Excel 打开后另存为 .xlsx",
+        )
+    return InputError("不是有效的 Excel 文件", file=label, fix=_FIX_RESAVE)
+
+
+def _open(path: Path) -> CalamineWorkbook:
+    try:
+        return CalamineWorkbook.from_path(str(path))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # calamine also raises pyo3 panics, which are BaseException
+        first = error
+    # The extension may lie (an .xls saved as .xlsx): let calamine judge by content.
+    try:
+        with open(path, "rb") as handle:
+            return CalamineWorkbook.from_filelike(handle)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        raise _unreadable(path, first) from None
+
+
+def _fill_vertical_merges(
+    sheet: CalamineSheet, rows: list[list[Any]], origin: tuple[int, int], below: int
+) -> None:
+    """Copy each vertically merged data cell's value down its merged range, as the clerk sees it.
+
+    Only single-column ranges below the header: a family's shared address, say.
+    Ranges across columns in the data are footers ("合计", "填表人") and stay as they are.
+    """
+    top, left = origin
+    for (first_row, first_col), (last_row, last_col) in sheet.merged_cell_ranges or []:
+        if first_col != last_col or first_row <= below or last_row == first_row:
+            continue
+        column = first_col - left
+        start = first_row - top
+        if start < 0 or start >= len(rows) or not 0 <= column < len(rows[start]):
+            continue
+        value = rows[start][column]
+        for index in range(start + 1, min(last_row - top + 1, len(rows))):
+            rows[index][column] = value
+
+
+#: Why a sheet yields no table: nothing in it; a header naming known fields but no rows
+#: below it; some other rows of text but none below them.
+_Unusable = Literal["empty", "header only", "no data"]
+
+
+def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable | _Unusable:
+    """The sheet as a table, or why it holds none."""
+    try:
+        sheet = workbook.get_sheet_by_name(name)
+        rows = sheet.to_python()
+        origin = sheet.start or (0, 0)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:
+        raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
+    head = [[cell_text(v) for v in row] for row in rows[:40]]
+    found = detect_header(head)
+    if found is None:
+        first = first_filled_row(head)
+        if first is None:
+            return "empty"
+        found = first, head[first]
+    header_index, header_cells = found
+    top, left = origin
+    _fill_vertical_merges(sheet, rows, origin, top + header_index)
+    no_rows: _Unusable = (
+        "header only" if count_known_headers(header_cells) >= MIN_KNOWN_HEADERS else "no data"
+    )
+    body = rows[header_index + 1 :]
+    if not body:
+        return no_rows
+    cells = np.empty((len(body), len(body[0])), dtype=object)
+    cells[:] = body
+    del body, rows
+    columns = [column_text(cells[:, j]) for j in range(cells.shape[1])]
+    table = build_table(
+        path=str(path),
+        sheet=name,
+        header_row=top + header_index + 1,
+        header_cells=header_cells,
+        first_column=left,
+        columns=columns,
+        source_row=np.arange(len(cells), dtype=np.int64) + top + header_index + 2,
+    )
+    return no_rows if table is None else table
+
+
+def _header_only(path: Path, sheet: str) -> InputError:
+    return InputError(
+        "只有表头，没有数据行", file=path.name, sheet=sheet, fix="在表头下面填入要办理的居民后再处理"
+    )
+
+
+def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool) -> list[RawTable]:
+    """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.read_register`."""
+    with _collector_paused():
+        workbook = _open(path)
+        try:
+            return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets)
+        finally:
+            workbook.close()
+
+
+def _read_sheets(
+    path: Path, workbook: CalamineWorkbook, *, sheet: str | None, all_sheets: bool
+) -> list[RawTable]:
+    names = list(workbook.sheet_names)
+    if sheet is not None:
+        chosen = sheet if sheet in names else next((n for n in names if n.strip() == sheet.strip()), None)
+        if chosen is None:
+            raise InputError(
+                f"找不到工作表“{sheet}”",
+                file=path.name,
+                fix=f"工作簿中的工作表有：{'、'.join(names)}；请用 --sheet 指定其中之一",
+            )
+        table = _read_sheet(path, workbook, chosen)
+        if isinstance(table, RawTable):
+            return [table]
+        if table == "empty":
+            raise InputError("工作表是空的", file=path.name, sheet=chosen, fix="请指定有数据的工作表")
+        raise _header_only(path, chosen)
+
+    # Hidden sheets are lookup lists for drop-downs, not registers; chart sheets hold no cells.
+    visible = [
+        meta.name
+        for meta in workbook.sheets_metadata
+        if meta.visible == SheetVisibleEnum.Visible and meta.typ == SheetTypeEnum.WorkSheet
+    ]
+    registers: list[RawTable] = []
+    others: list[RawTable] = []
+    header_only: dict[_Unusable, str] = {}
+    for name in visible:
+        table = _read_sheet(path, workbook, name)
+        if not isinstance(table, RawTable):
+            header_only.setdefault(table, name)
+        elif count_known_headers(table.headers) >= MIN_KNOWN_HEADERS:
+            registers.append(table)
+            if not all_sheets:
+                break
+        else:
+            others.append(table)
+    # A sheet of instructions ("填表说明") before the register is not the register.
+    if registers:
+        for table in others:
+            logger.info("{}: no known column names, sheet skipped", table.label)
+        return registers
+    if "header only" in header_only:
+        raise _header_only(path, header_only["header only"])
+    if others:
+        return others if all_sheets else others[:1]
+    if "no data" in header_only:
+        raise _header_only(path, header_only["no data"])
+    raise InputError(
+        "文件是空的：没有任何有数据的工作表", file=path.name, fix="请确认选对了文件，并已保存数据"
+    )

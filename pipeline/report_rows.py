@@ -1,0 +1,318 @@
+"""What the reports say about each row and each fault, computed once as columns.
+
+Every report (results.xlsx, results.csv, errors.xlsx, the annotated copies and
+the summary) reads the same :class:`ReportData`, so they cannot disagree.
+Everything here is vectorised: a run of a million rows costs a few array
+operations, not a million Python calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.model import (
+    ADDRESS_FIELD,
+    FIELD_LABELS,
+    STATUS_FAILED,
+    STATUS_INVALID,
+    STATUS_REJECTED,
+    STATUS_VALID,
+    Batch,
+)
+from schemas.tables import describe, hint
+
+#: Statuses of rows that did not get through: highlighted, and kept in 明细 when it is cut.
+BAD_STATUSES: frozenset[str] = frozenset({STATUS_INVALID, STATUS_REJECTED, STATUS_FAILED})
+
+#: Fields split out of the single full-address column.
+ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
+
+ERROR = "error"
+WARNING = "warning"
+MESSAGE_SEPARATOR = "；"
+
+
+def text_of(frame: pd.DataFrame, column: str, length: int) -> np.ndarray:
+    """A frame's column as an object array of str ("" for missing), or all "" when absent."""
+    if column not in frame.columns:
+        return np.full(length, "", dtype=object)
+    series = frame[column]
+    values = series.to_numpy(dtype=object, na_value="")
+    if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
+        values = np.array([str(v) for v in values], dtype=object)
+    return values
+
+
+def arrow_text(series: pd.Series) -> pa.Array:
+    """A column as an Arrow large_string array ("" for missing); no copy for pandas' Arrow strings."""
+    array = pa.array(series, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_large_string(array.type):
+        array = array.cast(pa.large_string())
+    return array.fill_null("") if array.null_count else array
+
+
+def column_of(frame: pd.DataFrame, column: str, length: int) -> pa.Array:
+    """A frame's column as Arrow text, or all "" when absent (the bulk path: no Python objects)."""
+    if column not in frame.columns:
+        return pa.repeat(pa.scalar("", pa.large_string()), length)
+    return arrow_text(frame[column])
+
+
+def aligned(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """``frame`` on ``index``, copied only when it is not already."""
+    return frame if frame.index.equals(index) else frame.reindex(index)
+
+
+def extra_columns(extras: pd.DataFrame, index: pd.Index) -> list[tuple[str, pa.Array]]:
+    """The clerk's unrecognised columns aligned on ``index``: (header, Arrow text) in order."""
+    frame = aligned(extras, index) if len(extras.columns) else extras
+    return [(str(name), arrow_text(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
+
+
+def relabel(values: np.ndarray, labels: dict[str, str]) -> np.ndarray:
+    """Map each value through ``labels`` (unknown values kept), hashing the distinct values only."""
+    codes, uniques = pd.factorize(values)
+    mapped = np.array([labels.get(u, u) for u in uniques] + [""], dtype=object)
+    return mapped[codes]
+
+
+def join_by_key(keys: np.ndarray, texts: np.ndarray, separator: str) -> tuple[np.ndarray, np.ndarray]:
+    """Join ``texts`` of equal consecutive ``keys`` (already sorted): (distinct keys, joined texts).
+
+    Loops over the rank within a group (a handful), never over the rows.
+    """
+    if len(keys) == 0:
+        return keys[:0], np.array([], dtype=object)
+    starts_mask = np.r_[True, keys[1:] != keys[:-1]]
+    group = np.cumsum(starts_mask) - 1
+    starts = np.flatnonzero(starts_mask)
+    rank = np.arange(len(keys)) - starts[group]
+    joined = texts[starts].astype(object)
+    for r in range(1, int(rank.max()) + 1):
+        pick = rank == r
+        joined[group[pick]] = joined[group[pick]] + separator + texts[pick]
+    return keys[starts], joined
+
+
+def _field_order(fields: np.ndarray) -> np.ndarray:
+    from pipeline.model import INPUT_FIELDS
+
+    position = {name: i for i, name in enumerate(INPUT_FIELDS)}
+    return np.array([position.get(f, -1) for f in fields], dtype=np.int64)
+
+
+@dataclass
+class ReportData:
+    """The run seen by the reports: statuses, messages and fault lines, aligned on ``row_id``."""
+
+    batch: Batch
+    submitted: bool
+
+    def __post_init__(self) -> None:
+        batch = self.batch
+        self.rows = batch.rows if batch.rows.index.is_monotonic_increasing else batch.rows.sort_index()
+        self.n = len(self.rows)
+        self.outcome = aligned(batch.outcome, self.rows.index)
+        self.faults = self._clean_faults(batch.faults)
+
+    # -- faults -------------------------------------------------------------------------------------
+    def _clean_faults(self, faults: pd.DataFrame) -> pd.DataFrame:
+        """Faults with typed columns, positions (``pos``) into the row arrays, errors first."""
+        n_faults = len(faults)
+        row_ids = pd.to_numeric(faults.get("row_id", pd.Series(dtype=int)), errors="coerce").to_numpy()
+        pos = self.rows.index.get_indexer(pd.Index(row_ids)) if n_faults else np.array([], dtype=np.int64)
+        frame = pd.DataFrame(
+            {
+                "pos": pos,
+                "field": text_of(faults, "field", n_faults),
+                "code": pd.to_numeric(faults.get("code", pd.Series(dtype=int)), errors="coerce")
+                .fillna(0)
+                .astype(np.int64)
+                .to_numpy(),
+                "severity": np.where(text_of(faults, "severity", n_faults) == WARNING, WARNING, ERROR),
+                "message": text_of(faults, "message", n_faults),
+            }
+        )
+        frame = frame[frame["pos"] >= 0]
+        # Sorted by code, then row, then column position: the order of errors.xlsx.
+        order = np.lexsort(
+            (_field_order(frame["field"].to_numpy()), frame["pos"].to_numpy(), frame["code"].to_numpy())
+        )
+        return frame.iloc[order].reset_index(drop=True)
+
+    @cached_property
+    def errors(self) -> pd.DataFrame:
+        """Faults of severity error (local and platform), by code then row."""
+        return self.faults[self.faults["severity"] == ERROR].reset_index(drop=True)
+
+    @cached_property
+    def warnings(self) -> pd.DataFrame:
+        """Warnings (never make a row invalid), by code then row."""
+        return self.faults[self.faults["severity"] == WARNING].reset_index(drop=True)
+
+    # -- per row ------------------------------------------------------------------------------------
+    @cached_property
+    def status(self) -> np.ndarray:
+        """Status of each row; without an outcome, ``invalid`` where an error fault exists."""
+        status = text_of(self.outcome, "status", self.n)
+        missing = status == ""
+        if missing.any():
+            has_error = np.zeros(self.n, dtype=bool)
+            has_error[self.errors["pos"].to_numpy()] = True
+            status[missing] = np.where(has_error[missing], STATUS_INVALID, STATUS_VALID)
+        return status
+
+    @cached_property
+    def statuses_present(self) -> list[str]:
+        """The distinct statuses of the run, in order of first appearance."""
+        return [str(s) for s in pd.unique(self.status)]
+
+    @cached_property
+    def bad(self) -> np.ndarray:
+        """Rows that did not get through (invalid, rejected, failed)."""
+        return np.isin(self.status, list(BAD_STATUSES))
+
+    @cached_property
+    def has_warning(self) -> np.ndarray:
+        """Rows with at least one warning."""
+        flags = np.zeros(self.n, dtype=bool)
+        flags[self.warnings["pos"].to_numpy()] = True
+        return flags
+
+    @cached_property
+    def result_codes(self) -> np.ndarray:
+        """The codes of each row, joined by ``;`` (the outcome's, else from its error faults)."""
+        codes = text_of(self.outcome, "result_code", self.n)
+        if "result_code" not in self.outcome.columns and len(self.errors):
+            keys, joined = join_by_key(
+                self.errors["pos"].to_numpy(), self.errors["code"].astype(str).to_numpy(dtype=object), ";"
+            )
+            codes[keys] = joined
+        return codes
+
+    @cached_property
+    def messages(self) -> np.ndarray:
+        """Chinese explanation of each row: its faults (errors then warnings), then the outcome's message.
+
+        The outcome's own message is added where faults do not already tell the
+        story: for rows sent to the platform (enrolled, already enrolled,
+        failed), and for any row that has no fault text at all.
+        """
+        texts = np.full(self.n, "", dtype=object)
+        by_row = self.faults.sort_values(["pos", "severity", "code"], kind="stable")
+        if len(by_row):
+            keys, joined = join_by_key(by_row["pos"].to_numpy(), fault_texts(by_row), MESSAGE_SEPARATOR)
+            texts[keys] = joined
+        outcome_message = text_of(self.outcome, "message", self.n)
+        sent = np.isin(self.status, [STATUS_VALID, STATUS_INVALID, STATUS_REJECTED], invert=True)
+        add = (outcome_message != "") & (sent | (texts == "")) & (outcome_message != texts)
+        both = add & (texts != "")
+        texts[both] = texts[both] + MESSAGE_SEPARATOR + outcome_message[both]
+        only = add & (texts == "")
+        texts[only] = outcome_message[only]
+        return texts
+
+    @cached_property
+    def source_row(self) -> np.ndarray:
+        """Row numbers as the clerk sees them (float, NaN where unknown)."""
+        text = column_of(self.rows, "source_row", self.n)
+        try:
+            return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy()
+
+    # -- tables -------------------------------------------------------------------------------------
+    @cached_property
+    def table_of_row(self) -> np.ndarray | None:
+        """Index into ``batch.tables`` of each row, or None when the tables do not cover the rows."""
+        ranges = self.batch.table_rows
+        if not ranges or sum(len(r) for r in ranges) != self.n:
+            return None
+        index = np.full(self.n, -1, dtype=np.int64)
+        ids = self.rows.index.to_numpy()
+        for i, span in enumerate(ranges):
+            index[(ids >= span.start) & (ids < span.stop)] = i
+        return None if (index < 0).any() else index
+
+    def fault_lines(self, faults: pd.DataFrame) -> pd.DataFrame:
+        """errors.xlsx lines for ``faults``: code, file, sheet, row, the clerk's column, original value…"""
+        pos = faults["pos"].to_numpy()
+        fields = faults["field"].to_numpy()
+        column, original = self._clerk_columns(pos, fields)
+        codes = faults["code"].to_numpy()
+        messages = faults["message"].to_numpy(dtype=object).copy()
+        blank = messages == ""
+        messages[blank] = [describe(int(c)) for c in codes[blank]]
+        hints = {int(c): hint(int(c)) for c in np.unique(codes)}
+        return pd.DataFrame(
+            {
+                "code": codes,
+                "file": self._take(self.rows, "source_file", pos),
+                "sheet": self._take(self.rows, "source_sheet", pos),
+                "row": self.source_row[pos],
+                "column": column,
+                "original": original,
+                "message": messages,
+                "hint": np.array([hints[int(c)] for c in codes], dtype=object),
+            }
+        )
+
+    def _take(self, frame: pd.DataFrame, column: str, pos: np.ndarray) -> np.ndarray:
+        """Values of ``frame[column]`` at row positions ``pos``, as an object array."""
+        taken = column_of(frame, column, self.n).take(pa.array(pos, pa.int64()))
+        return np.asarray(taken.to_numpy(zero_copy_only=False), dtype=object)
+
+    def _clerk_columns(self, pos: np.ndarray, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each fault: the header it came from in the clerk's sheet and the value as written.
+
+        A field the sheet lacks is named by its Chinese label with no original
+        value, except the address parts, which point at the full-address column.
+        """
+        column = np.array([FIELD_LABELS.get(f, f) for f in fields], dtype=object)
+        original = np.full(len(pos), "", dtype=object)
+        originals = aligned(self.batch.original, self.rows.index)
+        tables = self.table_of_row
+        for field in np.unique(fields):
+            if not field:
+                continue
+            pick = fields == field
+            if tables is None:
+                original[pick] = self._take(originals, field, pos[pick])
+                continue
+            for t, table in enumerate(self.batch.tables):
+                here = pick & (tables[pos] == t)
+                if not here.any():
+                    continue
+                header, source = source_column(table.field_headers, field)
+                if header:
+                    column[here] = header
+                original[here] = self._take(originals, source, pos[here])
+        column[fields == ""] = ""
+        return column, original
+
+
+def source_column(field_headers: dict[str, str], field: str) -> tuple[str, str]:
+    """(clerk's header, input field) a field's value came from; ("", field) if no column holds it."""
+    if field in field_headers:
+        return field_headers[field], field
+    if field in ADDRESS_PARTS and ADDRESS_FIELD in field_headers:
+        return field_headers[ADDRESS_FIELD], ADDRESS_FIELD
+    return "", field
+
+
+def fault_texts(faults: pd.DataFrame) -> np.ndarray:
+    """One Chinese line per fault: ``[10111] message`` for errors, ``[提示 10110] message`` for warnings."""
+    codes = faults["code"].astype(str).to_numpy(dtype=object)
+    messages = faults["message"].to_numpy(dtype=object).copy()
+    blank = messages == ""
+    messages[blank] = [describe(int(c)) for c in codes[blank]]
+    prefix = np.where(faults["severity"].to_numpy() == WARNING, "[提示 ", "[")
+    return prefix.astype(object) + codes + "] " + messages

@@ -1,0 +1,155 @@
+"""Reading the platform's answers tolerantly, and the per-call outcome value.
+
+The interface document's own examples disagree with its tables (notes 2-4 of
+``platform-api.md``), so an answer is read this way:
+
+* ``resultCode`` may be a number or a string, and 4-digit codes (1010, 1040)
+  exist beside the 5-digit ones;
+* keys are matched after stripping spaces and ignoring case
+  (``" virtualCardNum "``, ``qRCode``, ``QrCode`` all count), values are stripped;
+* the fields may sit inside ``{"data": {...}}`` or at the top level.
+
+Each HTTP attempt becomes an :class:`Answer` (with whether it is worth
+retrying); a whole call, retries included, becomes a :class:`CallResult`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.tables import describe
+
+SUCCESS = 10000
+WORK_KEY_INVALID = 10105
+NETWORK_ERROR = 10129
+
+#: Codes the platform gives for a transient fault of its own: retried.
+TRANSIENT_CODES = frozenset({NETWORK_ERROR})
+
+#: Canonical spelling of every response field we read, by its folded form.
+_CANONICAL: dict[str, str] = {
+    name.lower(): name
+    for name in ("resultCode", "message", "ehealthCardId", "virtualCardNum", "qrCode", "img", "workKey")
+}
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The outcome of one platform call, retries included; never an exception.
+
+    ``result_code`` is ``None`` when no usable answer came back after the
+    retries (network fault, malformed answer); ``message`` is then a Chinese
+    description of the last error, else the platform's own message (or the
+    code's description when the platform gave none).  ``attempts`` counts the
+    requests actually sent, a work-key refresh's retry included; 0 means none
+    was (the client was interrupted first).
+    """
+
+    result_code: int | None
+    message: str
+    data: dict[str, str]
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the platform answered 10000 (操作成功)."""
+        return self.result_code == SUCCESS
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The outcome of one HTTP attempt."""
+
+    result_code: int | None
+    message: str
+    data: dict[str, str]
+    transient: bool
+    retry_after: float | None = None
+
+
+def fold_key(key: str) -> str:
+    """A response key in canonical spelling: spaces stripped, case folded onto the spec's names."""
+    stripped = key.strip()
+    return _CANONICAL.get(stripped.lower(), stripped)
+
+
+def parse_result_code(value: Any) -> int | None:
+    """``resultCode`` as an int, whether sent as number or string; ``None`` if it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return int(text)
+    return None
+
+
+def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    folded = {fold_key(str(k)): v for k, v in document.items()}
+    wrapped = folded.get("data")
+    if isinstance(wrapped, Mapping):
+        inner = {fold_key(str(k)): v for k, v in wrapped.items()}
+        if "resultCode" in inner or "resultCode" not in folded:
+            return inner
+    return folded
+
+
+def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
+    """``(resultCode, message, other fields)`` from an answer body, or ``None`` if it is malformed."""
+    try:
+        document = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(document, Mapping):
+        return None
+    fields = _fields(document)
+    code = parse_result_code(fields.pop("resultCode", None))
+    if code is None:
+        return None
+    message = fields.pop("message", "")
+    message = message.strip() if isinstance(message, str) else ""
+    data = {
+        key: ("" if value is None else str(value).strip())
+        for key, value in fields.items()
+        if value is None or isinstance(value, (str, int, float))
+    }
+    return code, message or describe(code), data
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def answer_from_http(status: int, content: bytes, retry_after_header: str | None) -> Answer:
+    """Classify one HTTP answer: final or worth retrying, with what it said."""
+    if status == 429 or status >= 500:
+        message = "平台请求过于频繁（HTTP 429）" if status == 429 else f"平台服务器错误（HTTP {status}）"
+        return Answer(None, message, {}, True, parse_retry_after(retry_after_header))
+    parsed = parse_body(content)
+    if parsed is None:
+        if 200 <= status < 300:
+            return Answer(None, "平台应答格式错误（不是有效的 JSON 或缺少 resultCode）", {}, True)
+        return Answer(None, f"平台返回 HTTP {status}，请检查平台地址（base_url）", {}, False)
+    code, message, data = parsed
+    return Answer(code, message, data, code in TRANSIENT_CODES)

@@ -1,0 +1,225 @@
+"""The platform's behaviour behind the sandbox's HTTP front: envelope, signs, the four calls.
+
+Checks run in the platform's order: the app id (10101), the envelope's
+required keys and the timestamp window (10110), the sign (getWorkKey: 10103
+for a wrong secret; other calls: 10105, which also covers an expired or
+replaced work key), then the call's own fields (:mod:`pipeline.sandbox.checks`),
+then the state (10115 ID enrolled already, 10116 card number used, 10108 no
+card, 10109 no such card).  A new ``getWorkKey`` invalidates the app's previous
+key, as the real platform may.  Answers reproduce the quirks of the document's
+examples (``" virtualCardNum "`` with spaces, ``getImg`` unwrapped with
+``qRCode``) unless ``quirks=False``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import segno
+
+from pipeline.sandbox import checks
+from pipeline.sandbox.store import Card, SandboxStore
+from pipeline.signing import bind_card_sign, img_sign, md5_sign, sync_card_sign, work_key_sign
+from schemas.tables import code_table, describe
+
+METHODS: tuple[str, ...] = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")
+#: A request's timestamp may differ from the sandbox's clock by this much.
+TIMESTAMP_WINDOW_SECONDS = 600.0
+
+_APP_KEYS = ("termId", "version", "appVersion", "appPackageName", "digestType", "encType")
+_MESSAGES = {10000: "操作成功"}
+
+
+class _Refused(Exception):
+    """A request refused with a platform result code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _message(code: int) -> str:
+    message = _MESSAGES.get(code)
+    if message is None:
+        message = _MESSAGES[code] = describe(code)
+    return message
+
+
+def _raw(value: object) -> str | None:
+    """A scalar JSON value exactly as sent (what the client signed)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A request that passed the envelope checks: its app, ``data`` object, timestamp and sign."""
+
+    app_id: str
+    data: dict[str, Any]
+    timestamp: str
+    sign: str
+    now: float
+
+
+class PlatformLogic:
+    """Answers one parsed request the way the platform would; thread-safe (the store serialises)."""
+
+    def __init__(self, store: SandboxStore, *, workkey_ttl: float = 86400.0, quirks: bool = True) -> None:
+        self.store = store
+        self.workkey_ttl = workkey_ttl
+        self.quirks = quirks
+        self._today = (0.0, date.today())
+        self._methods: dict[str, Callable[[_Request], tuple[int, dict[str, str]]]] = {
+            "getWorkKey": self._get_work_key,
+            "syncCardInfo": self._sync_card_info,
+            "bindCardInfo": self._bind_card_info,
+            "getImg": self._get_img,
+        }
+
+    def handle(self, method: str, document: object, now: float) -> tuple[int, bytes]:
+        """The result code and the answer body for a request to ``method`` (``document``: parsed JSON)."""
+        try:
+            if not isinstance(document, dict):
+                raise _Refused(checks.PARAMETER_ERROR)
+            code, fields = self._process(method, document, now)
+        except _Refused as refused:
+            code, fields = refused.code, {}
+        return code, self.answer(method, code, fields)
+
+    def answer(self, method: str, code: int, fields: Mapping[str, str]) -> bytes:
+        """An answer body with ``code``, its message and ``fields``."""
+        data: dict[str, Any] = {"resultCode": code, "message": _message(code), **fields}
+        if self.quirks and "virtualCardNum" in data:
+            data[" virtualCardNum "] = " " + data.pop("virtualCardNum")
+        if self.quirks and method == "getImg":
+            if "qrCode" in data:
+                data["qRCode"] = data.pop("qrCode")
+            return json.dumps(data, ensure_ascii=False).encode()
+        return json.dumps({"data": data}, ensure_ascii=False).encode()
+
+    def _today_date(self, now: float) -> date:
+        checked, today = self._today
+        if now - checked > 60:
+            today = date.fromtimestamp(now)
+            self._today = (now, today)
+        return today
+
+    def _process(self, method: str, document: dict[str, Any], now: float) -> tuple[int, dict[str, str]]:
+        app_id = _raw(document.get("appId"))
+        app = document.get("app")
+        data = document.get("data")
+        if app_id is None or not isinstance(app, dict) or not isinstance(data, dict):
+            raise _Refused(checks.PARAMETER_ERROR)
+        if self.store.app_secret(app_id) is None:
+            raise _Refused(10101)
+        if any(key not in app for key in _APP_KEYS):
+            raise _Refused(checks.PARAMETER_ERROR)
+        timestamp, sign = _raw(data.get("timestamp")), _raw(data.get("sign"))
+        if not timestamp or not sign or not timestamp.isdigit():
+            raise _Refused(checks.PARAMETER_ERROR)
+        if abs(int(timestamp) / 1000.0 - now) > TIMESTAMP_WINDOW_SECONDS:
+            raise _Refused(checks.PARAMETER_ERROR)
+        return self._methods[method](_Request(app_id, data, timestamp, sign, now))
+
+    def _work_key(self, app_id: str, now: float) -> str:
+        current = self.store.work_key(app_id)
+        if current is None or now - current[1] > self.workkey_ttl:
+            raise _Refused(10105)
+        return current[0]
+
+    def _get_work_key(self, request: _Request) -> tuple[int, dict[str, str]]:
+        secret = self.store.app_secret(request.app_id) or ""
+        if request.sign != work_key_sign(request.app_id, secret, request.timestamp):
+            return 10103, {}
+        return 10000, {"workKey": self.store.issue_work_key(request.app_id, request.now)}
+
+    def _sync_card_info(self, request: _Request) -> tuple[int, dict[str, str]]:
+        data = request.data
+        qr_type = _raw(data.get("type"))
+        if qr_type is None:
+            raise _Refused(checks.PARAMETER_ERROR)
+        key = self._work_key(request.app_id, request.now)
+        if request.sign != sync_card_sign(request.app_id, key, request.timestamp, qr_type):
+            raise _Refused(10105)
+        people = checks.as_text_fields(data.get("peopleInfo"), checks.REQUIRED_PEOPLE)
+        card = checks.as_text_fields(data.get("cardInfo"), checks.REQUIRED_CARD)
+        if people is None or card is None or not qr_type.strip():
+            raise _Refused(checks.PARAMETER_ERROR)
+        today = self._today_date(request.now)
+        code = checks.check_people(people, today) or checks.check_card(card, today)
+        if code is not None:
+            return code, {}
+        code, enrolled = self.store.enrol(request.app_id, people, card, request.now)
+        if code != 10000:
+            return code, {}
+        return code, _card_fields(enrolled)
+
+    def _bind_card_info(self, request: _Request) -> tuple[int, dict[str, str]]:
+        names = ("type", "zjlx", "zjhm", "xm", "brdh", "bindType", "bindZjlx", "bindZjhm")
+        raw = {name: _raw(request.data.get(name)) for name in names}
+        if any(value is None for value in raw.values()):
+            raise _Refused(checks.PARAMETER_ERROR)
+        key = self._work_key(request.app_id, request.now)
+        expected = bind_card_sign(
+            request.app_id, key, request.timestamp, raw["zjlx"] or "", raw["zjhm"] or ""
+        )
+        if request.sign != expected:
+            raise _Refused(10105)
+        fields = {name: (value or "").strip() for name, value in raw.items()}
+        if fields["zjlx"] not in code_table("document_type"):
+            return 10134, {}
+        if not fields["zjhm"] or fields["bindType"] not in ("1", "2"):
+            return checks.PARAMETER_ERROR, {}
+        if fields["bindType"] == "2" and not (fields["bindZjlx"] and fields["bindZjhm"]):
+            return checks.PARAMETER_ERROR, {}
+        card = self.store.find_by_document(fields["zjlx"], fields["zjhm"])
+        if card is None:
+            return 10108, {}
+        if (fields["xm"] and fields["xm"] != card.xm) or (fields["brdh"] and fields["brdh"] != card.brdh):
+            return 10157, {}
+        self.store.record_binding(
+            request.app_id, card.ehealth_card_id, fields["bindType"], fields["bindZjlx"], fields["bindZjhm"],
+            request.now,
+        )  # fmt: skip
+        return 10000, _card_fields(card)
+
+    def _get_img(self, request: _Request) -> tuple[int, dict[str, str]]:
+        data = request.data
+        qr_type = _raw(data.get("type"))
+        card_id = _raw(data.get("ehealthCardId")) or ""
+        card_num = _raw(data.get("virtualCardNum")) or ""
+        if qr_type is None:
+            raise _Refused(checks.PARAMETER_ERROR)
+        key = self._work_key(request.app_id, request.now)
+        if request.sign != img_sign(request.app_id, key, request.timestamp, card_id, card_num):
+            raise _Refused(10105)
+        if not card_id.strip() and not card_num.strip():
+            return checks.PARAMETER_ERROR, {}
+        card = self.store.find_card(card_id.strip(), card_num.strip())
+        if card is None:
+            return 10109, {}
+        content = (
+            f"{card.ehealth_card_id}:{qr_type.strip()}:{md5_sign(card.ehealth_card_id, request.timestamp)}"
+        )
+        return 10000, {"qrCode": content, "img": qr_png_base64(content)}
+
+
+def _card_fields(card: Card) -> dict[str, str]:
+    return {"ehealthCardId": card.ehealth_card_id, "virtualCardNum": card.virtual_card_num}
+
+
+def qr_png_base64(content: str) -> str:
+    """A QR code PNG encoding ``content``, in base64."""
+    buffer = io.BytesIO()
+    segno.make(content, error="m").save(buffer, kind="png", scale=4, border=2)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,335 @@
+"""The sandbox: a real HTTP server on loopback that behaves like the platform.
+
+It serves ``getWorkKey.do``, ``syncCardInfo.do``, ``bindCardInfo.do`` and
+``getImg.do`` under ``/jkfs-dzjkk/dzjkk/websvi/``.  Per request, in order: the
+per-app rate limit (HTTP 429 with ``Retry-After`` beyond ``rate_limit``
+admitted requests in any second), the fault plan (:mod:`pipeline.sandbox.faults`),
+then the platform's own checks and state (:mod:`pipeline.sandbox.platform`).
+Every request is logged with its arrival time (:mod:`pipeline.sandbox.store`),
+stamped by the kernel on receipt.  One thread per connection, HTTP/1.1
+keep-alive, each answer written in one send.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import math
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TextIO
+
+from pipeline.errors import ConfigError
+from pipeline.sandbox import checks
+from pipeline.sandbox.faults import CODE_10129, DROP, FAULT_KINDS, HTTP_429, HTTP_500, MALFORMED, FaultPlan
+from pipeline.sandbox.platform import METHODS, PlatformLogic
+from pipeline.sandbox.store import SandboxStore, max_in_window
+
+PATH_PREFIX = "/jkfs-dzjkk/dzjkk/websvi/"
+
+# Linux: SO_TIMESTAMPNS makes the kernel stamp each received packet (CLOCK_REALTIME).
+_SO_TIMESTAMPNS = 35 if sys.platform.startswith("linux") else None
+_STAMP_SPACE = socket.CMSG_SPACE(16)
+
+
+def _enable_arrival_stamps(connection: socket.socket) -> bool:
+    if _SO_TIMESTAMPNS is None:
+        return False
+    try:
+        connection.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _arrival_stamp(connection: socket.socket) -> float | None:
+    """When the next request's first bytes reached this host (waits for them); ``None`` if unknown.
+
+    A request is stamped with the kernel's receive time, not the time a
+    handler thread got round to it: under load, thread scheduling would
+    otherwise shift stamps by tens of milliseconds and distort the one-second
+    windows.  Keep-alive clients send a request only after the previous
+    answer (no pipelining), so the next bytes are still in the socket here.
+    """
+    try:
+        _, ancillary, _, _ = connection.recvmsg(1, _STAMP_SPACE, socket.MSG_PEEK)
+    except OSError:
+        return None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", payload[:16])
+            return seconds + nanoseconds / 1e9
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # http.server writes headers and body in separate sends; without this, delayed ACKs cost ~40 ms per call.
+    disable_nagle_algorithm = True
+    server: SandboxServer
+    arrived: float | None = None
+    _stamping = False
+
+    def setup(self) -> None:
+        super().setup()
+        self._stamping = _enable_arrival_stamps(self.connection)
+
+    def handle_one_request(self) -> None:
+        self.arrived = _arrival_stamp(self.connection) if self._stamping else None
+        super().handle_one_request()
+
+    def do_POST(self) -> None:
+        self.server.handle_post(self)
+
+    def do_GET(self) -> None:
+        self.server.respond(self, 405, b'{"message":"POST only"}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # no access log: the requests table is the log
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """The sandbox HTTP server; build it with :func:`build_server`."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: SandboxStore,
+        *,
+        latency_ms: float = 0.0,
+        faults: FaultPlan | None = None,
+        rate_limit: float | None = None,
+        workkey_ttl: float = 86400.0,
+        slow_ms: float = 2000.0,
+        quirks: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.store = store
+        self.faults = faults or FaultPlan()
+        self.latency = latency_ms / 1000.0
+        self.slow = slow_ms / 1000.0
+        self.rate_limit = rate_limit
+        self.platform = PlatformLogic(store, workkey_ttl=workkey_ttl, quirks=quirks)
+        self.clock = clock
+        self._admitted: dict[str, list[float]] = {}
+        self._rate_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._serving = threading.Event()
+        self._closing = False
+
+    @property
+    def base_url(self) -> str:
+        """The URL a client uses as ``base_url`` (ends with ``/``)."""
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}{PATH_PREFIX}"
+
+    def inject(self, kind: str, count: int = 1, methods: tuple[str, ...] | None = None) -> None:
+        """Make the next ``count`` requests (to ``methods``, if given) fail with fault ``kind``."""
+        self.faults.inject(kind, count, methods)
+
+    # -- connection bookkeeping, so that stopping also ends keep-alive connections ---------
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Handle requests until :meth:`shutdown` or :meth:`close`."""
+        self._serving.set()
+        try:
+            super().serve_forever(poll_interval)
+        finally:
+            self._serving.clear()
+
+    def close(self) -> None:
+        """Stop serving (if serving), end open connections, close the listening socket and the state."""
+        self._closing = True
+        if self._serving.is_set():
+            self.shutdown()
+        self.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.store.close()
+
+    # -- request handling ------------------------------------------------------------------
+
+    def respond(
+        self, handler: BaseHTTPRequestHandler, status: int, body: bytes, extra_headers: str = ""
+    ) -> None:
+        """Send one complete answer in a single write."""
+        reason = handler.responses.get(status, ("",))[0]
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\n"
+            f"Content-Length: {len(body)}\r\n{extra_headers}\r\n"
+        )
+        handler.wfile.write(head.encode("latin-1") + body)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Report a handler's crash on stderr, except while closing (connections are cut then)."""
+        if not self._closing:
+            super().handle_error(request, client_address)
+
+    def handle_post(self, handler: _Handler) -> None:
+        """Answer one POST: route, rate limit, faults, checks, state."""
+        try:
+            self._handle_post(handler)
+        except (OSError, sqlite3.ProgrammingError):
+            if not self._closing:
+                raise
+            handler.close_connection = True
+
+    def _handle_post(self, handler: _Handler) -> None:
+        arrived = handler.arrived or self.clock()
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length > 0 else b""
+        path = handler.path
+        method = path[len(PATH_PREFIX) : -3] if path.startswith(PATH_PREFIX) and path.endswith(".do") else ""
+        if method not in METHODS:
+            self.respond(handler, 404, b'{"message":"not found"}')
+            return
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        app_id = document.get("appId") if isinstance(document, dict) else None
+        app_key = app_id if isinstance(app_id, str) else ""
+
+        if self.rate_limit is not None:
+            wait = self._admit(app_key, arrived)
+            if wait is not None:
+                self.store.log_request(app_key, method, arrived, 429, None, "rate_limited")
+                self.respond(handler, 429, b'{"message":"too many requests"}', f"Retry-After: {wait}\r\n")
+                return
+
+        fault = self.faults.draw(method)
+        if fault is not None:
+            self._fail(handler, fault, app_key, method, arrived)
+            return
+
+        code, answer = self.platform.handle(method, document, arrived)
+        self.store.log_request(app_key, method, arrived, 200, code, None)
+        if self.latency:
+            time.sleep(self.latency)
+        self.respond(handler, 200, answer)
+
+    def _admit(self, app_id: str, arrived: float) -> int | None:
+        """``None`` if the request is within the app's rate, else seconds to wait (Retry-After).
+
+        Handler threads may run in another order than their requests arrived, so
+        admission looks at every admitted stamp near this one, not just the last ``N``.
+        """
+        assert self.rate_limit is not None
+        permits = max(1, math.floor(self.rate_limit))
+        window = 1.0 if self.rate_limit >= 1 else 1.0 / self.rate_limit
+        with self._rate_lock:
+            stamps = self._admitted.setdefault(app_id, [])
+            del stamps[: bisect.bisect_right(stamps, arrived - 2 * window)]
+            near = stamps[
+                bisect.bisect_right(stamps, arrived - window) : bisect.bisect_left(stamps, arrived + window)
+            ]
+            bisect.insort(near, arrived)
+            if max_in_window(near, window) > permits:
+                return max(1, math.ceil(near[0] + window - arrived))
+            bisect.insort(stamps, arrived)
+        return None
+
+    def _fail(
+        self, handler: BaseHTTPRequestHandler, fault: str, app_id: str, method: str, arrived: float
+    ) -> None:
+        status = {DROP: 0, HTTP_500: 500, HTTP_429: 429, CODE_10129: 200, MALFORMED: 200}.get(fault, 504)
+        self.store.log_request(app_id, method, arrived, status, 10129 if fault == CODE_10129 else None, fault)
+        if fault == DROP:
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+        elif fault == HTTP_500:
+            self.respond(handler, 500, b'{"message":"internal server error"}')
+        elif fault == HTTP_429:
+            self.respond(handler, 429, b'{"message":"too many requests"}', "Retry-After: 1\r\n")
+        elif fault == CODE_10129:
+            self.respond(handler, 200, self.platform.answer(method, 10129, {}))
+        elif fault == MALFORMED:
+            self.respond(handler, 200, b'{"data": {"resultCode": 100')
+        else:  # slow: a gateway that waited in vain
+            time.sleep(self.slow)
+            self.respond(handler, 504, b'{"message":"gateway timeout"}')
+
+
+def build_server(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state: Path,
+    apps: Mapping[str, str],
+    latency_ms: float = 0,
+    fault_rate: float = 0.0,
+    seed: int | None = None,
+    rate_limit: float | None = None,
+    workkey_ttl: float = 86400,
+    fault_kinds: tuple[str, ...] = FAULT_KINDS,
+    slow_ms: float = 2000.0,
+    quirks: bool = True,
+) -> SandboxServer:
+    """A sandbox bound to ``host:port`` (0: a free port) with state in ``state``; call ``serve_forever``."""
+    try:
+        faults = FaultPlan(fault_rate, seed, fault_kinds)
+    except ValueError as error:
+        raise ConfigError(f"沙箱故障注入参数有误（{error}）。--fault-rate 应在 0 到 1 之间") from None
+    try:
+        store = SandboxStore(Path(state))
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigError(f"无法打开沙箱状态文件 {state}（{error}）。请检查 --state 路径和权限") from None
+    for app_id, secret in apps.items():
+        store.register_app(app_id, secret)
+    checks.warm_up()
+    try:
+        return SandboxServer(
+            (host, port), store, latency_ms=latency_ms, faults=faults, rate_limit=rate_limit,
+            workkey_ttl=workkey_ttl, slow_ms=slow_ms, quirks=quirks,
+        )  # fmt: skip
+    except OSError as error:
+        store.close()
+        raise ConfigError(f"沙箱无法监听 {host}:{port}（{error.strerror}）。请换一个端口或检查地址") from None
+
+
+def serve(*, out: TextIO | None = None, **options: Any) -> int:
+    """Run a sandbox until SIGINT/SIGTERM; the first line on stdout names its base URL."""
+    server = build_server(**options)
+    stream = out or sys.stdout
+    stream.write(f"ehc sandbox listening on {server.base_url}\n")
+    stream.flush()
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+    return 0

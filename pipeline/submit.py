@@ -1,0 +1,343 @@
+"""``ehc submit``: the dry run, then every valid row sent once with ``syncCardInfo``.
+
+:func:`submit_batch` takes a validated :class:`Batch` and fills its outcome:
+
+* residents the journal knows as enrolled are ``already_enrolled`` with the
+  card ids the journal holds, and cost no call;
+* the others are claimed in the journal, sent on a pool of threads (the
+  client enforces the rate limit across all of them) and recorded:
+  10000 ``enrolled``; 10115 ``already_enrolled``; no usable answer after the
+  retries ``failed``; any other code ``rejected`` (and a fault row keyed by
+  the platform's code, so errors.xlsx lists it beside the local faults);
+* on Ctrl-C / SIGTERM no new call starts, the calls in flight finish, and
+  the rows never sent are ``failed`` with "已中断，未发送".
+
+:func:`run_submit` is the whole command: dry run, credentials, work key,
+submission, reports (written even when the run is interrupted or stopped).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from loguru import logger
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError, EhcError, Interrupted
+from pipeline.journal import STATE_ENROLLED, Journal, default_journal_path
+from pipeline.logs import register_secret
+from pipeline.model import (
+    CARD_FIELDS,
+    FAULT_COLUMNS,
+    OUTCOME_COLUMNS,
+    PEOPLE_FIELDS,
+    STATUS_ALREADY_ENROLLED,
+    STATUS_ENROLLED,
+    STATUS_FAILED,
+    STATUS_VALID,
+    Batch,
+)
+from pipeline.pool import PoolSize, run_pool
+from pipeline.stopping import stop_on_signals
+from pipeline.workers import ClientLike, Outcome, ResidentSender, Task
+
+#: Latency assumed for the first threads; the pool grows if the platform is slower.
+EXPECTED_LATENCY = 0.1
+MIN_CONCURRENCY = 4
+MAX_CONCURRENCY = 64
+#: Pool size without a rate limit: one process is CPU-bound with a few threads.
+UNLIMITED_CONCURRENCY = 8
+
+MESSAGE_NOT_SENT = "已中断，未发送"
+MESSAGE_UNKNOWN = "已中断，发送结果未知；再次运行同一命令会重新发送（平台若答复已办理则按已办理处理）"
+MESSAGE_FROM_JOURNAL = "此前已申领成功（据提交日志），本次未重复发送"
+
+
+def derive_concurrency(rate: float | None, latency: float = EXPECTED_LATENCY) -> int:
+    """Threads enough that ``latency`` does not cap the rate: ``rate × latency × 1.5`` within [4, 64]."""
+    if not rate or rate <= 0:
+        return UNLIMITED_CONCURRENCY
+    return max(MIN_CONCURRENCY, min(MAX_CONCURRENCY, math.ceil(rate * latency * 1.5)))
+
+
+def pool_size(rate: float | None, concurrency: int | None) -> PoolSize:
+    """A fixed pool of ``concurrency`` threads, or (0/None) one that starts derived and grows to 64."""
+    if concurrency and concurrency > 0:
+        return PoolSize(concurrency, concurrency, rate)
+    if not rate or rate <= 0:
+        return PoolSize(UNLIMITED_CONCURRENCY, UNLIMITED_CONCURRENCY, None)
+    return PoolSize(derive_concurrency(rate), MAX_CONCURRENCY, rate)
+
+
+@dataclass
+class SubmitSummary:
+    """What a submission did, for the closing log line and the benchmarks."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sent: int = 0  # residents whose syncCardInfo was sent
+    calls: int = 0  # platform calls (syncCardInfo + bindCardInfo)
+    from_journal: int = 0  # rows answered from the journal, no call
+    elapsed: float = 0.0  # seconds spent sending
+    interrupted: bool = False
+
+    @property
+    def achieved_rate(self) -> float:
+        """Residents sent per second while sending."""
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def _text(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """The frame's columns as a 2-D array of Python strings ("" for missing)."""
+    return frame.loc[:, list(columns)].fillna("").astype(str).to_numpy(dtype=object)
+
+
+class _Tasks(Sequence[Task]):
+    """The rows to send, each made into a :class:`Task` only when a thread takes it."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self._people = _text(rows, PEOPLE_FIELDS)
+        self._cards = _text(rows, CARD_FIELDS)
+        self._files = rows["source_file"].fillna("").astype(str).tolist()
+        self._rows = pd.to_numeric(rows["source_row"], errors="coerce").astype("Int64").tolist()
+        self._ids = rows["sfzhm"].fillna("").astype(str).tolist()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        source_row = self._rows[k]
+        return Task(
+            id_number=self._ids[k],
+            source_file=self._files[k],
+            source_row=None if source_row is pd.NA else int(source_row),
+            people=dict(zip(PEOPLE_FIELDS, self._people[k], strict=True)),
+            card=dict(zip(CARD_FIELDS, self._cards[k], strict=True)),
+        )
+
+
+def _set_outcomes(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
+    if not len(row_ids):
+        return
+    values = [(o.status, o.result_code, o.message, o.ehealth_card_id, o.virtual_card_num) for o in outcomes]
+    update = pd.DataFrame(values, index=pd.Index(row_ids), columns=list(OUTCOME_COLUMNS))
+    batch.outcome.loc[update.index, list(OUTCOME_COLUMNS)] = update
+
+
+def _append_rejections(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
+    faults = [
+        (row_id, "", o.fault_code, "error", o.message)
+        for row_id, o in zip(row_ids, outcomes, strict=True)
+        if o.fault_code is not None
+    ]
+    if not faults:
+        return
+    new = pd.DataFrame(faults, columns=list(FAULT_COLUMNS))
+    dtypes = {column: batch.faults[column].dtype for column in FAULT_COLUMNS if column in batch.faults}
+    new = new.astype(dtypes)
+    batch.faults = pd.concat([batch.faults, new], ignore_index=True) if len(batch.faults) else new
+
+
+def _from_journal(batch: Batch, row_ids: pd.Index, ids: pd.Series, known: pd.DataFrame) -> None:
+    """Rows of residents the journal knows as enrolled: ``already_enrolled``, card ids from the journal."""
+    if not len(row_ids):
+        return
+    entries = known.loc[ids.loc[row_ids].to_numpy()]
+    outcome = batch.outcome
+    outcome.loc[row_ids, "status"] = STATUS_ALREADY_ENROLLED
+    outcome.loc[row_ids, "result_code"] = ""
+    outcome.loc[row_ids, "message"] = MESSAGE_FROM_JOURNAL
+    outcome.loc[row_ids, "ehealthCardId"] = entries["ehealth_card_id"].fillna("").astype(str).to_numpy()
+    outcome.loc[row_ids, "virtualCardNum"] = entries["virtual_card_num"].fillna("").astype(str).to_numpy()
+
+
+def _follow(first: Outcome) -> Outcome:
+    """The outcome of a repeated ID number in the same batch, given the first row's outcome."""
+    if first.status in (STATUS_ENROLLED, STATUS_ALREADY_ENROLLED):
+        return Outcome(
+            STATUS_ALREADY_ENROLLED, "10115", "同一身份证号在本批次中已发送过，未重复发送",
+            first.ehealth_card_id, first.virtual_card_num,
+        )  # fmt: skip
+    return Outcome(first.status, first.result_code, first.message, fault_code=first.fault_code)
+
+
+def submit_batch(
+    batch: Batch,
+    client: ClientLike,
+    journal: Journal,
+    *,
+    rate: float | None,
+    concurrency: int | None,
+    lookup_existing: bool = False,
+    progress: bool = False,
+    stop: threading.Event | None = None,
+) -> SubmitSummary:
+    """Send every valid row of ``batch`` and fill its outcome (invalid rows stay invalid).
+
+    ``rate`` only sizes the pool (the client enforces it); ``concurrency``
+    0/None derives the pool size from it.  Ctrl-C and SIGTERM set ``stop``
+    (handlers installed when called from the main thread).  When this
+    returns or raises, every row has a final status; a run-stopping fault
+    raised by the client (e.g. :class:`AuthenticationRefused`) is re-raised
+    after the outcome is filled, so the caller can still write the reports.
+    """
+    stop = stop or threading.Event()
+    summary = SubmitSummary()
+    valid = batch.outcome.index[batch.outcome["status"] == STATUS_VALID]
+    ids = batch.rows.loc[valid, "sfzhm"].fillna("").astype(str)
+    known = journal.lookup_many(ids.unique().tolist())
+    states = ids.map(known["state"]) if len(known) else pd.Series("", index=ids.index)
+    enrolled = states == STATE_ENROLLED
+    _from_journal(batch, valid[enrolled.to_numpy()], ids, known)
+    summary.from_journal = int(enrolled.sum())
+
+    pending = ids[~enrolled.to_numpy()]
+    repeated = pending.duplicated(keep="first")
+    first_rows = pending.index[~repeated.to_numpy()]
+    tasks = _Tasks(batch.rows.loc[first_rows])
+    size = pool_size(rate, concurrency)
+    logger.info(
+        "开始提交：{} 人待发送，{} 人据提交日志已办理；速率上限 {}/秒，并发 {}{}",
+        len(tasks), summary.from_journal, rate or "不限", size.initial,
+        f"（按需增至 {size.maximum}）" if size.maximum > size.initial else "",
+    )  # fmt: skip
+
+    sender = ResidentSender(client, journal, lookup_existing=lookup_existing, stop=stop)
+    with stop_on_signals(stop):
+        pool = run_pool(
+            tasks, sender.send, size=size, stop=stop, progress=progress,
+            on_stop=getattr(client, "interrupt", None), on_tick=journal.flush,
+        )  # fmt: skip
+    journal.flush()
+
+    reason = MESSAGE_NOT_SENT
+    if pool.fatal is not None:
+        reason = f"未发送：{pool.fatal}" if isinstance(pool.fatal, EhcError) else "未发送：程序内部错误"
+    final: list[Outcome] = []
+    for position, outcome in enumerate(pool.outcomes):
+        if outcome is None:
+            outcome = Outcome(STATUS_FAILED, "", MESSAGE_UNKNOWN if position in pool.unknown else reason)
+        final.append(outcome)
+    _set_outcomes(batch, list(first_rows), final)
+    _append_rejections(batch, list(first_rows), final)
+
+    by_id = dict(zip(ids.loc[first_rows].tolist(), final, strict=True))
+    followers = pending.index[repeated.to_numpy()]
+    follow = [_follow(by_id[ids.loc[row_id]]) for row_id in followers]
+    _set_outcomes(batch, list(followers), follow)
+
+    summary.sent = sum(1 for o in pool.outcomes if o is not None)
+    summary.calls = sender.calls
+    summary.elapsed = pool.elapsed
+    summary.interrupted = stop.is_set() and pool.fatal is None
+    summary.counts = {str(k): int(v) for k, v in batch.outcome["status"].value_counts().items()}
+    logger.info(
+        "提交结束：发送 {} 人，用时 {:.1f} 秒（{:.1f} 人/秒）；结果 {}",
+        summary.sent, summary.elapsed, summary.achieved_rate, summary.counts,
+    )  # fmt: skip
+    if pool.fatal is not None:
+        raise pool.fatal
+    return summary
+
+
+def _platform_client(settings: Settings, rate: float | None, concurrency: int) -> Any:
+    from pipeline.client import PlatformClient
+
+    return PlatformClient(settings.platform, settings.state_dir, rate=rate, pool_size=concurrency)
+
+
+def _check_credentials(settings: Settings) -> None:
+    missing = []
+    if not settings.platform.app_id:
+        missing.append("应用 ID（环境变量 EHC_APP_ID 或配置 [platform] app_id）")
+    if not settings.platform.app_secret:
+        missing.append("应用密钥（环境变量 EHC_APP_SECRET）")
+    if missing:
+        raise ConfigError(f"缺少{'和'.join(missing)}，无法提交。请设置后重新运行；校验报告已写出")
+
+
+def run_submit(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    settings: Settings,
+    *,
+    sheet: str | None = None,
+    all_sheets: bool = False,
+    mapping_file: Path | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
+    lookup_existing: bool | None = None,
+    progress: bool = False,
+) -> tuple[Batch, dict[str, Path]]:
+    """``ehc submit``: dry run, then send every valid row; returns the batch and the report paths.
+
+    The reports are written in every case: after the dry run if submission
+    cannot start (missing credentials, platform refusing or unreachable: the
+    error is then raised), and after submission even when it was stopped.
+    Ctrl-C / SIGTERM raise :class:`Interrupted` (exit 130) once the reports
+    are written.
+    """
+    from pipeline.dryrun import prepare_batch, write_outputs
+
+    batch = prepare_batch(
+        inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, progress=progress
+    )
+    rate = settings.submit.rate if rate is None else rate
+    limit = rate if rate and rate > 0 else None
+    workers = concurrency or settings.submit.concurrency or None
+    lookup = settings.submit.lookup_existing if lookup_existing is None else lookup_existing
+    register_secret(settings.platform.app_secret)
+    try:
+        _check_credentials(settings)
+        journal = Journal(default_journal_path(settings.state_dir))
+    except EhcError:
+        write_outputs(batch, out_dir, submitted=False)
+        raise
+
+    with journal:
+        try:
+            client = _platform_client(settings, limit, pool_size(limit, workers).maximum)
+        except EhcError:
+            write_outputs(batch, out_dir, submitted=False)
+            raise
+        try:
+            if _has_work(batch, journal):
+                try:
+                    client.work_key()  # fail fast, before anything is sent
+                except EhcError:
+                    write_outputs(batch, out_dir, submitted=False)
+                    raise
+            summary: SubmitSummary | None = None
+            try:
+                summary = submit_batch(
+                    batch, client, journal, rate=limit, concurrency=workers,
+                    lookup_existing=lookup, progress=progress, stop=threading.Event(),
+                )  # fmt: skip
+            finally:
+                paths = write_outputs(batch, out_dir, submitted=True)
+        finally:
+            client.close()
+    if summary is not None and summary.interrupted:
+        raise Interrupted(
+            f"提交已中断；已完成部分的报告已写入 {out_dir}。再次运行同一命令即可继续（已办理的不会重复发送）"
+        )
+    return batch, paths
+
+
+def _has_work(batch: Batch, journal: Journal) -> bool:
+    """Whether any valid row's resident is not yet enrolled per the journal."""
+    valid = batch.outcome["status"] == STATUS_VALID
+    if not valid.any():
+        return False
+    ids = batch.rows.loc[valid, "sfzhm"].fillna("").astype(str).unique().tolist()
+    known = journal.lookup_many(ids)
+    enrolled = int((known["state"] == STATE_ENROLLED).sum()) if len(known) else 0
+    return enrolled < len(ids)

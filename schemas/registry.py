@@ -1,0 +1,186 @@
+"""The pandera schema of a normalised register: one column per platform field.
+
+Every check is vectorised (no ``element_wise``) and carries the platform's
+result code as its ``error`` (``"10123"``), so a failure comes out of
+``SchemaErrors.failure_cases`` already keyed by code.  Code lists come from
+``schemas/codes`` through :func:`schemas.tables.code_table`.
+
+Cross-field rules (gender and birth date against the ID number, the document
+number against the ID number) must each land on one column; a pandera
+dataframe-level check would report a failure once per column.  So
+:func:`prepare` adds one *pair column* per rule, named ``<field>@sfzhm``,
+holding what the ID number implies (fixed width) followed by the field's
+value; the pair column's check compares the two halves and its failures are
+reported on ``<field>`` (:data:`PAIR_COLUMNS`).
+
+Empty values: the platform requires every key but its own example sends
+empty ``kh``, ``jkdah``, ``xnhkh``, ``fyzhdm`` and ``dzc``; so those, and
+education, occupation, issue date, bank card and the address parts, may be
+empty.  An empty gender or birth date is reported by its pair column, and
+only when the ID number could have supplied it (otherwise the ID number's
+own fault is the one to fix).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from pipeline import idnumber
+from pipeline.arrowtext import empty_mask, matches, where
+from pipeline.dates import real_dates
+from pipeline.phone import valid_phones
+from schemas.tables import code_table
+
+#: Pair column -> the field its failures are reported on.
+PAIR_COLUMNS: dict[str, str] = {"xb@sfzhm": "xb", "csrq@sfzhm": "csrq", "zjhm@sfzhm": "zjhm"}
+
+#: Longest accepted value per free-text field.  The spec gives no lengths; these
+#: are generous, and what exceeds them is pasted text rather than a value.
+MAX_LENGTHS: dict[str, int] = {
+    "xm": 30, "zjhm": 30, "jkdah": 50, "xnhkh": 50, "dzsf": 30, "dzs": 30, "dzqx": 30, "dzxz": 50,
+    "dzc": 100, "klx": 10, "kh": 50, "orgCode": 50,
+}  # fmt: skip
+
+#: Earliest accepted card issue year.
+EARLIEST_ISSUE_YEAR = 2000
+
+#: Bank card numbers: 12–19 digits.  No Luhn test: UnionPay cards mostly carry a
+#: Luhn digit, but older domestic debit cards still in use do not, and the
+#: platform's 10151 is about the number's form.
+BANK_CARD = r"^[0-9]{12,19}$"
+
+#: A name: Han characters (any plane), Latin letters, spaces, the middle dot, apostrophe, dot, hyphen.
+NAME = r"^(?:\p{Han}|[A-Za-z·.' -])+$"
+
+_UNKNOWN_GENDER = "-"
+_UNKNOWN_BIRTH = "-" * 8
+_ANY_DOCUMENT = "*" * 18
+
+BoolSeries = pd.Series
+
+
+def _mask(values: pd.Series, mask: np.ndarray | pd.Series) -> BoolSeries:
+    """A boolean Series on ``values``'s index, as pandera needs to locate failures."""
+    return pd.Series(np.asarray(mask, dtype=bool), index=values.index)
+
+
+def _check(code: int, name: str, function: Callable[[pd.Series], BoolSeries]) -> pa.Check:
+    return pa.Check(function, error=str(code), name=name)
+
+
+def _in_table(table: str, code: int, allow_empty: bool) -> pa.Check:
+    codes = list(code_table(table).codes) + ([""] if allow_empty else [])
+    return _check(code, f"{table}_code", lambda s: s.isin(codes))
+
+
+def _not_empty(code: int) -> pa.Check:
+    return _check(code, "not_empty", lambda s: s != "")
+
+
+def _max_length(field: str) -> pa.Check:
+    limit = MAX_LENGTHS[field]
+    return _check(10110, "max_length", lambda s: s.str.len() <= limit)
+
+
+def _pair(implied: pd.Series, width: int, values: pd.Series) -> pd.Series:
+    """``implied`` (exactly ``width`` characters) followed by ``values``."""
+    return implied + values
+
+
+def prepare(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` plus the pair columns of :data:`PAIR_COLUMNS`, ready for :func:`build_schema`."""
+    ids = rows["sfzhm"]
+    eighteen = (ids.str.len() == 18).to_numpy(dtype=bool)
+    gender = idnumber.genders(ids)
+    gender = where(~empty_mask(gender), gender, _UNKNOWN_GENDER)
+    birth = where(eighteen, idnumber.birth_dates(ids), _UNKNOWN_BIRTH)
+    as_document = where(eighteen & (rows["zjlx"] == "01").to_numpy(dtype=bool), ids, _ANY_DOCUMENT)
+    return rows.assign(
+        **{
+            "xb@sfzhm": _pair(gender, 1, rows["xb"]),
+            "csrq@sfzhm": _pair(birth, 8, rows["csrq"]),
+            "zjhm@sfzhm": _pair(as_document, 18, rows["zjhm"]),
+        }
+    )
+
+
+def _gender_agrees(pairs: pd.Series) -> BoolSeries:
+    # An empty gender fails here only when the ID number implies one: while
+    # the ID number is unreadable its own fault (10111) is the one to fix.
+    implied, stated = pairs.str.slice(0, 1), pairs.str.slice(1)
+    comparable = implied.isin(["1", "2"]) & stated.isin(["1", "2", ""])
+    return ~comparable | (implied == stated)
+
+
+def _birth_agrees(pairs: pd.Series) -> BoolSeries:
+    implied, stated = pairs.str.slice(0, 8), pairs.str.slice(8)
+    # A stated value that is no date at all is the csrq column's own fault.
+    comparable = (implied != _UNKNOWN_BIRTH) & ((stated == "") | (stated.str.len() == 8))
+    return ~comparable | (implied == stated)
+
+
+def _document_agrees(pairs: pd.Series) -> BoolSeries:
+    expected, stated = pairs.str.slice(0, 18), pairs.str.slice(18)
+    return (expected == _ANY_DOCUMENT) | (expected == stated)
+
+
+def build_schema(today: datetime.date) -> pa.DataFrameSchema:
+    """The schema of a normalised run frame (after :func:`prepare`) as of ``today``."""
+
+    def valid_ids(s: pd.Series) -> BoolSeries:
+        return _mask(s, idnumber.id_problems(s, today) == idnumber.IdProblem.OK)
+
+    def first_occurrence(s: pd.Series) -> BoolSeries:
+        return _mask(s, ~idnumber.repeated(s))
+
+    def birth_date(s: pd.Series) -> BoolSeries:
+        return _mask(s, (s == "").to_numpy(dtype=bool) | real_dates(s, idnumber.EARLIEST_BIRTH_YEAR, today))
+
+    def issue_date(s: pd.Series) -> BoolSeries:
+        return _mask(s, (s == "").to_numpy(dtype=bool) | real_dates(s, EARLIEST_ISSUE_YEAR, today))
+
+    def column(*checks: pa.Check) -> pa.Column:
+        return pa.Column(checks=list(checks), nullable=False, required=True)
+
+    columns = {
+        "xm": column(
+            _not_empty(10114),
+            _check(10110, "name", lambda s: _mask(s, (s == "") | ((s.str.len() <= 30) & matches(s, NAME)))),
+        ),
+        "xb": column(_in_table("gender", 10113, allow_empty=True)),
+        "mzdm": column(_in_table("ethnicity", 10123, allow_empty=False)),
+        "csrq": column(_check(10124, "birth_date", birth_date)),
+        "sfzhm": column(
+            _check(10111, "id_number", valid_ids), _check(10115, "first_occurrence", first_occurrence)
+        ),
+        "zjlx": column(_in_table("document_type", 10134, allow_empty=False)),
+        "zjhm": column(_not_empty(10110), _max_length("zjhm")),
+        "jkdah": column(_max_length("jkdah")),
+        "xnhkh": column(_max_length("xnhkh")),
+        "fyzhdm": column(_in_table("marriage", 10132, allow_empty=True)),
+        "xldm": column(_in_table("education", 10133, allow_empty=True)),
+        "zydm": column(_in_table("occupation", 10135, allow_empty=True)),
+        "dzlb": column(_in_table("address_type", 10136, allow_empty=False)),
+        "dzsf": column(_max_length("dzsf")),
+        "dzs": column(_max_length("dzs")),
+        "dzqx": column(_max_length("dzqx")),
+        "dzxz": column(_max_length("dzxz")),
+        "dzc": column(_max_length("dzc")),
+        "brdh": column(_check(10110, "phone", lambda s: _mask(s, valid_phones(s)))),
+        "ylfyzffs": column(_in_table("payment", 10131, allow_empty=False)),
+        "klx": column(_not_empty(10110), _max_length("klx")),
+        "kh": column(_max_length("kh")),
+        "fksj": column(_check(10128, "issue_date", issue_date)),
+        "orgCode": column(_not_empty(10110), _max_length("orgCode")),
+        "yhkh": column(_check(10151, "bank_card", lambda s: _mask(s, empty_mask(s) | matches(s, BANK_CARD)))),
+        "isRealName": column(_check(10110, "real_name_flag", lambda s: s.isin(["0", "1"]))),
+        "xb@sfzhm": column(_check(10113, "gender_agrees_with_id", _gender_agrees)),
+        "csrq@sfzhm": column(_check(10124, "birth_agrees_with_id", _birth_agrees)),
+        "zjhm@sfzhm": column(_check(10110, "document_agrees_with_id", _document_agrees)),
+    }
+    return pa.DataFrameSchema(columns, name="register", strict=False)

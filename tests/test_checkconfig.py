@@ -1,0 +1,171 @@
+"""``ehc check-config`` against the sandbox: what it prints, each way it fails, and what it never shows."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import SandboxHandle
+
+from pipeline import cli
+from pipeline.checkconfig import check_config, mask_app_id, settings_problems
+from pipeline.config import LogSettings, Settings, SubmitSettings
+from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
+
+
+def _settings(sandbox: SandboxHandle, tmp_path: Path, **platform: object) -> Settings:
+    return Settings(
+        platform=sandbox.settings(max_attempts=2, max_retry_seconds=2.0, **platform),
+        state_dir=tmp_path / "state",
+        log_dir=tmp_path / "logs",
+    )
+
+
+def _cached_work_key(state_dir: Path) -> str:
+    (cache,) = (state_dir / "workkeys").glob("workkey-*.json")
+    return str(json.loads(cache.read_text(encoding="utf-8"))["work_key"])
+
+
+def test_success_prints_locations_and_never_the_secrets(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    settings = _settings(sandbox, tmp_path)
+    lines = check_config(settings)
+    text = "\n".join(lines)
+    assert sandbox.count("getWorkKey") == 1
+    assert sandbox.base_url in text
+    assert mask_app_id(sandbox.app_id) in text and sandbox.app_id not in text
+    assert "每秒最多 5 次" in text
+    for path in (
+        settings.state_dir,
+        settings.state_dir / "journal.sqlite",
+        settings.state_dir / "ehc.lock",
+        tmp_path / "logs",
+    ):
+        assert str(path) in text
+    assert lines[-1].startswith("认证成功")
+    assert sandbox.app_secret not in text
+    assert _cached_work_key(settings.state_dir) not in text
+
+
+def test_a_cached_key_does_not_spare_the_login(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    settings = _settings(sandbox, tmp_path)
+    check_config(settings)
+    first_key = _cached_work_key(settings.state_dir)
+    check_config(settings)
+    assert sandbox.count("getWorkKey") == 2  # the second check logged in again
+    assert _cached_work_key(settings.state_dir) != first_key
+
+
+def test_wrong_secret_is_refused_with_advice(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    settings = _settings(sandbox, tmp_path, app_secret="0" * 32)
+    with pytest.raises(AuthenticationRefused) as refused:
+        check_config(settings)
+    assert refused.value.result_code == 10103
+    assert "EHC_APP_SECRET" in str(refused.value) and "0" * 32 not in str(refused.value)
+
+
+def test_unknown_app_id_is_refused_with_advice(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    settings = _settings(sandbox, tmp_path, app_id="no-such-app-0001")
+    with pytest.raises(AuthenticationRefused) as refused:
+        check_config(settings)
+    assert refused.value.result_code == 10101
+    message = str(refused.value)
+    assert "EHC_APP_ID" in message and "10101" in message
+    assert "no-such-app-0001" not in message  # the app id is shown masked, if at all
+
+
+def test_unreachable_platform(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(state_dir=tmp_path / "state")
+    settings = replace(
+        settings,
+        platform=replace(
+            settings.platform,
+            base_url=f"http://127.0.0.1:{port}/jkfs-dzjkk/dzjkk/websvi/",
+            app_id="app-0001",
+            app_secret="secret-0001",
+            max_attempts=1,
+            connect_timeout=1.0,
+        ),
+    )
+    with pytest.raises(PlatformUnreachable, match=str(port)):
+        check_config(settings)
+
+
+def test_settings_problems_are_all_listed_before_any_call(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    settings = _settings(sandbox, tmp_path, app_id="", app_secret="")
+    settings = replace(
+        settings, logging=LogSettings(level="LOUD", rotation="sometimes"), column_aliases={"手机": "phone"}
+    )
+    with pytest.raises(ConfigError) as error:
+        check_config(settings)
+    message = str(error.value)
+    for fragment in ("EHC_APP_ID", "EHC_APP_SECRET", "level", "rotation", "phone"):
+        assert fragment in message
+    assert "\n" not in message
+    assert sandbox.count("getWorkKey") == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://platform.example/jkfs-dzjkk/dzjkk/websvi/", True),
+        ("http://127.0.0.1:8080/jkfs-dzjkk/dzjkk/websvi/", True),
+        ("http://localhost:8080/x/", True),
+        ("http://[::1]:8080/x/", True),
+        ("http://platform.example/jkfs-dzjkk/dzjkk/websvi/", False),
+        ("ftp://platform.example/", False),
+        ("platform.example", False),
+    ],
+)
+def test_base_url_must_be_https_or_loopback(tmp_path: Path, url: str, ok: bool) -> None:
+    platform = replace(Settings().platform, base_url=url, app_id="a", app_secret="s")
+    settings = Settings(platform=platform, state_dir=tmp_path)
+    assert (settings_problems(settings) == []) is ok
+
+
+def test_unlimited_rate_is_only_a_warning(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    settings = replace(_settings(sandbox, tmp_path), submit=SubmitSettings(rate=0))
+    lines = check_config(settings)
+    assert any("不限速" in line for line in lines)
+
+
+def test_unusable_state_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    settings = Settings(state_dir=blocker / "state")
+    settings = replace(settings, platform=replace(settings.platform, app_id="a", app_secret="s"))
+    assert any("状态目录" in problem for problem in settings_problems(settings))
+
+
+@pytest.mark.parametrize(
+    ("app_id", "masked"),
+    [("39bf0ca6e9b340659852808173fdf705", "39bf***f705"), ("app-12345", "ap***45"), ("abc", "***"), ("", "")],
+)
+def test_mask_app_id(app_id: str, masked: str) -> None:
+    assert mask_app_id(app_id) == masked
+
+
+def test_command_line(
+    sandbox: SandboxHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("EHC_APP_ID", sandbox.app_id)
+    monkeypatch.setenv("EHC_APP_SECRET", sandbox.app_secret)
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    assert cli.main(["check-config", "--base-url", sandbox.base_url]) == 0
+    out, err = capsys.readouterr()
+    assert "认证成功" in out and sandbox.base_url in out
+    assert sandbox.app_secret not in out + err
+
+    monkeypatch.setenv("EHC_APP_SECRET", "F" * 32)
+    assert cli.main(["check-config", "--base-url", sandbox.base_url]) == 2
+    out, err = capsys.readouterr()
+    assert "10103" in err and "F" * 32 not in out + err
+    assert len(err.strip().splitlines()[-1]) > 0

@@ -1,0 +1,408 @@
+"""The platform client: tolerant parsing, envelope, retries, rate limit, fatal faults.
+
+Everything but the parsing units runs against the real sandbox over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SandboxHandle, make_resident
+
+from pipeline.client import CallResult, PlatformClient
+from pipeline.config import PlatformSettings
+from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
+from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
+from pipeline.responses import answer_from_http, parse_body, parse_retry_after
+from pipeline.sandbox.faults import FAULT_KINDS
+from pipeline.signing import sync_card_sign
+
+# -- tolerant parsing (units) ---------------------------------------------------------
+
+
+def test_result_code_as_number_or_string_with_data_wrapper() -> None:
+    assert parse_body(b'{"data": {"resultCode": 10000, "message": "ok"}}') == (10000, "ok", {})
+    assert parse_body(b'{"data": {"resultCode": " 10111 ", "message": ""}}') == (
+        10111,
+        "身份证号码不正确",
+        {},
+    )
+    assert parse_body('{"data": {"resultCode": "1010", "message": "已挂失"}}'.encode()) == (
+        1010,
+        "已挂失",
+        {},
+    )
+
+
+def test_keys_with_spaces_and_other_case_and_stripped_values() -> None:
+    body = (
+        '{"data":{"resultCode":10000,"message":"操作成功","ehealthCardId":"AB"," virtualCardNum ":" 134 "}}'
+    )
+    assert parse_body(body.encode()) == (10000, "操作成功", {"ehealthCardId": "AB", "virtualCardNum": "134"})
+    code, _, data = parse_body(
+        b'{" ResultCode ": "10000", "QrCode": "x:0:y", "IMG": "aGk=", "WorkKey": "K"}'
+    ) or (
+        0,
+        "",
+        {},
+    )
+    assert code == 10000 and data == {"qrCode": "x:0:y", "img": "aGk=", "workKey": "K"}
+
+
+def test_answer_without_data_wrapper_like_the_getimg_example() -> None:
+    body = '{"resultCode": 10000, "message": "操作成功", "qRCode": "A:0:B", "img": ""}'.encode()
+    assert parse_body(body) == (10000, "操作成功", {"qrCode": "A:0:B", "img": ""})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"<html>busy</html>", b'{"data": {"resultCode": 100', b"[1, 2]", b'{"data": {"message": "x"}}'],
+)
+def test_malformed_answers_are_none(body: bytes) -> None:
+    assert parse_body(body) is None
+
+
+def test_http_answers_are_classified() -> None:
+    assert answer_from_http(500, b"", None).transient
+    too_many = answer_from_http(429, b"", "3")
+    assert too_many.transient and too_many.retry_after == 3.0
+    assert answer_from_http(200, b"not json", None).transient
+    assert answer_from_http(200, b'{"data":{"resultCode":10129}}', None).transient
+    final = answer_from_http(200, b'{"data":{"resultCode":10111,"message":"x"}}', None)
+    assert not final.transient and final.result_code == 10111
+    missing = answer_from_http(404, b"<html/>", None)
+    assert not missing.transient and missing.result_code is None and "404" in missing.message
+
+
+def test_retry_after_as_http_date() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now=1445412480.0) == pytest.approx(5.0)
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# -- construction -------------------------------------------------------------------------
+
+
+def test_missing_credentials_or_bad_url_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="EHC_APP_SECRET"):
+        PlatformClient(PlatformSettings(app_id="a", app_secret=" "), tmp_path)
+    with pytest.raises(ConfigError, match="EHC_APP_ID"):
+        PlatformClient(PlatformSettings(app_id="", app_secret="s"), tmp_path)
+    with pytest.raises(ConfigError, match="base_url"):
+        PlatformClient(PlatformSettings(base_url="ftp://x/", app_id="a", app_secret="s"), tmp_path)
+
+
+# -- envelope (captured before it leaves) --------------------------------------------------
+
+
+class _Captured:
+    status_code = 200
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.headers: dict[str, str] = {}
+
+
+def test_envelope_strips_values_sends_type_as_string_and_every_key(tmp_path: Path) -> None:
+    settings = PlatformSettings(
+        base_url="https://platform.invalid/jkfs-dzjkk/dzjkk/websvi", app_id=" APP ", app_secret="SECRET"
+    )
+    client = PlatformClient(settings, tmp_path)
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def post(url: str, data: bytes, **_: Any) -> _Captured:
+        sent.append((url, json.loads(data)))
+        if url.endswith("getWorkKey.do"):
+            return _Captured(b'{"data":{"resultCode":10000,"message":"ok","workKey":"WK"}}')
+        return _Captured(b'{"data":{"resultCode":10000,"message":"ok"}}')
+
+    client._session.post = post  # type: ignore[method-assign,assignment]
+    card, people = make_resident(1, xm=" 张三 ", brdh=" 13902263273")
+    people.pop("xnhkh")
+    assert client.sync_card_info(card, {**people, "unknown": "dropped"}).ok
+    url, document = sent[-1]
+    assert url == "https://platform.invalid/jkfs-dzjkk/dzjkk/websvi/syncCardInfo.do"
+    assert document["appId"] == "APP"
+    assert set(document["app"]) == {
+        "termId",
+        "version",
+        "appVersion",
+        "appPackageName",
+        "digestType",
+        "encType",
+    }
+    data = document["data"]
+    assert data["type"] == "0" and isinstance(data["type"], str)
+    assert data["sign"] == sync_card_sign("APP", "WK", data["timestamp"], "0")
+    assert tuple(data["peopleInfo"]) == PEOPLE_FIELDS and tuple(data["cardInfo"]) == CARD_FIELDS
+    assert data["peopleInfo"]["xm"] == "张三" and data["peopleInfo"]["brdh"] == "13902263273"
+    assert data["peopleInfo"]["xnhkh"] == ""
+    client.close()
+
+
+# -- against the sandbox ------------------------------------------------------------------
+
+
+def _client(sandbox: SandboxHandle, state: Path, **settings: Any) -> PlatformClient:
+    return PlatformClient(sandbox.settings(**settings), state, initial_wait=0.01)
+
+
+def test_enrol_bind_and_qr_code_round_trip(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with _client(sandbox, tmp_path) as client:
+        card, people = make_resident(7)
+        enrolled = client.sync_card_info(card, people)
+        assert enrolled == CallResult(10000, "操作成功", enrolled.data, 1)
+        assert len(enrolled.data["ehealthCardId"]) == 64 and len(enrolled.data["virtualCardNum"]) == 20
+        # bind signs over zjlx|zjhm: padded values must be stripped before signing and sending
+        bound = client.bind_card_info(zjlx=" 01", zjhm=f" {people['sfzhm']} ", xm="", brdh="")
+        assert bound.ok and bound.data == enrolled.data
+        image = client.get_img(virtual_card_num=enrolled.data["virtualCardNum"])
+        assert image.ok and image.data["qrCode"].startswith(enrolled.data["ehealthCardId"] + ":0:")
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_each_fault_kind_is_retried_and_never_enrols(kind: str, start_sandbox: Any, tmp_path: Path) -> None:
+    sandbox = start_sandbox(slow_ms=50)
+    with _client(sandbox, tmp_path) as client:
+        client.work_key()
+        sandbox.inject(kind, count=2, methods=("syncCardInfo",))
+        result = client.sync_card_info(*make_resident(3))
+    assert result.ok and result.attempts == 3
+    assert sandbox.count("syncCardInfo") == 3
+    assert sandbox.residents() == 1
+    faults = [
+        row[0] for row in sandbox.query("SELECT fault FROM requests WHERE method='syncCardInfo' ORDER BY id")
+    ]
+    assert faults == [kind, kind, None]
+
+
+def test_read_timeout_is_retried(start_sandbox: Any, tmp_path: Path) -> None:
+    sandbox = start_sandbox(slow_ms=600)
+    with _client(sandbox, tmp_path, read_timeout=0.2) as client:
+        client.work_key()
+        sandbox.inject("slow", count=1, methods=("syncCardInfo",))
+        result = client.sync_card_info(*make_resident(4))
+    assert result.ok and result.attempts == 2
+
+
+def test_gives_up_after_max_attempts_with_a_chinese_message(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with _client(sandbox, tmp_path, max_attempts=3) as client:
+        client.work_key()
+        sandbox.inject("http500", count=10, methods=("syncCardInfo",))
+        result = client.sync_card_info(*make_resident(5))
+    assert result.result_code is None and not result.ok
+    assert result.attempts == 3 and "HTTP 500" in result.message
+    assert sandbox.residents() == 0
+
+
+def test_platform_10129_retried_until_bounded(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with _client(sandbox, tmp_path, max_attempts=2) as client:
+        client.work_key()
+        sandbox.inject("code10129", count=5, methods=("syncCardInfo",))
+        result = client.sync_card_info(*make_resident(6))
+    assert result.result_code == 10129 and result.attempts == 2 and result.message == "网络异常"
+
+
+def test_final_codes_are_not_retried(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with _client(sandbox, tmp_path) as client:
+        card, people = make_resident(8, mzdm="99")
+        result = client.sync_card_info(card, people)
+    assert result.result_code == 10123 and result.attempts == 1
+    assert sandbox.count("syncCardInfo") == 1
+
+
+def test_retry_after_is_honoured(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with _client(sandbox, tmp_path) as client:
+        client.work_key()
+        sandbox.inject("http429", count=1, methods=("syncCardInfo",))
+        assert client.sync_card_info(*make_resident(9)).ok
+    first, second = sandbox.arrivals("syncCardInfo")
+    assert second - first >= 0.95  # the sandbox said Retry-After: 1
+
+
+def test_no_one_second_window_above_the_rate(start_sandbox: Any, tmp_path: Path) -> None:
+    sandbox = start_sandbox(latency_ms=15, rate_limit=30)
+    rate, calls = 30, 100
+    client = PlatformClient(sandbox.settings(), tmp_path, rate=rate, pool_size=12, initial_wait=0.01)
+    with client, ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda i: client.sync_card_info(*make_resident(100 + i)), range(calls)))
+    assert [(r.result_code, r.attempts) for r in results] == [(10000, 1)] * calls
+    assert sandbox.max_in_window() <= rate  # getWorkKey included
+    assert sandbox.query("SELECT count(*) FROM requests WHERE http_status = 429")[0][0] == 0
+
+
+def test_fractional_rate_is_rounded_down(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with PlatformClient(sandbox.settings(), tmp_path, rate=2.5, initial_wait=0.01) as client:
+        for serial in range(5):
+            assert client.sync_card_info(*make_resident(200 + serial)).ok
+    assert sandbox.max_in_window() <= 2  # getWorkKey included
+
+
+# -- faults that stop a run --------------------------------------------------------------
+
+
+def test_unknown_app_is_refused(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with (
+        _client(sandbox, tmp_path, app_id="nobody") as client,
+        pytest.raises(AuthenticationRefused) as caught,
+    ):
+        client.work_key()
+    assert caught.value.result_code == 10101 and "EHC_APP_ID" in caught.value.message
+
+
+def test_wrong_secret_is_refused_and_never_shown(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    client = _client(sandbox, tmp_path, app_secret="WRONG-SECRET")
+    with client, pytest.raises(AuthenticationRefused) as caught:
+        client.sync_card_info(*make_resident(10))
+    assert caught.value.result_code == 10103
+    assert "WRONG-SECRET" not in caught.value.message and "\n" not in caught.value.message
+
+
+def test_unreachable_platform(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = PlatformSettings(
+        base_url=f"http://127.0.0.1:{port}/jkfs-dzjkk/dzjkk/websvi/",
+        app_id="a",
+        app_secret="s",
+        max_attempts=3,
+    )
+    with (
+        PlatformClient(settings, tmp_path, initial_wait=0.01) as client,
+        pytest.raises(PlatformUnreachable) as caught,
+    ):
+        client.work_key()
+    assert "3 次" in caught.value.message and "\n" not in caught.value.message
+
+
+def test_work_key_faults_exhausted_are_unreachable(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    sandbox.inject("drop", count=10, methods=("getWorkKey",))
+    with _client(sandbox, tmp_path, max_attempts=2) as client, pytest.raises(PlatformUnreachable):
+        client.work_key()
+
+
+def test_interrupt_stops_sending(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    client = _client(sandbox, tmp_path)
+    client.work_key()
+    client.interrupt()
+    result = client.sync_card_info(*make_resident(11))
+    assert result.result_code is None and result.attempts == 0
+    assert sandbox.count("syncCardInfo") == 0
+    client.close()
+
+
+def test_interrupted_client_sends_nothing_not_even_getworkkey(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    client = _client(sandbox, tmp_path)
+    client.interrupt()
+    assert client.sync_card_info(*make_resident(13)) == CallResult(None, "已中断：请求未发送", {}, 0)
+    assert sandbox.arrivals() == []
+    client.close()
+
+
+def test_get_img_without_ids_sends_nothing(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with _client(sandbox, tmp_path) as client:
+        result = client.get_img()
+    assert result.result_code == 10110 and result.attempts == 0
+    assert sandbox.arrivals() == []
+
+
+def test_interrupt_ends_a_rate_limit_wait(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    client = PlatformClient(sandbox.settings(), tmp_path, rate=0.01, initial_wait=0.01)
+    client.work_key()  # takes the only slot for the next 100 s
+    waiting: list[CallResult] = []
+    worker = threading.Thread(target=lambda: waiting.append(client.sync_card_info(*make_resident(12))))
+    worker.start()
+    client.interrupt()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and waiting[0].result_code is None
+    client.close()
+
+
+def test_untrusted_tls_certificate_is_refused_without_retry(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a self-signed certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def serve() -> None:
+        with listener:
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    return
+                accepted.append(1)
+                try:
+                    context.wrap_socket(connection, server_side=True).close()
+                except OSError:
+                    connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    settings = PlatformSettings(base_url=f"https://127.0.0.1:{port}/x/", app_id="a", app_secret="s")
+    with (
+        PlatformClient(settings, tmp_path, initial_wait=0.01) as client,
+        pytest.raises(PlatformUnreachable) as caught,
+    ):
+        client.work_key()
+    listener.close()
+    assert "TLS" in caught.value.message and "共尝试 1 次" in caught.value.message
+
+
+# -- the rate limiter (fake clock) ---------------------------------------------------------
+
+
+def test_limiter_counts_pending_requests_and_send_times() -> None:
+    from pipeline.ratelimit import SlidingWindowLimiter
+
+    now = [0.0]
+    limiter = SlidingWindowLimiter(3, margin=0.0, clock=lambda: now[0])
+    tickets = [limiter.acquire() for _ in range(3)]
+    first = tickets[0]
+    assert all(tickets) and first is not None
+    admitted = threading.Event()
+
+    def wait_for_room() -> None:
+        if limiter.acquire() is not None:
+            admitted.set()
+
+    worker = threading.Thread(target=wait_for_room, daemon=True)
+    worker.start()
+    now[0] = 10.0
+    limiter.wake()
+    assert not admitted.wait(0.2)  # three pending requests fill the window however long they wait
+    first.sent()  # sent at 10.0: occupies the window until 11.0
+    first.sent()  # a ticket counts once
+    assert not admitted.wait(0.2)
+    now[0] = 11.0
+    limiter.wake()
+    assert admitted.wait(5)
+    worker.join(5)
+
+
+def test_sent_signal_fires_after_the_body_is_consumed() -> None:
+    from pipeline.ratelimit import SentSignal
+
+    fired: list[bool] = []
+    body = SentSignal(b"abc", lambda: fired.append(True))
+    assert len(body) == 3
+    chunks = iter(body)
+    assert next(chunks) == b"abc" and not fired
+    assert list(chunks) == [] and fired == [True]

@@ -1,0 +1,465 @@
+"""``ehc run --inbox`` against the sandbox: moves, folders, summary, duplicates, settling, locks, crashes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import openpyxl
+import pytest
+from conftest import REPO_ROOT, SandboxHandle, make_id_number
+
+import pipeline.inbox as inbox_module
+from pipeline.config import DefaultValues, InboxSettings, Settings, SubmitSettings
+from pipeline.errors import LockHeld
+from pipeline.inbox import run_inbox
+from pipeline.journal import Journal
+from pipeline.lock import lock_path, run_lock
+
+HEADERS = ["姓名", "性别", "民族", "身份证号码", "联系电话", "医疗费用支付方式"]
+
+
+def _name(serial: int) -> str:
+    """A distinct Chinese name per serial (names may hold only characters, no digits)."""
+    return "居民" + "".join("零一二三四五六七八九"[int(digit)] for digit in str(serial))
+
+
+def _row(serial: int, *, bad_id: bool = False) -> list[str]:
+    male = serial % 2 == 0
+    id_number = make_id_number(serial, male=male)
+    if bad_id:  # a wrong check character
+        id_number = id_number[:17] + ("0" if id_number[17] != "0" else "1")
+    return [
+        _name(serial),
+        "男" if male else "女",
+        "汉族",
+        id_number,
+        f"139{serial:08d}",
+        "城镇职工基本医疗保险",
+    ]
+
+
+def write_xlsx(path: Path, serials: range | list[int], bad: tuple[int, ...] = ()) -> Path:
+    """A register as a centre sends it: Chinese headers, one row per resident."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(HEADERS)
+    for serial in serials:
+        sheet.append(_row(serial, bad_id=serial in bad))
+    book.save(path)
+    return path
+
+
+def write_csv(path: Path, serials: range | list[int], bad: tuple[int, ...] = ()) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADERS)
+        for serial in serials:
+            writer.writerow(_row(serial, bad_id=serial in bad))
+    return path
+
+
+@pytest.fixture
+def settings(sandbox: SandboxHandle, tmp_path: Path) -> Settings:
+    return Settings(
+        platform=sandbox.settings(),
+        submit=SubmitSettings(rate=0, concurrency=4),
+        defaults=DefaultValues(org_code="455400000", dzsf="广东省", dzs="佛山市"),
+        inbox=InboxSettings(settle_seconds=0),
+        state_dir=tmp_path / "state",
+    )
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+def _calls(sandbox: SandboxHandle) -> int:
+    """Every request the sandbox received from our app, whatever the method."""
+    return len(sandbox.arrivals())
+
+
+def _day(out: Path) -> Path:
+    (day,) = [p for p in out.iterdir() if p.is_dir()]
+    return day
+
+
+def test_run_over_several_files(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_xlsx(inbox / "禅城区.xlsx", range(0, 3))
+    write_csv(inbox / "南海区.csv", range(3, 6), bad=(5,))
+    (inbox / "broken.xlsx").write_text("这不是 Excel 文件", encoding="utf-8")
+    (inbox / "说明.pdf").write_bytes(b"%PDF-1.4")
+    (inbox / "~$禅城区.xlsx").write_bytes(b"lock")
+    (inbox / ".partial.csv").write_text("姓名\n")
+    (inbox / "processed").mkdir()
+    write_xlsx(inbox / "processed" / "old.xlsx", range(100, 102))
+
+    result = run_inbox(inbox, out, settings)
+
+    assert result.exit_code == 1  # one invalid row, one unreadable file
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == [
+        "old.xlsx",
+        "南海区.csv",
+        "禅城区.xlsx",
+    ]
+    assert sorted(p.name for p in (inbox / "failed").iterdir()) == ["broken.xlsx", "broken.xlsx.reason.txt"]
+    reason = (inbox / "failed" / "broken.xlsx.reason.txt").read_text(encoding="utf-8")
+    assert "broken.xlsx" in reason and "原因：" in reason and len(reason.splitlines()[2]) > 5
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == [
+        ".partial.csv",
+        "~$禅城区.xlsx",
+        "说明.pdf",
+    ]
+
+    day = _day(out)
+    assert day.name == result.started_at.strftime("%Y-%m-%d")
+    for stem in ("禅城区", "南海区"):
+        assert {"results.xlsx", "errors.xlsx", "results.csv"} <= {p.name for p in (day / stem).iterdir()}
+    assert not (day / "broken").exists()
+    assert sandbox.residents() == 5 and sandbox.count("syncCardInfo") == 5
+
+    summary = json.loads((day / "summary.json").read_text(encoding="utf-8"))
+    assert summary == json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
+    assert summary["mode"] == "submit" and summary["exit_code"] == 1
+    assert datetime.fromisoformat(summary["finished_at"]) >= datetime.fromisoformat(summary["started_at"])
+    assert summary["duration_seconds"] >= 0
+    files = {f["name"]: f for f in summary["files"]}
+    assert {name: f["status"] for name, f in files.items()} == {
+        "broken.xlsx": "failed",
+        "南海区.csv": "processed",
+        "禅城区.xlsx": "processed",
+    }
+    assert files["禅城区.xlsx"]["statuses"] == {"enrolled": 3}
+    assert files["南海区.csv"]["statuses"] == {"enrolled": 2, "invalid": 1}
+    assert files["南海区.csv"]["result_codes"] == {"10111": 1}
+    assert len(files["禅城区.xlsx"]["sha256"]) == 64
+    assert files["broken.xlsx"]["message"] and files["broken.xlsx"]["moved_to"].endswith("broken.xlsx")
+    totals = summary["totals"]
+    assert totals["files"] == {"failed": 1, "processed": 2} and totals["rows"] == 6
+    assert totals["statuses"] == {"enrolled": 5, "invalid": 1} and totals["result_codes"] == {"10111": 1}
+    assert summary["ignored"] == ["说明.pdf"]
+
+    with Journal(settings.state_dir / "journal.sqlite") as journal:
+        assert journal.file_seen(files["禅城区.xlsx"]["sha256"])
+        assert not journal.file_seen(files["broken.xlsx"]["sha256"])  # may be put back after a fix
+    assert "禅城区.xlsx" in result.text and "退出码 1" in result.text
+
+
+def test_second_run_processes_nothing_and_sends_nothing(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_xlsx(inbox / "a.xlsx", range(0, 4))
+    first = run_inbox(inbox, out, settings)
+    assert first.exit_code == 0
+    calls = _calls(sandbox)
+    day_summary = (_day(out) / "summary.json").read_text(encoding="utf-8")
+
+    second = run_inbox(inbox, out, settings)
+
+    assert second.exit_code == 0 and second.files == []
+    assert _calls(sandbox) == calls
+    assert "没有新的登记表" in second.text
+    assert (_day(out) / "summary.json").read_text(encoding="utf-8") == day_summary  # last night's trail kept
+    last = json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
+    assert last["files"] == [] and last["started_at"] == second.started_at.isoformat(timespec="seconds")
+
+
+def test_copy_or_renamed_file_is_not_processed_twice(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_xlsx(inbox / "a.xlsx", range(0, 3))
+    shutil.copy(inbox / "a.xlsx", inbox / "b-same-content.xlsx")  # the same file twice in one run
+    first = run_inbox(inbox, out, settings)
+    assert [(f.name, f.status) for f in first.files] == [
+        ("a.xlsx", "processed"),
+        ("b-same-content.xlsx", "duplicate"),
+    ]
+    assert sandbox.count("syncCardInfo") == 3
+    calls = _calls(sandbox)
+
+    shutil.copy(inbox / "processed" / "a.xlsx", inbox / "a (renamed).xlsx")  # and again on another night
+    second = run_inbox(inbox, out, settings)
+
+    assert [(f.name, f.status) for f in second.files] == [("a (renamed).xlsx", "duplicate")]
+    assert second.exit_code == 0 and _calls(sandbox) == calls
+    assert (inbox / "processed" / "a (renamed).xlsx").exists()
+    assert not (_day(out) / "a (renamed)").exists()
+
+
+def test_same_name_new_content_gets_its_own_folder(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_xlsx(inbox / "register.xlsx", range(0, 2))
+    run_inbox(inbox, out, settings)
+    write_xlsx(inbox / "register.xlsx", range(2, 4))
+    result = run_inbox(inbox, out, settings)
+
+    assert [f.status for f in result.files] == ["processed"]
+    assert sorted(p.name for p in (inbox / "processed").iterdir()) == ["register-2.xlsx", "register.xlsx"]
+    assert (_day(out) / "register-2" / "results.csv").exists()
+    assert sandbox.residents() == 4
+    assert sorted(p.name for p in _day(out).glob("summary*.json"))[0].startswith("summary-")  # earlier kept
+
+
+def test_file_still_being_written_is_left_for_next_run(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = replace(settings, inbox=InboxSettings(settle_seconds=60))
+    now = datetime.now()
+    hour_ago = (now - timedelta(hours=1)).timestamp()
+    write_xlsx(inbox / "settled.xlsx", range(0, 2))
+    os.utime(inbox / "settled.xlsx", (hour_ago, hour_ago))
+    write_xlsx(inbox / "fresh.xlsx", range(2, 4))  # modified just now
+    growing = write_csv(inbox / "growing.csv", range(4, 6))
+    os.utime(growing, (hour_ago, hour_ago))
+
+    def still_copying(seconds: float) -> None:  # the copy goes on during the re-check
+        with open(growing, "a", encoding="utf-8") as handle:
+            handle.write(",".join(_row(6)) + "\n")
+
+    monkeypatch.setattr(inbox_module, "time", SimpleNamespace(sleep=still_copying, monotonic=time.monotonic))
+    result = run_inbox(inbox, tmp_path / "out", settings, now=now)
+
+    assert {f.name: f.status for f in result.files} == {
+        "settled.xlsx": "processed",
+        "fresh.xlsx": "waiting",
+        "growing.csv": "waiting",
+    }
+    assert (inbox / "fresh.xlsx").exists() and (inbox / "growing.csv").exists()
+    assert result.exit_code == 0 and sandbox.residents() == 2
+
+
+def test_dry_run_sends_moves_and_records_nothing(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_xlsx(inbox / "a.xlsx", range(0, 3), bad=(1,))
+    (inbox / "broken.csv").write_bytes("姓名,身份证号码\n".encode("utf-16"))
+    with run_lock(settings.state_dir):  # a dry run never waits for, nor blocks, the real run
+        result = run_inbox(inbox, out, settings, dry_run=True)
+
+    assert result.exit_code == 1
+    assert {f.name: f.status for f in result.files} == {"a.xlsx": "processed", "broken.csv": "failed"}
+    assert result.files[0].statuses == {"valid": 2, "invalid": 1}
+    assert sorted(p.name for p in inbox.iterdir()) == ["a.xlsx", "broken.csv"]
+    assert _calls(sandbox) == 0
+    assert (_day(out) / "a" / "results.xlsx").exists()
+    assert json.loads((_day(out) / "summary.json").read_text(encoding="utf-8"))["mode"] == "dry_run"
+    with Journal(settings.state_dir / "journal.sqlite") as journal:
+        assert journal.files() == []
+
+    real = run_inbox(inbox, out, settings)  # the dry run did not mark anything as seen
+    assert {f.name: f.status for f in real.files} == {"a.xlsx": "processed", "broken.csv": "failed"}
+    assert sandbox.residents() == 2
+
+
+def test_lock_held_by_another_run(settings: Settings, inbox: Path, tmp_path: Path) -> None:
+    write_xlsx(inbox / "a.xlsx", range(0, 2))
+    with run_lock(settings.state_dir) as held, pytest.raises(LockHeld) as refused:
+        run_inbox(inbox, tmp_path / "out", settings)
+    assert refused.value.exit_code == 3
+    assert f"进程 {os.getpid()}" in str(refused.value) and held.info.started_at in str(refused.value)
+    assert (inbox / "a.xlsx").exists() and not (tmp_path / "out").exists()
+
+
+def test_stale_lock_of_a_crashed_run_is_taken_over(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    settings.state_dir.mkdir(parents=True)
+    # What a killed run leaves: its record in the lock file, the flock itself released by the kernel.
+    lock_path(settings.state_dir).write_text(
+        json.dumps(
+            {"pid": 999999, "host": "h", "started_at": "2026-11-28T01:30:00+08:00", "command": "ehc run"}
+        )
+    )
+    write_xlsx(inbox / "a.xlsx", range(0, 2))
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert result.exit_code == 0 and sandbox.residents() == 2
+    assert result.taken_over is not None and "999999" in result.taken_over
+    assert (
+        "999999" in json.loads((tmp_path / "out" / "last-summary.json").read_text())["stale_lock_taken_over"]
+    )
+    assert lock_path(settings.state_dir).read_text() == ""  # and released cleanly
+
+
+def test_fatal_platform_fault_stops_the_run_and_keeps_the_files(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_xlsx(inbox / "a.xlsx", range(0, 2))
+    write_xlsx(inbox / "b.xlsx", range(2, 4))
+    wrong = replace(settings, platform=sandbox.settings(app_secret="0" * 32))
+    result = run_inbox(inbox, out, wrong)
+
+    assert result.exit_code == 2
+    assert [(f.name, f.status) for f in result.files] == [("a.xlsx", "error"), ("b.xlsx", "not_reached")]
+    assert "EHC_APP_SECRET" in result.files[0].message
+    assert (inbox / "a.xlsx").exists() and (inbox / "b.xlsx").exists()
+    assert json.loads((_day(out) / "summary.json").read_text())["exit_code"] == 2
+
+    fixed = run_inbox(inbox, out, settings)  # once the secret is right, both go through
+    assert [f.status for f in fixed.files] == ["processed", "processed"] and fixed.exit_code == 0
+    assert sandbox.residents() == 4
+
+
+# -- the command line, in separate processes ------------------------------------------------
+
+
+def _config(sandbox: SandboxHandle, tmp_path: Path, *, rate: float = 0, concurrency: int = 4) -> Path:
+    path = tmp_path / "ehc.toml"
+    path.write_text(
+        f"""
+[platform]
+base_url = "{sandbox.base_url}"
+app_id = "{sandbox.app_id}"
+app_secret = "{sandbox.app_secret}"
+max_attempts = 3
+[submit]
+rate = {rate}
+concurrency = {concurrency}
+[defaults]
+org_code = "455400000"
+dzsf = "广东省"
+dzs = "佛山市"
+[inbox]
+settle_seconds = 0
+[paths]
+state_dir = "{tmp_path / "state"}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _ehc(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline", *map(str, args)]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+@pytest.mark.slow
+def test_command_line_second_concurrent_run_exits_3(
+    sandbox: SandboxHandle, inbox: Path, tmp_path: Path
+) -> None:
+    config = _config(sandbox, tmp_path)
+    write_xlsx(inbox / "a.xlsx", range(0, 2))
+    holder_code = (
+        "import sys, time; from pathlib import Path; from pipeline.lock import run_lock\n"
+        "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, str(tmp_path / "state")],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        second = subprocess.run(
+            _ehc("run", "--inbox", inbox, "--out", tmp_path / "out", "--config", config),
+            cwd=REPO_ROOT,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 3, second.stderr
+    assert f"进程 {holder.pid}" in second.stderr
+    assert (inbox / "a.xlsx").exists() and _calls(sandbox) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox(latency_ms=40)
+def test_command_line_killed_mid_run_then_resumed(
+    sandbox: SandboxHandle, inbox: Path, tmp_path: Path
+) -> None:
+    residents = 60
+    config = _config(sandbox, tmp_path, rate=20, concurrency=2)
+    write_xlsx(inbox / "big.xlsx", range(0, residents))
+    out = tmp_path / "out"
+    command = _ehc("run", "--inbox", inbox, "--out", out, "--config", config)
+    crashed = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while sandbox.residents() < 10 and crashed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    crashed.send_signal(signal.SIGKILL)
+    crashed.wait()
+    enrolled_before = sandbox.residents()
+    assert 10 <= enrolled_before < residents, "the run should have been killed mid-file"
+    assert (inbox / "big.xlsx").exists()  # not moved: the file was not finished
+    with Journal(tmp_path / "state" / "journal.sqlite") as journal:
+        unknown = journal.counts().get("sending", 0)  # calls in flight when the process died
+        assert journal.files()[0].finished_at == ""
+
+    resumed = subprocess.run(command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=180)
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert sandbox.residents() == residents
+    answers = sandbox.query(
+        "SELECT result_code, count(*) FROM requests WHERE method = 'syncCardInfo' GROUP BY result_code"
+    )
+    by_code = dict(answers)
+    assert by_code.get(10000) == residents  # each resident enrolled exactly once
+    assert by_code.get(10115, 0) <= unknown  # only calls whose outcome was unknown were sent again
+    assert (inbox / "processed" / "big.xlsx").exists()
+    summary = json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
+    (big,) = summary["files"]
+    assert big["rows"] == residents
+    assert big["statuses"].get("enrolled", 0) + big["statuses"].get("already_enrolled", 0) == residents
+    assert summary["stale_lock_taken_over"] is not None
+    assert Path(big["out_dir"]).name == "big-2"  # the killed run's partial folder is left as it was
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox(latency_ms=40)
+def test_command_line_sigterm_writes_reports_and_summary(
+    sandbox: SandboxHandle, inbox: Path, tmp_path: Path
+) -> None:
+    config = _config(sandbox, tmp_path, rate=20, concurrency=2)
+    write_xlsx(inbox / "big.xlsx", range(0, 60))
+    out = tmp_path / "out"
+    command = _ehc("run", "--inbox", inbox, "--out", out, "--config", config)
+    stopped = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while sandbox.residents() < 5 and stopped.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped.send_signal(signal.SIGTERM)  # what `systemctl stop` sends
+    stopped.communicate(timeout=60)
+
+    assert stopped.returncode == 130
+    assert (inbox / "big.xlsx").exists()  # taken again by the next run
+    summary = json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
+    assert summary["exit_code"] == 130 and summary["files"][0]["status"] == "interrupted"
+    assert (Path(summary["files"][0]["out_dir"]) / "results.csv").exists()  # the reports of what was done
+    assert sandbox.residents() < 60

@@ -1,0 +1,233 @@
+"""Column mapping: aliases, pinyin codes, decorations, user mappings and missing columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.mapping import builtin_aliases, header_key, is_known_header, load_mapping_file, map_columns
+from pipeline.model import INPUT_FIELDS, MappedTable, RawTable
+from pipeline.reading import read_register
+
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
+
+
+def _raw(columns: dict[str, list[str]], *, path: str = "/data/a.xlsx", sheet: str = "Sheet1") -> RawTable:
+    data = pd.DataFrame({name: pd.Series(values, dtype=TEXT) for name, values in columns.items()})
+    rows = len(data)
+    return RawTable(
+        path=path,
+        sheet=sheet,
+        header_row=1,
+        headers=list(columns),
+        column_positions=list(range(len(columns))),
+        data=data,
+        source_row=np.arange(2, rows + 2),
+    )
+
+
+def _first_row(mapped: MappedTable, fields: list[str]) -> list[str]:
+    return [str(mapped.fields.at[0, field]) for field in fields]
+
+
+REQUIRED = {
+    "姓名": ["张三", "李四"],
+    "身份证号码": ["420123196205184516", "110101199003077777"],
+    "民族": ["汉族", "01"],
+    "联系电话": ["13912343273", "13800000000"],
+    "医保类型": ["职工医保", "居民医保"],
+}
+
+
+def test_clerk_headers_map_to_field_codes_and_every_field_is_present() -> None:
+    mapped = map_columns(_raw({"序号": ["1", "2"], **REQUIRED, "性别": ["男", "女"], "学历": ["本科", ""]}))
+    assert list(mapped.fields.columns) == list(INPUT_FIELDS)
+    assert isinstance(mapped.fields.index, pd.RangeIndex)
+    assert mapped.fields["xm"].tolist() == ["张三", "李四"]
+    assert mapped.fields["sfzhm"].tolist() == ["420123196205184516", "110101199003077777"]
+    assert mapped.fields["ylfyzffs"].tolist() == ["职工医保", "居民医保"]
+    assert mapped.fields["xldm"].tolist() == ["本科", ""]
+    assert mapped.fields["kh"].tolist() == ["", ""]  # absent -> empty text, not NaN
+    assert mapped.fields["kh"].dtype == TEXT
+    assert mapped.field_headers["brdh"] == "联系电话"
+    assert "序号" not in mapped.extras.columns  # ignored: neither a field nor an extra
+    assert list(mapped.extras.columns) == []
+
+
+def test_pinyin_codes_in_any_case() -> None:
+    columns = {"XM": ["a"], "sfzhm": ["b"], "MZDM": ["c"], "Brdh": ["d"], "ylfyzffs": ["e"], "orgcode": ["f"]}
+    mapped = map_columns(_raw(columns))
+    assert _first_row(mapped, ["xm", "sfzhm", "mzdm", "brdh", "ylfyzffs", "orgCode"]) == list("abcdef")
+    assert mapped.field_headers["orgCode"] == "orgcode"
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("*姓名", "姓名"),
+        ("姓名＊", "姓名"),
+        (" 身份证号码（必填）", "身份证号码"),
+        ("联系电话(选填)：", "联系电话"),
+        ("民\u3000族", "民族"),
+        ("医保\n类型", "医保类型"),
+        ("出生日期\u00a0【格式：19900101】", "出生日期"),
+        ("ＸＭ", "xm"),
+        ("(备注)", "(备注)"),
+    ],
+)
+def test_header_key_drops_decorations(header: str, key: str) -> None:
+    assert header_key(header) == key
+
+
+def test_decorated_headers_are_recognised() -> None:
+    columns = {
+        "*姓 名": ["a"],
+        "公民身份号码（必填）": ["b"],
+        "民族：": ["c"],
+        "手机号码\n(11位)": ["d"],
+        "参保类型[必填]": ["e"],
+    }
+    mapped = map_columns(_raw(columns))
+    assert _first_row(mapped, ["xm", "sfzhm", "mzdm", "brdh", "ylfyzffs"]) == list("abcde")
+    assert mapped.field_headers["sfzhm"] == "公民身份号码（必填）"
+
+
+def test_unknown_columns_are_kept_in_order_with_their_values() -> None:
+    mapped = map_columns(_raw({"备注": ["x", "y"], **REQUIRED, "所属网格": ["一", "二"]}))
+    assert list(mapped.extras.columns) == ["备注", "所属网格"]
+    assert mapped.extras["所属网格"].tolist() == ["一", "二"]
+    assert isinstance(mapped.extras.index, pd.RangeIndex)
+
+
+def test_two_columns_for_one_field_first_wins_second_is_extra() -> None:
+    mapped = map_columns(_raw({**REQUIRED, "身份证号": ["x", "y"]}))
+    assert mapped.field_headers["sfzhm"] == "身份证号码"
+    assert mapped.fields["sfzhm"].tolist() == REQUIRED["身份证号码"]
+    assert mapped.extras["身份证号"].tolist() == ["x", "y"]
+
+
+def test_user_alias_wins_over_builtin() -> None:
+    columns = {**REQUIRED, "联系人电话": ["1", "2"], "档案编号": ["D1", "D2"]}
+    mapped = map_columns(_raw(columns), {"联系人电话": "brdh", "档案编号（选填）": "JKDAH", "备注": "ignore"})
+    assert mapped.field_headers["brdh"] == "联系人电话"
+    assert mapped.fields["brdh"].tolist() == ["1", "2"]
+    assert mapped.fields["jkdah"].tolist() == ["D1", "D2"]
+    assert list(mapped.extras.columns) == ["联系电话"]  # the built-in match lost to the user's choice
+
+
+def test_user_alias_naming_an_unknown_field_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        map_columns(_raw(REQUIRED), {"联系人电话": "phone"})
+    message = str(excinfo.value)
+    assert "phone" in message and "联系人电话" in message and "sfzhm" in message and "\n" not in message
+
+
+def test_missing_required_columns_name_them_and_list_the_headers() -> None:
+    columns = {"姓名": ["a"], "性别": ["男"], "民族": ["汉"], "联系\n电话": ["1"]}
+    with pytest.raises(InputError) as excinfo:
+        map_columns(_raw(columns, path="/in/a.xlsx", sheet="Sheet1"))
+    assert str(excinfo.value) == (
+        "文件 a.xlsx，工作表 Sheet1：缺少必需的列：身份证号码、医疗费用支付方式。"
+        "找到的表头：姓名、性别、民族、联系 电话。处理办法：在表头行加上这些列，或用 --mapping 指定对应关系"
+    )
+
+
+def test_missing_columns_of_a_csv_name_no_sheet() -> None:
+    with pytest.raises(InputError) as excinfo:
+        map_columns(_raw({"甲": ["1"]}, path="b.csv", sheet=""))
+    assert str(excinfo.value).startswith(
+        "文件 b.csv：缺少必需的列：姓名、身份证号码、民族、联系电话、医疗费用支付方式。"
+    )
+
+
+def test_single_address_column_is_the_input_only_address_field() -> None:
+    mapped = map_columns(_raw({**REQUIRED, "现住址": ["湖北省武汉市江夏区纸坊街道某路1号", ""]}))
+    assert mapped.fields["address"].tolist()[0] == "湖北省武汉市江夏区纸坊街道某路1号"
+    assert mapped.fields["dzc"].tolist() == ["", ""]
+
+
+def test_separate_address_parts_and_the_rest_as_dzc() -> None:
+    parts = {
+        "省": ["湖北省"],
+        "市": ["武汉市"],
+        "区/县": ["江夏区"],
+        "乡镇": ["纸坊街道"],
+        "详细地址": ["某路1号"],
+    }
+    mapped = map_columns(_raw({**{k: v[:1] for k, v in REQUIRED.items()}, **parts}))
+    assert _first_row(mapped, ["dzsf", "dzs", "dzqx", "dzxz", "dzc", "address"]) == [
+        "湖北省", "武汉市", "江夏区", "纸坊街道", "某路1号", "",
+    ]  # fmt: skip
+
+
+def test_every_builtin_alias_names_a_field() -> None:
+    aliases = builtin_aliases()
+    assert set(aliases.values()) <= {*INPUT_FIELDS, "ignore"}
+    for header in (
+        "身份证号",
+        "公民身份号码",
+        "手机号",
+        "联系方式",
+        "婚姻",
+        "参保类型",
+        "发卡日期",
+        "档案号",
+        "isrealname",
+    ):
+        assert is_known_header(header)
+    assert not is_known_header("序号")
+
+
+def test_read_then_map_a_csv(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "标题\n序号,*姓名,身份证号,民族,手机号,医保类别,楼栋\n1,张三,420123196205184516,01,139,自费,3栋\n",
+        "utf-8",
+    )
+    [raw] = read_register(path)
+    mapped = map_columns(raw)
+    assert _first_row(mapped, ["xm", "sfzhm", "mzdm"]) == ["张三", "420123196205184516", "01"]
+    assert mapped.extras.columns.tolist() == ["楼栋"]
+
+
+# --- mapping files ----------------------------------------------------------------------------------------
+
+
+def test_mapping_file_with_columns_table(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('[columns]\n"联系人电话" = "brdh"\n"机构" = "ORGCODE"\n', encoding="utf-8")
+    assert load_mapping_file(path) == {"联系人电话": "brdh", "机构": "orgCode"}
+
+
+def test_mapping_file_with_top_level_pairs(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text('"姓名（户主）" = "xm"\n"备注" = "ignore"\n', encoding="utf-8")
+    assert load_mapping_file(path) == {"姓名（户主）": "xm", "备注": "ignore"}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('"联系人电话" = "phone"\n', "phone"),
+        ('"联系人电话" = 3\n', "联系人电话"),
+        ('"联系人电话" = \n', "格式错误"),
+        ("columns = 5\n", "[columns]"),
+    ],
+)
+def test_bad_mapping_files(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as excinfo:
+        load_mapping_file(path)
+    assert fragment in str(excinfo.value)
+    assert "m.toml" in str(excinfo.value)
+
+
+def test_missing_mapping_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_mapping_file(tmp_path / "none.toml")
+    assert "找不到" in str(excinfo.value)

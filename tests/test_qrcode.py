@@ -1,0 +1,149 @@
+"""QR code export: residents from a results folder or the journal, one checked PNG each."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import segno
+from conftest import SandboxHandle, make_resident
+from submit_helpers import make_id, write_register
+
+from pipeline.client import PlatformClient
+from pipeline.config import DefaultValues, Settings, SubmitSettings
+from pipeline.errors import InputError
+from pipeline.journal import STATE_ENROLLED, Journal
+from pipeline.qrcode import PNG_MAGIC, decode_png, export_qrcodes, read_holders
+from pipeline.responses import CallResult
+from pipeline.submit import run_submit
+
+
+def _png(text: str) -> bytes:
+    buffer = io.BytesIO()
+    segno.make(text).save(buffer, kind="png", scale=2)
+    return buffer.getvalue()
+
+
+class ImgClient:
+    """Answers getImg with a real PNG, except for the card ids in ``broken`` / ``refused``."""
+
+    def __init__(self, broken: set[str] = frozenset(), refused: set[str] = frozenset()) -> None:
+        self.broken, self.refused = broken, refused
+        self.calls: list[str] = []
+
+    def get_img(self, *, ehealth_card_id: str = "", virtual_card_num: str = "") -> CallResult:
+        self.calls.append(ehealth_card_id)
+        if ehealth_card_id in self.refused:
+            return CallResult(10108, "身份证未办卡", {}, 1)
+        img = base64.b64encode(b"GIF89a..." if ehealth_card_id in self.broken else _png(ehealth_card_id))
+        return CallResult(
+            10000, "操作成功", {"qrCode": f"{ehealth_card_id}:0:{'0' * 32}", "img": img.decode()}, 1
+        )
+
+
+def _results(folder: Path, rows: list[tuple[str, int, str, str, str]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows, columns=["source_file", "source_row", "status", "sfzhm", "ehealthCardId"])
+    frame.insert(1, "source_sheet", "Sheet1")
+    frame["virtualCardNum"] = ""
+    frame.to_csv(folder / "results.csv", index=False, encoding="utf-8-sig")
+    return folder
+
+
+def test_decode_png_checks_the_magic() -> None:
+    png = _png("hello")
+    assert decode_png(base64.b64encode(png).decode()) == png
+    assert decode_png("data:image/png;base64," + base64.b64encode(png).decode()) == png
+    assert decode_png(base64.b64encode(b"not a png").decode()) is None
+    assert decode_png("%%% not base64 %%%") is None
+
+
+def test_export_from_results_folder(tmp_path: Path) -> None:
+    a, b, c, d, e = (make_id(n) for n in range(5))
+    folder = _results(
+        tmp_path / "out",
+        [
+            ("reg.xlsx", 12, "enrolled", a, "A" * 64),
+            ("reg.xlsx", 13, "already_enrolled", b, "B" * 64),
+            ("reg.xlsx", 14, "already_enrolled", c, ""),  # enrolled elsewhere, ids unknown
+            ("reg.xlsx", 15, "rejected", d, ""),
+            ("reg.xlsx", 16, "enrolled", e, "E" * 64),
+        ],
+    )
+    client = ImgClient(broken={"E" * 64})
+    written = export_qrcodes(folder, tmp_path / "qr", client)
+    assert sorted(client.calls) == ["A" * 64, "B" * 64, "E" * 64]
+    assert [p.name for p in written] == [
+        f"row0012_{a[:6]}xxxxxxxx{a[-4:]}.png",
+        f"row0013_{b[:6]}xxxxxxxx{b[-4:]}.png",
+    ]
+    for path in written:
+        assert path.read_bytes().startswith(PNG_MAGIC)
+    index = pd.read_csv(
+        tmp_path / "qr" / "qrcodes.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig"
+    )
+    assert index["status"].tolist() == ["ok", "ok", "failed"]
+    assert a not in (tmp_path / "qr" / "qrcodes.csv").read_text(encoding="utf-8-sig"), "ID numbers are masked"
+    assert not list((tmp_path / "qr").glob("*.part"))
+
+
+def test_export_from_journal(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    a, b, c = make_id(1), make_id(2), make_id(3)
+    with Journal(path) as journal:
+        journal.record(a, STATE_ENROLLED, 10000, "", "A" * 64, "1" * 20)
+        journal.record(b, STATE_ENROLLED, 10115, "")  # no card ids known
+        journal.record(c, STATE_ENROLLED, 10000, "", "C" * 64, "3" * 20)
+        journal.record(make_id(4), "rejected", 10124, "")
+    client = ImgClient(refused={"C" * 64})
+    written = export_qrcodes(path, tmp_path / "qr", client)
+    assert [p.name for p in written] == [f"{a[:6]}xxxxxxxx{a[-4:]}.png"]
+    assert sorted(client.calls) == ["A" * 64, "C" * 64]
+
+
+def test_several_registers_name_their_file(tmp_path: Path) -> None:
+    a, b = make_id(1), make_id(2)
+    folder = _results(
+        tmp_path / "out",
+        [("north.xlsx", 2, "enrolled", a, "A" * 64), ("south.csv", 2, "enrolled", b, "B" * 64)],
+    )
+    holders = read_holders(folder)
+    assert [h.file_name() for h in holders] == [
+        f"north_row0002_{a[:6]}xxxxxxxx{a[-4:]}.png",
+        f"south_row0002_{b[:6]}xxxxxxxx{b[-4:]}.png",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder without results", "not sqlite"])
+def test_bad_sources_are_input_errors(tmp_path: Path, kind: str) -> None:
+    source = tmp_path / "x"
+    if kind == "folder without results":
+        source.mkdir()
+    elif kind == "not sqlite":
+        source.write_text("hello", encoding="utf-8")
+    with pytest.raises(InputError):
+        export_qrcodes(source, tmp_path / "qr", ImgClient())
+
+
+def test_export_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    people = [make_resident(serial)[1] for serial in range(600, 603)]
+    register = write_register(tmp_path / "reg.csv", people)
+    settings = Settings(
+        platform=sandbox.settings(), submit=SubmitSettings(rate=0.0),
+        defaults=DefaultValues(org_code="455400000"), state_dir=tmp_path / "state",
+    )  # fmt: skip
+    batch, _ = run_submit([register], tmp_path / "out", settings)
+    with PlatformClient(sandbox.settings(), tmp_path / "state") as client:
+        from_folder = export_qrcodes(tmp_path / "out", tmp_path / "qr", client)
+        from_journal = export_qrcodes(tmp_path / "state" / "journal.sqlite", tmp_path / "qr-journal", client)
+    assert sandbox.count("getImg") == 6
+    sources = batch.rows["source_row"].tolist()
+    assert [p.name[:7] for p in from_folder] == [f"row{row:04d}" for row in sources]
+    assert len(from_journal) == 3
+    for path in [*from_folder, *from_journal]:
+        assert path.read_bytes().startswith(PNG_MAGIC)
+    masked = [p.name[8:-4] for p in from_folder]
+    assert masked == [f"{p['sfzhm'][:6]}xxxxxxxx{p['sfzhm'][-4:]}" for p in people]

@@ -1,0 +1,535 @@
+"""Reading registers: workbooks and delimited text, header detection, and every bad input."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.reading import read_register
+from pipeline.reading_table import column_letter
+
+HEADER = ["序号", "姓名", "民族", "身份证号码", "联系电话", "医保类型"]
+
+
+def _workbook(
+    path: Path, sheets: Mapping[str, Sequence[Sequence[object]]], merges: dict[str, list[str]] | None = None
+) -> Path:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+        for cells in (merges or {}).get(name, []):
+            sheet.merge_cells(cells)
+    book.save(path)
+    return path
+
+
+def _values(table, column: str) -> list[str]:
+    return table.data[column].tolist()
+
+
+def _one_line_error(excinfo: pytest.ExceptionInfo[InputError], *fragments: str) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+    return message
+
+
+# --- workbooks -------------------------------------------------------------------------------------------
+
+
+def test_title_rows_merged_cells_and_blank_rows_above_the_header_are_skipped(tmp_path: Path) -> None:
+    rows: list[Sequence[object]] = [
+        ["某某社区卫生服务中心电子健康卡申领登记表"],
+        ["填报单位：某某社区", None, None, "填报日期：2024年1月"],
+        [],
+        HEADER,
+        [1, "张三", "01", "420123196205184516", "13912343273", "职工医保"],
+        [],
+        [2, "李四", "02", "110101199003077777", "13800000000", "居民医保"],
+        [None, None, None, None, None, None],
+    ]
+    path = _workbook(tmp_path / "register.xlsx", {"登记表": rows}, {"登记表": ["A1:F1", "A2:C2"]})
+    [table] = read_register(path)
+    assert table.sheet == "登记表"
+    assert table.header_row == 4
+    assert table.headers == HEADER
+    assert table.column_positions == [0, 1, 2, 3, 4, 5]
+    assert table.source_row.tolist() == [5, 7]  # the blank row 6 and the empty trailing row are not rows
+    assert _values(table, "姓名") == ["张三", "李四"]
+    assert list(table.data.index) == [0, 1]
+    assert table.label == "register.xlsx[登记表]"
+
+
+def test_cells_become_the_text_a_clerk_typed(tmp_path: Path) -> None:
+    rows: list[Sequence[object]] = [
+        ["姓名", "民族", "身份证号码", "出生日期", "发卡时间", "是否实名", "联系电话", "备注"],
+        [
+            "张三",
+            "01",
+            420123196205184000,
+            dt.date(1962, 5, 18),
+            dt.datetime(2024, 1, 2, 9, 30),
+            True,
+            13912343273,
+            1.5,
+        ],
+        ["李四", 1, "110101199003077777", "1990-03-07", "", False, "13800000000", " 保留空格 "],
+    ]
+    [table] = read_register(_workbook(tmp_path / "cells.xlsx", {"Sheet1": rows}))
+    assert _values(table, "民族") == ["01", "1"]  # text keeps its zero; a number never had one
+    assert _values(table, "身份证号码") == ["4.20123196205184E+17", "110101199003077777"]
+    assert _values(table, "出生日期") == ["1962-05-18", "1990-03-07"]
+    assert _values(table, "发卡时间") == ["2024-01-02", ""]
+    assert _values(table, "是否实名") == ["TRUE", "FALSE"]
+    assert _values(table, "联系电话") == ["13912343273", "13800000000"]
+    assert _values(table, "备注") == ["1.5", " 保留空格 "]
+    assert str(table.data["姓名"].dtype) == "str"
+
+
+def test_a_whole_column_of_numbers_or_dates_converts(tmp_path: Path) -> None:
+    rows: list[Sequence[object]] = [["姓名", "民族", "身份证号码", "出生日期"]]
+    rows += [
+        [f"人{i}", i % 56 + 1, 420123196205184000 + i * 10**6, dt.date(1960, 1, 1 + i)] for i in range(20)
+    ]
+    [table] = read_register(_workbook(tmp_path / "numbers.xlsx", {"S": rows}))
+    assert _values(table, "民族")[:3] == ["1", "2", "3"]
+    assert _values(table, "身份证号码")[0] == "4.20123196205184E+17"
+    assert _values(table, "出生日期")[-1] == "1960-01-20"
+
+
+def test_headerless_columns_with_data_get_a_name_and_duplicates_a_suffix(tmp_path: Path) -> None:
+    rows: list[Sequence[object]] = [
+        ["姓名", "身份证号码", None, "备注", "备注", None],
+        ["张三", "420123196205184516", "旁注", "甲", "乙", None],
+    ]
+    [table] = read_register(_workbook(tmp_path / "names.xlsx", {"S": rows}))
+    assert table.headers == ["姓名", "身份证号码", "列C", "备注", "备注_2"]
+    assert table.column_positions == [0, 1, 2, 3, 4]
+    assert _values(table, "备注_2") == ["乙"]
+
+
+def test_header_not_in_column_a_keeps_sheet_positions(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet["C3"], sheet["D3"], sheet["E3"] = "姓名", "身份证号码", "民族"
+    sheet["C4"], sheet["D4"], sheet["E4"] = "张三", "420123196205184516", "汉族"
+    book.save(tmp_path / "offset.xlsx")
+    [table] = read_register(tmp_path / "offset.xlsx")
+    assert table.header_row == 3
+    assert table.column_positions == [2, 3, 4]
+    assert table.source_row.tolist() == [4]
+
+
+def test_two_header_rows_under_a_merged_address_cell_are_combined(tmp_path: Path) -> None:
+    rows: list[Sequence[object]] = [
+        ["姓名", "身份证号码", "现住址", None, None],
+        [None, None, "省", "市", "区县"],
+        ["张三", "420123196205184516", "湖北省", "武汉市", "江夏区"],
+    ]
+    path = _workbook(tmp_path / "two.xlsx", {"S": rows}, {"S": ["A1:A2", "B1:B2", "C1:E1"]})
+    [table] = read_register(path)
+    assert table.headers == ["姓名", "身份证号码", "省", "市", "区县"]
+    assert table.header_row == 2
+    assert table.source_row.tolist() == [3]
+
+
+def test_vertically_merged_data_cells_repeat_their_value(tmp_path: Path) -> None:
+    rows: list[Sequence[object]] = [
+        ["姓名", "身份证号码", "详细地址"],
+        ["张三", "420123196205184516", "幸福村3组"],
+        ["张小三", "420123201001014513", None],
+        ["合计：2人", None, None],
+    ]
+    path = _workbook(tmp_path / "merged.xlsx", {"S": rows}, {"S": ["C2:C3", "A4:C4"]})
+    [table] = read_register(path)
+    assert _values(table, "详细地址") == ["幸福村3组", "幸福村3组", ""]
+    assert _values(table, "姓名")[2] == "合计：2人"
+
+
+def test_sheet_choice(tmp_path: Path) -> None:
+    notes = [
+        ["填表说明"],
+        ["1", "身份证号码一列请设为文本格式", "以免丢失末尾数字"],
+        ["2", "民族填名称或代码", "如 汉族 或 01"],
+    ]
+    data = [["姓名", "身份证号码"], ["张三", "420123196205184516"]]
+    other = [["姓名", "身份证号码"], ["李四", "110101199003077777"]]
+    sheets = {"说明": notes, "空表": [], "一组": data, "仅表头": [data[0]], "二组": other}
+    path = _workbook(tmp_path / "sheets.xlsx", sheets)
+    assert [t.sheet for t in read_register(path)] == ["一组"]  # not the instructions before it
+    assert [t.sheet for t in read_register(path, all_sheets=True)] == ["一组", "二组"]
+    [second] = read_register(path, sheet="二组")
+    assert _values(second, "姓名") == ["李四"]
+    [named] = read_register(path, sheet="说明")  # asked for by name, it is read as it is
+    assert named.headers[:2] == ["1", "身份证号码一列请设为文本格式"]
+    with pytest.raises(InputError) as excinfo:
+        read_register(path, sheet="三组")
+    _one_line_error(excinfo, "sheets.xlsx", "三组", "说明、空表、一组、仅表头、二组")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path, sheet="仅表头")
+    _one_line_error(excinfo, "工作表 仅表头", "只有表头")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path, sheet="空表")
+    _one_line_error(excinfo, "工作表是空的")
+
+
+def test_a_register_with_only_its_header_is_reported_over_an_instructions_sheet(tmp_path: Path) -> None:
+    notes = [
+        ["填表说明"],
+        ["请按表头填写", "每人一行", "不要合并单元格"],
+        ["序号可留空", "电话填手机", "民族填名称"],
+    ]
+    path = _workbook(tmp_path / "template.xlsx", {"说明": notes, "登记表": [HEADER]})
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "工作表 登记表", "只有表头")
+
+
+def test_without_a_recognised_header_the_first_sheet_with_rows_is_read(tmp_path: Path) -> None:
+    rows = [["甲列", "乙列", "丙列"], ["1", "2", "3"]]
+    path = _workbook(tmp_path / "plain.xlsx", {"空": [], "一": rows, "二": rows})
+    assert [t.sheet for t in read_register(path)] == ["一"]
+    assert [t.sheet for t in read_register(path, all_sheets=True)] == ["一", "二"]
+
+
+def test_hidden_sheets_are_not_registers(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    hidden = book.active
+    hidden.title = "字典"
+    hidden.append(["姓名", "民族", "性别"])
+    hidden.append(["x", "汉族", "男"])
+    hidden.sheet_state = "hidden"
+    visible = book.create_sheet("登记")
+    visible.append(["姓名", "身份证号码"])
+    visible.append(["张三", "420123196205184516"])
+    book.save(tmp_path / "hidden.xlsx")
+    assert [t.sheet for t in read_register(tmp_path / "hidden.xlsx", all_sheets=True)] == ["登记"]
+    [named] = read_register(tmp_path / "hidden.xlsx", sheet="字典")
+    assert _values(named, "民族") == ["汉族"]
+
+
+def test_unknown_headers_fall_back_to_the_first_text_row(tmp_path: Path) -> None:
+    rows = [["名单"], ["甲列", "乙列", "丙列"], ["1", "2", "3"]]
+    [table] = read_register(_workbook(tmp_path / "plain.xlsx", {"S": rows}))
+    assert table.headers == ["甲列", "乙列", "丙列"]
+    assert table.source_row.tolist() == [3]
+
+
+def test_column_letters() -> None:
+    assert [column_letter(i) for i in (0, 5, 25, 26, 51, 701, 702)] == [
+        "A",
+        "F",
+        "Z",
+        "AA",
+        "AZ",
+        "ZZ",
+        "AAA",
+    ]
+
+
+#: A legacy .xls (BIFF8) workbook saved by LibreOffice: title row, blank row, header on row 3, an ID
+#: number stored as a number, a date cell; zlib-compressed and base64-encoded.
+LEGACY_XLS = (
+    "eNrtWGtsVEUUPnPv3e3dPrcFBAu2KwoU2pLdNEpRoYUWLYlSpRWRNEJptw/YPlKKofG1iCRGHj74gT9IDElJTEiQxkR/aJT+44cG"
+    "EkPii6SQmEjgx2o0DWq7fufcucu2bpNuQRO1Z3PuzJy5M3Puec9evJA/cnKo8ApNgofJpPG4j7xJNAX0uQM/kaFp4/F43CXHZ+Ff"
+    "BWO6ZR1a0J8HyDrPANpat5m6nYX/HmymHvz6KUAbqBttHw1QOnAXLCZ5v+msGZ/me9OF2fNnfj7Hb47jJjCV/3O8Z//PAmYDc4C5"
+    "wDwnBVA+sAA4BzgXOE9sgmg+cAHwbmAhcCFwEfAeYBGwGBgA3qv5uU+3jEvRXwYs0bQVaEtnY9DfAj4bWvR66JOcL1jlovsrsIiz"
+    "1rDYxVVgE/WybdQ0R1oC/xSsFx6aFfNwDka6Bj1FJ0DNpQ+E+qk814j1AaopUKkteqtRLbwfkedieeYSr/9Y1nwrlBDs8Hux8rfE"
+    "CRRlqBpqpgh10k7EwU68UUjn2b9ekTfYO9Q6meG3bm926YSz4V+qlsK0C7NbaC88owG9btpDRVY2DbI3PhbuDvc1R4qsfDrFnjgA"
+    "aCrv6moqb20dEdcbpF/jgSQ3PxdgOu8v9F+mRzfSpNP/jj4I2aWSc6nzfmwyffkU9LIp6CumoPtS0j0uP/ZkPk85dOsW/ZiBQZTi"
+    "3PqjprT5Ua+0BVFL2jnRDGnnRj3xHeIuB2FubZwX4CMvPH/20GFsqfAbVjaQqPGIouu0jVNCbLOc5I1x6OeT3StCMlZQVoyd9nOw"
+    "bNN+hRRjn1PVeFZT0U9+J8nYMHEbScQeRZ75g96RxJMjAUpdbF878FADs9LxOrz6zedGG9B89WxOI5r8yIWwh9Tpo2Obhg+NNqh9"
+    "YPa3p4r3/hAubke3Mfr7iw/svXwIbwa2+zaBv2AI/U3t320BT6FQEL/Q6tXBYEVwFQNyHw/LgxXlwVVIgqGKyqCGOBJjDg1ZTmJs"
+    "secBb1nFPN0anD2dKOufEGWzIZxWCI3jUr4Iyg9xlNcsun71wcKq7UKP3tIqLWHlUZnaj5lha4WsKJXnq/Kum30PCO01eS5NrP+x"
+    "allSvyTRj1UtT+qfRLT0gSsSBRs4rUwtyPYeGN4xUuW2ip7GjE0vyWeTesPO01+a68Q5cr/QNvw6Ipc5MVDlCc2Q+Yk0MwXNmkQb"
+    "k0rEFS2PDBmpxEhhZCRGBkZmYmRiZCVGFkaexMiDEXP8MrRlSnXj1XOm7JmRGBmYY3mZ+FoTvzy6+PVndfWbj9c4ay1UP0ar0vMe"
+    "qZPq5t+45lvP85bsnal3s2Rvnz7Xkr29iTlzwpsWRlmJEe/L0r9BT7IFxeoc64nZ2sX4oDwyY0E5z4qVCN0X86eoBg3KlHW8hiWy"
+    "1iigj7xOSiV6RKyB67Y8kYx7AKAd/tluJ2+k3Ao0c9q1q0JVZ2Y6NazfNpxA5Uw9yjXjE50tfT17etr6Axv2tYQjgdWryhubd4Yj"
+    "kbCIan1nW1vl7dTOyolRM4bxOImnpNiXRg6+9/PN+g7/6bdtKl324TesjXd1ba20fNki6nSd3aQl16Hr7X5dc0d16Dusa/VrY04N"
+    "zWt6esPdvQP7IqTrap4P6r1d+Et/69AZb/SySu7f6e9ninHpy0snVi70HzuO7y+7eaaWo8MkWpO+J7jJwZ/0jY/rewnpuwLPV+r5"
+    "6qS7C8tqXW/vlnDfns6e7okyYvlWrAzRLKSGO3n/F/1N8uFUa0SnWU7/GZzeR7tRcTMfu9Pmv0DivKPneBr36m2266c1OLcLN5x6"
+    "8LBrRuebSXfw6axZDNyYiBP1uA+EZ6w/zl7p3v/v13d1J1s34L7RhV+z6H4jrKBNdMKUftxXekCZGkr0+Z405L8EeD5xfi1OaBEe"
+    "wmKB6fFTOYPvXw58f/b/H4E/Aa3QNko="
+)
+
+
+@pytest.mark.parametrize("name", ["legacy.xls", "legacy_saved_as.xlsx"])
+def test_legacy_xls_even_under_an_xlsx_name(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(zlib.decompress(base64.b64decode("".join(LEGACY_XLS))))
+    [table] = read_register(path)
+    assert table.header_row == 3
+    assert table.source_row.tolist() == [4, 5]
+    assert table.data.values.tolist() == [
+        ["1", "张三", "01", "4.20123196205184E+17", "1962-05-18", "13912343273"],
+        ["2", "李四", "1", "110101199003077777", "1990-03-07", "13800000000"],
+    ]
+
+
+# --- delimited text --------------------------------------------------------------------------------------
+
+CSV_LINES = [
+    "某某社区电子健康卡申领登记表",
+    "",
+    "序号,姓名,民族,身份证号码,联系电话,医保类型",
+    "1,张三,01,420123196205184516,13912343273,职工医保",
+    "",
+    "2,李四,02,110101199003077777,13800000000,居民医保",
+    ",,,,,",
+    "3,王五,01,440604196001011234,13700000000,自费",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "newline"),
+    [("utf-8", "\n"), ("utf-8-sig", "\r\n"), ("gbk", "\r\n"), ("gb18030", "\n")],
+)
+def test_csv_encodings_title_lines_and_line_numbers(tmp_path: Path, encoding: str, newline: str) -> None:
+    path = tmp_path / "register.csv"
+    path.write_bytes(newline.join(CSV_LINES).encode(encoding))
+    [table] = read_register(path)
+    assert table.sheet == ""
+    assert table.label == "register.csv"
+    assert table.header_row == 3
+    assert table.headers == HEADER
+    assert table.source_row.tolist() == [4, 6, 8]
+    assert _values(table, "姓名") == ["张三", "李四", "王五"]
+    assert _values(table, "民族") == ["01", "02", "01"]
+    assert _values(table, "身份证号码")[0] == "420123196205184516"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "delimiter"), [(".tsv", "\t"), (".txt", "\t"), (".csv", ";"), (".txt", "|")]
+)
+def test_delimiters_are_sniffed(tmp_path: Path, suffix: str, delimiter: str) -> None:
+    lines = [
+        "登记表",
+        delimiter.join(HEADER),
+        delimiter.join(["1", "张三", "01", "420123196205184516", "139", "自费"]),
+    ]
+    path = tmp_path / f"register{suffix}"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    [table] = read_register(path)
+    assert table.headers == HEADER
+    assert _values(table, "身份证号码") == ["420123196205184516"]
+    assert table.source_row.tolist() == [3]
+
+
+def test_quoted_values_with_commas_and_line_breaks_keep_line_numbers(tmp_path: Path) -> None:
+    text = (
+        "姓名,身份证号码,备注\n"
+        '张三,420123196205184516,"一,二"\n'
+        '李四,110101199003077777,"第一行\n第二行"\n'
+        "\n"
+        "王五,440604196001011234,\n"
+    )
+    path = tmp_path / "quoted.csv"
+    path.write_text(text, encoding="utf-8")
+    [table] = read_register(path)
+    assert _values(table, "备注") == ["一,二", "第一行\n第二行", ""]
+    assert table.source_row.tolist() == [2, 3, 6]
+
+
+@pytest.mark.parametrize(
+    ("set_aside", "batch_rows", "newline", "encoding"),
+    [
+        (10_000, 100_000, "\n", "utf-8"),  # Arrow, uneven rows put back in place
+        (10_000, 100_000, "\r\n", "gbk"),
+        (0, 100_000, "\r\n", "utf-8"),  # the csv module
+        (0, 1, "\n", "gbk"),  # the csv module, one row per batch
+    ],
+)
+def test_rows_of_uneven_width_are_padded_and_extra_values_kept(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    set_aside: int,
+    batch_rows: int,
+    newline: str,
+    encoding: str,
+) -> None:
+    monkeypatch.setattr("pipeline.reading_csv._MAX_UNEVEN_ROWS", set_aside)
+    monkeypatch.setattr("pipeline.reading_csv._CSV_BATCH_ROWS", batch_rows)
+    lines = [
+        "姓名,身份证号码,民族",
+        "张三,420123196205184516",
+        "",
+        "李四,110101199003077777,01,多出来的",
+        "王五,440604196001011234,汉族",
+        '"赵,六",440604196001011234,"02"',
+        "",
+    ]
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(newline.join(lines).encode(encoding))
+    [table] = read_register(path)
+    assert table.headers == ["姓名", "身份证号码", "民族", "列D"]
+    assert _values(table, "姓名") == ["张三", "李四", "王五", "赵,六"]
+    assert _values(table, "民族") == ["", "01", "汉族", "02"]
+    assert _values(table, "列D") == ["", "多出来的", "", ""]
+    assert table.source_row.tolist() == [2, 4, 5, 6]
+
+
+def test_csv_text_is_kept_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "text.csv"
+    path.write_text("姓名,身份证号码,民族\nNA,4.20123E+17, 01 \n", encoding="utf-8")
+    [table] = read_register(path)
+    assert table.data.iloc[0].tolist() == ["NA", "4.20123E+17", " 01 "]
+
+
+def test_gbk_after_a_long_ascii_start_is_still_gbk(tmp_path: Path) -> None:
+    ascii_rows = "".join(f"{i},420123196205184516,01\n" for i in range(80_000))
+    path = tmp_path / "late.csv"
+    path.write_bytes(("xm,sfzhm,mzdm\n" + ascii_rows + "张三,110101199003077777,01\n").encode("gbk"))
+    [table] = read_register(path)
+    assert _values(table, "xm")[-1] == "张三"
+    assert table.source_row[-1] == 80_002
+
+
+# --- bad input: one line of Chinese naming the file and the fix --------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / "nowhere.xlsx")
+    _one_line_error(excinfo, "nowhere.xlsx", "找不到文件", "处理办法")
+
+
+def test_directory(tmp_path: Path) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / "folder.csv")
+    _one_line_error(excinfo, "folder.csv", "文件夹")
+
+
+@pytest.mark.parametrize("name", ["empty.xlsx", "empty.csv"])
+def test_zero_byte_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / name)
+    _one_line_error(excinfo, name, "空的")
+
+
+def test_blank_csv(tmp_path: Path) -> None:
+    (tmp_path / "blank.csv").write_bytes(b"\xef\xbb\xbf\r\n  \r\n")
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / "blank.csv")
+    _one_line_error(excinfo, "blank.csv", "空的")
+
+
+def test_workbook_without_any_data(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "nothing.xlsx", {"Sheet1": [], "Sheet2": []})
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "nothing.xlsx", "空的")
+
+
+def test_header_only_workbook(tmp_path: Path) -> None:
+    path = _workbook(tmp_path / "header.xlsx", {"登记表": [["标题"], HEADER, [None] * 6]})
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "header.xlsx", "工作表 登记表", "只有表头，没有数据行", "处理办法")
+
+
+@pytest.mark.parametrize("body", ["", "\n", "\n,,,,,\n\n"])
+def test_header_only_csv(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "header.csv"
+    path.write_text("标题\n" + ",".join(HEADER) + body, encoding="utf-8")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "header.csv", "只有表头")
+
+
+def test_csv_named_xlsx(tmp_path: Path) -> None:
+    path = tmp_path / "fake.xlsx"
+    path.write_text("姓名,身份证号码\n张三,420123196205184516\n", encoding="utf-8")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "fake.xlsx", "不是 Excel 工作簿", ".csv")
+
+
+def test_html_named_xls(tmp_path: Path) -> None:
+    path = tmp_path / "export.xls"
+    path.write_text("<html><body><table><tr><td>姓名</td></tr></table></body></html>", encoding="utf-8")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "export.xls", "网页", "另存为 .xlsx")
+
+
+def test_truncated_xlsx(tmp_path: Path) -> None:
+    whole = _workbook(tmp_path / "whole.xlsx", {"S": [HEADER, [1, "张三", "01", "x", "y", "z"]]}).read_bytes()
+    path = tmp_path / "cut.xlsx"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "cut.xlsx", "损坏或不完整", "处理办法")
+
+
+def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
+    path = tmp_path / "archive.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "archive.xlsx", "不是 Excel 工作簿", "处理办法")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_csv(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_bytes("姓名,身份证号码\n张三,420123196205184516\n".encode(encoding))
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    message = _one_line_error(excinfo, "wide.csv", "UTF-", "UTF-8", "GBK")
+    assert encoding.upper()[:6] in message
+
+
+def test_undecodable_csv_names_its_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "big5.csv"
+    path.write_bytes(
+        "姓名,身份證號碼,備註\n張三丰,420123196205184516,澳門\n".encode("big5") + b"\xff\xfe\xfa\n"
+    )
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "big5.csv", "编码", "UTF-8")
+
+
+def test_mixed_encodings_name_the_line(tmp_path: Path) -> None:
+    head = "姓名,身份证号码\n" + "".join(f"张{i},420123196205184516\n" for i in range(60_000))
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(head.encode("utf-8") + "李四,110101199003077777\n".encode("gbk"))
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "mixed.csv", "第 60002 行", "UTF-8")
+
+
+@pytest.mark.parametrize("name", ["register.doc", "register", "register.numbers"])
+def test_unsupported_extension(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"something")
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / name)
+    _one_line_error(excinfo, name, "不支持的文件类型", ".xlsx")
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.csv"
+    path.write_text("姓名\n张三\n", encoding="utf-8")
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "locked.csv", "权限")

@@ -1,0 +1,475 @@
+"""Reports: results.xlsx, errors.xlsx, results.csv and the annotated copies, from hand-built batches."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import pyarrow as pa
+import pytest
+import python_calamine
+import xlsxwriter
+
+from pipeline import annotate, report_xlsx, xlsx_comments, xlsx_writer, xlsx_xml
+from pipeline.errors import EhcError
+from pipeline.model import FIELDS, INPUT_FIELDS, SOURCE_COLUMNS, Batch, MappedTable, RawTable
+from pipeline.reports import write_reports
+from schemas.tables import describe, hint
+
+HEADERS = ["序号", "姓名", "身份证号", "联系电话", "民族", "医保类型", "备注"]
+FIELD_HEADERS = {
+    "xm": "姓名",
+    "sfzhm": "身份证号",
+    "brdh": "联系电话",
+    "mzdm": "民族",
+    "ylfyzffs": "医保类型",
+}
+TITLE = "2026年电子健康卡申领名单"
+# Sheet rows 4..8 (title on row 1, a blank row 2, header on row 3).
+PEOPLE: list[list[str | float]] = [
+    ["1", "张三", "420123196205184516", "13900000001", "汉族", "职工医保", "=SUM(A1)"],
+    ["2", "李四", 4.20123196205184e17, "13900000002", "汉族", "职工医保", ""],
+    ["3", "王五", "420123196205184516", "12", "01", "居民医保", "+86 备注"],
+    ["4", "@赵六", "110101199003070011", "13900000004", "回族", "新农合", "-1"],
+]
+CSV_PEOPLE = [["", "110101199003070012", "13900000005"], ["钱七", "110101199003070013", "13900000006"]]
+
+
+def _write_register(path: Path) -> None:
+    book = xlsxwriter.Workbook(path, {"strings_to_formulas": False})
+    sheet = book.add_worksheet("名单")
+    sheet.merge_range(0, 0, 0, 6, TITLE)
+    sheet.write_row(2, 0, HEADERS)
+    for offset, person in enumerate(PEOPLE):
+        for col, value in enumerate(person):
+            if isinstance(value, float):
+                sheet.write_number(3 + offset, col, value)
+            else:
+                sheet.write_string(3 + offset, col, value)
+    book.close()
+
+
+def _text(value: object) -> str:
+    return "4.20123196205184E+17" if isinstance(value, float) else str(value)
+
+
+def _fields(values: dict[str, list[str]], n: int) -> pd.DataFrame:
+    return pd.DataFrame({f: values.get(f, [""] * n) for f in INPUT_FIELDS})
+
+
+def make_batch(tmp_path: Path, *, submitted: bool = False) -> Batch:
+    """Two tables (a workbook with a title row and a CSV), six rows, faults of every kind."""
+    register = tmp_path / "register.xlsx"
+    _write_register(register)
+    texts = [[_text(v) for v in person] for person in PEOPLE]
+    raw_xlsx = RawTable(
+        path=str(register),
+        sheet="名单",
+        header_row=3,
+        headers=HEADERS,
+        column_positions=list(range(7)),
+        data=pd.DataFrame(texts, columns=HEADERS),
+        source_row=np.array([4, 5, 6, 7]),
+    )
+    columns = {f: [t[HEADERS.index(h)] for t in texts] for f, h in FIELD_HEADERS.items()}
+    xlsx_table = MappedTable(
+        raw_xlsx, _fields(columns, 4), pd.DataFrame({"备注": [t[6] for t in texts]}), FIELD_HEADERS
+    )
+    csv_headers = ["姓名", "公民身份号码", "手机号码"]
+    raw_csv = RawTable(
+        path=str(tmp_path / "more.csv"),
+        sheet="",
+        header_row=1,
+        headers=csv_headers,
+        column_positions=[0, 1, 2],
+        data=pd.DataFrame(CSV_PEOPLE, columns=csv_headers),
+        source_row=np.array([2, 3]),
+    )
+    csv_fields = {
+        "xm": [r[0] for r in CSV_PEOPLE],
+        "sfzhm": [r[1] for r in CSV_PEOPLE],
+        "brdh": [r[2] for r in CSV_PEOPLE],
+    }
+    csv_headers_map = {"xm": "姓名", "sfzhm": "公民身份号码", "brdh": "手机号码"}
+    csv_table = MappedTable(raw_csv, _fields(csv_fields, 2), pd.DataFrame(index=range(2)), csv_headers_map)
+
+    original = pd.concat([xlsx_table.fields, csv_table.fields], ignore_index=True)
+    rows = original[list(FIELDS)].copy()
+    rows["mzdm"] = ["01", "01", "01", "03", "", ""]
+    rows.insert(0, "source_row", ["4", "5", "6", "7", "2", "3"])
+    rows.insert(0, "source_sheet", ["名单"] * 4 + [""] * 2)
+    rows.insert(0, "source_file", ["register.xlsx"] * 4 + ["more.csv"] * 2)
+    extras = pd.DataFrame({"备注": [t[6] for t in texts] + ["", ""]})
+    faults = pd.DataFrame(
+        [
+            (2, "brdh", 10110, "error", "联系电话不是手机号或带区号的座机号"),
+            (1, "sfzhm", 10111, "error", "身份证号码被 Excel 存成了数字，后几位已丢失"),
+            (4, "xm", 10114, "error", "姓名为空"),
+            (0, "sfzhm", 10111, "warning", "15 位身份证号已升级为 18 位"),
+            (1, "csrq", 10124, "error", "出生日期无法从身份证号得出"),
+            (2, "sfzhm", 10115, "error", "与第 4 行身份证号重复"),
+        ],
+        columns=["row_id", "field", "code", "severity", "message"],
+    )
+    status = ["valid", "invalid", "invalid", "valid", "invalid", "valid"]
+    codes = ["", "10111;10124", "10110;10115", "", "10114", ""]
+    outcome = pd.DataFrame({"status": status, "result_code": codes, "message": [""] * 6})
+    outcome["ehealthCardId"] = ""
+    outcome["virtualCardNum"] = ""
+    if submitted:
+        outcome.loc[0, ["status", "ehealthCardId", "virtualCardNum"]] = ["enrolled", "AB" * 32, "1" * 20]
+        outcome.loc[3, ["status", "result_code", "message"]] = ["rejected", "10116", "卡号已经存在"]
+        outcome.loc[5, ["status", "message"]] = ["failed", "平台无应答（已重试 5 次）"]
+        rejection = pd.DataFrame([(3, "", 10116, "error", "卡号已经存在")], columns=faults.columns)
+        faults = pd.concat([faults, rejection], ignore_index=True)
+    return Batch(
+        tables=[xlsx_table, csv_table],
+        table_rows=[range(0, 4), range(4, 6)],
+        rows=rows,
+        original=original,
+        extras=extras,
+        faults=faults,
+        outcome=outcome,
+    )
+
+
+def _sheet_rows(path: Path, sheet: str) -> list[tuple]:
+    book = openpyxl.load_workbook(path)
+    return [tuple(row) for row in book[sheet].iter_rows(values_only=True)]
+
+
+@pytest.fixture
+def dry_run(tmp_path: Path) -> tuple[Batch, dict[str, Path]]:
+    batch = make_batch(tmp_path)
+    return batch, write_reports(tmp_path / "out", batch)
+
+
+def test_write_reports_returns_every_file(dry_run, tmp_path: Path) -> None:
+    _, paths = dry_run
+    assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv", "annotated_register.xlsx"]
+    assert all(p.exists() and p.parent == tmp_path / "out" for p in paths.values())
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary file left behind
+
+
+def test_detail_has_every_row_once_in_input_order(dry_run) -> None:
+    _, paths = dry_run
+    rows = _sheet_rows(paths["results.xlsx"], "明细")
+    header = rows[0]
+    assert header[:6] == ("文件", "工作表", "行号", "状态", "结果代码", "说明")
+    assert header[6:8] == ("姓名", "性别") and header[-1] == "备注"
+    body = rows[1:]
+    assert [(r[0], r[2]) for r in body] == [("register.xlsx", n) for n in (4, 5, 6, 7)] + [
+        ("more.csv", 2),
+        ("more.csv", 3),
+    ]
+    assert [r[3] for r in body] == [
+        "校验通过",
+        "校验未通过",
+        "校验未通过",
+        "校验通过",
+        "校验未通过",
+        "校验通过",
+    ]
+    assert body[1][4] == "10111;10124"
+    assert "[10111] 身份证号码被 Excel 存成了数字" in body[1][5] and "[10124]" in body[1][5]
+    assert body[0][5] == "[提示 10111] 15 位身份证号已升级为 18 位"
+    assert body[2][header.index("民族")] == "01"
+
+
+def test_detail_sheet_is_frozen_filtered_and_highlights_invalid_rows(dry_run) -> None:
+    _, paths = dry_run
+    sheet = openpyxl.load_workbook(paths["results.xlsx"])["明细"]
+    assert sheet.freeze_panes == "A2"
+    assert sheet.auto_filter.ref == f"A1:{sheet.cell(1, sheet.max_column).column_letter}7"
+    assert sheet.column_dimensions["F"].width > sheet.column_dimensions["C"].width
+    invalid, valid, warned = sheet["A3"], sheet["A5"], sheet["A2"]
+    assert invalid.fill.fgColor.rgb == "FFFFC7CE"
+    assert sheet["Z3"].fill.fgColor.rgb == "FFFFC7CE"  # empty cells of the row too
+    assert valid.fill.fill_type is None
+    assert warned.fill.fgColor.rgb == "FFFFEB9C"
+
+
+def test_overview_counts_per_file_and_code(dry_run) -> None:
+    _, paths = dry_run
+    rows = _sheet_rows(paths["results.xlsx"], "汇总")
+    header = rows[0]
+    assert header[:5] == ("文件", "工作表", "读取行数", "校验通过", "校验未通过")
+    assert header[5:] == tuple(f"{c} {describe(c)}" for c in (10110, 10111, 10114, 10115, 10124))
+    assert rows[1] == ("register.xlsx", "名单", 4, 2, 2, 1, 1, 0, 1, 1)
+    assert rows[2] == ("more.csv", None, 2, 1, 1, 0, 0, 1, 0, 0)
+    assert rows[3] == ("合计", None, 6, 3, 3, 1, 1, 1, 1, 1)
+
+
+def test_results_csv_has_bom_stable_columns_and_every_row(dry_run) -> None:
+    batch, paths = dry_run
+    raw = paths["results.csv"].read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    records = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    expected = [
+        *SOURCE_COLUMNS,
+        "status",
+        "result_code",
+        "message",
+        *FIELDS,
+        "ehealthCardId",
+        "virtualCardNum",
+        "备注",
+    ]
+    assert records[0] == expected
+    body = records[1:]
+    assert len(body) == len(batch)
+    assert [r[2] for r in body] == ["4", "5", "6", "7", "2", "3"]
+    assert [r[3] for r in body] == ["valid", "invalid", "invalid", "valid", "invalid", "valid"]
+    assert body[0][-1] == "=SUM(A1)" and body[2][-1] == "+86 备注"
+    assert body[1][4] == "10111;10124"
+    assert all(r[-3:-1] == ["", ""] for r in body)
+
+
+def test_errors_sorted_by_code_then_row_naming_the_clerks_columns(dry_run) -> None:
+    _, paths = dry_run
+    rows = _sheet_rows(paths["errors.xlsx"], "明细")
+    assert rows[0] == ("代码", "文件", "工作表", "行号", "列", "原值", "说明", "处理办法")
+    body = rows[1:]
+    assert [(r[0], r[3]) for r in body] == [(10110, 6), (10111, 5), (10114, 2), (10115, 6), (10124, 5)]
+    id_line = body[1]
+    assert id_line[4] == "身份证号"  # the clerk's header, not the field label
+    assert id_line[5] == "4.20123196205184E+17"  # as the clerk wrote it
+    assert id_line[7] == hint(10111)
+    assert body[2][1:5] == ("more.csv", None, 2, "姓名")
+    assert body[4][4] == "出生日期"  # derived field: no column in the sheet
+    warnings = _sheet_rows(paths["errors.xlsx"], "提示")
+    assert [(r[0], r[3], r[4]) for r in warnings[1:]] == [(10111, 4, "身份证号")]
+    summary = _sheet_rows(paths["errors.xlsx"], "汇总")
+    assert summary[0][:4] == ("代码", "说明", "数量", "级别")
+    assert [r[:4] for r in summary[1:6]] == [
+        (c, describe(c), 1, "错误") for c in (10110, 10111, 10114, 10115, 10124)
+    ]
+    assert summary[6][:4] == (10111, describe(10111), 1, "提示")
+
+
+def test_no_output_cell_is_a_formula(dry_run) -> None:
+    _, paths = dry_run
+    texts = set()
+    for name, path in paths.items():
+        if name.endswith(".xlsx"):
+            for sheet in openpyxl.load_workbook(path):
+                for row in sheet.iter_rows():
+                    for cell in row:
+                        assert cell.data_type != "f", (name, cell.coordinate, cell.value)
+                        texts.add(cell.value)
+    assert {"=SUM(A1)", "+86 备注", "@赵六", "-1"} <= texts
+
+
+def test_annotated_copy_marks_faulty_cells_at_the_clerks_positions(dry_run) -> None:
+    _, paths = dry_run
+    sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
+    assert sheet["A1"].value == TITLE and "A1:G1" in {str(r) for r in sheet.merged_cells.ranges}
+    assert [c.value for c in sheet[3]] == HEADERS
+    assert sheet["C5"].value == pytest.approx(4.20123196205184e17)  # still the number Excel stored
+    assert sheet["G4"].value == "=SUM(A1)" and sheet["G4"].data_type == "s"
+    id_cell, phone_cell, warned = sheet["C5"], sheet["D6"], sheet["C4"]
+    assert id_cell.fill.fgColor.rgb == "FFFF0000"
+    assert "[10111]" in id_cell.comment.text and "[10124]" in id_cell.comment.text  # csrq has no column
+    assert "处理办法：" + hint(10111) in id_cell.comment.text
+    assert phone_cell.fill.fgColor.rgb == "FFFF0000" and "[10110]" in phone_cell.comment.text
+    assert sheet["C6"].fill.fgColor.rgb == "FFFF0000" and "[10115]" in sheet["C6"].comment.text
+    assert warned.fill.fgColor.rgb == "FFFFEB9C" and "[提示 10111]" in warned.comment.text
+    commented = {c.coordinate for row in sheet.iter_rows() for c in row if c.comment}
+    assert commented == {"C4", "C5", "C6", "D6"}
+    assert sheet["B5"].fill.fill_type is None
+
+
+def test_detail_holds_only_bad_rows_above_the_limit(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(report_xlsx, "DETAIL_ROW_LIMIT", 3)
+    batch = make_batch(tmp_path)
+    paths = write_reports(tmp_path / "out", batch)
+    rows = _sheet_rows(paths["results.xlsx"], "明细")
+    data = [r for r in rows[1:] if r[2] is not None]
+    assert [r[2] for r in data] == [5, 6, 2]
+    assert any(r[0] and "results.csv" in r[0] for r in rows[1:] if r[2] is None)
+    assert len(paths["results.csv"].read_text(encoding="utf-8-sig").splitlines()) == 7
+
+
+def test_submitted_run_reports_statuses_card_ids_and_rejections(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, submitted=True)
+    paths = write_reports(tmp_path / "out", batch, submitted=True)
+    rows = _sheet_rows(paths["results.xlsx"], "明细")
+    header, body = rows[0], rows[1:]
+    assert "电子健康卡ID" in header and "虚拟卡号" in header
+    assert [r[3] for r in body] == [
+        "申领成功",
+        "校验未通过",
+        "校验未通过",
+        "平台拒绝",
+        "校验未通过",
+        "发送失败",
+    ]
+    assert body[0][header.index("电子健康卡ID")] == "AB" * 32
+    assert "平台无应答" in body[5][5] and "[10116] 卡号已经存在" in body[3][5]
+    overview = _sheet_rows(paths["results.xlsx"], "汇总")
+    assert overview[0][3:8] == ("申领成功", "已办理过", "平台拒绝", "发送失败", "校验未通过")
+    errors = _sheet_rows(paths["errors.xlsx"], "明细")
+    assert [r[0] for r in errors[1:]] == [10110, 10111, 10114, 10115, 10116, 10124]
+    assert errors[5][:7] == (10116, "register.xlsx", "名单", 7, None, None, "卡号已经存在")
+    records = list(csv.DictReader(io.StringIO(paths["results.csv"].read_text(encoding="utf-8-sig"))))
+    assert records[0]["status"] == "enrolled" and records[0]["virtualCardNum"] == "1" * 20
+    annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
+    assert "[10116]" in annotated["C7"].comment.text  # a row-level rejection lands on the ID cell
+
+
+def test_annotated_copy_is_skipped_when_the_workbook_is_gone(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path)
+    (tmp_path / "register.xlsx").unlink()
+    paths = write_reports(tmp_path / "out", batch)
+    assert "annotated_register.xlsx" not in paths and paths["results.xlsx"].exists()
+
+
+def test_two_inputs_with_one_stem_get_two_annotated_copies() -> None:
+    taken: set[str] = set()
+    assert annotate.annotated_name("a/reg.xlsx", taken) == "annotated_reg.xlsx"
+    assert annotate.annotated_name("b/reg.xlsm", taken) == "annotated_reg_2.xlsx"
+
+
+def test_unwritable_output_is_one_chinese_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EhcError, match="输出目录"):
+        write_reports(blocker / "out", make_batch(tmp_path))
+
+
+# -- the cell writer ---------------------------------------------------------------------------------
+
+
+def _cells_of(path: Path) -> dict[str, object]:
+    # calamine, like Excel, decodes the _xHHHH_ escapes of the string type (openpyxl does not, inline).
+    sheet = python_calamine.CalamineWorkbook.from_path(path).get_sheet_by_index(0)
+    rows = sheet.to_python(skip_empty_area=False)
+    return {f"{chr(65 + c)}{r + 1}": v for r, row in enumerate(rows) for c, v in enumerate(row) if v != ""}
+
+
+def test_writer_escapes_xml_and_keeps_text_exact(tmp_path: Path) -> None:
+    values = ["a&b<c>", "  lead", "trail ", "x_x0041_y", "bell\x07", "line\nbreak", "", "=1+1"]
+    book = xlsx_writer.FastWorkbook(tmp_path / "w.xlsx")
+    book.add_sheet("s", [xlsx_writer.Block([xlsx_xml.text_column(values)], first_row=2, first_col=1)])
+    book.close()
+    cells = _cells_of(tmp_path / "w.xlsx")
+    assert cells["B3"] == "a&b<c>" and cells["B4"] == "  lead" and cells["B5"] == "trail "
+    assert cells["B6"] == "x_x0041_y" and cells["B8"] == "line\nbreak" and cells["B10"] == "=1+1"
+    assert "B9" not in cells
+    assert cells["B7"] == "bell\x07"  # a control character XML forbids survives, encoded
+
+
+def test_writer_mixed_and_numeric_columns_and_chunks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(xlsx_writer, "CHUNK_ROWS", 2)
+    mixed = xlsx_writer.MixedColumn(
+        xlsx_xml.text_column(["a", "", "c", ""]), pa.array([None, 1.5, None, 4.2e17])
+    )
+    numbers = pa.array([1, None, 3, 4], pa.int64())
+    styles = {0: np.array([0, 1, 0, 0], dtype=np.int8)}
+    block = xlsx_writer.Block([mixed, numbers], cell_styles=styles)
+    book = xlsx_writer.FastWorkbook(tmp_path / "m.xlsx", [{"bg_color": "#FF0000"}])
+    book.add_sheet("s", [block])
+    book.close()
+    sheet = openpyxl.load_workbook(tmp_path / "m.xlsx").active
+    assert [[c.value for c in row] for row in sheet.iter_rows()] == [
+        ["a", 1],
+        [1.5, None],
+        ["c", 3],
+        [4.2e17, 4],
+    ]
+    assert sheet["A2"].fill.fgColor.rgb == "FFFF0000" and sheet["A1"].fill.fill_type is None
+    assert sheet.dimensions == "A1:B4"
+    with zipfile.ZipFile(tmp_path / "m.xlsx") as package:
+        assert "<f>" not in package.read("xl/worksheets/sheet1.xml").decode()
+
+
+def test_a_run_without_rows_still_gets_every_report(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path)
+    empty = Batch(
+        tables=[],
+        table_rows=[],
+        rows=batch.rows.iloc[:0],
+        original=batch.original.iloc[:0],
+        extras=batch.extras.iloc[:0],
+        faults=batch.faults.iloc[:0],
+        outcome=batch.outcome.iloc[:0],
+    )
+    paths = write_reports(tmp_path / "out", empty)
+    assert _sheet_rows(paths["results.xlsx"], "明细")[0][:3] == ("文件", "工作表", "行号")
+    assert len(_sheet_rows(paths["results.xlsx"], "明细")) == 1
+    assert any("没有发现" in str(r[0]) for r in _sheet_rows(paths["errors.xlsx"], "汇总"))
+    assert paths["results.csv"].read_text(encoding="utf-8-sig").count("\n") == 1
+
+
+def test_each_sheet_read_from_a_workbook_is_annotated_in_its_own_sheet(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path)
+    register = tmp_path / "register.xlsx"
+    book = xlsxwriter.Workbook(register)
+    for name, offset in (("名单", 3), ("补录", 0)):
+        sheet = book.add_worksheet(name)
+        sheet.write_row(offset - 1 if offset else 0, 0, HEADERS)
+        for i, person in enumerate(PEOPLE):
+            sheet.write_row((offset or 1) + i, 0, [str(v) for v in person])
+    book.close()
+    first = batch.tables[0]
+    raw = RawTable(str(register), "补录", 1, HEADERS, list(range(7)), first.raw.data, np.array([2, 3, 4, 5]))
+    second = MappedTable(raw, first.fields, first.extras, FIELD_HEADERS)
+    n = len(batch)
+    shifted = {
+        "rows": batch.rows.iloc[:4],
+        "original": batch.original.iloc[:4],
+        "extras": batch.extras.iloc[:4],
+    }
+    doubled = {
+        k: pd.concat([batch_frame, batch_frame], ignore_index=True) for k, batch_frame in shifted.items()
+    }
+    doubled["rows"].loc[4:, "source_sheet"] = "补录"
+    doubled["rows"].loc[4:, "source_row"] = ["2", "3", "4", "5"]
+    faults = pd.DataFrame([(6, "brdh", 10110, "error", "联系电话不对")], columns=batch.faults.columns)
+    outcome = pd.concat([batch.outcome.iloc[:4]] * 2, ignore_index=True)
+    two = Batch([first, second], [range(0, 4), range(4, 8)], faults=faults, outcome=outcome, **doubled)
+    paths = write_reports(tmp_path / "out", two)
+    annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])
+    assert annotated.sheetnames == ["名单", "补录"]
+    assert [c.coordinate for row in annotated["名单"].iter_rows() for c in row if c.comment] == []
+    assert [c.coordinate for row in annotated["补录"].iter_rows() for c in row if c.comment] == ["D4"]
+    assert annotated["补录"]["D4"].value == "12" and n == 6
+
+
+def test_tall_sheets_are_annotated_chunk_by_chunk(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(annotate, "STREAM_ABOVE_ROWS", 0)
+    monkeypatch.setattr(annotate, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(xlsx_writer, "CHUNK_ROWS", 2)
+    paths = write_reports(tmp_path / "out", make_batch(tmp_path))
+    sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
+    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]] == [_text(v) for v in PEOPLE[3]]
+    assert {c.coordinate for row in sheet.iter_rows() for c in row if c.comment} == {"C4", "C5", "C6", "D6"}
+    assert sheet["D6"].fill.fgColor.rgb == "FFFF0000"
+
+
+def test_many_comments_across_sheets_keep_unique_shape_ids(tmp_path: Path) -> None:
+    book = xlsx_writer.FastWorkbook(tmp_path / "c.xlsx")
+    for name, count in (("a", 1500), ("b", 10)):
+        rows = np.arange(count)
+        texts = xlsx_xml.text_column([f"第{i}行 & <注>" for i in range(count)])
+        comments = xlsx_comments.Comments(rows, rows % 3, texts)
+        book.add_sheet(name, [xlsx_writer.Block([xlsx_xml.text_column(["x"] * count)])], comments=comments)
+    book.close()
+    with zipfile.ZipFile(tmp_path / "c.xlsx") as package:
+        vml = [package.read(f"xl/drawings/vmlDrawing{i}.vml").decode() for i in (1, 2)]
+    assert 'data="1,2"' in vml[0] and 'data="3"' in vml[1]
+    ids = [i for part in vml for i in re.findall(r'id="_x0000_s(\d+)"', part)]
+    assert len(ids) == len(set(ids)) == 1510
+    loaded = openpyxl.load_workbook(tmp_path / "c.xlsx")
+    notes = {
+        name: {c.coordinate: c.comment.text for row in loaded[name].iter_rows() for c in row if c.comment}
+        for name in ("a", "b")
+    }
+    assert len(notes["a"]) == 1500 and len(notes["b"]) == 10
+    assert notes["a"]["C1500"] == "第1499行 & <注>"

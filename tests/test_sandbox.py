@@ -1,0 +1,297 @@
+"""The sandbox over real sockets: envelope checks, field checks, state, faults, rate limit, restart."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import SandboxHandle, make_resident
+
+from pipeline.client import PlatformClient
+from pipeline.sandbox import FaultPlan, build_server, max_in_window
+from pipeline.sandbox.faults import FAULT_KINDS
+from pipeline.signing import bind_card_sign, sync_card_sign, timestamp_ms, work_key_sign
+
+APP_BLOCK = {
+    "termId": "",
+    "version": "v1.1",
+    "appVersion": "1.1",
+    "appPackageName": "t",
+    "digestType": "",
+    "encType": "",
+}
+
+
+def _raw_post(sandbox: SandboxHandle, method: str, document: Any) -> requests.Response:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return requests.post(f"{sandbox.base_url}{method}.do", data=body, timeout=10)
+
+
+def _call(
+    sandbox: SandboxHandle, method: str, data: dict[str, Any], *, app_id: str | None = None
+) -> dict[str, Any]:
+    response = _raw_post(sandbox, method, {"appId": app_id or sandbox.app_id, "app": APP_BLOCK, "data": data})
+    assert response.status_code == 200
+    answer: dict[str, Any] = response.json()
+    return answer.get("data", answer)
+
+
+def _work_key(sandbox: SandboxHandle) -> str:
+    timestamp = timestamp_ms()
+    sign = work_key_sign(sandbox.app_id, sandbox.app_secret, timestamp)
+    answer = _call(sandbox, "getWorkKey", {"timestamp": timestamp, "sign": sign})
+    assert answer["resultCode"] == 10000
+    return str(answer["workKey"])
+
+
+def _sync(
+    sandbox: SandboxHandle, key: str, serial: int, *, timestamp: str | None = None, **people: str
+) -> int:
+    card, person = make_resident(serial, **people)
+    stamp = timestamp or timestamp_ms()
+    data = {"timestamp": stamp, "type": "0", "sign": sync_card_sign(sandbox.app_id, key, stamp, "0"),
+            "cardInfo": card, "peopleInfo": person}  # fmt: skip
+    return int(_call(sandbox, "syncCardInfo", data)["resultCode"])
+
+
+# -- envelope --------------------------------------------------------------------------
+
+
+def test_work_key_refused_for_unknown_app_or_wrong_secret(sandbox: SandboxHandle) -> None:
+    timestamp = timestamp_ms()
+    unknown = _call(sandbox, "getWorkKey", {"timestamp": timestamp, "sign": "0" * 32}, app_id="nobody")
+    assert unknown["resultCode"] == 10101 and unknown["message"] == "机构代码错误"
+    wrong = _call(
+        sandbox, "getWorkKey", {"timestamp": timestamp, "sign": work_key_sign(sandbox.app_id, "x", timestamp)}
+    )
+    assert wrong["resultCode"] == 10103
+
+
+def test_bad_sign_stale_timestamp_and_missing_keys(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    assert _sync(sandbox, key, 1) == 10000
+    assert _sync(sandbox, "NOT-THE-KEY", 2) == 10105
+    stale = str(int(time.time() * 1000) - 3_600_000)
+    assert _sync(sandbox, key, 3, timestamp=stale) == 10110
+    timestamp = timestamp_ms()
+    sign = sync_card_sign(sandbox.app_id, key, timestamp, "0")
+    card, people = make_resident(4)
+    del people["brdh"]
+    data = {"timestamp": timestamp, "type": "0", "sign": sign, "cardInfo": card, "peopleInfo": people}
+    assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110
+    envelope = {"appId": sandbox.app_id, "app": {"termId": ""}, "data": data}
+    assert _raw_post(sandbox, "syncCardInfo", envelope).json()["data"]["resultCode"] == 10110
+    assert _raw_post(sandbox, "syncCardInfo", b"{not json").json()["data"]["resultCode"] == 10110
+    assert sandbox.residents() == 1
+
+
+def test_a_new_work_key_invalidates_the_previous_one(sandbox: SandboxHandle) -> None:
+    old = _work_key(sandbox)
+    new = _work_key(sandbox)
+    assert old != new
+    assert _sync(sandbox, old, 1) == 10105
+    assert _sync(sandbox, new, 1) == 10000
+
+
+@pytest.mark.sandbox(workkey_ttl=0.3)
+def test_work_key_expires(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    time.sleep(0.4)
+    assert _sync(sandbox, key, 1) == 10105
+
+
+def test_only_post_to_the_four_methods(sandbox: SandboxHandle) -> None:
+    assert requests.get(f"{sandbox.base_url}getWorkKey.do", timeout=5).status_code == 405
+    assert requests.post(f"{sandbox.base_url}deleteEverything.do", data=b"{}", timeout=5).status_code == 404
+
+
+# -- the platform's field checks ---------------------------------------------------------
+
+_FIELD_CASES = [
+    ({"xm": ""}, 10114),
+    ({"sfzhm": "440604198001010012"}, 10111),  # wrong check character
+    ({"sfzhm": "999999198001010019"}, 10111),  # division never existed
+    ({"xb": "3"}, 10113),
+    ({"xb": "2"}, 10113),  # odd sequence number: a man
+    ({"mzdm": "57"}, 10123),
+    ({"csrq": "19800102"}, 10124),  # differs from the ID number
+    ({"csrq": "1980-01-01"}, 10124),
+    ({"zjlx": "08"}, 10134),
+    ({"fyzhdm": "21"}, 10132),
+    ({"xldm": "11"}, 10133),
+    ({"zydm": "Z"}, 10135),
+    ({"dzlb": "3"}, 10136),
+    ({"ylfyzffs": "08"}, 10131),
+    ({"brdh": "12345"}, 10110),
+    ({"zjhm": "440604198001010010"}, 10110),  # document type 01 but another number
+]
+
+
+@pytest.mark.parametrize(("people", "code"), _FIELD_CASES)
+def test_people_checks(sandbox: SandboxHandle, tmp_path: Path, people: dict[str, str], code: int) -> None:
+    card, person = make_resident(0, **people)
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        assert client.sync_card_info(card, person).result_code == code
+    assert sandbox.residents() == 0
+
+
+@pytest.mark.parametrize(
+    ("card", "code"),
+    [({"fksj": "20261399"}, 10128), ({"fksj": "29990101"}, 10128), ({"yhkh": "62220abc"}, 10151),
+     ({"orgCode": ""}, 10101), ({"isRealName": "2"}, 10110), ({"klx": ""}, 10110)],
+)  # fmt: skip
+def test_card_checks(sandbox: SandboxHandle, tmp_path: Path, card: dict[str, str], code: int) -> None:
+    card_info, person = make_resident(0)
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        assert client.sync_card_info({**card_info, **card}, person).result_code == code
+
+
+def test_empty_optional_codes_and_landline_pass(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    card, person = make_resident(0, fyzhdm="", xldm="", zydm="", brdh="0757-83381234", xb="9")
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        assert client.sync_card_info({**card, "yhkh": "6222021234567890123", "fksj": "20240101"}, person).ok
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+def test_second_enrolment_10115_and_card_number_reuse_10116(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        first = client.sync_card_info({**make_resident(1)[0], "kh": "K0001"}, make_resident(1)[1])
+        assert first.ok
+        assert client.sync_card_info(*make_resident(1)).result_code == 10115
+        assert (
+            client.sync_card_info({**make_resident(2)[0], "kh": "K0001"}, make_resident(2)[1]).result_code
+            == 10116
+        )
+    assert sandbox.residents() == 1
+
+
+def test_card_ids_are_deterministic_per_resident(start_sandbox: Any, tmp_path: Path) -> None:
+    ids = []
+    for index in range(2):
+        sandbox = start_sandbox()
+        with PlatformClient(sandbox.settings(), tmp_path / str(index)) as client:
+            ids.append(client.sync_card_info(*make_resident(5)).data)
+    assert ids[0] == ids[1]
+    assert re.fullmatch(r"[0-9A-F]{64}", ids[0]["ehealthCardId"])
+    assert re.fullmatch(r"[0-9]{20}", ids[0]["virtualCardNum"])
+
+
+def test_bind_before_and_after_enrolment(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    card, person = make_resident(3)
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm="", brdh="").result_code == 10108
+        enrolled = client.sync_card_info(card, person)
+        bound = client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm=person["xm"], brdh=person["brdh"])
+        assert bound.ok and bound.data == enrolled.data
+        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm="别人", brdh="").result_code == 10157
+        assert client.bind_card_info(
+            zjlx="01", zjhm=person["sfzhm"], xm="", brdh="", bind_type="2"
+        ).result_code == (10110)
+    assert sandbox.query("SELECT count(*) FROM bindings")[0][0] == 1
+
+
+def test_get_img_returns_a_png_of_the_qr_text(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        enrolled = client.sync_card_info(*make_resident(6))
+        image = client.get_img(ehealth_card_id=enrolled.data["ehealthCardId"])
+        assert client.get_img(virtual_card_num="10000000000000000000").result_code == 10109
+    assert image.ok
+    assert re.fullmatch(enrolled.data["ehealthCardId"] + r":0:[0-9A-F]{32}", image.data["qrCode"])
+    assert base64.b64decode(image.data["img"]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_answers_carry_the_documents_quirks(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    card, person = make_resident(8)
+    timestamp = timestamp_ms()
+    data = {"timestamp": timestamp, "type": "0", "sign": sync_card_sign(sandbox.app_id, key, timestamp, "0"),
+            "cardInfo": card, "peopleInfo": person}  # fmt: skip
+    answer = _call(sandbox, "syncCardInfo", data)
+    assert answer[" virtualCardNum "].startswith(" ") and "virtualCardNum" not in answer
+    sign = bind_card_sign(sandbox.app_id, key, timestamp, "01", person["sfzhm"])
+    bind = {"timestamp": timestamp, "sign": sign, "type": "0", "zjlx": "01", "zjhm": person["sfzhm"],
+            "xm": "", "brdh": "", "bindType": "1", "bindZjlx": "", "bindZjhm": ""}  # fmt: skip
+    assert _call(sandbox, "bindCardInfo", bind)["resultCode"] == 10000
+
+
+def test_restart_keeps_residents_and_work_keys(start_sandbox: Any, tmp_path: Path) -> None:
+    first = start_sandbox()
+    with PlatformClient(first.settings(), tmp_path / "state") as client:
+        enrolled = client.sync_card_info(*make_resident(9))
+    first.stop()
+    port = int(first.base_url.split(":")[2].split("/")[0])
+    again = start_sandbox(db_path=first.db_path, app_id=first.app_id, app_secret=first.app_secret, port=port)
+    with PlatformClient(again.settings(), tmp_path / "state") as client:
+        assert client.sync_card_info(*make_resident(9)).result_code == 10115
+        sfzhm = make_resident(9)[1]["sfzhm"]
+        assert client.bind_card_info(zjlx="01", zjhm=sfzhm, xm="", brdh="").data == enrolled.data
+    assert again.residents() == 1
+    assert again.count("getWorkKey") == 1  # the cached key still works after the restart
+
+
+# -- faults and rate limit -------------------------------------------------------------------
+
+
+def test_fault_sequence_is_reproducible_with_a_seed() -> None:
+    def sequence(seed: int) -> list[str | None]:
+        plan = FaultPlan(0.4, seed)
+        return [plan.draw("syncCardInfo") for _ in range(200)]
+
+    assert sequence(7) == sequence(7) != sequence(8)
+    assert set(sequence(7)) == {None, *FAULT_KINDS}
+
+
+@pytest.mark.sandbox(fault_rate=0.5, seed=3, slow_ms=50)
+def test_random_faults_never_enrol_and_the_client_gets_through(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    settings = sandbox.settings(max_attempts=30, read_timeout=5.0)
+    with PlatformClient(settings, tmp_path, initial_wait=0.01) as client:
+        results = [client.sync_card_info(*make_resident(50 + i)) for i in range(6)]
+    assert all(result.ok for result in results)
+    faulted = sandbox.query("SELECT count(*) FROM requests WHERE fault IS NOT NULL")[0][0]
+    assert faulted > 0 and sandbox.residents() == 6
+
+
+@pytest.mark.sandbox(rate_limit=5)
+def test_rate_limit_answers_429_with_retry_after(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    stamp = timestamp_ms()
+    data = {"timestamp": stamp, "type": "0", "sign": sync_card_sign(sandbox.app_id, key, stamp, "0"),
+            "cardInfo": {}, "peopleInfo": {}}  # fmt: skip
+    envelope = {"appId": sandbox.app_id, "app": APP_BLOCK, "data": data}
+    statuses = [_raw_post(sandbox, "syncCardInfo", envelope) for _ in range(8)]
+    refused = [r for r in statuses if r.status_code == 429]
+    assert len(refused) >= 4 and all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+
+
+def test_max_in_window_counts_half_open_windows() -> None:
+    assert max_in_window([0.0, 0.5, 0.999, 1.0, 1.6]) == 3
+    assert max_in_window([0.0, 0.5, 0.999, 1.0, 1.2]) == 4
+    assert max_in_window([]) == 0
+
+
+def test_subprocess_sandbox_serves_and_stops_cleanly(start_sandbox: Any, tmp_path: Path) -> None:
+    sandbox = start_sandbox(subprocess=True, latency_ms=5)
+    assert sandbox.base_url.endswith("/jkfs-dzjkk/dzjkk/websvi/")
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        assert client.sync_card_info(*make_resident(70)).ok
+    sandbox.stop()
+    assert sandbox.process is not None and sandbox.process.returncode == 0
+    assert sandbox.residents() == 1
+
+
+def test_build_server_reports_a_busy_port(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    from pipeline.errors import ConfigError
+
+    port = int(sandbox.base_url.split(":")[2].split("/")[0])
+    with pytest.raises(ConfigError, match=str(port)):
+        build_server(port=port, state=tmp_path / "other.sqlite", apps={})
