@@ -174,17 +174,29 @@ def figure_rate(rows: int) -> list[Figure]:
     ]
 
 
+def _bare_loop(command: list[str], home: Path) -> dict[str, Any]:
+    """Run the bare requests.Session loop; its own report (calls, seconds, cpu, failures)."""
+    found: dict[str, Any] = json.loads(
+        measure(command, ehc_env(home)).check().stdout.strip().splitlines()[-1]
+    )
+    return found
+
+
 def figure_cpu(rows: int) -> list[Figure]:
     """Client CPU per call and calls/s without a rate limit, against bare requests.Session posts."""
     path = register("csv", rows, 4, 0.0)
     folder = fresh("cpu")
     with Sandbox(folder / "sandbox") as sandbox:
+        bare_command = python(
+            BASELINES, "bare-post", sandbox.base_url, sandbox.app_id, sandbox.app_secret, str(rows)
+        )
+        # The bare loop runs before and after (other residents each time); the faster is the ceiling.
+        loops = [_bare_loop([*bare_command, "5"], folder / "bare")]
         dry = validate(path, folder / "dry")
         run = submit(path, sandbox, folder / "out", folder / "state", UNLIMITED, WORKERS)
-        arrivals = sandbox.arrivals()
-        bare = measure(python(BASELINES, "bare-post", sandbox.base_url, sandbox.app_id, sandbox.app_secret,
-                              str(rows), "5"), ehc_env(folder / "bare")).check()  # fmt: skip
-    loop = json.loads(bare.stdout.strip().splitlines()[-1])
+        arrivals = sandbox.arrivals()[-rows:]
+        loops.append(_bare_loop([*bare_command, "7"], folder / "bare"))
+    loop = max(loops, key=lambda found: found["calls"] / found["seconds"])
     calls = len(arrivals)
     span = float(arrivals[-1] - arrivals[0]) if calls > 1 else float("nan")
     per_call = (run.cpu - dry.cpu) / max(calls, 1) * 1000

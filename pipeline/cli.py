@@ -151,19 +151,22 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import dryrun, submit, summary
+    from pipeline.lock import run_lock
 
-    batch, paths = submit.run_submit(
-        args.inputs,
-        args.out,
-        settings,
-        sheet=args.sheet,
-        all_sheets=args.all_sheets,
-        mapping_file=args.mapping,
-        rate=args.rate,
-        concurrency=args.concurrency,
-        lookup_existing=args.lookup_existing or None,
-        progress=_progress_wanted(),
-    )
+    # The journal is shared: two submissions at once could both claim and send one resident.
+    with run_lock(settings.state_dir, command="ehc submit"):
+        batch, paths = submit.run_submit(
+            args.inputs,
+            args.out,
+            settings,
+            sheet=args.sheet,
+            all_sheets=args.all_sheets,
+            mapping_file=args.mapping,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            lookup_existing=args.lookup_existing or None,
+            progress=_progress_wanted(),
+        )
     print(summary.format_summary(batch, paths, submitted=True))
     return dryrun.exit_code_for(batch)
 
@@ -173,6 +176,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     out = args.out or args.inbox.parent / f"{args.inbox.name}-results"
     result = inbox.run_inbox(args.inbox, out, settings, dry_run=args.dry_run)
+    print(result.text)
     return result.exit_code
 
 

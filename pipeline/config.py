@@ -7,6 +7,7 @@ come from ``EHC_APP_SECRET`` only.  ``Settings`` never prints the secret.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -77,9 +78,9 @@ class InboxSettings:
     settle_seconds: float = 60.0
 
 
-def default_state_dir() -> Path:
+def default_state_dir(env: dict[str, str] | None = None) -> Path:
     """``$XDG_STATE_HOME/ehc`` (``~/.local/state/ehc``)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = (os.environ if env is None else env).get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "ehc"
 
 
@@ -123,26 +124,27 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 
 
 def _coerce(value: Any, like: Any, where: str) -> Any:
+    fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
     if isinstance(like, bool):
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "0", "false", "no"}:
             return value.strip().lower() in {"1", "true", "yes"}
-        raise ConfigError(f"配置项 {where} 应为 true 或 false，实际为 {value!r}。请改正配置文件")
+        raise ConfigError(f"配置项 {where} 应为 true 或 false，实际为 {value!r}。{fix}")
     if isinstance(like, (int, float)) and not isinstance(like, bool):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"配置项 {where} 应为数字，实际为 {value!r}。请改正配置文件") from None
-        if number < 0:
-            raise ConfigError(f"配置项 {where} 不能为负数（{value!r}）。请改正配置文件")
+            raise ConfigError(f"配置项 {where} 应为数字，实际为 {value!r}。{fix}") from None
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"配置项 {where} 应为不小于 0 的有限数字（{value!r}）。{fix}")
         return int(number) if isinstance(like, int) else number
-    if isinstance(value, (str, int, float)):
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value).strip()
-    raise ConfigError(f"配置项 {where} 应为文字，实际为 {value!r}。请改正配置文件")
+    raise ConfigError(f"配置项 {where} 应为文字（加引号），实际为 {value!r}。{fix}")
 
 
-def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+def _section(cls: type, values: dict[str, Any], name: str, from_env: dict[str, str]) -> Any:
     instance = cls()
     known = {f.name for f in fields(cls)}
     changes: dict[str, Any] = {}
@@ -151,8 +153,31 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
             raise ConfigError(
                 f"配置文件中 [{name}] 下有未知的配置项 {key}。可用的有：{', '.join(sorted(known))}"
             )
-        changes[key] = _coerce(value, getattr(instance, key), f"[{name}] {key}")
+        where = f"环境变量 {from_env[key]}" if key in from_env else f"[{name}] {key}"
+        changes[key] = _coerce(value, getattr(instance, key), where)
+    if name == "logging":
+        changes["level"] = _log_level(changes.get("level", instance.level))
     return replace(instance, **changes)
+
+
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(
+            f"配置项 [logging] level 应为 {'、'.join(_LOG_LEVELS)} 之一，实际为 {value!r}。请改正配置文件"
+        )
+    return level
+
+
+def _path(value: Any, where: str) -> Path | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"配置项 {where} 应为文字（目录路径，加引号），实际为 {value!r}。请改正配置文件")
+    return Path(os.path.expanduser(value))
 
 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -169,7 +194,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             with open(path, "rb") as handle:
                 document = tomllib.load(handle)
         except FileNotFoundError:
-            raise ConfigError(f"找不到配置文件 {path}。请检查路径，或参照 docs/ehc.example.toml 新建") from None
+            raise ConfigError(
+                f"找不到配置文件 {path}。请检查路径，或参照 docs/ehc.example.toml 新建"
+            ) from None
         except OSError as error:
             raise ConfigError(f"无法读取配置文件 {path}（{error.strerror}）。请检查文件权限") from None
         except tomllib.TOMLDecodeError as error:
@@ -178,23 +205,36 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise ConfigError(f"配置文件 {path} 不是 UTF-8 编码。请另存为 UTF-8") from None
 
     sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    for name in _SECTIONS:
         raw = document.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"配置文件中 [{name}] 应为一个表（section）。请改正配置文件")
         sections[name] = dict(raw)
+    from_env: dict[str, dict[str, str]] = {name: {} for name in _SECTIONS}
     for variable, (section, key) in ENV_OVERRIDES.items():
         if env.get(variable, "").strip():
             sections[section][key] = env[variable]
+            from_env[section][key] = variable
 
-    built = {name: _section(cls, sections[name], name) for name, cls in _SECTIONS.items()}
+    built = {name: _section(cls, sections[name], name, from_env[name]) for name, cls in _SECTIONS.items()}
 
     paths = document.get("paths", {})
     if not isinstance(paths, dict):
         raise ConfigError("配置文件中 [paths] 应为一个表（section）。请改正配置文件")
-    state_dir = Path(os.path.expanduser(env.get("EHC_STATE_DIR") or paths.get("state_dir") or default_state_dir()))
-    log_dir_raw = env.get("EHC_LOG_DIR") or paths.get("log_dir")
-    log_dir = Path(os.path.expanduser(log_dir_raw)) if log_dir_raw else None
+    unknown_paths = set(paths) - {"state_dir", "log_dir"}
+    if unknown_paths:
+        raise ConfigError(
+            f"配置文件中 [paths] 下有未知的配置项 {', '.join(sorted(unknown_paths))}。"
+            "可用的有：log_dir, state_dir"
+        )
+    state_dir = (
+        _path(env.get("EHC_STATE_DIR"), "环境变量 EHC_STATE_DIR")
+        or _path(paths.get("state_dir"), "[paths] state_dir")
+        or default_state_dir(env)
+    )
+    log_dir = _path(env.get("EHC_LOG_DIR"), "环境变量 EHC_LOG_DIR") or _path(
+        paths.get("log_dir"), "[paths] log_dir"
+    )
 
     aliases = document.get("columns", {})
     if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):

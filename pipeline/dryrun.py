@@ -156,7 +156,14 @@ def prepare_batch(
         faults=all_faults,
         outcome=status_from_faults(len(rows), all_faults),
     )
-    logger.info("校验完成：{} 行，其中 {} 行未通过", len(batch), int((batch.outcome["status"] == STATUS_INVALID).sum()))
+    invalid = int((batch.outcome["status"] == STATUS_INVALID).sum())
+    logger.info("校验完成：{} 行，其中 {} 行未通过", len(batch), invalid)
+    missing_org = int((rows["orgCode"] == "").sum())
+    if missing_org:
+        logger.warning(
+            "{} 行没有发卡机构代码（orgCode）：提交前请设置环境变量 EHC_ORG_CODE 或配置 [defaults] org_code",
+            missing_org,
+        )
     return batch
 
 

@@ -61,7 +61,6 @@ _ERRORS: dict[tuple[int, str, str], str] = {
     (10151, "yhkh", ""): "银行卡号“{value}”应为12–19位数字",
     (10110, "brdh", ""): "联系电话“{value}”不是有效的手机号码（11位）或带区号的固定电话",
     (10110, "brdh", "empty"): "联系电话为空",
-    (10110, "orgCode", "empty"): "发卡机构代码为空：请在配置文件 [defaults] 中填写 org_code，或在表中填写",
     (10110, "klx", "empty"): "卡类别为空：请在配置文件 [defaults] 中填写 klx，或在表中填写",
     (10110, "isRealName", ""): "是否实名“{value}”应为 1（已实名认证）或 0（未认证）",
     (10110, "isRealName", "empty"): "是否实名为空：应为 1（已实名认证）或 0（未认证）",

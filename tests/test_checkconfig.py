@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import SandboxHandle
+from loguru import logger
 
 from pipeline import cli
 from pipeline.checkconfig import check_config, mask_app_id, settings_problems
@@ -150,6 +153,15 @@ def test_mask_app_id(app_id: str, masked: str) -> None:
     assert mask_app_id(app_id) == masked
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """cli.main points loguru at the captured stderr, which pytest closes after the test."""
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_command_line(
     sandbox: SandboxHandle,
     tmp_path: Path,

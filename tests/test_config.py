@@ -178,50 +178,42 @@ def test_bad_environment_value_is_a_config_error() -> None:
 # -- defects found in config.py (a fix is proposed; these pass once it is applied) --------------
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: log level not normalised; loguru rejects 'info'")
 def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
     settings = load_settings(_toml(tmp_path, '[logging]\nlevel = "info"\n'), env={})
     assert settings.logging.level == "INFO"
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: unknown [logging] level accepted, fails later in loguru")
 def test_unknown_log_level_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="level"):
         load_settings(_toml(tmp_path, '[logging]\nlevel = "VERBOSE"\n'), env={})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: [paths] keys are not checked; a typo is silently ignored")
 def test_unknown_paths_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="statedir"):
         load_settings(_toml(tmp_path, '[paths]\nstatedir = "/srv/ehc"\n'), env={})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: a non-string state_dir raises TypeError, not ConfigError")
 def test_non_text_state_dir_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="state_dir"):
         load_settings(_toml(tmp_path, "[paths]\nstate_dir = 5\n"), env={})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: nan/inf accepted as numbers")
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_non_finite_rate_is_rejected(value: str) -> None:
     with pytest.raises(ConfigError, match=r"(?i)rate"):
         load_settings(None, env={"EHC_RATE": value})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: a TOML boolean for a text key becomes 'True'")
 def test_boolean_for_text_key_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is_real_name"):
         load_settings(_toml(tmp_path, "[defaults]\nis_real_name = true\n"), env={})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: an error in an environment value blames the file")
 def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="EHC_RATE"):
         load_settings(None, env={"EHC_RATE": "abc"})
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: default_state_dir reads os.environ, not the env given")
 def test_default_state_dir_follows_given_environment(tmp_path: Path) -> None:
     settings = load_settings(None, env={"XDG_STATE_HOME": str(tmp_path)})
     assert settings.state_dir == tmp_path / "ehc"

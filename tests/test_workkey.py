@@ -57,11 +57,14 @@ _CHILD = textwrap.dedent(
     from pipeline.client import PlatformClient
     from pipeline.config import PlatformSettings
 
-    base_url, app_id, state, first, start_at = sys.argv[1:6]
+    base_url, app_id, state, first, barrier = sys.argv[1:6]
     settings = PlatformSettings(base_url=base_url, app_id=app_id, app_secret=os.environ["SECRET"])
     with PlatformClient(settings, Path(state), initial_wait=0.01) as client:
         client.work_key()
-        time.sleep(max(0.0, float(start_at) - time.time()))
+        Path(barrier, f"ready-{first}").touch()
+        deadline = time.time() + 60
+        while not Path(barrier, "go").exists() and time.time() < deadline:
+            time.sleep(0.01)
         with ThreadPoolExecutor(4) as pool:
             calls = [make_resident(int(first) + i) for i in range(8)]
             results = list(pool.map(lambda resident: client.sync_card_info(*resident), calls))
@@ -70,7 +73,7 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _child(sandbox: SandboxHandle, state: Path, first: int, start_at: float) -> subprocess.Popen[str]:
+def _child(sandbox: SandboxHandle, state: Path, first: int, barrier: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "SECRET": sandbox.app_secret, "TESTS_DIR": str(Path(__file__).parent)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     return subprocess.Popen(
@@ -82,7 +85,7 @@ def _child(sandbox: SandboxHandle, state: Path, first: int, start_at: float) -> 
             sandbox.app_id,
             str(state),
             str(first),
-            str(start_at),
+            str(barrier),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -90,37 +93,51 @@ def _child(sandbox: SandboxHandle, state: Path, first: int, start_at: float) -> 
     )
 
 
+def _wait_ready(barrier: Path, count: int, children: list[subprocess.Popen[str]]) -> None:
+    deadline = time.time() + 60
+    while len(list(barrier.glob("ready-*"))) < count:
+        assert time.time() < deadline and all(child.poll() is None for child in children), (
+            "children not ready"
+        )
+        time.sleep(0.01)
+
+
 def test_a_second_process_reuses_the_cached_key(sandbox: SandboxHandle, tmp_path: Path) -> None:
     with _client(sandbox, tmp_path) as client:
         client.work_key()
-    child = _child(sandbox, tmp_path, 300, time.time())
+    (tmp_path / "go").touch()
+    child = _child(sandbox, tmp_path, 300, tmp_path)
     out, _ = child.communicate(timeout=60)
     assert child.returncode == 0 and out.strip() == ",".join(["10000"] * 8)
     assert sandbox.count("getWorkKey") == 1
 
 
-@pytest.mark.sandbox(workkey_ttl=3)
-def test_two_processes_refresh_an_expired_key_once(sandbox: SandboxHandle, tmp_path: Path) -> None:
-    with _client(sandbox, tmp_path) as client:
+def test_two_processes_refresh_a_replaced_key_once(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    state, barrier = tmp_path / "state", tmp_path / "barrier"
+    barrier.mkdir()
+    with _client(sandbox, state) as client:
         client.work_key()
-    issued = sandbox.count("getWorkKey")
-    start_at = time.time() + 3.2  # both children start calling after the key expired
-    children = [_child(sandbox, tmp_path, 400, start_at), _child(sandbox, tmp_path, 500, start_at)]
+    children = [_child(sandbox, state, 400, barrier), _child(sandbox, state, 500, barrier)]
+    _wait_ready(barrier, 2, children)  # both hold the cached key now
+    with _client(sandbox, tmp_path / "elsewhere") as other:
+        other.work_key()  # the platform replaces the key both children hold
+    fetched_before = sandbox.count("getWorkKey")
+    (barrier / "go").touch()
     outputs = [child.communicate(timeout=60)[0] for child in children]
     assert all(child.returncode == 0 for child in children)
     assert all(out.strip() == ",".join(["10000"] * 8) for out in outputs)
-    assert sandbox.count("getWorkKey") == issued + 1
+    assert sandbox.count("getWorkKey") == fetched_before + 1
     assert sandbox.residents() == 16
 
 
-@pytest.mark.sandbox(workkey_ttl=1.5)
+@pytest.mark.sandbox(workkey_ttl=2)
 def test_expired_key_is_refreshed_mid_run_and_the_call_retried(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
     with _client(sandbox, tmp_path) as client:
         first_key = client.work_key()
         assert client.sync_card_info(*make_resident(20)).ok
-        time.sleep(1.6)
+        time.sleep(2.1)
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda i: client.sync_card_info(*make_resident(21 + i)), range(6)))
         assert all(result.ok for result in results)
