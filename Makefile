@@ -21,7 +21,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline schemas tests bench
-	$(VENV)/bin/mypy pipeline schemas
+	$(VENV)/bin/mypy pipeline schemas bench
 
 bench: $(STAMP)
 	$(PY) bench/run.py

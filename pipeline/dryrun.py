@@ -6,11 +6,14 @@ call :func:`prepare_batch`, then send, then :func:`write_outputs`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from operator import itemgetter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from loguru import logger
 
@@ -105,26 +108,36 @@ def combine(tables: list[MappedTable]) -> tuple[list[range], pd.DataFrame, pd.Da
     return offsets, _source_frame(tables, offsets), original, extras
 
 
+def _join_by_row(row_ids: np.ndarray, texts: np.ndarray, sep: str) -> tuple[np.ndarray, list[str]]:
+    """Join ``texts`` per row id (``row_ids`` sorted), dropping repeats within a row."""
+    rows: list[int] = []
+    joined: list[str] = []
+    for row_id, group in itertools.groupby(
+        zip(row_ids.tolist(), texts.tolist(), strict=True), key=itemgetter(0)
+    ):
+        rows.append(row_id)
+        joined.append(sep.join(dict.fromkeys(text for _, text in group)))
+    return np.asarray(rows, dtype="int64"), joined
+
+
 def status_from_faults(n_rows: int, faults: pd.DataFrame) -> pd.DataFrame:
     """The dry-run outcome frame: ``invalid`` where a row has an error fault."""
-    errors = faults[faults["severity"] == "error"]
-    outcome = pd.DataFrame(
-        {
-            "status": STATUS_VALID,
-            "result_code": "",
-            "message": "",
-            "ehealthCardId": "",
-            "virtualCardNum": "",
-        },
-        index=pd.RangeIndex(n_rows),
-    )
+    errors = faults[faults["severity"] == "error"].sort_values("row_id", kind="stable")
+    status = np.full(n_rows, STATUS_VALID, dtype=object)
+    result_code = np.full(n_rows, "", dtype=object)
+    message = np.full(n_rows, "", dtype=object)
     if len(errors):
-        grouped = errors.groupby("row_id", sort=True)
-        codes = grouped["code"].agg(lambda c: ";".join(dict.fromkeys(str(x) for x in c)))
-        messages = grouped["message"].agg("；".join)
-        outcome.loc[codes.index, "status"] = STATUS_INVALID
-        outcome.loc[codes.index, "result_code"] = codes
-        outcome.loc[messages.index, "message"] = messages
+        row_ids = errors["row_id"].to_numpy(dtype="int64")
+        rows, codes = _join_by_row(row_ids, errors["code"].astype(str).to_numpy(), ";")
+        _, messages = _join_by_row(row_ids, errors["message"].to_numpy(dtype=object), "；")
+        status[rows] = STATUS_INVALID
+        result_code[rows] = codes
+        message[rows] = messages
+    outcome = pd.DataFrame(
+        {"status": status, "result_code": result_code, "message": message,
+         "ehealthCardId": "", "virtualCardNum": ""},
+        index=pd.RangeIndex(n_rows),
+    )  # fmt: skip
     return outcome.loc[:, list(OUTCOME_COLUMNS)]
 
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pipeline.model import (
     ADDRESS_FIELD,
     FIELD_LABELS,
+    INPUT_FIELDS,
     STATUS_FAILED,
     STATUS_INVALID,
     STATUS_REJECTED,
@@ -36,6 +37,9 @@ ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
 ERROR = "error"
 WARNING = "warning"
 MESSAGE_SEPARATOR = "；"
+
+#: What a clerk does about a warning (the code's own hint is about its error).
+WARNING_HINT = "无需处理，仅供核对"
 
 
 def text_of(frame: pd.DataFrame, column: str, length: int) -> np.ndarray:
@@ -103,8 +107,6 @@ def join_by_key(keys: np.ndarray, texts: np.ndarray, separator: str) -> tuple[np
 
 
 def _field_order(fields: np.ndarray) -> np.ndarray:
-    from pipeline.model import INPUT_FIELDS
-
     position = {name: i for i, name in enumerate(INPUT_FIELDS)}
     return np.array([position.get(f, -1) for f in fields], dtype=np.int64)
 
@@ -125,7 +127,7 @@ class ReportData:
 
     # -- faults -------------------------------------------------------------------------------------
     def _clean_faults(self, faults: pd.DataFrame) -> pd.DataFrame:
-        """Faults with typed columns, positions (``pos``) into the row arrays, errors first."""
+        """Faults with typed columns and positions (``pos``) into the row arrays, by code, row, field."""
         n_faults = len(faults)
         row_ids = pd.to_numeric(faults.get("row_id", pd.Series(dtype=int)), errors="coerce").to_numpy()
         pos = self.rows.index.get_indexer(pd.Index(row_ids)) if n_faults else np.array([], dtype=np.int64)
@@ -207,7 +209,7 @@ class ReportData:
         failed), and for any row that has no fault text at all.
         """
         texts = np.full(self.n, "", dtype=object)
-        by_row = self.faults.sort_values(["pos", "severity", "code"], kind="stable")
+        by_row = self.faults.sort_values(["pos", "severity", "code"], kind="stable")  # "error" < "warning"
         if len(by_row):
             keys, joined = join_by_key(by_row["pos"].to_numpy(), fault_texts(by_row), MESSAGE_SEPARATOR)
             texts[keys] = joined
@@ -252,6 +254,8 @@ class ReportData:
         blank = messages == ""
         messages[blank] = [describe(int(c)) for c in codes[blank]]
         hints = {int(c): hint(int(c)) for c in np.unique(codes)}
+        hint_texts = np.array([hints[int(c)] for c in codes], dtype=object)
+        hint_texts[faults["severity"].to_numpy() == WARNING] = WARNING_HINT
         return pd.DataFrame(
             {
                 "code": codes,
@@ -261,7 +265,7 @@ class ReportData:
                 "column": column,
                 "original": original,
                 "message": messages,
-                "hint": np.array([hints[int(c)] for c in codes], dtype=object),
+                "hint": hint_texts,
             }
         )
 

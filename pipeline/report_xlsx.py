@@ -28,7 +28,7 @@ from pipeline.model import (
     STATUS_REJECTED,
     STATUS_VALID,
 )
-from pipeline.report_rows import ReportData, column_of, extra_columns, relabel, text_of
+from pipeline.report_rows import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
 from pipeline.xlsx_writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
 from pipeline.xlsx_xml import text_column
 from schemas.tables import describe, hint
@@ -204,7 +204,7 @@ def _code_counts(data: ReportData) -> tuple[list[str], list[pa.Array]]:
         text_column([describe(p[0]) for p in parts]),
         _numbers(np.array([p[1] for p in parts], dtype=float)),
         text_column([p[2] for p in parts]),
-        text_column([hint(p[0]) for p in parts]),
+        text_column([hint(p[0]) if p[2] == "错误" else WARNING_HINT for p in parts]),
     ]
     return headers, columns
 

@@ -124,12 +124,26 @@ class _Tasks(Sequence[Task]):
         )
 
 
+def _update_outcome(batch: Batch, row_ids: Sequence[Any] | pd.Index, columns: dict[str, Any]) -> None:
+    """Set ``columns`` of ``batch.outcome`` at ``row_ids`` (values: one per row, or one for all).
+
+    Whole columns are rebuilt: setting 100k cells of an Arrow string column
+    in place costs a hundred times more.
+    """
+    outcome = batch.outcome
+    positions = outcome.index.get_indexer(pd.Index(row_ids))
+    for name, values in columns.items():
+        column = outcome[name].to_numpy(dtype=object, copy=True)
+        column[positions] = values
+        outcome[name] = pd.Series(column, index=outcome.index, dtype=outcome[name].dtype)
+
+
 def _set_outcomes(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
     if not len(row_ids):
         return
-    values = [(o.status, o.result_code, o.message, o.ehealth_card_id, o.virtual_card_num) for o in outcomes]
-    update = pd.DataFrame(values, index=pd.Index(row_ids), columns=list(OUTCOME_COLUMNS))
-    batch.outcome.loc[update.index, list(OUTCOME_COLUMNS)] = update
+    fields = ("status", "result_code", "message", "ehealth_card_id", "virtual_card_num")
+    values = zip(*((getattr(o, f) for f in fields) for o in outcomes), strict=True)
+    _update_outcome(batch, row_ids, {name: list(v) for name, v in zip(OUTCOME_COLUMNS, values, strict=True)})
 
 
 def _append_rejections(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
@@ -151,12 +165,14 @@ def _from_journal(batch: Batch, row_ids: pd.Index, ids: pd.Series, known: pd.Dat
     if not len(row_ids):
         return
     entries = known.loc[ids.loc[row_ids].to_numpy()]
-    outcome = batch.outcome
-    outcome.loc[row_ids, "status"] = STATUS_ALREADY_ENROLLED
-    outcome.loc[row_ids, "result_code"] = ""
-    outcome.loc[row_ids, "message"] = MESSAGE_FROM_JOURNAL
-    outcome.loc[row_ids, "ehealthCardId"] = entries["ehealth_card_id"].fillna("").astype(str).to_numpy()
-    outcome.loc[row_ids, "virtualCardNum"] = entries["virtual_card_num"].fillna("").astype(str).to_numpy()
+    _update_outcome(
+        batch, row_ids,
+        {
+            "status": STATUS_ALREADY_ENROLLED, "result_code": "", "message": MESSAGE_FROM_JOURNAL,
+            "ehealthCardId": entries["ehealth_card_id"].fillna("").astype(str).to_numpy(),
+            "virtualCardNum": entries["virtual_card_num"].fillna("").astype(str).to_numpy(),
+        },
+    )  # fmt: skip
 
 
 def _follow(first: Outcome) -> Outcome:
@@ -169,6 +185,37 @@ def _follow(first: Outcome) -> Outcome:
     return Outcome(first.status, first.result_code, first.message, fault_code=first.fault_code)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Which valid rows the journal answers and which need a call; computed without changing the batch."""
+
+    ids: pd.Series  # ID number of every valid row (index row_id)
+    known: pd.DataFrame  # the journal's state and card ids of those residents
+    from_journal: pd.Index  # rows of residents enrolled per the journal: no call
+    to_send: pd.Index  # the first row of every other resident: one call each
+    repeats: pd.Index  # later rows of a resident in ``to_send``: answered from its outcome
+
+    @property
+    def needs_calls(self) -> bool:
+        """Whether anything has to be sent."""
+        return len(self.to_send) > 0
+
+
+def plan_submission(batch: Batch, journal: Journal) -> Plan:
+    """Look every valid row's resident up in the journal (one query) and split the rows."""
+    valid = batch.outcome.index[batch.outcome["status"] == STATUS_VALID]
+    ids = batch.rows.loc[valid, "sfzhm"].fillna("").astype(str)
+    known = journal.lookup_many(
+        ids.unique().tolist(), columns=("state", "ehealth_card_id", "virtual_card_num")
+    )
+    enrolled = (
+        ids.map(known["state"]).eq(STATE_ENROLLED).to_numpy() if len(known) else np.zeros(len(ids), bool)
+    )
+    pending = ids[~enrolled]
+    repeated = pending.duplicated(keep="first").to_numpy()
+    return Plan(ids, known, valid[enrolled], pending.index[~repeated], pending.index[repeated])
+
+
 def submit_batch(
     batch: Batch,
     client: ClientLike,
@@ -179,6 +226,7 @@ def submit_batch(
     lookup_existing: bool = False,
     progress: bool = False,
     stop: threading.Event | None = None,
+    plan: Plan | None = None,
 ) -> SubmitSummary:
     """Send every valid row of ``batch`` and fill its outcome (invalid rows stay invalid).
 
@@ -188,21 +236,13 @@ def submit_batch(
     returns or raises, every row has a final status; a run-stopping fault
     raised by the client (e.g. :class:`AuthenticationRefused`) is re-raised
     after the outcome is filled, so the caller can still write the reports.
+    ``plan`` is :func:`plan_submission` of this batch, if the caller has it.
     """
     stop = stop or threading.Event()
-    summary = SubmitSummary()
-    valid = batch.outcome.index[batch.outcome["status"] == STATUS_VALID]
-    ids = batch.rows.loc[valid, "sfzhm"].fillna("").astype(str)
-    known = journal.lookup_many(ids.unique().tolist())
-    states = ids.map(known["state"]) if len(known) else pd.Series("", index=ids.index)
-    enrolled = states == STATE_ENROLLED
-    _from_journal(batch, valid[enrolled.to_numpy()], ids, known)
-    summary.from_journal = int(enrolled.sum())
-
-    pending = ids[~enrolled.to_numpy()]
-    repeated = pending.duplicated(keep="first")
-    first_rows = pending.index[~repeated.to_numpy()]
-    tasks = _Tasks(batch.rows.loc[first_rows])
+    plan = plan or plan_submission(batch, journal)
+    summary = SubmitSummary(from_journal=len(plan.from_journal))
+    _from_journal(batch, plan.from_journal, plan.ids, plan.known)
+    tasks = _Tasks(batch.rows.loc[plan.to_send])
     size = pool_size(rate, concurrency)
     logger.info(
         "开始提交：{} 人待发送，{} 人据提交日志已办理；速率上限 {}/秒，并发 {}{}",
@@ -226,13 +266,11 @@ def submit_batch(
         if outcome is None:
             outcome = Outcome(STATUS_FAILED, "", MESSAGE_UNKNOWN if position in pool.unknown else reason)
         final.append(outcome)
-    _set_outcomes(batch, list(first_rows), final)
-    _append_rejections(batch, list(first_rows), final)
-
-    by_id = dict(zip(ids.loc[first_rows].tolist(), final, strict=True))
-    followers = pending.index[repeated.to_numpy()]
-    follow = [_follow(by_id[ids.loc[row_id]]) for row_id in followers]
-    _set_outcomes(batch, list(followers), follow)
+    _set_outcomes(batch, list(plan.to_send), final)
+    _append_rejections(batch, list(plan.to_send), final)
+    by_id = dict(zip(plan.ids.loc[plan.to_send].tolist(), final, strict=True))
+    follow = [_follow(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
+    _set_outcomes(batch, list(plan.repeats), follow)
 
     summary.sent = sum(1 for o in pool.outcomes if o is not None)
     summary.calls = sender.calls
@@ -309,7 +347,8 @@ def run_submit(
             write_outputs(batch, out_dir, submitted=False)
             raise
         try:
-            if _has_work(batch, journal):
+            plan = plan_submission(batch, journal)
+            if plan.needs_calls:
                 try:
                     client.work_key()  # fail fast, before anything is sent
                 except EhcError:
@@ -319,7 +358,7 @@ def run_submit(
             try:
                 summary = submit_batch(
                     batch, client, journal, rate=limit, concurrency=workers,
-                    lookup_existing=lookup, progress=progress, stop=threading.Event(),
+                    lookup_existing=lookup, progress=progress, stop=threading.Event(), plan=plan,
                 )  # fmt: skip
             finally:
                 paths = write_outputs(batch, out_dir, submitted=True)
@@ -330,14 +369,3 @@ def run_submit(
             f"提交已中断；已完成部分的报告已写入 {out_dir}。再次运行同一命令即可继续（已办理的不会重复发送）"
         )
     return batch, paths
-
-
-def _has_work(batch: Batch, journal: Journal) -> bool:
-    """Whether any valid row's resident is not yet enrolled per the journal."""
-    valid = batch.outcome["status"] == STATUS_VALID
-    if not valid.any():
-        return False
-    ids = batch.rows.loc[valid, "sfzhm"].fillna("").astype(str).unique().tolist()
-    known = journal.lookup_many(ids)
-    enrolled = int((known["state"] == STATE_ENROLLED).sum()) if len(known) else 0
-    return enrolled < len(ids)

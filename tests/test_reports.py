@@ -245,6 +245,7 @@ def test_errors_sorted_by_code_then_row_naming_the_clerks_columns(dry_run) -> No
     assert body[4][4] == "出生日期"  # derived field: no column in the sheet
     warnings = _sheet_rows(paths["errors.xlsx"], "提示")
     assert [(r[0], r[3], r[4]) for r in warnings[1:]] == [(10111, 4, "身份证号")]
+    assert warnings[1][7] == "无需处理，仅供核对"  # the code's hint is about its error, not this warning
     summary = _sheet_rows(paths["errors.xlsx"], "汇总")
     assert summary[0][:4] == ("代码", "说明", "数量", "级别")
     assert [r[:4] for r in summary[1:6]] == [
@@ -473,3 +474,23 @@ def test_many_comments_across_sheets_keep_unique_shape_ids(tmp_path: Path) -> No
     }
     assert len(notes["a"]) == 1500 and len(notes["b"]) == 10
     assert notes["a"]["C1500"] == "第1499行 & <注>"
+
+
+def test_annotated_marks_follow_a_sheet_that_starts_off_a1(tmp_path: Path) -> None:
+    batch = make_batch(tmp_path)
+    register = tmp_path / "register.xlsx"
+    book = xlsxwriter.Workbook(register)
+    sheet = book.add_worksheet("名单")
+    sheet.write_row(1, 2, HEADERS)  # header on C2
+    for i, person in enumerate(PEOPLE):
+        sheet.write_row(2 + i, 2, [str(v) for v in person])
+    book.close()
+    raw = batch.tables[0].raw
+    raw.column_positions = [p + 2 for p in raw.column_positions]
+    raw.source_row = np.array([3, 4, 5, 6])
+    paths = write_reports(tmp_path / "out", batch)
+    annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
+    assert annotated["C2"].value == "序号" and annotated["A1"].value is None
+    marked = {c.coordinate for row in annotated.iter_rows() for c in row if c.comment}
+    assert marked == {"E3", "E4", "E5", "F5"}
+    assert annotated["F5"].value == "12" and annotated["F5"].fill.fgColor.rgb == "FFFF0000"
