@@ -36,7 +36,6 @@ from pipeline.logs import register_secret
 from pipeline.model import (
     CARD_FIELDS,
     FAULT_COLUMNS,
-    OUTCOME_COLUMNS,
     PEOPLE_FIELDS,
     STATUS_ALREADY_ENROLLED,
     STATUS_ENROLLED,
@@ -141,9 +140,14 @@ def _update_outcome(batch: Batch, row_ids: Sequence[Any] | pd.Index, columns: di
 def _set_outcomes(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
     if not len(row_ids):
         return
-    fields = ("status", "result_code", "message", "ehealth_card_id", "virtual_card_num")
-    values = zip(*((getattr(o, f) for f in fields) for o in outcomes), strict=True)
-    _update_outcome(batch, row_ids, {name: list(v) for name, v in zip(OUTCOME_COLUMNS, values, strict=True)})
+    columns = {
+        "status": [o.status for o in outcomes],
+        "result_code": [o.result_code for o in outcomes],
+        "message": [o.message for o in outcomes],
+        "ehealthCardId": [o.ehealth_card_id for o in outcomes],
+        "virtualCardNum": [o.virtual_card_num for o in outcomes],
+    }
+    _update_outcome(batch, row_ids, columns)
 
 
 def _append_rejections(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
