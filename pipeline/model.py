@@ -30,7 +30,7 @@ FIELDS: tuple[str, ...] = PEOPLE_FIELDS + CARD_FIELDS
 ADDRESS_FIELD = "address"
 
 #: Every field a clerk's column can map to.
-INPUT_FIELDS: tuple[str, ...] = FIELDS + (ADDRESS_FIELD,)
+INPUT_FIELDS: tuple[str, ...] = (*FIELDS, ADDRESS_FIELD)
 
 #: Columns that locate a row in the clerk's files.
 SOURCE_COLUMNS: tuple[str, ...] = ("source_file", "source_sheet", "source_row")

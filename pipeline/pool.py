@@ -165,6 +165,8 @@ def run_pool(
     finally:
         bar.update(sum(finished) - bar.n)
         bar.close()
+    if stop.is_set() and not stop_seen and on_stop is not None:
+        on_stop()
     result.elapsed = time.monotonic() - started
     result.threads = len(threads)
     return result
