@@ -18,8 +18,10 @@ import unicodedata
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.arrowtext import ascii_matrix, digits_value
+from pipeline.arrowtext import ascii_matrix, digits_value, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).
@@ -35,6 +37,17 @@ _SEPARATED = re.compile(
 )
 _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(?:\s+|T)\d{1,2}[:：]\d{1,2}(?:[:：]\d{1,2}(?:\.\d+)?)?)?")
 _SERIAL = re.compile(r"(\d{5})(?:\.\d+)?")
+
+# The same forms for RE2, over ASCII digits and spaces only (a subset of what
+# the patterns above accept, giving the same groups), without leading or
+# trailing space: whatever these miss goes to parse_date.
+_TIME_RE2 = r"(?:(?:\s+|T)[0-9]{1,2}[:：][0-9]{1,2}(?:[:：][0-9]{1,2}(?:\.[0-9]+)?)?)?"
+_FAST_PATTERNS = (
+    r"^(?P<year>[0-9]{4})\s*[-/.年]\s*(?P<month>[0-9]{1,2})\s*[-/.月]\s*(?P<day>[0-9]{1,2})\s*日?"
+    + _TIME_RE2 + "$",
+    r"^(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})" + _TIME_RE2 + "$",
+)
+_ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _SPACES = re.compile(r"\s+")
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
@@ -59,20 +72,41 @@ def parse_date(text: str) -> str | None:
 def normalise_dates(values: pd.Series) -> pd.Series:
     """Each value as ``YYYYMMDD`` where it parses; otherwise the text without its spaces.
 
-    Meant for the *distinct* values of a column (the common forms are handled
-    vectorised, the rest one by one).  ``values`` should already be
-    NFKC-normalised; spaces are kept up to here because they separate a date
-    from its time.
+    Meant for the *distinct* values of a column.  The common forms (ASCII
+    digits, no space before or after) are read by RE2 and numpy; only the
+    rest, and any value that is not a real date, go through :func:`parse_date`
+    one by one.  ``values`` should already be NFKC-normalised; spaces are
+    kept up to here because they separate a date from its time.
     """
-    iso = values.str.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").fillna(False)
-    compact = values.where(~iso, values.str.replace("-", "", regex=False))
-    done = (iso & pd.Series(real_dates(compact, 1, datetime.date.max), index=values.index)) | (values == "")
-    done |= values.str.fullmatch(r"[0-9]{8}").fillna(False)
-    result = compact.where(done, values)
-    rest = values[~done]
-    if not rest.empty:
-        result[~done] = [parse_date(text) or _SPACES.sub("", text) for text in rest]
-    return result.astype("str")
+    array = to_arrow(values)
+    # Eight digits are left as written: already the platform's form, or for validation to name.
+    done = pc.fill_null(pc.or_(pc.equal(array, ""), pc.match_substring_regex(array, r"^[0-9]{8}$")), False)
+    result = array
+    for pattern in _FAST_PATTERNS:
+        found = pc.fill_null(pc.and_not(pc.match_substring_regex(array, pattern), done), False)
+        if not pc.any(found).as_py():
+            continue
+        parts = pc.extract_regex(pc.filter(array, found), pattern)
+        year, month, day = (
+            pc.cast(parts.field(name), pa.int64()).to_numpy() for name in ("year", "month", "day")
+        )
+        # Years below 1000 are left to parse_date, whose strftime writes them unpadded;
+        # only ``YYYY-MM-DD`` took them here before, as eight digits.
+        iso = pc.match_substring_regex(pc.filter(array, found), _ISO).to_numpy(zero_copy_only=False)
+        real = calendar_dates(year, month, day) & ((year >= 1000) | (iso & (year >= 1)))
+        written = pc.utf8_lpad(pc.cast(pa.array(year * 10000 + month * 100 + day), pa.large_string()), 8, "0")
+        positions = np.flatnonzero(found.to_numpy(zero_copy_only=False))[real]
+        mask = np.zeros(len(array), dtype=bool)
+        mask[positions] = True
+        result = pc.replace_with_mask(result, pa.array(mask), pc.filter(written, pa.array(real)))
+        done = pc.or_(done, pa.array(mask))
+    rest = np.flatnonzero(~done.to_numpy(zero_copy_only=False))
+    if len(rest):
+        parsed = [parse_date(text) or _SPACES.sub("", text) for text in array.take(pa.array(rest)).to_pylist()]
+        mask = np.zeros(len(array), dtype=bool)
+        mask[rest] = True
+        result = pc.replace_with_mask(result, pa.array(mask), pa.array(parsed, type=pa.large_string()))
+    return to_series(result, values.index)
 
 
 def calendar_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
