@@ -25,6 +25,14 @@ def to_arrow(values: pd.Series) -> pa.Array:
     return array
 
 
+def to_arrow_any(values: pd.Series) -> pa.Array:
+    """An Arrow-backed column (of any Arrow type) as one pyarrow array, without copying when possible."""
+    array = values.array._pa_array if hasattr(values.array, "_pa_array") else pa.array(values)
+    if isinstance(array, pa.ChunkedArray):
+        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
+    return array
+
+
 def to_series(array: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
     """A pandas ``str`` Series of ``array`` on ``index``."""
     result = pd.Series(array.to_pandas(), dtype="str")
@@ -113,12 +121,50 @@ def ascii_matrix(values: pd.Series, width: int) -> np.ndarray:
     """An ``(n, width)`` uint8 view of ASCII strings all exactly ``width`` long (the text is not copied)."""
     if values.empty:
         return np.empty((0, width), dtype=np.uint8)
-    array = to_arrow(values)
+    return byte_matrix(to_arrow(values), width)
+
+
+def byte_matrix(array: pa.Array, width: int) -> np.ndarray:
+    """An ``(n, width)`` uint8 view of the bytes of strings all exactly ``width`` bytes long (no copy)."""
+    if len(array) == 0:
+        return np.empty((0, width), dtype=np.uint8)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
     data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    if len(data) != len(values) * width:
+    if len(data) != len(array) * width:
         raise ValueError(f"every value must be {width} ASCII characters")
     return data.reshape(-1, width)
+
+
+def fixed_width(array: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are exactly ``width`` bytes long, and an ``(n, width)`` uint8 matrix of those values."""
+    exact = pc.equal(pc.binary_length(array), width).to_numpy(zero_copy_only=False)
+    chosen = array if exact.all() else pc.filter(array, pa.array(exact))
+    return exact, byte_matrix(chosen, width)
+
+
+def all_digits(matrix: np.ndarray) -> np.ndarray:
+    """Whether every byte of each row of a uint8 matrix is an ASCII digit."""
+    # uint8 wraps below "0", so one comparison tests both ends.
+    return np.asarray(((matrix - np.uint8(48)) < 10).all(axis=1), dtype=bool)
+
+
+def eight_digits(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For an ``(n, 8)`` uint8 matrix: whether each row is eight ASCII digits, and the number they write.
+
+    Each row is read as one little-endian 64-bit word and tested and converted
+    eight bytes at a time (the number is meaningless where the row is not digits).
+    """
+    words = np.ascontiguousarray(matrix).view("<u8").reshape(-1)
+    high, zeros = np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(0x3030303030303030)
+    six = np.uint64(0x0606060606060606)
+    # A byte 0x30-0x39 keeps its high nibble 3 when 6 is added; 0x3A-0x3F does not.
+    digits = ((words & high) == zeros) & (((words + six) & high) == zeros)
+    value = words - zeros
+    # The first character is the lowest byte: fold neighbouring digits, then pairs, then quads.
+    value = (value * np.uint64(10) + (value >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+    value = (value * np.uint64(100) + (value >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+    value = (value * np.uint64(10000) + (value >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    return np.asarray(digits, dtype=bool), value.astype(np.int64)
 
 
 def digits_value(matrix: np.ndarray, start: int, stop: int) -> np.ndarray:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import datetime
 import re
 import unicodedata
+from functools import cache
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrowtext import ascii_matrix, digits_value, to_arrow, to_series
+from pipeline.arrowtext import eight_digits, fixed_width, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).
@@ -42,13 +43,17 @@ _SERIAL = re.compile(r"(\d{5})(?:\.\d+)?")
 # the patterns above accept, giving the same groups), without leading or
 # trailing space: whatever these miss goes to parse_date.
 _TIME_RE2 = r"(?:(?:\s+|T)[0-9]{1,2}[:：][0-9]{1,2}(?:[:：][0-9]{1,2}(?:\.[0-9]+)?)?)?"
-_FAST_PATTERNS = (
-    r"^(?P<year>[0-9]{4})\s*[-/.年]\s*(?P<month>[0-9]{1,2})\s*[-/.月]\s*(?P<day>[0-9]{1,2})\s*日?"
-    + _TIME_RE2 + "$",
-    r"^(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})" + _TIME_RE2 + "$",
+_FAST_PATTERNS = tuple(
+    f"^{date}{_TIME_RE2}$"
+    for date in (
+        r"(?P<year>[0-9]{4})\s*[-/.年]\s*(?P<month>[0-9]{1,2})\s*[-/.月]\s*(?P<day>[0-9]{1,2})\s*日?",
+        r"(?P<year>[0-9]{4})(?P<month>[0-9]{2})(?P<day>[0-9]{2})",
+    )
 )
 _ISO = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _SPACES = re.compile(r"\s+")
+#: Years a lookup table of real dates covers (the table is one byte per ``YYYYMMDD`` number in range).
+_TABLE_YEARS = (1000, 2999)
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
@@ -102,7 +107,8 @@ def normalise_dates(values: pd.Series) -> pd.Series:
         done = pc.or_(done, pa.array(mask))
     rest = np.flatnonzero(~done.to_numpy(zero_copy_only=False))
     if len(rest):
-        parsed = [parse_date(text) or _SPACES.sub("", text) for text in array.take(pa.array(rest)).to_pylist()]
+        odd_forms = array.take(pa.array(rest)).to_pylist()
+        parsed = [parse_date(text) or _SPACES.sub("", text) for text in odd_forms]
         mask = np.zeros(len(array), dtype=bool)
         mask[rest] = True
         result = pc.replace_with_mask(result, pa.array(mask), pa.array(parsed, type=pa.large_string()))
@@ -117,14 +123,37 @@ def calendar_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.n
     return month_ok & (day >= 1) & (day <= days_in_month)
 
 
+@cache
+def _date_table(earliest_year: int, latest: datetime.date) -> tuple[int, np.ndarray]:
+    """(first ``YYYYMMDD`` number, table): ``table[n - first]`` says whether ``n`` is a real date in range."""
+    days = np.arange(np.datetime64(f"{earliest_year:04d}-01-01"), np.datetime64(latest) + 1)
+    months = days.astype("datetime64[M]")
+    year = months.astype("datetime64[Y]").astype(np.int64) + 1970
+    numbers = year * 10000 + (months.astype(np.int64) % 12 + 1) * 100 + (days - months).astype(np.int64) + 1
+    table = np.zeros(int(numbers[-1] - numbers[0]) + 1, dtype=bool)
+    table[numbers - numbers[0]] = True
+    table.setflags(write=False)
+    return int(numbers[0]), table
+
+
+def real_date_numbers(numbers: np.ndarray, earliest_year: int, latest: datetime.date) -> np.ndarray:
+    """Whether each ``YYYYMMDD`` number is a real date in ``[earliest_year, latest]``."""
+    if not _TABLE_YEARS[0] <= earliest_year <= latest.year <= _TABLE_YEARS[1]:
+        year, month, day = numbers // 10000, numbers // 100 % 100, numbers % 100
+        in_range = (year >= earliest_year) & (numbers <= int(latest.strftime("%Y%m%d")))
+        return calendar_dates(year, month, day) & in_range
+    first, table = _date_table(earliest_year, latest)
+    offset = numbers - first
+    inside = (offset >= 0) & (offset < len(table))
+    return inside & table[np.where(inside, offset, 0)]
+
+
 def real_dates(values: pd.Series, earliest_year: int, latest: datetime.date) -> np.ndarray:
     """Boolean per value: an 8-digit ``YYYYMMDD`` that is a real date in ``[earliest_year, latest]``."""
-    eight = values.str.fullmatch(r"[0-9]{8}").fillna(False).to_numpy(dtype=bool)
     result = np.zeros(len(values), dtype=bool)
-    if not eight.any():
+    if values.empty:
         return result
-    matrix = ascii_matrix(values[eight], 8)
-    year, month, day = digits_value(matrix, 0, 4), digits_value(matrix, 4, 6), digits_value(matrix, 6, 8)
-    in_range = (year >= earliest_year) & (year * 10000 + month * 100 + day <= int(latest.strftime("%Y%m%d")))
-    result[eight] = calendar_dates(year, month, day) & in_range
+    eight, matrix = fixed_width(to_arrow(values), 8)
+    digits, numbers = eight_digits(matrix)
+    result[eight] = digits & real_date_numbers(numbers, earliest_year, latest)
     return result

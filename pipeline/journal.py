@@ -192,9 +192,15 @@ class Journal:
         ``None`` means the journal did not know the resident.  The card ids of
         an earlier outcome are kept.
         """
+        with self._lock:
+            row = self._db.execute("SELECT state FROM residents WHERE id_number = ?", (id_number,)).fetchone()
+        self.mark_sending(id_number, source_file, source_row)
+        return None if row is None else str(row[0])
+
+    def mark_sending(self, id_number: str, source_file: str = "", source_row: int | None = None) -> None:
+        """:meth:`claim` without reading the state before: one statement, for callers that know it."""
         moment = _now()
         with self._writing() as db:
-            row = db.execute("SELECT state FROM residents WHERE id_number = ?", (id_number,)).fetchone()
             db.execute(
                 """INSERT INTO residents
                      (id_number, state, source_file, source_row, sends, claimed_at, updated_at)
@@ -205,7 +211,6 @@ class Journal:
                      claimed_at = excluded.claimed_at, updated_at = excluded.updated_at""",
                 (id_number, source_file, source_row, moment, moment),
             )
-        return None if row is None else str(row[0])
 
     def record(
         self,

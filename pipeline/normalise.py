@@ -40,9 +40,11 @@ import pyarrow.compute as pc
 from pipeline import idnumber
 from pipeline.address import ADDRESS_PARTS, split_addresses
 from pipeline.arrowtext import (
+    all_digits,
     all_empty,
     empty_mask,
     fill_empty,
+    fixed_width,
     per_distinct,
     rewrite_found,
     rewrite_where,
@@ -261,7 +263,9 @@ def _upgrade(array: pa.Array) -> pa.Array:
 
 def _upgrade_short_ids(rows: dict[str, pd.Series], notes: list[pd.DataFrame]) -> None:
     ids = rows["sfzhm"]
-    fifteen = ids.str.fullmatch(r"[0-9]{15}").fillna(False).to_numpy(dtype=bool)
+    exact, matrix = fixed_width(to_arrow(ids), 15)
+    fifteen = np.zeros(len(ids), dtype=bool)
+    fifteen[exact] = all_digits(matrix)
     if not fifteen.any():
         return
     upgraded = rewrite_where(ids, fifteen, _upgrade)

@@ -161,6 +161,9 @@ def build_table(
         positions.append(first_column + offset)
         kept.append(column)
     names = _unique(names)
+    # One contiguous array per column: every later stage hands columns to Arrow
+    # kernels, and a chunked column would be copied together again each time.
+    kept = [column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column for column in kept]
     data = pd.DataFrame(
         {name: pd.Series(column, dtype=TEXT_DTYPE) for name, column in zip(names, kept, strict=True)},
         index=pd.RangeIndex(len(source_row)),

@@ -35,13 +35,16 @@ from pipeline.journal import STATE_ENROLLED, Journal, default_journal_path
 from pipeline.logs import register_secret
 from pipeline.model import (
     CARD_FIELDS,
-    FAULT_COLUMNS,
     PEOPLE_FIELDS,
-    STATUS_ALREADY_ENROLLED,
-    STATUS_ENROLLED,
     STATUS_FAILED,
     STATUS_VALID,
     Batch,
+)
+from pipeline.outcomes import (
+    append_rejections,
+    fill_from_journal,
+    follow_first,
+    set_outcomes,
 )
 from pipeline.pool import PoolSize, run_pool
 from pipeline.stopping import stop_on_signals
@@ -56,7 +59,6 @@ UNLIMITED_CONCURRENCY = 8
 
 MESSAGE_NOT_SENT = "已中断，未发送"
 MESSAGE_UNKNOWN = "已中断，发送结果未知；再次运行同一命令会重新发送（平台若答复已办理则按已办理处理）"
-MESSAGE_FROM_JOURNAL = "此前已申领成功（据提交日志），本次未重复发送"
 
 
 def derive_concurrency(rate: float | None, latency: float = EXPECTED_LATENCY) -> int:
@@ -100,12 +102,14 @@ def _text(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
 class _Tasks(Sequence[Task]):
     """The rows to send, each made into a :class:`Task` only when a thread takes it."""
 
-    def __init__(self, rows: pd.DataFrame) -> None:
+    def __init__(self, rows: pd.DataFrame, known: pd.DataFrame) -> None:
         self._people = _text(rows, PEOPLE_FIELDS)
         self._cards = _text(rows, CARD_FIELDS)
         self._files = rows["source_file"].fillna("").astype(str).tolist()
         self._rows = pd.to_numeric(rows["source_row"], errors="coerce").astype("Int64").tolist()
         self._ids = rows["sfzhm"].fillna("").astype(str).tolist()
+        states = known["state"].to_dict() if len(known) else {}
+        self._prior = [states.get(id_number) for id_number in self._ids]
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -120,73 +124,8 @@ class _Tasks(Sequence[Task]):
             source_row=None if source_row is pd.NA else int(source_row),
             people=dict(zip(PEOPLE_FIELDS, self._people[k], strict=True)),
             card=dict(zip(CARD_FIELDS, self._cards[k], strict=True)),
+            prior=self._prior[k],
         )
-
-
-def _update_outcome(batch: Batch, row_ids: Sequence[Any] | pd.Index, columns: dict[str, Any]) -> None:
-    """Set ``columns`` of ``batch.outcome`` at ``row_ids`` (values: one per row, or one for all).
-
-    Whole columns are rebuilt: setting 100k cells of an Arrow string column
-    in place costs a hundred times more.
-    """
-    outcome = batch.outcome
-    positions = outcome.index.get_indexer(pd.Index(row_ids))
-    for name, values in columns.items():
-        column = outcome[name].to_numpy(dtype=object, copy=True)
-        column[positions] = values
-        outcome[name] = pd.Series(column, index=outcome.index, dtype=outcome[name].dtype)
-
-
-def _set_outcomes(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
-    if not len(row_ids):
-        return
-    columns = {
-        "status": [o.status for o in outcomes],
-        "result_code": [o.result_code for o in outcomes],
-        "message": [o.message for o in outcomes],
-        "ehealthCardId": [o.ehealth_card_id for o in outcomes],
-        "virtualCardNum": [o.virtual_card_num for o in outcomes],
-    }
-    _update_outcome(batch, row_ids, columns)
-
-
-def _append_rejections(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[Outcome]) -> None:
-    faults = [
-        (row_id, "", o.fault_code, "error", o.message)
-        for row_id, o in zip(row_ids, outcomes, strict=True)
-        if o.fault_code is not None
-    ]
-    if not faults:
-        return
-    new = pd.DataFrame(faults, columns=list(FAULT_COLUMNS))
-    dtypes = {column: batch.faults[column].dtype for column in FAULT_COLUMNS if column in batch.faults}
-    new = new.astype(dtypes)
-    batch.faults = pd.concat([batch.faults, new], ignore_index=True) if len(batch.faults) else new
-
-
-def _from_journal(batch: Batch, row_ids: pd.Index, ids: pd.Series, known: pd.DataFrame) -> None:
-    """Rows of residents the journal knows as enrolled: ``already_enrolled``, card ids from the journal."""
-    if not len(row_ids):
-        return
-    entries = known.loc[ids.loc[row_ids].to_numpy()]
-    _update_outcome(
-        batch, row_ids,
-        {
-            "status": STATUS_ALREADY_ENROLLED, "result_code": "", "message": MESSAGE_FROM_JOURNAL,
-            "ehealthCardId": entries["ehealth_card_id"].fillna("").astype(str).to_numpy(),
-            "virtualCardNum": entries["virtual_card_num"].fillna("").astype(str).to_numpy(),
-        },
-    )  # fmt: skip
-
-
-def _follow(first: Outcome) -> Outcome:
-    """The outcome of a repeated ID number in the same batch, given the first row's outcome."""
-    if first.status in (STATUS_ENROLLED, STATUS_ALREADY_ENROLLED):
-        return Outcome(
-            STATUS_ALREADY_ENROLLED, "10115", "同一身份证号在本批次中已发送过，未重复发送",
-            first.ehealth_card_id, first.virtual_card_num,
-        )  # fmt: skip
-    return Outcome(first.status, first.result_code, first.message, fault_code=first.fault_code)
 
 
 @dataclass(frozen=True)
@@ -245,8 +184,8 @@ def submit_batch(
     stop = stop or threading.Event()
     plan = plan or plan_submission(batch, journal)
     summary = SubmitSummary(from_journal=len(plan.from_journal))
-    _from_journal(batch, plan.from_journal, plan.ids, plan.known)
-    tasks = _Tasks(batch.rows.loc[plan.to_send])
+    fill_from_journal(batch, plan.from_journal, plan.ids, plan.known)
+    tasks = _Tasks(batch.rows.loc[plan.to_send], plan.known)
     size = pool_size(rate, concurrency)
     logger.info(
         "开始提交：{} 人待发送，{} 人据提交日志已办理；速率上限 {}/秒，并发 {}{}",
@@ -270,11 +209,11 @@ def submit_batch(
         if outcome is None:
             outcome = Outcome(STATUS_FAILED, "", MESSAGE_UNKNOWN if position in pool.unknown else reason)
         final.append(outcome)
-    _set_outcomes(batch, list(plan.to_send), final)
-    _append_rejections(batch, list(plan.to_send), final)
+    set_outcomes(batch, list(plan.to_send), final)
+    append_rejections(batch, list(plan.to_send), final)
     by_id = dict(zip(plan.ids.loc[plan.to_send].tolist(), final, strict=True))
-    follow = [_follow(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
-    _set_outcomes(batch, list(plan.repeats), follow)
+    follow = [follow_first(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
+    set_outcomes(batch, list(plan.repeats), follow)
 
     summary.sent = sum(1 for o in pool.outcomes if o is not None)
     summary.calls = sender.calls
@@ -304,6 +243,17 @@ def _check_credentials(settings: Settings) -> None:
         missing.append("应用密钥（环境变量 EHC_APP_SECRET）")
     if missing:
         raise ConfigError(f"缺少{'和'.join(missing)}，无法提交。请设置后重新运行；校验报告已写出")
+
+
+def _check_org_code(batch: Batch) -> None:
+    sendable = batch.outcome["status"] == STATUS_VALID
+    missing = sendable & (batch.rows["orgCode"] == "")
+    if missing.any():
+        raise ConfigError(
+            f"{int(missing.sum())} 行没有发卡机构代码（orgCode），无法提交。"
+            "请设置环境变量 EHC_ORG_CODE 或配置 [defaults] org_code"
+            "（或在表中加一列 发卡机构代码）；校验报告已写出"
+        )
 
 
 def run_submit(
@@ -339,6 +289,7 @@ def run_submit(
     register_secret(settings.platform.app_secret)
     try:
         _check_credentials(settings)
+        _check_org_code(batch)
         journal = Journal(default_journal_path(settings.state_dir))
     except EhcError:
         write_outputs(batch, out_dir, submitted=False)

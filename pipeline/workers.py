@@ -56,6 +56,8 @@ class Task:
     source_row: int | None
     people: dict[str, str]
     card: dict[str, str]
+    #: the resident's journal state when the run was planned (None: unknown to the journal)
+    prior: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class ResidentSender:
         Run-stopping faults raised by the client propagate; the resident then
         stays ``sending`` in the journal and the next run sends it again.
         """
-        prior = self.journal.claim(task.id_number, task.source_file, task.source_row)
+        self.journal.mark_sending(task.id_number, task.source_file, task.source_row)
         result = self.client.sync_card_info(task.card, task.people)
         self._count_call()
         code = result.result_code
@@ -119,7 +121,7 @@ class ResidentSender:
             logger.debug("{} 申领成功", masked)
             return Outcome(STATUS_ENROLLED, "", "申领成功", card_id, virtual)
         if code == CODE_ALREADY_ENROLLED:
-            return self._already_enrolled(task, prior, result)
+            return self._already_enrolled(task, task.prior, result)
         if code is None and self.stop.is_set():
             # The stop cut a backoff or a rate-limit wait short: an earlier attempt may have arrived.
             message = result.message if result.message.startswith("已中断") else f"已中断（{result.message}）"

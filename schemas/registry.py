@@ -8,10 +8,10 @@ result code as its ``error`` (``"10123"``), so a failure comes out of
 Cross-field rules (gender and birth date against the ID number, the document
 number against the ID number) must each land on one column; a pandera
 dataframe-level check would report a failure once per column.  So
-:func:`prepare` adds one *pair column* per rule, named ``<field>@sfzhm``,
-holding what the ID number implies (fixed width) followed by the field's
-value; the pair column's check compares the two halves and its failures are
-reported on ``<field>`` (:data:`PAIR_COLUMNS`).
+:func:`prepare` adds one *pair column* per rule, named ``<field>@sfzhm``: an
+Arrow struct of what the ID number implies (``implied``) and the field's value
+(``stated``), built without copying the text; the pair column's check compares
+the two and its failures are reported on ``<field>`` (:data:`PAIR_COLUMNS`).
 
 Empty values: the platform requires every key but its own example sends
 empty ``kh``, ``jkdah``, ``xnhkh``, ``fyzhdm`` and ``dzc``; so those, and
@@ -29,9 +29,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from pipeline import idnumber
-from pipeline.arrowtext import empty_mask, matches, where
+from pipeline.arrowtext import empty_mask, matches, to_arrow, to_arrow_any, where
 from pipeline.dates import real_dates
 from pipeline.phone import valid_phones
 from schemas.tables import code_table
@@ -60,12 +62,16 @@ NAME = r"^(?:\p{Han}|[A-Za-z·.' -])+$"
 _UNKNOWN_GENDER = "-"
 _UNKNOWN_BIRTH = "-" * 8
 _ANY_DOCUMENT = "*" * 18
+_GENDERS = pyarrow.array(["1", "2"], type=pyarrow.large_string())
+_GENDERS_OR_EMPTY = pyarrow.array(["1", "2", ""], type=pyarrow.large_string())
 
 BoolSeries = pd.Series
 
 
-def _mask(values: pd.Series, mask: np.ndarray | pd.Series) -> BoolSeries:
+def _mask(values: pd.Series, mask: np.ndarray | pd.Series | pyarrow.Array) -> BoolSeries:
     """A boolean Series on ``values``'s index, as pandera needs to locate failures."""
+    if isinstance(mask, pyarrow.Array):
+        mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
     return pd.Series(np.asarray(mask, dtype=bool), index=values.index)
 
 
@@ -87,24 +93,33 @@ def _max_length(field: str) -> pa.Check:
     return _check(10110, "max_length", lambda s: s.str.len() <= limit)
 
 
-def _pair(implied: pd.Series, width: int, values: pd.Series) -> pd.Series:
-    """``implied`` (exactly ``width`` characters) followed by ``values``."""
-    return implied + values
+def _pair(implied: pd.Series, values: pd.Series) -> pd.Series:
+    """A struct column of ``implied`` and ``values`` side by side (no text copied)."""
+    pairs = pyarrow.StructArray.from_arrays(
+        [to_arrow(implied), to_arrow(values)], names=["implied", "stated"]
+    )
+    return pd.Series(pd.arrays.ArrowExtensionArray(pairs), index=values.index)
+
+
+def _halves(pairs: pd.Series) -> tuple[pyarrow.Array, pyarrow.Array]:
+    """The ``implied`` and ``stated`` text of a pair column."""
+    array = to_arrow_any(pairs)
+    return pc.struct_field(array, "implied"), pc.struct_field(array, "stated")
 
 
 def prepare(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` plus the pair columns of :data:`PAIR_COLUMNS`, ready for :func:`build_schema`."""
     ids = rows["sfzhm"]
-    eighteen = (ids.str.len() == 18).to_numpy(dtype=bool)
+    eighteen = pc.equal(pc.utf8_length(to_arrow(ids)), 18).to_numpy(zero_copy_only=False)
     gender = idnumber.genders(ids)
     gender = where(~empty_mask(gender), gender, _UNKNOWN_GENDER)
     birth = where(eighteen, idnumber.birth_dates(ids), _UNKNOWN_BIRTH)
     as_document = where(eighteen & (rows["zjlx"] == "01").to_numpy(dtype=bool), ids, _ANY_DOCUMENT)
     return rows.assign(
         **{
-            "xb@sfzhm": _pair(gender, 1, rows["xb"]),
-            "csrq@sfzhm": _pair(birth, 8, rows["csrq"]),
-            "zjhm@sfzhm": _pair(as_document, 18, rows["zjhm"]),
+            "xb@sfzhm": _pair(gender, rows["xb"]),
+            "csrq@sfzhm": _pair(birth, rows["csrq"]),
+            "zjhm@sfzhm": _pair(as_document, rows["zjhm"]),
         }
     )
 
@@ -112,21 +127,24 @@ def prepare(rows: pd.DataFrame) -> pd.DataFrame:
 def _gender_agrees(pairs: pd.Series) -> BoolSeries:
     # An empty gender fails here only when the ID number implies one: while
     # the ID number is unreadable its own fault (10111) is the one to fix.
-    implied, stated = pairs.str.slice(0, 1), pairs.str.slice(1)
-    comparable = implied.isin(["1", "2"]) & stated.isin(["1", "2", ""])
-    return ~comparable | (implied == stated)
+    implied, stated = _halves(pairs)
+    comparable = pc.and_(pc.is_in(implied, value_set=_GENDERS), pc.is_in(stated, value_set=_GENDERS_OR_EMPTY))
+    return _mask(pairs, pc.or_(pc.invert(comparable), pc.equal(implied, stated)))
 
 
 def _birth_agrees(pairs: pd.Series) -> BoolSeries:
-    implied, stated = pairs.str.slice(0, 8), pairs.str.slice(8)
+    implied, stated = _halves(pairs)
     # A stated value that is no date at all is the csrq column's own fault.
-    comparable = (implied != _UNKNOWN_BIRTH) & ((stated == "") | (stated.str.len() == 8))
-    return ~comparable | (implied == stated)
+    stated_length = pc.utf8_length(stated)
+    comparable = pc.and_(
+        pc.not_equal(implied, _UNKNOWN_BIRTH), pc.or_(pc.equal(stated_length, 0), pc.equal(stated_length, 8))
+    )
+    return _mask(pairs, pc.or_(pc.invert(comparable), pc.equal(implied, stated)))
 
 
 def _document_agrees(pairs: pd.Series) -> BoolSeries:
-    expected, stated = pairs.str.slice(0, 18), pairs.str.slice(18)
-    return (expected == _ANY_DOCUMENT) | (expected == stated)
+    expected, stated = _halves(pairs)
+    return _mask(pairs, pc.or_(pc.equal(expected, _ANY_DOCUMENT), pc.equal(expected, stated)))
 
 
 def build_schema(today: datetime.date) -> pa.DataFrameSchema:

@@ -225,3 +225,12 @@ def make_resident(serial: int, **people: str) -> tuple[dict[str, str], dict[str,
 def resident() -> Callable[..., tuple[dict[str, str], dict[str, str]]]:
     """:func:`make_resident` as a fixture."""
     return make_resident
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test's journal, work key cache and logs out of the user's real state directory."""
+    if "EHC_STATE_DIR" not in os.environ:
+        monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    for variable in ("EHC_APP_ID", "EHC_APP_SECRET", "EHC_BASE_URL", "EHC_ORG_CODE", "EHC_RATE"):
+        monkeypatch.delenv(variable, raising=False)
