@@ -65,7 +65,8 @@ def level_patterns() -> tuple[str, ...]:
         rf"^(?:中华人民共和国|中国)?(?:{provinces})",
         rf"^(?:{_PREFECTURE_NAME}+?自治州|{_NAME}+?市|{_NAME}+?(?:地区|盟))",
         rf"^{_NAME}+?(?:区|县|旗|市)",
-        rf"^{_NAME}+?(?:街道办事处|街道|镇|乡)",
+        # A street may be named after a village (中关村街道); a village itself (幸福村) is not a street.
+        rf"^(?:{_NAME}+?(?:街道办事处|街道|镇|乡)|{_NAME}*村{_NAME}*?(?:街道办事处|街道))",
     )
 
 

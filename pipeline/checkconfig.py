@@ -21,7 +21,7 @@ from loguru import logger
 from pipeline.config import Settings
 from pipeline.errors import AuthenticationRefused, ConfigError
 from pipeline.lock import lock_path
-from pipeline.logs import register_secret
+from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import INPUT_FIELDS
 from pipeline.workkey import cache_path
 
@@ -37,15 +37,6 @@ REFUSAL_ADVICE: dict[int, str] = {
     10105: "平台拒绝了签名（10105 认证字符串无效）。通常是应用密钥不对：请核对 EHC_APP_SECRET；"
     "也请确认本机时钟准确（签名含时间戳）",
 }
-
-
-def mask_app_id(app_id: str) -> str:
-    """First 4 + ``***`` + last 4 characters; shorter ids keep less so most stays hidden."""
-    if len(app_id) > 12:
-        return f"{app_id[:4]}***{app_id[-4:]}"
-    if len(app_id) > 4:
-        return f"{app_id[:2]}***{app_id[-2:]}"
-    return "***" if app_id else ""
 
 
 def _is_loopback(host: str) -> bool:

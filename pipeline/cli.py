@@ -19,7 +19,7 @@ from loguru import logger
 
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
-from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, ConfigError, EhcError
+from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_ROWS_NOT_OK, ConfigError, EhcError
 from pipeline.logs import register_secret, setup_logging
 
 
@@ -184,9 +184,13 @@ def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import qrcode
     from pipeline.client import PlatformClient
 
+    wanted = len(qrcode.read_holders(args.source))
     with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
         written = qrcode.export_qrcodes(args.source, args.out, client)
     print(f"已保存 {len(written)} 个二维码图片到 {args.out}")
+    if len(written) < wanted:
+        print(f"另有 {wanted - len(written)} 个未能获取，原因见 {args.out / qrcode.INDEX_CSV}")
+        return EXIT_ROWS_NOT_OK
     return 0
 
 
@@ -239,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ehc`` with ``argv``; return the exit code (never raises, but SystemExit from --help)."""
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    # loguru's default handler prints every level on stderr; until setup_logging, nothing is logged.
+    logger.remove()
     try:
         settings = _settings(args)
         setup_logging(

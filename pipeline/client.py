@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 
 from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
-from pipeline.logs import register_secret
+from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
 from pipeline.ratelimit import SentSignal, SlidingWindowLimiter
 from pipeline.responses import SUCCESS, WORK_KEY_INVALID, Answer, CallResult, answer_from_http
@@ -77,7 +77,8 @@ def _refusal(code: int, message: str, app_id: str) -> AuthenticationRefused:
     described = f"{code} {describe(code)}"
     if code == 10101:
         text = (
-            f"平台拒绝了应用 ID {app_id}（{described}）。请核对配置 [platform] app_id 或环境变量 EHC_APP_ID"
+            f"平台拒绝了应用 ID {mask_app_id(app_id)}（{described}）。"
+            "请核对配置 [platform] app_id 或环境变量 EHC_APP_ID"
         )
     elif code in (10102, 10103, 10105):
         text = (
@@ -317,5 +318,5 @@ class PlatformClient:
                 "平台应答成功但没有给出认证字符串 workKey。请联系平台核实应用配置", SUCCESS
             )
         register_secret(key)
-        logger.info("已从平台获取新的认证字符串（应用 {}，请求 {} 次）", self._app_id, attempts)
+        logger.info("已从平台获取新的认证字符串（应用 {}，请求 {} 次）", mask_app_id(self._app_id), attempts)
         return key

@@ -141,7 +141,9 @@ def _coerce(value: Any, like: Any, where: str) -> Any:
         return int(number) if isinstance(like, int) else number
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value).strip()
-    raise ConfigError(f"配置项 {where} 应为文字（加引号），实际为 {value!r}。{fix}")
+    # Never echo what was meant as the secret, however it was mistyped.
+    shown = "（值不显示）" if where.endswith(("app_secret", "EHC_APP_SECRET")) else repr(value)
+    raise ConfigError(f"配置项 {where} 应为文字（加引号），实际为 {shown}。{fix}")
 
 
 def _section(cls: type, values: dict[str, Any], name: str, from_env: dict[str, str]) -> Any:

@@ -37,6 +37,15 @@ def mask_phone(value: str) -> str:
     return value[:3] + "*" * (len(value) - 7) + value[-4:]
 
 
+def mask_app_id(app_id: str) -> str:
+    """First 4 + ``***`` + last 4 characters; shorter ids keep less so most stays hidden."""
+    if len(app_id) > 12:
+        return f"{app_id[:4]}***{app_id[-4:]}"
+    if len(app_id) > 4:
+        return f"{app_id[:2]}***{app_id[-2:]}"
+    return "***" if app_id else ""
+
+
 def mask_text(text: str) -> str:
     """Mask every ID number, phone number and registered secret in ``text``."""
     for secret in _secrets:
@@ -80,8 +89,7 @@ def setup_logging(
     logger.configure(patcher=_patch)
     stderr_level = "DEBUG" if debug else level
     human = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
-    logger.add(sys.stderr, level=stderr_level, format=human, serialize=json,
-               backtrace=debug, diagnose=False)
+    logger.add(sys.stderr, level=stderr_level, format=human, serialize=json, backtrace=debug, diagnose=False)
     if log_dir is not None:
         try:
             log_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ from pipeline.arrowtext import matches, rewrite_found
 VALID_PHONE = r"1[3-9][0-9]{9}|0[12][0-9][0-9]{7,8}|0[3-9][0-9]{2}[0-9]{7,8}"
 
 _SEPARATORS = r"[\s()（）\-‐‑–—－_.·]+"
-_COUNTRY_PREFIX = r"^(?:\+86|0086)"
+# Excel's text marker: a phone typed as '13912345678 keeps its apostrophe in a CSV export.
+_COUNTRY_PREFIX = r"^'?(?:\+86|0086)?"
 _BARE_COUNTRY_PREFIX = r"^86(1[3-9][0-9]{9})$"
 
 

@@ -118,29 +118,51 @@ def _split(line: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter), [])
 
 
+def _records(text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """The first non-blank records of ``text``: (0-based line where each ends, cells).
+
+    Parsed as CSV, not split at line ends: a header cell typed with Alt+Enter
+    in Excel is saved as a quoted value spanning two lines.  Blank lines
+    neither count towards the search window nor hide the header.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                records.append((reader.line_num - 1, cells))
+                if len(records) > HEADER_SEARCH_ROWS:
+                    break
+    except csv.Error:  # an unbalanced quote in the sample: what was read so far decides
+        pass
+    return records
+
+
 def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str) -> _Layout:
     whole = len(data) - start <= SAMPLE_BYTES
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(
         data[start : start + SAMPLE_BYTES], final=whole
     )
-    lines = text.split("\n")
-    if not whole and len(lines) > 1:
-        lines.pop()  # cut mid-line
-    # Blank lines neither count towards the search window nor hide the header.
-    filled = [(number, line.rstrip("\r")) for number, line in enumerate(lines) if line.strip()]
-    filled = filled[: HEADER_SEARCH_ROWS + 1]
-    if not filled:
+    if not whole and "\n" in text:
+        text = text[: text.rindex("\n") + 1]  # cut mid-line
+    if not text.strip():
         raise InputError("文件开头全是空行，找不到表头", file=label, fix="删去表头上方的空行后再处理")
     order = ("\t", *(d for d in DELIMITERS if d != "\t")) if suffix == ".tsv" else DELIMITERS
 
     layouts = []
     for preference, delimiter in enumerate(order):
-        rows = [_split(line, delimiter) for _, line in filled]
+        filled = _records(text, delimiter)
+        rows = [cells for _, cells in filled]
+        if not rows:
+            continue
         found = detect_header(rows)
         index, cells = found or (0, rows[0])
         # Known column names first, then more columns; ties go to the usual delimiter.
         score = (count_known_headers(cells) if found else -1, len(cells), -preference)
         layouts.append((score, delimiter, filled[index][0], cells))
+    if not layouts:
+        fix = "用 Excel 打开后另存为 CSV 再处理"
+        raise InputError("文件开头的引号不成对，找不到表头", file=label, fix=fix)
     _, delimiter, header_index, cells = max(layouts, key=lambda layout: layout[0])
     body = start
     for _ in range(header_index + 1):

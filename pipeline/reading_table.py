@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.mapping import count_known_headers
+from pipeline.mapping import IGNORE, builtin_aliases, count_known_headers, header_key
 from pipeline.model import RawTable
 
 #: The dtype of every text column: pandas' default ``str``, stored in Arrow.
@@ -109,6 +109,34 @@ def blank_rows(columns: Sequence[TextColumn], length: int) -> np.ndarray:
     return mask
 
 
+#: First words of the lines under a register's last resident: totals and signatures.
+FOOTER_WORDS: tuple[str, ...] = (
+    "合计",
+    "总计",
+    "小计",
+    "共计",
+    "填表人",
+    "制表人",
+    "填报人",
+    "审核人",
+    "负责人",
+    "制表日期",
+    "填表日期",
+)
+
+
+def _footer_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
+    """Mask of the trailing kept rows whose first filled cell starts with a footer word (合计, 填表人 …)."""
+    footer = np.zeros(len(keep), dtype=bool)
+    for row in np.flatnonzero(keep)[::-1]:
+        cells = (str(column[int(row)].as_py() or "").strip() for column in columns)
+        first = next((cell for cell in cells if cell), "")
+        if not first.startswith(FOOTER_WORDS):
+            break
+        footer[row] = True
+    return footer
+
+
 def _unique(names: list[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
@@ -140,7 +168,14 @@ def build_table(
     duplicate headers get "_2", "_3".
     """
     length = len(source_row)
-    blank = blank_rows(columns, length)
+    # A 序号 column alone does not make a row: templates come pre-numbered far below the last resident.
+    aliases = builtin_aliases()
+    counted = [
+        column for offset, column in enumerate(columns)
+        if offset >= len(header_cells) or aliases.get(header_key(header_cells[offset])) != IGNORE
+    ]  # fmt: skip
+    blank = blank_rows(counted, length)
+    blank |= _footer_rows(columns, ~blank)
     if blank.all():
         return None
     if blank.any():

@@ -31,6 +31,18 @@ CARD_ID_COLUMNS: tuple[str, ...] = ("ehealthCardId", "virtualCardNum")
 _BOM = b"\xef\xbb\xbf"
 
 
+def _distinct_extra_names(extras: list[str], taken: set[str]) -> list[str]:
+    """The clerk's headers, prefixed ``extra_`` where one repeats a stable column (a pinyin ``brdh``)."""
+    distinct = []
+    for name in extras:
+        candidate = name
+        while candidate in taken:
+            candidate = f"extra_{candidate}"
+        taken.add(candidate)
+        distinct.append(candidate)
+    return distinct
+
+
 def write_results_csv(path: Path, data: ReportData) -> Path:
     """Write every row of the run to ``path`` in input order; returns ``path``.
 
@@ -45,7 +57,8 @@ def write_results_csv(path: Path, data: ReportData) -> Path:
     arrays += [column_of(data.outcome, name, n) for name in CARD_ID_COLUMNS]
     extras = extra_columns(data.batch.extras, rows.index)
     arrays += [values for _, values in extras]
-    names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS, *(name for name, _ in extras)]
+    names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
+    names += _distinct_extra_names([name for name, _ in extras], set(names))
     table = pa.Table.from_arrays(arrays, names=names)
     with open(path, "wb") as sink:
         sink.write(_BOM)

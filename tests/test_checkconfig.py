@@ -14,9 +14,10 @@ from conftest import SandboxHandle
 from loguru import logger
 
 from pipeline import cli
-from pipeline.checkconfig import check_config, mask_app_id, settings_problems
+from pipeline.checkconfig import check_config, settings_problems
 from pipeline.config import LogSettings, Settings, SubmitSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
+from pipeline.logs import mask_app_id
 
 
 def _settings(sandbox: SandboxHandle, tmp_path: Path, **platform: object) -> Settings:

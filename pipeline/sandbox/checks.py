@@ -4,8 +4,8 @@ Each check gives the platform's own result code; the first failing check
 wins, as on the platform.  The code lists come from :mod:`schemas.tables`,
 ID numbers are checked by :func:`pipeline.idnumber.is_valid_id_number`.
 "Required" means the key must be present (spec note 5); values may be empty
-unless the check below says otherwise.  ``xnhkh`` is not required: the
-document's own example leaves it out.
+unless the check below says otherwise.  ``xnhkh`` is required like the
+rest: the document's table marks it 必填 (its example merely leaves it out).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from schemas.tables import FIELD_TABLES, code_table, describe
 PARAMETER_ERROR = 10110
 
 #: Keys that must be present in each object.
-REQUIRED_PEOPLE: tuple[str, ...] = tuple(name for name in PEOPLE_FIELDS if name != "xnhkh")
+REQUIRED_PEOPLE: tuple[str, ...] = PEOPLE_FIELDS
 REQUIRED_CARD: tuple[str, ...] = tuple(name for name in CARD_FIELDS if name != "yhkh")
 
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
@@ -54,10 +54,8 @@ def as_text_fields(value: object, required: tuple[str, ...]) -> dict[str, str] |
         return None
     fields: dict[str, str] = {}
     for key, item in value.items():
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            if item is not None:
-                return None
-            item = ""
+        if not isinstance(item, str):  # every field is declared String
+            return None
         fields[str(key).strip()] = str(item).strip()
     return fields
 

@@ -53,11 +53,8 @@ def _message(code: int) -> str:
 
 def _raw(value: object) -> str | None:
     """A scalar JSON value exactly as sent (what the client signed)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
+    # Every field is declared String: a number is a parameter error (10110), as the document's tables say.
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
