@@ -27,7 +27,7 @@ def to_arrow(values: pd.Series) -> pa.Array:
 
 def to_arrow_any(values: pd.Series) -> pa.Array:
     """An Arrow-backed column (of any Arrow type) as one pyarrow array, without copying when possible."""
-    array = values.array._pa_array if hasattr(values.array, "_pa_array") else pa.array(values)
+    array = pa.array(values.array)
     if isinstance(array, pa.ChunkedArray):
         return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     return array
@@ -137,7 +137,7 @@ def byte_matrix(array: pa.Array, width: int) -> np.ndarray:
 
 def fixed_width(array: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Which values are exactly ``width`` bytes long, and an ``(n, width)`` uint8 matrix of those values."""
-    exact = pc.equal(pc.binary_length(array), width).to_numpy(zero_copy_only=False)
+    exact = pc.fill_null(pc.equal(pc.binary_length(array), width), False).to_numpy(zero_copy_only=False)
     chosen = array if exact.all() else pc.filter(array, pa.array(exact))
     return exact, byte_matrix(chosen, width)
 
@@ -148,13 +148,21 @@ def all_digits(matrix: np.ndarray) -> np.ndarray:
     return np.asarray(((matrix - np.uint8(48)) < 10).all(axis=1), dtype=bool)
 
 
-def eight_digits(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For an ``(n, 8)`` uint8 matrix: whether each row is eight ASCII digits, and the number they write.
+def eight_digits(matrix: np.ndarray, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For columns ``start:start + 8`` of a uint8 matrix: whether each row's eight bytes are ASCII digits,
+    and the number they write.
 
-    Each row is read as one little-endian 64-bit word and tested and converted
-    eight bytes at a time (the number is meaningless where the row is not digits).
+    Each row's eight bytes are read as one little-endian 64-bit word (in place,
+    not copied) and tested and converted at once; the number is meaningless
+    where the bytes are not digits.
     """
-    words = np.ascontiguousarray(matrix).view("<u8").reshape(-1)
+    if start < 0 or start + 8 > matrix.shape[1]:
+        raise ValueError("eight columns from start must lie inside the matrix")
+    if len(matrix) and matrix.flags.c_contiguous:
+        shape, strides = (len(matrix),), (matrix.shape[1],)
+        words = np.ndarray(shape, dtype="<u8", buffer=matrix, offset=start, strides=strides)
+    else:
+        words = np.ascontiguousarray(matrix[:, start : start + 8]).view("<u8").reshape(-1)
     high, zeros = np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(0x3030303030303030)
     six = np.uint64(0x0606060606060606)
     # A byte 0x30-0x39 keeps its high nibble 3 when 6 is added; 0x3A-0x3F does not.

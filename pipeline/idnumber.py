@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 from enum import IntEnum
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -125,36 +126,45 @@ def is_valid_id_number(value: str, today: datetime.date | None = None) -> bool:
 # --- vectorised -------------------------------------------------------------
 
 
-def _shaped_matrix(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each value is 17 digits + digit or ``X``, and an ``(n, 18)`` byte matrix of those values.
+class _ParsedIds(NamedTuple):
+    shaped: np.ndarray  # per value: 17 digits + digit or X
+    matrix: np.ndarray  # (shaped values, 18) bytes
+    first8: np.ndarray  # per shaped value: the number its characters 1-8 write
+    second8: np.ndarray  # per shaped value: the number its characters 9-16 write
+
+
+def _parsed(values: pd.Series) -> _ParsedIds:
+    """Which values are 17 digits + digit or ``X``, their byte matrix and their leading digits as numbers.
 
     Byte arithmetic, not a regular expression: four times faster, and the
     matrix is the one every later test reads.  Normalisation and each
     validation check ask about the same column in turn, so the answer for the
     last column asked about is kept (read-only).
     """
+    global _last_parsed
     if values.empty:
-        return np.zeros(0, dtype=bool), np.empty((0, 18), dtype=np.uint8)
-    global _last_shaped
+        nothing = np.zeros(0, dtype=np.int64)
+        return _ParsedIds(np.zeros(0, dtype=bool), np.empty((0, 18), dtype=np.uint8), nothing, nothing)
     array = to_arrow(values)
-    key = (array.buffers()[1].address, array.buffers()[2].address, array.offset, len(array))
-    cached = _last_shaped
+    key = (*(buffer.address if buffer else 0 for buffer in array.buffers()), array.offset, len(array))
+    cached = _last_parsed
     if cached is not None and cached[0] == key:
-        return cached[2], cached[3]
+        return cached[2]
     shaped = np.zeros(len(array), dtype=bool)
     eighteen, matrix = fixed_width(array, 18)
     last = matrix[:, 17]
     good = all_digits(matrix[:, :17]) & ((last - np.uint8(48) < 10) | (last == ord("X")))
     shaped[eighteen] = good
     matrix = matrix if good.all() else matrix[good]
-    shaped.setflags(write=False)
-    matrix.setflags(write=False)
+    parsed = _ParsedIds(shaped, matrix, eight_digits(matrix, 0)[1], eight_digits(matrix, 8)[1])
+    for part in parsed:
+        part.setflags(write=False)
     # The array is kept with its key: while its buffers live, no other text can have their addresses.
-    _last_shaped = (key, array, shaped, matrix)
-    return shaped, matrix
+    _last_parsed = (key, array, parsed)
+    return parsed
 
 
-_last_shaped: tuple[tuple[int, int, int, int], pa.Array, np.ndarray, np.ndarray] | None = None
+_last_parsed: tuple[tuple[int, ...], pa.Array, _ParsedIds] | None = None
 
 
 def _remainders(digits17: np.ndarray) -> np.ndarray:
@@ -184,7 +194,7 @@ def upgrade_15_to_18_series(values: pd.Series) -> pd.Series:
 
 def _birth_problems(matrix: np.ndarray, today: datetime.date) -> np.ndarray:
     """``OK``, ``BIRTH_DATE`` or ``FUTURE`` for the birth date of each row of a shaped ID matrix."""
-    numbers = eight_digits(matrix[:, 6:14])[1]
+    numbers = eight_digits(matrix, 6)[1]
     problems = np.full(len(numbers), IdProblem.OK, dtype=np.int8)
     fine = real_date_numbers(numbers, EARLIEST_BIRTH_YEAR, today)
     if not fine.all():
@@ -195,11 +205,6 @@ def _birth_problems(matrix: np.ndarray, today: datetime.date) -> np.ndarray:
     return problems
 
 
-def _leading_digits(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The numbers written by characters 1-8 and 9-16 of each row of a shaped ID matrix."""
-    return eight_digits(matrix[:, 0:8])[1], eight_digits(matrix[:, 8:16])[1]
-
-
 def looks_like_scientific(values: pd.Series) -> pd.Series:
     """Whether each value is a number in scientific notation (``4.20123196205184E+17``)."""
     return values.str.fullmatch(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+").fillna(False).astype(bool)
@@ -208,7 +213,7 @@ def looks_like_scientific(values: pd.Series) -> pd.Series:
 def id_problems(values: pd.Series, today: datetime.date) -> np.ndarray:
     """An :class:`IdProblem` value (int8) per 18-character ID number in ``values``."""
     problems = np.full(len(values), IdProblem.SHAPE, dtype=np.int8)
-    shaped, matrix = _shaped_matrix(values)
+    shaped, matrix, first8, _ = _parsed(values)
     if not shaped.all():
         unshaped = ~shaped
         scientific = looks_like_scientific(values[unshaped]).to_numpy(dtype=bool)
@@ -219,7 +224,7 @@ def id_problems(values: pd.Series, today: datetime.date) -> np.ndarray:
     found[_check_bytes(matrix[:, :17]) != matrix[:, 17]] = IdProblem.CHECK
     dates = _birth_problems(matrix, today)
     found = np.where(dates != IdProblem.OK, dates, found)
-    found[~division_lookup()[_leading_digits(matrix)[0] // 100]] = IdProblem.DIVISION
+    found[~division_lookup()[first8 // 100]] = IdProblem.DIVISION
     problems[shaped] = found
     return problems
 
@@ -231,10 +236,9 @@ def repeated(values: pd.Series) -> np.ndarray:
     costs ten times as much); the few others as text.
     """
     result = np.zeros(len(values), dtype=bool)
-    shaped, matrix = _shaped_matrix(values)
+    shaped, matrix, first8, second8 = _parsed(values)
     if shaped.any():
-        first, second = _leading_digits(matrix)
-        seventeen = (first * 100_000_000 + second) * 10 + (matrix[:, 16].astype(np.int64) - 48)
+        seventeen = (first8 * 100_000_000 + second8) * 10 + (matrix[:, 16].astype(np.int64) - 48)
         last = matrix[:, 17].astype(np.int64)
         keys = seventeen * 11 + np.where(last == ord("X"), 10, last - 48)
         result[shaped] = pd.Series(keys).duplicated().to_numpy()
@@ -247,8 +251,17 @@ def repeated(values: pd.Series) -> np.ndarray:
 def birth_dates(values: pd.Series) -> pd.Series:
     """``YYYYMMDD`` from 18-character ID numbers ("" where the value is not 18 characters)."""
     array = to_arrow(values)
-    sliced = pc.utf8_slice_codeunits(array, 6, 14)
-    return to_series(pc.if_else(pc.equal(pc.utf8_length(array), 18), sliced, ""), values.index)
+    if _all_ascii(array):  # characters are bytes: byte kernels, several times faster
+        eighteen = pc.equal(pc.binary_length(array), 18)
+        sliced = pc.binary_slice(array.view(pa.large_binary()), 6, 14).view(pa.large_string())
+    else:
+        eighteen = pc.equal(pc.utf8_length(array), 18)
+        sliced = pc.utf8_slice_codeunits(array, 6, 14)
+    return to_series(pc.if_else(eighteen, sliced, ""), values.index)
+
+
+def _all_ascii(array: pa.Array) -> bool:
+    return pc.all(pc.string_is_ascii(array)).as_py() is not False
 
 
 def birth_dates_and_genders(values: pd.Series, today: datetime.date) -> tuple[pd.Series, pd.Series]:
@@ -257,7 +270,7 @@ def birth_dates_and_genders(values: pd.Series, today: datetime.date) -> tuple[pd
     Both are "" unless the number is 17 digits + digit/X with a real birth date
     not after ``today`` (a wrong check character does not matter here).
     """
-    shaped, matrix = _shaped_matrix(values)
+    shaped, matrix, _, _ = _parsed(values)
     readable = np.zeros(len(values), dtype=bool)
     odd = np.zeros(len(values), dtype=bool)
     if shaped.any():
@@ -270,9 +283,16 @@ def birth_dates_and_genders(values: pd.Series, today: datetime.date) -> tuple[pd
 def genders(values: pd.Series) -> pd.Series:
     """GB/T 2261.1 gender from the sequence parity: ``1`` odd, ``2`` even, "" if unknown."""
     array = to_arrow(values)
-    eighteen = pc.fill_null(pc.equal(pc.utf8_length(array), 18), False)
-    seventeenth = pc.utf8_slice_codeunits(array, 16, 17)
-    odd = pc.and_(eighteen, pc.is_in(seventeenth, value_set=_ODD_DIGITS)).to_numpy(zero_copy_only=False)
-    even = pc.and_(eighteen, pc.is_in(seventeenth, value_set=_EVEN_DIGITS)).to_numpy(zero_copy_only=False)
-    choice = np.where(odd, 1, np.where(even, 2, 0)).astype(np.int8)
+    choice = np.zeros(len(array), dtype=np.int8)
+    if _all_ascii(array):  # characters are bytes: the 17th character is a column of a byte matrix
+        eighteen, matrix = fixed_width(array, 18)
+        seventeenth = matrix[:, 16]
+        choice[eighteen] = np.where(seventeenth - np.uint8(48) < 10, 2 - seventeenth % 2, 0)
+    else:
+        eighteen_characters = pc.fill_null(pc.equal(pc.utf8_length(array), 18), False)
+        seventeenth_character = pc.utf8_slice_codeunits(array, 16, 17)
+        odd = pc.and_(eighteen_characters, pc.is_in(seventeenth_character, value_set=_ODD_DIGITS))
+        even = pc.and_(eighteen_characters, pc.is_in(seventeenth_character, value_set=_EVEN_DIGITS))
+        choice[odd.to_numpy(zero_copy_only=False)] = 1
+        choice[even.to_numpy(zero_copy_only=False)] = 2
     return choose(choice, ("", "1", "2"), values.index)

@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import csv
 import datetime
+import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib import resources
 
@@ -76,6 +79,9 @@ _MIDDLE_DOTS = r"[•‧∙⋅・･]"
 _OCCUPATION_DETAIL = re.compile(r"([0-9XY])(?:[-.][0-9]{1,3})+|([0-9])[0-9]")
 _CODE_AND_NAME = re.compile(r"([0-9A-Za-z]{1,2})[-:.、_]?(\D.*)")
 _EXCEL_INTEGER = re.compile(r"([0-9]+)\.0+")
+
+#: Threads cleaning columns side by side.
+_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 # --- text --------------------------------------------------------------------
@@ -130,6 +136,21 @@ def clean_number(values: pd.Series) -> pd.Series:
     untidy = pc.or_(pc.invert(pc.ascii_is_alnum(array)), pc.not_equal(array, pc.ascii_upper(array)))
     untidy = pc.and_(untidy, pc.greater(pc.binary_length(array), 0))
     return rewrite_where(values, pc.fill_null(untidy, False), _tidy_number)
+
+
+def _phone_text(array: pa.Array) -> pa.Array:
+    return to_arrow(normalise_phones(clean_text(to_series(array, pd.RangeIndex(len(array))))))
+
+
+def clean_phones(values: pd.Series) -> pd.Series:
+    """Phones: text cleaning, then separators and the country prefix removed."""
+    if all_empty(values):
+        return values
+    array = to_arrow(values)
+    # Bare digits without a country prefix (most phones) are left by both steps.
+    prefixed = pc.or_(pc.starts_with(array, "0086"), pc.starts_with(array, "86"))
+    candidates = pc.fill_null(pc.or_(pc.invert(pc.ascii_is_decimal(array)), prefixed), False)
+    return rewrite_where(values, candidates, _phone_text)
 
 
 # --- code fields ---------------------------------------------------------------
@@ -210,25 +231,43 @@ def normalise_codes(values: pd.Series, table: str) -> tuple[pd.Series, np.ndarra
 # --- the whole frame -------------------------------------------------------------
 
 
-def _clean_columns(text: pd.DataFrame) -> dict[str, pd.Series]:
-    cleaned: dict[str, pd.Series] = {}
-    for column in INPUT_FIELDS:
-        values = text[column]
-        if column in FIELD_TABLES:
-            continue  # code columns: see _recognise_codes
-        if column == "xm":
-            cleaned[column] = clean_name(values)
-        elif column in NUMBER_COLUMNS:
-            cleaned[column] = clean_number(values)
-        elif column == "brdh":
-            cleaned[column] = normalise_phones(clean_text(values))
-        elif column in DATE_COLUMNS:
-            cleaned[column] = per_distinct(values, lambda distinct: normalise_dates(nfkc(distinct)))
-        elif column in FREE_TEXT_COLUMNS:
-            cleaned[column] = clean_text(values)
-        else:
-            cleaned[column] = per_distinct(values, clean_text)
-    return cleaned
+def _cleaner(column: str) -> Callable[[pd.Series], pd.Series]:
+    """The cleaning of a (non-code) input column."""
+    if column == "xm":
+        return clean_name
+    if column in NUMBER_COLUMNS:
+        return clean_number
+    if column == "brdh":
+        return clean_phones
+    if column in DATE_COLUMNS:
+        return lambda values: per_distinct(values, lambda distinct: normalise_dates(nfkc(distinct)))
+    if column in FREE_TEXT_COLUMNS:
+        return clean_text
+    return lambda values: per_distinct(values, clean_text)
+
+
+def _clean_column(column: str, values: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
+    """One input column cleaned; for a code column also the mask of rows whose sub-code was folded."""
+    if column in FIELD_TABLES:
+        return normalise_codes(values, FIELD_TABLES[column])
+    return _cleaner(column)(values), None
+
+
+def _clean_columns(text: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[str, np.ndarray]]:
+    """Every column cleaned (codes recognised), and per code column the rows whose sub-code was folded.
+
+    Columns are independent and their work is in Arrow kernels and numpy,
+    which release the GIL: they are cleaned side by side, a thread per core.
+    """
+
+    def clean(column: str) -> tuple[pd.Series, np.ndarray | None]:
+        return _clean_column(column, text[column])
+
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        results = dict(zip(INPUT_FIELDS, pool.map(clean, INPUT_FIELDS), strict=True))
+    cleaned = {column: values for column, (values, _) in results.items()}
+    folded = {column: mask for column, (_, mask) in results.items() if mask is not None}
+    return cleaned, folded
 
 
 def _as_text(fields: pd.DataFrame) -> pd.DataFrame:
@@ -248,13 +287,14 @@ def _warnings(row_ids: np.ndarray, field: str, code: int, messages: pd.Series) -
     return frame
 
 
-def _recognise_codes(text: pd.DataFrame, rows: dict[str, pd.Series], notes: list[pd.DataFrame]) -> None:
-    for field, table in FIELD_TABLES.items():
-        rows[field], folded = normalise_codes(text[field], table)
-        if folded.any():
-            written = per_distinct(text[field][folded], clean_text)
-            messages = warning_messages("fold", field, written, rows[field][folded])
-            notes.append(_warnings(text.index.to_numpy()[folded], field, _FOLD_CODES[field], messages))
+def _fold_warnings(
+    text: pd.DataFrame, rows: dict[str, pd.Series], folded: dict[str, np.ndarray], notes: list[pd.DataFrame]
+) -> None:
+    for field in FIELD_TABLES:
+        if folded[field].any():
+            written = per_distinct(text[field][folded[field]], clean_text)
+            messages = warning_messages("fold", field, written, rows[field][folded[field]])
+            notes.append(_warnings(text.index.to_numpy()[folded[field]], field, _FOLD_CODES[field], messages))
 
 
 def _upgrade(array: pa.Array) -> pa.Array:
@@ -320,9 +360,9 @@ def normalise(
     sorted by ``row_id``).
     """
     text = _as_text(fields)
-    rows = _clean_columns(text)
+    rows, folded = _clean_columns(text)
     notes: list[pd.DataFrame] = []
-    _recognise_codes(text, rows, notes)
+    _fold_warnings(text, rows, folded, notes)
     _upgrade_short_ids(rows, notes)
     _derive_from_id(rows, today)
     _split_address(rows)

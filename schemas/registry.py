@@ -88,9 +88,19 @@ def _not_empty(code: int) -> pa.Check:
     return _check(code, "not_empty", lambda s: s != "")
 
 
+def _within(values: pd.Series, limit: int) -> BoolSeries:
+    """Whether each value is at most ``limit`` characters long."""
+    array = to_arrow(values)
+    # A character is at least one byte: a column whose longest value is within
+    # the limit in bytes (the usual case) needs no character count.
+    if (pc.max(pc.binary_length(array)).as_py() or 0) <= limit:
+        return _mask(values, np.ones(len(array), dtype=bool))
+    return _mask(values, pc.less_equal(pc.utf8_length(array), limit))
+
+
 def _max_length(field: str) -> pa.Check:
     limit = MAX_LENGTHS[field]
-    return _check(10110, "max_length", lambda s: s.str.len() <= limit)
+    return _check(10110, "max_length", lambda s: _within(s, limit))
 
 
 def _pair(implied: pd.Series, values: pd.Series) -> pd.Series:
@@ -168,7 +178,7 @@ def build_schema(today: datetime.date) -> pa.DataFrameSchema:
     columns = {
         "xm": column(
             _not_empty(10114),
-            _check(10110, "name", lambda s: _mask(s, (s == "") | ((s.str.len() <= 30) & matches(s, NAME)))),
+            _check(10110, "name", lambda s: _mask(s, (s == "") | (_within(s, 30) & matches(s, NAME)))),
         ),
         "xb": column(_in_table("gender", 10113, allow_empty=True)),
         "mzdm": column(_in_table("ethnicity", 10123, allow_empty=False)),
