@@ -562,11 +562,18 @@ def test_check_config_ok_and_each_refusal_is_one_chinese_line(
 ) -> None:
     env = Env(tmp_path, platform)
     unreachable = f"http://127.0.0.1:{_free_port()}{PREFIX}"
+    cases = [
+        {},
+        {"EHC_APP_SECRET": "not-the-secret"},
+        {"EHC_APP_ID": "unknownapp0001"},
+        {"EHC_BASE_URL": unreachable},
+    ]
+    # Separate state directories: side by side, the runs would share one work key cache.
     ok, wrong_secret, unknown_app, no_answer = env.run_all(
-        (("check-config",), {}),
-        (("check-config",), {"EHC_APP_SECRET": "not-the-secret"}),
-        (("check-config",), {"EHC_APP_ID": "unknownapp0001"}),
-        (("check-config",), {"EHC_BASE_URL": unreachable}),
+        *[
+            (("check-config",), {**case, "EHC_STATE_DIR": str(tmp_path / f"state{i}")})
+            for i, case in enumerate(cases)
+        ]
     )
     assert ok.returncode == 0, ok.stderr
     assert platform.base_url in ok.stdout and APP_ID not in ok.stdout
@@ -574,7 +581,7 @@ def test_check_config_ok_and_each_refusal_is_one_chinese_line(
     assert "10105" in line or "10103" in line
     assert "10101" in fatal_line(unknown_app)
     fatal_line(no_answer)
-    assert_no_secrets(env, platform)
+    assert_no_secrets(env, platform, *(tmp_path / f"state{i}" / "logs" for i in range(len(cases))))
 
 
 def test_missing_credentials_org_code_or_unknown_app_stop_submit(
