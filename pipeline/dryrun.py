@@ -32,6 +32,7 @@ from pipeline.model import (
     Batch,
     MappedTable,
 )
+from pipeline.progress import StageBar
 
 #: Statuses that count as a row done well.
 GOOD_STATUSES = frozenset({STATUS_VALID, STATUS_ENROLLED, STATUS_ALREADY_ENROLLED})
@@ -57,16 +58,19 @@ def read_tables(
     sheet: str | None = None,
     all_sheets: bool = False,
     mapping_file: Path | None = None,
+    bar: StageBar | None = None,
 ) -> list[MappedTable]:
     """Read every input and recognise its columns; fatal problems raise InputError."""
     aliases = dict(settings.column_aliases)
     if mapping_file is not None:
         aliases.update(mapping.load_mapping_file(mapping_file))
+    bar = bar or StageBar(len(inputs), enabled=False)
     tables: list[MappedTable] = []
     for path in inputs:
-        for raw in reading.read_register(Path(path), sheet=sheet, all_sheets=all_sheets):
-            tables.append(mapping.map_columns(raw, aliases))
-            logger.info("读取 {}：{} 行（表头在第 {} 行）", raw.label, len(raw.data), raw.header_row)
+        with bar.stage(f"读取 {Path(path).name}"):
+            for raw in reading.read_register(Path(path), sheet=sheet, all_sheets=all_sheets):
+                tables.append(mapping.map_columns(raw, aliases))
+                logger.info("读取 {}：{} 行（表头在第 {} 行）", raw.label, len(raw.data), raw.header_row)
     return tables
 
 
@@ -150,25 +154,35 @@ def prepare_batch(
     mapping_file: Path | None = None,
     today: date | None = None,
     progress: bool = False,
+    bar: StageBar | None = None,
 ) -> Batch:
-    """Read, normalise and validate every input; the batch's outcome says valid/invalid."""
+    """Read, normalise and validate every input; the batch's outcome says valid/invalid.
+
+    ``progress`` shows a bar of the stages on stderr (callers pass it only for
+    a terminal); ``bar`` lets a caller extend that bar over later stages.
+    """
     today = today or date.today()
-    tables = read_tables(inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file)
-    offsets, sources, original, extras = combine(tables)
-    normalised, warnings = normalise.normalise(original, settings.defaults, today)
-    faults = validate.validate(normalised, today=today)
-    all_faults = pd.concat([faults, warnings], ignore_index=True) if len(warnings) else faults
-    all_faults = all_faults.loc[:, list(FAULT_COLUMNS)]
-    rows = pd.concat([sources, normalised], axis=1)
-    batch = Batch(
-        tables=tables,
-        table_rows=offsets,
-        rows=rows,
-        original=original,
-        extras=extras,
-        faults=all_faults,
-        outcome=status_from_faults(len(rows), all_faults),
+    bar = bar or StageBar(len(inputs) + 2, enabled=progress)
+    tables = read_tables(
+        inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, bar=bar
     )
+    offsets, sources, original, extras = combine(tables)
+    with bar.stage("规范化"):
+        normalised, warnings = normalise.normalise(original, settings.defaults, today)
+    with bar.stage("校验"):
+        faults = validate.validate(normalised, today=today)
+        all_faults = pd.concat([faults, warnings], ignore_index=True) if len(warnings) else faults
+        all_faults = all_faults.loc[:, list(FAULT_COLUMNS)]
+        rows = pd.concat([sources, normalised], axis=1)
+        batch = Batch(
+            tables=tables,
+            table_rows=offsets,
+            rows=rows,
+            original=original,
+            extras=extras,
+            faults=all_faults,
+            outcome=status_from_faults(len(rows), all_faults),
+        )
     invalid = int((batch.outcome["status"] == STATUS_INVALID).sum())
     logger.info("校验完成：{} 行，其中 {} 行未通过", len(batch), invalid)
     missing_org = int((rows["orgCode"] == "").sum())
@@ -204,7 +218,13 @@ def run_validate(
     progress: bool = False,
 ) -> RunResult:
     """``ehc validate``: the dry run with every report, nothing sent."""
-    batch = prepare_batch(
-        inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, progress=progress
-    )
-    return RunResult(batch, write_outputs(batch, out_dir, submitted=False))
+    bar = StageBar(len(inputs) + 3, enabled=progress)
+    try:
+        batch = prepare_batch(
+            inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, bar=bar
+        )
+        with bar.stage("写报告"):
+            paths = write_outputs(batch, out_dir, submitted=False)
+    finally:
+        bar.close()
+    return RunResult(batch, paths)
