@@ -234,3 +234,12 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
         monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     for variable in ("EHC_APP_ID", "EHC_APP_SECRET", "EHC_BASE_URL", "EHC_ORG_CODE", "EHC_RATE"):
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Any]:
+    """An open journal in the test's own folder."""
+    from pipeline.journal import Journal
+
+    with Journal(tmp_path / "journal.sqlite") as opened:
+        yield opened

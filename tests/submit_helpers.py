@@ -13,6 +13,15 @@ from pipeline.model import FAULT_COLUMNS, FIELDS, OUTCOME_COLUMNS, SOURCE_COLUMN
 from pipeline.responses import CallResult
 
 
+def submit_quickly(batch: Batch, client: object, journal: object, **options: object) -> object:
+    """``submit_batch`` with test defaults: no rate limit, four workers."""
+    from pipeline.submit import submit_batch
+
+    options.setdefault("rate", None)
+    options.setdefault("concurrency", 4)
+    return submit_batch(batch, client, journal, **options)  # type: ignore[arg-type]
+
+
 def check_char(body17: str) -> str:
     """The GB 11643 check character of 17 digits."""
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)

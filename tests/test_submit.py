@@ -5,10 +5,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from submit_helpers import ScriptedClient, card_ids, make_batch, make_id, resident
+from submit_helpers import ScriptedClient, card_ids, make_batch, make_id, resident, submit_quickly
 
 from pipeline.errors import AuthenticationRefused
 from pipeline.journal import STATE_ENROLLED, STATE_SENDING, Journal
@@ -18,20 +17,7 @@ from pipeline.submit import (
     MESSAGE_NOT_SENT,
     derive_concurrency,
     pool_size,
-    submit_batch,
 )
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    with Journal(tmp_path / "journal.sqlite") as opened:
-        yield opened
-
-
-def _submit(batch, client, journal, **options):
-    options.setdefault("rate", None)
-    options.setdefault("concurrency", 4)
-    return submit_batch(batch, client, journal, **options)
 
 
 def test_every_status_and_the_faults(journal: Journal) -> None:
@@ -39,7 +25,7 @@ def test_every_status_and_the_faults(journal: Journal) -> None:
     journal.record(ids[4], STATE_ENROLLED, 10000, "操作成功", "E" * 64, "4" * 20)
     client = ScriptedClient({ids[1]: 10115, ids[2]: 10124, ids[3]: None})
     batch = make_batch([resident(i) for i in ids], invalid=[5])
-    summary = _submit(batch, client, journal)
+    summary = submit_quickly(batch, client, journal)
 
     status = batch.outcome["status"].tolist()
     assert status == ["enrolled", "already_enrolled", "rejected", "failed", "already_enrolled", "invalid"]
@@ -70,12 +56,12 @@ def test_every_status_and_the_faults(journal: Journal) -> None:
 def test_rerun_sends_nothing_for_enrolled_residents(journal: Journal) -> None:
     ids = [make_id(n) for n in range(20)]
     client = ScriptedClient()
-    _submit(make_batch([resident(i) for i in ids]), client, journal)
+    submit_quickly(make_batch([resident(i) for i in ids]), client, journal)
     assert len(client.sync_calls) == 20
 
     again = ScriptedClient()
     batch = make_batch([resident(i) for i in reversed(ids)], file="other.csv")
-    summary = _submit(batch, again, journal)
+    summary = submit_quickly(batch, again, journal)
     assert again.sync_calls == []
     assert (batch.outcome["status"] == "already_enrolled").all()
     assert batch.outcome["ehealthCardId"].tolist() == [card_ids(i)["ehealthCardId"] for i in reversed(ids)]
@@ -88,7 +74,7 @@ def test_unknown_outcome_is_resent_and_10115_counts_as_enrolled(journal: Journal
     journal.record(failed, "failed", None, "等待平台应答超时")
     client = ScriptedClient({lost: 10115, failed: 10115})
     batch = make_batch([resident(lost), resident(failed)])
-    _submit(batch, client, journal)
+    submit_quickly(batch, client, journal)
     assert client.sync_calls.count(lost) == 1 and client.sync_calls.count(failed) == 1
     assert (batch.outcome["status"] == "already_enrolled").all()
     assert "此前已发送" in batch.outcome.loc[0, "message"]
@@ -100,7 +86,7 @@ def test_lookup_existing_fetches_card_ids_with_bind(journal: Journal) -> None:
     elsewhere = make_id(7)
     client = ScriptedClient({elsewhere: 10115})
     batch = make_batch([resident(elsewhere)])
-    _submit(batch, client, journal, lookup_existing=True)
+    submit_quickly(batch, client, journal, lookup_existing=True)
     assert client.bind_calls == [elsewhere]
     assert batch.outcome.loc[0, "status"] == "already_enrolled"
     assert batch.outcome.loc[0, "ehealthCardId"] == card_ids(elsewhere)["ehealthCardId"]
@@ -111,7 +97,7 @@ def test_repeated_id_is_sent_once(journal: Journal) -> None:
     twice = make_id(3)
     client = ScriptedClient()
     batch = make_batch([resident(twice), resident(make_id(4)), resident(twice)])
-    _submit(batch, client, journal)
+    submit_quickly(batch, client, journal)
     assert client.sync_calls.count(twice) == 1
     assert batch.outcome["status"].tolist() == ["enrolled", "enrolled", "already_enrolled"]
     assert batch.outcome.loc[2, "ehealthCardId"] == batch.outcome.loc[0, "ehealthCardId"]
@@ -128,7 +114,7 @@ def test_stop_sends_nothing_new_and_marks_the_rest(journal: Journal) -> None:
 
     client.before_answer = stop_after_five
     batch = make_batch([resident(i) for i in ids])
-    summary = _submit(batch, client, journal, concurrency=2, stop=stop)
+    summary = submit_quickly(batch, client, journal, concurrency=2, stop=stop)
     sent = set(client.sync_calls)
     assert 5 <= len(sent) <= 8
     assert summary.interrupted
@@ -155,7 +141,7 @@ def test_a_signal_stops_the_pool_from_the_main_thread(journal: Journal, signum: 
     client.before_answer = interrupt_once
     previous = signal.getsignal(signum)
     batch = make_batch([resident(i) for i in ids])
-    summary = _submit(batch, client, journal, concurrency=1)
+    summary = submit_quickly(batch, client, journal, concurrency=1)
     assert signal.getsignal(signum) is previous, "handlers are restored"
     assert summary.interrupted
     assert len(client.sync_calls) < len(ids)
@@ -174,7 +160,7 @@ def test_run_stopping_fault_fills_the_outcome_then_raises(journal: Journal) -> N
     client.before_answer = refuse
     batch = make_batch([resident(i) for i in ids])
     with pytest.raises(AuthenticationRefused):
-        _submit(batch, client, journal, concurrency=1)
+        submit_quickly(batch, client, journal, concurrency=1)
     assert batch.outcome["status"].tolist() == ["enrolled"] * 3 + ["failed"] * 7
     assert "结果未知" in batch.outcome.loc[3, "message"]
     assert "10105" in batch.outcome.loc[4, "message"]

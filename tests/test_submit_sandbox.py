@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import SandboxHandle, make_resident
 from loguru import logger
-from submit_helpers import make_batch, write_register
+from submit_helpers import make_batch, submit_quickly, write_register
 
 from pipeline.client import PlatformClient
 from pipeline.config import DefaultValues, Settings, SubmitSettings
@@ -23,24 +23,7 @@ from pipeline.errors import AuthenticationRefused, ConfigError
 from pipeline.journal import STATE_ENROLLED, STATE_SENDING, Journal
 from pipeline.logs import setup_logging
 from pipeline.model import Batch
-from pipeline.submit import (
-    MESSAGE_NOT_SENT,
-    run_submit,
-    submit_batch,
-)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    with Journal(tmp_path / "journal.sqlite") as opened:
-        yield opened
-
-
-def _submit(batch, client, journal, **options):
-    options.setdefault("rate", None)
-    options.setdefault("concurrency", 4)
-    return submit_batch(batch, client, journal, **options)
-
+from pipeline.submit import MESSAGE_NOT_SENT, run_submit
 
 # -- against the real sandbox over loopback -------------------------------------------------------
 
@@ -69,7 +52,7 @@ def test_sandbox_statuses_and_calls(
             sandbox.inject("drop", count=2, methods=("syncCardInfo",))
 
     calls_before = sandbox.count("syncCardInfo")
-    _submit(batch, _Hooked(platform, drop_for), journal, concurrency=1)
+    submit_quickly(batch, _Hooked(platform, drop_for), journal, concurrency=1)
     assert batch.outcome["status"].tolist() == ["enrolled", "already_enrolled", "rejected", "failed"]
     card_id, virtual = batch.outcome.loc[0, ["ehealthCardId", "virtualCardNum"]]
     assert len(card_id) == 64 and len(virtual) == 20
@@ -81,7 +64,7 @@ def test_sandbox_statuses_and_calls(
     # the rerun sends only the residents not enrolled: the rejected and the failed one
     again = _platform_batch([new, elsewhere, bad_ethnicity, dropped])
     calls_before = sandbox.count("syncCardInfo")
-    _submit(again, platform, journal)
+    submit_quickly(again, platform, journal)
     assert sandbox.count("syncCardInfo") - calls_before == 2
     assert again.outcome["status"].tolist() == [
         "already_enrolled",
@@ -101,7 +84,7 @@ def test_sandbox_unknown_outcomes_are_resent(
         assert platform.sync_card_info(card, people).ok
     calls_before = sandbox.count("syncCardInfo")
     batch = _platform_batch(residents)
-    _submit(batch, platform, journal)
+    submit_quickly(batch, platform, journal)
     assert sandbox.count("syncCardInfo") - calls_before == 6, "every unknown resident is sent again"
     assert batch.outcome["status"].tolist() == ["already_enrolled"] * 3 + ["enrolled"] * 3
     assert sandbox.residents() == 6
@@ -112,7 +95,7 @@ def test_sandbox_lookup_existing(sandbox: SandboxHandle, platform: PlatformClien
     card, people = make_resident(20)
     first = platform.sync_card_info(card, people)
     batch = _platform_batch([(card, people)])
-    _submit(batch, platform, journal, lookup_existing=True)
+    submit_quickly(batch, platform, journal, lookup_existing=True)
     assert sandbox.count("bindCardInfo") == 1
     assert batch.outcome.loc[0, "status"] == "already_enrolled"
     assert batch.outcome.loc[0, "ehealthCardId"] == first.data["ehealthCardId"]
@@ -126,7 +109,7 @@ def test_sandbox_never_sees_more_than_the_rate(
     batch = _platform_batch([make_resident(n) for n in range(100, 140)])
     with PlatformClient(sandbox.settings(), tmp_path / "state", rate=rate) as client:
         client.work_key()
-        summary = _submit(batch, client, journal, rate=rate, concurrency=None)
+        summary = submit_quickly(batch, client, journal, rate=rate, concurrency=None)
     assert summary.sent == 40
     assert (batch.outcome["status"] == "enrolled").all()
     assert sandbox.max_in_window() <= rate  # getWorkKey included
