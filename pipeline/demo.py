@@ -23,7 +23,8 @@ REGISTER_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".csv", ".tsv", ".txt", ".ods"}
 def sample_registers(folder: Path) -> list[Path]:
     """The registers in ``folder`` (not README or expectation files), sorted."""
     return sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.suffix.lower() in REGISTER_SUFFIXES and not p.name.startswith(("expected", "~$", "."))
     )
 
@@ -31,8 +32,18 @@ def sample_registers(folder: Path) -> list[Path]:
 def start_sandbox(state: Path, app_id: str, app_secret: str) -> tuple[subprocess.Popen[str], str]:
     """Start ``ehc sandbox`` on a free port; return the process and its base URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--state", str(state),
-         "--app", f"{app_id}:{app_secret}"],
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "sandbox",
+            "--port",
+            "0",
+            "--state",
+            str(state),
+            "--app",
+            f"{app_id}:{app_secret}",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
