@@ -6,7 +6,9 @@ call :func:`prepare_batch`, then send, then :func:`write_outputs`.
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from pipeline import mapping, normalise, reading, validate
+from pipeline import arrowtext, mapping, normalise, reading
 from pipeline.config import Settings
 from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
 from pipeline.model import (
@@ -49,6 +51,27 @@ class RunResult:
     def exit_code(self) -> int:
         """0 when every row is good, 1 otherwise."""
         return exit_code_for(self.batch)
+
+
+#: Modules needed only after reading (pandera's is the heaviest), imported while the input is read.
+LATER_MODULES = ("pipeline.validate", "pipeline.reports")
+
+
+def _import_in_background(names: Sequence[str]) -> None:
+    """Start importing ``names`` on a thread: most of reading runs in Arrow without the GIL.
+
+    An import that fails here fails again, with its error, where the module is
+    used.  Not a daemon thread: the interpreter never stops halfway through an import.
+    """
+
+    def load() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                return  # the import where the module is used raises it again
+
+    threading.Thread(target=load, name="ehc-imports").start()
 
 
 def read_tables(
@@ -124,24 +147,33 @@ def _join_by_row(row_ids: np.ndarray, texts: np.ndarray, sep: str) -> tuple[np.n
     return np.asarray(rows, dtype="int64"), joined
 
 
+def _spread(n_rows: int, rows: np.ndarray, texts: Sequence[str], index: pd.Index) -> pd.Series:
+    """A ``str`` column: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow, not as objects)."""
+    picks = np.zeros(n_rows, dtype=np.int32)
+    picks[rows] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    return arrowtext.choose(picks, ["", *texts], index)
+
+
 def status_from_faults(n_rows: int, faults: pd.DataFrame) -> pd.DataFrame:
     """The dry-run outcome frame: ``invalid`` where a row has an error fault."""
     errors = faults[faults["severity"] == "error"].sort_values("row_id", kind="stable")
-    status = np.full(n_rows, STATUS_VALID, dtype=object)
-    result_code = np.full(n_rows, "", dtype=object)
-    message = np.full(n_rows, "", dtype=object)
-    if len(errors):
-        row_ids = errors["row_id"].to_numpy(dtype="int64")
-        rows, codes = _join_by_row(row_ids, errors["code"].astype(str).to_numpy(), ";")
-        _, messages = _join_by_row(row_ids, errors["message"].to_numpy(dtype=object), "；")
-        status[rows] = STATUS_INVALID
-        result_code[rows] = codes
-        message[rows] = messages
+    index = pd.RangeIndex(n_rows)
+    row_ids = errors["row_id"].to_numpy(dtype="int64")
+    rows, codes = _join_by_row(row_ids, errors["code"].astype(str).to_numpy(), ";")
+    _, messages = _join_by_row(row_ids, errors["message"].to_numpy(dtype=object), "；")
+    invalid = np.zeros(n_rows, dtype=np.int8)
+    invalid[rows] = 1
+    blank = arrowtext.constant("", index)
     outcome = pd.DataFrame(
-        {"status": status, "result_code": result_code, "message": message,
-         "ehealthCardId": "", "virtualCardNum": ""},
-        index=pd.RangeIndex(n_rows),
-    )  # fmt: skip
+        {
+            "status": arrowtext.choose(invalid, [STATUS_VALID, STATUS_INVALID], index),
+            "result_code": _spread(n_rows, rows, codes, index),
+            "message": _spread(n_rows, rows, messages, index),
+            "ehealthCardId": blank,
+            "virtualCardNum": blank.copy(),
+        },
+        index=index,
+    )
     return outcome.loc[:, list(OUTCOME_COLUMNS)]
 
 
@@ -163,6 +195,7 @@ def prepare_batch(
     """
     today = today or date.today()
     bar = bar or StageBar(len(inputs) + 2, enabled=progress)
+    _import_in_background(LATER_MODULES)
     tables = read_tables(
         inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, bar=bar
     )
@@ -170,6 +203,8 @@ def prepare_batch(
     with bar.stage("规范化"):
         normalised, warnings = normalise.normalise(original, settings.defaults, today)
     with bar.stage("校验"):
+        from pipeline import validate
+
         faults = validate.validate(normalised, today=today)
         all_faults = pd.concat([faults, warnings], ignore_index=True) if len(warnings) else faults
         all_faults = all_faults.loc[:, list(FAULT_COLUMNS)]

@@ -41,6 +41,9 @@ _MAX_UNEVEN_ROWS = 10_000
 #: Rows the csv module reads before they are handed to Arrow.
 _CSV_BATCH_ROWS = 100_000
 
+#: Largest block Arrow parses as one piece (its block size is a 32-bit int).
+_MAX_BLOCK_BYTES = (1 << 31) - 1
+
 _NOT_SPACE = re.compile(rb"\S")
 _SAVE_AS = "用 Excel“另存为”“CSV UTF-8（逗号分隔）”，或用记事本另存为 UTF-8（或 GBK/ANSI）编码后再处理"
 _BOMS = (
@@ -213,10 +216,16 @@ def _parse(data: bytes, layout: _Layout, label: str, **options: Any) -> pa.Table
     names = [f"c{j}" for j in range(len(layout.header_cells))]
     encoding = "utf8" if layout.encoding == "utf-8" else layout.encoding
     threads = options.pop("use_threads", True)
+    # The whole body as one block: each column then comes back as one array.
+    # Many small blocks parse on more threads, but gluing their chunks together
+    # afterwards copies every column into fresh memory, which costs more.
+    block_size = max(1, min(len(data) - layout.body + 1, _MAX_BLOCK_BYTES))
     try:
         return pacsv.read_csv(
             pa.BufferReader(pa.py_buffer(data).slice(layout.body)),
-            read_options=pacsv.ReadOptions(column_names=names, encoding=encoding, use_threads=threads),
+            read_options=pacsv.ReadOptions(
+                column_names=names, encoding=encoding, use_threads=threads, block_size=block_size
+            ),
             parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, ignore_empty_lines=True, **options),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, TEXT_ARROW),

@@ -137,6 +137,13 @@ def _footer_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
     return footer
 
 
+def _contiguous(column: TextColumn) -> pa.Array:
+    """The column as one array; a single chunk is used as it is (combining copies even one)."""
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _unique(names: list[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
@@ -198,7 +205,7 @@ def build_table(
     names = _unique(names)
     # One contiguous array per column: every later stage hands columns to Arrow
     # kernels, and a chunked column would be copied together again each time.
-    kept = [column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column for column in kept]
+    kept = [_contiguous(column) for column in kept]
     data = pd.DataFrame(
         {name: pd.Series(column, dtype=TEXT_DTYPE) for name, column in zip(names, kept, strict=True)},
         index=pd.RangeIndex(len(source_row)),

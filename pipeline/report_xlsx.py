@@ -130,39 +130,48 @@ def _overview(data: ReportData) -> tuple[list[str], list[pa.Array], list[object]
     return headers, columns, totals
 
 
-def _detail(data: ReportData) -> tuple[list[str], list[pa.Array]]:
+def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[pa.Array]]:
+    """Headers and columns of 明细: every row, or only the rows ``keep`` (picked before any conversion)."""
     rows, n = data.rows, data.n
+    taken = None if keep is None else pa.array(keep)
+
+    def per_row(values: np.ndarray) -> np.ndarray:
+        return values if keep is None else values[keep]
+
+    def arrow(values: pa.Array) -> pa.Array:
+        return values if taken is None else values.take(taken)
+
     headers = ["文件", "工作表", "行号", "状态", "结果代码", "说明"]
     columns = [
-        column_of(rows, "source_file", n),
-        column_of(rows, "source_sheet", n),
-        _numbers(data.source_row),
-        text_column(relabel(data.status, STATUS_LABELS)),
-        text_column(data.result_codes),
-        text_column(data.messages),
+        arrow(column_of(rows, "source_file", n)),
+        arrow(column_of(rows, "source_sheet", n)),
+        _numbers(per_row(data.source_row)),
+        text_column(relabel(per_row(data.status), STATUS_LABELS)),
+        text_column(per_row(data.result_codes)),
+        text_column(per_row(data.messages)),
     ]
     headers += [FIELD_LABELS[f] for f in FIELDS]
-    columns += [column_of(rows, f, n) for f in FIELDS]
+    columns += [arrow(column_of(rows, f, n)) for f in FIELDS]
     if data.submitted:
         headers += list(CARD_ID_LABELS.values())
-        columns += [column_of(data.outcome, f, n) for f in CARD_ID_LABELS]
+        columns += [arrow(column_of(data.outcome, f, n)) for f in CARD_ID_LABELS]
     for name, values in extra_columns(data.batch.extras, rows.index):
         headers.append(name)
-        columns.append(values)
+        columns.append(arrow(values))
     return headers, columns
 
 
 def write_results_xlsx(path: Path, data: ReportData) -> Path:
     """Write results.xlsx (汇总 and 明细); returns ``path``."""
     book = FastWorkbook(path, FORMATS)
-    headers, columns = _detail(data)
     style = np.where(data.bad, BAD, np.where(data.has_warning, WARN, 0)).astype(np.int8)
     notes: list[str] = []
+    keep = None
     if data.n > DETAIL_ROW_LIMIT:
         keep = np.flatnonzero(data.bad)[: MAX_SHEET_ROWS - 4]
         notes.append(FULL_CSV_NOTE.format(shown=len(keep), total=data.n))
-        columns = [c.take(pa.array(keep)) for c in columns]
         style = style[keep]
+    headers, columns = _detail(data, keep)
     overview_headers, overview_columns, totals = _overview(data)
     guide = "各结果代码列为出现该代码的行数；每条错误的位置和处理办法见 errors.xlsx。"
     add_table_sheet(book, "汇总", overview_headers, overview_columns, totals=totals, notes=[*notes, guide])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.model import STATUS_LABELS, Batch
@@ -25,25 +27,34 @@ def _tally(values: Any) -> dict[str, int]:
     return {str(value): int(count) for value, count in counts.items()}
 
 
+def _present(names: list[str], counts: np.ndarray) -> dict[str, int]:
+    """The non-zero ``counts`` keyed by name, in name order."""
+    return {name: int(counts[i]) for i, name in sorted(enumerate(names), key=itemgetter(1)) if counts[i]}
+
+
 def _counts(data: ReportData) -> dict[str, Any]:
     labels, section = sections(data)
     distinct = data.errors.drop_duplicates(["pos", "code"])
-    per_file = pd.DataFrame({"section": section, "status": data.status}).value_counts(sort=False)
-    files = []
-    for i, (name, sheet) in enumerate(labels):
-        mine = per_file[per_file.index.get_level_values(0) == i].droplevel(0).sort_index()
-        files.append(
-            {
-                "file": name,
-                "sheet": sheet,
-                "rows": int(mine.sum()),
-                "by_status": {str(status): int(count) for status, count in mine.items()},
-            }
-        )
+    # One hashing pass over the statuses; per-file counts are then integer arithmetic.
+    status_code, uniques = pd.factorize(data.status)
+    statuses = [str(s) for s in uniques]
+    width = max(len(statuses), 1)
+    per_file = np.bincount(
+        np.asarray(section, dtype=np.int64) * width + status_code, minlength=len(labels) * width
+    ).reshape(len(labels), width)
+    files = [
+        {
+            "file": name,
+            "sheet": sheet,
+            "rows": int(per_file[i].sum()),
+            "by_status": _present(statuses, per_file[i]),
+        }
+        for i, (name, sheet) in enumerate(labels)
+    ]
     return {
         "files": files,
         "rows": data.n,
-        "by_status": _tally(data.status),
+        "by_status": _present(statuses, per_file.sum(axis=0)),
         "by_code": {str(int(c)): k for c, k in _tally(distinct["code"].astype("int64")).items()},
         "warnings_by_code": {
             str(int(c)): k for c, k in _tally(data.warnings["code"].astype("int64")).items()
