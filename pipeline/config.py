@@ -75,7 +75,7 @@ class LogSettings:
 class InboxSettings:
     """Nightly inbox runs."""
 
-    settle_seconds: float = 60.0
+    settle_seconds: float = 2.0
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:

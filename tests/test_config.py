@@ -44,7 +44,7 @@ def test_defaults_without_file_or_environment(tmp_path: Path) -> None:
     assert settings.platform.base_url == PRODUCTION_BASE_URL
     assert settings.platform.app_id == "" and settings.platform.app_secret == ""
     assert settings.submit.rate == 5.0 and settings.submit.concurrency == 0
-    assert settings.inbox.settle_seconds == 60.0
+    assert settings.inbox.settle_seconds == 2.0
     assert settings.logging.level == "INFO" and settings.logging.json is False
     assert settings.state_dir == tmp_path
     assert settings.effective_log_dir == tmp_path / "logs"
