@@ -173,13 +173,3 @@ def eight_digits(matrix: np.ndarray, start: int = 0) -> tuple[np.ndarray, np.nda
     value = (value * np.uint64(100) + (value >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
     value = (value * np.uint64(10000) + (value >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
     return np.asarray(digits, dtype=bool), value.astype(np.int64)
-
-
-def digits_value(matrix: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """The integer written by the ASCII digits in columns ``start:stop`` of each row of ``matrix``."""
-    result = np.zeros(len(matrix), dtype=np.int64)
-    for column in range(start, stop):
-        result *= 10
-        result += matrix[:, column]
-    result -= 48 * (10 ** (stop - start) - 1) // 9  # the ASCII code of "0" in every place
-    return result

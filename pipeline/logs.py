@@ -30,13 +30,6 @@ def mask_id(value: str) -> str:
     return value[:6] + "*" * (len(value) - 10) + value[-4:]
 
 
-def mask_phone(value: str) -> str:
-    """Mask one phone number: keep the first 3 and last 4 digits."""
-    if len(value) <= 7:
-        return "*" * len(value)
-    return value[:3] + "*" * (len(value) - 7) + value[-4:]
-
-
 def mask_app_id(app_id: str) -> str:
     """First 4 + ``***`` + last 4 characters; shorter ids keep less so most stays hidden."""
     if len(app_id) > 12:

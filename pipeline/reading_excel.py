@@ -288,7 +288,7 @@ def _read_sheets(
     # A sheet of instructions ("填表说明") before the register is not the register.
     if registers:
         for table in others:
-            logger.info("{}: no known column names, sheet skipped", table.label)
+            logger.info("{}：没有可识别的表头（如 姓名、身份证号码），该工作表已跳过", table.label)
         return registers
     if "header only" in header_only:
         raise _header_only(path, header_only["header only"])

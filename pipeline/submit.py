@@ -37,6 +37,7 @@ from pipeline.model import (
     CARD_FIELDS,
     PEOPLE_FIELDS,
     STATUS_FAILED,
+    STATUS_LABELS,
     STATUS_VALID,
     Batch,
 )
@@ -222,7 +223,8 @@ def submit_batch(
     summary.counts = {str(k): int(v) for k, v in batch.outcome["status"].value_counts().items()}
     logger.info(
         "提交结束：发送 {} 人，用时 {:.1f} 秒（{:.1f} 人/秒）；结果 {}",
-        summary.sent, summary.elapsed, summary.achieved_rate, summary.counts,
+        summary.sent, summary.elapsed, summary.achieved_rate,
+        "，".join(f"{STATUS_LABELS.get(status, status)} {count}" for status, count in summary.counts.items()),
     )  # fmt: skip
     if pool.fatal is not None:
         raise pool.fatal
