@@ -6,7 +6,7 @@ from functools import cache
 
 import numpy as np
 
-from schemas.divisions import RESIDENCE_PERMIT_CODES, division_codes
+from pipeline.text.divisions import RESIDENCE_PERMIT_CODES, division_codes
 
 #: District -> its street offices and towns (佛山市, current names).
 FOSHAN_STREETS: dict[str, tuple[str, ...]] = {

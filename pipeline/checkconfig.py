@@ -20,10 +20,10 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import AuthenticationRefused, ConfigError
-from pipeline.lock import lock_path
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import INPUT_FIELDS
-from pipeline.workkey import cache_path
+from pipeline.platform.workkey import cache_path
+from pipeline.state.lock import lock_path
 
 #: loguru's built-in level names (case-sensitive there).
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -174,7 +174,7 @@ def check_config(settings: Settings) -> list[str]:
     :class:`AuthenticationRefused` (the platform refused the app: message
     says which credential to check) or :class:`PlatformUnreachable`.
     """
-    from pipeline.client import PlatformClient
+    from pipeline.platform.client import PlatformClient
 
     register_secret(settings.platform.app_secret)
     problems = settings_problems(settings)

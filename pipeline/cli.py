@@ -134,7 +134,8 @@ def _progress_wanted() -> bool:
 
 
 def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import dryrun, summary
+    from pipeline import dryrun
+    from pipeline.reports import summary
 
     result = dryrun.run_validate(
         args.inputs,
@@ -150,8 +151,10 @@ def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import dryrun, submit, summary
-    from pipeline.lock import run_lock
+    from pipeline import dryrun
+    from pipeline.reports import summary
+    from pipeline.state.lock import run_lock
+    from pipeline.submission import submit
 
     # The journal is shared: two submissions at once could both claim and send one resident.
     with run_lock(settings.state_dir, command="ehc submit"):
@@ -172,7 +175,7 @@ def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import inbox
+    from pipeline.inbox import run as inbox
 
     out = args.out or args.inbox.parent / f"{args.inbox.name}-results"
     result = inbox.run_inbox(args.inbox, out, settings, dry_run=args.dry_run)
@@ -181,8 +184,8 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import qrcode
-    from pipeline.client import PlatformClient
+    from pipeline.platform.client import PlatformClient
+    from pipeline.submission import qrcode
 
     wanted = len(qrcode.read_holders(args.source))
     with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:

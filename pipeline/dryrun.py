@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
-from pipeline import arrowtext, mapping, normalise, reading
+from pipeline import mapping, normalise
 from pipeline.config import Settings
 from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
 from pipeline.model import (
@@ -35,6 +35,8 @@ from pipeline.model import (
     MappedTable,
 )
 from pipeline.progress import StageBar
+from pipeline.reading import register as reading
+from pipeline.text import arrow as arrowtext
 
 #: Statuses that count as a row done well.
 GOOD_STATUSES = frozenset({STATUS_VALID, STATUS_ENROLLED, STATUS_ALREADY_ENROLLED})
@@ -54,7 +56,7 @@ class RunResult:
 
 
 #: Modules needed only after reading (pandera's is the heaviest), imported while the input is read.
-LATER_MODULES = ("pipeline.validate", "pipeline.reports")
+LATER_MODULES = ("pipeline.validate", "pipeline.reports.write")
 
 
 def _import_in_background(names: Sequence[str]) -> None:
@@ -231,7 +233,7 @@ def prepare_batch(
 
 def write_outputs(batch: Batch, out_dir: Path, *, submitted: bool) -> dict[str, Path]:
     """Write every report of ``batch`` into ``out_dir``."""
-    from pipeline import reports
+    from pipeline.reports import write as reports
 
     return reports.write_reports(out_dir, batch, submitted=submitted)
 

@@ -1,23 +1,16 @@
 """Recognise a register's columns: the clerk's headers -> the platform's field codes.
 
-Built-in aliases are data (``schemas/column_aliases.csv``: ``field,alias``; the
-field ``ignore`` marks row-number columns such as 序号).  The spec's pinyin field
-codes (``xm``, ``sfzhm``, ``orgCode`` ...) are always recognised, in any case.
-Headers are compared after :func:`header_key` has removed what clerks decorate
-them with (spaces, ``*``, ``（必填）``, a trailing ``：``).  A user mapping
-(header -> field code, from the config file or ``--mapping FILE``) wins over the
-built-ins.
+Headers are matched through the vocabulary of :mod:`pipeline.reading.headers`
+(built-in aliases, the spec's pinyin field codes, decorations removed).  A
+user mapping (header -> field code, from the config file or ``--mapping
+FILE``) wins over the built-ins.  A register missing a required column is an
+:class:`~pipeline.errors.InputError` naming it.
 """
 
 from __future__ import annotations
 
-import csv
-import re
 import tomllib
-import unicodedata
-from collections.abc import Iterable, Mapping
-from functools import cache
-from importlib import resources
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,72 +26,24 @@ from pipeline.model import (
     MappedTable,
     RawTable,
 )
-
-#: The pseudo field code of columns that are neither a field nor an extra (序号).
-IGNORE = "ignore"
+from pipeline.reading.headers import IGNORE, builtin_aliases, field_code, header_key
 
 #: Fields that, present as separate columns, mean the address is already split.
 _ADDRESS_PARTS = ("dzsf", "dzs", "dzqx", "dzxz")
 
-#: Bracketed notes and asterisks: "（必填）", "(选填)", "【格式：19900101】", "*".
-_DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|\*")
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
-
 #: How many headers an error message lists before saying "等 N 列".
 _HEADERS_SHOWN = 40
-
-
-def header_key(text: str) -> str:
-    """The form of a header used for matching: NFKC, no whitespace, no decorations, case-folded.
-
-    ``" 身份证号码（必填）："`` and ``"*身份证号码"`` both give ``"身份证号码"``;
-    ``"XM"`` gives ``"xm"``.  A header that is nothing but decoration keeps it,
-    so ``"(备注)"`` still has a key of its own.
-    """
-    compact = "".join(unicodedata.normalize("NFKC", text).translate(_INVISIBLE).split())
-    stripped = _DECORATION.sub("", compact).rstrip(":")
-    return (stripped or compact).casefold()
-
-
-def _field_code(code: str) -> str | None:
-    """The canonical spelling of a field code given in any case (or ``ignore``), else None."""
-    canonical = {f.casefold(): f for f in (*INPUT_FIELDS, IGNORE)}
-    return canonical.get(code.strip().casefold())
 
 
 def _valid_codes_text() -> str:
     return "、".join(INPUT_FIELDS) + f"；或 {IGNORE}（忽略该列）"
 
 
-@cache
-def builtin_aliases() -> dict[str, str]:
-    """Header key -> field code (or ``ignore``) for every built-in alias and pinyin code."""
-    text = resources.files("schemas").joinpath("column_aliases.csv").read_text(encoding="utf-8")
-    aliases: dict[str, str] = {field.casefold(): field for field in INPUT_FIELDS}
-    for row in csv.DictReader(text.splitlines()):
-        code = _field_code(row["field"])
-        if code is None:  # a broken data file is a programming error, not a clerk's
-            raise ValueError(f"column_aliases.csv: unknown field {row['field']!r}")
-        aliases.setdefault(header_key(row["alias"]), code)
-    return aliases
-
-
-def is_known_header(text: str) -> bool:
-    """True when ``text`` is a built-in alias or a pinyin field code (not a 序号 column)."""
-    code = builtin_aliases().get(header_key(text))
-    return code is not None and code != IGNORE
-
-
-def count_known_headers(cells: Iterable[str]) -> int:
-    """How many of ``cells`` name a field: what tells a header row from a title or data row."""
-    return sum(1 for cell in cells if cell and is_known_header(cell))
-
-
 def check_user_aliases(user_aliases: Mapping[str, str], source: str = "") -> dict[str, str]:
     """Header key -> canonical field code for a user mapping; unknown codes -> ConfigError."""
     checked: dict[str, str] = {}
     for header, code in user_aliases.items():
-        canonical = _field_code(str(code))
+        canonical = field_code(str(code))
         if canonical is None:
             where = f"{source} 中" if source else ""
             raise ConfigError(
@@ -215,4 +160,4 @@ def load_mapping_file(path: str | Path) -> dict[str, str]:
             f'列对应关系文件 {name} 中“{bad[0]}”的值应为字段代码文字，例如 "联系人电话" = "brdh"。请改正'
         )
     check_user_aliases(pairs, name)
-    return {str(k).strip(): str(_field_code(v)) for k, v in pairs.items()}
+    return {str(k).strip(): str(field_code(v)) for k, v in pairs.items()}

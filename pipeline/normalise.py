@@ -12,14 +12,14 @@ What happens, in order:
 1. Text: NFKC (full-width → half-width, ideographic space and NBSP → space),
    then spaces removed (names keep one space between Latin words), the ID
    check character upper-cased.
-2. Dates → ``YYYYMMDD`` (:mod:`pipeline.dates`); phones → digits
-   (:mod:`pipeline.phone`); code fields → their code, from the code, the name
+2. Dates → ``YYYYMMDD`` (:mod:`pipeline.text.dates`); phones → digits
+   (:mod:`pipeline.text.phone`); code fields → their code, from the code, the name
    or a synonym (``schemas/codes``); a finer national sub-code folds into the
    spec's category with a warning (``schemas/codes/folds.csv``).
 3. A 15-digit ID number is upgraded to 18 (warning); ``csrq`` and ``xb`` come
    from the ID number when empty; ``zjlx`` = ``01`` and ``zjhm`` = ``sfzhm``
    when empty.
-4. A full ``address`` column is split (:mod:`pipeline.address`); explicit part
+4. A full ``address`` column is split (:mod:`pipeline.text.address`); explicit part
    columns win.  Empty ``dzsf``, ``dzs``, ``orgCode``, ``klx``,
    ``isRealName``, ``dzlb`` and ``fksj`` take the configured defaults.
 """
@@ -40,9 +40,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import idnumber
-from pipeline.address import ADDRESS_PARTS, split_addresses
-from pipeline.arrowtext import (
+from pipeline.config import DefaultValues
+from pipeline.messages import warning_messages
+from pipeline.model import ADDRESS_FIELD, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
+from pipeline.text import idnumber
+from pipeline.text.address import ADDRESS_PARTS, split_addresses
+from pipeline.text.arrow import (
     all_digits,
     all_empty,
     empty_mask,
@@ -55,11 +58,8 @@ from pipeline.arrowtext import (
     to_series,
     where,
 )
-from pipeline.config import DefaultValues
-from pipeline.dates import normalise_dates, parse_date
-from pipeline.messages import warning_messages
-from pipeline.model import ADDRESS_FIELD, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
-from pipeline.phone import normalise_phones
+from pipeline.text.dates import normalise_dates, parse_date
+from pipeline.text.phone import normalise_phones
 from schemas.tables import FIELD_TABLES, code_table
 
 #: Code tables whose codes are two digits, so ``1`` means ``01``.

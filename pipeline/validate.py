@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from pipeline import idnumber
-from pipeline.dates import real_dates
 from pipeline.messages import error_messages
 from pipeline.model import FAULT_COLUMNS, FIELDS
+from pipeline.text import idnumber
+from pipeline.text.dates import real_dates
 from schemas.registry import MAX_LENGTHS, PAIR_COLUMNS, build_schema, prepare
 
 _FIELD_ORDER = {field: position for position, field in enumerate(FIELDS)}

@@ -32,10 +32,10 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
 
-from pipeline import idnumber
-from pipeline.arrowtext import empty_mask, matches, to_arrow, to_arrow_any, where
-from pipeline.dates import real_dates
-from pipeline.phone import valid_phones
+from pipeline.text import idnumber
+from pipeline.text.arrow import empty_mask, matches, to_arrow, to_arrow_any, where
+from pipeline.text.dates import real_dates
+from pipeline.text.phone import valid_phones
 from schemas.tables import code_table
 
 #: Pair column -> the field its failures are reported on.

@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 
 from pipeline.config import PlatformSettings
-from pipeline.idnumber import check_character
 from pipeline.sandbox import build_server, max_in_window
 from pipeline.sandbox.server import SandboxServer
+from pipeline.text.idnumber import check_character
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,7 +239,7 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[Any]:
     """An open journal in the test's own folder."""
-    from pipeline.journal import Journal
+    from pipeline.state.journal import Journal
 
     with Journal(tmp_path / "journal.sqlite") as opened:
         yield opened

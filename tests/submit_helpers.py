@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.model import FAULT_COLUMNS, FIELDS, OUTCOME_COLUMNS, SOURCE_COLUMNS, Batch
-from pipeline.responses import CallResult
+from pipeline.platform.responses import CallResult
 
 
 def submit_quickly(batch: Batch, client: object, journal: object, **options: object) -> object:
     """``submit_batch`` with test defaults: no rate limit, four workers."""
-    from pipeline.submit import submit_batch
+    from pipeline.submission.submit import submit_batch
 
     options.setdefault("rate", None)
     options.setdefault("concurrency", 4)

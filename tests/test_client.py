@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from conftest import SandboxHandle, make_resident
 
-from pipeline.client import CallResult, PlatformClient
 from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
-from pipeline.responses import answer_from_http, parse_body, parse_retry_after
+from pipeline.platform.client import CallResult, PlatformClient
+from pipeline.platform.responses import answer_from_http, parse_body, parse_retry_after
+from pipeline.platform.signing import sync_card_sign
 from pipeline.sandbox.faults import FAULT_KINDS
-from pipeline.signing import sync_card_sign
 
 # -- tolerant parsing (units) ---------------------------------------------------------
 
@@ -370,7 +370,7 @@ def test_untrusted_tls_certificate_is_refused_without_retry(tmp_path: Path) -> N
 
 
 def test_limiter_counts_pending_requests_and_send_times() -> None:
-    from pipeline.ratelimit import SlidingWindowLimiter
+    from pipeline.platform.ratelimit import SlidingWindowLimiter
 
     now = [0.0]
     limiter = SlidingWindowLimiter(3, margin=0.0, clock=lambda: now[0])
@@ -398,7 +398,7 @@ def test_limiter_counts_pending_requests_and_send_times() -> None:
 
 
 def test_sent_signal_fires_after_the_body_is_consumed() -> None:
-    from pipeline.ratelimit import SentSignal
+    from pipeline.platform.ratelimit import SentSignal
 
     fired: list[bool] = []
     body = SentSignal(b"abc", lambda: fired.append(True))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import idnumber
-from pipeline.idnumber import IdProblem
+from pipeline.text import idnumber
+from pipeline.text.idnumber import IdProblem
 
 TODAY = datetime.date(2026, 6, 1)
 DIVISIONS = sorted(idnumber.division_codes())

@@ -19,12 +19,12 @@ import openpyxl
 import pytest
 from conftest import REPO_ROOT, SandboxHandle, make_id_number
 
-import pipeline.inbox as inbox_module
+import pipeline.inbox.run as inbox_module
 from pipeline.config import DefaultValues, InboxSettings, Settings, SubmitSettings
 from pipeline.errors import LockHeld
-from pipeline.inbox import run_inbox
-from pipeline.journal import Journal
-from pipeline.lock import lock_path, run_lock
+from pipeline.inbox.run import run_inbox
+from pipeline.state.journal import Journal
+from pipeline.state.lock import lock_path, run_lock
 
 HEADERS = ["姓名", "性别", "民族", "身份证号码", "联系电话", "医疗费用支付方式"]
 
@@ -367,7 +367,7 @@ def test_command_line_second_concurrent_run_exits_3(
     config = _config(sandbox, tmp_path)
     write_xlsx(inbox / "a.xlsx", range(0, 2))
     holder_code = (
-        "import sys, time; from pathlib import Path; from pipeline.lock import run_lock\n"
+        "import sys, time; from pathlib import Path; from pipeline.state.lock import run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.journal import (
+from pipeline.state.journal import (
     STATE_ENROLLED,
     STATE_FAILED,
     STATE_REJECTED,
@@ -123,7 +123,7 @@ def test_not_a_journal_is_a_config_error(tmp_path: Path) -> None:
 
 _KILLED_WRITER = """
 import os, signal, sys
-from pipeline.journal import Journal
+from pipeline.state.journal import Journal
 journal = Journal(sys.argv[1])
 journal.record("420123196205184516", "enrolled", 10000, "ok", "D" * 64, "3" * 20)
 journal.claim("11010519491231002X")

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import EXIT_LOCKED, ConfigError, LockHeld
-from pipeline.lock import LockInfo, lock_path, read_holder, run_lock
+from pipeline.state.lock import LockInfo, lock_path, read_holder, run_lock
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pipeline.lock import run_lock
+    from pipeline.state.lock import run_lock
     with run_lock(Path(sys.argv[1]), command="holder"):
         print("held", flush=True)
         time.sleep(60)

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.mapping import builtin_aliases, header_key, is_known_header, load_mapping_file, map_columns
+from pipeline.mapping import load_mapping_file, map_columns
 from pipeline.model import INPUT_FIELDS, MappedTable, RawTable
-from pipeline.reading import read_register
+from pipeline.reading.headers import builtin_aliases, header_key, is_known_header
+from pipeline.reading.register import read_register
 
 TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
 

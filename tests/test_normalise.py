@@ -7,12 +7,12 @@ import datetime
 import pandas as pd
 import pytest
 
-from pipeline.address import split_addresses
 from pipeline.config import DefaultValues
-from pipeline.dates import parse_date
-from pipeline.idnumber import check_character
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.normalise import normalise
+from pipeline.text.address import split_addresses
+from pipeline.text.dates import parse_date
+from pipeline.text.idnumber import check_character
 
 TODAY = datetime.date(2026, 6, 1)
 MALE_ID = "11010519491231001" + check_character("11010519491231001")

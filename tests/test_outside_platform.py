@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.idnumber import check_character
+from pipeline.text.idnumber import check_character
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/jkfs-dzjkk/dzjkk/websvi/"

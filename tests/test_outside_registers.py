@@ -23,7 +23,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pipeline.idnumber import check_character
+from pipeline.text.idnumber import check_character
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LEAD_COLUMNS = ["source_file", "source_sheet", "source_row", "status", "result_code", "message"]

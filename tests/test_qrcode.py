@@ -12,13 +12,13 @@ import segno
 from conftest import SandboxHandle, make_resident
 from submit_helpers import make_id, write_register
 
-from pipeline.client import PlatformClient
 from pipeline.config import DefaultValues, Settings, SubmitSettings
 from pipeline.errors import InputError
-from pipeline.journal import STATE_ENROLLED, Journal
-from pipeline.qrcode import PNG_MAGIC, decode_png, export_qrcodes, read_holders
-from pipeline.responses import CallResult
-from pipeline.submit import run_submit
+from pipeline.platform.client import PlatformClient
+from pipeline.platform.responses import CallResult
+from pipeline.state.journal import STATE_ENROLLED, Journal
+from pipeline.submission.qrcode import PNG_MAGIC, decode_png, export_qrcodes, read_holders
+from pipeline.submission.submit import run_submit
 
 
 def _png(text: str) -> bytes:

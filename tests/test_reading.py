@@ -13,8 +13,8 @@ import openpyxl
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.reading import read_register
-from pipeline.reading_table import column_letter
+from pipeline.reading.register import read_register
+from pipeline.reading.table import column_letter
 
 HEADER = ["序号", "姓名", "民族", "身份证号码", "联系电话", "医保类型"]
 
@@ -361,8 +361,8 @@ def test_rows_of_uneven_width_are_padded_and_extra_values_kept(
     newline: str,
     encoding: str,
 ) -> None:
-    monkeypatch.setattr("pipeline.reading_csv._MAX_UNEVEN_ROWS", set_aside)
-    monkeypatch.setattr("pipeline.reading_csv._CSV_BATCH_ROWS", batch_rows)
+    monkeypatch.setattr("pipeline.reading.delimited._MAX_UNEVEN_ROWS", set_aside)
+    monkeypatch.setattr("pipeline.reading.delimited._CSV_BATCH_ROWS", batch_rows)
     lines = [
         "姓名,身份证号码,民族",
         "张三,420123196205184516",

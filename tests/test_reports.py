@@ -16,10 +16,14 @@ import pytest
 import python_calamine
 import xlsxwriter
 
-from pipeline import annotate, report_xlsx, xlsx_comments, xlsx_writer, xlsx_xml
 from pipeline.errors import EhcError
 from pipeline.model import FIELDS, INPUT_FIELDS, SOURCE_COLUMNS, Batch, MappedTable, RawTable
-from pipeline.reports import write_reports
+from pipeline.reports import annotate
+from pipeline.reports import workbooks as report_xlsx
+from pipeline.reports.write import write_reports
+from pipeline.reports.xlsx import comments as xlsx_comments
+from pipeline.reports.xlsx import writer as xlsx_writer
+from pipeline.reports.xlsx import xml as xlsx_xml
 from schemas.tables import describe, hint
 
 HEADERS = ["序号", "姓名", "身份证号", "联系电话", "民族", "医保类型", "备注"]

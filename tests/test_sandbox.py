@@ -13,10 +13,10 @@ import pytest
 import requests
 from conftest import SandboxHandle, make_resident
 
-from pipeline.client import PlatformClient
+from pipeline.platform.client import PlatformClient
+from pipeline.platform.signing import bind_card_sign, sync_card_sign, timestamp_ms, work_key_sign
 from pipeline.sandbox import FaultPlan, build_server, max_in_window
 from pipeline.sandbox.faults import FAULT_KINDS
-from pipeline.signing import bind_card_sign, sync_card_sign, timestamp_ms, work_key_sign
 
 APP_BLOCK = {
     "termId": "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from pipeline.signing import (
+from pipeline.platform.signing import (
     bind_card_sign,
     img_sign,
     md5_sign,

@@ -9,11 +9,11 @@ import time
 import pytest
 from submit_helpers import ScriptedClient, card_ids, make_batch, make_id, resident, submit_quickly
 
+from pipeline.batch import MESSAGE_FROM_JOURNAL
 from pipeline.errors import AuthenticationRefused
-from pipeline.journal import STATE_ENROLLED, STATE_SENDING, Journal
-from pipeline.outcomes import MESSAGE_FROM_JOURNAL
-from pipeline.pool import PoolSize, run_pool
-from pipeline.submit import (
+from pipeline.state.journal import STATE_ENROLLED, STATE_SENDING, Journal
+from pipeline.submission.pool import PoolSize, run_pool
+from pipeline.submission.submit import (
     MESSAGE_NOT_SENT,
     derive_concurrency,
     pool_size,

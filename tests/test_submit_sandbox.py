@@ -17,13 +17,13 @@ from conftest import SandboxHandle, make_resident
 from loguru import logger
 from submit_helpers import make_batch, submit_quickly, write_register
 
-from pipeline.client import PlatformClient
 from pipeline.config import DefaultValues, Settings, SubmitSettings
 from pipeline.errors import AuthenticationRefused, ConfigError
-from pipeline.journal import STATE_ENROLLED, STATE_SENDING, Journal
 from pipeline.logs import setup_logging
 from pipeline.model import Batch
-from pipeline.submit import MESSAGE_NOT_SENT, run_submit
+from pipeline.platform.client import PlatformClient
+from pipeline.state.journal import STATE_ENROLLED, STATE_SENDING, Journal
+from pipeline.submission.submit import MESSAGE_NOT_SENT, run_submit
 
 # -- against the real sandbox over loopback -------------------------------------------------------
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.model import FIELDS, INPUT_FIELDS, Batch, MappedTable, RawTable
-from pipeline.summary import format_summary, summary_counts
+from pipeline.reports.summary import format_summary, summary_counts
 from schemas.tables import describe
 
 

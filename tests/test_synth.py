@@ -16,7 +16,7 @@ from python_calamine import CalamineWorkbook
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import clerk, synth
-from schemas.divisions import division_codes
+from pipeline.text.divisions import division_codes
 from schemas.tables import FIELD_TABLES, code_table
 
 TODAY = date(2026, 11, 1)

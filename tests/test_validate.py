@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DefaultValues
-from pipeline.idnumber import check_character
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.normalise import normalise
+from pipeline.text.idnumber import check_character
 from pipeline.validate import validate
 from schemas.registry import build_schema
 from schemas.tables import code_table

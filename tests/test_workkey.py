@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, SandboxHandle, make_resident
 
-from pipeline.client import PlatformClient
 from pipeline.logs import mask_text
-from pipeline.workkey import WorkKeyCache, cache_path
+from pipeline.platform.client import PlatformClient
+from pipeline.platform.workkey import WorkKeyCache, cache_path
 
 
 def _client(sandbox: SandboxHandle, state: Path) -> PlatformClient:
@@ -54,7 +54,7 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from conftest import make_resident
-    from pipeline.client import PlatformClient
+    from pipeline.platform.client import PlatformClient
     from pipeline.config import PlatformSettings
 
     base_url, app_id, state, first, barrier = sys.argv[1:6]

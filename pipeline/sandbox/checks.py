@@ -2,7 +2,7 @@
 
 Each check gives the platform's own result code; the first failing check
 wins, as on the platform.  The code lists come from :mod:`schemas.tables`,
-ID numbers are checked by :func:`pipeline.idnumber.is_valid_id_number`.
+ID numbers are checked by :func:`pipeline.text.idnumber.is_valid_id_number`.
 "Required" means the key must be present (spec note 5); values may be empty
 unless the check below says otherwise.  ``xnhkh`` is required like the
 rest: the document's table marks it 必填 (its example merely leaves it out).
@@ -14,8 +14,8 @@ import datetime
 import re
 from collections.abc import Mapping
 
-from pipeline.idnumber import division_codes, is_valid_id_number
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
+from pipeline.text.idnumber import division_codes, is_valid_id_number
 from schemas.tables import FIELD_TABLES, code_table, describe
 
 PARAMETER_ERROR = 10110

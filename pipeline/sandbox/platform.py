@@ -23,9 +23,9 @@ from typing import Any
 
 import segno
 
+from pipeline.platform.signing import bind_card_sign, img_sign, md5_sign, sync_card_sign, work_key_sign
 from pipeline.sandbox import checks
 from pipeline.sandbox.store import Card, SandboxStore
-from pipeline.signing import bind_card_sign, img_sign, md5_sign, sync_card_sign, work_key_sign
 from schemas.tables import code_table, describe
 
 METHODS: tuple[str, ...] = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")

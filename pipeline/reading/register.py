@@ -3,8 +3,8 @@
 This is the edge where files are touched: every failure to read becomes an
 :class:`~pipeline.errors.InputError` with a one-line Chinese message naming the
 file (and sheet, row, column when known) and the fix.  Workbooks go through
-:mod:`pipeline.reading_excel`, text files through :mod:`pipeline.reading_csv`;
-both find the header row below any title rows (:mod:`pipeline.reading_table`).
+:mod:`pipeline.reading.excel`, text files through :mod:`pipeline.reading.delimited`;
+both find the header row below any title rows (:mod:`pipeline.reading.table`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from loguru import logger
 
 from pipeline.errors import InputError
 from pipeline.model import RawTable
-from pipeline.reading_csv import read_delimited
-from pipeline.reading_excel import read_workbook
+from pipeline.reading.delimited import read_delimited
+from pipeline.reading.excel import read_workbook
 
 #: Extensions read as workbooks (python-calamine) and as delimited text.
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")

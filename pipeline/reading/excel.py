@@ -25,9 +25,9 @@ from loguru import logger
 from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, SheetTypeEnum, SheetVisibleEnum
 
 from pipeline.errors import InputError
-from pipeline.mapping import count_known_headers
 from pipeline.model import RawTable
-from pipeline.reading_table import (
+from pipeline.reading.headers import count_known_headers
+from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
     TEXT_ARROW,
     build_table,
@@ -238,7 +238,7 @@ def _header_only(path: Path, sheet: str) -> InputError:
 
 
 def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool) -> list[RawTable]:
-    """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.read_register`."""
+    """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.register.read_register`."""
     with _collector_paused():
         workbook = _open(path)
         try:

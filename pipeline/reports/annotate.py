@@ -31,9 +31,9 @@ from xlsxwriter.exceptions import OverlappingRange
 from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.model import MappedTable
-from pipeline.report_rows import WARNING, ReportData, fault_texts, join_by_key, source_column
-from pipeline.xlsx_comments import Comments
-from pipeline.xlsx_writer import (
+from pipeline.reports.data import WARNING, ReportData, fault_texts, join_by_key, source_column
+from pipeline.reports.xlsx.comments import Comments
+from pipeline.reports.xlsx.writer import (
     CHUNK_ROWS,
     Block,
     Column,
@@ -41,7 +41,7 @@ from pipeline.xlsx_writer import (
     MixedColumn,
     display_widths,
 )
-from pipeline.xlsx_xml import text_column
+from pipeline.reports.xlsx.xml import text_column
 from schemas.tables import hint
 
 #: Inputs that get an annotated copy: every workbook format calamine reads.

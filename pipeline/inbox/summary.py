@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_LABELS, STATUS_VALID, Batch
-from pipeline.summary import summary_counts
+from pipeline.reports.summary import summary_counts
 
 SUMMARY_NAME = "summary.json"
 LAST_SUMMARY_NAME = "last-summary.json"

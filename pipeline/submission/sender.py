@@ -2,7 +2,7 @@
 
 :class:`ResidentSender` claims a resident in the journal, sends its
 ``syncCardInfo``, turns the answer into an :class:`Outcome` and records it.
-:func:`pipeline.pool.run_pool` runs it on many threads.
+:func:`pipeline.submission.pool.run_pool` runs it on many threads.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from pipeline.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_FAILED, STATUS_REJECTED
+from pipeline.state.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
 from schemas.tables import describe
 
 CODE_OK = 10000

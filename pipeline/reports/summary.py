@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.model import STATUS_LABELS, Batch
-from pipeline.report_rows import ReportData
-from pipeline.report_xlsx import DRY_RUN_STATUSES, SUBMIT_STATUSES, sections
+from pipeline.reports.data import ReportData
+from pipeline.reports.workbooks import DRY_RUN_STATUSES, SUBMIT_STATUSES, sections
 from schemas.tables import describe
 
 #: Files listed one by one before the rest are only counted.

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from xlsxwriter.utility import xl_col_to_name
 
-from pipeline.xlsx_xml import EMPTY, contiguous_bytes, escaped, lit, text_column
+from pipeline.reports.xlsx.xml import EMPTY, contiguous_bytes, escaped, lit, text_column
 
 #: VML shape ids come in blocks of 1024 per ``o:idmap`` entry.
 SHAPES_PER_BLOCK = 1024

@@ -28,9 +28,9 @@ from pipeline.model import (
     STATUS_REJECTED,
     STATUS_VALID,
 )
-from pipeline.report_rows import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
-from pipeline.xlsx_writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
-from pipeline.xlsx_xml import text_column
+from pipeline.reports.data import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
+from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
+from pipeline.reports.xlsx.xml import text_column
 from schemas.tables import describe, hint
 
 #: Above this many rows, 明细 holds only the rows that did not get through.

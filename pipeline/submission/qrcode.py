@@ -24,9 +24,9 @@ import pandas as pd
 from loguru import logger
 
 from pipeline.errors import InputError
-from pipeline.journal import STATE_ENROLLED, Journal
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
+from pipeline.state.journal import STATE_ENROLLED, Journal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"

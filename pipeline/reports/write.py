@@ -1,7 +1,7 @@
 """Every report of a run, written into the output folder.
 
 * ``results.xlsx`` — 汇总 and 明细 (every row, or above
-  :data:`~pipeline.report_xlsx.DETAIL_ROW_LIMIT` rows only the bad ones);
+  :data:`~pipeline.reports.workbooks.DETAIL_ROW_LIMIT` rows only the bad ones);
 * ``errors.xlsx`` — faults keyed by result code (汇总, 明细, 提示);
 * ``results.csv`` — every row, English column names, for machines;
 * ``annotated_<name>.xlsx`` — each workbook read, faulty cells marked.
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from loguru import logger
 
-from pipeline.annotate import SourceUnreadable, annotated_name, workbook_inputs, write_annotated
 from pipeline.errors import EhcError
 from pipeline.model import Batch
-from pipeline.report_csv import write_results_csv
-from pipeline.report_rows import ReportData
-from pipeline.report_xlsx import write_errors_xlsx, write_results_xlsx
+from pipeline.reports.annotate import SourceUnreadable, annotated_name, workbook_inputs, write_annotated
+from pipeline.reports.data import ReportData
+from pipeline.reports.results_csv import write_results_csv
+from pipeline.reports.workbooks import write_errors_xlsx, write_results_xlsx
 
 RESULTS_XLSX = "results.xlsx"
 ERRORS_XLSX = "errors.xlsx"

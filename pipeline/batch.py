@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.model import FAULT_COLUMNS, STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, Batch
-from pipeline.workers import Outcome
+from pipeline.submission.sender import Outcome
 
 MESSAGE_FROM_JOURNAL = "此前已申领成功（据提交日志），本次未重复发送"
 MESSAGE_REPEATED = "同一身份证号在本批次中已发送过，未重复发送"

@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipeline.errors import InputError
-from pipeline.mapping import count_known_headers
 from pipeline.model import RawTable
-from pipeline.reading_table import HEADER_SEARCH_ROWS, TEXT_ARROW, TextColumn, build_table, detect_header
+from pipeline.reading.headers import count_known_headers
+from pipeline.reading.table import HEADER_SEARCH_ROWS, TEXT_ARROW, TextColumn, build_table, detect_header
 
 SAMPLE_BYTES = 1 << 20
 DELIMITERS = (",", "\t", ";", "|")
@@ -338,7 +338,7 @@ def _read_with_csv(data: bytes, layout: _Layout, label: str) -> tuple[list[TextC
 
 
 def read_delimited(path: Path, data: bytes) -> RawTable:
-    """Read a CSV/TSV/TXT register whose bytes are ``data``; see :func:`pipeline.reading.read_register`."""
+    """Read a CSV/TSV/TXT register whose bytes are ``data`` (see :mod:`pipeline.reading.register`)."""
     label = path.name
     encoding, start = detect_encoding(data, label)
     if b"\n" not in data[: SAMPLE_BYTES + start] and b"\r" in data:

@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrowtext import empty_mask, per_distinct, to_arrow, to_series, where
-from schemas.divisions import division_names
+from pipeline.text.arrow import empty_mask, per_distinct, to_arrow, to_series, where
+from pipeline.text.divisions import division_names
 
 #: The address parts, from province down to street.
 ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.mapping import IGNORE, builtin_aliases, count_known_headers, header_key
 from pipeline.model import RawTable
+from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
 
 #: The dtype of every text column: pandas' default ``str``, stored in Arrow.
 TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrowtext import eight_digits, fixed_width, to_arrow, to_series
+from pipeline.text.arrow import eight_digits, fixed_width, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).

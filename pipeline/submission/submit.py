@@ -29,9 +29,14 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
+from pipeline.batch import (
+    append_rejections,
+    fill_from_journal,
+    follow_first,
+    set_outcomes,
+)
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, EhcError, Interrupted
-from pipeline.journal import STATE_ENROLLED, Journal, default_journal_path
 from pipeline.logs import register_secret
 from pipeline.model import (
     CARD_FIELDS,
@@ -41,15 +46,10 @@ from pipeline.model import (
     STATUS_VALID,
     Batch,
 )
-from pipeline.outcomes import (
-    append_rejections,
-    fill_from_journal,
-    follow_first,
-    set_outcomes,
-)
-from pipeline.pool import PoolSize, run_pool
+from pipeline.state.journal import STATE_ENROLLED, Journal, default_journal_path
 from pipeline.stopping import stop_on_signals
-from pipeline.workers import ClientLike, Outcome, ResidentSender, Task
+from pipeline.submission.pool import PoolSize, run_pool
+from pipeline.submission.sender import ClientLike, Outcome, ResidentSender, Task
 
 #: Latency assumed for the first threads; the pool grows if the platform is slower.
 EXPECTED_LATENCY = 0.1
@@ -232,7 +232,7 @@ def submit_batch(
 
 
 def _platform_client(settings: Settings, rate: float | None, concurrency: int) -> Any:
-    from pipeline.client import PlatformClient
+    from pipeline.platform.client import PlatformClient
 
     return PlatformClient(settings.platform, settings.state_dir, rate=rate, pool_size=concurrency)
 

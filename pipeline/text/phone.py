@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrowtext import matches, rewrite_found
+from pipeline.text.arrow import matches, rewrite_found
 
 #: A mobile number, or a landline with area code (010/02x: 2-digit area; others 3-digit).
 VALID_PHONE = r"1[3-9][0-9]{9}|0[12][0-9][0-9]{7,8}|0[3-9][0-9]{2}[0-9]{7,8}"

@@ -37,7 +37,7 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
-from pipeline.inbox_summary import (
+from pipeline.inbox.summary import (
     FILE_DUPLICATE,
     FILE_ERROR,
     FILE_FAILED,
@@ -50,8 +50,8 @@ from pipeline.inbox_summary import (
     row_counts,
     write_summary,
 )
-from pipeline.journal import Journal, default_journal_path
-from pipeline.lock import run_lock
+from pipeline.state.journal import Journal, default_journal_path
+from pipeline.state.lock import run_lock
 
 #: File name endings of registers; anything else in the inbox is left alone.
 REGISTER_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".tsv", ".txt"})
@@ -270,7 +270,7 @@ class _Run:
             batch = prepare_batch([path], self.settings, today=self.started_at.date())
             write_outputs(batch, out_dir, submitted=False)
             return batch
-        from pipeline.submit import run_submit
+        from pipeline.submission.submit import run_submit
 
         batch, _paths = run_submit([path], out_dir, self.settings)
         return batch

@@ -1,6 +1,6 @@
 """When to try a platform call again, and how long to wait (tenacity).
 
-An attempt is retried when its :class:`~pipeline.responses.Answer` is
+An attempt is retried when its :class:`~pipeline.platform.responses.Answer` is
 transient: connection refused or dropped, a timeout, HTTP 5xx, HTTP 429,
 an answer that is not JSON, or resultCode 10129 (网络异常).  Every other
 answer is final.  Waits grow exponentially with jitter; a ``Retry-After``
@@ -26,7 +26,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from pipeline.responses import Answer
+from pipeline.platform.responses import Answer
 
 #: Longest wait between two attempts, whatever the backoff or Retry-After says.
 MAX_WAIT_SECONDS = 60.0

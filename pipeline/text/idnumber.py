@@ -3,7 +3,7 @@
 An 18-character number is a six-digit division code (GB/T 2260), the birth date
 ``YYYYMMDD``, a three-digit sequence (odd for men, even for women) and an
 ISO 7064 MOD 11-2 check character.  A number is valid when all four parts are:
-the division code has existed at some time (:mod:`schemas.divisions`; it
+the division code has existed at some time (:mod:`pipeline.text.divisions`; it
 records where the number was issued, so it is not tied to the birth year), the
 birth date is a real date not after today, and the check character matches.
 
@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.arrowtext import (
+from pipeline.text.arrow import (
     all_digits,
     ascii_matrix,
     choose,
@@ -32,9 +32,9 @@ from pipeline.arrowtext import (
     to_series,
     where,
 )
-from pipeline.dates import calendar_dates, real_date_numbers
-from schemas.divisions import division_codes as _division_codes
-from schemas.divisions import division_lookup
+from pipeline.text.dates import calendar_dates, real_date_numbers
+from pipeline.text.divisions import division_codes as _division_codes
+from pipeline.text.divisions import division_lookup
 
 __all__ = [
     "EARLIEST_BIRTH_YEAR",

@@ -1,6 +1,6 @@
 """Arrow string kernels that write XML text: literals, escaping, contiguous bytes.
 
-Shared by the cell writer and the comment writer of :mod:`pipeline.xlsx_writer`.
+Shared by the cell writer and the comment writer of :mod:`pipeline.reports.xlsx.writer`.
 """
 
 from __future__ import annotations

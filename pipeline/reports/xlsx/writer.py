@@ -28,8 +28,8 @@ import xlsxwriter
 from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell
 from xlsxwriter.worksheet import Worksheet
 
-from pipeline.xlsx_comments import Comments, blocks_needed, comment_parts, comments_xml, vml_xml
-from pipeline.xlsx_xml import (
+from pipeline.reports.xlsx.comments import Comments, blocks_needed, comment_parts, comments_xml, vml_xml
+from pipeline.reports.xlsx.xml import (
     EMPTY,
     NEEDS_CARE,
     NEEDS_PRESERVE,
@@ -225,7 +225,7 @@ class FastWorkbook:
     Use :meth:`add_sheet` for each sheet, format it through the returned
     xlsxwriter worksheet (freeze panes, autofilter, widths, merged ranges —
     but not cell values, which come only from blocks, nor comments, which come
-    only from :class:`~pipeline.xlsx_comments.Comments`), then :meth:`close`.
+    only from :class:`~pipeline.reports.xlsx.comments.Comments`), then :meth:`close`.
     ``formats`` are xlsxwriter format properties; a block's style ``i`` means
     ``formats[i - 1]``.
     """

@@ -35,11 +35,11 @@ from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
-from pipeline.ratelimit import SentSignal, SlidingWindowLimiter
-from pipeline.responses import SUCCESS, WORK_KEY_INVALID, Answer, CallResult, answer_from_http
-from pipeline.retrying import RetryPolicy
-from pipeline.signing import bind_card_sign, img_sign, sync_card_sign, timestamp_ms, work_key_sign
-from pipeline.workkey import WorkKeyCache
+from pipeline.platform.ratelimit import SentSignal, SlidingWindowLimiter
+from pipeline.platform.responses import SUCCESS, WORK_KEY_INVALID, Answer, CallResult, answer_from_http
+from pipeline.platform.retrying import RetryPolicy
+from pipeline.platform.signing import bind_card_sign, img_sign, sync_card_sign, timestamp_ms, work_key_sign
+from pipeline.platform.workkey import WorkKeyCache
 from schemas.tables import describe
 
 __all__ = ["CallResult", "PlatformClient"]

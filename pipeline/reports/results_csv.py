@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipeline.model import FIELDS, SOURCE_COLUMNS
-from pipeline.report_rows import ReportData, column_of, extra_columns
-from pipeline.xlsx_xml import text_column
+from pipeline.reports.data import ReportData, column_of, extra_columns
+from pipeline.reports.xlsx.xml import text_column
 
 #: Columns before the normalised fields.
 LEAD_COLUMNS: tuple[str, ...] = (*SOURCE_COLUMNS, "status", "result_code", "message")

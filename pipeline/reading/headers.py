@@ -1,0 +1,69 @@
+"""The vocabulary of column names: what tells a register's header row from a title or data row.
+
+Built-in aliases are data (``schemas/column_aliases.csv``: ``field,alias``; the
+field ``ignore`` marks row-number columns such as 序号).  The spec's pinyin field
+codes (``xm``, ``sfzhm``, ``orgCode`` ...) are always recognised, in any case.
+Headers are compared after :func:`header_key` has removed what clerks decorate
+them with (spaces, ``*``, ``（必填）``, a trailing ``：``).  Reading uses this to
+find the header row; :mod:`pipeline.mapping` uses it to map columns to fields.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import cache
+from importlib import resources
+
+from pipeline.model import INPUT_FIELDS
+
+#: The pseudo field code of columns that are neither a field nor an extra (序号).
+IGNORE = "ignore"
+
+#: Bracketed notes and asterisks: "（必填）", "(选填)", "【格式：19900101】", "*".
+_DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|\*")
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def header_key(text: str) -> str:
+    """The form of a header used for matching: NFKC, no whitespace, no decorations, case-folded.
+
+    ``" 身份证号码（必填）："`` and ``"*身份证号码"`` both give ``"身份证号码"``;
+    ``"XM"`` gives ``"xm"``.  A header that is nothing but decoration keeps it,
+    so ``"(备注)"`` still has a key of its own.
+    """
+    compact = "".join(unicodedata.normalize("NFKC", text).translate(_INVISIBLE).split())
+    stripped = _DECORATION.sub("", compact).rstrip(":")
+    return (stripped or compact).casefold()
+
+
+def field_code(code: str) -> str | None:
+    """The canonical spelling of a field code given in any case (or ``ignore``), else None."""
+    canonical = {f.casefold(): f for f in (*INPUT_FIELDS, IGNORE)}
+    return canonical.get(code.strip().casefold())
+
+
+@cache
+def builtin_aliases() -> dict[str, str]:
+    """Header key -> field code (or ``ignore``) for every built-in alias and pinyin code."""
+    text = resources.files("schemas").joinpath("column_aliases.csv").read_text(encoding="utf-8")
+    aliases: dict[str, str] = {field.casefold(): field for field in INPUT_FIELDS}
+    for row in csv.DictReader(text.splitlines()):
+        code = field_code(row["field"])
+        if code is None:  # a broken data file is a programming error, not a clerk's
+            raise ValueError(f"column_aliases.csv: unknown field {row['field']!r}")
+        aliases.setdefault(header_key(row["alias"]), code)
+    return aliases
+
+
+def is_known_header(text: str) -> bool:
+    """True when ``text`` is a built-in alias or a pinyin field code (not a 序号 column)."""
+    code = builtin_aliases().get(header_key(text))
+    return code is not None and code != IGNORE
+
+
+def count_known_headers(cells: Iterable[str]) -> int:
+    """How many of ``cells`` name a field: what tells a header row from a title or data row."""
+    return sum(1 for cell in cells if cell and is_known_header(cell))
