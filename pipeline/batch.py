@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.model import FAULT_COLUMNS, STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, Batch
 from pipeline.submission.sender import Outcome
+from schemas.result_codes import ResultCode
 
 MESSAGE_FROM_JOURNAL = "此前已申领成功（据提交日志），本次未重复发送"
 MESSAGE_REPEATED = "同一身份证号在本批次中已发送过，未重复发送"
@@ -76,7 +77,7 @@ def follow_first(first: Outcome) -> Outcome:
     """The outcome of a repeated ID number in the same batch, given the first row's outcome."""
     if first.status in (STATUS_ENROLLED, STATUS_ALREADY_ENROLLED):
         return Outcome(
-            STATUS_ALREADY_ENROLLED, "10115", MESSAGE_REPEATED,
+            STATUS_ALREADY_ENROLLED, str(ResultCode.ALREADY_ENROLLED), MESSAGE_REPEATED,
             first.ehealth_card_id, first.virtual_card_num,
         )  # fmt: skip
     return Outcome(first.status, first.result_code, first.message, fault_code=first.fault_code)

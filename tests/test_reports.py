@@ -24,7 +24,7 @@ from pipeline.reports.write import write_reports
 from pipeline.reports.xlsx import comments as xlsx_comments
 from pipeline.reports.xlsx import writer as xlsx_writer
 from pipeline.reports.xlsx import xml as xlsx_xml
-from schemas.tables import describe, hint
+from schemas.result_codes import describe, hint
 
 HEADERS = ["序号", "姓名", "身份证号", "联系电话", "民族", "医保类型", "备注"]
 FIELD_HEADERS = {

@@ -185,7 +185,7 @@ def _file_line(outcome: FileOutcome) -> str:
 
 def format_run(result: InboxResult) -> str:
     """The Chinese run summary: one line per file, the totals, the codes, the summary file, the exit code."""
-    from schemas.tables import describe
+    from schemas.result_codes import describe
 
     totals = result.totals()
     mode = "试运行：只校验，不发送、不移动文件" if result.dry_run else "正式提交"

@@ -42,7 +42,7 @@ from pipeline.reports.xlsx.writer import (
     display_widths,
 )
 from pipeline.reports.xlsx.xml import text_column
-from schemas.tables import hint
+from schemas.result_codes import hint
 
 #: Inputs that get an annotated copy: every workbook format calamine reads.
 WORKBOOK_SUFFIXES: frozenset[str] = frozenset({".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"})

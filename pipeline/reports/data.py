@@ -26,7 +26,7 @@ from pipeline.model import (
     STATUS_VALID,
     Batch,
 )
-from schemas.tables import describe, hint
+from schemas.result_codes import describe, hint
 
 #: Statuses of rows that did not get through: highlighted, and kept in 明细 when it is cut.
 BAD_STATUSES: frozenset[str] = frozenset({STATUS_INVALID, STATUS_REJECTED, STATUS_FAILED})

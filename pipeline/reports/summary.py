@@ -12,7 +12,7 @@ import pandas as pd
 from pipeline.model import STATUS_LABELS, Batch
 from pipeline.reports.data import ReportData
 from pipeline.reports.workbooks import DRY_RUN_STATUSES, SUBMIT_STATUSES, sections
-from schemas.tables import describe
+from schemas.result_codes import describe
 
 #: Files listed one by one before the rest are only counted.
 LISTED_FILES = 8

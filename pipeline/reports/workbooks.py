@@ -31,7 +31,7 @@ from pipeline.model import (
 from pipeline.reports.data import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
 from pipeline.reports.xlsx.xml import text_column
-from schemas.tables import describe, hint
+from schemas.result_codes import describe, hint
 
 #: Above this many rows, 明细 holds only the rows that did not get through.
 DETAIL_ROW_LIMIT = 200_000
