@@ -83,11 +83,6 @@ def _check(code: ResultCode, name: str, function: Callable[[pd.Series], BoolSeri
     return pa.Check(function, error=str(int(code)), name=name)
 
 
-def _in_table(table: str, code: ResultCode) -> pa.Check:
-    codes = [*code_table(table).codes, ""]
-    return _check(code, f"{table}_code", lambda s: s.isin(codes))
-
-
 def _not_empty(code: ResultCode) -> pa.Check:
     return _check(code, "not_empty", lambda s: s != "")
 
@@ -160,13 +155,8 @@ def _document_agrees(pairs: pd.Series) -> BoolSeries:
     return _mask(pairs, pc.or_(pc.equal(expected, _ANY_DOCUMENT), pc.equal(expected, stated)))
 
 
-def _or_empty(function: Callable[[pd.Series], np.ndarray]) -> Callable[[pd.Series], BoolSeries]:
-    """``function``'s verdict on each non-empty value; an empty value passes (its own check reports it)."""
-    return lambda s: _mask(s, empty_mask(s) | function(s))
-
-
-#: A check a rule cannot say as data: its name and whether each value passes.
-FormatCheck = tuple[str, Callable[[pd.Series], BoolSeries]]
+#: A value check a rule cannot say as data: its name and whether each value passes (an empty one fails).
+FormatCheck = tuple[str, Callable[[pd.Series], np.ndarray]]
 
 
 def _format_checks(today: datetime.date) -> dict[str, FormatCheck]:
@@ -176,33 +166,54 @@ def _format_checks(today: datetime.date) -> dict[str, FormatCheck]:
         return np.asarray(idnumber.id_problems(s, today) == idnumber.IdProblem.OK, dtype=bool)
 
     return {
-        "xm": ("name", _or_empty(lambda s: matches(s, NAME))),
-        "sfzhm": ("id_number", _or_empty(valid_ids)),
-        "csrq": ("birth_date", _or_empty(lambda s: real_dates(s, idnumber.EARLIEST_BIRTH_YEAR, today))),
-        "brdh": ("phone", _or_empty(valid_phones)),
-        "fksj": ("issue_date", _or_empty(lambda s: real_dates(s, EARLIEST_ISSUE_YEAR, today))),
-        "yhkh": ("bank_card", _or_empty(lambda s: matches(s, BANK_CARD))),
-        "isRealName": ("real_name_flag", _or_empty(lambda s: s.isin(["0", "1"]).to_numpy(dtype=bool))),
+        "xm": ("name", lambda s: matches(s, NAME)),
+        "sfzhm": ("id_number", valid_ids),
+        "csrq": ("birth_date", lambda s: real_dates(s, idnumber.EARLIEST_BIRTH_YEAR, today)),
+        "brdh": ("phone", valid_phones),
+        "fksj": ("issue_date", lambda s: real_dates(s, EARLIEST_ISSUE_YEAR, today)),
+        "yhkh": ("bank_card", lambda s: matches(s, BANK_CARD)),
+        "isRealName": ("real_name_flag", lambda s: s.isin(["0", "1"]).to_numpy(dtype=bool)),
     }
 
 
+def _value_check(
+    name: str, code: ResultCode, passes: Callable[[pd.Series], np.ndarray], empty_passes: bool
+) -> pa.Check:
+    """A check of each value by ``passes``; with ``empty_passes`` an empty value is not its concern."""
+    if empty_passes:
+        return _check(code, name, lambda s: _mask(s, empty_mask(s) | passes(s)))
+    return _check(code, name, lambda s: _mask(s, passes(s)))
+
+
 def _rule_checks(rule: FieldRule, formats: dict[str, FormatCheck]) -> list[pa.Check]:
-    """The checks of one field, built from its rule: not empty, in its table, its format, its length."""
-    checks: list[pa.Check] = []
-    if not rule.allow_empty and rule.field not in EMPTY_REPORTED_ELSEWHERE:
-        checks.append(_not_empty(rule.code_when_empty))
+    """The checks of one field, built from its rule: not empty, in its table, its format, its length.
+
+    An empty value the rule refuses is refused by the value check itself when
+    the code is the same (one check fewer over every row), else by a
+    not-empty check of its own; where it is allowed, every check passes it.
+    """
+    value_checks: list[tuple[str, Callable[[pd.Series], np.ndarray]]] = []
     if rule.table is not None:
-        checks.append(_in_table(rule.table, rule.code))
+        codes = [*code_table(rule.table).codes]
+        value_checks.append((f"{rule.table}_code", lambda s: s.isin(codes).to_numpy(dtype=bool)))
     if rule.field in formats:
-        name, function = formats[rule.field]
-        checks.append(_check(rule.code, name, function))
+        value_checks.append(formats[rule.field])
+    refuse_empty = not rule.allow_empty and rule.field not in EMPTY_REPORTED_ELSEWHERE
+    refused_by_value_check = refuse_empty and bool(value_checks) and rule.code_when_empty == rule.code
+    checks: list[pa.Check] = []
+    if refuse_empty and not refused_by_value_check:
+        checks.append(_not_empty(rule.code_when_empty))
+    checks += [
+        _value_check(name, rule.code, passes, empty_passes=not refused_by_value_check)
+        for name, passes in value_checks
+    ]
     if rule.max_length is not None:
         checks.append(_max_length(rule.max_length))
     return checks
 
 
 #: The check of each pair column: its name and whether the two halves agree.
-_PAIR_CHECKS: dict[str, FormatCheck] = {
+_PAIR_CHECKS: dict[str, tuple[str, Callable[[pd.Series], BoolSeries]]] = {
     "xb@sfzhm": ("gender_agrees_with_id", _gender_agrees),
     "csrq@sfzhm": ("birth_agrees_with_id", _birth_agrees),
     "zjhm@sfzhm": ("document_agrees_with_id", _document_agrees),
