@@ -26,6 +26,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from loguru import logger
 
+from pipeline.config import WORKKEY_DIR
 from pipeline.errors import ConfigError, PlatformUnreachable
 from pipeline.logs import register_secret
 
@@ -36,7 +37,7 @@ LOCK_TIMEOUT_SECONDS = 300.0
 def cache_path(state_dir: Path, app_id: str, base_url: str) -> Path:
     """The cache file of the work key for ``app_id`` at ``base_url``."""
     digest = hashlib.sha256(f"{app_id}\n{base_url}".encode()).hexdigest()[:16]
-    return state_dir / "workkeys" / f"workkey-{digest}.json"
+    return state_dir / WORKKEY_DIR / f"workkey-{digest}.json"
 
 
 class WorkKeyCache:

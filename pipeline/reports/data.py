@@ -18,21 +18,16 @@ import pyarrow.compute as pc
 
 from pipeline.model import (
     ADDRESS_FIELD,
+    ADDRESS_PARTS,
+    BAD_STATUSES,
     FIELD_LABELS,
     INPUT_FIELDS,
-    STATUS_FAILED,
     STATUS_INVALID,
     STATUS_REJECTED,
     STATUS_VALID,
     Batch,
 )
 from schemas.tables import describe, hint
-
-#: Statuses of rows that did not get through: highlighted, and kept in 明细 when it is cut.
-BAD_STATUSES: frozenset[str] = frozenset({STATUS_INVALID, STATUS_REJECTED, STATUS_FAILED})
-
-#: Fields split out of the single full-address column.
-ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
 
 ERROR = "error"
 WARNING = "warning"

@@ -18,15 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.model import (
+    DRY_RUN_STATUSES,
     FIELD_LABELS,
     FIELDS,
-    STATUS_ALREADY_ENROLLED,
-    STATUS_ENROLLED,
-    STATUS_FAILED,
-    STATUS_INVALID,
     STATUS_LABELS,
-    STATUS_REJECTED,
     STATUS_VALID,
+    SUBMIT_STATUSES,
 )
 from pipeline.reports.data import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
@@ -48,8 +45,6 @@ FORMATS: tuple[dict[str, object], ...] = (
 )
 HEADER, BAD, WARN, TOTAL, NOTE = 1, 2, 3, 4, 5
 
-DRY_RUN_STATUSES = (STATUS_VALID, STATUS_INVALID)
-SUBMIT_STATUSES = (STATUS_ENROLLED, STATUS_ALREADY_ENROLLED, STATUS_REJECTED, STATUS_FAILED, STATUS_INVALID)
 
 FULL_CSV_NOTE = "注意：本表只列出未通过的 {shown:,} 行（共 {total:,} 行）；results.csv 含全部行。"
 TRUNCATED_NOTE = "注意：本表只列出前 {shown:,} 条（共 {total:,} 条）；每一行的状态和结果代码见 results.csv。"

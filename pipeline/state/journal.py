@@ -38,9 +38,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
-
-JOURNAL_NAME = "journal.sqlite"
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -96,7 +95,7 @@ class FileRecord:
 
 def default_journal_path(state_dir: Path) -> Path:
     """Where the journal lives: ``<state_dir>/journal.sqlite``."""
-    return Path(state_dir) / JOURNAL_NAME
+    return Path(state_dir) / JOURNAL_FILE
 
 
 def _now() -> str:

@@ -28,9 +28,8 @@ from typing import Any
 
 from loguru import logger
 
+from pipeline.config import LOCK_FILE
 from pipeline.errors import ConfigError, LockHeld
-
-LOCK_NAME = "ehc.lock"
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class HeldLock:
 
 def lock_path(state_dir: Path) -> Path:
     """Where the run lock of ``state_dir`` lives."""
-    return Path(state_dir) / LOCK_NAME
+    return Path(state_dir) / LOCK_FILE
 
 
 def read_holder(state_dir: Path) -> LockInfo | None:

@@ -21,11 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.model import ADDRESS_PARTS
 from pipeline.text.arrow import empty_mask, per_distinct, to_arrow, to_series, where
 from pipeline.text.divisions import division_names
 
 #: The address parts, from province down to street.
-ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
 
 MUNICIPALITIES: tuple[str, ...] = ("北京市", "天津市", "上海市", "重庆市")
 
