@@ -20,6 +20,7 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import AuthenticationRefused, ConfigError
+from pipeline.files import explain_os_error
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import INPUT_FIELDS
 from pipeline.platform.workkey import cache_path
@@ -64,7 +65,7 @@ def _writable_dir(path: Path) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        return error.strerror or str(error)
+        return explain_os_error(error)[0]
     if not os.access(path, os.W_OK | os.X_OK):
         return "没有写权限"
     return None

@@ -17,8 +17,7 @@ from pathlib import Path
 
 from pipeline import cli
 from pipeline.config import SANDBOX_FILE
-
-REGISTER_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".csv", ".tsv", ".txt", ".ods"}
+from pipeline.reading.register import REGISTER_SUFFIXES
 
 
 def sample_registers(folder: Path) -> list[Path]:

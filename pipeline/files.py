@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import tomllib
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from pipeline.errors import ConfigError, EhcError, InputError
 _WINDOWS_SHARING_VIOLATIONS = frozenset({32, 33})
 
 _REASONS: dict[int, tuple[str, str]] = {
-    errno.ENOENT: ("文件或目录不存在", "检查路径是否正确"),
+    errno.ENOENT: ("找不到文件或目录", "检查文件名和路径是否正确"),
     errno.EACCES: ("没有权限", "检查文件和目录的权限，或换一个有权限的位置"),
     errno.EPERM: ("操作不被允许", "检查文件和目录的权限，或换一个有权限的位置"),
     errno.ENOSPC: ("磁盘空间不足", "清理磁盘空间后重新运行"),
@@ -83,7 +84,7 @@ def os_errors(
 
 def temporary_name(path: Path) -> Path:
     """Where :func:`write_atomically` writes ``path`` before renaming it (hidden, beside it)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def write_atomically(
@@ -116,13 +117,30 @@ def write_atomically(
     return path
 
 
-def numbered(name: str, taken: Container[str], *, separator: str = "_", suffix: str = "") -> str:
-    """``name`` + ``suffix`` if free, else ``name_2`` + ``suffix``, ``name_3`` … whichever is not taken."""
+def numbered(
+    name: str, taken: Container[str], *, separator: str = "_", suffix: str = "", stem: str | None = None
+) -> str:
+    """``name`` + ``suffix`` if free, else ``name_2`` + ``suffix``, ``name_3`` … whichever is not taken.
+
+    ``stem`` (default ``name``) is what the numbers are added to, for names
+    that must be shortened to make room for them (sheet names: 31 characters).
+    """
     candidate, number = name + suffix, 1
     while candidate in taken:
         number += 1
-        candidate = f"{name}{separator}{number}{suffix}"
+        candidate = f"{name if stem is None else stem}{separator}{number}{suffix}"
     return candidate
+
+
+class ExistingNames:
+    """The names taken in ``folder``, as a container :func:`numbered` can ask (looked up on the disk)."""
+
+    def __init__(self, folder: Path, exists: Callable[[Path], bool] = Path.exists) -> None:
+        self.folder = folder
+        self.exists = exists
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.exists(self.folder / name)
 
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:

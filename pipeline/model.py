@@ -1,9 +1,19 @@
 """The shapes that pass between the stages of a run.
 
-Reading yields :class:`RawTable` values (one per sheet or CSV file); mapping turns
-each into a :class:`MappedTable` whose columns are the platform's field codes;
-normalisation and validation work on one concatenated frame for the whole run,
-indexed by ``row_id`` (0..n-1, input order); faults are rows of a frame with
+The stages, one package or module each, in the order the data flows::
+
+    reading/   a register file          -> RawTable (one per sheet or CSV file)
+    mapping    RawTable                 -> MappedTable (columns recognised as field codes)
+    batch      MappedTables             -> one Batch for the run, indexed by row_id
+    normalise  Batch.original           -> Batch.rows (the platform's values) + warnings
+    validate   Batch.rows               -> faults (a frame of FAULT_COLUMNS)
+    submission Batch (valid rows)       -> Outcome per row -> Batch.outcome
+    reports/   Batch                    -> results.xlsx, errors.xlsx, results.csv, annotated copies
+    every command                       -> RunResult (text to print, files written, exit code)
+
+``dryrun`` runs the first four for every command; normalisation and
+validation work on one concatenated frame for the whole run, indexed by
+``row_id`` (0..n-1, input order); faults are rows of a frame with
 :data:`FAULT_COLUMNS`.  Every frame here holds text only (``""`` for empty).
 """
 

@@ -34,6 +34,7 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
+from pipeline.files import ExistingNames, describe_os_error, numbered
 from pipeline.inbox.summary import (
     FILE_DUPLICATE,
     FILE_ERROR,
@@ -47,12 +48,11 @@ from pipeline.inbox.summary import (
     row_counts,
     write_summary,
 )
+from pipeline.reading.register import REGISTER_SUFFIXES
 from pipeline.state.journal import Journal
 from pipeline.state.lock import run_lock
 from pipeline.stopping import interrupt_on_signals
 
-#: File name endings of registers; anything else in the inbox is left alone.
-REGISTER_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".tsv", ".txt"})
 PROCESSED_DIR = "processed"
 FAILED_DIR = "failed"
 REASON_SUFFIX = ".reason.txt"
@@ -119,11 +119,8 @@ def sha256_of(path: Path) -> tuple[str, int]:
 
 def _unique(path: Path, exists: Callable[[Path], bool] = Path.exists) -> Path:
     """``path``, or ``<stem>-2<suffix>``, ``-3`` ... whichever does not exist yet."""
-    candidate, number = path, 2
-    while exists(candidate):
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        number += 1
-    return candidate
+    taken = ExistingNames(path.parent, exists)
+    return path.with_name(numbered(path.stem, taken, separator="-", suffix=path.suffix))
 
 
 def _results_dir(day_dir: Path, stem: str) -> Path:
@@ -189,7 +186,7 @@ class _Run:
             logger.info("{} 在处理前被移走，跳过", path.name)
             return None
         except OSError as error:
-            return self._failed(path, outcome, f"无法读取文件（{error.strerror}）；请检查文件权限")
+            return self._failed(path, outcome, describe_os_error(error, "读取文件", path.name))
         if outcome.sha256 in self.hashes_done or self.journal.file_seen(outcome.sha256):
             return self._duplicate(path, outcome)
         try:
@@ -198,8 +195,7 @@ class _Run:
             return self._stopped(
                 outcome,
                 FILE_ERROR,
-                f"无法创建结果目录 {self.day_dir / path.stem}"
-                f"（{error.strerror}）；请检查 --out 目录的权限和磁盘空间",
+                describe_os_error(error, "创建结果目录", self.day_dir / path.stem),
                 EXIT_FATAL,
             )
         if not self.dry_run:
@@ -239,9 +235,7 @@ class _Run:
             return _move(path, self.inbox / PROCESSED_DIR)
         except OSError as error:
             # Recorded as processed already: the next run sees the same hash and only retries the move.
-            logger.error(
-                "无法把 {} 移到 {}/（{}）；请检查收件箱的权限", path.name, PROCESSED_DIR, error.strerror
-            )
+            logger.error("{}", describe_os_error(error, f"把 {path.name} 移到", f"{PROCESSED_DIR}/"))
             return None
 
     def _submit(self, path: Path, out_dir: Path) -> Any:
@@ -279,7 +273,7 @@ class _Run:
             os.replace(path, target)
             outcome.moved_to = target
         except OSError as error:
-            logger.error("无法把 {} 移到 {}/（{}）", path.name, FAILED_DIR, error.strerror)
+            logger.error("{}", describe_os_error(error, f"把 {path.name} 移到", f"{FAILED_DIR}/"))
         return outcome
 
     def _stopped(self, outcome: InboxFile, status: str, message: str, exit_code: int) -> InboxFile:
@@ -365,8 +359,6 @@ def run_inbox(
         try:
             result.summary_path = write_summary(result, run.day_dir)
         except OSError as error:
-            logger.error(
-                "无法写出运行汇总到 {}（{}）；请检查 --out 目录的权限和磁盘空间", out_root, error.strerror
-            )
+            logger.error("{}", describe_os_error(error, "写出运行汇总到", out_root))
     logger.info("收件箱运行结束，退出码 {}", result.exit_code)
     return result.finish()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.files import ExistingNames, numbered, write_atomically
 from pipeline.model import GOOD_STATUSES, STATUS_LABELS, Batch, RunResult
 from pipeline.reports.summary import summary_counts
 
@@ -227,9 +228,7 @@ def format_run(result: InboxResult) -> str:
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` to ``path`` atomically (a reader never sees half a file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, json.dumps(document, ensure_ascii=False, indent=2) + "\n")
 
 
 def _keep_earlier(summary: Path) -> None:
@@ -239,11 +238,8 @@ def _keep_earlier(summary: Path) -> None:
         stamp = datetime.fromisoformat(earlier).strftime("%H%M%S")
     except (OSError, ValueError, AttributeError):
         stamp = datetime.fromtimestamp(summary.stat().st_mtime).strftime("%H%M%S")
-    target, number = summary.with_name(f"summary-{stamp}.json"), 2
-    while target.exists():
-        target = summary.with_name(f"summary-{stamp}-{number}.json")
-        number += 1
-    os.replace(summary, target)
+    name = numbered(f"summary-{stamp}", ExistingNames(summary.parent), separator="-", suffix=".json")
+    os.replace(summary, summary.with_name(name))
 
 
 def write_summary(result: InboxResult, day_dir: Path) -> Path:

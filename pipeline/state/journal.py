@@ -40,6 +40,7 @@ import pandas as pd
 
 from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
+from pipeline.files import describe_os_error
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -143,9 +144,7 @@ class Journal:
                 f"无法打开提交日志 {self.path}（{error}）。请检查状态目录的权限，或确认该文件是本程序的日志"
             ) from None
         except OSError as error:
-            raise ConfigError(
-                f"无法创建提交日志 {self.path}（{error.strerror}）。请检查状态目录的权限"
-            ) from None
+            raise ConfigError(describe_os_error(error, "创建提交日志", self.path)) from None
 
     # -- connection handling -------------------------------------------------------------
 
