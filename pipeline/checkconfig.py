@@ -20,11 +20,11 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import AuthenticationRefused, ConfigError
+from pipeline.files import explain_os_error
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import INPUT_FIELDS
 from pipeline.platform.refusals import REFUSAL_ADVICE
 from pipeline.platform.workkey import cache_path
-from pipeline.state.lock import lock_path
 
 #: loguru's built-in level names (case-sensitive there).
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -55,7 +55,7 @@ def _writable_dir(path: Path) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        return error.strerror or str(error)
+        return explain_os_error(error)[0]
     if not os.access(path, os.W_OK | os.X_OK):
         return "没有写权限"
     return None
@@ -133,8 +133,8 @@ def describe_settings(settings: Settings) -> list[str]:
         f"发送速率：{f'每秒最多 {submit.rate:g} 次' if submit.rate > 0 else '不限速'}；并发：{concurrency}",
         f"发卡机构代码（默认）：{settings.defaults.org_code or '未设置（须在登记表中提供）'}",
         f"状态目录：{settings.state_dir}",
-        f"办理记录（journal）：{settings.state_dir / 'journal.sqlite'}",
-        f"运行锁：{lock_path(settings.state_dir)}",
+        f"办理记录（journal）：{settings.journal_path}",
+        f"运行锁：{settings.lock_path}",
         f"工作密钥缓存：{settings.state_dir / 'workkeys'}（文件权限 0600）",
         f"日志目录：{settings.effective_log_dir}（保留 {settings.logging.retention}，"
         f"每 {settings.logging.rotation} 轮换）",

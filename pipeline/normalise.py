@@ -42,9 +42,9 @@ import pyarrow.compute as pc
 
 from pipeline.config import DefaultValues
 from pipeline.messages import warning_messages
-from pipeline.model import ADDRESS_FIELD, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
+from pipeline.model import ADDRESS_FIELD, ADDRESS_PARTS, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.text import idnumber
-from pipeline.text.address import ADDRESS_PARTS, split_addresses
+from pipeline.text.address import split_addresses
 from pipeline.text.arrow import (
     all_digits,
     all_empty,

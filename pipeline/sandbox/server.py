@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.errors import ConfigError
+from pipeline.files import explain_os_error
 from pipeline.sandbox import checks
 from pipeline.sandbox.faults import CODE_10129, DROP, FAULT_KINDS, HTTP_429, HTTP_500, MALFORMED, FaultPlan
 from pipeline.sandbox.platform import METHODS, PlatformLogic
@@ -314,7 +315,9 @@ def build_server(
         )  # fmt: skip
     except OSError as error:
         store.close()
-        raise ConfigError(f"沙箱无法监听 {host}:{port}（{error.strerror}）。请换一个端口或检查地址") from None
+        raise ConfigError(
+            f"沙箱无法监听 {host}:{port}（{explain_os_error(error)[0]}）。请换一个端口或检查地址"
+        ) from None
 
 
 def serve(*, out: TextIO | None = None, **options: Any) -> int:

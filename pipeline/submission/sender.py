@@ -14,7 +14,13 @@ from typing import Any, Protocol
 from loguru import logger
 
 from pipeline.logs import mask_id
-from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_FAILED, STATUS_REJECTED
+from pipeline.model import (
+    STATUS_ALREADY_ENROLLED,
+    STATUS_ENROLLED,
+    STATUS_FAILED,
+    STATUS_REJECTED,
+    Outcome,
+)
 from pipeline.state.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
 from schemas.result_codes import ResultCode, describe
 
@@ -53,18 +59,6 @@ class Task:
     card: dict[str, str]
     #: the resident's journal state when the run was planned (None: unknown to the journal)
     prior: str | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The final status of one row; ``fault_code`` is set for a platform rejection."""
-
-    status: str
-    result_code: str
-    message: str
-    ehealth_card_id: str = ""
-    virtual_card_num: str = ""
-    fault_code: int | None = None
 
 
 def _card_ids(data: dict[str, str]) -> tuple[str, str]:
