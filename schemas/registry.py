@@ -18,8 +18,9 @@ the two and its failures are reported on ``<field>`` (:data:`PAIR_COLUMNS`).
 Empty values: the platform requires every key but its own example sends
 empty ``kh``, ``jkdah``, ``xnhkh``, ``fyzhdm`` and ``dzc``; so those, and
 education, occupation, issue date, bank card and the address parts, may be
-empty.  A field whose rule refuses an empty value gets a check of its own for
-that (with the rule's empty code); every other check passes an empty value.
+empty.  Where a field's rule refuses an empty value, it is refused with the
+rule's empty code (by the value check itself when the codes agree, else by a
+not-empty check); every other check passes an empty value.
 Two exceptions: an empty gender or birth date is reported by its pair column,
 and only when the ID number could have supplied it (otherwise the ID number's
 own fault is the one to fix); an empty orgCode is a configuration gap, not a
