@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=int, metavar="S")
     sandbox.add_argument("--rate-limit", type=_positive, metavar="N", help="requests per second per app")
     sandbox.add_argument("--workkey-ttl", type=float, default=86400.0, metavar="S")
+    sandbox.add_argument(
+        "--fault-kinds", metavar="K1,K2", help="fault kinds drawn at --fault-rate (default: the transient ones)"
+    )
+    sandbox.add_argument("--retry-after", type=int, default=1, metavar="S", help="Retry-After of a 429 fault")
+    sandbox.add_argument("--drip-ms", type=float, default=1000.0, metavar="N", help="delay per byte (drip)")
+    sandbox.add_argument("--huge-mb", type=float, default=64.0, metavar="N", help="size of a huge answer")
     _common(sandbox)
     return parser
 
@@ -203,7 +209,12 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     if settings.platform.app_id and settings.platform.app_secret:
         apps.setdefault(settings.platform.app_id, settings.platform.app_secret)
     state = args.state or settings.sandbox_path
+    kinds = {"fault_kinds": tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())}
     server.serve(
+        **(kinds if args.fault_kinds else {}),
+        retry_after=args.retry_after,
+        drip_ms=args.drip_ms,
+        huge_mb=args.huge_mb,
         host=args.host,
         port=args.port,
         state=state,

@@ -110,6 +110,12 @@ class _Captured:
         self.content = content
         self.headers: dict[str, str] = {}
 
+    def iter_content(self, size: int) -> list[bytes]:
+        return [self.content]
+
+    def close(self) -> None:
+        pass
+
 
 def test_envelope_strips_values_sends_type_as_string_and_every_key(tmp_path: Path) -> None:
     settings = PlatformSettings(
@@ -118,13 +124,13 @@ def test_envelope_strips_values_sends_type_as_string_and_every_key(tmp_path: Pat
     client = PlatformClient(settings, tmp_path)
     sent: list[tuple[str, dict[str, Any]]] = []
 
-    def post(url: str, data: bytes, **_: Any) -> _Captured:
-        sent.append((url, json.loads(data)))
+    def post(url: str, data: Any, **_: Any) -> _Captured:
+        sent.append((url, json.loads(b"".join(data))))
         if url.endswith("getWorkKey.do"):
             return _Captured(b'{"data":{"resultCode":10000,"message":"ok","workKey":"WK"}}')
         return _Captured(b'{"data":{"resultCode":10000,"message":"ok"}}')
 
-    client._session.post = post  # type: ignore[method-assign,assignment]
+    client._transport.session.post = post  # type: ignore[method-assign,assignment]
     card, people = make_resident(1, xm=" 张三 ", brdh=" 13902263273")
     people.pop("xnhkh")
     assert client.sync_card_info(card, {**people, "unknown": "dropped"}).ok

@@ -9,6 +9,15 @@ exclusive file lock, and a process that finds a key it did not have (fetched
 meanwhile by another process) adopts it instead of fetching again, so two
 processes never invalidate each other's keys in a loop.
 
+Processes that do not share a state directory (two servers, or two state
+directories on one machine) cannot coordinate that way: each new key of one
+invalidates the other's, and their calls meet 10105 now and then.  A 10105 is
+therefore never a resident's verdict: the call gets a new key (one fetch per
+refused key, shared by every thread; :meth:`WorkKeyCache.refused`) and is sent
+again.  Only when the platform refuses :data:`MAX_FRESH_REFUSALS` new keys in a
+row, none of which any call got through with, does the run stop
+(:class:`~pipeline.errors.AuthenticationRefused`).
+
 Every key read or fetched is registered with :func:`pipeline.logs.register_secret`;
 neither the key nor the secret is ever logged.
 """
@@ -26,12 +35,15 @@ from filelock import FileLock, Timeout
 from loguru import logger
 
 from pipeline.config import WORKKEY_DIR
-from pipeline.errors import ConfigError, PlatformUnreachable
+from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
 from pipeline.files import explain_os_error, os_errors, write_atomically
 from pipeline.logs import register_secret
+from schemas.result_codes import ResultCode
 
 #: How long a process waits for another one that is fetching the key.
 LOCK_TIMEOUT_SECONDS = 300.0
+#: New keys the platform may refuse (10105) in a row, none ever accepted, before the run stops.
+MAX_FRESH_REFUSALS = 5
 
 
 def cache_path(state_dir: Path, app_id: str, base_url: str) -> Path:
@@ -66,6 +78,9 @@ class WorkKeyCache:
         self._file_lock = FileLock(str(self.path) + ".lock", thread_local=False)
         self._current: tuple[str, str] | None = None  # (day, key)
         self.fetches = 0  # keys this object fetched from the platform
+        self._accepted = ""  # the last key a call got through with
+        self._refused = ""  # the last key refused
+        self._fresh_refusals = 0  # keys refused in a row that no call got through with
 
     def get(self) -> str:
         """Today's key: from memory, else from the cache file, else fetched."""
@@ -90,6 +105,34 @@ class WorkKeyCache:
             if current is not None and current[0] == day and current[1] != failed:
                 return current[1]
             return self._load_or_fetch(day, failed=failed)
+
+    def accepted(self, key: str) -> None:
+        """A call signed with ``key`` got an answer other than 10105: the key works."""
+        if key != self._accepted:
+            with self._mutex:
+                self._accepted = key
+                self._fresh_refusals = 0
+
+    def refused(self, key: str) -> str:
+        """A call signed with ``key`` got 10105: the key to send it again with (see :meth:`refresh`).
+
+        Raises :class:`AuthenticationRefused` when :data:`MAX_FRESH_REFUSALS`
+        keys in a row were refused before any call got through with them.
+        """
+        with self._mutex:
+            if key != self._refused:
+                self._refused = key
+                if key != self._accepted:
+                    self._fresh_refusals += 1
+            if self._fresh_refusals >= MAX_FRESH_REFUSALS:
+                raise AuthenticationRefused(
+                    f"平台连续 {self._fresh_refusals} 次拒绝刚取得的认证字符串"
+                    f"（{ResultCode.INVALID_WORK_KEY} 认证字符串无效），已停止发送。"
+                    "可能另有一处（另一台机器或另一个状态目录）在用同一应用 ID 提交，"
+                    "请只在一处运行；也请确认本机时钟准确",
+                    ResultCode.INVALID_WORK_KEY,
+                )
+        return self.refresh(failed=key)
 
     def _load_or_fetch(self, day: str, failed: str | None) -> str:
         self._prepare_directory()
