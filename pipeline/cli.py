@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from loguru import logger
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--rate-limit", type=_positive, metavar="N", help="requests per second per app")
     sandbox.add_argument("--workkey-ttl", type=float, default=86400.0, metavar="S")
     sandbox.add_argument(
-        "--fault-kinds", metavar="K1,K2", help="fault kinds drawn at --fault-rate (default: the transient ones)"
+        "--fault-kinds", metavar="K1,K2", help="fault kinds drawn at --fault-rate (default: transient ones)"
     )
     sandbox.add_argument("--retry-after", type=int, default=1, metavar="S", help="Retry-After of a 429 fault")
     sandbox.add_argument("--drip-ms", type=float, default=1000.0, metavar="N", help="delay per byte (drip)")
@@ -181,13 +181,11 @@ def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.platform.client import PlatformClient
     from pipeline.submission import qrcode
 
-    wanted = len(qrcode.read_holders(args.source))
+    qrcode.read_holders(args.source)  # a wrong --from is named before anything else
     with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
-        written = qrcode.export_qrcodes(args.source, args.out, client)
-    lines = [f"已保存 {len(written)} 个二维码图片到 {args.out}"]
-    if len(written) < wanted:
-        lines.append(f"另有 {wanted - len(written)} 个未能获取，原因见 {args.out / qrcode.INDEX_CSV}")
-    return RunResult(EXIT_OK if len(written) >= wanted else EXIT_ROWS_NOT_OK, "\n".join(lines))
+        export = qrcode.export_qrcodes(args.source, args.out, client, settings.journal_path)
+    exit_code = EXIT_ROWS_NOT_OK if export.failed else EXIT_OK
+    return RunResult(exit_code, qrcode.describe_export(export, args.out))
 
 
 def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> RunResult:
@@ -209,9 +207,11 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     if settings.platform.app_id and settings.platform.app_secret:
         apps.setdefault(settings.platform.app_id, settings.platform.app_secret)
     state = args.state or settings.sandbox_path
-    kinds = {"fault_kinds": tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())}
+    kinds: dict[str, Any] = {}
+    if args.fault_kinds:
+        kinds["fault_kinds"] = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
     server.serve(
-        **(kinds if args.fault_kinds else {}),
+        **kinds,
         retry_after=args.retry_after,
         drip_ms=args.drip_ms,
         huge_mb=args.huge_mb,

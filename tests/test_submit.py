@@ -77,7 +77,7 @@ def test_unknown_outcome_is_resent_and_10115_counts_as_enrolled(journal: Journal
     submit_quickly(batch, client, journal)
     assert client.sync_calls.count(lost) == 1 and client.sync_calls.count(failed) == 1
     assert (batch.outcome["status"] == "already_enrolled").all()
-    assert "此前已发送" in batch.outcome.loc[0, "message"]
+    assert batch.outcome.loc[0, "message"].startswith("平台答复已办理：上次发送可能已成功但答复丢失")
     assert journal.lookup(lost)["state"] == STATE_ENROLLED
     assert client.bind_calls == []
 

@@ -52,6 +52,7 @@ from pipeline.model import (
 from pipeline.state.journal import STATE_ENROLLED, Journal
 from pipeline.stopping import stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
+from pipeline.submission.recovery import recover_card_ids
 from pipeline.submission.sender import ClientLike, ResidentSender, Task
 
 #: Latency assumed for the first threads; the pool grows if the platform is slower.
@@ -201,13 +202,19 @@ def submit_batch(
     with stop_on_signals(stop):
         pool = run_pool(
             tasks, sender.send, size=size, stop=stop, progress=progress,
-            on_stop=getattr(client, "interrupt", None), on_tick=journal.flush,
+            on_stop=getattr(client, "interrupt", None), on_tick=sender.flush,
         )  # fmt: skip
-    journal.flush()
+        missing_ids_fault = recover_card_ids(
+            batch, plan.from_journal, plan.ids, plan.known, sender,
+            lookup=lookup_existing, size=size, stop=stop,
+        )  # fmt: skip
+    sender.flush()
 
+    # A fault met after an answer came back (journal unwritable, platform gone) keeps that answer.
+    fatal = pool.fatal or sender.fault or missing_ids_fault
     reason = MESSAGE_NOT_SENT
-    if pool.fatal is not None:
-        reason = f"未发送：{pool.fatal}" if isinstance(pool.fatal, EhcError) else "未发送：程序内部错误"
+    if fatal is not None:
+        reason = f"未发送：{fatal}" if isinstance(fatal, EhcError) else "未发送：程序内部错误"
     final: list[Outcome] = []
     for position, outcome in enumerate(pool.outcomes):
         if outcome is None:
@@ -222,15 +229,15 @@ def submit_batch(
     stats.sent = sum(1 for o in pool.outcomes if o is not None)
     stats.calls = sender.calls
     stats.elapsed = pool.elapsed
-    stats.interrupted = stop.is_set() and pool.fatal is None
+    stats.interrupted = stop.is_set() and fatal is None
     stats.counts = {str(k): int(v) for k, v in batch.outcome["status"].value_counts().items()}
     logger.info(
         "提交结束：发送 {} 人，用时 {:.1f} 秒（{:.1f} 人/秒）；结果 {}",
         stats.sent, stats.elapsed, stats.achieved_rate,
         "，".join(f"{STATUS_LABELS.get(status, status)} {count}" for status, count in stats.counts.items()),
     )  # fmt: skip
-    if pool.fatal is not None:
-        raise pool.fatal
+    if fatal is not None:
+        raise fatal
     return stats
 
 
