@@ -26,7 +26,6 @@ from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreacha
 from pipeline.model import Batch
 from pipeline.platform.client import PlatformClient
 from pipeline.state.journal import STATE_ENROLLED, STATE_SENDING, Journal
-from pipeline.submission.qrcode import describe_export, export_qrcodes
 from pipeline.submission.submit import run_submit
 
 #: What a row says when the platform answers 10115 to a resend after an answer was lost.
@@ -142,6 +141,8 @@ def test_every_resident_the_journal_holds_without_ids_is_looked_up(
 def test_qrcode_names_the_residents_without_ids_then_exports_them_once_recovered(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:
+    from pipeline.submission.qrcode import describe_export, export_qrcodes
+
     people = [make_resident(serial)[1] for serial in range(30, 34)]
     register = write_register(tmp_path / "reg.csv", people)
     settings = Settings(
@@ -297,8 +298,8 @@ def test_429_slows_every_thread_and_fails_no_row(
         started = time.monotonic()
         stats: Any = submit_quickly(batch, client, journal, rate=40, concurrency=8)
         elapsed = time.monotonic() - started
+        assert (batch.outcome["status"] == "enrolled").all(), batch.outcome["message"].value_counts()
         throttles = client.throttles
-    assert (batch.outcome["status"] == "enrolled").all(), batch.outcome["message"].value_counts()
     refused = sandbox.query("SELECT count(*) FROM requests WHERE http_status = 429")[0][0]
     assert throttles >= 1 and refused < 60, "the limiter slowed down instead of hammering"
     assert stats.sent / elapsed > 4, "and kept close to what the platform allows (10/s)"

@@ -139,7 +139,9 @@ class PlatformClient:
             interrupted=self._interrupted,
             halted=lambda: self._breaker.is_open,
         )
-        self._keys = WorkKeyCache(state_dir, self._app_id, self.base_url, self._fetch_work_key)
+        self._keys = WorkKeyCache(
+            state_dir, self._app_id, self.base_url, self._fetch_work_key, wait=self._interrupted.wait
+        )
 
     @property
     def throttles(self) -> int:
