@@ -289,7 +289,7 @@ def test_a_flaky_platform_that_still_answers_does_not_trip_the_breaker(
 # -- 5. HTTP 429 with Retry-After -----------------------------------------------------------------------
 
 
-@pytest.mark.sandbox(rate_limit=10, latency_ms=5)
+@pytest.mark.sandbox(subprocess=True, rate_limit=10, latency_ms=5)
 def test_429_slows_every_thread_and_fails_no_row(
     sandbox: SandboxHandle, tmp_path: Path, journal: Journal
 ) -> None:

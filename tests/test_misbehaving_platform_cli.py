@@ -98,7 +98,9 @@ def _masked(id_number: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.sandbox(subprocess=True, fault_rate=0.2, seed=3, fault_kinds=("lost",))
-def test_lost_answers_then_qrcode_then_recovery(sandbox: SandboxHandle, tmp_path: Path) -> None:
+def test_lost_answers_are_told_truthfully_and_qrcode_names_who_it_could_not_export(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
     people = _people(700, 10)
     register = write_register(tmp_path / "reg.csv", people)
     cli = Cli(sandbox, tmp_path)
@@ -118,13 +120,6 @@ def test_lost_answers_then_qrcode_then_recovery(sandbox: SandboxHandle, tmp_path
     for row in lost:
         assert _masked(row["sfzhm"]) in done.stdout
     assert not any(person["sfzhm"] in done.stdout + done.stderr for person in people)
-
-    done = cli.run("submit", str(register), "--out", str(tmp_path / "again"), "--lookup-existing")
-    assert done.returncode == 0, done.stderr
-    assert sandbox.residents() == len(people)
-    done = cli.run("qrcode", "--from", str(out), "--out", str(tmp_path / "qr2"))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert len(list((tmp_path / "qr2").glob("*.png"))) == len(people)
 
 
 # -- 2. the disk under the state directory fills up during submission -----------------------------------
@@ -211,27 +206,13 @@ def test_platform_dies_mid_run_stops_with_exit_2(sandbox: SandboxHandle, tmp_pat
     assert sum(row["message"].startswith("未发送：平台") for row in rows) >= 80 - len(enrolled) - 8
 
 
-# -- 5. HTTP 429 with Retry-After -------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.sandbox(subprocess=True, rate_limit=8)
-def test_429_never_fails_a_row(sandbox: SandboxHandle, tmp_path: Path) -> None:
-    register = write_register(tmp_path / "reg.csv", _people(900, 40))
-    cli = Cli(sandbox, tmp_path, max_attempts=3)
-    out = tmp_path / "out"
-    done = cli.run("submit", str(register), "--out", str(out), "--rate", "40", "--concurrency", "8")
-    assert done.returncode == 0, done.stderr
-    assert {row["status"] for row in _results(out)} == {"enrolled"}
-
-
 # -- 6. two machines (state directories) with one app id ------------------------------------------------
 
 
 @pytest.mark.slow
 @pytest.mark.sandbox(subprocess=True, latency_ms=10)
 def test_two_state_directories_with_one_app_id(sandbox: SandboxHandle, tmp_path: Path) -> None:
-    registers = [write_register(tmp_path / f"reg{side}.csv", _people(950 + 40 * side, 40)) for side in (0, 1)]
+    registers = [write_register(tmp_path / f"reg{side}.csv", _people(950 + 30 * side, 30)) for side in (0, 1)]
     clis = [Cli(sandbox, tmp_path, f"side{side}") for side in (0, 1)]
     processes = [
         cli.popen("submit", str(register), "--out", str(cli.home / "out"), "--concurrency", "4")
@@ -244,4 +225,4 @@ def test_two_state_directories_with_one_app_id(sandbox: SandboxHandle, tmp_path:
         rows = _results(cli.home / "out")
         assert {row["status"] for row in rows} == {"enrolled"}
         assert not any(re.search(r"10105", row["result_code"]) for row in rows)
-    assert sandbox.residents() == 80
+    assert sandbox.residents() == 60
