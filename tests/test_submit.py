@@ -191,3 +191,22 @@ def test_pool_grows_while_latency_caps_the_rate() -> None:
 
     fixed = run_pool(list(range(40)), slow, size=PoolSize(3, 3, 200.0), stop=threading.Event())
     assert fixed.threads == 3 and fixed.outcomes == list(range(40))
+
+
+def test_a_tick_that_fails_stops_the_pool_and_keeps_every_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.submission import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "TICK_SECONDS", 0.0)
+    stop = threading.Event()
+
+    def send(n: int) -> int:
+        time.sleep(0.02)
+        return n * 10
+
+    def tick() -> None:
+        raise OSError("disk full")
+
+    result = run_pool(list(range(200)), send, size=PoolSize(2, 2), stop=stop, on_tick=tick)
+    assert isinstance(result.fatal, OSError) and stop.is_set()
+    done = [n for n, outcome in enumerate(result.outcomes) if outcome is not None]
+    assert 0 < len(done) < 200 and all(result.outcomes[n] == n * 10 for n in done)
