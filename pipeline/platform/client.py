@@ -304,7 +304,11 @@ class PlatformClient:
                 self._breaker.record(answer)
                 if answer.throttled:
                     # Turned away unread: slow every thread down and send again, without spending an attempt.
-                    self._limiter.throttled(ticket.at, answer.retry_after)
+                    if self._limiter.throttled(ticket.at, answer.retry_after):
+                        logger.warning(
+                            "平台要求放慢（HTTP 429）：暂停后速率降至每秒 {:g} 次，之后逐步恢复",
+                            self._limiter.rate or 0,
+                        )
                     patience = self._max_retry_seconds - (time.monotonic() - started)
                     if patience > 0 and not self._interrupted.is_set():
                         continue

@@ -183,8 +183,12 @@ class SlidingWindowLimiter:
                 # are pending) after a send is recorded, which notifies.
                 self._condition.wait(sent[0] - horizon if sent else None)
 
-    def throttled(self, sent_at: float | None, retry_after: float | None) -> None:
-        """The request sent at ``sent_at`` got HTTP 429: pause every thread and lower the rate."""
+    def throttled(self, sent_at: float | None, retry_after: float | None) -> bool:
+        """The request sent at ``sent_at`` got HTTP 429: pause every thread and lower the rate.
+
+        Returns whether the rate was lowered (429s to requests sent before the last
+        change only extend the pause).
+        """
         with self._condition:
             now = self.clock()
             pause = DEFAULT_PAUSE if retry_after is None else min(max(retry_after, 0.0), MAX_PAUSE)
@@ -192,8 +196,8 @@ class SlidingWindowLimiter:
             self._condition.notify_all()
             if sent_at is not None:
                 self._refused.append(sent_at)
-            if sent_at is not None and sent_at < self._changed_at:
-                return  # sent at the old rate: that rate is lowered already
+            if sent_at is not None and sent_at <= self._changed_at:
+                return False  # sent at the old rate: that rate is lowered already
             horizon = now - (1.0 + self.margin)  # what the platform took over the last second
             while self._refused and self._refused[0] <= horizon:
                 self._refused.popleft()
@@ -210,6 +214,7 @@ class SlidingWindowLimiter:
             self._set_rate(slower)
             self._changed_at = now
             self.throttles += 1
+            return True
 
     def _recover(self, now: float) -> None:
         """Climb back towards the configured rate after a calm spell (called with the lock held)."""
