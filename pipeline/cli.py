@@ -104,6 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--base-url", metavar="URL")
     _common(check)
 
+    serve = commands.add_parser("serve", help="run the web workspace for the centres")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    _common(serve)
+
+    users = commands.add_parser("users", help="workspace users (passwords are read from a prompt or stdin)")
+    users_commands = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    users_add = users_commands.add_parser("add", help="add a user of a centre")
+    users_add.add_argument("name", metavar="NAME")
+    users_add.add_argument(
+        "--centre", required=True, metavar="ORGCODE", help="the centre's organisation code"
+    )
+    users_add.add_argument(
+        "--admin", action="store_true", help="may manage centres and users, read the audit log"
+    )
+    _common(users_add)
+    users_passwd = users_commands.add_parser("passwd", help="set a user's password")
+    users_passwd.add_argument("name", metavar="NAME")
+    _common(users_passwd)
+
+    centres = commands.add_parser("centres", help="workspace centres")
+    centres_commands = centres.add_subparsers(dest="centres_command", required=True, parser_class=_Parser)
+    centres_add = centres_commands.add_parser("add", help="add a centre with its organisation code")
+    centres_add.add_argument("org_code", metavar="ORGCODE")
+    centres_add.add_argument("--name", required=True, metavar="名称")
+    _common(centres_add)
+
     sandbox = commands.add_parser("sandbox", help="run the bundled platform stand-in on loopback")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -232,6 +259,34 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.web.serve import serve
+
+    return serve(settings, host=args.host, port=args.port)
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.web import accounts
+    from pipeline.web.serve import read_password
+
+    store = accounts.open_store(settings.state_dir)
+    if args.users_command == "add":
+        user = accounts.add_user(store, args.name, args.centre, read_password(), admin=args.admin)
+        print(f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）")
+    else:
+        user = accounts.set_password(store, args.name, read_password("新密码："))
+        print(f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
+    return 0
+
+
+def _cmd_centres(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.web import accounts
+
+    centre = accounts.add_centre(accounts.open_store(settings.state_dir), args.org_code, args.name)
+    print(f"已添加中心 {centre.name}（{centre.org_code}）")
+    return 0
+
+
 _COMMANDS = {
     "validate": _cmd_validate,
     "submit": _cmd_submit,
@@ -239,6 +294,9 @@ _COMMANDS = {
     "qrcode": _cmd_qrcode,
     "check-config": _cmd_check_config,
     "sandbox": _cmd_sandbox,
+    "serve": _cmd_serve,
+    "users": _cmd_users,
+    "centres": _cmd_centres,
 }
 
 
