@@ -1,4 +1,9 @@
-"""Writing a submission's results into the batch: outcome columns and platform rejections.
+"""A run's rows as one batch: stacking the tables read, and keeping each row's outcome.
+
+The front half of every run (:mod:`pipeline.dryrun`) stacks the mapped tables
+into one :class:`~pipeline.model.Batch` and gives each row its dry-run status
+from its faults; a submission then writes the platform's answers into the
+same outcome columns, and the exit code of a run is read off them.
 
 Outcome columns are rebuilt whole rather than set cell by cell: setting 100k
 cells of an Arrow string column in place costs a hundred times more.
@@ -6,13 +11,119 @@ cells of an Arrow string column in place costs a hundred times more.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from pipeline.model import FAULT_COLUMNS, STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, Batch
-from pipeline.submission.sender import Outcome
+from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
+from pipeline.model import (
+    FAULT_COLUMNS,
+    GOOD_STATUSES,
+    INPUT_FIELDS,
+    OUTCOME_COLUMNS,
+    SOURCE_COLUMNS,
+    STATUS_ALREADY_ENROLLED,
+    STATUS_ENROLLED,
+    STATUS_INVALID,
+    STATUS_VALID,
+    Batch,
+    MappedTable,
+    Outcome,
+)
+from pipeline.text import arrow as arrowtext
+from schemas.result_codes import ResultCode
+
+
+def _source_frame(tables: list[MappedTable], offsets: list[range]) -> pd.DataFrame:
+    parts = []
+    for table, rows in zip(tables, offsets, strict=True):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "source_file": Path(table.raw.path).name,
+                    "source_sheet": table.raw.sheet,
+                    "source_row": table.raw.source_row.astype("int64"),
+                },
+                index=pd.RangeIndex(rows.start, rows.stop),
+            )
+        )
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SOURCE_COLUMNS})
+    return pd.concat(parts)
+
+
+def combine(tables: list[MappedTable]) -> tuple[list[range], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stack the tables of a run: row ranges, source columns, fields as written, extras."""
+    offsets: list[range] = []
+    start = 0
+    for table in tables:
+        offsets.append(range(start, start + len(table.fields)))
+        start += len(table.fields)
+    index = pd.RangeIndex(start)
+    if tables:
+        original = pd.concat([t.fields.loc[:, list(INPUT_FIELDS)] for t in tables], ignore_index=True)
+        extras = pd.concat([t.extras.reset_index(drop=True) for t in tables], ignore_index=True)
+        extras = extras.fillna("").astype(object) if len(extras.columns) else pd.DataFrame(index=index)
+    else:
+        original = pd.DataFrame({c: pd.Series(dtype=object) for c in INPUT_FIELDS})
+        extras = pd.DataFrame(index=index)
+    original.index = index
+    extras.index = index
+    return offsets, _source_frame(tables, offsets), original, extras
+
+
+def _join_by_row(row_ids: np.ndarray, texts: np.ndarray, sep: str) -> tuple[np.ndarray, list[str]]:
+    """Join ``texts`` per row id (``row_ids`` sorted), dropping repeats within a row."""
+    rows: list[int] = []
+    joined: list[str] = []
+    for row_id, group in itertools.groupby(
+        zip(row_ids.tolist(), texts.tolist(), strict=True), key=itemgetter(0)
+    ):
+        rows.append(row_id)
+        joined.append(sep.join(dict.fromkeys(text for _, text in group)))
+    return np.asarray(rows, dtype="int64"), joined
+
+
+def _spread(n_rows: int, rows: np.ndarray, texts: Sequence[str], index: pd.Index) -> pd.Series:
+    """A ``str`` column: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow, not as objects)."""
+    picks = np.zeros(n_rows, dtype=np.int32)
+    picks[rows] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    return arrowtext.choose(picks, ["", *texts], index)
+
+
+def status_from_faults(n_rows: int, faults: pd.DataFrame) -> pd.DataFrame:
+    """The dry-run outcome frame: ``invalid`` where a row has an error fault."""
+    errors = faults[faults["severity"] == "error"].sort_values("row_id", kind="stable")
+    index = pd.RangeIndex(n_rows)
+    row_ids = errors["row_id"].to_numpy(dtype="int64")
+    rows, codes = _join_by_row(row_ids, errors["code"].astype(str).to_numpy(), ";")
+    _, messages = _join_by_row(row_ids, errors["message"].to_numpy(dtype=object), "；")
+    invalid = np.zeros(n_rows, dtype=np.int8)
+    invalid[rows] = 1
+    blank = arrowtext.constant("", index)
+    outcome = pd.DataFrame(
+        {
+            "status": arrowtext.choose(invalid, [STATUS_VALID, STATUS_INVALID], index),
+            "result_code": _spread(n_rows, rows, codes, index),
+            "message": _spread(n_rows, rows, messages, index),
+            "ehealthCardId": blank,
+            "virtualCardNum": blank.copy(),
+        },
+        index=index,
+    )
+    return outcome.loc[:, list(OUTCOME_COLUMNS)]
+
+
+def exit_code_for(batch: Batch) -> int:
+    """0 when every row is valid / enrolled / already enrolled, else 1."""
+    good = batch.outcome["status"].isin(GOOD_STATUSES).all()
+    return EXIT_OK if good else EXIT_ROWS_NOT_OK
+
 
 MESSAGE_FROM_JOURNAL = "此前已申领成功（据提交日志），本次未重复发送"
 MESSAGE_REPEATED = "同一身份证号在本批次中已发送过，未重复发送"
@@ -76,7 +187,7 @@ def follow_first(first: Outcome) -> Outcome:
     """The outcome of a repeated ID number in the same batch, given the first row's outcome."""
     if first.status in (STATUS_ENROLLED, STATUS_ALREADY_ENROLLED):
         return Outcome(
-            STATUS_ALREADY_ENROLLED, "10115", MESSAGE_REPEATED,
+            STATUS_ALREADY_ENROLLED, str(ResultCode.ALREADY_ENROLLED), MESSAGE_REPEATED,
             first.ehealth_card_id, first.virtual_card_num,
         )  # fmt: skip
     return Outcome(first.status, first.result_code, first.message, fault_code=first.fault_code)

@@ -20,24 +20,14 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import AuthenticationRefused, ConfigError
+from pipeline.files import explain_os_error
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import INPUT_FIELDS
+from pipeline.platform.refusals import REFUSAL_ADVICE
 from pipeline.platform.workkey import cache_path
-from pipeline.state.lock import lock_path
 
 #: loguru's built-in level names (case-sensitive there).
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-
-#: What each refusal of getWorkKey means for the operator, by result code.
-REFUSAL_ADVICE: dict[int, str] = {
-    10101: "平台不认识这个应用 ID（10101 机构代码错误）。请核对 [platform] app_id 或环境变量 EHC_APP_ID "
-    "与平台分配的 APPID 完全一致",
-    10102: "平台拒绝了应用身份（10102 用户名错误）。请核对 app_id 与 app_package_name",
-    10103: "平台拒绝了应用密钥（10103 密码错误）。请核对环境变量 EHC_APP_SECRET（或 [platform] app_secret）",
-    10105: "平台拒绝了签名（10105 认证字符串无效）。通常是应用密钥不对：请核对 EHC_APP_SECRET；"
-    "也请确认本机时钟准确（签名含时间戳）",
-}
-
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -65,7 +55,7 @@ def _writable_dir(path: Path) -> str | None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        return error.strerror or str(error)
+        return explain_os_error(error)[0]
     if not os.access(path, os.W_OK | os.X_OK):
         return "没有写权限"
     return None
@@ -143,8 +133,8 @@ def describe_settings(settings: Settings) -> list[str]:
         f"发送速率：{f'每秒最多 {submit.rate:g} 次' if submit.rate > 0 else '不限速'}；并发：{concurrency}",
         f"发卡机构代码（默认）：{settings.defaults.org_code or '未设置（须在登记表中提供）'}",
         f"状态目录：{settings.state_dir}",
-        f"办理记录（journal）：{settings.state_dir / 'journal.sqlite'}",
-        f"运行锁：{lock_path(settings.state_dir)}",
+        f"办理记录（journal）：{settings.journal_path}",
+        f"运行锁：{settings.lock_path}",
         f"工作密钥缓存：{settings.state_dir / 'workkeys'}（文件权限 0600）",
         f"日志目录：{settings.effective_log_dir}（保留 {settings.logging.retention}，"
         f"每 {settings.logging.rotation} 轮换）",
@@ -189,11 +179,10 @@ def check_config(settings: Settings) -> list[str]:
         try:
             work_key = client.work_key(refresh=cached)
         except AuthenticationRefused as error:
-            advice = REFUSAL_ADVICE.get(error.result_code or 0)
-            if advice is None:
+            if error.result_code not in REFUSAL_ADVICE:
                 raise
             raise AuthenticationRefused(
-                f"登录平台 {settings.platform.base_url} 失败：{advice}", result_code=error.result_code
+                f"登录平台 {settings.platform.base_url} 失败：{error.message}", result_code=error.result_code
             ) from None
     register_secret(work_key)
     logger.info("check-config: getWorkKey 成功")

@@ -19,8 +19,9 @@ from loguru import logger
 
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
-from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_ROWS_NOT_OK, ConfigError, EhcError
+from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
 from pipeline.logs import register_secret, setup_logging
+from pipeline.model import ReadOptions, RunResult
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,79 +161,63 @@ def _progress_wanted() -> bool:
     return sys.stderr.isatty()
 
 
-def _cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import dryrun
-    from pipeline.reports import summary
+def _read_options(args: argparse.Namespace) -> ReadOptions:
+    return ReadOptions(sheet=args.sheet, all_sheets=args.all_sheets, mapping_file=args.mapping)
 
-    result = dryrun.run_validate(
-        args.inputs,
-        args.out,
-        settings,
-        sheet=args.sheet,
-        all_sheets=args.all_sheets,
-        mapping_file=args.mapping,
-        progress=_progress_wanted(),
+
+def _cmd_validate(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline import dryrun
+
+    return dryrun.run_validate(
+        args.inputs, args.out, settings, _read_options(args), progress=_progress_wanted()
     )
-    print(summary.format_summary(result.batch, result.paths, submitted=False))
-    return result.exit_code
 
 
-def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import dryrun
-    from pipeline.reports import summary
+def _cmd_submit(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.state.lock import run_lock
     from pipeline.submission import submit
 
     # The journal is shared: two submissions at once could both claim and send one resident.
     with run_lock(settings.state_dir, command="ehc submit"):
-        batch, paths = submit.run_submit(
+        return submit.run_submit(
             args.inputs,
             args.out,
             settings,
-            sheet=args.sheet,
-            all_sheets=args.all_sheets,
-            mapping_file=args.mapping,
+            _read_options(args),
             rate=args.rate,
             concurrency=args.concurrency,
             lookup_existing=args.lookup_existing or None,
             progress=_progress_wanted(),
         )
-    print(summary.format_summary(batch, paths, submitted=True))
-    return dryrun.exit_code_for(batch)
 
 
-def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.inbox import run as inbox
 
     out = args.out or args.inbox.parent / f"{args.inbox.name}-results"
-    result = inbox.run_inbox(args.inbox, out, settings, dry_run=args.dry_run)
-    print(result.text)
-    return result.exit_code
+    return inbox.run_inbox(args.inbox, out, settings, dry_run=args.dry_run)
 
 
-def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.platform.client import PlatformClient
     from pipeline.submission import qrcode
 
     wanted = len(qrcode.read_holders(args.source))
     with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
         written = qrcode.export_qrcodes(args.source, args.out, client)
-    print(f"已保存 {len(written)} 个二维码图片到 {args.out}")
+    lines = [f"已保存 {len(written)} 个二维码图片到 {args.out}"]
     if len(written) < wanted:
-        print(f"另有 {wanted - len(written)} 个未能获取，原因见 {args.out / qrcode.INDEX_CSV}")
-        return EXIT_ROWS_NOT_OK
-    return 0
+        lines.append(f"另有 {wanted - len(written)} 个未能获取，原因见 {args.out / qrcode.INDEX_CSV}")
+    return RunResult(EXIT_OK if len(written) >= wanted else EXIT_ROWS_NOT_OK, "\n".join(lines))
 
 
-def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline import checkconfig
 
-    for line in checkconfig.check_config(settings):
-        print(line)
-    return 0
+    return RunResult(EXIT_OK, "\n".join(checkconfig.check_config(settings)))
 
 
-def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.sandbox import server
 
     apps: dict[str, str] = {}
@@ -244,7 +229,7 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         register_secret(secret)
     if settings.platform.app_id and settings.platform.app_secret:
         apps.setdefault(settings.platform.app_id, settings.platform.app_secret)
-    state = args.state or settings.state_dir / "sandbox.sqlite"
+    state = args.state or settings.sandbox_path
     server.serve(
         host=args.host,
         port=args.port,
@@ -256,7 +241,7 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         rate_limit=args.rate_limit,
         workkey_ttl=args.workkey_ttl,
     )
-    return 0
+    return RunResult(EXIT_OK)
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -316,7 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             json=bool(args.log_json or settings.logging.json),
             debug=debug,
         )
-        return _COMMANDS[args.command](args, settings)
+        result = _COMMANDS[args.command](args, settings)
+        if result.summary:
+            print(result.summary)
+        return result.exit_code
     except EhcError as error:
         if debug:
             traceback.print_exc()

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.files import read_toml
 
 PRODUCTION_BASE_URL = "https://live.fswsj.gov.cn/jkfs-dzjkk/dzjkk/websvi/"
+
+#: What every run keeps in the state directory (docs/operations.md lists them for operators).
+JOURNAL_FILE = "journal.sqlite"
+LOCK_FILE = "ehc.lock"
+WORKKEY_DIR = "workkeys"
+LOG_DIR = "logs"
+SANDBOX_FILE = "sandbox.sqlite"
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,27 @@ class Settings:
     @property
     def effective_log_dir(self) -> Path:
         """The log directory: ``log_dir`` or ``<state_dir>/logs``."""
-        return self.log_dir or self.state_dir / "logs"
+        return self.log_dir or self.state_dir / LOG_DIR
+
+    @property
+    def journal_path(self) -> Path:
+        """The submission journal shared by every run: ``<state_dir>/journal.sqlite``."""
+        return self.state_dir / JOURNAL_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        """The run lock: ``<state_dir>/ehc.lock``."""
+        return self.state_dir / LOCK_FILE
+
+    @property
+    def workkey_dir(self) -> Path:
+        """Where the day's work keys are cached: ``<state_dir>/workkeys``."""
+        return self.state_dir / WORKKEY_DIR
+
+    @property
+    def sandbox_path(self) -> Path:
+        """The sandbox's default state file: ``<state_dir>/sandbox.sqlite``."""
+        return self.state_dir / SANDBOX_FILE
 
 
 _SECTIONS: dict[str, type] = {
@@ -207,19 +234,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     source = ""
     if path is not None:
         source = str(path)
-        try:
-            with open(path, "rb") as handle:
-                document = tomllib.load(handle)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"找不到配置文件 {path}。请检查路径，或参照 docs/ehc.example.toml 新建"
-            ) from None
-        except OSError as error:
-            raise ConfigError(f"无法读取配置文件 {path}（{error.strerror}）。请检查文件权限") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"配置文件 {path} 格式错误：{error}。请按 TOML 格式改正") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"配置文件 {path} 不是 UTF-8 编码。请另存为 UTF-8") from None
+        document = read_toml(path, "配置文件")
 
     sections: dict[str, Any] = {}
     for name in _SECTIONS:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from pipeline import cli
-
-REGISTER_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".csv", ".tsv", ".txt", ".ods"}
+from pipeline.config import SANDBOX_FILE
+from pipeline.reading.register import REGISTER_SUFFIXES
 
 
 def sample_registers(folder: Path) -> list[Path]:
@@ -63,7 +63,7 @@ def main() -> int:
     shutil.rmtree(out, ignore_errors=True)
     (out / "state").mkdir(parents=True)
     app_id, app_secret = "demo-app", secrets.token_hex(16)
-    sandbox, base_url = start_sandbox(out / "sandbox.sqlite", app_id, app_secret)
+    sandbox, base_url = start_sandbox(out / SANDBOX_FILE, app_id, app_secret)
     print(f"沙箱已启动：{base_url}")
     os.environ.update(
         EHC_APP_ID=app_id,

@@ -15,6 +15,8 @@ from typing import Any
 
 from loguru import logger
 
+from pipeline.files import explain_os_error
+
 _ID18 = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
 _ID15 = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{6}(\d{3})(?![0-9A-Za-z])")
 _MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
@@ -98,4 +100,5 @@ def setup_logging(
                 enqueue=False,
             )
         except (OSError, ValueError) as error:
-            logger.warning("日志目录 {} 不可写，日志只输出到屏幕（{}）", log_dir, error)
+            reason = explain_os_error(error)[0] if isinstance(error, OSError) else str(error)
+            logger.warning("日志目录 {} 不可写，日志只输出到屏幕（{}）", log_dir, reason)

@@ -9,7 +9,6 @@ FILE``) wins over the built-ins.  A register missing a required column is an
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.files import read_toml
 from pipeline.model import (
     ADDRESS_FIELD,
+    ADDRESS_PARTS,
     FIELD_LABELS,
     INPUT_FIELDS,
     REQUIRED_INPUT_FIELDS,
@@ -28,8 +29,8 @@ from pipeline.model import (
 )
 from pipeline.reading.headers import IGNORE, builtin_aliases, field_code, header_key
 
-#: Fields that, present as separate columns, mean the address is already split.
-_ADDRESS_PARTS = ("dzsf", "dzs", "dzqx", "dzxz")
+#: Fields that, present as separate columns, mean the address is already split (dzc is what remains).
+_SPLIT_ADDRESS = ADDRESS_PARTS[:-1]
 
 #: How many headers an error message lists before saying "等 N 列".
 _HEADERS_SHOWN = 40
@@ -69,7 +70,7 @@ def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
             taken.add(code)
             if is_user:
                 by_user.add(index)
-    if any(code in _ADDRESS_PARTS for code in chosen.values()):
+    if any(code in _SPLIT_ADDRESS for code in chosen.values()):
         # The address is already split: a built-in "详细地址" column holds what is left (dzc).
         for index, code in sorted(chosen.items()):
             if code == ADDRESS_FIELD and index not in by_user:
@@ -135,19 +136,7 @@ def load_mapping_file(path: str | Path) -> dict[str, str]:
     Returns header -> canonical field code.  Any problem -> :class:`ConfigError`.
     """
     name = str(path)
-    try:
-        with open(path, "rb") as handle:
-            document: dict[str, Any] = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"找不到列对应关系文件 {name}。请检查 --mapping 给出的路径") from None
-    except IsADirectoryError:
-        raise ConfigError(f"列对应关系文件 {name} 是一个文件夹。请给出 TOML 文件的路径") from None
-    except OSError as error:
-        raise ConfigError(f"无法读取列对应关系文件 {name}（{error.strerror}）。请检查文件权限") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"列对应关系文件 {name} 不是 UTF-8 编码。请另存为 UTF-8") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"列对应关系文件 {name} 格式错误：{error}。请按 TOML 格式改正") from None
+    document = read_toml(path, "列对应关系文件")
 
     pairs: dict[str, Any] = {k: v for k, v in document.items() if k != "columns"}
     table = document.get("columns", {})

@@ -1,10 +1,10 @@
 """Chinese fault messages: what is wrong with which value, by rule.
 
 A message names the field (its Chinese label), quotes the clerk's value and
-states the rule it breaks; how to fix it is :func:`schemas.tables.hint` of the
-result code, which the reports print beside it.  Messages are built for a
-whole column of faults at once (string concatenation over Series), never row
-by row.
+states the rule it breaks; how to fix it is the ``hint`` of the result code
+(:class:`schemas.result_codes.ResultCode`), which the reports print beside
+it.  Messages are built for a whole column of faults at once (string
+concatenation over Series), never row by row.
 
 Templates are keyed by ``(code, field, detail)``: ``detail`` tells apart the
 ways one check can fail (empty, a mismatch with the ID number, each ID number
@@ -21,50 +21,80 @@ import re
 import pandas as pd
 
 from pipeline.model import FIELD_LABELS
-from schemas.tables import FIELD_TABLES, code_table, describe
+from schemas.result_codes import ResultCode, describe
+from schemas.rules import FIELD_TABLES
+from schemas.tables import code_table
 
-_ERRORS: dict[tuple[int, str, str], str] = {
-    (10114, "xm", ""): "姓名为空",
-    (10110, "xm", ""): "姓名“{value}”不正确：只能由汉字、英文字母、空格和间隔号·组成，最多{extra}个字",
-    (10111, "sfzhm", "EMPTY"): "身份证号码为空",
-    (10111, "sfzhm", "SCIENTIFIC"): (
+_ERRORS: dict[tuple[ResultCode, str, str], str] = {
+    (ResultCode.NAME_EMPTY, "xm", ""): "姓名为空",
+    (ResultCode.PARAMETER_ERROR, "xm", ""): (
+        "姓名“{value}”不正确：只能由汉字、英文字母、空格和间隔号·组成，最多{extra}个字"
+    ),
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "EMPTY"): "身份证号码为空",
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "SCIENTIFIC"): (
         "身份证号码“{value}”被 Excel 当作数字保存（科学计数法），后几位数字已经丢失，无法还原："
         "请把该列设置为文本格式后重新录入"
     ),
-    (10111, "sfzhm", "SHAPE"): "身份证号码“{value}”应为18位：前17位是数字，最后一位是数字或X",
-    (10111, "sfzhm", "DIVISION"): "身份证号码“{value}”的前6位{extra}不是（也从来不是）行政区划代码",
-    (10111, "sfzhm", "BIRTH_DATE"): "身份证号码“{value}”中的出生日期{extra}不是有效日期",
-    (10111, "sfzhm", "FUTURE"): "身份证号码“{value}”中的出生日期{extra}晚于今天",
-    (10111, "sfzhm", "CHECK"): "身份证号码“{value}”的校验位（第18位）不正确：按前17位计算应为{extra}",
-    (10115, "sfzhm", ""): "身份证号码“{value}”在本批数据中已出现过：同一居民只能申领一次，重复的行不会发送",
-    (10113, "xb", ""): "性别“{value}”不是 GB/T 2261.1 的性别（男、女，或代码 0、1、2、9）",
-    (10113, "xb", "empty"): "性别为空",
-    (10113, "xb", "mismatch"): "性别“{value}”与身份证号码第17位的奇偶不一致：按身份证号码应为{extra}",
-    (10123, "mzdm", ""): "民族“{value}”不是 GB 3304 的民族名称或代码（01–56）",
-    (10123, "mzdm", "empty"): "民族为空",
-    (10124, "csrq", ""): "出生日期“{value}”不是有效日期",
-    (10124, "csrq", "empty"): "出生日期为空",
-    (10124, "csrq", "future"): "出生日期“{value}”晚于今天",
-    (10124, "csrq", "mismatch"): "出生日期“{value}”与身份证号码中的出生日期{extra}不一致",
-    (10134, "zjlx", ""): "证件类型“{value}”不是 CV02.01.101 的证件类型",
-    (10110, "zjhm", ""): "证件号码“{value}”过长：最多{extra}个字符",
-    (10110, "zjhm", "empty"): "证件号码为空",
-    (10110, "zjhm", "mismatch"): "证件类型为居民身份证时，证件号码“{value}”应与身份证号码{extra}相同",
-    (10132, "fyzhdm", ""): "婚姻状况“{value}”不是 GB/T 2261.2 的婚姻状况名称或代码",
-    (10133, "xldm", ""): "文化程度“{value}”不是 GB/T 4658 的学历名称或代码",
-    (10135, "zydm", ""): "职业“{value}”不是 GB/T 6565 的职业大类代码（0–9、X、Y）",
-    (10136, "dzlb", ""): "地址类别“{value}”应为 1（户籍地址）或 2（现居住地址）",
-    (10136, "dzlb", "empty"): "地址类别为空",
-    (10131, "ylfyzffs", ""): "医疗费用支付方式“{value}”不是 CV07.10.003 的支付方式名称或代码",
-    (10131, "ylfyzffs", "empty"): "医疗费用支付方式为空",
-    (10128, "fksj", ""): "发卡时间“{value}”不是有效日期（应为 YYYYMMDD，且不晚于今天）",
-    (10151, "yhkh", ""): "银行卡号“{value}”应为12–19位数字",
-    (10110, "brdh", ""): "联系电话“{value}”不是有效的手机号码（11位）或带区号的固定电话",
-    (10110, "brdh", "empty"): "联系电话为空",
-    (10110, "klx", "empty"): "卡类别为空：请在配置文件 [defaults] 中填写 klx，或在表中填写",
-    (10110, "isRealName", ""): "是否实名“{value}”应为 1（已实名认证）或 0（未认证）",
-    (10110, "isRealName", "empty"): "是否实名为空：应为 1（已实名认证）或 0（未认证）",
-    (10110, "*", ""): "{label}“{value}”过长：最多{extra}个字符",
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "SHAPE"): (
+        "身份证号码“{value}”应为18位：前17位是数字，最后一位是数字或X"
+    ),
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "DIVISION"): (
+        "身份证号码“{value}”的前6位{extra}不是（也从来不是）行政区划代码"
+    ),
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "BIRTH_DATE"): (
+        "身份证号码“{value}”中的出生日期{extra}不是有效日期"
+    ),
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "FUTURE"): "身份证号码“{value}”中的出生日期{extra}晚于今天",
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "CHECK"): (
+        "身份证号码“{value}”的校验位（第18位）不正确：按前17位计算应为{extra}"
+    ),
+    (ResultCode.ALREADY_ENROLLED, "sfzhm", ""): (
+        "身份证号码“{value}”在本批数据中已出现过：同一居民只能申领一次，重复的行不会发送"
+    ),
+    (ResultCode.INVALID_GENDER, "xb", ""): (
+        "性别“{value}”不是 GB/T 2261.1 的性别（男、女，或代码 0、1、2、9）"
+    ),
+    (ResultCode.INVALID_GENDER, "xb", "empty"): "性别为空",
+    (ResultCode.INVALID_GENDER, "xb", "mismatch"): (
+        "性别“{value}”与身份证号码第17位的奇偶不一致：按身份证号码应为{extra}"
+    ),
+    (ResultCode.INVALID_ETHNICITY, "mzdm", ""): "民族“{value}”不是 GB 3304 的民族名称或代码（01–56）",
+    (ResultCode.INVALID_ETHNICITY, "mzdm", "empty"): "民族为空",
+    (ResultCode.INVALID_BIRTH_DATE, "csrq", ""): "出生日期“{value}”不是有效日期",
+    (ResultCode.INVALID_BIRTH_DATE, "csrq", "empty"): "出生日期为空",
+    (ResultCode.INVALID_BIRTH_DATE, "csrq", "future"): "出生日期“{value}”晚于今天",
+    (ResultCode.INVALID_BIRTH_DATE, "csrq", "mismatch"): (
+        "出生日期“{value}”与身份证号码中的出生日期{extra}不一致"
+    ),
+    (ResultCode.INVALID_DOCUMENT_TYPE, "zjlx", ""): "证件类型“{value}”不是 CV02.01.101 的证件类型",
+    (ResultCode.PARAMETER_ERROR, "zjhm", ""): "证件号码“{value}”过长：最多{extra}个字符",
+    (ResultCode.PARAMETER_ERROR, "zjhm", "empty"): "证件号码为空",
+    (ResultCode.PARAMETER_ERROR, "zjhm", "mismatch"): (
+        "证件类型为居民身份证时，证件号码“{value}”应与身份证号码{extra}相同"
+    ),
+    (ResultCode.INVALID_MARITAL_STATUS, "fyzhdm", ""): (
+        "婚姻状况“{value}”不是 GB/T 2261.2 的婚姻状况名称或代码"
+    ),
+    (ResultCode.INVALID_EDUCATION, "xldm", ""): "文化程度“{value}”不是 GB/T 4658 的学历名称或代码",
+    (ResultCode.INVALID_OCCUPATION, "zydm", ""): "职业“{value}”不是 GB/T 6565 的职业大类代码（0–9、X、Y）",
+    (ResultCode.INVALID_ADDRESS_TYPE, "dzlb", ""): "地址类别“{value}”应为 1（户籍地址）或 2（现居住地址）",
+    (ResultCode.INVALID_ADDRESS_TYPE, "dzlb", "empty"): "地址类别为空",
+    (ResultCode.INVALID_PAYMENT_METHOD, "ylfyzffs", ""): (
+        "医疗费用支付方式“{value}”不是 CV07.10.003 的支付方式名称或代码"
+    ),
+    (ResultCode.INVALID_PAYMENT_METHOD, "ylfyzffs", "empty"): "医疗费用支付方式为空",
+    (ResultCode.INVALID_ISSUE_DATE, "fksj", ""): (
+        "发卡时间“{value}”不是有效日期（应为 YYYYMMDD，且不晚于今天）"
+    ),
+    (ResultCode.INVALID_BANK_CARD, "yhkh", ""): "银行卡号“{value}”应为12–19位数字",
+    (ResultCode.PARAMETER_ERROR, "brdh", ""): "联系电话“{value}”不是有效的手机号码（11位）或带区号的固定电话",
+    (ResultCode.PARAMETER_ERROR, "brdh", "empty"): "联系电话为空",
+    (ResultCode.PARAMETER_ERROR, "klx", "empty"): (
+        "卡类别为空：请在配置文件 [defaults] 中填写 klx，或在表中填写"
+    ),
+    (ResultCode.PARAMETER_ERROR, "isRealName", ""): "是否实名“{value}”应为 1（已实名认证）或 0（未认证）",
+    (ResultCode.PARAMETER_ERROR, "isRealName", "empty"): "是否实名为空：应为 1（已实名认证）或 0（未认证）",
+    (ResultCode.PARAMETER_ERROR, "*", ""): "{label}“{value}”过长：最多{extra}个字符",
 }
 
 _WARNINGS: dict[str, str] = {

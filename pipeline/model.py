@@ -1,15 +1,26 @@
 """The shapes that pass between the stages of a run.
 
-Reading yields :class:`RawTable` values (one per sheet or CSV file); mapping turns
-each into a :class:`MappedTable` whose columns are the platform's field codes;
-normalisation and validation work on one concatenated frame for the whole run,
-indexed by ``row_id`` (0..n-1, input order); faults are rows of a frame with
+The stages, one package or module each, in the order the data flows::
+
+    reading/   a register file          -> RawTable (one per sheet or CSV file)
+    mapping    RawTable                 -> MappedTable (columns recognised as field codes)
+    batch      MappedTables             -> one Batch for the run, indexed by row_id
+    normalise  Batch.original           -> Batch.rows (the platform's values) + warnings
+    validate   Batch.rows               -> faults (a frame of FAULT_COLUMNS)
+    submission Batch (valid rows)       -> Outcome per row -> Batch.outcome
+    reports/   Batch                    -> results.xlsx, errors.xlsx, results.csv, annotated copies
+    every command                       -> RunResult (text to print, files written, exit code)
+
+``dryrun`` runs the first four for every command; normalisation and
+validation work on one concatenated frame for the whole run, indexed by
+``row_id`` (0..n-1, input order); faults are rows of a frame with
 :data:`FAULT_COLUMNS`.  Every frame here holds text only (``""`` for empty).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +39,9 @@ FIELDS: tuple[str, ...] = PEOPLE_FIELDS + CARD_FIELDS
 
 #: Input-only field: one full-address column, split into dzsf/dzs/dzqx/dzxz/dzc.
 ADDRESS_FIELD = "address"
+
+#: The parts of an address, in order; the full ``address`` column is split into them.
+ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
 
 #: Every field a clerk's column can map to.
 INPUT_FIELDS: tuple[str, ...] = (*FIELDS, ADDRESS_FIELD)
@@ -63,6 +77,18 @@ STATUS_ALREADY_ENROLLED = "already_enrolled"
 STATUS_REJECTED = "rejected"
 STATUS_FAILED = "failed"
 
+#: Statuses of rows done well: valid in a dry run, enrolled (now or before) in a submission.
+GOOD_STATUSES: frozenset[str] = frozenset({STATUS_VALID, STATUS_ENROLLED, STATUS_ALREADY_ENROLLED})
+
+#: Statuses of rows that did not get through: highlighted, and kept in 明细 when it is cut.
+BAD_STATUSES: frozenset[str] = frozenset({STATUS_INVALID, STATUS_REJECTED, STATUS_FAILED})
+
+#: The statuses a dry run and a submission report, in the order reports list them.
+DRY_RUN_STATUSES: tuple[str, ...] = (STATUS_VALID, STATUS_INVALID)
+SUBMIT_STATUSES: tuple[str, ...] = (
+    STATUS_ENROLLED, STATUS_ALREADY_ENROLLED, STATUS_REJECTED, STATUS_FAILED, STATUS_INVALID,
+)  # fmt: skip
+
 #: Chinese names of the statuses, for clerk-facing sheets.
 STATUS_LABELS: dict[str, str] = {
     STATUS_VALID: "校验通过", STATUS_INVALID: "校验未通过", STATUS_ENROLLED: "申领成功",
@@ -71,6 +97,18 @@ STATUS_LABELS: dict[str, str] = {
 
 #: Columns of a batch outcome frame (index ``row_id``).
 OUTCOME_COLUMNS: tuple[str, ...] = ("status", "result_code", "message", "ehealthCardId", "virtualCardNum")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One row's final status, as :data:`OUTCOME_COLUMNS` hold it; ``fault_code``: a platform rejection."""
+
+    status: str
+    result_code: str
+    message: str
+    ehealth_card_id: str = ""
+    virtual_card_num: str = ""
+    fault_code: int | None = None
 
 
 @dataclass
@@ -95,8 +133,6 @@ class RawTable:
     @property
     def label(self) -> str:
         """File name, plus the sheet name for workbooks: how a clerk names it."""
-        from pathlib import Path
-
         name = Path(self.path).name
         return f"{name}[{self.sheet}]" if self.sheet else name
 
@@ -147,3 +183,31 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How the registers of a run are read: which sheets, and the clerk's own column mapping.
+
+    ``sheet`` picks one sheet by name, ``all_sheets`` takes every sheet with
+    data (default: the first with data); ``mapping_file`` is a TOML file of
+    ``header = field code`` pairs that win over the built-in aliases.
+    """
+
+    sheet: str | None = None
+    all_sheets: bool = False
+    mapping_file: Path | None = None
+
+
+@dataclass
+class RunResult:
+    """What a command hands back to the command line: the text to print, the files written, the exit code.
+
+    Every command returns one, so the command line prints and exits the same
+    way for all of them; ``batch`` is the run's rows where it has one.
+    """
+
+    exit_code: int
+    summary: str = ""
+    paths: dict[str, Path] = field(default_factory=dict)
+    batch: Batch | None = None

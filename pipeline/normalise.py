@@ -42,9 +42,9 @@ import pyarrow.compute as pc
 
 from pipeline.config import DefaultValues
 from pipeline.messages import warning_messages
-from pipeline.model import ADDRESS_FIELD, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
+from pipeline.model import ADDRESS_FIELD, ADDRESS_PARTS, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.text import idnumber
-from pipeline.text.address import ADDRESS_PARTS, split_addresses
+from pipeline.text.address import split_addresses
 from pipeline.text.arrow import (
     all_digits,
     all_empty,
@@ -60,7 +60,9 @@ from pipeline.text.arrow import (
 )
 from pipeline.text.dates import normalise_dates, parse_date
 from pipeline.text.phone import normalise_phones
-from schemas.tables import FIELD_TABLES, code_table
+from schemas.result_codes import ResultCode
+from schemas.rules import FIELD_TABLES, rule_for
+from schemas.tables import code_table
 
 #: Code tables whose codes are two digits, so ``1`` means ``01``.
 ZERO_PADDED_TABLES = frozenset({"ethnicity", "document_type", "payment"})
@@ -284,9 +286,9 @@ def _as_text(fields: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _warnings(row_ids: np.ndarray, field: str, code: int, messages: pd.Series) -> pd.DataFrame:
+def _warnings(row_ids: np.ndarray, field: str, code: ResultCode, messages: pd.Series) -> pd.DataFrame:
     frame = pd.DataFrame(
-        {"row_id": row_ids.astype(np.int64), "field": field, "code": code, "severity": "warning"}
+        {"row_id": row_ids.astype(np.int64), "field": field, "code": int(code), "severity": "warning"}
     )
     frame["message"] = messages.reset_index(drop=True)
     return frame
@@ -299,7 +301,9 @@ def _fold_warnings(
         if folded[field].any():
             written = per_distinct(text[field][folded[field]], clean_text)
             messages = warning_messages("fold", field, written, rows[field][folded[field]])
-            notes.append(_warnings(text.index.to_numpy()[folded[field]], field, _FOLD_CODES[field], messages))
+            # The code the sub-code would have drawn had it not been recognised.
+            code = rule_for(field).code
+            notes.append(_warnings(text.index.to_numpy()[folded[field]], field, code, messages))
 
 
 def _upgrade(array: pa.Array) -> pa.Array:
@@ -315,7 +319,7 @@ def _upgrade_short_ids(rows: dict[str, pd.Series], notes: list[pd.DataFrame]) ->
         return
     upgraded = rewrite_where(ids, fifteen, _upgrade)
     messages = warning_messages("upgrade", "sfzhm", ids[fifteen], upgraded[fifteen])
-    notes.append(_warnings(ids.index.to_numpy()[fifteen], "sfzhm", 10111, messages))
+    notes.append(_warnings(ids.index.to_numpy()[fifteen], "sfzhm", ResultCode.INVALID_ID_NUMBER, messages))
     same_document = fifteen & (rows["zjhm"] == ids).to_numpy(dtype=bool)
     rows["zjhm"] = where(same_document, upgraded, rows["zjhm"])
     rows["sfzhm"] = upgraded
@@ -381,10 +385,3 @@ def normalise(
         warnings = pd.DataFrame({column: pd.Series(dtype="str") for column in FAULT_COLUMNS})
     warnings = warnings.astype({"row_id": np.int64, "code": np.int64})[list(FAULT_COLUMNS)]
     return pd.DataFrame({field: rows[field] for field in FIELDS}, index=text.index), warnings
-
-
-#: The result code a folded sub-code would have drawn had it not been recognised.
-_FOLD_CODES: dict[str, int] = {
-    "xb": 10113, "mzdm": 10123, "fyzhdm": 10132, "xldm": 10133, "zydm": 10135,
-    "zjlx": 10134, "ylfyzffs": 10131, "dzlb": 10136,
-}  # fmt: skip

@@ -1,37 +1,60 @@
-"""Stopping a submission politely on Ctrl-C or SIGTERM.
+"""Stopping a run on Ctrl-C or SIGTERM (the one place that installs signal handlers).
 
-The first signal sets a :class:`threading.Event`: no new call is started,
-calls in flight are allowed to finish and be recorded.  A second signal
-raises :class:`KeyboardInterrupt` in the main thread, for an operator who will
-not wait; calls still in flight then stay ``sending`` in the journal (outcome
-unknown) and are sent again by the next run.
+Two behaviours, for two kinds of work:
+
+* :func:`stop_on_signals` — for a submission: the first signal sets a
+  :class:`threading.Event`, so no new call is started while the calls in
+  flight finish and are recorded; a second signal raises
+  :class:`KeyboardInterrupt` in the main thread, for an operator who will not
+  wait (calls still in flight then stay ``sending`` in the journal and are
+  sent again by the next run).
+* :func:`interrupt_on_signals` — for work with nothing in flight (a dry run,
+  an inbox run between files): SIGTERM (systemd's stop) raises
+  :class:`KeyboardInterrupt` just as Ctrl-C does, so the same cleanup runs.
+
+Handlers can only be installed from the main thread; elsewhere both do
+nothing.  The previous handlers are restored on exit.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 from loguru import logger
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Ctrl-C, a service manager's stop, and Windows' Ctrl-Break.
+_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    signal.Signals(number)
+    for number in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None))
+    if number is not None
+)
+
+Handler = Callable[[int, FrameType | None], Any]
+
+
+@contextmanager
+def _handling(handler: Handler) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[signal.Signals, Any] = {}
+    for signum in _SIGNALS:
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 @contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """Within the block, SIGINT/SIGTERM set ``stop`` (the second one raises KeyboardInterrupt).
-
-    Handlers can only be installed from the main thread; elsewhere this does
-    nothing and the caller's own ``stop`` event is the only way to stop.  The
-    previous handlers are restored on exit.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
+    """Within the block, SIGINT/SIGTERM set ``stop`` (the second one raises KeyboardInterrupt)."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
@@ -42,11 +65,16 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
             "中断" if signum == signal.SIGINT else "终止",
         )
 
-    previous: dict[signal.Signals, Any] = {}
-    for signum in _SIGNALS:
-        previous[signum] = signal.signal(signum, on_signal)
-    try:
+    with _handling(on_signal):
         yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM (and Ctrl-Break) raise KeyboardInterrupt like Ctrl-C."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    with _handling(on_signal):
+        yield

@@ -26,7 +26,9 @@ from pipeline.messages import error_messages
 from pipeline.model import FAULT_COLUMNS, FIELDS
 from pipeline.text import idnumber
 from pipeline.text.dates import real_dates
-from schemas.registry import MAX_LENGTHS, PAIR_COLUMNS, build_schema, prepare
+from schemas.registry import PAIR_COLUMNS, build_schema, prepare
+from schemas.result_codes import ResultCode
+from schemas.rules import rule_for
 
 _FIELD_ORDER = {field: position for position, field in enumerate(FIELDS)}
 _GENDER_NAMES = {"1": "男", "2": "女"}
@@ -102,14 +104,14 @@ def _details(
 ) -> tuple[pd.Series | None, pd.Series | None]:
     """Which variant of the message each fault needs, and the detail it quotes."""
     field = PAIR_COLUMNS.get(column, column)
-    if column == "sfzhm" and code == 10111:
+    if column == "sfzhm" and code == ResultCode.INVALID_ID_NUMBER:
         problems = pd.Series(idnumber.id_problems(values, today), index=values.index)
         details = problems.map(_PROBLEM_NAMES).astype("str")
         details = details.where(values != "", "EMPTY")
         expected = idnumber.check_characters(values.str.slice(0, 17).where(details == "CHECK", "0" * 17))
         extras = values.str.slice(0, 6).where(details == "DIVISION", values.str.slice(6, 14))
         return details, extras.where(details != "CHECK", expected)
-    if column == "csrq" and code == 10124:
+    if column == "csrq" and code == ResultCode.INVALID_BIRTH_DATE:
         real = real_dates(values, idnumber.EARLIEST_BIRTH_YEAR, datetime.date.max)
         future = real & ~real_dates(values, idnumber.EARLIEST_BIRTH_YEAR, today)
         return pd.Series(np.where(future, "future", ""), index=values.index, dtype="str"), None
@@ -121,8 +123,9 @@ def _details(
         if field == "csrq":
             return mismatch, idnumber.birth_dates(ids)
         return mismatch, ids
-    if code == 10110 and field in MAX_LENGTHS:
-        return None, pd.Series(str(MAX_LENGTHS[field]), index=values.index, dtype="str")
+    limit = rule_for(field).max_length
+    if code == ResultCode.PARAMETER_ERROR and limit is not None:
+        return None, pd.Series(str(limit), index=values.index, dtype="str")
     return None, None
 
 
@@ -143,11 +146,10 @@ def validate(rows: pd.DataFrame, *, today: datetime.date) -> pd.DataFrame:
     cases = _failure_cases(rows, today)
     if cases.empty:
         return empty_faults()
-    cases = cases.assign(
-        row_id=cases["index"].astype(np.int64),
-        code=pd.to_numeric(cases["check"], errors="coerce").fillna(10110).astype(np.int64),
-    )
-    bad_ids = set(cases.loc[(cases["column"] == "sfzhm") & (cases["code"] == 10111), "row_id"])
+    codes = pd.to_numeric(cases["check"], errors="coerce").fillna(int(ResultCode.PARAMETER_ERROR))
+    cases = cases.assign(row_id=cases["index"].astype(np.int64), code=codes.astype(np.int64))
+    id_faults = (cases["column"] == "sfzhm") & (cases["code"] == ResultCode.INVALID_ID_NUMBER)
+    bad_ids = set(cases.loc[id_faults, "row_id"])
     cases = cases[~(cases["column"].isin(list(PAIR_COLUMNS)) & cases["row_id"].isin(bad_ids))]
 
     parts: list[pd.DataFrame] = []

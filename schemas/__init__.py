@@ -1,1 +1,2 @@
-"""Pandera schemas and the national code tables they are built from."""
+"""The data every stage shares: the platform's result codes, the field rules, the national code
+tables and the pandera schema built from them."""

@@ -2,8 +2,10 @@
 
 Every check is vectorised (no ``element_wise``) and carries the platform's
 result code as its ``error`` (``"10123"``), so a failure comes out of
-``SchemaErrors.failure_cases`` already keyed by code.  Code lists come from
-``schemas/codes`` through :func:`schemas.tables.code_table`.
+``SchemaErrors.failure_cases`` already keyed by code.  The columns are built
+from the field rules of :mod:`schemas.rules` (code table, result code, empty
+or not, longest value); code lists come from ``schemas/codes`` through
+:func:`schemas.tables.code_table`.
 
 Cross-field rules (gender and birth date against the ID number, the document
 number against the ID number) must each land on one column; a pandera
@@ -16,9 +18,14 @@ the two and its failures are reported on ``<field>`` (:data:`PAIR_COLUMNS`).
 Empty values: the platform requires every key but its own example sends
 empty ``kh``, ``jkdah``, ``xnhkh``, ``fyzhdm`` and ``dzc``; so those, and
 education, occupation, issue date, bank card and the address parts, may be
-empty.  An empty gender or birth date is reported by its pair column, and
-only when the ID number could have supplied it (otherwise the ID number's
-own fault is the one to fix).
+empty.  Where a field's rule refuses an empty value, it is refused with the
+rule's empty code (by the value check itself when the codes agree, else by a
+not-empty check); every other check passes an empty value.
+Two exceptions: an empty gender or birth date is reported by its pair column,
+and only when the ID number could have supplied it (otherwise the ID number's
+own fault is the one to fix); an empty orgCode is a configuration gap, not a
+fault of the clerk's row (the dry run notes it once and submission refuses to
+start without it).
 """
 
 from __future__ import annotations
@@ -36,17 +43,15 @@ from pipeline.text import idnumber
 from pipeline.text.arrow import empty_mask, matches, to_arrow, to_arrow_any, where
 from pipeline.text.dates import real_dates
 from pipeline.text.phone import valid_phones
+from schemas.result_codes import ResultCode
+from schemas.rules import FIELD_RULES, FieldRule, rule_for
 from schemas.tables import code_table
 
 #: Pair column -> the field its failures are reported on.
 PAIR_COLUMNS: dict[str, str] = {"xb@sfzhm": "xb", "csrq@sfzhm": "csrq", "zjhm@sfzhm": "zjhm"}
 
-#: Longest accepted value per free-text field.  The spec gives no lengths; these
-#: are generous, and what exceeds them is pasted text rather than a value.
-MAX_LENGTHS: dict[str, int] = {
-    "xm": 30, "zjhm": 30, "jkdah": 50, "xnhkh": 50, "dzsf": 30, "dzs": 30, "dzqx": 30, "dzxz": 50,
-    "dzc": 100, "klx": 10, "kh": 50, "orgCode": 50,
-}  # fmt: skip
+#: Fields whose empty value is not reported by a not-empty check of their own (see the module docstring).
+EMPTY_REPORTED_ELSEWHERE: frozenset[str] = frozenset({"xb", "csrq", "orgCode"})
 
 #: Earliest accepted card issue year.
 EARLIEST_ISSUE_YEAR = 2000
@@ -75,16 +80,11 @@ def _mask(values: pd.Series, mask: np.ndarray | pd.Series | pyarrow.Array) -> Bo
     return pd.Series(np.asarray(mask, dtype=bool), index=values.index)
 
 
-def _check(code: int, name: str, function: Callable[[pd.Series], BoolSeries]) -> pa.Check:
-    return pa.Check(function, error=str(code), name=name)
+def _check(code: ResultCode, name: str, function: Callable[[pd.Series], BoolSeries]) -> pa.Check:
+    return pa.Check(function, error=str(int(code)), name=name)
 
 
-def _in_table(table: str, code: int, allow_empty: bool) -> pa.Check:
-    codes = list(code_table(table).codes) + ([""] if allow_empty else [])
-    return _check(code, f"{table}_code", lambda s: s.isin(codes))
-
-
-def _not_empty(code: int) -> pa.Check:
+def _not_empty(code: ResultCode) -> pa.Check:
     return _check(code, "not_empty", lambda s: s != "")
 
 
@@ -98,9 +98,8 @@ def _within(values: pd.Series, limit: int) -> BoolSeries:
     return _mask(values, pc.less_equal(pc.utf8_length(array), limit))
 
 
-def _max_length(field: str) -> pa.Check:
-    limit = MAX_LENGTHS[field]
-    return _check(10110, "max_length", lambda s: _within(s, limit))
+def _max_length(limit: int) -> pa.Check:
+    return _check(ResultCode.PARAMETER_ERROR, "max_length", lambda s: _within(s, limit))
 
 
 def _pair(implied: pd.Series, values: pd.Series) -> pd.Series:
@@ -157,60 +156,84 @@ def _document_agrees(pairs: pd.Series) -> BoolSeries:
     return _mask(pairs, pc.or_(pc.equal(expected, _ANY_DOCUMENT), pc.equal(expected, stated)))
 
 
+#: A value check a rule cannot say as data: its name and whether each value passes (an empty one fails).
+FormatCheck = tuple[str, Callable[[pd.Series], np.ndarray]]
+
+
+def _format_checks(today: datetime.date) -> dict[str, FormatCheck]:
+    """The format checks of the fields that have one, by field; each answers with the field rule's code."""
+
+    def valid_ids(s: pd.Series) -> np.ndarray:
+        return np.asarray(idnumber.id_problems(s, today) == idnumber.IdProblem.OK, dtype=bool)
+
+    return {
+        "xm": ("name", lambda s: matches(s, NAME)),
+        "sfzhm": ("id_number", valid_ids),
+        "csrq": ("birth_date", lambda s: real_dates(s, idnumber.EARLIEST_BIRTH_YEAR, today)),
+        "brdh": ("phone", valid_phones),
+        "fksj": ("issue_date", lambda s: real_dates(s, EARLIEST_ISSUE_YEAR, today)),
+        "yhkh": ("bank_card", lambda s: matches(s, BANK_CARD)),
+        "isRealName": ("real_name_flag", lambda s: s.isin(["0", "1"]).to_numpy(dtype=bool)),
+    }
+
+
+def _value_check(
+    name: str, code: ResultCode, passes: Callable[[pd.Series], np.ndarray], empty_passes: bool
+) -> pa.Check:
+    """A check of each value by ``passes``; with ``empty_passes`` an empty value is not its concern."""
+    if empty_passes:
+        return _check(code, name, lambda s: _mask(s, empty_mask(s) | passes(s)))
+    return _check(code, name, lambda s: _mask(s, passes(s)))
+
+
+def _rule_checks(rule: FieldRule, formats: dict[str, FormatCheck]) -> list[pa.Check]:
+    """The checks of one field, built from its rule: not empty, in its table, its format, its length.
+
+    An empty value the rule refuses is refused by the value check itself when
+    the code is the same (one check fewer over every row), else by a
+    not-empty check of its own; where it is allowed, every check passes it.
+    """
+    value_checks: list[tuple[str, Callable[[pd.Series], np.ndarray]]] = []
+    if rule.table is not None:
+        codes = [*code_table(rule.table).codes]
+        value_checks.append((f"{rule.table}_code", lambda s: s.isin(codes).to_numpy(dtype=bool)))
+    if rule.field in formats:
+        value_checks.append(formats[rule.field])
+    refuse_empty = not rule.allow_empty and rule.field not in EMPTY_REPORTED_ELSEWHERE
+    refused_by_value_check = refuse_empty and bool(value_checks) and rule.code_when_empty == rule.code
+    checks: list[pa.Check] = []
+    if refuse_empty and not refused_by_value_check:
+        checks.append(_not_empty(rule.code_when_empty))
+    checks += [
+        _value_check(name, rule.code, passes, empty_passes=not refused_by_value_check)
+        for name, passes in value_checks
+    ]
+    if rule.max_length is not None:
+        checks.append(_max_length(rule.max_length))
+    return checks
+
+
+#: The check of each pair column: its name and whether the two halves agree.
+_PAIR_CHECKS: dict[str, tuple[str, Callable[[pd.Series], BoolSeries]]] = {
+    "xb@sfzhm": ("gender_agrees_with_id", _gender_agrees),
+    "csrq@sfzhm": ("birth_agrees_with_id", _birth_agrees),
+    "zjhm@sfzhm": ("document_agrees_with_id", _document_agrees),
+}
+
+
 def build_schema(today: datetime.date) -> pa.DataFrameSchema:
     """The schema of a normalised run frame (after :func:`prepare`) as of ``today``."""
-
-    def valid_ids(s: pd.Series) -> BoolSeries:
-        return _mask(s, idnumber.id_problems(s, today) == idnumber.IdProblem.OK)
 
     def first_occurrence(s: pd.Series) -> BoolSeries:
         return _mask(s, ~idnumber.repeated(s))
 
-    def birth_date(s: pd.Series) -> BoolSeries:
-        return _mask(s, (s == "").to_numpy(dtype=bool) | real_dates(s, idnumber.EARLIEST_BIRTH_YEAR, today))
-
-    def issue_date(s: pd.Series) -> BoolSeries:
-        return _mask(s, (s == "").to_numpy(dtype=bool) | real_dates(s, EARLIEST_ISSUE_YEAR, today))
-
-    def column(*checks: pa.Check) -> pa.Column:
-        return pa.Column(checks=list(checks), nullable=False, required=True)
-
-    columns = {
-        "xm": column(
-            _not_empty(10114),
-            _check(10110, "name", lambda s: _mask(s, (s == "") | (_within(s, 30) & matches(s, NAME)))),
-        ),
-        "xb": column(_in_table("gender", 10113, allow_empty=True)),
-        "mzdm": column(_in_table("ethnicity", 10123, allow_empty=False)),
-        "csrq": column(_check(10124, "birth_date", birth_date)),
-        "sfzhm": column(
-            _check(10111, "id_number", valid_ids), _check(10115, "first_occurrence", first_occurrence)
-        ),
-        "zjlx": column(_in_table("document_type", 10134, allow_empty=False)),
-        "zjhm": column(_not_empty(10110), _max_length("zjhm")),
-        "jkdah": column(_max_length("jkdah")),
-        "xnhkh": column(_max_length("xnhkh")),
-        "fyzhdm": column(_in_table("marriage", 10132, allow_empty=True)),
-        "xldm": column(_in_table("education", 10133, allow_empty=True)),
-        "zydm": column(_in_table("occupation", 10135, allow_empty=True)),
-        "dzlb": column(_in_table("address_type", 10136, allow_empty=False)),
-        "dzsf": column(_max_length("dzsf")),
-        "dzs": column(_max_length("dzs")),
-        "dzqx": column(_max_length("dzqx")),
-        "dzxz": column(_max_length("dzxz")),
-        "dzc": column(_max_length("dzc")),
-        "brdh": column(_check(10110, "phone", lambda s: _mask(s, valid_phones(s)))),
-        "ylfyzffs": column(_in_table("payment", 10131, allow_empty=False)),
-        "klx": column(_not_empty(10110), _max_length("klx")),
-        "kh": column(_max_length("kh")),
-        "fksj": column(_check(10128, "issue_date", issue_date)),
-        # An empty orgCode is a configuration gap, not a fault of the clerk's row:
-        # the dry run notes it once and submission refuses to start without it.
-        "orgCode": column(_max_length("orgCode")),
-        "yhkh": column(_check(10151, "bank_card", lambda s: _mask(s, empty_mask(s) | matches(s, BANK_CARD)))),
-        "isRealName": column(_check(10110, "real_name_flag", lambda s: s.isin(["0", "1"]))),
-        "xb@sfzhm": column(_check(10113, "gender_agrees_with_id", _gender_agrees)),
-        "csrq@sfzhm": column(_check(10124, "birth_agrees_with_id", _birth_agrees)),
-        "zjhm@sfzhm": column(_check(10110, "document_agrees_with_id", _document_agrees)),
-    }
+    # Besides its rule, an ID number may appear once per run: a repeat is what the platform
+    # would answer the second row with.
+    extra = {"sfzhm": [_check(ResultCode.ALREADY_ENROLLED, "first_occurrence", first_occurrence)]}
+    formats = _format_checks(today)
+    checks = {rule.field: _rule_checks(rule, formats) + extra.get(rule.field, []) for rule in FIELD_RULES}
+    for pair, (name, function) in _PAIR_CHECKS.items():
+        # A disagreement with the ID number is reported on the field, with the field's code.
+        checks[pair] = [_check(rule_for(PAIR_COLUMNS[pair]).code, name, function)]
+    columns = {name: pa.Column(checks=list(c), nullable=False, required=True) for name, c in checks.items()}
     return pa.DataFrameSchema(columns, name="register", strict=False)

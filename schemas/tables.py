@@ -1,9 +1,10 @@
 """The code tables in ``schemas/codes/*.csv``, loaded once.
 
-Each table file has ``code,name,synonyms`` (synonyms separated by ``|``);
-``result_codes.csv`` has ``code,description,hint``.  These files are the one
-source of every code list: validation, normalisation, the sandbox and the
-reports all read them through this module.
+Each table file has ``code,name,synonyms`` (synonyms separated by ``|``).
+These files are the one source of every code list: validation,
+normalisation and the sandbox all read them through this module.  Which
+field takes which table is :data:`schemas.rules.FIELD_TABLES`; the result
+codes and their texts are :mod:`schemas.result_codes`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,6 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-
-#: Table names, by the platform field they govern.
-FIELD_TABLES: dict[str, str] = {
-    "xb": "gender",
-    "mzdm": "ethnicity",
-    "fyzhdm": "marriage",
-    "xldm": "education",
-    "zydm": "occupation",
-    "zjlx": "document_type",
-    "ylfyzffs": "payment",
-    "dzlb": "address_type",
-}
 
 
 @dataclass(frozen=True)
@@ -54,19 +43,3 @@ def code_table(name: str) -> CodeTable:
         for spelling in [r["code"], r["name"], *filter(None, (r.get("synonyms") or "").split("|"))]:
             synonyms.setdefault(spelling.strip(), r["code"])
     return CodeTable(name, tuple(names), names, synonyms)
-
-
-@cache
-def result_codes() -> dict[int, tuple[str, str]]:
-    """Every platform result code -> (Chinese description, how to fix)."""
-    return {int(r["code"]): (r["description"], r["hint"]) for r in _rows("result_codes.csv")}
-
-
-def describe(code: int) -> str:
-    """The platform's Chinese description of a result code (or a generic text)."""
-    return result_codes().get(code, (f"未知返回代码 {code}", ""))[0]
-
-
-def hint(code: int) -> str:
-    """How a clerk fixes a row refused with ``code`` ("" when there is nothing to say)."""
-    return result_codes().get(code, ("", ""))[1]

@@ -135,7 +135,8 @@ def test_export_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path) -> N
         platform=sandbox.settings(), submit=SubmitSettings(rate=0.0),
         defaults=DefaultValues(org_code="455400000"), state_dir=tmp_path / "state",
     )  # fmt: skip
-    batch, _ = run_submit([register], tmp_path / "out", settings)
+    batch = run_submit([register], tmp_path / "out", settings).batch
+    assert batch is not None
     with PlatformClient(sandbox.settings(), tmp_path / "state") as client:
         from_folder = export_qrcodes(tmp_path / "out", tmp_path / "qr", client)
         from_journal = export_qrcodes(tmp_path / "state" / "journal.sqlite", tmp_path / "qr-journal", client)

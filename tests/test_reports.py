@@ -23,8 +23,8 @@ from pipeline.reports import workbooks as report_xlsx
 from pipeline.reports.write import write_reports
 from pipeline.reports.xlsx import comments as xlsx_comments
 from pipeline.reports.xlsx import writer as xlsx_writer
-from pipeline.reports.xlsx import xml as xlsx_xml
-from schemas.tables import describe, hint
+from pipeline.text.arrow import text_array
+from schemas.result_codes import describe, hint
 
 HEADERS = ["序号", "姓名", "身份证号", "联系电话", "民族", "医保类型", "备注"]
 FIELD_HEADERS = {
@@ -361,7 +361,7 @@ def _cells_of(path: Path) -> dict[str, object]:
 def test_writer_escapes_xml_and_keeps_text_exact(tmp_path: Path) -> None:
     values = ["a&b<c>", "  lead", "trail ", "x_x0041_y", "bell\x07", "line\nbreak", "", "=1+1"]
     book = xlsx_writer.FastWorkbook(tmp_path / "w.xlsx")
-    book.add_sheet("s", [xlsx_writer.Block([xlsx_xml.text_column(values)], first_row=2, first_col=1)])
+    book.add_sheet("s", [xlsx_writer.Block([text_array(values)], first_row=2, first_col=1)])
     book.close()
     cells = _cells_of(tmp_path / "w.xlsx")
     assert cells["B3"] == "a&b<c>" and cells["B4"] == "  lead" and cells["B5"] == "trail "
@@ -372,9 +372,7 @@ def test_writer_escapes_xml_and_keeps_text_exact(tmp_path: Path) -> None:
 
 def test_writer_mixed_and_numeric_columns_and_chunks(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(xlsx_writer, "CHUNK_ROWS", 2)
-    mixed = xlsx_writer.MixedColumn(
-        xlsx_xml.text_column(["a", "", "c", ""]), pa.array([None, 1.5, None, 4.2e17])
-    )
+    mixed = xlsx_writer.MixedColumn(text_array(["a", "", "c", ""]), pa.array([None, 1.5, None, 4.2e17]))
     numbers = pa.array([1, None, 3, 4], pa.int64())
     styles = {0: np.array([0, 1, 0, 0], dtype=np.int8)}
     block = xlsx_writer.Block([mixed, numbers], cell_styles=styles)
@@ -462,9 +460,9 @@ def test_many_comments_across_sheets_keep_unique_shape_ids(tmp_path: Path) -> No
     book = xlsx_writer.FastWorkbook(tmp_path / "c.xlsx")
     for name, count in (("a", 1500), ("b", 10)):
         rows = np.arange(count)
-        texts = xlsx_xml.text_column([f"第{i}行 & <注>" for i in range(count)])
+        texts = text_array([f"第{i}行 & <注>" for i in range(count)])
         comments = xlsx_comments.Comments(rows, rows % 3, texts)
-        book.add_sheet(name, [xlsx_writer.Block([xlsx_xml.text_column(["x"] * count)])], comments=comments)
+        book.add_sheet(name, [xlsx_writer.Block([text_array(["x"] * count)])], comments=comments)
     book.close()
     with zipfile.ZipFile(tmp_path / "c.xlsx") as package:
         vml = [package.read(f"xl/drawings/vmlDrawing{i}.vml").decode() for i in (1, 2)]

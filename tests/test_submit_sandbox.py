@@ -158,7 +158,9 @@ def test_run_submit_then_rerun(sandbox: SandboxHandle, tmp_path: Path) -> None:
     register = write_register(tmp_path / "社区登记.csv", people)
     settings = _settings(sandbox, tmp_path)
 
-    batch, paths = run_submit([register], tmp_path / "out", settings)
+    result = run_submit([register], tmp_path / "out", settings)
+    batch, paths = result.batch, result.paths
+    assert batch is not None
     assert batch.outcome["status"].tolist() == ["enrolled", "enrolled", "invalid", "enrolled", "enrolled"]
     assert {"results.xlsx", "errors.xlsx", "results.csv"} <= set(paths)
     table = _results(tmp_path / "out")
@@ -166,7 +168,8 @@ def test_run_submit_then_rerun(sandbox: SandboxHandle, tmp_path: Path) -> None:
     assert table.loc[0, "ehealthCardId"] == batch.outcome.loc[0, "ehealthCardId"] != ""
     assert sandbox.count("syncCardInfo") == 4
 
-    again, _ = run_submit([register], tmp_path / "again", settings)
+    again = run_submit([register], tmp_path / "again", settings).batch
+    assert again is not None
     assert sandbox.count("syncCardInfo") == 4, "a rerun sends nothing for enrolled residents"
     assert (
         again.outcome["status"].tolist() == ["already_enrolled"] * 2 + ["invalid"] + ["already_enrolled"] * 2

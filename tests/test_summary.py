@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipeline.model import FIELDS, INPUT_FIELDS, Batch, MappedTable, RawTable
 from pipeline.reports.summary import format_summary, summary_counts
-from schemas.tables import describe
+from schemas.result_codes import describe
 
 
 def _table(path: str, sheet: str, n: int) -> MappedTable:

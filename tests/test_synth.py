@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import clerk, synth
 from pipeline.text.divisions import division_codes
-from schemas.tables import FIELD_TABLES, code_table
+from schemas.rules import FIELD_TABLES
+from schemas.tables import code_table
 
 TODAY = date(2026, 11, 1)
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)

@@ -23,20 +23,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
+from pipeline.files import ExistingNames, describe_os_error, numbered
 from pipeline.inbox.summary import (
     FILE_DUPLICATE,
     FILE_ERROR,
@@ -45,23 +43,23 @@ from pipeline.inbox.summary import (
     FILE_NOT_REACHED,
     FILE_PROCESSED,
     FILE_WAITING,
-    FileOutcome,
+    InboxFile,
     InboxResult,
     row_counts,
     write_summary,
 )
-from pipeline.state.journal import Journal, default_journal_path
+from pipeline.reading.register import REGISTER_SUFFIXES
+from pipeline.state.journal import Journal
 from pipeline.state.lock import run_lock
+from pipeline.stopping import interrupt_on_signals
 
-#: File name endings of registers; anything else in the inbox is left alone.
-REGISTER_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xls", ".ods", ".csv", ".tsv", ".txt"})
 PROCESSED_DIR = "processed"
 FAILED_DIR = "failed"
 REASON_SUFFIX = ".reason.txt"
 #: Pause between the two size checks of the settle test (only when settle_seconds > 0).
 RECHECK_SECONDS = 1.0
 
-__all__ = ["FileOutcome", "InboxResult", "run_inbox", "scan_inbox"]
+__all__ = ["InboxFile", "InboxResult", "run_inbox", "scan_inbox"]
 
 
 def _is_scratch(name: str) -> bool:
@@ -121,11 +119,8 @@ def sha256_of(path: Path) -> tuple[str, int]:
 
 def _unique(path: Path, exists: Callable[[Path], bool] = Path.exists) -> Path:
     """``path``, or ``<stem>-2<suffix>``, ``-3`` ... whichever does not exist yet."""
-    candidate, number = path, 2
-    while exists(candidate):
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        number += 1
-    return candidate
+    taken = ExistingNames(path.parent, exists)
+    return path.with_name(numbered(path.stem, taken, separator="-", suffix=path.suffix))
 
 
 def _results_dir(day_dir: Path, stem: str) -> Path:
@@ -145,7 +140,7 @@ def _move(path: Path, folder: Path) -> Path:
     return target
 
 
-def _write_reason(failed_dir: Path, path: Path, outcome: FileOutcome, when: datetime) -> Path:
+def _write_reason(failed_dir: Path, path: Path, outcome: InboxFile, when: datetime) -> Path:
     """Write ``<name>.reason.txt`` where ``path`` will land in ``failed/``; return the landing path."""
     failed_dir.mkdir(exist_ok=True)
 
@@ -160,23 +155,6 @@ def _write_reason(failed_dir: Path, path: Path, outcome: FileOutcome, when: date
         encoding="utf-8",
     )
     return target
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Between files, SIGTERM (systemd stop) stops the run like Ctrl-C, so the summary is still written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -199,16 +177,16 @@ class _Run:
     def day_dir(self) -> Path:
         return self.out_root / self.started_at.strftime("%Y-%m-%d")
 
-    def process(self, path: Path) -> FileOutcome | None:
+    def process(self, path: Path) -> InboxFile | None:
         """Take in one register; None if it vanished before it could be read."""
-        outcome = FileOutcome(name=path.name, status=FILE_PROCESSED, started_at=self.clock())
+        outcome = InboxFile(name=path.name, status=FILE_PROCESSED, started_at=self.clock())
         try:
             outcome.sha256, outcome.size = sha256_of(path)
         except FileNotFoundError:
             logger.info("{} 在处理前被移走，跳过", path.name)
             return None
         except OSError as error:
-            return self._failed(path, outcome, f"无法读取文件（{error.strerror}）；请检查文件权限")
+            return self._failed(path, outcome, describe_os_error(error, "读取文件", path.name))
         if outcome.sha256 in self.hashes_done or self.journal.file_seen(outcome.sha256):
             return self._duplicate(path, outcome)
         try:
@@ -217,8 +195,7 @@ class _Run:
             return self._stopped(
                 outcome,
                 FILE_ERROR,
-                f"无法创建结果目录 {self.day_dir / path.stem}"
-                f"（{error.strerror}）；请检查 --out 目录的权限和磁盘空间",
+                describe_os_error(error, "创建结果目录", self.day_dir / path.stem),
                 EXIT_FATAL,
             )
         if not self.dry_run:
@@ -258,9 +235,7 @@ class _Run:
             return _move(path, self.inbox / PROCESSED_DIR)
         except OSError as error:
             # Recorded as processed already: the next run sees the same hash and only retries the move.
-            logger.error(
-                "无法把 {} 移到 {}/（{}）；请检查收件箱的权限", path.name, PROCESSED_DIR, error.strerror
-            )
+            logger.error("{}", describe_os_error(error, f"把 {path.name} 移到", f"{PROCESSED_DIR}/"))
             return None
 
     def _submit(self, path: Path, out_dir: Path) -> Any:
@@ -272,10 +247,9 @@ class _Run:
             return batch
         from pipeline.submission.submit import run_submit
 
-        batch, _paths = run_submit([path], out_dir, self.settings)
-        return batch
+        return run_submit([path], out_dir, self.settings).batch
 
-    def _duplicate(self, path: Path, outcome: FileOutcome) -> FileOutcome:
+    def _duplicate(self, path: Path, outcome: InboxFile) -> InboxFile:
         outcome.status = FILE_DUPLICATE
         outcome.message = "内容与已处理过的文件相同，未再处理"
         outcome.finished_at = self.clock()
@@ -284,7 +258,7 @@ class _Run:
         logger.info("{} 与已处理过的文件内容相同，跳过", path.name)
         return outcome
 
-    def _failed(self, path: Path, outcome: FileOutcome, message: str) -> FileOutcome:
+    def _failed(self, path: Path, outcome: InboxFile, message: str) -> InboxFile:
         outcome.status, outcome.message, outcome.finished_at = FILE_FAILED, message, self.clock()
         logger.error("{} 无法读取：{}", path.name, message)
         if self.dry_run:
@@ -299,10 +273,10 @@ class _Run:
             os.replace(path, target)
             outcome.moved_to = target
         except OSError as error:
-            logger.error("无法把 {} 移到 {}/（{}）", path.name, FAILED_DIR, error.strerror)
+            logger.error("{}", describe_os_error(error, f"把 {path.name} 移到", f"{FAILED_DIR}/"))
         return outcome
 
-    def _stopped(self, outcome: FileOutcome, status: str, message: str, exit_code: int) -> FileOutcome:
+    def _stopped(self, outcome: InboxFile, status: str, message: str, exit_code: int) -> InboxFile:
         outcome.status, outcome.message, outcome.finished_at = status, message, self.clock()
         outcome.exit_code = exit_code
         if outcome.sha256 and not self.dry_run:
@@ -316,7 +290,7 @@ class _Run:
         return outcome
 
 
-def _exit_code(outcomes: list[FileOutcome]) -> int:
+def _exit_code(outcomes: list[InboxFile]) -> int:
     for outcome in outcomes:
         if outcome.status in (FILE_ERROR, FILE_INTERRUPTED):
             return outcome.exit_code or EXIT_FATAL
@@ -347,22 +321,22 @@ def run_inbox(
         raise InputError("收件箱目录不存在或不是文件夹", file=str(inbox), fix="检查 --inbox 的路径")
     command = f"ehc run --inbox {inbox}"
     lock = contextlib.nullcontext() if dry_run else run_lock(settings.state_dir, command=command)
-    with lock as held, _sigterm_interrupts(), Journal(default_journal_path(settings.state_dir)) as journal:
+    with lock as held, interrupt_on_signals(), Journal(settings.journal_path) as journal:
         run = _Run(inbox, out_root, settings, dry_run, (now or datetime.now()).astimezone(), journal)
         logger.info("收件箱运行开始：{}{}", inbox, "（试运行）" if dry_run else "")
         registers, ignored = scan_inbox(inbox)
         ready, waiting = split_settled(registers, run.started_at, settings.inbox.settle_seconds)
-        outcomes: list[FileOutcome] = []
+        outcomes: list[InboxFile] = []
         stopped = False
         for path in ready:
             if stopped:
-                outcomes.append(FileOutcome(name=path.name, status=FILE_NOT_REACHED))
+                outcomes.append(InboxFile(name=path.name, status=FILE_NOT_REACHED))
                 continue
             try:
                 outcome = run.process(path)
             except KeyboardInterrupt:
                 outcome = run._stopped(
-                    FileOutcome(name=path.name, status=FILE_INTERRUPTED),
+                    InboxFile(name=path.name, status=FILE_INTERRUPTED),
                     FILE_INTERRUPTED,
                     "运行被中断",
                     EXIT_INTERRUPTED,
@@ -370,7 +344,7 @@ def run_inbox(
             if outcome is not None:
                 outcomes.append(outcome)
                 stopped = outcome.status in (FILE_ERROR, FILE_INTERRUPTED)
-        outcomes += [FileOutcome(name=p.name, status=FILE_WAITING) for p in waiting]
+        outcomes += [InboxFile(name=p.name, status=FILE_WAITING) for p in waiting]
         result = InboxResult(
             inbox=inbox,
             out_root=out_root,
@@ -385,8 +359,6 @@ def run_inbox(
         try:
             result.summary_path = write_summary(result, run.day_dir)
         except OSError as error:
-            logger.error(
-                "无法写出运行汇总到 {}（{}）；请检查 --out 目录的权限和磁盘空间", out_root, error.strerror
-            )
+            logger.error("{}", describe_os_error(error, "写出运行汇总到", out_root))
     logger.info("收件箱运行结束，退出码 {}", result.exit_code)
-    return result
+    return result.finish()

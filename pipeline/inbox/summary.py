@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_LABELS, STATUS_VALID, Batch
+from pipeline.files import ExistingNames, numbered, write_atomically
+from pipeline.model import GOOD_STATUSES, STATUS_LABELS, Batch, RunResult
 from pipeline.reports.summary import summary_counts
 
 SUMMARY_NAME = "summary.json"
@@ -39,7 +40,6 @@ FILE_STATUS_LABELS: dict[str, str] = {
     FILE_NOT_REACHED: "未处理（运行已停止）",
 }  # fmt: skip
 
-GOOD_ROW_STATUSES = frozenset({STATUS_VALID, STATUS_ENROLLED, STATUS_ALREADY_ENROLLED})
 
 EXIT_MEANINGS: dict[int, str] = {
     0: "一切正常",
@@ -60,7 +60,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 @dataclass
-class FileOutcome:
+class InboxFile:
     """One file of an inbox run and what became of it."""
 
     name: str
@@ -81,7 +81,7 @@ class FileOutcome:
     @property
     def rows_not_ok(self) -> int:
         """Rows invalid, rejected or failed."""
-        return sum(n for status, n in self.statuses.items() if status not in GOOD_ROW_STATUSES)
+        return sum(n for status, n in self.statuses.items() if status not in GOOD_STATUSES)
 
     def as_json(self) -> dict[str, Any]:
         """This file as a ``summary.json`` entry."""
@@ -102,18 +102,21 @@ class FileOutcome:
         }
 
 
-@dataclass
-class InboxResult:
-    """An inbox run: every file's outcome, the totals, the exit code and where the summary went."""
+@dataclass(kw_only=True)
+class InboxResult(RunResult):
+    """An inbox run: every file's outcome, the totals, the exit code and where the summary went.
+
+    As every command's result, it carries the text to print (``summary``,
+    filled in by :meth:`finish`) and the exit code.
+    """
 
     inbox: Path
     out_root: Path
     dry_run: bool
     started_at: datetime
     finished_at: datetime
-    files: list[FileOutcome]
+    files: list[InboxFile]
     ignored: list[str]
-    exit_code: int
     taken_over: str | None = None  # the run whose stale lock this one took over
     summary_path: Path | None = None
 
@@ -163,13 +166,20 @@ class InboxResult:
         """The human summary (Chinese), for stdout."""
         return format_run(self)
 
+    def finish(self) -> InboxResult:
+        """Fill in the text to print and the summary file written, once the run is over."""
+        self.summary = self.text
+        if self.summary_path is not None:
+            self.paths = {self.summary_path.name: self.summary_path}
+        return self
+
 
 def _status_counts_text(statuses: dict[str, int]) -> str:
     ordered = sorted(statuses.items(), key=lambda item: -item[1])
     return "，".join(f"{STATUS_LABELS.get(status, status)} {n}" for status, n in ordered)
 
 
-def _file_line(outcome: FileOutcome) -> str:
+def _file_line(outcome: InboxFile) -> str:
     label = FILE_STATUS_LABELS.get(outcome.status, outcome.status)
     line = f"  [{label}] {outcome.name}"
     if outcome.status == FILE_PROCESSED:
@@ -185,7 +195,7 @@ def _file_line(outcome: FileOutcome) -> str:
 
 def format_run(result: InboxResult) -> str:
     """The Chinese run summary: one line per file, the totals, the codes, the summary file, the exit code."""
-    from schemas.tables import describe
+    from schemas.result_codes import describe
 
     totals = result.totals()
     mode = "试运行：只校验，不发送、不移动文件" if result.dry_run else "正式提交"
@@ -218,9 +228,7 @@ def format_run(result: InboxResult) -> str:
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` to ``path`` atomically (a reader never sees half a file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, json.dumps(document, ensure_ascii=False, indent=2) + "\n")
 
 
 def _keep_earlier(summary: Path) -> None:
@@ -230,11 +238,8 @@ def _keep_earlier(summary: Path) -> None:
         stamp = datetime.fromisoformat(earlier).strftime("%H%M%S")
     except (OSError, ValueError, AttributeError):
         stamp = datetime.fromtimestamp(summary.stat().st_mtime).strftime("%H%M%S")
-    target, number = summary.with_name(f"summary-{stamp}.json"), 2
-    while target.exists():
-        target = summary.with_name(f"summary-{stamp}-{number}.json")
-        number += 1
-    os.replace(summary, target)
+    name = numbered(f"summary-{stamp}", ExistingNames(summary.parent), separator="-", suffix=".json")
+    os.replace(summary, summary.with_name(name))
 
 
 def write_summary(result: InboxResult, day_dir: Path) -> Path:

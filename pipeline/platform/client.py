@@ -5,7 +5,7 @@ are raised (from :mod:`pipeline.errors`):
 
 * ``ConfigError``           app id or secret missing, base URL not http(s);
 * ``AuthenticationRefused`` ``getWorkKey`` refused (10101/10102/10103/10105 or any
-                            other code but 10000);
+                            other code but 10000; :mod:`~pipeline.platform.refusals`);
 * ``PlatformUnreachable``   ``getWorkKey`` got no usable answer after every retry.
 
 The business calls need a work key and so may raise the last two as well.
@@ -36,11 +36,12 @@ from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreacha
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
 from pipeline.platform.ratelimit import SentSignal, SlidingWindowLimiter
-from pipeline.platform.responses import SUCCESS, WORK_KEY_INVALID, Answer, CallResult, answer_from_http
+from pipeline.platform.refusals import refusal_message
+from pipeline.platform.responses import Answer, CallResult, answer_from_http
 from pipeline.platform.retrying import RetryPolicy
 from pipeline.platform.signing import bind_card_sign, img_sign, sync_card_sign, timestamp_ms, work_key_sign
 from pipeline.platform.workkey import WorkKeyCache
-from schemas.tables import describe
+from schemas.result_codes import ResultCode
 
 __all__ = ["CallResult", "PlatformClient"]
 
@@ -71,22 +72,6 @@ def _transport_failure(error: Exception, read_timeout: float) -> Answer:
     if isinstance(error, urllib3.exceptions.HTTPError):
         return Answer(None, f"与平台通信出错（{type(error).__name__}）", {}, True)
     return Answer(None, f"平台地址无效或请求无法发出（{type(error).__name__}）。请检查 base_url", {}, False)
-
-
-def _refusal(code: int, message: str, app_id: str) -> AuthenticationRefused:
-    described = f"{code} {describe(code)}"
-    if code == 10101:
-        text = (
-            f"平台拒绝了应用 ID {mask_app_id(app_id)}（{described}）。"
-            "请核对配置 [platform] app_id 或环境变量 EHC_APP_ID"
-        )
-    elif code in (10102, 10103, 10105):
-        text = (
-            f"平台拒绝了应用密钥（{described}）。请核对环境变量 EHC_APP_SECRET 或配置 [platform] app_secret"
-        )
-    else:
-        text = f"平台拒绝发放认证字符串（{code} {message}）。请检查配置和本机时钟"
-    return AuthenticationRefused(text, code)
 
 
 class PlatformClient:
@@ -212,7 +197,8 @@ class PlatformClient:
         """``getImg``: the QR code (``qrCode`` text and ``img`` base64 PNG) of a card."""
         card_id, card_num = _text(ehealth_card_id), _text(virtual_card_num)
         if not card_id and not card_num:
-            return CallResult(10110, "参数错误：电子健康卡ID和虚拟卡号都为空，未发送", {}, 0)
+            unsent = "参数错误：电子健康卡ID和虚拟卡号都为空，未发送"
+            return CallResult(ResultCode.PARAMETER_ERROR, unsent, {}, 0)
         fields = {"type": self._qr_type}
         if card_id:
             fields["ehealthCardId"] = card_id
@@ -253,7 +239,7 @@ class PlatformClient:
         try:
             key = self._keys.get()
             answer, attempts = self._send(method, lambda: data(key, timestamp_ms()))
-            if answer.result_code == WORK_KEY_INVALID:
+            if answer.result_code == ResultCode.INVALID_WORK_KEY:
                 key = self._keys.refresh(failed=key)
                 answer, more = self._send(method, lambda: data(key, timestamp_ms()))
                 attempts += more
@@ -310,12 +296,13 @@ class PlatformClient:
                 f"无法从平台 {self.base_url} 获取认证字符串：{answer.message}（共尝试 {attempts} 次）。"
                 "请检查网络连接和平台地址 base_url"
             )
-        if answer.result_code != SUCCESS:
-            raise _refusal(answer.result_code, answer.message, self._app_id)
+        if answer.result_code != ResultCode.SUCCESS:
+            code = answer.result_code
+            raise AuthenticationRefused(refusal_message(code, answer.message, self._app_id), code)
         key = answer.data.get("workKey", "")
         if not key:
             raise AuthenticationRefused(
-                "平台应答成功但没有给出认证字符串 workKey。请联系平台核实应用配置", SUCCESS
+                "平台应答成功但没有给出认证字符串 workKey。请联系平台核实应用配置", ResultCode.SUCCESS
             )
         register_secret(key)
         logger.info("已从平台获取新的认证字符串（应用 {}，请求 {} 次）", mask_app_id(self._app_id), attempts)

@@ -22,14 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.tables import describe
-
-SUCCESS = 10000
-WORK_KEY_INVALID = 10105
-NETWORK_ERROR = 10129
+from schemas.result_codes import ResultCode, describe
 
 #: Codes the platform gives for a transient fault of its own: retried.
-TRANSIENT_CODES = frozenset({NETWORK_ERROR})
+TRANSIENT_CODES = frozenset({ResultCode.NETWORK_ERROR})
 
 #: Canonical spelling of every response field we read, by its folded form.
 _CANONICAL: dict[str, str] = {
@@ -58,7 +54,7 @@ class CallResult:
     @property
     def ok(self) -> bool:
         """Whether the platform answered 10000 (操作成功)."""
-        return self.result_code == SUCCESS
+        return self.result_code == ResultCode.SUCCESS
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from loguru import logger
 
+from pipeline.config import WORKKEY_DIR
 from pipeline.errors import ConfigError, PlatformUnreachable
+from pipeline.files import explain_os_error, os_errors, write_atomically
 from pipeline.logs import register_secret
 
 #: How long a process waits for another one that is fetching the key.
@@ -36,7 +37,7 @@ LOCK_TIMEOUT_SECONDS = 300.0
 def cache_path(state_dir: Path, app_id: str, base_url: str) -> Path:
     """The cache file of the work key for ``app_id`` at ``base_url``."""
     digest = hashlib.sha256(f"{app_id}\n{base_url}".encode()).hexdigest()[:16]
-    return state_dir / "workkeys" / f"workkey-{digest}.json"
+    return state_dir / WORKKEY_DIR / f"workkey-{digest}.json"
 
 
 class WorkKeyCache:
@@ -110,12 +111,10 @@ class WorkKeyCache:
         return key
 
     def _prepare_directory(self) -> None:
-        try:
+        with os_errors(
+            "创建状态目录", self.path.parent, kind=ConfigError, fix="检查 state_dir 配置和目录权限"
+        ):
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as error:
-            raise ConfigError(
-                f"无法创建状态目录 {self.path.parent}（{error.strerror}）。请检查 state_dir 配置和目录权限"
-            ) from None
 
     def _read(self) -> tuple[str, str] | None:
         try:
@@ -138,13 +137,9 @@ class WorkKeyCache:
             "work_key": key,
             "fetched_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(document, handle)
-            os.replace(temporary, self.path)
+            write_atomically(self.path, json.dumps(document), mode=0o600)
         except OSError as error:
             # The key still works for this process; other processes will fetch their own.
-            temporary.unlink(missing_ok=True)
-            logger.warning("无法保存认证字符串缓存 {}（{}），其他进程将各自获取", self.path, error.strerror)
+            reason, _ = explain_os_error(error)
+            logger.warning("无法保存认证字符串缓存 {}（{}），其他进程将各自获取", self.path, reason)

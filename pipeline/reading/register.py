@@ -9,34 +9,22 @@ both find the header row below any title rows (:mod:`pipeline.reading.table`).
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 
 from loguru import logger
 
 from pipeline.errors import InputError
+from pipeline.files import os_errors
 from pipeline.model import RawTable
 from pipeline.reading.delimited import read_delimited
 from pipeline.reading.excel import read_workbook
 
-#: Extensions read as workbooks (python-calamine) and as delimited text.
-WORKBOOK_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
-TEXT_SUFFIXES = (".csv", ".tsv", ".txt")
-
-
-def _os_error(path: Path, error: OSError) -> InputError:
-    label = path.name or str(path)
-    if isinstance(error, FileNotFoundError):
-        return InputError("找不到文件", file=str(path), fix="检查文件名和路径是否正确")
-    if isinstance(error, IsADirectoryError):
-        return InputError("这是一个文件夹，不是文件", file=label, fix="请给出文件夹中的登记表文件")
-    if isinstance(error, PermissionError):
-        return InputError(
-            "没有读取该文件的权限", file=label, fix="请检查文件权限，或把文件复制到有权限的位置再处理"
-        )
-    return InputError(
-        f"无法读取文件（{error.strerror or error}）", file=label, fix="请确认文件可以打开后再处理"
-    )
+#: File name endings read as workbooks (python-calamine) and as delimited text: the registers.
+WORKBOOK_SUFFIXES: tuple[str, ...] = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
+TEXT_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".txt")
+REGISTER_SUFFIXES: tuple[str, ...] = WORKBOOK_SUFFIXES + TEXT_SUFFIXES
 
 
 def read_register(path: str | Path, *, sheet: str | None = None, all_sheets: bool = False) -> list[RawTable]:
@@ -52,17 +40,15 @@ def read_register(path: str | Path, *, sheet: str | None = None, all_sheets: boo
     label = path.name or str(path)
     suffix = path.suffix.lower()
     started = time.perf_counter()
-    try:
+    with os_errors("读取文件", path, kind=InputError):
         size = path.stat().st_size
         if path.is_dir():
-            raise IsADirectoryError(path)
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         if suffix in WORKBOOK_SUFFIXES:
             with open(path, "rb"):  # permission problems surface here, not inside calamine
                 pass
         data = path.read_bytes() if suffix in TEXT_SUFFIXES else b""
-    except OSError as error:
-        raise _os_error(path, error) from None
-    if suffix not in WORKBOOK_SUFFIXES + TEXT_SUFFIXES:
+    if suffix not in REGISTER_SUFFIXES:
         raise InputError(
             f"不支持的文件类型“{path.suffix or '无扩展名'}”",
             file=label,

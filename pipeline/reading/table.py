@@ -15,8 +15,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.files import numbered
 from pipeline.model import RawTable
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
+from pipeline.text.arrow import contiguous
 
 #: The dtype of every text column: pandas' default ``str``, stored in Arrow.
 TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
@@ -137,21 +139,11 @@ def _footer_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
     return footer
 
 
-def _contiguous(column: TextColumn) -> pa.Array:
-    """The column as one array; a single chunk is used as it is (combining copies even one)."""
-    if not isinstance(column, pa.ChunkedArray):
-        return column
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-
-
 def _unique(names: list[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
     for name in names:
-        candidate, number = name, 1
-        while candidate in seen:
-            number += 1
-            candidate = f"{name}_{number}"
+        candidate = numbered(name, seen)
         seen.add(candidate)
         unique.append(candidate)
     return unique
@@ -205,7 +197,7 @@ def build_table(
     names = _unique(names)
     # One contiguous array per column: every later stage hands columns to Arrow
     # kernels, and a chunked column would be copied together again each time.
-    kept = [_contiguous(column) for column in kept]
+    kept = [contiguous(column) for column in kept]
     data = pd.DataFrame(
         {name: pd.Series(column, dtype=TEXT_DTYPE) for name, column in zip(names, kept, strict=True)},
         index=pd.RangeIndex(len(source_row)),

@@ -30,7 +30,9 @@ import python_calamine
 from xlsxwriter.exceptions import OverlappingRange
 from xlsxwriter.utility import xl_rowcol_to_cell
 
+from pipeline.files import numbered
 from pipeline.model import MappedTable
+from pipeline.reading.register import WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, join_by_key, source_column
 from pipeline.reports.xlsx.comments import Comments
 from pipeline.reports.xlsx.writer import (
@@ -41,11 +43,8 @@ from pipeline.reports.xlsx.writer import (
     MixedColumn,
     display_widths,
 )
-from pipeline.reports.xlsx.xml import text_column
-from schemas.tables import hint
-
-#: Inputs that get an annotated copy: every workbook format calamine reads.
-WORKBOOK_SUFFIXES: frozenset[str] = frozenset({".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"})
+from pipeline.text.arrow import text_array
+from schemas.result_codes import hint
 
 #: Sheets taller than this are read back row by row (bounded memory) rather than in one go.
 STREAM_ABOVE_ROWS = 200_000
@@ -66,11 +65,7 @@ _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 
 def annotated_name(path: str, taken: set[str]) -> str:
     """``annotated_<stem>.xlsx``, with a number added when two inputs share a stem."""
-    stem = Path(path).stem
-    name, n = f"annotated_{stem}.xlsx", 1
-    while name in taken:
-        n += 1
-        name = f"annotated_{stem}_{n}.xlsx"
+    name = numbered(f"annotated_{Path(path).stem}", taken, suffix=".xlsx")
     taken.add(name)
     return name
 
@@ -218,12 +213,19 @@ def _blocks(
         yield Block(columns, first_row=first, first_col=left, cell_styles=styles)
 
 
+class _Lowercase:
+    """Sheet names taken, compared as Excel does: ignoring case."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self.taken
+
+
 def _sheet_name(name: str, taken: set[str]) -> str:
     base = _BAD_SHEET_CHARS.sub("_", name)[:31] or "Sheet"
-    candidate, n = base, 1
-    while candidate.lower() in taken:
-        n += 1
-        candidate = f"{base[:28]}_{n}"
+    candidate = numbered(base, _Lowercase(taken), stem=base[:28])
     taken.add(candidate.lower())
     return candidate
 
@@ -249,7 +251,7 @@ def write_annotated(path: Path, source: str, data: ReportData, table_indices: Se
             start, end = sheet.start, sheet.end
             dimension = f"{xl_rowcol_to_cell(*start)}:{xl_rowcol_to_cell(*end)}" if start and end else "A1"
             comments = Comments(
-                marks["row"].to_numpy(), marks["col"].to_numpy(), text_column(marks["comment"]), author="ehc"
+                marks["row"].to_numpy(), marks["col"].to_numpy(), text_array(marks["comment"]), author="ehc"
             )
             worksheet = book.add_sheet(
                 _sheet_name(sheet.name, names),
@@ -262,7 +264,7 @@ def write_annotated(path: Path, source: str, data: ReportData, table_indices: Se
                     with contextlib.suppress(OverlappingRange):
                         worksheet.merge_range(r1, c1, r2, c2, "")
             raw = table.raw
-            columns = [text_column(raw.data.iloc[:, i]) for i in range(raw.data.shape[1])]
+            columns = [text_array(raw.data.iloc[:, i]) for i in range(raw.data.shape[1])]
             for position, width in zip(
                 raw.column_positions, display_widths(columns, raw.headers), strict=False
             ):

@@ -18,21 +18,17 @@ import pyarrow.compute as pc
 
 from pipeline.model import (
     ADDRESS_FIELD,
+    ADDRESS_PARTS,
+    BAD_STATUSES,
     FIELD_LABELS,
     INPUT_FIELDS,
-    STATUS_FAILED,
     STATUS_INVALID,
     STATUS_REJECTED,
     STATUS_VALID,
     Batch,
 )
-from schemas.tables import describe, hint
-
-#: Statuses of rows that did not get through: highlighted, and kept in 明细 when it is cut.
-BAD_STATUSES: frozenset[str] = frozenset({STATUS_INVALID, STATUS_REJECTED, STATUS_FAILED})
-
-#: Fields split out of the single full-address column.
-ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
+from pipeline.text.arrow import text_array
+from schemas.result_codes import describe, hint
 
 ERROR = "error"
 WARNING = "warning"
@@ -53,21 +49,11 @@ def text_of(frame: pd.DataFrame, column: str, length: int) -> np.ndarray:
     return values
 
 
-def arrow_text(series: pd.Series) -> pa.Array:
-    """A column as an Arrow large_string array ("" for missing); no copy for pandas' Arrow strings."""
-    array = pa.array(series, from_pandas=True)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if not pa.types.is_large_string(array.type):
-        array = array.cast(pa.large_string())
-    return array.fill_null("") if array.null_count else array
-
-
 def column_of(frame: pd.DataFrame, column: str, length: int) -> pa.Array:
     """A frame's column as Arrow text, or all "" when absent (the bulk path: no Python objects)."""
     if column not in frame.columns:
         return pa.repeat(pa.scalar("", pa.large_string()), length)
-    return arrow_text(frame[column])
+    return text_array(frame[column])
 
 
 def aligned(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
@@ -78,7 +64,7 @@ def aligned(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
 def extra_columns(extras: pd.DataFrame, index: pd.Index) -> list[tuple[str, pa.Array]]:
     """The clerk's unrecognised columns aligned on ``index``: (header, Arrow text) in order."""
     frame = aligned(extras, index) if len(extras.columns) else extras
-    return [(str(name), arrow_text(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
+    return [(str(name), text_array(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
 
 
 def relabel(values: np.ndarray, labels: dict[str, str]) -> np.ndarray:

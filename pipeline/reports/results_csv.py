@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 
 from pipeline.model import FIELDS, SOURCE_COLUMNS
 from pipeline.reports.data import ReportData, column_of, extra_columns
-from pipeline.reports.xlsx.xml import text_column
+from pipeline.text.arrow import text_array
 
 #: Columns before the normalised fields.
 LEAD_COLUMNS: tuple[str, ...] = (*SOURCE_COLUMNS, "status", "result_code", "message")
@@ -52,7 +52,7 @@ def write_results_csv(path: Path, data: ReportData) -> Path:
     """
     rows, n = data.rows, data.n
     arrays = [column_of(rows, name, n) for name in SOURCE_COLUMNS]
-    arrays += [text_column(data.status), text_column(data.result_codes), text_column(data.messages)]
+    arrays += [text_array(data.status), text_array(data.result_codes), text_array(data.messages)]
     arrays += [column_of(rows, name, n) for name in FIELDS]
     arrays += [column_of(data.outcome, name, n) for name in CARD_ID_COLUMNS]
     extras = extra_columns(data.batch.extras, rows.index)

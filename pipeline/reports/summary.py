@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.model import STATUS_LABELS, Batch
+from pipeline.model import DRY_RUN_STATUSES, STATUS_LABELS, SUBMIT_STATUSES, Batch
 from pipeline.reports.data import ReportData
-from pipeline.reports.workbooks import DRY_RUN_STATUSES, SUBMIT_STATUSES, sections
-from schemas.tables import describe
+from pipeline.reports.workbooks import sections
+from schemas.result_codes import describe
 
 #: Files listed one by one before the rest are only counted.
 LISTED_FILES = 8

@@ -18,20 +18,17 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.model import (
+    DRY_RUN_STATUSES,
     FIELD_LABELS,
     FIELDS,
-    STATUS_ALREADY_ENROLLED,
-    STATUS_ENROLLED,
-    STATUS_FAILED,
-    STATUS_INVALID,
     STATUS_LABELS,
-    STATUS_REJECTED,
     STATUS_VALID,
+    SUBMIT_STATUSES,
 )
 from pipeline.reports.data import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
-from pipeline.reports.xlsx.xml import text_column
-from schemas.tables import describe, hint
+from pipeline.text.arrow import text_array
+from schemas.result_codes import describe, hint
 
 #: Above this many rows, 明细 holds only the rows that did not get through.
 DETAIL_ROW_LIMIT = 200_000
@@ -48,8 +45,6 @@ FORMATS: tuple[dict[str, object], ...] = (
 )
 HEADER, BAD, WARN, TOTAL, NOTE = 1, 2, 3, 4, 5
 
-DRY_RUN_STATUSES = (STATUS_VALID, STATUS_INVALID)
-SUBMIT_STATUSES = (STATUS_ENROLLED, STATUS_ALREADY_ENROLLED, STATUS_REJECTED, STATUS_FAILED, STATUS_INVALID)
 
 FULL_CSV_NOTE = "注意：本表只列出未通过的 {shown:,} 行（共 {total:,} 行）；results.csv 含全部行。"
 TRUNCATED_NOTE = "注意：本表只列出前 {shown:,} 条（共 {total:,} 条）；每一行的状态和结果代码见 results.csv。"
@@ -77,7 +72,7 @@ def add_table_sheet(
     last = height
     if totals is not None:
         last += 1
-        cells = [pa.array([v], pa.int64()) if isinstance(v, int) else text_column([str(v)]) for v in totals]
+        cells = [pa.array([v], pa.int64()) if isinstance(v, int) else text_array([str(v)]) for v in totals]
         blocks.append(Block(cells, first_row=last, style=TOTAL))
     for i, note in enumerate(notes):
         blocks.append(text_block([[note]], first_row=last + 2 + i, style=NOTE))
@@ -124,7 +119,7 @@ def _overview(data: ReportData) -> tuple[list[str], list[pa.Array], list[object]
     counts = [np.bincount(section, minlength=count), *by_status, *by_code]
     headers = ["文件", "工作表", "读取行数", *(STATUS_LABELS.get(s, s) for s in statuses)]
     headers += [f"{c} {describe(c)}" for c in codes]
-    columns = [text_column([f for f, _ in labels]), text_column([s for _, s in labels])]
+    columns = [text_array([f for f, _ in labels]), text_array([s for _, s in labels])]
     columns += [_numbers(c) for c in counts]
     totals: list[object] = ["合计", "", *(int(c.sum()) for c in counts)]
     return headers, columns, totals
@@ -146,9 +141,9 @@ def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[
         arrow(column_of(rows, "source_file", n)),
         arrow(column_of(rows, "source_sheet", n)),
         _numbers(per_row(data.source_row)),
-        text_column(relabel(per_row(data.status), STATUS_LABELS)),
-        text_column(per_row(data.result_codes)),
-        text_column(per_row(data.messages)),
+        text_array(relabel(per_row(data.status), STATUS_LABELS)),
+        text_array(per_row(data.result_codes)),
+        text_array(per_row(data.messages)),
     ]
     headers += [FIELD_LABELS[f] for f in FIELDS]
     columns += [arrow(column_of(rows, f, n)) for f in FIELDS]
@@ -191,10 +186,10 @@ def _fault_sheet(book: FastWorkbook, name: str, data: ReportData, faults: pd.Dat
         faults = faults.iloc[: MAX_SHEET_ROWS - 4]
     lines = data.fault_lines(faults)
     columns = [_numbers(lines["code"].to_numpy())]
-    columns += [text_column(lines[c].to_numpy(dtype=object)) for c in ("file", "sheet")]
+    columns += [text_array(lines[c].to_numpy(dtype=object)) for c in ("file", "sheet")]
     columns.append(_numbers(lines["row"].to_numpy()))
     columns += [
-        text_column(lines[c].to_numpy(dtype=object)) for c in ("column", "original", "message", "hint")
+        text_array(lines[c].to_numpy(dtype=object)) for c in ("column", "original", "message", "hint")
     ]
     add_table_sheet(book, name, FAULT_HEADERS, columns, notes=notes)
 
@@ -210,10 +205,10 @@ def _code_counts(data: ReportData) -> tuple[list[str], list[pa.Array]]:
     headers = ["代码", "说明", "数量", "级别", "处理办法"]
     columns = [
         _numbers(np.array([p[0] for p in parts], dtype=float)),
-        text_column([describe(p[0]) for p in parts]),
+        text_array([describe(p[0]) for p in parts]),
         _numbers(np.array([p[1] for p in parts], dtype=float)),
-        text_column([p[2] for p in parts]),
-        text_column([hint(p[0]) if p[2] == "错误" else WARNING_HINT for p in parts]),
+        text_array([p[2] for p in parts]),
+        text_array([hint(p[0]) if p[2] == "错误" else WARNING_HINT for p in parts]),
     ]
     return headers, columns
 

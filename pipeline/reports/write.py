@@ -14,7 +14,6 @@ and the machines this runs on have two cores.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from pipeline.errors import EhcError
+from pipeline.files import os_errors, write_atomically
 from pipeline.model import Batch
 from pipeline.reports.annotate import SourceUnreadable, annotated_name, workbook_inputs, write_annotated
 from pipeline.reports.data import ReportData
@@ -47,17 +46,8 @@ def _prepare(data: ReportData) -> None:
 
 
 def _write_in_place(target: Path, writer: Writer) -> Path:
-    temporary = target.with_name(f".{target.name}.tmp")
-    try:
-        writer(temporary)
-        os.replace(temporary, target)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise EhcError(
-            f"无法写入报告 {target}：{error.strerror or error}。"
-            "处理办法：检查输出目录是否可写、磁盘空间是否足够"
-        ) from error
-    return target
+    with os_errors("写入报告", target):
+        return write_atomically(target, writer)
 
 
 def _annotate(target: Path, source: str, data: ReportData, tables: list[int]) -> Path | None:
@@ -66,7 +56,6 @@ def _annotate(target: Path, source: str, data: ReportData, tables: list[int]) ->
         return _write_in_place(target, partial(_annotated, source=source, data=data, tables=tables))
     except SourceUnreadable:
         logger.warning("未生成 {}：无法重新读取 {}（文件已移走或已改动）", target.name, Path(source).name)
-        target.with_name(f".{target.name}.tmp").unlink(missing_ok=True)
         return None
 
 
@@ -82,12 +71,8 @@ def write_reports(out_dir: Path, batch: Batch, *, submitted: bool = False) -> di
     ``"results.csv"``, ``"annotated_<stem>.xlsx"`` …), in that order.
     """
     out_dir = Path(out_dir)
-    try:
+    with os_errors("创建输出目录", out_dir, fix="换一个可写的 --out 目录"):
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise EhcError(
-            f"无法创建输出目录 {out_dir}：{error.strerror or error}。处理办法：换一个可写的 --out 目录"
-        ) from error
     data = ReportData(batch, submitted)
     _prepare(data)
     writers: dict[str, Writer] = {

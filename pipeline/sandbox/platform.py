@@ -26,29 +26,23 @@ import segno
 from pipeline.platform.signing import bind_card_sign, img_sign, md5_sign, sync_card_sign, work_key_sign
 from pipeline.sandbox import checks
 from pipeline.sandbox.store import Card, SandboxStore
-from schemas.tables import code_table, describe
+from schemas.result_codes import ResultCode, describe
+from schemas.rules import FIELD_TABLES, rule_for
+from schemas.tables import code_table
 
 METHODS: tuple[str, ...] = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")
 #: A request's timestamp may differ from the sandbox's clock by this much.
 TIMESTAMP_WINDOW_SECONDS = 600.0
 
 _APP_KEYS = ("termId", "version", "appVersion", "appPackageName", "digestType", "encType")
-_MESSAGES = {10000: "操作成功"}
 
 
 class _Refused(Exception):
     """A request refused with a platform result code."""
 
-    def __init__(self, code: int) -> None:
+    def __init__(self, code: ResultCode) -> None:
         super().__init__(code)
         self.code = code
-
-
-def _message(code: int) -> str:
-    message = _MESSAGES.get(code)
-    if message is None:
-        message = _MESSAGES[code] = describe(code)
-    return message
 
 
 def _raw(value: object) -> str | None:
@@ -87,7 +81,7 @@ class PlatformLogic:
         """The result code and the answer body for a request to ``method`` (``document``: parsed JSON)."""
         try:
             if not isinstance(document, dict):
-                raise _Refused(checks.PARAMETER_ERROR)
+                raise _Refused(ResultCode.PARAMETER_ERROR)
             code, fields = self._process(method, document, now)
         except _Refused as refused:
             code, fields = refused.code, {}
@@ -95,7 +89,7 @@ class PlatformLogic:
 
     def answer(self, method: str, code: int, fields: Mapping[str, str]) -> bytes:
         """An answer body with ``code``, its message and ``fields``."""
-        data: dict[str, Any] = {"resultCode": code, "message": _message(code), **fields}
+        data: dict[str, Any] = {"resultCode": code, "message": describe(code), **fields}
         if self.quirks and "virtualCardNum" in data:
             data[" virtualCardNum "] = " " + data.pop("virtualCardNum")
         if self.quirks and method == "getImg":
@@ -116,48 +110,48 @@ class PlatformLogic:
         app = document.get("app")
         data = document.get("data")
         if app_id is None or not isinstance(app, dict) or not isinstance(data, dict):
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         if self.store.app_secret(app_id) is None:
-            raise _Refused(10101)
+            raise _Refused(ResultCode.INVALID_ORG_CODE)
         if any(key not in app for key in _APP_KEYS):
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         timestamp, sign = _raw(data.get("timestamp")), _raw(data.get("sign"))
         if not timestamp or not sign or not timestamp.isdigit():
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         if abs(int(timestamp) / 1000.0 - now) > TIMESTAMP_WINDOW_SECONDS:
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         return self._methods[method](_Request(app_id, data, timestamp, sign, now))
 
     def _work_key(self, app_id: str, now: float) -> str:
         current = self.store.work_key(app_id)
         if current is None or now - current[1] > self.workkey_ttl:
-            raise _Refused(10105)
+            raise _Refused(ResultCode.INVALID_WORK_KEY)
         return current[0]
 
     def _get_work_key(self, request: _Request) -> tuple[int, dict[str, str]]:
         secret = self.store.app_secret(request.app_id) or ""
         if request.sign != work_key_sign(request.app_id, secret, request.timestamp):
-            return 10103, {}
-        return 10000, {"workKey": self.store.issue_work_key(request.app_id, request.now)}
+            return ResultCode.INVALID_PASSWORD, {}
+        return ResultCode.SUCCESS, {"workKey": self.store.issue_work_key(request.app_id, request.now)}
 
     def _sync_card_info(self, request: _Request) -> tuple[int, dict[str, str]]:
         data = request.data
         qr_type = _raw(data.get("type"))
         if qr_type is None:
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
         if request.sign != sync_card_sign(request.app_id, key, request.timestamp, qr_type):
-            raise _Refused(10105)
+            raise _Refused(ResultCode.INVALID_WORK_KEY)
         people = checks.as_text_fields(data.get("peopleInfo"), checks.REQUIRED_PEOPLE)
         card = checks.as_text_fields(data.get("cardInfo"), checks.REQUIRED_CARD)
         if people is None or card is None or not qr_type.strip():
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         today = self._today_date(request.now)
         code = checks.check_people(people, today) or checks.check_card(card, today)
         if code is not None:
             return code, {}
         code, enrolled = self.store.enrol(request.app_id, people, card, request.now)
-        if code != 10000:
+        if code != ResultCode.SUCCESS:
             return code, {}
         return code, _card_fields(enrolled)
 
@@ -165,30 +159,30 @@ class PlatformLogic:
         names = ("type", "zjlx", "zjhm", "xm", "brdh", "bindType", "bindZjlx", "bindZjhm")
         raw = {name: _raw(request.data.get(name)) for name in names}
         if any(value is None for value in raw.values()):
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
         expected = bind_card_sign(
             request.app_id, key, request.timestamp, raw["zjlx"] or "", raw["zjhm"] or ""
         )
         if request.sign != expected:
-            raise _Refused(10105)
+            raise _Refused(ResultCode.INVALID_WORK_KEY)
         fields = {name: (value or "").strip() for name, value in raw.items()}
-        if fields["zjlx"] not in code_table("document_type"):
-            return 10134, {}
+        if fields["zjlx"] not in code_table(FIELD_TABLES["zjlx"]):
+            return rule_for("zjlx").code, {}
         if not fields["zjhm"] or fields["bindType"] not in ("1", "2"):
-            return checks.PARAMETER_ERROR, {}
+            return ResultCode.PARAMETER_ERROR, {}
         if fields["bindType"] == "2" and not (fields["bindZjlx"] and fields["bindZjhm"]):
-            return checks.PARAMETER_ERROR, {}
+            return ResultCode.PARAMETER_ERROR, {}
         card = self.store.find_by_document(fields["zjlx"], fields["zjhm"])
         if card is None:
-            return 10108, {}
+            return ResultCode.NO_CARD_FOR_ID, {}
         if (fields["xm"] and fields["xm"] != card.xm) or (fields["brdh"] and fields["brdh"] != card.brdh):
-            return 10157, {}
+            return ResultCode.BINDING_MISMATCH, {}
         self.store.record_binding(
             request.app_id, card.ehealth_card_id, fields["bindType"], fields["bindZjlx"], fields["bindZjhm"],
             request.now,
         )  # fmt: skip
-        return 10000, _card_fields(card)
+        return ResultCode.SUCCESS, _card_fields(card)
 
     def _get_img(self, request: _Request) -> tuple[int, dict[str, str]]:
         data = request.data
@@ -196,19 +190,19 @@ class PlatformLogic:
         card_id = _raw(data.get("ehealthCardId")) or ""
         card_num = _raw(data.get("virtualCardNum")) or ""
         if qr_type is None:
-            raise _Refused(checks.PARAMETER_ERROR)
+            raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
         if request.sign != img_sign(request.app_id, key, request.timestamp, card_id, card_num):
-            raise _Refused(10105)
+            raise _Refused(ResultCode.INVALID_WORK_KEY)
         if not card_id.strip() and not card_num.strip():
-            return checks.PARAMETER_ERROR, {}
+            return ResultCode.PARAMETER_ERROR, {}
         card = self.store.find_card(card_id.strip(), card_num.strip())
         if card is None:
-            return 10109, {}
+            return ResultCode.NO_SUCH_CARD, {}
         content = (
             f"{card.ehealth_card_id}:{qr_type.strip()}:{md5_sign(card.ehealth_card_id, request.timestamp)}"
         )
-        return 10000, {"qrCode": content, "img": qr_png_base64(content)}
+        return ResultCode.SUCCESS, {"qrCode": content, "img": qr_png_base64(content)}
 
 
 def _card_fields(card: Card) -> dict[str, str]:

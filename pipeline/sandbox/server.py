@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.errors import ConfigError
+from pipeline.files import explain_os_error
 from pipeline.sandbox import checks
 from pipeline.sandbox.faults import CODE_10129, DROP, FAULT_KINDS, HTTP_429, HTTP_500, MALFORMED, FaultPlan
 from pipeline.sandbox.platform import METHODS, PlatformLogic
 from pipeline.sandbox.store import SandboxStore, max_in_window
+from schemas.result_codes import ResultCode
 
 PATH_PREFIX = "/jkfs-dzjkk/dzjkk/websvi/"
 
@@ -260,7 +262,8 @@ class SandboxServer(ThreadingHTTPServer):
         self, handler: BaseHTTPRequestHandler, fault: str, app_id: str, method: str, arrived: float
     ) -> None:
         status = {DROP: 0, HTTP_500: 500, HTTP_429: 429, CODE_10129: 200, MALFORMED: 200}.get(fault, 504)
-        self.store.log_request(app_id, method, arrived, status, 10129 if fault == CODE_10129 else None, fault)
+        code = ResultCode.NETWORK_ERROR if fault == CODE_10129 else None
+        self.store.log_request(app_id, method, arrived, status, code, fault)
         if fault == DROP:
             handler.close_connection = True
             with contextlib.suppress(OSError):
@@ -270,7 +273,7 @@ class SandboxServer(ThreadingHTTPServer):
         elif fault == HTTP_429:
             self.respond(handler, 429, b'{"message":"too many requests"}', "Retry-After: 1\r\n")
         elif fault == CODE_10129:
-            self.respond(handler, 200, self.platform.answer(method, 10129, {}))
+            self.respond(handler, 200, self.platform.answer(method, ResultCode.NETWORK_ERROR, {}))
         elif fault == MALFORMED:
             self.respond(handler, 200, b'{"data": {"resultCode": 100')
         else:  # slow: a gateway that waited in vain
@@ -312,7 +315,9 @@ def build_server(
         )  # fmt: skip
     except OSError as error:
         store.close()
-        raise ConfigError(f"沙箱无法监听 {host}:{port}（{error.strerror}）。请换一个端口或检查地址") from None
+        raise ConfigError(
+            f"沙箱无法监听 {host}:{port}（{explain_os_error(error)[0]}）。请换一个端口或检查地址"
+        ) from None
 
 
 def serve(*, out: TextIO | None = None, **options: Any) -> int:

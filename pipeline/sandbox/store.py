@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.result_codes import ResultCode
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (app_id TEXT PRIMARY KEY, secret TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS work_keys (
@@ -125,7 +127,7 @@ class SandboxStore:
 
     def enrol(
         self, app_id: str, people: Mapping[str, str], card: Mapping[str, str], now: float
-    ) -> tuple[int, Card]:
+    ) -> tuple[ResultCode, Card]:
         """Enrol a resident: ``(10000, card)``, or 10115 (ID enrolled already) / 10116 (card number used)."""
         sfzhm = people["sfzhm"]
         enrolled = Card(
@@ -135,9 +137,9 @@ class SandboxStore:
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             if self._db.execute("SELECT 1 FROM residents WHERE sfzhm = ?", (sfzhm,)).fetchone():
-                return 10115, enrolled
+                return ResultCode.ALREADY_ENROLLED, enrolled
             if self._db.execute("SELECT 1 FROM cards WHERE kh = ?", (enrolled.kh,)).fetchone():
-                return 10116, enrolled
+                return ResultCode.CARD_NUMBER_TAKEN, enrolled
             self._db.execute(
                 "INSERT INTO residents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (sfzhm, people["zjlx"], people["zjhm"], people["xm"], people["brdh"], app_id, now,
@@ -148,7 +150,7 @@ class SandboxStore:
                 (enrolled.kh, enrolled.ehealth_card_id, enrolled.virtual_card_num, sfzhm,
                  json.dumps(dict(card), ensure_ascii=False)),
             )  # fmt: skip
-        return 10000, enrolled
+        return ResultCode.SUCCESS, enrolled
 
     _CARD_QUERY = (
         "SELECT r.sfzhm, r.xm, r.brdh, c.kh, c.ehealth_card_id, c.virtual_card_num "

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
-
-JOURNAL_NAME = "journal.sqlite"
+from pipeline.files import describe_os_error
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -96,7 +96,7 @@ class FileRecord:
 
 def default_journal_path(state_dir: Path) -> Path:
     """Where the journal lives: ``<state_dir>/journal.sqlite``."""
-    return Path(state_dir) / JOURNAL_NAME
+    return Path(state_dir) / JOURNAL_FILE
 
 
 def _now() -> str:
@@ -144,9 +144,7 @@ class Journal:
                 f"无法打开提交日志 {self.path}（{error}）。请检查状态目录的权限，或确认该文件是本程序的日志"
             ) from None
         except OSError as error:
-            raise ConfigError(
-                f"无法创建提交日志 {self.path}（{error.strerror}）。请检查状态目录的权限"
-            ) from None
+            raise ConfigError(describe_os_error(error, "创建提交日志", self.path)) from None
 
     # -- connection handling -------------------------------------------------------------
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from loguru import logger
 
+from pipeline.config import LOCK_FILE
 from pipeline.errors import ConfigError, LockHeld
-
-LOCK_NAME = "ehc.lock"
+from pipeline.files import os_errors
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class HeldLock:
 
 def lock_path(state_dir: Path) -> Path:
     """Where the run lock of ``state_dir`` lives."""
-    return Path(state_dir) / LOCK_NAME
+    return Path(state_dir) / LOCK_FILE
 
 
 def read_holder(state_dir: Path) -> LockInfo | None:
@@ -93,15 +93,11 @@ def read_holder(state_dir: Path) -> LockInfo | None:
 
 
 def _open(path: Path) -> int:
-    try:
+    fix = "检查状态目录的权限，或在配置 [paths] state_dir / 环境变量 EHC_STATE_DIR 中另选一个可写目录"
+    with os_errors("创建运行锁文件", path, kind=ConfigError, fix=fix):
         path.parent.mkdir(parents=True, exist_ok=True)
         # O_CLOEXEC (Python's default) keeps child processes from inheriting the lock.
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as error:
-        raise ConfigError(
-            f"无法创建运行锁文件 {path}（{error.strerror}）。请检查状态目录的权限，"
-            "或在配置 [paths] state_dir / 环境变量 EHC_STATE_DIR 中另选一个可写目录"
-        ) from None
 
 
 def _read_fd(fd: int) -> str:

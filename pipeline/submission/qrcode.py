@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import pandas as pd
 from loguru import logger
 
 from pipeline.errors import InputError
+from pipeline.files import numbered, os_errors, write_atomically
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
 from pipeline.state.journal import STATE_ENROLLED, Journal
@@ -141,12 +141,6 @@ def decode_png(img: str) -> bytes | None:
     return raw if raw.startswith(PNG_MAGIC) else None
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(content)
-    os.replace(partial, path)
-
-
 def _fetch(client: Any, holder: Holder, path: Path) -> str:
     """Fetch and write one picture; return "" on success, else the Chinese reason."""
     result = client.get_img(ehealth_card_id=holder.ehealth_card_id, virtual_card_num=holder.virtual_card_num)
@@ -156,7 +150,7 @@ def _fetch(client: Any, holder: Holder, path: Path) -> str:
     png = decode_png(str(result.data.get("img", "")))
     if png is None:
         return "平台返回的图片不是有效的 PNG"
-    _write_atomically(path, png)
+    write_atomically(path, png)
     return ""
 
 
@@ -169,20 +163,14 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any) -> list[Path]:
     """
     holders = read_holders(source)
     out_dir = Path(out_dir)
-    try:
+    with os_errors("创建输出文件夹", out_dir, kind=InputError):
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(
-            f"无法创建输出文件夹（{error.strerror}）", file=str(out_dir), fix="请检查路径和权限"
-        ) from None
-    names: dict[str, int] = {}
+    names: set[str] = set()
     targets = []
     for holder in holders:
-        name = holder.file_name()
-        count = names.get(name, 0)
-        names[name] = count + 1
-        if count:  # two residents with the same row and masked ID: keep both
-            name = f"{Path(name).stem}_{count + 1}.png"
+        # Two residents with the same row and masked ID: keep both.
+        name = numbered(Path(holder.file_name()).stem, names, suffix=".png")
+        names.add(name)
         targets.append(out_dir / name)
     logger.info("获取二维码：{} 人", len(holders))
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-qr") as pool:

@@ -14,14 +14,15 @@ from typing import Any, Protocol
 from loguru import logger
 
 from pipeline.logs import mask_id
-from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_FAILED, STATUS_REJECTED
+from pipeline.model import (
+    STATUS_ALREADY_ENROLLED,
+    STATUS_ENROLLED,
+    STATUS_FAILED,
+    STATUS_REJECTED,
+    Outcome,
+)
 from pipeline.state.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
-from schemas.tables import describe
-
-CODE_OK = 10000
-CODE_ALREADY_ENROLLED = 10115
-#: The platform's own "network error": the outcome is unknown, not a refusal of the data.
-CODE_NETWORK_ERROR = 10129
+from schemas.result_codes import ResultCode, describe
 
 
 class CallResultLike(Protocol):
@@ -58,18 +59,6 @@ class Task:
     card: dict[str, str]
     #: the resident's journal state when the run was planned (None: unknown to the journal)
     prior: str | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The final status of one row; ``fault_code`` is set for a platform rejection."""
-
-    status: str
-    result_code: str
-    message: str
-    ehealth_card_id: str = ""
-    virtual_card_num: str = ""
-    fault_code: int | None = None
 
 
 def _card_ids(data: dict[str, str]) -> tuple[str, str]:
@@ -117,17 +106,18 @@ class ResidentSender:
         if result.ok:
             card_id, virtual = _card_ids(result.data)
             message = _platform_message(result)
-            self.journal.record(task.id_number, STATE_ENROLLED, CODE_OK, message, card_id, virtual)
+            self.journal.record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
             logger.debug("{} 申领成功", masked)
             return Outcome(STATUS_ENROLLED, "", "申领成功", card_id, virtual)
-        if code == CODE_ALREADY_ENROLLED:
+        if code == ResultCode.ALREADY_ENROLLED:
             return self._already_enrolled(task, task.prior, result)
         if code is None and self.stop.is_set():
             # The stop cut a backoff or a rate-limit wait short: an earlier attempt may have arrived.
             message = result.message if result.message.startswith("已中断") else f"已中断（{result.message}）"
             self.journal.record(task.id_number, STATE_FAILED, None, message)
             return Outcome(STATUS_FAILED, "", f"{message}；再次运行同一命令会重新发送")
-        if code is None or code == CODE_NETWORK_ERROR:
+        # The platform's own "network error": the outcome is unknown, not a refusal of the data.
+        if code is None or code == ResultCode.NETWORK_ERROR:
             message = _platform_message(result) or "平台无应答"
             self.journal.record(task.id_number, STATE_FAILED, code, message)
             logger.warning("{} 发送失败（已尝试 {} 次）：{}", masked, result.attempts, message)
@@ -139,21 +129,20 @@ class ResidentSender:
         return Outcome(STATUS_REJECTED, str(code), message, fault_code=code)
 
     def _already_enrolled(self, task: Task, prior: str | None, result: CallResultLike) -> Outcome:
+        code = ResultCode.ALREADY_ENROLLED
         if prior in (STATE_SENDING, STATE_FAILED):
-            message = "此前已发送但结果未知；平台答复身份证已经办理过（10115），按已办理处理"
+            message = f"此前已发送但结果未知；平台答复身份证已经办理过（{code}），按已办理处理"
         else:
-            message = "平台答复身份证已经办理过（10115），该居民已在别处办理"
+            message = f"平台答复身份证已经办理过（{code}），该居民已在别处办理"
         card_id = virtual = ""
         if self.lookup_existing:
             card_id, virtual, note = self._look_up(task)
         else:
             note = "卡号未查询（可加 --lookup-existing 查询）"
-        self.journal.record(
-            task.id_number, STATE_ENROLLED, CODE_ALREADY_ENROLLED, _platform_message(result), card_id, virtual
-        )
-        logger.info("{} 已办理过（10115）", mask_id(task.id_number))
+        self.journal.record(task.id_number, STATE_ENROLLED, code, _platform_message(result), card_id, virtual)
+        logger.info("{} 已办理过（{}）", mask_id(task.id_number), code)
         return Outcome(
-            STATUS_ALREADY_ENROLLED, str(CODE_ALREADY_ENROLLED), f"{message}；{note}", card_id, virtual
+            STATUS_ALREADY_ENROLLED, str(code), f"{message}；{note}", card_id, virtual
         )
 
     def _look_up(self, task: Task) -> tuple[str, str, str]:

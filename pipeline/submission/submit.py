@@ -45,11 +45,14 @@ from pipeline.model import (
     STATUS_LABELS,
     STATUS_VALID,
     Batch,
+    Outcome,
+    ReadOptions,
+    RunResult,
 )
-from pipeline.state.journal import STATE_ENROLLED, Journal, default_journal_path
+from pipeline.state.journal import STATE_ENROLLED, Journal
 from pipeline.stopping import stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
-from pipeline.submission.sender import ClientLike, Outcome, ResidentSender, Task
+from pipeline.submission.sender import ClientLike, ResidentSender, Task
 
 #: Latency assumed for the first threads; the pool grows if the platform is slower.
 EXPECTED_LATENCY = 0.1
@@ -79,8 +82,8 @@ def pool_size(rate: float | None, concurrency: int | None) -> PoolSize:
 
 
 @dataclass
-class SubmitSummary:
-    """What a submission did, for the closing log line and the benchmarks."""
+class SendStats:
+    """Figures of one submission: counts, calls, rate; for the closing log line and the benchmarks."""
 
     counts: dict[str, int] = field(default_factory=dict)
     sent: int = 0  # residents whose syncCardInfo was sent
@@ -172,7 +175,7 @@ def submit_batch(
     stop: threading.Event | None = None,
     plan: Plan | None = None,
     on_outcome: Callable[[Outcome], object] | None = None,
-) -> SubmitSummary:
+) -> SendStats:
     """Send every valid row of ``batch`` and fill its outcome (invalid rows stay invalid).
 
     ``rate`` only sizes the pool (the client enforces it); ``concurrency``
@@ -187,13 +190,13 @@ def submit_batch(
     """
     stop = stop or threading.Event()
     plan = plan or plan_submission(batch, journal)
-    summary = SubmitSummary(from_journal=len(plan.from_journal))
+    stats = SendStats(from_journal=len(plan.from_journal))
     fill_from_journal(batch, plan.from_journal, plan.ids, plan.known)
     tasks = _Tasks(batch.rows.loc[plan.to_send], plan.known)
     size = pool_size(rate, concurrency)
     logger.info(
         "开始提交：{} 人待发送，{} 人据提交日志已办理；速率上限 {}/秒，并发 {}{}",
-        len(tasks), summary.from_journal, rate or "不限", size.initial,
+        len(tasks), stats.from_journal, rate or "不限", size.initial,
         f"（按需增至 {size.maximum}）" if size.maximum > size.initial else "",
     )  # fmt: skip
 
@@ -222,19 +225,19 @@ def submit_batch(
     follow = [follow_first(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
     set_outcomes(batch, list(plan.repeats), follow)
 
-    summary.sent = sum(1 for o in pool.outcomes if o is not None)
-    summary.calls = sender.calls
-    summary.elapsed = pool.elapsed
-    summary.interrupted = stop.is_set() and pool.fatal is None
-    summary.counts = {str(k): int(v) for k, v in batch.outcome["status"].value_counts().items()}
+    stats.sent = sum(1 for o in pool.outcomes if o is not None)
+    stats.calls = sender.calls
+    stats.elapsed = pool.elapsed
+    stats.interrupted = stop.is_set() and pool.fatal is None
+    stats.counts = {str(k): int(v) for k, v in batch.outcome["status"].value_counts().items()}
     logger.info(
         "提交结束：发送 {} 人，用时 {:.1f} 秒（{:.1f} 人/秒）；结果 {}",
-        summary.sent, summary.elapsed, summary.achieved_rate,
-        "，".join(f"{STATUS_LABELS.get(status, status)} {count}" for status, count in summary.counts.items()),
+        stats.sent, stats.elapsed, stats.achieved_rate,
+        "，".join(f"{STATUS_LABELS.get(status, status)} {count}" for status, count in stats.counts.items()),
     )  # fmt: skip
     if pool.fatal is not None:
         raise pool.fatal
-    return summary
+    return stats
 
 
 def _reporting(
@@ -281,67 +284,50 @@ def run_submit(
     inputs: Sequence[Path],
     out_dir: Path,
     settings: Settings,
+    options: ReadOptions = ReadOptions(),
     *,
-    sheet: str | None = None,
-    all_sheets: bool = False,
-    mapping_file: Path | None = None,
     rate: float | None = None,
     concurrency: int | None = None,
     lookup_existing: bool | None = None,
     progress: bool = False,
-) -> tuple[Batch, dict[str, Path]]:
-    """``ehc submit``: dry run, then send every valid row; returns the batch and the report paths.
+) -> RunResult:
+    """``ehc submit``: dry run, then send every valid row; the result holds the batch and the reports.
 
-    The reports are written in every case: after the dry run if submission
-    cannot start (missing credentials, platform refusing or unreachable: the
-    error is then raised), and after submission even when it was stopped.
-    Ctrl-C / SIGTERM raise :class:`Interrupted` (exit 130) once the reports
-    are written.
+    The reports are written in every case, from one place: after the dry run
+    if submission cannot start (missing credentials or orgCode, platform
+    refusing or unreachable: the error is then raised), and after submission
+    even when it was stopped.  Ctrl-C / SIGTERM raise :class:`Interrupted`
+    (exit 130) once the reports are written.
     """
-    from pipeline.dryrun import prepare_batch, write_outputs
+    from pipeline.dryrun import batch_result, prepare_batch, write_outputs
 
-    batch = prepare_batch(
-        inputs, settings, sheet=sheet, all_sheets=all_sheets, mapping_file=mapping_file, progress=progress
-    )
+    batch = prepare_batch(inputs, settings, options, progress=progress)
     rate = settings.submit.rate if rate is None else rate
     limit = rate if rate and rate > 0 else None
     workers = concurrency or settings.submit.concurrency or None
     lookup = settings.submit.lookup_existing if lookup_existing is None else lookup_existing
     register_secret(settings.platform.app_secret)
+    stats: SendStats | None = None
+    sending = False  # once true, rows may have been sent: the reports carry the submission's columns
     try:
         _check_credentials(settings)
         _check_org_code(batch)
-        journal = Journal(default_journal_path(settings.state_dir))
-    except EhcError:
-        write_outputs(batch, out_dir, submitted=False)
-        raise
-
-    with journal:
-        try:
-            client = _platform_client(settings, limit, pool_size(limit, workers).maximum)
-        except EhcError:
-            write_outputs(batch, out_dir, submitted=False)
-            raise
-        try:
+        with (
+            Journal(settings.journal_path) as journal,
+            _platform_client(settings, limit, pool_size(limit, workers).maximum) as client,
+        ):
             plan = plan_submission(batch, journal)
             if plan.needs_calls:
-                try:
-                    client.work_key()  # fail fast, before anything is sent
-                except EhcError:
-                    write_outputs(batch, out_dir, submitted=False)
-                    raise
-            summary: SubmitSummary | None = None
-            try:
-                summary = submit_batch(
-                    batch, client, journal, rate=limit, concurrency=workers,
-                    lookup_existing=lookup, progress=progress, stop=threading.Event(), plan=plan,
-                )  # fmt: skip
-            finally:
-                paths = write_outputs(batch, out_dir, submitted=True)
-        finally:
-            client.close()
-    if summary is not None and summary.interrupted:
+                client.work_key()  # fail fast, before anything is sent
+            sending = True
+            stats = submit_batch(
+                batch, client, journal, rate=limit, concurrency=workers,
+                lookup_existing=lookup, progress=progress, stop=threading.Event(), plan=plan,
+            )  # fmt: skip
+    finally:
+        paths = write_outputs(batch, out_dir, submitted=sending)
+    if stats.interrupted:
         raise Interrupted(
             f"提交已中断；已完成部分的报告已写入 {out_dir}。再次运行同一命令即可继续（已办理的不会重复发送）"
         )
-    return batch, paths
+    return batch_result(batch, paths, submitted=True)

@@ -21,11 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.text.arrow import empty_mask, per_distinct, to_arrow, to_series, where
+from pipeline.model import ADDRESS_PARTS
+from pipeline.text.arrow import contiguous, empty_mask, per_distinct, to_arrow, to_series, where
 from pipeline.text.divisions import division_names
 
 #: The address parts, from province down to street.
-ADDRESS_PARTS: tuple[str, ...] = ("dzsf", "dzs", "dzqx", "dzxz", "dzc")
 
 MUNICIPALITIES: tuple[str, ...] = ("北京市", "天津市", "上海市", "重庆市")
 
@@ -95,7 +95,7 @@ def split_addresses(addresses: pd.Series) -> pd.DataFrame:
     frame: dict[str, pd.Series] = {}
     for part, pattern in zip(ADDRESS_PARTS, level_patterns(), strict=False):
         rest = pc.replace_substring_regex(remaining, pattern, "")  # anchored: one match at most
-        rest = rest.combine_chunks() if isinstance(rest, pa.ChunkedArray) else rest
+        rest = contiguous(rest)
         taken = pc.subtract(pc.binary_length(remaining), pc.binary_length(rest)).to_numpy(
             zero_copy_only=False
         )

@@ -10,6 +10,7 @@ pandas ``str`` Series with the caller's index.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,20 +18,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def to_arrow(values: pd.Series) -> pa.Array:
-    """The column as one pyarrow ``large_string`` array (no copy for a pandas ``str`` column)."""
-    array = pa.array(values, type=pa.large_string())
+def contiguous(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array: a single chunk is used as it is (combining copies even one), several are combined.
+
+    Every stage hands columns to Arrow kernels, and a chunked column would be
+    copied together again by each of them.
+    """
     if isinstance(array, pa.ChunkedArray):
         return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
     return array
+
+
+def to_arrow(values: pd.Series) -> pa.Array:
+    """The column as one pyarrow ``large_string`` array (no copy for a pandas ``str`` column)."""
+    return contiguous(pa.array(values, type=pa.large_string()))
 
 
 def to_arrow_any(values: pd.Series) -> pa.Array:
     """An Arrow-backed column (of any Arrow type) as one pyarrow array, without copying when possible."""
-    array = pa.array(values.array)
-    if isinstance(array, pa.ChunkedArray):
-        return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
-    return array
+    return contiguous(pa.array(values.array))
+
+
+def text_array(values: Any) -> pa.Array:
+    """Any sequence of text (pandas Series, numpy or Arrow array, list) as one ``large_string`` array.
+
+    Missing values become ``""``; a pandas Arrow-backed column is not copied.
+    """
+    raw = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, from_pandas=True)
+    array = contiguous(raw)
+    if not pa.types.is_large_string(array.type):
+        array = array.cast(pa.large_string())
+    return array.fill_null("") if array.null_count else array
 
 
 def to_series(array: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from xlsxwriter.utility import xl_col_to_name
 
-from pipeline.reports.xlsx.xml import EMPTY, contiguous_bytes, escaped, lit, text_column
+from pipeline.reports.xlsx.xml import EMPTY, contiguous_bytes, escaped, lit
+from pipeline.text.arrow import text_array
 
 #: VML shape ids come in blocks of 1024 per ``o:idmap`` entry.
 SHAPES_PER_BLOCK = 1024
@@ -91,7 +92,7 @@ def comments_xml(comments: Comments) -> Iterator[bytes]:
         entries = pc.binary_join_element_wise(
             lit('<comment ref="'), letters.cast(pa.large_string()), _numbers(comments.rows + 1),
             lit(f'" authorId="0"><text><r>{_FONT}<t xml:space="preserve">'),
-            escaped(text_column(comments.texts).fill_null("")), lit("</t></r></text></comment>"), EMPTY,
+            escaped(text_array(comments.texts).fill_null("")), lit("</t></r></text></comment>"), EMPTY,
         )  # fmt: skip
         yield bytes(contiguous_bytes(entries))
     yield b"</commentList></comments>"
@@ -103,7 +104,7 @@ def vml_xml(comments: Comments, first_block: int) -> Iterator[bytes]:
     yield _VML_HEAD.format(blocks=blocks).encode()
     if len(comments):
         rows, cols = comments.rows.astype(np.int64), comments.cols.astype(np.int64)
-        texts = text_column(comments.texts).fill_null("")
+        texts = text_array(comments.texts).fill_null("")
         lines = pc.add(pc.count_substring(texts, "\n"), pc.divide(pc.utf8_length(texts), 30)).to_numpy()
         height_px = 20 * (lines + 2)
         top_row = np.maximum(rows - 1, 0)

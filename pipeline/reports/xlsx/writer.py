@@ -36,8 +36,8 @@ from pipeline.reports.xlsx.xml import (
     contiguous_bytes,
     escaped,
     lit,
-    text_column,
 )
+from pipeline.text.arrow import text_array
 
 #: The last row an xlsx sheet can hold (1-based), header included.
 MAX_SHEET_ROWS = 1_048_576
@@ -106,7 +106,7 @@ class Block:
 def text_block(rows: Sequence[Sequence[str]], first_row: int = 0, style: int = 0) -> Block:
     """A small block from Python rows of text (headers, totals, notes)."""
     width = max((len(row) for row in rows), default=0)
-    columns = [text_column([row[c] if c < len(row) else "" for row in rows]) for c in range(width)]
+    columns = [text_array([row[c] if c < len(row) else "" for row in rows]) for c in range(width)]
     return Block(columns, first_row=first_row, style=style)
 
 
@@ -139,7 +139,7 @@ def _cells(values: Column, letter: str, numbers: pa.Array, style_attr: pa.Array 
     opening = lit(f'<c r="{letter}')
     kind = values.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        text = text_column(values).fill_null("")
+        text = text_array(values).fill_null("")
         start_text: pa.Array | pa.Scalar = lit("<t>")
         if pc.any(pc.match_substring_regex(text, NEEDS_CARE)).as_py():
             preserve = pc.match_substring_regex(text, NEEDS_PRESERVE)

@@ -5,8 +5,6 @@ Shared by the cell writer and the comment writer of :mod:`pipeline.reports.xlsx.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,16 +24,6 @@ def lit(text: str) -> pa.Scalar:
 
 
 EMPTY = lit("")
-
-
-def text_column(values: Any) -> pa.Array:
-    """Any sequence of text (pandas Series, numpy or Arrow array, list) as a large_string array."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    array = values if isinstance(values, pa.Array) else pa.array(values, from_pandas=True)
-    if not pa.types.is_large_string(array.type):
-        array = array.cast(pa.large_string())
-    return array
 
 
 def escaped(text: pa.Array) -> pa.Array:

@@ -1,0 +1,161 @@
+"""Files at the edges: the one place where operating-system errors become a clerk's sentence.
+
+Every module that touches the disk does it through these helpers, so the
+same fault reads the same way everywhere:
+
+* :func:`os_errors` is a context manager that turns an :class:`OSError`
+  raised inside it into an :class:`~pipeline.errors.EhcError` (or a
+  subclass) whose message says what could not be done, to which file, why,
+  and how to fix it (as httpx maps transport exceptions in one place);
+* :func:`explain_os_error` gives the reason and the fix, for callers that
+  log a fault instead of stopping;
+* :func:`write_atomically` writes a file under a temporary name and renames
+  it into place, so nobody ever reads half a file;
+* :func:`numbered` picks ``name_2``, ``name_3`` … when a name is taken;
+* :func:`read_toml` reads a TOML file and words its faults as
+  :class:`~pipeline.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import tomllib
+from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, EhcError, InputError
+
+#: Windows error numbers for "the file is in use by another process" (Excel/WPS holding a report).
+_WINDOWS_SHARING_VIOLATIONS = frozenset({32, 33})
+
+_REASONS: dict[int, tuple[str, str]] = {
+    errno.ENOENT: ("找不到文件或目录", "检查文件名和路径是否正确"),
+    errno.EACCES: ("没有权限", "检查文件和目录的权限，或换一个有权限的位置"),
+    errno.EPERM: ("操作不被允许", "检查文件和目录的权限，或换一个有权限的位置"),
+    errno.ENOSPC: ("磁盘空间不足", "清理磁盘空间后重新运行"),
+    errno.EDQUOT: ("磁盘配额已用完", "清理磁盘空间或请管理员提高配额后重新运行"),
+    errno.EROFS: ("所在的文件系统是只读的", "换一个可写的目录"),
+    errno.EISDIR: ("这是一个文件夹，不是文件", "请给出文件的路径"),
+    errno.ENOTDIR: ("路径中有一段不是文件夹", "检查路径是否正确"),
+    errno.ENAMETOOLONG: ("文件名或路径太长", "换一个较短的路径或文件名"),
+    errno.EMFILE: ("同时打开的文件太多", "稍后重新运行"),
+    errno.EIO: ("磁盘读写出错", "检查磁盘或换一个位置后重新运行"),
+}
+
+
+def explain_os_error(error: OSError) -> tuple[str, str]:
+    """(reason, fix) in Chinese for an operating-system error."""
+    if getattr(error, "winerror", None) in _WINDOWS_SHARING_VIOLATIONS:
+        return "文件正被其他程序使用", "请先关闭 Excel/WPS 中打开的该文件，再重新运行"
+    known = _REASONS.get(error.errno or 0)
+    if known is not None:
+        return known
+    return (error.strerror or type(error).__name__), "检查路径、权限和磁盘空间后重新运行"
+
+
+def describe_os_error(error: OSError, doing: str, path: str | Path) -> str:
+    """``无法{doing} {path}：{reason}。处理办法：{fix}`` for an operating-system error."""
+    reason, fix = explain_os_error(error)
+    return f"无法{doing} {path}：{reason}。处理办法：{fix}"
+
+
+@contextmanager
+def os_errors(
+    doing: str, path: str | Path, *, kind: type[EhcError] = EhcError, fix: str = ""
+) -> Iterator[None]:
+    """Within the block, an :class:`OSError` becomes ``kind`` with the one-line Chinese message.
+
+    ``doing`` is the action as a verb phrase (``写入报告``); ``fix``, when
+    given, replaces the generic advice.  An :class:`~pipeline.errors.InputError`
+    names the file in its own way.
+    """
+    try:
+        yield
+    except OSError as error:
+        reason, generic_fix = explain_os_error(error)
+        if issubclass(kind, InputError):
+            raise kind(f"无法{doing}（{reason}）", file=str(path), fix=fix or generic_fix) from error
+        raise kind(f"无法{doing} {path}：{reason}。处理办法：{fix or generic_fix}") from error
+
+
+def temporary_name(path: Path) -> Path:
+    """Where :func:`write_atomically` writes ``path`` before renaming it (hidden, beside it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def write_atomically(
+    path: Path, content: bytes | str | Callable[[Path], Any], *, mode: int | None = None
+) -> Path:
+    """Write ``path`` under a temporary name beside it, then rename it into place.
+
+    ``content`` is bytes, text (UTF-8) or a function that writes the file it
+    is given.  ``mode`` (e.g. ``0o600``) is set before any byte is written.
+    On any failure the temporary file is removed and the error re-raised: a
+    reader sees the old file or the whole new one, never half of one.
+    """
+    temporary = temporary_name(path)
+    try:
+        if callable(content):
+            if mode is not None:
+                os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+            content(temporary)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            descriptor = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode
+            )
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def numbered(
+    name: str, taken: Container[str], *, separator: str = "_", suffix: str = "", stem: str | None = None
+) -> str:
+    """``name`` + ``suffix`` if free, else ``name_2`` + ``suffix``, ``name_3`` … whichever is not taken.
+
+    ``stem`` (default ``name``) is what the numbers are added to, for names
+    that must be shortened to make room for them (sheet names: 31 characters).
+    """
+    candidate, number = name + suffix, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name if stem is None else stem}{separator}{number}{suffix}"
+    return candidate
+
+
+class ExistingNames:
+    """The names taken in ``folder``, as a container :func:`numbered` can ask (looked up on the disk)."""
+
+    def __init__(self, folder: Path, exists: Callable[[Path], bool] = Path.exists) -> None:
+        self.folder = folder
+        self.exists = exists
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.exists(self.folder / name)
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """The TOML document at ``path``; any fault is a :class:`ConfigError` naming ``what`` (e.g. 配置文件)."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"找不到{what} {path}。请检查路径") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} 是一个文件夹。请给出 TOML 文件的路径") from None
+    except OSError as error:
+        reason, fix = explain_os_error(error)
+        raise ConfigError(f"无法读取{what} {path}（{reason}）。{fix}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} 不是 UTF-8 编码。请另存为 UTF-8") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{what} {path} 格式错误：{error}。请按 TOML 格式改正") from None
