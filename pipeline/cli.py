@@ -244,32 +244,31 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     return RunResult(EXIT_OK)
 
 
-def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.web.serve import serve
 
-    return serve(settings, host=args.host, port=args.port)
+    return RunResult(serve(settings, host=args.host, port=args.port))
 
 
-def _cmd_users(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.web import accounts
     from pipeline.web.serve import read_password
 
     store = accounts.open_store(settings.state_dir)
     if args.users_command == "add":
         user = accounts.add_user(store, args.name, args.centre, read_password(), admin=args.admin)
-        print(f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）")
-    else:
-        user = accounts.set_password(store, args.name, read_password("新密码："))
-        print(f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
-    return 0
+        return RunResult(
+            EXIT_OK, f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）"
+        )
+    user = accounts.set_password(store, args.name, read_password("新密码："))
+    return RunResult(EXIT_OK, f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
 
 
-def _cmd_centres(args: argparse.Namespace, settings: Settings) -> int:
+def _cmd_centres(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.web import accounts
 
     centre = accounts.add_centre(accounts.open_store(settings.state_dir), args.org_code, args.name)
-    print(f"已添加中心 {centre.name}（{centre.org_code}）")
-    return 0
+    return RunResult(EXIT_OK, f"已添加中心 {centre.name}（{centre.org_code}）")
 
 
 _COMMANDS = {

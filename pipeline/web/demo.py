@@ -1,6 +1,6 @@
 """``make serve``: the sandbox and the workspace, with a demo centre and clerk, in a minute.
 
-Starts ``ehc sandbox`` on a free loopback port with a throw-away app secret,
+Starts the bundled sandbox on a free loopback port (in a thread) with a throw-away app secret,
 creates (in ``demo-out/web-state``) the centre 455400000 示范社区卫生服务中心,
 a clerk ``demo`` and an admin ``admin`` with fresh random passwords, prints
 the address and the logins, and serves the workspace until Ctrl-C.
@@ -16,7 +16,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from pipeline.demo import start_sandbox
 from pipeline.web import accounts, engine
 from pipeline.web.serve import serve
 
@@ -35,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     app_id, app_secret = "demo-app", secrets.token_hex(16)
-    sandbox, base_url = start_sandbox(out / "web-sandbox.sqlite", app_id, app_secret)
+    for stale in out.glob("web-sandbox.sqlite*"):
+        stale.unlink()
+    base_url, stop_sandbox = engine.start_sandbox(out / "web-sandbox.sqlite", app_id, app_secret)
     try:
         settings = engine.load_settings(
             None,
@@ -61,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
+        stop_sandbox()
 
 
 if __name__ == "__main__":

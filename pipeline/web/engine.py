@@ -57,7 +57,7 @@ from pipeline.model import (
 )
 from pipeline.reading.headers import IGNORE, builtin_aliases, field_code, header_key
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
-from schemas.tables import describe, hint, result_codes
+from schemas.result_codes import describe, hint
 
 __all__ = [
     "ADDRESS_FIELD", "EXIT_FATAL", "FIELDS", "FIELD_LABELS", "IGNORE", "INPUT_FIELDS",
@@ -65,7 +65,7 @@ __all__ = [
     "STATUS_INVALID", "STATUS_LABELS", "STATUS_REJECTED", "STATUS_VALID", "TEXT_SUFFIXES",
     "WORKBOOK_SUFFIXES", "AuthenticationRefused", "Batch", "ConfigError", "EhcError", "InputError",
     "LockHeld", "MappedTable", "PlatformError", "RawTable", "Settings", "WebSettings", "describe",
-    "field_code", "hint", "load_settings", "mask_id", "mask_text", "register_secret", "result_codes",
+    "field_code", "hint", "load_settings", "mask_id", "mask_text", "register_secret",
     "setup_logging",
 ]  # fmt: skip
 
@@ -161,7 +161,7 @@ def check_rows(
 
 def outcome_of(row_ids: pd.Index, faults: pd.DataFrame) -> pd.DataFrame:
     """Status, result codes and message of each row from its faults, as the dry run gives them."""
-    from pipeline.dryrun import status_from_faults
+    from pipeline.batch import status_from_faults
 
     local = pd.RangeIndex(len(row_ids))
     positions = pd.Index(row_ids).get_indexer(faults["row_id"].to_numpy())
@@ -174,7 +174,7 @@ def outcome_of(row_ids: pd.Index, faults: pd.DataFrame) -> pd.DataFrame:
 
 def stack_tables(tables: list[MappedTable]) -> tuple[list[range], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Row ranges, source columns, fields as written and extras of ``tables`` stacked in order."""
-    from pipeline.dryrun import combine
+    from pipeline.batch import combine
 
     return combine(tables)
 
@@ -280,7 +280,7 @@ def submit(
     returned as ``fatal`` once every row has a final status.
     """
     from pipeline.platform.client import PlatformClient
-    from pipeline.state.journal import Journal, default_journal_path
+    from pipeline.state.journal import Journal
     from pipeline.submission.submit import plan_submission, pool_size, submit_batch
 
     platform = settings.platform
@@ -289,7 +289,7 @@ def submit(
     register_secret(platform.app_secret)
     rate = settings.submit.rate if settings.submit.rate > 0 else None
     workers = settings.submit.concurrency or None
-    with Journal(default_journal_path(settings.state_dir)) as journal:
+    with Journal(settings.journal_path) as journal:
         plan = plan_submission(batch, journal)
         on_plan(len(plan.to_send) + len(plan.repeats), len(plan.from_journal))
         size = pool_size(rate, workers).maximum
@@ -308,6 +308,21 @@ def submit(
         finally:
             client.close()
     return SubmitResult(summary.sent, summary.elapsed, summary.interrupted, None)
+
+
+def start_sandbox(state: Path, app_id: str, app_secret: str) -> tuple[str, Callable[[], None]]:
+    """The bundled sandbox on a free loopback port, in a thread: (base URL, stop function)."""
+    from pipeline.sandbox import build_server
+
+    server = build_server(state=state, apps={app_id: app_secret})
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="ehc-sandbox", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.close()
+        thread.join(timeout=10)
+
+    return server.base_url, stop
 
 
 def export_qrcodes(results_dir: Path, out_dir: Path, settings: Settings) -> tuple[list[Path], int]:

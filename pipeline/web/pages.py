@@ -74,6 +74,15 @@ STATE_LABELS = {
     CANCELLED: "已取消", STOPPED: "提交中止",
 }  # fmt: skip
 
+#: Statuses of rows a submission sends (again): valid ones, and those a stopped or refused send left.
+SENDABLE = (engine.STATUS_VALID, engine.STATUS_FAILED, engine.STATUS_REJECTED)
+
+
+def sendable(counts: dict[str, int]) -> int:
+    """Rows a submission of the job would send (or find enrolled already)."""
+    return sum(counts.get(status, 0) for status in SENDABLE)
+
+
 DOWNLOADS = {
     "annotated": "标注后的原表",
     "errors": "errors.xlsx（问题清单）",
@@ -188,7 +197,7 @@ def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     upload.file.seek(0, 2)
     size = upload.file.tell()
     if size > _upload_limit(request):
-        raise UploadRefused(f"{upload.filename}：文件过大，最多 {limit_text(_upload_limit(request))}")
+        raise UploadRefused(f"{upload.filename}：文件过大，最多 {limit_text(_upload_limit(request))}", 413)
     upload.file.seek(0)
     job_id = new_job_id()
     files = JobFiles(space.settings.state_dir, job_id)
@@ -228,24 +237,26 @@ async def upload(request: Request) -> Response:
         raise Refused(f"一次最多上传 {MAX_FILES} 个文件", 400)
     jobs: list[Job] = []
     problems: list[str] = []
+    status = 415
     for item in files:
         try:
             jobs.append(await run_in_threadpool(_store_upload, request, who, item))
         except UploadRefused as refused:
             problems.append(str(refused))
+            status = 413 if refused.status == 413 else status
     await form.close()
     runner = workspace(request).runner
     for job in jobs:
         runner.check(job.id)
     if problems and not jobs:
-        raise Refused("；".join(problems), 415)
+        raise Refused("；".join(problems), status)
     target = f"/jobs/{jobs[0].id}?notice=uploaded" if len(jobs) == 1 else "/jobs?notice=uploaded"
     if wants_json(request):
         return JSONResponse(
             {"jobs": [f"/jobs/{job.id}" for job in jobs], "problems": problems, "next": target}
         )
     if problems:
-        raise Refused("；".join(problems) + f"。其余 {len(jobs)} 个文件已上传", 415)
+        raise Refused("；".join(problems) + f"。其余 {len(jobs)} 个文件已上传", status)
     return RedirectResponse(target, status_code=303)
 
 
@@ -330,7 +341,7 @@ def job_page(request: Request) -> Response:
             "pages": pages(total, FAULTS_PER_PAGE), "severity": severity, "code": code, "source": source,
             "columns": columns, "describe": engine.describe, "state_labels": STATE_LABELS,
             "downloads": DOWNLOADS if job.rows and job.state not in BUSY_STATES else {},
-            "failed": failed, "sendable": counts["status"].get(engine.STATUS_VALID, 0),
+            "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
             "mask": engine.mask_text,
         },
@@ -474,7 +485,7 @@ def submit_page(request: Request) -> Response:
     counts = workspace(request).store.counts(job.id)["status"]
     return render(
         request, "submit.html",
-        {"job": job, "sendable": counts.get(engine.STATUS_VALID, 0), "counts": counts,
+        {"job": job, "sendable": sendable(counts), "counts": counts,
          "rate": workspace(request).settings.submit.rate},
     )  # fmt: skip
 
@@ -485,7 +496,7 @@ async def submit(request: Request) -> Response:
     job = centre_job(request, who)
     await checked_form(request, who)
     space = workspace(request)
-    if space.store.counts(job.id)["status"].get(engine.STATUS_VALID, 0) == 0:
+    if sendable(space.store.counts(job.id)["status"]) == 0:
         raise Refused("没有可提交的行（校验通过的行数为 0）")
     moved = space.store.claim_job(
         job.id, list(READY_STATES), WAITING, stage="准备提交", progress=0.0, message="", cancel=0, sending={},

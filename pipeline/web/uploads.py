@@ -34,7 +34,11 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 class UploadRefused(Exception):
-    """A file that is not taken; ``str()`` is the Chinese reason."""
+    """A file that is not taken; ``str()`` is the Chinese reason, ``status`` the HTTP status (413, 415)."""
+
+    def __init__(self, message: str, status: int = 415) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BodyTooLarge(Exception):
