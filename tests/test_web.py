@@ -271,8 +271,8 @@ def test_a_corrected_mapping_is_kept_for_the_centre(site: Site) -> None:
     page = clerk_a.get(f"/jobs/{job_id}/mapping").text
     select = re.search(r'<select name="(t0c\d+)" aria-label="居民手机XX">', page)
     assert select
-    form = {name: value for name, value in re.findall(r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"'
-                                                      r'[^>]*selected', page, flags=re.S)}  # fmt: skip
+    chosen = r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"[^>]*selected'
+    form = dict(re.findall(chosen, page, flags=re.S))
     form[select.group(1)] = "brdh"
     answer = clerk_a.post(f"/jobs/{job_id}/mapping", data={"csrf_token": csrf_of(page), **form})
     assert answer.status_code == 303
@@ -290,8 +290,8 @@ def test_another_centres_job_is_not_found_whatever_the_url(site: Site) -> None:
     clerk_a, clerk_b = site.client("clerk_a"), site.client("clerk_b")
     job_id = site.upload_sample(clerk_a)
     csrf_b = site.csrf(clerk_b)
-    gets = ["", "/state", "/mapping", "/submit", "/download/annotated", "/download/errors", "/download/results",
-            "/download/csv", "/qrcodes.zip"]  # fmt: skip
+    gets = ["", "/state", "/mapping", "/submit", "/download/annotated", "/download/errors",
+            "/download/results", "/download/csv", "/qrcodes.zip"]  # fmt: skip
     for path in gets:
         answer = clerk_b.get(f"/jobs/{job_id}{path}")
         assert answer.status_code == 404, path

@@ -82,7 +82,7 @@ class Runner:
     def close(self) -> None:
         """Stop the pool; running submissions carry on in their processes and finish on their own."""
         if self._pool is not None:
-            self._pool.shutdown(wait=not self.processes, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def recover(self) -> None:
