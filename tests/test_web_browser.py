@@ -38,6 +38,10 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
+#: The screenshots docs/web.md shows.
+DOC_SHOTS = ("faults", "fixed", "progress", "not-found")
+
+
 @dataclass
 class Server:
     """``ehc serve`` running on a free loopback port."""
@@ -49,7 +53,7 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path, start_sandbox: Any) -> Iterator[Server]:
-    sandbox = start_sandbox()
+    sandbox = start_sandbox(latency_ms=100)
     state = tmp_path / "state"
     store = Store(state)
     accounts.add_centre(store, ORG_A, "甲社区卫生服务中心")
@@ -60,7 +64,7 @@ def server(tmp_path: Path, start_sandbox: Any) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}
     env.update(
         EHC_STATE_DIR=str(state), EHC_APP_ID=sandbox.app_id, EHC_APP_SECRET=sandbox.app_secret,
-        EHC_BASE_URL=sandbox.base_url, EHC_RATE="40",
+        EHC_BASE_URL=sandbox.base_url, EHC_RATE="10",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
     )  # fmt: skip
     process = subprocess.Popen(
@@ -116,7 +120,7 @@ class Shots:
         path = self.folder / f"{self.count:02d}-{name}.png"
         page.screenshot(path=str(path), full_page=full)
         copy_to = os.environ.get("EHC_SCREENSHOTS")
-        if copy_to:
+        if copy_to and name in DOC_SHOTS:
             Path(copy_to).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, Path(copy_to) / f"{name}.png")
         return path
@@ -155,7 +159,7 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     job_url = page.url.split("?")[0]
     page.wait_for_selector("#grid", timeout=60_000)
     expect(page.locator("#counts")).to_contain_text("校验未通过 8")
-    shots.take(page, "faults", full=True)
+    shots.take(page, "faults")
 
     row_id = page.locator("#grid tr", has_text="姓名为空").get_attribute("data-row")
     row = page.locator(f'#grid tr[data-row="{row_id}"]')
@@ -163,11 +167,12 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     row.locator("button").click()
     expect(row.locator(".row-status")).to_have_text("校验通过")
     expect(page.locator("#counts")).to_contain_text("校验通过 43")
-    shots.take(page, "fixed", full=True)
+    row.scroll_into_view_if_needed()
+    shots.take(page, "fixed")
 
     page.click("a[href$='/mapping']")
     expect(page.locator("h1")).to_contain_text("列对应关系")
-    shots.take(page, "mapping", full=True)
+    shots.take(page, "mapping")
     page.go_back()
 
     page.click("#submit-link")
@@ -181,7 +186,7 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     page.wait_for_selector("#progress-panel", state="detached", timeout=120_000)
     expect(page.locator("#state-label")).to_have_text("已提交")
     expect(page.locator("#counts")).to_contain_text("申领成功 43")
-    shots.take(page, "submitted", full=True)
+    shots.take(page, "submitted")
 
     with page.expect_download() as download:
         page.click("a[data-kind=annotated]")

@@ -63,19 +63,17 @@ def current_values(store: Store, files: JobFiles, job: Job, row_ids: list[int]) 
 
 
 def recheck(
-    store: Store,
-    files: JobFiles,
     job: Job,
-    row_ids: list[int],
+    values: pd.DataFrame,
     edit: tuple[int, str, str],
     settings: engine.Settings,
     org_code: str,
     today: date,
 ) -> list[RowUpdate]:
-    """The new state of ``row_ids`` with ``edit`` (row_id, field, value) applied: one normalise + validate."""
-    originals = files.read_originals(row_ids)
-    edits = edits_frame([*store.edits(job.id, row_ids), edit])
-    rows, faults = engine.check_rows(engine.apply_edits(originals, edits), settings, org_code, today)
+    """The new state of the rows of ``values`` (their current cells) with ``edit`` (row_id, field, value)
+    applied: one call of the dry run's normaliser and validator."""
+    edited = engine.apply_edits(values, edits_frame([edit]))
+    rows, faults = engine.check_rows(edited, settings, org_code, today)
     outcome = engine.outcome_of(rows.index, faults)
     sources = fault_sources(faults, job.tables, _offsets(job))
     fault_rows = faults["row_id"].to_numpy(dtype=np.int64)
@@ -137,18 +135,20 @@ def edit_cell(
             raise KeyError(row_id)
         if before.status in engine.ENROLLED_STATUSES:
             raise EditRefused("这一行已申领成功，不能再修改")
-        old = str(current_values(store, files, fresh, [row_id]).at[row_id, field])
+        affected = sorted({row_id, *store.rows_with_ids(job.id, [before.sfzhm])})
+        values = current_values(store, files, fresh, affected)
+        old = str(values.at[row_id, field])
         if old == value:
             faults = [f[2:] for f in store.faults_of(job.id, [row_id])]
             return EditResult(before, value, faults, {}, fresh.version)
         edit = (row_id, field, value)
-        affected = sorted({row_id, *store.rows_with_ids(job.id, [before.sfzhm])})
-        updates = recheck(store, files, fresh, affected, edit, settings, org_code, today)
+        updates = recheck(fresh, values, edit, settings, org_code, today)
         new_id = next(u.sfzhm for u in updates if u.row_id == row_id)
         sharing = set(store.rows_with_ids(job.id, [new_id])) - set(affected)
         if sharing:
             affected = sorted({*affected, *sharing})
-            updates = recheck(store, files, fresh, affected, edit, settings, org_code, today)
+            values = current_values(store, files, fresh, affected)
+            updates = recheck(fresh, values, edit, settings, org_code, today)
         previous = store.rows(job.id, affected)
         kept = {r for r, state in previous.items() if state.status in engine.ENROLLED_STATUSES}
         updates = [u for u in updates if u.row_id not in kept]

@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import unicodedata
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,12 @@ def safe_file_name(name: str, suffix: str) -> str:
     stem = base[: -len(suffix)] if base.lower().endswith(suffix) else Path(base).stem
     stem = _UNSAFE.sub("_", stem).strip(" ._")[:_MAX_STEM].strip(" ._")
     return f"{stem or '登记表'}{suffix}"
+
+
+@lru_cache(maxsize=8)
+def _mapped(path: str, mtime_ns: int) -> pa.Table:
+    """The Arrow file at ``path``, memory-mapped (kept open for the next edit; a rewrite has a new mtime)."""
+    return ipc.open_file(pa.memory_map(path)).read_all()
 
 
 class JobFiles:
@@ -97,11 +104,10 @@ class JobFiles:
 
     def read_originals(self, row_ids: list[int] | None = None) -> pd.DataFrame:
         """The fields as read of ``row_ids`` (all rows if None), indexed by ``row_id``."""
-        with pa.memory_map(str(self.originals)) as source:
-            table = ipc.open_file(source).read_all()
-            if row_ids is not None:
-                table = table.take(pa.array(row_ids, pa.int64()))
-            frame = table.to_pandas()
+        table = _mapped(str(self.originals), self.originals.stat().st_mtime_ns)
+        if row_ids is not None:
+            table = table.take(pa.array(row_ids, pa.int64()))
+        frame = table.to_pandas()
         frame.index = pd.Index(row_ids if row_ids is not None else range(len(frame)), name=None)
         return frame.fillna("").astype("str")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -354,6 +355,7 @@ def _state(job: Job, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
         remaining = max(0, int(sending["total"]) - int(sending.get("done", 0)))
         rate = min(float(sending.get("rate") or 0), float(sending.get("limit") or 0) or float("inf"))
         sending["seconds_left"] = round(remaining / rate) if rate > 0 else None
+        sending["elapsed"] = round(time.time() - float(sending.get("started") or time.time()), 1)
     return {
         "state": job.state, "label": STATE_LABELS.get(job.state, job.state), "stage": job.stage,
         "progress": job.progress, "message": job.message, "busy": job.busy, "sending": sending,

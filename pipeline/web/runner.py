@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from pipeline.web import checking, downloads, engine, submitting
-from pipeline.web.store import CHECKING, QUEUED, STOPPED, SUBMITTING, WAITING, Store
+from pipeline.web.store import CHECKING, QUEUED, STOPPED, SUBMITTING, UNREADABLE, WAITING, Store
 
 T = TypeVar("T")
 
@@ -114,7 +114,7 @@ class Runner:
         if error is not None:
             logger.error("网页上传 {} 检查失败（{}）", job_id, type(error).__name__)
             self.store.update_job(
-                job_id, state="unreadable", stage="", message="检查时程序内部错误，请重新上传或联系运维人员"
+                job_id, state=UNREADABLE, stage="", message="检查时程序内部错误，请重新上传或联系运维人员"
             )
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

@@ -25,6 +25,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until the app has started
     except OSError as error:
         raise ConfigError(
             f"无法在 {host}:{port} 上监听（{error.strerror}）。请换一个端口（--port）或检查地址"

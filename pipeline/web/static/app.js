@@ -96,7 +96,12 @@
               parts.push(statusLabel(status) + " " + sending.counts[status]);
             });
             if (sending.from_journal) { parts.push("据提交日志已办理 " + sending.from_journal); }
-            if (sending.rate) { parts.push("速率 " + sending.rate.toFixed(1) + " 人/秒"); }
+            // The first seconds' rate overstates: the limiter lets a second's worth through at once.
+            if (sending.rate && sending.elapsed >= 3) {
+              parts.push("速率 " + Math.min(sending.rate, sending.limit || sending.rate).toFixed(1) + " 人/秒");
+            } else if (sending.limit) {
+              parts.push("速率上限 " + sending.limit + " 人/秒");
+            }
             if (sending.seconds_left !== undefined && sending.seconds_left !== null) {
               parts.push("剩余" + seconds(sending.seconds_left));
             }
