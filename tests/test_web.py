@@ -201,6 +201,7 @@ def test_a_resident_enrolled_by_ehc_submit_is_not_sent_again_from_the_web(
     monkeypatch.setenv("EHC_APP_SECRET", sandbox.app_secret)
     monkeypatch.setenv("EHC_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("EHC_ORG_CODE", ORG_A)
+    monkeypatch.setenv("EHC_RATE", "500")
     assert cli.main(["submit", str(SAMPLE_XLSX), "--out", str(tmp_path / "cli")]) == 1
     calls = sandbox.count("syncCardInfo")
     clerk = site.client("clerk_a")
