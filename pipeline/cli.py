@@ -20,7 +20,7 @@ from loguru import logger
 from pipeline import __version__
 from pipeline.config import Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
-from pipeline.logs import register_secret, setup_logging
+from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
 
 
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         result = _COMMANDS[args.command](args, settings)
         if result.summary:
-            print(result.summary)
+            print(mask_text(result.summary))
         return result.exit_code
     except EhcError as error:
         if debug:

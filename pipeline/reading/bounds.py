@@ -160,7 +160,8 @@ def _bomb(label: str, info: zipfile.ZipInfo, size: int) -> InputError:
     megabytes = max(1, size >> 20)
     return _refuse(
         label,
-        f"文件中的 {info.filename} 解压后超过 {megabytes} MB（压缩比异常，可能是“压缩炸弹”），为安全起见不予读取",
+        f"文件中的 {info.filename} 解压后超过 {megabytes} MB"
+        "（压缩比异常，可能是“压缩炸弹”），为安全起见不予读取",
         "请确认文件来源；如是正常的登记表，用 Excel 打开后另存为 .xlsx 再处理",
     )
 
@@ -215,7 +216,7 @@ class _SheetScan:
 
 
 def _exact_extent(chunks: Iterator[bytes]) -> Extent:
-    """The rectangle of the cells that hold a value, as calamine numbers them (rows and cells without ``r``)."""
+    """The rectangle of the cells holding a value, numbered as calamine does (rows, cells without ``r``)."""
     row = column = 0
     first_row = first_column = 1 << 40
     last_row = last_column = 0
@@ -257,7 +258,7 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
 
 
 def _ods_extent(chunks: Iterator[bytes]) -> Extent:
-    """An upper bound of an .ods sheet's rectangle: repeated rows and cells counted only when they hold values."""
+    """An upper bound of an .ods sheet's rectangle: repeats counted only where they hold values."""
     rows = widest = 0
     row_repeat = 1
     row_width = row_values = 0
@@ -288,7 +289,8 @@ def _ods_extent(chunks: Iterator[bytes]) -> Extent:
 
 def _too_large(label: str, sheet: str, extent: Extent) -> InputError:
     return InputError(
-        f"工作表的数据范围过大：有内容的单元格一直延伸到 {column_letters(extent.last_column)}{extent.last_row}"
+        "工作表的数据范围过大：有内容的单元格一直延伸到"
+        f" {column_letters(extent.last_column)}{extent.last_row}"
         f"（共 {extent.cells:,} 个单元格，上限 {MAX_SHEET_CELLS:,}），无法安全读取",
         file=label,
         sheet=sheet,
@@ -338,7 +340,7 @@ def check_zip_workbook(path: Path, label: str) -> None:
         parts = _check_directory(archive, label)
         sheet_names = _sheet_names(archive)
         for info in parts:
-            if info.is_dir() or info.file_size == 0 and info.compress_size == 0:
+            if info.is_dir() or (info.file_size == 0 and info.compress_size == 0):
                 continue
             stream = _inflated(handle, info, label)
             if _is_sheet(info.filename):
