@@ -80,9 +80,11 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class InboxSettings:
-    """Nightly inbox runs."""
+    """Nightly inbox runs: when a file is settled, and what reading one file may cost (0: no limit)."""
 
     settle_seconds: float = 2.0
+    read_memory_mb: int = 4096
+    read_timeout_seconds: float = 600.0
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:

@@ -7,6 +7,7 @@ Each builder writes one file and returns its path.  The big ones are streamed
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -98,7 +99,8 @@ def register_rows(count: int) -> list[tuple[str, ...]]:
     """A header and ``count`` plausible residents (checksums need not hold: only reading is tested)."""
     rows: list[tuple[str, ...]] = [HEADERS]
     for serial in range(count):
-        rows.append((f"居民{serial}", "男", "汉族", f"44060419800101{serial:03d}X", f"139{serial:08d}", "城镇职工"))
+        id_number = f"44060419800101{serial:03d}X"
+        rows.append((f"居民{serial}", "男", "汉族", id_number, f"139{serial:08d}", "城镇职工"))
     return rows
 
 
@@ -109,34 +111,70 @@ def far_cell_xlsx(path: Path, ref: str = "XFD1048576", *, with_register: bool = 
     return write_raw_xlsx(path, rows + f'<row r="{number}">{_cell(ref, "x")}</row>')
 
 
-def bomb_xlsx(path: Path, inflated: int = 1 << 30) -> Path:
-    """A register whose one cell inflates to ``inflated`` bytes (1 GB by default; about 1 MB on disk)."""
+def _deflated(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+def write_zip(path: Path, entries: list[tuple[str, bytes, int, int]]) -> Path:
+    """A zip of deflated ``(name, compressed bytes, crc, declared size)`` entries, written by hand.
+
+    By hand because :mod:`zipfile` compresses what it is given: a bomb is
+    built here from one compressed block repeated, and its directory may lie.
+    """
+    local = struct.Struct("<4sHHHHHIIIHH")
+    central = struct.Struct("<4sHHHHHHIIIHHHHHII")
+    with open(path, "wb") as handle:
+        directory = b""
+        for name, compressed, crc, size in entries:
+            offset = handle.tell()
+            encoded = name.encode()
+            fields = (20, 0, 8, 0, 0x21, crc, len(compressed), size, len(encoded))
+            handle.write(local.pack(b"PK\x03\x04", *fields, 0) + encoded + compressed)
+            directory += central.pack(b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0, offset) + encoded
+        start = handle.tell()
+        handle.write(directory)
+        handle.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
+                                 len(directory), start, 0))  # fmt: skip
+    return path
+
+
+def bomb_xlsx(path: Path, inflated: int = 1 << 30, *, declared: int | None = None) -> Path:
+    """A register whose one cell inflates to ``inflated`` bytes (1 GB: about 1 MB on disk, in a second).
+
+    ``declared``: the size the zip directory claims for the sheet (the truth by default).
+    """
     block = b"A" * (1 << 20)
-
-    def chunks() -> Iterator[bytes]:
-        yield sheet_rows(register_rows(1)).encode()
-        yield b'<row r="3"><c r="A3" t="inlineStr"><is><t>'
-        for _ in range(inflated // len(block)):
-            yield block
-        yield b"</t></is></c></row>"
-
-    return write_raw_xlsx(path, chunks())
+    head = (_SHEET_HEAD + "<sheetData>" + sheet_rows(register_rows(1))).encode()
+    head += b'<row r="3"><c r="A3" t="inlineStr"><is><t>'
+    tail = b"</t></is></c></row></sheetData></worksheet>"
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    start = packer.compress(head) + packer.flush(zlib.Z_FULL_FLUSH)
+    # After a full flush the compressor starts afresh: the same block compresses to the same bytes.
+    packed = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    repeats = inflated // len(block)
+    end = packer.compress(tail) + packer.flush()
+    crc = zlib.crc32(head)
+    for _ in range(repeats):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(tail, crc)
+    size = len(head) + repeats * len(block) + len(tail)
+    small = [
+        ("[Content_Types].xml", _CONTENT_TYPES), ("_rels/.rels", _ROOT_RELS),
+        ("xl/workbook.xml", _WORKBOOK), ("xl/_rels/workbook.xml.rels", _WORKBOOK_RELS),
+    ]  # fmt: skip
+    entries = [
+        (name, _deflated(text.encode()), zlib.crc32(text.encode()), len(text.encode()))
+        for name, text in small
+    ]
+    sheet = start + packed * repeats + end
+    entries.append(("xl/worksheets/sheet1.xml", sheet, crc, size if declared is None else declared))
+    return write_zip(path, entries)
 
 
 def lying_bomb_xlsx(path: Path, inflated: int = 64 << 20) -> Path:
-    """A bomb whose zip directory claims the sheet is small: only inflating it tells the truth."""
-    bomb_xlsx(path, inflated)
-    data = bytearray(path.read_bytes())
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo("xl/worksheets/sheet1.xml")
-    # Rewrite the sizes the zip64 extra fields hold (local header and central directory) to 1 KB.
-    real = info.file_size.to_bytes(8, "little")
-    start = 0
-    while (found := data.find(real, start)) != -1:
-        data[found : found + 8] = (1024).to_bytes(8, "little")
-        start = found + 8
-    path.write_bytes(bytes(data))
-    return path
+    """A bomb whose zip directory claims the sheet is 1 KB: only inflating it tells the truth."""
+    return bomb_xlsx(path, inflated, declared=1024)
 
 
 def uneven_csv(path: Path, cell_bytes: int = 140 * 1024) -> Path:
@@ -161,11 +199,3 @@ def fifo(path: Path) -> Path:
     """A named pipe with a register's name: opening it for reading blocks until a writer comes."""
     os.mkfifo(path)
     return path
-
-
-def crc_of_repeated(block: bytes, times: int) -> int:
-    """CRC-32 of ``block`` repeated ``times`` (for hand-made zip entries)."""
-    crc = 0
-    for _ in range(times):
-        crc = zlib.crc32(block, crc)
-    return crc

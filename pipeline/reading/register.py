@@ -66,7 +66,8 @@ def reading_policy(policy: ReadPolicy) -> Iterator[None]:
         _policy = previous
 
 
-def _not_regular(label: str, mode: int) -> InputError:
+def not_regular(label: str, mode: int) -> InputError:
+    """Why a file of ``mode`` (a link, a pipe, a device) is not read."""
     if stat.S_ISLNK(mode):
         return InputError(
             "这是一个符号链接（快捷方式），不是登记表文件本身，为安全起见不予读取",
@@ -84,7 +85,7 @@ def _open_regular(path: Path, label: str, follow_symlinks: bool) -> tuple[int, i
     if stat.S_ISDIR(before.st_mode):
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     if not stat.S_ISREG(before.st_mode):
-        raise _not_regular(label, before.st_mode)
+        raise not_regular(label, before.st_mode)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     if not follow_symlinks:
         flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -92,12 +93,12 @@ def _open_regular(path: Path, label: str, follow_symlinks: bool) -> tuple[int, i
         descriptor = os.open(path, flags)
     except OSError as error:
         if error.errno == errno.ELOOP:  # swapped for a link since the stat
-            raise _not_regular(label, stat.S_IFLNK) from None
+            raise not_regular(label, stat.S_IFLNK) from None
         raise
     after = os.fstat(descriptor)
     if not stat.S_ISREG(after.st_mode) or (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
         os.close(descriptor)
-        raise _not_regular(label, after.st_mode)
+        raise not_regular(label, after.st_mode)
     return descriptor, after.st_size
 
 
