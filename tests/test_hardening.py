@@ -199,3 +199,37 @@ def test_a_fatal_message_on_the_command_line_is_one_masked_line(tmp_path: Path) 
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and ID not in done.stderr and ID[:6] in done.stderr
+
+
+# -- Windows ------------------------------------------------------------------------------------
+
+
+def test_the_state_dir_keeps_xdg_on_linux_and_follows_the_platform_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import platformdirs
+
+    from pipeline import config
+
+    if sys.platform.startswith("linux"):
+        assert config.default_state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "ehc"
+    monkeypatch.setattr(config.sys, "platform", "win32")
+    monkeypatch.setattr(config.os, "name", "nt")
+    monkeypatch.setattr(
+        platformdirs, "user_state_dir", lambda name, appauthor: f"C:/Users/u/AppData/Local/{name}"
+    )
+    assert config.default_state_dir({}) == Path("C:/Users/u/AppData/Local/ehc")
+
+
+def test_the_run_lock_does_not_need_fcntl() -> None:
+    source = (REPO_ROOT / "pipeline" / "state" / "lock.py").read_text(encoding="utf-8")
+    assert "import fcntl" not in source
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "without_fcntl"), str(REPO_ROOT)]),
+    }
+    code = "import pipeline.state.lock, pipeline.cli\ntry:\n import fcntl\nexcept ImportError:\n print('no fcntl')"
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "no fcntl", done.stderr
