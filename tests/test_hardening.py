@@ -228,8 +228,10 @@ def test_the_run_lock_does_not_need_fcntl() -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests" / "without_fcntl"), str(REPO_ROOT)]),
     }
-    code = "import pipeline.state.lock, pipeline.cli\ntry:\n import fcntl\nexcept ImportError:\n print('no fcntl')"
+    code = (
+        "import pipeline.state.lock, pipeline.cli\ntry:\n import fcntl\nexcept ImportError:\n print('none')"
+    )
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True
     )
-    assert done.returncode == 0 and done.stdout.strip() == "no fcntl", done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "none", done.stderr
