@@ -97,14 +97,14 @@ class InboxSettings:
     read_timeout_seconds: float = 600.0
 
 
-def default_state_dir(env: dict[str, str] | None = None) -> Path:
+def default_state_dir(env: dict[str, str] | None = None, platform: str = sys.platform) -> Path:
     """Where state lives by the platform's convention.
 
     Linux and other Unixes: ``$XDG_STATE_HOME/ehc`` (``~/.local/state/ehc``);
     Windows: ``%LOCALAPPDATA%\\ehc``; macOS: ``~/Library/Application Support/ehc``.
     """
     environment = os.environ if env is None else env
-    if os.name == "posix" and sys.platform != "darwin":
+    if platform not in ("win32", "cygwin", "darwin"):
         base = environment.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(base) / "ehc"
     import platformdirs

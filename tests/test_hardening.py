@@ -213,12 +213,10 @@ def test_the_state_dir_keeps_xdg_on_linux_and_follows_the_platform_elsewhere(
 
     if sys.platform.startswith("linux"):
         assert config.default_state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "ehc"
-    monkeypatch.setattr(config.sys, "platform", "win32")
-    monkeypatch.setattr(config.os, "name", "nt")
     monkeypatch.setattr(
         platformdirs, "user_state_dir", lambda name, appauthor: f"C:/Users/u/AppData/Local/{name}"
     )
-    assert config.default_state_dir({}) == Path("C:/Users/u/AppData/Local/ehc")
+    assert config.default_state_dir({}, platform="win32") == Path("C:/Users/u/AppData/Local/ehc")
 
 
 def test_the_run_lock_does_not_need_fcntl() -> None:

@@ -96,7 +96,8 @@ def _child(
     except MemoryError:
         reply = ("memory", "", lines)
     except Exception as error:
-        reply = ("crash", type(error).__name__, lines)
+        kind = type(error)
+        reply = ("crash", f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins."), lines)
     try:
         connection.send(reply)
     except MemoryError:
@@ -175,7 +176,7 @@ def read_in_child(
     if kind == "memory":
         limit = f"{limits.memory_bytes >> 20} MB" if limits.memory_bytes else "可用内存"
         raise InputError(f"读取该文件需要的内存超过了上限（{limit}），文件无法读取", file=label, fix=_FIX)
-    raise InputError(f"读取该文件时出错（{payload}），文件无法读取", file=label, fix=_FIX)
+    raise InputError(f"读取该文件时程序内部出错（{payload}），文件无法读取", file=label, fix=_FIX)
 
 
 def platform_can_limit_memory() -> bool:
