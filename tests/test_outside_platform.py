@@ -700,7 +700,7 @@ def test_second_concurrent_run_exits_3(platform: StrictPlatform, tmp_path: Path)
         time.sleep(0.05)
     second = env.run("run", "--inbox", str(inbox), "--out", str(tmp_path / "out"))
     platform.delay_seconds = 0
-    out, err = first.communicate(timeout=30)
+    _, err = first.communicate(timeout=30)
     assert second.returncode == 3, second.stderr + "\nFIRST:\n" + err
     assert first.returncode == 0
 
