@@ -9,6 +9,7 @@ input, missing columns, bad options or configuration, platform unusable) ·
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,9 +19,9 @@ from typing import NoReturn
 from loguru import logger
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings
+from pipeline.config import MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
-from pipeline.logs import register_secret, setup_logging
+from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
 
 
@@ -33,12 +34,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(text: str) -> float:
+    """A finite number above 0 and at most MAX_RATE (``nan`` and ``inf`` are refused)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"应为正数：{text}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"应为正数：{text}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_RATE:
+        raise argparse.ArgumentTypeError(f"应为正数（有限，不超过 {MAX_RATE:g}）：{text}")
     return value
 
 
@@ -148,11 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
-    from dataclasses import replace
-
     base_url = getattr(args, "base_url", None)
     if base_url:
-        settings = replace(settings, platform=replace(settings.platform, base_url=base_url))
+        settings = settings.with_base_url(base_url)
     register_secret(settings.platform.app_secret)
     return settings
 
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         result = _COMMANDS[args.command](args, settings)
         if result.summary:
-            print(result.summary)
+            print(mask_text(result.summary))
         return result.exit_code
     except EhcError as error:
         if debug:
