@@ -9,6 +9,7 @@ input, missing columns, bad options or configuration, platform unusable) ·
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import traceback
@@ -21,6 +22,7 @@ from loguru import logger
 from pipeline import __version__
 from pipeline.config import MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
+from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
 
@@ -292,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.remove()
     try:
         settings = _settings(args)
+        # The state folder holds the journal, the work key and the logs: private before anything is written.
+        with contextlib.suppress(OSError):
+            private_dir(settings.state_dir)
         setup_logging(
             level=settings.logging.level,
             log_dir=settings.effective_log_dir if args.command != "sandbox" else None,

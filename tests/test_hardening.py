@@ -93,6 +93,23 @@ def test_the_console_shows_chinese_level_words_and_json_keeps_english(
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
+def test_a_fresh_state_folder_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import cli
+
+    old = os.umask(0o022)
+    try:
+        monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.delenv("EHC_LOG_DIR", raising=False)
+        register = tmp_path / "名单.csv"
+        register.write_text("姓名,身份证号码\n张三,110101199003074514\n", encoding="utf-8")
+        cli.main(["validate", str(register), "--out", str(tmp_path / "out")])
+        assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "state" / "logs").stat().st_mode) == 0o700
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX modes")
 def test_log_file_and_folders_are_private_and_reports_follow_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
