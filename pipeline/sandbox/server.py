@@ -137,6 +137,9 @@ class SandboxServer(ThreadingHTTPServer):
         huge_mb: float = 64.0,
     ) -> None:
         super().__init__(address, _Handler)
+        # Accepted connections inherit the flag, so even a new connection's first request is stamped
+        # on arrival (set only after accept, that request could be stamped when the handler reads it).
+        _enable_arrival_stamps(self.socket)
         self.store = store
         self.faults = faults or FaultPlan()
         self.latency = latency_ms / 1000.0
