@@ -22,9 +22,10 @@ from pipeline.reports import annotate
 from pipeline.reports import workbooks as report_xlsx
 from pipeline.reports.write import write_reports
 from pipeline.reports.xlsx import comments as xlsx_comments
+from pipeline.reports.xlsx import markup as xlsx_markup
 from pipeline.reports.xlsx import writer as xlsx_writer
 from pipeline.text.arrow import text_array
-from schemas.result_codes import describe, hint
+from schemas.result_codes import describe, field_hint, hint
 
 HEADERS = ["序号", "姓名", "身份证号", "联系电话", "民族", "医保类型", "备注"]
 FIELD_HEADERS = {
@@ -156,7 +157,9 @@ def dry_run(tmp_path: Path) -> tuple[Batch, dict[str, Path]]:
 
 def test_write_reports_returns_every_file(dry_run, tmp_path: Path) -> None:
     _, paths = dry_run
-    assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv", "annotated_register.xlsx"]
+    assert list(paths) == [
+        "results.xlsx", "errors.xlsx", "results.csv", "annotated_register.xlsx", "annotated_more.xlsx",
+    ]  # fmt: skip
     assert all(p.exists() and p.parent == tmp_path / "out" for p in paths.values())
     assert not list((tmp_path / "out").glob(".*"))  # no temporary file left behind
 
@@ -275,19 +278,23 @@ def test_annotated_copy_marks_faulty_cells_at_the_clerks_positions(dry_run) -> N
     _, paths = dry_run
     sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
     assert sheet["A1"].value == TITLE and "A1:G1" in {str(r) for r in sheet.merged_cells.ranges}
-    assert [c.value for c in sheet[3]] == HEADERS
+    assert [c.value for c in sheet[3]] == [*HEADERS, "问题说明"]
     assert sheet["C5"].value == pytest.approx(4.20123196205184e17)  # still the number Excel stored
     assert sheet["G4"].value == "=SUM(A1)" and sheet["G4"].data_type == "s"
     id_cell, phone_cell, warned = sheet["C5"], sheet["D6"], sheet["C4"]
-    assert id_cell.fill.fgColor.rgb == "FFFF0000"
+    assert id_cell.fill.fgColor.rgb == "FFFF7C80"
     assert "[10111]" in id_cell.comment.text and "[10124]" in id_cell.comment.text  # csrq has no column
     assert "处理办法：" + hint(10111) in id_cell.comment.text
-    assert phone_cell.fill.fgColor.rgb == "FFFF0000" and "[10110]" in phone_cell.comment.text
-    assert sheet["C6"].fill.fgColor.rgb == "FFFF0000" and "[10115]" in sheet["C6"].comment.text
+    assert phone_cell.fill.fgColor.rgb == "FFFF7C80" and "[10110]" in phone_cell.comment.text
+    assert "处理办法：" + field_hint(10110, "brdh") in phone_cell.comment.text
+    assert sheet["C6"].fill.fgColor.rgb == "FFFF7C80" and "[10115]" in sheet["C6"].comment.text
     assert warned.fill.fgColor.rgb == "FFFFEB9C" and "[提示 10111]" in warned.comment.text
     commented = {c.coordinate for row in sheet.iter_rows() for c in row if c.comment}
     assert commented == {"C4", "C5", "C6", "D6"}
     assert sheet["B5"].fill.fill_type is None
+    notes = {row: sheet[f"H{row}"].value for row in range(4, 8)}
+    assert notes[4] == "[提示 10111] 15 位身份证号已升级为 18 位" and notes[7] is None
+    assert notes[6] == "[10110] 联系电话不是手机号或带区号的座机号；[10115] 与第 4 行身份证号重复"
 
 
 def test_detail_holds_only_bad_rows_above_the_limit(tmp_path: Path, monkeypatch) -> None:
@@ -439,21 +446,36 @@ def test_each_sheet_read_from_a_workbook_is_annotated_in_its_own_sheet(tmp_path:
     two = Batch([first, second], [range(0, 4), range(4, 8)], faults=faults, outcome=outcome, **doubled)
     paths = write_reports(tmp_path / "out", two)
     annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])
-    assert annotated.sheetnames == ["名单", "补录"]
+    assert annotated.sheetnames == ["名单", "补录", "说明"]
     assert [c.coordinate for row in annotated["名单"].iter_rows() for c in row if c.comment] == []
     assert [c.coordinate for row in annotated["补录"].iter_rows() for c in row if c.comment] == ["D4"]
     assert annotated["补录"]["D4"].value == "12" and n == 6
 
 
-def test_tall_sheets_are_annotated_chunk_by_chunk(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("read_bytes", [7, 64, 1 << 20])
+def test_tall_sheets_are_marked_up_piece_by_piece(tmp_path: Path, monkeypatch, read_bytes: int) -> None:
+    monkeypatch.setattr(xlsx_markup, "READ_BYTES", read_bytes)
+    paths = write_reports(tmp_path / "out", make_batch(tmp_path))
+    sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
+    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]][:7] == [_text(v) for v in PEOPLE[3]]
+    assert {c.coordinate for row in sheet.iter_rows() for c in row if c.comment} == {"C4", "C5", "C6", "D6"}
+    assert sheet["D6"].fill.fgColor.rgb == "FFFF7C80" and sheet["H6"].value.startswith("[10110]")
+
+
+def test_regenerated_copies_are_read_chunk_by_chunk(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(annotate, "STREAM_ABOVE_ROWS", 0)
     monkeypatch.setattr(annotate, "CHUNK_ROWS", 2)
     monkeypatch.setattr(xlsx_writer, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(annotate, "MARKABLE_SUFFIXES", ())  # as for an .xls register
     paths = write_reports(tmp_path / "out", make_batch(tmp_path))
-    sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
-    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]] == [_text(v) for v in PEOPLE[3]]
+    book = openpyxl.load_workbook(paths["annotated_register.xlsx"])
+    sheet = book["名单"]
+    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]][:7] == [_text(v) for v in PEOPLE[3]]
     assert {c.coordinate for row in sheet.iter_rows() for c in row if c.comment} == {"C4", "C5", "C6", "D6"}
-    assert sheet["D6"].fill.fgColor.rgb == "FFFF0000"
+    assert sheet["D6"].fill.fgColor.rgb == "FFFF7C80" and sheet["H6"].value.startswith("[10110]")
+    assert sheet["H3"].value == "问题说明"
+    legend = " ".join(str(c.value) for row in book["说明"].iter_rows() for c in row)
+    assert "重新生成" in legend and "没有保留" in legend
 
 
 def test_many_comments_across_sheets_keep_unique_shape_ids(tmp_path: Path) -> None:
@@ -490,9 +512,11 @@ def test_annotated_marks_follow_a_sheet_that_starts_off_a1(tmp_path: Path) -> No
     raw = batch.tables[0].raw
     raw.column_positions = [p + 2 for p in raw.column_positions]
     raw.source_row = np.array([3, 4, 5, 6])
+    raw.header_row = 2
     paths = write_reports(tmp_path / "out", batch)
     annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
     assert annotated["C2"].value == "序号" and annotated["A1"].value is None
     marked = {c.coordinate for row in annotated.iter_rows() for c in row if c.comment}
     assert marked == {"E3", "E4", "E5", "F5"}
-    assert annotated["F5"].value == "12" and annotated["F5"].fill.fgColor.rgb == "FFFF0000"
+    assert annotated["F5"].value == "12" and annotated["F5"].fill.fgColor.rgb == "FFFF7C80"
+    assert annotated["J2"].value == "问题说明" and annotated["J5"].value.startswith("[10110]")

@@ -482,8 +482,8 @@ class _SheetRewriter:
             after = [t for t in cols if int(attributes(t.group()).get("min", "0") or 0) > self.note_col + 1]
             at = after[0].start() if after else head.index(b"</" + self.prefix + b"cols>")
             return head[:at] + new_col + head[at:]
-        at = head.rindex(b"<" + self.prefix + b"sheetData")
-        return head[:at] + b"<" + self.prefix + b"cols>" + new_col + b"</" + self.prefix + b"cols>" + head[at:]
+        # The head ends where <sheetData> starts, which is where <cols> belongs.
+        return head + b"<" + self.prefix + b"cols>" + new_col + b"</" + self.prefix + b"cols>"
 
     # rows
     def _cell(self, ref: str, style: int, text: str | None) -> bytes:
