@@ -77,7 +77,7 @@ _RED, _YELLOW = "#FF7C80", "#FFEB9C"
 FORMATS: tuple[dict[str, object], ...] = (
     {"bg_color": _RED},  # 1 cell with an error
     {"bg_color": _YELLOW},  # 2 cell with a hint only
-    {"font_color": "#9C0006"},  # 3 a 问题说明 cell
+    {"font_color": "#9C0006", "text_wrap": True, "valign": "top"},  # 3 a 问题说明 cell
     {"bold": True},  # 4 the 问题说明 header
     {"num_format": "@"},  # 5 a CSV cell: text
     {"bg_color": _RED, "num_format": "@"},  # 6 a CSV cell with an error

@@ -528,9 +528,16 @@ class _SheetRewriter:
         if row0 in self.notes and self.note_col is not None and self.note_col not in seen:
             marks = self.plan.marks
             header = marks is not None and row0 == marks.header_row
-            last_style = int(_STYLE_ATTR.search(cells[-1][1].split(b">", 1)[0]).group(1)) if header and cells and _STYLE_ATTR.search(cells[-1][1].split(b">", 1)[0]) else None
-            style = last_style if last_style is not None else self.styles.note(bold=header, colour=None if header else NOTE_FONT_COLOUR)
-            rebuilt.append((self.note_col, self._cell(f"{xl_col_to_name(self.note_col)}{number}", style, self.notes[row0])))
+            # The header looks like the clerk's other headers: the style of their last one.
+            last = _STYLE_ATTR.search(cells[-1][1].split(b">", 1)[0]) if header and cells else None
+            if last is not None:
+                style = int(last.group(1))
+            elif header:
+                style = self.styles.note(bold=True, colour=None)
+            else:
+                style = self.styles.note(wrap=True)
+            ref = f"{xl_col_to_name(self.note_col)}{number}"
+            rebuilt.append((self.note_col, self._cell(ref, style, self.notes[row0])))
             if not header:
                 self.result.noted_rows += 1
         rebuilt.sort(key=lambda pair: pair[0])
