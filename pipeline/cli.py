@@ -9,6 +9,7 @@ input, missing columns, bad options or configuration, platform unusable) ·
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import re
 import sys
@@ -24,7 +25,6 @@ from pipeline.config import Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
 from pipeline.logs import register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
-
 
 EXIT_CODES_HELP = """退出码：
   0    全部行通过校验（检查），或全部申领成功、已办理过（提交）
@@ -44,8 +44,10 @@ _ARGPARSE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, chinese in (
         (r"the following arguments are required: (?P<a>.+)", "缺少必需的参数 {a}"),
         (r"unrecognized arguments: (?P<a>.+)", "无法识别的参数 {a}"),
-        (r"argument (?P<a>\S+): invalid choice: '?(?P<v>[^']*?)'?(?:,.*?)? \(choose from (?P<c>.+)\)",
-         "{a} 的值“{v}”无效，可选：{c}"),
+        (
+            r"argument (?P<a>\S+): invalid choice: '?(?P<v>[^']*?)'?(?:,.*?)? \(choose from (?P<c>.+)\)",
+            "{a} 的值“{v}”无效，可选：{c}",
+        ),
         (r"argument (?P<a>\S+): expected one argument", "{a} 后面需要一个值"),
         (r"argument (?P<a>\S+): expected at least one argument", "{a} 后面至少需要一个值"),
         (r"argument (?P<a>\S+): expected at most one argument", "{a} 后面最多一个值"),
@@ -123,10 +125,8 @@ def _tolerant_console() -> None:
     for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
-            try:
+            with contextlib.suppress(ValueError, OSError, io.UnsupportedOperation):
                 reconfigure(errors=errors)
-            except (ValueError, OSError, io.UnsupportedOperation):
-                pass
 
 
 def _positive(text: str) -> float:
@@ -151,22 +151,35 @@ def _count(text: str) -> int:
 
 def _common(parser: _Parser) -> None:
     options = parser.options
-    options.add_argument("--config", type=Path, metavar="文件", help="配置文件（TOML），各项见 docs/configuration.md")
+    options.add_argument(
+        "--config", type=Path, metavar="文件", help="配置文件（TOML），各项见 docs/configuration.md"
+    )
     options.add_argument("--debug", action="store_true", help="显示调试日志；出错时显示详细的错误堆栈")
-    options.add_argument("--log-json", action="store_true", help="日志每行输出一个 JSON 对象（供运维系统收集）")
+    options.add_argument(
+        "--log-json", action="store_true", help="日志每行输出一个 JSON 对象（供运维系统收集）"
+    )
 
 
 def _input_options(parser: _Parser) -> None:
     parser.add_argument_group("参数").add_argument(
-        "inputs", nargs="+", type=Path, metavar="登记表", help="居民登记表（xlsx、xlsm、xls、ods、csv），可给多个"
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="登记表",
+        help="居民登记表（xlsx、xlsm、xls、ods、csv），可给多个",
     )
     options = parser.options
-    options.add_argument("--out", type=Path, required=True, metavar="目录", help="报告输出目录（不存在时自动创建）")
+    options.add_argument(
+        "--out", type=Path, required=True, metavar="目录", help="报告输出目录（不存在时自动创建）"
+    )
     sheets = options.add_mutually_exclusive_group()
     sheets.add_argument("--sheet", metavar="工作表", help="只读取这个工作表（默认：第一个有数据的工作表）")
     sheets.add_argument("--all-sheets", action="store_true", help="读取所有有数据的工作表")
     options.add_argument(
-        "--mapping", type=Path, metavar="文件", help='表头对应文件（TOML，每行 "表头" = "字段代码"），用于程序认不出的表头'
+        "--mapping",
+        type=Path,
+        metavar="文件",
+        help='表头对应文件（TOML，每行 "表头" = "字段代码"），用于程序认不出的表头',
     )
 
 
@@ -175,15 +188,18 @@ _HELP: dict[str, tuple[str, str, str]] = {
     "validate": (
         "检查登记表（不发送）：读取、规范化、校验，写出报告",
         "检查登记表，不发送任何数据：读取每个登记表，把名称换成平台代码，逐行校验，\n"
-        "在输出目录写出 results.xlsx、errors.xlsx、results.csv 和标注了问题的登记表副本 annotated_<文件名>.xlsx。",
-        "  ehc validate 登记表.xlsx --out 检查结果\n  ehc validate 一月.xlsx 二月.csv --out 检查结果 --all-sheets",
+        "在输出目录写出 results.xlsx、errors.xlsx、results.csv\n"
+        "和标注了问题的登记表副本 annotated_<文件名>.xlsx。",
+        "  ehc validate 登记表.xlsx --out 检查结果\n"
+        "  ehc validate 一月.xlsx 二月.csv --out 检查结果 --all-sheets",
     ),
     "submit": (
         "检查后提交：把通过校验的行用 syncCardInfo 发送到平台",
         "先像 ehc validate 一样检查，再把通过校验的行逐个发送到平台（限速、失败重试、可续传）。\n"
         "同一居民不会重复提交。提交前须设置应用 ID、密钥和发卡机构代码（环境变量 EHC_APP_ID、\n"
         "EHC_APP_SECRET、EHC_ORG_CODE，或配置文件）。",
-        "  ehc submit 登记表.xlsx --out 提交结果\n  ehc submit 登记表.xlsx --out 提交结果 --config ehc.toml --rate 20",
+        "  ehc submit 登记表.xlsx --out 提交结果\n"
+        "  ehc submit 登记表.xlsx --out 提交结果 --config ehc.toml --rate 20",
     ),
     "run": (
         "夜间导入：处理收件目录中每个新的登记表",
@@ -224,10 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ehc",
         description="电子健康卡批量申领：检查居民登记表，把通过校验的居民提交到电子健康卡平台。\n"
         "每个命令的用法：ehc 命令 --help",
-        epilog="示例：\n  ehc validate 登记表.xlsx --out 检查结果\n  ehc submit 登记表.xlsx --out 提交结果\n\n"
-        + EXIT_CODES_HELP,
+        epilog="示例：\n  ehc validate 登记表.xlsx --out 检查结果\n"
+        "  ehc submit 登记表.xlsx --out 提交结果\n\n" + EXIT_CODES_HELP,
     )
-    parser.options.add_argument("--version", action="version", version=f"ehc {__version__}", help="显示版本号并退出")
+    parser.options.add_argument(
+        "--version", action="version", version=f"ehc {__version__}", help="显示版本号并退出"
+    )
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, title="命令", metavar="命令"
     )
@@ -239,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit = _command(commands, "submit")
     _input_options(submit)
     options = submit.options
-    options.add_argument("--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）")
+    options.add_argument(
+        "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
+    )
     options.add_argument("--rate", type=_positive, metavar="N", help="每秒最多发送 N 个请求")
     options.add_argument("--concurrency", type=_count, metavar="N", help="同时发送的请求数")
     options.add_argument(
@@ -251,23 +271,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = _command(commands, "run")
     run.options.add_argument("--inbox", type=Path, required=True, metavar="目录", help="收件目录")
-    run.options.add_argument("--out", type=Path, metavar="目录", help="结果根目录（默认：<收件目录>-results）")
+    run.options.add_argument(
+        "--out", type=Path, metavar="目录", help="结果根目录（默认：<收件目录>-results）"
+    )
     run.options.add_argument("--dry-run", action="store_true", help="只检查：不发送，也不移动文件")
     _common(run)
 
     qrcode = _command(
-        commands, "qrcode", EXIT_CODES_HELP.replace("有行未通过校验、被平台拒绝或发送失败", "有居民的二维码未能获取")
+        commands,
+        "qrcode",
+        EXIT_CODES_HELP.replace("有行未通过校验、被平台拒绝或发送失败", "有居民的二维码未能获取"),
     )
     qrcode.options.add_argument(
         "--from", dest="source", type=Path, required=True, metavar="目录或日志",
         help="提交结果目录（ehc submit 的 --out）或提交日志文件",
     )  # fmt: skip
     qrcode.options.add_argument("--out", type=Path, required=True, metavar="目录", help="二维码图片保存目录")
-    qrcode.options.add_argument("--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）")
+    qrcode.options.add_argument(
+        "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
+    )
     _common(qrcode)
 
     check = _command(commands, "check-config", _SHORT_EXIT_CODES_HELP)
-    check.options.add_argument("--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）")
+    check.options.add_argument(
+        "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
+    )
     _common(check)
 
     sandbox = _command(commands, "sandbox", _SHORT_EXIT_CODES_HELP)
@@ -280,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--fault-rate", type=float, default=0.0, metavar="F", help="随机故障的比例（0–1）")
     options.add_argument("--seed", type=int, metavar="S", help="随机种子（故障可重现）")
     options.add_argument("--rate-limit", type=_positive, metavar="N", help="每个应用每秒最多 N 个请求")
-    options.add_argument("--workkey-ttl", type=float, default=86400.0, metavar="秒", help="认证字符串有效期（秒）")
+    options.add_argument(
+        "--workkey-ttl", type=float, default=86400.0, metavar="秒", help="认证字符串有效期（秒）"
+    )
     _common(sandbox)
     return parser
 
@@ -423,7 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the last line of defence: a clerk never sees a traceback
         if debug:
             traceback.print_exc()
-        emit(f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持", sys.stderr)
+        emit(
+            f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持",
+            sys.stderr,
+        )
         return EXIT_FATAL
     # The run is done and its reports are written: printing the summary cannot fail it.
     if result.summary:

@@ -161,7 +161,15 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} 不是 UTF-8 编码。请另存为 UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         detail = str(error)
-        at = re.search(r"\s*\(at line (\d+), column (\d+)\)", detail) or re.search(r"\s*\(at end of document\)", detail)
-        where = "末尾" if at is not None and at.lastindex is None else f"第 {at.group(1)} 行第 {at.group(2)} 列" if at else ""
+        at = re.search(r"\s*\(at line (\d+), column (\d+)\)", detail) or re.search(
+            r"\s*\(at end of document\)", detail
+        )
+        where = (
+            "末尾"
+            if at is not None and at.lastindex is None
+            else f"第 {at.group(1)} 行第 {at.group(2)} 列"
+            if at
+            else ""
+        )
         detail = detail[: at.start()] + detail[at.end() :] if at else detail
         raise ConfigError(f"{what} {path} {where}格式错误（{detail}）。请按 TOML 格式改正") from None

@@ -4,7 +4,8 @@ A message names the field (its Chinese label), quotes the clerk's value and
 says what the field accepts (with examples; a standard's number only in
 brackets after them); how to fix it is :func:`fault_fix`, per field where one
 code covers several (10110: name, phone, document number …), which the
-reports print beside it, and :func:`fault_title` names it in summaries.  Messages are built for a whole column of faults at once (string
+reports print beside it, and :func:`fault_title` names it in summaries.
+Messages are built for a whole column of faults at once (string
 concatenation over Series), never row by row.
 
 Templates are keyed by ``(code, field, detail)``: ``detail`` tells apart the

@@ -15,8 +15,8 @@ invalid — fixing the ID number comes first, and the others may then agree.
 from __future__ import annotations
 
 import datetime
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -105,6 +105,7 @@ def first_places(ids: pd.Series, repeats: pd.Series, sources: pd.DataFrame | Non
     first_ids = first.reindex(repeats.to_numpy()).to_numpy()
     if sources is None or not {"source_file", "source_sheet", "source_row"} <= set(sources.columns):
         return pd.Series(["前面的行"] * len(repeats), index=repeats.index, dtype="str")
+
     def where(row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         picked = sources.loc[row_ids]
         return (

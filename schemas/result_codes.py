@@ -120,12 +120,13 @@ def _field_texts() -> dict[tuple[int, str], tuple[str, str]]:
     """Every (code, field) in ``field_fixes.csv`` -> (title, fix)."""
     text = resources.files("schemas").joinpath("codes", "field_fixes.csv").read_text(encoding="utf-8")
     return {
-        (int(row["code"]), row["field"]): (row["title"], row["fix"]) for row in csv.DictReader(text.splitlines())
+        (int(row["code"]), row["field"]): (row["title"], row["fix"])
+        for row in csv.DictReader(text.splitlines())
     }
 
 
 def field_title(code: int, field: str) -> str:
-    """A short title for ``code`` on ``field`` (``10110`` on the phone: 联系电话不正确), else the description."""
+    """A short title for ``code`` on ``field`` (10110 on the phone: 联系电话不正确), else its description."""
     found = _field_texts().get((int(code), field))
     return found[0] if found else describe(code)
 

@@ -71,7 +71,7 @@ def build_register(path: Path) -> Path:
         cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
     for offset, person in enumerate(PEOPLE):
         row = 4 + offset
-        sheet.cell(row, 1, f"=ROW()-3")
+        sheet.cell(row, 1, "=ROW()-3")
         sheet.cell(row, 2, person["姓名"])
         sheet.cell(row, 3, person["性别"])
         born = sheet.cell(row, 4, dt.datetime(1980, 1, 1))
@@ -141,7 +141,9 @@ def test_every_cell_of_the_clerks_is_kept_but_the_marks(annotated) -> None:
                 assert other.data_type == cell.data_type, cell.coordinate  # formulas stay formulas, text text
                 assert _style(other) == _style(cell), cell.coordinate
                 if name == "登记表" and cell.coordinate in MARKED:
-                    assert other.fill.fill_type == "solid" and other.fill.fgColor.rgb == MARKED[cell.coordinate]
+                    assert (
+                        other.fill.fill_type == "solid" and other.fill.fgColor.rgb == MARKED[cell.coordinate]
+                    )
                 else:
                     assert repr(other.fill) == repr(cell.fill), cell.coordinate
         assert new.merged_cells.ranges == old.merged_cells.ranges
@@ -160,7 +162,9 @@ def test_every_cell_of_the_clerks_is_kept_but_the_marks(annotated) -> None:
         ]
     sheet = after["登记表"]
     assert sheet["A4"].value == "=ROW()-3" and sheet["A4"].data_type == "f"
-    assert sheet["E5"].number_format == "@" and sheet["D4"].is_date and sheet["D4"].number_format == "yyyy-mm-dd"
+    assert (
+        sheet["E5"].number_format == "@" and sheet["D4"].is_date and sheet["D4"].number_format == "yyyy-mm-dd"
+    )
 
 
 def test_marked_cells_have_comments_and_the_clerks_comments_are_untouched(annotated) -> None:
@@ -213,7 +217,9 @@ def test_the_copy_reads_back_with_calamine_and_holds_no_new_formula(annotated) -
     rows = book.get_sheet_by_name("登记表").to_python()
     assert rows[2][:10] == HEADERS and rows[2][10] == "问题说明"
     with zipfile.ZipFile(register) as old, zipfile.ZipFile(copy) as new:
-        assert new.read("xl/worksheets/sheet1.xml").count(b"<f>") == old.read("xl/worksheets/sheet1.xml").count(b"<f>")
+        assert new.read("xl/worksheets/sheet1.xml").count(b"<f>") == old.read(
+            "xl/worksheets/sheet1.xml"
+        ).count(b"<f>")
 
 
 def test_edits_are_written_as_text_in_the_cells_own_style(annotated, tmp_path: Path) -> None:
@@ -221,7 +227,7 @@ def test_edits_are_written_as_text_in_the_cells_own_style(annotated, tmp_path: P
     batch = prepare_batch([register], load_settings(None))
     data = ReportData(batch, submitted=False)
     fixed = GOOD[1]
-    edits = {("登记表", 5, 4): fixed, ("登记表", 8, 5): "=HYPERLINK(\"x\")", ("登记表", 7, 1): "赵六"}
+    edits = {("登记表", 5, 4): fixed, ("登记表", 8, 5): '=HYPERLINK("x")', ("登记表", 7, 1): "赵六"}
     path = annotate.write_annotated(tmp_path / "a.xlsx", str(register), data, [0], edits)
     sheet = openpyxl.load_workbook(path)["登记表"]
     assert sheet["E5"].value == fixed and sheet["E5"].data_type == "s" and sheet["E5"].number_format == "@"

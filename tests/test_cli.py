@@ -80,7 +80,13 @@ def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
     text = capsys.readouterr().out
     assert text.startswith("用法：ehc")
     assert "示例：" in text and "退出码：" in text and "\n  0 " in text and "\n  2 " in text
-    for english in ("usage:", "show this help message", "positional arguments", "options:", "optional arguments"):
+    for english in (
+        "usage:",
+        "show this help message",
+        "positional arguments",
+        "options:",
+        "optional arguments",
+    ):
         assert english not in text
     if command:
         assert f"  ehc {command}" in text  # the example runs this command
@@ -100,14 +106,23 @@ def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
         (["submit", "a.csv", "--out", "o", "--concurrency", "0"], ["--concurrency", "正整数"]),
     ],
 )
-def test_argparse_errors_are_one_chinese_line(argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_argparse_errors_are_one_chinese_line(
+    argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("错误：命令行参数有误：") and "\n" not in err and "--help" in err
     assert all(word in err for word in words), err
-    for english in ("required", "invalid choice", "unrecognized", "expected one", "not allowed", "invalid int"):
+    for english in (
+        "required",
+        "invalid choice",
+        "unrecognized",
+        "expected one",
+        "not allowed",
+        "invalid int",
+    ):
         assert english not in err
 
 
@@ -143,7 +158,9 @@ def test_a_closed_pipe_does_not_turn_a_finished_run_into_an_error(tmp_path: Path
 def test_validate_does_not_warn_about_settings_only_a_submission_needs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main(["validate", str(REPO_ROOT / "sample_data" / "居民名单_GBK.csv"), "--out", str(tmp_path / "o")])
+    code = cli.main(
+        ["validate", str(REPO_ROOT / "sample_data" / "居民名单_GBK.csv"), "--out", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "orgCode" not in err and "EHC_ORG_CODE" not in err and "EHC_APP" not in err

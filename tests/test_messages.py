@@ -18,7 +18,9 @@ from schemas.rules import FIELD_RULES
 
 
 def _messages(found: pd.DataFrame) -> dict[tuple[int, str], str]:
-    return {(int(r), str(f)): str(m) for r, f, m in found[["row_id", "field", "message"]].itertuples(index=False)}
+    return {
+        (int(r), str(f)): str(m) for r, f, m in found[["row_id", "field", "message"]].itertuples(index=False)
+    }
 
 
 def test_the_message_quotes_the_value_as_the_clerk_wrote_it() -> None:

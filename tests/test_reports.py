@@ -210,7 +210,10 @@ def test_overview_counts_per_file_and_code(dry_run) -> None:
     rows = _sheet_rows(paths["results.xlsx"], "汇总")
     header = rows[0]
     assert header[:5] == ("文件", "工作表", "读取行数", "校验通过", "校验未通过")
-    assert header[5:] == ("10110 联系电话不正确", *(f"{c} {describe(c)}" for c in (10111, 10114, 10115, 10124)))
+    assert header[5:] == (
+        "10110 联系电话不正确",
+        *(f"{c} {describe(c)}" for c in (10111, 10114, 10115, 10124)),
+    )
     assert rows[1] == ("register.xlsx", "名单", 4, 2, 2, 1, 1, 0, 1, 1)
     assert rows[2] == ("more.csv", None, 2, 1, 1, 0, 0, 1, 0, 0)
     assert rows[3] == ("合计", None, 6, 3, 3, 1, 1, 1, 1, 1)

@@ -43,7 +43,14 @@ from pipeline.model import MappedTable
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, join_by_key, source_column
 from pipeline.reports.xlsx.comments import Comments
-from pipeline.reports.xlsx.markup import MARK_ERROR, MARK_HINT, CannotMarkUp, MarkupResult, SheetMarks, mark_up
+from pipeline.reports.xlsx.markup import (
+    MARK_ERROR,
+    MARK_HINT,
+    CannotMarkUp,
+    MarkupResult,
+    SheetMarks,
+    mark_up,
+)
 from pipeline.reports.xlsx.writer import (
     CHUNK_ROWS,
     MAX_SHEET_ROWS,
@@ -163,7 +170,10 @@ def cell_marks(data: ReportData, table_index: int) -> pd.DataFrame:
         for c, f in faults.loc[~warning, ["code", "field"]].drop_duplicates().itertuples(index=False)
     }
     fix_texts = np.array(
-        [fixes.get((int(c), str(f)), "") if not w else "" for c, f, w in zip(faults["code"], faults["field"], warning, strict=True)],
+        [
+            fixes.get((int(c), str(f)), "") if not w else ""
+            for c, f, w in zip(faults["code"], faults["field"], warning, strict=True)
+        ],
         dtype=object,
     )
     with_fix = fix_texts != ""
@@ -242,21 +252,22 @@ def legend_lines(source: str, added: MarkupResult, *, regenerated: str = "") -> 
     lines += [
         "红色单元格：该格有错误，这一行不能提交。每个红色单元格都有批注（鼠标移到单元格上即可看到），写明错误原因和处理办法。",
         "黄色单元格：提示，不影响提交（例如15位身份证号码已按国家标准升级为18位），请核对。",
-        f"“{NOTE_HEADER}”列：在表格原有内容的右侧，每个有问题的行一条，列出结果代码和原因，不用看批注、打印出来也能看到。",
-        f"本次共标出 {added.errors} 个错误单元格、{added.hints} 个提示单元格，{added.noted_rows} 行有问题说明。"
+        f"“{NOTE_HEADER}”列：在表格原有内容的右侧，每个有问题的行一条，列出结果代码和原因，"
+        "不用看批注、打印出来也能看到。",
+        f"本次共标出 {added.errors} 个错误单元格、{added.hints} 个提示单元格，"
+        f"{added.noted_rows} 行有问题说明。"
         "每条问题的位置和处理办法也列在 errors.xlsx 中。",
     ]
     if added.clerk_comments_kept:
         lines.append(
-            f"有 {added.clerk_comments_kept} 个标出的单元格原来就有您的批注：批注保持原样，问题见该行的“{NOTE_HEADER}”。"
+            f"有 {added.clerk_comments_kept} 个标出的单元格原来就有您的批注：批注保持原样，"
+            f"问题见该行的“{NOTE_HEADER}”。"
         )
     if added.edits_applied:
         lines.append(f"已按您在网页中的修改改写了 {added.edits_applied} 个单元格（均为文本）。")
     if added.not_kept:
         lines.append("未能保留或未能改写的内容：" + "；".join(added.not_kept))
-    lines.append(
-        f"改正后可再运行一次检查（可以直接检查本文件：“{NOTE_HEADER}”列和本工作表不影响检查）。"
-    )
+    lines.append(f"改正后可再运行一次检查（可以直接检查本文件：“{NOTE_HEADER}”列和本工作表不影响检查）。")
     return lines
 
 
@@ -272,8 +283,12 @@ def _sheet_names(data: ReportData, source: str, table_indices: Sequence[int]) ->
     return chosen
 
 
-def _mark_in_place(path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits) -> Path:
-    sheets = [_sheet_marks(data, index, name) for name, index in _sheet_names(data, source, table_indices).items()]
+def _mark_in_place(
+    path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits
+) -> Path:
+    sheets = [
+        _sheet_marks(data, index, name) for name, index in _sheet_names(data, source, table_indices).items()
+    ]
     added = mark_up(
         Path(source),
         path,
@@ -323,13 +338,17 @@ def _row_chunks(sheet: python_calamine.CalamineSheet) -> Iterator[tuple[int, lis
         start += len(chunk)
 
 
-def _mark_styles(marks: SheetMarks, first: int, count: int, left: int, width: int, *, text: bool) -> dict[int, np.ndarray]:
+def _mark_styles(
+    marks: SheetMarks, first: int, count: int, left: int, width: int, *, text: bool
+) -> dict[int, np.ndarray]:
     rows, cols = marks.rows, marks.cols - left
     here = (rows >= first) & (rows < first + count) & (cols >= 0) & (cols < width)
     styles: dict[int, np.ndarray] = {}
     for row, col, kind in zip(rows[here] - first, cols[here], marks.kinds[here], strict=True):
-        style = (TEXT_ERROR_STYLE if kind == MARK_ERROR else TEXT_WARNING_STYLE) if text else (
-            ERROR_STYLE if kind == MARK_ERROR else WARNING_STYLE
+        style = (
+            (TEXT_ERROR_STYLE if kind == MARK_ERROR else TEXT_WARNING_STYLE)
+            if text
+            else (ERROR_STYLE if kind == MARK_ERROR else WARNING_STYLE)
         )
         styles.setdefault(int(col), np.zeros(count, dtype=np.int8))[row] = style
     return styles
@@ -357,7 +376,10 @@ def _apply_edits(rows: list[list[Any]], first: int, left: int, edits: Mapping[tu
 
 
 def _blocks(
-    sheet: python_calamine.CalamineSheet, marks: SheetMarks, note_col: int, edits: Mapping[tuple[int, int], str]
+    sheet: python_calamine.CalamineSheet,
+    marks: SheetMarks,
+    note_col: int,
+    edits: Mapping[tuple[int, int], str],
 ) -> Iterator[Block]:
     top, left = sheet.start or (0, 0)
     for offset, rows in _row_chunks(sheet):
@@ -453,7 +475,9 @@ def _regenerate_workbook(
                         worksheet.merge_range(r1, c1, r2, c2, "")
             raw = table.raw
             columns = [text_array(raw.data.iloc[:, i]) for i in range(raw.data.shape[1])]
-            for position, width in zip(raw.column_positions, display_widths(columns, raw.headers), strict=False):
+            for position, width in zip(
+                raw.column_positions, display_widths(columns, raw.headers), strict=False
+            ):
                 worksheet.set_column(position, position, width)
             worksheet.set_column(note_col, note_col, 60)
         _add_legend(book, names, legend_lines(source, _counted(all_marks), regenerated=why))
@@ -462,7 +486,9 @@ def _regenerate_workbook(
         workbook.close()
 
 
-def _regenerate_text(path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits) -> Path:
+def _regenerate_text(
+    path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits
+) -> Path:
     """A CSV (or other delimited text) register as one sheet of text cells, rows on their line numbers."""
     index = table_indices[0]
     raw = data.batch.tables[index].raw
@@ -492,12 +518,18 @@ def _regenerate_text(path: Path, source: str, data: ReportData, table_indices: S
     styles[width] = note_styles
     header_style = np.zeros(height, dtype=np.int8)
     header_style[0] = NOTE_HEADER_STYLE
-    block = Block([*columns, notes], first_row=header, style=TEXT_STYLE, row_style=header_style, cell_styles=styles)
+    block = Block(
+        [*columns, notes], first_row=header, style=TEXT_STYLE, row_style=header_style, cell_styles=styles
+    )
     book = FastWorkbook(path, FORMATS)
     names: set[str] = set()
     sheet = book.add_sheet(_sheet_name(Path(source).stem, names), [block], comments=_comments(marks))
     sheet.freeze_panes(header + 1, 0)
-    for position, column_width in zip(raw.column_positions, display_widths([text_array(raw.data.iloc[:, i]) for i in range(raw.data.shape[1])], raw.headers), strict=False):
+    for position, column_width in zip(
+        raw.column_positions,
+        display_widths([text_array(raw.data.iloc[:, i]) for i in range(raw.data.shape[1])], raw.headers),
+        strict=False,
+    ):
         sheet.set_column(position, position, column_width)
     sheet.set_column(width, width, 60)
     note = (
@@ -542,9 +574,10 @@ def write_annotated(
             )
             return _regenerate_workbook(path, source, data, table_indices, edits, why)
     why = (
-        f"原文件“{Path(source).name}”是 {suffix} 格式，无法在原文件上直接标注：本文件是按原表内容重新生成的副本，"
-        "原有的字体、颜色、列宽、数字格式、公式、批注和其他工作表没有保留；请在原文件中改正，或把原文件另存为 .xlsx 后再检查。"
+        f"原文件“{Path(source).name}”是 {suffix} 格式，无法在原文件上直接标注："
+        "本文件是按原表内容重新生成的副本，"
+        "原有的字体、颜色、列宽、数字格式、公式、批注和其他工作表没有保留；"
+        "请在原文件中改正，或把原文件另存为 .xlsx 后再检查。"
     )
     logger.info("{}：{} 格式无法在原文件上标注，标注副本按内容重新生成", Path(source).name, suffix)
     return _regenerate_workbook(path, source, data, table_indices, edits, why)
-

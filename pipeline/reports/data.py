@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.messages import fault_fix
 from pipeline.model import (
     ADDRESS_FIELD,
     ADDRESS_PARTS,
@@ -28,7 +29,6 @@ from pipeline.model import (
     Batch,
 )
 from pipeline.text.arrow import text_array
-from pipeline.messages import fault_fix
 from schemas.result_codes import describe
 
 ERROR = "error"

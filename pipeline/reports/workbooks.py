@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.messages import fault_fix, fault_title
 from pipeline.model import (
     DRY_RUN_STATUSES,
     FIELD_LABELS,
@@ -33,7 +34,6 @@ from pipeline.model import (
     STATUS_VALID,
     SUBMIT_STATUSES,
 )
-from pipeline.messages import fault_fix, fault_title
 from pipeline.reports.data import WARNING, ReportData, column_of, extra_columns, relabel, text_of
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
 from pipeline.text.arrow import text_array
@@ -126,22 +126,23 @@ def add_table_sheet(
 
 
 def problem_keys(faults: pd.DataFrame) -> pd.DataFrame:
-    """Each fault's problem: ``code``, ``field`` (where the code has a text per field; "" else), ``warning``."""
+    """Each fault's problem: ``code``, ``field`` (where the code has texts per field, else ""), warning."""
     codes = faults["code"].to_numpy(dtype=np.int64)
     fields = faults["field"].to_numpy(dtype=object)
     warning = faults["severity"].to_numpy() == WARNING
     own = field_pairs()
-    keyed = np.array(
-        [f if w or (int(c), f) in own else "" for c, f, w in zip(codes, fields, warning, strict=True)], dtype=object
-    ) if len(faults) else np.array([], dtype=object)  # fmt: skip
+    pairs = zip(codes, fields, warning, strict=True)
+    keyed = np.array([f if w or (int(c), f) in own else "" for c, f, w in pairs] or [], dtype=object)
     return pd.DataFrame({"pos": faults["pos"].to_numpy(), "code": codes, "field": keyed, "warning": warning})
 
 
 def problems(faults: pd.DataFrame) -> pd.DataFrame:
-    """One line per problem of ``faults``: code, title, fix, faults and distinct rows; errors first, by code."""
+    """One line per problem of ``faults``: code, title, fix, faults and rows; errors first, by code."""
     keys = problem_keys(faults)
     if not len(keys):
-        return pd.DataFrame({"code": [], "field": [], "warning": [], "title": [], "fix": [], "faults": [], "rows": []})
+        return pd.DataFrame(
+            {"code": [], "field": [], "warning": [], "title": [], "fix": [], "faults": [], "rows": []}
+        )
     grouped = keys.groupby(["warning", "code", "field"], sort=True)
     table = grouped.agg(faults=("pos", "size"), rows=("pos", "nunique")).reset_index()
     table["title"] = [
@@ -267,7 +268,9 @@ def _fault_sheet(book: FastWorkbook, name: str, data: ReportData, faults: pd.Dat
         faults = faults.iloc[: MAX_SHEET_ROWS - 4]
     lines = data.fault_lines(faults)
     columns = [_numbers(lines["row"].to_numpy())]
-    columns += [text_array(lines[c].to_numpy(dtype=object)) for c in ("column", "original", "message", "hint")]
+    columns += [
+        text_array(lines[c].to_numpy(dtype=object)) for c in ("column", "original", "message", "hint")
+    ]
     columns.append(_numbers(lines["code"].to_numpy()))
     columns += [text_array(lines[c].to_numpy(dtype=object)) for c in ("file", "sheet")]
     add_table_sheet(book, name, FAULT_HEADERS, columns, notes=notes, wrapped=_WRAPPED_FAULT_COLUMNS)

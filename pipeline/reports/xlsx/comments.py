@@ -137,7 +137,9 @@ def comment_entries(comments: Comments, author_id: int = 0) -> bytes:
     """The ``<comment>`` elements of ``comments`` (text escaped, in the comment font)."""
     if not len(comments):
         return b""
-    letters = pa.array(np.array([xl_col_to_name(c) for c in range(int(comments.cols.max()) + 1)])[comments.cols])
+    letters = pa.array(
+        np.array([xl_col_to_name(c) for c in range(int(comments.cols.max()) + 1)])[comments.cols]
+    )
     entries = pc.binary_join_element_wise(
         lit('<comment ref="'), letters.cast(pa.large_string()), _numbers(comments.rows + 1),
         lit(f'" authorId="{author_id}"><text><r>{COMMENT_FONT}<t xml:space="preserve">'),
@@ -189,9 +191,9 @@ def note_shapes(comments: Comments, first_shape_id: int, geometry: SheetGeometry
         "</x:Row><x:Column>", cols, "</x:Column></x:ClientData></v:shape>",
     ]  # fmt: skip
     parts = [lit('<v:shape id="_x0000_s'), _numbers(shape_ids), lit(_SHAPE_STYLE)]
-    parts += [lit(p) if isinstance(p, str) else _numbers(p) for p in geometry_parts]
+    parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in geometry_parts]
     parts.append(lit(_SHAPE_BODY))
-    parts += [lit(p) if isinstance(p, str) else _numbers(p) for p in anchor]
+    parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in anchor]
     return bytes(contiguous_bytes(pc.binary_join_element_wise(*parts, EMPTY)))
 
 

@@ -350,10 +350,10 @@ class Styles:
     def render(self) -> bytes:
         """The styles part with everything added."""
         xml = self.xml
-        for section, name, existing, new in (
-            (b"cellXfs", b"xf", self.xfs, self.new_xfs),
-            (b"fonts", b"font", self.fonts, self.new_fonts),
-            (b"fills", b"fill", self.fills, self.new_fills),
+        for section, existing, new in (
+            (b"cellXfs", self.xfs, self.new_xfs),
+            (b"fonts", self.fonts, self.new_fonts),
+            (b"fills", self.fills, self.new_fills),
         ):
             if not new:
                 continue
@@ -361,7 +361,14 @@ class Styles:
             found = re.search(rb"(<" + p + section + rb"\b[^>]*>)(.*?)(</" + p + section + rb">)", xml, re.S)
             assert found is not None  # checked in __init__
             opening = _set_attribute(found.group(1), "count", len(existing) + len(new))
-            xml = xml[: found.start()] + opening + found.group(2) + b"".join(new) + found.group(3) + xml[found.end() :]
+            xml = (
+                xml[: found.start()]
+                + opening
+                + found.group(2)
+                + b"".join(new)
+                + found.group(3)
+                + xml[found.end() :]
+            )
         return xml
 
 
@@ -399,7 +406,9 @@ class _SheetRewriter:
         self.changes: dict[int, dict[int, _Change]] = {}
         self.notes: dict[int, str] = {}
         if marks is not None:
-            for row, col, kind in zip(marks.rows.tolist(), marks.cols.tolist(), marks.kinds.tolist(), strict=True):
+            for row, col, kind in zip(
+                marks.rows.tolist(), marks.cols.tolist(), marks.kinds.tolist(), strict=True
+            ):
                 self.changes.setdefault(row, {})[col] = _Change(kind=int(kind))
             self.notes = dict(zip(marks.note_rows.tolist(), marks.note_texts.tolist(), strict=True))
             if marks.header_row is not None and self.notes:
@@ -450,10 +459,10 @@ class _SheetRewriter:
                     row_px = float(found["defaultRowHeight"]) * 4 / 3
             except ValueError:
                 pass
-        width = np.full(max(geometry_px, default=-1) + 1, default_px)
+        column_px = np.full(max(geometry_px, default=-1) + 1, default_px)
         for col, px in geometry_px.items():
-            width[col] = px
-        self.plan.geometry = SheetGeometry(width, default_px, row_px)
+            column_px[col] = px
+        self.plan.geometry = SheetGeometry(column_px, default_px, row_px)
         if not self.notes or right >= LAST_COLUMN:
             self.notes = {}
             self.targets = sorted(self.changes)
@@ -468,7 +477,12 @@ class _SheetRewriter:
             if match:
                 new_ref = f"{first}:{letter.decode()}{match.group(2)}"
                 head = head.replace(dimension.group(), _set_attribute(dimension.group(), "ref", new_ref), 1)
-        new_col = b"<" + self.prefix + f'col min="{self.note_col + 1}" max="{self.note_col + 1}" width="{NOTE_COLUMN_WIDTH}" customWidth="1"/>'.encode()
+        new_col = (
+            b"<"
+            + self.prefix
+            + f'col min="{self.note_col + 1}" max="{self.note_col + 1}" '.encode()
+            + f'width="{NOTE_COLUMN_WIDTH}" customWidth="1"/>'.encode()
+        )
         covered = any(
             low <= self.note_col + 1 <= high
             for low, high in (
@@ -501,10 +515,14 @@ class _SheetRewriter:
         start_tag = row_xml[:open_end]
         content = b"" if self_closing else row_xml[open_end : len(row_xml) - len(b"</" + p + b"row>")]
         row_attrs = attributes(start_tag)
-        row_style = int(row_attrs.get("s", "0") or 0) if row_attrs.get("customFormat") in ("1", "true") else None
+        row_style = (
+            int(row_attrs.get("s", "0") or 0) if row_attrs.get("customFormat") in ("1", "true") else None
+        )
         cells: list[tuple[int, bytes]] = []
         column = -1
-        for cell in re.finditer(rb"<" + re.escape(p) + rb"c\b([^>]*?)(?:/>|>(.*?)</" + re.escape(p) + rb"c>)", content, re.S):
+        for cell in re.finditer(
+            rb"<" + re.escape(p) + rb"c\b([^>]*?)(?:/>|>(.*?)</" + re.escape(p) + rb"c>)", content, re.S
+        ):
             ref = _CELL_REF.search(cell.group(1))
             column = _column_index(ref.group(1)) if ref else column + 1
             cells.append((column, cell.group()))
@@ -536,8 +554,8 @@ class _SheetRewriter:
                 style = self.styles.note(bold=True, colour=None)
             else:
                 style = self.styles.note(wrap=True)
-            ref = f"{xl_col_to_name(self.note_col)}{number}"
-            rebuilt.append((self.note_col, self._cell(ref, style, self.notes[row0])))
+            note_ref = f"{xl_col_to_name(self.note_col)}{number}"
+            rebuilt.append((self.note_col, self._cell(note_ref, style, self.notes[row0])))
             if not header:
                 self.result.noted_rows += 1
         rebuilt.sort(key=lambda pair: pair[0])
@@ -560,9 +578,9 @@ class _SheetRewriter:
             self._count(change.kind)
         if change.text is not None:
             if re.search(rb"<(?:\w+:)?f\b[^>]*\bt\s*=\s*[\"']shared[\"'][^>]*\bref\s*=", xml):
-                self.result.not_kept.append(
-                    f"{self.plan.marks.name if self.plan.marks else ''}!{xl_col_to_name(col)}{number} 是共享公式的首格，未改写"
-                )
+                sheet = self.plan.marks.name if self.plan.marks else ""
+                where = f"{sheet}!{xl_col_to_name(col)}{number}"
+                self.result.not_kept.append(f"{where} 是共享公式的首格，未改写")
             else:
                 self.result.edits_applied += 1
                 return self._cell(f"{xl_col_to_name(col)}{number}", style, change.text)
@@ -580,11 +598,11 @@ class _SheetRewriter:
         target = self.targets[pending] + 1
         # Rows numbered in order: skip a stretch that ends before the next target without looking at it.
         if state.get("numbered", 1):
-            last = body.rfind(b"<" + self.prefix + b"row")
-            if last >= 0:
-                number = _ROW_NUMBER.search(body, last, body.find(b">", last))
-                if number is not None and int(number.group(1)) < target:
-                    state["row"] = int(number.group(1))
+            last_row = body.rfind(b"<" + self.prefix + b"row")
+            if last_row >= 0:
+                last_number = _ROW_NUMBER.search(body, last_row, body.find(b">", last_row))
+                if last_number is not None and int(last_number.group(1)) < target:
+                    state["row"] = int(last_number.group(1))
                     out.write(body)
                     return
         written = 0
@@ -603,7 +621,11 @@ class _SheetRewriter:
                 continue
             end = tag.end() if tag.group(2) else body.index(close, tag.end()) + len(close)
             out.write(body[written : tag.start()])
-            out.write(self._rewrite_row(number, body[tag.start() : end], tag.end() - tag.start(), bool(tag.group(2))))
+            out.write(
+                self._rewrite_row(
+                    number, body[tag.start() : end], tag.end() - tag.start(), bool(tag.group(2))
+                )
+            )
             written = end
             pending += 1
         state["next"] = pending
@@ -613,7 +635,9 @@ class _SheetRewriter:
         if self.plan.legacy_rel_id is None:
             return tail
         element = (
-            b"<" + self.prefix + f'legacyDrawing xmlns:r="{_REL_NS}" r:id="{self.plan.legacy_rel_id}"/>'.encode()
+            b"<"
+            + self.prefix
+            + f'legacyDrawing xmlns:r="{_REL_NS}" r:id="{self.plan.legacy_rel_id}"/>'.encode()
         )
         positions = [
             m.start()
@@ -683,7 +707,9 @@ def _extend_comments(xml: bytes, entries: bytes, author: str) -> bytes:
     xml = xml[: authors.end(2)] + author_xml + xml[authors.end(2) :]
     entries = entries.replace(b'authorId="0"', f'authorId="{author_id}"'.encode())
     if prefix:
-        entries = re.sub(rb"<(/?)(comment|text|r|rPr|sz|color|rFont|charset|t)\b", rb"<\1" + prefix + rb"\2", entries)
+        entries = re.sub(
+            rb"<(/?)(comment|text|r|rPr|sz|color|rFont|charset|t)\b", rb"<\1" + prefix + rb"\2", entries
+        )
     closing = xml.rfind(b"</" + prefix + b"commentList>")
     if closing < 0:
         raise CannotMarkUp("comments part without <commentList>")
@@ -702,7 +728,11 @@ def _extend_vml(xml: bytes, shapes: bytes, blocks: Sequence[int]) -> bytes:
     xml = xml[: root.start()] + tag + xml[root.end() :]
     data = ",".join(str(b) for b in blocks)
     if _IDMAP.search(xml):
-        xml = _IDMAP.sub(lambda m: m.group(1) + (m.group(2) + b"," if m.group(2) else b"") + data.encode() + m.group(3), xml, count=1)
+        xml = _IDMAP.sub(
+            lambda m: m.group(1) + (m.group(2) + b"," if m.group(2) else b"") + data.encode() + m.group(3),
+            xml,
+            count=1,
+        )
     else:
         layout = f'<o:shapelayout v:ext="edit"><o:idmap v:ext="edit" data="{data}"/></o:shapelayout>'.encode()
         at = xml.index(b">", root.start()) + 1
@@ -737,18 +767,22 @@ def legend_sheet(lines: Sequence[str], title_style: int, text_style: int) -> byt
     for number, line in enumerate(lines, start=1):
         style = title_style if number == 1 else text_style
         rows.append(
-            f'<row r="{number}"><c r="A{number}" s="{style}" t="inlineStr"><is><t xml:space="preserve">'.encode()
+            f'<row r="{number}"><c r="A{number}" s="{style}" t="inlineStr">'.encode()
+            + b'<is><t xml:space="preserve">'
             + xml_text(line)
             + b"</t></is></c></row>"
         )
     return (
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         + f'<worksheet xmlns="{_MAIN_NS}" xmlns:r="{_REL_NS}">'.encode()
-        + b'<dimension ref="A1:A' + str(max(len(lines), 1)).encode() + b'"/>'
+        + b'<dimension ref="A1:A'
+        + str(max(len(lines), 1)).encode()
+        + b'"/>'
         + b'<sheetViews><sheetView workbookViewId="0"/></sheetViews><sheetFormatPr defaultRowHeight="15"/>'
         + b'<cols><col min="1" max="1" width="100" customWidth="1"/></cols><sheetData>'
         + b"".join(rows)
-        + b'</sheetData><pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
+        + b"</sheetData>"
+        + b'<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" footer="0.3"/>'
         + b'<pageSetup paperSize="9" orientation="landscape" fitToWidth="1" fitToHeight="0"/></worksheet>'
     )
 
@@ -776,7 +810,9 @@ def mark_up(
         names = set(archive.namelist())
         plans, extra, styles_part, styles = _plan(archive, names, sheets, edits or {}, legend_name)
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as out:
-            deferred = {styles_part} | {p for plan in plans.values() for p in (plan.comments_part, plan.vml_part) if p}
+            deferred = {styles_part} | {
+                p for plan in plans.values() for p in (plan.comments_part, plan.vml_part) if p
+            }
             replaced = extra.replacements
             for info in archive.infolist():
                 name = info.filename
@@ -829,7 +865,8 @@ def _plan(
     workbook_rels = archive.read(workbook_rels_part)
     relations = {r.get("Id", ""): r for r in _relationships(workbook_rels)}
     styles_part = next(
-        (_resolve(main, r["Target"]) for r in relations.values() if r.get("Type", "").endswith("/styles")), None
+        (_resolve(main, r["Target"]) for r in relations.values() if r.get("Type", "").endswith("/styles")),
+        None,
     )
     if styles_part is None or styles_part not in names:
         raise CannotMarkUp("no styles part")
@@ -891,7 +928,9 @@ def _plan(
             plan.new_comments = True
             relative = posixpath.relpath(plan.comments_part, posixpath.dirname(part))
             added.append((next_id(), f"{rel_base}/comments", relative))
-            overrides.append(f'<Override PartName="/{plan.comments_part}" ContentType="{_COMMENTS_TYPE}"/>'.encode())
+            overrides.append(
+                f'<Override PartName="/{plan.comments_part}" ContentType="{_COMMENTS_TYPE}"/>'.encode()
+            )
         if plan.vml_part is None or plan.vml_part not in names:
             plan.vml_part = _free_name("xl/drawings/vmlDrawing{}.vml", taken)
             plan.new_vml = True
@@ -903,7 +942,8 @@ def _plan(
     legend_part = _free_name("xl/worksheets/sheet{}.xml", taken)
     legend_rel = _free_id(relations)()
     replacements[workbook_rels_part] = _add_relationships(
-        workbook_rels, [(legend_rel, f"{rel_base}/worksheet", posixpath.relpath(legend_part, posixpath.dirname(main)))]
+        workbook_rels,
+        [(legend_rel, f"{rel_base}/worksheet", posixpath.relpath(legend_part, posixpath.dirname(main)))],
     )
     taken_names = {n.lower() for n in by_name}
     name = legend_name
@@ -911,7 +951,8 @@ def _plan(
     while name.lower() in taken_names:
         name = f"{legend_name}{number}"
         number += 1
-    sheet_xml = f'<sheet name="{_escape_attribute(name)}" sheetId="{max(sheet_ids, default=0) + 1}" {id_prefix}id="{legend_rel}"/>'
+    sheet_id = max(sheet_ids, default=0) + 1
+    sheet_xml = f'<sheet name="{_escape_attribute(name)}" sheetId="{sheet_id}" {id_prefix}id="{legend_rel}"/>'
     prefix_match = re.search(rb"<(\w+:)?sheets\b", workbook)
     prefix = prefix_match.group(1) or b"" if prefix_match else b""
     closing = workbook.find(b"</" + prefix + b"sheets>")
@@ -944,8 +985,12 @@ def _write_comments(
         marks = plan.marks
         if marks is None or not len(marks.rows) or plan.comments_part is None or plan.vml_part is None:
             continue
-        refs = np.array([f"{xl_col_to_name(int(c))}{int(r) + 1}" for r, c in zip(marks.rows, marks.cols, strict=True)])
-        keep = ~np.isin(refs, list(plan.existing_refs)) if plan.existing_refs else np.ones(len(refs), dtype=bool)
+        refs = np.array(
+            [f"{xl_col_to_name(int(c))}{int(r) + 1}" for r, c in zip(marks.rows, marks.cols, strict=True)]
+        )
+        keep = (
+            ~np.isin(refs, list(plan.existing_refs)) if plan.existing_refs else np.ones(len(refs), dtype=bool)
+        )
         result.clerk_comments_kept += int((~keep).sum())
         comments = Comments(marks.rows[keep], marks.cols[keep], text_array(marks.comments[keep]), author)
         blocks = list(range(block, block + blocks_needed(len(comments))))
@@ -953,7 +998,10 @@ def _write_comments(
         if plan.new_comments:
             out.writestr(plan.comments_part, b"".join(comments_xml(comments)))
         else:
-            out.writestr(plan.comments_part, _extend_comments(archive.read(plan.comments_part), comment_entries(comments), author))
+            out.writestr(
+                plan.comments_part,
+                _extend_comments(archive.read(plan.comments_part), comment_entries(comments), author),
+            )
         if plan.new_vml:
             out.writestr(plan.vml_part, b"".join(vml_xml(comments, blocks[0], plan.geometry)))
         else:
