@@ -153,7 +153,8 @@ def _details(
         if field == "xb":
             return mismatch, idnumber.genders(ids).map(_GENDER_NAMES).fillna("").astype("str")
         if field == "csrq":
-            return mismatch, idnumber.birth_dates(ids)
+            born = idnumber.birth_dates(ids)  # shown as a clerk writes a date: 1970-05-06
+            return mismatch, born.str.slice(0, 4) + "-" + born.str.slice(4, 6) + "-" + born.str.slice(6, 8)
         return mismatch, ids
     limit = rule_for(field).max_length
     if code == ResultCode.PARAMETER_ERROR and limit is not None:
