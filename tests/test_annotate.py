@@ -101,6 +101,7 @@ def build_register(path: Path) -> Path:
     sheet.page_setup.fitToHeight = 0
     sheet.sheet_properties.pageSetUpPr.fitToPage = True
     sheet.print_title_rows = "3:3"
+    sheet.print_area = "A1:J10"
     lists = book.create_sheet("字典")
     lists["A1"], lists["B1"] = "性别", "民族"
     lists["A2"], lists["B2"] = "男", "汉族"
@@ -195,6 +196,7 @@ def test_reasons_are_visible_without_hovering_and_in_print(annotated) -> None:
     assert any("红色" in line for line in legend) and any("黄色" in line for line in legend)
     assert any("原来就有您的批注" in str(line) for line in legend) is False  # no marked cell had one
     assert any("5 个错误单元格、1 个提示单元格" in str(line) for line in legend)
+    assert sheet.print_area == "'登记表'!$A$1:$K$10"  # the clerk's print area now takes in 问题说明
 
 
 def test_only_the_parts_that_carry_marks_change(annotated) -> None:

@@ -393,6 +393,8 @@ class _SheetPlan:
     legacy_rel_id: str | None = None
     geometry: SheetGeometry | None = None
     existing_refs: set[str] = field(default_factory=set)
+    note_col: int | None = None
+    index: int = 0
 
 
 class _SheetRewriter:
@@ -468,6 +470,7 @@ class _SheetRewriter:
             self.targets = sorted(self.changes)
             return head
         self.note_col = right + 1
+        self.plan.note_col = self.note_col
         letter = xl_col_to_name(self.note_col).encode()
         if dimension is not None:
             ref = attributes(dimension.group()).get("ref", "A1")
@@ -810,9 +813,8 @@ def mark_up(
         names = set(archive.namelist())
         plans, extra, styles_part, styles = _plan(archive, names, sheets, edits or {}, legend_name)
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as out:
-            deferred = {styles_part} | {
-                p for plan in plans.values() for p in (plan.comments_part, plan.vml_part) if p
-            }
+            deferred = {styles_part, extra.workbook_part}
+            deferred |= {p for plan in plans.values() for p in (plan.comments_part, plan.vml_part) if p}
             replaced = extra.replacements
             for info in archive.infolist():
                 name = info.filename
@@ -829,8 +831,9 @@ def mark_up(
             _write_comments(archive, out, plans, sheets, author, extra.first_block, result)
             title_style, text_style = styles.note(bold=True, colour=None), styles.note(wrap=True, colour=None)
             out.writestr(extra.legend_part, legend_sheet(list(legend(result)), title_style, text_style))
+            replaced[extra.workbook_part] = with_print_areas(replaced[extra.workbook_part], plans.values())
             for name, data in replaced.items():
-                if name not in names:
+                if name not in names or name == extra.workbook_part:
                     out.writestr(name, data)
             out.writestr(styles_part, styles.render())
     return result
@@ -841,6 +844,47 @@ class _Extra:
     replacements: dict[str, bytes]
     legend_part: str
     first_block: int
+    workbook_part: str
+
+
+_DEFINED_NAME = re.compile(rb"(<(?:\w+:)?definedName\b[^>]*>)(.*?)(</(?:\w+:)?definedName>)", re.S)
+_AREA_END = re.compile(r"(:\$?)([A-Za-z]{1,3})(\$?[0-9]*)$")
+
+
+def with_print_areas(workbook: bytes, plans: Iterable[_SheetPlan]) -> bytes:
+    """``workbook`` with each marked sheet's print area widened to its 问题说明 column.
+
+    Only an area that reaches the clerk's last column is widened: one that
+    prints part of the table on purpose is left as it is.
+    """
+    widen = {
+        plan.index: (plan.marks.last_column, plan.note_col)
+        for plan in plans
+        if plan.marks is not None and plan.note_col is not None
+    }
+    if not widen:
+        return workbook
+
+    def area(text: str, last: int, note: int) -> str:
+        found = _AREA_END.search(text)
+        if found is None:
+            return text
+        right = _column_index(found.group(2).encode())
+        if not last <= right < note:
+            return text
+        return text[: found.start()] + found.group(1) + xl_col_to_name(note) + found.group(3)
+
+    def widened(match: re.Match[bytes]) -> bytes:
+        found = attributes(match.group(1))
+        sheet = found.get("localSheetId", "")
+        if found.get("name") != "_xlnm.Print_Area" or not sheet.isdigit() or int(sheet) not in widen:
+            return match.group()
+        last, note = widen[int(sheet)]
+        areas = html.unescape(match.group(2).decode()).split(",")
+        text = ",".join(area(a, last, note) for a in areas)
+        return match.group(1) + html.escape(text, quote=False).encode() + match.group(3)
+
+    return _DEFINED_NAME.sub(widened, workbook)
 
 
 def _plan(
@@ -873,10 +917,12 @@ def _plan(
     styles = Styles(archive.read(styles_part))
     sheet_tags = re.findall(rb"<(?:\w+:)?sheet\b[^>]*>", workbook)
     by_name: dict[str, str] = {}
+    positions: dict[str, int] = {}  # a sheet's place in <sheets>: its localSheetId
     sheet_ids: list[int] = []
     id_prefix = "r:"
-    for tag in sheet_tags:
+    for position, tag in enumerate(sheet_tags):
         found = attributes(tag)
+        positions[found.get("name", "")] = position
         rel_key = next((k for k in found if k.endswith(":id")), None)
         if rel_key is None or found.get(rel_key) not in relations:
             continue
@@ -904,7 +950,9 @@ def _plan(
     )
     for marks in sheets:
         part = by_name[marks.name]
-        plans[part] = _SheetPlan(marks, part, per_sheet_edits.pop(marks.name, {}))
+        plans[part] = _SheetPlan(
+            marks, part, per_sheet_edits.pop(marks.name, {}), index=positions[marks.name]
+        )
     for name, sheet_edits in per_sheet_edits.items():
         plans[by_name[name]] = _SheetPlan(None, by_name[name], sheet_edits)
     for part, plan in plans.items():
@@ -966,7 +1014,7 @@ def _plan(
         overrides.append(f'<Default Extension="vml" ContentType="{_VML_TYPE}"/>'.encode())
     at = content_types.rfind(b"</")
     replacements["[Content_Types].xml"] = content_types[:at] + b"".join(overrides) + content_types[at:]
-    return plans, _Extra(replacements, legend_part, first_block), styles_part, styles
+    return plans, _Extra(replacements, legend_part, first_block, main), styles_part, styles
 
 
 def _write_comments(
