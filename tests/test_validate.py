@@ -184,7 +184,7 @@ def test_gender_contradicting_id_parity() -> None:
 def test_birth_date_contradicting_id() -> None:
     found = validate(rows({"csrq": "19600102"}), today=TODAY)
     assert found[["field", "code"]].values.tolist() == [["csrq", 10124]]
-    assert "19600102" in found["message"].iloc[0] and "19600101" in found["message"].iloc[0]
+    assert "19600102" in found["message"].iloc[0] and "1960-01-01" in found["message"].iloc[0]
 
 
 def test_empty_gender_and_birth_date_with_a_readable_id() -> None:

@@ -828,7 +828,7 @@ def mark_up(
                     out.writestr(name, replaced[name])
                 elif not info.is_dir():
                     _copy(archive, info, out)
-            _write_comments(archive, out, plans, sheets, author, extra.first_block, result)
+            _write_comments(archive, out, plans, author, extra.first_block, result)
             title_style, text_style = styles.note(bold=True, colour=None), styles.note(wrap=True, colour=None)
             out.writestr(extra.legend_part, legend_sheet(list(legend(result)), title_style, text_style))
             replaced[extra.workbook_part] = with_print_areas(replaced[extra.workbook_part], plans.values())
@@ -1021,7 +1021,6 @@ def _write_comments(
     archive: zipfile.ZipFile,
     out: zipfile.ZipFile,
     plans: Mapping[str, _SheetPlan],
-    sheets: Sequence[SheetMarks],
     author: str,
     first_block: int,
     result: MarkupResult,
