@@ -14,6 +14,7 @@ legend sheet added.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,22 @@ def test_io_of_the_markup_is_streamed(annotated, tmp_path: Path, monkeypatch: py
     paths = write_reports(tmp_path / "out", batch)
     with zipfile.ZipFile(copy) as whole, zipfile.ZipFile(paths["annotated_登记表.xlsx"]) as pieces:
         assert whole.read("xl/worksheets/sheet1.xml") == pieces.read("xl/worksheets/sheet1.xml")
+
+
+def test_cells_written_without_their_reference_are_still_found(annotated, tmp_path: Path) -> None:
+    """The format lets a writer leave out a cell's ``r``: the cell is then the one after the previous."""
+    register, copy, _ = annotated
+    bare = tmp_path / "bare.xlsx"
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(bare, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'(<c\b[^>]*?) r="[A-Z]+[0-9]+"', rb"\1", data)
+            new.writestr(info, data)
+    paths = write_reports(tmp_path / "out", prepare_batch([bare], load_settings(None)))
+    sheet = openpyxl.load_workbook(paths["annotated_bare.xlsx"])["登记表"]
+    expected = openpyxl.load_workbook(copy)["登记表"]
+    for coordinate, colour in MARKED.items():
+        assert sheet[coordinate].fill.fgColor.rgb == colour, coordinate
+        assert sheet[coordinate].value == expected[coordinate].value
+    assert sheet["K3"].value == "问题说明" and sheet["K5"].value == expected["K5"].value

@@ -523,12 +523,17 @@ class _SheetRewriter:
         )
         cells: list[tuple[int, bytes]] = []
         column = -1
+        rest: list[bytes] = []  # anything in the row besides cells (an <extLst>) is kept after them
+        position = 0
         for cell in re.finditer(
             rb"<" + re.escape(p) + rb"c\b([^>]*?)(?:/>|>(.*?)</" + re.escape(p) + rb"c>)", content, re.S
         ):
             ref = _CELL_REF.search(cell.group(1))
             column = _column_index(ref.group(1)) if ref else column + 1
             cells.append((column, cell.group()))
+            rest.append(content[position : cell.start()])
+            position = cell.end()
+        rest.append(content[position:])
         changes = self.changes.get(row0, {})
         seen = {col for col, _ in cells}
         rebuilt: list[tuple[int, bytes]] = []
@@ -563,7 +568,8 @@ class _SheetRewriter:
                 self.result.noted_rows += 1
         rebuilt.sort(key=lambda pair: pair[0])
         opening = _without_attribute(start_tag.rstrip(b">").rstrip(b"/"), b"spans")
-        return opening + b">" + b"".join(xml for _, xml in rebuilt) + b"</" + p + b"row>"
+        kept = b"".join(part for part in rest if part.strip())
+        return opening + b">" + b"".join(xml for _, xml in rebuilt) + kept + b"</" + p + b"row>"
 
     def _count(self, kind: int) -> None:
         if kind == MARK_ERROR:
