@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean sandbox
+.PHONY: demo test lint bench clean sandbox serve browser
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,25 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(PY) -m pipeline.demo
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium; on a fresh machine (as root) it is installed here.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
+	  else \
+	    echo "Chromium ($(CHROMIUM)) is missing and cannot be installed here: the browser tests will fail"; \
+	  fi; \
+	fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -n 2 tests
+
+serve: $(STAMP)
+	$(PY) -m pipeline.web.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline schemas tests bench

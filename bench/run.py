@@ -1,6 +1,6 @@
 """``make bench``: time ``ehc`` against raw baselines in the same run and print the ratios.
 
-    .venv/bin/python bench/run.py [--quick] [--only csv|xlsx|rate|cpu|rerun ...]
+    .venv/bin/python bench/run.py [--quick] [--only csv|xlsx|rate|cpu|rerun|web ...] [NAME ...]
 
 Synthetic registers are generated into ``bench/data/`` (kept across runs, named
 by size, seed and a hash of the generator's source); reports go to
@@ -38,8 +38,15 @@ BASELINES = str(ROOT / "bench" / "baselines.py")
 
 #: Rows per figure: full run and ``--quick``.
 SIZES = {
-    "full": {"csv": 1_000_000, "xlsx": 100_000, "rate": 2_000, "cpu": 3_000, "rerun": 100_000},
-    "quick": {"csv": 100_000, "xlsx": 10_000, "rate": 300, "cpu": 1_000, "rerun": 5_000},
+    "full": {
+        "csv": 1_000_000,
+        "xlsx": 100_000,
+        "rate": 2_000,
+        "cpu": 3_000,
+        "rerun": 100_000,
+        "web": 100_000,
+    },
+    "quick": {"csv": 100_000, "xlsx": 10_000, "rate": 300, "cpu": 1_000, "rerun": 5_000, "web": 10_000},
 }
 RATE = 50.0
 LATENCY_MS = 100.0
@@ -253,8 +260,20 @@ def figure_rerun(rows: int) -> list[Figure]:
     ]
 
 
+def figure_web(rows: int) -> list[Figure]:
+    """The workspace (``ehc serve``): upload to first page, page and edit server times, 20 clerks at once."""
+    from bench import web
+
+    path = register("xlsx", rows, 2, 0.02)
+    folder = fresh("web")
+    dry = validate(path, folder / "validate")
+    found = web.figures_upload(path, dry, folder / "upload", rows, Figure)
+    return found + web.figures_concurrent(register, folder / "concurrent", Figure)
+
+
 FIGURES: dict[str, Callable[[int], list[Figure]]] = {
     "csv": figure_csv, "xlsx": figure_xlsx, "rate": figure_rate, "cpu": figure_cpu, "rerun": figure_rerun,
+    "web": figure_web,
 }  # fmt: skip
 
 
@@ -297,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller registers (a few minutes in all)")
     parser.add_argument("--only", action="append", choices=sorted(FIGURES), metavar="NAME",
                         help=f"run only this figure (repeatable): {', '.join(FIGURES)}")  # fmt: skip
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="figures to run, as with --only (e.g. `bench/run.py web`)")  # fmt: skip
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(FIGURES))
+    if unknown:
+        parser.error(f"unknown figure {', '.join(unknown)} (choose from {', '.join(FIGURES)})")
+    args.only = (args.only or []) + args.names or None
     sizes = SIZES["quick" if args.quick else "full"]
     figures: list[Figure] = []
     for name in args.only or list(FIGURES):

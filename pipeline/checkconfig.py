@@ -29,6 +29,7 @@ from pipeline.platform.workkey import cache_path
 #: loguru's built-in level names (case-sensitive there).
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

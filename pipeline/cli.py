@@ -87,7 +87,10 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         kwargs["add_help"] = False
         super().__init__(*args, **kwargs)
-        self.options = self.add_argument_group("选项")
+        # The default sections, so that any argument added to the parser is listed under a Chinese title.
+        self._positionals.title = "参数"
+        self._optionals.title = "选项"
+        self.options = self._optionals
         self.options.add_argument("-h", "--help", action="help", help="显示本帮助并退出")
 
     def error(self, message: str) -> NoReturn:
@@ -161,7 +164,7 @@ def _common(parser: _Parser) -> None:
 
 
 def _input_options(parser: _Parser) -> None:
-    parser.add_argument_group("参数").add_argument(
+    parser.add_argument(
         "inputs",
         nargs="+",
         type=Path,
@@ -218,6 +221,37 @@ _HELP: dict[str, tuple[str, str, str]] = {
         "状态目录和日志目录。",
         "  ehc check-config --config /etc/ehc/ehc.toml",
     ),
+    "serve": (
+        "运行网页工作台（供各中心在浏览器中使用）",
+        "运行网页工作台：各中心的办事员登录后上传登记表、在网页上改正问题并提交，只能看到本中心的数据。\n"
+        "部署方法见 docs/web.md。",
+        "  ehc serve --config /etc/ehc/ehc.toml\n  ehc serve --port 8080",
+    ),
+    "users": (
+        "管理网页工作台的用户",
+        "添加网页工作台的用户，或重设其密码；密码在提示时输入（或从标准输入读取），不写在命令行里。",
+        "  ehc users add zhangsan --centre 455400000\n  ehc users passwd zhangsan",
+    ),
+    "users add": (
+        "添加一个中心的用户",
+        "添加网页工作台的用户，归属于一个中心；密码在提示时输入（或从标准输入读取）。",
+        "  ehc users add zhangsan --centre 455400000\n  ehc users add admin --centre 455400000 --admin",
+    ),
+    "users passwd": (
+        "重设用户的密码",
+        "重设网页工作台用户的密码；新密码在提示时输入（或从标准输入读取）。",
+        "  ehc users passwd zhangsan",
+    ),
+    "centres": (
+        "管理网页工作台的中心",
+        "添加使用网页工作台的社区卫生服务中心（按机构代码）。",
+        "  ehc centres add 455400000 --name 示范社区卫生服务中心",
+    ),
+    "centres add": (
+        "按机构代码添加一个中心",
+        "添加一个社区卫生服务中心：机构代码和名称。",
+        "  ehc centres add 455400000 --name 示范社区卫生服务中心",
+    ),
     "sandbox": (
         "在本机运行自带的模拟平台（测试用）",
         "在 127.0.0.1 上运行自带的模拟平台，行为与平台接口规范一致，用于演示和测试。",
@@ -226,8 +260,8 @@ _HELP: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _command(commands: Any, name: str, exit_codes: str = EXIT_CODES_HELP) -> _Parser:
-    summary, description, example = _HELP[name]
+def _command(commands: Any, name: str, exit_codes: str = EXIT_CODES_HELP, *, key: str = "") -> _Parser:
+    summary, description, example = _HELP[key or name]
     parser: _Parser = commands.add_parser(
         name, help=summary, description=description, epilog=f"示例：\n{example}\n\n{exit_codes}"
     )
@@ -297,6 +331,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
     )
     _common(check)
+
+    serve = _command(commands, "serve", _SHORT_EXIT_CODES_HELP)
+    serve.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
+    serve.add_argument(
+        "--port", type=int, default=8000, metavar="端口", help="端口（默认 8000；0 表示自动选择空闲端口）"
+    )
+    _common(serve)
+
+    users = _command(commands, "users", _SHORT_EXIT_CODES_HELP)
+    users_commands = users.add_subparsers(
+        dest="users_command", required=True, parser_class=_Parser, title="子命令", metavar="子命令"
+    )
+    users_add = _command(users_commands, "add", _SHORT_EXIT_CODES_HELP, key="users add")
+    users_add.add_argument("name", metavar="用户名", help="登录用的用户名")
+    users_add.add_argument("--centre", required=True, metavar="机构代码", help="该用户所属中心的机构代码")
+    users_add.add_argument("--admin", action="store_true", help="管理员：可管理中心和用户、查看审计日志")
+    _common(users_add)
+    users_passwd = _command(users_commands, "passwd", _SHORT_EXIT_CODES_HELP, key="users passwd")
+    users_passwd.add_argument("name", metavar="用户名", help="要重设密码的用户")
+    _common(users_passwd)
+
+    centres = _command(commands, "centres", _SHORT_EXIT_CODES_HELP)
+    centres_commands = centres.add_subparsers(
+        dest="centres_command", required=True, parser_class=_Parser, title="子命令", metavar="子命令"
+    )
+    centres_add = _command(centres_commands, "add", _SHORT_EXIT_CODES_HELP, key="centres add")
+    centres_add.add_argument("org_code", metavar="机构代码", help="中心的机构代码（发卡机构代码）")
+    centres_add.add_argument("--name", required=True, metavar="名称", help="中心的名称")
+    _common(centres_add)
 
     sandbox = _command(commands, "sandbox", _SHORT_EXIT_CODES_HELP)
     options = sandbox.options
@@ -413,6 +476,33 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     return RunResult(EXIT_OK)
 
 
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline.web.serve import serve
+
+    return RunResult(serve(settings, host=args.host, port=args.port))
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline.web import accounts
+    from pipeline.web.serve import read_password
+
+    store = accounts.open_store(settings.state_dir)
+    if args.users_command == "add":
+        user = accounts.add_user(store, args.name, args.centre, read_password(), admin=args.admin)
+        return RunResult(
+            EXIT_OK, f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）"
+        )
+    user = accounts.set_password(store, args.name, read_password("新密码："))
+    return RunResult(EXIT_OK, f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
+
+
+def _cmd_centres(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline.web import accounts
+
+    centre = accounts.add_centre(accounts.open_store(settings.state_dir), args.org_code, args.name)
+    return RunResult(EXIT_OK, f"已添加中心 {centre.name}（{centre.org_code}）")
+
+
 _COMMANDS = {
     "validate": _cmd_validate,
     "submit": _cmd_submit,
@@ -420,6 +510,9 @@ _COMMANDS = {
     "qrcode": _cmd_qrcode,
     "check-config": _cmd_check_config,
     "sandbox": _cmd_sandbox,
+    "serve": _cmd_serve,
+    "users": _cmd_users,
+    "centres": _cmd_centres,
 }
 
 

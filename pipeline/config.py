@@ -85,6 +85,19 @@ class InboxSettings:
     settle_seconds: float = 2.0
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    """The web workspace (``ehc serve``)."""
+
+    max_upload_mb: float = 50.0
+    session_idle_minutes: float = 30.0
+    session_hours: float = 12.0
+    secure_cookies: bool = False  # true behind a TLS reverse proxy
+    check_workers: int = 2  # processes running dry runs of uploads
+    login_attempts: int = 5  # failed logins per user or address before a pause
+    lockout_minutes: float = 15.0
+
+
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
     """``$XDG_STATE_HOME/ehc`` (``~/.local/state/ehc``)."""
     base = (os.environ if env is None else env).get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -100,6 +113,7 @@ class Settings:
     defaults: DefaultValues = DefaultValues()
     logging: LogSettings = LogSettings()
     inbox: InboxSettings = InboxSettings()
+    web: WebSettings = WebSettings()
     state_dir: Path = field(default_factory=default_state_dir)
     log_dir: Path | None = None
     #: user column aliases: clerk's header -> field code
@@ -138,6 +152,7 @@ _SECTIONS: dict[str, type] = {
     "defaults": DefaultValues,
     "logging": LogSettings,
     "inbox": InboxSettings,
+    "web": WebSettings,
 }
 
 #: environment variable -> (section, key)

@@ -167,6 +167,9 @@ class Batch:
       of a row joined by ``;`` (empty for a good row).
     * ``tables``: the tables read, in order; ``table_rows[i]`` is the
       ``row_id`` range of ``tables[i]``.
+    * ``cell_edits``: values a clerk changed after reading (``row_id``,
+      ``field`` — an input field —, ``value``; the web workspace), already in
+      ``original``; the annotated copy writes them into the clerk's cells.
     """
 
     tables: list[MappedTable]
@@ -176,6 +179,7 @@ class Batch:
     extras: pd.DataFrame
     faults: pd.DataFrame
     outcome: pd.DataFrame
+    cell_edits: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.rows)

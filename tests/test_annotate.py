@@ -324,3 +324,17 @@ def test_cells_written_without_their_reference_are_still_found(annotated, tmp_pa
         assert sheet[coordinate].fill.fgColor.rgb == colour, coordinate
         assert sheet[coordinate].value == expected[coordinate].value
     assert sheet["K3"].value == "问题说明" and sheet["K5"].value == expected["K5"].value
+
+
+def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, tmp_path: Path) -> None:
+    """The web workspace's edits (``Batch.cell_edits``) land in the clerk's cells, as text, in their style."""
+    import pandas as pd
+
+    register, _, _ = annotated
+    batch = prepare_batch([register], load_settings(None))
+    batch.cell_edits = pd.DataFrame({"row_id": [1, 4], "field": ["sfzhm", "brdh"], "value": [GOOD[1], "=2+2"]})
+    paths = write_reports(tmp_path / "out", batch)
+    sheet = openpyxl.load_workbook(paths["annotated_登记表.xlsx"])["登记表"]
+    assert sheet["E5"].value == GOOD[1] and sheet["E5"].data_type == "s" and sheet["E5"].number_format == "@"
+    assert sheet["F8"].value == "=2+2" and sheet["F8"].data_type == "s"
+    assert sheet["A5"].value == "=ROW()-3" and sheet["A5"].data_type == "f"

@@ -67,7 +67,10 @@ def test_internal_errors_become_one_line(
 
 # -- the command line in Chinese ---------------------------------------------------------------------
 
-COMMANDS = ("validate", "submit", "run", "qrcode", "check-config", "sandbox")
+COMMANDS = (
+    "validate", "submit", "run", "qrcode", "check-config", "serve", "users", "users add", "users passwd",
+    "centres", "centres add", "sandbox",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -75,7 +78,7 @@ def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
     command: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as stopped:
-        cli.main([command, "--help"] if command else ["--help"])
+        cli.main([*command.split(), "--help"] if command else ["--help"])
     assert stopped.value.code == 0
     text = capsys.readouterr().out
     assert text.startswith("用法：ehc")
@@ -90,7 +93,7 @@ def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
         assert english not in text
     if command:
         assert f"  ehc {command}" in text  # the example runs this command
-    option_lines = [line for line in text.splitlines() if line.startswith("  --")]
+    option_lines = [line for line in text.splitlines() if line.startswith("  -")]
     assert option_lines and all(re.search(r"[\u4e00-\u9fff]", line) for line in option_lines)
 
 

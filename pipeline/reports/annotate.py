@@ -338,6 +338,35 @@ def _row_chunks(sheet: python_calamine.CalamineSheet) -> Iterator[tuple[int, lis
         start += len(chunk)
 
 
+def cell_edits(data: ReportData, table_index: int) -> dict[tuple[int, int], str]:
+    """Cells of one table a clerk changed after reading (``Batch.cell_edits``): (row, col), 0-based -> value.
+
+    An edit of a field the sheet has no column for has no cell to show it in.
+    """
+    edits = data.batch.cell_edits
+    if edits is None or not len(edits):
+        return {}
+    table = data.batch.tables[table_index]
+    rows = data.batch.table_rows[table_index]
+    position = dict(zip(table.raw.headers, table.raw.column_positions, strict=False))
+    changed: dict[tuple[int, int], str] = {}
+    for row_id, field, value in zip(edits["row_id"], edits["field"], edits["value"], strict=True):
+        header = table.field_headers.get(str(field), "")
+        if int(row_id) in rows and header in position:
+            sheet_row = int(table.raw.source_row[int(row_id) - rows.start]) - 1
+            changed[(sheet_row, position[header])] = str(value)
+    return changed
+
+
+def _batch_edits(data: ReportData, table_indices: Sequence[int]) -> dict[tuple[str, int, int], str]:
+    """The batch's cell edits (:func:`cell_edits`) of the given tables, keyed as ``write_annotated``'s."""
+    return {
+        (data.batch.tables[index].raw.sheet, row + 1, col): value
+        for index in table_indices
+        for (row, col), value in cell_edits(data, index).items()
+    }
+
+
 def _mark_styles(
     marks: SheetMarks, first: int, count: int, left: int, width: int, *, text: bool
 ) -> dict[int, np.ndarray]:
@@ -551,10 +580,12 @@ def write_annotated(
     Excel shows it, 0-based column — ``RawTable.column_positions``) to a new
     text for that cell, written in the same pass as the marks: a text cell in
     the cell's own style, never a formula (the sheet name is ``""`` for a
-    CSV).  Raises :class:`SourceUnreadable` when the register cannot be read
-    again, :class:`TooLarge` for a CSV too long for a copy.
+    CSV).  The batch's own ``cell_edits`` (the web workspace's) are applied
+    the same way; ``edits`` wins where both name a cell.  Raises
+    :class:`SourceUnreadable` when the register cannot be read again,
+    :class:`TooLarge` for a CSV too long for a copy.
     """
-    edits = edits or {}
+    edits = {**_batch_edits(data, table_indices), **(edits or {})}
     suffix = Path(source).suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return _regenerate_text(path, source, data, table_indices, edits)

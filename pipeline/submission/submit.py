@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,7 @@ def submit_batch(
     progress: bool = False,
     stop: threading.Event | None = None,
     plan: Plan | None = None,
+    on_outcome: Callable[[Outcome], object] | None = None,
 ) -> SendStats:
     """Send every valid row of ``batch`` and fill its outcome (invalid rows stay invalid).
 
@@ -184,6 +185,8 @@ def submit_batch(
     raised by the client (e.g. :class:`AuthenticationRefused`) is re-raised
     after the outcome is filled, so the caller can still write the reports.
     ``plan`` is :func:`plan_submission` of this batch, if the caller has it.
+    ``on_outcome`` is called (on a sending thread) with each resident's
+    outcome as it is recorded, for a caller that shows live progress.
     """
     stop = stop or threading.Event()
     plan = plan or plan_submission(batch, journal)
@@ -198,9 +201,12 @@ def submit_batch(
     )  # fmt: skip
 
     sender = ResidentSender(client, journal, lookup_existing=lookup_existing, stop=stop)
+    send: Callable[[Task], Outcome] = sender.send
+    if on_outcome is not None:
+        send = _reporting(sender.send, on_outcome)
     with stop_on_signals(stop):
         pool = run_pool(
-            tasks, sender.send, size=size, stop=stop, progress=progress,
+            tasks, send, size=size, stop=stop, progress=progress,
             on_stop=getattr(client, "interrupt", None), on_tick=journal.flush,
         )  # fmt: skip
     journal.flush()
@@ -232,6 +238,19 @@ def submit_batch(
     if pool.fatal is not None:
         raise pool.fatal
     return stats
+
+
+def _reporting(
+    send: Callable[[Task], Outcome], report: Callable[[Outcome], object]
+) -> Callable[[Task], Outcome]:
+    """``send``, then ``report`` of its outcome."""
+
+    def send_and_report(task: Task) -> Outcome:
+        outcome = send(task)
+        report(outcome)
+        return outcome
+
+    return send_and_report
 
 
 def _platform_client(settings: Settings, rate: float | None, concurrency: int) -> Any:
