@@ -332,7 +332,9 @@ def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, 
 
     register, _, _ = annotated
     batch = prepare_batch([register], load_settings(None))
-    batch.cell_edits = pd.DataFrame({"row_id": [1, 4], "field": ["sfzhm", "brdh"], "value": [GOOD[1], "=2+2"]})
+    batch.cell_edits = pd.DataFrame(
+        {"row_id": [1, 4], "field": ["sfzhm", "brdh"], "value": [GOOD[1], "=2+2"]}
+    )
     paths = write_reports(tmp_path / "out", batch)
     sheet = openpyxl.load_workbook(paths["annotated_登记表.xlsx"])["登记表"]
     assert sheet["E5"].value == GOOD[1] and sheet["E5"].data_type == "s" and sheet["E5"].number_format == "@"
