@@ -58,6 +58,9 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
     (ResultCode.ALREADY_ENROLLED, "sfzhm", ""): (
         "身份证号码“{value}”与{extra}重复：同一居民只能申领一次，本行不会发送"
     ),
+    (ResultCode.ALREADY_ENROLLED, "sfzhm", "unplaced"): (
+        "身份证号码“{value}”在本批数据中已出现过：同一居民只能申领一次，本行不会发送"
+    ),
     (ResultCode.INVALID_GENDER, "xb", ""): "性别“{value}”无法识别：应填 男 或 女（也可填代码 1、2）",
     (ResultCode.INVALID_GENDER, "xb", "empty"): "性别为空",
     (ResultCode.INVALID_GENDER, "xb", "mismatch"): (

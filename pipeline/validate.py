@@ -104,13 +104,14 @@ def first_places(ids: pd.Series, repeats: pd.Series, sources: pd.DataFrame | Non
     """Where each repeated ID number in ``repeats`` first appears: ``第 5 行`` (same sheet) or with its file.
 
     ``ids`` are every row's ID numbers; ``sources`` (same index) the rows'
-    ``source_file``, ``source_sheet`` and ``source_row``.
+    ``source_file``, ``source_sheet`` and ``source_row``; without them every
+    place is ``""`` and the message says the number appeared before.
     """
     candidates = ids[ids.isin(pd.unique(repeats.to_numpy()))]
     first = pd.Series(candidates.index, index=candidates.to_numpy()).groupby(level=0).min()
     first_ids = first.reindex(repeats.to_numpy()).to_numpy()
     if sources is None or not {"source_file", "source_sheet", "source_row"} <= set(sources.columns):
-        return pd.Series(["前面的行"] * len(repeats), index=repeats.index, dtype="str")
+        return pd.Series("", index=repeats.index, dtype="str")  # where is unknown: the message says so
 
     def where(row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         picked = sources.loc[row_ids]
@@ -141,6 +142,8 @@ def _details(
     field = PAIR_COLUMNS.get(column, column)
     if column == "sfzhm" and code == ResultCode.ALREADY_ENROLLED:
         places = first_place(values) if first_place is not None else None
+        if places is None or (places == "").all():
+            return pd.Series("unplaced", index=values.index, dtype="str"), None
         return None, places
     if column == "sfzhm" and code == ResultCode.INVALID_ID_NUMBER:
         problems = pd.Series(idnumber.id_problems(values, today), index=values.index)
