@@ -340,3 +340,15 @@ def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, 
     assert sheet["E5"].value == GOOD[1] and sheet["E5"].data_type == "s" and sheet["E5"].number_format == "@"
     assert sheet["F8"].value == "=2+2" and sheet["F8"].data_type == "s"
     assert sheet["A5"].value == "=ROW()-3" and sheet["A5"].data_type == "f"
+
+
+def test_a_csv_too_long_for_a_copy_gets_none_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(annotate, "CSV_ROW_LIMIT", 2)
+    register = tmp_path / "名单.csv"
+    rows = [f"张{i},{GOOD[i]},1390000000{i},汉族,职工医保" for i in range(3)]
+    register.write_text("姓名,身份证号,联系电话,民族,医保类型\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["errors.xlsx", "results.csv", "results.xlsx"]
