@@ -30,8 +30,15 @@ browser:
 	  fi; \
 	fi
 
+# The command-line tests run a second time without fcntl, as on Windows (tests/without_fcntl).
+WITHOUT_FCNTL := PYTHONPATH=$(CURDIR)/tests/without_fcntl
+WINDOWS_LIKE_TESTS := tests/test_cli.py tests/test_lock.py tests/test_checkconfig.py tests/test_hardening.py \
+	tests/test_inbox.py::test_command_line_second_concurrent_run_exits_3
+
 test: $(STAMP) browser
 	$(PY) -m pytest -n 2 tests
+	$(WITHOUT_FCNTL) $(PY) -c "import fcntl" 2>/dev/null && { echo "fcntl was not blocked"; exit 1; } || true
+	$(WITHOUT_FCNTL) $(PY) -m pytest -n 2 -p no:cacheprovider -W ignore::UserWarning $(WINDOWS_LIKE_TESTS)
 
 serve: $(STAMP)
 	$(PY) -m pipeline.web.demo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import re
 import sys
 import traceback
@@ -21,9 +22,10 @@ from typing import Any, NoReturn, TextIO
 from loguru import logger
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings
+from pipeline.config import MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
-from pipeline.logs import register_secret, setup_logging
+from pipeline.files import private_dir
+from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
 
 EXIT_CODES_HELP = """退出码：
@@ -133,12 +135,13 @@ def _tolerant_console() -> None:
 
 
 def _positive(text: str) -> float:
+    """A finite number above 0 and at most MAX_RATE (``nan`` and ``inf`` are refused)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"应为正数：{text}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"应为正数：{text}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_RATE:
+        raise argparse.ArgumentTypeError(f"应为正数（有限，不超过 {MAX_RATE:g}）：{text}")
     return value
 
 
@@ -380,11 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
-    from dataclasses import replace
-
     base_url = getattr(args, "base_url", None)
     if base_url:
-        settings = replace(settings, platform=replace(settings.platform, base_url=base_url))
+        settings = settings.with_base_url(base_url)
     register_secret(settings.platform.app_secret)
     return settings
 
@@ -525,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.remove()
     try:
         settings = _settings(args)
+        # The state folder holds the journal, the work key and the logs: private before anything is written.
+        with contextlib.suppress(OSError):
+            private_dir(settings.state_dir)
         setup_logging(
             level=settings.logging.level,
             log_dir=settings.effective_log_dir if args.command != "sandbox" else None,
@@ -553,5 +557,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FATAL
     # The run is done and its reports are written: printing the summary cannot fail it.
     if result.summary:
-        emit(result.summary)
+        emit(mask_text(result.summary))
     return result.exit_code

@@ -211,3 +211,7 @@ class RunResult:
     summary: str = ""
     paths: dict[str, Path] = field(default_factory=dict)
     batch: Batch | None = None
+
+
+#: Excel's own limit on the characters of one cell; a longer cell is a fault on its row.
+MAX_CELL_CHARS = 32_767

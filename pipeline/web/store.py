@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import private_dir
+
 DATABASE_NAME = "web.sqlite"
 
 #: Job states.
@@ -309,7 +311,7 @@ class Store:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DATABASE_NAME
         self._local = threading.local()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         if not self.path.exists():
             # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
