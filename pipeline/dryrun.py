@@ -92,7 +92,7 @@ def prepare_batch(
     with bar.stage("校验"):
         from pipeline import validate
 
-        faults = validate.validate(normalised, today=today)
+        faults = validate.validate(normalised, today=today, written=original, sources=sources)
         all_faults = pd.concat([faults, warnings], ignore_index=True) if len(warnings) else faults
         all_faults = all_faults.loc[:, list(FAULT_COLUMNS)]
         rows = pd.concat([sources, normalised], axis=1)
@@ -107,12 +107,6 @@ def prepare_batch(
         )
     invalid = int((batch.outcome["status"] == STATUS_INVALID).sum())
     logger.info("校验完成：{} 行，其中 {} 行未通过", len(batch), invalid)
-    missing_org = int((rows["orgCode"] == "").sum())
-    if missing_org:
-        logger.warning(
-            "{} 行没有发卡机构代码（orgCode）：提交前请设置环境变量 EHC_ORG_CODE 或配置 [defaults] org_code",
-            missing_org,
-        )
     return batch
 
 

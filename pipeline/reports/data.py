@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.messages import fault_fix
 from pipeline.model import (
     ADDRESS_FIELD,
     ADDRESS_PARTS,
@@ -28,7 +29,7 @@ from pipeline.model import (
     Batch,
 )
 from pipeline.text.arrow import text_array
-from schemas.result_codes import describe, hint
+from schemas.result_codes import describe
 
 ERROR = "error"
 WARNING = "warning"
@@ -239,9 +240,11 @@ class ReportData:
         messages = faults["message"].to_numpy(dtype=object).copy()
         blank = messages == ""
         messages[blank] = [describe(int(c)) for c in codes[blank]]
-        hints = {int(c): hint(int(c)) for c in np.unique(codes)}
-        hint_texts = np.array([hints[int(c)] for c in codes], dtype=object)
-        hint_texts[faults["severity"].to_numpy() == WARNING] = WARNING_HINT
+        warning = faults["severity"].to_numpy() == WARNING
+        keys = pd.MultiIndex.from_arrays([codes, fields, warning])
+        key_codes, uniques = pd.factorize(keys)
+        fixes = [fault_fix(int(c), str(f), warning=bool(w)) for c, f, w in uniques]
+        hint_texts = np.array([*fixes, ""], dtype=object)[key_codes]
         return pd.DataFrame(
             {
                 "code": codes,
@@ -263,8 +266,11 @@ class ReportData:
     def _clerk_columns(self, pos: np.ndarray, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each fault: the header it came from in the clerk's sheet and the value as written.
 
-        A field the sheet lacks is named by its Chinese label with no original
-        value, except the address parts, which point at the full-address column.
+        A field the sheet lacks is reported on the column its cell is marked
+        on in the annotated copy, the ID number's (with that column's value),
+        so a fault is never listed under a column the clerk does not have;
+        the address parts point at the full-address column.  With no ID
+        column either, the field's Chinese label names it.
         """
         column = np.array([FIELD_LABELS.get(f, f) for f in fields], dtype=object)
         original = np.full(len(pos), "", dtype=object)
@@ -282,6 +288,8 @@ class ReportData:
                 if not here.any():
                     continue
                 header, source = source_column(table.field_headers, field)
+                if not header:
+                    header, source = source_column(table.field_headers, "sfzhm")
                 if header:
                     column[here] = header
                 original[here] = self._take(originals, source, pos[here])

@@ -11,13 +11,12 @@ import pandas as pd
 
 from pipeline.model import DRY_RUN_STATUSES, STATUS_LABELS, SUBMIT_STATUSES, Batch
 from pipeline.reports.data import ReportData
-from pipeline.reports.workbooks import sections
-from schemas.result_codes import describe
+from pipeline.reports.workbooks import problems, sections
 
 #: Files listed one by one before the rest are only counted.
 LISTED_FILES = 8
 
-#: Result codes listed in the summary.
+#: Problems (a result code, per field where the code covers several) listed in the summary.
 TOP_CODES = 8
 
 
@@ -74,7 +73,10 @@ def summary_counts(batch: Batch) -> dict[str, Any]:
 
 
 def format_summary(batch: Batch, paths: dict[str, Path], *, submitted: bool) -> str:
-    """One screen of Chinese: rows read per file, rows per status, the main result codes, the reports."""
+    """One screen of Chinese: rows read per file, rows per status, the main problems, the reports.
+
+    A problem is named by its code and what it is about (``10110 联系电话不正确``).
+    """
     data = ReportData(batch, submitted)
     counts = _counts(data)
     files = counts["files"]
@@ -90,13 +92,14 @@ def format_summary(batch: Batch, paths: dict[str, Path], *, submitted: bool) -> 
     order += [s for s in by_status if s not in order]
     shown = [f"{STATUS_LABELS.get(s, s)} {by_status.get(s, 0):,} 行" for s in order]
     lines.append("结果：" + "，".join(shown))
-    by_code = sorted(counts["by_code"].items(), key=lambda item: (-item[1], int(item[0])))
-    if by_code:
+    found = problems(data.errors)
+    if len(found):
+        ranked = found.assign(order=-found["rows"]).sort_values(["order", "code", "field"], kind="stable")
         lines.append("主要问题（结果代码，行数）：")
-        for code, count in by_code[:TOP_CODES]:
-            lines.append(f"  {code} {describe(int(code))}  {count:,} 行")
-        if len(by_code) > TOP_CODES:
-            lines.append(f"  另有 {len(by_code) - TOP_CODES} 种代码，见 errors.xlsx")
+        for code, title, rows in ranked[["code", "title", "rows"]].head(TOP_CODES).itertuples(index=False):
+            lines.append(f"  {int(code)} {title}  {int(rows):,} 行")
+        if len(ranked) > TOP_CODES:
+            lines.append(f"  另有 {len(ranked) - TOP_CODES} 种问题，见 errors.xlsx")
     warned = sum(counts["warnings_by_code"].values())
     if warned:
         lines.append(f"提示 {warned:,} 条（不影响提交），见 errors.xlsx 的“提示”表")

@@ -4,7 +4,7 @@
   :data:`~pipeline.reports.workbooks.DETAIL_ROW_LIMIT` rows only the bad ones);
 * ``errors.xlsx`` — faults keyed by result code (汇总, 明细, 提示);
 * ``results.csv`` — every row, English column names, for machines;
-* ``annotated_<name>.xlsx`` — each workbook read, faulty cells marked.
+* ``annotated_<name>.xlsx`` — each register read, faulty cells marked (:mod:`~pipeline.reports.annotate`).
 
 Each file is written under a temporary name and renamed into place, so a
 crash never leaves a half-written report that looks complete.  The files are
@@ -23,7 +23,13 @@ from loguru import logger
 
 from pipeline.files import os_errors, write_atomically
 from pipeline.model import Batch
-from pipeline.reports.annotate import SourceUnreadable, annotated_name, workbook_inputs, write_annotated
+from pipeline.reports.annotate import (
+    SourceUnreadable,
+    TooLarge,
+    annotated_name,
+    register_inputs,
+    write_annotated,
+)
 from pipeline.reports.data import ReportData
 from pipeline.reports.results_csv import write_results_csv
 from pipeline.reports.workbooks import write_errors_xlsx, write_results_xlsx
@@ -57,6 +63,9 @@ def _annotate(target: Path, source: str, data: ReportData, tables: list[int]) ->
     except SourceUnreadable:
         logger.warning("未生成 {}：无法重新读取 {}（文件已移走或已改动）", target.name, Path(source).name)
         return None
+    except TooLarge as reason:
+        logger.info("未生成 {}：{} {}，问题见 errors.xlsx", target.name, Path(source).name, reason)
+        return None
 
 
 def _annotated(path: Path, *, source: str, data: ReportData, tables: list[int]) -> Path:
@@ -82,7 +91,7 @@ def write_reports(out_dir: Path, batch: Batch, *, submitted: bool = False) -> di
     }
     taken = set(writers)
     annotations = {
-        annotated_name(source, taken): (source, tables) for source, tables in workbook_inputs(data).items()
+        annotated_name(source, taken): (source, tables) for source, tables in register_inputs(data).items()
     }
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         # The largest jobs first, so the two workers finish together.

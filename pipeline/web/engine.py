@@ -151,7 +151,7 @@ def check_rows(
     defaults = replace(settings.defaults, org_code=org_code)
     rows, warnings = normalise.normalise(original, defaults, today)
     rows["orgCode"] = pd.Series(org_code, index=rows.index, dtype=rows["orgCode"].dtype)
-    faults = validate.validate(rows, today=today)
+    faults = validate.validate(rows, today=today, written=original)
     if len(warnings):
         faults = pd.concat([faults, warnings], ignore_index=True)
         order = np.argsort(faults["row_id"].to_numpy(), kind="stable")
