@@ -120,7 +120,7 @@ class _Captured:
 
 def test_envelope_strips_values_sends_type_as_string_and_every_key(tmp_path: Path) -> None:
     settings = PlatformSettings(
-        base_url="https://platform.invalid/jkfs-dzjkk/dzjkk/websvi", app_id=" APP ", app_secret="envelope-s3cr3t"
+        base_url="https://platform.invalid/jkfs-dzjkk/dzjkk/websvi", app_id=" APP ", app_secret="env-s3cr3t"
     )
     client = PlatformClient(settings, tmp_path)
     sent: list[tuple[str, dict[str, Any]]] = []
