@@ -36,6 +36,7 @@ from pipeline.errors import (
     LockHeld,
     PlatformError,
 )
+from pipeline.files import explain_os_error
 from pipeline.logs import mask_id, mask_text, register_secret, setup_logging
 from pipeline.model import (
     ADDRESS_FIELD,
@@ -65,7 +66,7 @@ __all__ = [
     "STATUS_INVALID", "STATUS_LABELS", "STATUS_REJECTED", "STATUS_VALID", "TEXT_SUFFIXES",
     "WORKBOOK_SUFFIXES", "AuthenticationRefused", "Batch", "ConfigError", "EhcError", "InputError",
     "LockHeld", "MappedTable", "PlatformError", "RawTable", "Settings", "WebSettings", "describe",
-    "field_code", "hint", "load_settings", "mask_id", "mask_text", "register_secret",
+    "explain_os_error", "field_code", "hint", "load_settings", "mask_id", "mask_text", "register_secret",
     "setup_logging",
 ]  # fmt: skip
 

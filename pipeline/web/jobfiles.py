@@ -18,13 +18,14 @@ import os
 import re
 import secrets
 import shutil
-import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from pipeline.web.shown import file_name
 
 JOBS_FOLDER = Path("web") / "jobs"
 ORIGINALS = "original.arrow"
@@ -35,6 +36,9 @@ QRCODES_ZIP = "qrcodes.zip"
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{16}")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 _MAX_STEM = 80
+#: Bytes (UTF-8) of a stored name's stem: well inside the 255 a file name may have, with room for
+#: the reports' ``annotated_`` prefix and ``.xlsx``.
+_MAX_STEM_BYTES = 180
 
 
 def new_job_id() -> str:
@@ -46,11 +50,16 @@ def safe_file_name(name: str, suffix: str) -> str:
     """The clerk's file name made safe to store: no folders, no control or reserved characters.
 
     ``suffix`` is the checked extension (lower case, with its dot); the
-    stem keeps letters, digits and CJK characters, at most 80 of them.
+    stem keeps letters, digits and CJK characters, at most 80 of them and
+    180 bytes (four-byte characters fill a name's 255 bytes long before
+    80 of them), without direction or control characters.
     """
-    base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    base = file_name(name)
     stem = base[: -len(suffix)] if base.lower().endswith(suffix) else Path(base).stem
-    stem = _UNSAFE.sub("_", stem).strip(" ._")[:_MAX_STEM].strip(" ._")
+    stem = _UNSAFE.sub("_", stem).strip(" ._")[:_MAX_STEM]
+    while len(stem.encode("utf-8")) > _MAX_STEM_BYTES:
+        stem = stem[:-1]
+    stem = stem.strip(" ._")
     return f"{stem or '登记表'}{suffix}"
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from loguru import logger
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -39,6 +40,7 @@ from pipeline.web.context import (
 from pipeline.web.downloads import NotAvailable, report_path, reports_current
 from pipeline.web.editing import EditRefused, current_values, edit_cell
 from pipeline.web.jobfiles import JobFiles, new_job_id, safe_file_name
+from pipeline.web.shown import file_name as shown_name
 from pipeline.web.store import (
     BUSY_STATES,
     CANCELLED,
@@ -202,11 +204,19 @@ def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     upload.file.seek(0)
     job_id = new_job_id()
     files = JobFiles(space.settings.state_dir, job_id)
-    files.create()
     stored = safe_file_name(upload.filename or "", suffix)
-    with open(files.upload(stored), "xb") as target:
-        shutil.copyfileobj(upload.file, target, 1024 * 1024)
-    display = (upload.filename or stored).replace("\\", "/").rsplit("/", 1)[-1][:120]
+    try:
+        files.create()
+        with open(files.upload(stored), "xb") as target:
+            shutil.copyfileobj(upload.file, target, 1024 * 1024)
+    except OSError as error:
+        files.remove()
+        reason, _ = engine.explain_os_error(error)
+        logger.error("网页上传无法保存（{}）", reason)
+        name = shown_name(upload.filename or "")
+        message = f"{name}：服务器无法保存文件（{reason}），请稍后再试或联系运维人员"
+        raise UploadRefused(message, 507) from None
+    display = (shown_name(upload.filename or "") or stored)[:120]
     job = space.store.add_job(job_id, who.centre.id, who.user.id, display, stored, size)
     space.store.audit(
         "上传",
@@ -244,7 +254,7 @@ async def upload(request: Request) -> Response:
             jobs.append(await run_in_threadpool(_store_upload, request, who, item))
         except UploadRefused as refused:
             problems.append(str(refused))
-            status = 413 if refused.status == 413 else status
+            status = refused.status if refused.status != 415 else status
     await form.close()
     runner = workspace(request).runner
     for job in jobs:

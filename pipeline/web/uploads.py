@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from pipeline.web.shown import file_name
+
 #: Extensions taken, and the first bytes their content must start with (None: text).
 MAGIC: dict[str, tuple[bytes, ...] | None] = {
     ".xlsx": (b"PK\x03\x04",),
@@ -56,7 +58,7 @@ def check_file(name: str, head: bytes) -> str:
 
     Raises :class:`UploadRefused` naming the file and what to do.
     """
-    shown = name.replace("\\", "/").rsplit("/", 1)[-1] or "（无文件名）"
+    shown = file_name(name) or "（无文件名）"
     suffix = "." + shown.rsplit(".", 1)[-1].lower() if "." in shown else ""
     if suffix not in MAGIC:
         raise UploadRefused(f"{shown}：不支持的文件类型，请上传 .xlsx、.xls 或 .csv 文件")

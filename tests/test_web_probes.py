@@ -1,0 +1,90 @@
+"""The workspace probed from outside: crafted requests, hostile names and values, careless clicks.
+
+Each test is a probe a clerk or an intruder can make with a browser or a
+plain HTTP client, and the answer a clerk should get.  The app runs
+in-process with its workers on threads (tests/web_support.py); the probes
+that need worker processes or a real server are in test_web_workers.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from tests.conftest import make_resident
+from tests.web_support import SAMPLE_CSV, Site, csrf_of, make_site
+
+#: What Excel and LibreOffice take for the start of a formula in a cell they open.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: Characters that change how the text around them looks without showing themselves.
+INVISIBLE = ("\u202e", "\u202d", "\u2066", "\u200b", "\u200f", "\x07")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """The workspace on a fresh state directory (no platform: nothing here is sent)."""
+    with make_site(tmp_path / "state", max_upload_mb=2.0, check_workers=1) as made:
+        yield made
+
+
+def _job_id(answer: Any) -> str:
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
+
+
+def _register_csv(values: list[dict[str, str]]) -> bytes:
+    """A UTF-8 register of valid residents, each with the cells given in ``values`` replaced."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    headers = ["姓名", "性别", "民族", "出生日期", "身份证号", "联系电话", "医疗费用支付方式", "现住址",
+               "备注"]  # fmt: skip
+    writer.writerow(headers)
+    for serial, changed in enumerate(values):
+        _, person = make_resident(serial)
+        row = {
+            "姓名": "张三", "性别": "男" if person["xb"] == "1" else "女", "民族": "汉族",
+            "出生日期": person["csrq"], "身份证号": person["sfzhm"], "联系电话": person["brdh"],
+            "医疗费用支付方式": "城镇职工基本医疗保险", "现住址": "广东省佛山市禅城区祖庙街道", "备注": "",
+        }  # fmt: skip
+        row.update(changed)
+        writer.writerow([row[h] for h in headers])
+    return out.getvalue().encode("utf-8")
+
+
+def _edit(client: Any, job_id: str, row_id: int, field: str, value: str) -> Any:
+    csrf = csrf_of(client.get(f"/jobs/{job_id}").text)
+    return client.post(
+        f"/jobs/{job_id}/edit", data={"csrf_token": csrf, "row_id": row_id, "field": field, "value": value},
+        headers={"accept": "application/json"},
+    )  # fmt: skip
+
+
+# --- file names ---------------------------------------------------------------------------------
+
+
+def test_a_file_name_longer_than_the_disk_takes_is_shortened_not_a_server_error(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    name = "😀" * 100 + ".csv"  # 400 bytes of UTF-8: more than a file name may have on Linux or Windows
+    job_id = _job_id(site.upload(clerk, (name, SAMPLE_CSV.read_bytes(), "text/csv")))
+    assert site.wait(clerk, job_id)["state"] == "checked"
+    job = site.store.job_any(job_id)
+    assert job is not None and len(job.stored_name.encode("utf-8")) <= 200
+    assert job.stored_name.endswith(".csv")
+
+
+def test_direction_and_control_characters_never_reach_a_file_name(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    name = "居民\u202e\u200b名单\x07.csv"  # shown by Windows as ending in "vsc.单名" without them removed
+    job_id = _job_id(site.upload(clerk, (name, SAMPLE_CSV.read_bytes(), "text/csv")))
+    site.wait(clerk, job_id)
+    job = site.store.job_any(job_id)
+    assert job is not None and job.file_name == "居民名单.csv"
+    assert not any(ch in job.stored_name for ch in INVISIBLE)
+    disposition = clerk.get(f"/jobs/{job_id}/download/csv").headers["content-disposition"]
+    assert unquote(disposition.split("''", 1)[1]) == "results_居民名单.csv"
