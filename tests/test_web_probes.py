@@ -88,3 +88,18 @@ def test_direction_and_control_characters_never_reach_a_file_name(site: Site) ->
     assert not any(ch in job.stored_name for ch in INVISIBLE)
     disposition = clerk.get(f"/jobs/{job_id}/download/csv").headers["content-disposition"]
     assert unquote(disposition.split("''", 1)[1]) == "results_居民名单.csv"
+
+
+# --- crafted query strings ------------------------------------------------------------------------
+
+
+def test_crafted_query_strings_are_answered_not_server_errors(site: Site) -> None:
+    clerk, admin = site.client("clerk_a"), site.client("admin_a")
+    job_id = site.upload_sample(clerk)
+    huge = "9" * 30
+    queries = (f"page={huge}", "code=\u00b2", f"code={huge}", "code=10111&column=xm", "severity=x&page=-3")
+    for query in queries:
+        answer = clerk.get(f"/jobs/{job_id}?{query}")
+        assert answer.status_code == 200, query
+    assert clerk.get(f"/jobs?page={huge}").status_code == 200
+    assert admin.get(f"/admin/audit?page={huge}").status_code == 200

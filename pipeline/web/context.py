@@ -12,6 +12,7 @@ are exceptions turned into Chinese pages by the handlers in
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,12 +151,21 @@ def wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
+#: The largest page number taken: far past any list, and well inside SQLite's integers.
+MAX_PAGE = 10**9
+_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
 def page_number(request: Request) -> int:
-    """The ``page`` query parameter (1 or more)."""
-    try:
-        return max(1, int(request.query_params.get("page", "1")))
-    except ValueError:
-        return 1
+    """The ``page`` query parameter (1 to :data:`MAX_PAGE`; anything else is page 1)."""
+    given = request.query_params.get("page", "1")
+    return max(1, int(given)) if _NUMBER.fullmatch(given) else 1
+
+
+def query_number(request: Request, name: str) -> int | None:
+    """A query parameter of at most nine ASCII digits as a number (None when it is anything else)."""
+    given = request.query_params.get(name, "")
+    return int(given) if _NUMBER.fullmatch(given) else None
 
 
 def pages(total: int, per_page: int) -> int:

@@ -32,6 +32,7 @@ from pipeline.web.context import (
     client_address,
     page_number,
     pages,
+    query_number,
     render,
     viewer,
     wants_json,
@@ -316,8 +317,7 @@ def _grid(request: Request, job: Job, lines: list[FaultLine]) -> list[GridLine]:
 
 def _filters(request: Request) -> tuple[str, int | None, str | None]:
     severity = "warning" if request.query_params.get("severity") == "warning" else "error"
-    code_text = request.query_params.get("code", "")
-    code = int(code_text) if code_text.isdigit() else None
+    code = query_number(request, "code")
     source = request.query_params.get("column") or None
     if source is not None and source not in engine.INPUT_FIELDS:
         source = None
