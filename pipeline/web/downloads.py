@@ -25,32 +25,14 @@ import pandas as pd
 from pipeline.web import engine
 from pipeline.web.checking import edits_frame
 from pipeline.web.jobfiles import JobFiles
+from pipeline.web.reportfiles import reports_current, write_reports
 from pipeline.web.store import Job, Store
-from pipeline.web.submitting import VERSION_FILE
 
 FAULT_FRAME_COLUMNS = ("row_id", "field", "code", "severity", "message")
 
 
 class NotAvailable(Exception):
     """A download that cannot be made now; ``str()`` is the Chinese reason."""
-
-
-def reports_current(files: JobFiles, job: Job) -> bool:
-    """Whether the job's report folder shows the job as it is now."""
-    marker = files.reports / VERSION_FILE
-    try:
-        return marker.read_text(encoding="utf-8").strip() == str(job.version)
-    except OSError:
-        return False
-
-
-def report_path(files: JobFiles, job: Job, kind: str) -> Path | None:
-    """The file of a download kind (``annotated``, ``errors``, ``results``, ``csv``) in the report folder."""
-    if kind == "annotated":
-        found = sorted(files.reports.glob("annotated_*.xlsx"))
-        return found[0] if found else None
-    name = engine.REPORT_FILES.get(kind)
-    return files.reports / name if name else None
 
 
 def batch_from_store(store: Store, job: Job, settings: engine.Settings, org_code: str) -> engine.Batch:
@@ -96,8 +78,7 @@ def build_reports(settings: engine.Settings, job_id: str) -> int:
         if job.rows == 0:
             raise NotAvailable("此任务还没有检查结果")
         batch = batch_from_store(store, job, settings, centre.org_code)
-        engine.write_reports(batch, files.reports, submitted=bool(job.submitted_at))
-        (files.reports / VERSION_FILE).write_text(str(job.version), encoding="utf-8")
+        write_reports(batch, files, job.version, submitted=bool(job.submitted_at))
         return job.version
     finally:
         store.close()

@@ -38,9 +38,10 @@ from pipeline.web.context import (
     wants_json,
     workspace,
 )
-from pipeline.web.downloads import NotAvailable, report_path, reports_current
+from pipeline.web.downloads import NotAvailable
 from pipeline.web.editing import EditRefused, current_values, edit_cell
 from pipeline.web.jobfiles import JobFiles, new_job_id, safe_file_name
+from pipeline.web.reportfiles import report_path, reports_current
 from pipeline.web.shown import file_name as shown_name
 from pipeline.web.store import (
     BUSY_STATES,

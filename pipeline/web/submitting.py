@@ -33,13 +33,13 @@ from loguru import logger
 from pipeline.web import engine
 from pipeline.web.checking import edits_frame, fault_sources, fault_tuples, row_tuples
 from pipeline.web.jobfiles import JobFiles
+from pipeline.web.reportfiles import write_reports
 from pipeline.web.store import CANCELLED, STOPPED, SUBMITTED, SUBMITTING, WAITING, Store, now_text
 
 #: Seconds between two tries of the run lock while another run holds it.
 LOCK_RETRY_SECONDS = 2.0
 #: Seconds between two progress writes.
 PROGRESS_SECONDS = 0.5
-VERSION_FILE = ".version"
 
 
 class Progress:
@@ -87,12 +87,6 @@ def _watch(store: Store, job_id: str, stop: threading.Event, finished: threading
 def _write_progress(store: Store, job_id: str, progress: Progress, finished: threading.Event) -> None:
     while not finished.wait(PROGRESS_SECONDS):
         store.update_job(job_id, sending=progress.snapshot())
-
-
-def write_reports(batch: engine.Batch, files: JobFiles, version: int, *, submitted: bool) -> None:
-    """The job's reports, and the job version they show."""
-    engine.write_reports(batch, files.reports, submitted=submitted)
-    (files.reports / VERSION_FILE).write_text(str(version), encoding="utf-8")
 
 
 def run_submission(settings: engine.Settings, job_id: str, *, own_process: bool = True) -> str:
