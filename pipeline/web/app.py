@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.web import admin, engine, pages
+from pipeline.web import admin, engine, pages, shown
 from pipeline.web.auth import Auth
 from pipeline.web.context import (
     STATIC,
@@ -183,6 +183,7 @@ def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlett
     store = Store(settings.state_dir)
     runner = Runner(settings, store, processes=processes)
     templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.finalize = shown.finalize  # nothing a page prints can hide or turn text around
     space = Workspace(settings, store, Auth(store, settings.web), runner, templates)
 
     @asynccontextmanager

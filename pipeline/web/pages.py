@@ -43,6 +43,7 @@ from pipeline.web.editing import EditRefused, current_values, edit_cell
 from pipeline.web.jobfiles import JobFiles, new_job_id, safe_file_name
 from pipeline.web.reportfiles import report_path, reports_current
 from pipeline.web.shown import file_name as shown_name
+from pipeline.web.shown import visible
 from pipeline.web.store import (
     BUSY_STATES,
     CANCELLED,
@@ -369,7 +370,7 @@ def _state(job: Job, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
         sending["elapsed"] = round(time.time() - float(sending.get("started") or time.time()), 1)
     return {
         "state": job.state, "label": STATE_LABELS.get(job.state, job.state), "stage": job.stage,
-        "progress": job.progress, "message": job.message, "busy": job.busy, "sending": sending,
+        "progress": job.progress, "message": visible(job.message), "busy": job.busy, "sending": sending,
         "counts": counts["status"], "rows": job.rows, "version": job.version,
     }  # fmt: skip
 
@@ -414,9 +415,10 @@ async def edit(request: Request) -> Response:
             {
                 "row_id": result.row.row_id, "status": result.row.status,
                 "status_label": engine.STATUS_LABELS.get(result.row.status, result.row.status),
-                "result_code": result.row.result_code, "message": result.row.message, "value": result.value,
+                "result_code": result.row.result_code, "message": visible(result.row.message),
+                "value": visible(result.value),
                 "faults": [
-                    {"field": f, "source": s, "code": c, "severity": sev, "message": m,
+                    {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m),
                      "hint": engine.hint(c)}
                     for f, s, c, sev, m in result.faults
                 ],
