@@ -141,3 +141,19 @@ def test_invisible_characters_in_a_value_are_shown_not_obeyed(site: Site) -> Non
     edited = _edit(clerk, job_id, 2, "xm", "王\u202e五")
     assert edited.status_code == 200
     assert not any(ch in edited.text for ch in INVISIBLE) and "[U+202E]" in edited.json()["message"]
+
+
+# --- another centre, any method --------------------------------------------------------------------
+
+
+def test_any_method_on_another_centres_job_is_not_found(site: Site) -> None:
+    clerk_a, clerk_b = site.client("clerk_a"), site.client("clerk_b")
+    job_id = site.upload_sample(clerk_a)
+    paths = ["", "/state", "/edit", "/mapping", "/submit", "/cancel", "/download/csv", "/download/nothing",
+             "/qrcodes.zip"]  # fmt: skip
+    for path in paths:
+        for method in ("OPTIONS", "PUT", "DELETE", "PATCH", "GET", "HEAD"):
+            answer = clerk_b.request(method, f"/jobs/{job_id}{path}")
+            assert answer.status_code == 404, (method, path, answer.status_code)
+    assert clerk_a.request("DELETE", f"/jobs/{job_id}").status_code == 405  # their own: not allowed
+    assert clerk_a.request("OPTIONS", f"/jobs/{job_id}/edit").status_code == 405

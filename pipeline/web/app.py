@@ -40,7 +40,9 @@ from pipeline.web.context import (
     NotFound,
     Refused,
     Workspace,
+    centre_job,
     render,
+    viewer,
     wants_json,
 )
 from pipeline.web.runner import Runner
@@ -138,8 +140,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 404:
         return await _not_found(request, exc)
     if status == 405:
+        if not _own_job(request):  # the same answer as for any other URL of a job not the viewer's
+            return await _not_found(request, exc)
         return _error_page(request, 405, "不支持的操作", "不支持这种请求。")
     return _error_page(request, status, "出错了", "请求无法处理。")
+
+
+def _own_job(request: Request) -> bool:
+    """Whether a path under ``/jobs/<id>`` names a job of the viewer's centre (other paths: True)."""
+    parts = request.url.path.split("/")
+    if len(parts) < 3 or parts[1] != "jobs" or not parts[2]:
+        return True
+    try:
+        who = viewer(request)
+    except LoginNeeded:
+        return False
+    request.scope["path_params"] = {"job_id": parts[2]}
+    try:
+        centre_job(request, who)
+    except NotFound:
+        return False
+    return True
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
