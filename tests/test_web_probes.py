@@ -18,6 +18,7 @@ from urllib.parse import unquote
 import openpyxl
 import pytest
 
+from pipeline.web.jobfiles import JobFiles
 from tests.conftest import make_resident
 from tests.web_support import SAMPLE_CSV, Site, csrf_of, make_site
 
@@ -157,3 +158,23 @@ def test_any_method_on_another_centres_job_is_not_found(site: Site) -> None:
             assert answer.status_code == 404, (method, path, answer.status_code)
     assert clerk_a.request("DELETE", f"/jobs/{job_id}").status_code == 405  # their own: not allowed
     assert clerk_a.request("OPTIONS", f"/jobs/{job_id}/edit").status_code == 405
+
+
+# --- a job whose folder the operator cleaned up ---------------------------------------------------
+
+
+def test_a_job_whose_files_were_cleaned_up_says_so(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    JobFiles(site.settings.state_dir, job_id).remove()  # docs/web.md: old job folders may be deleted
+    state_dir = str(site.settings.state_dir)
+    assert clerk.get(f"/jobs/{job_id}").status_code == 200
+    answers = [clerk.get(f"/jobs/{job_id}/download/{kind}") for kind in ("annotated", "errors", "csv")]
+    answers.append(_edit(clerk, job_id, 9, "xm", "张三"))
+    csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+    answers.append(clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}))
+    answers.append(clerk.post(f"/jobs/{job_id}/mapping", data={"csrf_token": csrf}))
+    for answer in answers:
+        assert answer.status_code == 410, answer.text
+        assert "已清理" in answer.text and state_dir not in answer.text
+    assert site.state(clerk, job_id)["state"] == "checked"  # nothing was started

@@ -27,7 +27,8 @@ from loguru import logger
 
 from pipeline.web import engine
 from pipeline.web.jobfiles import JobFiles
-from pipeline.web.store import CHECKED, CHECKING, NEEDS_MAPPING, QUEUED, UNREADABLE, Store
+from pipeline.web.shown import for_clerk
+from pipeline.web.store import CHECKED, CHECKING, NEEDS_MAPPING, QUEUED, UNREADABLE, Job, Store
 
 #: Characters of a sample cell shown on the mapping page.
 SAMPLE_CHARS = 20
@@ -130,6 +131,13 @@ def edits_frame(edits: list[tuple[int, str, str]]) -> pd.DataFrame:
     return pd.DataFrame(edits, columns=["row_id", "field", "value"]).astype({"row_id": "int64"})
 
 
+def said(error: Exception, files: JobFiles, job: Job) -> str:
+    """A library error about the job's register as the page says it (the clerk's file name, no path)."""
+    return for_clerk(
+        str(error), (files.upload(job.stored_name), job.file_name), (job.stored_name, job.file_name)
+    )
+
+
 def check_job(state_dir: Path, job_id: str, settings: engine.Settings, today: date | None = None) -> str:
     """The dry run of job ``job_id`` (in a worker process); returns the state it ends in."""
     store = Store(state_dir)
@@ -151,9 +159,7 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
     try:
         raws = engine.read_raw_tables(files.upload(job.stored_name))
     except engine.InputError as error:
-        store.update_job(
-            job_id, state=UNREADABLE, stage="", message=str(error).replace(job.stored_name, job.file_name)
-        )
+        store.update_job(job_id, state=UNREADABLE, stage="", message=said(error, files, job))
         logger.info("网页上传 {} 无法读取", job_id)
         return UNREADABLE
     store.update_job(job_id, stage="识别列", progress=0.45)
@@ -163,7 +169,7 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
             mapped = engine.map_table(raw, aliases)
         except engine.InputError as error:
             infos.append(table_info(raw, None, aliases))
-            problems.append(str(error).replace(job.stored_name, job.file_name))
+            problems.append(said(error, files, job))
             continue
         tables.append(mapped)
         infos.append(table_info(raw, mapped, aliases))

@@ -25,7 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from pipeline.web import engine
 from pipeline.web.auth import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, Auth, same
-from pipeline.web.jobfiles import JOB_ID
+from pipeline.web.jobfiles import JOB_ID, JobFiles
 from pipeline.web.runner import Runner
 from pipeline.web.store import Centre, Job, Store, User
 
@@ -44,6 +44,10 @@ NOTICES = {
     "reset": "密码已重设，该用户需重新登录。",
     "saved": "已保存。",
 }
+
+
+#: Why a job whose folder was cleaned up cannot be downloaded, edited or sent any more.
+CLEANED = "此任务的文件已清理，只保留了记录：不能再下载、修改或提交。如需继续，请重新上传登记表"
 
 
 class LoginNeeded(Exception):
@@ -130,6 +134,14 @@ def centre_job(request: Request, who: Viewer) -> Job:
     if job is None:
         raise NotFound
     return job
+
+
+def kept_files(request: Request, job: Job) -> JobFiles:
+    """The job's files; :class:`Refused` (410) when they were cleaned up and only the record is left."""
+    files = JobFiles(workspace(request).settings.state_dir, job.id)
+    if not files.kept(job.stored_name):
+        raise Refused(CLEANED, 410)
+    return files
 
 
 async def checked_form(request: Request, who: Viewer) -> FormData:

@@ -26,6 +26,7 @@ from pipeline.web import engine
 from pipeline.web.checking import edits_frame
 from pipeline.web.jobfiles import JobFiles
 from pipeline.web.reportfiles import reports_current, write_reports
+from pipeline.web.shown import for_clerk
 from pipeline.web.store import Job, Store
 
 FAULT_FRAME_COLUMNS = ("row_id", "field", "code", "severity", "message")
@@ -96,7 +97,7 @@ def build_qrcodes(settings: engine.Settings, job_id: str) -> tuple[int, int]:
         except engine.LockHeld:
             raise NotAvailable("正在提交或夜间导入，暂时不能获取二维码，请稍后再试") from None
         except engine.EhcError as error:
-            raise NotAvailable(f"无法获取二维码：{error}") from None
+            raise NotAvailable(f"无法获取二维码：{for_clerk(str(error), (files.folder, ''))}") from None
         partial = files.qrcodes_zip.with_name(f".{files.qrcodes_zip.name}.part")
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
             for path in sorted(folder.iterdir()):

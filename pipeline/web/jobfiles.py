@@ -87,6 +87,10 @@ class JobFiles:
         """The stored register."""
         return self.folder / stored_name
 
+    def kept(self, stored_name: str) -> bool:
+        """Whether the register is still there (an operator may clean old jobs up)."""
+        return self.upload(stored_name).is_file()
+
     @property
     def originals(self) -> Path:
         """The fields as read, one row per ``row_id``."""

@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from pipeline.web import engine
 from pipeline.web.auth import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, LoginRefused, password_problem, same
 from pipeline.web.context import (
+    CLEANED,
     CsrfFailed,
     NotFound,
     Refused,
@@ -30,6 +31,7 @@ from pipeline.web.context import (
     centre_job,
     checked_form,
     client_address,
+    kept_files,
     page_number,
     pages,
     query_number,
@@ -302,17 +304,17 @@ def _column_name(job: Job, line: FaultLine) -> tuple[str, bool]:
 def _grid(request: Request, job: Job, lines: list[FaultLine]) -> list[GridLine]:
     space = workspace(request)
     files = JobFiles(space.settings.state_dir, job.id)
+    kept = files.kept(job.stored_name)
     row_ids = sorted({line.row_id for line in lines})
-    values = (
-        current_values(space.store, files, job, row_ids) if row_ids and files.originals.exists() else None
-    )
+    readable = row_ids and kept and files.originals.is_file()
+    values = current_values(space.store, files, job, row_ids) if readable else None
     grid = []
     for line in lines:
         column, in_sheet = _column_name(job, line)
         value = ""
         if values is not None and line.source in values.columns:
             value = str(values.at[line.row_id, line.source])
-        editable = job.ready and bool(line.source) and line.status not in engine.ENROLLED_STATUSES
+        editable = kept and job.ready and bool(line.source) and line.status not in engine.ENROLLED_STATUSES
         grid.append(GridLine(line, column, in_sheet, value, engine.hint(line.code), editable))
     return grid
 
@@ -347,13 +349,15 @@ def job_page(request: Request) -> Response:
     columns = {
         src: _column_name(job, FaultLine(0, 0, src, src, 0, "", "", 0, ""))[0] for src in counts["column"]
     }
+    kept = JobFiles(workspace(request).settings.state_dir, job.id).kept(job.stored_name)
     return render(
         request, "job.html",
         {
             "job": job, "counts": counts, "grid": _grid(request, job, lines), "total": total, "page": page,
             "pages": pages(total, FAULTS_PER_PAGE), "severity": severity, "code": code, "source": source,
             "columns": columns, "describe": engine.describe, "state_labels": STATE_LABELS,
-            "downloads": DOWNLOADS if job.rows and job.state not in BUSY_STATES else {},
+            "downloads": DOWNLOADS if job.rows and job.state not in BUSY_STATES and kept else {},
+            "kept": kept, "cleaned": CLEANED,
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
             "mask": engine.mask_text,
@@ -387,6 +391,7 @@ async def edit(request: Request) -> Response:
     who = viewer(request)
     job = centre_job(request, who)
     form = await checked_form(request, who)
+    kept_files(request, job)
     space = workspace(request)
     try:
         row_id = int(str(form.get("row_id", "")))
@@ -454,6 +459,7 @@ async def save_mapping(request: Request) -> Response:
     who = viewer(request)
     job = centre_job(request, who)
     form = await checked_form(request, who)
+    kept_files(request, job)
     space = workspace(request)
     if job.state not in (*READY_STATES, NEEDS_MAPPING) or job.submitted_at:
         raise Refused("此任务正在处理或已提交，不能再修改列对应关系")
@@ -510,6 +516,7 @@ async def submit(request: Request) -> Response:
     who = viewer(request)
     job = centre_job(request, who)
     await checked_form(request, who)
+    kept_files(request, job)
     space = workspace(request)
     if sendable(space.store.counts(job.id)["status"]) == 0:
         raise Refused("没有可提交的行（校验通过的行数为 0）")
@@ -560,7 +567,7 @@ async def download(request: Request) -> Response:
     if job.busy or not job.rows:
         raise Refused("此任务正在处理或还没有检查结果，请稍后再下载")
     space = workspace(request)
-    files = JobFiles(space.settings.state_dir, job.id)
+    files = kept_files(request, job)
     if not reports_current(files, job):
         try:
             await space.runner.reports(job.id)
@@ -587,6 +594,7 @@ async def qrcodes(request: Request) -> Response:
     job = centre_job(request, who)
     if not job.submitted_at or job.busy:
         raise Refused("此任务还没有提交完成，暂无二维码")
+    kept_files(request, job)
     space = workspace(request)
     try:
         written, wanted = await space.runner.qrcodes(job.id)

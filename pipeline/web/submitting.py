@@ -31,7 +31,7 @@ import numpy as np
 from loguru import logger
 
 from pipeline.web import engine
-from pipeline.web.checking import edits_frame, fault_sources, fault_tuples, row_tuples
+from pipeline.web.checking import edits_frame, fault_sources, fault_tuples, row_tuples, said
 from pipeline.web.jobfiles import JobFiles
 from pipeline.web.reportfiles import write_reports
 from pipeline.web.store import CANCELLED, STOPPED, SUBMITTED, SUBMITTING, WAITING, Store, now_text
@@ -149,7 +149,7 @@ def _run(
                 centre.org_code, file_name=job.file_name,
             )  # fmt: skip
         except engine.EhcError as error:
-            store.update_job(job_id, state=STOPPED, stage="", message=f"无法提交：{error}")
+            store.update_job(job_id, state=STOPPED, stage="", message=f"无法提交：{said(error, files, job)}")
             return STOPPED
         if len(batch) != job.rows:
             store.update_job(job_id, state=STOPPED, stage="", message="文件与检查时不一致，请重新上传")
@@ -166,13 +166,17 @@ def _run(
             )
         except engine.EhcError as error:  # nothing was sent: the credentials or the platform refused first
             store.update_job(
-                job_id, state=STOPPED, stage="", message=f"无法提交：{error}", sending=progress.snapshot()
+                job_id,
+                state=STOPPED,
+                stage="",
+                message=f"无法提交：{said(error, files, job)}",
+                sending=progress.snapshot(),
             )
             return STOPPED
         store.update_job(job_id, stage="写报告", sending=progress.snapshot())
         state, message = SUBMITTED, ""
         if result.fatal is not None:
-            state, message = STOPPED, f"提交中止：{result.fatal}"
+            state, message = STOPPED, f"提交中止：{said(result.fatal, files, job)}"
         elif result.interrupted:
             state, message = CANCELLED, "已取消：已发送的已记录，其余未发送"
         _record(store, files, job_id, batch, state, message, job.tables, progress)
