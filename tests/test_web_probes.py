@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,20 @@ def test_a_job_whose_files_were_cleaned_up_says_so(site: Site) -> None:
         assert answer.status_code == 410, answer.text
         assert "已清理" in answer.text and state_dir not in answer.text
     assert site.state(clerk, job_id)["state"] == "checked"  # nothing was started
+
+
+# --- the audit log ---------------------------------------------------------------------------------
+
+
+def test_the_audit_log_masks_names_and_speaks_chinese(site: Site) -> None:
+    clerk, admin = site.client("clerk_a"), site.client("admin_a")
+    job_id = site.upload_sample(clerk)
+    page = clerk.get(f"/jobs/{job_id}?code=10114").text
+    row_id = int(re.findall(r'<tr data-row="(\d+)"', page)[0])
+    assert _edit(clerk, job_id, row_id, "xm", "欧阳修文").json()["status"] == "valid"
+    # A clerk who typed their password into the name box: it must not be kept.
+    site.login(site.client(), "a-long-password-1", "whatever-it-is")
+    audit = admin.get("/admin/audit").text
+    assert "欧阳修文" not in audit and "欧***" in audit
+    assert "结果 校验通过" in audit and "valid" not in audit
+    assert "a-long-password-1" not in audit and "（不存在的用户名）" in audit

@@ -99,6 +99,21 @@ DOWNLOADS = {
 }
 
 
+#: What the audit log says for a failed login under a name no user has.
+UNKNOWN_NAME = "（不存在的用户名）"
+#: Fields whose values are codes (sex, nation, payment…), not a person's own data: kept in the audit log.
+CODE_FIELDS = frozenset({"xb", "mzdm", "zjlx", "fyzhdm", "xldm", "zydm", "dzlb", "ylfyzffs", "klx",
+                         "isRealName", "orgCode", "dzsf", "dzs", "dzqx"})  # fmt: skip
+
+
+def audited_value(field: str, value: str) -> str:
+    """A new cell value as the audit log keeps it: a code as it is, a person's data masked (张**)."""
+    if field in CODE_FIELDS:
+        return engine.mask_text(value)
+    value = value.strip()
+    return value[:1] + "*" * min(len(value) - 1, 8) if value else ""
+
+
 # --- login -----------------------------------------------------------------------------------
 
 
@@ -140,9 +155,11 @@ async def login(request: Request) -> Response:
     try:
         done = await run_in_threadpool(space.auth.login, name, password, address)
     except LoginRefused as refused:
+        # A name nobody has is not kept: it is often the password, typed into the wrong box.
+        known = await run_in_threadpool(space.store.user_by_name, name.strip()) if name.strip() else None
         await run_in_threadpool(
-            space.store.audit, "登录失败", user=None, user_name=name[:40], target="", detail=str(refused),
-            address=address,
+            space.store.audit, "登录失败", user=None, user_name=known.name if known else UNKNOWN_NAME,
+            target="", detail=str(refused), address=address,
         )  # fmt: skip
         return _login_page(request, str(refused), 401)
     await run_in_threadpool(space.store.audit, "登录", user=done.user, address=address)
@@ -410,9 +427,8 @@ async def edit(request: Request) -> Response:
     label = engine.FIELD_LABELS.get(field, field)
     await run_in_threadpool(
         space.store.audit, "修改单元格", user=who.user, target=job.id,
-        detail=engine.mask_text(
-            f"第 {result.row.source_row} 行 {label}：改为“{value}”，结果 {result.row.status}"
-        ),
+        detail=f"第 {result.row.source_row} 行 {label}：改为“{audited_value(field, value)}”，"
+        f"结果 {engine.STATUS_LABELS.get(result.row.status, result.row.status)}",
         address=client_address(request),
     )  # fmt: skip
     if wants_json(request):
