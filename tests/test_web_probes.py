@@ -196,3 +196,14 @@ def test_the_audit_log_masks_names_and_speaks_chinese(site: Site) -> None:
     assert "欧阳修文" not in audit and "欧***" in audit
     assert "结果 校验通过" in audit and "valid" not in audit
     assert "a-long-password-1" not in audit and "（不存在的用户名）" in audit
+
+
+# --- edits -----------------------------------------------------------------------------------------
+
+
+def test_the_centres_organisation_code_is_not_a_cell_to_edit(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    answer = _edit(clerk, job_id, 0, "orgCode", "999999999")
+    assert answer.status_code == 409 and "机构代码" in answer.json()["error"]
+    assert not site.store.edits(job_id)

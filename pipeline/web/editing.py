@@ -29,6 +29,8 @@ from pipeline.web.store import READY_STATES, Job, RowState, RowUpdate, Store, Us
 
 #: Longest value a cell may be given.
 MAX_VALUE_CHARS = 200
+#: The field every row takes from the centre, whatever the register or an edit says.
+CENTRE_FIELD = "orgCode"
 #: Tries when another edit of the same job lands between reading and writing.
 ATTEMPTS = 3
 
@@ -115,12 +117,15 @@ def edit_cell(
     """Set the cell ``field`` of row ``row_id`` to ``value`` and re-check what that changes.
 
     Raises :class:`EditRefused` (Chinese reason) for a job that is busy, a
-    row the platform enrolled, an unknown field or an overlong value;
+    row the platform enrolled, an unknown field, the centre's organisation
+    code or an overlong value;
     ``KeyError`` for a row the job does not have.
     """
     today = today or date.today()
     if field not in engine.INPUT_FIELDS:
         raise EditRefused("没有这一列")
+    if field == CENTRE_FIELD:
+        raise EditRefused(f"发卡机构代码是本中心的机构代码 {org_code}，每一行都按它提交，不能修改")
     if len(value) > MAX_VALUE_CHARS:
         raise EditRefused(f"内容过长：最多 {MAX_VALUE_CHARS} 个字")
     files = JobFiles(state_dir, job.id)
