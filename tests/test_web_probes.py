@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.web.jobfiles import JobFiles
 from tests.conftest import make_resident
-from tests.web_support import SAMPLE_CSV, Site, csrf_of, make_site
+from tests.web_support import PASSWORDS, SAMPLE_CSV, Site, csrf_of, make_site
 
 #: What Excel and LibreOffice take for the start of a formula in a cell they open.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -207,3 +207,22 @@ def test_the_centres_organisation_code_is_not_a_cell_to_edit(site: Site) -> None
     answer = _edit(clerk, job_id, 0, "orgCode", "999999999")
     assert answer.status_code == 409 and "机构代码" in answer.json()["error"]
     assert not site.store.edits(job_id)
+
+
+# --- sessions --------------------------------------------------------------------------------------
+
+
+def test_a_new_login_ends_the_session_it_replaces(site: Site) -> None:
+    client = site.client("clerk_a")
+    old = client.cookies["ehc_session"]
+    assert site.login(client, "admin_a", PASSWORDS["admin_a"]).status_code == 303
+    stale = site.client()
+    stale.cookies.set("ehc_session", old)
+    assert stale.get("/jobs").status_code == 303  # the replaced session is over, not just forgotten
+
+
+def test_the_session_cookie_is_secure_when_the_page_came_over_https(site: Site) -> None:
+    client = site.client()
+    client.base_url = "https://testserver"  # type: ignore[assignment]  # as the TLS proxy forwards it
+    answer = site.login(client, "clerk_a", PASSWORDS["clerk_a"])
+    assert answer.status_code == 303 and "secure" in answer.headers["set-cookie"].lower()

@@ -124,6 +124,11 @@ def _safe_next(target: str) -> str:
     )
 
 
+def secure_cookies(request: Request) -> bool:
+    """Whether cookies are sent over HTTPS only: when configured, and whenever the page came over HTTPS."""
+    return workspace(request).settings.web.secure_cookies or request.url.scheme == "https"
+
+
 def _login_page(request: Request, message: str = "", status: int = 200) -> Response:
     token = secrets.token_urlsafe(24)
     response = render(
@@ -134,7 +139,7 @@ def _login_page(request: Request, message: str = "", status: int = 200) -> Respo
     )  # fmt: skip
     response.set_cookie(
         LOGIN_COOKIE, token, max_age=1800, path="/login", httponly=True, samesite="strict",
-        secure=workspace(request).settings.web.secure_cookies,
+        secure=secure_cookies(request),
     )  # fmt: skip
     return response
 
@@ -162,11 +167,12 @@ async def login(request: Request) -> Response:
             target="", detail=str(refused), address=address,
         )  # fmt: skip
         return _login_page(request, str(refused), 401)
+    space.auth.logout(request.cookies.get(SESSION_COOKIE, ""))  # the session this login replaces ends
     await run_in_threadpool(space.store.audit, "登录", user=done.user, address=address)
     response = RedirectResponse(_safe_next(str(form.get("next", "/jobs"))), status_code=303)
     response.set_cookie(
         SESSION_COOKIE, done.token, httponly=True, samesite="lax", path="/",
-        secure=space.settings.web.secure_cookies,
+        secure=secure_cookies(request),
     )  # fmt: skip
     response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
