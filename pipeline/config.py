@@ -108,6 +108,10 @@ class WebSettings:
     check_workers: int = 2  # processes running dry runs of uploads
     login_attempts: int = 5  # failed logins per user or address before a pause
     lockout_minutes: float = 15.0
+    read_memory_mb: int = 4096  # what reading one upload may cost (0: no limit), as in [inbox]
+    read_timeout_seconds: float = 600.0
+    queued_per_centre: int = 40  # uploads of one centre waiting for their dry run at once
+    min_free_disk_mb: int = 1024  # uploads stop while the state folder's disk has less free
 
 
 def default_state_dir(env: dict[str, str] | None = None, platform: str = sys.platform) -> Path:

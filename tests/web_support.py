@@ -98,12 +98,17 @@ class Site:
 
 
 @contextmanager
-def make_site(state_dir: Path, platform: Any = None, *, rate: float = 500.0, **web: Any) -> Iterator[Site]:
-    """A started site (runner on threads) with centres A and B, clerks of each and an admin of A."""
+def make_site(
+    state_dir: Path, platform: Any = None, *, rate: float = 500.0, processes: bool = False, **web: Any
+) -> Iterator[Site]:
+    """A started site with centres A and B, clerks of each and an admin of A.
+
+    Its workers run on threads, or (``processes``) in processes as under ``ehc serve``.
+    """
     settings = Settings(state_dir=state_dir, submit=SubmitSettings(rate=rate), web=WebSettings(**web))
     if platform is not None:
         settings = replace(settings, platform=platform)
-    app = create_app(settings, processes=False)
+    app = create_app(settings, processes=processes)
     store = Store(state_dir)
     accounts.add_centre(store, ORG_A, "甲社区卫生服务中心")
     accounts.add_centre(store, ORG_B, "乙社区卫生服务中心")

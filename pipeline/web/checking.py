@@ -157,7 +157,7 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
     files = JobFiles(state_dir, job_id)
     aliases = {**settings.column_aliases, **store.centre_columns(centre.id)}
     try:
-        raws = engine.read_raw_tables(files.upload(job.stored_name))
+        raws = engine.read_raw_tables(files.upload(job.stored_name), settings.web)
     except engine.InputError as error:
         store.update_job(job_id, state=UNREADABLE, stage="", message=said(error, files, job))
         logger.info("网页上传 {} 无法读取", job_id)

@@ -90,11 +90,28 @@ def preload() -> None:
 # --- columns -----------------------------------------------------------------------------------
 
 
-def read_raw_tables(path: Path) -> list[RawTable]:
-    """The register at ``path`` as read by ``ehc validate`` (the first sheet with data); InputError."""
-    from pipeline.reading.register import read_register
+def read_raw_tables(path: Path, limits: WebSettings | None = None) -> list[RawTable]:
+    """The register at ``path`` as read by ``ehc validate`` (the first sheet with data); InputError.
 
-    return read_register(path)
+    With ``limits`` (the workspace's settings) it is read as a nightly
+    import reads a file: in a child process under ``read_memory_mb`` and
+    ``read_timeout_seconds``, so that whatever a hostile upload makes the
+    reader do costs that upload, not the worker that reads it.
+    """
+    from pipeline.reading.isolated import ReadLimits
+    from pipeline.reading.register import ReadPolicy, read_register, reading_policy
+
+    if limits is None:
+        return read_register(path)
+    policy = ReadPolicy(
+        follow_symlinks=False,
+        limits=ReadLimits(
+            memory_bytes=limits.read_memory_mb << 20 if limits.read_memory_mb > 0 else None,
+            seconds=limits.read_timeout_seconds if limits.read_timeout_seconds > 0 else None,
+        ),
+    )
+    with reading_policy(policy):
+        return read_register(path)
 
 
 def map_table(raw: RawTable, aliases: Mapping[str, str]) -> MappedTable:
@@ -208,7 +225,7 @@ def build_batch(
     The annotated copy marks the edited cells with their new values.
     """
     today = today or date.today()
-    tables = [map_table(raw, aliases) for raw in read_raw_tables(path)]
+    tables = [map_table(raw, aliases) for raw in read_raw_tables(path, settings.web)]
     offsets, sources, original, extras = stack_tables(tables)
     sources["source_file"] = file_name
     original = apply_edits(original, edits)
@@ -309,6 +326,44 @@ def submit(
         finally:
             client.close()
     return SubmitResult(summary.sent, summary.elapsed, summary.interrupted, None)
+
+
+def journal_outcomes(settings: Settings, id_numbers: Sequence[str]) -> pd.DataFrame:
+    """What the journal knows of these residents (index ID number): status, result code, message, card ids.
+
+    For a submission that ended without recording its rows (its process
+    was killed): ``enrolled`` and ``rejected`` are what the platform
+    answered; a resident still being sent, or given up on, is ``failed``
+    (sent again by the next submission, which the platform answers as
+    already enrolled if the first call got through).
+    """
+    from pipeline.state.journal import STATE_ENROLLED, STATE_REJECTED, STATE_SENDING, Journal
+
+    columns = ["status", "result_code", "message", "ehealthCardId", "virtualCardNum"]
+    if not settings.journal_path.exists() or not len(id_numbers):
+        return pd.DataFrame(columns=columns, dtype=str)
+    with Journal(settings.journal_path) as journal:
+        known = journal.lookup_many(id_numbers)
+    state = known["state"].astype(str)
+    status = np.select(
+        [state == STATE_ENROLLED, state == STATE_REJECTED], [STATUS_ENROLLED, STATUS_REJECTED], STATUS_FAILED
+    )
+
+    def text(column: str) -> pd.Series:
+        return known[column].astype("string").fillna("").astype(str)
+
+    message = np.where(
+        state == STATE_SENDING,
+        "提交中断，这一人的发送结果未知；再次提交时会重新发送（平台若答复已办理，按已办理处理）",
+        text("message"),
+    )
+    return pd.DataFrame(
+        {
+            "status": status, "result_code": text("result_code"), "message": message,
+            "ehealthCardId": text("ehealth_card_id"), "virtualCardNum": text("virtual_card_num"),
+        },
+        index=known.index,
+    )  # fmt: skip
 
 
 def start_sandbox(state: Path, app_id: str, app_secret: str) -> tuple[str, Callable[[], None]]:

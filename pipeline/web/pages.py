@@ -219,6 +219,10 @@ def _upload_limit(request: Request) -> int:
     return int(workspace(request).settings.web.max_upload_mb * 1024 * 1024)
 
 
+def _queue_full(bound: int) -> str:
+    return f"本中心已有 {bound} 个文件在排队检查，请等它们检查完后再上传"
+
+
 def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     """Check one uploaded file and store it as a new job (raises :class:`UploadRefused`)."""
     space = workspace(request)
@@ -230,6 +234,15 @@ def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     if size > _upload_limit(request):
         raise UploadRefused(f"{upload.filename}：文件过大，最多 {limit_text(_upload_limit(request))}", 413)
     upload.file.seek(0)
+    reserve = space.settings.web.min_free_disk_mb << 20
+    if shutil.disk_usage(space.settings.state_dir).free - size < reserve:
+        # The journal and the nightly imports share this disk: a clerk's uploads never fill it.
+        logger.error(
+            "网页上传被拒绝：状态目录所在磁盘的剩余空间不足 {} MB", space.settings.web.min_free_disk_mb
+        )
+        raise UploadRefused(
+            f"{shown_name(upload.filename or '')}：服务器磁盘空间不足，暂时不能上传。请联系运维人员", 507
+        )
     job_id = new_job_id()
     files = JobFiles(space.settings.state_dir, job_id)
     stored = safe_file_name(upload.filename or "", suffix)
@@ -264,6 +277,10 @@ async def upload(request: Request) -> Response:
     too_large = Refused(f"文件过大：单次上传最多 {limit_text(limit)}。请拆分后分别上传", 413)
     if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
         raise too_large
+    queued = await run_in_threadpool(workspace(request).runner.waiting, who.centre.id)
+    bound = workspace(request).settings.web.queued_per_centre
+    if queued >= bound:
+        raise Refused(_queue_full(bound), 429)
     limited_request = Request(request.scope, limited(request.receive, limit + FORM_OVERHEAD))
     try:
         form = await checked_form(limited_request, who)
@@ -279,6 +296,8 @@ async def upload(request: Request) -> Response:
     status = 415
     for item in files:
         try:
+            if queued + len(jobs) >= bound:
+                raise UploadRefused(f"{shown_name(item.filename or '')}：{_queue_full(bound)}", 429)
             jobs.append(await run_in_threadpool(_store_upload, request, who, item))
         except UploadRefused as refused:
             problems.append(str(refused))

@@ -7,10 +7,22 @@ pool rather than for the interpreter lock of the server.  Each submission
 runs in a process of its own (:mod:`pipeline.web.submitting`) and keeps its
 rate whatever the pool is doing.
 
+Uploads wait here, one queue per centre, and are handed to the pool no more
+than it has workers, taking the centres in turn: a centre that uploads forty
+registers has one checked at a time like everyone else, and a clerk who
+downloads a report waits at most for the dry runs already running.
+
+A worker that dies (the kernel's out-of-memory killer, a crash) breaks a
+process pool for good; the runner starts a new one and checks again the
+uploads that were running, once: one that kills its worker twice is
+marked unreadable.  A submission process that dies without saying how it
+ended (killed) is noticed within seconds: the job is marked stopped, and
+each of its rows takes what the journal knows of it (enrolled, rejected,
+or unknown and so to be sent again).
+
 At start-up the runner takes up what a previous server left: uploads that
 were queued or being checked are checked again; submissions whose process
-is gone are marked stopped (what they sent is in the journal, and a new
-submission of the job sends only the rest).
+is gone are marked stopped the same way.
 
 ``processes=False`` runs the same work on threads of the server itself:
 for tests that drive the app in-process.
@@ -19,11 +31,14 @@ for tests that drive the app in-process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -35,6 +50,19 @@ T = TypeVar("T")
 
 #: CPU priority of the dry-run workers (added niceness): pages and submissions come first.
 WORKER_NICENESS = 10
+#: Seconds between two looks at the submission processes.
+WATCH_SECONDS = 1.0
+#: Times an upload is checked again after its worker died under it.
+CHECK_RETRIES = 1
+
+STOPPED_BY_RESTART = "服务重启，提交中断：已发送的已记录在提交日志中，不会重复发送；可以再次提交其余的行"
+STOPPED_BY_CRASH = (
+    "提交进程意外结束（可能是服务器内存不足或被强制结束）：已发送的已记录在提交日志中，不会重复发送；"
+    "各行的结果已按提交日志更新，可以再次提交其余的行"
+)
+#: Statuses of rows a submission may have sent before it died.
+_SENT_MAYBE = frozenset({engine.STATUS_VALID, engine.STATUS_FAILED, engine.STATUS_REJECTED})
+WORKER_DIED = "检查该文件时检查程序意外结束（文件可能过大或已损坏）。请用 Excel 打开后另存为 .xlsx 再上传"
 
 
 def _alive(pid: int | None) -> bool:
@@ -56,34 +84,52 @@ class Runner:
         self.settings = settings
         self.store = store
         self.processes = processes
+        self.workers = max(1, int(settings.web.check_workers))
         self._pool: Executor | None = None
         self._submissions: dict[str, Any] = {}
         self._report_locks: dict[str, asyncio.Lock] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._waiting: dict[int, deque[str]] = {}  # centre -> its uploads, in the order they came
+        self._served: dict[int, int] = {}  # centre -> the turn its last upload went to the pool
+        self._turn = 0
+        self._retry: deque[str] = deque()  # uploads whose worker died under them: first in line
+        self._checking: dict[str, Future[str]] = {}
+        self._tries: dict[str, int] = {}
+        self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the pool (warming its workers up) and take up what a previous server left."""
-        workers = max(1, int(self.settings.web.check_workers))
-        if self.processes:
-            self._pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=checking.worker_setup,
-                initargs=(self.settings, WORKER_NICENESS),
-            )
-            for _ in range(workers):  # spawn and import now, not on the first upload
-                self._pool.submit(os.getpid)
-        else:
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ehc-web-check")
+        self._closed.clear()
+        self._pool = self._new_pool()
         self.recover()
+        self._watcher = threading.Thread(target=self._watch, name="ehc-web-watch", daemon=True)
+        self._watcher.start()
+
+    def _new_pool(self) -> Executor:
+        if not self.processes:
+            return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ehc-web-check")
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=checking.worker_setup,
+            initargs=(self.settings, WORKER_NICENESS),
+        )
+        for _ in range(self.workers):  # spawn and import now, not on the first upload
+            pool.submit(os.getpid)
+        return pool
 
     def close(self) -> None:
         """Stop the pool; running submissions carry on in their processes and finish on their own."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def recover(self) -> None:
         """Check again the uploads a previous server left queued; mark orphaned submissions stopped."""
@@ -92,34 +138,110 @@ class Runner:
             self.check(job.id)
         for job in self.store.jobs_in([WAITING, SUBMITTING]):
             if job.id not in self._submissions and not _alive(job.pid):
-                self.store.update_job(
-                    job.id, state=STOPPED, stage="",
-                    message="服务重启，提交中断：已发送的已记录在提交日志中，不会重复发送；可以再次提交其余的行",
-                )  # fmt: skip
+                self._stopped(job.id, STOPPED_BY_RESTART)
 
-    # -- work --------------------------------------------------------------------------------------
+    # -- the pool --------------------------------------------------------------------------------
 
-    def _submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
-        if self._pool is None:
-            raise RuntimeError("the runner is not started")
-        return self._pool.submit(function, *args)
+    def _pool_now(self) -> Executor:
+        with self._lock:
+            if self._pool is None:
+                raise RuntimeError("the runner is not started")
+            return self._pool
+
+    def _renew(self, broken: Executor) -> None:
+        """Replace a pool a dead worker broke (once, whoever notices first)."""
+        with self._lock:
+            if self._pool is not broken or self._closed.is_set():
+                return
+            logger.error("网页检查进程意外结束，已重新启动检查进程")
+            self._pool = self._new_pool()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, function: Callable[..., T], *args: Any) -> tuple[Executor, Future[T]]:
+        """``function(*args)`` on the pool, and the pool it went to (a broken pool is renewed first)."""
+        pool = self._pool_now()
+        try:
+            return pool, pool.submit(function, *args)
+        except BrokenProcessPool:
+            self._renew(pool)
+            pool = self._pool_now()
+            return pool, pool.submit(function, *args)
+
+    # -- dry runs, fairly --------------------------------------------------------------------------
 
     def check(self, job_id: str) -> None:
-        """Queue the dry run of an uploaded job."""
-        future = self._submit(checking.check_job, self.settings.state_dir, job_id, self.settings)
-        future.add_done_callback(lambda done: self._checked(job_id, done))
+        """Queue the dry run of an uploaded job behind its centre's other uploads."""
+        job = self.store.job_any(job_id)
+        if job is None:
+            return
+        with self._lock:
+            self._waiting.setdefault(job.centre_id, deque()).append(job_id)
+        self._dispatch()
 
-    def _checked(self, job_id: str, future: Future[str]) -> None:
-        error = future.exception()
-        if error is not None:
+    def waiting(self, centre_id: int) -> int:
+        """Uploads of a centre waiting for or in their dry run."""
+        return self.store.jobs_in_count(centre_id, [QUEUED, CHECKING])
+
+    def _dispatch(self) -> None:
+        """Hand waiting uploads to the pool while it has a free worker, one centre after another."""
+        with self._lock:
+            while len(self._checking) < self.workers and (self._retry or self._waiting):
+                if self._retry:
+                    job_id = self._retry.popleft()
+                else:
+                    # The centre served longest ago (or never) goes first; ties by who came first.
+                    centre_id = min(self._waiting, key=lambda c: self._served.get(c, -1))
+                    queue = self._waiting[centre_id]
+                    job_id = queue.popleft()
+                    if not queue:
+                        del self._waiting[centre_id]
+                    self._turn += 1
+                    self._served[centre_id] = self._turn
+                pool, future = self._submit(
+                    checking.check_job, self.settings.state_dir, job_id, self.settings
+                )
+                self._checking[job_id] = future
+                future.add_done_callback(functools.partial(self._checked, job_id, pool))
+
+    def _checked(self, job_id: str, pool: Executor, future: Future[str]) -> None:
+        with self._lock:
+            self._checking.pop(job_id, None)
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, BrokenProcessPool):
+            self._renew(pool)
+            tries = self._tries.get(job_id, 0)
+            if tries < CHECK_RETRIES and not self._closed.is_set():
+                self._tries[job_id] = tries + 1
+                self.store.update_job(job_id, state=QUEUED, stage="排队等待检查", progress=0.0)
+                with self._lock:
+                    self._retry.append(job_id)
+            else:
+                self._tries.pop(job_id, None)
+                logger.error("网页上传 {} 两次检查时检查进程都意外结束", job_id)
+                self.store.update_job(job_id, state=UNREADABLE, stage="", message=WORKER_DIED)
+        elif error is not None:
             logger.error("网页上传 {} 检查失败（{}）", job_id, type(error).__name__)
             self.store.update_job(
                 job_id, state=UNREADABLE, stage="", message="检查时程序内部错误，请重新上传或联系运维人员"
             )
+        else:
+            self._tries.pop(job_id, None)
+        if not self._closed.is_set():
+            self._dispatch()
+
+    # -- reports and QR codes --------------------------------------------------------------------
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on the pool and wait for it without holding up the event loop."""
-        return await asyncio.wrap_future(self._submit(function, *args))
+        """Run ``function(*args)`` on the pool and wait for it without holding up the event loop.
+
+        A pool broken under it (a worker died) is renewed and the work tried once more.
+        """
+        pool, future = self._submit(function, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            self._renew(pool)
+            return await asyncio.wrap_future(self._submit(function, *args)[1])
 
     async def reports(self, job_id: str) -> int:
         """Bring the job's reports up to date (one writer per job at a time)."""
@@ -133,10 +255,11 @@ class Runner:
         async with lock:
             return await self.run(downloads.build_qrcodes, self.settings, job_id)
 
+    # -- submissions -----------------------------------------------------------------------------
+
     def submit(self, job_id: str) -> None:
         """Start the submission of a job already moved to ``waiting``."""
         with self._lock:
-            self._reap()
             if self.processes:
                 process = multiprocessing.get_context("spawn").Process(
                     target=submitting.process_main, args=(self.settings, job_id), name=f"ehc-submit-{job_id}"
@@ -151,12 +274,43 @@ class Runner:
                 thread.start()
                 self._submissions[job_id] = thread
 
-    def _reap(self) -> None:
-        for job_id, worker in list(self._submissions.items()):
-            if not worker.is_alive():
-                if hasattr(worker, "join"):
-                    worker.join(0)
+    def _watch(self) -> None:
+        """Notice, every :data:`WATCH_SECONDS`, a submission whose process ended without saying how."""
+        while not self._closed.wait(WATCH_SECONDS):
+            try:
+                self.reap()
+            except Exception as error:  # the watcher must outlive any one look
+                logger.error("网页提交监视出错（{}）", type(error).__name__)
+
+    def reap(self) -> None:
+        """Forget finished submissions; mark stopped any whose process died leaving its job running."""
+        with self._lock:
+            ended = [(job_id, w) for job_id, w in self._submissions.items() if not w.is_alive()]
+            for job_id, _ in ended:
                 del self._submissions[job_id]
+        for job_id, worker in ended:
+            if hasattr(worker, "join"):
+                worker.join(0)
+            job = self.store.job_any(job_id)
+            if job is not None and job.state in (WAITING, SUBMITTING):
+                logger.error(
+                    "网页提交 {} 的进程意外结束（退出码 {}）", job_id, getattr(worker, "exitcode", "")
+                )
+                self._stopped(job_id, STOPPED_BY_CRASH)
+
+    def _stopped(self, job_id: str, message: str) -> None:
+        """Mark a submission that can no longer say how it ended: stopped, rows as the journal knows them."""
+        rows = [row for row in self.store.all_rows(job_id) if row.status in _SENT_MAYBE and row.sfzhm]
+        known = engine.journal_outcomes(self.settings, [row.sfzhm for row in rows])
+        outcomes = [
+            (str(k.status), str(k.result_code), str(k.message), str(k.ehealthCardId), str(k.virtualCardNum),
+             row.row_id)
+            for row in rows
+            if row.sfzhm in known.index
+            for k in [known.loc[row.sfzhm]]
+        ]  # fmt: skip
+        self.store.set_outcomes(job_id, outcomes)
+        self.store.update_job(job_id, state=STOPPED, stage="", message=message)
 
     def wait_submissions(self, timeout: float = 60.0) -> None:
         """Wait for running submissions to end (tests and shutdown)."""

@@ -622,6 +622,14 @@ class Store:
         )
         return [job for job in map(self._job, rows) if job is not None]
 
+    def jobs_in_count(self, centre_id: int, states: Sequence[str]) -> int:
+        """How many jobs of the centre are in one of ``states``."""
+        marks = ", ".join("?" * len(states))
+        row = self._one(
+            f"SELECT COUNT(*) FROM jobs WHERE centre_id = ? AND state IN ({marks})", centre_id, *states
+        )
+        return int(row[0]) if row else 0
+
     def update_job(self, job_id: str, **changes: Any) -> None:
         """Set columns of a job (dicts and lists stored as JSON)."""
         allowed = {
@@ -918,12 +926,24 @@ class Store:
         )  # fmt: skip
 
     def set_outcomes(self, job_id: str, outcomes: Iterable[tuple[str, str, str, str, str, int]]) -> None:
-        """Write submission outcomes (status, result_code, message, card_id, virtual_num, row_id)."""
+        """Write submission outcomes (status, result_code, message, card_id, virtual_num, row_id).
+
+        The job's counts by status are counted again in the same transaction.
+        """
         with self.transaction() as db:
             db.executemany(
                 "UPDATE job_rows SET status = ?, result_code = ?, message = ?, card_id = ?, virtual_num = ? "
                 "WHERE job_id = ? AND row_id = ?",
                 ((s, c, m, card, virtual, job_id, row) for s, c, m, card, virtual, row in outcomes),
+            )
+            db.execute("DELETE FROM job_counts WHERE job_id = ? AND kind = 'status'", (job_id,))
+            db.execute(
+                "INSERT INTO job_counts (job_id, kind, key, n) "
+                "SELECT ?, 'status', status, COUNT(*) FROM job_rows WHERE job_id = ? GROUP BY status",
+                (job_id, job_id),
+            )
+            db.execute(
+                "UPDATE jobs SET version = version + 1, updated_at = ? WHERE id = ?", (now_text(), job_id)
             )
 
 

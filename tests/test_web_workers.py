@@ -1,0 +1,131 @@
+"""The workspace's workers probed: many uploads from one centre, hostile files, workers that die.
+
+The dry runs of one centre must not hold up another's; a register must be
+read as a nightly import reads it (in a child under memory and time
+limits); a dead dry-run worker must not stop every later upload; a dead
+submission process must not leave its job "submitting" for ever, and what
+the job says afterwards is what the journal knows.  The last two run the
+app with real worker processes (as ``ehc serve`` does), killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.web import checking
+from tests.web_support import SAMPLE_CSV, SAMPLE_XLSX, XLSX_TYPE, Site, csrf_of, make_site
+
+CSV_FILE = (SAMPLE_CSV.name, SAMPLE_CSV.read_bytes(), "text/csv")
+
+
+def _job_ids(answer: Any) -> list[str]:
+    assert answer.status_code == 200, answer.text
+    return [str(path).rsplit("/", 1)[-1] for path in answer.json()["jobs"]]
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[str]]]:
+    """Dry runs wait for the gate to open, and note the order they ran in."""
+    opened, order = threading.Event(), []
+    real = checking.check_job
+
+    def held(state_dir: Path, job_id: str, settings: Any, today: Any = None) -> str:
+        opened.wait(30)
+        order.append(job_id)
+        return real(state_dir, job_id, settings)
+
+    monkeypatch.setattr(checking, "check_job", held)
+    yield opened, order
+    opened.set()
+
+
+def test_one_centres_many_uploads_do_not_hold_up_another_centre(
+    tmp_path: Path, gate: tuple[threading.Event, list[str]]
+) -> None:
+    opened, order = gate
+    with make_site(tmp_path / "state", check_workers=1, queued_per_centre=3) as site:
+        clerk_a, clerk_b = site.client("clerk_a"), site.client("clerk_b")
+        many = site.upload(clerk_a, *[CSV_FILE] * 4)
+        theirs = _job_ids(many)
+        assert len(theirs) == 3 and len(many.json()["problems"]) == 1  # the centre's queue is bounded
+        assert "排队检查" in many.json()["problems"][0]
+        more = site.upload(clerk_a, CSV_FILE)
+        assert more.status_code == 429 and "排队检查" in more.json()["error"]
+        [mine] = _job_ids(site.upload(clerk_b, CSV_FILE))
+        opened.set()
+        for client, job_id in [(clerk_b, mine)] + [(clerk_a, job_id) for job_id in theirs]:
+            assert site.wait(client, job_id)["state"] == "checked"
+        assert order.index(mine) == 1  # behind the one upload already running, not behind all three
+
+
+def test_uploads_stop_before_they_fill_the_disk(tmp_path: Path) -> None:
+    free_mb = int(os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize) >> 20
+    with make_site(tmp_path / "state", min_free_disk_mb=free_mb + 100) as site:
+        clerk = site.client("clerk_a")
+        answer = site.upload(clerk, CSV_FILE)
+        assert answer.status_code == 507 and "磁盘空间不足" in answer.json()["error"]
+        assert site.store.jobs_count(1) == 0 and not list((tmp_path / "state").glob("web/jobs/*"))
+
+
+def test_a_register_is_read_in_a_child_under_the_memory_limit(tmp_path: Path) -> None:
+    with make_site(tmp_path / "state", read_memory_mb=1) as site:
+        clerk = site.client("clerk_a")
+        [job_id] = _job_ids(site.upload(clerk, CSV_FILE))
+        state = site.wait(clerk, job_id)
+        assert state["state"] == "unreadable" and "内存" in state["message"] and "1 MB" in state["message"]
+        assert site.client("clerk_a").get("/jobs").status_code == 200  # the server is unharmed
+
+
+# --- with real worker processes ---------------------------------------------------------------------
+
+
+def _worker_pids(site: Site) -> list[int]:
+    pool = site.app.state.workspace.runner._pool
+    return [process.pid for process in pool._processes.values()]
+
+
+def test_a_dry_run_worker_that_dies_does_not_stop_later_uploads(tmp_path: Path) -> None:
+    with make_site(tmp_path / "state", check_workers=1, processes=True) as site:
+        clerk = site.client("clerk_a")
+        site.upload_sample(clerk)  # the worker is up
+        for pid in _worker_pids(site):
+            os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        time.sleep(0.5)
+        answer = site.upload(clerk, (SAMPLE_XLSX.name, SAMPLE_XLSX.read_bytes(), XLSX_TYPE))
+        [job_id] = _job_ids(answer)
+        assert site.wait(clerk, job_id)["state"] == "checked"
+
+
+def test_a_submission_process_that_dies_leaves_its_job_stopped_and_truthful(
+    tmp_path: Path, start_sandbox: Any
+) -> None:
+    sandbox = start_sandbox(latency_ms=20)
+    with make_site(tmp_path / "state", sandbox.settings(), rate=40.0, processes=True) as site:
+        clerk = site.client("clerk_a")
+        job_id = site.upload_sample(clerk)
+        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
+        deadline = time.monotonic() + 60
+        while site.state(clerk, job_id)["sending"].get("done", 0) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = site.store.job_any(job_id)
+        assert job is not None and job.pid
+        os.kill(job.pid, signal.SIGKILL)
+        state = site.wait(clerk, job_id, timeout=15)
+        assert state["state"] == "stopped" and "意外结束" in state["message"]
+        enrolled = sandbox.residents()
+        assert state["counts"].get("enrolled", 0) == enrolled >= 5  # what the journal knows, not "valid"
+        assert sum(state["counts"].values()) == 50
+        again = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": again}).status_code == 303
+        assert site.wait(clerk, job_id, timeout=60)["state"] == "submitted"
+        assert sandbox.residents() == 42
+        assert sandbox.count("syncCardInfo") <= 42 + 1  # at most the one call in flight when it died
