@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 import openpyxl
 import pytest
 
+from pipeline.config import PlatformSettings
 from pipeline.web.jobfiles import JobFiles
 from tests.conftest import make_resident
 from tests.web_support import PASSWORDS, SAMPLE_CSV, Site, csrf_of, make_site
@@ -226,3 +228,29 @@ def test_the_session_cookie_is_secure_when_the_page_came_over_https(site: Site) 
     client.base_url = "https://testserver"  # type: ignore[assignment]  # as the TLS proxy forwards it
     answer = site.login(client, "clerk_a", PASSWORDS["clerk_a"])
     assert answer.status_code == 303 and "secure" in answer.headers["set-cookie"].lower()
+
+
+# --- the platform gone ------------------------------------------------------------------------------
+
+
+def test_a_platform_that_cannot_be_reached_is_worded_for_the_page(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nobody listens on
+    port = closed.getsockname()[1]
+    platform = PlatformSettings(
+        base_url=f"http://127.0.0.1:{port}/jkfs-dzjkk/dzjkk/websvi/", app_id="app", app_secret="S" * 32,
+        connect_timeout=0.5, read_timeout=0.5, max_attempts=2, max_retry_seconds=1.0,
+    )  # fmt: skip
+    with make_site(tmp_path / "state", platform) as site:
+        clerk = site.client("clerk_a")
+        job_id = site.upload_sample(clerk)
+        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
+        state = site.wait(clerk, job_id)
+        page = clerk.get(f"/jobs/{job_id}").text
+    closed.close()
+    assert state["state"] == "stopped" and "无法" in state["message"]
+    for shown in (state["message"], page):
+        assert "http://" not in shown and "命令" not in shown and "base_url" not in shown
+        assert "没有发送任何数据" in shown and "稍后再次提交" in shown
+    assert state["counts"] == {"valid": 42, "invalid": 8}  # nothing was sent, and the page says so

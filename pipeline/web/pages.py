@@ -45,7 +45,7 @@ from pipeline.web.editing import EditRefused, current_values, edit_cell
 from pipeline.web.jobfiles import JobFiles, new_job_id, safe_file_name
 from pipeline.web.reportfiles import report_path, reports_current
 from pipeline.web.shown import file_name as shown_name
-from pipeline.web.shown import visible
+from pipeline.web.shown import for_clerk, visible
 from pipeline.web.store import (
     BUSY_STATES,
     CANCELLED,
@@ -402,7 +402,7 @@ def job_page(request: Request) -> Response:
             "kept": kept, "cleaned": CLEANED,
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
-            "mask": engine.mask_text,
+            "mask": engine.mask_text, "said": for_clerk,
         },
     )  # fmt: skip
 

@@ -34,6 +34,7 @@ from pipeline.web import engine
 from pipeline.web.checking import edits_frame, fault_sources, fault_tuples, row_tuples, said
 from pipeline.web.jobfiles import JobFiles
 from pipeline.web.reportfiles import write_reports
+from pipeline.web.shown import for_clerk
 from pipeline.web.store import CANCELLED, STOPPED, SUBMITTED, SUBMITTING, WAITING, Store, now_text
 
 #: Seconds between two tries of the run lock while another run holds it.
@@ -165,23 +166,37 @@ def _run(
                 batch, settings, stop=stop, on_plan=progress.planned, on_outcome=progress.add
             )
         except engine.EhcError as error:  # nothing was sent: the credentials or the platform refused first
-            store.update_job(
-                job_id,
-                state=STOPPED,
-                stage="",
-                message=f"无法提交：{said(error, files, job)}",
-                sending=progress.snapshot(),
-            )
+            message = f"无法提交，没有发送任何数据：{platform_fault(error)}"
+            store.update_job(job_id, state=STOPPED, stage="", message=message, sending=progress.snapshot())
             return STOPPED
         store.update_job(job_id, stage="写报告", sending=progress.snapshot())
         state, message = SUBMITTED, ""
         if result.fatal is not None:
-            state, message = STOPPED, f"提交中止：{said(result.fatal, files, job)}"
+            state, message = (
+                STOPPED,
+                f"提交中止，已发送的已记录，未发送的行标为发送失败：{platform_fault(result.fatal)}",
+            )
         elif result.interrupted:
             state, message = CANCELLED, "已取消：已发送的已记录，其余未发送"
         _record(store, files, job_id, batch, state, message, job.tables, progress)
     logger.info("网页提交 {} 结束：{}", job_id, state)
     return state
+
+
+def platform_fault(error: engine.EhcError) -> str:
+    """What a clerk is told of a fault that stops a submission: what happened and what to do, in their terms.
+
+    The operator's version (which setting, which address) goes to the log.
+    """
+    logger.error("网页提交因平台或配置中止：{}", str(error))
+    if isinstance(error, engine.AuthenticationRefused):
+        code = f"（结果代码 {error.result_code}）" if error.result_code is not None else ""
+        return f"电子健康卡平台不接受本服务器的应用凭据{code}。请联系运维人员核对配置后再提交"
+    if isinstance(error, engine.ConfigError):
+        return "本服务器的平台配置不完整或有误。请联系运维人员"
+    if isinstance(error, engine.PlatformError):
+        return "暂时连不上电子健康卡平台。请稍后再次提交（已办理的不会重复发送）；一直连不上请联系运维人员"
+    return for_clerk(str(error))
 
 
 def _record(
