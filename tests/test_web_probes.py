@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import socket
 from collections.abc import Iterator
@@ -19,14 +20,19 @@ from urllib.parse import unquote
 
 import openpyxl
 import pytest
+from loguru import logger
 
 from pipeline.config import PlatformSettings
+from pipeline.web import engine
 from pipeline.web.jobfiles import JobFiles
+from pipeline.web.serve import route_server_logs
 from tests.conftest import make_resident
 from tests.web_support import PASSWORDS, SAMPLE_CSV, Site, csrf_of, make_site
 
 #: What Excel and LibreOffice take for the start of a formula in a cell they open.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: uvicorn's loggers.
+UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 #: Characters that change how the text around them looks without showing themselves.
 INVISIBLE = ("\u202e", "\u202d", "\u2066", "\u200b", "\u200f", "\x07")
 
@@ -254,3 +260,26 @@ def test_a_platform_that_cannot_be_reached_is_worded_for_the_page(tmp_path: Path
         assert "http://" not in shown and "命令" not in shown and "base_url" not in shown
         assert "没有发送任何数据" in shown and "稍后再次提交" in shown
     assert state["counts"] == {"valid": 42, "invalid": 8}  # nothing was sent, and the page says so
+
+
+# --- the server's own log ----------------------------------------------------------------------------
+
+
+def test_the_servers_own_log_lines_are_masked_and_carry_no_traceback(tmp_path: Path) -> None:
+    engine.setup_logging(level="INFO")
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), format="{message}")
+    saved = {name: (logging.getLogger(name).handlers, logging.getLogger(name).propagate) for name in UVICORN}
+    try:
+        route_server_logs()
+        try:
+            raise ValueError("居民 440604198001010018 电话 13912345678")
+        except ValueError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    finally:
+        logger.remove(sink)
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers, logging.getLogger(name).propagate = handlers, propagate
+    text = "".join(lines)
+    assert "ValueError" in text and "Traceback" not in text
+    assert "440604198001010018" not in text and "13912345678" not in text

@@ -4,15 +4,46 @@ The listening socket is bound before uvicorn starts, so ``--port 0`` works
 and the first line printed names the address really listened on.  Behind a
 reverse proxy on the same host (see docs/web.md), uvicorn trusts its
 ``X-Forwarded-For``/``-Proto`` headers from 127.0.0.1 only.
+
+uvicorn's own log lines (an exception in a request, a protocol error) go
+through the same masked log as every other line, as one line naming the
+exception's type: a traceback would print whatever the failing code held,
+resident data included.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 import sys
 
+from loguru import logger
+
 from pipeline.web.engine import ConfigError, Settings
+
+
+class _ToMaskedLog(logging.Handler):
+    """A stdlib logging handler that hands each record to loguru (masked there), without its traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = f"{text}（{type(record.exc_info[1]).__name__}）"
+        level = record.levelname if record.levelname in _LEVELS else "INFO"
+        logger.log(level, "uvicorn：{}", text)
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def route_server_logs() -> None:
+    """Send uvicorn's log records to the masked log, one line each (no traceback)."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers = [_ToMaskedLog()]
+        server_logger.propagate = False
+        server_logger.setLevel(logging.INFO)
 
 
 def serve(settings: Settings, *, host: str, port: int) -> int:
@@ -31,6 +62,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
             f"无法在 {host}:{port} 上监听（{error.strerror}）。请换一个端口（--port）或检查地址"
         ) from None
     bound = sock.getsockname()[1]
+    route_server_logs()
     config = uvicorn.Config(
         create_app(settings), log_config=None, access_log=False, proxy_headers=True,
         forwarded_allow_ips="127.0.0.1", server_header=False, timeout_graceful_shutdown=30,
