@@ -283,3 +283,21 @@ def test_the_servers_own_log_lines_are_masked_and_carry_no_traceback(tmp_path: P
     text = "".join(lines)
     assert "ValueError" in text and "Traceback" not in text
     assert "440604198001010018" not in text and "13912345678" not in text
+
+
+# --- a second click ---------------------------------------------------------------------------------
+
+
+def test_a_second_submit_of_the_same_job_shows_the_first_and_sends_nobody_twice(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    with make_site(tmp_path / "state", sandbox.settings(), rate=50.0) as site:
+        clerk = site.client("clerk_a")
+        job_id = site.upload_sample(clerk)
+        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        first = clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf})
+        second = clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf})
+        for answer in (first, second):
+            assert answer.status_code == 303 and answer.headers["location"].endswith("notice=submitting")
+        assert site.wait(clerk, job_id)["counts"] == {"enrolled": 42, "invalid": 8}
+    assert sandbox.count("syncCardInfo") == 42 and sandbox.residents() == 42

@@ -566,6 +566,10 @@ async def submit(request: Request) -> Response:
         submitted_by=who.user.id,
     )  # fmt: skip
     if not moved:
+        now = space.store.job(job.id, who.centre.id)
+        if now is not None and now.state in (WAITING, SUBMITTING):
+            # A second click (or a second tab): the submission runs once; show it.
+            return RedirectResponse(f"/jobs/{job.id}?notice=submitting", status_code=303)
         raise Refused("此任务正在检查或提交中")
     space.runner.submit(job.id)
     space.store.audit(
