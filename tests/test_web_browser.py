@@ -134,14 +134,24 @@ def _log_in(page: Any, server: Server, name: str) -> None:
     page.wait_for_url("**/jobs")
 
 
+def _text_lines(element: Any) -> int:
+    """How many lines the text of an element takes on the screen."""
+    lines: int = element.evaluate(
+        """e => { const range = document.createRange(); range.selectNodeContents(e);
+                  const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                  return tops.size; }"""
+    )
+    return lines
+
+
 def test_a_clerks_whole_journey_and_another_centre_locked_out(
     server: Server, browser: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
     shots = Shots(tmp_path / "screenshots")
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN"
+    context = browser.new_context(  # a clerk's Windows PC: a 1366×768 screen
+        viewport={"width": 1366, "height": 768}, accept_downloads=True, locale="zh-CN"
     )
     page = context.new_page()
     errors: list[str] = []
@@ -166,7 +176,10 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     row.locator("input[name=value]").fill("张三")
     row.locator("button").click()
     expect(row.locator(".row-status")).to_have_text("校验通过")
+    expect(row.locator(".code")).to_have_text("—")  # the fixed row no longer shows the code it had
     expect(page.locator("#counts")).to_contain_text("校验通过 43")
+    for short in ("button", ".row-status", "td:nth-child(2)"):  # not wrapped into a column of characters
+        assert _text_lines(row.locator(short)) == 1, short
     row.scroll_into_view_if_needed()
     shots.take(page, "fixed")
 
@@ -199,11 +212,22 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     assert "张三" in names  # the edit is in the clerk's own workbook
     page.goto(f"{server.url}/jobs")
     expect(page.locator("#jobs")).to_contain_text("申领成功 43")
+    for header in page.locator("#jobs th").all():
+        assert _text_lines(header) == 1, header.text_content()
     shots.take(page, "history")
+
+    # Two files, one of them not a register: the clerk is told which was not taken.
+    stray = tmp_path / "会议通知.docx"
+    stray.write_bytes(b"PK\x03\x04 a document")
+    page.set_input_files("#files", [str(SAMPLE_XLSX), str(stray)])
+    page.click("#upload-button")
+    expect(page.locator("#upload-status")).to_contain_text("会议通知.docx：不支持的文件类型")
+    expect(page.locator("#uploaded-link")).to_be_visible()
+    shots.take(page, "partly-uploaded")
     assert not errors, errors
 
     # A clerk of another centre: neither the job, nor its files, nor its place in the history.
-    other = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    other = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     intruder = other.new_page()
     _log_in(intruder, server, "clerk_b")
     expect(intruder.locator("main")).not_to_contain_text(SAMPLE_XLSX.name)
@@ -216,4 +240,4 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
         assert intruder.request.get(job_url + path).status == 404, path
     other.close()
     context.close()
-    assert len(list(shots.folder.glob("*.png"))) == shots.count >= 9
+    assert len(list(shots.folder.glob("*.png"))) == shots.count >= 10

@@ -51,6 +51,20 @@
         var answer = {};
         try { answer = JSON.parse(request.responseText); } catch (ignored) { answer = {}; }
         if (request.status === 200 && answer.next) {
+          if (answer.problems && answer.problems.length) {
+            // Some files were taken, some not: say which were not before going anywhere.
+            $("#upload-button").disabled = false;
+            bar.hidden = true;
+            status.className = "error";
+            status.textContent = "已上传 " + answer.jobs.length + " 个文件；以下文件没有上传：" +
+              answer.problems.join("；") + "。";
+            var link = document.createElement("a");
+            link.href = answer.next;
+            link.id = "uploaded-link";
+            link.textContent = "查看已上传的文件";
+            status.appendChild(link);
+            return;
+          }
           status.textContent = "上传完成，正在检查…";
           window.location.assign(answer.next);
           return;
@@ -148,12 +162,15 @@
         grid.querySelectorAll('tr[data-row="' + answer.row_id + '"]').forEach(function (line) {
           line.className = "status-" + answer.status;
           line.querySelector(".row-status").textContent = answer.status_label;
-          var message = line.querySelector(".message");
+          var message = line.querySelector(".message"), code = line.querySelector(".code");
+          var errors = answer.faults.filter(function (f) { return f.severity === "error"; });
           if (answer.status === "valid") {
             message.textContent = "已修改，本行已通过校验";
+            code.textContent = "—";
           } else if (line === row) {
-            message.textContent = answer.faults.filter(function (f) { return f.severity === "error"; })
-              .map(function (f) { return "[" + f.code + "] " + f.message; }).join("；") || answer.message;
+            message.textContent = errors.map(function (f) { return "[" + f.code + "] " + f.message; })
+              .join("；") || answer.message;
+            code.textContent = errors.map(function (f) { return f.code; }).join("、") || answer.result_code;
           }
         });
         Object.keys(answer.changed || {}).forEach(function (other) {
@@ -184,7 +201,18 @@
     });
   }
 
+  /* --- one submission per click ---------------------------------------------------------------- */
+  function setUpSubmit() {
+    var form = $("#submit-form");
+    if (!form) { return; }
+    form.addEventListener("submit", function () {
+      var button = form.querySelector("button");
+      window.setTimeout(function () { button.disabled = true; button.textContent = "正在提交…"; }, 0);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    setUpSubmit();
     setUpUpload();
     setUpProgress();
     setUpEdits();
