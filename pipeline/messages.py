@@ -51,6 +51,9 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
     (ResultCode.ALREADY_ENROLLED, "sfzhm", ""): (
         "身份证号码“{value}”在本批数据中已出现过：同一居民只能申领一次，重复的行不会发送"
     ),
+    (ResultCode.ALREADY_ENROLLED, "sfzhm", "first"): (
+        "身份证号码“{value}”在本批数据中已出现过（首次在{extra}）：同一居民只能申领一次，重复的行不会发送"
+    ),
     (ResultCode.INVALID_GENDER, "xb", ""): (
         "性别“{value}”不是 GB/T 2261.1 的性别（男、女，或代码 0、1、2、9）"
     ),

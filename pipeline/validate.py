@@ -10,11 +10,18 @@ answer and a Chinese message naming the value and the rule
 One root cause, one fault: a gender, birth date or document number that
 disagrees with an ID number is not reported while the ID number itself is
 invalid — fixing the ID number comes first, and the others may then agree.
+
+An ID number may appear once per run (10115 on every later row, naming the
+row where it first appeared).  A run is validated chunk by chunk, so this one
+rule needs every earlier row: :class:`RepeatedIds` keeps the ID numbers seen so
+far as 64-bit keys in a few sorted arrays (16 bytes per resident, not frames),
+with where each first appeared.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -33,6 +40,93 @@ from schemas.rules import rule_for
 _FIELD_ORDER = {field: position for position, field in enumerate(FIELDS)}
 _GENDER_NAMES = {"1": "男", "2": "女"}
 _PROBLEM_NAMES = {int(problem): problem.name for problem in idnumber.IdProblem}
+
+
+#: Bits of a place (see :meth:`RepeatedIds.place`) that hold the row number; the rest number the table.
+_ROW_BITS = 40
+
+
+class RepeatedIds:
+    """The ID numbers of a run seen so far, and where each first appeared.
+
+    Well-formed numbers are kept as exact 64-bit keys (17 digits and the check
+    character), any other non-empty text as a 64-bit hash.  Each chunk's new
+    numbers become a sorted block; blocks of similar size are merged, so a
+    lookup searches a handful of sorted arrays whatever the run's length.
+    ``labels`` name the tables (``a.csv``, ``b.xlsx[名单]``) by table number.
+    """
+
+    def __init__(self, labels: Sequence[str] = ()) -> None:
+        self.labels = list(labels)
+        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted keys, places)
+
+    @staticmethod
+    def place(table: int, source_row: np.ndarray) -> np.ndarray:
+        """Where rows are, as one int64 each: the table's number and the row number a clerk sees."""
+        return (np.int64(table) << np.int64(_ROW_BITS)) | np.asarray(source_row, dtype=np.int64)
+
+    def describe(self, places: np.ndarray) -> pd.Series:
+        """``a.csv 第 12 行`` for each place (the row number alone where the table has no label)."""
+        tables = places >> np.int64(_ROW_BITS)
+        rows = pd.Series(places & np.int64((1 << _ROW_BITS) - 1)).astype("str")
+        names = np.array([*self.labels, ""], dtype=object)[np.minimum(tables, len(self.labels))]
+        named = pd.Series(names, dtype="str")
+        return (named.where(named == "", named + " ") + "第 " + rows + " 行").reset_index(drop=True)
+
+    def _earlier(self, keys: np.ndarray) -> np.ndarray:
+        """The place each key was first seen in an earlier chunk, -1 if never."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        for block_keys, block_places in self._blocks:
+            at = np.searchsorted(block_keys, keys)
+            inside = at < len(block_keys)
+            hit = np.zeros(len(keys), dtype=bool)
+            hit[inside] = block_keys[at[inside]] == keys[inside]
+            found[hit] = block_places[at[hit]]
+        return found
+
+    def _remember(self, keys: np.ndarray, places: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self._blocks.append((keys[order], places[order]))
+        # Merge while the newest block is as large as the one before: log2(chunks) blocks at most.
+        while len(self._blocks) > 1 and len(self._blocks[-1][0]) >= len(self._blocks[-2][0]):
+            (k1, p1), (k2, p2) = self._blocks.pop(), self._blocks.pop()
+            merged_keys, merged_places = np.concatenate([k2, k1]), np.concatenate([p2, p1])
+            order = np.argsort(merged_keys, kind="stable")  # two sorted runs: merged in linear time
+            self._blocks.append((merged_keys[order], merged_places[order]))
+
+    def _first_places(self, keys: np.ndarray, places: np.ndarray) -> np.ndarray:
+        """For each key: the place of its first occurrence if that is an earlier row, else -1."""
+        if not len(keys):
+            return np.zeros(0, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+        group = np.cumsum(starts) - 1
+        first = order[starts]  # row (within the chunk) of each distinct key's first occurrence
+        earlier = self._earlier(ordered[starts])
+        first_place = np.where(earlier >= 0, earlier, places[first])
+        result = np.full(len(keys), -1, dtype=np.int64)
+        repeat = (earlier[group] >= 0) | ~starts
+        result[order[repeat]] = first_place[group[repeat]]
+        new = earlier < 0
+        self._remember(ordered[starts][new], places[first][new])
+        return result
+
+    def check(self, ids: pd.Series, places: np.ndarray) -> np.ndarray:
+        """For each ID number: where it first appeared if that is an earlier row of the run, else -1.
+
+        The chunk's numbers are then remembered; ``""`` is never a repeat.
+        """
+        result = np.full(len(ids), -1, dtype=np.int64)
+        shaped, keys = idnumber.id_keys(ids)
+        if shaped.any():
+            result[shaped] = self._first_places(keys, places[shaped])
+        others = ~shaped & (ids != "").to_numpy(dtype=bool)
+        if others.any():
+            hashed = pd.util.hash_array(ids[others].to_numpy(dtype=object)).view(np.int64)
+            # Kept apart from the exact keys: a negative flag bit cannot be a well-formed key.
+            result[others] = self._first_places(hashed | np.int64(-(1 << 62)), places[others])
+        return result
 
 
 #: Columns validated beside the pair columns, on a second thread (the rest run on the caller's):
@@ -123,22 +217,64 @@ def _details(
     return None, None
 
 
+def _repeat_faults(
+    rows: pd.DataFrame, repeats: RepeatedIds, places: np.ndarray | None
+) -> pd.DataFrame | None:
+    """10115 for every row whose ID number appeared on an earlier row of the run.
+
+    Without ``places`` the rows are numbered by position and the message does not say where.
+    """
+    located = places is not None
+    if places is None:
+        places = np.arange(len(rows), dtype=np.int64)
+    first = repeats.check(rows["sfzhm"], places)
+    repeated = first >= 0
+    if not repeated.any():
+        return None
+    values = rows["sfzhm"][repeated]
+    code = int(ResultCode.ALREADY_ENROLLED)
+    details = where = None
+    if located:
+        where = repeats.describe(first[repeated])
+        where.index = values.index
+        details = pd.Series("first", index=values.index, dtype="str")
+    messages = error_messages(code, "sfzhm", values, details, where)
+    return pd.DataFrame(
+        {"row_id": rows.index.to_numpy()[repeated], "field": "sfzhm", "code": code, "severity": "error",
+         "message": messages.to_numpy()}
+    )  # fmt: skip
+
+
 def _sorted(faults: pd.DataFrame) -> pd.DataFrame:
     position = faults["field"].map(_FIELD_ORDER).fillna(len(FIELDS)).to_numpy()
     order = np.lexsort((faults["code"].to_numpy(), position, faults["row_id"].to_numpy()))
     return faults.take(order).reset_index(drop=True)
 
 
-def validate(rows: pd.DataFrame, *, today: datetime.date) -> pd.DataFrame:
+def validate(
+    rows: pd.DataFrame,
+    *,
+    today: datetime.date,
+    repeats: RepeatedIds | None = None,
+    places: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Every fault of every row of ``rows`` (normalised, :data:`FIELDS` columns, index ``row_id``).
 
     Returns a fault frame (:data:`FAULT_COLUMNS`, severity ``error``) sorted by
     ``row_id``; it includes 10115 for an ID number seen on an earlier row of
-    the same run.
+    the run: of ``rows`` alone, or, given ``repeats``, of every chunk it has
+    seen (``places``: :meth:`RepeatedIds.place` of each row, so the message
+    can name where the number first appeared).
     """
     rows = rows[list(FIELDS)].fillna("").astype("str")
+    if repeats is None:
+        repeats = RepeatedIds()
     cases = _failure_cases(rows, today)
-    if cases.empty:
+    parts: list[pd.DataFrame] = []
+    repeated = _repeat_faults(rows, repeats, places)
+    if repeated is not None:
+        parts.append(repeated)
+    if cases.empty and not parts:
         return empty_faults()
     codes = pd.to_numeric(cases["check"], errors="coerce").fillna(int(ResultCode.PARAMETER_ERROR))
     cases = cases.assign(row_id=cases["index"].astype(np.int64), code=codes.astype(np.int64))
@@ -146,7 +282,6 @@ def validate(rows: pd.DataFrame, *, today: datetime.date) -> pd.DataFrame:
     bad_ids = set(cases.loc[id_faults, "row_id"])
     cases = cases[~(cases["column"].isin(list(PAIR_COLUMNS)) & cases["row_id"].isin(bad_ids))]
 
-    parts: list[pd.DataFrame] = []
     # Pair columns last, so that a field's own fault is the one kept.
     cases = cases.assign(pair=cases["column"].isin(list(PAIR_COLUMNS))).sort_values("pair", kind="stable")
     for _, group in cases.groupby(["pair", "column", "code"], sort=False):

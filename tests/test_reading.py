@@ -527,10 +527,11 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = tmp_path / "locked.csv"
     path.write_text("姓名\n张三\n", encoding="utf-8")
 
-    def refuse(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def refuse(file: object, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    # Registers are read from an open file (in blocks), so refusing the open is refusing the read.
+    monkeypatch.setattr("pipeline.reading.register.open", refuse, raising=False)
     with pytest.raises(InputError) as excinfo:
         read_register(path)
     _one_line_error(excinfo, "locked.csv", "权限")

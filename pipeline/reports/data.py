@@ -1,15 +1,22 @@
 """What the reports say about each row and each fault, computed once as columns.
 
 Every report (results.xlsx, results.csv, errors.xlsx, the annotated copies and
-the summary) reads the same :class:`ReportData`, so they cannot disagree.
+the summary) reads the same :class:`ReportData` of each batch of the run, so
+they cannot disagree; what they say of the run as a whole (rows per file, per
+status, per result code) is a :class:`Tally` added up batch by batch.
 Everything here is vectorised: a run of a million rows costs a few array
-operations, not a million Python calls.
+operations per batch, not a million Python calls.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,10 +106,16 @@ def _field_order(fields: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ReportData:
-    """The run seen by the reports: statuses, messages and fault lines, aligned on ``row_id``."""
+    """A batch seen by the reports: statuses, messages and fault lines, aligned on ``row_id``.
+
+    ``extra_names`` are the clerk's unrecognised columns the reports show (the
+    run's, which may be more than this batch's tables have; default: the
+    batch's own).
+    """
 
     batch: Batch
     submitted: bool
+    extra_names: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         batch = self.batch
@@ -209,6 +222,25 @@ class ReportData:
         return texts
 
     @cached_property
+    def extras(self) -> list[tuple[str, pa.Array]]:
+        """The clerk's unrecognised columns on the batch's rows: (header, Arrow text), "" where absent."""
+        found = dict(extra_columns(self.batch.extras, self.rows.index))
+        names = list(found) if self.extra_names is None else list(self.extra_names)
+        blank = pa.repeat(pa.scalar("", pa.large_string()), self.n)
+        return [(name, found.get(name, blank)) for name in names]
+
+    @cached_property
+    def sections(self) -> tuple[list[tuple[str, str, str]], np.ndarray]:
+        """(path, file name, sheet) of each table the rows come from, and each row's index into that list."""
+        if self.table_of_row is not None:
+            keys = [(t.raw.path, Path(t.raw.path).name, t.raw.sheet) for t in self.batch.tables]
+            return keys, self.table_of_row
+        files = text_of(self.rows, "source_file", self.n)
+        sheets = text_of(self.rows, "source_sheet", self.n)
+        codes, uniques = pd.factorize(pd.MultiIndex.from_arrays([files, sheets]), sort=False)
+        return [(str(f), str(f), str(s)) for f, s in uniques], np.asarray(codes)
+
+    @cached_property
     def source_row(self) -> np.ndarray:
         """Row numbers as the clerk sees them (float, NaN where unknown)."""
         text = column_of(self.rows, "source_row", self.n)
@@ -287,6 +319,109 @@ class ReportData:
                 original[here] = self._take(originals, source, pos[here])
         column[fields == ""] = ""
         return column, original
+
+
+@dataclass
+class Tally:
+    """What the reports count over a whole run, added up batch by batch in input order.
+
+    Sections are the tables read (a file, or a workbook's sheet), keyed by
+    path and sheet, in order of first appearance.
+    """
+
+    keys: list[tuple[str, str, str]] = dataclass_field(default_factory=list)  # (path, file name, sheet)
+    rows: list[int] = dataclass_field(default_factory=list)
+    by_status: list[Counter[str]] = dataclass_field(default_factory=list)
+    rows_by_code: list[Counter[int]] = dataclass_field(default_factory=list)  # rows with an error of the code
+    errors_by_code: Counter[int] = dataclass_field(default_factory=Counter)  # error lines per code
+    warnings_by_code: Counter[int] = dataclass_field(default_factory=Counter)
+    statuses_present: list[str] = dataclass_field(default_factory=list)
+    n: int = 0
+
+    def _section(self, key: tuple[str, str, str]) -> int:
+        try:
+            return self.keys.index(key)
+        except ValueError:
+            self.keys.append(key)
+            self.rows.append(0)
+            self.by_status.append(Counter())
+            self.rows_by_code.append(Counter())
+            return len(self.keys) - 1
+
+    def add(self, data: ReportData) -> None:
+        """Count the rows and faults of one batch."""
+        keys, section = data.sections
+        local = np.array([self._section(key) for key in keys] or [0], dtype=np.int64)
+        status_code, statuses = pd.factorize(data.status)
+        self.statuses_present += [str(s) for s in statuses if str(s) not in self.statuses_present]
+        if data.n:
+            width = max(len(statuses), 1)
+            counts = np.bincount(
+                np.asarray(section, dtype=np.int64) * width + status_code, minlength=len(keys) * width
+            ).reshape(len(keys), width)
+            for k in range(len(keys)):
+                target = int(local[k])
+                self.rows[target] += int(counts[k].sum())
+                for j, status in enumerate(statuses):
+                    if counts[k, j]:
+                        self.by_status[target][str(status)] += int(counts[k, j])
+        distinct = data.errors.drop_duplicates(["pos", "code"])
+        if len(distinct):
+            where = local[np.asarray(section)[distinct["pos"].to_numpy()]]
+            keys = where * (1 << 32) + distinct["code"].to_numpy(dtype=np.int64)
+            pairs, counts_of_pairs = np.unique(keys, return_counts=True)
+            for pair, count in zip(pairs.tolist(), counts_of_pairs.tolist(), strict=True):
+                self.rows_by_code[pair >> 32][pair & 0xFFFFFFFF] += count
+        self.errors_by_code.update(_counts_of(data.errors["code"]))
+        self.warnings_by_code.update(_counts_of(data.warnings["code"]))
+        self.n += data.n
+
+    @property
+    def faults(self) -> int:
+        """Fault lines of the run (errors and warnings)."""
+        return sum(self.errors_by_code.values()) + sum(self.warnings_by_code.values())
+
+    @property
+    def bad_rows(self) -> int:
+        """Rows that did not get through."""
+        return sum(c for counter in self.by_status for s, c in counter.items() if s in BAD_STATUSES)
+
+    def counts(self) -> dict[str, Any]:
+        """The run's counts, JSON-ready (see :func:`pipeline.reports.summary.summary_counts`)."""
+        total: Counter[str] = Counter()
+        for statuses in self.by_status:
+            total.update(statuses)
+        by_code: Counter[int] = Counter()
+        for codes in self.rows_by_code:
+            by_code.update(codes)
+        return {
+            "files": [
+                {
+                    "file": name,
+                    "sheet": sheet,
+                    "rows": self.rows[i],
+                    "by_status": _sorted_counts(self.by_status[i]),
+                }
+                for i, (_, name, sheet) in enumerate(self.keys)
+            ],
+            "rows": self.n,
+            "by_status": _sorted_counts(total),
+            "by_code": {str(code): count for code, count in sorted(by_code.items()) if count},
+            "warnings_by_code": {
+                str(code): count for code, count in sorted(self.warnings_by_code.items()) if count
+            },
+        }
+
+
+def _counts_of(codes: pd.Series) -> dict[int, int]:
+    if not len(codes):
+        return {}
+    found, counted = np.unique(codes.to_numpy(dtype=np.int64), return_counts=True)
+    return dict(zip(found.tolist(), counted.tolist(), strict=True))
+
+
+def _sorted_counts(counter: Counter[str]) -> dict[str, int]:
+    return {key: counter[key] for key in sorted(counter) if counter[key]}
 
 
 def source_column(field_headers: dict[str, str], field: str) -> tuple[str, str]:

@@ -6,11 +6,18 @@ rows filled red, rows with only warnings yellow).  errors.xlsx has 汇总 (per
 code: the platform's description, count, how to fix), 明细 (one line per
 error, by code then row, naming the clerk's own column and original value) and
 提示 (the warnings, same layout).
+
+A run's rows arrive batch by batch: :func:`detail_columns` and
+:func:`fault_columns` build a batch's lines (kept on disk by
+:mod:`pipeline.reports.spool` until the run ends), and the writers lay out
+the sheets from the run's :class:`~pipeline.reports.data.Tally` and those
+lines, read back as :class:`SheetFeed` values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +32,7 @@ from pipeline.model import (
     STATUS_VALID,
     SUBMIT_STATUSES,
 )
-from pipeline.reports.data import WARNING_HINT, ReportData, column_of, extra_columns, relabel, text_of
+from pipeline.reports.data import WARNING_HINT, ReportData, Tally, column_of, relabel
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
 from pipeline.text.arrow import text_array
 from schemas.result_codes import describe, hint
@@ -56,6 +63,10 @@ def _numbers(values: np.ndarray) -> pa.Array:
     return pa.array(np.nan_to_num(floats).astype(np.int64), pa.int64(), mask=np.isnan(floats))
 
 
+#: Rows a table sheet can hold below its header and above its notes.
+SHEET_LINES = MAX_SHEET_ROWS - 4
+
+
 def add_table_sheet(
     book: FastWorkbook,
     name: str,
@@ -83,50 +94,108 @@ def add_table_sheet(
         sheet.set_column(col, col, width)
 
 
+#: One part of a long sheet: its columns and (optional) style per row.
+Lines = tuple[list[pa.Array], np.ndarray | None]
+
+
+@dataclass
+class SheetFeed:
+    """A table sheet too long to hold in memory: its lines come back part by part, in order.
+
+    ``height`` lines in all (``parts()`` may be called once), ``widths`` of the
+    columns fitted to every line, ``notes`` below the table.
+    """
+
+    headers: list[str]
+    height: int
+    widths: list[float]
+    parts: Callable[[], Iterator[Lines]]
+    notes: list[str] = field(default_factory=list)
+
+
+def add_fed_sheet(book: FastWorkbook, name: str, feed: SheetFeed) -> None:
+    """A table sheet written from ``feed``: frozen header, autofilter, fitted widths, notes below."""
+
+    def blocks() -> Iterator[Block]:
+        yield text_block([feed.headers], style=HEADER)
+        first = 1
+        for columns, style in feed.parts():
+            if columns and len(columns[0]):
+                yield Block(columns, first_row=first, row_style=style)
+                first += len(columns[0])
+        for i, note in enumerate(feed.notes):
+            yield text_block([[note]], first_row=feed.height + 2 + i, style=NOTE)
+
+    bottom = feed.height + (1 + len(feed.notes) if feed.notes else 0)
+    dimension = f"A1:{_letter(max(len(feed.headers), 1) - 1)}{bottom + 1}"
+    sheet = book.add_sheet(name, blocks(), dimension)
+    sheet.freeze_panes(1, 0)
+    sheet.autofilter(0, 0, max(feed.height, 1), max(len(feed.headers) - 1, 0))
+    for col, width in enumerate(feed.widths):
+        sheet.set_column(col, col, width)
+
+
+def _letter(col: int) -> str:
+    from xlsxwriter.utility import xl_col_to_name
+
+    return str(xl_col_to_name(col))
+
+
+def widths_of(columns: Sequence[pa.Array], headers: Sequence[str]) -> list[float]:
+    """Fitted widths of a table sheet's columns (the widest of every part is kept by the caller)."""
+    return display_widths(columns, headers, cap=60)
+
+
+def header_widths(headers: Sequence[str]) -> list[float]:
+    """Fitted widths of a table sheet's columns with no lines: the headers'."""
+    return [min(60.0, len(h.encode()) / 2 + len(h) / 2 + 2) for h in headers]
+
+
 # -- results.xlsx -----------------------------------------------------------------------------------
 
 
-def _statuses(data: ReportData) -> list[str]:
-    listed = list(SUBMIT_STATUSES if data.submitted else DRY_RUN_STATUSES)
-    present = data.statuses_present
+def _statuses(tally: Tally, submitted: bool) -> list[str]:
+    listed = list(SUBMIT_STATUSES if submitted else DRY_RUN_STATUSES)
+    present = tally.statuses_present
     listed += [s for s in present if s not in listed and s != STATUS_VALID]
     if STATUS_VALID in present and STATUS_VALID not in listed:
         listed.insert(0, STATUS_VALID)
     return listed
 
 
-def sections(data: ReportData) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """The (file, sheet) each row belongs to, in order of first appearance: (labels, section per row)."""
-    if data.table_of_row is not None:
-        labels = [(Path(t.raw.path).name, t.raw.sheet) for t in data.batch.tables]
-        return labels, data.table_of_row
-    files = text_of(data.rows, "source_file", data.n)
-    sheets = text_of(data.rows, "source_sheet", data.n)
-    keys = pd.MultiIndex.from_arrays([files, sheets])
-    codes, uniques = pd.factorize(keys, sort=False)
-    return [(str(f), str(s)) for f, s in uniques], np.asarray(codes)
-
-
-def _overview(data: ReportData) -> tuple[list[str], list[pa.Array], list[object]]:
-    labels, section = sections(data)
-    count = len(labels)
-    statuses = _statuses(data)
-    by_status = [np.bincount(section[data.status == s], minlength=count) for s in statuses]
-    distinct = data.errors.drop_duplicates(["pos", "code"])
-    codes = sorted(int(c) for c in distinct["code"].unique())
-    error_section = section[distinct["pos"].to_numpy()]
-    by_code = [np.bincount(error_section[distinct["code"].to_numpy() == c], minlength=count) for c in codes]
-    counts = [np.bincount(section, minlength=count), *by_status, *by_code]
+def _overview(tally: Tally, submitted: bool) -> tuple[list[str], list[pa.Array], list[object]]:
+    statuses = _statuses(tally, submitted)
+    codes = sorted({code for counter in tally.rows_by_code for code, count in counter.items() if count})
+    counts = [np.array(tally.rows, dtype=np.int64)]
+    counts += [np.array([c[s] for c in tally.by_status], dtype=np.int64) for s in statuses]
+    counts += [np.array([c[code] for c in tally.rows_by_code], dtype=np.int64) for code in codes]
     headers = ["文件", "工作表", "读取行数", *(STATUS_LABELS.get(s, s) for s in statuses)]
     headers += [f"{c} {describe(c)}" for c in codes]
-    columns = [text_array([f for f, _ in labels]), text_array([s for _, s in labels])]
-    columns += [_numbers(c) for c in counts]
+    columns = [
+        text_array([name for _, name, _ in tally.keys]),
+        text_array([sheet for _, _, sheet in tally.keys]),
+    ]
+    columns += [pa.array(c, pa.int64()) for c in counts]
     totals: list[object] = ["合计", "", *(int(c.sum()) for c in counts)]
     return headers, columns, totals
 
 
-def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[pa.Array]]:
-    """Headers and columns of 明细: every row, or only the rows ``keep`` (picked before any conversion)."""
+def detail_style(data: ReportData) -> np.ndarray:
+    """The fill of each row in 明细: red for a row that did not get through, yellow for warnings only."""
+    return np.where(data.bad, BAD, np.where(data.has_warning, WARN, 0)).astype(np.int8)
+
+
+def detail_headers(submitted: bool, extra_names: Sequence[str]) -> list[str]:
+    """The headers of 明细: where the row is, status, messages, the fields, card ids, the clerk's extras."""
+    headers = ["文件", "工作表", "行号", "状态", "结果代码", "说明"]
+    headers += [FIELD_LABELS[f] for f in FIELDS]
+    if submitted:
+        headers += list(CARD_ID_LABELS.values())
+    return headers + list(extra_names)
+
+
+def detail_columns(data: ReportData, keep: np.ndarray | None = None) -> tuple[list[str], list[pa.Array]]:
+    """Headers and columns of 明细 for a batch: every row, or only the rows ``keep`` (picked first)."""
     rows, n = data.rows, data.n
     taken = None if keep is None else pa.array(keep)
 
@@ -136,7 +205,7 @@ def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[
     def arrow(values: pa.Array) -> pa.Array:
         return values if taken is None else values.take(taken)
 
-    headers = ["文件", "工作表", "行号", "状态", "结果代码", "说明"]
+    headers = detail_headers(data.submitted, [name for name, _ in data.extras])
     columns = [
         arrow(column_of(rows, "source_file", n)),
         arrow(column_of(rows, "source_sheet", n)),
@@ -145,32 +214,33 @@ def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[
         text_array(per_row(data.result_codes)),
         text_array(per_row(data.messages)),
     ]
-    headers += [FIELD_LABELS[f] for f in FIELDS]
     columns += [arrow(column_of(rows, f, n)) for f in FIELDS]
     if data.submitted:
-        headers += list(CARD_ID_LABELS.values())
         columns += [arrow(column_of(data.outcome, f, n)) for f in CARD_ID_LABELS]
-    for name, values in extra_columns(data.batch.extras, rows.index):
-        headers.append(name)
-        columns.append(arrow(values))
+    columns += [arrow(values) for _, values in data.extras]
     return headers, columns
 
 
-def write_results_xlsx(path: Path, data: ReportData) -> Path:
-    """Write results.xlsx (汇总 and 明细); returns ``path``."""
+def detail_cut(total_rows: int) -> bool:
+    """Whether 明细 of a run of ``total_rows`` rows holds only the rows that did not get through."""
+    return total_rows > DETAIL_ROW_LIMIT
+
+
+def write_results_xlsx(path: Path, tally: Tally, detail: SheetFeed, *, submitted: bool) -> Path:
+    """Write results.xlsx (汇总 from the run's counts, 明细 from ``detail``); returns ``path``.
+
+    Above :data:`DETAIL_ROW_LIMIT` rows, ``detail`` holds only the rows that
+    did not get through (as many as the sheet holds) and both sheets say so.
+    """
     book = FastWorkbook(path, FORMATS)
-    style = np.where(data.bad, BAD, np.where(data.has_warning, WARN, 0)).astype(np.int8)
     notes: list[str] = []
-    keep = None
-    if data.n > DETAIL_ROW_LIMIT:
-        keep = np.flatnonzero(data.bad)[: MAX_SHEET_ROWS - 4]
-        notes.append(FULL_CSV_NOTE.format(shown=len(keep), total=data.n))
-        style = style[keep]
-    headers, columns = _detail(data, keep)
-    overview_headers, overview_columns, totals = _overview(data)
+    if detail_cut(tally.n):
+        notes.append(FULL_CSV_NOTE.format(shown=detail.height, total=tally.n))
+    overview_headers, overview_columns, totals = _overview(tally, submitted)
     guide = "各结果代码列为出现该代码的行数；每条错误的位置和处理办法见 errors.xlsx。"
     add_table_sheet(book, "汇总", overview_headers, overview_columns, totals=totals, notes=[*notes, guide])
-    add_table_sheet(book, "明细", headers, columns, row_style=style, notes=notes)
+    detail.notes = notes
+    add_fed_sheet(book, "明细", detail)
     return book.close()
 
 
@@ -179,11 +249,8 @@ def write_results_xlsx(path: Path, data: ReportData) -> Path:
 FAULT_HEADERS = ("代码", "文件", "工作表", "行号", "列", "原值", "说明", "处理办法")
 
 
-def _fault_sheet(book: FastWorkbook, name: str, data: ReportData, faults: pd.DataFrame) -> None:
-    notes = []
-    if len(faults) > MAX_SHEET_ROWS - 4:
-        notes.append(TRUNCATED_NOTE.format(shown=MAX_SHEET_ROWS - 4, total=len(faults)))
-        faults = faults.iloc[: MAX_SHEET_ROWS - 4]
+def fault_columns(data: ReportData, faults: pd.DataFrame) -> list[pa.Array]:
+    """The errors.xlsx lines of ``faults`` (a batch's, cleaned by :class:`ReportData`), as columns."""
     lines = data.fault_lines(faults)
     columns = [_numbers(lines["code"].to_numpy())]
     columns += [text_array(lines[c].to_numpy(dtype=object)) for c in ("file", "sheet")]
@@ -191,17 +258,17 @@ def _fault_sheet(book: FastWorkbook, name: str, data: ReportData, faults: pd.Dat
     columns += [
         text_array(lines[c].to_numpy(dtype=object)) for c in ("column", "original", "message", "hint")
     ]
-    add_table_sheet(book, name, FAULT_HEADERS, columns, notes=notes)
+    return columns
 
 
-def _code_counts(data: ReportData) -> tuple[list[str], list[pa.Array]]:
-    parts = []
-    for level, faults in (("错误", data.errors), ("提示", data.warnings)):
-        counts = faults["code"].value_counts().sort_index()
-        parts += [
-            (int(code), int(count), level)
-            for code, count in zip(counts.index, counts.to_numpy(), strict=True)
-        ]
+def truncated_note(shown: int, total: int) -> list[str]:
+    """The note under a fault sheet that holds only the first ``shown`` of ``total`` lines."""
+    return [TRUNCATED_NOTE.format(shown=shown, total=total)] if shown < total else []
+
+
+def _code_counts(tally: Tally) -> tuple[list[str], list[pa.Array]]:
+    parts = [(code, count, "错误") for code, count in sorted(tally.errors_by_code.items()) if count]
+    parts += [(code, count, "提示") for code, count in sorted(tally.warnings_by_code.items()) if count]
     headers = ["代码", "说明", "数量", "级别", "处理办法"]
     columns = [
         _numbers(np.array([p[0] for p in parts], dtype=float)),
@@ -213,14 +280,20 @@ def _code_counts(data: ReportData) -> tuple[list[str], list[pa.Array]]:
     return headers, columns
 
 
-def write_errors_xlsx(path: Path, data: ReportData) -> Path:
-    """Write errors.xlsx (汇总, 明细 for errors, 提示 for warnings); returns ``path``."""
+def write_errors_xlsx(path: Path, tally: Tally, errors: SheetFeed, warnings: SheetFeed) -> Path:
+    """Write errors.xlsx (汇总 from the run's counts, 明细 and 提示 from the feeds); returns ``path``."""
     book = FastWorkbook(path, FORMATS)
-    headers, columns = _code_counts(data)
+    headers, columns = _code_counts(tally)
     notes = ["错误使本行不能提交；提示不影响提交，仅供核对。"]
-    if not len(data.faults):
+    if not tally.faults:
         notes = ["没有发现错误或提示。"]
     add_table_sheet(book, "汇总", headers, columns, notes=notes)
-    _fault_sheet(book, "明细", data, data.errors)
-    _fault_sheet(book, "提示", data, data.warnings)
+    add_fed_sheet(book, "明细", errors)
+    add_fed_sheet(book, "提示", warnings)
     return book.close()
+
+
+def fed(headers: Sequence[str], parts: Iterable[Lines], height: int, widths: Sequence[float]) -> SheetFeed:
+    """A :class:`SheetFeed` of lines already at hand."""
+    listed = list(parts)
+    return SheetFeed(list(headers), height, list(widths), lambda: iter(listed))
