@@ -187,15 +187,16 @@ def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str, who
     return _Layout(encoding, start, delimiter, header_index, cells, body)
 
 
-def _line_numbers(data: bytes, lines_before: int, rows: int) -> np.ndarray | None:
+def _line_numbers(data: bytes | memoryview, lines_before: int, rows: int, ends: int) -> np.ndarray | None:
     """1-based line numbers of the ``rows`` non-blank lines of ``data`` (whose first is ``lines_before + 1``).
 
     None when they cannot be told apart cheaply (too many blank lines) or the
     count does not add up (a quoted value spanning lines).
     """
-    total = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    total = ends + (0 if not len(data) or data[-1:] == b"\n" else 1)
     if total == rows:  # the usual block: no blank line, one line per row
         return np.arange(total, dtype=np.int64) + lines_before + 1
+    data = bytes(data)
     blank_starts: list[int] = []
     if data.startswith((b"\n", b"\r\n")):
         blank_starts.append(0)
@@ -221,8 +222,9 @@ def _codec_name(encoding: str) -> str:
     return "UTF-8" if encoding == "utf-8" else "GBK"
 
 
-def _mixed_encoding(data: bytes, encoding: str, lines_before: int, label: str) -> InputError:
+def _mixed_encoding(data: bytes | memoryview, encoding: str, lines_before: int, label: str) -> InputError:
     """The error for a block that does not decode: it names the first line that does not."""
+    data = bytes(data)
     try:
         data.decode(encoding)
     except UnicodeDecodeError as error:
@@ -236,13 +238,14 @@ class _NotRectangular(Exception):
     """Arrow cannot read this block exactly: the csv module reads from here on."""
 
 
-def _parse(data: bytes, layout: _Layout, **options: Any) -> pa.Table:
+def _parse(data: bytes | memoryview, layout: _Layout, **options: Any) -> pa.Table:
     """Arrow's parse of ``data`` (whole lines), every column text."""
     names = [f"c{j}" for j in range(len(layout.header_cells))]
     encoding = "utf8" if layout.encoding == "utf-8" else layout.encoding
     threads = options.pop("use_threads", True)
-    # Two pieces per block: both cores parse, and gluing two chunks together is cheap.
-    block_size = max(1 << 16, min(len(data) // 2 + 1, _MAX_BLOCK_BYTES))
+    # The block as one piece: each column comes back as one array.  Gluing pieces together
+    # would copy every column; the other core meanwhile works on the previous block.
+    block_size = max(1, min(len(data) + 1, _MAX_BLOCK_BYTES))
     return pacsv.read_csv(
         pa.BufferReader(pa.py_buffer(data)),
         read_options=pacsv.ReadOptions(
@@ -281,7 +284,9 @@ def _is_encoding_fault(error: Exception) -> bool:
     return isinstance(error, UnicodeDecodeError) or "UTF8" in str(error) or "UTF-8" in str(error)
 
 
-def _arrow_block(data: bytes, layout: _Layout, lines_before: int) -> tuple[list[TextColumn], np.ndarray]:
+def _arrow_block(
+    data: bytes | memoryview, layout: _Layout, lines_before: int, ends: int
+) -> tuple[list[TextColumn], np.ndarray]:
     """One block of whole lines through Arrow; raises _NotRectangular or an encoding fault.
 
     Rows of the wrong width make Arrow stop; it then reads again on one thread,
@@ -306,7 +311,7 @@ def _arrow_block(data: bytes, layout: _Layout, lines_before: int) -> tuple[list[
             if _is_encoding_fault(again):
                 raise
             raise _NotRectangular from None
-    source_row = _line_numbers(data, lines_before, table.num_rows + len(uneven))
+    source_row = _line_numbers(data, lines_before, table.num_rows + len(uneven), ends)
     if source_row is None:
         raise _NotRectangular
     columns: list[TextColumn] = list(table.columns)
@@ -315,60 +320,71 @@ def _arrow_block(data: bytes, layout: _Layout, lines_before: int) -> tuple[list[
 
 @dataclass
 class _Block:
-    data: bytes
+    data: bytes | memoryview
     offset: int  # byte offset of the block in the file
     lines_before: int  # lines of the file before the block
+    lines: int  # line ends in the block
+
+
+def _too_long(label: str, line: int) -> InputError:
+    return InputError(
+        f"一行超过 {MAX_LINE_BYTES >> 20} MB 且没有换行，不是登记表的一行",
+        file=label,
+        row=line,
+        fix="确认选对了文件；登记表每行是一位居民，用 Excel 打开后另存为 CSV 再处理",
+    )
 
 
 def _blocks(handle: BinaryIO, layout: _Layout, size: int, label: str) -> Generator[_Block, None, None]:
-    """The body in blocks of about ``size`` bytes, each ending at a line end (the last one: at the end)."""
-    handle.seek(layout.body)
+    """The body in blocks of about ``size`` bytes, each ending at a line end (the last one: at the end).
+
+    A block is cut after its last line end and the next read starts there
+    (the file is read again from that point, not copied): no byte is copied
+    on the way to Arrow.
+    """
     offset, lines = layout.body, layout.header_index + 1
-    carry = b""
     while True:
-        data = handle.read(size)
-        if not data:
-            break
-        if layout.mac:
-            data = data.replace(b"\r", b"\n")
-        buffer = carry + data if carry else data
-        cut = buffer.rfind(b"\n")
-        if cut == -1:
-            if len(buffer) > MAX_LINE_BYTES:
-                raise InputError(
-                    f"一行超过 {MAX_LINE_BYTES >> 20} MB 且没有换行，不是登记表的一行",
-                    file=label,
-                    row=lines + 1,
-                    fix="确认选对了文件；登记表每行是一位居民，用 Excel 打开后另存为 CSV 再处理",
-                )
-            carry = buffer
-            continue
-        block, carry = buffer[: cut + 1], buffer[cut + 1 :]
-        yield _Block(block, offset, lines)
-        offset += len(block)
-        lines += block.count(b"\n")
-    if carry:
-        if len(carry) > MAX_LINE_BYTES:
-            raise InputError(
-                f"一行超过 {MAX_LINE_BYTES >> 20} MB 且没有换行，不是登记表的一行",
-                file=label,
-                row=lines + 1,
-                fix="确认选对了文件；登记表每行是一位居民，用 Excel 打开后另存为 CSV 再处理",
-            )
-        yield _Block(carry, offset, lines)
+        handle.seek(offset)
+        want = size
+        while True:
+            data = handle.read(want)
+            if layout.mac:
+                data = data.replace(b"\r", b"\n")
+            if not data:
+                return
+            cut = data.rfind(b"\n")
+            if cut != -1 or len(data) < want:
+                break
+            if want > MAX_LINE_BYTES:
+                raise _too_long(label, lines + 1)
+            want *= 2
+            handle.seek(offset)
+        if cut == -1:  # the last line, without a line end
+            if len(data) > MAX_LINE_BYTES:
+                raise _too_long(label, lines + 1)
+            yield _Block(data, offset, lines, 0)
+            return
+        block = memoryview(data)[: cut + 1] if cut + 1 < len(data) else data
+        count = data.count(b"\n")
+        yield _Block(block, offset, lines, count)
+        offset += cut + 1
+        lines += count
 
 
 def _settle(block: _Block, layout: _Layout, label: str) -> _Layout:
     """The layout with its encoding known, once a block that is not plain ASCII shows it."""
-    if layout.settled or block.data.isascii():
+    # A block is a view of the bytes read; those hold at most one line more, which may say "not ASCII" early.
+    whole = block.data.obj if isinstance(block.data, memoryview) else block.data
+    if layout.settled or (isinstance(whole, bytes) and whole.isascii()):
         return layout
+    data = bytes(block.data)
     for codec in ("utf-8", "gb18030"):
         try:
-            block.data.decode(codec)
+            data.decode(codec)
         except UnicodeDecodeError:
             continue
         return replace(layout, encoding=codec, settled=True)
-    raise _encoding_error(label, _guess_encoding(block.data[:SAMPLE_BYTES]))
+    raise _encoding_error(label, _guess_encoding(data[:SAMPLE_BYTES]))
 
 
 def _csv_batches(
@@ -442,7 +458,7 @@ def _read_body(
         for block in blocks:
             layout = _settle(block, layout, label)
             try:
-                yield _arrow_block(block.data, layout, block.lines_before)
+                yield _arrow_block(block.data, layout, block.lines_before, block.lines)
             except _NotRectangular:
                 blocks.close()
                 yield from _csv_batches(handle, layout, block.offset, block.lines_before, label)
