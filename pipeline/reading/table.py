@@ -162,6 +162,9 @@ _TOO_LONG = (
     "单元格内容有 {length} 个字符，超过电子表格单元格的上限 {limit}：只读取了前 {limit} 个字符，请核对"
 )
 _SURPLUS = "表头以外的列还有内容“{values}”，这些内容没有读取：请把它们放到有表头的列中"
+_SURPLUS_TOO_LONG = (
+    "表头以外的列有长达 {length} 个字符的内容（电子表格单元格最多 {limit} 个字符），没有读取：“{values}”"
+)
 
 
 def _quote(values: list[str]) -> str:
@@ -318,19 +321,29 @@ def _cut_long_cells(column: pa.Array, header: str) -> tuple[pa.Array, list[tuple
 
 
 def _surplus_notes(columns: list[TextColumn]) -> list[tuple[int, str, int, str, str]]:
-    """A warning for each row with values in columns the table does not have, quoting them."""
+    """A note for each row with values in columns the table does not have, quoting them.
+
+    A warning (the values are none of the fields the platform needs), but an
+    error when one of them is longer than a cell holds.
+    """
     filled = [~_blank(column) for column in columns]
     rows = np.flatnonzero(np.logical_or.reduce(filled))
     if not len(rows):
         return []
     picked = pa.array(rows)
-    values = [contiguous(column).take(picked).to_pylist() for column in columns]
+    taken = [contiguous(column).take(picked) for column in columns]
+    lengths = np.max([pc.utf8_length(column).to_numpy(zero_copy_only=False) for column in taken], axis=0)
+    values = [pc.utf8_slice_codeunits(column, 0, _QUOTED_CHARS + 1).to_pylist() for column in taken]
     notes = []
     for k, row in enumerate(rows):
-        found = [
-            str(v).strip()[: _QUOTED_CHARS + 1] for column in values if (v := column[k]) and str(v).strip()
-        ]
-        notes.append((int(row), "", NOTE_CODE, "warning", _SURPLUS.format(values=_quote(found))))
+        found = [str(v).strip() for column in values if (v := column[k]) and str(v).strip()]
+        if lengths[k] > MAX_CELL_CHARS:
+            message = _SURPLUS_TOO_LONG.format(
+                length=int(lengths[k]), limit=MAX_CELL_CHARS, values=_quote(found)
+            )
+            notes.append((int(row), "", NOTE_CODE, "error", message))
+        else:
+            notes.append((int(row), "", NOTE_CODE, "warning", _SURPLUS.format(values=_quote(found))))
     return notes
 
 

@@ -54,6 +54,22 @@ WORKERS = 2
 _IN_USE = frozenset({32, 33})
 
 
+def make_out_dir(out_dir: Path, work: str = "") -> Path:
+    """Create the output folder (and, given ``work``, a work folder of that name inside it); its path.
+
+    Every way this fails is one Chinese line naming the folder: a read-only
+    disk, no permission, a file of that name.
+    """
+    fix = "换一个可写的 --out 目录"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EhcError(f"无法创建输出目录 {out_dir}：已有同名的文件，不是文件夹。处理办法：{fix}")
+    with os_errors("创建输出目录", out_dir, fix=fix):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if work:
+            (out_dir / work).mkdir(exist_ok=True)
+    return out_dir / work if work else out_dir
+
+
 def _temporary(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
@@ -135,10 +151,7 @@ class ReportWriter:
         self.wholes = wholes or {}
         self.tally = Tally()
         self.stop = threading.Event()
-        with os_errors("创建输出目录", self.out_dir, fix="换一个可写的 --out 目录"):
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self.work = self.out_dir / f".ehc-work-{os.getpid()}-{threading.get_ident()}"
-            self.work.mkdir(exist_ok=True)
+        self.work = make_out_dir(self.out_dir, f".ehc-work-{os.getpid()}-{threading.get_ident()}")
         self._temporaries: dict[str, Path] = {}
         self._csv: ResultsCsv | None = None
         self._detail = DetailSpool(self.work)

@@ -46,7 +46,6 @@ from pipeline.batch import (
 )
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, EhcError, Interrupted
-from pipeline.files import os_errors
 from pipeline.logs import register_secret
 from pipeline.model import (
     CARD_FIELDS,
@@ -374,7 +373,7 @@ def run_submit(
     the reports are written.
     """
     from pipeline.dryrun import CheckStats, check_chunks, finish_reports, open_registers, run_result
-    from pipeline.reports.write import ReportWriter
+    from pipeline.reports.write import ReportWriter, make_out_dir
 
     rate = settings.submit.rate if rate is None else rate
     limit = rate if rate and rate > 0 else None
@@ -382,9 +381,7 @@ def run_submit(
     lookup = settings.submit.lookup_existing if lookup_existing is None else lookup_existing
     register_secret(settings.platform.app_secret)
     registers = open_registers(inputs, settings, options)
-    work = Path(out_dir) / f".ehc-submit-{os.getpid()}"
-    with os_errors("创建输出目录", out_dir, fix="换一个可写的 --out 目录"):
-        work.mkdir(parents=True, exist_ok=True)
+    work = make_out_dir(Path(out_dir), f".ehc-submit-{os.getpid()}")
     spool = BatchSpool(work)
     stats = CheckStats()
     try:
