@@ -1,6 +1,8 @@
 """``make bench``: time ``ehc`` against raw baselines in the same run and print the ratios.
 
-    .venv/bin/python bench/run.py [--quick] [--big] [--repeat N] [--only csv|xlsx|big|rate|cpu|rerun ...]
+    .venv/bin/python bench/run.py [--quick] [--big] [--repeat N] [--only NAME ...] [NAME ...]
+
+NAME: csv, xlsx, big, rate, cpu, rerun, web.
 
 Synthetic registers are generated into ``bench/data/`` (kept across runs, named
 by size, seed and a hash of the generator's source); reports go to
@@ -45,8 +47,12 @@ BASELINES = str(ROOT / "bench" / "baselines.py")
 SIZES = {
     "full": {
         "csv": 1_000_000, "xlsx": 100_000, "big": 10_000_000, "rate": 2_000, "cpu": 3_000, "rerun": 100_000,
+        "web": 100_000,
     },
-    "quick": {"csv": 100_000, "xlsx": 10_000, "big": 1_000_000, "rate": 300, "cpu": 1_000, "rerun": 5_000},
+    "quick": {
+        "csv": 100_000, "xlsx": 10_000, "big": 1_000_000, "rate": 300, "cpu": 1_000, "rerun": 5_000,
+        "web": 10_000,
+    },
 }  # fmt: skip
 
 #: Targets of the dry-run figures.
@@ -342,13 +348,24 @@ def figure_rerun(rows: int) -> list[Figure]:
     ]
 
 
+def figure_web(rows: int) -> list[Figure]:
+    """The workspace (``ehc serve``): upload to first page, page and edit server times, 20 clerks at once."""
+    from bench import web
+
+    path = register("xlsx", rows, 2, 0.02)
+    folder = fresh("web")
+    dry = validate(path, folder / "validate")
+    found = web.figures_upload(path, dry, folder / "upload", rows, Figure)
+    return found + web.figures_concurrent(register, folder / "concurrent", Figure)
+
+
 FIGURES: dict[str, Callable[[int], list[Figure]]] = {
     "csv": figure_csv, "big": figure_big, "xlsx": figure_xlsx, "rate": figure_rate, "cpu": figure_cpu,
-    "rerun": figure_rerun,
+    "rerun": figure_rerun, "web": figure_web,
 }  # fmt: skip
 
 #: Figures run by default (``--big`` adds ``big``).
-DEFAULT_FIGURES = ("csv", "xlsx", "rate", "cpu", "rerun")
+DEFAULT_FIGURES = ("csv", "xlsx", "rate", "cpu", "rerun", "web")
 
 
 # --- table -------------------------------------------------------------------------------------
@@ -394,8 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", action="append", choices=sorted(FIGURES), metavar="NAME",
                         help=f"run only this figure (repeatable): {', '.join(FIGURES)}")  # fmt: skip
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="figures to run, as with --only (e.g. `bench/run.py web`)")  # fmt: skip
     args = parser.parse_args(argv)
     _OPTIONS["repeat"] = max(1, args.repeat)
+    unknown = sorted(set(args.names) - set(FIGURES))
+    if unknown:
+        parser.error(f"unknown figure {', '.join(unknown)} (choose from {', '.join(FIGURES)})")
+    args.only = (args.only or []) + args.names or None
     sizes = SIZES["quick" if args.quick else "full"]
     figures: list[Figure] = []
     chosen = args.only or [*DEFAULT_FIGURES, *(["big"] if args.big else [])]

@@ -29,6 +29,7 @@ from pipeline.platform.workkey import cache_path
 #: loguru's built-in level names (case-sensitive there).
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -38,14 +39,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _url_problems(url: str) -> list[str]:
+def _url_problems(url: str, allow_insecure_http: bool = False) -> list[str]:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return [
             f"平台地址 {url!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/"
             "（[platform] base_url 或环境变量 EHC_BASE_URL）"
         ]
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
         return [f"平台地址 {url} 使用不加密的 http：只允许 https（本机测试平台 127.0.0.1 / localhost 除外）"]
     return []
 
@@ -86,7 +87,7 @@ def settings_problems(settings: Settings) -> list[str]:
         problems.append("未设置应用 ID：请在配置文件 [platform] app_id 中填写，或设置环境变量 EHC_APP_ID")
     if not platform.app_secret:
         problems.append("未设置应用密钥：请设置环境变量 EHC_APP_SECRET（不建议写进配置文件）")
-    problems += _url_problems(platform.base_url)
+    problems += _url_problems(platform.base_url, platform.allow_insecure_http)
     if platform.connect_timeout <= 0 or platform.read_timeout <= 0:
         problems.append("[platform] connect_timeout 与 read_timeout 应大于 0（秒）")
     if platform.max_attempts < 1:

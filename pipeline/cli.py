@@ -9,6 +9,8 @@ input, missing columns, bad options or configuration, platform unusable) ·
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,9 +20,10 @@ from typing import NoReturn
 from loguru import logger
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings
+from pipeline.config import MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
-from pipeline.logs import register_secret, setup_logging
+from pipeline.files import private_dir
+from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
 
 
@@ -33,12 +36,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive(text: str) -> float:
+    """A finite number above 0 and at most MAX_RATE (``nan`` and ``inf`` are refused)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"应为正数：{text}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"应为正数：{text}")
+    if not math.isfinite(value) or value <= 0 or value > MAX_RATE:
+        raise argparse.ArgumentTypeError(f"应为正数（有限，不超过 {MAX_RATE:g}）：{text}")
     return value
 
 
@@ -105,6 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--base-url", metavar="URL")
     _common(check)
 
+    serve = commands.add_parser("serve", help="run the web workspace for the centres")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    _common(serve)
+
+    users = commands.add_parser("users", help="workspace users (passwords are read from a prompt or stdin)")
+    users_commands = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    users_add = users_commands.add_parser("add", help="add a user of a centre")
+    users_add.add_argument("name", metavar="NAME")
+    users_add.add_argument(
+        "--centre", required=True, metavar="ORGCODE", help="the centre's organisation code"
+    )
+    users_add.add_argument(
+        "--admin", action="store_true", help="may manage centres and users, read the audit log"
+    )
+    _common(users_add)
+    users_passwd = users_commands.add_parser("passwd", help="set a user's password")
+    users_passwd.add_argument("name", metavar="NAME")
+    _common(users_passwd)
+
+    centres = commands.add_parser("centres", help="workspace centres")
+    centres_commands = centres.add_subparsers(dest="centres_command", required=True, parser_class=_Parser)
+    centres_add = centres_commands.add_parser("add", help="add a centre with its organisation code")
+    centres_add.add_argument("org_code", metavar="ORGCODE")
+    centres_add.add_argument("--name", required=True, metavar="名称")
+    _common(centres_add)
+
     sandbox = commands.add_parser("sandbox", help="run the bundled platform stand-in on loopback")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -121,11 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
-    from dataclasses import replace
-
     base_url = getattr(args, "base_url", None)
     if base_url:
-        settings = replace(settings, platform=replace(settings.platform, base_url=base_url))
+        settings = settings.with_base_url(base_url)
     register_secret(settings.platform.app_secret)
     return settings
 
@@ -217,6 +246,33 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     return RunResult(EXIT_OK)
 
 
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline.web.serve import serve
+
+    return RunResult(serve(settings, host=args.host, port=args.port))
+
+
+def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline.web import accounts
+    from pipeline.web.serve import read_password
+
+    store = accounts.open_store(settings.state_dir)
+    if args.users_command == "add":
+        user = accounts.add_user(store, args.name, args.centre, read_password(), admin=args.admin)
+        return RunResult(
+            EXIT_OK, f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）"
+        )
+    user = accounts.set_password(store, args.name, read_password("新密码："))
+    return RunResult(EXIT_OK, f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
+
+
+def _cmd_centres(args: argparse.Namespace, settings: Settings) -> RunResult:
+    from pipeline.web import accounts
+
+    centre = accounts.add_centre(accounts.open_store(settings.state_dir), args.org_code, args.name)
+    return RunResult(EXIT_OK, f"已添加中心 {centre.name}（{centre.org_code}）")
+
+
 _COMMANDS = {
     "validate": _cmd_validate,
     "submit": _cmd_submit,
@@ -224,6 +280,9 @@ _COMMANDS = {
     "qrcode": _cmd_qrcode,
     "check-config": _cmd_check_config,
     "sandbox": _cmd_sandbox,
+    "serve": _cmd_serve,
+    "users": _cmd_users,
+    "centres": _cmd_centres,
 }
 
 
@@ -235,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.remove()
     try:
         settings = _settings(args)
+        # The state folder holds the journal, the work key and the logs: private before anything is written.
+        with contextlib.suppress(OSError):
+            private_dir(settings.state_dir)
         setup_logging(
             level=settings.logging.level,
             log_dir=settings.effective_log_dir if args.command != "sandbox" else None,
@@ -245,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         result = _COMMANDS[args.command](args, settings)
         if result.summary:
-            print(result.summary)
+            print(mask_text(result.summary))
         return result.exit_code
     except EhcError as error:
         if debug:

@@ -3,15 +3,24 @@
 Every key and its default is documented in ``docs/configuration.md``; the
 example file is ``docs/ehc.example.toml``.  The app secret may (and should)
 come from ``EHC_APP_SECRET`` only.  ``Settings`` never prints the secret.
+
+Numbers are finite and within sane bounds (``--rate nan`` would switch the
+limiter off); a platform address with plain ``http://`` to a host that is not
+this machine is refused here, for every command, unless ``[platform]
+allow_insecure_http = true`` or ``EHC_ALLOW_INSECURE_HTTP=1`` says it is a
+test network.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 from pipeline.files import read_toml
@@ -44,6 +53,7 @@ class PlatformSettings:
     read_timeout: float = 30.0
     max_attempts: int = 5
     max_retry_seconds: float = 120.0
+    allow_insecure_http: bool = False  # plain http to a host other than this machine: test networks only
 
 
 @dataclass(frozen=True)
@@ -80,15 +90,72 @@ class LogSettings:
 
 @dataclass(frozen=True)
 class InboxSettings:
-    """Nightly inbox runs."""
+    """Nightly inbox runs: when a file is settled, and what reading one file may cost (0: no limit)."""
 
     settle_seconds: float = 2.0
+    read_memory_mb: int = 4096
+    read_timeout_seconds: float = 600.0
 
 
-def default_state_dir(env: dict[str, str] | None = None) -> Path:
-    """``$XDG_STATE_HOME/ehc`` (``~/.local/state/ehc``)."""
-    base = (os.environ if env is None else env).get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "ehc"
+@dataclass(frozen=True)
+class WebSettings:
+    """The web workspace (``ehc serve``)."""
+
+    max_upload_mb: float = 50.0
+    session_idle_minutes: float = 30.0
+    session_hours: float = 12.0
+    secure_cookies: bool = False  # true behind a TLS reverse proxy
+    check_workers: int = 2  # processes running dry runs of uploads
+    login_attempts: int = 5  # failed logins per user or address before a pause
+    lockout_minutes: float = 15.0
+
+
+def default_state_dir(env: dict[str, str] | None = None, platform: str = sys.platform) -> Path:
+    """Where state lives by the platform's convention.
+
+    Linux and other Unixes: ``$XDG_STATE_HOME/ehc`` (``~/.local/state/ehc``);
+    Windows: ``%LOCALAPPDATA%\\ehc``; macOS: ``~/Library/Application Support/ehc``.
+    """
+    environment = os.environ if env is None else env
+    if platform not in ("win32", "cygwin", "darwin"):
+        base = environment.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "ehc"
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("ehc", appauthor=False))
+
+
+#: Largest value a number setting may take: beyond these a value is a typing mistake.
+MAX_RATE = 1000.0
+_UPPER_BOUNDS: dict[str, float] = {
+    "rate": MAX_RATE, "concurrency": 256, "connect_timeout": 3600, "read_timeout": 3600,
+    "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
+    "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400,
+}  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "平台地址") -> None:
+    """Refuse (ConfigError) a platform address sent in clear text to another machine, unless allowed."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() != "http" or allow_insecure_http:
+        return
+    if parts.hostname and is_loopback(parts.hostname):
+        return
+    raise ConfigError(
+        f"{where} {url} 使用不加密的 http：只允许 https（本机测试平台 127.0.0.1 / localhost 除外）。"
+        "请改用 https 地址；仅在测试网络中可设置 [platform] allow_insecure_http = true "
+        "或环境变量 EHC_ALLOW_INSECURE_HTTP=1"
+    )
 
 
 @dataclass(frozen=True)
@@ -100,11 +167,17 @@ class Settings:
     defaults: DefaultValues = DefaultValues()
     logging: LogSettings = LogSettings()
     inbox: InboxSettings = InboxSettings()
+    web: WebSettings = WebSettings()
     state_dir: Path = field(default_factory=default_state_dir)
     log_dir: Path | None = None
     #: user column aliases: clerk's header -> field code
     column_aliases: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the config file read, for messages
+
+    def with_base_url(self, url: str) -> Settings:
+        """These settings with the platform at ``url`` (``--base-url``), refused like the file's own."""
+        check_base_url(url, allow_insecure_http=self.platform.allow_insecure_http, where="--base-url")
+        return replace(self, platform=replace(self.platform, base_url=url))
 
     @property
     def effective_log_dir(self) -> Path:
@@ -138,6 +211,7 @@ _SECTIONS: dict[str, type] = {
     "defaults": DefaultValues,
     "logging": LogSettings,
     "inbox": InboxSettings,
+    "web": WebSettings,
 }
 
 #: environment variable -> (section, key)
@@ -147,10 +221,26 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "EHC_BASE_URL": ("platform", "base_url"),
     "EHC_ORG_CODE": ("defaults", "org_code"),
     "EHC_RATE": ("submit", "rate"),
+    "EHC_ALLOW_INSECURE_HTTP": ("platform", "allow_insecure_http"),
 }
 
 
 def _coerce(value: Any, like: Any, where: str) -> Any:
+    number = _coerce_value(value, like, where)
+    key = where.rsplit(" ", 1)[-1]
+    upper = _UPPER_BOUNDS.get(key) or _UPPER_BOUNDS.get(_ENV_KEYS.get(key, ""))
+    if (
+        upper is not None
+        and isinstance(number, (int, float))
+        and not isinstance(number, bool)
+        and number > upper
+    ):
+        fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
+        raise ConfigError(f"配置项 {where} 不能大于 {upper:g}（实际为 {value!r}）。{fix}")
+    return number
+
+
+def _coerce_value(value: Any, like: Any, where: str) -> Any:
     fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
     if isinstance(like, bool):
         if isinstance(value, bool):
@@ -171,6 +261,9 @@ def _coerce(value: Any, like: Any, where: str) -> Any:
     # Never echo what was meant as the secret, however it was mistyped.
     shown = "（值不显示）" if where.endswith(("app_secret", "EHC_APP_SECRET")) else repr(value)
     raise ConfigError(f"配置项 {where} 应为文字（加引号），实际为 {shown}。{fix}")
+
+
+_ENV_KEYS = {variable: key for variable, (_, key) in ENV_OVERRIDES.items()}
 
 
 def _section(cls: type, values: dict[str, Any], name: str, from_env: dict[str, str]) -> Any:
@@ -264,6 +357,11 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             f"可用的有：{', '.join(sorted([*_SECTIONS, 'paths', 'columns']))}"
         )
 
+    check_base_url(
+        built["platform"].base_url,
+        allow_insecure_http=built["platform"].allow_insecure_http,
+        where="环境变量 EHC_BASE_URL" if "base_url" in from_env["platform"] else "[platform] base_url",
+    )
     return Settings(
         state_dir=state_dir,
         log_dir=log_dir,

@@ -13,7 +13,8 @@ outcomes).  What stops a run is one of these::
     └── Interrupted               Ctrl-C or SIGTERM; reports were written (exit 130)
 
 Each carries a one-line Chinese message for clerks (``str(error)``), saying
-what went wrong, where, and how to fix it.  Foreign exceptions (OSError,
+what went wrong, where, and how to fix it; whatever built it, the message is
+masked (ID and phone numbers) and kept on one line before anyone sees it.  Foreign exceptions (OSError,
 requests, zipfile, calamine, tomllib ...) are translated into these at the
 edges that touch files and sockets; nothing else raises them.
 """
@@ -33,6 +34,9 @@ class EhcError(Exception):
     exit_code = EXIT_FATAL
 
     def __init__(self, message: str) -> None:
+        from pipeline.logs import safe_text  # logs imports files, which imports this module
+
+        message = safe_text(message)
         super().__init__(message)
         self.message = message
 

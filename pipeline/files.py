@@ -13,7 +13,9 @@ same fault reads the same way everywhere:
   it into place, so nobody ever reads half a file;
 * :func:`numbered` picks ``name_2``, ``name_3`` … when a name is taken;
 * :func:`read_toml` reads a TOML file and words its faults as
-  :class:`~pipeline.errors.ConfigError`.
+  :class:`~pipeline.errors.ConfigError`;
+* :func:`private_dir` and :func:`private_file` create what holds state,
+  logs or secrets readable by its owner only (0700 / 0600).
 """
 
 from __future__ import annotations
@@ -114,6 +116,29 @@ def write_atomically(
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    return path
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) as 0700 when missing; an existing folder keeps its mode."""
+    path = Path(path)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty as 0600 when missing, or take an existing file down to 0600."""
+    path = Path(path)
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600))
+    os.chmod(path, 0o600)
     return path
 
 

@@ -104,6 +104,16 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     field_headers = {code: headers[i] for i, code in sorted(chosen.items()) if code != IGNORE}
 
     missing = [f for f in REQUIRED_INPUT_FIELDS if f not in field_headers]
+    if missing and not field_headers:
+        # Nothing recognised: the "header" is a data row (a register without one) or not a register
+        # at all, and its cells (names, ID numbers, a system file's first line) are not repeated.
+        raise InputError(
+            f"缺少必需的列：{'、'.join(FIELD_LABELS[f] for f in missing)}。"
+            "没有找到表头：第一行有内容的行不是表头（可能缺少表头行，或不是登记表）",
+            file=Path(raw.path).name,
+            sheet=raw.sheet,
+            fix="在数据上方加一行表头（如 姓名、身份证号码、联系电话），或用 --mapping 指定对应关系",
+        )
     if missing:
         found = [_one_line(h) for h in headers]
         listed = "、".join(found[:_HEADERS_SHOWN]) + (

@@ -120,6 +120,9 @@ class Outcome:
     fault_code: int | None = None
 
 
+#: Excel's own limit on the characters of one cell; a longer cell is a fault on its row.
+MAX_CELL_CHARS = 32_767
+
 #: Columns of a RawTable's reading notes: ``row`` (0-based row of ``data``), the ``header`` of the
 #: cell (``""``: the row as a whole), the result ``code``, ``severity`` and the Chinese ``message``.
 NOTE_COLUMNS: tuple[str, ...] = ("row", "header", "code", "severity", "message")
@@ -261,6 +264,9 @@ class Batch:
     * ``tables``: the tables the rows come from, in order; ``table_rows[i]``
       is the ``row_id`` range of ``tables[i]`` (for a chunk: its table's
       rows in this chunk, and ``tables[i].raw`` holds just those rows).
+    * ``cell_edits``: values a clerk changed after reading (``row_id``,
+      ``field`` — an input field —, ``value``; the web workspace), already in
+      ``original``; the annotated copy writes them into the clerk's cells.
     """
 
     tables: list[MappedTable]
@@ -270,6 +276,7 @@ class Batch:
     extras: pd.DataFrame
     faults: pd.DataFrame
     outcome: pd.DataFrame
+    cell_edits: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.rows)

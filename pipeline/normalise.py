@@ -84,6 +84,8 @@ _EXCEL_INTEGER = re.compile(r"([0-9]+)\.0+")
 
 #: Threads cleaning columns side by side.
 _THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Below this many rows the columns are cleaned one after another: per-call overhead dominates.
+SMALL_FRAME_ROWS = 64
 
 
 # --- text --------------------------------------------------------------------
@@ -265,8 +267,11 @@ def _clean_columns(text: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[str, 
     def clean(column: str) -> tuple[pd.Series, np.ndarray | None]:
         return _clean_column(column, text[column])
 
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        results = dict(zip(INPUT_FIELDS, pool.map(clean, INPUT_FIELDS), strict=True))
+    if len(text) < SMALL_FRAME_ROWS:  # a few rows (one edited row): threads would only wait on each other
+        results = {column: clean(column) for column in INPUT_FIELDS}
+    else:
+        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+            results = dict(zip(INPUT_FIELDS, pool.map(clean, INPUT_FIELDS), strict=True))
     cleaned = {column: values for column, (values, _) in results.items()}
     folded = {column: mask for column, (_, mask) in results.items() if mask is not None}
     return cleaned, folded

@@ -14,11 +14,19 @@ Two behaviours, for two kinds of work:
 
 Handlers can only be installed from the main thread; elsewhere both do
 nothing.  The previous handlers are restored on exit.
+
+Windows sends no SIGTERM: Ctrl-C and Ctrl-Break arrive as SIGINT/SIGBREAK,
+and closing the console window, logging off or shutting down arrive as
+console control events.  :func:`_console_close_handler` (Windows only, through
+``SetConsoleCtrlHandler``) turns those into the same first signal, then holds
+the process a few seconds so that the reports are written before Windows
+ends it, and exit 130 still means they were.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +45,42 @@ _SIGNALS: tuple[signal.Signals, ...] = tuple(
 Handler = Callable[[int, FrameType | None], Any]
 
 
+#: Windows console control events: close window, log off, shut down (Ctrl-C/Ctrl-Break are signals).
+CONSOLE_CLOSE_EVENTS = (2, 5, 6)
+
+#: How long a console-close handler holds the process for the reports (Windows allows about 5 s).
+CONSOLE_GRACE_SECONDS = 4.5
+
+
+def _console_close_handler(handler: Handler, done: threading.Event) -> Any:
+    """A ``SetConsoleCtrlHandler`` routine that stops like SIGTERM, or None off Windows."""
+    if sys.platform != "win32":
+        return None
+    import ctypes
+    from ctypes import wintypes
+
+    routine_type = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
+
+    def on_event(event: int) -> bool:
+        if event not in CONSOLE_CLOSE_EVENTS:
+            return False  # Ctrl-C / Ctrl-Break: Python's own signal handlers take them
+        signal.raise_signal(signal.SIGBREAK)
+        done.wait(CONSOLE_GRACE_SECONDS)
+        return True
+
+    routine = routine_type(on_event)
+    if not ctypes.windll.kernel32.SetConsoleCtrlHandler(routine, True):
+        return None
+    return routine
+
+
+def _remove_console_handler(routine: Any) -> None:
+    if routine is not None:
+        import ctypes
+
+        ctypes.windll.kernel32.SetConsoleCtrlHandler(routine, False)  # type: ignore[attr-defined]
+
+
 @contextmanager
 def _handling(handler: Handler) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -45,9 +89,13 @@ def _handling(handler: Handler) -> Iterator[None]:
     previous: dict[signal.Signals, Any] = {}
     for signum in _SIGNALS:
         previous[signum] = signal.signal(signum, handler)
+    done = threading.Event()
+    routine = _console_close_handler(handler, done)
     try:
         yield
     finally:
+        done.set()  # the block has ended: a console-close handler waiting for it may return
+        _remove_console_handler(routine)
         for signum, old in previous.items():
             signal.signal(signum, old)
 

@@ -133,6 +133,9 @@ class RepeatedIds:
 #: chosen so that both halves, the pair columns' preparation included, take about as long.
 _BESIDE_PAIRS = ("xm", "brdh", "fksj", "yhkh")
 
+#: Below this many rows both parts run on the caller's thread: per-call overhead dominates.
+SMALL_FRAME_ROWS = 64
+
 
 @lru_cache(maxsize=4)
 def _schemas(today: datetime.date) -> tuple[pa.DataFrameSchema, pa.DataFrameSchema]:
@@ -180,6 +183,9 @@ def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
     pair columns.
     """
     plain, paired = _schemas(today)
+    if len(rows) < SMALL_FRAME_ROWS:  # a few rows (one edited row): a second thread only adds waiting
+        parts = [_cases_of(plain, rows), _cases_of(paired, prepare(rows))]
+        return pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
     with ThreadPoolExecutor(max_workers=1) as pool:
         second = pool.submit(lambda: _cases_of(paired, prepare(rows)))
         first = _cases_of(plain, rows)

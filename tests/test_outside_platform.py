@@ -690,7 +690,9 @@ def test_second_concurrent_run_exits_3(platform: StrictPlatform, tmp_path: Path)
     env = Env(tmp_path, platform)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    write_csv(inbox / "a.csv", [person(i) for i in range(1, 11)])
+    # 40 residents at 5 a second: the first run holds the lock for 8 s, longer than a loaded
+    # machine takes to start the second.
+    write_csv(inbox / "a.csv", [person(i) for i in range(1, 41)])
     platform.delay_seconds = 0.3
     first = env.popen("run", "--inbox", str(inbox), "--out", str(tmp_path / "out"))
     deadline = time.monotonic() + 20
@@ -698,8 +700,8 @@ def test_second_concurrent_run_exits_3(platform: StrictPlatform, tmp_path: Path)
         time.sleep(0.05)
     second = env.run("run", "--inbox", str(inbox), "--out", str(tmp_path / "out"))
     platform.delay_seconds = 0
-    first.communicate(timeout=30)
-    assert second.returncode == 3, second.stderr
+    _, err = first.communicate(timeout=30)
+    assert second.returncode == 3, second.stderr + "\nFIRST:\n" + err
     assert first.returncode == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -527,11 +528,10 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = tmp_path / "locked.csv"
     path.write_text("姓名\n张三\n", encoding="utf-8")
 
-    def refuse(file: object, *args: object, **kwargs: object) -> object:
-        raise PermissionError(13, "Permission denied", str(file))
+    def refuse(name: object, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied", str(name))
 
-    # Registers are read from an open file (in blocks), so refusing the open is refusing the read.
-    monkeypatch.setattr("pipeline.reading.register.open", refuse, raising=False)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(InputError) as excinfo:
         read_register(path)
     _one_line_error(excinfo, "locked.csv", "权限")

@@ -35,6 +35,7 @@ GOOD: dict[str, str] = {
 }  # fmt: skip
 NOT_A_CODE = "ZZ"
 
+
 def _field(rule: FieldRule) -> str:
     return rule.field
 

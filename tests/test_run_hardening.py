@@ -22,8 +22,8 @@ from pipeline import cli
 from pipeline.config import DefaultValues, Settings
 from pipeline.dryrun import run_validate
 from pipeline.errors import EhcError, InputError
+from pipeline.model import MAX_CELL_CHARS
 from pipeline.reading import delimited
-from pipeline.reading.table import MAX_CELL_CHARS
 from pipeline.reports import write as report_write
 from pipeline.reports.results_csv import MACHINE_COLUMNS
 
@@ -82,7 +82,7 @@ def test_an_uneven_row_with_a_140_kb_cell_is_read_and_its_row_faulted(
     rows = _results(tmp_path / "out")
     assert [r["source_row"] for r in rows] == ["2", "3", "4"]
     assert [r["status"] for r in rows] == ["valid", "invalid", "valid"]
-    assert "140000 个字符" in rows[1]["message"] and rows[1]["result_code"] == "10110"
+    assert "超过电子表格单元格的上限 32767 个字符" in rows[1]["message"] and rows[1]["result_code"] == "10110"
     assert max(len(v) for r in rows for v in r.values()) <= MAX_CELL_CHARS
     assert (tmp_path / "out" / "results.csv").stat().st_size < 200_000
 
@@ -95,7 +95,7 @@ def test_a_cell_longer_than_a_spreadsheet_holds_is_cut_and_faulted(tmp_path: Pat
     rows = _results(tmp_path / "out")
     assert [r["status"] for r in rows] == ["valid", "invalid", "valid"]
     assert len(rows[1]["xm"]) == MAX_CELL_CHARS
-    assert "40000 个字符" in rows[1]["message"]
+    assert "姓名" in rows[1]["message"] and "上限 32767 个字符" in rows[1]["message"]
 
 
 def test_a_line_of_hundreds_of_megabytes_without_a_line_break_is_refused_in_one_line(

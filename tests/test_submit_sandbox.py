@@ -196,8 +196,9 @@ def test_refused_credentials_stop_before_sending(sandbox: SandboxHandle, tmp_pat
 def test_secret_and_work_key_never_logged_or_written(sandbox: SandboxHandle, tmp_path: Path) -> None:
     register = write_register(tmp_path / "reg.csv", _people(340, 4))
     settings = _settings(sandbox, tmp_path)
-    log = tmp_path / "ehc.log"
-    setup_logging(level="DEBUG", log_dir=tmp_path, debug=True)
+    sink = setup_logging(level="DEBUG", log_dir=tmp_path, debug=True)
+    assert sink is not None
+    log = sink.path
     try:
         sandbox.inject("drop", count=1, methods=("syncCardInfo",))  # a retry, logged
         run_submit([register], tmp_path / "out", settings, lookup_existing=True)

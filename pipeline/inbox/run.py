@@ -6,6 +6,12 @@ file is recognised and set aside, not sent twice.  A file still being written
 (modified less than ``[inbox] settle_seconds`` ago, or growing across a short
 re-check) is left for the next run.
 
+Each file is read in a child process under ``[inbox] read_memory_mb`` and
+``read_timeout_seconds`` (:mod:`pipeline.reading.isolated`): a reader that
+crashes, or a file that would take too much memory or time, costs that file
+only.  Symbolic links are never followed, and a link, a named pipe or a
+device with a register's name goes to ``failed/`` unread.
+
 Each new file gets ``<out>/<date>/<stem>/`` with the reports of ``ehc submit``
 and is then moved to ``<inbox>/processed/``; a file that cannot be read goes to
 ``<inbox>/failed/`` with ``<name>.reason.txt`` beside it.  The order is chosen
@@ -21,8 +27,10 @@ recorded, and it takes no lock, so it never keeps the real run from starting.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +56,9 @@ from pipeline.inbox.summary import (
     row_counts,
     write_summary,
 )
-from pipeline.reading.register import REGISTER_SUFFIXES
+from pipeline.logs import printable
+from pipeline.reading.isolated import ReadLimits
+from pipeline.reading.register import REGISTER_SUFFIXES, ReadPolicy, not_regular, reading_policy
 from pipeline.state.journal import Journal
 from pipeline.state.lock import run_lock
 from pipeline.stopping import interrupt_on_signals
@@ -70,25 +80,29 @@ def _is_scratch(name: str) -> bool:
 def scan_inbox(inbox: Path) -> tuple[list[Path], list[str]]:
     """The registers lying directly in ``inbox`` (sorted by name) and the other files' names.
 
-    Subfolders (``processed/``, ``failed/`` and any other) are never entered.
+    Subfolders (``processed/``, ``failed/`` and any other) are never entered,
+    links never followed: a link or a special file with a register's name is
+    listed among the registers, to be refused unread (:meth:`_Run.process`).
     """
     registers, ignored = [], []
-    for entry in sorted(inbox.iterdir(), key=lambda p: p.name):
-        if _is_scratch(entry.name) or not entry.is_file():
+    with os.scandir(inbox) as entries:
+        found = sorted(entries, key=lambda entry: entry.name)
+    for entry in found:
+        if _is_scratch(entry.name) or entry.is_dir(follow_symlinks=False):
             continue
-        if entry.suffix.lower() in REGISTER_SUFFIXES:
-            registers.append(entry)
-        else:
-            ignored.append(entry.name)
+        if Path(entry.name).suffix.lower() in REGISTER_SUFFIXES:
+            registers.append(Path(entry.path))
+        elif entry.is_file(follow_symlinks=False):
+            ignored.append(printable(entry.name))
     return registers, ignored
 
 
 def _signature(path: Path) -> tuple[int, int] | None:
     try:
-        stat = path.stat()
+        status = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return status.st_size, status.st_mtime_ns
 
 
 def split_settled(paths: list[Path], now: datetime, settle_seconds: float) -> tuple[list[Path], list[Path]]:
@@ -108,9 +122,27 @@ def split_settled(paths: list[Path], now: datetime, settle_seconds: float) -> tu
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
-    """Hex SHA-256 and size of a file, read in 1 MiB chunks."""
+    """Hex SHA-256 and size of a regular file, read in 1 MiB chunks; never through a link.
+
+    A link or a special file raises :class:`InputError` (nothing of it is read).
+    """
     digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
+    status = os.stat(path, follow_symlinks=False)
+    if not stat.S_ISREG(status.st_mode):
+        raise not_regular(path.name, status.st_mode)
+    flags = (
+        os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    )
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise not_regular(path.name, stat.S_IFLNK) from None
+        raise
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise not_regular(path.name, stat.S_IFIFO)
+    with os.fdopen(descriptor, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -150,7 +182,7 @@ def _write_reason(failed_dir: Path, path: Path, outcome: InboxFile, when: dateti
     target = _unique(failed_dir / path.name, taken)
     reason = target.with_name(target.name + REASON_SUFFIX)
     reason.write_text(
-        f"文件：{path.name}\n时间：{when.isoformat(timespec='seconds')}\n原因：{outcome.message}\n"
+        f"文件：{printable(path.name)}\n时间：{when.isoformat(timespec='seconds')}\n原因：{outcome.message}\n"
         f"SHA-256：{outcome.sha256}\n处理办法：按上面的原因改正文件后，重新放入收件箱（文件名可以不变）。\n",
         encoding="utf-8",
     )
@@ -179,12 +211,14 @@ class _Run:
 
     def process(self, path: Path) -> InboxFile | None:
         """Take in one register; None if it vanished before it could be read."""
-        outcome = InboxFile(name=path.name, status=FILE_PROCESSED, started_at=self.clock())
+        outcome = InboxFile(name=printable(path.name), status=FILE_PROCESSED, started_at=self.clock())
         try:
             outcome.sha256, outcome.size = sha256_of(path)
         except FileNotFoundError:
             logger.info("{} 在处理前被移走，跳过", path.name)
             return None
+        except InputError as error:
+            return self._failed(path, outcome, error.message)
         except OSError as error:
             return self._failed(path, outcome, describe_os_error(error, "读取文件", path.name))
         if outcome.sha256 in self.hashes_done or self.journal.file_seen(outcome.sha256):
@@ -230,6 +264,18 @@ class _Run:
             outcome.moved_to = self._move_processed(path)
         return outcome
 
+    @property
+    def read_policy(self) -> ReadPolicy:
+        """How this run reads: no links, each file in a child under the configured limits."""
+        inbox = self.settings.inbox
+        return ReadPolicy(
+            follow_symlinks=False,
+            limits=ReadLimits(
+                memory_bytes=inbox.read_memory_mb << 20 if inbox.read_memory_mb > 0 else None,
+                seconds=inbox.read_timeout_seconds if inbox.read_timeout_seconds > 0 else None,
+            ),
+        )
+
     def _move_processed(self, path: Path) -> Path | None:
         try:
             return _move(path, self.inbox / PROCESSED_DIR)
@@ -240,6 +286,10 @@ class _Run:
 
     def _submit(self, path: Path, out_dir: Path) -> Any:
         """The file's run (a dry run with --dry-run): its rows counted as its reports count them."""
+        with reading_policy(self.read_policy):
+            return self._submit_file(path, out_dir)
+
+    def _submit_file(self, path: Path, out_dir: Path) -> Any:
         if self.dry_run:
             from pipeline.dryrun import run_validate
 
@@ -329,13 +379,13 @@ def run_inbox(
         stopped = False
         for path in ready:
             if stopped:
-                outcomes.append(InboxFile(name=path.name, status=FILE_NOT_REACHED))
+                outcomes.append(InboxFile(name=printable(path.name), status=FILE_NOT_REACHED))
                 continue
             try:
                 outcome = run.process(path)
             except KeyboardInterrupt:
                 outcome = run._stopped(
-                    InboxFile(name=path.name, status=FILE_INTERRUPTED),
+                    InboxFile(name=printable(path.name), status=FILE_INTERRUPTED),
                     FILE_INTERRUPTED,
                     "运行被中断",
                     EXIT_INTERRUPTED,
@@ -343,7 +393,7 @@ def run_inbox(
             if outcome is not None:
                 outcomes.append(outcome)
                 stopped = outcome.status in (FILE_ERROR, FILE_INTERRUPTED)
-        outcomes += [InboxFile(name=p.name, status=FILE_WAITING) for p in waiting]
+        outcomes += [InboxFile(name=printable(p.name), status=FILE_WAITING) for p in waiting]
         result = InboxResult(
             inbox=inbox,
             out_root=out_root,

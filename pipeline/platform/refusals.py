@@ -17,7 +17,8 @@ from schemas.result_codes import ResultCode
 #: What the platform refused and what the operator should check, by result code.
 REFUSAL_ADVICE: dict[ResultCode, tuple[str, str]] = {
     ResultCode.INVALID_ORG_CODE: (
-        "应用 ID", "请核对配置 [platform] app_id 或环境变量 EHC_APP_ID，应与平台分配的 APPID 完全一致"
+        "应用 ID",
+        "请核对配置 [platform] app_id 或环境变量 EHC_APP_ID，应与平台分配的 APPID 完全一致",
     ),
     ResultCode.INVALID_USER_NAME: ("应用身份", "请核对配置 [platform] app_id 与 app_package_name"),
     ResultCode.INVALID_PASSWORD: ("应用密钥", "请核对环境变量 EHC_APP_SECRET 或配置 [platform] app_secret"),

@@ -22,7 +22,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipeline.errors import InputError
+from pipeline.files import os_errors
 from pipeline.model import RawTable, TableSource
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.table import HEADER_SEARCH_ROWS, TEXT_ARROW, TableShaper, TextColumn, detect_header
@@ -448,10 +449,10 @@ def _settle_rest(handle: BinaryIO, layout: _Layout, offset: int, label: str) -> 
 
 
 def _read_body(
-    path: Path, layout: _Layout, block_bytes: int, label: str
+    opener: Callable[[], BinaryIO], layout: _Layout, block_bytes: int, label: str
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
     """The body's rows, block by block: (text columns, line numbers)."""
-    with open(path, "rb") as handle:
+    with opener() as handle:
         blocks = _blocks(
             handle, layout, block_bytes, label
         )  # a generator: closed when the csv module takes over
@@ -486,8 +487,11 @@ def _sample_columns(head: bytes, layout: _Layout) -> list[TextColumn]:
     return [pa.array([r[j] if j < len(r) else "" for r in records], type=TEXT_ARROW) for j in range(width)]
 
 
-def open_delimited(path: Path, size: int) -> TableSource:
+def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None = None) -> TableSource:
     """Open a CSV/TSV/TXT register of ``size`` bytes: its header found, its rows read on demand.
+
+    ``opener`` gives a fresh binary file object of the register each time it
+    is called (default: opening ``path``).
 
     Everything that can be judged from the first megabyte (encoding, empty
     file, header, no data rows) raises :class:`InputError` here; what only
@@ -495,7 +499,8 @@ def open_delimited(path: Path, size: int) -> TableSource:
     unbalanced quote) raises it while the rows are read.
     """
     label = path.name
-    with open(path, "rb") as handle:
+    opener = opener or (lambda: open(path, "rb"))  # noqa: SIM115 - each caller closes what it opens
+    with os_errors("读取文件", path, kind=InputError), opener() as handle:
         head = handle.read(SAMPLE_BYTES + 4)
     whole = len(head) >= size
     encoding, start = detect_encoding(head, label, whole=whole)
@@ -525,11 +530,12 @@ def open_delimited(path: Path, size: int) -> TableSource:
     def read(chunk_rows: int) -> Iterator[RawTable]:
         block_bytes = int(min(_MAX_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, chunk_rows * line_bytes)))
         produced = False
-        for columns, source_row in _read_body(path, layout, block_bytes, label):
-            table = shaper.push(columns, source_row)
-            if table is not None:
-                produced = True
-                yield table
+        with os_errors("读取文件", path, kind=InputError):
+            for columns, source_row in _read_body(opener, layout, block_bytes, label):
+                table = shaper.push(columns, source_row)
+                if table is not None:
+                    produced = True
+                    yield table
         shaper.finish()
         if not produced:
             raise header_only

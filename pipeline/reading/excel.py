@@ -4,7 +4,11 @@ Cells become the text a clerk would type: integral numbers without ".0"
 (a 民族 typed as text stays "01", typed as a number it is "1"); numbers of 15
 digits or more in Excel's scientific form ("4.20123196205184E+17": an ID number
 stored as a number has lost its last digits, and validation says so rather than
-guessing them); dates as YYYY-MM-DD; booleans as TRUE/FALSE.  Conversion is
+guessing them); dates as YYYY-MM-DD; booleans as TRUE/FALSE.  A cell longer
+than Excel's 32,767 characters is cut to one character more, so it stays
+bounded and is still seen to be too long.  Before calamine opens a workbook,
+:mod:`pipeline.reading.bounds` refuses what it could not read in bounded
+memory (stray far cells, decompression bombs).  Conversion is
 column-wise: a text column goes to Arrow in one call, numeric and date columns
 are converted in numpy/Arrow, and only mixed columns are walked cell by cell.
 """
@@ -21,11 +25,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from loguru import logger
 from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, SheetTypeEnum, SheetVisibleEnum
 
 from pipeline.errors import InputError
-from pipeline.model import RawTable
+from pipeline.model import MAX_CELL_CHARS, RawTable
+from pipeline.reading.bounds import check_workbook
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
@@ -84,6 +90,14 @@ def column_text(cells: np.ndarray) -> pa.Array:
     elif kinds == {dt.datetime}:
         return pa.array(cells, type=pa.timestamp("us")).cast(pa.date32()).cast(TEXT_ARROW)
     return pa.array([v if v.__class__ is str else cell_text(v) for v in cells], type=TEXT_ARROW)
+
+
+def capped(column: pa.Array) -> pa.Array:
+    """``column`` with every cell cut to ``MAX_CELL_CHARS + 1`` characters (over the limit, and bounded)."""
+    longest = pc.max(pc.utf8_length(column)).as_py()
+    if longest is None or longest <= MAX_CELL_CHARS:
+        return column
+    return pc.utf8_slice_codeunits(column, 0, MAX_CELL_CHARS + 1)
 
 
 @contextmanager
@@ -199,7 +213,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable |
         raise
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
-    head = [[cell_text(v) for v in row] for row in rows[:40]]
+    head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
     found = detect_header(head)
     if found is None:
         first = first_filled_row(head)
@@ -218,7 +232,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable |
     cells = np.empty((len(body), len(body[0])), dtype=object)
     cells[:] = body
     del body, rows
-    columns = [column_text(cells[:, j]) for j in range(cells.shape[1])]
+    columns = [capped(column_text(cells[:, j])) for j in range(cells.shape[1])]
     table = build_table(
         path=str(path),
         sheet=name,
@@ -237,8 +251,9 @@ def _header_only(path: Path, sheet: str) -> InputError:
     )
 
 
-def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool) -> list[RawTable]:
+def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int = 0) -> list[RawTable]:
     """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.register.read_register`."""
+    check_workbook(path, path.name, size or path.stat().st_size)
     with _collector_paused():
         workbook = _open(path)
         try:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.files import numbered
-from pipeline.model import NOTE_COLUMNS, RawTable
+from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, RawTable
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
 from pipeline.text.arrow import contiguous
 
@@ -149,22 +149,15 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
-#: The most characters a spreadsheet cell holds (Excel, WPS): a longer cell is cut there, its row faulted.
-MAX_CELL_CHARS = 32_767
-
 #: Characters of a value quoted in a reading note.
 _QUOTED_CHARS = 40
 
 #: Result code of a reading note (the platform's "parameter error").
 NOTE_CODE = 10110
 
-_TOO_LONG = (
-    "单元格内容有 {length} 个字符，超过电子表格单元格的上限 {limit}：只读取了前 {limit} 个字符，请核对"
-)
+_TOO_LONG = "单元格内容超过电子表格单元格的上限 {limit} 个字符：只读取了前 {limit} 个字符，请核对"
 _SURPLUS = "表头以外的列还有内容“{values}”，这些内容没有读取：请把它们放到有表头的列中"
-_SURPLUS_TOO_LONG = (
-    "表头以外的列有长达 {length} 个字符的内容（电子表格单元格最多 {limit} 个字符），没有读取：“{values}”"
-)
+_SURPLUS_TOO_LONG = "表头以外的列有超过电子表格单元格上限 {limit} 个字符的内容，没有读取：“{values}”"
 
 
 def _quote(values: list[str]) -> str:
@@ -314,7 +307,7 @@ def _cut_long_cells(column: pa.Array, header: str) -> tuple[pa.Array, list[tuple
         column, long, pc.utf8_slice_codeunits(pc.filter(column, long), 0, MAX_CELL_CHARS)
     )
     notes = [
-        (int(row), header, NOTE_CODE, "error", _TOO_LONG.format(length=count, limit=MAX_CELL_CHARS))
+        (int(row), header, NOTE_CODE, "error", _TOO_LONG.format(limit=MAX_CELL_CHARS))
         for row, count in zip(rows, counts, strict=True)
     ]
     return cut, notes

@@ -162,11 +162,43 @@ def _row_chunks(sheet: python_calamine.CalamineSheet) -> Iterator[tuple[int, lis
         start += len(chunk)
 
 
-def _blocks(sheet: python_calamine.CalamineSheet, marks: pd.DataFrame) -> Iterator[Block]:
+def cell_edits(data: ReportData, table_index: int) -> dict[tuple[int, int], str]:
+    """Cells of one table a clerk changed after reading (``Batch.cell_edits``): (row, col), 0-based -> value.
+
+    An edit of a field the sheet has no column for has no cell to show it in.
+    """
+    edits = data.batch.cell_edits
+    if edits is None or not len(edits):
+        return {}
+    table = data.batch.tables[table_index]
+    rows = data.batch.table_rows[table_index]
+    position = dict(zip(table.raw.headers, table.raw.column_positions, strict=False))
+    changed: dict[tuple[int, int], str] = {}
+    for row_id, field, value in zip(edits["row_id"], edits["field"], edits["value"], strict=True):
+        header = table.field_headers.get(str(field), "")
+        if int(row_id) in rows and header in position:
+            sheet_row = int(table.raw.source_row[int(row_id) - rows.start]) - 1
+            changed[(sheet_row, position[header])] = str(value)
+    return changed
+
+
+def _apply_edits(rows: list[list[Any]], first: int, left: int, edits: dict[tuple[int, int], str]) -> None:
+    for (row, col), value in edits.items():
+        if first <= row < first + len(rows) and col >= left:
+            cells = rows[row - first]
+            cells.extend([""] * (col - left + 1 - len(cells)))
+            cells[col - left] = value
+
+
+def _blocks(
+    sheet: python_calamine.CalamineSheet, marks: pd.DataFrame, edits: dict[tuple[int, int], str] | None = None
+) -> Iterator[Block]:
     top, left = sheet.start or (0, 0)
     mark_rows, mark_cols = marks["row"].to_numpy(), marks["col"].to_numpy() - left
     mark_styles = marks["style"].to_numpy()
     for offset, rows in _row_chunks(sheet):
+        if edits:
+            _apply_edits(rows, top + offset, left, edits)
         lengths = {len(r) for r in rows}
         width = max(lengths)
         transposed = (
@@ -222,7 +254,10 @@ def write_annotated(path: Path, source: str, data: ReportData, table_indices: Se
                 marks["row"].to_numpy(), marks["col"].to_numpy(), text_array(marks["comment"]), author="ehc"
             )
             worksheet = book.add_sheet(
-                _sheet_name(sheet.name, names), _blocks(sheet, marks), dimension, comments
+                _sheet_name(sheet.name, names),
+                _blocks(sheet, marks, cell_edits(data, index)),
+                dimension,
+                comments,
             )
             for (r1, c1), (r2, c2) in sheet.merged_cell_ranges or []:
                 if (r1, c1) != (r2, c2):

@@ -126,6 +126,7 @@ class _Annotation:
     start: int
     stop: int
     faults: list[pd.DataFrame] = field(default_factory=list)
+    edits: list[pd.DataFrame] = field(default_factory=list)  # the clerk's corrections (the web workspace)
 
 
 class ReportWriter:
@@ -199,6 +200,10 @@ class ReportWriter:
                 mine = (row_ids >= rows.start) & (row_ids < rows.stop)
                 if mine.any():
                     part.faults.append(batch.faults[mine].loc[:, list(FAULT_COLUMNS)])
+            edits = batch.cell_edits
+            if edits is not None and len(edits):
+                edited = edits["row_id"].to_numpy()
+                part.edits.append(edits[(edited >= rows.start) & (edited < rows.stop)])
 
     # -- finishing -------------------------------------------------------------------------------
     def finish(self, on_rows: Callable[[int], object] | None = None) -> dict[str, Path]:
@@ -308,6 +313,7 @@ def _annotator(
         listed = list(parts.values())
         index = pd.Index(np.concatenate([np.arange(part.start, part.stop) for part in listed]))
         faults = [frame for part in listed for frame in part.faults]
+        edits = [frame for part in listed for frame in part.edits if len(frame)]
         empty = pd.DataFrame(index=index)
         fault_frame = (
             pd.concat(faults, ignore_index=True)
@@ -322,6 +328,7 @@ def _annotator(
             extras=empty,
             faults=fault_frame,
             outcome=empty,
+            cell_edits=pd.concat(edits, ignore_index=True) if edits else None,
         )
         return write_annotated(path, source, ReportData(batch, submitted), list(range(len(listed))))
 

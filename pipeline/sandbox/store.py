@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.files import private_file
 from schemas.result_codes import ResultCode
 
 _SCHEMA = """
@@ -79,7 +80,7 @@ class SandboxStore:
     """The SQLite state file at ``path`` (created if absent, WAL mode)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # holds the apps' secrets: the owner's only, -wal and -shm alike
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()

@@ -40,7 +40,7 @@ import pandas as pd
 
 from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
-from pipeline.files import describe_os_error
+from pipeline.files import describe_os_error, private_dir
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -123,7 +123,7 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             fresh = not self.path.exists()
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             if fresh:

@@ -1,21 +1,22 @@
-"""The run lock: one inbox run at a time per state directory.
+"""The run lock: one inbox run at a time per state directory, on Linux and Windows alike.
 
-The lock is ``<state_dir>/ehc.lock`` held with ``fcntl.flock``.  The kernel
-releases a flock when its holder exits for any reason (including ``kill -9``
-and a power-cut reboot), so a lock left by a crashed run is never "held":
-the next run takes it at once.  The file's *content* (pid, host, start time,
-command) is only for messages: it names the holder when a second run is
-refused, and, when a run finds content left behind by a holder that did not
-end cleanly, it logs that it took the lock over.
+The lock itself is ``<state_dir>/ehc.lock.lck``, held through :mod:`filelock`
+(``flock`` on Unix, ``msvcrt.locking`` on Windows).  The operating system
+releases such a lock when its holder exits for any reason (including
+``kill -9``, a closed console and a power-cut reboot), so a lock left by a
+crashed run is never "held": the next run takes it at once.
 
-The file is never deleted: unlinking a lock file lets two processes lock two
-different inodes under the same name.
+``<state_dir>/ehc.lock`` holds, while a run goes, who holds the lock (pid,
+host, start time, command), and is emptied when the run ends cleanly.  It is
+only for messages: it names the holder when a second run is refused, and,
+when a run finds content left behind by a holder that did not end cleanly,
+it logs that it took the lock over.  It is a separate file because Windows
+does not let another process read a locked file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -26,11 +27,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from loguru import logger
 
 from pipeline.config import LOCK_FILE
 from pipeline.errors import ConfigError, LockHeld
-from pipeline.files import os_errors
+from pipeline.files import os_errors, private_dir
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,13 @@ class HeldLock:
 
 
 def lock_path(state_dir: Path) -> Path:
-    """Where the run lock of ``state_dir`` lives."""
+    """Where the holder of the run lock of ``state_dir`` is written."""
     return Path(state_dir) / LOCK_FILE
+
+
+def _os_lock_path(state_dir: Path) -> Path:
+    """The file the operating system locks."""
+    return Path(state_dir) / f"{LOCK_FILE}.lck"
 
 
 def read_holder(state_dir: Path) -> LockInfo | None:
@@ -92,12 +99,14 @@ def read_holder(state_dir: Path) -> LockInfo | None:
         return None
 
 
+_FIX = "检查状态目录的权限，或在配置 [paths] state_dir / 环境变量 EHC_STATE_DIR 中另选一个可写目录"
+
+
 def _open(path: Path) -> int:
-    fix = "检查状态目录的权限，或在配置 [paths] state_dir / 环境变量 EHC_STATE_DIR 中另选一个可写目录"
-    with os_errors("创建运行锁文件", path, kind=ConfigError, fix=fix):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_CLOEXEC (Python's default) keeps child processes from inheriting the lock.
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    with os_errors("创建运行锁文件", path, kind=ConfigError, fix=_FIX):
+        private_dir(path.parent)
+        # Not inheritable (Python's default): child processes never hold the holder file open.
+        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
 
 
 def _read_fd(fd: int) -> str:
@@ -121,38 +130,41 @@ def run_lock(state_dir: Path, *, command: str | None = None) -> Iterator[HeldLoc
 
     Raises :class:`LockHeld` (exit 3) naming the holder's pid and start time
     when another process holds it.  A lock left by a crashed or killed run is
-    taken over (the kernel has already released it); ``HeldLock.taken_over``
-    then describes that run.  Not re-entrant: a second ``run_lock`` on the
-    same directory inside the block is refused like any other.
+    taken over (the operating system has already released it);
+    ``HeldLock.taken_over`` then describes that run.  Not re-entrant: a
+    second ``run_lock`` on the same directory inside the block is refused
+    like any other.
     """
     path = lock_path(state_dir)
     fd = _open(path)
+    guard = FileLock(str(_os_lock_path(state_dir)), timeout=0, mode=0o600, thread_local=False)
     try:
+        with os_errors("创建运行锁文件", _os_lock_path(state_dir), kind=ConfigError, fix=_FIX):
+            try:
+                guard.acquire(timeout=0)
+            except Timeout:  # an OSError too: told apart before os_errors sees it
+                holder = LockInfo.parse(_read_fd(fd))
+                who = holder.describe() if holder else "另一个进程"
+                raise LockHeld(
+                    f"另一个 ehc 运行正在进行：{who}持有运行锁 {path}。本次不运行；"
+                    "请等它结束后再运行（锁在该进程结束时自动释放，无需手动删除）"
+                ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = LockInfo.parse(_read_fd(fd))
-            who = holder.describe() if holder else "另一个进程"
-            raise LockHeld(
-                f"另一个 ehc 运行正在进行：{who}持有运行锁 {path}。本次不运行；"
-                "请等它结束后再运行（锁在该进程结束时自动释放，无需手动删除）"
-            ) from None
-        left_behind = LockInfo.parse(_read_fd(fd))
-        info = LockInfo(
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            started_at=datetime.now().astimezone().isoformat(timespec="seconds"),
-            command=command if command is not None else " ".join(sys.argv[:3]),
-        )
-        _write_fd(fd, json.dumps(info.__dict__, ensure_ascii=False))
-        if left_behind is not None:
-            logger.warning("上一次运行（{}）没有正常结束；已接管其运行锁", left_behind.describe())
-        try:
+            left_behind = LockInfo.parse(_read_fd(fd))
+            info = LockInfo(
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+                command=command if command is not None else " ".join(sys.argv[:3]),
+            )
+            _write_fd(fd, json.dumps(info.__dict__, ensure_ascii=False))
+            if left_behind is not None:
+                logger.warning("上一次运行（{}）没有正常结束；已接管其运行锁", left_behind.describe())
             yield HeldLock(path=path, info=info, taken_over=left_behind)
         finally:
             # An empty file tells the next run that this one ended cleanly.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            guard.release(force=True)
     finally:
         os.close(fd)

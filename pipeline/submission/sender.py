@@ -141,9 +141,7 @@ class ResidentSender:
             note = "卡号未查询（可加 --lookup-existing 查询）"
         self.journal.record(task.id_number, STATE_ENROLLED, code, _platform_message(result), card_id, virtual)
         logger.info("{} 已办理过（{}）", mask_id(task.id_number), code)
-        return Outcome(
-            STATUS_ALREADY_ENROLLED, str(code), f"{message}；{note}", card_id, virtual
-        )
+        return Outcome(STATUS_ALREADY_ENROLLED, str(code), f"{message}；{note}", card_id, virtual)
 
     def _look_up(self, task: Task) -> tuple[str, str, str]:
         """Card ids of an enrolled resident through ``bindCardInfo`` (``--lookup-existing``)."""

@@ -1,0 +1,387 @@
+"""What a workbook may cost before calamine is allowed to read it.
+
+calamine holds a sheet as one rectangle from its first to its last cell that
+holds a value: a single value at ``XFD1048576`` below a register asks for
+16,384 × 1,048,576 cells (512 GB) and the process aborts (SIGABRT, which no
+``try`` catches).  A zip part may also inflate a thousandfold (a 1 MB file
+holding a 1 GB cell).  So, before calamine opens a workbook, this module
+reads what it can cheaply and refuses, with one Chinese line, what cannot be
+read in bounded memory:
+
+* every zip part (``.xlsx/.xlsm/.xlsb/.ods``) is inflated here, as a stream,
+  counting what comes out: the sizes the zip directory declares are checked
+  but not trusted.  A part larger than :data:`MAX_PART_BYTES`, or inflating
+  more than :data:`MAX_RATIO` times its compressed size, is refused;
+* while an ``.xlsx`` sheet streams past, the row numbers and column letters
+  it holds give an upper bound of the rectangle calamine will build; when that
+  bound exceeds :data:`MAX_SHEET_CELLS`, the sheet is parsed again, exactly,
+  counting only cells that hold a value, and refused only if those still
+  span too many cells;
+* an ``.ods`` sheet is bounded by its repeated rows and columns the same way;
+* an ``.xls`` (BIFF, at most 65,536 × 256 cells by format) and an ``.xlsb``
+  are bounded by their size and, for ``.xlsb``, by the zip checks.
+
+Ordinary workbooks pay one streaming inflate of their parts and two regular
+expression scans of each sheet (about 3 s for a 300,000-row sheet, a small part of reading it).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pipeline.errors import InputError
+
+#: Largest inflated zip part: a 1,000,000-row sheet is about 1 GB of XML.
+MAX_PART_BYTES = 2 << 30
+
+#: Largest sum of inflated zip parts.
+MAX_TOTAL_BYTES = 4 << 30
+
+#: Largest inflated/compressed ratio of a part above :data:`RATIO_FLOOR_BYTES` (sheets: 5-20).
+MAX_RATIO = 100
+
+#: Parts smaller than this may inflate any amount (an empty styles part compresses very well).
+RATIO_FLOOR_BYTES = 1 << 20
+
+#: Largest rectangle of cells a sheet may span (1,048,576 rows × 40 columns): about 1.3 GB in calamine.
+MAX_SHEET_CELLS = 40 * (1 << 20)
+
+#: Most entries in a zip: a workbook has tens.
+MAX_ZIP_ENTRIES = 10_000
+
+#: Largest .xls (BIFF) file; the format itself bounds a sheet to 65,536 × 256 cells.
+MAX_XLS_BYTES = 512 << 20
+
+_CHUNK = 1 << 22
+_FIX_RESAVE = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
+_FIX_STRAY = "在 Excel 中删除表格右方和下方多余的单元格（选中整列/整行后“删除”），保存后再处理"
+
+_ZIP_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".ods")
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+
+# Fast scans of an .xlsx sheet (literal prefixes let the regex engine skip ahead).
+_ROW_NUMBER = re.compile(rb'<row r="(\d+)"')
+_WIDE_REF = re.compile(rb'r="([A-Z]{2,3})\d')
+# The exact scan: every start or end tag of a row, a cell or a cell's value.
+_TAG = re.compile(rb"<(/?)(?:[A-Za-z_][\w.-]*:)?(row|c|v|is|f)\b([^>]*)>")
+_R_ATTR = re.compile(rb'\sr="([A-Z]{0,3})(\d*)"')
+# ODS: a row or a cell start tag, with its repeat count and whether it holds a value.
+_ODS_TAG = re.compile(rb"<table:(table-row|table-cell|covered-table-cell)\b([^>]*)>|</table:table-row>")
+_ODS_REPEAT = re.compile(rb'number-(?:rows|columns)-repeated="(\d+)"')
+
+
+@dataclass(frozen=True)
+class Extent:
+    """The rectangle of a sheet: rows × columns calamine would allocate (an upper bound when not exact).
+
+    ``last_row`` and ``last_column`` (1-based) name its far corner, for the message.
+    """
+
+    rows: int
+    columns: int
+    last_row: int = 0
+    last_column: int = 0
+
+    @property
+    def cells(self) -> int:
+        """How many cells the rectangle holds."""
+        return self.rows * self.columns
+
+
+def column_number(letters: bytes) -> int:
+    """``A`` -> 1, ``Z`` -> 26, ``AA`` -> 27, ``XFD`` -> 16384."""
+    number = 0
+    for letter in letters:
+        number = number * 26 + letter - 64
+    return number
+
+
+def column_letters(number: int) -> str:
+    """1 -> ``A``, 16384 -> ``XFD``."""
+    letters = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _refuse(label: str, what: str, fix: str = _FIX_RESAVE) -> InputError:
+    return InputError(what, file=label, fix=fix)
+
+
+def _inflated(handle: BinaryIO, info: zipfile.ZipInfo, label: str) -> Iterator[bytes]:
+    """The part's bytes as they inflate, refused as soon as they outgrow the caps."""
+    handle.seek(info.header_offset)
+    header = handle.read(_LOCAL_HEADER.size)
+    if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise _refuse(label, "Excel 文件已损坏（压缩包结构错误）")
+    fields = _LOCAL_HEADER.unpack(header)
+    handle.seek(info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10])
+    left = info.compress_size
+    limit = min(MAX_PART_BYTES, max(RATIO_FLOOR_BYTES, MAX_RATIO * max(1, info.compress_size)))
+    if info.compress_type == zipfile.ZIP_STORED:
+        while left:
+            chunk = handle.read(min(left, _CHUNK))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+        return
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise _refuse(label, "Excel 文件使用了不支持的压缩方式")
+    inflater = zlib.decompressobj(-15)
+    produced = 0
+    while left and not inflater.eof:
+        raw = handle.read(min(left, 1 << 20))
+        if not raw:
+            break
+        left -= len(raw)
+        while raw:
+            try:
+                chunk = inflater.decompress(raw, _CHUNK)
+            except zlib.error:
+                raise _refuse(label, "Excel 文件已损坏或不完整（压缩数据错误）") from None
+            raw = inflater.unconsumed_tail
+            produced += len(chunk)
+            if produced > limit:
+                raise _bomb(label, info, produced)
+            if chunk:
+                yield chunk
+
+
+def _bomb(label: str, info: zipfile.ZipInfo, size: int) -> InputError:
+    megabytes = max(1, size >> 20)
+    return _refuse(
+        label,
+        f"文件中的 {info.filename} 解压后超过 {megabytes} MB"
+        "（压缩比异常，可能是“压缩炸弹”），为安全起见不予读取",
+        "请确认文件来源；如是正常的登记表，用 Excel 打开后另存为 .xlsx 再处理",
+    )
+
+
+def _check_directory(archive: zipfile.ZipFile, label: str) -> list[zipfile.ZipInfo]:
+    """The parts, after the directory's own claims are checked against the caps."""
+    parts = archive.infolist()
+    if len(parts) > MAX_ZIP_ENTRIES:
+        raise _refuse(label, f"文件中有 {len(parts)} 个部件，不像是 Excel 工作簿")
+    total = 0
+    for info in parts:
+        declared = info.file_size
+        total += declared
+        too_dense = declared > RATIO_FLOOR_BYTES and declared > MAX_RATIO * max(1, info.compress_size)
+        if declared > MAX_PART_BYTES or too_dense or total > MAX_TOTAL_BYTES:
+            raise _bomb(label, info, declared)
+    return parts
+
+
+@dataclass
+class _SheetScan:
+    """The fast upper bound of an .xlsx sheet's rectangle, gathered chunk by chunk."""
+
+    last_row: int = 0
+    last_column: int = 26  # single-letter columns are not looked at: Z at most
+    wide: bool = False
+    irregular: bool = False  # rows or cells without ``r``, or prefixed tags: only the exact scan knows
+    carry: bytes = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.carry + chunk
+        cut = data.rfind(b"<")
+        body, self.carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
+        if len(self.carry) > 4096:  # a giant text node: nothing to carry but where it ends
+            self.carry = b""
+        rows = _ROW_NUMBER.findall(body)
+        if rows:
+            self.last_row = max(self.last_row, max(map(int, rows)))
+        wide = _WIDE_REF.findall(body)
+        if wide:
+            self.wide = True
+            self.last_column = max(self.last_column, max(map(column_number, wide)))
+        if not self.irregular:
+            tags = body.count(b"<row") + body.count(b"<c ")
+            self.irregular = (
+                tags != body.count(b' r="') or b"<c>" in body or b":c " in body or b":row" in body
+            )
+
+    @property
+    def extent(self) -> Extent:
+        return Extent(self.last_row, self.last_column, self.last_row, self.last_column)
+
+
+def _exact_extent(chunks: Iterator[bytes]) -> Extent:
+    """The rectangle of the cells holding a value, numbered as calamine does (rows, cells without ``r``)."""
+    row = column = 0
+    first_row = first_column = 1 << 40
+    last_row = last_column = 0
+    in_cell = valued = False
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = data.rfind(b"<")
+        body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
+        if len(carry) > 4096:
+            carry = b""
+        for match in _TAG.finditer(body):
+            closing, name, attributes = match.groups()
+            if name == b"row":
+                if closing:
+                    continue
+                ref = _R_ATTR.search(attributes)
+                row = int(ref.group(2)) if ref and ref.group(2) else row + 1
+                column = 0
+            elif name == b"c":
+                if closing:
+                    if in_cell and valued:
+                        first_row, last_row = min(first_row, row), max(last_row, row)
+                        first_column, last_column = min(first_column, column), max(last_column, column)
+                    in_cell = False
+                    continue
+                ref = _R_ATTR.search(attributes)
+                if ref and ref.group(1):
+                    column = column_number(ref.group(1))
+                    row = int(ref.group(2)) if ref.group(2) else row
+                else:
+                    column += 1
+                in_cell, valued = not attributes.rstrip().endswith(b"/"), False
+            elif in_cell and not closing:
+                valued = True
+    if not last_row:
+        return Extent(0, 0)
+    return Extent(last_row - first_row + 1, last_column - first_column + 1, last_row, last_column)
+
+
+def _ods_extent(chunks: Iterator[bytes]) -> Extent:
+    """An upper bound of an .ods sheet's rectangle: repeats counted only where they hold values."""
+    rows = widest = 0
+    row_repeat = 1
+    row_width = row_values = 0
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        cut = data.rfind(b"<")
+        body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
+        if len(carry) > 4096:
+            carry = b""
+        for match in _ODS_TAG.finditer(body):
+            name, attributes = match.groups()
+            if name is None:  # </table:table-row>
+                rows += row_repeat if row_values else 1
+                if row_values:
+                    widest = max(widest, row_width)
+                continue
+            repeat_match = _ODS_REPEAT.search(attributes or b"")
+            repeat = int(repeat_match.group(1)) if repeat_match else 1
+            if name == b"table-row":
+                row_repeat, row_width, row_values = repeat, 0, 0
+            else:
+                row_width += repeat
+                if b"value-type" in attributes:
+                    row_values += 1
+    return Extent(rows, widest, rows, widest)
+
+
+def _too_large(label: str, sheet: str, extent: Extent) -> InputError:
+    return InputError(
+        "工作表的数据范围过大：有内容的单元格一直延伸到"
+        f" {column_letters(extent.last_column)}{extent.last_row}"
+        f"（共 {extent.cells:,} 个单元格，上限 {MAX_SHEET_CELLS:,}），无法安全读取",
+        file=label,
+        sheet=sheet,
+        fix=_FIX_STRAY,
+    )
+
+
+_SHEET_ENTRY = re.compile(rb"<(?:\w+:)?sheet\b[^>]*>")
+_ATTRIBUTE = re.compile(rb'([\w:]+)="([^"]*)"')
+
+
+def _sheet_names(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Part name (``xl/worksheets/sheet1.xml``) -> the sheet's name as the clerk sees it; {} if unknown."""
+    try:
+        workbook = archive.read("xl/workbook.xml")
+        relations = archive.read("xl/_rels/workbook.xml.rels")
+    except (KeyError, zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return {}
+    targets = {}
+    for tag in re.findall(rb"<(?:\w+:)?Relationship\b[^>]*>", relations):
+        attributes = dict(_ATTRIBUTE.findall(tag))
+        target = attributes.get(b"Target", b"").decode("utf-8", "replace").lstrip("/")
+        targets[attributes.get(b"Id", b"")] = target if target.startswith("xl/") else f"xl/{target}"
+    names = {}
+    for tag in _SHEET_ENTRY.findall(workbook):
+        attributes = dict(_ATTRIBUTE.findall(tag))
+        relation = next((v for k, v in attributes.items() if k.endswith(b":id")), b"")
+        if relation in targets:
+            names[targets[relation]] = attributes.get(b"name", b"").decode("utf-8", "replace")
+    return names
+
+
+def _is_sheet(name: str) -> bool:
+    return name.startswith("xl/worksheets/") and name.endswith(".xml")
+
+
+def check_zip_workbook(path: Path, label: str) -> None:
+    """Refuse (InputError) a zip workbook whose parts inflate too far or whose sheets span too many cells.
+
+    A file that is not a sound zip is left for calamine to judge (and word).
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return
+    with archive, open(path, "rb") as handle:
+        parts = _check_directory(archive, label)
+        sheet_names = _sheet_names(archive)
+        for info in parts:
+            if info.is_dir() or (info.file_size == 0 and info.compress_size == 0):
+                continue
+            stream = _inflated(handle, info, label)
+            if _is_sheet(info.filename):
+                sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
+                _check_xlsx_sheet(handle, info, label, sheet, stream)
+            elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
+                extent = _ods_extent(stream)
+                if extent.cells > MAX_SHEET_CELLS:
+                    raise _too_large(label, "", extent)
+            else:
+                for _ in stream:
+                    pass
+
+
+def _check_xlsx_sheet(
+    handle: BinaryIO, info: zipfile.ZipInfo, label: str, sheet: str, stream: Iterator[bytes]
+) -> None:
+    scan = _SheetScan()
+    for chunk in stream:
+        scan.feed(chunk)
+    if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular:
+        return
+    exact = _exact_extent(_inflated(handle, info, label))
+    if exact.cells > MAX_SHEET_CELLS:
+        raise _too_large(label, sheet, exact)
+
+
+def check_workbook(path: Path, label: str, size: int) -> None:
+    """Refuse a workbook that cannot be read in bounded memory; return quietly otherwise."""
+    suffix = path.suffix.lower()
+    if suffix == ".xls" and size > MAX_XLS_BYTES:
+        raise _refuse(label, f"文件过大（{size >> 20} MB，.xls 上限 {MAX_XLS_BYTES >> 20} MB）")
+    check: Callable[[Path, str], None] = check_zip_workbook
+    if suffix in _ZIP_SUFFIXES or _starts_like_zip(path):
+        check(path, label)
+
+
+def _starts_like_zip(path: Path) -> bool:
+    # The extension may lie (an .xlsx saved as .xls): the first bytes tell.
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False

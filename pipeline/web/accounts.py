@@ -1,0 +1,84 @@
+"""Centres and users: what ``ehc centres add``, ``ehc users add/passwd`` and the admin pages do.
+
+Each operation checks its input and raises :class:`~pipeline.errors.ConfigError`
+with a one-line Chinese message (the command line turns it into exit code
+2, the admin page shows it), and writes a line to the audit log.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+from pipeline.web.auth import hash_password, password_problem
+from pipeline.web.engine import ConfigError
+from pipeline.web.store import Centre, Store, User
+
+#: An organisation code as the platform issues them: letters and digits.
+ORG_CODE = re.compile(r"[0-9A-Za-z]{4,50}")
+#: A user name: letters, digits, ``.``, ``_``, ``-``, or Chinese characters.
+USER_NAME = re.compile(r"[0-9A-Za-z._\-\u4e00-\u9fff]{2,40}")
+MAX_CENTRE_NAME = 100
+
+
+def open_store(state_dir: Path) -> Store:
+    """The workspace database of ``state_dir``, as a ConfigError when it cannot be opened."""
+    try:
+        return Store(state_dir)
+    except (OSError, sqlite3.Error, RuntimeError) as error:
+        raise ConfigError(f"无法打开工作台数据库（{error}）。请检查状态目录 {state_dir} 的权限") from None
+
+
+def add_centre(store: Store, org_code: str, name: str, *, by: User | None = None) -> Centre:
+    """Add a centre with its organisation code and name."""
+    org_code, name = org_code.strip(), " ".join(name.split())
+    if not ORG_CODE.fullmatch(org_code):
+        raise ConfigError(f"机构代码“{org_code}”不正确：应为 4–50 位字母或数字")
+    if not name or len(name) > MAX_CENTRE_NAME:
+        raise ConfigError(f"中心名称不能为空，最多 {MAX_CENTRE_NAME} 个字")
+    try:
+        centre = store.add_centre(org_code, name)
+    except sqlite3.IntegrityError:
+        raise ConfigError(f"机构代码 {org_code} 的中心已存在") from None
+    store.audit("添加中心", user=by, user_name="命令行", target=org_code, detail=name)
+    return centre
+
+
+def add_user(
+    store: Store, name: str, org_code: str, password: str, *, admin: bool = False, by: User | None = None
+) -> User:
+    """Add a user of the centre with ``org_code``."""
+    name = name.strip()
+    if not USER_NAME.fullmatch(name):
+        raise ConfigError(f"用户名“{name}”不正确：2–40 个字母、数字、汉字或 . _ -")
+    centre = store.centre_by_code(org_code.strip())
+    if centre is None:
+        raise ConfigError(
+            f"没有机构代码为 {org_code} 的中心。请先添加：ehc centres add {org_code} --name 名称"
+        )
+    problem = password_problem(password, name)
+    if problem:
+        raise ConfigError(f"密码不符合要求：{problem}")
+    try:
+        user = store.add_user(name, centre.id, hash_password(password), is_admin=admin)
+    except sqlite3.IntegrityError:
+        raise ConfigError(f"用户名 {name} 已存在") from None
+    store.audit(
+        "添加用户", user=by, user_name="命令行", centre_id=centre.id, target=name,
+        detail=f"中心 {centre.org_code}{'，管理员' if admin else ''}",
+    )  # fmt: skip
+    return user
+
+
+def set_password(store: Store, name: str, password: str, *, by: User | None = None) -> User:
+    """Give user ``name`` a new password (every session of theirs ends)."""
+    user = store.user_by_name(name.strip())
+    if user is None:
+        raise ConfigError(f"没有用户 {name}")
+    problem = password_problem(password, user.name)
+    if problem:
+        raise ConfigError(f"密码不符合要求：{problem}")
+    store.set_password(user.id, hash_password(password))
+    store.audit("修改密码", user=by, user_name="命令行", centre_id=user.centre_id, target=user.name)
+    return user

@@ -1,0 +1,114 @@
+"""The admin pages: centres, users (added, passwords reset) and the audit log.
+
+Only users marked admin reach them (others get a 403 page).  They do what
+``ehc centres add``, ``ehc users add`` and ``ehc users passwd`` do, through
+:mod:`pipeline.web.accounts`, and every change is in the audit log.
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from pipeline.web import accounts
+from pipeline.web.context import (
+    NotFound,
+    admin,
+    checked_form,
+    client_address,
+    page_number,
+    pages,
+    render,
+    workspace,
+)
+from pipeline.web.engine import ConfigError
+
+AUDIT_PER_PAGE = 50
+
+
+def admin_home(request: Request) -> Response:
+    """GET /admin."""
+    admin(request)
+    return RedirectResponse("/admin/centres", status_code=303)
+
+
+def centres_page(request: Request, message: str = "", status: int = 200) -> Response:
+    """GET /admin/centres: every centre, and a form to add one."""
+    admin(request)
+    store = workspace(request).store
+    return render(request, "admin_centres.html", {"centres": store.centres(), "message": message}, status)
+
+
+async def add_centre(request: Request) -> Response:
+    """POST /admin/centres."""
+    who = admin(request)
+    form = await checked_form(request, who)
+    store = workspace(request).store
+    try:
+        await run_in_threadpool(
+            accounts.add_centre, store, str(form.get("org_code", "")), str(form.get("name", "")), by=who.user
+        )
+    except ConfigError as error:
+        return centres_page(request, str(error), 400)
+    return RedirectResponse("/admin/centres?notice=centre", status_code=303)
+
+
+def users_page(request: Request, message: str = "", status: int = 200) -> Response:
+    """GET /admin/users: every user with their centre, a form to add one and to reset a password."""
+    admin(request)
+    store = workspace(request).store
+    centres = {centre.id: centre for centre in store.centres()}
+    return render(
+        request, "admin_users.html", {"users": store.users(), "centres": centres, "message": message}, status
+    )
+
+
+async def add_user(request: Request) -> Response:
+    """POST /admin/users."""
+    who = admin(request)
+    form = await checked_form(request, who)
+    store = workspace(request).store
+    try:
+        await run_in_threadpool(
+            accounts.add_user, store, str(form.get("name", "")), str(form.get("org_code", "")),
+            str(form.get("password", ""))[:200], admin=form.get("admin") == "1", by=who.user,
+        )  # fmt: skip
+    except ConfigError as error:
+        return users_page(request, str(error), 400)
+    return RedirectResponse("/admin/users?notice=user", status_code=303)
+
+
+async def reset_password(request: Request) -> Response:
+    """POST /admin/users/{user_id}/password."""
+    who = admin(request)
+    form = await checked_form(request, who)
+    store = workspace(request).store
+    try:
+        user = store.user(int(request.path_params["user_id"]))
+    except ValueError:
+        raise NotFound from None
+    if user is None:
+        raise NotFound
+    try:
+        await run_in_threadpool(
+            accounts.set_password, store, user.name, str(form.get("password", ""))[:200], by=who.user
+        )
+    except ConfigError as error:
+        return users_page(request, str(error), 400)
+    return RedirectResponse("/admin/users?notice=reset", status_code=303)
+
+
+def audit_page(request: Request) -> Response:
+    """GET /admin/audit: the audit log, newest first."""
+    who = admin(request)
+    store = workspace(request).store
+    page = page_number(request)
+    total = store.audit_count()
+    entries = store.audit_page((page - 1) * AUDIT_PER_PAGE, AUDIT_PER_PAGE)
+    centres = {centre.id: centre for centre in store.centres()}
+    store.audit("查看审计日志", user=who.user, address=client_address(request))
+    return render(
+        request, "admin_audit.html",
+        {"entries": entries, "page": page, "pages": pages(total, AUDIT_PER_PAGE), "centres": centres},
+    )  # fmt: skip

@@ -1,0 +1,213 @@
+"""The workspace as an ASGI app: routes, security headers, error pages, start-up and shutdown.
+
+:func:`create_app` builds it from :class:`~pipeline.config.Settings`;
+``ehc serve`` runs it with uvicorn.  Every response carries a Content
+Security Policy without inline scripts or styles (the page's script and
+style sheet are files under ``/static``), ``frame-ancestors 'none'``,
+``X-Content-Type-Options: nosniff``, ``no-store`` caching for pages, and a
+``Server-Timing`` header with the time the server took.
+A state-changing request whose ``Origin`` names another site is refused
+before any handler runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from loguru import logger
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipeline.web import admin, engine, pages
+from pipeline.web.auth import Auth
+from pipeline.web.context import (
+    STATIC,
+    TEMPLATES,
+    CsrfFailed,
+    Forbidden,
+    LoginNeeded,
+    NotFound,
+    Refused,
+    Workspace,
+    render,
+    wants_json,
+)
+from pipeline.web.runner import Runner
+from pipeline.web.store import Store
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response, and refuses cross-site state changes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not _same_origin(scope):
+            await PlainTextResponse("跨站请求被拒绝", status_code=403)(
+                scope, receive, self._with_headers(scope, send)
+            )
+            return
+        await self.app(scope, receive, self._with_headers(scope, send))
+
+    @staticmethod
+    def _with_headers(scope: Scope, send: Send) -> Send:
+        static = str(scope.get("path", "")).startswith("/static/")
+        started = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                headers["cache-control"] = "public, max-age=3600" if static else "no-store"
+                # How long the server took to answer (what the benchmarks read).
+                headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            await send(message)
+
+        return sending
+
+
+def _same_origin(scope: Scope) -> bool:
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    origin = headers.get("origin")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == headers.get("host", "")
+
+
+def _error_page(request: Request, status: int, title: str, message: str) -> Response:
+    if wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "error.html", {"title": title, "message": message}, status)
+
+
+async def _login_needed(request: Request, exc: Exception) -> Response:
+    if wants_json(request) or request.method != "GET":
+        return JSONResponse({"error": "登录已过期，请重新登录"}, status_code=401)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error_page(request, 404, "找不到", "没有这个页面或任务：它不存在，或不属于您的中心。")
+
+
+async def _forbidden(request: Request, exc: Exception) -> Response:
+    return _error_page(request, 403, "无权访问", "此页面只对管理员开放。")
+
+
+async def _csrf_failed(request: Request, exc: Exception) -> Response:
+    return _error_page(request, 403, "页面已过期", "页面已过期或来源不明，操作没有执行。请刷新页面后重试。")
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    status = exc.status if isinstance(exc, Refused) else 409
+    return _error_page(request, status, "无法完成", str(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return await _not_found(request, exc)
+    if status == 405:
+        return _error_page(request, 405, "不支持的操作", "不支持这种请求。")
+    return _error_page(request, status, "出错了", "请求无法处理。")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.error("网页请求 {} 出错（{}）", request.url.path, type(exc).__name__)
+    return PlainTextResponse("服务器内部错误，请稍后再试或联系运维人员", status_code=500)
+
+
+def _routes() -> list[Any]:
+    return [
+        Route("/", pages.home),
+        Route("/login", pages.login_form, methods=["GET"]),
+        Route("/login", pages.login, methods=["POST"]),
+        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/jobs", pages.jobs_page, methods=["GET"]),
+        Route("/jobs", pages.upload, methods=["POST"]),
+        Route("/jobs/{job_id}", pages.job_page, methods=["GET"]),
+        Route("/jobs/{job_id}/state", pages.job_state, methods=["GET"]),
+        Route("/jobs/{job_id}/edit", pages.edit, methods=["POST"]),
+        Route("/jobs/{job_id}/mapping", pages.mapping_page, methods=["GET"]),
+        Route("/jobs/{job_id}/mapping", pages.save_mapping, methods=["POST"]),
+        Route("/jobs/{job_id}/submit", pages.submit_page, methods=["GET"]),
+        Route("/jobs/{job_id}/submit", pages.submit, methods=["POST"]),
+        Route("/jobs/{job_id}/cancel", pages.cancel, methods=["POST"]),
+        Route("/jobs/{job_id}/download/{kind}", pages.download, methods=["GET"]),
+        Route("/jobs/{job_id}/qrcodes.zip", pages.qrcodes, methods=["GET"]),
+        Route("/account/password", pages.password_page, methods=["GET"]),
+        Route("/account/password", pages.change_password, methods=["POST"]),
+        Route("/admin", admin.admin_home, methods=["GET"]),
+        Route("/admin/centres", admin.centres_page, methods=["GET"]),
+        Route("/admin/centres", admin.add_centre, methods=["POST"]),
+        Route("/admin/users", admin.users_page, methods=["GET"]),
+        Route("/admin/users", admin.add_user, methods=["POST"]),
+        Route("/admin/users/{user_id:int}/password", admin.reset_password, methods=["POST"]),
+        Route("/admin/audit", admin.audit_page, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
+def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlette:
+    """The workspace app for ``settings``; ``processes=False`` runs its workers on threads (tests)."""
+    store = Store(settings.state_dir)
+    runner = Runner(settings, store, processes=processes)
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    space = Workspace(settings, store, Auth(store, settings.web), runner, templates)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine.preload()
+        space.auth.tidy()
+        runner.start()
+        try:
+            yield
+        finally:
+            runner.close()
+
+    app = Starlette(
+        routes=_routes(),
+        exception_handlers={
+            LoginNeeded: _login_needed,
+            NotFound: _not_found,
+            Forbidden: _forbidden,
+            CsrfFailed: _csrf_failed,
+            Refused: _refused,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.workspace = space
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,180 @@
+"""What every request handler needs: the workspace, the logged-in viewer, CSRF checks, pages.
+
+A handler asks :func:`viewer` for the user (no session: a redirect to the
+login page, or 401 for a script), takes every job through
+:func:`centre_job` (another centre's job is a 404, the same page as a job
+that does not exist), and reads a state-changing form through
+:func:`checked_form` (a missing or wrong CSRF token is a 403).  The errors
+are exceptions turned into Chinese pages by the handlers in
+:mod:`pipeline.web.app`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
+
+from pipeline.web import engine
+from pipeline.web.auth import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, Auth, same
+from pipeline.web.jobfiles import JOB_ID
+from pipeline.web.runner import Runner
+from pipeline.web.store import Centre, Job, Store, User
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+
+#: Fixed notices a redirect may ask a page to show (never text taken from the request).
+NOTICES = {
+    "uploaded": "已上传，正在检查。",
+    "mapping": "列对应关系已保存，本中心以后上传的表格会自动按此识别；正在重新检查。",
+    "submitting": "已开始提交。",
+    "cancelling": "正在取消：进行中的请求完成后停止，已发送的会保留。",
+    "password": "密码已修改。",
+    "centre": "中心已添加。",
+    "user": "用户已添加。",
+    "reset": "密码已重设，该用户需重新登录。",
+    "saved": "已保存。",
+}
+
+
+class LoginNeeded(Exception):
+    """No live session."""
+
+
+class NotFound(Exception):
+    """Nothing there for this viewer (or not theirs: the same answer)."""
+
+
+class Forbidden(Exception):
+    """A page for admins only."""
+
+
+class CsrfFailed(Exception):
+    """A state-changing request without the session's CSRF token."""
+
+
+class Refused(Exception):
+    """A request that cannot be done now; ``str()`` is the Chinese reason, ``status`` the HTTP status."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Workspace:
+    """Everything the app shares between requests."""
+
+    settings: engine.Settings
+    store: Store
+    auth: Auth
+    runner: Runner
+    templates: Jinja2Templates
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The logged-in user of a request, their centre and their session's CSRF token."""
+
+    user: User
+    centre: Centre
+    csrf: str
+
+
+def workspace(request: Request) -> Workspace:
+    """The app's workspace."""
+    found: Workspace = request.app.state.workspace
+    return found
+
+
+def viewer(request: Request) -> Viewer:
+    """The logged-in viewer; raises :class:`LoginNeeded` without a live session."""
+    cached = getattr(request.state, "viewer", None)
+    if cached is not None:
+        return cached
+    space = workspace(request)
+    found = space.auth.session(request.cookies.get(SESSION_COOKIE, ""))
+    if found is None:
+        raise LoginNeeded
+    user, session = found
+    centre = space.store.centre(user.centre_id)
+    if centre is None:
+        raise LoginNeeded
+    request.state.viewer = Viewer(user, centre, session.csrf)
+    return request.state.viewer
+
+
+def admin(request: Request) -> Viewer:
+    """The viewer, who must be an admin (else :class:`Forbidden`)."""
+    found = viewer(request)
+    if not found.user.is_admin:
+        raise Forbidden
+    return found
+
+
+def centre_job(request: Request, who: Viewer) -> Job:
+    """The job named in the path, if it is one of the viewer's centre (else :class:`NotFound`)."""
+    job_id = str(request.path_params.get("job_id", ""))
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound
+    job = workspace(request).store.job(job_id, who.centre.id)
+    if job is None:
+        raise NotFound
+    return job
+
+
+async def checked_form(request: Request, who: Viewer) -> FormData:
+    """The request's form, after checking its CSRF token against the viewer's session."""
+    form = await request.form()
+    given = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, ""))
+    if not same(who.csrf, given):
+        raise CsrfFailed
+    return form
+
+
+def client_address(request: Request) -> str:
+    """The client's address (the proxy's, unless uvicorn trusts it to forward the real one)."""
+    return request.client.host if request.client else ""
+
+
+def wants_json(request: Request) -> bool:
+    """Whether the request came from the page's script (it asks for JSON)."""
+    return "application/json" in request.headers.get("accept", "")
+
+
+def page_number(request: Request) -> int:
+    """The ``page`` query parameter (1 or more)."""
+    try:
+        return max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+def pages(total: int, per_page: int) -> int:
+    """How many pages ``total`` items fill."""
+    return max(1, math.ceil(total / per_page))
+
+
+def render(
+    request: Request, template: str, context: Mapping[str, Any] | None = None, status: int = 200
+) -> Response:
+    """A page from ``template`` with the viewer (if any), CSRF token and notice filled in."""
+    space = workspace(request)
+    who = getattr(request.state, "viewer", None)
+    notice = NOTICES.get(request.query_params.get("notice", ""), "")
+    values: dict[str, Any] = {
+        "viewer": who,
+        "csrf": who.csrf if who else "",
+        "notice": notice,
+        "status_labels": engine.STATUS_LABELS,
+    }
+    values.update(context or {})
+    return space.templates.TemplateResponse(request, template, values, status_code=status)

@@ -1,0 +1,625 @@
+"""The clerk's pages: log in, upload, check the mapping, see and fix faults, submit, download, history.
+
+Handlers only parse the request, ask :mod:`pipeline.web.context` who is
+asking and which job (of their centre) they mean, call the workspace's
+modules and render a page.  Every state change is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from pipeline.web import engine
+from pipeline.web.auth import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, LoginRefused, password_problem, same
+from pipeline.web.context import (
+    CsrfFailed,
+    NotFound,
+    Refused,
+    Viewer,
+    centre_job,
+    checked_form,
+    client_address,
+    page_number,
+    pages,
+    render,
+    viewer,
+    wants_json,
+    workspace,
+)
+from pipeline.web.downloads import NotAvailable, report_path, reports_current
+from pipeline.web.editing import EditRefused, current_values, edit_cell
+from pipeline.web.jobfiles import JobFiles, new_job_id, safe_file_name
+from pipeline.web.store import (
+    BUSY_STATES,
+    CANCELLED,
+    CHECKED,
+    CHECKING,
+    NEEDS_MAPPING,
+    QUEUED,
+    READY_STATES,
+    STOPPED,
+    SUBMITTED,
+    SUBMITTING,
+    UNREADABLE,
+    WAITING,
+    FaultLine,
+    Job,
+)
+from pipeline.web.uploads import (
+    FORM_OVERHEAD,
+    HEAD_BYTES,
+    MAX_FILES,
+    BodyTooLarge,
+    UploadRefused,
+    check_file,
+    limit_text,
+    limited,
+)
+
+JOBS_PER_PAGE = 20
+FAULTS_PER_PAGE = 50
+
+STATE_LABELS = {
+    QUEUED: "排队等待检查", CHECKING: "正在检查", NEEDS_MAPPING: "需要确认列", UNREADABLE: "无法读取",
+    CHECKED: "已检查", WAITING: "等待提交", SUBMITTING: "正在提交", SUBMITTED: "已提交",
+    CANCELLED: "已取消", STOPPED: "提交中止",
+}  # fmt: skip
+
+#: Statuses of rows a submission sends (again): valid ones, and those a stopped or refused send left.
+SENDABLE = (engine.STATUS_VALID, engine.STATUS_FAILED, engine.STATUS_REJECTED)
+
+
+def sendable(counts: dict[str, int]) -> int:
+    """Rows a submission of the job would send (or find enrolled already)."""
+    return sum(counts.get(status, 0) for status in SENDABLE)
+
+
+DOWNLOADS = {
+    "annotated": "标注后的原表",
+    "errors": "errors.xlsx（问题清单）",
+    "results": "results.xlsx（逐行结果）",
+    "csv": "results.csv",
+}
+
+
+# --- login -----------------------------------------------------------------------------------
+
+
+def _safe_next(target: str) -> str:
+    """A local path to go to after login (never another site)."""
+    return (
+        target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/jobs"
+    )
+
+
+def _login_page(request: Request, message: str = "", status: int = 200) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render(
+        request, "login.html",
+        {"login_token": token, "message": message,
+         "next": _safe_next(request.query_params.get("next", "/jobs"))},
+        status,
+    )  # fmt: skip
+    response.set_cookie(
+        LOGIN_COOKIE, token, max_age=1800, path="/login", httponly=True, samesite="strict",
+        secure=workspace(request).settings.web.secure_cookies,
+    )  # fmt: skip
+    return response
+
+
+async def login_form(request: Request) -> Response:
+    """GET /login."""
+    return _login_page(request)
+
+
+async def login(request: Request) -> Response:
+    """POST /login: check the name and password (throttled), start a session."""
+    space = workspace(request)
+    form = await request.form()
+    if not same(request.cookies.get(LOGIN_COOKIE, ""), str(form.get(CSRF_FIELD, ""))):
+        raise CsrfFailed
+    name, password = str(form.get("name", ""))[:100], str(form.get("password", ""))[:200]
+    address = client_address(request)
+    try:
+        done = await run_in_threadpool(space.auth.login, name, password, address)
+    except LoginRefused as refused:
+        await run_in_threadpool(
+            space.store.audit, "登录失败", user=None, user_name=name[:40], target="", detail=str(refused),
+            address=address,
+        )  # fmt: skip
+        return _login_page(request, str(refused), 401)
+    await run_in_threadpool(space.store.audit, "登录", user=done.user, address=address)
+    response = RedirectResponse(_safe_next(str(form.get("next", "/jobs"))), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, done.token, httponly=True, samesite="lax", path="/",
+        secure=space.settings.web.secure_cookies,
+    )  # fmt: skip
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """POST /logout."""
+    who = viewer(request)
+    await checked_form(request, who)
+    space = workspace(request)
+    space.auth.logout(request.cookies.get(SESSION_COOKIE, ""))
+    space.store.audit("退出", user=who.user, address=client_address(request))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def home(request: Request) -> Response:
+    """GET /."""
+    viewer(request)
+    return RedirectResponse("/jobs", status_code=303)
+
+
+# --- jobs: list and upload -----------------------------------------------------------------------
+
+
+def jobs_page(request: Request) -> Response:
+    """GET /jobs: the upload box and the centre's jobs, newest first."""
+    who = viewer(request)
+    store = workspace(request).store
+    page = page_number(request)
+    total = store.jobs_count(who.centre.id)
+    jobs = store.jobs_page(who.centre.id, (page - 1) * JOBS_PER_PAGE, JOBS_PER_PAGE)
+    counts = {job.id: store.counts(job.id)["status"] for job in jobs}
+    limit = limit_text(_upload_limit(request))
+    return render(
+        request, "jobs.html",
+        {"jobs": jobs, "counts": counts, "page": page, "pages": pages(total, JOBS_PER_PAGE), "total": total,
+         "state_labels": STATE_LABELS, "limit": limit, "max_files": MAX_FILES},
+    )  # fmt: skip
+
+
+def _upload_limit(request: Request) -> int:
+    return int(workspace(request).settings.web.max_upload_mb * 1024 * 1024)
+
+
+def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
+    """Check one uploaded file and store it as a new job (raises :class:`UploadRefused`)."""
+    space = workspace(request)
+    upload.file.seek(0)
+    head = upload.file.read(HEAD_BYTES)
+    suffix = check_file(upload.filename or "", head)
+    upload.file.seek(0, 2)
+    size = upload.file.tell()
+    if size > _upload_limit(request):
+        raise UploadRefused(f"{upload.filename}：文件过大，最多 {limit_text(_upload_limit(request))}", 413)
+    upload.file.seek(0)
+    job_id = new_job_id()
+    files = JobFiles(space.settings.state_dir, job_id)
+    files.create()
+    stored = safe_file_name(upload.filename or "", suffix)
+    with open(files.upload(stored), "xb") as target:
+        shutil.copyfileobj(upload.file, target, 1024 * 1024)
+    display = (upload.filename or stored).replace("\\", "/").rsplit("/", 1)[-1][:120]
+    job = space.store.add_job(job_id, who.centre.id, who.user.id, display, stored, size)
+    space.store.audit(
+        "上传",
+        user=who.user,
+        target=job_id,
+        detail=f"{display}（{size} 字节）",
+        address=client_address(request),
+    )
+    return job
+
+
+async def upload(request: Request) -> Response:
+    """POST /jobs: store each uploaded register as a job and queue its dry run."""
+    who = viewer(request)
+    limit = _upload_limit(request)
+    declared = request.headers.get("content-length", "")
+    too_large = Refused(f"文件过大：单次上传最多 {limit_text(limit)}。请拆分后分别上传", 413)
+    if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+        raise too_large
+    limited_request = Request(request.scope, limited(request.receive, limit + FORM_OVERHEAD))
+    try:
+        form = await checked_form(limited_request, who)
+    except BodyTooLarge:
+        raise too_large from None
+    files = [item for item in form.getlist("files") if isinstance(item, UploadFile) and item.filename]
+    if not files:
+        raise Refused("没有选择文件：请选择或拖入 .xlsx、.xls 或 .csv 文件", 400)
+    if len(files) > MAX_FILES:
+        raise Refused(f"一次最多上传 {MAX_FILES} 个文件", 400)
+    jobs: list[Job] = []
+    problems: list[str] = []
+    status = 415
+    for item in files:
+        try:
+            jobs.append(await run_in_threadpool(_store_upload, request, who, item))
+        except UploadRefused as refused:
+            problems.append(str(refused))
+            status = 413 if refused.status == 413 else status
+    await form.close()
+    runner = workspace(request).runner
+    for job in jobs:
+        runner.check(job.id)
+    if problems and not jobs:
+        raise Refused("；".join(problems), status)
+    target = f"/jobs/{jobs[0].id}?notice=uploaded" if len(jobs) == 1 else "/jobs?notice=uploaded"
+    if wants_json(request):
+        return JSONResponse(
+            {"jobs": [f"/jobs/{job.id}" for job in jobs], "problems": problems, "next": target}
+        )
+    if problems:
+        raise Refused("；".join(problems) + f"。其余 {len(jobs)} 个文件已上传", status)
+    return RedirectResponse(target, status_code=303)
+
+
+# --- one job --------------------------------------------------------------------------------------
+
+
+@dataclass
+class GridLine:
+    """One fault as the grid shows it."""
+
+    fault: FaultLine
+    column: str
+    in_sheet: bool
+    value: str
+    hint: str
+    editable: bool
+
+
+def _column_name(job: Job, line: FaultLine) -> tuple[str, bool]:
+    if not line.field:
+        return "（整行）", False
+    for info in job.tables:
+        header = info["field_headers"].get(line.source)
+        if header:
+            return str(header), True
+    return engine.FIELD_LABELS.get(line.source, line.source), False
+
+
+def _grid(request: Request, job: Job, lines: list[FaultLine]) -> list[GridLine]:
+    space = workspace(request)
+    files = JobFiles(space.settings.state_dir, job.id)
+    row_ids = sorted({line.row_id for line in lines})
+    values = (
+        current_values(space.store, files, job, row_ids) if row_ids and files.originals.exists() else None
+    )
+    grid = []
+    for line in lines:
+        column, in_sheet = _column_name(job, line)
+        value = ""
+        if values is not None and line.source in values.columns:
+            value = str(values.at[line.row_id, line.source])
+        editable = job.ready and bool(line.source) and line.status not in engine.ENROLLED_STATUSES
+        grid.append(GridLine(line, column, in_sheet, value, engine.hint(line.code), editable))
+    return grid
+
+
+def _filters(request: Request) -> tuple[str, int | None, str | None]:
+    severity = "warning" if request.query_params.get("severity") == "warning" else "error"
+    code_text = request.query_params.get("code", "")
+    code = int(code_text) if code_text.isdigit() else None
+    source = request.query_params.get("column") or None
+    if source is not None and source not in engine.INPUT_FIELDS:
+        source = None
+    return severity, code, source
+
+
+def job_page(request: Request) -> Response:
+    """GET /jobs/{id}: state, counts, the fault grid (filtered, paged), downloads, submission."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    store = workspace(request).store
+    counts = store.counts(job.id)
+    severity, code, source = _filters(request)
+    page = page_number(request)
+    total = store.fault_count(job.id, severity=severity, code=code, source=source)
+    lines = store.fault_page(
+        job.id, severity=severity, code=code, source=source,
+        offset=(page - 1) * FAULTS_PER_PAGE, limit=FAULTS_PER_PAGE,
+    )  # fmt: skip
+    failed = (
+        store.row_page(job.id, engine.STATUS_FAILED, 0, FAULTS_PER_PAGE)
+        if counts["status"].get("failed")
+        else []
+    )
+    columns = {
+        src: _column_name(job, FaultLine(0, 0, src, src, 0, "", "", 0, ""))[0] for src in counts["column"]
+    }
+    return render(
+        request, "job.html",
+        {
+            "job": job, "counts": counts, "grid": _grid(request, job, lines), "total": total, "page": page,
+            "pages": pages(total, FAULTS_PER_PAGE), "severity": severity, "code": code, "source": source,
+            "columns": columns, "describe": engine.describe, "state_labels": STATE_LABELS,
+            "downloads": DOWNLOADS if job.rows and job.state not in BUSY_STATES else {},
+            "failed": failed, "sendable": sendable(counts["status"]),
+            "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
+            "mask": engine.mask_text,
+        },
+    )  # fmt: skip
+
+
+def _state(job: Job, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    sending = dict(job.sending)
+    if sending.get("total"):
+        remaining = max(0, int(sending["total"]) - int(sending.get("done", 0)))
+        rate = min(float(sending.get("rate") or 0), float(sending.get("limit") or 0) or float("inf"))
+        sending["seconds_left"] = round(remaining / rate) if rate > 0 else None
+        sending["elapsed"] = round(time.time() - float(sending.get("started") or time.time()), 1)
+    return {
+        "state": job.state, "label": STATE_LABELS.get(job.state, job.state), "stage": job.stage,
+        "progress": job.progress, "message": job.message, "busy": job.busy, "sending": sending,
+        "counts": counts["status"], "rows": job.rows, "version": job.version,
+    }  # fmt: skip
+
+
+def job_state(request: Request) -> Response:
+    """GET /jobs/{id}/state: progress of the dry run or the submission, for the page's polling."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    return JSONResponse(_state(job, workspace(request).store.counts(job.id)))
+
+
+async def edit(request: Request) -> Response:
+    """POST /jobs/{id}/edit: set one cell, re-check the row at once."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    form = await checked_form(request, who)
+    space = workspace(request)
+    try:
+        row_id = int(str(form.get("row_id", "")))
+    except ValueError:
+        raise NotFound from None
+    field, value = str(form.get("field", "")), str(form.get("value", ""))
+    try:
+        result = await run_in_threadpool(
+            edit_cell, space.store, space.settings.state_dir, job, row_id, field, value,
+            user=who.user, settings=space.settings, org_code=who.centre.org_code,
+        )  # fmt: skip
+    except KeyError:
+        raise NotFound from None
+    except EditRefused as refused:
+        raise Refused(str(refused)) from None
+    label = engine.FIELD_LABELS.get(field, field)
+    await run_in_threadpool(
+        space.store.audit, "修改单元格", user=who.user, target=job.id,
+        detail=engine.mask_text(
+            f"第 {result.row.source_row} 行 {label}：改为“{value}”，结果 {result.row.status}"
+        ),
+        address=client_address(request),
+    )  # fmt: skip
+    if wants_json(request):
+        return JSONResponse(
+            {
+                "row_id": result.row.row_id, "status": result.row.status,
+                "status_label": engine.STATUS_LABELS.get(result.row.status, result.row.status),
+                "result_code": result.row.result_code, "message": result.row.message, "value": result.value,
+                "faults": [
+                    {"field": f, "source": s, "code": c, "severity": sev, "message": m,
+                     "hint": engine.hint(c)}
+                    for f, s, c, sev, m in result.faults
+                ],
+                "changed": {str(k): v for k, v in result.changed.items()},
+                "counts": space.store.counts(job.id)["status"],
+            }
+        )  # fmt: skip
+    back = request.headers.get("referer", "")
+    target = back if back.startswith(str(request.base_url)) else f"/jobs/{job.id}"
+    return RedirectResponse(target, status_code=303)
+
+
+# --- mapping ------------------------------------------------------------------------------------
+
+
+def mapping_page(request: Request) -> Response:
+    """GET /jobs/{id}/mapping: the header row found and which column became which field."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    if not job.tables:
+        raise Refused("此任务还没有读出表头")
+    choices = [("", "（不使用，保留为附加列）"), ("ignore", "（忽略，如序号）")]
+    choices += [(code, f"{engine.FIELD_LABELS[code]}（{code}）") for code in engine.INPUT_FIELDS]
+    return render(
+        request, "mapping.html",
+        {"job": job, "choices": choices, "required": engine.REQUIRED_INPUT_FIELDS,
+         "labels": engine.FIELD_LABELS},
+    )  # fmt: skip
+
+
+async def save_mapping(request: Request) -> Response:
+    """POST /jobs/{id}/mapping: save the centre's corrections and check the register again."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    form = await checked_form(request, who)
+    space = workspace(request)
+    if job.state not in (*READY_STATES, NEEDS_MAPPING) or job.submitted_at:
+        raise Refused("此任务正在处理或已提交，不能再修改列对应关系")
+    chosen: dict[str, str] = {}
+    for t, info in enumerate(job.tables):
+        for c, header in enumerate(info["headers"]):
+            code = str(form.get(f"t{t}c{c}", ""))
+            if code and code not in (*engine.INPUT_FIELDS, engine.IGNORE):
+                raise Refused("未知的字段", 400)
+            if code != (info["fields"][c] or ""):
+                chosen[str(header)] = code or engine.IGNORE  # a recognised column no longer used
+    mapping = chosen
+    taken = [code for code in _final_fields(job, mapping) if code and code != engine.IGNORE]
+    if len(taken) != len(set(taken)):
+        raise Refused("同一字段不能对应两列，请检查后重新选择", 400)
+    await run_in_threadpool(space.store.save_centre_columns, who.centre.id, mapping)
+    if not space.store.claim_job(
+        job.id, [*READY_STATES, NEEDS_MAPPING], QUEUED, stage="排队等待检查", progress=0.0
+    ):
+        raise Refused("此任务正在处理，请稍后再试")
+    space.runner.check(job.id)
+    space.store.audit(
+        "修改列对应", user=who.user, target=job.id,
+        detail="；".join(f"{h} → {c}" for h, c in mapping.items())[:500], address=client_address(request),
+    )  # fmt: skip
+    return RedirectResponse(f"/jobs/{job.id}?notice=mapping", status_code=303)
+
+
+def _final_fields(job: Job, changes: dict[str, str]) -> list[str]:
+    fields = []
+    for info in job.tables[:1]:
+        for c, header in enumerate(info["headers"]):
+            fields.append(changes.get(str(header), info["fields"][c]))
+    return fields
+
+
+# --- submission -----------------------------------------------------------------------------------
+
+
+def submit_page(request: Request) -> Response:
+    """GET /jobs/{id}/submit: the confirmation, naming the count and the centre."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    counts = workspace(request).store.counts(job.id)["status"]
+    return render(
+        request, "submit.html",
+        {"job": job, "sendable": sendable(counts), "counts": counts,
+         "rate": workspace(request).settings.submit.rate},
+    )  # fmt: skip
+
+
+async def submit(request: Request) -> Response:
+    """POST /jobs/{id}/submit: start sending the valid rows (queued behind any run holding the lock)."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    await checked_form(request, who)
+    space = workspace(request)
+    if sendable(space.store.counts(job.id)["status"]) == 0:
+        raise Refused("没有可提交的行（校验通过的行数为 0）")
+    moved = space.store.claim_job(
+        job.id, list(READY_STATES), WAITING, stage="准备提交", progress=0.0, message="", cancel=0, sending={},
+        submitted_by=who.user.id,
+    )  # fmt: skip
+    if not moved:
+        raise Refused("此任务正在检查或提交中")
+    space.runner.submit(job.id)
+    space.store.audit(
+        "提交", user=who.user, target=job.id, detail=f"{job.file_name}，机构 {who.centre.org_code}",
+        address=client_address(request),
+    )  # fmt: skip
+    return RedirectResponse(f"/jobs/{job.id}?notice=submitting", status_code=303)
+
+
+async def cancel(request: Request) -> Response:
+    """POST /jobs/{id}/cancel: stop the submission (calls in flight finish, what was done is kept)."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    await checked_form(request, who)
+    space = workspace(request)
+    if job.state not in (WAITING, SUBMITTING):
+        raise Refused("此任务没有在提交")
+    space.store.update_job(job.id, cancel=1)
+    space.store.audit("取消提交", user=who.user, target=job.id, address=client_address(request))
+    if wants_json(request):
+        return JSONResponse({"ok": True})
+    return RedirectResponse(f"/jobs/{job.id}?notice=cancelling", status_code=303)
+
+
+# --- downloads ------------------------------------------------------------------------------------
+
+
+def _attachment(path: str, name: str, media_type: str) -> FileResponse:
+    disposition = f"attachment; filename*=UTF-8''{quote(name)}"
+    return FileResponse(path, media_type=media_type, headers={"Content-Disposition": disposition})
+
+
+async def download(request: Request) -> Response:
+    """GET /jobs/{id}/download/{kind}: a report of the job as it stands (written first if needed)."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    kind = str(request.path_params["kind"])
+    if kind not in DOWNLOADS:
+        raise NotFound
+    if job.busy or not job.rows:
+        raise Refused("此任务正在处理或还没有检查结果，请稍后再下载")
+    space = workspace(request)
+    files = JobFiles(space.settings.state_dir, job.id)
+    if not reports_current(files, job):
+        try:
+            await space.runner.reports(job.id)
+        except NotAvailable as reason:
+            raise Refused(str(reason)) from None
+    path = report_path(files, job, kind)
+    if path is None or not path.is_file():
+        raise Refused("此文件没有标注版（只有 Excel 工作簿才有），请下载 errors.xlsx", 404)
+    stem = job.file_name.rsplit(".", 1)[0]
+    names = {"annotated": f"annotated_{stem}.xlsx", "errors": f"errors_{stem}.xlsx",
+             "results": f"results_{stem}.xlsx", "csv": f"results_{stem}.csv"}  # fmt: skip
+    media = (
+        "text/csv" if kind == "csv" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    space.store.audit(
+        "下载", user=who.user, target=job.id, detail=names[kind], address=client_address(request)
+    )
+    return _attachment(str(path), names[kind], media)
+
+
+async def qrcodes(request: Request) -> Response:
+    """GET /jobs/{id}/qrcodes.zip: the QR codes of the residents this job enrolled."""
+    who = viewer(request)
+    job = centre_job(request, who)
+    if not job.submitted_at or job.busy:
+        raise Refused("此任务还没有提交完成，暂无二维码")
+    space = workspace(request)
+    try:
+        written, wanted = await space.runner.qrcodes(job.id)
+    except NotAvailable as reason:
+        raise Refused(str(reason), 503) from None
+    space.store.audit(
+        "下载二维码",
+        user=who.user,
+        target=job.id,
+        detail=f"{written}/{wanted} 张",
+        address=client_address(request),
+    )
+    files = JobFiles(space.settings.state_dir, job.id)
+    return _attachment(
+        str(files.qrcodes_zip), f"qrcodes_{job.file_name.rsplit('.', 1)[0]}.zip", "application/zip"
+    )
+
+
+# --- account --------------------------------------------------------------------------------------
+
+
+def password_page(request: Request) -> Response:
+    """GET /account/password."""
+    viewer(request)
+    return render(request, "password.html", {"message": ""})
+
+
+async def change_password(request: Request) -> Response:
+    """POST /account/password: the current password, then the new one twice."""
+    who = viewer(request)
+    form = await checked_form(request, who)
+    space = workspace(request)
+    current, new, again = (str(form.get(k, ""))[:200] for k in ("current", "new", "again"))
+    from pipeline.web.auth import hash_password, verify_password
+
+    problem = ""
+    if not await run_in_threadpool(verify_password, who.user.password_hash, current):
+        problem = "当前密码不正确"
+    elif new != again:
+        problem = "两次输入的新密码不一致"
+    else:
+        problem = password_problem(new, who.user.name)
+    if problem:
+        return render(request, "password.html", {"message": problem}, 400)
+    space.store.set_password(who.user.id, await run_in_threadpool(hash_password, new))
+    space.store.audit("修改密码", user=who.user, target=who.user.name, address=client_address(request))
+    response = RedirectResponse("/login?notice=password", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response

@@ -1,0 +1,201 @@
+"""Hostile registers, generated on the fly (never committed): workbooks that blow up a reader, bombs, FIFOs.
+
+Each builder writes one file and returns its path.  The big ones are streamed
+(a compressor fed by a generator), so a 1 GB bomb costs a second, not a gigabyte.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+_CONTENT_TYPES = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+    '<Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/xl/workbook.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+    '<Override PartName="/xl/worksheets/sheet1.xml" '
+    'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+    "</Types>"
+)
+_ROOT_RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" '
+    'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+    'Target="xl/workbook.xml"/></Relationships>'
+)
+_WORKBOOK = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+    'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+    '<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>'
+)
+_WORKBOOK_RELS = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" '
+    'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" '
+    'Target="worksheets/sheet1.xml"/></Relationships>'
+)
+_SHEET_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+)
+
+HEADERS = ("姓名", "性别", "民族", "身份证号码", "联系电话", "医疗费用支付方式")
+
+
+def column_letters(index: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _cell(ref: str, text: str) -> str:
+    return f'<c r="{ref}" t="inlineStr"><is><t>{text}</t></is></c>'
+
+
+def sheet_rows(rows: Iterable[Iterable[str]], first_row: int = 1) -> str:
+    """``<row>`` elements for ``rows`` of text cells, from ``first_row`` (1-based)."""
+    out = []
+    for offset, cells in enumerate(rows):
+        number = first_row + offset
+        inner = "".join(_cell(f"{column_letters(j)}{number}", text) for j, text in enumerate(cells))
+        out.append(f'<row r="{number}">{inner}</row>')
+    return "".join(out)
+
+
+def write_raw_xlsx(path: Path, sheet_xml: str | Iterator[bytes], *, dimension: str | None = None) -> Path:
+    """A minimal xlsx whose one worksheet is ``sheet_xml`` (the part between <sheetData> tags, or chunks)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("[Content_Types].xml", _CONTENT_TYPES)
+        archive.writestr("_rels/.rels", _ROOT_RELS)
+        archive.writestr("xl/workbook.xml", _WORKBOOK)
+        archive.writestr("xl/_rels/workbook.xml.rels", _WORKBOOK_RELS)
+        head = _SHEET_HEAD + (f'<dimension ref="{dimension}"/>' if dimension else "") + "<sheetData>"
+        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as part:
+            part.write(head.encode())
+            if isinstance(sheet_xml, str):
+                part.write(sheet_xml.encode())
+            else:
+                for chunk in sheet_xml:
+                    part.write(chunk)
+            part.write(b"</sheetData></worksheet>")
+    return path
+
+
+def register_rows(count: int) -> list[tuple[str, ...]]:
+    """A header and ``count`` plausible residents (checksums need not hold: only reading is tested)."""
+    rows: list[tuple[str, ...]] = [HEADERS]
+    for serial in range(count):
+        id_number = f"44060419800101{serial:03d}X"
+        rows.append((f"居民{serial}", "男", "汉族", id_number, f"139{serial:08d}", "城镇职工"))
+    return rows
+
+
+def far_cell_xlsx(path: Path, ref: str = "XFD1048576", *, with_register: bool = False) -> Path:
+    """One valued cell at ``ref`` (alone, or below a small register): calamine allocates the rectangle."""
+    rows = sheet_rows(register_rows(5)) if with_register else ""
+    number = int("".join(ch for ch in ref if ch.isdigit()))
+    return write_raw_xlsx(path, rows + f'<row r="{number}">{_cell(ref, "x")}</row>')
+
+
+def _deflated(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+def write_zip(path: Path, entries: list[tuple[str, bytes, int, int]]) -> Path:
+    """A zip of deflated ``(name, compressed bytes, crc, declared size)`` entries, written by hand.
+
+    By hand because :mod:`zipfile` compresses what it is given: a bomb is
+    built here from one compressed block repeated, and its directory may lie.
+    """
+    local = struct.Struct("<4sHHHHHIIIHH")
+    central = struct.Struct("<4sHHHHHHIIIHHHHHII")
+    with open(path, "wb") as handle:
+        directory = b""
+        for name, compressed, crc, size in entries:
+            offset = handle.tell()
+            encoded = name.encode()
+            fields = (20, 0, 8, 0, 0x21, crc, len(compressed), size, len(encoded))
+            handle.write(local.pack(b"PK\x03\x04", *fields, 0) + encoded + compressed)
+            directory += central.pack(b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0, offset) + encoded
+        start = handle.tell()
+        handle.write(directory)
+        handle.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
+                                 len(directory), start, 0))  # fmt: skip
+    return path
+
+
+def bomb_xlsx(path: Path, inflated: int = 1 << 30, *, declared: int | None = None) -> Path:
+    """A register whose one cell inflates to ``inflated`` bytes (1 GB: about 1 MB on disk, in a second).
+
+    ``declared``: the size the zip directory claims for the sheet (the truth by default).
+    """
+    block = b"A" * (1 << 20)
+    head = (_SHEET_HEAD + "<sheetData>" + sheet_rows(register_rows(1))).encode()
+    head += b'<row r="3"><c r="A3" t="inlineStr"><is><t>'
+    tail = b"</t></is></c></row></sheetData></worksheet>"
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    start = packer.compress(head) + packer.flush(zlib.Z_FULL_FLUSH)
+    # After a full flush the compressor starts afresh: the same block compresses to the same bytes.
+    packed = packer.compress(block) + packer.flush(zlib.Z_FULL_FLUSH)
+    repeats = inflated // len(block)
+    end = packer.compress(tail) + packer.flush()
+    crc = zlib.crc32(head)
+    for _ in range(repeats):
+        crc = zlib.crc32(block, crc)
+    crc = zlib.crc32(tail, crc)
+    size = len(head) + repeats * len(block) + len(tail)
+    small = [
+        ("[Content_Types].xml", _CONTENT_TYPES), ("_rels/.rels", _ROOT_RELS),
+        ("xl/workbook.xml", _WORKBOOK), ("xl/_rels/workbook.xml.rels", _WORKBOOK_RELS),
+    ]  # fmt: skip
+    entries = [
+        (name, _deflated(text.encode()), zlib.crc32(text.encode()), len(text.encode()))
+        for name, text in small
+    ]
+    sheet = start + packed * repeats + end
+    entries.append(("xl/worksheets/sheet1.xml", sheet, crc, size if declared is None else declared))
+    return write_zip(path, entries)
+
+
+def lying_bomb_xlsx(path: Path, inflated: int = 64 << 20) -> Path:
+    """A bomb whose zip directory claims the sheet is 1 KB: only inflating it tells the truth."""
+    return bomb_xlsx(path, inflated, declared=1024)
+
+
+def uneven_csv(path: Path, cell_bytes: int = 140 * 1024) -> Path:
+    """A CSV with one row longer than the header holding a ``cell_bytes`` cell."""
+    lines = [",".join(HEADERS)]
+    lines += [",".join(row) for row in register_rows(3)[1:]]
+    lines.append(",".join(register_rows(4)[4]) + ",extra," + "y" * cell_bytes)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def endless_line_csv(path: Path, size: int = 200 << 20) -> Path:
+    """One line of ``size`` bytes and no newline."""
+    block = b"z" * (1 << 20)
+    with open(path, "wb") as handle:
+        for _ in range(size // len(block)):
+            handle.write(block)
+    return path
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe with a register's name: opening it for reading blocks until a writer comes."""
+    os.mkfifo(path)
+    return path

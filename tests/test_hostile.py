@@ -1,0 +1,290 @@
+"""Hostile registers: far cells, decompression bombs, pipes and links are refused in bounded time and memory.
+
+Every file is generated here (tests/hostile.py); nothing hostile is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, SandboxHandle
+from hostile import (
+    bomb_xlsx,
+    endless_line_csv,
+    far_cell_xlsx,
+    fifo,
+    lying_bomb_xlsx,
+    register_rows,
+    sheet_rows,
+    uneven_csv,
+    write_raw_xlsx,
+)
+
+from pipeline.errors import InputError
+from pipeline.model import MAX_CELL_CHARS
+from pipeline.reading import bounds
+from pipeline.reading.isolated import ReadLimits, read_in_child
+from pipeline.reading.register import ReadPolicy, read_register, reading_policy
+
+
+def _refused(path: Path, *words: str) -> str:
+    started = time.monotonic()
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    assert time.monotonic() - started < 10
+    message = excinfo.value.message
+    assert "\n" not in message and path.name in message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("ref", "corner"), [("XFD1048576", "XFD1048576"), ("CV1048576", "CV1048576"), ("AZ1048576", "AZ1048576")]
+)
+def test_a_far_cell_below_a_register_is_refused_before_calamine_allocates(
+    tmp_path: Path, ref: str, corner: str
+) -> None:
+    path = far_cell_xlsx(tmp_path / "far.xlsx", ref, with_register=True)
+    _refused(path, "数据范围过大", corner, "工作表 Sheet1", "删除")
+
+
+def test_empty_styled_cells_far_away_do_not_count(tmp_path: Path) -> None:
+    rows = sheet_rows(register_rows(3)) + '<row r="1048576"><c r="XFD1048576" s="1"/></row>'
+    [table] = read_register(write_raw_xlsx(tmp_path / "styled.xlsx", rows))
+    assert len(table.data) == 3
+
+
+def test_a_claimed_dimension_alone_is_not_trusted_or_feared(tmp_path: Path) -> None:
+    path = write_raw_xlsx(tmp_path / "dim.xlsx", sheet_rows(register_rows(2)), dimension="A1:XFD1048576")
+    [table] = read_register(path)
+    assert len(table.data) == 2
+
+
+def test_cells_without_references_are_placed_as_calamine_places_them(tmp_path: Path) -> None:
+    # No ``r`` on the cells: 20,000 of them in one row reach column ACOF; a value on row 1,048,576 follows.
+    wide = "<row>" + "<c><v>1</v></c>" * 20_000 + "</row>"
+    path = write_raw_xlsx(
+        tmp_path / "norefs.xlsx", wide + '<row r="1048576"><c r="A1048576"><v>1</v></c></row>'
+    )
+    _refused(path, "数据范围过大")
+
+
+def test_prefixed_tags_are_scanned_exactly(tmp_path: Path) -> None:
+    rows = sheet_rows(register_rows(3)).replace("<row", "<x:row").replace("</row", "</x:row")
+    rows = rows.replace("<c ", "<x:c ").replace("</c>", "</x:c>")
+    rows += '<x:row r="1048576"><x:c r="CV1048576"><x:v>1</x:v></x:c></x:row>'
+    extent = bounds._exact_extent(iter([rows.encode()]))
+    assert (extent.last_row, extent.last_column) == (1048576, bounds.column_number(b"CV"))
+    assert extent.cells > bounds.MAX_SHEET_CELLS
+
+
+def test_a_one_gigabyte_cell_in_a_one_megabyte_file_is_refused_from_the_directory(tmp_path: Path) -> None:
+    path = bomb_xlsx(tmp_path / "bomb.xlsx")
+    assert path.stat().st_size < 2 << 20
+    _refused(path, "压缩炸弹", "xl/worksheets/sheet1.xml")
+
+
+def test_a_bomb_whose_directory_lies_is_caught_while_inflating(tmp_path: Path) -> None:
+    path = lying_bomb_xlsx(tmp_path / "lying.xlsx")
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("xl/worksheets/sheet1.xml").file_size == 1024
+    _refused(path, "压缩炸弹")
+
+
+def test_a_cell_longer_than_excel_allows_is_cut_just_past_the_limit(tmp_path: Path) -> None:
+    rows = register_rows(2)
+    rows[2] = (rows[2][0] + "长" * 40_000, *rows[2][1:])
+    [table] = read_register(write_raw_xlsx(tmp_path / "long.xlsx", sheet_rows(rows)))
+    lengths = table.data["姓名"].str.len().tolist()
+    # Cut to what a cell holds, and noted: the row gets a fault (10110) saying so.
+    assert lengths[1] == MAX_CELL_CHARS and lengths[0] < 10
+    assert table.notes[["row", "header", "code", "severity"]].values.tolist() == [[1, "姓名", 10110, "error"]]
+
+
+def test_an_xls_over_the_size_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bounds, "MAX_XLS_BYTES", 1024)
+    path = tmp_path / "big.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 4096)
+    _refused(path, "文件过大", ".xls")
+
+
+def test_an_ods_whose_repeated_cells_span_too_far_is_refused(tmp_path: Path) -> None:
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:spreadsheet>'
+        '<table:table table:name="S"><table:table-row table:number-rows-repeated="1048576">'
+        '<table:table-cell table:number-columns-repeated="16384" office:value-type="string">'
+        "<text:p>x</text:p></table:table-cell></table:table-row></table:table>"
+        "</office:spreadsheet></office:body></office:document-content>"
+    )
+    path = tmp_path / "wide.ods"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content)
+    _refused(path, "数据范围过大")
+
+
+def test_an_ordinary_workbook_passes_the_checks(tmp_path: Path) -> None:
+    path = write_raw_xlsx(tmp_path / "ok.xlsx", sheet_rows(register_rows(50)))
+    bounds.check_workbook(path, path.name, path.stat().st_size)
+    assert len(read_register(path)[0].data) == 50
+
+
+# -- not a regular file -------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_is_refused_without_opening_it(tmp_path: Path) -> None:
+    _refused(fifo(tmp_path / "pipe.csv"), "不是普通文件", "命名管道")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="a device to point at")
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    _refused(link, "不是普通文件", "设备")
+
+
+def test_a_link_is_refused_when_links_are_not_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "outside.csv"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    link = tmp_path / "inbox.csv"
+    link.symlink_to(secret)
+    with reading_policy(ReadPolicy(follow_symlinks=False)):
+        message = _refused(link, "符号链接")
+    assert "root" not in message
+
+
+# -- reading in a child -------------------------------------------------------------------------
+
+
+def test_a_child_reads_an_ordinary_register_and_its_log_lines_come_back(tmp_path: Path) -> None:
+    path = write_raw_xlsx(tmp_path / "ok.xlsx", sheet_rows(register_rows(20)))
+    [table] = read_in_child(path, sheet=None, all_sheets=False, limits=ReadLimits())
+    assert len(table.data) == 20 and table.source_row.tolist()[0] == 2
+    assert str(table.data.dtypes.iloc[0]) == "str"
+
+
+def test_a_child_out_of_time_is_stopped_and_named(tmp_path: Path) -> None:
+    path = write_raw_xlsx(tmp_path / "ok.xlsx", sheet_rows(register_rows(20)))
+    with pytest.raises(InputError, match="时间上限"):
+        read_in_child(path, sheet=None, all_sheets=False, limits=ReadLimits(seconds=0.001))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no address-space limit on Windows")
+def test_a_child_out_of_memory_is_that_files_failure(tmp_path: Path) -> None:
+    path = write_raw_xlsx(tmp_path / "ok.xlsx", sheet_rows(register_rows(2000)))
+    with pytest.raises(InputError, match="内存"):
+        read_in_child(path, sheet=None, all_sheets=False, limits=ReadLimits(memory_bytes=64 << 20))
+
+
+def test_a_child_killed_by_a_signal_is_worded_for_a_clerk() -> None:
+    from pipeline.reading.isolated import _died
+
+    message = _died("x.xlsx", -6, ReadLimits()).message
+    assert "SIGABRT" in message and "x.xlsx" in message and "内存上限 4096 MB" in message
+
+
+@pytest.mark.slow
+def test_the_command_line_refuses_a_far_cell_instead_of_aborting(tmp_path: Path) -> None:
+    path = far_cell_xlsx(tmp_path / "far.xlsx", with_register=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}
+    env["EHC_STATE_DIR"] = str(tmp_path / "state")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", str(path), "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "数据范围过大" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- a nightly run over every hostile file beside good ones ---------------------------------------
+
+
+def _tree_rss(root: int) -> int:
+    """Resident memory (bytes) of ``root`` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += children.get(pid, [])
+    return total
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or not hasattr(os, "mkfifo"), reason="Linux /proc")
+def test_a_nightly_run_over_every_hostile_file_takes_the_good_ones_and_fails_the_bad(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    from test_inbox import _config, write_csv, write_xlsx
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_xlsx(inbox / "a-good.xlsx", range(0, 3))
+    write_csv(inbox / "b-good.csv", range(3, 6))
+    far_cell_xlsx(inbox / "far-xfd.xlsx", "XFD1048576", with_register=True)
+    far_cell_xlsx(inbox / "far-cv.xlsx", "CV1048576", with_register=True)
+    bomb_xlsx(inbox / "bomb.xlsx")
+    uneven_csv(inbox / "uneven.csv")
+    endless_line_csv(inbox / "endless.csv")
+    fifo(inbox / "pipe.csv")
+    outside = write_csv(tmp_path / "outside.csv", range(6, 16))
+    (inbox / "link-register.csv").symlink_to(outside)
+    (inbox / "link-passwd.csv").symlink_to("/etc/passwd")
+    config = _config(sandbox, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    command = [sys.executable, "-m", "pipeline", "run", "--inbox", str(inbox), "--out", str(tmp_path / "out"),
+               "--config", str(config)]  # fmt: skip
+    started = time.monotonic()
+    run = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak = 0
+    while run.poll() is None and time.monotonic() - started < 120:
+        peak = max(peak, _tree_rss(run.pid))
+        time.sleep(0.02)
+    stdout, stderr = run.communicate(timeout=30)
+    elapsed = time.monotonic() - started
+
+    print(f"hostile inbox: {elapsed:.1f} s, peak RSS of the process tree {peak >> 20} MB")
+    assert elapsed < 60, elapsed
+    assert peak < 1536 << 20, f"peak RSS of the process tree {peak >> 20} MB"
+    assert "Traceback" not in stderr and "root:x" not in stdout + stderr
+    processed = sorted(p.name for p in (inbox / "processed").iterdir())
+    failed = sorted(p.name for p in (inbox / "failed").iterdir() if not p.name.endswith(".reason.txt"))
+    # uneven.csv may be read (its long row refused) and so processed: see below.
+    assert [name for name in processed if name != "uneven.csv"] == ["a-good.xlsx", "b-good.csv"], stdout
+    assert set(failed) >= {"far-xfd.xlsx", "far-cv.xlsx", "bomb.xlsx", "pipe.csv", "link-register.csv",
+                           "link-passwd.csv", "endless.csv"}, stdout  # fmt: skip
+    # The 140 KB cell is a CSV matter (read, with that row refused, or the file refused): never a crash.
+    assert "uneven.csv" in failed or (tmp_path / "out").rglob("uneven*"), stdout
+    assert run.returncode == 1, stderr
+    assert sandbox.residents() == 6  # nobody of the register outside the inbox
+    assert (inbox / "failed" / "link-passwd.csv").is_symlink()  # the link moved, its target untouched
+    assert Path("/etc/passwd").exists()
+    reasons = "".join(p.read_text(encoding="utf-8") for p in (inbox / "failed").glob("*.reason.txt"))
+    logs = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "state" / "logs").glob("*.log"))
+    summary = (tmp_path / "out" / "last-summary.json").read_text(encoding="utf-8")
+    for text in (reasons, logs, summary, stdout, stderr):
+        assert "root:" not in text and "/bin/bash" not in text

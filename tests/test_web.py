@@ -1,0 +1,464 @@
+"""The workspace in-process: every route, and every refusal (no session, other centre, CSRF, size, type).
+
+The app runs with its workers on threads; submissions go to a real sandbox
+over loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from pipeline import cli
+from pipeline.state.lock import run_lock
+from pipeline.web.store import Store
+from tests.web_support import (
+    ORG_A,
+    ORG_B,
+    PASSWORDS,
+    SAMPLE_CSV,
+    SAMPLE_XLSX,
+    XLSX_TYPE,
+    Site,
+    csrf_of,
+    make_site,
+)
+
+
+@pytest.fixture
+def site(tmp_path: Path, sandbox: Any) -> Iterator[Site]:
+    """The workspace on a fresh state directory, reaching the test's sandbox."""
+    with make_site(tmp_path / "state", sandbox.settings(), max_upload_mb=1.0, check_workers=1) as made:
+        yield made
+
+
+def _fault_row(site: Site, client: Any, job_id: str, text: str) -> tuple[int, str]:
+    """(row_id, field) of the grid line whose message contains ``text``."""
+    page = client.get(f"/jobs/{job_id}").text
+    match = re.search(
+        r'<tr data-row="(\d+)"[^>]*>(?:(?!</tr>).)*?name="field" value="(\w+)"(?:(?!</tr>).)*?'
+        + re.escape(text),
+        page,
+        flags=re.S,
+    )
+    assert match, f"no grid line with {text}"
+    return int(match.group(1)), match.group(2)
+
+
+def _edit(client: Any, job_id: str, row_id: int, field: str, value: str) -> Any:
+    csrf = csrf_of(client.get(f"/jobs/{job_id}").text)
+    return client.post(
+        f"/jobs/{job_id}/edit", data={"csrf_token": csrf, "row_id": row_id, "field": field, "value": value},
+        headers={"accept": "application/json"},
+    )  # fmt: skip
+
+
+def _submit(site: Site, client: Any, job_id: str) -> dict[str, Any]:
+    csrf = csrf_of(client.get(f"/jobs/{job_id}/submit").text)
+    answer = client.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf})
+    assert answer.status_code == 303, answer.text
+    return site.wait(client, job_id)
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def test_pages_without_a_session_send_to_login_and_scripts_get_401(site: Site) -> None:
+    anonymous = site.client()
+    for path in ("/", "/jobs", "/jobs/AAAAAAAAAAAAAAAA", "/admin/centres", "/account/password"):
+        answer = anonymous.get(path)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login"), path
+    assert (
+        anonymous.get("/jobs/AAAAAAAAAAAAAAAA/state", headers={"accept": "application/json"}).status_code
+        == 401
+    )
+    assert anonymous.post("/jobs", files=[("files", ("a.csv", b"x", "text/csv"))]).status_code == 401
+    assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
+
+
+def test_login_logout_and_a_wrong_password(site: Site) -> None:
+    client = site.client()
+    wrong = site.login(client, "clerk_a", "not-the-password")
+    assert wrong.status_code == 401 and "用户名或密码不正确" in wrong.text
+    assert site.login(client, "nobody", "whatever-password").status_code == 401
+    good = site.login(client, "clerk_a", PASSWORDS["clerk_a"])
+    assert good.status_code == 303 and good.headers["location"] == "/jobs"
+    cookie = good.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+    assert client.get("/jobs").status_code == 200
+    assert client.post("/logout", data={"csrf_token": site.csrf(client)}).status_code == 303
+    assert client.get("/jobs").status_code == 303
+    actions = [entry.action for entry in site.store.audit_page(0, 50)]
+    assert {"登录", "登录失败", "退出"} <= set(actions)
+
+
+def test_login_is_throttled_after_repeated_failures(site: Site) -> None:
+    client = site.client()
+    for _ in range(site.settings.web.login_attempts):
+        assert site.login(client, "clerk_a", "wrong-password!").status_code == 401
+    refused = site.login(client, "clerk_a", PASSWORDS["clerk_a"])
+    assert refused.status_code == 401 and "次数过多" in refused.text
+    # Another user from the same address is paused too (the address counts as well as the name).
+    assert "次数过多" in site.login(client, "clerk_b", PASSWORDS["clerk_b"]).text
+
+
+def test_login_form_needs_its_token(site: Site) -> None:
+    client = site.client()
+    answer = client.post("/login", data={"name": "clerk_a", "password": PASSWORDS["clerk_a"]})
+    assert answer.status_code == 403 and "页面已过期" in answer.text
+
+
+def test_a_session_ends_when_idle_too_long(site: Site) -> None:
+    client = site.client("clerk_a")
+    assert client.get("/jobs").status_code == 200
+    site.store._db().execute("UPDATE sessions SET seen = seen - 3600")
+    assert client.get("/jobs").status_code == 303
+
+
+def test_a_password_change_ends_other_sessions(site: Site) -> None:
+    first, second = site.client("clerk_a"), site.client("clerk_a")
+    csrf = csrf_of(first.get("/account/password").text)
+    short = first.post("/account/password", data={"csrf_token": csrf, "current": PASSWORDS["clerk_a"],
+                                                  "new": "short", "again": "short"})  # fmt: skip
+    assert short.status_code == 400 and "至少" in short.text
+    changed = first.post(
+        "/account/password",
+        data={"csrf_token": csrf, "current": PASSWORDS["clerk_a"], "new": "another-password-9",
+              "again": "another-password-9"},
+    )  # fmt: skip
+    assert changed.status_code == 303
+    assert second.get("/jobs").status_code == 303
+    assert site.login(site.client(), "clerk_a", "another-password-9").status_code == 303
+
+
+# --- the clerk's journey ----------------------------------------------------------------------------
+
+
+def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    page = clerk.get(f"/jobs/{job_id}")
+    assert page.status_code == 200
+    assert "校验未通过 <b>8</b>" in page.text and "校验通过 <b>42</b>" in page.text
+    assert "10114" in page.text and "姓名不能为空" in page.text  # the code with the platform's description
+    filtered = clerk.get(f"/jobs/{job_id}?code=10111").text
+    assert filtered.count('<tr data-row="') == 2
+    by_column = clerk.get(f"/jobs/{job_id}?column=xm").text
+    assert by_column.count('<tr data-row="') == 1 and "姓名为空" in by_column
+
+    row_id, field = _fault_row(site, clerk, job_id, "姓名为空")
+    fixed = _edit(clerk, job_id, row_id, field, "张三")
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["status"] == "valid" and fixed.json()["counts"] == {"invalid": 7, "valid": 43}
+    still = _edit(clerk, job_id, *_fault_row(site, clerk, job_id, "1381234567"), "1381234567X")
+    assert still.json()["status"] == "invalid" and still.json()["faults"][0]["code"] == 10110
+    audit = [e for e in site.store.audit_page(0, 50) if e.action == "修改单元格"]
+    assert len(audit) == 2 and audit[0].user_name == "clerk_a"
+
+    assert '将把 <strong id="confirm-count">43</strong> 行' in clerk.get(f"/jobs/{job_id}/submit").text
+    assert "甲社区卫生服务中心（455400001）" in clerk.get(f"/jobs/{job_id}/submit").text
+    state = _submit(site, clerk, job_id)
+    assert state["state"] == "submitted" and state["counts"] == {"enrolled": 43, "invalid": 7}
+    assert state["sending"]["done"] == 43 and state["sending"]["counts"] == {"enrolled": 43}
+    assert sandbox.residents() == 43
+    cards = [json.loads(row[0]) for row in sandbox.query("SELECT card FROM cards")]
+    assert len(cards) == 43 and {card["orgCode"] for card in cards} == {ORG_A}  # the centre's own code
+
+    annotated = clerk.get(f"/jobs/{job_id}/download/annotated")
+    assert annotated.status_code == 200 and "annotated_" in annotated.headers["content-disposition"]
+    sheet = openpyxl.load_workbook(io.BytesIO(annotated.content)).active
+    assert "张三" in [cell.value for row in sheet.iter_rows() for cell in row]
+    results = clerk.get(f"/jobs/{job_id}/download/csv")
+    rows = list(csv.DictReader(io.StringIO(results.content.decode("utf-8-sig"))))
+    assert len(rows) == 50 and {r["orgCode"] for r in rows} == {ORG_A}
+    assert sum(r["status"] == "enrolled" for r in rows) == 43
+    assert {r["source_file"] for r in rows} == {SAMPLE_XLSX.name}
+    for kind in ("errors", "results"):
+        answer = clerk.get(f"/jobs/{job_id}/download/{kind}")
+        assert answer.status_code == 200 and answer.content[:2] == b"PK"
+    qr = clerk.get(f"/jobs/{job_id}/qrcodes.zip")
+    assert qr.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(qr.content)).namelist()
+    assert sum(name.endswith(".png") for name in names) == 43 and "qrcodes.csv" in names
+    history = clerk.get("/jobs").text
+    assert SAMPLE_XLSX.name in history and "已提交" in history and "申领成功 43" in history
+
+
+def test_a_resident_enrolled_by_ehc_submit_is_not_sent_again_from_the_web(
+    site: Site, sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHC_STATE_DIR", str(site.settings.state_dir))
+    monkeypatch.setenv("EHC_APP_ID", sandbox.app_id)
+    monkeypatch.setenv("EHC_APP_SECRET", sandbox.app_secret)
+    monkeypatch.setenv("EHC_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("EHC_ORG_CODE", ORG_A)
+    monkeypatch.setenv("EHC_RATE", "500")
+    assert cli.main(["submit", str(SAMPLE_XLSX), "--out", str(tmp_path / "cli")]) == 1
+    calls = sandbox.count("syncCardInfo")
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    state = _submit(site, clerk, job_id)
+    assert sandbox.count("syncCardInfo") == calls  # nothing sent twice
+    assert state["counts"] == {"already_enrolled": 42, "invalid": 8}
+
+
+def test_a_submission_waits_while_another_run_holds_the_lock(site: Site, sandbox: Any) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    with run_lock(site.settings.state_dir, command="ehc run --inbox /data/inbox"):
+        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
+        for _ in range(200):
+            state = site.state(clerk, job_id)
+            if state["message"]:
+                break
+        assert state["state"] == "waiting" and "ehc run --inbox" in state["message"]
+        assert "排队等待" in clerk.get(f"/jobs/{job_id}").text
+        assert sandbox.count("syncCardInfo") == 0
+    assert site.wait(clerk, job_id)["state"] == "submitted"
+    assert sandbox.count("syncCardInfo") == 42
+
+
+def test_cancel_stops_new_calls_and_keeps_what_was_done(tmp_path: Path, sandbox: Any) -> None:
+    with make_site(tmp_path / "slow", sandbox.settings(), rate=10.0) as site:
+        _cancel_and_resubmit(site, sandbox)
+
+
+def _cancel_and_resubmit(site: Site, sandbox: Any) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+    clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf})
+    for _ in range(400):
+        if site.state(clerk, job_id)["sending"].get("done", 0) >= 3:
+            break
+    answer = clerk.post(
+        f"/jobs/{job_id}/cancel", data={"csrf_token": csrf}, headers={"accept": "application/json"}
+    )
+    assert answer.status_code == 200
+    state = site.wait(clerk, job_id)
+    enrolled = state["counts"].get("enrolled", 0)
+    assert state["state"] == "cancelled" and 3 <= enrolled < 42
+    assert sandbox.residents() == enrolled
+    assert state["counts"].get("failed", 0) == 42 - enrolled  # never sent: "已中断，未发送"
+    again = _submit(site, clerk, job_id)
+    assert again["counts"]["enrolled"] + again["counts"]["already_enrolled"] == 42
+    assert sandbox.count("syncCardInfo") == 42  # the first ones were not sent again
+
+
+# --- mapping ----------------------------------------------------------------------------------------
+
+
+def _csv_with_header(phone_header: str) -> bytes:
+    text = SAMPLE_CSV.read_bytes().decode("gb18030")
+    return text.replace("手机号码", phone_header).encode("gb18030")
+
+
+def test_a_corrected_mapping_is_kept_for_the_centre(site: Site) -> None:
+    clerk_a, clerk_b = site.client("clerk_a"), site.client("clerk_b")
+    upload = site.upload(clerk_a, ("居民名单.csv", _csv_with_header("居民手机XX"), "text/csv"))
+    job_id = upload.json()["jobs"][0].rsplit("/", 1)[-1]
+    state = site.wait(clerk_a, job_id)
+    assert state["state"] == "needs_mapping" and "联系电话" in state["message"]
+    page = clerk_a.get(f"/jobs/{job_id}/mapping").text
+    select = re.search(r'<select name="(t0c\d+)" aria-label="居民手机XX">', page)
+    assert select
+    chosen = r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"[^>]*selected'
+    form = dict(re.findall(chosen, page, flags=re.S))
+    form[select.group(1)] = "brdh"
+    answer = clerk_a.post(f"/jobs/{job_id}/mapping", data={"csrf_token": csrf_of(page), **form})
+    assert answer.status_code == 303
+    assert site.wait(clerk_a, job_id)["state"] == "checked"
+    second = site.upload(clerk_a, ("下月名单.csv", _csv_with_header("居民手机XX"), "text/csv"))
+    assert site.wait(clerk_a, second.json()["jobs"][0].rsplit("/", 1)[-1])["state"] == "checked"
+    other = site.upload(clerk_b, ("名单.csv", _csv_with_header("居民手机XX"), "text/csv"))
+    assert site.wait(clerk_b, other.json()["jobs"][0].rsplit("/", 1)[-1])["state"] == "needs_mapping"
+
+
+# --- refusals ---------------------------------------------------------------------------------------
+
+
+def test_another_centres_job_is_not_found_whatever_the_url(site: Site) -> None:
+    clerk_a, clerk_b = site.client("clerk_a"), site.client("clerk_b")
+    job_id = site.upload_sample(clerk_a)
+    csrf_b = site.csrf(clerk_b)
+    gets = ["", "/state", "/mapping", "/submit", "/download/annotated", "/download/errors",
+            "/download/results", "/download/csv", "/qrcodes.zip"]  # fmt: skip
+    for path in gets:
+        answer = clerk_b.get(f"/jobs/{job_id}{path}")
+        assert answer.status_code == 404, path
+        assert SAMPLE_XLSX.name not in answer.text
+    for path in ("/edit", "/submit", "/cancel", "/mapping"):
+        data = {"csrf_token": csrf_b, "row_id": "0", "field": "xm", "value": "x"}
+        assert clerk_b.post(f"/jobs/{job_id}{path}", data=data).status_code == 404, path
+    assert job_id not in clerk_b.get("/jobs").text
+    assert site.state(clerk_a, job_id)["state"] == "checked" and not site.store.edits(job_id)
+    assert clerk_b.get("/jobs/../../etc/passwd").status_code == 404
+
+
+def test_state_changes_need_the_csrf_token(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    attempts = {
+        "/jobs": {"files": [("files", (SAMPLE_XLSX.name, SAMPLE_XLSX.read_bytes(), XLSX_TYPE))]},
+        f"/jobs/{job_id}/edit": {"data": {"row_id": "6", "field": "xm", "value": "张三"}},
+        f"/jobs/{job_id}/submit": {"data": {}},
+        f"/jobs/{job_id}/mapping": {"data": {}},
+        "/logout": {"data": {}},
+        "/account/password": {"data": {"current": PASSWORDS["clerk_a"], "new": "x" * 12, "again": "x" * 12}},
+    }
+    for path, kwargs in attempts.items():
+        answer = clerk.post(path, **kwargs)  # type: ignore[arg-type]
+        assert answer.status_code == 403 and "页面已过期" in answer.text, path
+        forged = clerk.post(path, headers={"x-csrf-token": "forged"}, **kwargs)  # type: ignore[arg-type]
+        assert forged.status_code == 403, path
+    assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 1  # type: ignore[union-attr]
+    assert not site.store.edits(job_id) and site.state(clerk, job_id)["state"] == "checked"
+    assert clerk.get("/jobs").status_code == 200  # still logged in
+
+
+def test_a_cross_site_post_is_refused(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    answer = clerk.post(
+        "/logout", data={"csrf_token": site.csrf(clerk)}, headers={"origin": "http://evil.example"}
+    )
+    assert answer.status_code == 403
+    assert clerk.get("/jobs").status_code == 200
+
+
+def test_an_oversized_upload_is_refused_with_the_limit(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    big = b"\xe5\xa7\x93\xe5\x90\x8d," * (1024 * 1024 // 7 + 1000)
+    answer = site.upload(clerk, ("big.csv", big, "text/csv"))
+    assert (
+        answer.status_code == 413
+        and "文件过大" in answer.json()["error"]
+        and "1 MB" in answer.json()["error"]
+    )
+    huge = site.upload(clerk, ("huge.csv", big * 3, "text/csv"))  # refused by its Content-Length, unread
+    assert huge.status_code == 413 and "单次上传最多 1 MB" in huge.json()["error"]
+    assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("report.pdf", b"%PDF-1.7 ...", "不支持的文件类型"),
+        ("register.xlsx", b"%PDF-1.7 not a workbook", "与扩展名"),
+        ("register.xls", b"PK\x03\x04 a zip, not an xls", "与扩展名"),
+        ("register.csv", b"\x7fELF\x02\x01\x01\x00\x00\x00", "不是文本"),
+        ("empty.csv", b"", "空的"),
+    ],
+)
+def test_a_wrong_file_type_is_refused(site: Site, name: str, content: bytes, reason: str) -> None:
+    clerk = site.client("clerk_a")
+    answer = site.upload(clerk, (name, content, "application/octet-stream"))
+    assert answer.status_code == 415 and reason in answer.json()["error"]
+    assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
+
+
+def test_an_unreadable_register_says_why(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    answer = site.upload(clerk, ("broken.xlsx", b"PK\x03\x04" + b"\x00" * 200, XLSX_TYPE))
+    state = site.wait(clerk, answer.json()["jobs"][0].rsplit("/", 1)[-1])
+    assert state["state"] == "unreadable" and "broken.xlsx" in state["message"]
+
+
+def test_edits_are_refused_on_enrolled_rows_and_unknown_fields(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    assert _edit(clerk, job_id, 0, "password", "x").status_code == 409
+    assert _edit(clerk, job_id, 999, "xm", "x").status_code == 404
+    assert _edit(clerk, job_id, 0, "xm", "x" * 300).status_code == 409
+    _submit(site, clerk, job_id)
+    refused = _edit(clerk, job_id, 0, "xm", "改名")
+    assert refused.status_code == 409 and "申领成功" in refused.json()["error"]
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def test_admin_pages_are_for_admins_only(site: Site) -> None:
+    clerk, admin = site.client("clerk_a"), site.client("admin_a")
+    for path in ("/admin/centres", "/admin/users", "/admin/audit"):
+        assert clerk.get(path).status_code == 403, path
+        assert admin.get(path).status_code == 200, path
+    csrf = site.csrf(clerk)
+    assert (
+        clerk.post(
+            "/admin/centres", data={"csrf_token": csrf, "org_code": "99990000", "name": "x"}
+        ).status_code
+        == 403
+    )
+    csrf = site.csrf(admin)
+    added = admin.post("/admin/centres", data={"csrf_token": csrf, "org_code": "455400003", "name": "丙中心"})
+    assert added.status_code == 303 and site.store.centre_by_code("455400003") is not None
+    bad = admin.post("/admin/centres", data={"csrf_token": csrf, "org_code": "no!", "name": "丁"})
+    assert bad.status_code == 400 and "机构代码" in bad.text
+    user = admin.post("/admin/users", data={"csrf_token": csrf, "name": "clerk_c", "org_code": "455400003",
+                                            "password": "c-long-password-4"})  # fmt: skip
+    assert user.status_code == 303
+    assert site.login(site.client(), "clerk_c", "c-long-password-4").status_code == 303
+    target = site.store.user_by_name("clerk_b")
+    assert target is not None
+    reset = admin.post(
+        f"/admin/users/{target.id}/password", data={"csrf_token": csrf, "password": "b-new-password-5"}
+    )
+    assert reset.status_code == 303
+    assert site.login(site.client(), "clerk_b", "b-new-password-5").status_code == 303
+    audit = admin.get("/admin/audit").text
+    assert "添加中心" in audit and "添加用户" in audit and "修改密码" in audit
+
+
+def test_every_page_carries_the_security_headers(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    for path in ("/login", "/jobs", "/static/app.js"):
+        headers = clerk.get(path).headers
+        assert "script-src 'self'" in headers["content-security-policy"], path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+    assert clerk.get("/jobs").headers["cache-control"] == "no-store"
+    page = clerk.get("/jobs").text
+    assert "<script>" not in page and " style=" not in page and "onclick" not in page
+
+
+def test_the_secret_never_reaches_a_page_or_a_download(site: Site, sandbox: Any) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    _submit(site, clerk, job_id)
+    bodies = [clerk.get(p).content for p in ("/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/state")]
+    bodies += [clerk.get(f"/jobs/{job_id}/download/{k}").content for k in ("csv", "errors", "results")]
+    for body in bodies:
+        assert sandbox.app_secret.encode() not in body
+
+
+def test_cli_manages_centres_and_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path))
+    assert cli.main(["centres", "add", "455400009", "--name", "丁社区卫生服务中心"]) == 0
+    assert cli.main(["centres", "add", "455400009", "--name", "重复"]) == 2
+    assert "已存在" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password-7\n"))
+    assert cli.main(["users", "add", "zhang", "--centre", "455400009"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli.main(["users", "add", "li", "--centre", "455400009"]) == 2
+    assert "密码不符合要求" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password-7\n"))
+    assert cli.main(["users", "add", "wang", "--centre", "000000000"]) == 2
+    assert "没有机构代码" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("another-password-8\n"))
+    assert cli.main(["users", "passwd", "zhang"]) == 0
+    store = Store(tmp_path)
+    user = store.user_by_name("zhang")
+    assert user is not None and user.password_hash.startswith("$argon2id$")
+    assert "another-password-8" not in (tmp_path / "web.sqlite").read_bytes().decode("latin-1")
+    with pytest.raises(SystemExit):
+        cli.main(["users", "add", "x", "--centre", ORG_B, "--password", "p"])  # never from argv

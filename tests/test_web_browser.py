@@ -1,0 +1,219 @@
+"""The workspace in a real headless Chromium: a clerk's whole journey, and a clerk of another centre.
+
+``ehc serve`` runs as its own process (dry runs in its worker processes, the
+submission in a process of its own) against a sandbox over loopback HTTP;
+Playwright drives Debian's Chromium (``/usr/bin/chromium``; ``make test``
+installs it when it is missing and apt-get can).  A screenshot of each page
+is saved under the test's folder; ``EHC_SCREENSHOTS=DIR`` copies them there
+too (how docs/web/ is refreshed).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from pipeline.web import accounts
+from pipeline.web.store import Store
+from tests.web_support import ORG_A, ORG_B, PASSWORDS, REPO, SAMPLE_XLSX
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path(os.environ.get("EHC_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+#: The screenshots docs/web.md shows.
+DOC_SHOTS = ("faults", "fixed", "progress", "not-found")
+
+
+@dataclass
+class Server:
+    """``ehc serve`` running on a free loopback port."""
+
+    url: str
+    state: Path
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture
+def server(tmp_path: Path, start_sandbox: Any) -> Iterator[Server]:
+    sandbox = start_sandbox(latency_ms=100)
+    state = tmp_path / "state"
+    store = Store(state)
+    accounts.add_centre(store, ORG_A, "甲社区卫生服务中心")
+    accounts.add_centre(store, ORG_B, "乙社区卫生服务中心")
+    accounts.add_user(store, "clerk_a", ORG_A, PASSWORDS["clerk_a"])
+    accounts.add_user(store, "clerk_b", ORG_B, PASSWORDS["clerk_b"])
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}
+    env.update(
+        EHC_STATE_DIR=str(state), EHC_APP_ID=sandbox.app_id, EHC_APP_SECRET=sandbox.app_secret,
+        EHC_BASE_URL=sandbox.base_url, EHC_RATE="10",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--port", "0"], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    line = process.stdout.readline() if ready else ""
+    url = next((word for word in line.replace("：", " ").split() if word.startswith("http://")), "")
+    if not url:
+        process.kill()
+        pytest.fail(f"ehc serve did not start: {line!r}")
+    try:
+        yield Server(url.rstrip("/"), state, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"Chromium is missing ({CHROMIUM}): the browser tests need Debian's chromium package. "
+            "Run `make test` (it installs it as root with apt-get) or `apt-get install -y chromium`."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Shots:
+    """Screenshots of the journey, numbered, under the test's folder (and ``EHC_SCREENSHOTS``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def take(self, page: Any, name: str, *, full: bool = False) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=full)
+        copy_to = os.environ.get("EHC_SCREENSHOTS")
+        if copy_to and name in DOC_SHOTS:
+            Path(copy_to).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(copy_to) / f"{name}.png")
+        return path
+
+
+def _log_in(page: Any, server: Server, name: str) -> None:
+    page.goto(f"{server.url}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORDS[name])
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url("**/jobs")
+
+
+def test_a_clerks_whole_journey_and_another_centre_locked_out(
+    server: Server, browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    shots = Shots(tmp_path / "screenshots")
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN"
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(f"{server.url}/login")
+    shots.take(page, "login")
+    _log_in(page, server, "clerk_a")
+    page.set_input_files("#files", str(SAMPLE_XLSX))
+    expect(page.locator("#chosen")).to_contain_text(SAMPLE_XLSX.name)
+    shots.take(page, "upload")
+    page.click("#upload-button")
+    page.wait_for_url("**/jobs/*")
+    job_url = page.url.split("?")[0]
+    page.wait_for_selector("#grid", timeout=60_000)
+    expect(page.locator("#counts")).to_contain_text("校验未通过 8")
+    shots.take(page, "faults")
+
+    row_id = page.locator("#grid tr", has_text="姓名为空").get_attribute("data-row")
+    row = page.locator(f'#grid tr[data-row="{row_id}"]')
+    row.locator("input[name=value]").fill("张三")
+    row.locator("button").click()
+    expect(row.locator(".row-status")).to_have_text("校验通过")
+    expect(page.locator("#counts")).to_contain_text("校验通过 43")
+    row.scroll_into_view_if_needed()
+    shots.take(page, "fixed")
+
+    page.click("a[href$='/mapping']")
+    expect(page.locator("h1")).to_contain_text("列对应关系")
+    shots.take(page, "mapping")
+    page.go_back()
+
+    page.click("#submit-link")
+    expect(page.locator("#confirm-count")).to_have_text("43")
+    expect(page.locator(".confirm")).to_contain_text("甲社区卫生服务中心（455400001）")
+    shots.take(page, "confirm")
+    page.click("#submit-form button")
+    page.wait_for_selector("#progress-panel")
+    expect(page.locator("#sending")).to_contain_text("已发送", timeout=30_000)
+    shots.take(page, "progress")
+    page.wait_for_selector("#progress-panel", state="detached", timeout=120_000)
+    expect(page.locator("#state-label")).to_have_text("已提交")
+    expect(page.locator("#counts")).to_contain_text("申领成功 43")
+    shots.take(page, "submitted")
+
+    with page.expect_download() as download:
+        page.click("a[data-kind=annotated]")
+    saved = tmp_path / "annotated.xlsx"
+    download.value.save_as(saved)
+    assert download.value.suggested_filename == f"annotated_{SAMPLE_XLSX.stem}.xlsx"
+    sheet = openpyxl.load_workbook(io.BytesIO(saved.read_bytes())).active
+    assert sheet is not None
+    names = [sheet.cell(row=r, column=2).value for r in range(1, sheet.max_row + 1)]
+    assert "张三" in names  # the edit is in the clerk's own workbook
+    page.goto(f"{server.url}/jobs")
+    expect(page.locator("#jobs")).to_contain_text("申领成功 43")
+    shots.take(page, "history")
+    assert not errors, errors
+
+    # A clerk of another centre: neither the job, nor its files, nor its place in the history.
+    other = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    intruder = other.new_page()
+    _log_in(intruder, server, "clerk_b")
+    expect(intruder.locator("main")).not_to_contain_text(SAMPLE_XLSX.name)
+    answer = intruder.goto(job_url)
+    assert answer is not None and answer.status == 404
+    expect(intruder.locator("h1")).to_have_text("找不到")
+    shots.take(intruder, "not-found")
+    downloads = ("/download/annotated", "/download/errors", "/download/results", "/download/csv")
+    for path in (*downloads, "/qrcodes.zip", "/state", "/mapping"):
+        assert intruder.request.get(job_url + path).status == 404, path
+    other.close()
+    context.close()
+    assert len(list(shots.folder.glob("*.png"))) == shots.count >= 9
