@@ -74,6 +74,25 @@ def extra_columns(extras: pd.DataFrame, index: pd.Index) -> list[tuple[str, pa.A
     return [(str(name), text_array(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
 
 
+def spread(n: int, rows: np.ndarray, texts: np.ndarray | Sequence[str]) -> pa.Array:
+    """A text column of ``n`` rows: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow)."""
+    if not len(rows):
+        return pa.repeat(pa.scalar("", pa.large_string()), n)
+    picks = np.zeros(n, dtype=np.int32)
+    picks[np.asarray(rows, dtype=np.int64)] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    choices = pa.array(["", *(str(t) for t in texts)], pa.large_string())
+    return pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string())
+
+
+def relabel_text(values: pa.Array, labels: dict[str, str]) -> pa.Array:
+    """Each value mapped through ``labels`` (unknown values kept), looked up once per distinct value."""
+    encoded = pc.dictionary_encode(values)
+    names = [labels.get(str(v), str(v)) for v in encoded.dictionary.to_pylist()]
+    return pa.DictionaryArray.from_arrays(encoded.indices, pa.array(names, pa.large_string())).cast(
+        pa.large_string()
+    )
+
+
 def relabel(values: np.ndarray, labels: dict[str, str]) -> np.ndarray:
     """Map each value through ``labels`` (unknown values kept), hashing the distinct values only."""
     codes, uniques = pd.factorize(values)
@@ -160,26 +179,45 @@ class ReportData:
         return self.faults[self.faults["severity"] == WARNING].reset_index(drop=True)
 
     # -- per row ------------------------------------------------------------------------------------
+    #
+    # Each column is built in Arrow (the ``*_text`` properties); the numpy object arrays are the same
+    # values for callers that want them.  Only the rows with a fault or a message are touched in Python.
+
     @cached_property
-    def status(self) -> np.ndarray:
+    def status_text(self) -> pa.Array:
         """Status of each row; without an outcome, ``invalid`` where an error fault exists."""
-        status = text_of(self.outcome, "status", self.n)
-        missing = status == ""
+        status = column_of(self.outcome, "status", self.n)
+        missing = np.asarray(pc.equal(status, "").to_numpy(zero_copy_only=False), dtype=bool)
         if missing.any():
             has_error = np.zeros(self.n, dtype=bool)
             has_error[self.errors["pos"].to_numpy()] = True
-            status[missing] = np.where(has_error[missing], STATUS_INVALID, STATUS_VALID)
+            filled = np.where(has_error, STATUS_INVALID, STATUS_VALID)
+            status = pc.if_else(pa.array(missing), pa.array(filled, pa.large_string()), status)
         return status
+
+    @cached_property
+    def status(self) -> np.ndarray:
+        """:attr:`status_text` as an object array."""
+        return np.asarray(self.status_text.to_numpy(zero_copy_only=False), dtype=object)
+
+    @cached_property
+    def _status_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each row's status as an index into the distinct statuses (in order of first appearance)."""
+        encoded = pc.dictionary_encode(self.status_text)
+        return encoded.indices.to_numpy(zero_copy_only=False), [
+            str(s) for s in encoded.dictionary.to_pylist()
+        ]
 
     @cached_property
     def statuses_present(self) -> list[str]:
         """The distinct statuses of the run, in order of first appearance."""
-        return [str(s) for s in pd.unique(self.status)]
+        return self._status_codes[1]
 
     @cached_property
     def bad(self) -> np.ndarray:
         """Rows that did not get through (invalid, rejected, failed)."""
-        return np.isin(self.status, list(BAD_STATUSES))
+        codes, statuses = self._status_codes
+        return np.array([s in BAD_STATUSES for s in statuses] + [False], dtype=bool)[codes]
 
     @cached_property
     def has_warning(self) -> np.ndarray:
@@ -189,37 +227,61 @@ class ReportData:
         return flags
 
     @cached_property
-    def result_codes(self) -> np.ndarray:
+    def result_code_text(self) -> pa.Array:
         """The codes of each row, joined by ``;`` (the outcome's, else from its error faults)."""
-        codes = text_of(self.outcome, "result_code", self.n)
-        if "result_code" not in self.outcome.columns and len(self.errors):
-            keys, joined = join_by_key(
-                self.errors["pos"].to_numpy(), self.errors["code"].astype(str).to_numpy(dtype=object), ";"
-            )
-            codes[keys] = joined
-        return codes
+        if "result_code" in self.outcome.columns or not len(self.errors):
+            return column_of(self.outcome, "result_code", self.n)
+        keys, joined = join_by_key(
+            self.errors["pos"].to_numpy(), self.errors["code"].astype(str).to_numpy(dtype=object), ";"
+        )
+        return spread(self.n, keys, joined)
 
     @cached_property
-    def messages(self) -> np.ndarray:
+    def result_codes(self) -> np.ndarray:
+        """:attr:`result_code_text` as an object array."""
+        return np.asarray(self.result_code_text.to_numpy(zero_copy_only=False), dtype=object)
+
+    @cached_property
+    def message_text(self) -> pa.Array:
         """Chinese explanation of each row: its faults (errors then warnings), then the outcome's message.
 
         The outcome's own message is added where faults do not already tell the
         story: for rows sent to the platform (enrolled, already enrolled,
         failed), and for any row that has no fault text at all.
         """
+        has_text = np.zeros(self.n, dtype=bool)
         texts = np.full(self.n, "", dtype=object)
         by_row = self.faults.sort_values(["pos", "severity", "code"], kind="stable")  # "error" < "warning"
         if len(by_row):
             keys, joined = join_by_key(by_row["pos"].to_numpy(), fault_texts(by_row), MESSAGE_SEPARATOR)
             texts[keys] = joined
-        outcome_message = text_of(self.outcome, "message", self.n)
-        sent = np.isin(self.status, [STATUS_VALID, STATUS_INVALID, STATUS_REJECTED], invert=True)
-        add = (outcome_message != "") & (sent | (texts == "")) & (outcome_message != texts)
-        both = add & (texts != "")
-        texts[both] = texts[both] + MESSAGE_SEPARATOR + outcome_message[both]
-        only = add & (texts == "")
-        texts[only] = outcome_message[only]
-        return texts
+            has_text[keys] = True
+        outcome_message = column_of(self.outcome, "message", self.n)
+        with_message = np.asarray(
+            pc.not_equal(outcome_message, "").to_numpy(zero_copy_only=False), dtype=bool
+        )
+        codes, statuses = self._status_codes
+        unsent = {STATUS_VALID, STATUS_INVALID, STATUS_REJECTED}
+        sent = np.array([s not in unsent for s in statuses] + [False], dtype=bool)[codes]
+        candidates = np.flatnonzero(with_message & (sent | ~has_text))
+        if len(candidates):
+            extra = np.asarray(
+                outcome_message.take(pa.array(candidates)).to_numpy(zero_copy_only=False), dtype=object
+            )
+            own = texts[candidates]
+            differs = extra != own
+            both = differs & (own != "")
+            only = differs & (own == "")
+            texts[candidates[both]] = own[both] + MESSAGE_SEPARATOR + extra[both]
+            texts[candidates[only]] = extra[only]
+            has_text[candidates[differs]] = True
+        rows = np.flatnonzero(has_text)
+        return spread(self.n, rows, texts[rows])
+
+    @cached_property
+    def messages(self) -> np.ndarray:
+        """:attr:`message_text` as an object array."""
+        return np.asarray(self.message_text.to_numpy(zero_copy_only=False), dtype=object)
 
     @cached_property
     def extras(self) -> list[tuple[str, pa.Array]]:
@@ -352,8 +414,8 @@ class Tally:
         """Count the rows and faults of one batch."""
         keys, section = data.sections
         local = np.array([self._section(key) for key in keys] or [0], dtype=np.int64)
-        status_code, statuses = pd.factorize(data.status)
-        self.statuses_present += [str(s) for s in statuses if str(s) not in self.statuses_present]
+        status_code, statuses = data._status_codes
+        self.statuses_present += [s for s in statuses if s not in self.statuses_present]
         if data.n:
             width = max(len(statuses), 1)
             counts = np.bincount(

@@ -18,6 +18,8 @@ those characters.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -44,7 +46,8 @@ MACHINE_COLUMNS: frozenset[str] = frozenset({"source_row", "status", "result_cod
 FORMULA_STARTS: bytes = b"=+-@\t\r"
 
 _BOM = b"\xef\xbb\xbf"
-_STARTS = np.frombuffer(FORMULA_STARTS, dtype=np.uint8)
+_RISKY_BYTE = np.zeros(256, dtype=bool)
+_RISKY_BYTE[np.frombuffer(FORMULA_STARTS, dtype=np.uint8)] = True
 _APOSTROPHE = pa.scalar("'", pa.large_string())
 _EMPTY = pa.scalar("", pa.large_string())
 
@@ -73,10 +76,11 @@ def formula_like(values: pa.Array) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
-    filled = offsets[1:] > offsets[:-1]
-    first = np.zeros(n, dtype=np.uint8)
-    first[filled] = data[offsets[:-1][filled]]
-    return np.isin(first, _STARTS) & filled
+    starts = offsets[:-1]
+    filled = offsets[1:] > starts
+    # An empty value's start may be the end of the data: read from a padded copy of the last byte's place.
+    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(n, dtype=np.uint8)
+    return _RISKY_BYTE[first] & filled
 
 
 def neutralised(values: pa.Array) -> pa.Array:
@@ -90,7 +94,12 @@ def neutralised(values: pa.Array) -> pa.Array:
 
 
 class ResultsCsv:
-    """results.csv written batch by batch: the header first, then every batch's rows in order."""
+    """results.csv written batch by batch: the header first, then every batch's rows in order.
+
+    Arrow's CSV writer runs on a thread of its own (it releases the GIL), so
+    the next batch is checked while this one is written; a fault it meets
+    (a full disk) is raised by the next :meth:`write_table` or by :meth:`close`.
+    """
 
     def __init__(self, path: Path, extra_names: Sequence[str]) -> None:
         names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
@@ -103,12 +112,24 @@ class ResultsCsv:
         self._writer: pacsv.CSVWriter | None = pacsv.CSVWriter(
             self._sink, self.schema, write_options=pacsv.WriteOptions(quoting_style="needed")
         )
+        self._pending: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        self._fault: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="ehc-results-csv", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (table := self._pending.get()) is not None:
+            if self._fault is None and self._writer is not None:
+                try:
+                    self._writer.write_table(table)
+                except BaseException as error:  # raised again in the caller's thread
+                    self._fault = error
 
     def columns(self, data: ReportData) -> pa.Table:
         """The rows of one batch as results.csv holds them (see :func:`write_results_csv`)."""
         rows, n = data.rows, data.n
         arrays = [column_of(rows, name, n) for name in SOURCE_COLUMNS]
-        arrays += [text_array(data.status), text_array(data.result_codes), text_array(data.messages)]
+        arrays += [data.status_text, data.result_code_text, data.message_text]
         arrays += [column_of(rows, name, n) for name in FIELDS]
         arrays += [column_of(data.outcome, name, n) for name in CARD_ID_COLUMNS]
         arrays += [values for _, values in data.extras]
@@ -124,19 +145,28 @@ class ResultsCsv:
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows already laid out by :meth:`columns`."""
+        if self._fault is not None:
+            raise self._fault
         if self._writer is None:
             raise ValueError("results.csv is closed")
-        self._writer.write_table(table)
+        self._pending.put(table)
         self.rows += table.num_rows
 
     def close(self) -> None:
-        """Finish the file."""
+        """Finish the file; raises what writing it met."""
+        if self._thread.is_alive():
+            self._pending.put(None)
+            self._thread.join()
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            if self._fault is None:
+                writer.close()
         if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+            sink, self._sink = self._sink, None
+            sink.close()
+        if self._fault is not None:
+            fault, self._fault = self._fault, None
+            raise fault
 
 
 def write_results_csv(path: Path, data: ReportData) -> Path:

@@ -32,7 +32,7 @@ from pipeline.model import (
     STATUS_VALID,
     SUBMIT_STATUSES,
 )
-from pipeline.reports.data import WARNING_HINT, ReportData, Tally, column_of, relabel
+from pipeline.reports.data import WARNING_HINT, ReportData, Tally, column_of, relabel_text
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
 from pipeline.text.arrow import text_array
 from schemas.result_codes import describe, hint
@@ -210,9 +210,9 @@ def detail_columns(data: ReportData, keep: np.ndarray | None = None) -> tuple[li
         arrow(column_of(rows, "source_file", n)),
         arrow(column_of(rows, "source_sheet", n)),
         _numbers(per_row(data.source_row)),
-        text_array(relabel(per_row(data.status), STATUS_LABELS)),
-        text_array(per_row(data.result_codes)),
-        text_array(per_row(data.messages)),
+        arrow(relabel_text(data.status_text, STATUS_LABELS)),
+        arrow(data.result_code_text),
+        arrow(data.message_text),
     ]
     columns += [arrow(column_of(rows, f, n)) for f in FIELDS]
     if data.submitted:

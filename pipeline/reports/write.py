@@ -214,9 +214,12 @@ class ReportWriter:
         (a progress bar).
         """
         try:
-            if self._csv is None:
-                self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names or [])
-            self._csv.close()
+            with os_errors(
+                "写入报告", self.out_dir / RESULTS_CSV, fix="换一个可写的 --out 目录，或清理磁盘空间"
+            ):
+                if self._csv is None:
+                    self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names or [])
+                self._csv.close()
             jobs = self._jobs(on_rows)
             written = self._run(jobs)
             order = [RESULTS_XLSX, ERRORS_XLSX, RESULTS_CSV]
