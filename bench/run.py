@@ -66,7 +66,7 @@ REPEAT = 3
 _OPTIONS = {"repeat": REPEAT}
 RATE = 50.0
 LATENCY_MS = 100.0
-UNLIMITED = "10000"
+UNLIMITED = "1000"  # the highest --rate the command takes; above what one process reaches
 WORKERS = "4"
 
 
