@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,6 @@ from pipeline.model import (
     FAULT_COLUMNS,
     INPUT_FIELDS,
     STATUS_INVALID,
-    STATUS_VALID,
     Batch,
     MappedTable,
     RawTable,
@@ -56,6 +55,10 @@ CHUNK_ROWS = 200_000
 
 #: Modules needed only after reading (pandera's is the heaviest), imported while the input is read.
 LATER_MODULES = ("pipeline.validate", "pipeline.reports.write")
+
+if TYPE_CHECKING:  # imported where used: pandera is the heaviest import of a run
+    from pipeline.reports.write import ReportWriter
+    from pipeline.validate import RepeatedIds
 
 T = TypeVar("T")
 
@@ -178,7 +181,7 @@ def check_batch(
     defaults: DefaultValues,
     today: date,
     *,
-    repeats: object | None = None,
+    repeats: RepeatedIds | None = None,
     table_number: int = 0,
 ) -> Batch:
     """Normalise and validate one chunk of one table: its rows as a Batch, ``row_id`` from ``start``.
@@ -193,9 +196,8 @@ def check_batch(
     index = pd.RangeIndex(start, start + n)
     original = table.fields.loc[:, list(INPUT_FIELDS)].set_axis(index)
     normalised, warnings = normalise.normalise(original, defaults, today)
-    tracker = repeats if isinstance(repeats, validate.RepeatedIds) else None
-    places = validate.RepeatedIds.place(table_number, table.raw.source_row) if tracker is not None else None
-    faults = validate.validate(normalised, today=today, repeats=tracker, places=places)
+    places = validate.RepeatedIds.place(table_number, table.raw.source_row) if repeats is not None else None
+    faults = validate.validate(normalised, today=today, repeats=repeats, places=places)
     parts = [
         frame for frame in (faults, warnings, _note_faults(table, index)) if frame is not None and len(frame)
     ]
@@ -339,13 +341,13 @@ def run_validate(
     return run_result(writer.tally.counts(), paths, submitted=False)
 
 
-def finish_reports(writer: object, *, progress: bool) -> dict[str, Path]:
+def finish_reports(writer: ReportWriter, *, progress: bool) -> dict[str, Path]:
     """Lay out a run's workbooks and put its reports in place, with a bar on a terminal."""
-    from pipeline.reports.write import ReportWriter
+    from pipeline.reports.workbooks import DETAIL_ROW_LIMIT, SHEET_LINES
 
-    assert isinstance(writer, ReportWriter)
     tally = writer.tally
-    lines = min(tally.n, 200_000) + min(tally.faults, 2 * 1_048_572)
+    detail = tally.n if tally.n <= DETAIL_ROW_LIMIT else min(tally.bad_rows, SHEET_LINES)
+    lines = detail + min(tally.faults, 2 * SHEET_LINES)
     bar = RowBar("写报告", lines, enabled=progress)
     try:
         return writer.finish(on_rows=bar.advance)
@@ -365,8 +367,3 @@ def run_result(counts: dict[str, object], paths: dict[str, Path], *, submitted: 
         paths=paths,
         counts=counts,
     )
-
-
-def valid_rows(batch: Batch) -> int:
-    """Rows of ``batch`` that passed every check."""
-    return int((batch.outcome["status"] == STATUS_VALID).sum())

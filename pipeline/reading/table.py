@@ -302,14 +302,10 @@ def _cut_long_cells(column: pa.Array, header: str) -> tuple[pa.Array, list[tuple
     if not pc.any(long).as_py():
         return column, []
     rows = np.flatnonzero(long.to_numpy(zero_copy_only=False))
-    counts = pc.filter(lengths, long).to_pylist()
     cut = pc.replace_with_mask(
         column, long, pc.utf8_slice_codeunits(pc.filter(column, long), 0, MAX_CELL_CHARS)
     )
-    notes = [
-        (int(row), header, NOTE_CODE, "error", _TOO_LONG.format(limit=MAX_CELL_CHARS))
-        for row, count in zip(rows, counts, strict=True)
-    ]
+    notes = [(int(row), header, NOTE_CODE, "error", _TOO_LONG.format(limit=MAX_CELL_CHARS)) for row in rows]
     return cut, notes
 
 

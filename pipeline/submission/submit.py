@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -54,11 +54,15 @@ from pipeline.model import (
     STATUS_LABELS,
     STATUS_VALID,
     Batch,
+    MappedTable,
     Outcome,
     ReadOptions,
     RunResult,
 )
 from pipeline.progress import RowBar
+
+if TYPE_CHECKING:
+    from pipeline.dryrun import Registers
 from pipeline.state.journal import STATE_ENROLLED, Journal
 from pipeline.stopping import interrupt_on_signals, stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
@@ -433,7 +437,7 @@ def run_submit(
     return run_result(counts, paths, submitted=True)
 
 
-def _head_of(registers: Any, batch: Batch) -> Any:
+def _head_of(registers: Registers, batch: Batch) -> MappedTable | None:
     """The run's table (without rows) a chunk comes from, matched by path and sheet."""
     raw = batch.tables[0].raw
     for head in registers.heads:
