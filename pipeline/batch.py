@@ -82,6 +82,32 @@ def combine(tables: list[MappedTable]) -> tuple[list[range], pd.DataFrame, pd.Da
     return offsets, _source_frame(tables, offsets), original, extras
 
 
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """Consecutive batches of a run as one Batch (a small run held whole: the web workspace, tests)."""
+    if not batches:
+        empty = pd.DataFrame({c: pd.Series(dtype="str") for c in (*SOURCE_COLUMNS, *INPUT_FIELDS)})
+        return Batch([], [], empty.loc[:, list(SOURCE_COLUMNS)], empty.loc[:, list(INPUT_FIELDS)],
+                     pd.DataFrame(index=empty.index), pd.DataFrame(columns=list(FAULT_COLUMNS)),
+                     pd.DataFrame(columns=list(OUTCOME_COLUMNS)))  # fmt: skip
+    tables: list[MappedTable] = []
+    ranges: list[range] = []
+    for batch in batches:
+        for table, rows in zip(batch.tables, batch.table_rows, strict=False):
+            tables.append(table)
+            ranges.append(rows)
+    extras = pd.concat([b.extras for b in batches])
+    extras = extras.fillna("").astype(object) if len(extras.columns) else extras
+    return Batch(
+        tables=tables,
+        table_rows=ranges,
+        rows=pd.concat([b.rows for b in batches]),
+        original=pd.concat([b.original for b in batches]),
+        extras=extras,
+        faults=pd.concat([b.faults for b in batches], ignore_index=True),
+        outcome=pd.concat([b.outcome for b in batches]),
+    )
+
+
 def _join_by_row(row_ids: np.ndarray, texts: np.ndarray, sep: str) -> tuple[np.ndarray, list[str]]:
     """Join ``texts`` per row id (``row_ids`` sorted), dropping repeats within a row."""
     rows: list[int] = []
@@ -254,13 +280,17 @@ class BatchSpool:
 
     Each batch's frames go to one Arrow IPC file (LZ4-compressed) in
     ``folder``; only their tables (header and column mapping, no rows) stay in
-    memory.
+    memory, and the rows as read of a table of at most ``keep_rows`` rows
+    (what an annotated copy of a text register is made of).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, keep_rows: int = 0) -> None:
         self.folder = folder
+        self.keep_rows = keep_rows
         self.tables: list[MappedTable] = []
         self._spooled: list[_Spooled] = []
+        self._kept: dict[int, MappedTable] = {}  # position -> the chunk's own table, rows and all
+        self._rows_of: dict[int, int] = {}  # table number -> rows kept so far
         self.rows = 0
 
     def add(self, batch: Batch, head: MappedTable | None = None) -> None:
@@ -298,6 +328,14 @@ class BatchSpool:
             pa.ipc.new_file(sink, fault_table.schema, options=options) as writer,
         ):
             writer.write_table(fault_table)
+        if batch.tables and number >= 0 and self.keep_rows:
+            kept = self._rows_of.get(number, 0) + len(batch)
+            self._rows_of[number] = kept
+            if kept <= self.keep_rows:
+                self._kept[len(self._spooled)] = batch.tables[0]
+            else:  # too long to keep: none of its rows are
+                for position in [p for p, s in enumerate(self._spooled) if s.table == number]:
+                    self._kept.pop(position, None)
         self._spooled.append(_Spooled(path, number, batch.start, len(batch)))
         self.rows += len(batch)
 
@@ -324,7 +362,7 @@ class BatchSpool:
         faults = faults.astype({"row_id": np.int64, "code": np.int64})
         for column in ("field", "severity", "message"):
             faults[column] = faults[column].astype("str")
-        tables = [self.tables[spooled.table]] if spooled.table >= 0 else []
+        tables = [self._kept.get(position, self.tables[spooled.table])] if spooled.table >= 0 else []
         return Batch(
             tables=tables,
             table_rows=[range(spooled.start, spooled.start + spooled.rows)] if tables else [],
@@ -341,7 +379,8 @@ class BatchSpool:
             yield self.batch(position)
 
     def discard(self, position: int) -> None:
-        """Remove the files of a batch no longer needed."""
+        """Remove the files (and the rows kept) of a batch no longer needed."""
+        self._kept.pop(position, None)
         path = self._spooled[position].path
         path.unlink(missing_ok=True)
         path.with_suffix(".faults.arrow").unlink(missing_ok=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
+import re
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO
 
 from loguru import logger
 
@@ -26,13 +28,110 @@ from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.model import ReadOptions, RunResult
 
+EXIT_CODES_HELP = """退出码：
+  0    全部行通过校验（检查），或全部申领成功、已办理过（提交）
+  1    有行未通过校验、被平台拒绝或发送失败
+  2    致命错误：文件无法读取、缺少列、参数或配置有误、平台不可用
+  3    另一个 ehc run 或 ehc submit 正在运行（状态目录已锁定）
+  130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+
+_SHORT_EXIT_CODES_HELP = """退出码：
+  0    成功
+  2    致命错误：参数或配置有误、平台不可用
+  130  被中断（Ctrl-C）"""
+
+#: argparse's own messages (English) and how they read in Chinese; the first pattern that matches wins.
+_ARGPARSE_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.S), chinese)
+    for pattern, chinese in (
+        (r"the following arguments are required: (?P<a>.+)", "缺少必需的参数 {a}"),
+        (r"unrecognized arguments: (?P<a>.+)", "无法识别的参数 {a}"),
+        (
+            r"argument (?P<a>\S+): invalid choice: '?(?P<v>[^']*?)'?(?:,.*?)? \(choose from (?P<c>.+)\)",
+            "{a} 的值“{v}”无效，可选：{c}",
+        ),
+        (r"argument (?P<a>\S+): expected one argument", "{a} 后面需要一个值"),
+        (r"argument (?P<a>\S+): expected at least one argument", "{a} 后面至少需要一个值"),
+        (r"argument (?P<a>\S+): expected at most one argument", "{a} 后面最多一个值"),
+        (r"argument (?P<a>\S+): expected (?P<n>\d+) arguments?", "{a} 后面需要 {n} 个值"),
+        (r"argument (?P<a>\S+): not allowed with argument (?P<b>\S+)", "{a} 不能与 {b} 同时使用"),
+        (r"argument (?P<a>\S+): invalid int value: '?(?P<v>[^']*)'?", "{a} 的值“{v}”应为整数"),
+        (r"argument (?P<a>\S+): invalid float value: '?(?P<v>[^']*)'?", "{a} 的值“{v}”应为数字"),
+        (r"argument (?P<a>\S+): invalid \S+ value: '?(?P<v>[^']*)'?", "{a} 的值“{v}”无效"),
+        (r"argument (?P<a>\S+): ignored explicit argument '?(?P<v>[^']*)'?", "{a} 不接受值（“{v}”）"),
+        (r"one of the arguments (?P<a>.+) is required", "必须给出以下参数之一：{a}"),
+        (r"ambiguous option: (?P<a>\S+) could match (?P<b>.+)", "选项 {a} 有歧义，可能是：{b}"),
+        (r"argument (?P<a>\S+): (?P<m>.+)", "{a}：{m}"),
+    )
+)
+
+
+def chinese_argparse_message(message: str) -> str:
+    """argparse's English error message in Chinese (messages already in Chinese pass through)."""
+    for pattern, chinese in _ARGPARSE_MESSAGES:
+        found = pattern.fullmatch(message.strip())
+        if found:
+            return chinese.format(**{k: v.replace("'", "") for k, v in found.groupdict().items()})
+    return message
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help in Chinese: ``用法：`` for ``usage:``, the description and epilog as written."""
+
+    def add_usage(self, usage: str | None, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        super().add_usage(usage, actions, groups, "用法：" if prefix is None else prefix)
+
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line Chinese errors and exit code 2."""
+    """argparse in Chinese: one-line errors (exit code 2), Chinese help with examples and exit codes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        kwargs["add_help"] = False
+        super().__init__(*args, **kwargs)
+        # The default sections, so that any argument added to the parser is listed under a Chinese title.
+        self._positionals.title = "参数"
+        self._optionals.title = "选项"
+        self.options = self._optionals
+        self.options.add_argument("-h", "--help", action="help", help="显示本帮助并退出")
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"错误：命令行参数有误（{message}）。运行 `{self.prog} --help` 查看用法\n")
+        text = chinese_argparse_message(message)
+        emit(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法", sys.stderr)
         raise SystemExit(EXIT_FATAL)
+
+
+def emit(text: str, stream: TextIO | None = None) -> None:
+    """Write ``text`` and a newline to ``stream`` (stdout) whatever the console can encode.
+
+    A GBK console and a file name it cannot encode get ``?`` for the
+    character rather than an error after the reports were written; a closed
+    pipe (``ehc validate … | head``) is not an error either.
+    """
+    stream = stream if stream is not None else sys.stdout
+    try:
+        try:
+            stream.write(text + "\n")
+        except UnicodeEncodeError:
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write((text + "\n").encode(encoding, errors="replace").decode(encoding))
+        stream.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
+def _tolerant_console() -> None:
+    """Let stdout and stderr replace what the console cannot encode instead of failing the run.
+
+    A Windows console redirected to a file writes GBK; a file name or a
+    resident's name outside GBK must come out as ``?`` (stdout) or an escape
+    (stderr, as Python does by default), in the summary and in the log lines.
+    """
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            with contextlib.suppress(ValueError, OSError, io.UnsupportedOperation):
+                reconfigure(errors=errors)
 
 
 def _positive(text: str) -> float:
@@ -56,96 +155,235 @@ def _count(text: str) -> int:
     return value
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
-    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+def _common(parser: _Parser) -> None:
+    options = parser.options
+    options.add_argument(
+        "--config", type=Path, metavar="文件", help="配置文件（TOML），各项见 docs/configuration.md"
+    )
+    options.add_argument("--debug", action="store_true", help="显示调试日志；出错时显示详细的错误堆栈")
+    options.add_argument(
+        "--log-json", action="store_true", help="日志每行输出一个 JSON 对象（供运维系统收集）"
+    )
 
 
-def _input_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="registers (xlsx/xls/csv)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the reports")
-    sheets = parser.add_mutually_exclusive_group()
-    sheets.add_argument("--sheet", metavar="NAME", help="read this sheet (default: the first with data)")
-    sheets.add_argument("--all-sheets", action="store_true", help="read every sheet that has data")
-    parser.add_argument("--mapping", type=Path, metavar="FILE", help="TOML file: header = field code")
+def _input_options(parser: _Parser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="登记表",
+        help="居民登记表（xlsx、xlsm、xls、ods、csv），可给多个",
+    )
+    options = parser.options
+    options.add_argument(
+        "--out", type=Path, required=True, metavar="目录", help="报告输出目录（不存在时自动创建）"
+    )
+    sheets = options.add_mutually_exclusive_group()
+    sheets.add_argument("--sheet", metavar="工作表", help="只读取这个工作表（默认：第一个有数据的工作表）")
+    sheets.add_argument("--all-sheets", action="store_true", help="读取所有有数据的工作表")
+    options.add_argument(
+        "--mapping",
+        type=Path,
+        metavar="文件",
+        help='表头对应文件（TOML，每行 "表头" = "字段代码"），用于程序认不出的表头',
+    )
+
+
+_HELP: dict[str, tuple[str, str, str]] = {
+    # command: (one-line help, description, example)
+    "validate": (
+        "检查登记表（不发送）：读取、规范化、校验，写出报告",
+        "检查登记表，不发送任何数据：读取每个登记表，把名称换成平台代码，逐行校验，\n"
+        "在输出目录写出 results.xlsx、errors.xlsx、results.csv\n"
+        "和标注了问题的登记表副本 annotated_<文件名>.xlsx。",
+        "  ehc validate 登记表.xlsx --out 检查结果\n"
+        "  ehc validate 一月.xlsx 二月.csv --out 检查结果 --all-sheets",
+    ),
+    "submit": (
+        "检查后提交：把通过校验的行用 syncCardInfo 发送到平台",
+        "先像 ehc validate 一样检查，再把通过校验的行逐个发送到平台（限速、失败重试、可续传）。\n"
+        "同一居民不会重复提交。提交前须设置应用 ID、密钥和发卡机构代码（环境变量 EHC_APP_ID、\n"
+        "EHC_APP_SECRET、EHC_ORG_CODE，或配置文件）。",
+        "  ehc submit 登记表.xlsx --out 提交结果\n"
+        "  ehc submit 登记表.xlsx --out 提交结果 --config ehc.toml --rate 20",
+    ),
+    "run": (
+        "夜间导入：处理收件目录中每个新的登记表",
+        "处理收件目录中每个新的登记表：检查并提交，结果写到结果目录；处理过的文件移到 processed/，\n"
+        "无法读取的移到 failed/ 并附原因。同一时间只允许一个运行。详见 docs/operations.md。",
+        "  ehc run --inbox /data/ehc/inbox --config /etc/ehc/ehc.toml\n  ehc run --inbox 收件 --dry-run",
+    ),
+    "qrcode": (
+        "为已申领成功的居民下载二维码图片",
+        "为提交结果中每位申领成功的居民向平台获取电子健康卡二维码（getImg），每人一张 PNG 图片。",
+        "  ehc qrcode --from 提交结果 --out 二维码",
+    ),
+    "check-config": (
+        "检查配置并登录平台（getWorkKey）",
+        "检查配置文件和环境变量，并登录平台（getWorkKey）；显示平台地址、脱敏后的应用 ID、速率、\n"
+        "状态目录和日志目录。",
+        "  ehc check-config --config /etc/ehc/ehc.toml",
+    ),
+    "serve": (
+        "运行网页工作台（供各中心在浏览器中使用）",
+        "运行网页工作台：各中心的办事员登录后上传登记表、在网页上改正问题并提交，只能看到本中心的数据。\n"
+        "部署方法见 docs/web.md。",
+        "  ehc serve --config /etc/ehc/ehc.toml\n  ehc serve --port 8080",
+    ),
+    "users": (
+        "管理网页工作台的用户",
+        "添加网页工作台的用户，或重设其密码；密码在提示时输入（或从标准输入读取），不写在命令行里。",
+        "  ehc users add zhangsan --centre 455400000\n  ehc users passwd zhangsan",
+    ),
+    "users add": (
+        "添加一个中心的用户",
+        "添加网页工作台的用户，归属于一个中心；密码在提示时输入（或从标准输入读取）。",
+        "  ehc users add zhangsan --centre 455400000\n  ehc users add admin --centre 455400000 --admin",
+    ),
+    "users passwd": (
+        "重设用户的密码",
+        "重设网页工作台用户的密码；新密码在提示时输入（或从标准输入读取）。",
+        "  ehc users passwd zhangsan",
+    ),
+    "centres": (
+        "管理网页工作台的中心",
+        "添加使用网页工作台的社区卫生服务中心（按机构代码）。",
+        "  ehc centres add 455400000 --name 示范社区卫生服务中心",
+    ),
+    "centres add": (
+        "按机构代码添加一个中心",
+        "添加一个社区卫生服务中心：机构代码和名称。",
+        "  ehc centres add 455400000 --name 示范社区卫生服务中心",
+    ),
+    "sandbox": (
+        "在本机运行自带的模拟平台（测试用）",
+        "在 127.0.0.1 上运行自带的模拟平台，行为与平台接口规范一致，用于演示和测试。",
+        "  ehc sandbox --port 8080 --app demo:0123456789ABCDEF",
+    ),
+}
+
+
+def _command(commands: Any, name: str, exit_codes: str = EXIT_CODES_HELP, *, key: str = "") -> _Parser:
+    summary, description, example = _HELP[key or name]
+    parser: _Parser = commands.add_parser(
+        name, help=summary, description=description, epilog=f"示例：\n{example}\n\n{exit_codes}"
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ehc`` argument parser with every subcommand."""
-    parser = _Parser(prog="ehc", description="电子健康卡批量申领 / batch enrolment for the e-health card")
-    parser.add_argument("--version", action="version", version=f"ehc {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    """The ``ehc`` argument parser with every subcommand, its help and errors in Chinese."""
+    parser = _Parser(
+        prog="ehc",
+        description="电子健康卡批量申领：检查居民登记表，把通过校验的居民提交到电子健康卡平台。\n"
+        "每个命令的用法：ehc 命令 --help",
+        epilog="示例：\n  ehc validate 登记表.xlsx --out 检查结果\n"
+        "  ehc submit 登记表.xlsx --out 提交结果\n\n" + EXIT_CODES_HELP,
+    )
+    parser.options.add_argument(
+        "--version", action="version", version=f"ehc {__version__}", help="显示版本号并退出"
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="命令", metavar="命令"
+    )
 
-    validate = commands.add_parser("validate", help="dry run: read, normalise, validate, report")
+    validate = _command(commands, "validate")
     _input_options(validate)
     _common(validate)
 
-    submit = commands.add_parser("submit", help="validate, then send valid rows with syncCardInfo")
+    submit = _command(commands, "submit")
     _input_options(submit)
-    submit.add_argument("--base-url", metavar="URL", help="platform base URL (env EHC_BASE_URL)")
-    submit.add_argument("--rate", type=_positive, metavar="N", help="at most N requests per second")
-    submit.add_argument("--concurrency", type=_count, metavar="N", help="parallel requests")
-    submit.add_argument(
+    options = submit.options
+    options.add_argument(
+        "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
+    )
+    options.add_argument("--rate", type=_positive, metavar="N", help="每秒最多发送 N 个请求")
+    options.add_argument("--concurrency", type=_count, metavar="N", help="同时发送的请求数")
+    options.add_argument(
         "--lookup-existing",
         action="store_true",
-        help="fetch card ids of residents enrolled elsewhere with bindCardInfo (binds them)",
+        help="对已在别处办理过的居民，用 bindCardInfo 查询并绑定其电子健康卡号",
     )
     _common(submit)
 
-    run = commands.add_parser("run", help="process every new register in an inbox folder")
-    run.add_argument("--inbox", type=Path, required=True, metavar="DIR")
-    run.add_argument("--out", type=Path, metavar="DIR", help="results root (default: <inbox>-results)")
-    run.add_argument("--dry-run", action="store_true", help="validate only; send nothing, move nothing")
+    run = _command(commands, "run")
+    run.options.add_argument("--inbox", type=Path, required=True, metavar="目录", help="收件目录")
+    run.options.add_argument(
+        "--out", type=Path, metavar="目录", help="结果根目录（默认：<收件目录>-results）"
+    )
+    run.options.add_argument("--dry-run", action="store_true", help="只检查：不发送，也不移动文件")
     _common(run)
 
-    qrcode = commands.add_parser("qrcode", help="fetch QR code PNGs for enrolled residents")
-    qrcode.add_argument("--from", dest="source", type=Path, required=True, metavar="DIR_OR_JOURNAL")
-    qrcode.add_argument("--out", type=Path, required=True, metavar="DIR")
-    qrcode.add_argument("--base-url", metavar="URL")
+    qrcode = _command(
+        commands,
+        "qrcode",
+        EXIT_CODES_HELP.replace("有行未通过校验、被平台拒绝或发送失败", "有居民的二维码未能获取"),
+    )
+    qrcode.options.add_argument(
+        "--from", dest="source", type=Path, required=True, metavar="目录或日志",
+        help="提交结果目录（ehc submit 的 --out）或提交日志文件",
+    )  # fmt: skip
+    qrcode.options.add_argument("--out", type=Path, required=True, metavar="目录", help="二维码图片保存目录")
+    qrcode.options.add_argument(
+        "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
+    )
     _common(qrcode)
 
-    check = commands.add_parser("check-config", help="check the configuration and the platform login")
-    check.add_argument("--base-url", metavar="URL")
+    check = _command(commands, "check-config", _SHORT_EXIT_CODES_HELP)
+    check.options.add_argument(
+        "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
+    )
     _common(check)
 
-    serve = commands.add_parser("serve", help="run the web workspace for the centres")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve = _command(commands, "serve", _SHORT_EXIT_CODES_HELP)
+    serve.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
+    serve.add_argument(
+        "--port", type=int, default=8000, metavar="端口", help="端口（默认 8000；0 表示自动选择空闲端口）"
+    )
     _common(serve)
 
-    users = commands.add_parser("users", help="workspace users (passwords are read from a prompt or stdin)")
-    users_commands = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
-    users_add = users_commands.add_parser("add", help="add a user of a centre")
-    users_add.add_argument("name", metavar="NAME")
-    users_add.add_argument(
-        "--centre", required=True, metavar="ORGCODE", help="the centre's organisation code"
+    users = _command(commands, "users", _SHORT_EXIT_CODES_HELP)
+    users_commands = users.add_subparsers(
+        dest="users_command", required=True, parser_class=_Parser, title="子命令", metavar="子命令"
     )
-    users_add.add_argument(
-        "--admin", action="store_true", help="may manage centres and users, read the audit log"
-    )
+    users_add = _command(users_commands, "add", _SHORT_EXIT_CODES_HELP, key="users add")
+    users_add.add_argument("name", metavar="用户名", help="登录用的用户名")
+    users_add.add_argument("--centre", required=True, metavar="机构代码", help="该用户所属中心的机构代码")
+    users_add.add_argument("--admin", action="store_true", help="管理员：可管理中心和用户、查看审计日志")
     _common(users_add)
-    users_passwd = users_commands.add_parser("passwd", help="set a user's password")
-    users_passwd.add_argument("name", metavar="NAME")
+    users_passwd = _command(users_commands, "passwd", _SHORT_EXIT_CODES_HELP, key="users passwd")
+    users_passwd.add_argument("name", metavar="用户名", help="要重设密码的用户")
     _common(users_passwd)
 
-    centres = commands.add_parser("centres", help="workspace centres")
-    centres_commands = centres.add_subparsers(dest="centres_command", required=True, parser_class=_Parser)
-    centres_add = centres_commands.add_parser("add", help="add a centre with its organisation code")
-    centres_add.add_argument("org_code", metavar="ORGCODE")
-    centres_add.add_argument("--name", required=True, metavar="名称")
+    centres = _command(commands, "centres", _SHORT_EXIT_CODES_HELP)
+    centres_commands = centres.add_subparsers(
+        dest="centres_command", required=True, parser_class=_Parser, title="子命令", metavar="子命令"
+    )
+    centres_add = _command(centres_commands, "add", _SHORT_EXIT_CODES_HELP, key="centres add")
+    centres_add.add_argument("org_code", metavar="机构代码", help="中心的机构代码（发卡机构代码）")
+    centres_add.add_argument("--name", required=True, metavar="名称", help="中心的名称")
     _common(centres_add)
 
-    sandbox = commands.add_parser("sandbox", help="run the bundled platform stand-in on loopback")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    sandbox.add_argument("--state", type=Path, metavar="FILE", help="SQLite state file")
-    sandbox.add_argument("--app", action="append", default=[], metavar="ID:SECRET", help="register an app")
-    sandbox.add_argument("--latency-ms", type=float, default=0.0, metavar="N")
-    sandbox.add_argument("--fault-rate", type=float, default=0.0, metavar="F")
-    sandbox.add_argument("--seed", type=int, metavar="S")
-    sandbox.add_argument("--rate-limit", type=_positive, metavar="N", help="requests per second per app")
-    sandbox.add_argument("--workkey-ttl", type=float, default=86400.0, metavar="S")
+    sandbox = _command(commands, "sandbox", _SHORT_EXIT_CODES_HELP)
+    options = sandbox.options
+    options.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
+    options.add_argument("--port", type=int, default=0, metavar="端口", help="端口（0 表示自动选择空闲端口）")
+    options.add_argument("--state", type=Path, metavar="文件", help="状态文件（SQLite）")
+    options.add_argument("--app", action="append", default=[], metavar="ID:密钥", help="注册一个应用，可重复")
+    options.add_argument("--latency-ms", type=float, default=0.0, metavar="N", help="每个请求延迟 N 毫秒")
+    options.add_argument("--fault-rate", type=float, default=0.0, metavar="F", help="随机故障的比例（0–1）")
+    options.add_argument("--seed", type=int, metavar="S", help="随机种子（故障可重现）")
+    options.add_argument("--rate-limit", type=_positive, metavar="N", help="每个应用每秒最多 N 个请求")
+    options.add_argument(
+        "--workkey-ttl", type=float, default=86400.0, metavar="秒", help="认证字符串有效期（秒）"
+    )
+    options.add_argument(
+        "--fault-kinds", metavar="种类",
+        help="随机故障的种类，逗号分隔（默认只取平台前面的故障；另有 lost、huge、drip、rekey、down）",
+    )  # fmt: skip
+    options.add_argument("--retry-after", type=int, default=1, metavar="秒", help="429 的 Retry-After（秒）")
+    options.add_argument("--drip-ms", type=float, default=1000.0, metavar="N", help="drip：每字节间隔毫秒")
+    options.add_argument("--huge-mb", type=float, default=64.0, metavar="N", help="huge：应答大小（MB）")
     _common(sandbox)
     return parser
 
@@ -204,13 +442,11 @@ def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.platform.client import PlatformClient
     from pipeline.submission import qrcode
 
-    wanted = len(qrcode.read_holders(args.source))
+    qrcode.read_holders(args.source)  # a wrong --from is named before anything else
     with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
-        written = qrcode.export_qrcodes(args.source, args.out, client)
-    lines = [f"已保存 {len(written)} 个二维码图片到 {args.out}"]
-    if len(written) < wanted:
-        lines.append(f"另有 {wanted - len(written)} 个未能获取，原因见 {args.out / qrcode.INDEX_CSV}")
-    return RunResult(EXIT_OK if len(written) >= wanted else EXIT_ROWS_NOT_OK, "\n".join(lines))
+        export = qrcode.export_qrcodes(args.source, args.out, client, settings.journal_path)
+    exit_code = EXIT_ROWS_NOT_OK if export.failed else EXIT_OK
+    return RunResult(exit_code, qrcode.describe_export(export, args.out))
 
 
 def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> RunResult:
@@ -232,7 +468,14 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
     if settings.platform.app_id and settings.platform.app_secret:
         apps.setdefault(settings.platform.app_id, settings.platform.app_secret)
     state = args.state or settings.sandbox_path
+    kinds: dict[str, Any] = {}
+    if args.fault_kinds:
+        kinds["fault_kinds"] = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
     server.serve(
+        **kinds,
+        retry_after=args.retry_after,
+        drip_ms=args.drip_ms,
+        huge_mb=args.huge_mb,
         host=args.host,
         port=args.port,
         state=state,
@@ -288,6 +531,7 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ehc`` with ``argv``; return the exit code (never raises, but SystemExit from --help)."""
+    _tolerant_console()
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     # loguru's default handler prints every level on stderr; until setup_logging, nothing is logged.
@@ -306,22 +550,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug=debug,
         )
         result = _COMMANDS[args.command](args, settings)
-        if result.summary:
-            print(mask_text(result.summary))
-        return result.exit_code
     except EhcError as error:
         if debug:
             traceback.print_exc()
         logger.debug("stopped: {}", type(error).__name__)
-        sys.stderr.write(f"错误：{error.message}\n")
+        emit(f"错误：{error.message}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("已中断。\n")
+        emit("已中断。", sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # the last line of defence: a clerk never sees a traceback
         if debug:
             traceback.print_exc()
-        sys.stderr.write(
-            f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持\n"
+        emit(
+            f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持",
+            sys.stderr,
         )
         return EXIT_FATAL
+    # The run is done and its reports are written: printing the summary cannot fail it.
+    if result.summary:
+        emit(mask_text(result.summary))
+    return result.exit_code

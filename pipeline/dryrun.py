@@ -22,7 +22,7 @@ import contextlib
 import importlib
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -33,7 +33,7 @@ import pandas as pd
 from loguru import logger
 
 from pipeline import mapping, normalise
-from pipeline.batch import exit_code_of, status_from_faults
+from pipeline.batch import exit_code_of, stack_batches, status_from_faults
 from pipeline.config import DefaultValues, Settings
 from pipeline.model import (
     FAULT_COLUMNS,
@@ -197,7 +197,7 @@ def check_batch(
     original = table.fields.loc[:, list(INPUT_FIELDS)].set_axis(index)
     normalised, warnings = normalise.normalise(original, defaults, today)
     places = validate.RepeatedIds.place(table_number, table.raw.source_row) if repeats is not None else None
-    faults = validate.validate(normalised, today=today, repeats=repeats, places=places)
+    faults = validate.validate(normalised, today=today, written=original, repeats=repeats, places=places)
     parts = [
         frame for frame in (faults, warnings, _note_faults(table, index)) if frame is not None and len(frame)
     ]
@@ -242,7 +242,7 @@ def _prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
             if close is not None:
                 close()
 
-    worker = threading.Thread(target=produce, name="ehc-read-ahead")
+    worker = threading.Thread(target=produce, name="ehc-read-ahead", daemon=True)  # reads only: safe to drop
     worker.start()
     try:
         while True:
@@ -276,7 +276,7 @@ def check_chunks(
     chunk_rows: int | None = None,
     stats: CheckStats | None = None,
     bar: RowBar | None = None,
-) -> Iterator[Batch]:
+) -> Generator[Batch, None, None]:
     """Every row of the run, checked, as one Batch per chunk (in input order; ``row_id`` counts the run)."""
     from pipeline import validate
 
@@ -299,11 +299,23 @@ def check_chunks(
     for source, rows in zip(registers.sources, stats.rows_by_table, strict=True):
         logger.info("读取 {}：{} 行（表头在第 {} 行）", source.label, rows, source.header_row)
     logger.info("校验完成：{} 行，其中 {} 行未通过", stats.rows, stats.invalid)
-    if stats.missing_org:
-        logger.warning(
-            "{} 行没有发卡机构代码（orgCode）：提交前请设置环境变量 EHC_ORG_CODE 或配置 [defaults] org_code",
-            stats.missing_org,
-        )
+
+
+def prepare_batch(
+    inputs: Sequence[Path],
+    settings: Settings,
+    options: ReadOptions = ReadOptions(),
+    *,
+    today: date | None = None,
+) -> Batch:
+    """Every row of a small run, checked, as one Batch (each table in one chunk).
+
+    For callers that hold a run whole (the tests, a clerk's one register in
+    the web workspace); a run of any length goes through :func:`check_chunks`.
+    """
+    registers = open_registers(inputs, settings, options)
+    with contextlib.closing(check_chunks(registers, settings, today=today, chunk_rows=1 << 62)) as batches:
+        return stack_batches(list(batches))
 
 
 def run_validate(
@@ -330,10 +342,12 @@ def run_validate(
         )
         try:
             bar = RowBar("校验", registers.estimated_rows, enabled=progress)
+            chunks = check_chunks(registers, settings, today=today, chunk_rows=chunk_rows, bar=bar)
             try:
-                for batch in check_chunks(registers, settings, today=today, chunk_rows=chunk_rows, bar=bar):
+                for batch in chunks:
                     writer.add(batch)
             finally:
+                chunks.close()  # stops reading ahead at once, whatever stopped the run
                 bar.close()
             paths = finish_reports(writer, progress=progress)
         finally:

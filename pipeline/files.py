@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import tomllib
 from collections.abc import Callable, Container, Iterator
@@ -46,6 +47,7 @@ _REASONS: dict[int, tuple[str, str]] = {
     errno.ENAMETOOLONG: ("文件名或路径太长", "换一个较短的路径或文件名"),
     errno.EMFILE: ("同时打开的文件太多", "稍后重新运行"),
     errno.EIO: ("磁盘读写出错", "检查磁盘或换一个位置后重新运行"),
+    errno.EEXIST: ("已有同名的文件", "换一个名字，或先移走同名的文件"),
 }
 
 
@@ -183,4 +185,16 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path} 不是 UTF-8 编码。请另存为 UTF-8") from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{what} {path} 格式错误：{error}。请按 TOML 格式改正") from None
+        detail = str(error)
+        at = re.search(r"\s*\(at line (\d+), column (\d+)\)", detail) or re.search(
+            r"\s*\(at end of document\)", detail
+        )
+        where = (
+            "末尾"
+            if at is not None and at.lastindex is None
+            else f"第 {at.group(1)} 行第 {at.group(2)} 列"
+            if at
+            else ""
+        )
+        detail = detail[: at.start()] + detail[at.end() :] if at else detail
+        raise ConfigError(f"{what} {path} {where}格式错误（{detail}）。请按 TOML 格式改正") from None

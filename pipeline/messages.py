@@ -1,15 +1,18 @@
 """Chinese fault messages: what is wrong with which value, by rule.
 
 A message names the field (its Chinese label), quotes the clerk's value and
-states the rule it breaks; how to fix it is the ``hint`` of the result code
-(:class:`schemas.result_codes.ResultCode`), which the reports print beside
-it.  Messages are built for a whole column of faults at once (string
+says what the field accepts (with examples; a standard's number only in
+brackets after them); how to fix it is :func:`fault_fix`, per field where one
+code covers several (10110: name, phone, document number …), which the
+reports print beside it, and :func:`fault_title` names it in summaries.
+Messages are built for a whole column of faults at once (string
 concatenation over Series), never row by row.
 
 Templates are keyed by ``(code, field, detail)``: ``detail`` tells apart the
 ways one check can fail (empty, a mismatch with the ID number, each ID number
-problem …).  ``{value}`` is the value as normalised, ``{extra}`` a detail such
-as the expected check character; a missing key falls back to
+problem …).  ``{value}`` is the value as the clerk wrote it, ``{extra}`` a
+detail such as the birth date in the ID number or the row a repeated ID
+number first appears on; a missing key falls back to
 ``(code, field, "")``, then to a generic text built from the code's
 description.
 """
@@ -21,15 +24,16 @@ import re
 import pandas as pd
 
 from pipeline.model import FIELD_LABELS
-from schemas.result_codes import ResultCode, describe
+from schemas.result_codes import ResultCode, describe, field_hint, field_title
 from schemas.rules import FIELD_TABLES
 from schemas.tables import code_table
 
 _ERRORS: dict[tuple[ResultCode, str, str], str] = {
     (ResultCode.NAME_EMPTY, "xm", ""): "姓名为空",
     (ResultCode.PARAMETER_ERROR, "xm", ""): (
-        "姓名“{value}”不正确：只能由汉字、英文字母、空格和间隔号·组成，最多{extra}个字"
+        "姓名“{value}”含有不能用的字符：只能用汉字、英文字母、空格、间隔号（·）、点（.）、撇号（'）和连字符（-）"
     ),
+    (ResultCode.PARAMETER_ERROR, "xm", "long"): "姓名“{value}”过长：最多{extra}个字",
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "EMPTY"): "身份证号码为空",
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "SCIENTIFIC"): (
         "身份证号码“{value}”被 Excel 当作数字保存（科学计数法），后几位数字已经丢失，无法还原："
@@ -39,58 +43,72 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "身份证号码“{value}”应为18位：前17位是数字，最后一位是数字或X"
     ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "DIVISION"): (
-        "身份证号码“{value}”的前6位{extra}不是（也从来不是）行政区划代码"
+        "身份证号码“{value}”的前6位{extra}不是行政区划代码（地址码），号码可能录错：请对照身份证核对"
     ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "BIRTH_DATE"): (
-        "身份证号码“{value}”中的出生日期{extra}不是有效日期"
+        "身份证号码“{value}”第7–14位{extra}不是有效的出生日期，号码可能录错：请对照身份证核对"
     ),
-    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "FUTURE"): "身份证号码“{value}”中的出生日期{extra}晚于今天",
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "FUTURE"): (
+        "身份证号码“{value}”中的出生日期{extra}晚于今天，号码可能录错：请对照身份证核对"
+    ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "CHECK"): (
-        "身份证号码“{value}”的校验位（第18位）不正确：按前17位计算应为{extra}"
+        "身份证号码“{value}”有误：最后一位（校验码）与前17位对不上，说明号码中有数字录错或顺序颠倒："
+        "请对照身份证逐位核对，不要只改最后一位"
     ),
     (ResultCode.ALREADY_ENROLLED, "sfzhm", ""): (
-        "身份证号码“{value}”在本批数据中已出现过：同一居民只能申领一次，重复的行不会发送"
+        "身份证号码“{value}”与{extra}重复：同一居民只能申领一次，本行不会发送"
     ),
-    (ResultCode.ALREADY_ENROLLED, "sfzhm", "first"): (
-        "身份证号码“{value}”在本批数据中已出现过（首次在{extra}）：同一居民只能申领一次，重复的行不会发送"
+    (ResultCode.ALREADY_ENROLLED, "sfzhm", "unplaced"): (
+        "身份证号码“{value}”在本批数据中已出现过：同一居民只能申领一次，本行不会发送"
     ),
-    (ResultCode.INVALID_GENDER, "xb", ""): (
-        "性别“{value}”不是 GB/T 2261.1 的性别（男、女，或代码 0、1、2、9）"
-    ),
+    (ResultCode.INVALID_GENDER, "xb", ""): "性别“{value}”无法识别：应填 男 或 女（也可填代码 1、2）",
     (ResultCode.INVALID_GENDER, "xb", "empty"): "性别为空",
     (ResultCode.INVALID_GENDER, "xb", "mismatch"): (
-        "性别“{value}”与身份证号码第17位的奇偶不一致：按身份证号码应为{extra}"
+        "性别“{value}”与身份证号码不一致：按身份证号码第17位应为{extra}"
     ),
-    (ResultCode.INVALID_ETHNICITY, "mzdm", ""): "民族“{value}”不是 GB 3304 的民族名称或代码（01–56）",
+    (ResultCode.INVALID_ETHNICITY, "mzdm", ""): (
+        "民族“{value}”无法识别：应填民族名称，如 汉族、回族、壮族，或两位代码，如 01（GB/T 3304）"
+    ),
     (ResultCode.INVALID_ETHNICITY, "mzdm", "empty"): "民族为空",
-    (ResultCode.INVALID_BIRTH_DATE, "csrq", ""): "出生日期“{value}”不是有效日期",
+    (ResultCode.INVALID_BIRTH_DATE, "csrq", ""): (
+        "出生日期“{value}”不是有效日期：应写成 1962-05-18 或 19620518"
+    ),
     (ResultCode.INVALID_BIRTH_DATE, "csrq", "empty"): "出生日期为空",
     (ResultCode.INVALID_BIRTH_DATE, "csrq", "future"): "出生日期“{value}”晚于今天",
     (ResultCode.INVALID_BIRTH_DATE, "csrq", "mismatch"): (
         "出生日期“{value}”与身份证号码中的出生日期{extra}不一致"
     ),
-    (ResultCode.INVALID_DOCUMENT_TYPE, "zjlx", ""): "证件类型“{value}”不是 CV02.01.101 的证件类型",
+    (ResultCode.INVALID_DOCUMENT_TYPE, "zjlx", ""): (
+        "证件类型“{value}”无法识别：应填 居民身份证、居民户口簿、护照 等证件名称，或代码 01–07、99"
+    ),
     (ResultCode.PARAMETER_ERROR, "zjhm", ""): "证件号码“{value}”过长：最多{extra}个字符",
     (ResultCode.PARAMETER_ERROR, "zjhm", "empty"): "证件号码为空",
     (ResultCode.PARAMETER_ERROR, "zjhm", "mismatch"): (
         "证件类型为居民身份证时，证件号码“{value}”应与身份证号码{extra}相同"
     ),
     (ResultCode.INVALID_MARITAL_STATUS, "fyzhdm", ""): (
-        "婚姻状况“{value}”不是 GB/T 2261.2 的婚姻状况名称或代码"
+        "婚姻状况“{value}”无法识别：应填 未婚、已婚、丧偶、离婚 或 其他（或代码 10、20、30、40、90）"
     ),
-    (ResultCode.INVALID_EDUCATION, "xldm", ""): "文化程度“{value}”不是 GB/T 4658 的学历名称或代码",
-    (ResultCode.INVALID_OCCUPATION, "zydm", ""): "职业“{value}”不是 GB/T 6565 的职业大类代码（0–9、X、Y）",
+    (ResultCode.INVALID_EDUCATION, "xldm", ""): (
+        "文化程度“{value}”无法识别：应填 研究生、大学本科、大专、中专、高中、初中、小学、文盲 等（或代码）"
+    ),
+    (ResultCode.INVALID_OCCUPATION, "zydm", ""): (
+        "职业“{value}”无法识别：应填职业大类名称或代码，如 商业、服务业人员（4）、农民（5）、军人（X）、"
+        "其他从业人员（Y）"
+    ),
     (ResultCode.INVALID_ADDRESS_TYPE, "dzlb", ""): "地址类别“{value}”应为 1（户籍地址）或 2（现居住地址）",
     (ResultCode.INVALID_ADDRESS_TYPE, "dzlb", "empty"): "地址类别为空",
     (ResultCode.INVALID_PAYMENT_METHOD, "ylfyzffs", ""): (
-        "医疗费用支付方式“{value}”不是 CV07.10.003 的支付方式名称或代码"
+        "医疗费用支付方式“{value}”无法识别：应填 职工医保、居民医保、新农合、全自费 等名称，或代码 01–07、99"
     ),
     (ResultCode.INVALID_PAYMENT_METHOD, "ylfyzffs", "empty"): "医疗费用支付方式为空",
     (ResultCode.INVALID_ISSUE_DATE, "fksj", ""): (
-        "发卡时间“{value}”不是有效日期（应为 YYYYMMDD，且不晚于今天）"
+        "发卡时间“{value}”不是有效日期：应写成 20261129 或 2026-11-29，且不晚于今天"
     ),
     (ResultCode.INVALID_BANK_CARD, "yhkh", ""): "银行卡号“{value}”应为12–19位数字",
-    (ResultCode.PARAMETER_ERROR, "brdh", ""): "联系电话“{value}”不是有效的手机号码（11位）或带区号的固定电话",
+    (ResultCode.PARAMETER_ERROR, "brdh", ""): (
+        "联系电话“{value}”不正确：应为11位手机号码（如 13912345678）或带区号的固定电话（如 0757-83001234）"
+    ),
     (ResultCode.PARAMETER_ERROR, "brdh", "empty"): "联系电话为空",
     (ResultCode.PARAMETER_ERROR, "klx", "empty"): (
         "卡类别为空：请在配置文件 [defaults] 中填写 klx，或在表中填写"
@@ -105,7 +123,39 @@ _WARNINGS: dict[str, str] = {
     "upgrade": "15位身份证号码“{value}”已按国家标准升级为18位“{extra}”",
 }
 
+#: What a clerk does about a warning: nothing, but what it means for the row.
+WARNING_FIXES: dict[str, str] = {
+    "sfzhm": "无需处理：提交时使用升级后的18位号码；也可在表中改为身份证上的18位号码",
+    "*": "无需处理，仅供核对：提交时使用大类代码",
+}
+
 _PLACEHOLDER = re.compile(r"\{(label|value|extra)\}")
+
+
+def warning_title(field: str) -> str:
+    """The short title of a normalisation warning on ``field`` (what happened, not an error)."""
+    if field == "sfzhm":
+        return "15位身份证号码已升级为18位（提示）"
+    return f"{label(field)}细分代码已按大类处理（提示）"
+
+
+def warning_fix(field: str) -> str:
+    """What a clerk does about a warning on ``field``."""
+    return WARNING_FIXES.get(field, WARNING_FIXES["*"])
+
+
+def fault_title(code: int, field: str, *, warning: bool = False) -> str:
+    """The short title of a fault for summaries: ``联系电话不正确`` for 10110 on the phone.
+
+    A warning is titled by what happened; a code that covers several fields
+    by the field; any other code by the platform's description.
+    """
+    return warning_title(field) if warning else field_title(code, field)
+
+
+def fault_fix(code: int, field: str, *, warning: bool = False) -> str:
+    """How a clerk fixes a fault: per field where the code covers several, else the code's hint."""
+    return warning_fix(field) if warning else field_hint(code, field)
 
 
 def label(field: str) -> str:

@@ -61,17 +61,22 @@ class RepeatedIds:
         self._blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted keys, places)
 
     @staticmethod
-    def place(table: int, source_row: np.ndarray) -> np.ndarray:
+    def place(table: int | np.ndarray, source_row: np.ndarray) -> np.ndarray:
         """Where rows are, as one int64 each: the table's number and the row number a clerk sees."""
-        return (np.int64(table) << np.int64(_ROW_BITS)) | np.asarray(source_row, dtype=np.int64)
+        tables = np.asarray(table, dtype=np.int64)
+        return (tables << np.int64(_ROW_BITS)) | np.asarray(source_row, dtype=np.int64)
 
-    def describe(self, places: np.ndarray) -> pd.Series:
-        """``a.csv 第 12 行`` for each place (the row number alone where the table has no label)."""
-        tables = places >> np.int64(_ROW_BITS)
-        rows = pd.Series(places & np.int64((1 << _ROW_BITS) - 1)).astype("str")
+    def describe(self, first: np.ndarray, here: np.ndarray) -> pd.Series:
+        """Where each repeated number first appeared, seen from ``here``: ``第 5 行``, or ``a.csv 第 5 行``.
+
+        The table is named only when it is not the one of the repeat (``here``).
+        """
+        tables = first >> np.int64(_ROW_BITS)
+        rows = (first & np.int64((1 << _ROW_BITS) - 1)).astype(str).astype(object)
         names = np.array([*self.labels, ""], dtype=object)[np.minimum(tables, len(self.labels))]
-        named = pd.Series(names, dtype="str")
-        return (named.where(named == "", named + " ") + "第 " + rows + " 行").reset_index(drop=True)
+        elsewhere = (tables != (here >> np.int64(_ROW_BITS))) & (names != "")
+        prefix = np.where(elsewhere, names + " ", "")
+        return pd.Series(prefix + "第 " + rows + " 行", dtype="str")
 
     def _earlier(self, keys: np.ndarray) -> np.ndarray:
         """The place each key was first seen in an earlier chunk, -1 if never."""
@@ -233,20 +238,39 @@ def _details(
         if field == "xb":
             return mismatch, idnumber.genders(ids).map(_GENDER_NAMES).fillna("").astype("str")
         if field == "csrq":
-            return mismatch, idnumber.birth_dates(ids)
+            born = idnumber.birth_dates(ids)  # shown as a clerk writes a date: 1970-05-06
+            return mismatch, born.str.slice(0, 4) + "-" + born.str.slice(4, 6) + "-" + born.str.slice(6, 8)
         return mismatch, ids
     limit = rule_for(field).max_length
     if code == ResultCode.PARAMETER_ERROR and limit is not None:
-        return None, pd.Series(str(limit), index=values.index, dtype="str")
+        limits = pd.Series(str(limit), index=values.index, dtype="str")
+        if field == "xm":  # the name has a character rule besides its length: say which one it broke
+            long = values.str.len() > limit
+            return pd.Series(np.where(long, "long", ""), index=values.index, dtype="str"), limits
+        return None, limits
     return None, None
 
 
-def _repeat_faults(
-    rows: pd.DataFrame, repeats: RepeatedIds, places: np.ndarray | None
-) -> pd.DataFrame | None:
-    """10115 for every row whose ID number appeared on an earlier row of the run.
+def _places_of(sources: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Table labels (``a.csv``, ``b.xlsx[名单]``) and each row's place, from its source columns."""
+    files = sources["source_file"].astype("str").to_numpy(dtype=object)
+    sheets = sources["source_sheet"].astype("str").to_numpy(dtype=object)
+    codes, tables = pd.factorize(pd.MultiIndex.from_arrays([files, sheets]), sort=False)
+    labels = [f"{file}[{sheet}]" if sheet else str(file) for file, sheet in tables]
+    rows = pd.to_numeric(sources["source_row"], errors="coerce").fillna(0).astype(np.int64).to_numpy()
+    return labels, RepeatedIds.place(codes, rows)
 
-    Without ``places`` the rows are numbered by position and the message does not say where.
+
+def _repeat_faults(
+    rows: pd.DataFrame,
+    repeats: RepeatedIds,
+    places: np.ndarray | None,
+    written: pd.DataFrame | None,
+) -> pd.DataFrame | None:
+    """10115 for every row whose ID number appeared on an earlier row of the run, naming that row.
+
+    Without ``places`` the rows are numbered by position and the message says only that the
+    number appeared before.
     """
     located = places is not None
     if places is None:
@@ -257,12 +281,12 @@ def _repeat_faults(
         return None
     values = rows["sfzhm"][repeated]
     code = int(ResultCode.ALREADY_ENROLLED)
-    details = where = None
     if located:
-        where = repeats.describe(first[repeated])
+        details, where = None, repeats.describe(first[repeated], places[repeated])
         where.index = values.index
-        details = pd.Series("first", index=values.index, dtype="str")
-    messages = error_messages(code, "sfzhm", values, details, where)
+    else:
+        details, where = pd.Series("unplaced", index=values.index, dtype="str"), None
+    messages = error_messages(code, "sfzhm", _as_written(values, "sfzhm", written), details, where)
     return pd.DataFrame(
         {"row_id": rows.index.to_numpy()[repeated], "field": "sfzhm", "code": code, "severity": "error",
          "message": messages.to_numpy()}
@@ -279,6 +303,8 @@ def validate(
     rows: pd.DataFrame,
     *,
     today: datetime.date,
+    written: pd.DataFrame | None = None,
+    sources: pd.DataFrame | None = None,
     repeats: RepeatedIds | None = None,
     places: np.ndarray | None = None,
 ) -> pd.DataFrame:
@@ -286,16 +312,26 @@ def validate(
 
     Returns a fault frame (:data:`FAULT_COLUMNS`, severity ``error``) sorted by
     ``row_id``; it includes 10115 for an ID number seen on an earlier row of
-    the run: of ``rows`` alone, or, given ``repeats``, of every chunk it has
-    seen (``places``: :meth:`RepeatedIds.place` of each row, so the message
-    can name where the number first appeared).
+    the run, naming the row it first appears on.  ``written`` (same index, the
+    values as the clerk wrote them) is what messages quote: a 性别 written 女
+    is explained with 女, not with its code; where it is empty (a derived or
+    default value) the normalised value is quoted.
+
+    Repeats are those of ``rows`` alone, or, given ``repeats``, of every
+    chunk it has seen; ``places`` (:meth:`RepeatedIds.place` of each row), or
+    ``sources`` (same index: ``source_file``, ``source_sheet``,
+    ``source_row``), say where each row is, so a message can name where the
+    number first appeared.
     """
     rows = rows[list(FIELDS)].fillna("").astype("str")
+    if places is None and sources is not None and repeats is None:
+        labels, places = _places_of(sources.reindex(rows.index))
+        repeats = RepeatedIds(labels)
     if repeats is None:
         repeats = RepeatedIds()
     cases = _failure_cases(rows, today)
     parts: list[pd.DataFrame] = []
-    repeated = _repeat_faults(rows, repeats, places)
+    repeated = _repeat_faults(rows, repeats, places, written)
     if repeated is not None:
         parts.append(repeated)
     if cases.empty and not parts:
@@ -314,7 +350,7 @@ def validate(
         row_ids = group["row_id"].to_numpy()
         values = rows[field].loc[row_ids]
         details, extras = _details(column, code, values, rows["sfzhm"].loc[row_ids], today)
-        messages = error_messages(code, field, values, details, extras)
+        messages = error_messages(code, field, _as_written(values, field, written), details, extras)
         parts.append(
             pd.DataFrame(
                 {"row_id": row_ids, "field": field, "code": code, "severity": "error",
@@ -325,4 +361,45 @@ def validate(
     # A value that breaks its own rule (an unreal date, an empty document
     # number) also disagrees with the ID number: one fault is enough.
     faults = faults.drop_duplicates(["row_id", "field", "code"], keep="first")
+    faults = _without_derived_repeats(faults, written)
     return _sorted(faults)[list(FAULT_COLUMNS)]
+
+
+def _as_written(values: pd.Series, field: str, written: pd.DataFrame | None) -> pd.Series:
+    """The values as the clerk wrote them where they wrote one, else as normalised."""
+    if written is None or field not in written.columns:
+        return values
+    as_written = written[field].reindex(values.index).fillna("").astype("str").str.strip()
+    return as_written.where(as_written != "", values)
+
+
+#: Fields filled from the ID number when the clerk left them empty (or has no column for them).
+_DERIVED_FROM_ID = ("zjhm", "csrq", "xb")
+
+
+def _without_derived_repeats(faults: pd.DataFrame, written: pd.DataFrame | None) -> pd.DataFrame:
+    """Drop a fault on a value derived from a faulty ID number: the ID number's fault is the one to fix.
+
+    A 证件号码 the clerk did not write is the ID number copied; while the ID
+    number is faulty, saying the document number is wrong too repeats the
+    same fault on a column the clerk may not even have.
+    """
+    if written is None or not len(faults):
+        return faults
+    bad_id_rows = faults.loc[
+        (faults["field"] == "sfzhm") & (faults["code"] == ResultCode.INVALID_ID_NUMBER), "row_id"
+    ].to_numpy()
+    derived = faults["field"].isin(_DERIVED_FROM_ID) & faults["row_id"].isin(bad_id_rows)
+    if not derived.any():
+        return faults
+    picked = faults[derived]
+    blank = np.zeros(len(picked), dtype=bool)
+    for field in _DERIVED_FROM_ID:
+        here = (picked["field"] == field).to_numpy()
+        if here.any() and field in written.columns:
+            values = written[field].reindex(picked["row_id"].to_numpy()[here]).fillna("").astype("str")
+            blank[here] = (values.str.strip() == "").to_numpy()
+        elif here.any():
+            blank[here] = True
+    drop = picked.index[blank]
+    return faults.drop(index=drop)

@@ -6,6 +6,11 @@ in ``schemas/codes/result_codes.csv``, the one place a wording changes:
 fixes a row refused with the code (``""`` when there is nothing to say).  A
 test holds the enum and the CSV to the same set of codes.
 
+Some codes cover several fields (10110 answers a bad name, phone, document
+number, address …): ``schemas/codes/field_fixes.csv`` gives such a code, per
+field, its own short title and fix, read through :func:`field_title` and
+:func:`field_hint`.
+
 Members compare equal to ints, so codes read from answers, journals and
 frames (ints, or strings where stored as text) need no conversion.
 :func:`describe` and :func:`hint` also take codes the platform may send but
@@ -108,3 +113,30 @@ def hint(code: int) -> str:
         return ResultCode(code).hint
     except ValueError:
         return ""
+
+
+@cache
+def _field_texts() -> dict[tuple[int, str], tuple[str, str]]:
+    """Every (code, field) in ``field_fixes.csv`` -> (title, fix)."""
+    text = resources.files("schemas").joinpath("codes", "field_fixes.csv").read_text(encoding="utf-8")
+    return {
+        (int(row["code"]), row["field"]): (row["title"], row["fix"])
+        for row in csv.DictReader(text.splitlines())
+    }
+
+
+def field_title(code: int, field: str) -> str:
+    """A short title for ``code`` on ``field`` (10110 on the phone: 联系电话不正确), else its description."""
+    found = _field_texts().get((int(code), field))
+    return found[0] if found else describe(code)
+
+
+def field_hint(code: int, field: str) -> str:
+    """How a clerk fixes ``code`` on ``field``, else the code's own hint."""
+    found = _field_texts().get((int(code), field))
+    return found[1] if found else hint(code)
+
+
+def field_pairs() -> frozenset[tuple[int, str]]:
+    """The (code, field) pairs that have a title and fix of their own."""
+    return frozenset(_field_texts())

@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "sandbox(**options): options of the `sandbox` fixture (latency_ms, fault_rate, seed, rate_limit, "
-        "workkey_ttl, fault_kinds, slow_ms, subprocess)",
+        "workkey_ttl, fault_kinds, slow_ms, retry_after, drip_ms, huge_mb, subprocess)",
     )
 
 
@@ -135,10 +135,13 @@ def _start_process(db_path: Path, apps: dict[str, str], options: dict[str, Any])
     for app_id, secret in apps.items():
         command += ["--app", f"{app_id}:{secret}"]
     flags = {"latency_ms": "--latency-ms", "fault_rate": "--fault-rate", "seed": "--seed",
-             "rate_limit": "--rate-limit", "workkey_ttl": "--workkey-ttl"}  # fmt: skip
+             "rate_limit": "--rate-limit", "workkey_ttl": "--workkey-ttl", "fault_kinds": "--fault-kinds",
+             "retry_after": "--retry-after", "drip_ms": "--drip-ms", "huge_mb": "--huge-mb"}  # fmt: skip
     for name, value in options.items():
         if name not in flags:
             raise ValueError(f"option {name} is not available for a sandbox subprocess")
+        if isinstance(value, tuple):
+            value = ",".join(value)
         if value is not None:
             command += [flags[name], str(value)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}

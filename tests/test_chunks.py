@@ -60,11 +60,13 @@ def test_a_repeated_id_across_chunks_and_files_names_its_first_row(tmp_path: Pat
     ] + [("乙.csv", str(n)) for n in range(2, 6)]
     repeated = {(r["source_file"], r["source_row"]): r for r in rows if r["result_code"] == "10115"}
     assert set(repeated) == {("甲.csv", "8"), ("乙.csv", "4")}
-    assert "首次在甲.csv 第 2 行" in repeated[("甲.csv", "8")]["message"]
-    assert "首次在甲.csv 第 3 行" in repeated[("乙.csv", "4")]["message"]
+    # The first row is named by its row number in the same file, with its file's name in another.
+    assert "与第 2 行重复" in repeated[("甲.csv", "8")]["message"]
+    assert "与甲.csv 第 3 行重复" in repeated[("乙.csv", "4")]["message"]
     assert sum(r["status"] == "invalid" for r in rows) == 2
     errors = _sheet(paths["errors.xlsx"], "明细")
-    assert [(e[0], e[1], e[3]) for e in errors[1:]] == [(10115, "甲.csv", 8), (10115, "乙.csv", 4)]
+    # errors.xlsx: 行号, 列, 原值, 说明, 处理办法, 代码, 文件, 工作表
+    assert [(e[5], e[6], e[0]) for e in errors[1:]] == [(10115, "甲.csv", 8), (10115, "乙.csv", 4)]
 
 
 def test_chunked_reports_equal_a_single_chunk(tmp_path: Path) -> None:
@@ -133,7 +135,7 @@ def test_detail_above_the_limit_keeps_bad_rows_up_to_the_sheet_cap(
     notes = [r[0] for r in detail[1:] if r[2] is None and r[0]]
     assert notes == ["注意：本表只列出未通过的 3 行（共 12 行）；results.csv 含全部行。"]
     errors = _sheet(paths["errors.xlsx"], "明细")
-    assert [(r[0], r[3]) for r in errors[1:4]] == [(10110, 3), (10110, 6), (10110, 8)]
+    assert [(r[5], r[0]) for r in errors[1:4]] == [(10110, 3), (10110, 6), (10110, 8)]
     assert any(r[0] and "本表只列出前 3 条（共 5 条）" in str(r[0]) for r in errors[4:])
     assert len(_results(tmp_path / "out")) == 12
 

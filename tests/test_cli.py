@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from pipeline import cli
 
@@ -59,3 +63,114 @@ def test_internal_errors_become_one_line(
     code = cli.main(["validate", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "--debug" in err
+
+
+# -- the command line in Chinese ---------------------------------------------------------------------
+
+COMMANDS = (
+    "validate", "submit", "run", "qrcode", "check-config", "serve", "users", "users add", "users passwd",
+    "centres", "centres add", "sandbox",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
+    command: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([*command.split(), "--help"] if command else ["--help"])
+    assert stopped.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("用法：ehc")
+    assert "示例：" in text and "退出码：" in text and "\n  0 " in text and "\n  2 " in text
+    for english in (
+        "usage:",
+        "show this help message",
+        "positional arguments",
+        "options:",
+        "optional arguments",
+    ):
+        assert english not in text
+    if command:
+        assert f"  ehc {command}" in text  # the example runs this command
+    option_lines = [line for line in text.splitlines() if line.startswith("  -")]
+    assert option_lines and all(re.search(r"[\u4e00-\u9fff]", line) for line in option_lines)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["validate"], ["缺少必需的参数", "--out"]),
+        (["frobnicate"], ["命令", "frobnicate", "无效", "validate"]),
+        (["validate", "a.csv", "--out", "o", "--bogus"], ["无法识别的参数", "--bogus"]),
+        (["validate", "a.csv", "--out"], ["--out", "需要一个值"]),
+        (["validate", "a.csv", "--out", "o", "--sheet", "x", "--all-sheets"], ["不能与", "同时使用"]),
+        (["sandbox", "--port", "eighty"], ["--port", "eighty", "整数"]),
+        (["submit", "a.csv", "--out", "o", "--concurrency", "0"], ["--concurrency", "正整数"]),
+    ],
+)
+def test_argparse_errors_are_one_chinese_line(
+    argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("错误：命令行参数有误：") and "\n" not in err and "--help" in err
+    assert all(word in err for word in words), err
+    for english in (
+        "required",
+        "invalid choice",
+        "unrecognized",
+        "expected one",
+        "not allowed",
+        "invalid int",
+    ):
+        assert english not in err
+
+
+def _gbk_console(monkeypatch: pytest.MonkeyPatch) -> tuple[io.BytesIO, io.BytesIO]:
+    out, err = io.BytesIO(), io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding="gbk", errors="strict"))
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(err, encoding="gbk", errors="strict"))
+    return out, err
+
+
+def test_the_summary_survives_a_gbk_console_and_a_name_it_cannot_encode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register = tmp_path / "名单😀.csv"
+    register.write_bytes((REPO_ROOT / "sample_data" / "居民名单_GBK.csv").read_bytes())
+    out, _ = _gbk_console(monkeypatch)
+    code = cli.main(["validate", str(register), "--out", str(tmp_path / "out")])
+    sys.stdout.flush()
+    printed = out.getvalue().decode("gbk")
+    assert code == 1  # rows invalid: the run finished, it is not a crash
+    assert "程序内部错误" not in printed and "共读取 1 个表" in printed and "名单?.csv" in printed
+    assert (tmp_path / "out" / "annotated_名单😀.xlsx").exists()
+
+
+def test_a_closed_pipe_does_not_turn_a_finished_run_into_an_error(tmp_path: Path) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    cli.emit("共读取 1 个表", Closed())  # nothing raised
+
+
+def test_validate_does_not_warn_about_settings_only_a_submission_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        ["validate", str(REPO_ROOT / "sample_data" / "居民名单_GBK.csv"), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "orgCode" not in err and "EHC_ORG_CODE" not in err and "EHC_APP" not in err
+
+
+def test_emit_replaces_what_a_strict_gbk_stream_cannot_encode() -> None:
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="gbk", errors="strict")
+    cli.emit("报告：\n  out/annotated_名单😀.xlsx", stream)
+    assert raw.getvalue().decode("gbk") == "报告：\n  out/annotated_名单?.xlsx\n"

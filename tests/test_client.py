@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -110,21 +111,27 @@ class _Captured:
         self.content = content
         self.headers: dict[str, str] = {}
 
+    def iter_content(self, size: int) -> list[bytes]:
+        return [self.content]
+
+    def close(self) -> None:
+        pass
+
 
 def test_envelope_strips_values_sends_type_as_string_and_every_key(tmp_path: Path) -> None:
     settings = PlatformSettings(
-        base_url="https://platform.invalid/jkfs-dzjkk/dzjkk/websvi", app_id=" APP ", app_secret="SECRET"
+        base_url="https://platform.invalid/jkfs-dzjkk/dzjkk/websvi", app_id=" APP ", app_secret="env-s3cr3t"
     )
     client = PlatformClient(settings, tmp_path)
     sent: list[tuple[str, dict[str, Any]]] = []
 
-    def post(url: str, data: bytes, **_: Any) -> _Captured:
-        sent.append((url, json.loads(data)))
+    def post(url: str, data: Any, **_: Any) -> _Captured:
+        sent.append((url, json.loads(b"".join(data))))
         if url.endswith("getWorkKey.do"):
             return _Captured(b'{"data":{"resultCode":10000,"message":"ok","workKey":"WK"}}')
         return _Captured(b'{"data":{"resultCode":10000,"message":"ok"}}')
 
-    client._session.post = post  # type: ignore[method-assign,assignment]
+    client._transport.session.post = post  # type: ignore[method-assign,assignment]
     card, people = make_resident(1, xm=" 张三 ", brdh=" 13902263273")
     people.pop("xnhkh")
     assert client.sync_card_info(card, {**people, "unknown": "dropped"}).ok
@@ -406,3 +413,91 @@ def test_sent_signal_fires_after_the_body_is_consumed() -> None:
     chunks = iter(body)
     assert next(chunks) == b"abc" and not fired
     assert list(chunks) == [] and fired == [True]
+
+
+# -- bounded exchanges (a bare-socket server that misbehaves) -------------------------------------------
+
+
+class _BareServer:
+    """Answers each request on a connection with the next behaviour of ``script`` (keep-alive)."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = list(script)
+        self.written = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/x"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(connection,), daemon=True).start()
+
+    def _connection(self, connection: socket.socket) -> None:
+        ok = b'{"data":{"resultCode":10000,"message":"ok"}}'
+        with connection:
+            reader = connection.makefile("rb")
+            while self.script:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                reader.read(length)
+                behaviour = self.script.pop(0)
+                try:
+                    if behaviour == "ok":
+                        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ok), ok))
+                    elif behaviour == "drip-head":  # the status line itself, a byte every 200 ms
+                        for byte in b"HTTP/1.1 200 OK\r\n" * 50:
+                            connection.sendall(bytes([byte]))
+                            time.sleep(0.2)
+                    elif behaviour == "endless":  # chunked, no length announced, never ends
+                        connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                        chunk = b"x" * 65536
+                        while True:
+                            connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.written += len(chunk)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_deadline_cuts_a_status_line_dripped_on_a_reused_connection() -> None:
+    from pipeline.platform.transport import Received, Transport
+
+    server = _BareServer(["ok", "drip-head"])
+    transport = Transport(server.url, connect_timeout=1, read_timeout=1, deadline=1.5)
+    try:
+        first = transport.post(server.url, b"{}", {"Content-Type": "application/json"})
+        assert isinstance(first, Received) and first.status == 200
+        started = time.monotonic()
+        second = transport.post(server.url, b"{}", {"Content-Type": "application/json"})
+        elapsed = time.monotonic() - started
+    finally:
+        transport.close()
+        server.close()
+    assert not isinstance(second, Received) and "超时" in second.message and second.transient
+    assert second.arrived and 1.4 < elapsed < 4, elapsed
+
+
+def test_an_endless_answer_without_length_is_dropped_at_the_cap() -> None:
+    from pipeline.platform.transport import Received, Transport
+
+    server = _BareServer(["endless"])
+    transport = Transport(server.url, connect_timeout=1, read_timeout=5, deadline=30, max_bytes=256 * 1024)
+    try:
+        answer = transport.post(server.url, b"{}", {"Content-Type": "application/json"})
+    finally:
+        transport.close()
+        server.close()
+    assert not isinstance(answer, Received) and "过大" in answer.message
+    time.sleep(0.2)
+    assert server.written < 64 * 1024 * 1024, "the client stopped reading, and hung up"

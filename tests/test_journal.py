@@ -158,3 +158,25 @@ def test_lookup_many_without_sqlite_json(journal: Journal, monkeypatch: pytest.M
     found = journal.lookup_many([ID_A, ID_B, ID_A])
     assert list(found.index) == [ID_A] and found.loc[ID_A, "ehealth_card_id"] == "F" * 64
     assert journal.lookup_many([ID_B]).empty
+
+
+def test_card_ids_found_later_are_stored_without_touching_the_outcome(journal: Journal) -> None:
+    journal.record(ID_A, STATE_ENROLLED, 10115, "平台答复已办理：上次发送可能已成功但答复丢失")
+    journal.record(ID_B, STATE_ENROLLED, 10000, "操作成功", "CD" * 32, "2" * 20)
+    journal.record("440604198001010011", STATE_REJECTED, 10124, "出生日期格式不正确")
+    assert journal.enrolled_without_card_ids() == [ID_A]
+    journal.set_card_ids(ID_A, "AB" * 32, "1" * 20)
+    entry = journal.lookup(ID_A)
+    assert (entry["ehealth_card_id"], entry["virtual_card_num"]) == ("AB" * 32, "1" * 20)
+    assert entry["state"] == STATE_ENROLLED and entry["result_code"] == 10115
+    assert entry["message"].startswith("平台答复已办理")
+    assert journal.enrolled_without_card_ids() == []
+
+
+def test_a_full_database_is_one_clear_config_error(journal: Journal) -> None:
+    journal._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(ConfigError, match="磁盘空间"):
+        for serial in range(2000):
+            journal.mark_sending(f"{serial:018d}")

@@ -92,6 +92,9 @@ class StrictPlatform:
         self.arrivals: list[float] = []  # monotonic arrival time of every request
         self.delay_seconds = 0.0
         self.base_url = ""
+        self.lose_answer_for: set[str] = set()  # sfzhm enrolled, then the connection cut unanswered (once)
+        self.rate_limit: int | None = None  # requests per second beyond which it answers 429
+        self.throttled = 0
 
     # -- bookkeeping -----------------------------------------------------------
     def count(self, method: str) -> int:
@@ -145,7 +148,13 @@ class StrictPlatform:
         if not isinstance(body, dict):
             return 200, self._violation("body is not an object")
         with self.lock:
-            self.arrivals.append(time.monotonic())
+            now = time.monotonic()
+            if self.rate_limit is not None:
+                recent = [t for t in self.arrivals if now - t < 1.0]
+                if len(recent) >= self.rate_limit:
+                    self.throttled += 1
+                    return 429, {"message": "too many requests"}
+            self.arrivals.append(now)
             self.requests.append((method, body.get("data", {}) if isinstance(body.get("data"), dict) else {}))
             checked = self._envelope(body)
             if isinstance(checked, dict):
@@ -215,6 +224,9 @@ class StrictPlatform:
         if sfzhm in self.residents:
             return 200, {"data": {"resultCode": 10115, "message": "身份证已经办理过"}}
         self.enrol(sfzhm)
+        if sfzhm in self.lose_answer_for:
+            self.lose_answer_for.discard(sfzhm)
+            return 0, {}  # enrolled, but the answer never leaves
         return 200, self._card_answer(sfzhm)
 
     def max_in_one_second(self) -> int:
@@ -272,8 +284,14 @@ def _handler(state: StrictPlatform) -> type[http.server.BaseHTTPRequestHandler]:
                 if state.delay_seconds:
                     time.sleep(state.delay_seconds)
                 status, answer = state.handle(method, body)
+            if status == 0:  # the connection dies before the answer
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             payload = json.dumps(answer, ensure_ascii=False).encode()
             self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "1")
             self.send_header("Content-Type", "application/json;charset=UTF-8")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -642,6 +660,47 @@ def test_qrcode_exit_code_says_when_a_picture_is_missing(platform: StrictPlatfor
     done = env.run("qrcode", "--from", str(out), "--out", str(qr))
     assert len(list(qr.glob("*.png"))) == 1
     assert done.returncode == 1
+
+
+def test_lost_answer_is_told_truthfully_and_qrcode_names_the_resident_until_looked_up(
+    platform: StrictPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 4)]
+    lost = rows[1]["身份证号"]
+    platform.lose_answer_for.add(lost)
+    register = write_csv(tmp_path / "r.csv", rows)
+    out, qr = tmp_path / "out", tmp_path / "qr"
+    done = env.run("submit", str(register), "--out", str(out), "--rate", "50", "--concurrency", "1")
+    assert done.returncode == 0, done.stderr
+    row = read_results(out)[1]
+    assert row["status"] == "already_enrolled" and row["ehealthCardId"] == ""
+    assert row["message"].startswith("平台答复已办理：上次发送可能已成功但答复丢失"), row["message"]
+    assert "别处" not in row["message"]
+
+    done = env.run("qrcode", "--from", str(out), "--out", str(qr))
+    assert done.returncode == 1 and len(list(qr.glob("*.png"))) == 2
+    assert f"{lost[:6]}********{lost[-4:]}" in done.stdout
+    assert not any(r["身份证号"] in done.stdout + done.stderr for r in rows)
+
+    done = env.run("submit", str(register), "--out", str(tmp_path / "again"), "--lookup-existing")
+    assert done.returncode == 0, done.stderr
+    assert platform.count("bindCardInfo") == 1 and len(platform.residents) == 3
+    assert Counter(platform.sent_ids())[lost] == 2, "resent once after the lost answer, never again"
+    done = env.run("qrcode", "--from", str(out), "--out", str(tmp_path / "qr2"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(list((tmp_path / "qr2").glob("*.png"))) == 3
+
+
+def test_429_slows_the_run_down_and_fails_no_row(platform: StrictPlatform, tmp_path: Path) -> None:
+    env = Env(tmp_path, platform)
+    platform.rate_limit = 4
+    register = write_csv(tmp_path / "r.csv", [person(i) for i in range(1, 17)])
+    out = tmp_path / "out"
+    done = env.run("submit", str(register), "--out", str(out), "--rate", "20", "--concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    assert {r["status"] for r in read_results(out)} == {"enrolled"}
+    assert 0 < platform.throttled < 16, "turned away now and then, not on every call"
 
 
 # -- nightly inbox runs --------------------------------------------------------------------------------

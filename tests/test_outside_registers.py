@@ -60,7 +60,10 @@ class Run:
         return list(openpyxl.load_workbook(self.out / workbook)[sheet].iter_rows(values_only=True))
 
     def fault_lines(self) -> list[tuple[object, ...]]:
-        return [r for r in self.sheet("errors.xlsx", "明细")[1:] if r[0] is not None]
+        """errors.xlsx 明细 as (code, file, sheet, row, column, original, message, fix)."""
+        header, *lines = self.sheet("errors.xlsx", "明细")
+        assert header == ("行号", "列", "原值", "说明", "处理办法", "代码", "文件", "工作表")
+        return [(r[5], r[6], r[7], r[0], r[1], r[2], r[3], r[4]) for r in lines if r[5] is not None]
 
     def log_text(self) -> str:
         return self.stderr + "".join(p.read_text(errors="replace") for p in (self.state / "logs").glob("*"))
@@ -261,7 +264,7 @@ def test_faults_keyed_by_code_with_clerk_columns_and_red_cells_at_the_right_plac
     assert faults[(10114, 8, "姓名*")] in (None, "")
     assert faults[(10124, 7, "出生日期")] == "20990101"
     annotated = openpyxl.load_workbook(run.out / "annotated_offset.xlsx")["登记"]
-    red = {c.coordinate for row in annotated.iter_rows() for c in row if c.fill.fgColor.rgb == "FFFF0000"}
+    red = {c.coordinate for row in annotated.iter_rows() for c in row if c.fill.fgColor.rgb == "FFFF7C80"}
     assert red == {"G5", "G6", "H6", "F7", "G7", "C8", "H8"}
     assert "10110" in annotated["H8"].comment.text and annotated["H8"].data_type == "s"
 

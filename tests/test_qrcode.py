@@ -75,7 +75,8 @@ def test_export_from_results_folder(tmp_path: Path) -> None:
         ],
     )
     client = ImgClient(broken={"E" * 64})
-    written = export_qrcodes(folder, tmp_path / "qr", client)
+    export = export_qrcodes(folder, tmp_path / "qr", client)
+    written = export.written
     assert sorted(client.calls) == ["A" * 64, "B" * 64, "E" * 64]
     assert [p.name for p in written] == [
         f"row0012_{a[:6]}xxxxxxxx{a[-4:]}.png",
@@ -86,7 +87,8 @@ def test_export_from_results_folder(tmp_path: Path) -> None:
     index = pd.read_csv(
         tmp_path / "qr" / "qrcodes.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig"
     )
-    assert index["status"].tolist() == ["ok", "ok", "failed"]
+    assert index["status"].tolist() == ["ok", "ok", "failed", "failed"]
+    assert [(h.id_number, reason[:4]) for h, reason in export.failed] == [(c, "卡号未知"), (e, "平台返回")]
     assert a not in (tmp_path / "qr" / "qrcodes.csv").read_text(encoding="utf-8-sig"), "ID numbers are masked"
     assert not list((tmp_path / "qr").glob("*.part"))
 
@@ -100,8 +102,9 @@ def test_export_from_journal(tmp_path: Path) -> None:
         journal.record(c, STATE_ENROLLED, 10000, "", "C" * 64, "3" * 20)
         journal.record(make_id(4), "rejected", 10124, "")
     client = ImgClient(refused={"C" * 64})
-    written = export_qrcodes(path, tmp_path / "qr", client)
-    assert [p.name for p in written] == [f"{a[:6]}xxxxxxxx{a[-4:]}.png"]
+    export = export_qrcodes(path, tmp_path / "qr", client)
+    assert [p.name for p in export.written] == [f"{a[:6]}xxxxxxxx{a[-4:]}.png"]
+    assert sorted(h.id_number for h, _ in export.failed) == [b, c], "no resident is skipped silently"
     assert sorted(client.calls) == ["A" * 64, "C" * 64]
 
 
@@ -139,8 +142,9 @@ def test_export_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path) -> N
     result = run_submit([register], tmp_path / "out", settings)
     assert result.counts is not None and result.counts["by_status"] == {"enrolled": 3}
     with PlatformClient(sandbox.settings(), tmp_path / "state") as client:
-        from_folder = export_qrcodes(tmp_path / "out", tmp_path / "qr", client)
-        from_journal = export_qrcodes(tmp_path / "state" / "journal.sqlite", tmp_path / "qr-journal", client)
+        from_folder = export_qrcodes(tmp_path / "out", tmp_path / "qr", client).written
+        journal_path = tmp_path / "state" / "journal.sqlite"
+        from_journal = export_qrcodes(journal_path, tmp_path / "qr-journal", client).written
     assert sandbox.count("getImg") == 6
     with open(tmp_path / "out" / "results.csv", encoding="utf-8-sig", newline="") as handle:
         sources = [int(record["source_row"]) for record in csv.DictReader(handle)]

@@ -22,9 +22,10 @@ from pipeline.reports import annotate
 from pipeline.reports import workbooks as report_xlsx
 from pipeline.reports.write import write_reports
 from pipeline.reports.xlsx import comments as xlsx_comments
+from pipeline.reports.xlsx import markup as xlsx_markup
 from pipeline.reports.xlsx import writer as xlsx_writer
 from pipeline.text.arrow import text_array
-from schemas.result_codes import describe, hint
+from schemas.result_codes import describe, field_hint, hint
 
 HEADERS = ["序号", "姓名", "身份证号", "联系电话", "民族", "医保类型", "备注"]
 FIELD_HEADERS = {
@@ -156,7 +157,9 @@ def dry_run(tmp_path: Path) -> tuple[Batch, dict[str, Path]]:
 
 def test_write_reports_returns_every_file(dry_run, tmp_path: Path) -> None:
     _, paths = dry_run
-    assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv", "annotated_register.xlsx"]
+    assert list(paths) == [
+        "results.xlsx", "errors.xlsx", "results.csv", "annotated_register.xlsx", "annotated_more.xlsx",
+    ]  # fmt: skip
     assert all(p.exists() and p.parent == tmp_path / "out" for p in paths.values())
     assert not list((tmp_path / "out").glob(".*"))  # no temporary file left behind
 
@@ -165,14 +168,14 @@ def test_detail_has_every_row_once_in_input_order(dry_run) -> None:
     _, paths = dry_run
     rows = _sheet_rows(paths["results.xlsx"], "明细")
     header = rows[0]
-    assert header[:6] == ("文件", "工作表", "行号", "状态", "结果代码", "说明")
-    assert header[6:8] == ("姓名", "性别") and header[-1] == "备注"
+    assert header[:7] == ("文件", "工作表", "行号", "姓名", "状态", "结果代码", "说明")
+    assert header[7:9] == ("性别", "民族") and header[-1] == "备注"
     body = rows[1:]
     assert [(r[0], r[2]) for r in body] == [("register.xlsx", n) for n in (4, 5, 6, 7)] + [
         ("more.csv", 2),
         ("more.csv", 3),
     ]
-    assert [r[3] for r in body] == [
+    assert [r[4] for r in body] == [
         "校验通过",
         "校验未通过",
         "校验未通过",
@@ -180,18 +183,21 @@ def test_detail_has_every_row_once_in_input_order(dry_run) -> None:
         "校验未通过",
         "校验通过",
     ]
-    assert body[1][4] == "10111;10124"
-    assert "[10111] 身份证号码被 Excel 存成了数字" in body[1][5] and "[10124]" in body[1][5]
-    assert body[0][5] == "[提示 10111] 15 位身份证号已升级为 18 位"
+    assert body[1][5] == "10111;10124" and body[1][3] == "李四"
+    assert "[10111] 身份证号码被 Excel 存成了数字" in body[1][6] and "[10124]" in body[1][6]
+    assert body[0][6] == "[提示 10111] 15 位身份证号已升级为 18 位"
     assert body[2][header.index("民族")] == "01"
 
 
 def test_detail_sheet_is_frozen_filtered_and_highlights_invalid_rows(dry_run) -> None:
     _, paths = dry_run
     sheet = openpyxl.load_workbook(paths["results.xlsx"])["明细"]
-    assert sheet.freeze_panes == "A2"
+    assert sheet.freeze_panes == "F2"  # the header, and 文件 工作表 行号 姓名 状态
     assert sheet.auto_filter.ref == f"A1:{sheet.cell(1, sheet.max_column).column_letter}7"
-    assert sheet.column_dimensions["F"].width > sheet.column_dimensions["C"].width
+    assert sheet.column_dimensions["G"].width > sheet.column_dimensions["C"].width
+    assert sheet.page_setup.orientation == "landscape" and sheet.sheet_properties.pageSetUpPr.fitToPage
+    assert sheet.page_setup.fitToWidth in (1, None) and sheet.page_setup.fitToHeight == 0  # 1 is the default
+    assert sheet.print_title_rows == "$1:$1"
     invalid, valid, warned = sheet["A3"], sheet["A5"], sheet["A2"]
     assert invalid.fill.fgColor.rgb == "FFFFC7CE"
     assert sheet["Z3"].fill.fgColor.rgb == "FFFFC7CE"  # empty cells of the row too
@@ -204,7 +210,10 @@ def test_overview_counts_per_file_and_code(dry_run) -> None:
     rows = _sheet_rows(paths["results.xlsx"], "汇总")
     header = rows[0]
     assert header[:5] == ("文件", "工作表", "读取行数", "校验通过", "校验未通过")
-    assert header[5:] == tuple(f"{c} {describe(c)}" for c in (10110, 10111, 10114, 10115, 10124))
+    assert header[5:] == (
+        "10110 联系电话不正确",
+        *(f"{c} {describe(c)}" for c in (10111, 10114, 10115, 10124)),
+    )
     assert rows[1] == ("register.xlsx", "名单", 4, 2, 2, 1, 1, 0, 1, 1)
     assert rows[2] == ("more.csv", None, 2, 1, 1, 0, 0, 1, 0, 0)
     assert rows[3] == ("合计", None, 6, 3, 3, 1, 1, 1, 1, 1)
@@ -239,24 +248,42 @@ def test_results_csv_has_bom_stable_columns_and_every_row(dry_run) -> None:
 def test_errors_sorted_by_code_then_row_naming_the_clerks_columns(dry_run) -> None:
     _, paths = dry_run
     rows = _sheet_rows(paths["errors.xlsx"], "明细")
-    assert rows[0] == ("代码", "文件", "工作表", "行号", "列", "原值", "说明", "处理办法")
+    assert rows[0] == ("行号", "列", "原值", "说明", "处理办法", "代码", "文件", "工作表")
     body = rows[1:]
-    assert [(r[0], r[3]) for r in body] == [(10110, 6), (10111, 5), (10114, 2), (10115, 6), (10124, 5)]
+    assert [(r[5], r[0]) for r in body] == [(10110, 6), (10111, 5), (10114, 2), (10115, 6), (10124, 5)]
     id_line = body[1]
-    assert id_line[4] == "身份证号"  # the clerk's header, not the field label
-    assert id_line[5] == "4.20123196205184E+17"  # as the clerk wrote it
-    assert id_line[7] == hint(10111)
-    assert body[2][1:5] == ("more.csv", None, 2, "姓名")
-    assert body[4][4] == "出生日期"  # derived field: no column in the sheet
+    assert id_line[1] == "身份证号"  # the clerk's header, not the field label
+    assert id_line[2] == "4.20123196205184E+17"  # as the clerk wrote it
+    assert id_line[4] == hint(10111)
+    assert body[0][4] == field_hint(10110, "brdh") and "11位手机号码" in body[0][4]  # the phone's own fix
+    assert body[2][0:2] == (2, "姓名") and body[2][6:8] == ("more.csv", None)
+    # The sheet has no 出生日期 column: the fault is on the column the cell is marked on, the ID number's.
+    assert body[4][1] == "身份证号" and body[4][2] == "4.20123196205184E+17"
     warnings = _sheet_rows(paths["errors.xlsx"], "提示")
-    assert [(r[0], r[3], r[4]) for r in warnings[1:]] == [(10111, 4, "身份证号")]
-    assert warnings[1][7] == "无需处理，仅供核对"  # the code's hint is about its error, not this warning
+    assert [(r[5], r[0], r[1]) for r in warnings[1:]] == [(10111, 4, "身份证号")]
+    assert warnings[1][4].startswith("无需处理")  # the code's fix is about its error, not this warning
     summary = _sheet_rows(paths["errors.xlsx"], "汇总")
     assert summary[0][:4] == ("代码", "说明", "数量", "级别")
     assert [r[:4] for r in summary[1:6]] == [
-        (c, describe(c), 1, "错误") for c in (10110, 10111, 10114, 10115, 10124)
+        (10110, "联系电话不正确", 1, "错误"),
+        *((c, describe(c), 1, "错误") for c in (10111, 10114, 10115, 10124)),
     ]
-    assert summary[6][:4] == (10111, describe(10111), 1, "提示")
+    assert summary[6][:4] == (10111, "15位身份证号码已升级为18位（提示）", 1, "提示")
+
+
+def test_errors_sheets_print_on_one_page_wide_with_wrapped_reasons(dry_run) -> None:
+    _, paths = dry_run
+    book = openpyxl.load_workbook(paths["errors.xlsx"])
+    for sheet in book:
+        assert sheet.page_setup.orientation == "landscape" and sheet.print_title_rows == "$1:$1"
+        assert sheet.page_setup.fitToWidth in (1, None) and sheet.page_setup.fitToHeight == 0
+        assert sheet.sheet_properties.pageSetUpPr.fitToPage
+    detail = book["明细"]
+    widths = {c: detail.column_dimensions[c].width for c in "ABCDEF"}
+    assert widths["A"] < 10 and widths["F"] < 10  # 行号 and 代码: narrow
+    # 说明 and 处理办法: wide (openpyxl folds equal neighbouring widths into one range) …
+    assert widths["D"] >= 40 and (widths["E"] >= 40 or detail.column_dimensions["D"].max >= 5)
+    assert detail["D2"].alignment.wrap_text and detail["E2"].alignment.wrap_text  # … and wrapped
 
 
 def test_no_output_cell_is_a_formula(dry_run) -> None:
@@ -276,19 +303,23 @@ def test_annotated_copy_marks_faulty_cells_at_the_clerks_positions(dry_run) -> N
     _, paths = dry_run
     sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
     assert sheet["A1"].value == TITLE and "A1:G1" in {str(r) for r in sheet.merged_cells.ranges}
-    assert [c.value for c in sheet[3]] == HEADERS
+    assert [c.value for c in sheet[3]] == [*HEADERS, "问题说明"]
     assert sheet["C5"].value == pytest.approx(4.20123196205184e17)  # still the number Excel stored
     assert sheet["G4"].value == "=SUM(A1)" and sheet["G4"].data_type == "s"
     id_cell, phone_cell, warned = sheet["C5"], sheet["D6"], sheet["C4"]
-    assert id_cell.fill.fgColor.rgb == "FFFF0000"
+    assert id_cell.fill.fgColor.rgb == "FFFF7C80"
     assert "[10111]" in id_cell.comment.text and "[10124]" in id_cell.comment.text  # csrq has no column
     assert "处理办法：" + hint(10111) in id_cell.comment.text
-    assert phone_cell.fill.fgColor.rgb == "FFFF0000" and "[10110]" in phone_cell.comment.text
-    assert sheet["C6"].fill.fgColor.rgb == "FFFF0000" and "[10115]" in sheet["C6"].comment.text
+    assert phone_cell.fill.fgColor.rgb == "FFFF7C80" and "[10110]" in phone_cell.comment.text
+    assert "处理办法：" + field_hint(10110, "brdh") in phone_cell.comment.text
+    assert sheet["C6"].fill.fgColor.rgb == "FFFF7C80" and "[10115]" in sheet["C6"].comment.text
     assert warned.fill.fgColor.rgb == "FFFFEB9C" and "[提示 10111]" in warned.comment.text
     commented = {c.coordinate for row in sheet.iter_rows() for c in row if c.comment}
     assert commented == {"C4", "C5", "C6", "D6"}
     assert sheet["B5"].fill.fill_type is None
+    notes = {row: sheet[f"H{row}"].value for row in range(4, 8)}
+    assert notes[4] == "[提示 10111] 15 位身份证号已升级为 18 位" and notes[7] is None
+    assert notes[6] == "[10110] 联系电话不是手机号或带区号的座机号；[10115] 与第 4 行身份证号重复"
 
 
 def test_detail_holds_only_bad_rows_above_the_limit(tmp_path: Path, monkeypatch) -> None:
@@ -308,7 +339,7 @@ def test_submitted_run_reports_statuses_card_ids_and_rejections(tmp_path: Path) 
     rows = _sheet_rows(paths["results.xlsx"], "明细")
     header, body = rows[0], rows[1:]
     assert "电子健康卡ID" in header and "虚拟卡号" in header
-    assert [r[3] for r in body] == [
+    assert [r[4] for r in body] == [
         "申领成功",
         "校验未通过",
         "校验未通过",
@@ -317,12 +348,12 @@ def test_submitted_run_reports_statuses_card_ids_and_rejections(tmp_path: Path) 
         "发送失败",
     ]
     assert body[0][header.index("电子健康卡ID")] == "AB" * 32
-    assert "平台无应答" in body[5][5] and "[10116] 卡号已经存在" in body[3][5]
+    assert "平台无应答" in body[5][6] and "[10116] 卡号已经存在" in body[3][6]
     overview = _sheet_rows(paths["results.xlsx"], "汇总")
     assert overview[0][3:8] == ("申领成功", "已办理过", "平台拒绝", "发送失败", "校验未通过")
     errors = _sheet_rows(paths["errors.xlsx"], "明细")
-    assert [r[0] for r in errors[1:]] == [10110, 10111, 10114, 10115, 10116, 10124]
-    assert errors[5][:7] == (10116, "register.xlsx", "名单", 7, None, None, "卡号已经存在")
+    assert [r[5] for r in errors[1:]] == [10110, 10111, 10114, 10115, 10116, 10124]
+    assert errors[5] == (7, None, None, "卡号已经存在", hint(10116) or None, 10116, "register.xlsx", "名单")
     records = list(csv.DictReader(io.StringIO(paths["results.csv"].read_text(encoding="utf-8-sig"))))
     assert records[0]["status"] == "enrolled" and records[0]["virtualCardNum"] == "1" * 20
     annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
@@ -440,21 +471,36 @@ def test_each_sheet_read_from_a_workbook_is_annotated_in_its_own_sheet(tmp_path:
     two = Batch([first, second], [range(0, 4), range(4, 8)], faults=faults, outcome=outcome, **doubled)
     paths = write_reports(tmp_path / "out", two)
     annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])
-    assert annotated.sheetnames == ["名单", "补录"]
+    assert annotated.sheetnames == ["名单", "补录", "说明"]
     assert [c.coordinate for row in annotated["名单"].iter_rows() for c in row if c.comment] == []
     assert [c.coordinate for row in annotated["补录"].iter_rows() for c in row if c.comment] == ["D4"]
     assert annotated["补录"]["D4"].value == "12" and n == 6
 
 
-def test_tall_sheets_are_annotated_chunk_by_chunk(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("read_bytes", [7, 64, 1 << 20])
+def test_tall_sheets_are_marked_up_piece_by_piece(tmp_path: Path, monkeypatch, read_bytes: int) -> None:
+    monkeypatch.setattr(xlsx_markup, "READ_BYTES", read_bytes)
+    paths = write_reports(tmp_path / "out", make_batch(tmp_path))
+    sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
+    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]][:7] == [_text(v) for v in PEOPLE[3]]
+    assert {c.coordinate for row in sheet.iter_rows() for c in row if c.comment} == {"C4", "C5", "C6", "D6"}
+    assert sheet["D6"].fill.fgColor.rgb == "FFFF7C80" and sheet["H6"].value.startswith("[10110]")
+
+
+def test_regenerated_copies_are_read_chunk_by_chunk(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(annotate, "STREAM_ABOVE_ROWS", 0)
     monkeypatch.setattr(annotate, "CHUNK_ROWS", 2)
     monkeypatch.setattr(xlsx_writer, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(annotate, "MARKABLE_SUFFIXES", ())  # as for an .xls register
     paths = write_reports(tmp_path / "out", make_batch(tmp_path))
-    sheet = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
-    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]] == [_text(v) for v in PEOPLE[3]]
+    book = openpyxl.load_workbook(paths["annotated_register.xlsx"])
+    sheet = book["名单"]
+    assert sheet["A1"].value == TITLE and [c.value for c in sheet[7]][:7] == [_text(v) for v in PEOPLE[3]]
     assert {c.coordinate for row in sheet.iter_rows() for c in row if c.comment} == {"C4", "C5", "C6", "D6"}
-    assert sheet["D6"].fill.fgColor.rgb == "FFFF0000"
+    assert sheet["D6"].fill.fgColor.rgb == "FFFF7C80" and sheet["H6"].value.startswith("[10110]")
+    assert sheet["H3"].value == "问题说明"
+    legend = " ".join(str(c.value) for row in book["说明"].iter_rows() for c in row)
+    assert "重新生成" in legend and "没有保留" in legend
 
 
 def test_many_comments_across_sheets_keep_unique_shape_ids(tmp_path: Path) -> None:
@@ -491,9 +537,11 @@ def test_annotated_marks_follow_a_sheet_that_starts_off_a1(tmp_path: Path) -> No
     raw = batch.tables[0].raw
     raw.column_positions = [p + 2 for p in raw.column_positions]
     raw.source_row = np.array([3, 4, 5, 6])
+    raw.header_row = 2
     paths = write_reports(tmp_path / "out", batch)
     annotated = openpyxl.load_workbook(paths["annotated_register.xlsx"])["名单"]
     assert annotated["C2"].value == "序号" and annotated["A1"].value is None
     marked = {c.coordinate for row in annotated.iter_rows() for c in row if c.comment}
     assert marked == {"E3", "E4", "E5", "F5"}
-    assert annotated["F5"].value == "12" and annotated["F5"].fill.fgColor.rgb == "FFFF0000"
+    assert annotated["F5"].value == "12" and annotated["F5"].fill.fgColor.rgb == "FFFF7C80"
+    assert annotated["J2"].value == "问题说明" and annotated["J5"].value.startswith("[10110]")

@@ -295,3 +295,110 @@ def test_build_server_reports_a_busy_port(sandbox: SandboxHandle, tmp_path: Path
     port = int(sandbox.base_url.split(":")[2].split("/")[0])
     with pytest.raises(ConfigError, match=str(port)):
         build_server(port=port, state=tmp_path / "other.sqlite", apps={})
+
+
+# -- misbehaviours of a platform in trouble -------------------------------------------------------
+
+
+def _sync_envelope(sandbox: SandboxHandle, key: str, serial: int) -> bytes:
+    card, person = make_resident(serial)
+    stamp = timestamp_ms()
+    data = {"timestamp": stamp, "type": "0", "sign": sync_card_sign(sandbox.app_id, key, stamp, "0"),
+            "cardInfo": card, "peopleInfo": person}  # fmt: skip
+    return json.dumps({"appId": sandbox.app_id, "app": APP_BLOCK, "data": data}).encode()
+
+
+def _raw_exchange(sandbox: SandboxHandle, body: bytes, *, read: int = 1 << 20, timeout: float = 5) -> bytes:
+    """POST syncCardInfo over a bare socket; whatever arrives before the peer closes or ``read`` bytes."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(sandbox.base_url)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        head = (f"POST {url.path}syncCardInfo.do HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode() + body)
+        received = b""
+        while len(received) < read:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def test_lost_answer_enrols_then_hangs_up(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    sandbox.inject("lost", methods=("syncCardInfo",))
+    assert _raw_exchange(sandbox, _sync_envelope(sandbox, key, 80)) == b""
+    assert sandbox.residents() == 1, "the platform acted on the request"
+    assert _sync(sandbox, key, 80) == 10115
+    assert sandbox.query("SELECT fault, result_code FROM requests WHERE method = 'syncCardInfo'") == [
+        ("lost", 10000), (None, 10115),
+    ]  # fmt: skip
+
+
+@pytest.mark.sandbox(huge_mb=8)
+def test_huge_answer_announces_and_sends_megabytes_of_filler(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    sandbox.inject("huge", methods=("syncCardInfo",))
+    received = _raw_exchange(sandbox, _sync_envelope(sandbox, key, 81), read=9 << 20)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"Content-Length: 8388608" in head and len(body) == 8 << 20 and set(body) == {ord("x")}
+    assert sandbox.residents() == 0, "a huge answer comes from in front of the platform"
+
+
+@pytest.mark.sandbox(drip_ms=100)
+def test_drip_acts_then_sends_its_answer_a_byte_at_a_time(sandbox: SandboxHandle) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    key = _work_key(sandbox)
+    sandbox.inject("drip", methods=("syncCardInfo",))
+    url = urlsplit(sandbox.base_url)
+    body = _sync_envelope(sandbox, key, 82)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        head_lines = f"POST {url.path}syncCardInfo.do HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
+        sock.sendall(head_lines.encode() + b"\r\n\r\n" + body)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        started = time.monotonic()
+        first, second = sock.recv(100), sock.recv(100)
+        assert len(first) == len(second) == 1 and time.monotonic() - started >= 0.15
+    assert b"200 OK" in head and sandbox.residents() == 1
+
+
+def test_rekey_makes_the_request_key_stale(sandbox: SandboxHandle) -> None:
+    key = _work_key(sandbox)
+    sandbox.inject("rekey", methods=("syncCardInfo",))
+    assert _sync(sandbox, key, 83) == 10105, "another client of the app fetched a key just before"
+    assert _sync(sandbox, key, 83) == 10105, "and the old key stays dead"
+    assert _sync(sandbox, _work_key(sandbox), 83) == 10000
+
+
+def test_misbehaviours_can_be_drawn_at_random_with_a_seed() -> None:
+    plan = FaultPlan(0.5, 4, ("lost", "rekey"))
+    draws = [plan.draw("syncCardInfo") for _ in range(100)]
+    assert set(draws) == {None, "lost", "rekey"}
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        FaultPlan(0.5, 4, ("lost", "teleport"))
+
+
+def test_sandbox_command_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "sandbox", "--state", str(tmp_path / "s.sqlite"),
+         "--fault-rate", "0.1", "--fault-kinds", "lost,teleport"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert (
+        len(lines) == 1 and "teleport" in lines[0] and "lost" in lines[0] and "Traceback" not in done.stderr
+    )

@@ -77,7 +77,7 @@ def test_unknown_outcome_is_resent_and_10115_counts_as_enrolled(journal: Journal
     submit_quickly(batch, client, journal)
     assert client.sync_calls.count(lost) == 1 and client.sync_calls.count(failed) == 1
     assert (batch.outcome["status"] == "already_enrolled").all()
-    assert "此前已发送" in batch.outcome.loc[0, "message"]
+    assert batch.outcome.loc[0, "message"].startswith("平台答复已办理：上次发送可能已成功但答复丢失")
     assert journal.lookup(lost)["state"] == STATE_ENROLLED
     assert client.bind_calls == []
 
@@ -191,3 +191,22 @@ def test_pool_grows_while_latency_caps_the_rate() -> None:
 
     fixed = run_pool(list(range(40)), slow, size=PoolSize(3, 3, 200.0), stop=threading.Event())
     assert fixed.threads == 3 and fixed.outcomes == list(range(40))
+
+
+def test_a_tick_that_fails_stops_the_pool_and_keeps_every_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.submission import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "TICK_SECONDS", 0.0)
+    stop = threading.Event()
+
+    def send(n: int) -> int:
+        time.sleep(0.02)
+        return n * 10
+
+    def tick() -> None:
+        raise OSError("disk full")
+
+    result = run_pool(list(range(200)), send, size=PoolSize(2, 2), stop=stop, on_tick=tick)
+    assert isinstance(result.fatal, OSError) and stop.is_set()
+    done = [n for n, outcome in enumerate(result.outcomes) if outcome is not None]
+    assert 0 < len(done) < 200 and all(result.outcomes[n] == n * 10 for n in done)

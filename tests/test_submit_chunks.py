@@ -54,7 +54,7 @@ def test_a_chunked_submission_sends_each_resident_once_and_reports_every_row(
         ("一.csv", str(n)) for n in range(2, 9)
     ] + [("二.csv", str(n)) for n in range(2, 6)]
     assert [r["status"] for r in rows] == ["enrolled"] * 7 + ["enrolled", "invalid", "enrolled", "enrolled"]
-    assert rows[8]["result_code"] == "10115" and "首次在一.csv 第 4 行" in rows[8]["message"]
+    assert rows[8]["result_code"] == "10115" and "与一.csv 第 4 行重复" in rows[8]["message"]
     assert sandbox.count("syncCardInfo") == 10
     assert result.counts is not None and result.counts["rows"] == 11
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]

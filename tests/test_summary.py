@@ -79,7 +79,8 @@ def test_format_summary_is_chinese_and_names_codes_and_reports() -> None:
     codes = [line for line in lines if line.startswith("  101")]
     assert codes == [
         f"  10111 {describe(10111)}  3 行",
-        f"  10110 {describe(10110)}  2 行",
+        "  10110 联系电话不正确  2 行",  # one code, several fields: named by the field
+        f"  10110 {describe(10110)}  1 行",  # the bank card's 10110 has no title of its own
         f"  10114 {describe(10114)}  1 行",
     ]
     assert any("提示 1 条" in line for line in lines)

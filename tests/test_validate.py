@@ -184,7 +184,7 @@ def test_gender_contradicting_id_parity() -> None:
 def test_birth_date_contradicting_id() -> None:
     found = validate(rows({"csrq": "19600102"}), today=TODAY)
     assert found[["field", "code"]].values.tolist() == [["csrq", 10124]]
-    assert "19600102" in found["message"].iloc[0] and "19600101" in found["message"].iloc[0]
+    assert "19600102" in found["message"].iloc[0] and "1960-01-01" in found["message"].iloc[0]
 
 
 def test_empty_gender_and_birth_date_with_a_readable_id() -> None:
@@ -215,7 +215,7 @@ def test_scientific_notation_message_says_how_to_fix() -> None:
     [
         ("", ["为空"]),
         ("99060219600101001X", ["990602", "行政区划"]),
-        (make_id("11010519490230001"), ["19490230", "不是有效日期"]),
+        (make_id("11010519490230001"), ["19490230", "不是有效的出生日期"]),
         ("11010519491231002", ["18位"]),
     ],
 )
@@ -224,10 +224,11 @@ def test_id_messages_name_the_problem(value: str, words: list[str]) -> None:
     assert all(word in message for word in words), message
 
 
-def test_check_character_message_gives_the_right_one() -> None:
+def test_check_character_message_sends_the_clerk_to_the_id_card_not_to_the_last_digit() -> None:
     wrong = MALE_ID[:17] + ("0" if MALE_ID[17] != "0" else "1")
     message = validate(rows({"sfzhm": wrong, "zjhm": wrong}), today=TODAY)["message"].iloc[0]
-    assert f"应为{MALE_ID[17]}" in message
+    assert "对照身份证" in message and "不要只改最后一位" in message
+    assert f"应为{MALE_ID[17]}" not in message and MALE_ID not in message
 
 
 def test_duplicates_only_on_second_and_later_rows() -> None:

@@ -6,41 +6,48 @@ are raised (from :mod:`pipeline.errors`):
 * ``ConfigError``           app id or secret missing, base URL not http(s);
 * ``AuthenticationRefused`` ``getWorkKey`` refused (10101/10102/10103/10105 or any
                             other code but 10000; :mod:`~pipeline.platform.refusals`);
-* ``PlatformUnreachable``   ``getWorkKey`` got no usable answer after every retry.
+* ``PlatformUnreachable``   ``getWorkKey`` got no usable answer after every retry,
+                            or attempts of any call kept getting no answer at all
+                            (:mod:`~pipeline.platform.breaker`): nothing more is sent;
+* ``AuthenticationRefused`` also when the platform keeps refusing (10105) new work
+                            keys (:mod:`~pipeline.platform.workkey`).
 
-The business calls need a work key and so may raise the last two as well.
-One client is shared by many worker threads: the session's connection pool,
-the rate limiter, the retry policy and the work key cache are all thread-safe.
-Every HTTP attempt, retries and ``getWorkKey`` included, passes the rate
-limiter.  Values are stripped before they are signed and sent; the sign covers
-exactly the strings sent.
+The business calls need a work key and so may raise these as well.  A 10105
+to a business call is never its outcome: the call is signed again with a new
+key and resent.  An HTTP 429 is never an outcome either: the shared rate
+limiter pauses and slows every thread, and the request is sent again.
+One client is shared by many worker threads: the connection pool, the rate
+limiter, the retry policy, the circuit breaker and the work key cache are all
+thread-safe.  Every HTTP attempt, retries and ``getWorkKey`` included, passes
+the rate limiter, and is bounded in time and size
+(:mod:`~pipeline.platform.transport`).  Values are stripped before they are
+signed and sent; the sign covers exactly the strings sent.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import requests
-import urllib3
 from loguru import logger
-from requests.adapters import HTTPAdapter
 
 from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
+from pipeline.platform.breaker import DEFAULT_FAILURES, CircuitBreaker
 from pipeline.platform.ratelimit import SentSignal, SlidingWindowLimiter
 from pipeline.platform.refusals import refusal_message
 from pipeline.platform.responses import Answer, CallResult, answer_from_http
 from pipeline.platform.retrying import RetryPolicy
 from pipeline.platform.signing import bind_card_sign, img_sign, sync_card_sign, timestamp_ms, work_key_sign
-from pipeline.platform.workkey import WorkKeyCache
+from pipeline.platform.transport import MAX_ANSWER_BYTES, Transport
+from pipeline.platform.workkey import MAX_FRESH_REFUSALS, WorkKeyCache
 from schemas.result_codes import ResultCode
 
 __all__ = ["CallResult", "PlatformClient"]
@@ -48,6 +55,8 @@ __all__ = ["CallResult", "PlatformClient"]
 _HEADERS = {"Content-Type": "application/json;charset=UTF-8", "Accept": "application/json"}
 _METHODS = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")
 _INTERRUPTED = Answer(None, "已中断：请求未发送", {}, False)
+#: Times one call may be signed again with a new key after 10105, whatever other calls do meanwhile.
+_MAX_KEY_CHANGES_PER_CALL = 2 * MAX_FRESH_REFUSALS
 
 
 def _text(value: Any) -> str:
@@ -55,31 +64,17 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _transport_failure(error: Exception, read_timeout: float) -> Answer:
-    """The one place where requests' exceptions become answers (Chinese message, retry or not)."""
-    if isinstance(error, requests.exceptions.SSLError):
-        return Answer(None, "TLS 证书校验失败，拒绝连接。请检查平台地址和本机的 CA 证书", {}, False)
-    if isinstance(error, requests.exceptions.ConnectTimeout):
-        return Answer(None, "连接平台超时", {}, True)
-    if isinstance(error, requests.exceptions.ReadTimeout):
-        return Answer(None, f"等待平台应答超时（{read_timeout:g} 秒）", {}, True)
-    if isinstance(error, requests.exceptions.ConnectionError):
-        return Answer(None, "无法连接平台，或连接被中断", {}, True)
-    if isinstance(
-        error, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
-    ):
-        return Answer(None, "平台应答中途中断", {}, True)
-    if isinstance(error, urllib3.exceptions.HTTPError):
-        return Answer(None, f"与平台通信出错（{type(error).__name__}）", {}, True)
-    return Answer(None, f"平台地址无效或请求无法发出（{type(error).__name__}）。请检查 base_url", {}, False)
-
-
 class PlatformClient:
     """Signed calls to the platform at ``settings.base_url``.
 
     ``rate`` caps the requests in any one-second window across all threads
-    (``None``: no cap); ``pool_size`` should be at least the number of worker
-    threads.  ``initial_wait`` is the first retry backoff in seconds.
+    (``None``: no cap until the platform answers 429); ``pool_size`` should be
+    at least the number of worker threads.  ``initial_wait`` is the first
+    retry backoff in seconds.  One HTTP exchange may take ``deadline``
+    seconds in all (default: the connect timeout plus the read timeout) and
+    its answer ``max_answer_bytes``.  The platform counts as unreachable after
+    ``breaker_failures`` attempts in a row without an answer that span at
+    least ``breaker_silence`` seconds (default: the connect timeout).
     """
 
     def __init__(
@@ -90,6 +85,10 @@ class PlatformClient:
         rate: float | None = None,
         pool_size: int = 16,
         initial_wait: float = 0.5,
+        deadline: float | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        breaker_failures: int = DEFAULT_FAILURES,
+        breaker_silence: float | None = None,
     ) -> None:
         self._app_id = _text(settings.app_id)
         self._secret = _text(settings.app_secret)
@@ -103,7 +102,7 @@ class PlatformClient:
         self.base_url = base if base.endswith("/") else base + "/"
         self._urls = {method: f"{self.base_url}{method}.do" for method in _METHODS}
         self._qr_type = _text(settings.qr_type)
-        self._timeout = (settings.connect_timeout, settings.read_timeout)
+        self._max_retry_seconds = settings.max_retry_seconds
         app_block = {
             "termId": _text(settings.term_id),
             "version": _text(settings.version),
@@ -118,27 +117,36 @@ class PlatformClient:
         )
         self._prefix = envelope[:-1] + ',"data":'
 
-        self._session = requests.Session()
-        # Proxy and CA settings from the environment are read once here rather than on every call
-        # (requests re-reads them per request when trust_env is on, a noticeable CPU cost).
-        self._session.trust_env = False
-        self._session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
-        self._session.verify = (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._transport = Transport(
+            self.base_url,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            deadline=deadline or settings.connect_timeout + settings.read_timeout,
+            max_bytes=max_answer_bytes,
+            pool_size=pool_size,
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-
         self._interrupted = threading.Event()
-        self._limiter = SlidingWindowLimiter(rate) if rate else None
+        self._limiter = SlidingWindowLimiter(rate if rate else None)
+        self._breaker = CircuitBreaker(
+            self.base_url,
+            failures=breaker_failures,
+            silence=settings.connect_timeout if breaker_silence is None else breaker_silence,
+        )
         self._retry = RetryPolicy(
             max_attempts=settings.max_attempts,
             max_seconds=settings.max_retry_seconds,
             initial_wait=initial_wait,
             interrupted=self._interrupted,
+            halted=lambda: self._breaker.is_open,
         )
-        self._keys = WorkKeyCache(state_dir, self._app_id, self.base_url, self._fetch_work_key)
+        self._keys = WorkKeyCache(
+            state_dir, self._app_id, self.base_url, self._fetch_work_key, wait=self._interrupted.wait
+        )
+
+    @property
+    def throttles(self) -> int:
+        """How many times an HTTP 429 made the shared rate limiter slow down."""
+        return self._limiter.throttles
 
     # -- public calls ------------------------------------------------------------
 
@@ -214,13 +222,12 @@ class PlatformClient:
     def interrupt(self) -> None:
         """Stop waiting: pending backoffs and rate-limit waits end now; calls in flight finish."""
         self._interrupted.set()
-        if self._limiter is not None:
-            self._limiter.wake()
+        self._limiter.wake()
 
     def close(self) -> None:
         """Interrupt waits and close the pooled connections."""
         self.interrupt()
-        self._session.close()
+        self._transport.close()
 
     def __enter__(self) -> PlatformClient:
         return self
@@ -236,61 +243,90 @@ class PlatformClient:
         interrupted = CallResult(None, _INTERRUPTED.message, {}, 0)
         if self._interrupted.is_set():
             return interrupted
+
+        def signed(key: str) -> Callable[[], dict[str, Any]]:
+            return lambda: data(key, timestamp_ms())
+
         try:
             key = self._keys.get()
-            answer, attempts = self._send(method, lambda: data(key, timestamp_ms()))
-            if answer.result_code == ResultCode.INVALID_WORK_KEY:
-                key = self._keys.refresh(failed=key)
-                answer, more = self._send(method, lambda: data(key, timestamp_ms()))
-                attempts += more
+            answer, attempts, uncertain = self._send(method, signed(key))
+            changes = 0
+            while answer.result_code == ResultCode.INVALID_WORK_KEY:
+                # Refused unread: not this resident's verdict.  Sign again with a new key and resend.
+                changes += 1
+                if changes > _MAX_KEY_CHANGES_PER_CALL:
+                    raise AuthenticationRefused(
+                        f"平台反复拒绝认证字符串（{ResultCode.INVALID_WORK_KEY} 认证字符串无效），"
+                        f"同一请求换了 {changes - 1} 次仍被拒绝，已停止发送。"
+                        "请确认同一应用 ID 只在一处运行，并确认本机时钟准确",
+                        ResultCode.INVALID_WORK_KEY,
+                    )
+                key = self._keys.refused(key)
+                answer, more, unsure = self._send(method, signed(key))
+                attempts, uncertain = attempts + more, uncertain or unsure
+            if answer.result_code is not None:
+                self._keys.accepted(key)
         except PlatformUnreachable:
-            if self._interrupted.is_set():  # stopped while fetching the key: not a platform fault
-                return interrupted
+            if self._interrupted.is_set() and not self._breaker.is_open:
+                return interrupted  # stopped while fetching the key: not a platform fault
             raise
-        return CallResult(answer.result_code, answer.message, answer.data, attempts)
+        return CallResult(answer.result_code, answer.message, answer.data, attempts, uncertain)
 
-    def _send(self, method: str, data: Callable[[], dict[str, Any]]) -> tuple[Answer, int]:
-        """The last answer to ``method`` after retries, and how many requests were actually sent."""
+    def _send(self, method: str, data: Callable[[], dict[str, Any]]) -> tuple[Answer, int, bool]:
+        """The last answer to ``method`` after retries, the requests actually sent, and whether an
+        attempt before the last may have reached the platform unanswered.
+
+        Raises :class:`PlatformUnreachable` once the circuit breaker is open.
+        """
         url, prefix = self._urls[method], self._prefix
         sent = 0
+        arrived: list[bool] = []  # per attempt: may have reached the platform without an answer
+        started = time.monotonic()
 
         def attempt() -> Answer:
             nonlocal sent
-            ticket = None
-            if self._limiter is not None:
+            while True:
+                self._breaker.check()
                 ticket = self._limiter.acquire(self._interrupted)
                 if ticket is None:
                     return _INTERRUPTED
-            # Timestamp and sign are made per attempt, once the rate limiter lets us through.
-            body = (prefix + json.dumps(data(), ensure_ascii=False, separators=(",", ":")) + "}").encode()
-            sent += 1
-            try:
-                response = self._session.post(
-                    url,
-                    data=body if ticket is None else SentSignal(body, ticket.sent),
-                    headers=_HEADERS,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                )
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-                return _transport_failure(error, self._timeout[1])
-            finally:
-                if ticket is not None:
+                # Timestamp and sign are made per attempt, once the rate limiter lets us through.
+                body = (prefix + json.dumps(data(), ensure_ascii=False, separators=(",", ":")) + "}").encode()
+                sent += 1
+                try:
+                    received = self._transport.post(url, SentSignal(body, ticket.sent), _HEADERS)
+                finally:
                     ticket.sent()  # no-op when the body was sent; else counts the failed attempt now
-            retry_after = response.headers.get("Retry-After")
-            return answer_from_http(response.status_code, response.content, retry_after)
+                if isinstance(received, Answer):
+                    answer = received
+                else:
+                    answer = answer_from_http(received.status, received.content, received.retry_after)
+                self._breaker.record(answer)
+                if answer.throttled:
+                    # Turned away unread: slow every thread down and send again, without spending an attempt.
+                    if self._limiter.throttled(ticket.at, answer.retry_after):
+                        logger.warning(
+                            "平台要求放慢（HTTP 429）：暂停后速率降至每秒 {:g} 次，之后逐步恢复",
+                            self._limiter.rate or 0,
+                        )
+                    patience = self._max_retry_seconds - (time.monotonic() - started)
+                    if patience > 0 and not self._interrupted.is_set():
+                        continue
+                arrived.append(answer.arrived)
+                return answer
 
         if self._interrupted.is_set():
-            return _INTERRUPTED, 0
+            return _INTERRUPTED, 0, False
         answer = self._retry.run(attempt, method)
-        return answer, sent
+        self._breaker.check()
+        return answer, sent, any(arrived[:-1])
 
     def _fetch_work_key(self) -> str:
         def data() -> dict[str, Any]:
             timestamp = timestamp_ms()
             return {"timestamp": timestamp, "sign": work_key_sign(self._app_id, self._secret, timestamp)}
 
-        answer, attempts = self._send("getWorkKey", data)
+        answer, attempts, _ = self._send("getWorkKey", data)
         if answer.result_code is None:
             raise PlatformUnreachable(
                 f"无法从平台 {self.base_url} 获取认证字符串：{answer.message}（共尝试 {attempts} 次）。"

@@ -43,13 +43,18 @@ class CallResult:
     description of the last error, else the platform's own message (or the
     code's description when the platform gave none).  ``attempts`` counts the
     requests actually sent, a work-key refresh's retry included; 0 means none
-    was (the client was interrupted first).
+    was (the client was interrupted first).  ``uncertain`` says that an
+    attempt before the last one may have reached the platform and been acted
+    upon although its answer never came back (dropped connection, timeout,
+    HTTP 5xx, garbled answer): a later "already enrolled" (10115) may then be
+    the platform's memory of that very attempt.
     """
 
     result_code: int | None
     message: str
     data: dict[str, str]
     attempts: int
+    uncertain: bool = False
 
     @property
     def ok(self) -> bool:
@@ -66,6 +71,15 @@ class Answer:
     data: dict[str, str]
     transient: bool
     retry_after: float | None = None
+    #: the request may have reached the platform and been acted upon, though no usable answer came back
+    arrived: bool = False
+    #: HTTP 429: the platform turned the request away unread, asking us to slow down
+    throttled: bool = False
+
+    @property
+    def silent(self) -> bool:
+        """Worth retrying and nothing usable heard from the platform (not even "slow down")."""
+        return self.transient and self.result_code is None and not self.throttled
 
 
 def fold_key(key: str) -> str:
@@ -139,13 +153,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def answer_from_http(status: int, content: bytes, retry_after_header: str | None) -> Answer:
     """Classify one HTTP answer: final or worth retrying, with what it said."""
-    if status == 429 or status >= 500:
-        message = "平台请求过于频繁（HTTP 429）" if status == 429 else f"平台服务器错误（HTTP {status}）"
-        return Answer(None, message, {}, True, parse_retry_after(retry_after_header))
+    if status == 429:
+        retry_after = parse_retry_after(retry_after_header)
+        return Answer(None, "平台请求过于频繁（HTTP 429）", {}, True, retry_after, throttled=True)
+    if status >= 500:
+        return Answer(None, f"平台服务器错误（HTTP {status}）", {}, True, arrived=True)
     parsed = parse_body(content)
     if parsed is None:
         if 200 <= status < 300:
-            return Answer(None, "平台应答格式错误（不是有效的 JSON 或缺少 resultCode）", {}, True)
+            garbled = "平台应答格式错误（不是有效的 JSON 或缺少 resultCode）"
+            return Answer(None, garbled, {}, True, arrived=True)
         return Answer(None, f"平台返回 HTTP {status}，请检查平台地址（base_url）", {}, False)
     code, message, data = parsed
-    return Answer(code, message, data, code in TRANSIENT_CODES)
+    transient = code in TRANSIENT_CODES
+    return Answer(code, message, data, transient, arrived=transient)

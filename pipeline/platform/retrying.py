@@ -1,12 +1,16 @@
 """When to try a platform call again, and how long to wait (tenacity).
 
 An attempt is retried when its :class:`~pipeline.platform.responses.Answer` is
-transient: connection refused or dropped, a timeout, HTTP 5xx, HTTP 429,
+transient: connection refused or dropped, a timeout, HTTP 5xx,
 an answer that is not JSON, or resultCode 10129 (网络异常).  Every other
 answer is final.  Waits grow exponentially with jitter; a ``Retry-After``
 header is honoured.  Retries stop after ``max_attempts`` attempts, or when the
 next wait would end beyond ``max_seconds`` since the first attempt, or at once
-when the client is interrupted.
+when the client is interrupted or ``halted`` (the platform counts as
+unreachable: :mod:`~pipeline.platform.breaker`).  An HTTP 429 never reaches
+this policy: the client waits it out with the shared rate limiter
+(:mod:`~pipeline.platform.ratelimit`) and sends again without spending an
+attempt.
 """
 
 from __future__ import annotations
@@ -48,11 +52,12 @@ class _Backoff(wait_base):
 
 
 class _Interrupted(stop_base):
-    def __init__(self, event: threading.Event) -> None:
+    def __init__(self, event: threading.Event, halted: Callable[[], bool]) -> None:
         self._event = event
+        self._halted = halted
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or self._halted()
 
 
 def _is_transient(answer: Answer) -> bool:
@@ -90,6 +95,7 @@ class RetryPolicy:
         max_seconds: float,
         initial_wait: float,
         interrupted: threading.Event,
+        halted: Callable[[], bool] = lambda: False,
     ) -> None:
         def sleep(seconds: float) -> None:
             interrupted.wait(seconds)
@@ -98,7 +104,7 @@ class RetryPolicy:
             sleep=sleep,
             stop=stop_after_attempt(max(1, max_attempts))
             | stop_before_delay(max_seconds)
-            | _Interrupted(interrupted),
+            | _Interrupted(interrupted, halted),
             wait=_Backoff(initial_wait),
             retry=retry_if_result(_is_transient),
             retry_error_callback=_last_answer,

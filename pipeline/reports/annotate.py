@@ -1,16 +1,21 @@
-"""annotated_<name>.xlsx: the clerk's own sheets with every faulty cell marked.
+"""annotated_<name>.xlsx: the clerk's own register with every faulty cell marked.
 
-Each sheet read from a workbook is read again with python-calamine, every cell
-(title rows included) written back at the same position, and every cell a fault
-points at is filled (red for an error, yellow for a warning) and given a Chinese
-comment naming the result code and how to fix it.  A fault on a field the sheet
-has no column for (a birth date derived from the ID number, a row-level
-platform rejection) is put on the row's ID-number cell; the address parts on
-the full-address column they were split from.
+An xlsx or xlsm register is marked up in place (:mod:`pipeline.reports.xlsx.markup`):
+everything the clerk put into it stays as it was, and only the marks are
+added — a red fill and a comment on each cell with an error, a yellow fill
+and a comment on each cell with a hint only (an upgraded 15-digit ID
+number), a 问题说明 column right of the clerk's last column with one line per
+faulty row, and a legend sheet (说明) after the clerk's sheets.
 
-Values come back as they were stored: text as text, numbers as numbers
-(an ID number Excel turned into a number stays one, so the comment makes
-sense), dates as ``YYYY-MM-DD`` text; formulas only as their last value.
+Other registers cannot be marked in place and get a regenerated copy with
+the same marks, column and legend: .xls, .xlsb and .ods are read again with
+python-calamine (values only: the legend says their formatting could not be
+kept); a CSV becomes one sheet of text cells (an ID number stays text), each
+row on the row number of its line in the CSV.
+
+A fault on a field the sheet has no column for (a birth date derived from
+the ID number, a row-level platform rejection) is put on the row's ID-number
+cell; the address parts on the full-address column they were split from.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import contextlib
 import datetime as dt
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +33,79 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import python_calamine
+from loguru import logger
 from xlsxwriter.exceptions import OverlappingRange
 from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.files import numbered
+from pipeline.messages import fault_fix
 from pipeline.model import MappedTable
-from pipeline.reading.register import WORKBOOK_SUFFIXES
+from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, join_by_key, source_column
 from pipeline.reports.xlsx.comments import Comments
+from pipeline.reports.xlsx.markup import (
+    MARK_ERROR,
+    MARK_HINT,
+    CannotMarkUp,
+    MarkupResult,
+    SheetMarks,
+    mark_up,
+)
 from pipeline.reports.xlsx.writer import (
     CHUNK_ROWS,
+    MAX_SHEET_ROWS,
     Block,
     Column,
     FastWorkbook,
     MixedColumn,
     display_widths,
+    text_block,
 )
 from pipeline.text.arrow import text_array
-from schemas.result_codes import hint
 
 #: Sheets taller than this are read back row by row (bounded memory) rather than in one go.
 STREAM_ABOVE_ROWS = 200_000
 
+#: Workbooks marked up in place; other workbook formats get a regenerated copy.
+MARKABLE_SUFFIXES: tuple[str, ...] = (".xlsx", ".xlsm")
+
+#: A CSV longer than this gets no annotated workbook (errors.xlsx lists its faults): it would be
+#: as big as the register and slow to open, and past 1,048,576 rows no sheet can hold it.
+CSV_ROW_LIMIT = 200_000
+
+#: Header of the column of reasons added right of the clerk's last column.
+NOTE_HEADER = "问题说明"
+
+#: Name of the legend sheet added after the clerk's sheets.
+LEGEND_SHEET = "说明"
+
+# Formats of the regenerated copies (block style i is FORMATS[i - 1]).
+_RED, _YELLOW = "#FF7C80", "#FFEB9C"
 FORMATS: tuple[dict[str, object], ...] = (
-    {"bg_color": "#FF0000", "font_color": "#FFFFFF", "bold": True},  # 1 cell with an error
-    {"bg_color": "#FFEB9C", "font_color": "#9C5700"},  # 2 cell with a warning only
+    {"bg_color": _RED},  # 1 cell with an error
+    {"bg_color": _YELLOW},  # 2 cell with a hint only
+    {"font_color": "#9C0006", "text_wrap": True, "valign": "top"},  # 3 a 问题说明 cell
+    {"bold": True},  # 4 the 问题说明 header
+    {"num_format": "@"},  # 5 a CSV cell: text
+    {"bg_color": _RED, "num_format": "@"},  # 6 a CSV cell with an error
+    {"bg_color": _YELLOW, "num_format": "@"},  # 7 a CSV cell with a hint only
+    {"text_wrap": True, "valign": "top"},  # 8 a legend line
+    {"bold": True, "font_size": 12},  # 9 the legend's title
 )
-ERROR_STYLE, WARNING_STYLE = 1, 2
+ERROR_STYLE, WARNING_STYLE, NOTE_STYLE, NOTE_HEADER_STYLE = 1, 2, 3, 4
+TEXT_STYLE, TEXT_ERROR_STYLE, TEXT_WARNING_STYLE, LEGEND_STYLE, LEGEND_TITLE_STYLE = 5, 6, 7, 8, 9
+_MARK_KINDS = {ERROR_STYLE: MARK_ERROR, WARNING_STYLE: MARK_HINT}
+
+#: Edits of a clerk's cells: (sheet name, row number as Excel shows it, 0-based column) -> new text.
+Edits = Mapping[tuple[str, int, int], str]
 
 
 class SourceUnreadable(Exception):
-    """The workbook read at the start of the run cannot be read again (moved, deleted, changed)."""
+    """The register read at the start of the run cannot be read again (moved, deleted, changed)."""
+
+
+class TooLarge(Exception):
+    """The register is too large for an annotated copy (the message says why, in Chinese)."""
 
 
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
@@ -70,13 +118,17 @@ def annotated_name(path: str, taken: set[str]) -> str:
     return name
 
 
-def workbook_inputs(data: ReportData) -> dict[str, list[int]]:
-    """Workbook inputs of the run: path -> indices of its tables in ``batch.tables``."""
+def register_inputs(data: ReportData) -> dict[str, list[int]]:
+    """Registers of the run that get an annotated copy: path -> indices of its tables in ``batch.tables``."""
     grouped: dict[str, list[int]] = {}
     for i, table in enumerate(data.batch.tables):
-        if Path(table.raw.path).suffix.lower() in WORKBOOK_SUFFIXES:
+        if Path(table.raw.path).suffix.lower() in (*WORKBOOK_SUFFIXES, *TEXT_SUFFIXES):
             grouped.setdefault(table.raw.path, []).append(i)
     return grouped
+
+
+#: The older name of :func:`register_inputs`, from when only workbooks were annotated.
+workbook_inputs = register_inputs
 
 
 def _mark_column(table: MappedTable, field: str) -> int:
@@ -90,28 +142,47 @@ def _mark_column(table: MappedTable, field: str) -> int:
     return raw.column_positions[0] if raw.column_positions else 0
 
 
-def cell_marks(data: ReportData, table_index: int) -> pd.DataFrame:
-    """Faulty cells of one table: sheet ``row``/``col`` (0-based), ``style`` and ``comment`` text."""
-    empty = pd.DataFrame({"row": [], "col": [], "style": [], "comment": []})
+def _table_faults(data: ReportData, table_index: int) -> pd.DataFrame:
     tables = data.table_of_row
     if tables is None or not len(data.faults):
-        return empty
-    table = data.batch.tables[table_index]
-    faults = data.faults[tables[data.faults["pos"].to_numpy()] == table_index]
+        return data.faults.iloc[:0]
+    return data.faults[tables[data.faults["pos"].to_numpy()] == table_index]
+
+
+def cell_marks(data: ReportData, table_index: int) -> pd.DataFrame:
+    """Faulty cells of one table: sheet ``row``/``col`` (0-based), ``style`` and ``comment`` text.
+
+    A comment holds each fault of the cell (``[code] message``) and, for an
+    error, how to fix it for that field.
+    """
+    empty = pd.DataFrame({"row": [], "col": [], "style": [], "comment": []})
+    faults = _table_faults(data, table_index)
     if not len(faults):
         return empty
+    table = data.batch.tables[table_index]
     row_ids = data.rows.index.to_numpy()[faults["pos"].to_numpy()]
     local = row_ids - data.batch.table_rows[table_index].start
     columns = {f: _mark_column(table, f) for f in faults["field"].unique()}
     texts = fault_texts(faults)
-    hints = np.array([hint(int(c)) for c in faults["code"]], dtype=object)
-    with_hint = (hints != "") & (faults["severity"].to_numpy() != WARNING)
-    texts[with_hint] = texts[with_hint] + "\n处理办法：" + hints[with_hint]
+    warning = faults["severity"].to_numpy() == WARNING
+    fixes = {
+        (int(c), str(f)): fault_fix(int(c), str(f))
+        for c, f in faults.loc[~warning, ["code", "field"]].drop_duplicates().itertuples(index=False)
+    }
+    fix_texts = np.array(
+        [
+            fixes.get((int(c), str(f)), "") if not w else ""
+            for c, f, w in zip(faults["code"], faults["field"], warning, strict=True)
+        ],
+        dtype=object,
+    )
+    with_fix = fix_texts != ""
+    texts[with_fix] = texts[with_fix] + "\n处理办法：" + fix_texts[with_fix]
     marks = pd.DataFrame(
         {
             "row": np.asarray(table.raw.source_row)[local].astype(np.int64) - 1,
             "col": faults["field"].map(columns).to_numpy(dtype=np.int64),
-            "warning": faults["severity"].to_numpy() == WARNING,
+            "warning": warning,
             "code": faults["code"].to_numpy(),
             "text": texts,
         }
@@ -127,6 +198,111 @@ def cell_marks(data: ReportData, table_index: int) -> pd.DataFrame:
             "comment": comments,
         }
     )
+
+
+def row_notes(data: ReportData, table_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 问题说明 of one table: sheet rows (0-based) of the rows with a fault or a bad status, and texts.
+
+    A text is the row's faults, errors first (``[10111] …；[提示 10111] …``),
+    plus the platform's answer for a row sent and refused.
+    """
+    span = data.batch.table_rows[table_index]
+    ids = data.rows.index.to_numpy()
+    here = (ids >= span.start) & (ids < span.stop)
+    faulty = np.zeros(data.n, dtype=bool)
+    faulty[data.faults["pos"].to_numpy()] = True
+    pick = here & (faulty | data.bad) & (data.messages != "")
+    local = ids[pick] - span.start
+    rows = np.asarray(data.batch.tables[table_index].raw.source_row)[local].astype(np.int64) - 1
+    return rows, data.messages[pick].astype(object)
+
+
+def _sheet_marks(data: ReportData, table_index: int, name: str) -> SheetMarks:
+    table = data.batch.tables[table_index]
+    marks = cell_marks(data, table_index)
+    note_rows, note_texts = row_notes(data, table_index)
+    raw = table.raw
+    return SheetMarks(
+        name=name,
+        rows=marks["row"].to_numpy(dtype=np.int64),
+        cols=marks["col"].to_numpy(dtype=np.int64),
+        kinds=np.array([_MARK_KINDS[int(s)] for s in marks["style"]], dtype=np.int8),
+        comments=marks["comment"].to_numpy(dtype=object),
+        note_rows=note_rows,
+        note_texts=note_texts,
+        header_row=raw.header_row - 1 if raw.header_row else None,
+        last_column=max(raw.column_positions, default=0),
+        note_header=NOTE_HEADER,
+    )
+
+
+# -- the legend -----------------------------------------------------------------------------------
+
+
+def legend_lines(source: str, added: MarkupResult, *, regenerated: str = "") -> list[str]:
+    """The legend sheet: what the marks mean, what was added, and what could not be kept."""
+    name = Path(source).name
+    lines = [f"标注说明：{name}"]
+    if regenerated:
+        lines.append(regenerated)
+    else:
+        lines.append(
+            f"本文件是您的登记表“{name}”的副本：您原有的内容、格式、公式、批注和其他工作表都保持原样，只加了下面这些标记。"
+        )
+    lines += [
+        "红色单元格：该格有错误，这一行不能提交。每个红色单元格都有批注（鼠标移到单元格上即可看到），写明错误原因和处理办法。",
+        "黄色单元格：提示，不影响提交（例如15位身份证号码已按国家标准升级为18位），请核对。",
+        f"“{NOTE_HEADER}”列：在表格原有内容的右侧，每个有问题的行一条，列出结果代码和原因，"
+        "不用看批注、打印出来也能看到。",
+        f"本次共标出 {added.errors} 个错误单元格、{added.hints} 个提示单元格，"
+        f"{added.noted_rows} 行有问题说明。"
+        "每条问题的位置和处理办法也列在 errors.xlsx 中。",
+    ]
+    if added.clerk_comments_kept:
+        lines.append(
+            f"有 {added.clerk_comments_kept} 个标出的单元格原来就有您的批注：批注保持原样，"
+            f"问题见该行的“{NOTE_HEADER}”。"
+        )
+    if added.edits_applied:
+        lines.append(f"已按您在网页中的修改改写了 {added.edits_applied} 个单元格（均为文本）。")
+    if added.not_kept:
+        lines.append("未能保留或未能改写的内容：" + "；".join(added.not_kept))
+    lines.append(f"改正后可再运行一次检查（可以直接检查本文件：“{NOTE_HEADER}”列和本工作表不影响检查）。")
+    return lines
+
+
+# -- in place -------------------------------------------------------------------------------------
+
+
+def _sheet_names(data: ReportData, source: str, table_indices: Sequence[int]) -> dict[str, int]:
+    """Sheet name -> the first table read from it (a sheet read twice is marked once)."""
+    chosen: dict[str, int] = {}
+    for index in table_indices:
+        name = data.batch.tables[index].raw.sheet
+        chosen.setdefault(name, index)
+    return chosen
+
+
+def _mark_in_place(
+    path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits
+) -> Path:
+    sheets = [
+        _sheet_marks(data, index, name) for name, index in _sheet_names(data, source, table_indices).items()
+    ]
+    added = mark_up(
+        Path(source),
+        path,
+        sheets,
+        legend=lambda result: legend_lines(source, result),
+        legend_name=LEGEND_SHEET,
+        edits=edits,
+    )
+    for item in added.not_kept:
+        logger.warning("{}：{}", Path(source).name, item)
+    return path
+
+
+# -- regenerated copies ---------------------------------------------------------------------------
 
 
 def _cell_text(value: object) -> str:
@@ -182,35 +358,69 @@ def cell_edits(data: ReportData, table_index: int) -> dict[tuple[int, int], str]
     return changed
 
 
-def _apply_edits(rows: list[list[Any]], first: int, left: int, edits: dict[tuple[int, int], str]) -> None:
-    for (row, col), value in edits.items():
-        if first <= row < first + len(rows) and col >= left:
-            cells = rows[row - first]
-            cells.extend([""] * (col - left + 1 - len(cells)))
-            cells[col - left] = value
+def _batch_edits(data: ReportData, table_indices: Sequence[int]) -> dict[tuple[str, int, int], str]:
+    """The batch's cell edits (:func:`cell_edits`) of the given tables, keyed as ``write_annotated``'s."""
+    return {
+        (data.batch.tables[index].raw.sheet, row + 1, col): value
+        for index in table_indices
+        for (row, col), value in cell_edits(data, index).items()
+    }
+
+
+def _mark_styles(
+    marks: SheetMarks, first: int, count: int, left: int, width: int, *, text: bool
+) -> dict[int, np.ndarray]:
+    rows, cols = marks.rows, marks.cols - left
+    here = (rows >= first) & (rows < first + count) & (cols >= 0) & (cols < width)
+    styles: dict[int, np.ndarray] = {}
+    for row, col, kind in zip(rows[here] - first, cols[here], marks.kinds[here], strict=True):
+        style = (
+            (TEXT_ERROR_STYLE if kind == MARK_ERROR else TEXT_WARNING_STYLE)
+            if text
+            else (ERROR_STYLE if kind == MARK_ERROR else WARNING_STYLE)
+        )
+        styles.setdefault(int(col), np.zeros(count, dtype=np.int8))[row] = style
+    return styles
+
+
+def _note_column(marks: SheetMarks, first: int, count: int) -> tuple[pa.Array, np.ndarray]:
+    texts = np.full(count, "", dtype=object)
+    styles = np.zeros(count, dtype=np.int8)
+    here = (marks.note_rows >= first) & (marks.note_rows < first + count)
+    texts[marks.note_rows[here] - first] = marks.note_texts[here]
+    styles[marks.note_rows[here] - first] = NOTE_STYLE
+    if len(marks.note_rows) and marks.header_row is not None and first <= marks.header_row < first + count:
+        texts[marks.header_row - first] = NOTE_HEADER
+        styles[marks.header_row - first] = NOTE_HEADER_STYLE
+    return text_array(texts), styles
+
+
+def _apply_edits(rows: list[list[Any]], first: int, left: int, edits: Mapping[tuple[int, int], str]) -> None:
+    for (row, col), text in edits.items():
+        index, position = row - first, col - left
+        if 0 <= index < len(rows) and position >= 0:
+            cells = rows[index]
+            cells.extend([""] * (position + 1 - len(cells)))
+            cells[position] = text
 
 
 def _blocks(
-    sheet: python_calamine.CalamineSheet, marks: pd.DataFrame, edits: dict[tuple[int, int], str] | None = None
+    sheet: python_calamine.CalamineSheet,
+    marks: SheetMarks,
+    note_col: int,
+    edits: Mapping[tuple[int, int], str],
 ) -> Iterator[Block]:
     top, left = sheet.start or (0, 0)
-    mark_rows, mark_cols = marks["row"].to_numpy(), marks["col"].to_numpy() - left
-    mark_styles = marks["style"].to_numpy()
     for offset, rows in _row_chunks(sheet):
-        if edits:
-            _apply_edits(rows, top + offset, left, edits)
-        lengths = {len(r) for r in rows}
-        width = max(lengths)
-        transposed = (
-            zip(*rows, strict=True) if len(lengths) == 1 else itertools.zip_longest(*rows, fillvalue="")
-        )
-        columns = [_column(col) for col in transposed]
         first = top + offset
-        here = (mark_rows >= first) & (mark_rows < first + len(rows)) & (mark_cols >= 0) & (mark_cols < width)
-        styles: dict[int, np.ndarray] = {}
-        for row, col, style in zip(mark_rows[here] - first, mark_cols[here], mark_styles[here], strict=True):
-            styles.setdefault(int(col), np.zeros(len(rows), dtype=np.int8))[row] = style
-        yield Block(columns, first_row=first, first_col=left, cell_styles=styles)
+        _apply_edits(rows, first, left, edits)
+        width = note_col - left
+        padded = [list(r) + [""] * (width - len(r)) if len(r) < width else r for r in rows]
+        columns: list[Column] = [_column(col) for col in zip(*padded, strict=True)] if padded else []
+        notes, note_styles = _note_column(marks, first, len(rows))
+        styles = _mark_styles(marks, first, len(rows), left, width, text=False)
+        styles[len(columns)] = note_styles
+        yield Block([*columns, notes], first_row=first, first_col=left, cell_styles=styles)
 
 
 class _Lowercase:
@@ -230,34 +440,63 @@ def _sheet_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def write_annotated(path: Path, source: str, data: ReportData, table_indices: Sequence[int]) -> Path:
-    """Write the annotated copy of workbook ``source`` (the given tables' sheets) to ``path``."""
+def _comments(marks: SheetMarks) -> Comments:
+    return Comments(marks.rows, marks.cols, text_array(marks.comments), author="ehc")
+
+
+def _add_legend(book: FastWorkbook, names: set[str], lines: Sequence[str]) -> None:
+    block = text_block([[line] for line in lines])
+    block.row_style = np.array([LEGEND_TITLE_STYLE] + [LEGEND_STYLE] * (len(lines) - 1), dtype=np.int8)
+    sheet = book.add_sheet(_sheet_name(LEGEND_SHEET, names), [block])
+    sheet.set_column(0, 0, 100)
+
+
+def _counted(marks: Sequence[SheetMarks]) -> MarkupResult:
+    return MarkupResult(
+        errors=sum(int((m.kinds == MARK_ERROR).sum()) for m in marks),
+        hints=sum(int((m.kinds == MARK_HINT).sum()) for m in marks),
+        noted_rows=sum(len(m.note_rows) for m in marks),
+    )
+
+
+def _split_edits(edits: Edits) -> dict[str, dict[tuple[int, int], str]]:
+    per_sheet: dict[str, dict[tuple[int, int], str]] = {}
+    for (sheet, row, col), text in edits.items():
+        per_sheet.setdefault(sheet, {})[(row - 1, col)] = text
+    return per_sheet
+
+
+def _regenerate_workbook(
+    path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits, why: str
+) -> Path:
+    """A copy rebuilt from the cell values (.xls, .xlsb, .ods, or an xlsx that cannot be marked in place)."""
     try:
         workbook = python_calamine.CalamineWorkbook.from_path(source)
     except (python_calamine.CalamineError, OSError, ValueError) as error:
         raise SourceUnreadable(source) from error
     book = FastWorkbook(path, FORMATS)
     names: set[str] = set()
+    per_sheet = _split_edits(edits)
+    all_marks = []
     try:
-        for index in table_indices:
+        for name, index in _sheet_names(data, source, table_indices).items():
             table = data.batch.tables[index]
             try:
-                sheet = workbook.get_sheet_by_name(table.raw.sheet or workbook.sheet_names[0])
+                sheet = workbook.get_sheet_by_name(name or workbook.sheet_names[0])
             except (python_calamine.CalamineError, IndexError) as error:
                 raise SourceUnreadable(source) from error
-            if sheet.name.lower() in names:
-                continue
-            marks = cell_marks(data, index)
+            marks = _sheet_marks(data, index, sheet.name)
+            all_marks.append(marks)
             start, end = sheet.start, sheet.end
-            dimension = f"{xl_rowcol_to_cell(*start)}:{xl_rowcol_to_cell(*end)}" if start and end else "A1"
-            comments = Comments(
-                marks["row"].to_numpy(), marks["col"].to_numpy(), text_array(marks["comment"]), author="ehc"
-            )
+            left = start[1] if start else 0
+            note_col = max((end[1] + 1) if end else 0, marks.last_column + 1, left)
+            bottom = end[0] if end else 0
+            dimension = f"{xl_rowcol_to_cell(*(start or (0, 0)))}:{xl_rowcol_to_cell(bottom, note_col)}"
             worksheet = book.add_sheet(
                 _sheet_name(sheet.name, names),
-                _blocks(sheet, marks, cell_edits(data, index)),
+                _blocks(sheet, marks, note_col, per_sheet.get(sheet.name, {})),
                 dimension,
-                comments,
+                _comments(marks),
             )
             for (r1, c1), (r2, c2) in sheet.merged_cell_ranges or []:
                 if (r1, c1) != (r2, c2):
@@ -269,6 +508,107 @@ def write_annotated(path: Path, source: str, data: ReportData, table_indices: Se
                 raw.column_positions, display_widths(columns, raw.headers), strict=False
             ):
                 worksheet.set_column(position, position, width)
+            worksheet.set_column(note_col, note_col, 60)
+        _add_legend(book, names, legend_lines(source, _counted(all_marks), regenerated=why))
         return book.close()
     finally:
         workbook.close()
+
+
+def _regenerate_text(
+    path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits
+) -> Path:
+    """A CSV (or other delimited text) register as one sheet of text cells, rows on their line numbers."""
+    index = table_indices[0]
+    raw = data.batch.tables[index].raw
+    rows = np.asarray(raw.source_row, dtype=np.int64)
+    if len(rows) > CSV_ROW_LIMIT or (len(rows) and int(rows.max()) > MAX_SHEET_ROWS):
+        raise TooLarge(f"超过 {CSV_ROW_LIMIT:,} 行")
+    marks = _sheet_marks(data, index, raw.sheet)
+    header = raw.header_row - 1 if raw.header_row else 0
+    height = (int(rows.max()) if len(rows) else header + 1) - header
+    positions = rows - 1 - header
+    width = max(raw.column_positions, default=-1) + 1
+    columns: list[Column] = []
+    by_position = dict(zip(raw.column_positions, range(len(raw.headers)), strict=False))
+    sheet_edits = next(iter(_split_edits(edits).values()), {})
+    for position in range(width):
+        values = np.full(height, "", dtype=object)
+        if position in by_position:
+            column = by_position[position]
+            values[0] = raw.headers[column]
+            values[positions] = raw.data.iloc[:, column].to_numpy(dtype=object, na_value="")
+        for (row, col), text in sheet_edits.items():
+            if col == position and 0 < row - header < height:
+                values[row - header] = text
+        columns.append(text_array(values))
+    notes, note_styles = _note_column(marks, header, height)
+    styles = _mark_styles(marks, header, height, 0, width, text=True)
+    styles[width] = note_styles
+    header_style = np.zeros(height, dtype=np.int8)
+    header_style[0] = NOTE_HEADER_STYLE
+    block = Block(
+        [*columns, notes], first_row=header, style=TEXT_STYLE, row_style=header_style, cell_styles=styles
+    )
+    book = FastWorkbook(path, FORMATS)
+    names: set[str] = set()
+    sheet = book.add_sheet(_sheet_name(Path(source).stem, names), [block], comments=_comments(marks))
+    sheet.freeze_panes(header + 1, 0)
+    for position, column_width in zip(
+        raw.column_positions,
+        display_widths([text_array(raw.data.iloc[:, i]) for i in range(raw.data.shape[1])], raw.headers),
+        strict=False,
+    ):
+        sheet.set_column(position, position, column_width)
+    sheet.set_column(width, width, 60)
+    note = (
+        f"原文件“{Path(source).name}”是文本文件（CSV），没有格式可保留：本文件把它的内容放进一个工作表，"
+        "各列都是文本格式（身份证号码不会变成科学计数法），行号与原文件的行号一致。"
+    )
+    _add_legend(book, names, legend_lines(source, _counted([marks]), regenerated=note))
+    return book.close()
+
+
+def write_annotated(
+    path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits | None = None
+) -> Path:
+    """Write the annotated copy of register ``source`` (the given tables' sheets) to ``path``.
+
+    xlsx and xlsm registers are marked up in place; .xls, .xlsb and .ods ones
+    are regenerated from their values (the legend sheet says so); a CSV
+    becomes a sheet of text cells.  ``edits`` maps (sheet name, row number as
+    Excel shows it, 0-based column — ``RawTable.column_positions``) to a new
+    text for that cell, written in the same pass as the marks: a text cell in
+    the cell's own style, never a formula (the sheet name is ``""`` for a
+    CSV).  The batch's own ``cell_edits`` (the web workspace's) are applied
+    the same way; ``edits`` wins where both name a cell.  Raises
+    :class:`SourceUnreadable` when the register cannot be read again,
+    :class:`TooLarge` for a CSV too long for a copy.
+    """
+    edits = {**_batch_edits(data, table_indices), **(edits or {})}
+    suffix = Path(source).suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        return _regenerate_text(path, source, data, table_indices, edits)
+    if suffix in MARKABLE_SUFFIXES:
+        try:
+            return _mark_in_place(path, source, data, table_indices, edits)
+        except FileNotFoundError as error:
+            raise SourceUnreadable(source) from error
+        except (CannotMarkUp, KeyError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as error:
+            logger.warning(
+                "{}：无法在原文件上直接标注（{}），标注副本按内容重新生成，原有格式未保留",
+                Path(source).name, type(error).__name__,
+            )  # fmt: skip
+            why = (
+                f"原文件“{Path(source).name}”的结构无法在原文件上直接标注：本文件是按原表内容重新生成的副本，"
+                "原有的字体、颜色、列宽、数字格式、公式、批注和其他工作表没有保留；请在原文件中改正。"
+            )
+            return _regenerate_workbook(path, source, data, table_indices, edits, why)
+    why = (
+        f"原文件“{Path(source).name}”是 {suffix} 格式，无法在原文件上直接标注："
+        "本文件是按原表内容重新生成的副本，"
+        "原有的字体、颜色、列宽、数字格式、公式、批注和其他工作表没有保留；"
+        "请在原文件中改正，或把原文件另存为 .xlsx 后再检查。"
+    )
+    logger.info("{}：{} 格式无法在原文件上标注，标注副本按内容重新生成", Path(source).name, suffix)
+    return _regenerate_workbook(path, source, data, table_indices, edits, why)

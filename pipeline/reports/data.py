@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.messages import fault_fix, fault_title
 from pipeline.model import (
     ADDRESS_FIELD,
     ADDRESS_PARTS,
@@ -35,7 +36,7 @@ from pipeline.model import (
     Batch,
 )
 from pipeline.text.arrow import text_array
-from schemas.result_codes import describe, hint
+from schemas.result_codes import describe, field_pairs
 
 ERROR = "error"
 WARNING = "warning"
@@ -333,9 +334,11 @@ class ReportData:
         messages = faults["message"].to_numpy(dtype=object).copy()
         blank = messages == ""
         messages[blank] = [describe(int(c)) for c in codes[blank]]
-        hints = {int(c): hint(int(c)) for c in np.unique(codes)}
-        hint_texts = np.array([hints[int(c)] for c in codes], dtype=object)
-        hint_texts[faults["severity"].to_numpy() == WARNING] = WARNING_HINT
+        warning = faults["severity"].to_numpy() == WARNING
+        keys = pd.MultiIndex.from_arrays([codes, fields, warning])
+        key_codes, uniques = pd.factorize(keys)
+        fixes = [fault_fix(int(c), str(f), warning=bool(w)) for c, f, w in uniques]
+        hint_texts = np.array([*fixes, ""], dtype=object)[key_codes]
         return pd.DataFrame(
             {
                 "code": codes,
@@ -357,8 +360,11 @@ class ReportData:
     def _clerk_columns(self, pos: np.ndarray, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each fault: the header it came from in the clerk's sheet and the value as written.
 
-        A field the sheet lacks is named by its Chinese label with no original
-        value, except the address parts, which point at the full-address column.
+        A field the sheet lacks is reported on the column its cell is marked
+        on in the annotated copy, the ID number's (with that column's value),
+        so a fault is never listed under a column the clerk does not have;
+        the address parts point at the full-address column.  With no ID
+        column either, the field's Chinese label names it.
         """
         column = np.array([FIELD_LABELS.get(f, f) for f in fields], dtype=object)
         original = np.full(len(pos), "", dtype=object)
@@ -376,6 +382,8 @@ class ReportData:
                 if not here.any():
                     continue
                 header, source = source_column(table.field_headers, field)
+                if not header:
+                    header, source = source_column(table.field_headers, "sfzhm")
                 if header:
                     column[here] = header
                 original[here] = self._take(originals, source, pos[here])
@@ -395,6 +403,10 @@ class Tally:
     rows: list[int] = dataclass_field(default_factory=list)
     by_status: list[Counter[str]] = dataclass_field(default_factory=list)
     rows_by_code: list[Counter[int]] = dataclass_field(default_factory=list)  # rows with an error of the code
+    #: per section, rows with an error of each problem (code, field: see :func:`problem_keys`)
+    rows_by_problem: list[Counter[tuple[int, str]]] = dataclass_field(default_factory=list)
+    #: per problem (warning, code, field): [faults, rows]
+    problems: dict[tuple[bool, int, str], list[int]] = dataclass_field(default_factory=dict)
     errors_by_code: Counter[int] = dataclass_field(default_factory=Counter)  # error lines per code
     warnings_by_code: Counter[int] = dataclass_field(default_factory=Counter)
     statuses_present: list[str] = dataclass_field(default_factory=list)
@@ -408,6 +420,7 @@ class Tally:
             self.rows.append(0)
             self.by_status.append(Counter())
             self.rows_by_code.append(Counter())
+            self.rows_by_problem.append(Counter())
             return len(self.keys) - 1
 
     def add(self, data: ReportData) -> None:
@@ -434,9 +447,30 @@ class Tally:
             pairs, counts_of_pairs = np.unique(keys, return_counts=True)
             for pair, count in zip(pairs.tolist(), counts_of_pairs.tolist(), strict=True):
                 self.rows_by_code[pair >> 32][pair & 0xFFFFFFFF] += count
+        self._add_problems(data, local, np.asarray(section))
         self.errors_by_code.update(_counts_of(data.errors["code"]))
         self.warnings_by_code.update(_counts_of(data.warnings["code"]))
         self.n += data.n
+
+    def _add_problems(self, data: ReportData, local: np.ndarray, section: np.ndarray) -> None:
+        keys = problem_keys(data.faults)
+        if not len(keys):
+            return
+        grouped = keys.groupby(["warning", "code", "field"], sort=False)["pos"].agg(["size", "nunique"])
+        for key, faults, rows in zip(grouped.index, grouped["size"], grouped["nunique"], strict=True):
+            warning, code, field = key
+            totals = self.problems.setdefault((bool(warning), int(code), str(field)), [0, 0])
+            totals[0] += int(faults)
+            totals[1] += int(rows)
+        errors = keys[~keys["warning"]].drop_duplicates(["pos", "code", "field"])
+        if len(errors):
+            where = local[section[errors["pos"].to_numpy()]]
+            per_section = (
+                errors.assign(section=where).groupby(["section", "code", "field"], sort=False).size()
+            )
+            for key, rows in zip(per_section.index, per_section.to_numpy(), strict=True):
+                target, code, field = key
+                self.rows_by_problem[int(target)][(int(code), str(field))] += int(rows)
 
     @property
     def faults(self) -> int:
@@ -472,7 +506,27 @@ class Tally:
             "warnings_by_code": {
                 str(code): count for code, count in sorted(self.warnings_by_code.items()) if count
             },
-        }
+            "problems": [
+                {"code": code, "field": field, "warning": warning, "faults": faults, "rows": rows,
+                 "title": fault_title(code, field, warning=warning)}
+                for (warning, code, field), (faults, rows) in sorted(self.problems.items())
+            ],
+        }  # fmt: skip
+
+
+def problem_keys(faults: pd.DataFrame) -> pd.DataFrame:
+    """Each fault's problem: ``code``, ``field`` (where the code has texts per field, else ""), warning.
+
+    ``faults`` are cleaned by :class:`ReportData` (``pos``, ``field``, ``code``, ``severity``); a
+    warning is always keyed by its field (it is titled by what happened to it).
+    """
+    codes = faults["code"].to_numpy(dtype=np.int64)
+    fields = faults["field"].to_numpy(dtype=object)
+    warning = faults["severity"].to_numpy() == WARNING
+    own = field_pairs()
+    pairs = zip(codes, fields, warning, strict=True)
+    keyed = np.array([f if w or (int(c), f) in own else "" for c, f, w in pairs] or [], dtype=object)
+    return pd.DataFrame({"pos": faults["pos"].to_numpy(), "code": codes, "field": keyed, "warning": warning})
 
 
 def _counts_of(codes: pd.Series) -> dict[int, int]:

@@ -7,12 +7,11 @@ from typing import Any
 
 from pipeline.model import DRY_RUN_STATUSES, STATUS_LABELS, SUBMIT_STATUSES, Batch
 from pipeline.reports.data import ReportData, Tally
-from schemas.result_codes import describe
 
 #: Files listed one by one before the rest are only counted.
 LISTED_FILES = 8
 
-#: Result codes listed in the summary.
+#: Problems (a result code, per field where the code covers several) listed in the summary.
 TOP_CODES = 8
 
 
@@ -22,7 +21,9 @@ def summary_counts(batch: Batch) -> dict[str, Any]:
     ``files``: one entry per file and sheet read (``file``, ``sheet``,
     ``rows``, ``by_status``); ``rows``: rows read; ``by_status``: rows per
     status; ``by_code``: rows per error result code (as a string key);
-    ``warnings_by_code``: warnings per result code.
+    ``warnings_by_code``: warnings per result code; ``problems``: per problem
+    (code, field where the code has texts per field, warning or not) its
+    title and its faults and rows.
     """
     tally = Tally()
     tally.add(ReportData(batch, submitted=False))
@@ -30,9 +31,10 @@ def summary_counts(batch: Batch) -> dict[str, Any]:
 
 
 def format_summary(counts: dict[str, Any] | Batch, paths: dict[str, Path], *, submitted: bool) -> str:
-    """One screen of Chinese: rows read per file, rows per status, the main result codes, the reports.
+    """One screen of Chinese: rows read per file, rows per status, the main problems, the reports.
 
-    ``counts`` are a run's :func:`summary_counts` (or the batch holding the run).
+    A problem is named by its code and what it is about (``10110 联系电话不正确``).  ``counts``
+    are a run's :func:`summary_counts` (or the batch holding the run).
     """
     if isinstance(counts, Batch):
         counts = summary_counts(counts)
@@ -49,13 +51,14 @@ def format_summary(counts: dict[str, Any] | Batch, paths: dict[str, Path], *, su
     order += [s for s in by_status if s not in order]
     shown = [f"{STATUS_LABELS.get(s, s)} {by_status.get(s, 0):,} 行" for s in order]
     lines.append("结果：" + "，".join(shown))
-    by_code = sorted(counts["by_code"].items(), key=lambda item: (-item[1], int(item[0])))
-    if by_code:
+    found = [p for p in counts.get("problems", []) if not p["warning"]]
+    if found:
+        ranked = sorted(found, key=lambda p: (-p["rows"], p["code"], p["field"]))
         lines.append("主要问题（结果代码，行数）：")
-        for code, count in by_code[:TOP_CODES]:
-            lines.append(f"  {code} {describe(int(code))}  {count:,} 行")
-        if len(by_code) > TOP_CODES:
-            lines.append(f"  另有 {len(by_code) - TOP_CODES} 种代码，见 errors.xlsx")
+        for problem in ranked[:TOP_CODES]:
+            lines.append(f"  {int(problem['code'])} {problem['title']}  {int(problem['rows']):,} 行")
+        if len(ranked) > TOP_CODES:
+            lines.append(f"  另有 {len(ranked) - TOP_CODES} 种问题，见 errors.xlsx")
     warned = sum(counts["warnings_by_code"].values())
     if warned:
         lines.append(f"提示 {warned:,} 条（不影响提交），见 errors.xlsx 的“提示”表")

@@ -4,7 +4,7 @@
   :data:`~pipeline.reports.workbooks.DETAIL_ROW_LIMIT` rows only the bad ones);
 * ``errors.xlsx`` — faults keyed by result code (汇总, 明细, 提示);
 * ``results.csv`` — every row, English column names, for machines;
-* ``annotated_<name>.xlsx`` — each workbook read, faulty cells marked.
+* ``annotated_<name>.xlsx`` — each register read, faulty cells marked (:mod:`~pipeline.reports.annotate`).
 
 A :class:`ReportWriter` takes the run's batches in input order as they are
 checked: results.csv grows batch by batch, the lines of the workbooks go to a
@@ -35,9 +35,10 @@ from loguru import logger
 
 from pipeline.errors import EhcError
 from pipeline.files import explain_os_error, os_errors
-from pipeline.model import FAULT_COLUMNS, Batch, MappedTable, RawTable
-from pipeline.reading.register import WORKBOOK_SUFFIXES
-from pipeline.reports.annotate import SourceUnreadable, annotated_name, write_annotated
+from pipeline.model import BAD_STATUSES, FAULT_COLUMNS, Batch, MappedTable, RawTable
+from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
+from pipeline.reports import annotate
+from pipeline.reports.annotate import SourceUnreadable, TooLarge, annotated_name, write_annotated
 from pipeline.reports.data import ReportData, Tally
 from pipeline.reports.results_csv import ResultsCsv
 from pipeline.reports.spool import Cancelled, DetailSpool, FaultSpool, remove_folder
@@ -120,13 +121,23 @@ def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
 
 @dataclass
 class _Annotation:
-    """One workbook table's faults, gathered batch by batch for its annotated copy."""
+    """One table's marks, gathered batch by batch for the annotated copy of its register.
+
+    ``notes`` are the rows with a status that did not get through or with a
+    message (``status``, ``message`` on their ``row_id``: what the copy's
+    问题说明 column says); ``chunks`` the rows of a text register, kept while
+    the register is short enough for a copy (:data:`~pipeline.reports.annotate.CSV_ROW_LIMIT`).
+    """
 
     table: MappedTable
     start: int
     stop: int
     faults: list[pd.DataFrame] = field(default_factory=list)
+    notes: list[pd.DataFrame] = field(default_factory=list)
     edits: list[pd.DataFrame] = field(default_factory=list)  # the clerk's corrections (the web workspace)
+    chunks: list[RawTable] = field(default_factory=list)
+    rows: int = 0
+    too_large: bool = False
 
 
 class ReportWriter:
@@ -186,7 +197,8 @@ class ReportWriter:
         row_ids = batch.faults["row_id"].to_numpy() if len(batch.faults) else None
         for table, rows in zip(batch.tables, batch.table_rows, strict=False):
             raw = table.raw
-            if Path(raw.path).suffix.lower() not in WORKBOOK_SUFFIXES or not len(rows):
+            suffix = Path(raw.path).suffix.lower()
+            if suffix not in (*WORKBOOK_SUFFIXES, *TEXT_SUFFIXES) or not len(rows):
                 continue
             key = (raw.path, raw.sheet)
             per_file = self._annotations.setdefault(raw.path, {})
@@ -196,10 +208,24 @@ class ReportWriter:
                 mapped = MappedTable(whole, table.fields.iloc[:0], table.extras.iloc[:0], table.field_headers)
                 part = per_file[key] = _Annotation(mapped, rows.start, rows.stop)
             part.start, part.stop = min(part.start, rows.start), max(part.stop, rows.stop)
+            part.rows += len(rows)
+            if suffix in TEXT_SUFFIXES and key not in self.wholes:
+                # A chunk's table holds its rows as read, unless they were not kept (a long register).
+                kept = len(raw.source_row) == len(rows)
+                part.too_large = part.too_large or not kept or part.rows > annotate.CSV_ROW_LIMIT
+                part.chunks = [] if part.too_large else [*part.chunks, raw]
+            if part.too_large:
+                part.faults, part.notes, part.edits = [], [], []
+                continue
             if row_ids is not None:
                 mine = (row_ids >= rows.start) & (row_ids < rows.stop)
                 if mine.any():
                     part.faults.append(batch.faults[mine].loc[:, list(FAULT_COLUMNS)])
+            outcome = batch.outcome.loc[rows.start : rows.stop - 1]
+            if "status" in outcome.columns and "message" in outcome.columns:
+                noted = outcome["status"].isin(list(BAD_STATUSES)) | (outcome["message"] != "")
+                if noted.any():
+                    part.notes.append(outcome.loc[noted, ["status", "message"]])
             edits = batch.cell_edits
             if edits is not None and len(edits):
                 edited = edits["row_id"].to_numpy()
@@ -277,6 +303,10 @@ class ReportWriter:
                 "未生成 {}：无法重新读取 {}（文件已移走或已改动）", name, Path(str(unreadable)).name
             )
             return None
+        except TooLarge as reason:
+            temporary.unlink(missing_ok=True)
+            logger.info("未生成 {}：{}，问题见 errors.xlsx", name, reason)
+            return None
 
     def abort(self) -> None:
         """Stop: remove every temporary file and the work folder (idempotent; never raises)."""
@@ -310,32 +340,59 @@ def _counted(
 def _annotator(
     source: str, parts: dict[tuple[str, str], _Annotation], submitted: bool
 ) -> Callable[[Path], Path]:
-    """The job writing one workbook's annotated copy from the faults gathered for its tables."""
+    """The job writing one register's annotated copy from what was gathered for its tables."""
 
     def write(path: Path) -> Path:
         listed = list(parts.values())
+        if any(part.too_large for part in listed):
+            raise TooLarge(f"{Path(source).name} 超过 {annotate.CSV_ROW_LIMIT:,} 行")
+        tables = [_whole(part) for part in listed]
         index = pd.Index(np.concatenate([np.arange(part.start, part.stop) for part in listed]))
         faults = [frame for part in listed for frame in part.faults]
+        notes = [frame for part in listed for frame in part.notes]
         edits = [frame for part in listed for frame in part.edits if len(frame)]
         empty = pd.DataFrame(index=index)
+        status = np.full(len(index), "", dtype=object)
+        message = np.full(len(index), "", dtype=object)
+        if notes:
+            noted = pd.concat(notes)
+            where = index.get_indexer(noted.index)
+            status[where] = noted["status"].to_numpy(dtype=object)
+            message[where] = noted["message"].to_numpy(dtype=object)
+        outcome = pd.DataFrame({"status": status, "message": message}, index=index).astype("str")
         fault_frame = (
             pd.concat(faults, ignore_index=True)
             if faults
             else pd.DataFrame({column: [] for column in FAULT_COLUMNS})
         )
         batch = Batch(
-            tables=[part.table for part in listed],
+            tables=tables,
             table_rows=[range(part.start, part.stop) for part in listed],
             rows=empty,
             original=empty,
             extras=empty,
             faults=fault_frame,
-            outcome=empty,
+            outcome=outcome,
             cell_edits=pd.concat(edits, ignore_index=True) if edits else None,
         )
         return write_annotated(path, source, ReportData(batch, submitted), list(range(len(listed))))
 
     return write
+
+
+def _whole(part: _Annotation) -> MappedTable:
+    """The table of ``part`` with every row read (a text register's chunks stacked)."""
+    if not part.chunks or (len(part.chunks) == 1 and part.chunks[0] is part.table.raw):
+        return part.table
+    first = part.chunks[0]
+    offsets = np.cumsum([0, *(len(c.data) for c in part.chunks)])
+    notes = [c.notes.assign(row=c.notes["row"] + o) for c, o in zip(part.chunks, offsets, strict=False)]
+    raw = RawTable(
+        first.path, first.sheet, first.header_row, first.headers, first.column_positions,
+        pd.concat([c.data for c in part.chunks], ignore_index=True),
+        np.concatenate([c.source_row for c in part.chunks]), pd.concat(notes, ignore_index=True),
+    )  # fmt: skip
+    return MappedTable(raw, part.table.fields, part.table.extras, part.table.field_headers)
 
 
 def write_reports(out_dir: Path, batch: Batch, *, submitted: bool = False) -> dict[str, Path]:

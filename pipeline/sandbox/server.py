@@ -3,8 +3,9 @@
 It serves ``getWorkKey.do``, ``syncCardInfo.do``, ``bindCardInfo.do`` and
 ``getImg.do`` under ``/jkfs-dzjkk/dzjkk/websvi/``.  Per request, in order: the
 per-app rate limit (HTTP 429 with ``Retry-After`` beyond ``rate_limit``
-admitted requests in any second), the fault plan (:mod:`pipeline.sandbox.faults`),
-then the platform's own checks and state (:mod:`pipeline.sandbox.platform`).
+admitted requests in any second), the fault plan (:mod:`pipeline.sandbox.faults`:
+failures in front of the platform, and the misbehaviours of a platform in
+trouble), then the platform's own checks and state (:mod:`pipeline.sandbox.platform`).
 Every request is logged with its arrival time (:mod:`pipeline.sandbox.store`),
 stamped by the kernel on receipt.  One thread per connection, HTTP/1.1
 keep-alive, each answer written in one send.
@@ -31,7 +32,21 @@ from typing import Any, TextIO
 from pipeline.errors import ConfigError
 from pipeline.files import explain_os_error
 from pipeline.sandbox import checks
-from pipeline.sandbox.faults import CODE_10129, DROP, FAULT_KINDS, HTTP_429, HTTP_500, MALFORMED, FaultPlan
+from pipeline.sandbox.faults import (
+    ALL_KINDS,
+    CODE_10129,
+    DOWN,
+    DRIP,
+    DROP,
+    FAULT_KINDS,
+    HTTP_429,
+    HTTP_500,
+    HUGE,
+    LOST,
+    MALFORMED,
+    REKEY,
+    FaultPlan,
+)
 from pipeline.sandbox.platform import METHODS, PlatformLogic
 from pipeline.sandbox.store import SandboxStore, max_in_window
 from schemas.result_codes import ResultCode
@@ -117,12 +132,24 @@ class SandboxServer(ThreadingHTTPServer):
         slow_ms: float = 2000.0,
         quirks: bool = True,
         clock: Callable[[], float] = time.time,
+        retry_after: int = 1,
+        drip_ms: float = 1000.0,
+        huge_mb: float = 64.0,
     ) -> None:
         super().__init__(address, _Handler)
+        # Accepted connections inherit the flag, so even a new connection's first request is stamped
+        # on arrival (set only after accept, that request could be stamped when the handler reads it).
+        _enable_arrival_stamps(self.socket)
         self.store = store
         self.faults = faults or FaultPlan()
         self.latency = latency_ms / 1000.0
         self.slow = slow_ms / 1000.0
+        self.retry_after = max(0, int(retry_after))
+        self.drip = drip_ms / 1000.0
+        self.huge_bytes = int(huge_mb * 1024 * 1024)
+        #: bytes of ``huge`` answers actually written before the client hung up (tests read it)
+        self.huge_written = 0
+        self.down = False
         self.rate_limit = rate_limit
         self.platform = PlatformLogic(store, workkey_ttl=workkey_ttl, quirks=quirks)
         self.clock = clock
@@ -204,6 +231,9 @@ class SandboxServer(ThreadingHTTPServer):
             handler.close_connection = True
 
     def _handle_post(self, handler: _Handler) -> None:
+        if self.down:  # dead: a request that slipped in on an open connection gets no answer
+            self._hang_up(handler)
+            return
         arrived = handler.arrived or self.clock()
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""
@@ -227,6 +257,9 @@ class SandboxServer(ThreadingHTTPServer):
                 return
 
         fault = self.faults.draw(method)
+        if fault in (LOST, DRIP, REKEY):
+            self._misbehave(handler, fault, app_key, method, document, arrived)
+            return
         if fault is not None:
             self._fail(handler, fault, app_key, method, arrived)
             return
@@ -236,6 +269,79 @@ class SandboxServer(ThreadingHTTPServer):
         if self.latency:
             time.sleep(self.latency)
         self.respond(handler, 200, answer)
+
+    def _misbehave(
+        self, handler: _Handler, fault: str, app_id: str, method: str, document: object, arrived: float
+    ) -> None:
+        """The misbehaviours that reach the platform logic: ``lost``, ``drip``, ``rekey``."""
+        if fault == REKEY and app_id and self.store.app_secret(app_id) is not None:
+            self.store.issue_work_key(app_id, arrived)  # another client of this app logged in just now
+        code, answer = self.platform.handle(method, document, arrived)
+        self.store.log_request(app_id, method, arrived, 0 if fault == LOST else 200, code, fault)
+        if fault == LOST:
+            self._hang_up(handler)
+        elif fault == DRIP:
+            self._drip(handler, answer)
+        else:
+            self.respond(handler, 200, answer)
+
+    def _hang_up(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        with contextlib.suppress(OSError):
+            handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def _drip(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        """The answer's head at once, then its body one byte every ``drip`` seconds."""
+        handler.close_connection = True
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=UTF-8\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            handler.wfile.write(head.encode("latin-1"))
+            for position in range(len(body)):
+                time.sleep(self.drip)
+                if self._closing:
+                    return
+                handler.wfile.write(body[position : position + 1])
+        except OSError:
+            return  # the client gave up
+
+    def _huge(self, handler: BaseHTTPRequestHandler) -> None:
+        """An answer announced (and sent) as ``huge_bytes`` of filler, until the client hangs up."""
+        handler.close_connection = True
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=UTF-8\r\n"
+            f"Content-Length: {self.huge_bytes}\r\n\r\n"
+        )
+        chunk = b"x" * 65536
+        try:
+            handler.wfile.write(head.encode("latin-1"))
+            left = self.huge_bytes
+            while left > 0 and not self._closing:
+                piece = chunk[: min(left, len(chunk))]
+                handler.wfile.write(piece)
+                left -= len(piece)
+                with self._rate_lock:
+                    self.huge_written += len(piece)
+        except OSError:
+            return  # the client gave up
+
+    def go_down(self) -> None:
+        """Die as a platform does: stop listening, cut every open connection; the state stays readable."""
+        self.down = True
+
+        def stop() -> None:
+            if self._serving.is_set():
+                self.shutdown()
+            self.server_close()
+            with self._connections_lock:
+                connections = list(self._connections)
+            for connection in connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+        threading.Thread(target=stop, name="sandbox-down", daemon=True).start()
 
     def _admit(self, app_id: str, arrived: float) -> int | None:
         """``None`` if the request is within the app's rate, else seconds to wait (Retry-After).
@@ -261,17 +367,30 @@ class SandboxServer(ThreadingHTTPServer):
     def _fail(
         self, handler: BaseHTTPRequestHandler, fault: str, app_id: str, method: str, arrived: float
     ) -> None:
-        status = {DROP: 0, HTTP_500: 500, HTTP_429: 429, CODE_10129: 200, MALFORMED: 200}.get(fault, 504)
+        statuses = {
+            DROP: 0,
+            DOWN: 0,
+            HTTP_500: 500,
+            HTTP_429: 429,
+            CODE_10129: 200,
+            MALFORMED: 200,
+            HUGE: 200,
+        }
+        status = statuses.get(fault, 504)
         code = ResultCode.NETWORK_ERROR if fault == CODE_10129 else None
         self.store.log_request(app_id, method, arrived, status, code, fault)
-        if fault == DROP:
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
+        if fault in (DROP, DOWN):
+            self._hang_up(handler)
+            if fault == DOWN:
+                self.go_down()
+        elif fault == HUGE:
+            self._huge(handler)
         elif fault == HTTP_500:
             self.respond(handler, 500, b'{"message":"internal server error"}')
         elif fault == HTTP_429:
-            self.respond(handler, 429, b'{"message":"too many requests"}', "Retry-After: 1\r\n")
+            self.respond(
+                handler, 429, b'{"message":"too many requests"}', f"Retry-After: {self.retry_after}\r\n"
+            )
         elif fault == CODE_10129:
             self.respond(handler, 200, self.platform.answer(method, ResultCode.NETWORK_ERROR, {}))
         elif fault == MALFORMED:
@@ -295,12 +414,18 @@ def build_server(
     fault_kinds: tuple[str, ...] = FAULT_KINDS,
     slow_ms: float = 2000.0,
     quirks: bool = True,
+    retry_after: int = 1,
+    drip_ms: float = 1000.0,
+    huge_mb: float = 64.0,
 ) -> SandboxServer:
     """A sandbox bound to ``host:port`` (0: a free port) with state in ``state``; call ``serve_forever``."""
     try:
         faults = FaultPlan(fault_rate, seed, fault_kinds)
     except ValueError as error:
-        raise ConfigError(f"沙箱故障注入参数有误（{error}）。--fault-rate 应在 0 到 1 之间") from None
+        raise ConfigError(
+            f"沙箱故障注入参数有误（{error}）。--fault-rate 应在 0 到 1 之间；"
+            f"--fault-kinds 取 {','.join(ALL_KINDS)} 中的若干个，用逗号分隔"
+        ) from None
     try:
         store = SandboxStore(Path(state))
     except (OSError, sqlite3.Error) as error:
@@ -311,7 +436,8 @@ def build_server(
     try:
         return SandboxServer(
             (host, port), store, latency_ms=latency_ms, faults=faults, rate_limit=rate_limit,
-            workkey_ttl=workkey_ttl, slow_ms=slow_ms, quirks=quirks,
+            workkey_ttl=workkey_ttl, slow_ms=slow_ms, quirks=quirks, retry_after=retry_after,
+            drip_ms=drip_ms, huge_mb=huge_mb,
         )  # fmt: skip
     except OSError as error:
         store.close()

@@ -22,6 +22,12 @@ commit instead (``synchronous=FULL``) would cost an fsync per call.
 
 One connection serves every thread, behind a lock: SQLite serialises writers
 anyway, and each statement takes microseconds.
+
+A write that fails (disk full, read-only, locked for 30 s) raises
+:class:`~pipeline.errors.ConfigError`.  The journal is the record of what was
+sent, never the source of a report: the caller keeps the outcome it has in
+memory, sends nothing more, and leaves the resident ``sending`` (claimed
+before its call left), so the next run sends it again safely.
 """
 
 from __future__ import annotations
@@ -241,6 +247,27 @@ class Journal:
                      updated_at = excluded.updated_at""",
                 (id_number, status, result_code, message, ehealth_card_id, virtual_card_num, _now()),
             )
+
+    def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> None:
+        """Store the card ids of a resident found later (``bindCardInfo``); state and message stay."""
+        with self._writing() as db:
+            db.execute(
+                """UPDATE residents SET
+                     ehealth_card_id = CASE WHEN ? != '' THEN ? ELSE ehealth_card_id END,
+                     virtual_card_num = CASE WHEN ? != '' THEN ? ELSE virtual_card_num END,
+                     updated_at = ?
+                   WHERE id_number = ?""",
+                (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
+            )
+
+    def enrolled_without_card_ids(self) -> list[str]:
+        """ID numbers of residents enrolled (here or, per a 10115, anywhere) whose card ids are unknown."""
+        with self._lock:
+            found = self._db.execute(
+                "SELECT id_number FROM residents WHERE state = 'enrolled' "
+                "AND ehealth_card_id = '' AND virtual_card_num = '' ORDER BY id_number"
+            ).fetchall()
+        return [str(row[0]) for row in found]
 
     def lookup_many(
         self, id_numbers: Iterable[str], columns: Sequence[str] = RESIDENT_COLUMNS

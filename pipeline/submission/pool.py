@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from loguru import logger
 from tqdm import tqdm
@@ -64,6 +64,16 @@ class PoolResult(Generic[Result]):
     threads: int = 0
 
 
+def _guarded(hook: Callable[[], object], result: PoolResult[Any], stop: threading.Event) -> None:
+    """Run a hook of the calling thread; a fault it raises stops the run like a fault of ``send``."""
+    try:
+        hook()
+    except Exception as error:
+        if result.fatal is None:
+            result.fatal = error
+        stop.set()
+
+
 def run_pool(
     tasks: Sequence[Task],
     send: Callable[[Task], Result],
@@ -81,7 +91,9 @@ def run_pool(
     :class:`KeyboardInterrupt` in the calling thread (a second Ctrl-C)
     abandons the calls in flight: they are listed in ``unknown``.
     ``on_stop`` runs once when ``stop`` is first seen set; ``on_tick`` every
-    few seconds; both in the calling thread.
+    few seconds; both in the calling thread, and a fault either raises is
+    handled like one raised by ``send`` (the calls in flight still finish and
+    keep their outcomes).
     """
     total = len(tasks)
     result: PoolResult[Result] = PoolResult(outcomes=[None] * total)
@@ -125,7 +137,7 @@ def run_pool(
             if stop.is_set() and not stop_seen:
                 stop_seen = True
                 if on_stop is not None:
-                    on_stop()
+                    _guarded(on_stop, result, stop)
             if not stop.is_set() and len(threads) < target and now >= next_start and remaining > 0:
                 finished.append(0)
                 slot = len(threads)
@@ -151,7 +163,7 @@ def run_pool(
                 last_change = now
             if on_tick is not None and now - last_tick >= TICK_SECONDS:
                 last_tick = now
-                on_tick()
+                _guarded(on_tick, result, stop)
             bar.update(done - bar.n)
             if not show_bar and now - last_log >= PROGRESS_LOG_SECONDS:
                 last_log = now
@@ -166,7 +178,7 @@ def run_pool(
         bar.update(sum(finished) - bar.n)
         bar.close()
     if stop.is_set() and not stop_seen and on_stop is not None:
-        on_stop()
+        _guarded(on_stop, result, stop)
     result.elapsed = time.monotonic() - started
     result.threads = len(threads)
     return result

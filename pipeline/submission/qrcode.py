@@ -1,12 +1,18 @@
 """``ehc qrcode``: fetch the QR code picture of every enrolled resident with ``getImg``.
 
 The residents come from a results folder (its ``results.csv``: rows
-``enrolled`` or ``already_enrolled`` that carry an ``ehealthCardId``) or from
-the journal itself (a ``.sqlite`` file: residents enrolled with known card
-ids).  Each picture is written as one PNG named after the source row and the
-masked ID number, e.g. ``row0012_420123xxxxxxxx4516.png`` (``x`` rather than
-``*``, which Windows forbids in file names); ``qrcodes.csv`` beside them lists
-every resident with what became of it.
+``enrolled`` or ``already_enrolled``) or from the journal itself (a
+``.sqlite`` file: residents enrolled).  Each picture is written as one PNG
+named after the source row and the masked ID number, e.g.
+``row0012_420123xxxxxxxx4516.png`` (``x`` rather than ``*``, which Windows
+forbids in file names); ``qrcodes.csv`` beside them lists every resident with
+what became of it.
+
+``getImg`` needs a card id.  A resident enrolled without one (the platform
+answered 10115, e.g. after an answer lost on its way back) is looked up in
+the journal, where a later ``ehc submit --lookup-existing`` stores the ids it
+recovers; a resident still without ids is not silently skipped: it is
+listed as not exported, with how to recover its ids, and the command exits 1.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import base64
 import binascii
 import csv
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,34 @@ class Holder:
         name = masked if self.source_row is None else f"row{self.source_row:04d}_{masked}"
         return f"{self.file_stem}_{name}.png" if self.file_stem else f"{name}.png"
 
+    @property
+    def has_ids(self) -> bool:
+        """Whether a card id is known (``getImg`` needs one)."""
+        return bool(self.ehealth_card_id or self.virtual_card_num)
+
+    def label(self) -> str:
+        """How the clerk finds this resident: register, row, masked ID number."""
+        where = f"{self.file_stem} " if self.file_stem else ""
+        if self.source_row is not None:
+            where += f"第 {self.source_row} 行 "
+        return f"{where}{mask_id(self.id_number)}"
+
+
+#: Why a resident enrolled without card ids gets no picture, and how to change that.
+MESSAGE_NO_CARD_IDS = (
+    "卡号未知（平台答复已办理，但没有给出卡号），无法获取二维码。"
+    "处理办法：用 ehc submit --lookup-existing 重新提交该登记表查询卡号（会在平台上绑定该卡），"
+    "再运行 ehc qrcode"
+)
+
+
+@dataclass(frozen=True)
+class QrExport:
+    """What an export did: the pictures written, and every resident without one with the reason."""
+
+    written: list[Path]
+    failed: list[tuple[Holder, str]]
+
 
 def _from_results(folder: Path) -> list[Holder]:
     path = folder / RESULTS_CSV
@@ -77,10 +111,7 @@ def _from_results(folder: Path) -> list[Holder]:
     for column in ("source_file", "source_row", "sfzhm", "virtualCardNum"):
         if column not in table.columns:
             table[column] = ""
-    chosen = table[
-        table["status"].isin([STATUS_ENROLLED, STATUS_ALREADY_ENROLLED])
-        & (table["ehealthCardId"].str.strip() != "")
-    ]
+    chosen = table[table["status"].isin([STATUS_ENROLLED, STATUS_ALREADY_ENROLLED])]
     several_files = chosen["source_file"].nunique() > 1
     rows = pd.to_numeric(chosen["source_row"], errors="coerce")
     return [
@@ -101,7 +132,6 @@ def _from_results(folder: Path) -> list[Holder]:
 def _from_journal(path: Path) -> list[Holder]:
     with Journal(path) as journal:
         enrolled = journal.residents(STATE_ENROLLED)
-    enrolled = enrolled[enrolled["ehealth_card_id"] != ""]
     return [
         Holder("", None, str(id_number), str(card_id), str(virtual))
         for id_number, card_id, virtual in zip(
@@ -110,11 +140,32 @@ def _from_journal(path: Path) -> list[Holder]:
     ]
 
 
-def read_holders(source: Path) -> list[Holder]:
-    """The residents to fetch from ``source``: a results folder or a journal file."""
+def _with_ids_from_journal(holders: list[Holder], journal_path: Path | None) -> list[Holder]:
+    """Holders without card ids get the ids the journal has for them (recovered by a later run)."""
+    lacking = [h.id_number for h in holders if not h.has_ids and h.id_number]
+    if not lacking or journal_path is None or not Path(journal_path).is_file():
+        return holders
+    with Journal(journal_path) as journal:
+        known = journal.lookup_many(lacking, columns=("ehealth_card_id", "virtual_card_num"))
+    columns = zip(known.index, known["ehealth_card_id"], known["virtual_card_num"], strict=True)
+    ids = {str(i): (str(card), str(virtual)) for i, card, virtual in columns if card or virtual}
+    return [
+        replace(h, ehealth_card_id=ids[h.id_number][0], virtual_card_num=ids[h.id_number][1])
+        if not h.has_ids and h.id_number in ids
+        else h
+        for h in holders
+    ]
+
+
+def read_holders(source: Path, journal_path: Path | None = None) -> list[Holder]:
+    """The residents to fetch from ``source``: a results folder or a journal file.
+
+    For a results folder, card ids missing there are taken from the journal at
+    ``journal_path`` when it has them.
+    """
     source = Path(source)
     if source.is_dir():
-        return _from_results(source)
+        return _with_ids_from_journal(_from_results(source), journal_path)
     if not source.is_file():
         raise InputError(
             "找不到该文件或文件夹", file=str(source), fix="请指定 ehc submit 的结果文件夹或提交日志文件"
@@ -143,6 +194,8 @@ def decode_png(img: str) -> bytes | None:
 
 def _fetch(client: Any, holder: Holder, path: Path) -> str:
     """Fetch and write one picture; return "" on success, else the Chinese reason."""
+    if not holder.has_ids:
+        return MESSAGE_NO_CARD_IDS
     result = client.get_img(ehealth_card_id=holder.ehealth_card_id, virtual_card_num=holder.virtual_card_num)
     if not result.ok:
         code = "无应答" if result.result_code is None else str(result.result_code)
@@ -154,14 +207,16 @@ def _fetch(client: Any, holder: Holder, path: Path) -> str:
     return ""
 
 
-def export_qrcodes(source: Path, out_dir: Path, client: Any) -> list[Path]:
-    """Write one QR code PNG per enrolled resident of ``source`` into ``out_dir``; return the PNGs written.
+def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path | None = None) -> QrExport:
+    """Write one QR code PNG per enrolled resident of ``source`` into ``out_dir``.
 
-    Residents whose picture cannot be fetched are logged and listed in
-    ``qrcodes.csv`` with the reason; they do not stop the others.
-    Run-stopping faults of the client (authentication, unreachable) propagate.
+    Residents whose picture cannot be fetched (card ids unknown included) are
+    logged, listed in ``qrcodes.csv`` with the reason and returned in
+    :attr:`QrExport.failed`; they do not stop the others.  ``journal_path``
+    supplies card ids a results folder lacks.  Run-stopping faults of the
+    client (authentication, unreachable) propagate.
     """
-    holders = read_holders(source)
+    holders = read_holders(source, journal_path)
     out_dir = Path(out_dir)
     with os_errors("创建输出文件夹", out_dir, kind=InputError):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,4 +245,26 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any) -> list[Path]:
     logger.info(
         "二维码已保存：{} 个，未成功 {} 个，目录 {}", len(written), len(holders) - len(written), out_dir
     )
-    return written
+    failed = [(holder, reason) for holder, reason in zip(holders, reasons, strict=True) if reason]
+    return QrExport(written, failed)
+
+
+#: Residents named per reason in the summary; the rest are counted (all are in qrcodes.csv).
+NAMED_PER_REASON = 200
+
+
+def describe_export(export: QrExport, out_dir: Path) -> str:
+    """The lines ``ehc qrcode`` prints: pictures written, then every resident without one, by reason."""
+    lines = [f"已保存 {len(export.written)} 个二维码图片到 {out_dir}"]
+    if not export.failed:
+        return lines[0]
+    lines.append(f"未能导出 {len(export.failed)} 人的二维码（逐人原因见 {Path(out_dir) / INDEX_CSV}）：")
+    by_reason: dict[str, list[Holder]] = {}
+    for holder, reason in export.failed:
+        by_reason.setdefault(reason, []).append(holder)
+    for reason, holders in by_reason.items():
+        names = "、".join(holder.label() for holder in holders[:NAMED_PER_REASON])
+        if len(holders) > NAMED_PER_REASON:
+            names += f" 等 {len(holders)} 人"
+        lines.append(f"- {reason}：{names}")
+    return "\n".join(lines)

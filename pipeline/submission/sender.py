@@ -3,6 +3,24 @@
 :class:`ResidentSender` claims a resident in the journal, sends its
 ``syncCardInfo``, turns the answer into an :class:`Outcome` and records it.
 :func:`pipeline.submission.pool.run_pool` runs it on many threads.
+
+The outcome in memory is the truth of what the platform answered, and it is
+what the reports show.  If the journal cannot be written (a full disk, a
+read-only state directory), the outcome is still returned, the fault is kept
+in :attr:`ResidentSender.fault` and the stop event is set, so nothing more is
+sent: a resident whose call may have left without its outcome recorded stays
+``sending`` in the journal, and the next run sends it again safely (the
+platform then answers 10115, read as below).
+
+A 10115 (ID number already enrolled) is read against what this machine knows.
+If an earlier attempt of the same call, or an earlier run, may have reached
+the platform without its answer coming back, the 10115 is most likely the
+platform's memory of that very attempt: the answer was lost, not the
+enrolment elsewhere.  Either way the card ids are unknown; only
+``bindCardInfo`` returns them, and binding has an effect on the platform, so
+it is used only where the configuration allows it (``--lookup-existing`` /
+``[submit] lookup_existing``): :meth:`ResidentSender.recover` serves the
+residents that an earlier run left without card ids.
 """
 
 from __future__ import annotations
@@ -13,6 +31,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from pipeline.errors import EhcError
 from pipeline.logs import mask_id
 from pipeline.model import (
     STATUS_ALREADY_ENROLLED,
@@ -23,6 +42,17 @@ from pipeline.model import (
 )
 from pipeline.state.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
 from schemas.result_codes import ResultCode, describe
+
+#: A 10115 answering a resident whose earlier send may have arrived unanswered.
+MESSAGE_ANSWER_LOST = "平台答复已办理：上次发送可能已成功但答复丢失"
+#: A 10115 answering a resident this machine never sent before.
+MESSAGE_ENROLLED_ELSEWHERE = "平台答复身份证已经办理过：本机提交日志中没有此人的发送记录，应是在别处办理"
+#: Why a resident enrolled has no card ids, and how to get them.
+MESSAGE_IDS_NOT_LOOKED_UP = (
+    "卡号未知，未查询（可加 --lookup-existing 或设置 [submit] lookup_existing 用 bindCardInfo 查询；"
+    "查询会在平台上绑定该卡）"
+)
+MESSAGE_IDS_FOUND = "已通过 bindCardInfo 查得卡号"
 
 
 class CallResultLike(Protocol):
@@ -86,19 +116,47 @@ class ResidentSender:
         self.lookup_existing = lookup_existing
         self.stop = stop or threading.Event()
         self.calls = 0  # platform calls made (syncCardInfo + bindCardInfo), for the summary
+        #: the first run-stopping fault met once an outcome was known (journal unwritable, platform gone
+        #: during a lookup): the outcome was kept, nothing more is sent, the caller raises it at the end
+        self.fault: EhcError | None = None
         self._count_lock = threading.Lock()
 
     def _count_call(self) -> None:
         with self._count_lock:
             self.calls += 1
 
-    def send(self, task: Task) -> Outcome:
-        """Send ``task`` and return its outcome; the journal holds the outcome when this returns.
+    def _stopped_by(self, error: EhcError) -> None:
+        with self._count_lock:
+            if self.fault is None:
+                self.fault = error
+                logger.error("{}", error.message)
+        self.stop.set()
+
+    def _record(self, id_number: str, state: str, code: int | None, message: str, *ids: str) -> None:
+        """Write an outcome to the journal; if it cannot be written, stop the run but keep the outcome."""
+        try:
+            self.journal.record(id_number, state, code, message, *ids)
+        except EhcError as error:
+            self._stopped_by(error)
+
+    def flush(self) -> None:
+        """Checkpoint the journal (see :meth:`Journal.flush`); a failure stops the run like a failed write."""
+        try:
+            self.journal.flush()
+        except EhcError as error:
+            self._stopped_by(error)
+
+    def send(self, task: Task) -> Outcome | None:
+        """Send ``task`` and return its outcome (``None``: not sent, the journal could not claim it).
 
         Run-stopping faults raised by the client propagate; the resident then
         stays ``sending`` in the journal and the next run sends it again.
         """
-        self.journal.mark_sending(task.id_number, task.source_file, task.source_row)
+        try:
+            self.journal.mark_sending(task.id_number, task.source_file, task.source_row)
+        except EhcError as error:  # nothing may leave unrecorded
+            self._stopped_by(error)
+            return None
         result = self.client.sync_card_info(task.card, task.people)
         self._count_call()
         code = result.result_code
@@ -106,54 +164,72 @@ class ResidentSender:
         if result.ok:
             card_id, virtual = _card_ids(result.data)
             message = _platform_message(result)
-            self.journal.record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
+            self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
             logger.debug("{} 申领成功", masked)
             return Outcome(STATUS_ENROLLED, "", "申领成功", card_id, virtual)
         if code == ResultCode.ALREADY_ENROLLED:
-            return self._already_enrolled(task, task.prior, result)
+            return self._already_enrolled(task, result)
         if code is None and self.stop.is_set():
             # The stop cut a backoff or a rate-limit wait short: an earlier attempt may have arrived.
             message = result.message if result.message.startswith("已中断") else f"已中断（{result.message}）"
-            self.journal.record(task.id_number, STATE_FAILED, None, message)
+            self._record(task.id_number, STATE_FAILED, None, message)
             return Outcome(STATUS_FAILED, "", f"{message}；再次运行同一命令会重新发送")
         # The platform's own "network error": the outcome is unknown, not a refusal of the data.
         if code is None or code == ResultCode.NETWORK_ERROR:
             message = _platform_message(result) or "平台无应答"
-            self.journal.record(task.id_number, STATE_FAILED, code, message)
+            self._record(task.id_number, STATE_FAILED, code, message)
             logger.warning("{} 发送失败（已尝试 {} 次）：{}", masked, result.attempts, message)
             text = f"发送失败（已尝试 {result.attempts} 次）：{message}。再次运行同一命令会重新发送"
             return Outcome(STATUS_FAILED, "" if code is None else str(code), text)
         message = _platform_message(result)
-        self.journal.record(task.id_number, STATE_REJECTED, code, message)
+        self._record(task.id_number, STATE_REJECTED, code, message)
         logger.info("{} 平台拒绝（{}）：{}", masked, code, message)
         return Outcome(STATUS_REJECTED, str(code), message, fault_code=code)
 
-    def _already_enrolled(self, task: Task, prior: str | None, result: CallResultLike) -> Outcome:
+    def _already_enrolled(self, task: Task, result: CallResultLike) -> Outcome:
         code = ResultCode.ALREADY_ENROLLED
-        if prior in (STATE_SENDING, STATE_FAILED):
-            message = f"此前已发送但结果未知；平台答复身份证已经办理过（{code}），按已办理处理"
-        else:
-            message = f"平台答复身份证已经办理过（{code}），该居民已在别处办理"
+        lost = bool(getattr(result, "uncertain", False)) or task.prior in (STATE_SENDING, STATE_FAILED)
+        message = MESSAGE_ANSWER_LOST if lost else MESSAGE_ENROLLED_ELSEWHERE
+        self._record(task.id_number, STATE_ENROLLED, code, message)
+        masked = mask_id(task.id_number)
+        logger.info("{} 已办理过（{}）{}", masked, code, "，上次答复可能丢失" if lost else "")
         card_id = virtual = ""
-        if self.lookup_existing:
+        note = MESSAGE_IDS_NOT_LOOKED_UP
+        if self.lookup_existing and not self.stop.is_set():
             card_id, virtual, note = self._look_up(task)
-        else:
-            note = "卡号未查询（可加 --lookup-existing 查询）"
-        self.journal.record(task.id_number, STATE_ENROLLED, code, _platform_message(result), card_id, virtual)
-        logger.info("{} 已办理过（{}）", mask_id(task.id_number), code)
         return Outcome(STATUS_ALREADY_ENROLLED, str(code), f"{message}；{note}", card_id, virtual)
 
+    def recover(self, task: Task) -> Outcome:
+        """Card ids of a resident the journal holds as enrolled without them, through ``bindCardInfo``."""
+        card_id, virtual, note = self._look_up(task)
+        return Outcome(STATUS_ALREADY_ENROLLED, "", note, card_id, virtual)
+
     def _look_up(self, task: Task) -> tuple[str, str, str]:
-        """Card ids of an enrolled resident through ``bindCardInfo`` (``--lookup-existing``)."""
+        """Card ids of an enrolled resident through ``bindCardInfo``, recorded in the journal; and a note.
+
+        A run-stopping fault of the client stops the run (kept in :attr:`fault`);
+        the resident keeps its outcome, without card ids.
+        """
         people = task.people
         zjlx, zjhm = people.get("zjlx") or "01", people.get("zjhm") or task.id_number
-        result = self.client.bind_card_info(
-            zjlx=zjlx, zjhm=zjhm, xm=people.get("xm", ""), brdh=people.get("brdh", ""),
-            bind_type="1", bind_zjlx=zjlx, bind_zjhm=zjhm,
-        )  # fmt: skip
+        try:
+            result = self.client.bind_card_info(
+                zjlx=zjlx, zjhm=zjhm, xm=people.get("xm", ""), brdh=people.get("brdh", ""),
+                bind_type="1", bind_zjlx=zjlx, bind_zjhm=zjhm,
+            )  # fmt: skip
+        except EhcError as error:
+            self._stopped_by(error)
+            return "", "", "卡号查询未完成（运行已停止）；再次运行同一命令会继续查询"
         self._count_call()
-        if result.ok:
-            card_id, virtual = _card_ids(result.data)
-            return card_id, virtual, "已通过 bindCardInfo 查得卡号"
+        card_id, virtual = _card_ids(result.data) if result.ok else ("", "")
+        if card_id or virtual:
+            try:
+                self.journal.set_card_ids(task.id_number, card_id, virtual)
+            except EhcError as error:
+                self._stopped_by(error)
+            logger.info("{} 已通过 bindCardInfo 查得卡号", mask_id(task.id_number))
+            return card_id, virtual, MESSAGE_IDS_FOUND
         code = "无应答" if result.result_code is None else str(result.result_code)
-        return "", "", f"bindCardInfo 查询卡号未成功（{code}：{_platform_message(result)}）"
+        reason = _platform_message(result) if result.result_code is not None else result.message
+        logger.warning("{} bindCardInfo 查询卡号未成功（{}：{}）", mask_id(task.id_number), code, reason)
+        return "", "", f"bindCardInfo 查询卡号未成功（{code}：{reason}）；下次运行会再查询"

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 from pipeline.state.journal import STATE_ENROLLED, Journal
 from pipeline.stopping import interrupt_on_signals, stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
+from pipeline.submission.recovery import recover_card_ids
 from pipeline.submission.sender import ClientLike, ResidentSender, Task
 
 #: Latency assumed for the first threads; the pool grows if the platform is slower.
@@ -218,19 +219,25 @@ def submit_batch(
     )  # fmt: skip
 
     sender = ResidentSender(client, journal, lookup_existing=lookup_existing, stop=stop)
-    send: Callable[[Task], Outcome] = sender.send
+    send: Callable[[Task], Outcome | None] = sender.send
     if on_outcome is not None:
         send = _reporting(sender.send, on_outcome)
     with stop_on_signals(stop):
         pool = run_pool(
             tasks, send, size=size, stop=stop, progress=progress,
-            on_stop=getattr(client, "interrupt", None), on_tick=journal.flush,
+            on_stop=getattr(client, "interrupt", None), on_tick=sender.flush,
         )  # fmt: skip
-    journal.flush()
+        missing_ids_fault = recover_card_ids(
+            batch, plan.from_journal, plan.ids, plan.known, sender,
+            lookup=lookup_existing, size=size, stop=stop,
+        )  # fmt: skip
+    sender.flush()
 
+    # A fault met after an answer came back (journal unwritable, platform gone) keeps that answer.
+    fatal = pool.fatal or sender.fault or missing_ids_fault
     reason = MESSAGE_NOT_SENT
-    if pool.fatal is not None:
-        reason = f"未发送：{pool.fatal}" if isinstance(pool.fatal, EhcError) else "未发送：程序内部错误"
+    if fatal is not None:
+        reason = f"未发送：{fatal}" if isinstance(fatal, EhcError) else "未发送：程序内部错误"
     final: list[Outcome] = []
     for position, outcome in enumerate(pool.outcomes):
         if outcome is None:
@@ -245,26 +252,27 @@ def submit_batch(
     stats.sent = sum(1 for o in pool.outcomes if o is not None)
     stats.calls = sender.calls
     stats.elapsed = pool.elapsed
-    stats.interrupted = stop.is_set() and pool.fatal is None
+    stats.interrupted = stop.is_set() and fatal is None
     stats.counts = {str(k): int(v) for k, v in batch.outcome["status"].value_counts().items()}
     logger.info(
         "提交结束：发送 {} 人，用时 {:.1f} 秒（{:.1f} 人/秒）；结果 {}",
         stats.sent, stats.elapsed, stats.achieved_rate,
         "，".join(f"{STATUS_LABELS.get(status, status)} {count}" for status, count in stats.counts.items()),
     )  # fmt: skip
-    if pool.fatal is not None:
-        raise pool.fatal
+    if fatal is not None:
+        raise fatal
     return stats
 
 
 def _reporting(
-    send: Callable[[Task], Outcome], report: Callable[[Outcome], object]
-) -> Callable[[Task], Outcome]:
-    """``send``, then ``report`` of its outcome."""
+    send: Callable[[Task], Outcome | None], report: Callable[[Outcome], object]
+) -> Callable[[Task], Outcome | None]:
+    """``send``, then ``report`` of its outcome (``None``: not sent, nothing to report)."""
 
-    def send_and_report(task: Task) -> Outcome:
+    def send_and_report(task: Task) -> Outcome | None:
         outcome = send(task)
-        report(outcome)
+        if outcome is not None:
+            report(outcome)
         return outcome
 
     return send_and_report
@@ -386,16 +394,20 @@ def run_submit(
     register_secret(settings.platform.app_secret)
     registers = open_registers(inputs, settings, options)
     work = make_out_dir(Path(out_dir), f".ehc-submit-{os.getpid()}")
-    spool = BatchSpool(work)
+    from pipeline.reports.annotate import CSV_ROW_LIMIT
+
+    spool = BatchSpool(work, keep_rows=CSV_ROW_LIMIT)
     stats = CheckStats()
     try:
         # Pass 1: every row checked (and kept on disk) before anything is sent.
         with interrupt_on_signals():
             bar = RowBar("校验", registers.estimated_rows, enabled=progress)
+            chunks = check_chunks(registers, settings, chunk_rows=chunk_rows, stats=stats, bar=bar)
             try:
-                for batch in check_chunks(registers, settings, chunk_rows=chunk_rows, stats=stats, bar=bar):
+                for batch in chunks:
                     spool.add(batch, _head_of(registers, batch))
             finally:
+                chunks.close()  # stops reading ahead at once, whatever stopped the run
                 bar.close()
         sending = _Sending(threading.Event())
         writer: ReportWriter | None = None

@@ -151,7 +151,7 @@ def check_rows(
     defaults = replace(settings.defaults, org_code=org_code)
     rows, warnings = normalise.normalise(original, defaults, today)
     rows["orgCode"] = pd.Series(org_code, index=rows.index, dtype=rows["orgCode"].dtype)
-    faults = validate.validate(rows, today=today)
+    faults = validate.validate(rows, today=today, written=original)
     if len(warnings):
         faults = pd.concat([faults, warnings], ignore_index=True)
         order = np.argsort(faults["row_id"].to_numpy(), kind="stable")
@@ -330,8 +330,7 @@ def export_qrcodes(results_dir: Path, out_dir: Path, settings: Settings) -> tupl
     from pipeline.platform.client import PlatformClient
     from pipeline.submission import qrcode
 
-    wanted = len(qrcode.read_holders(results_dir))
     rate = settings.submit.rate if settings.submit.rate > 0 else None
     with PlatformClient(settings.platform, settings.state_dir, rate=rate) as client:
-        written = qrcode.export_qrcodes(results_dir, out_dir, client)
-    return written, wanted
+        export = qrcode.export_qrcodes(results_dir, out_dir, client, settings.journal_path)
+    return export.written, len(export.written) + len(export.failed)

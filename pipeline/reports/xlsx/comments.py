@@ -2,11 +2,15 @@
 
 xlsxwriter spends about 150 µs of Python per comment (the comment, its VML
 shape and its position); a register where every row has a fault would spend
-15 s on that alone.  Here xlsxwriter writes one placeholder comment per sheet,
-so the package gets its relationships, content types and ``<legacyDrawing>``,
-and the two parts it created (``xl/commentsN.xml`` and
-``xl/drawings/vmlDrawingN.vml``) are replaced by ones generated with Arrow
-string kernels, in the same layout xlsxwriter writes.
+15 s on that alone.  Here the comment entries (``xl/commentsN.xml``) and their
+VML shapes (``xl/drawings/vmlDrawingN.vml``) are generated with Arrow string
+kernels, in the layout Excel writes.  :class:`~pipeline.reports.xlsx.writer.FastWorkbook`
+lets xlsxwriter create the two parts with one placeholder and replaces them;
+:mod:`pipeline.reports.xlsx.markup` adds entries and shapes to a clerk's own parts.
+
+Each box is sized to its text: as wide as its longest line (within bounds),
+as tall as its lines once wrapped, and anchored over the sheet's real column
+widths, so Excel and WPS show the whole comment without resizing.
 """
 
 from __future__ import annotations
@@ -27,14 +31,28 @@ from pipeline.text.arrow import text_array
 #: VML shape ids come in blocks of 1024 per ``o:idmap`` entry.
 SHAPES_PER_BLOCK = 1024
 
+#: Default geometry, as Excel lays out a sheet it has not measured: 64 px columns, 20 px rows.
+DEFAULT_COLUMN_PX, DEFAULT_ROW_PX = 64, 20
+
+#: Box bounds in pixels, and the text metrics of the comment font (9 pt): a CJK character is
+#: 12 px wide, a Latin one about half; a line is 15 px tall; the box has a margin inside.
+MIN_BOX_PX, MAX_BOX_PX = 140, 420
+HALF_WIDTH_PX, LINE_PX, BOX_MARGIN_PX = 6.2, 15, 14
+
 _TARGET = re.compile(rb'Type="[^"]*/(vmlDrawing|comments)" Target="([^"]+)"')
-_FONT = '<rPr><sz val="8"/><color indexed="81"/><rFont val="Tahoma"/><family val="2"/></rPr>'
-_VML_HEAD = (
-    '<xml xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:office:office" '
-    'xmlns:x="urn:schemas-microsoft-com:office:excel"><o:shapelayout v:ext="edit">'
-    '<o:idmap v:ext="edit" data="{blocks}"/></o:shapelayout>'
+#: The run properties of a comment's text: 宋体 9 pt, which Chinese Excel and WPS use for notes.
+COMMENT_FONT = '<rPr><sz val="9"/><color indexed="81"/><rFont val="宋体"/><charset val="134"/></rPr>'
+VML_NAMESPACES = (
+    'xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:office:office" '
+    'xmlns:x="urn:schemas-microsoft-com:office:excel"'
+)
+NOTE_SHAPETYPE = (
     '<v:shapetype id="_x0000_t202" coordsize="21600,21600" o:spt="202" path="m,l,21600r21600,l21600,xe">'
     '<v:stroke joinstyle="miter"/><v:path gradientshapeok="t" o:connecttype="rect"/></v:shapetype>'
+)
+_VML_HEAD = (
+    "<xml " + VML_NAMESPACES + '><o:shapelayout v:ext="edit">'
+    '<o:idmap v:ext="edit" data="{blocks}"/></o:shapelayout>' + NOTE_SHAPETYPE
 )
 _SHAPE_STYLE = '" type="#_x0000_t202" style="position:absolute;margin-left:'
 _SHAPE_BODY = (
@@ -43,22 +61,35 @@ _SHAPE_BODY = (
     '<v:textbox style="mso-direction-alt:auto"><div style="text-align:left"></div></v:textbox>'
     '<x:ClientData ObjectType="Note"><x:MoveWithCells/><x:SizeWithCells/><x:Anchor>'
 )
-# Default geometry, as Excel lays out a sheet it has not measured: 64 px columns, 20 px rows.
-_COLUMN_PX, _ROW_PX = 64, 20
 
 
 @dataclass
 class Comments:
-    """Comments of one sheet: 0-based ``rows`` and ``cols``, ``texts``; boxes ``width`` px wide."""
+    """Comments of one sheet: 0-based ``rows`` and ``cols``, ``texts``, written by ``author``."""
 
     rows: np.ndarray
     cols: np.ndarray
     texts: pa.Array
     author: str = ""
-    width: int = 360
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+@dataclass
+class SheetGeometry:
+    """What the boxes are laid over: each column's width in pixels (0 when hidden), the row height."""
+
+    column_px: np.ndarray
+    default_column_px: float = DEFAULT_COLUMN_PX
+    row_px: float = DEFAULT_ROW_PX
+
+    def column_edges(self, last_column: int) -> np.ndarray:
+        """Left edge in pixels of columns 0..``last_column`` + 1."""
+        widths = np.full(last_column + 2, self.default_column_px, dtype=np.float64)
+        known = min(len(self.column_px), len(widths))
+        widths[:known] = self.column_px[:known]
+        return np.concatenate([[0.0], np.cumsum(widths)])
 
 
 def comment_parts(rels_xml: bytes, rels_name: str) -> tuple[str, str]:
@@ -69,62 +100,106 @@ def comment_parts(rels_xml: bytes, rels_name: str) -> tuple[str, str]:
     return resolve(targets["comments"]), resolve(targets["vmlDrawing"])
 
 
-def blocks_needed(comments: Comments) -> int:
-    """How many 1024-id blocks the VML shapes of ``comments`` take."""
-    return max(1, -(-len(comments) // SHAPES_PER_BLOCK))
+def blocks_needed(count: int) -> int:
+    """How many 1024-id blocks the VML shapes of ``count`` comments take."""
+    return max(1, -(-count // SHAPES_PER_BLOCK))
 
 
 def _numbers(values: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(values)).cast(pa.large_string())
 
 
+def box_sizes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(width, height) in pixels of a box showing each text whole, lines wrapped at the width.
+
+    A line's width counts a CJK character as two half-widths (its UTF-8 bytes
+    plus characters, halved), as :func:`~pipeline.reports.xlsx.writer.display_widths` does.
+    """
+    texts = text_array(texts).fill_null("")
+    if not len(texts):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lines = pc.split_pattern(texts, "\n")
+    flat = pc.list_flatten(lines)
+    owner = pc.list_parent_indices(lines).to_numpy()
+    halves = (pc.add(pc.binary_length(flat), pc.utf8_length(flat)).to_numpy() / 2).astype(np.float64)
+    line_px = halves * HALF_WIDTH_PX
+    widest = np.zeros(len(texts), dtype=np.float64)
+    np.maximum.at(widest, owner, line_px)
+    width = np.clip(widest + BOX_MARGIN_PX, MIN_BOX_PX, MAX_BOX_PX)
+    inner = width[owner] - BOX_MARGIN_PX
+    wrapped = np.maximum(1, np.ceil(line_px / inner))
+    line_count = np.bincount(owner, weights=wrapped, minlength=len(texts))
+    height = line_count * LINE_PX + BOX_MARGIN_PX
+    return np.ceil(width).astype(np.int64), np.ceil(height).astype(np.int64)
+
+
+def comment_entries(comments: Comments, author_id: int = 0) -> bytes:
+    """The ``<comment>`` elements of ``comments`` (text escaped, in the comment font)."""
+    if not len(comments):
+        return b""
+    letters = pa.array(
+        np.array([xl_col_to_name(c) for c in range(int(comments.cols.max()) + 1)])[comments.cols]
+    )
+    entries = pc.binary_join_element_wise(
+        lit('<comment ref="'), letters.cast(pa.large_string()), _numbers(comments.rows + 1),
+        lit(f'" authorId="{author_id}"><text><r>{COMMENT_FONT}<t xml:space="preserve">'),
+        escaped(text_array(comments.texts).fill_null("")), lit("</t></r></text></comment>"), EMPTY,
+    )  # fmt: skip
+    return bytes(contiguous_bytes(entries))
+
+
 def comments_xml(comments: Comments) -> Iterator[bytes]:
-    """The ``xl/commentsN.xml`` part."""
+    """A whole ``xl/commentsN.xml`` part."""
     yield (
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         b'<comments xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
     )
     yield f"<authors><author>{comments.author}</author></authors><commentList>".encode()
-    if len(comments):
-        letters = pa.array(
-            np.array([xl_col_to_name(c) for c in range(int(comments.cols.max()) + 1)])[comments.cols]
-        )
-        entries = pc.binary_join_element_wise(
-            lit('<comment ref="'), letters.cast(pa.large_string()), _numbers(comments.rows + 1),
-            lit(f'" authorId="0"><text><r>{_FONT}<t xml:space="preserve">'),
-            escaped(text_array(comments.texts).fill_null("")), lit("</t></r></text></comment>"), EMPTY,
-        )  # fmt: skip
-        yield bytes(contiguous_bytes(entries))
+    yield comment_entries(comments)
     yield b"</commentList></comments>"
 
 
-def vml_xml(comments: Comments, first_block: int) -> Iterator[bytes]:
-    """The ``xl/drawings/vmlDrawingN.vml`` part; shape ids start in block ``first_block``."""
-    blocks = ",".join(str(b) for b in range(first_block, first_block + blocks_needed(comments)))
+def note_shapes(comments: Comments, first_shape_id: int, geometry: SheetGeometry | None = None) -> bytes:
+    """The VML ``<v:shape>`` of each comment, ids from ``first_shape_id``, boxes sized to their text."""
+    if not len(comments):
+        return b""
+    geometry = geometry or SheetGeometry(np.zeros(0))
+    rows, cols = comments.rows.astype(np.int64), comments.cols.astype(np.int64)
+    width_px, height_px = box_sizes(comments.texts)
+    # The box starts one column right of its cell, a row above it (as Excel places a new note).
+    edges = geometry.column_edges(int(cols.max()) + 2 + MAX_BOX_PX // 8)
+    left_px = edges[cols + 1] + 15
+    right_px = left_px + width_px
+    right_col = np.searchsorted(edges, right_px, side="right") - 1
+    right_offset = right_px - edges[right_col]
+    top_row = np.maximum(rows - 1, 0)
+    row_px = geometry.row_px
+    bottom_px = top_row * row_px + 10 + height_px
+    bottom_row = (bottom_px // row_px).astype(np.int64)
+    bottom_offset = bottom_px - bottom_row * row_px
+    shape_ids = first_shape_id + np.arange(len(rows))
+    # Whole points: Arrow would print large floats in exponent form, which VML does not read.
+    geometry_parts = [
+        (left_px * 3 // 4).astype(np.int64), "pt;margin-top:",
+        (top_row * row_px * 3 // 4 + 7).astype(np.int64), "pt;width:", width_px * 3 // 4, "pt;height:",
+        height_px * 3 // 4, "pt;z-index:", np.arange(len(rows)) + 1,
+    ]  # fmt: skip
+    anchor = [
+        cols + 1, ", 15, ", top_row, ", 10, ", right_col, ", ", right_offset.astype(np.int64), ", ",
+        bottom_row, ", ", bottom_offset.astype(np.int64),
+        "</x:Anchor><x:AutoFill>False</x:AutoFill><x:Row>", rows,
+        "</x:Row><x:Column>", cols, "</x:Column></x:ClientData></v:shape>",
+    ]  # fmt: skip
+    parts = [lit('<v:shape id="_x0000_s'), _numbers(shape_ids), lit(_SHAPE_STYLE)]
+    parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in geometry_parts]
+    parts.append(lit(_SHAPE_BODY))
+    parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in anchor]
+    return bytes(contiguous_bytes(pc.binary_join_element_wise(*parts, EMPTY)))
+
+
+def vml_xml(comments: Comments, first_block: int, geometry: SheetGeometry | None = None) -> Iterator[bytes]:
+    """A whole ``xl/drawings/vmlDrawingN.vml`` part; shape ids start in block ``first_block``."""
+    blocks = ",".join(str(b) for b in range(first_block, first_block + blocks_needed(len(comments))))
     yield _VML_HEAD.format(blocks=blocks).encode()
-    if len(comments):
-        rows, cols = comments.rows.astype(np.int64), comments.cols.astype(np.int64)
-        texts = text_array(comments.texts).fill_null("")
-        lines = pc.add(pc.count_substring(texts, "\n"), pc.divide(pc.utf8_length(texts), 30)).to_numpy()
-        height_px = 20 * (lines + 2)
-        top_row = np.maximum(rows - 1, 0)
-        span_cols, span_rows = -(-comments.width // _COLUMN_PX), -(-height_px // _ROW_PX)
-        shape_ids = SHAPES_PER_BLOCK * first_block + 1 + np.arange(len(rows))
-        # Whole points: Arrow would print large floats in exponent form, which VML does not read.
-        geometry = [
-            (cols + 1) * _COLUMN_PX * 3 // 4 + 11, "pt;margin-top:",
-            top_row * _ROW_PX * 3 // 4 + 7, f"pt;width:{comments.width * 3 // 4}pt;height:",
-            height_px * 3 // 4, "pt;z-index:", np.arange(len(rows)) + 1,
-        ]  # fmt: skip
-        anchor = [
-            cols + 1, ", 15, ", top_row, ", 10, ",
-            cols + 1 + span_cols, ", 15, ", top_row + span_rows,
-            ", 4</x:Anchor><x:AutoFill>False</x:AutoFill><x:Row>", rows,
-            "</x:Row><x:Column>", cols, "</x:Column></x:ClientData></v:shape>",
-        ]  # fmt: skip
-        parts = [lit('<v:shape id="_x0000_s'), _numbers(shape_ids), lit(_SHAPE_STYLE)]
-        parts += [lit(p) if isinstance(p, str) else _numbers(p) for p in geometry]
-        parts.append(lit(_SHAPE_BODY))
-        parts += [lit(p) if isinstance(p, str) else _numbers(p) for p in anchor]
-        yield bytes(contiguous_bytes(pc.binary_join_element_wise(*parts, EMPTY)))
+    yield note_shapes(comments, SHAPES_PER_BLOCK * first_block + 1, geometry)
     yield b"</xml>"

@@ -282,7 +282,7 @@ class FastWorkbook:
             comments_part, vml_part = comment_parts(skeleton.read(rels), rels)
             parts[comments_part] = comments_xml(sheet.comments)
             parts[vml_part] = vml_xml(sheet.comments, block)
-            block += blocks_needed(sheet.comments)
+            block += blocks_needed(len(sheet.comments))
         return parts
 
     def _write_package(self, lut: np.ndarray) -> None:

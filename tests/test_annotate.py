@@ -1,0 +1,355 @@
+"""The annotated copy is the clerk's own workbook: a formatted register round-tripped cell by cell.
+
+The register is built here with openpyxl and carries what clerks put into
+theirs: a merged title, bold bordered headers with a fill, widths, a hidden
+column, frozen panes, an autofilter, a drop-down, the ``@`` text format on
+the ID column, real date cells, a formula, the clerk's own comments, print
+setup and a second sheet.  After a dry run, everything of the clerk's must be
+as it was — values, formulas, number formats, fonts, borders, alignment,
+fills (but the marks), comments, validations, merged cells, widths, panes,
+print setup, the sheet list — and only the marks, the 问题说明 column and the
+legend sheet added.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+import python_calamine
+from conftest import make_id_number
+from openpyxl.comments import Comment
+from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.worksheet.datavalidation import DataValidation
+
+from pipeline.config import load_settings
+from pipeline.dryrun import prepare_batch
+from pipeline.reports import annotate
+from pipeline.reports.data import ReportData
+from pipeline.reports.write import write_reports
+from pipeline.reports.xlsx import markup
+from pipeline.text.idnumber import check_character
+
+RED, YELLOW = "FFFF7C80", "FFFFEB9C"
+HEADERS = ["序号", "姓名", "性别", "出生日期", "身份证号", "联系电话", "民族", "医保类型", "备注", "内部编号"]
+BORN = dt.date(1980, 1, 1)
+GOOD = [make_id_number(i, born=BORN, male=i % 2 == 0) for i in range(8)]
+BAD_CHECK = GOOD[1][:17] + ("0" if GOOD[1][17] != "0" else "1")
+ID15 = "110105800101001"  # 15 digits: upgraded, a hint only
+# Sheet rows 4..10; the faults: row 5 a mistyped ID, row 6 a 女 on a man's ID, row 7 no name (an
+# empty cell), row 8 a bad phone, row 9 the 15-digit ID, row 10 repeats row 4's ID.
+PEOPLE: list[dict[str, Any]] = [
+    {"姓名": "张三", "性别": "男", "身份证号": GOOD[0], "联系电话": "13900000001"},
+    {"姓名": "李四", "性别": "女", "身份证号": BAD_CHECK, "联系电话": "13900000002"},
+    {"姓名": "王五", "性别": "女", "身份证号": GOOD[2], "联系电话": "13900000003"},
+    {"姓名": None, "性别": "男", "身份证号": GOOD[4], "联系电话": "13900000005"},
+    {"姓名": "钱七", "性别": "男", "身份证号": GOOD[6], "联系电话": "12"},
+    {"姓名": "孙八", "性别": "男", "身份证号": ID15, "联系电话": "13900000007"},
+    {"姓名": "周九", "性别": "男", "身份证号": GOOD[0], "联系电话": "13900000009"},
+]
+
+
+def build_register(path: Path) -> Path:
+    """A register formatted the way clerks format theirs."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "登记表"
+    sheet["A1"] = "XX社区卫生服务中心 电子健康卡申领登记表"
+    sheet["A1"].font = Font(name="黑体", size=16, bold=True)
+    sheet["A1"].alignment = Alignment(horizontal="center")
+    sheet.merge_cells("A1:J1")
+    thin = Side(style="thin", color="FF000000")
+    for col, header in enumerate(HEADERS, start=1):
+        cell = sheet.cell(3, col, header)
+        cell.font = Font(name="宋体", size=11, bold=True)
+        cell.border = Border(left=thin, right=thin, top=thin, bottom=thin)
+        cell.fill = PatternFill("solid", fgColor="FFD9E1F2")
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+    for offset, person in enumerate(PEOPLE):
+        row = 4 + offset
+        sheet.cell(row, 1, "=ROW()-3")
+        sheet.cell(row, 2, person["姓名"])
+        sheet.cell(row, 3, person["性别"])
+        born = sheet.cell(row, 4, dt.datetime(1980, 1, 1))
+        born.number_format = "yyyy-mm-dd"
+        id_cell = sheet.cell(row, 5, person["身份证号"])
+        id_cell.number_format = "@"
+        id_cell.font = Font(name="宋体", size=11, color="FF1F4E79")
+        sheet.cell(row, 6, person["联系电话"]).number_format = "@"
+        sheet.cell(row, 7, "汉族")
+        sheet.cell(row, 8, "职工医保")
+        sheet.cell(row, 10, f"NB-{offset:03d}")
+        for col in range(1, 11):
+            sheet.cell(row, col).border = Border(bottom=Side(style="hair"))
+    sheet["I5"] = "上门办理"
+    sheet["E6"].comment = Comment("户口本上的号码，待核实", "王主任")
+    sheet["I4"].comment = Comment("家属代办", "王主任")
+    for letter, width in zip("ABCDEFGHIJ", (6, 10, 6, 12, 22, 14, 8, 16, 20, 10), strict=True):
+        sheet.column_dimensions[letter].width = width
+    sheet.column_dimensions["J"].hidden = True
+    sheet.freeze_panes = "C4"
+    sheet.auto_filter.ref = "A3:J10"
+    genders = DataValidation(type="list", formula1='"男,女"', allow_blank=True)
+    genders.add("C4:C200")
+    sheet.add_data_validation(genders)
+    sheet.page_setup.orientation = "landscape"
+    sheet.page_setup.fitToWidth = 1
+    sheet.page_setup.fitToHeight = 0
+    sheet.sheet_properties.pageSetUpPr.fitToPage = True
+    sheet.print_title_rows = "3:3"
+    sheet.print_area = "A1:J10"
+    lists = book.create_sheet("字典")
+    lists["A1"], lists["B1"] = "性别", "民族"
+    lists["A2"], lists["B2"] = "男", "汉族"
+    lists["A3"], lists["B3"] = "女", "回族"
+    lists["A1"].font = Font(bold=True)
+    book.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Path]]:
+    folder = tmp_path_factory.mktemp("annotate")
+    register = build_register(folder / "登记表.xlsx")
+    batch = prepare_batch([register], load_settings(None))
+    paths = write_reports(folder / "out", batch)
+    return register, paths["annotated_登记表.xlsx"], paths
+
+
+def _style(cell: Any) -> tuple[Any, ...]:
+    return (
+        cell.number_format, repr(cell.font), repr(cell.border), repr(cell.alignment), repr(cell.protection),
+    )  # fmt: skip
+
+
+MARKED = {"E5": RED, "C6": RED, "B7": RED, "F8": RED, "E9": YELLOW, "E10": RED}
+
+
+def test_every_cell_of_the_clerks_is_kept_but_the_marks(annotated) -> None:
+    register, copy, _ = annotated
+    before, after = openpyxl.load_workbook(register), openpyxl.load_workbook(copy)
+    assert after.sheetnames == [*before.sheetnames, "说明"]
+    for name in before.sheetnames:
+        old, new = before[name], after[name]
+        for row in old.iter_rows(min_row=1, max_row=old.max_row, max_col=old.max_column):
+            for cell in row:
+                other = new[cell.coordinate]
+                assert other.value == cell.value, cell.coordinate
+                assert other.data_type == cell.data_type, cell.coordinate  # formulas stay formulas, text text
+                assert _style(other) == _style(cell), cell.coordinate
+                if name == "登记表" and cell.coordinate in MARKED:
+                    assert (
+                        other.fill.fill_type == "solid" and other.fill.fgColor.rgb == MARKED[cell.coordinate]
+                    )
+                else:
+                    assert repr(other.fill) == repr(cell.fill), cell.coordinate
+        assert new.merged_cells.ranges == old.merged_cells.ranges
+        assert new.freeze_panes == old.freeze_panes
+        assert new.auto_filter.ref == old.auto_filter.ref
+        assert new.print_title_rows == old.print_title_rows
+        assert (new.page_setup.orientation, new.page_setup.fitToWidth, new.page_setup.fitToHeight) == (
+            old.page_setup.orientation, old.page_setup.fitToWidth, old.page_setup.fitToHeight,
+        )  # fmt: skip
+        for letter, dimension in old.column_dimensions.items():
+            assert (new.column_dimensions[letter].width, new.column_dimensions[letter].hidden) == (
+                dimension.width, dimension.hidden,
+            ), letter  # fmt: skip
+        assert [(str(v.sqref), v.formula1, v.type) for v in new.data_validations.dataValidation] == [
+            (str(v.sqref), v.formula1, v.type) for v in old.data_validations.dataValidation
+        ]
+    sheet = after["登记表"]
+    assert sheet["A4"].value == "=ROW()-3" and sheet["A4"].data_type == "f"
+    assert (
+        sheet["E5"].number_format == "@" and sheet["D4"].is_date and sheet["D4"].number_format == "yyyy-mm-dd"
+    )
+
+
+def test_marked_cells_have_comments_and_the_clerks_comments_are_untouched(annotated) -> None:
+    _, copy, _ = annotated
+    sheet = openpyxl.load_workbook(copy)["登记表"]
+    comments = {c.coordinate: c.comment for row in sheet.iter_rows() for c in row if c.comment}
+    assert comments["I4"].text == "家属代办" and comments["I4"].author == "王主任"
+    assert comments["E6"].text == "户口本上的号码，待核实"  # the clerk's, though E6 is not marked
+    assert set(comments) == set(MARKED) | {"I4", "E6"}
+    assert "[10111]" in comments["E5"].text and "对照身份证" in comments["E5"].text
+    assert "性别“女”" in comments["C6"].text  # the clerk's own value, not its code
+    assert "第 4 行" in comments["E10"].text
+    assert "[提示 10111]" in comments["E9"].text and sheet["E9"].fill.fgColor.rgb == YELLOW
+    assert sheet["B7"].value is None and "[10114]" in comments["B7"].text
+
+
+def test_reasons_are_visible_without_hovering_and_in_print(annotated) -> None:
+    _, copy, _ = annotated
+    book = openpyxl.load_workbook(copy)
+    sheet = book["登记表"]
+    assert sheet["K3"].value == "问题说明" and sheet["K3"].font.b
+    notes = {row: sheet[f"K{row}"].value for row in range(4, 11)}
+    assert notes[4] is None
+    assert notes[5].startswith("[10111]") and notes[6].startswith("[10113]") and "[10110]" in notes[8]
+    assert notes[9].startswith("[提示 10111]") and "第 4 行" in notes[10]
+    assert sheet.column_dimensions["K"].width >= 40
+    legend = [row[0] for row in book["说明"].iter_rows(values_only=True)]
+    assert any("红色" in line for line in legend) and any("黄色" in line for line in legend)
+    assert any("原来就有您的批注" in str(line) for line in legend) is False  # no marked cell had one
+    assert any("5 个错误单元格、1 个提示单元格" in str(line) for line in legend)
+    assert sheet.print_area == "'登记表'!$A$1:$K$10"  # the clerk's print area now takes in 问题说明
+
+
+def test_only_the_parts_that_carry_marks_change(annotated) -> None:
+    register, copy, _ = annotated
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(copy) as new:
+        old_parts = {name: old.read(name) for name in old.namelist()}
+        new_parts = {name: new.read(name) for name in new.namelist()}
+    changed = {name for name in old_parts if new_parts.get(name) != old_parts[name]}
+    assert changed <= {
+        "xl/worksheets/sheet1.xml", "xl/styles.xml", "xl/workbook.xml", "xl/_rels/workbook.xml.rels",
+        "[Content_Types].xml", "xl/comments/comment1.xml", "xl/drawings/commentsDrawing1.vml",
+    }  # fmt: skip
+    assert "xl/worksheets/sheet2.xml" not in changed and "xl/sharedStrings.xml" not in changed
+    assert set(old_parts) <= set(new_parts)
+
+
+def test_the_copy_reads_back_with_calamine_and_holds_no_new_formula(annotated) -> None:
+    register, copy, _ = annotated
+    book = python_calamine.CalamineWorkbook.from_path(str(copy))
+    rows = book.get_sheet_by_name("登记表").to_python()
+    assert rows[2][:10] == HEADERS and rows[2][10] == "问题说明"
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(copy) as new:
+        assert new.read("xl/worksheets/sheet1.xml").count(b"<f>") == old.read(
+            "xl/worksheets/sheet1.xml"
+        ).count(b"<f>")
+
+
+def test_edits_are_written_as_text_in_the_cells_own_style(annotated, tmp_path: Path) -> None:
+    register, _, _ = annotated
+    batch = prepare_batch([register], load_settings(None))
+    data = ReportData(batch, submitted=False)
+    fixed = GOOD[1]
+    edits = {("登记表", 5, 4): fixed, ("登记表", 8, 5): '=HYPERLINK("x")', ("登记表", 7, 1): "赵六"}
+    path = annotate.write_annotated(tmp_path / "a.xlsx", str(register), data, [0], edits)
+    sheet = openpyxl.load_workbook(path)["登记表"]
+    assert sheet["E5"].value == fixed and sheet["E5"].data_type == "s" and sheet["E5"].number_format == "@"
+    assert sheet["F8"].value == '=HYPERLINK("x")' and sheet["F8"].data_type == "s"
+    assert sheet["B7"].value == "赵六" and sheet["B7"].fill.fgColor.rgb == RED  # the mark is the run's
+    assert sheet["E5"].font.color.rgb == "FF1F4E79"
+    legend = " ".join(str(r[0]) for r in openpyxl.load_workbook(path)["说明"].iter_rows(values_only=True))
+    assert "3 个单元格" in legend
+
+
+def test_a_csv_register_gets_a_workbook_of_text_cells_on_its_line_numbers(tmp_path: Path) -> None:
+    register = tmp_path / "名单.csv"
+    lines = ["XX社区 居民名单", "姓名,身份证号,联系电话,民族,医保类型"]
+    lines += [f"张{i},{GOOD[i]},1390000000{i},汉族,职工医保" for i in range(3)]
+    lines[3] = f"李四,{BAD_CHECK},13900000001,汉族,职工医保"
+    register.write_text("\n".join(lines) + "\n", encoding="gb18030")
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    book = openpyxl.load_workbook(paths["annotated_名单.xlsx"])
+    sheet = book.worksheets[0]
+    assert [c.value for c in sheet[2]] == ["姓名", "身份证号", "联系电话", "民族", "医保类型", "问题说明"]
+    assert sheet["B3"].value == GOOD[0] and sheet["B3"].data_type == "s" and sheet["B3"].number_format == "@"
+    assert sheet["B4"].fill.fgColor.rgb == RED and "[10111]" in sheet["B4"].comment.text
+    assert sheet["F4"].value.startswith("[10111]") and sheet.freeze_panes == "A3"
+    assert book.sheetnames[-1] == "说明"
+
+
+def test_a_package_that_cannot_be_followed_is_regenerated_and_says_so(
+    annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register, _, _ = annotated
+    styles_free = tmp_path / "odd.xlsx"
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(styles_free, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == "xl/styles.xml":
+                data = b'<?xml version="1.0"?><styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"/>'
+            new.writestr(info, data)
+    batch = prepare_batch([styles_free], load_settings(None))
+    logged: list[str] = []
+    from loguru import logger
+
+    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    try:
+        paths = write_reports(tmp_path / "out", batch)
+    finally:
+        logger.remove(handler)
+    book = openpyxl.load_workbook(paths["annotated_odd.xlsx"])
+    legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
+    assert "重新生成" in legend and "没有保留" in legend
+    assert any("无法在原文件上直接标注" in line for line in logged)
+    assert book["登记表"]["E5"].fill.fgColor.rgb == RED
+
+
+def test_xml_text_never_lets_markup_or_forbidden_characters_through() -> None:
+    assert markup.xml_text("a<b>&c\x07_x0041_") == b"a&lt;b&gt;&amp;c_x0007__x005F_x0041_"
+    assert check_character(GOOD[0][:17]) == GOOD[0][17]
+
+
+def test_comment_boxes_are_sized_to_their_text() -> None:
+    from pipeline.reports.xlsx.comments import box_sizes
+    from pipeline.text.arrow import text_array
+
+    widths, heights = box_sizes(text_array(["短", "一行很长的说明" * 10, "三\n行\n字"]))
+    assert widths[0] < widths[1] and heights[1] > heights[0] and heights[2] > heights[0]
+    assert widths.max() <= 420 and widths.min() >= 140
+
+
+def test_io_of_the_markup_is_streamed(annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    register, copy, _ = annotated
+    monkeypatch.setattr(markup, "READ_BYTES", 13)
+    batch = prepare_batch([register], load_settings(None))
+    paths = write_reports(tmp_path / "out", batch)
+    with zipfile.ZipFile(copy) as whole, zipfile.ZipFile(paths["annotated_登记表.xlsx"]) as pieces:
+        assert whole.read("xl/worksheets/sheet1.xml") == pieces.read("xl/worksheets/sheet1.xml")
+
+
+def test_cells_written_without_their_reference_are_still_found(annotated, tmp_path: Path) -> None:
+    """The format lets a writer leave out a cell's ``r``: the cell is then the one after the previous."""
+    register, copy, _ = annotated
+    bare = tmp_path / "bare.xlsx"
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(bare, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'(<c\b[^>]*?) r="[A-Z]+[0-9]+"', rb"\1", data)
+            new.writestr(info, data)
+    paths = write_reports(tmp_path / "out", prepare_batch([bare], load_settings(None)))
+    sheet = openpyxl.load_workbook(paths["annotated_bare.xlsx"])["登记表"]
+    expected = openpyxl.load_workbook(copy)["登记表"]
+    for coordinate, colour in MARKED.items():
+        assert sheet[coordinate].fill.fgColor.rgb == colour, coordinate
+        assert sheet[coordinate].value == expected[coordinate].value
+    assert sheet["K3"].value == "问题说明" and sheet["K5"].value == expected["K5"].value
+
+
+def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, tmp_path: Path) -> None:
+    """The web workspace's edits (``Batch.cell_edits``) land in the clerk's cells, as text, in their style."""
+    import pandas as pd
+
+    register, _, _ = annotated
+    batch = prepare_batch([register], load_settings(None))
+    batch.cell_edits = pd.DataFrame(
+        {"row_id": [1, 4], "field": ["sfzhm", "brdh"], "value": [GOOD[1], "=2+2"]}
+    )
+    paths = write_reports(tmp_path / "out", batch)
+    sheet = openpyxl.load_workbook(paths["annotated_登记表.xlsx"])["登记表"]
+    assert sheet["E5"].value == GOOD[1] and sheet["E5"].data_type == "s" and sheet["E5"].number_format == "@"
+    assert sheet["F8"].value == "=2+2" and sheet["F8"].data_type == "s"
+    assert sheet["A5"].value == "=ROW()-3" and sheet["A5"].data_type == "f"
+
+
+def test_a_csv_too_long_for_a_copy_gets_none_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(annotate, "CSV_ROW_LIMIT", 2)
+    register = tmp_path / "名单.csv"
+    rows = [f"张{i},{GOOD[i]},1390000000{i},汉族,职工医保" for i in range(3)]
+    register.write_text("姓名,身份证号,联系电话,民族,医保类型\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv"]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["errors.xlsx", "results.csv", "results.xlsx"]
