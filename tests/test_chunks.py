@@ -84,6 +84,18 @@ def test_chunked_reports_equal_a_single_chunk(tmp_path: Path) -> None:
     for workbook, sheets in (("results.xlsx", ("汇总", "明细")), ("errors.xlsx", ("汇总", "明细", "提示"))):
         for sheet in sheets:
             assert _sheet(small[workbook], sheet) == _sheet(whole[workbook], sheet), (workbook, sheet)
+    for copy in ("annotated_a.xlsx", "annotated_b.xlsx"):  # a CSV's annotated copy, gathered chunk by chunk
+        books = [openpyxl.load_workbook(paths[copy]) for paths in (small, whole)]
+        assert books[0].sheetnames == books[1].sheetnames
+        for name in books[0].sheetnames:
+            cells = [
+                [(c.coordinate, c.value, c.comment.text if c.comment else None) for row in book[name].iter_rows()
+                 for c in row]
+                for book in books
+            ]  # fmt: skip
+            assert cells[0] == cells[1], (copy, name)
+    marked = openpyxl.load_workbook(small["annotated_a.xlsx"]).worksheets[0]
+    assert any(c.comment for row in marked.iter_rows() for c in row)
 
 
 def test_every_row_once_in_order_across_blank_lines_footers_and_quoted_line_breaks(tmp_path: Path) -> None:
