@@ -385,6 +385,7 @@ def run_submit(
     the reports are written.
     """
     from pipeline.dryrun import CheckStats, check_chunks, finish_reports, open_registers, run_result
+    from pipeline.reports.annotate import CSV_ROW_LIMIT
     from pipeline.reports.write import ReportWriter, make_out_dir
 
     rate = settings.submit.rate if rate is None else rate
@@ -394,8 +395,6 @@ def run_submit(
     register_secret(settings.platform.app_secret)
     registers = open_registers(inputs, settings, options)
     work = make_out_dir(Path(out_dir), f".ehc-submit-{os.getpid()}")
-    from pipeline.reports.annotate import CSV_ROW_LIMIT
-
     spool = BatchSpool(work, keep_rows=CSV_ROW_LIMIT)
     stats = CheckStats()
     try:
