@@ -89,8 +89,8 @@ def test_chunked_reports_equal_a_single_chunk(tmp_path: Path) -> None:
         assert books[0].sheetnames == books[1].sheetnames
         for name in books[0].sheetnames:
             cells = [
-                [(c.coordinate, c.value, c.comment.text if c.comment else None) for row in book[name].iter_rows()
-                 for c in row]
+                [(c.coordinate, c.value, c.comment.text if c.comment else None)
+                 for row in book[name].iter_rows() for c in row]
                 for book in books
             ]  # fmt: skip
             assert cells[0] == cells[1], (copy, name)
