@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(BIG),--big,)
 
 clean:
 	rm -rf $(VENV) demo-out bench/data bench/out

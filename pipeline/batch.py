@@ -1,9 +1,11 @@
-"""A run's rows as one batch: stacking the tables read, and keeping each row's outcome.
+"""Batches of a run's rows: their statuses, their outcomes, and keeping them on disk between passes.
 
-The front half of every run (:mod:`pipeline.dryrun`) stacks the mapped tables
-into one :class:`~pipeline.model.Batch` and gives each row its dry-run status
-from its faults; a submission then writes the platform's answers into the
-same outcome columns, and the exit code of a run is read off them.
+The front half of every run (:mod:`pipeline.dryrun`) gives each row of a
+:class:`~pipeline.model.Batch` its dry-run status from its faults; a
+submission then writes the platform's answers into the same outcome columns,
+and the exit code of a run is read off them.  A submission checks every row
+before it sends any, so its checked batches wait on disk in a
+:class:`BatchSpool` (Arrow IPC files, compressed) between the two passes.
 
 Outcome columns are rebuilt whole rather than set cell by cell: setting 100k
 cells of an Arrow string column in place costs a hundred times more.
@@ -12,13 +14,15 @@ cells of an Arrow string column in place costs a hundred times more.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
 from pipeline.model import (
@@ -29,6 +33,7 @@ from pipeline.model import (
     SOURCE_COLUMNS,
     STATUS_ALREADY_ENROLLED,
     STATUS_ENROLLED,
+    STATUS_FAILED,
     STATUS_INVALID,
     STATUS_VALID,
     Batch,
@@ -77,6 +82,32 @@ def combine(tables: list[MappedTable]) -> tuple[list[range], pd.DataFrame, pd.Da
     return offsets, _source_frame(tables, offsets), original, extras
 
 
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """Consecutive batches of a run as one Batch (a small run held whole: the web workspace, tests)."""
+    if not batches:
+        empty = pd.DataFrame({c: pd.Series(dtype="str") for c in (*SOURCE_COLUMNS, *INPUT_FIELDS)})
+        return Batch([], [], empty.loc[:, list(SOURCE_COLUMNS)], empty.loc[:, list(INPUT_FIELDS)],
+                     pd.DataFrame(index=empty.index), pd.DataFrame(columns=list(FAULT_COLUMNS)),
+                     pd.DataFrame(columns=list(OUTCOME_COLUMNS)))  # fmt: skip
+    tables: list[MappedTable] = []
+    ranges: list[range] = []
+    for batch in batches:
+        for table, rows in zip(batch.tables, batch.table_rows, strict=False):
+            tables.append(table)
+            ranges.append(rows)
+    extras = pd.concat([b.extras for b in batches])
+    extras = extras.fillna("").astype(object) if len(extras.columns) else extras
+    return Batch(
+        tables=tables,
+        table_rows=ranges,
+        rows=pd.concat([b.rows for b in batches]),
+        original=pd.concat([b.original for b in batches]),
+        extras=extras,
+        faults=pd.concat([b.faults for b in batches], ignore_index=True),
+        outcome=pd.concat([b.outcome for b in batches]),
+    )
+
+
 def _join_by_row(row_ids: np.ndarray, texts: np.ndarray, sep: str) -> tuple[np.ndarray, list[str]]:
     """Join ``texts`` per row id (``row_ids`` sorted), dropping repeats within a row."""
     rows: list[int] = []
@@ -96,11 +127,11 @@ def _spread(n_rows: int, rows: np.ndarray, texts: Sequence[str], index: pd.Index
     return arrowtext.choose(picks, ["", *texts], index)
 
 
-def status_from_faults(n_rows: int, faults: pd.DataFrame) -> pd.DataFrame:
-    """The dry-run outcome frame: ``invalid`` where a row has an error fault."""
+def status_from_faults(n_rows: int, faults: pd.DataFrame, start: int = 0) -> pd.DataFrame:
+    """The dry-run outcome of ``n_rows`` rows from ``start``: ``invalid`` where a row has an error fault."""
     errors = faults[faults["severity"] == "error"].sort_values("row_id", kind="stable")
-    index = pd.RangeIndex(n_rows)
-    row_ids = errors["row_id"].to_numpy(dtype="int64")
+    index = pd.RangeIndex(start, start + n_rows)
+    row_ids = errors["row_id"].to_numpy(dtype="int64") - start
     rows, codes = _join_by_row(row_ids, errors["code"].astype(str).to_numpy(), ";")
     _, messages = _join_by_row(row_ids, errors["message"].to_numpy(dtype=object), "；")
     invalid = np.zeros(n_rows, dtype=np.int8)
@@ -122,6 +153,12 @@ def status_from_faults(n_rows: int, faults: pd.DataFrame) -> pd.DataFrame:
 def exit_code_for(batch: Batch) -> int:
     """0 when every row is valid / enrolled / already enrolled, else 1."""
     good = batch.outcome["status"].isin(GOOD_STATUSES).all()
+    return EXIT_OK if good else EXIT_ROWS_NOT_OK
+
+
+def exit_code_of(by_status: dict[str, int]) -> int:
+    """0 when every row counted per status is valid / enrolled / already enrolled, else 1."""
+    good = all(status in GOOD_STATUSES for status, count in by_status.items() if count)
     return EXIT_OK if good else EXIT_ROWS_NOT_OK
 
 
@@ -191,3 +228,159 @@ def follow_first(first: Outcome) -> Outcome:
             first.ehealth_card_id, first.virtual_card_num,
         )  # fmt: skip
     return Outcome(first.status, first.result_code, first.message, fault_code=first.fault_code)
+
+
+def not_sent(batch: Batch, message: str) -> None:
+    """Every row of ``batch`` still ``valid`` (never sent) becomes ``failed`` with ``message``."""
+    waiting = batch.outcome.index[batch.outcome["status"] == STATUS_VALID]
+    if len(waiting):
+        update_outcome(batch, waiting, {"status": STATUS_FAILED, "result_code": "", "message": message})
+
+
+# -- keeping checked batches on disk --------------------------------------------------------------
+
+_PARTS = ("rows", "original", "extras", "outcome")
+
+
+def _frame_table(frames: dict[str, pd.DataFrame]) -> pa.Table:
+    arrays, names = [], []
+    for part, frame in frames.items():
+        for column in frame.columns:
+            values = frame[column]
+            arrays.append(
+                pa.array(values.to_numpy()) if values.dtype.kind in "iuf" else arrowtext.text_array(values)
+            )
+            names.append(f"{part}\x1f{column}")
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _frames(table: pa.Table, index: pd.Index) -> dict[str, pd.DataFrame]:
+    frames: dict[str, dict[str, pd.Series]] = {part: {} for part in _PARTS}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        part, _, field = name.partition("\x1f")
+        array = arrowtext.contiguous(column)
+        if pa.types.is_integer(array.type):
+            series = pd.Series(array.to_numpy(zero_copy_only=False), index=index)
+        else:
+            series = arrowtext.to_series(array, index)
+        frames[part][field] = series
+    return {part: pd.DataFrame(columns, index=index) for part, columns in frames.items()}
+
+
+@dataclass
+class _Spooled:
+    path: Path
+    table: int
+    start: int
+    rows: int
+
+
+class BatchSpool:
+    """Checked batches kept on disk in order, to be read back one by one (a submission's second pass).
+
+    Each batch's frames go to one Arrow IPC file (LZ4-compressed) in
+    ``folder``; only their tables (header and column mapping, no rows) stay in
+    memory, and the rows as read of a table of at most ``keep_rows`` rows
+    (what an annotated copy of a text register is made of).
+    """
+
+    def __init__(self, folder: Path, keep_rows: int = 0) -> None:
+        self.folder = folder
+        self.keep_rows = keep_rows
+        self.tables: list[MappedTable] = []
+        self._spooled: list[_Spooled] = []
+        self._kept: dict[int, MappedTable] = {}  # position -> the chunk's own table, rows and all
+        self._rows_of: dict[int, int] = {}  # table number -> rows kept so far
+        self.rows = 0
+
+    def add(self, batch: Batch, head: MappedTable | None = None) -> None:
+        """Keep ``batch`` (one table's rows: a chunk of the run).
+
+        ``head`` is its table without rows (header, column mapping), kept in
+        memory in place of the chunk's table; default: the chunk's own.
+        """
+        mapped = head if head is not None else (batch.tables[0] if batch.tables else None)
+        number = -1
+        if mapped is not None:
+            number = next((i for i, t in enumerate(self.tables) if t is mapped), -1)
+            if number < 0:
+                self.tables.append(mapped)
+                number = len(self.tables) - 1
+        path = self.folder / f"batch-{len(self._spooled):06d}.arrow"
+        frames = {
+            "rows": batch.rows,
+            "original": batch.original,
+            "extras": batch.extras,
+            "outcome": batch.outcome,
+        }
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        table = _frame_table(frames)
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            pa.ipc.new_file(sink, table.schema, options=options) as writer,
+        ):
+            writer.write_table(table)
+        faults = batch.faults.loc[:, list(FAULT_COLUMNS)].reset_index(drop=True)
+        faults_path = path.with_suffix(".faults.arrow")
+        fault_table = pa.Table.from_pandas(faults, preserve_index=False)
+        with (
+            pa.OSFile(str(faults_path), "wb") as sink,
+            pa.ipc.new_file(sink, fault_table.schema, options=options) as writer,
+        ):
+            writer.write_table(fault_table)
+        if batch.tables and number >= 0 and self.keep_rows:
+            kept = self._rows_of.get(number, 0) + len(batch)
+            self._rows_of[number] = kept
+            if kept <= self.keep_rows:
+                self._kept[len(self._spooled)] = batch.tables[0]
+            else:  # too long to keep: none of its rows are
+                for position in [p for p, s in enumerate(self._spooled) if s.table == number]:
+                    self._kept.pop(position, None)
+        self._spooled.append(_Spooled(path, number, batch.start, len(batch)))
+        self.rows += len(batch)
+
+    def __len__(self) -> int:
+        return len(self._spooled)
+
+    def column(self, position: int, part: str, name: str) -> pa.Array:
+        """One column of the ``position``-th batch, read without the others."""
+        spooled = self._spooled[position]
+        with pa.memory_map(str(spooled.path)) as source:
+            wanted = pa.ipc.open_file(source).schema.get_field_index(f"{part}\x1f{name}")
+            options = pa.ipc.IpcReadOptions(included_fields=[wanted])
+            table = pa.ipc.open_file(source, options=options).read_all()
+        return arrowtext.contiguous(table.column(0))
+
+    def batch(self, position: int) -> Batch:
+        """The ``position``-th batch, as it was kept."""
+        spooled = self._spooled[position]
+        index = pd.RangeIndex(spooled.start, spooled.start + spooled.rows)
+        with pa.memory_map(str(spooled.path)) as source:
+            frames = _frames(pa.ipc.open_file(source).read_all(), index)
+        with pa.memory_map(str(spooled.path.with_suffix(".faults.arrow"))) as source:
+            faults = pa.ipc.open_file(source).read_all().to_pandas()
+        faults = faults.astype({"row_id": np.int64, "code": np.int64})
+        for column in ("field", "severity", "message"):
+            faults[column] = faults[column].astype("str")
+        tables = [self._kept.get(position, self.tables[spooled.table])] if spooled.table >= 0 else []
+        return Batch(
+            tables=tables,
+            table_rows=[range(spooled.start, spooled.start + spooled.rows)] if tables else [],
+            rows=frames["rows"],
+            original=frames["original"],
+            extras=frames["extras"],
+            faults=faults,
+            outcome=frames["outcome"],
+        )
+
+    def batches(self) -> Iterator[Batch]:
+        """Every batch in order."""
+        for position in range(len(self._spooled)):
+            yield self.batch(position)
+
+    def discard(self, position: int) -> None:
+        """Remove the files (and the rows kept) of a batch no longer needed."""
+        self._kept.pop(position, None)
+        path = self._spooled[position].path
+        path.unlink(missing_ok=True)
+        path.with_suffix(".faults.arrow").unlink(missing_ok=True)

@@ -1,33 +1,66 @@
-"""The dry run: read every register, normalise it, validate it, report it.
+"""The dry run: read every register, normalise it, validate it, report it — a chunk at a time.
 
 This is the orchestration only, and the front half of every run: a
-submission and a nightly import call :func:`prepare_batch`, then send, then
-:func:`write_outputs`.  Reading is :mod:`pipeline.reading` and
-:mod:`pipeline.mapping`, the row work :mod:`pipeline.normalise` and
-:mod:`pipeline.validate`, the bookkeeping :mod:`pipeline.batch`, the files
-:mod:`pipeline.reports`.
+submission and a nightly import call :func:`open_registers` and
+:func:`check_chunks`, then send, then write the reports.  Reading is
+:mod:`pipeline.reading` and :mod:`pipeline.mapping`, the row work
+:mod:`pipeline.normalise` and :mod:`pipeline.validate`, the bookkeeping
+:mod:`pipeline.batch`, the files :mod:`pipeline.reports`.
+
+Every register is opened first (so a missing column or an unreadable file
+stops the run before anything is written); then the rows flow through in
+chunks of at most :data:`CHUNK_ROWS`: the next chunk is read on a second
+thread (Arrow parses without the GIL) while this one is normalised,
+validated and reported, so memory stays flat whatever the register's length.
+The one rule needing every earlier row, a repeated ID number, is kept by a
+:class:`~pipeline.validate.RepeatedIds` across all chunks and files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
 import pandas as pd
 from loguru import logger
 
 from pipeline import mapping, normalise
-from pipeline.batch import combine, exit_code_for, status_from_faults
-from pipeline.config import Settings
-from pipeline.model import FAULT_COLUMNS, STATUS_INVALID, Batch, MappedTable, ReadOptions, RunResult
-from pipeline.progress import StageBar
+from pipeline.batch import exit_code_of, stack_batches, status_from_faults
+from pipeline.config import DefaultValues, Settings
+from pipeline.model import (
+    FAULT_COLUMNS,
+    INPUT_FIELDS,
+    STATUS_INVALID,
+    Batch,
+    MappedTable,
+    RawTable,
+    ReadOptions,
+    RunResult,
+    TableSource,
+)
+from pipeline.progress import RowBar
 from pipeline.reading import register as reading
+from pipeline.stopping import interrupt_on_signals
+
+#: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show.
+CHUNK_ROWS = 200_000
 
 #: Modules needed only after reading (pandera's is the heaviest), imported while the input is read.
 LATER_MODULES = ("pipeline.validate", "pipeline.reports.write")
+
+if TYPE_CHECKING:  # imported where used: pandera is the heaviest import of a run
+    from pipeline.reports.write import ReportWriter
+    from pipeline.validate import RepeatedIds
+
+T = TypeVar("T")
 
 
 def _import_in_background(names: Sequence[str]) -> None:
@@ -47,25 +80,225 @@ def _import_in_background(names: Sequence[str]) -> None:
     threading.Thread(target=load, name="ehc-imports").start()
 
 
-def read_tables(
-    inputs: Sequence[Path],
-    settings: Settings,
-    options: ReadOptions = ReadOptions(),
-    *,
-    bar: StageBar | None = None,
-) -> list[MappedTable]:
-    """Read every input and recognise its columns; fatal problems raise InputError."""
+@dataclass
+class Registers:
+    """The registers of a run, opened: each table's header found and its columns recognised.
+
+    ``sources[i]`` reads the rows of the table whose mapping is ``heads[i]``
+    (a :class:`MappedTable` without rows).
+    """
+
+    sources: list[TableSource]
+    heads: list[MappedTable]
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def extra_names(self) -> list[str]:
+        """The clerk's unrecognised columns of every table, in order of first appearance."""
+        names: dict[str, None] = {}
+        for head in self.heads:
+            names.update(dict.fromkeys(str(c) for c in head.extras.columns))
+        return list(names)
+
+    @property
+    def wholes(self) -> dict[tuple[str, str], RawTable]:
+        """The tables held in memory as read (workbook sheets), by path and sheet."""
+        return {(s.path, s.sheet): s.whole for s in self.sources if s.whole is not None}
+
+    @property
+    def estimated_rows(self) -> int:
+        """Rows the run will have, as far as can be told before reading them."""
+        return sum(source.estimated_rows for source in self.sources)
+
+    @property
+    def labels(self) -> list[str]:
+        """How a clerk names each table (``a.csv``, ``b.xlsx[名单]``)."""
+        return [source.label for source in self.sources]
+
+
+def open_registers(
+    inputs: Sequence[Path], settings: Settings, options: ReadOptions = ReadOptions()
+) -> Registers:
+    """Open every input and recognise its columns; fatal problems raise InputError (nothing read yet)."""
     aliases = dict(settings.column_aliases)
     if options.mapping_file is not None:
         aliases.update(mapping.load_mapping_file(options.mapping_file))
-    bar = bar or StageBar(len(inputs), enabled=False)
-    tables: list[MappedTable] = []
+    sources: list[TableSource] = []
+    heads: list[MappedTable] = []
     for path in inputs:
-        with bar.stage(f"读取 {Path(path).name}"):
-            for raw in reading.read_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets):
-                tables.append(mapping.map_columns(raw, aliases))
-                logger.info("读取 {}：{} 行（表头在第 {} 行）", raw.label, len(raw.data), raw.header_row)
-    return tables
+        for source in reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets):
+            heads.append(mapping.map_columns(source.head(), aliases))
+            sources.append(source)
+    return Registers(sources, heads, aliases)
+
+
+@dataclass
+class CheckStats:
+    """What the checking of a run found, for its closing log lines."""
+
+    rows: int = 0
+    invalid: int = 0
+    missing_org: int = 0
+    rows_by_table: list[int] = field(default_factory=list)
+
+
+def _source_frame(table: MappedTable, index: pd.RangeIndex) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source_file": pd.Series(Path(table.raw.path).name, index=index, dtype="str"),
+            "source_sheet": pd.Series(table.raw.sheet, index=index, dtype="str"),
+            "source_row": np.asarray(table.raw.source_row, dtype=np.int64),
+        },
+        index=index,
+    )
+
+
+def _note_faults(table: MappedTable, index: pd.RangeIndex) -> pd.DataFrame | None:
+    """The reading notes of a chunk (cells too long, values beyond the last column) as faults."""
+    notes = table.raw.notes
+    if not len(notes):
+        return None
+    field_of = {header: field for field, header in table.field_headers.items()}
+    fields = notes["header"].map(field_of).fillna("").astype(str)
+    named = (fields == "") & (notes["header"] != "")
+    messages = (
+        notes["message"].astype(str).where(~named, notes["header"].astype(str) + " 列：" + notes["message"])
+    )
+    return pd.DataFrame(
+        {
+            "row_id": index.to_numpy()[notes["row"].to_numpy(dtype=np.int64)],
+            "field": fields.to_numpy(),
+            "code": notes["code"].to_numpy(dtype=np.int64),
+            "severity": notes["severity"].astype(str).to_numpy(),
+            "message": messages.to_numpy(),
+        }
+    )
+
+
+def check_batch(
+    table: MappedTable,
+    start: int,
+    defaults: DefaultValues,
+    today: date,
+    *,
+    repeats: RepeatedIds | None = None,
+    table_number: int = 0,
+) -> Batch:
+    """Normalise and validate one chunk of one table: its rows as a Batch, ``row_id`` from ``start``.
+
+    ``repeats`` (a :class:`~pipeline.validate.RepeatedIds`) carries the ID
+    numbers of every earlier chunk of the run; ``table_number`` is this
+    table's place among the run's tables (for the 10115 message).
+    """
+    from pipeline import validate
+
+    n = len(table.fields)
+    index = pd.RangeIndex(start, start + n)
+    original = table.fields.loc[:, list(INPUT_FIELDS)].set_axis(index)
+    normalised, warnings = normalise.normalise(original, defaults, today)
+    places = validate.RepeatedIds.place(table_number, table.raw.source_row) if repeats is not None else None
+    faults = validate.validate(normalised, today=today, written=original, repeats=repeats, places=places)
+    parts = [
+        frame for frame in (faults, warnings, _note_faults(table, index)) if frame is not None and len(frame)
+    ]
+    all_faults = pd.concat(parts, ignore_index=True) if parts else faults
+    all_faults = all_faults.astype({"row_id": np.int64, "code": np.int64}).loc[:, list(FAULT_COLUMNS)]
+    rows = pd.concat([_source_frame(table, index), normalised], axis=1)
+    return Batch(
+        tables=[table],
+        table_rows=[range(start, start + n)],
+        rows=rows,
+        original=original,
+        extras=table.extras.set_axis(index),
+        faults=all_faults,
+        outcome=status_from_faults(n, all_faults, start),
+    )
+
+
+def _prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items``, produced ``depth`` ahead on a thread of their own (errors are raised here, in order)."""
+    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, object]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            put(("error", error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="ehc-read-ahead", daemon=True)  # reads only: safe to drop
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "item":
+                yield value  # type: ignore[misc]
+            elif kind == "error":
+                assert isinstance(value, BaseException)
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        worker.join()
+
+
+def _mapped_chunks(registers: Registers, chunk_rows: int) -> Iterator[tuple[int, MappedTable]]:
+    for number, source in enumerate(registers.sources):
+        for raw in source.read(chunk_rows):
+            yield number, mapping.map_columns(raw, registers.aliases)
+
+
+def check_chunks(
+    registers: Registers,
+    settings: Settings,
+    *,
+    today: date | None = None,
+    chunk_rows: int | None = None,
+    stats: CheckStats | None = None,
+    bar: RowBar | None = None,
+) -> Generator[Batch, None, None]:
+    """Every row of the run, checked, as one Batch per chunk (in input order; ``row_id`` counts the run)."""
+    from pipeline import validate
+
+    today = today or date.today()
+    stats = stats if stats is not None else CheckStats()
+    stats.rows_by_table = [0] * len(registers.sources)
+    repeats = validate.RepeatedIds(registers.labels)
+    start = 0
+    size = chunk_rows or CHUNK_ROWS
+    for number, table in _prefetched(_mapped_chunks(registers, size)):
+        batch = check_batch(table, start, settings.defaults, today, repeats=repeats, table_number=number)
+        start += len(batch)
+        stats.rows += len(batch)
+        stats.rows_by_table[number] += len(batch)
+        stats.invalid += int((batch.outcome["status"] == STATUS_INVALID).sum())
+        stats.missing_org += int((batch.rows["orgCode"] == "").sum())
+        if bar is not None:
+            bar.advance(len(batch))
+        yield batch
+    for source, rows in zip(registers.sources, stats.rows_by_table, strict=True):
+        logger.info("读取 {}：{} 行（表头在第 {} 行）", source.label, rows, source.header_row)
+    logger.info("校验完成：{} 行，其中 {} 行未通过", stats.rows, stats.invalid)
 
 
 def prepare_batch(
@@ -74,47 +307,15 @@ def prepare_batch(
     options: ReadOptions = ReadOptions(),
     *,
     today: date | None = None,
-    progress: bool = False,
-    bar: StageBar | None = None,
 ) -> Batch:
-    """Read, normalise and validate every input; the batch's outcome says valid/invalid.
+    """Every row of a small run, checked, as one Batch (each table in one chunk).
 
-    ``progress`` shows a bar of the stages on stderr (callers pass it only for
-    a terminal); ``bar`` lets a caller extend that bar over later stages.
+    For callers that hold a run whole (the tests, a clerk's one register in
+    the web workspace); a run of any length goes through :func:`check_chunks`.
     """
-    today = today or date.today()
-    bar = bar or StageBar(len(inputs) + 2, enabled=progress)
-    _import_in_background(LATER_MODULES)
-    tables = read_tables(inputs, settings, options, bar=bar)
-    offsets, sources, original, extras = combine(tables)
-    with bar.stage("规范化"):
-        normalised, warnings = normalise.normalise(original, settings.defaults, today)
-    with bar.stage("校验"):
-        from pipeline import validate
-
-        faults = validate.validate(normalised, today=today, written=original, sources=sources)
-        all_faults = pd.concat([faults, warnings], ignore_index=True) if len(warnings) else faults
-        all_faults = all_faults.loc[:, list(FAULT_COLUMNS)]
-        rows = pd.concat([sources, normalised], axis=1)
-        batch = Batch(
-            tables=tables,
-            table_rows=offsets,
-            rows=rows,
-            original=original,
-            extras=extras,
-            faults=all_faults,
-            outcome=status_from_faults(len(rows), all_faults),
-        )
-    invalid = int((batch.outcome["status"] == STATUS_INVALID).sum())
-    logger.info("校验完成：{} 行，其中 {} 行未通过", len(batch), invalid)
-    return batch
-
-
-def write_outputs(batch: Batch, out_dir: Path, *, submitted: bool) -> dict[str, Path]:
-    """Write every report of ``batch`` into ``out_dir``."""
-    from pipeline.reports import write as reports
-
-    return reports.write_reports(out_dir, batch, submitted=submitted)
+    registers = open_registers(inputs, settings, options)
+    with contextlib.closing(check_chunks(registers, settings, today=today, chunk_rows=1 << 62)) as batches:
+        return stack_batches(list(batches))
 
 
 def run_validate(
@@ -124,25 +325,59 @@ def run_validate(
     options: ReadOptions = ReadOptions(),
     *,
     progress: bool = False,
+    today: date | None = None,
+    chunk_rows: int | None = None,
 ) -> RunResult:
-    """``ehc validate``: the dry run with every report, nothing sent."""
-    bar = StageBar(len(inputs) + 3, enabled=progress)
+    """``ehc validate``: the dry run with every report, nothing sent.
+
+    Ctrl-C and SIGTERM stop it (exit 130) and leave no file behind.
+    """
+    from pipeline.reports.write import ReportWriter
+
+    _import_in_background(LATER_MODULES)
+    with interrupt_on_signals():
+        registers = open_registers(inputs, settings, options)
+        writer = ReportWriter(
+            out_dir, submitted=False, extra_names=registers.extra_names, wholes=registers.wholes
+        )
+        try:
+            bar = RowBar("校验", registers.estimated_rows, enabled=progress)
+            chunks = check_chunks(registers, settings, today=today, chunk_rows=chunk_rows, bar=bar)
+            try:
+                for batch in chunks:
+                    writer.add(batch)
+            finally:
+                chunks.close()  # stops reading ahead at once, whatever stopped the run
+                bar.close()
+            paths = finish_reports(writer, progress=progress)
+        finally:
+            writer.abort()
+    return run_result(writer.tally.counts(), paths, submitted=False)
+
+
+def finish_reports(writer: ReportWriter, *, progress: bool) -> dict[str, Path]:
+    """Lay out a run's workbooks and put its reports in place, with a bar on a terminal."""
+    from pipeline.reports.workbooks import DETAIL_ROW_LIMIT, SHEET_LINES
+
+    tally = writer.tally
+    detail = tally.n if tally.n <= DETAIL_ROW_LIMIT else min(tally.bad_rows, SHEET_LINES)
+    lines = detail + min(tally.faults, 2 * SHEET_LINES)
+    bar = RowBar("写报告", lines, enabled=progress)
     try:
-        batch = prepare_batch(inputs, settings, options, bar=bar)
-        with bar.stage("写报告"):
-            paths = write_outputs(batch, out_dir, submitted=False)
+        return writer.finish(on_rows=bar.advance)
     finally:
         bar.close()
-    return batch_result(batch, paths, submitted=False)
 
 
-def batch_result(batch: Batch, paths: dict[str, Path], *, submitted: bool) -> RunResult:
-    """The command's result for a finished batch: the end-of-run summary and the exit code of its rows."""
+def run_result(counts: dict[str, object], paths: dict[str, Path], *, submitted: bool) -> RunResult:
+    """The command's result for a finished run: the end-of-run summary and the exit code of its rows."""
     from pipeline.reports.summary import format_summary
 
+    by_status = counts.get("by_status", {})
+    assert isinstance(by_status, dict)
     return RunResult(
-        exit_code=exit_code_for(batch),
-        summary=format_summary(batch, paths, submitted=submitted),
+        exit_code=exit_code_of(by_status),
+        summary=format_summary(counts, paths, submitted=submitted),
         paths=paths,
-        batch=batch,
+        counts=counts,
     )

@@ -2,25 +2,34 @@
 
 The stages, one package or module each, in the order the data flows::
 
-    reading/   a register file          -> RawTable (one per sheet or CSV file)
+    reading/   a register file          -> TableSource (one per sheet or CSV file), read in chunks
+                                           of at most ``chunk_rows`` rows, each a RawTable
     mapping    RawTable                 -> MappedTable (columns recognised as field codes)
-    batch      MappedTables             -> one Batch for the run, indexed by row_id
+    dryrun     MappedTable chunk        -> Batch of the chunk's rows, indexed by row_id
     normalise  Batch.original           -> Batch.rows (the platform's values) + warnings
-    validate   Batch.rows               -> faults (a frame of FAULT_COLUMNS)
+    validate   Batch.rows               -> faults (a frame of FAULT_COLUMNS); repeated ID numbers
+                                           across every chunk of a run through one RepeatedIds
     submission Batch (valid rows)       -> Outcome per row -> Batch.outcome
-    reports/   Batch                    -> results.xlsx, errors.xlsx, results.csv, annotated copies
-    every command                       -> RunResult (text to print, files written, exit code)
+    reports/   every Batch, in order    -> results.xlsx, errors.xlsx, results.csv, annotated copies
+    every command                       -> RunResult (text to print, files written, counts, exit code)
 
-``dryrun`` runs the first four for every command; normalisation and
-validation work on one concatenated frame for the whole run, indexed by
-``row_id`` (0..n-1, input order); faults are rows of a frame with
-:data:`FAULT_COLUMNS`.  Every frame here holds text only (``""`` for empty).
+A run is a sequence of :class:`Batch` values, one per chunk, in input order:
+``row_id`` counts the rows of the whole run (0..n-1) and each chunk holds a
+contiguous range of them, from one table.  No stage ever holds every row of a
+large run: memory is bounded by the chunk size, and what must see every row
+(the repeated ID number, 10115; the counts; the reports) keeps compact
+structures or spools to disk.  A small run may also be one Batch (the web
+workspace, the tests): every stage takes any Batch.  Faults are rows of a
+frame with :data:`FAULT_COLUMNS`.  Every frame here holds text only (``""``
+for empty).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -111,15 +120,39 @@ class Outcome:
     fault_code: int | None = None
 
 
+#: Excel's own limit on the characters of one cell; a longer cell is a fault on its row.
+MAX_CELL_CHARS = 32_767
+
+#: Columns of a RawTable's reading notes: ``row`` (0-based row of ``data``), the ``header`` of the
+#: cell (``""``: the row as a whole), the result ``code``, ``severity`` and the Chinese ``message``.
+NOTE_COLUMNS: tuple[str, ...] = ("row", "header", "code", "severity", "message")
+
+
+def no_notes() -> pd.DataFrame:
+    """A reading-notes frame with no rows."""
+    return pd.DataFrame(
+        {
+            "row": pd.Series(dtype=np.int64),
+            "header": pd.Series(dtype=object),
+            "code": pd.Series(dtype=np.int64),
+            "severity": pd.Series(dtype=object),
+            "message": pd.Series(dtype=object),
+        }
+    )
+
+
 @dataclass
 class RawTable:
-    """One sheet (or one CSV file) as read, before any mapping.
+    """One sheet (or one CSV file) as read, before any mapping; or a chunk of its rows.
 
     ``data`` has one column per header (headers deduplicated, as text), every
     cell text (``""`` for empty); ``source_row`` holds, for each data row, the
     1-based row number the clerk sees in Excel (or the CSV line number);
     ``column_positions`` holds the 0-based sheet column of each header, so
-    reports can point at the clerk's own cells.
+    reports can point at the clerk's own cells.  ``notes`` are what reading
+    found wrong with single cells or rows (:data:`NOTE_COLUMNS`: a cell longer
+    than a spreadsheet holds, values beyond the last column), which become
+    faults of those rows.
     """
 
     path: str
@@ -129,12 +162,74 @@ class RawTable:
     column_positions: list[int]
     data: pd.DataFrame
     source_row: np.ndarray
+    notes: pd.DataFrame = field(default_factory=no_notes)
 
     @property
     def label(self) -> str:
         """File name, plus the sheet name for workbooks: how a clerk names it."""
         name = Path(self.path).name
         return f"{name}[{self.sheet}]" if self.sheet else name
+
+    def rows(self, start: int, stop: int) -> RawTable:
+        """Rows ``start:stop`` of the table, as a table with the same header (no text copied)."""
+        notes = self.notes
+        if len(notes):
+            picked = (notes["row"] >= start) & (notes["row"] < stop)
+            notes = notes[picked].assign(row=notes["row"][picked] - start).reset_index(drop=True)
+        data = self.data.iloc[start:stop]
+        return RawTable(
+            self.path, self.sheet, self.header_row, self.headers, self.column_positions,
+            data.set_axis(pd.RangeIndex(len(data))), self.source_row[start:stop], notes,
+        )  # fmt: skip
+
+
+@dataclass
+class TableSource:
+    """A table whose header row has been found, its rows read chunk by chunk.
+
+    ``read(chunk_rows)`` yields the data rows in order as RawTables (same
+    header, ``source_row`` each) of about ``chunk_rows`` rows; it reads the
+    file as it goes and may be called once.  ``whole`` is the table itself
+    when it is held in memory anyway (a workbook's sheet).  ``estimated_rows``
+    guides a progress bar (a CSV file's is guessed from its size).
+    """
+
+    path: str
+    sheet: str
+    header_row: int
+    headers: list[str]
+    column_positions: list[int]
+    read: Callable[[int], Iterator[RawTable]]
+    whole: RawTable | None = None
+    estimated_rows: int = 0
+
+    @property
+    def label(self) -> str:
+        """File name, plus the sheet name for workbooks: how a clerk names it."""
+        name = Path(self.path).name
+        return f"{name}[{self.sheet}]" if self.sheet else name
+
+    def head(self) -> RawTable:
+        """The table with its header and no rows: what mapping needs to recognise the columns."""
+        data = pd.DataFrame({name: pd.Series(dtype="str") for name in self.headers})
+        return RawTable(
+            self.path, self.sheet, self.header_row, list(self.headers), list(self.column_positions),
+            data, np.empty(0, dtype=np.int64),
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, table: RawTable) -> TableSource:
+        """A table already in memory, read back in slices."""
+
+        def read(chunk_rows: int) -> Iterator[RawTable]:
+            size = max(1, chunk_rows)
+            for start in range(0, len(table.data), size):
+                yield table.rows(start, start + size)
+
+        return cls(
+            table.path, table.sheet, table.header_row, table.headers, table.column_positions,
+            read, whole=table, estimated_rows=len(table.data),
+        )  # fmt: skip
 
 
 @dataclass
@@ -154,9 +249,10 @@ class MappedTable:
 
 @dataclass
 class Batch:
-    """Every row of one run, from reading to its final status.
+    """Rows of a run, from reading to their final status: one chunk, or a whole small run.
 
-    All frames share the index ``row_id`` (0..n-1, input order across files).
+    All frames share the index ``row_id``: the rows' places in the whole run
+    (input order across files), a contiguous range for a chunk.
 
     * ``rows``: :data:`SOURCE_COLUMNS` + :data:`FIELDS`, normalised values.
     * ``original``: :data:`INPUT_FIELDS`, the values as the clerk wrote them.
@@ -165,8 +261,9 @@ class Batch:
       platform rejections after a submission).
     * ``outcome``: :data:`OUTCOME_COLUMNS`; ``result_code`` holds the codes
       of a row joined by ``;`` (empty for a good row).
-    * ``tables``: the tables read, in order; ``table_rows[i]`` is the
-      ``row_id`` range of ``tables[i]``.
+    * ``tables``: the tables the rows come from, in order; ``table_rows[i]``
+      is the ``row_id`` range of ``tables[i]`` (for a chunk: its table's
+      rows in this chunk, and ``tables[i].raw`` holds just those rows).
     * ``cell_edits``: values a clerk changed after reading (``row_id``,
       ``field`` — an input field —, ``value``; the web workspace), already in
       ``original``; the annotated copy writes them into the clerk's cells.
@@ -183,6 +280,11 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def start(self) -> int:
+        """The first ``row_id`` of the batch (0 for an empty one)."""
+        return int(self.rows.index[0]) if len(self.rows) else 0
 
 
 @dataclass(frozen=True)
@@ -204,14 +306,11 @@ class RunResult:
     """What a command hands back to the command line: the text to print, the files written, the exit code.
 
     Every command returns one, so the command line prints and exits the same
-    way for all of them; ``batch`` is the run's rows where it has one.
+    way for all of them; ``counts`` are a run's rows counted as its reports
+    count them (:func:`pipeline.reports.summary.summary_counts`), where it has rows.
     """
 
     exit_code: int
     summary: str = ""
     paths: dict[str, Path] = field(default_factory=dict)
-    batch: Batch | None = None
-
-
-#: Excel's own limit on the characters of one cell; a longer cell is a fault on its row.
-MAX_CELL_CHARS = 32_767
+    counts: dict[str, Any] | None = None

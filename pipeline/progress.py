@@ -1,33 +1,59 @@
-"""Progress on stderr, only when a person is watching a terminal."""
+"""Progress on stderr, only when a person is watching a terminal.
+
+A :class:`RowBar` counts the rows of one stage (checking, writing reports,
+sending) with rows per second and the time left; it appears only once the
+stage has taken a couple of seconds, and never when stderr is not a terminal
+(a nightly run's log stays clean).
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 
 from tqdm import tqdm
 
+#: Seconds a stage runs before its bar appears: short stages show nothing.
+SHOW_AFTER_SECONDS = 2.0
 
-class StageBar:
-    """A bar over the coarse stages of a dry run (one read per file, normalise, validate, reports)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+def wanted() -> bool:
+    """Whether progress can be shown: stderr is a terminal."""
+    return sys.stderr.isatty()
+
+
+class RowBar:
+    """Rows done of a stage, out of an estimated ``total`` (corrected as the stage learns it)."""
+
+    def __init__(self, label: str, total: int, *, enabled: bool, unit: str = "行") -> None:
+        self._lock = threading.Lock()
         self._bar = tqdm(
-            total=total,
+            total=max(total, 0),
             disable=not enabled,
             file=sys.stderr,
             leave=False,
-            bar_format="{desc:<12} {bar} {n_fmt}/{total_fmt} 步 [{elapsed}]",
+            delay=SHOW_AFTER_SECONDS,
+            unit=unit,
+            unit_scale=True,
+            desc=label,
+            dynamic_ncols=True,
+            bar_format="{desc} {bar} {n_fmt}/{total_fmt} " + unit + " [{elapsed}<{remaining}, {rate_fmt}]",
         )
 
-    @contextmanager
-    def stage(self, label: str) -> Iterator[None]:
-        """Show ``label`` while the stage runs, then advance the bar by one."""
-        self._bar.set_description_str(label)
-        yield
-        self._bar.update(1)
+    def advance(self, rows: int) -> None:
+        """``rows`` more done (callable from any thread)."""
+        with self._lock:
+            if self._bar.total is not None and self._bar.n + rows > self._bar.total:
+                self._bar.total = self._bar.n + rows  # the estimate was short
+            self._bar.update(rows)
+
+    def total(self, rows: int) -> None:
+        """The stage's real total, once known."""
+        with self._lock:
+            self._bar.total = rows
+            self._bar.refresh()
 
     def close(self) -> None:
         """Remove the bar from the terminal."""
-        self._bar.close()
+        with self._lock:
+            self._bar.close()

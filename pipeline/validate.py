@@ -1,8 +1,8 @@
 """Validation: every fault of every row, keyed by the platform's result code.
 
-:func:`validate` runs the pandera schema of :mod:`schemas.registry` lazily
-(all failures, not the first) over the normalised rows and turns pandera's
-failure cases into a fault frame (:data:`~pipeline.model.FAULT_COLUMNS`): one
+:func:`validate` runs every check of the pandera schema of
+:mod:`schemas.registry` (all failures, not the first) over the normalised
+rows and turns the failing rows into a fault frame (:data:`~pipeline.model.FAULT_COLUMNS`): one
 row per fault, on one field, with the result code the platform itself would
 answer and a Chinese message naming the value and the rule
 (:mod:`pipeline.messages`).
@@ -10,12 +10,18 @@ answer and a Chinese message naming the value and the rule
 One root cause, one fault: a gender, birth date or document number that
 disagrees with an ID number is not reported while the ID number itself is
 invalid — fixing the ID number comes first, and the others may then agree.
+
+An ID number may appear once per run (10115 on every later row, naming the
+row where it first appeared).  A run is validated chunk by chunk, so this one
+rule needs every earlier row: :class:`RepeatedIds` keeps the ID numbers seen so
+far as 64-bit keys in a few sorted arrays (16 bytes per resident, not frames),
+with where each first appeared.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -34,6 +40,98 @@ from schemas.rules import rule_for
 _FIELD_ORDER = {field: position for position, field in enumerate(FIELDS)}
 _GENDER_NAMES = {"1": "男", "2": "女"}
 _PROBLEM_NAMES = {int(problem): problem.name for problem in idnumber.IdProblem}
+
+
+#: Bits of a place (see :meth:`RepeatedIds.place`) that hold the row number; the rest number the table.
+_ROW_BITS = 40
+
+
+class RepeatedIds:
+    """The ID numbers of a run seen so far, and where each first appeared.
+
+    Well-formed numbers are kept as exact 64-bit keys (17 digits and the check
+    character), any other non-empty text as a 64-bit hash.  Each chunk's new
+    numbers become a sorted block; blocks of similar size are merged, so a
+    lookup searches a handful of sorted arrays whatever the run's length.
+    ``labels`` name the tables (``a.csv``, ``b.xlsx[名单]``) by table number.
+    """
+
+    def __init__(self, labels: Sequence[str] = ()) -> None:
+        self.labels = list(labels)
+        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted keys, places)
+
+    @staticmethod
+    def place(table: int | np.ndarray, source_row: np.ndarray) -> np.ndarray:
+        """Where rows are, as one int64 each: the table's number and the row number a clerk sees."""
+        tables = np.asarray(table, dtype=np.int64)
+        return (tables << np.int64(_ROW_BITS)) | np.asarray(source_row, dtype=np.int64)
+
+    def describe(self, first: np.ndarray, here: np.ndarray) -> pd.Series:
+        """Where each repeated number first appeared, seen from ``here``: ``第 5 行``, or ``a.csv 第 5 行``.
+
+        The table is named only when it is not the one of the repeat (``here``).
+        """
+        tables = first >> np.int64(_ROW_BITS)
+        rows = (first & np.int64((1 << _ROW_BITS) - 1)).astype(str).astype(object)
+        names = np.array([*self.labels, ""], dtype=object)[np.minimum(tables, len(self.labels))]
+        elsewhere = (tables != (here >> np.int64(_ROW_BITS))) & (names != "")
+        prefix = np.where(elsewhere, names + " ", "")
+        return pd.Series(prefix + "第 " + rows + " 行", dtype="str")
+
+    def _earlier(self, keys: np.ndarray) -> np.ndarray:
+        """The place each key was first seen in an earlier chunk, -1 if never."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        for block_keys, block_places in self._blocks:
+            at = np.searchsorted(block_keys, keys)
+            inside = at < len(block_keys)
+            hit = np.zeros(len(keys), dtype=bool)
+            hit[inside] = block_keys[at[inside]] == keys[inside]
+            found[hit] = block_places[at[hit]]
+        return found
+
+    def _remember(self, keys: np.ndarray, places: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self._blocks.append((keys[order], places[order]))
+        # Merge while the newest block is as large as the one before: log2(chunks) blocks at most.
+        while len(self._blocks) > 1 and len(self._blocks[-1][0]) >= len(self._blocks[-2][0]):
+            (k1, p1), (k2, p2) = self._blocks.pop(), self._blocks.pop()
+            merged_keys, merged_places = np.concatenate([k2, k1]), np.concatenate([p2, p1])
+            order = np.argsort(merged_keys, kind="stable")  # two sorted runs: merged in linear time
+            self._blocks.append((merged_keys[order], merged_places[order]))
+
+    def _first_places(self, keys: np.ndarray, places: np.ndarray) -> np.ndarray:
+        """For each key: the place of its first occurrence if that is an earlier row, else -1."""
+        if not len(keys):
+            return np.zeros(0, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.r_[True, ordered[1:] != ordered[:-1]]
+        group = np.cumsum(starts) - 1
+        first = order[starts]  # row (within the chunk) of each distinct key's first occurrence
+        earlier = self._earlier(ordered[starts])
+        first_place = np.where(earlier >= 0, earlier, places[first])
+        result = np.full(len(keys), -1, dtype=np.int64)
+        repeat = (earlier[group] >= 0) | ~starts
+        result[order[repeat]] = first_place[group[repeat]]
+        new = earlier < 0
+        self._remember(ordered[starts][new], places[first][new])
+        return result
+
+    def check(self, ids: pd.Series, places: np.ndarray) -> np.ndarray:
+        """For each ID number: where it first appeared if that is an earlier row of the run, else -1.
+
+        The chunk's numbers are then remembered; ``""`` is never a repeat.
+        """
+        result = np.full(len(ids), -1, dtype=np.int64)
+        shaped, keys = idnumber.id_keys(ids)
+        if shaped.any():
+            result[shaped] = self._first_places(keys, places[shaped])
+        others = ~shaped & (ids != "").to_numpy(dtype=bool)
+        if others.any():
+            hashed = pd.util.hash_array(ids[others].to_numpy(dtype=object)).view(np.int64)
+            # Kept apart from the exact keys: a negative flag bit cannot be a well-formed key.
+            result[others] = self._first_places(hashed | np.int64(-(1 << 62)), places[others])
+        return result
 
 
 #: Columns validated beside the pair columns, on a second thread (the rest run on the caller's):
@@ -66,20 +164,38 @@ def empty_faults() -> pd.DataFrame:
 
 
 def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
-    try:
-        schema.validate(frame, lazy=True, inplace=True)
-    except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-    else:
+    """The failing (index, column, check) of ``frame`` under ``schema``: every check of every column.
+
+    Each of the schema's checks is run through pandera's own check API
+    (``Check.__call__``), column by column.  This is what ``schema.validate``
+    does too, without gathering every failure into pandera's error report
+    first: that report (failure values consolidated and formatted as text)
+    cost as much again as the checks themselves, for text nobody reads.  The
+    schema's columns must all be there and hold text (never null).
+    """
+    missing = [name for name in schema.columns if name not in frame.columns]
+    if missing:
+        raise ValueError(f"the rows do not have the shape validate() needs: missing {', '.join(missing)}")
+    found: list[np.ndarray] = []
+    columns: list[np.ndarray] = []
+    checks: list[np.ndarray] = []
+    for name, column in schema.columns.items():
+        values = frame[name]
+        for check in column.checks:
+            passed = check(values).check_output
+            if not isinstance(passed, pd.Series):
+                raise ValueError(f"the rows do not have the shape validate() needs: {name}: {check.error}")
+            failing = ~passed.to_numpy(dtype=bool)
+            if failing.any():
+                rows = values.index.to_numpy()[failing]
+                found.append(rows)
+                columns.append(np.full(len(rows), name, dtype=object))
+                checks.append(np.full(len(rows), check.error, dtype=object))
+    if not found:
         return pd.DataFrame({"index": [], "column": [], "check": []})
-    located = cases["index"].notna()
-    if not located.all():
-        unlocated = cases[~located]
-        problems = "; ".join(
-            sorted(set(unlocated["column"].astype(str) + ": " + unlocated["check"].astype(str)))
-        )
-        raise ValueError(f"the rows do not have the shape validate() needs: {problems}")
-    return cases[["index", "column", "check"]]
+    return pd.DataFrame(
+        {"index": np.concatenate(found), "column": np.concatenate(columns), "check": np.concatenate(checks)}
+    )
 
 
 def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
@@ -100,51 +216,11 @@ def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
     return pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
 
 
-def first_places(ids: pd.Series, repeats: pd.Series, sources: pd.DataFrame | None) -> pd.Series:
-    """Where each repeated ID number in ``repeats`` first appears: ``第 5 行`` (same sheet) or with its file.
-
-    ``ids`` are every row's ID numbers; ``sources`` (same index) the rows'
-    ``source_file``, ``source_sheet`` and ``source_row``; without them every
-    place is ``""`` and the message says the number appeared before.
-    """
-    candidates = ids[ids.isin(pd.unique(repeats.to_numpy()))]
-    first = pd.Series(candidates.index, index=candidates.to_numpy()).groupby(level=0).min()
-    first_ids = first.reindex(repeats.to_numpy()).to_numpy()
-    if sources is None or not {"source_file", "source_sheet", "source_row"} <= set(sources.columns):
-        return pd.Series("", index=repeats.index, dtype="str")  # where is unknown: the message says so
-
-    def where(row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        picked = sources.loc[row_ids]
-        return (
-            picked["source_file"].astype("str").to_numpy(),
-            picked["source_sheet"].astype("str").to_numpy(),
-            picked["source_row"].astype("str").to_numpy(),
-        )
-
-    file_first, sheet_first, row_first = where(first_ids)
-    file_here, sheet_here, _ = where(repeats.index.to_numpy())
-    same = (file_first == file_here) & (sheet_first == sheet_here)
-    sheet_part = np.where(sheet_first != "", "[" + sheet_first.astype(object) + "]", "")
-    elsewhere = file_first.astype(object) + sheet_part + " "
-    places = np.where(same, "", elsewhere) + "第 " + row_first.astype(object) + " 行"
-    return pd.Series(places, index=repeats.index, dtype="str")
-
-
 def _details(
-    column: str,
-    code: int,
-    values: pd.Series,
-    ids: pd.Series,
-    today: datetime.date,
-    first_place: Callable[[pd.Series], pd.Series] | None = None,
+    column: str, code: int, values: pd.Series, ids: pd.Series, today: datetime.date
 ) -> tuple[pd.Series | None, pd.Series | None]:
     """Which variant of the message each fault needs, and the detail it quotes."""
     field = PAIR_COLUMNS.get(column, column)
-    if column == "sfzhm" and code == ResultCode.ALREADY_ENROLLED:
-        places = first_place(values) if first_place is not None else None
-        if places is None or (places == "").all():
-            return pd.Series("unplaced", index=values.index, dtype="str"), None
-        return None, places
     if column == "sfzhm" and code == ResultCode.INVALID_ID_NUMBER:
         problems = pd.Series(idnumber.id_problems(values, today), index=values.index)
         details = problems.map(_PROBLEM_NAMES).astype("str")
@@ -175,6 +251,48 @@ def _details(
     return None, None
 
 
+def _places_of(sources: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Table labels (``a.csv``, ``b.xlsx[名单]``) and each row's place, from its source columns."""
+    files = sources["source_file"].astype("str").to_numpy(dtype=object)
+    sheets = sources["source_sheet"].astype("str").to_numpy(dtype=object)
+    codes, tables = pd.factorize(pd.MultiIndex.from_arrays([files, sheets]), sort=False)
+    labels = [f"{file}[{sheet}]" if sheet else str(file) for file, sheet in tables]
+    rows = pd.to_numeric(sources["source_row"], errors="coerce").fillna(0).astype(np.int64).to_numpy()
+    return labels, RepeatedIds.place(codes, rows)
+
+
+def _repeat_faults(
+    rows: pd.DataFrame,
+    repeats: RepeatedIds,
+    places: np.ndarray | None,
+    written: pd.DataFrame | None,
+) -> pd.DataFrame | None:
+    """10115 for every row whose ID number appeared on an earlier row of the run, naming that row.
+
+    Without ``places`` the rows are numbered by position and the message says only that the
+    number appeared before.
+    """
+    located = places is not None
+    if places is None:
+        places = np.arange(len(rows), dtype=np.int64)
+    first = repeats.check(rows["sfzhm"], places)
+    repeated = first >= 0
+    if not repeated.any():
+        return None
+    values = rows["sfzhm"][repeated]
+    code = int(ResultCode.ALREADY_ENROLLED)
+    if located:
+        details, where = None, repeats.describe(first[repeated], places[repeated])
+        where.index = values.index
+    else:
+        details, where = pd.Series("unplaced", index=values.index, dtype="str"), None
+    messages = error_messages(code, "sfzhm", _as_written(values, "sfzhm", written), details, where)
+    return pd.DataFrame(
+        {"row_id": rows.index.to_numpy()[repeated], "field": "sfzhm", "code": code, "severity": "error",
+         "message": messages.to_numpy()}
+    )  # fmt: skip
+
+
 def _sorted(faults: pd.DataFrame) -> pd.DataFrame:
     position = faults["field"].map(_FIELD_ORDER).fillna(len(FIELDS)).to_numpy()
     order = np.lexsort((faults["code"].to_numpy(), position, faults["row_id"].to_numpy()))
@@ -187,21 +305,36 @@ def validate(
     today: datetime.date,
     written: pd.DataFrame | None = None,
     sources: pd.DataFrame | None = None,
+    repeats: RepeatedIds | None = None,
+    places: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Every fault of every row of ``rows`` (normalised, :data:`FIELDS` columns, index ``row_id``).
 
     Returns a fault frame (:data:`FAULT_COLUMNS`, severity ``error``) sorted by
     ``row_id``; it includes 10115 for an ID number seen on an earlier row of
-    the same run, naming the row it first appears on.  ``written`` (same
-    index, the values as the clerk wrote them) is what messages quote: a
-    性别 written 女 is explained with 女, not with its code; where it is
-    empty (a derived or default value) the normalised value is quoted.
+    the run, naming the row it first appears on.  ``written`` (same index, the
+    values as the clerk wrote them) is what messages quote: a 性别 written 女
+    is explained with 女, not with its code; where it is empty (a derived or
+    default value) the normalised value is quoted.
+
+    Repeats are those of ``rows`` alone, or, given ``repeats``, of every
+    chunk it has seen; ``places`` (:meth:`RepeatedIds.place` of each row), or
     ``sources`` (same index: ``source_file``, ``source_sheet``,
-    ``source_row``) locates the first occurrence of a repeated ID number.
+    ``source_row``), say where each row is, so a message can name where the
+    number first appeared.
     """
     rows = rows[list(FIELDS)].fillna("").astype("str")
+    if places is None and sources is not None and repeats is None:
+        labels, places = _places_of(sources.reindex(rows.index))
+        repeats = RepeatedIds(labels)
+    if repeats is None:
+        repeats = RepeatedIds()
     cases = _failure_cases(rows, today)
-    if cases.empty:
+    parts: list[pd.DataFrame] = []
+    repeated = _repeat_faults(rows, repeats, places, written)
+    if repeated is not None:
+        parts.append(repeated)
+    if cases.empty and not parts:
         return empty_faults()
     codes = pd.to_numeric(cases["check"], errors="coerce").fillna(int(ResultCode.PARAMETER_ERROR))
     cases = cases.assign(row_id=cases["index"].astype(np.int64), code=codes.astype(np.int64))
@@ -209,7 +342,6 @@ def validate(
     bad_ids = set(cases.loc[id_faults, "row_id"])
     cases = cases[~(cases["column"].isin(list(PAIR_COLUMNS)) & cases["row_id"].isin(bad_ids))]
 
-    parts: list[pd.DataFrame] = []
     # Pair columns last, so that a field's own fault is the one kept.
     cases = cases.assign(pair=cases["column"].isin(list(PAIR_COLUMNS))).sort_values("pair", kind="stable")
     for _, group in cases.groupby(["pair", "column", "code"], sort=False):
@@ -217,10 +349,7 @@ def validate(
         field = PAIR_COLUMNS.get(column, column)
         row_ids = group["row_id"].to_numpy()
         values = rows[field].loc[row_ids]
-        details, extras = _details(
-            column, code, values, rows["sfzhm"].loc[row_ids], today,
-            lambda repeats: first_places(rows["sfzhm"], repeats, sources),
-        )  # fmt: skip
+        details, extras = _details(column, code, values, rows["sfzhm"].loc[row_ids], today)
         messages = error_messages(code, field, _as_written(values, field, written), details, extras)
         parts.append(
             pd.DataFrame(

@@ -26,6 +26,10 @@ and only when the ID number could have supplied it (otherwise the ID number's
 own fault is the one to fix); an empty orgCode is a configuration gap, not a
 fault of the clerk's row (the dry run notes it once and submission refuses to
 start without it).
+
+The schema checks each row on its own (and is applied chunk by chunk); the
+one rule that needs every earlier row of a run, an ID number appearing twice
+(10115), is :class:`pipeline.validate.RepeatedIds`.
 """
 
 from __future__ import annotations
@@ -224,14 +228,8 @@ _PAIR_CHECKS: dict[str, tuple[str, Callable[[pd.Series], BoolSeries]]] = {
 def build_schema(today: datetime.date) -> pa.DataFrameSchema:
     """The schema of a normalised run frame (after :func:`prepare`) as of ``today``."""
 
-    def first_occurrence(s: pd.Series) -> BoolSeries:
-        return _mask(s, ~idnumber.repeated(s))
-
-    # Besides its rule, an ID number may appear once per run: a repeat is what the platform
-    # would answer the second row with.
-    extra = {"sfzhm": [_check(ResultCode.ALREADY_ENROLLED, "first_occurrence", first_occurrence)]}
     formats = _format_checks(today)
-    checks = {rule.field: _rule_checks(rule, formats) + extra.get(rule.field, []) for rule in FIELD_RULES}
+    checks = {rule.field: _rule_checks(rule, formats) for rule in FIELD_RULES}
     for pair, (name, function) in _PAIR_CHECKS.items():
         # A disagreement with the ID number is reported on the field, with the field's code.
         checks[pair] = [_check(rule_for(PAIR_COLUMNS[pair]).code, name, function)]

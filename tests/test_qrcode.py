@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 from pathlib import Path
 
@@ -138,14 +139,15 @@ def test_export_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path) -> N
         platform=sandbox.settings(), submit=SubmitSettings(rate=0.0),
         defaults=DefaultValues(org_code="455400000"), state_dir=tmp_path / "state",
     )  # fmt: skip
-    batch = run_submit([register], tmp_path / "out", settings).batch
-    assert batch is not None
+    result = run_submit([register], tmp_path / "out", settings)
+    assert result.counts is not None and result.counts["by_status"] == {"enrolled": 3}
     with PlatformClient(sandbox.settings(), tmp_path / "state") as client:
         from_folder = export_qrcodes(tmp_path / "out", tmp_path / "qr", client).written
         journal_path = tmp_path / "state" / "journal.sqlite"
         from_journal = export_qrcodes(journal_path, tmp_path / "qr-journal", client).written
     assert sandbox.count("getImg") == 6
-    sources = batch.rows["source_row"].tolist()
+    with open(tmp_path / "out" / "results.csv", encoding="utf-8-sig", newline="") as handle:
+        sources = [int(record["source_row"]) for record in csv.DictReader(handle)]
     assert [p.name[:7] for p in from_folder] == [f"row{row:04d}" for row in sources]
     assert len(from_journal) == 3
     for path in [*from_folder, *from_journal]:

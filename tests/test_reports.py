@@ -239,7 +239,8 @@ def test_results_csv_has_bom_stable_columns_and_every_row(dry_run) -> None:
     assert len(body) == len(batch)
     assert [r[2] for r in body] == ["4", "5", "6", "7", "2", "3"]
     assert [r[3] for r in body] == ["valid", "invalid", "invalid", "valid", "invalid", "valid"]
-    assert body[0][-1] == "=SUM(A1)" and body[2][-1] == "+86 备注"
+    # Text that a spreadsheet would run as a formula keeps a leading apostrophe (OWASP).
+    assert body[0][-1] == "'=SUM(A1)" and body[2][-1] == "'+86 备注"
     assert body[1][4] == "10111;10124"
     assert all(r[-3:-1] == ["", ""] for r in body)
 

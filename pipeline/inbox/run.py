@@ -238,7 +238,7 @@ class _Run:
             )
         logger.info("处理 {} → {}", path.name, outcome.out_dir)
         try:
-            batch = self._submit(path, outcome.out_dir)
+            counts = self._submit(path, outcome.out_dir)
         except InputError as error:
             with contextlib.suppress(OSError):
                 outcome.out_dir.rmdir()  # only if nothing was written into it
@@ -249,7 +249,7 @@ class _Run:
             return self._stopped(outcome, status, error.message, error.exit_code)
         except KeyboardInterrupt:
             return self._stopped(outcome, FILE_INTERRUPTED, "运行被中断", EXIT_INTERRUPTED)
-        outcome.rows, outcome.statuses, outcome.result_codes, outcome.warning_codes = row_counts(batch)
+        outcome.rows, outcome.statuses, outcome.result_codes, outcome.warning_codes = row_counts(counts)
         outcome.finished_at = self.clock()
         self.hashes_done.add(outcome.sha256)
         if not self.dry_run:
@@ -285,19 +285,18 @@ class _Run:
             return None
 
     def _submit(self, path: Path, out_dir: Path) -> Any:
+        """The file's run (a dry run with --dry-run): its rows counted as its reports count them."""
         with reading_policy(self.read_policy):
             return self._submit_file(path, out_dir)
 
     def _submit_file(self, path: Path, out_dir: Path) -> Any:
         if self.dry_run:
-            from pipeline.dryrun import prepare_batch, write_outputs
+            from pipeline.dryrun import run_validate
 
-            batch = prepare_batch([path], self.settings, today=self.started_at.date())
-            write_outputs(batch, out_dir, submitted=False)
-            return batch
+            return run_validate([path], out_dir, self.settings, today=self.started_at.date()).counts
         from pipeline.submission.submit import run_submit
 
-        return run_submit([path], out_dir, self.settings).batch
+        return run_submit([path], out_dir, self.settings).counts
 
     def _duplicate(self, path: Path, outcome: InboxFile) -> InboxFile:
         outcome.status = FILE_DUPLICATE

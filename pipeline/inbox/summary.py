@@ -49,9 +49,13 @@ EXIT_MEANINGS: dict[int, str] = {
 }
 
 
-def row_counts(batch: Batch) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
-    """Rows, rows per status, rows per error code, warnings per code, as the file's own reports count them."""
-    counts = summary_counts(batch)
+def row_counts(counts: dict[str, Any] | Batch) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
+    """Rows, rows per status, rows per error code, warnings per code, as the file's own reports count them.
+
+    ``counts`` are the run's (:attr:`RunResult.counts`), or the batch holding it.
+    """
+    if isinstance(counts, Batch):
+        counts = summary_counts(counts)
     return int(counts["rows"]), counts["by_status"], counts["by_code"], counts["warnings_by_code"]
 
 

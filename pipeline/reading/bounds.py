@@ -32,7 +32,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -181,6 +181,28 @@ def _check_directory(archive: zipfile.ZipFile, label: str) -> list[zipfile.ZipIn
     return parts
 
 
+class _TagBoundary:
+    """Cuts a stream of XML chunks where a tag starts, so that no tag is split between two pieces."""
+
+    def __init__(self) -> None:
+        self.carry = b""
+
+    def cut(self, chunk: bytes) -> bytes:
+        """The part of what has come so far that ends before the last ``<``; the rest waits for more."""
+        data = self.carry + chunk
+        cut = data.rfind(b"<")
+        body, self.carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
+        if len(self.carry) > 4096:  # a giant text node: nothing to carry but where it ends
+            self.carry = b""
+        return body
+
+
+def _bodies(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    boundary = _TagBoundary()
+    for chunk in chunks:
+        yield boundary.cut(chunk)
+
+
 @dataclass
 class _SheetScan:
     """The fast upper bound of an .xlsx sheet's rectangle, gathered chunk by chunk."""
@@ -189,14 +211,10 @@ class _SheetScan:
     last_column: int = 26  # single-letter columns are not looked at: Z at most
     wide: bool = False
     irregular: bool = False  # rows or cells without ``r``, or prefixed tags: only the exact scan knows
-    carry: bytes = b""
+    boundary: _TagBoundary = field(default_factory=_TagBoundary)
 
     def feed(self, chunk: bytes) -> None:
-        data = self.carry + chunk
-        cut = data.rfind(b"<")
-        body, self.carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
-        if len(self.carry) > 4096:  # a giant text node: nothing to carry but where it ends
-            self.carry = b""
+        body = self.boundary.cut(chunk)
         rows = _ROW_NUMBER.findall(body)
         if rows:
             self.last_row = max(self.last_row, max(map(int, rows)))
@@ -221,13 +239,7 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
     first_row = first_column = 1 << 40
     last_row = last_column = 0
     in_cell = valued = False
-    carry = b""
-    for chunk in chunks:
-        data = carry + chunk
-        cut = data.rfind(b"<")
-        body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
-        if len(carry) > 4096:
-            carry = b""
+    for body in _bodies(chunks):
         for match in _TAG.finditer(body):
             closing, name, attributes = match.groups()
             if name == b"row":
@@ -262,13 +274,7 @@ def _ods_extent(chunks: Iterator[bytes]) -> Extent:
     rows = widest = 0
     row_repeat = 1
     row_width = row_values = 0
-    carry = b""
-    for chunk in chunks:
-        data = carry + chunk
-        cut = data.rfind(b"<")
-        body, carry = (data[:cut], data[cut:]) if cut > 0 else (data, b"")
-        if len(carry) > 4096:
-            carry = b""
+    for body in _bodies(chunks):
         for match in _ODS_TAG.finditer(body):
             name, attributes = match.groups()
             if name is None:  # </table:table-row>

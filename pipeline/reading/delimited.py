@@ -1,12 +1,19 @@
-"""Delimited text registers (.csv/.tsv/.txt): encoding, delimiter, header line, then Arrow.
+"""Delimited text registers (.csv/.tsv/.txt): encoding, delimiter, header line, then Arrow, block by block.
 
 The first megabyte decides the encoding (UTF-8 with or without BOM, else
 GB18030, which covers GBK) and, with the known column names, the delimiter and
-the header line below any title lines.  The body is then parsed by Arrow's
-multi-threaded CSV reader.  ``source_row`` is the line number a clerk sees in a
-text editor: blank lines are counted but yield no row.  Files Arrow cannot
-take as a rectangle (rows of uneven width, values spanning lines that the line
-count cannot follow) are read again by the ``csv`` module, slower but exact.
+the header line below any title lines.  The body is then read in blocks of
+whole lines, each parsed by Arrow's CSV reader, so a file of any size is read
+with bounded memory.  ``source_row`` is the line number a clerk sees in a text
+editor: blank lines are counted but yield no row.  From a block Arrow cannot
+take as a rectangle (values spanning lines that the line count cannot follow,
+too many rows of uneven width) to the end of the file, the ``csv`` module
+reads instead, slower but exact.
+
+When the first megabyte is plain ASCII it cannot tell UTF-8 from GBK: the
+first block that is not decides.  A line longer than :data:`MAX_LINE_BYTES`
+(no line break for 64 MB) is refused; a cell longer than a spreadsheet holds
+is read, cut and noted (:mod:`pipeline.reading.table`).
 """
 
 from __future__ import annotations
@@ -15,27 +22,32 @@ import codecs
 import csv
 import io
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from pipeline.errors import InputError
-from pipeline.model import RawTable
+from pipeline.files import os_errors
+from pipeline.model import RawTable, TableSource
 from pipeline.reading.headers import count_known_headers
-from pipeline.reading.table import HEADER_SEARCH_ROWS, TEXT_ARROW, TextColumn, build_table, detect_header
+from pipeline.reading.table import HEADER_SEARCH_ROWS, TEXT_ARROW, TableShaper, TextColumn, detect_header
 
 SAMPLE_BYTES = 1 << 20
 DELIMITERS = (",", "\t", ";", "|")
 
-#: More blank lines than this and counting them one by one costs more than the csv module.
+#: A line longer than this (no line break for 64 MB) is not a register row: the file is refused.
+MAX_LINE_BYTES = 64 << 20
+
+#: More blank lines than this in a block and counting them one by one costs more than the csv module.
 _MAX_BLANK_LINES = 100_000
 
-#: Rows of the wrong width put back by hand; more and the csv module reads the whole file.
+#: Rows of the wrong width put back by hand per block; more and the csv module reads on.
 _MAX_UNEVEN_ROWS = 10_000
 
 #: Rows the csv module reads before they are handed to Arrow.
@@ -43,6 +55,9 @@ _CSV_BATCH_ROWS = 100_000
 
 #: Largest block Arrow parses as one piece (its block size is a 32-bit int).
 _MAX_BLOCK_BYTES = (1 << 31) - 1
+
+#: Blocks are at least this large, whatever the chunk size asked for (tests ask for a few rows).
+_MIN_BLOCK_BYTES = 1
 
 _NOT_SPACE = re.compile(rb"\S")
 _SAVE_AS = "用 Excel“另存为”“CSV UTF-8（逗号分隔）”，或用记事本另存为 UTF-8（或 GBK/ANSI）编码后再处理"
@@ -53,6 +68,9 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "UTF-16"),
 )
 
+# The csv module refuses fields above 128 KB by default; a long cell is a fault of its row, not of the file.
+csv.field_size_limit(MAX_LINE_BYTES)
+
 
 @dataclass(frozen=True)
 class _Layout:
@@ -62,6 +80,8 @@ class _Layout:
     header_index: int  # 0-based line of the (last) header line
     header_cells: list[str]
     body: int  # first byte after the header line
+    settled: bool = True  # False while only ASCII has been seen (UTF-8 or GBK, not known yet)
+    mac: bool = False  # classic Mac line ends (CR only)
 
 
 def _guess_encoding(sample: bytes) -> str:
@@ -83,8 +103,11 @@ def _encoding_error(label: str, name: str, row: int | None = None) -> InputError
     return InputError(f"文件编码为 {name}，无法读取", file=label, fix=_SAVE_AS)
 
 
-def detect_encoding(data: bytes, label: str) -> tuple[str, int]:
-    """(Python codec, BOM length) for UTF-8 (with or without BOM) or GB18030; else InputError."""
+def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tuple[str, int]:
+    """(Python codec, BOM length) for UTF-8 (with or without BOM) or GB18030; else InputError.
+
+    ``data`` is the file or its first bytes; ``whole`` says which (default: its length tells).
+    """
     for bom, name in _BOMS:
         if data.startswith(bom):
             raise _encoding_error(label, name)
@@ -93,23 +116,14 @@ def detect_encoding(data: bytes, label: str) -> tuple[str, int]:
     sample = data[:SAMPLE_BYTES]
     if b"\x00" in sample:  # UTF-16/32 without a BOM, or not text at all
         raise _encoding_error(label, _guess_encoding(sample))
+    final = len(data) <= SAMPLE_BYTES if whole is None else whole
     for codec in ("utf-8", "gb18030"):
         try:
-            codecs.getincrementaldecoder(codec)().decode(sample, final=len(data) <= SAMPLE_BYTES)
+            codecs.getincrementaldecoder(codec)().decode(sample, final=final)
         except UnicodeDecodeError:
             continue
         return codec, 0
     raise _encoding_error(label, _guess_encoding(sample))
-
-
-def _whole_file_encoding(data: bytes, label: str) -> str:
-    for codec in ("utf-8", "gb18030"):
-        try:
-            data.decode(codec)
-        except UnicodeDecodeError:
-            continue
-        return codec
-    raise _encoding_error(label, _guess_encoding(data[:SAMPLE_BYTES]))
 
 
 def _has_text(data: bytes, start: int) -> bool:
@@ -141,8 +155,8 @@ def _records(text: str, delimiter: str) -> list[tuple[int, list[str]]]:
     return records
 
 
-def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str) -> _Layout:
-    whole = len(data) - start <= SAMPLE_BYTES
+def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str, whole: bool) -> _Layout:
+    """Delimiter and header line from the first bytes of the file (``data``; ``whole``: all of it)."""
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(
         data[start : start + SAMPLE_BYTES], final=whole
     )
@@ -174,71 +188,77 @@ def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str) -> 
     return _Layout(encoding, start, delimiter, header_index, cells, body)
 
 
-def _line_numbers(data: bytes, body: int, lines_before: int, rows: int) -> np.ndarray | None:
-    """1-based line numbers of the ``rows`` non-blank lines from byte ``body`` on.
+def _line_numbers(data: bytes | memoryview, lines_before: int, rows: int, ends: int) -> np.ndarray | None:
+    """1-based line numbers of the ``rows`` non-blank lines of ``data`` (whose first is ``lines_before + 1``).
 
     None when they cannot be told apart cheaply (too many blank lines) or the
     count does not add up (a quoted value spanning lines).
     """
-    total = data.count(b"\n", body) + (0 if data.endswith(b"\n") else 1)
-    if total == rows:  # the usual file: no blank line, one line per row
+    total = ends + (0 if not len(data) or data[-1:] == b"\n" else 1)
+    if total == rows:  # the usual block: no blank line, one line per row
         return np.arange(total, dtype=np.int64) + lines_before + 1
+    data = bytes(data)
     blank_starts: list[int] = []
+    if data.startswith((b"\n", b"\r\n")):
+        blank_starts.append(0)
     for pattern in (b"\n\n", b"\n\r\n"):
-        position = data.find(pattern, body - 1)
+        position = data.find(pattern)
         while position != -1:
             blank_starts.append(position + 1)
             if len(blank_starts) > _MAX_BLANK_LINES:
                 return None
             position = data.find(pattern, position + 1)
     blank_lines = []
-    counted, previous = 0, body
+    counted, previous = 0, 0
     for position in sorted(blank_starts):
         counted += data.count(b"\n", previous, position)
         previous = position
-        blank_lines.append(counted)  # 0-based line within the body
+        blank_lines.append(counted)  # 0-based line within the block
     numbers = np.delete(np.arange(total, dtype=np.int64), blank_lines)
+    # A last line of only spaces is skipped by neither Arrow nor this count: it is a row, blank.
     return numbers + lines_before + 1 if len(numbers) == rows else None
 
 
-def _mixed_encoding(data: bytes, layout: _Layout, label: str) -> InputError:
+def _codec_name(encoding: str) -> str:
+    return "UTF-8" if encoding == "utf-8" else "GBK"
+
+
+def _mixed_encoding(data: bytes | memoryview, encoding: str, lines_before: int, label: str) -> InputError:
+    """The error for a block that does not decode: it names the first line that does not."""
+    data = bytes(data)
     try:
-        data[layout.start :].decode(layout.encoding)
+        data.decode(encoding)
     except UnicodeDecodeError as error:
-        position = layout.start + error.start
-        name = "UTF-8" if layout.encoding == "utf-8" else "GBK"
-        return _encoding_error(label, name, row=data.count(b"\n", 0, position) + 1)
+        return _encoding_error(
+            label, _codec_name(encoding), row=lines_before + data.count(b"\n", 0, error.start) + 1
+        )
     return _encoding_error(label, "")
 
 
-def _parse(data: bytes, layout: _Layout, label: str, **options: Any) -> pa.Table:
-    """Arrow's parse of the body, every column text; encoding faults -> InputError."""
+class _NotRectangular(Exception):
+    """Arrow cannot read this block exactly: the csv module reads from here on."""
+
+
+def _parse(data: bytes | memoryview, layout: _Layout, **options: Any) -> pa.Table:
+    """Arrow's parse of ``data`` (whole lines), every column text."""
     names = [f"c{j}" for j in range(len(layout.header_cells))]
     encoding = "utf8" if layout.encoding == "utf-8" else layout.encoding
     threads = options.pop("use_threads", True)
-    # The whole body as one block: each column then comes back as one array.
-    # Many small blocks parse on more threads, but gluing their chunks together
-    # afterwards copies every column into fresh memory, which costs more.
-    block_size = max(1, min(len(data) - layout.body + 1, _MAX_BLOCK_BYTES))
-    try:
-        return pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(data).slice(layout.body)),
-            read_options=pacsv.ReadOptions(
-                column_names=names, encoding=encoding, use_threads=threads, block_size=block_size
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, ignore_empty_lines=True, **options),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, TEXT_ARROW),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except UnicodeDecodeError:
-        raise _mixed_encoding(data, layout, label) from None
-    except pa.ArrowInvalid as error:
-        if "UTF8" in str(error):
-            raise _mixed_encoding(data, layout, label) from None
-        raise
+    # The block as one piece: each column comes back as one array.  Gluing pieces together
+    # would copy every column; the other core meanwhile works on the previous block.
+    block_size = max(1, min(len(data) + 1, _MAX_BLOCK_BYTES))
+    return pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(data)),
+        read_options=pacsv.ReadOptions(
+            column_names=names, encoding=encoding, use_threads=threads, block_size=block_size
+        ),
+        parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, ignore_empty_lines=True, **options),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, TEXT_ARROW),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
 
 
 def _splice(columns: list[TextColumn], uneven: list[tuple[int, str]], delimiter: str) -> list[TextColumn]:
@@ -261,8 +281,14 @@ def _splice(columns: list[TextColumn], uneven: list[tuple[int, str]], delimiter:
     return spliced
 
 
-def _read_with_arrow(data: bytes, layout: _Layout, label: str) -> tuple[list[TextColumn], np.ndarray] | None:
-    """The body through Arrow; None when only the csv module can read it exactly.
+def _is_encoding_fault(error: Exception) -> bool:
+    return isinstance(error, UnicodeDecodeError) or "UTF8" in str(error) or "UTF-8" in str(error)
+
+
+def _arrow_block(
+    data: bytes | memoryview, layout: _Layout, lines_before: int, ends: int
+) -> tuple[list[TextColumn], np.ndarray]:
+    """One block of whole lines through Arrow; raises _NotRectangular or an encoding fault.
 
     Rows of the wrong width make Arrow stop; it then reads again on one thread,
     which numbers the rows it sets aside, and they are put back in place.
@@ -276,94 +302,250 @@ def _read_with_arrow(data: bytes, layout: _Layout, label: str) -> tuple[list[Tex
         return "skip"
 
     try:
-        table = _parse(data, layout, label)
-    except pa.ArrowInvalid:
+        table = _parse(data, layout)
+    except pa.ArrowInvalid as error:
+        if _is_encoding_fault(error):
+            raise
         try:
-            table = _parse(data, layout, label, use_threads=False, invalid_row_handler=set_aside)
-        except pa.ArrowInvalid:
-            return None
-    source_row = _line_numbers(data, layout.body, layout.header_index + 1, table.num_rows + len(uneven))
+            table = _parse(data, layout, use_threads=False, invalid_row_handler=set_aside)
+        except pa.ArrowInvalid as again:
+            if _is_encoding_fault(again):
+                raise
+            raise _NotRectangular from None
+    source_row = _line_numbers(data, lines_before, table.num_rows + len(uneven), ends)
     if source_row is None:
-        return None
+        raise _NotRectangular
     columns: list[TextColumn] = list(table.columns)
     return (_splice(columns, uneven, layout.delimiter) if uneven else columns), source_row
 
 
-def _read_with_csv(data: bytes, layout: _Layout, label: str) -> tuple[list[TextColumn], np.ndarray]:
-    """The body through the csv module, in batches so a large file never lives as Python lists."""
-    try:
-        text = data[layout.body :].decode(layout.encoding)
-    except UnicodeDecodeError:
-        raise _mixed_encoding(data, layout, label) from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
-    batches: list[tuple[int, list[pa.Array]]] = []
+@dataclass
+class _Block:
+    data: bytes | memoryview
+    offset: int  # byte offset of the block in the file
+    lines_before: int  # lines of the file before the block
+    lines: int  # line ends in the block
+
+
+def _too_long(label: str, line: int) -> InputError:
+    return InputError(
+        f"一行超过 {MAX_LINE_BYTES >> 20} MB 且没有换行，不是登记表的一行",
+        file=label,
+        row=line,
+        fix="确认选对了文件；登记表每行是一位居民，用 Excel 打开后另存为 CSV 再处理",
+    )
+
+
+def _blocks(handle: BinaryIO, layout: _Layout, size: int, label: str) -> Generator[_Block, None, None]:
+    """The body in blocks of about ``size`` bytes, each ending at a line end (the last one: at the end).
+
+    A block is cut after its last line end and the next read starts there
+    (the file is read again from that point, not copied): no byte is copied
+    on the way to Arrow.
+    """
+    offset, lines = layout.body, layout.header_index + 1
+    while True:
+        handle.seek(offset)
+        want = size
+        while True:
+            data = handle.read(want)
+            if layout.mac:
+                data = data.replace(b"\r", b"\n")
+            if not data:
+                return
+            cut = data.rfind(b"\n")
+            if cut != -1 or len(data) < want:
+                break
+            if want > MAX_LINE_BYTES:
+                raise _too_long(label, lines + 1)
+            want *= 2
+            handle.seek(offset)
+        if cut == -1:  # the last line, without a line end
+            if len(data) > MAX_LINE_BYTES:
+                raise _too_long(label, lines + 1)
+            yield _Block(data, offset, lines, 0)
+            return
+        block = memoryview(data)[: cut + 1] if cut + 1 < len(data) else data
+        count = data.count(b"\n")
+        yield _Block(block, offset, lines, count)
+        offset += cut + 1
+        lines += count
+
+
+def _settle(block: _Block, layout: _Layout, label: str) -> _Layout:
+    """The layout with its encoding known, once a block that is not plain ASCII shows it."""
+    # A block is a view of the bytes read; those hold at most one line more, which may say "not ASCII" early.
+    whole = block.data.obj if isinstance(block.data, memoryview) else block.data
+    if layout.settled or (isinstance(whole, bytes) and whole.isascii()):
+        return layout
+    data = bytes(block.data)
+    for codec in ("utf-8", "gb18030"):
+        try:
+            data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        return replace(layout, encoding=codec, settled=True)
+    raise _encoding_error(label, _guess_encoding(data[:SAMPLE_BYTES]))
+
+
+def _csv_batches(
+    handle: BinaryIO, layout: _Layout, offset: int, lines_before: int, label: str
+) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
+    """From byte ``offset`` to the end through the csv module, in batches of whole records."""
+    if not layout.settled:
+        layout = _settle_rest(handle, layout, offset, label)
+    handle.seek(offset)
+    text = io.TextIOWrapper(handle, encoding=layout.encoding, newline="")
+    reader = csv.reader(text, delimiter=layout.delimiter)
     records: list[list[str]] = []
     starts: list[int] = []
     before = 0
 
-    def flush() -> None:
-        columns = [pa.array(column, type=TEXT_ARROW) for column in zip_longest(*records, fillvalue="")]
-        batches.append((len(records), columns))
+    def batch() -> tuple[list[TextColumn], np.ndarray]:
+        width = max(len(layout.header_cells), *(len(r) for r in records))
+        columns: list[TextColumn] = [
+            pa.array(column, type=TEXT_ARROW) for column in zip_longest(*records, fillvalue="")
+        ]
+        columns += [pa.array([""] * len(records), type=TEXT_ARROW)] * (width - len(columns))
+        rows = np.asarray(starts, dtype=np.int64) + lines_before
         records.clear()
+        starts.clear()
+        return columns, rows
 
     try:
         for record in reader:
             if record:
                 records.append(record)
                 starts.append(before + 1)
-                if len(records) == _CSV_BATCH_ROWS:
-                    flush()
+                if len(records) >= _CSV_BATCH_ROWS:
+                    yield batch()
             before = reader.line_num
+    except UnicodeDecodeError:
+        raise _encoding_error(label, _codec_name(layout.encoding), row=lines_before + before + 1) from None
     except csv.Error as error:
         raise InputError(
             f"CSV 格式错误（{error}）",
             file=label,
-            row=layout.header_index + 2 + before,
+            row=lines_before + before + 1,
             fix="检查该行的引号是否成对，或用 Excel 打开后重新另存为 CSV",
         ) from None
-    flush()
-    # Rows may be shorter than the header or than each other: pad every batch to the widest.
-    width = max(len(layout.header_cells), *(len(columns) for _, columns in batches))
-    padded: list[TextColumn] = [
-        pa.chunked_array(
-            [
-                columns[j] if j < len(columns) else pa.array([""] * length, type=TEXT_ARROW)
-                for length, columns in batches
-            ],
-            type=TEXT_ARROW,
+    finally:
+        text.detach()
+    if records:
+        yield batch()
+
+
+def _settle_rest(handle: BinaryIO, layout: _Layout, offset: int, label: str) -> _Layout:
+    """Decide UTF-8 or GBK by reading the rest of the file (only before a csv-module read)."""
+    handle.seek(offset)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while chunk := handle.read(1 << 24):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return replace(layout, encoding="gb18030", settled=True)
+    return replace(layout, encoding="utf-8", settled=True)
+
+
+def _read_body(
+    opener: Callable[[], BinaryIO], layout: _Layout, block_bytes: int, label: str
+) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
+    """The body's rows, block by block: (text columns, line numbers)."""
+    with opener() as handle:
+        blocks = _blocks(
+            handle, layout, block_bytes, label
+        )  # a generator: closed when the csv module takes over
+        for block in blocks:
+            layout = _settle(block, layout, label)
+            try:
+                yield _arrow_block(block.data, layout, block.lines_before, block.lines)
+            except _NotRectangular:
+                blocks.close()
+                yield from _csv_batches(handle, layout, block.offset, block.lines_before, label)
+                return
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                raise _mixed_encoding(block.data, layout.encoding, block.lines_before, label) from None
+
+
+def _sample_columns(head: bytes, layout: _Layout) -> list[TextColumn]:
+    """The columns of the rows in the first bytes (blank rows included), to decide the table's columns."""
+    sample = head[layout.body :]
+    if layout.mac:
+        sample = sample.replace(b"\r", b"\n")
+    cut = sample.rfind(b"\n")
+    sample = sample[: cut + 1] if cut != -1 and len(head) > SAMPLE_BYTES else sample
+    if not _has_text(sample, 0):
+        return []
+    encoding = layout.encoding
+    records = list(
+        csv.reader(
+            io.StringIO(sample.decode(encoding, errors="replace"), newline=""), delimiter=layout.delimiter
         )
-        for j in range(width)
-    ]
-    return padded, np.asarray(starts, dtype=np.int64) + layout.header_index + 1
+    )
+    width = max((len(r) for r in records), default=0)
+    return [pa.array([r[j] if j < len(r) else "" for r in records], type=TEXT_ARROW) for j in range(width)]
 
 
-def read_delimited(path: Path, data: bytes) -> RawTable:
-    """Read a CSV/TSV/TXT register whose bytes are ``data`` (see :mod:`pipeline.reading.register`)."""
+def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None = None) -> TableSource:
+    """Open a CSV/TSV/TXT register of ``size`` bytes: its header found, its rows read on demand.
+
+    ``opener`` gives a fresh binary file object of the register each time it
+    is called (default: opening ``path``).
+
+    Everything that can be judged from the first megabyte (encoding, empty
+    file, header, no data rows) raises :class:`InputError` here; what only
+    the rest of the file shows (a later line in another encoding, an
+    unbalanced quote) raises it while the rows are read.
+    """
     label = path.name
-    encoding, start = detect_encoding(data, label)
-    if b"\n" not in data[: SAMPLE_BYTES + start] and b"\r" in data:
-        data = data.replace(b"\r", b"\n")  # classic Mac line ends
-    if not _has_text(data, start):
+    opener = opener or (lambda: open(path, "rb"))  # noqa: SIM115 - each caller closes what it opens
+    with os_errors("读取文件", path, kind=InputError), opener() as handle:
+        head = handle.read(SAMPLE_BYTES + 4)
+    whole = len(head) >= size
+    encoding, start = detect_encoding(head, label, whole=whole)
+    mac = b"\n" not in head and b"\r" in head
+    if mac:
+        head = head.replace(b"\r", b"\n")  # classic Mac line ends
+    if not _has_text(head, start) and whole:
         raise InputError("文件是空的", file=label, fix="请确认选对了文件，并已保存数据")
-    if encoding == "utf-8" and len(data) > SAMPLE_BYTES and data[:SAMPLE_BYTES].isascii():
-        encoding = _whole_file_encoding(data, label)  # the first megabyte cannot tell UTF-8 from GBK
-    layout = _layout(data, encoding, start, path.suffix.lower(), label)
+    layout = _layout(head, encoding, start, path.suffix.lower(), label, whole)
+    layout = replace(layout, mac=mac, settled=whole or not head.isascii())
     header_only = InputError("只有表头，没有数据行", file=label, fix="在表头下面填入要办理的居民后再处理")
-    if not _has_text(data, layout.body):
+    if whole and not _has_text(head, layout.body):
         raise header_only
-    read = _read_with_arrow(data, layout, label)
-    if read is None:
-        read = _read_with_csv(data, layout, label)
-    columns, source_row = read
-    table = build_table(
+    header_cells = layout.header_cells
+    shaper = TableShaper(
         path=str(path),
         sheet="",
         header_row=layout.header_index + 1,
-        header_cells=layout.header_cells,
+        header_cells=header_cells,
         first_column=0,
-        columns=columns,
-        source_row=source_row,
     )
-    if table is None:
-        raise header_only
-    return table
+    shaper.decide(_sample_columns(head, layout) or [pa.array([], type=TEXT_ARROW)] * len(header_cells))
+    body_bytes = max(1, size - layout.body)
+    sample_lines = max(1, head.count(b"\n", layout.body))
+    line_bytes = max(1.0, (min(len(head), size) - layout.body) / sample_lines)
+
+    def read(chunk_rows: int) -> Iterator[RawTable]:
+        block_bytes = int(min(_MAX_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, chunk_rows * line_bytes)))
+        produced = False
+        with os_errors("读取文件", path, kind=InputError):
+            for columns, source_row in _read_body(opener, layout, block_bytes, label):
+                table = shaper.push(columns, source_row)
+                if table is not None:
+                    produced = True
+                    yield table
+        shaper.finish()
+        if not produced:
+            raise header_only
+
+    return TableSource(
+        path=str(path),
+        sheet="",
+        header_row=layout.header_index + 1,
+        headers=shaper.headers,
+        column_positions=shaper.positions,
+        read=read,
+        estimated_rows=int(body_bytes / line_bytes),
+    )

@@ -1,4 +1,4 @@
-"""Read a clerk's register (workbook or delimited text) into RawTables of text.
+"""Read a clerk's register (workbook or delimited text) into tables of text.
 
 This is the edge where files are touched: every failure to read becomes an
 :class:`~pipeline.errors.InputError` with a one-line Chinese message naming the
@@ -13,6 +13,12 @@ Within :func:`reading_policy`, symbolic links are refused rather than
 followed (an inbox must not read what a link points at outside it) and each
 file is read in a child process under memory and time limits
 (:mod:`pipeline.reading.isolated`).
+
+:func:`open_register` is what a run uses: a workbook's sheets are read whole
+(the format bounds them), a text file is opened and its rows are read chunk
+by chunk as the run asks for them, so a register of any length is read in
+bounded memory.  In a reading child the file is read whole, as
+:func:`read_register` does, and capped at :data:`MAX_TEXT_BYTES`.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from loguru import logger
 
 from pipeline.errors import InputError
 from pipeline.files import os_errors
-from pipeline.model import RawTable
-from pipeline.reading.delimited import read_delimited
+from pipeline.model import RawTable, TableSource
+from pipeline.reading.delimited import open_delimited
 from pipeline.reading.excel import read_workbook
 from pipeline.reading.isolated import ReadLimits, read_in_child
 
@@ -40,7 +48,7 @@ WORKBOOK_SUFFIXES: tuple[str, ...] = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 TEXT_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".txt")
 REGISTER_SUFFIXES: tuple[str, ...] = WORKBOOK_SUFFIXES + TEXT_SUFFIXES
 
-#: Largest text register read (it is held in memory whole).
+#: Largest text register read whole (in a reading child); a run otherwise reads any size in chunks.
 MAX_TEXT_BYTES = 2 << 30
 
 
@@ -102,8 +110,30 @@ def _open_regular(path: Path, label: str, follow_symlinks: bool) -> tuple[int, i
     return descriptor, after.st_size
 
 
+def open_register(
+    path: str | Path, *, sheet: str | None = None, all_sheets: bool = False
+) -> list[TableSource]:
+    """Open the register at ``path``: one table per sheet read, whose rows are then read chunk by chunk.
+
+    As :func:`read_register`, except that a text file is only opened here
+    (its header found, its columns decided from the first megabyte) and its
+    rows are read as they are asked for, in bounded memory; a fault found
+    further in (another encoding, an unbalanced quote) is then an
+    :class:`InputError` raised while reading.  Under a :func:`reading_policy`
+    that refuses links or reads in a child, the file is read whole, there.
+    """
+    path = Path(path)
+    policy = _policy
+    if policy.limits is not None or not policy.follow_symlinks:
+        return [TableSource.of(table) for table in read_register(path, sheet=sheet, all_sheets=all_sheets)]
+    size = _check_file(path, follow_symlinks=True, whole=False)
+    if path.suffix.lower() in WORKBOOK_SUFFIXES:
+        return [TableSource.of(table) for table in read_here(path, sheet=sheet, all_sheets=all_sheets)]
+    return [open_delimited(path, size)]
+
+
 def read_register(path: str | Path, *, sheet: str | None = None, all_sheets: bool = False) -> list[RawTable]:
-    """Read the register at ``path`` as text tables, one per sheet read.
+    """Read the register at ``path`` whole, as text tables, one per sheet read.
 
     Workbooks: by default the first visible sheet with data rows; ``sheet``
     picks one by name (an unknown name -> InputError listing the sheets);
@@ -126,8 +156,11 @@ def read_register(path: str | Path, *, sheet: str | None = None, all_sheets: boo
     )
 
 
-def _check_file(path: Path, follow_symlinks: bool) -> int:
-    """The size of ``path``, once it is known to be a non-empty regular file with a register's ending."""
+def _check_file(path: Path, follow_symlinks: bool, *, whole: bool = True) -> int:
+    """The size of ``path``, once it is known to be a non-empty regular file with a register's ending.
+
+    ``whole``: the file is to be read whole (a text file then has a size limit).
+    """
     label = path.name or str(path)
     suffix = path.suffix.lower()
     with os_errors("读取文件", path, kind=InputError):
@@ -141,7 +174,7 @@ def _check_file(path: Path, follow_symlinks: bool) -> int:
         )
     if size == 0:
         raise InputError("文件是空的（0 字节）", file=label, fix="请确认文件已保存完整，或重新导出")
-    if suffix in TEXT_SUFFIXES and size > MAX_TEXT_BYTES:
+    if whole and suffix in TEXT_SUFFIXES and size > MAX_TEXT_BYTES:
         raise InputError(
             f"文件过大（{size >> 20} MB，文本文件上限 {MAX_TEXT_BYTES >> 20} MB）",
             file=label,
@@ -163,12 +196,30 @@ def read_here(
     else:
         with os_errors("读取文件", path, kind=InputError):
             descriptor, size = _open_regular(path, label, follow_symlinks)
-            with os.fdopen(descriptor, "rb") as handle:
-                data = handle.read(MAX_TEXT_BYTES + 1)
-        tables = [read_delimited(path, data)]
+        try:
+            # Read through the descriptor checked above: the path may have been swapped since.
+            source = open_delimited(path, size, opener=lambda: os.fdopen(os.dup(descriptor), "rb"))
+            tables = [_stack(list(source.read(1 << 62)))]
+        finally:
+            os.close(descriptor)
     for table in tables:
         logger.debug(
             "read {}: header row {}, {} rows, {} columns in {:.2f}s",
             table.label, table.header_row, len(table.data), len(table.headers), time.perf_counter() - started,
         )  # fmt: skip
     return tables
+
+
+def _stack(chunks: list[RawTable]) -> RawTable:
+    """One table of the chunks of it."""
+    if len(chunks) == 1:
+        return chunks[0]
+    first = chunks[0]
+    offsets = np.cumsum([0, *(len(c.data) for c in chunks)])
+    notes = [c.notes.assign(row=c.notes["row"] + offset) for c, offset in zip(chunks, offsets, strict=False)]
+    return RawTable(
+        first.path, first.sheet, first.header_row, first.headers, first.column_positions,
+        pd.concat([c.data for c in chunks], ignore_index=True),
+        np.concatenate([c.source_row for c in chunks]),
+        pd.concat(notes, ignore_index=True),
+    )  # fmt: skip

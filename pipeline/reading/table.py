@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.files import numbered
-from pipeline.model import RawTable
+from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, RawTable
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
 from pipeline.text.arrow import contiguous
 
@@ -149,6 +149,193 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
+#: Characters of a value quoted in a reading note.
+_QUOTED_CHARS = 40
+
+#: Result code of a reading note (the platform's "parameter error").
+NOTE_CODE = 10110
+
+_TOO_LONG = "单元格内容超过电子表格单元格的上限 {limit} 个字符：只读取了前 {limit} 个字符，请核对"
+_SURPLUS = "表头以外的列还有内容“{values}”，这些内容没有读取：请把它们放到有表头的列中"
+_SURPLUS_TOO_LONG = "表头以外的列有超过电子表格单元格上限 {limit} 个字符的内容，没有读取：“{values}”"
+
+
+def _quote(values: list[str]) -> str:
+    text = "、".join(values)
+    return text if len(text) <= _QUOTED_CHARS else text[:_QUOTED_CHARS] + "…"
+
+
+def _empty_column(length: int) -> pa.Array:
+    return pa.repeat(pa.scalar("", TEXT_ARROW), length)
+
+
+class TableShaper:
+    """Text columns read from a register, batch after batch, shaped into the RawTables of one table.
+
+    Which columns the table has is decided once (:meth:`decide`), from the
+    first rows read: every column with a header, and a column without one
+    (named "列F") when it holds data there; duplicate headers get "_2", "_3".
+    Every batch then loses its blank rows; values in a column the table does
+    not have, and cells longer than :data:`MAX_CELL_CHARS`, become reading
+    notes (see :class:`~pipeline.model.RawTable`).  Rows at the end of a batch
+    that look like a footer (合计, 填表人 …) are held back: they are data if
+    rows follow them, and dropped by :meth:`finish` if none do.
+    """
+
+    def __init__(
+        self, *, path: str, sheet: str, header_row: int, header_cells: Sequence[str], first_column: int
+    ) -> None:
+        self.path, self.sheet, self.header_row = path, sheet, header_row
+        self.header_cells = list(header_cells)
+        self.first_column = first_column
+        self.headers: list[str] = []
+        self.positions: list[int] = []
+        self._kept: list[int] = []  # offset, in the columns read, of each kept column
+        self._decided = False
+        self._tail: tuple[list[TextColumn], np.ndarray] | None = None
+        aliases = builtin_aliases()
+        self._row_number_columns = {
+            offset for offset, cell in enumerate(self.header_cells) if aliases.get(header_key(cell)) == IGNORE
+        }
+
+    def decide(self, columns: Sequence[TextColumn]) -> None:
+        """Fix the table's columns from the first rows read (``columns``, blank rows included)."""
+        names: list[str] = []
+        for offset, column in enumerate(columns):
+            name = self.header_cells[offset].strip() if offset < len(self.header_cells) else ""
+            if not name:
+                if _blank(column).all():
+                    continue
+                name = f"列{column_letter(self.first_column + offset)}"
+            names.append(name)
+            self.positions.append(self.first_column + offset)
+            self._kept.append(offset)
+        self.headers = _unique(names)
+        self._decided = True
+
+    def _counted(self, columns: Sequence[TextColumn]) -> list[TextColumn]:
+        # A 序号 column alone does not make a row: templates come pre-numbered far below the last resident.
+        return [c for offset, c in enumerate(columns) if offset not in self._row_number_columns]
+
+    def push(self, columns: Sequence[TextColumn], source_row: np.ndarray) -> RawTable | None:
+        """The table's next rows: ``columns`` as read, ``source_row`` the clerk's number of each row."""
+        if not self._decided:
+            self.decide(columns)
+        columns, source_row = list(columns), np.asarray(source_row, dtype=np.int64)
+        if self._tail is not None:
+            held, held_rows = self._tail
+            self._tail = None
+            width = max(len(held), len(columns))
+            columns = [
+                pa.concat_arrays(
+                    [
+                        contiguous(held[j]) if j < len(held) else _empty_column(len(held_rows)),
+                        contiguous(columns[j]) if j < len(columns) else _empty_column(len(source_row)),
+                    ]
+                )
+                for j in range(width)
+            ]
+            source_row = np.concatenate([held_rows, source_row])
+        length = len(source_row)
+        blank = blank_rows(self._counted(columns), length)
+        footer = _footer_rows(columns, ~blank)
+        if footer.any():
+            first = int(np.flatnonzero(footer)[0])
+            keep_tail = pa.array(~blank[first:])
+            self._tail = (
+                [contiguous(c)[first:].filter(keep_tail) for c in columns],
+                source_row[first:][~blank[first:]],
+            )
+            blank[first:] = True
+        if blank.all():
+            return None
+        if blank.any():
+            keep = pa.array(~blank)
+            columns = [column.filter(keep) for column in columns]
+            source_row = source_row[~blank]
+        return self._shape(columns, source_row)
+
+    def finish(self) -> None:
+        """The end of the table: rows still held back were its footer."""
+        self._tail = None
+
+    def _shape(self, columns: list[TextColumn], source_row: np.ndarray) -> RawTable:
+        length = len(source_row)
+        notes: list[tuple[int, str, int, str, str]] = []
+        kept = set(self._kept)
+        surplus = [offset for offset in range(len(columns)) if offset not in kept]
+        if surplus:
+            notes += _surplus_notes([columns[offset] for offset in surplus])
+        data: dict[str, pa.Array] = {}
+        for name, offset in zip(self.headers, self._kept, strict=True):
+            # One contiguous array per column: every later stage hands columns to Arrow
+            # kernels, and a chunked column would be copied together again each time.
+            column = contiguous(columns[offset]) if offset < len(columns) else _empty_column(length)
+            column, long_notes = _cut_long_cells(column, name)
+            notes += long_notes
+            data[name] = column
+        frame = pd.DataFrame(
+            {name: pd.Series(column, dtype=TEXT_DTYPE) for name, column in data.items()},
+            index=pd.RangeIndex(length),
+        )
+        table = RawTable(
+            path=self.path,
+            sheet=self.sheet,
+            header_row=self.header_row,
+            headers=list(self.headers),
+            column_positions=list(self.positions),
+            data=frame,
+            source_row=np.asarray(source_row, dtype=np.int64),
+        )
+        if notes:
+            table.notes = pd.DataFrame(notes, columns=list(NOTE_COLUMNS)).sort_values("row", kind="stable")
+            table.notes = table.notes.reset_index(drop=True)
+        return table
+
+
+def _cut_long_cells(column: pa.Array, header: str) -> tuple[pa.Array, list[tuple[int, str, int, str, str]]]:
+    """Cells longer than :data:`MAX_CELL_CHARS` cut there, and a note for each (one pass when none is)."""
+    if not len(column) or (pc.max(pc.binary_length(column)).as_py() or 0) <= MAX_CELL_CHARS:
+        return column, []
+    lengths = pc.utf8_length(column)
+    long = pc.fill_null(pc.greater(lengths, MAX_CELL_CHARS), False)
+    if not pc.any(long).as_py():
+        return column, []
+    rows = np.flatnonzero(long.to_numpy(zero_copy_only=False))
+    cut = pc.replace_with_mask(
+        column, long, pc.utf8_slice_codeunits(pc.filter(column, long), 0, MAX_CELL_CHARS)
+    )
+    notes = [(int(row), header, NOTE_CODE, "error", _TOO_LONG.format(limit=MAX_CELL_CHARS)) for row in rows]
+    return cut, notes
+
+
+def _surplus_notes(columns: list[TextColumn]) -> list[tuple[int, str, int, str, str]]:
+    """A note for each row with values in columns the table does not have, quoting them.
+
+    A warning (the values are none of the fields the platform needs), but an
+    error when one of them is longer than a cell holds.
+    """
+    filled = [~_blank(column) for column in columns]
+    rows = np.flatnonzero(np.logical_or.reduce(filled))
+    if not len(rows):
+        return []
+    picked = pa.array(rows)
+    taken = [contiguous(column).take(picked) for column in columns]
+    lengths = np.max([pc.utf8_length(column).to_numpy(zero_copy_only=False) for column in taken], axis=0)
+    values = [pc.utf8_slice_codeunits(column, 0, _QUOTED_CHARS + 1).to_pylist() for column in taken]
+    notes = []
+    for k, row in enumerate(rows):
+        found = [str(v).strip() for column in values if (v := column[k]) and str(v).strip()]
+        if lengths[k] > MAX_CELL_CHARS:
+            message = _SURPLUS_TOO_LONG.format(
+                length=int(lengths[k]), limit=MAX_CELL_CHARS, values=_quote(found)
+            )
+            notes.append((int(row), "", NOTE_CODE, "error", message))
+        else:
+            notes.append((int(row), "", NOTE_CODE, "warning", _SURPLUS.format(values=_quote(found))))
+    return notes
+
+
 def build_table(
     *,
     path: str,
@@ -159,55 +346,15 @@ def build_table(
     columns: Sequence[TextColumn],
     source_row: np.ndarray,
 ) -> RawTable | None:
-    """Assemble a RawTable from text columns; None when no row below the header has data.
+    """Assemble a RawTable from a whole table's text columns; None when no row below the header has data.
 
     ``header_row`` and ``source_row`` are the clerk's 1-based row numbers;
-    ``first_column`` is the sheet position of ``columns[0]``.  Blank rows are
-    dropped; a column without a header is kept as "列F" when it holds data;
-    duplicate headers get "_2", "_3".
+    ``first_column`` is the sheet position of ``columns[0]``.  See
+    :class:`TableShaper` for what is kept.
     """
-    length = len(source_row)
-    # A 序号 column alone does not make a row: templates come pre-numbered far below the last resident.
-    aliases = builtin_aliases()
-    counted = [
-        column for offset, column in enumerate(columns)
-        if offset >= len(header_cells) or aliases.get(header_key(header_cells[offset])) != IGNORE
-    ]  # fmt: skip
-    blank = blank_rows(counted, length)
-    blank |= _footer_rows(columns, ~blank)
-    if blank.all():
-        return None
-    if blank.any():
-        keep = pa.array(~blank)
-        columns = [column.filter(keep) for column in columns]
-        source_row = source_row[~blank]
-
-    names: list[str] = []
-    positions: list[int] = []
-    kept: list[TextColumn] = []
-    for offset, column in enumerate(columns):
-        name = header_cells[offset].strip() if offset < len(header_cells) else ""
-        if not name:
-            if _blank(column).all():
-                continue
-            name = f"列{column_letter(first_column + offset)}"
-        names.append(name)
-        positions.append(first_column + offset)
-        kept.append(column)
-    names = _unique(names)
-    # One contiguous array per column: every later stage hands columns to Arrow
-    # kernels, and a chunked column would be copied together again each time.
-    kept = [contiguous(column) for column in kept]
-    data = pd.DataFrame(
-        {name: pd.Series(column, dtype=TEXT_DTYPE) for name, column in zip(names, kept, strict=True)},
-        index=pd.RangeIndex(len(source_row)),
+    shaper = TableShaper(
+        path=path, sheet=sheet, header_row=header_row, header_cells=header_cells, first_column=first_column
     )
-    return RawTable(
-        path=path,
-        sheet=sheet,
-        header_row=header_row,
-        headers=names,
-        column_positions=positions,
-        data=data,
-        source_row=np.asarray(source_row, dtype=np.int64),
-    )
+    table = shaper.push(columns, source_row)
+    shaper.finish()
+    return table

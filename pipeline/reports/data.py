@@ -1,22 +1,29 @@
 """What the reports say about each row and each fault, computed once as columns.
 
 Every report (results.xlsx, results.csv, errors.xlsx, the annotated copies and
-the summary) reads the same :class:`ReportData`, so they cannot disagree.
+the summary) reads the same :class:`ReportData` of each batch of the run, so
+they cannot disagree; what they say of the run as a whole (rows per file, per
+status, per result code) is a :class:`Tally` added up batch by batch.
 Everything here is vectorised: a run of a million rows costs a few array
-operations, not a million Python calls.
+operations per batch, not a million Python calls.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.messages import fault_fix
+from pipeline.messages import fault_fix, fault_title
 from pipeline.model import (
     ADDRESS_FIELD,
     ADDRESS_PARTS,
@@ -29,7 +36,7 @@ from pipeline.model import (
     Batch,
 )
 from pipeline.text.arrow import text_array
-from schemas.result_codes import describe
+from schemas.result_codes import describe, field_pairs
 
 ERROR = "error"
 WARNING = "warning"
@@ -68,6 +75,25 @@ def extra_columns(extras: pd.DataFrame, index: pd.Index) -> list[tuple[str, pa.A
     return [(str(name), text_array(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
 
 
+def spread(n: int, rows: np.ndarray, texts: np.ndarray | Sequence[str]) -> pa.Array:
+    """A text column of ``n`` rows: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow)."""
+    if not len(rows):
+        return pa.repeat(pa.scalar("", pa.large_string()), n)
+    picks = np.zeros(n, dtype=np.int32)
+    picks[np.asarray(rows, dtype=np.int64)] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    choices = pa.array(["", *(str(t) for t in texts)], pa.large_string())
+    return pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string())
+
+
+def relabel_text(values: pa.Array, labels: dict[str, str]) -> pa.Array:
+    """Each value mapped through ``labels`` (unknown values kept), looked up once per distinct value."""
+    encoded = pc.dictionary_encode(values)
+    names = [labels.get(str(v), str(v)) for v in encoded.dictionary.to_pylist()]
+    return pa.DictionaryArray.from_arrays(encoded.indices, pa.array(names, pa.large_string())).cast(
+        pa.large_string()
+    )
+
+
 def relabel(values: np.ndarray, labels: dict[str, str]) -> np.ndarray:
     """Map each value through ``labels`` (unknown values kept), hashing the distinct values only."""
     codes, uniques = pd.factorize(values)
@@ -100,10 +126,16 @@ def _field_order(fields: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ReportData:
-    """The run seen by the reports: statuses, messages and fault lines, aligned on ``row_id``."""
+    """A batch seen by the reports: statuses, messages and fault lines, aligned on ``row_id``.
+
+    ``extra_names`` are the clerk's unrecognised columns the reports show (the
+    run's, which may be more than this batch's tables have; default: the
+    batch's own).
+    """
 
     batch: Batch
     submitted: bool
+    extra_names: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         batch = self.batch
@@ -148,26 +180,45 @@ class ReportData:
         return self.faults[self.faults["severity"] == WARNING].reset_index(drop=True)
 
     # -- per row ------------------------------------------------------------------------------------
+    #
+    # Each column is built in Arrow (the ``*_text`` properties); the numpy object arrays are the same
+    # values for callers that want them.  Only the rows with a fault or a message are touched in Python.
+
     @cached_property
-    def status(self) -> np.ndarray:
+    def status_text(self) -> pa.Array:
         """Status of each row; without an outcome, ``invalid`` where an error fault exists."""
-        status = text_of(self.outcome, "status", self.n)
-        missing = status == ""
+        status = column_of(self.outcome, "status", self.n)
+        missing = np.asarray(pc.equal(status, "").to_numpy(zero_copy_only=False), dtype=bool)
         if missing.any():
             has_error = np.zeros(self.n, dtype=bool)
             has_error[self.errors["pos"].to_numpy()] = True
-            status[missing] = np.where(has_error[missing], STATUS_INVALID, STATUS_VALID)
+            filled = np.where(has_error, STATUS_INVALID, STATUS_VALID)
+            status = pc.if_else(pa.array(missing), pa.array(filled, pa.large_string()), status)
         return status
+
+    @cached_property
+    def status(self) -> np.ndarray:
+        """:attr:`status_text` as an object array."""
+        return np.asarray(self.status_text.to_numpy(zero_copy_only=False), dtype=object)
+
+    @cached_property
+    def _status_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each row's status as an index into the distinct statuses (in order of first appearance)."""
+        encoded = pc.dictionary_encode(self.status_text)
+        return encoded.indices.to_numpy(zero_copy_only=False), [
+            str(s) for s in encoded.dictionary.to_pylist()
+        ]
 
     @cached_property
     def statuses_present(self) -> list[str]:
         """The distinct statuses of the run, in order of first appearance."""
-        return [str(s) for s in pd.unique(self.status)]
+        return self._status_codes[1]
 
     @cached_property
     def bad(self) -> np.ndarray:
         """Rows that did not get through (invalid, rejected, failed)."""
-        return np.isin(self.status, list(BAD_STATUSES))
+        codes, statuses = self._status_codes
+        return np.array([s in BAD_STATUSES for s in statuses] + [False], dtype=bool)[codes]
 
     @cached_property
     def has_warning(self) -> np.ndarray:
@@ -177,37 +228,80 @@ class ReportData:
         return flags
 
     @cached_property
-    def result_codes(self) -> np.ndarray:
+    def result_code_text(self) -> pa.Array:
         """The codes of each row, joined by ``;`` (the outcome's, else from its error faults)."""
-        codes = text_of(self.outcome, "result_code", self.n)
-        if "result_code" not in self.outcome.columns and len(self.errors):
-            keys, joined = join_by_key(
-                self.errors["pos"].to_numpy(), self.errors["code"].astype(str).to_numpy(dtype=object), ";"
-            )
-            codes[keys] = joined
-        return codes
+        if "result_code" in self.outcome.columns or not len(self.errors):
+            return column_of(self.outcome, "result_code", self.n)
+        keys, joined = join_by_key(
+            self.errors["pos"].to_numpy(), self.errors["code"].astype(str).to_numpy(dtype=object), ";"
+        )
+        return spread(self.n, keys, joined)
 
     @cached_property
-    def messages(self) -> np.ndarray:
+    def result_codes(self) -> np.ndarray:
+        """:attr:`result_code_text` as an object array."""
+        return np.asarray(self.result_code_text.to_numpy(zero_copy_only=False), dtype=object)
+
+    @cached_property
+    def message_text(self) -> pa.Array:
         """Chinese explanation of each row: its faults (errors then warnings), then the outcome's message.
 
         The outcome's own message is added where faults do not already tell the
         story: for rows sent to the platform (enrolled, already enrolled,
         failed), and for any row that has no fault text at all.
         """
+        has_text = np.zeros(self.n, dtype=bool)
         texts = np.full(self.n, "", dtype=object)
         by_row = self.faults.sort_values(["pos", "severity", "code"], kind="stable")  # "error" < "warning"
         if len(by_row):
             keys, joined = join_by_key(by_row["pos"].to_numpy(), fault_texts(by_row), MESSAGE_SEPARATOR)
             texts[keys] = joined
-        outcome_message = text_of(self.outcome, "message", self.n)
-        sent = np.isin(self.status, [STATUS_VALID, STATUS_INVALID, STATUS_REJECTED], invert=True)
-        add = (outcome_message != "") & (sent | (texts == "")) & (outcome_message != texts)
-        both = add & (texts != "")
-        texts[both] = texts[both] + MESSAGE_SEPARATOR + outcome_message[both]
-        only = add & (texts == "")
-        texts[only] = outcome_message[only]
-        return texts
+            has_text[keys] = True
+        outcome_message = column_of(self.outcome, "message", self.n)
+        with_message = np.asarray(
+            pc.not_equal(outcome_message, "").to_numpy(zero_copy_only=False), dtype=bool
+        )
+        codes, statuses = self._status_codes
+        unsent = {STATUS_VALID, STATUS_INVALID, STATUS_REJECTED}
+        sent = np.array([s not in unsent for s in statuses] + [False], dtype=bool)[codes]
+        candidates = np.flatnonzero(with_message & (sent | ~has_text))
+        if len(candidates):
+            extra = np.asarray(
+                outcome_message.take(pa.array(candidates)).to_numpy(zero_copy_only=False), dtype=object
+            )
+            own = texts[candidates]
+            differs = extra != own
+            both = differs & (own != "")
+            only = differs & (own == "")
+            texts[candidates[both]] = own[both] + MESSAGE_SEPARATOR + extra[both]
+            texts[candidates[only]] = extra[only]
+            has_text[candidates[differs]] = True
+        rows = np.flatnonzero(has_text)
+        return spread(self.n, rows, texts[rows])
+
+    @cached_property
+    def messages(self) -> np.ndarray:
+        """:attr:`message_text` as an object array."""
+        return np.asarray(self.message_text.to_numpy(zero_copy_only=False), dtype=object)
+
+    @cached_property
+    def extras(self) -> list[tuple[str, pa.Array]]:
+        """The clerk's unrecognised columns on the batch's rows: (header, Arrow text), "" where absent."""
+        found = dict(extra_columns(self.batch.extras, self.rows.index))
+        names = list(found) if self.extra_names is None else list(self.extra_names)
+        blank = pa.repeat(pa.scalar("", pa.large_string()), self.n)
+        return [(name, found.get(name, blank)) for name in names]
+
+    @cached_property
+    def sections(self) -> tuple[list[tuple[str, str, str]], np.ndarray]:
+        """(path, file name, sheet) of each table the rows come from, and each row's index into that list."""
+        if self.table_of_row is not None:
+            keys = [(t.raw.path, Path(t.raw.path).name, t.raw.sheet) for t in self.batch.tables]
+            return keys, self.table_of_row
+        files = text_of(self.rows, "source_file", self.n)
+        sheets = text_of(self.rows, "source_sheet", self.n)
+        codes, uniques = pd.factorize(pd.MultiIndex.from_arrays([files, sheets]), sort=False)
+        return [(str(f), str(f), str(s)) for f, s in uniques], np.asarray(codes)
 
     @cached_property
     def source_row(self) -> np.ndarray:
@@ -295,6 +389,155 @@ class ReportData:
                 original[here] = self._take(originals, source, pos[here])
         column[fields == ""] = ""
         return column, original
+
+
+@dataclass
+class Tally:
+    """What the reports count over a whole run, added up batch by batch in input order.
+
+    Sections are the tables read (a file, or a workbook's sheet), keyed by
+    path and sheet, in order of first appearance.
+    """
+
+    keys: list[tuple[str, str, str]] = dataclass_field(default_factory=list)  # (path, file name, sheet)
+    rows: list[int] = dataclass_field(default_factory=list)
+    by_status: list[Counter[str]] = dataclass_field(default_factory=list)
+    rows_by_code: list[Counter[int]] = dataclass_field(default_factory=list)  # rows with an error of the code
+    #: per section, rows with an error of each problem (code, field: see :func:`problem_keys`)
+    rows_by_problem: list[Counter[tuple[int, str]]] = dataclass_field(default_factory=list)
+    #: per problem (warning, code, field): [faults, rows]
+    problems: dict[tuple[bool, int, str], list[int]] = dataclass_field(default_factory=dict)
+    errors_by_code: Counter[int] = dataclass_field(default_factory=Counter)  # error lines per code
+    warnings_by_code: Counter[int] = dataclass_field(default_factory=Counter)
+    statuses_present: list[str] = dataclass_field(default_factory=list)
+    n: int = 0
+
+    def _section(self, key: tuple[str, str, str]) -> int:
+        try:
+            return self.keys.index(key)
+        except ValueError:
+            self.keys.append(key)
+            self.rows.append(0)
+            self.by_status.append(Counter())
+            self.rows_by_code.append(Counter())
+            self.rows_by_problem.append(Counter())
+            return len(self.keys) - 1
+
+    def add(self, data: ReportData) -> None:
+        """Count the rows and faults of one batch."""
+        keys, section = data.sections
+        local = np.array([self._section(key) for key in keys] or [0], dtype=np.int64)
+        status_code, statuses = data._status_codes
+        self.statuses_present += [s for s in statuses if s not in self.statuses_present]
+        if data.n:
+            width = max(len(statuses), 1)
+            counts = np.bincount(
+                np.asarray(section, dtype=np.int64) * width + status_code, minlength=len(keys) * width
+            ).reshape(len(keys), width)
+            for k in range(len(keys)):
+                target = int(local[k])
+                self.rows[target] += int(counts[k].sum())
+                for j, status in enumerate(statuses):
+                    if counts[k, j]:
+                        self.by_status[target][str(status)] += int(counts[k, j])
+        distinct = data.errors.drop_duplicates(["pos", "code"])
+        if len(distinct):
+            where = local[np.asarray(section)[distinct["pos"].to_numpy()]]
+            keys = where * (1 << 32) + distinct["code"].to_numpy(dtype=np.int64)
+            pairs, counts_of_pairs = np.unique(keys, return_counts=True)
+            for pair, count in zip(pairs.tolist(), counts_of_pairs.tolist(), strict=True):
+                self.rows_by_code[pair >> 32][pair & 0xFFFFFFFF] += count
+        self._add_problems(data, local, np.asarray(section))
+        self.errors_by_code.update(_counts_of(data.errors["code"]))
+        self.warnings_by_code.update(_counts_of(data.warnings["code"]))
+        self.n += data.n
+
+    def _add_problems(self, data: ReportData, local: np.ndarray, section: np.ndarray) -> None:
+        keys = problem_keys(data.faults)
+        if not len(keys):
+            return
+        grouped = keys.groupby(["warning", "code", "field"], sort=False)["pos"].agg(["size", "nunique"])
+        for key, faults, rows in zip(grouped.index, grouped["size"], grouped["nunique"], strict=True):
+            warning, code, field = key
+            totals = self.problems.setdefault((bool(warning), int(code), str(field)), [0, 0])
+            totals[0] += int(faults)
+            totals[1] += int(rows)
+        errors = keys[~keys["warning"]].drop_duplicates(["pos", "code", "field"])
+        if len(errors):
+            where = local[section[errors["pos"].to_numpy()]]
+            per_section = (
+                errors.assign(section=where).groupby(["section", "code", "field"], sort=False).size()
+            )
+            for key, rows in zip(per_section.index, per_section.to_numpy(), strict=True):
+                target, code, field = key
+                self.rows_by_problem[int(target)][(int(code), str(field))] += int(rows)
+
+    @property
+    def faults(self) -> int:
+        """Fault lines of the run (errors and warnings)."""
+        return sum(self.errors_by_code.values()) + sum(self.warnings_by_code.values())
+
+    @property
+    def bad_rows(self) -> int:
+        """Rows that did not get through."""
+        return sum(c for counter in self.by_status for s, c in counter.items() if s in BAD_STATUSES)
+
+    def counts(self) -> dict[str, Any]:
+        """The run's counts, JSON-ready (see :func:`pipeline.reports.summary.summary_counts`)."""
+        total: Counter[str] = Counter()
+        for statuses in self.by_status:
+            total.update(statuses)
+        by_code: Counter[int] = Counter()
+        for codes in self.rows_by_code:
+            by_code.update(codes)
+        return {
+            "files": [
+                {
+                    "file": name,
+                    "sheet": sheet,
+                    "rows": self.rows[i],
+                    "by_status": _sorted_counts(self.by_status[i]),
+                }
+                for i, (_, name, sheet) in enumerate(self.keys)
+            ],
+            "rows": self.n,
+            "by_status": _sorted_counts(total),
+            "by_code": {str(code): count for code, count in sorted(by_code.items()) if count},
+            "warnings_by_code": {
+                str(code): count for code, count in sorted(self.warnings_by_code.items()) if count
+            },
+            "problems": [
+                {"code": code, "field": field, "warning": warning, "faults": faults, "rows": rows,
+                 "title": fault_title(code, field, warning=warning)}
+                for (warning, code, field), (faults, rows) in sorted(self.problems.items())
+            ],
+        }  # fmt: skip
+
+
+def problem_keys(faults: pd.DataFrame) -> pd.DataFrame:
+    """Each fault's problem: ``code``, ``field`` (where the code has texts per field, else ""), warning.
+
+    ``faults`` are cleaned by :class:`ReportData` (``pos``, ``field``, ``code``, ``severity``); a
+    warning is always keyed by its field (it is titled by what happened to it).
+    """
+    codes = faults["code"].to_numpy(dtype=np.int64)
+    fields = faults["field"].to_numpy(dtype=object)
+    warning = faults["severity"].to_numpy() == WARNING
+    own = field_pairs()
+    pairs = zip(codes, fields, warning, strict=True)
+    keyed = np.array([f if w or (int(c), f) in own else "" for c, f, w in pairs] or [], dtype=object)
+    return pd.DataFrame({"pos": faults["pos"].to_numpy(), "code": codes, "field": keyed, "warning": warning})
+
+
+def _counts_of(codes: pd.Series) -> dict[int, int]:
+    if not len(codes):
+        return {}
+    found, counted = np.unique(codes.to_numpy(dtype=np.int64), return_counts=True)
+    return dict(zip(found.tolist(), counted.tolist(), strict=True))
+
+
+def _sorted_counts(counter: Counter[str]) -> dict[str, int]:
+    return {key: counter[key] for key in sorted(counter) if counter[key]}
 
 
 def source_column(field_headers: dict[str, str], field: str) -> tuple[str, str]:

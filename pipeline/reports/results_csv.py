@@ -1,25 +1,36 @@
 """results.csv: every row of the run, with stable English column names, for machines.
 
 UTF-8 with a BOM (so Excel opens the Chinese text correctly), written by
-Arrow's CSV writer: a million rows take about a second, where pandas
-``to_csv`` takes many times that.
+Arrow's CSV writer batch by batch as the run goes: a million rows take about
+a second, where pandas ``to_csv`` takes many times that, and no more than a
+batch is ever held.
 
-Values are written exactly as they are, with no quote or apostrophe put in
-front of text starting with ``=``, ``+``, ``-`` or ``@``: this file is the
-machine-readable record of the run and must round-trip unchanged (a phone
-number ``+86…`` or a name must come back as written).  Clerks are pointed to
-results.xlsx, where such text is always a plain text cell, never a formula.
+No text value ever becomes a live formula when the file is opened in a
+spreadsheet: every text cell that starts with ``=``, ``+``, ``-``, ``@``, a
+tab or a carriage return is written with a leading apostrophe (OWASP's advice
+against CSV injection), so ``=HYPERLINK(…)`` is shown as the text it is.  The
+machine columns (``source_row``, ``status``, ``result_code``,
+``ehealthCardId``, ``virtualCardNum``) hold only digits, codes and letters and
+are written as they are; a program reading the text columns back removes one
+leading apostrophe from a value that starts with ``'`` followed by one of
+those characters.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.model import FIELDS, SOURCE_COLUMNS
-from pipeline.reports.data import ReportData, column_of, extra_columns
+from pipeline.reports.data import ReportData, column_of
 from pipeline.text.arrow import text_array
 
 #: Columns before the normalised fields.
@@ -28,10 +39,20 @@ LEAD_COLUMNS: tuple[str, ...] = (*SOURCE_COLUMNS, "status", "result_code", "mess
 #: Card identifiers returned by the platform (empty in a dry run).
 CARD_ID_COLUMNS: tuple[str, ...] = ("ehealthCardId", "virtualCardNum")
 
+#: Columns written as they are: numbers and codes a program reads back.
+MACHINE_COLUMNS: frozenset[str] = frozenset({"source_row", "status", "result_code", *CARD_ID_COLUMNS})
+
+#: First characters that make a spreadsheet read a cell as a formula (or start a DDE command).
+FORMULA_STARTS: bytes = b"=+-@\t\r"
+
 _BOM = b"\xef\xbb\xbf"
+_RISKY_BYTE = np.zeros(256, dtype=bool)
+_RISKY_BYTE[np.frombuffer(FORMULA_STARTS, dtype=np.uint8)] = True
+_APOSTROPHE = pa.scalar("'", pa.large_string())
+_EMPTY = pa.scalar("", pa.large_string())
 
 
-def _distinct_extra_names(extras: list[str], taken: set[str]) -> list[str]:
+def _distinct_extra_names(extras: Sequence[str], taken: set[str]) -> list[str]:
     """The clerk's headers, prefixed ``extra_`` where one repeats a stable column (a pinyin ``brdh``)."""
     distinct = []
     for name in extras:
@@ -43,24 +64,121 @@ def _distinct_extra_names(extras: list[str], taken: set[str]) -> list[str]:
     return distinct
 
 
+def formula_like(values: pa.Array) -> np.ndarray:
+    """Whether each text value starts with a character a spreadsheet takes as the start of a formula.
+
+    Reads the first byte of each value straight from the Arrow buffers: one
+    gather per column, no regular expression.
+    """
+    values = text_array(values)
+    n = len(values)
+    if not n or values.buffers()[2] is None:
+        return np.zeros(n, dtype=bool)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    starts = offsets[:-1]
+    filled = offsets[1:] > starts
+    # An empty value's start may be the end of the data: read from a padded copy of the last byte's place.
+    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(n, dtype=np.uint8)
+    return _RISKY_BYTE[first] & filled
+
+
+def neutralised(values: pa.Array) -> pa.Array:
+    """Text that no spreadsheet runs: a value starting like a formula gets a leading apostrophe."""
+    values = text_array(values)
+    risky = formula_like(values)
+    if not risky.any():
+        return values
+    prefixed = pc.binary_join_element_wise(_APOSTROPHE, values, _EMPTY)
+    return pc.if_else(pa.array(risky), prefixed, values)
+
+
+class ResultsCsv:
+    """results.csv written batch by batch: the header first, then every batch's rows in order.
+
+    Arrow's CSV writer runs on a thread of its own (it releases the GIL), so
+    the next batch is checked while this one is written; a fault it meets
+    (a full disk) is raised by the next :meth:`write_table` or by :meth:`close`.
+    """
+
+    def __init__(self, path: Path, extra_names: Sequence[str]) -> None:
+        names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
+        self.names = names + _distinct_extra_names(list(extra_names), set(names))
+        self.schema = pa.schema([(name, pa.large_string()) for name in self.names])
+        self.path = path
+        self.rows = 0
+        self._sink: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._sink.write(_BOM)
+        self._writer: pacsv.CSVWriter | None = pacsv.CSVWriter(
+            self._sink, self.schema, write_options=pacsv.WriteOptions(quoting_style="needed")
+        )
+        self._pending: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        self._fault: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="ehc-results-csv", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (table := self._pending.get()) is not None:
+            if self._fault is None and self._writer is not None:
+                try:
+                    self._writer.write_table(table)
+                except BaseException as error:  # raised again in the caller's thread
+                    self._fault = error
+
+    def columns(self, data: ReportData) -> pa.Table:
+        """The rows of one batch as results.csv holds them (see :func:`write_results_csv`)."""
+        rows, n = data.rows, data.n
+        arrays = [column_of(rows, name, n) for name in SOURCE_COLUMNS]
+        arrays += [data.status_text, data.result_code_text, data.message_text]
+        arrays += [column_of(rows, name, n) for name in FIELDS]
+        arrays += [column_of(data.outcome, name, n) for name in CARD_ID_COLUMNS]
+        arrays += [values for _, values in data.extras]
+        texts = [
+            values if name in MACHINE_COLUMNS else neutralised(values)
+            for name, values in zip(self.names, arrays, strict=True)
+        ]
+        return pa.Table.from_arrays(texts, schema=self.schema)
+
+    def write(self, data: ReportData) -> None:
+        """Append one batch's rows."""
+        self.write_table(self.columns(data))
+
+    def write_table(self, table: pa.Table) -> None:
+        """Append rows already laid out by :meth:`columns`."""
+        if self._fault is not None:
+            raise self._fault
+        if self._writer is None:
+            raise ValueError("results.csv is closed")
+        self._pending.put(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        """Finish the file; raises what writing it met."""
+        if self._thread.is_alive():
+            self._pending.put(None)
+            self._thread.join()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            if self._fault is None:
+                writer.close()
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.close()
+        if self._fault is not None:
+            fault, self._fault = self._fault, None
+            raise fault
+
+
 def write_results_csv(path: Path, data: ReportData) -> Path:
-    """Write every row of the run to ``path`` in input order; returns ``path``.
+    """Write every row of ``data`` to ``path`` in input order; returns ``path``.
 
     Columns: source_file, source_sheet, source_row, status, result_code,
     message, the normalised fields, ehealthCardId, virtualCardNum (empty in a
     dry run), then the clerk's unrecognised columns under their own headers.
     """
-    rows, n = data.rows, data.n
-    arrays = [column_of(rows, name, n) for name in SOURCE_COLUMNS]
-    arrays += [text_array(data.status), text_array(data.result_codes), text_array(data.messages)]
-    arrays += [column_of(rows, name, n) for name in FIELDS]
-    arrays += [column_of(data.outcome, name, n) for name in CARD_ID_COLUMNS]
-    extras = extra_columns(data.batch.extras, rows.index)
-    arrays += [values for _, values in extras]
-    names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
-    names += _distinct_extra_names([name for name, _ in extras], set(names))
-    table = pa.Table.from_arrays(arrays, names=names)
-    with open(path, "wb") as sink:
-        sink.write(_BOM)
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(quoting_style="needed"))
+    writer = ResultsCsv(path, [name for name, _ in data.extras])
+    try:
+        writer.write(data)
+    finally:
+        writer.close()
     return path

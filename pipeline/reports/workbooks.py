@@ -13,12 +13,20 @@ A problem is a result code, and the field too where one code covers several
 (10110 on the phone is 联系电话不正确, on the name 姓名不正确); a warning is
 titled by what happened (15位身份证号码已升级为18位), never as an error.
 Every sheet prints landscape, one page wide, with its header row on each page.
+
+A run's rows arrive batch by batch: :func:`detail_columns` and
+:func:`fault_columns` build a batch's lines (kept on disk by
+:mod:`pipeline.reports.spool` until the run ends), and the writers lay out
+the sheets from the run's :class:`~pipeline.reports.data.Tally` and those
+lines, read back as :class:`SheetFeed` values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,10 +42,11 @@ from pipeline.model import (
     STATUS_VALID,
     SUBMIT_STATUSES,
 )
-from pipeline.reports.data import WARNING, ReportData, column_of, extra_columns, relabel, text_of
+from pipeline.reports.data import ReportData, Tally, column_of, problem_keys, relabel_text
+
+__all__ = ["problem_keys", "problems", "write_errors_xlsx", "write_results_xlsx"]
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
 from pipeline.text.arrow import text_array
-from schemas.result_codes import field_pairs
 
 #: Above this many rows, 明细 holds only the rows that did not get through.
 DETAIL_ROW_LIMIT = 200_000
@@ -64,6 +73,9 @@ WRAPPED_WIDTH = 48
 
 FULL_CSV_NOTE = "注意：本表只列出未通过的 {shown:,} 行（共 {total:,} 行）；results.csv 含全部行。"
 TRUNCATED_NOTE = "注意：本表只列出前 {shown:,} 条（共 {total:,} 条）；每一行的状态和结果代码见 results.csv。"
+
+#: Lines a table sheet can hold below its header and above its notes.
+SHEET_LINES = MAX_SHEET_ROWS - 4
 
 
 def _numbers(values: np.ndarray) -> pa.Array:
@@ -110,47 +122,115 @@ def add_table_sheet(
     for i, note in enumerate(notes):
         blocks.append(text_block([[note]], first_row=last + 2 + i, style=NOTE))
     sheet = book.add_sheet(name, blocks)
-    sheet.freeze_panes(1, frozen_columns)
+    _lay_out(sheet, height, headers, widths_of(columns, headers), frozen_columns, wrapped)
+
+
+def _lay_out(
+    sheet: Any,
+    height: int,
+    headers: Sequence[str],
+    widths: Sequence[float],
+    frozen: int,
+    wrapped: Sequence[int],
+) -> None:
+    """Frozen header (and ``frozen`` columns), autofilter, widths, landscape printing one page wide."""
+    sheet.freeze_panes(1, frozen)
     sheet.autofilter(0, 0, max(height, 1), max(len(headers) - 1, 0))
-    for col, width in enumerate(display_widths(columns, headers, cap=60)):
-        column = columns[col]
-        if col in wrapped:
-            width = WRAPPED_WIDTH
-        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-            width = _number_width(column, headers[col])
-        sheet.set_column(col, col, width)
+    for col, width in enumerate(widths):
+        sheet.set_column(col, col, WRAPPED_WIDTH if col in wrapped else width)
     sheet.set_landscape()
     sheet.set_paper(9)  # A4
     sheet.fit_to_pages(1, 0)
     sheet.repeat_rows(0)
 
 
-def problem_keys(faults: pd.DataFrame) -> pd.DataFrame:
-    """Each fault's problem: ``code``, ``field`` (where the code has texts per field, else ""), warning."""
-    codes = faults["code"].to_numpy(dtype=np.int64)
-    fields = faults["field"].to_numpy(dtype=object)
-    warning = faults["severity"].to_numpy() == WARNING
-    own = field_pairs()
-    pairs = zip(codes, fields, warning, strict=True)
-    keyed = np.array([f if w or (int(c), f) in own else "" for c, f, w in pairs] or [], dtype=object)
-    return pd.DataFrame({"pos": faults["pos"].to_numpy(), "code": codes, "field": keyed, "warning": warning})
+def widths_of(columns: Sequence[pa.Array], headers: Sequence[str]) -> list[float]:
+    """Fitted widths of a table sheet's columns: text fitted to its widest value, numbers to theirs.
+
+    For a sheet written part by part, the caller keeps the widest of every part.
+    """
+    widths = display_widths(columns, headers, cap=60)
+    for col, column in enumerate(columns):
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            widths[col] = _number_width(column, headers[col])
+    return widths
 
 
-def problems(faults: pd.DataFrame) -> pd.DataFrame:
-    """One line per problem of ``faults``: code, title, fix, faults and rows; errors first, by code."""
-    keys = problem_keys(faults)
-    if not len(keys):
-        return pd.DataFrame(
-            {"code": [], "field": [], "warning": [], "title": [], "fix": [], "faults": [], "rows": []}
-        )
-    grouped = keys.groupby(["warning", "code", "field"], sort=True)
-    table = grouped.agg(faults=("pos", "size"), rows=("pos", "nunique")).reset_index()
+def header_widths(headers: Sequence[str]) -> list[float]:
+    """Fitted widths of a table sheet's columns with no lines: the headers'."""
+    return [min(60.0, len(h.encode()) / 2 + len(h) / 2 + 2) for h in headers]
+
+
+#: One part of a long sheet: its columns and (optional) style per row.
+Lines = tuple[list[pa.Array], np.ndarray | None]
+
+
+@dataclass
+class SheetFeed:
+    """A table sheet too long to hold in memory: its lines come back part by part, in order.
+
+    ``height`` lines in all (``parts()`` may be called once), ``widths`` of the
+    columns fitted to every line, ``notes`` below the table.
+    """
+
+    headers: list[str]
+    height: int
+    widths: list[float]
+    parts: Callable[[], Iterator[Lines]]
+    notes: list[str] = field(default_factory=list)
+
+
+def add_fed_sheet(
+    book: FastWorkbook, name: str, feed: SheetFeed, *, frozen_columns: int = 0, wrapped: Sequence[int] = ()
+) -> None:
+    """A table sheet written from ``feed``, laid out as :func:`add_table_sheet` lays one out."""
+
+    def blocks() -> Iterator[Block]:
+        yield text_block([feed.headers], style=HEADER)
+        first = 1
+        for columns, style in feed.parts():
+            if columns and len(columns[0]):
+                wrap = {col: np.full(len(columns[0]), WRAP, dtype=np.int8) for col in wrapped}
+                yield Block(columns, first_row=first, row_style=style, cell_styles=wrap)
+                first += len(columns[0])
+        for i, note in enumerate(feed.notes):
+            yield text_block([[note]], first_row=feed.height + 2 + i, style=NOTE)
+
+    bottom = feed.height + (1 + len(feed.notes) if feed.notes else 0)
+    dimension = f"A1:{_letter(max(len(feed.headers), 1) - 1)}{bottom + 1}"
+    sheet = book.add_sheet(name, blocks(), dimension)
+    _lay_out(sheet, feed.height, feed.headers, feed.widths, frozen_columns, wrapped)
+
+
+def _letter(col: int) -> str:
+    from xlsxwriter.utility import xl_col_to_name
+
+    return str(xl_col_to_name(col))
+
+
+def problems(tally: Tally, *, warnings: bool = True) -> pd.DataFrame:
+    """One line per problem of the run: code, field, title, fix, faults and rows; errors first, by code.
+
+    A problem is a result code, with the field too where the code has texts
+    per field (:func:`~pipeline.reports.data.problem_keys`); ``warnings``:
+    include the warnings' problems.
+    """
+    keys = [key for key in sorted(tally.problems) if warnings or not key[0]]
+    table = pd.DataFrame(
+        {
+            "warning": [bool(w) for w, _, _ in keys],
+            "code": [int(c) for _, c, _ in keys],
+            "field": [str(f) for _, _, f in keys],
+            "faults": [tally.problems[key][0] for key in keys],
+            "rows": [tally.problems[key][1] for key in keys],
+        }
+    )
     table["title"] = [
-        fault_title(int(c), str(f), warning=bool(w))
+        fault_title(c, f, warning=w)
         for c, f, w in zip(table["code"], table["field"], table["warning"], strict=True)
     ]
     table["fix"] = [
-        fault_fix(int(c), str(f), warning=bool(w))
+        fault_fix(c, f, warning=w)
         for c, f, w in zip(table["code"], table["field"], table["warning"], strict=True)
     ]
     return table
@@ -159,50 +239,51 @@ def problems(faults: pd.DataFrame) -> pd.DataFrame:
 # -- results.xlsx -----------------------------------------------------------------------------------
 
 
-def _statuses(data: ReportData) -> list[str]:
-    listed = list(SUBMIT_STATUSES if data.submitted else DRY_RUN_STATUSES)
-    present = data.statuses_present
+def _statuses(tally: Tally, submitted: bool) -> list[str]:
+    listed = list(SUBMIT_STATUSES if submitted else DRY_RUN_STATUSES)
+    present = tally.statuses_present
     listed += [s for s in present if s not in listed and s != STATUS_VALID]
     if STATUS_VALID in present and STATUS_VALID not in listed:
         listed.insert(0, STATUS_VALID)
     return listed
 
 
-def sections(data: ReportData) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """The (file, sheet) each row belongs to, in order of first appearance: (labels, section per row)."""
-    if data.table_of_row is not None:
-        labels = [(Path(t.raw.path).name, t.raw.sheet) for t in data.batch.tables]
-        return labels, data.table_of_row
-    files = text_of(data.rows, "source_file", data.n)
-    sheets = text_of(data.rows, "source_sheet", data.n)
-    keys = pd.MultiIndex.from_arrays([files, sheets])
-    codes, uniques = pd.factorize(keys, sort=False)
-    return [(str(f), str(s)) for f, s in uniques], np.asarray(codes)
-
-
-def _overview(data: ReportData) -> tuple[list[str], list[pa.Array], list[object]]:
-    labels, section = sections(data)
-    count = len(labels)
-    statuses = _statuses(data)
-    by_status = [np.bincount(section[data.status == s], minlength=count) for s in statuses]
-    keys = problem_keys(data.errors).drop_duplicates(["pos", "code", "field"])
-    found = problems(data.errors)
-    error_section = section[keys["pos"].to_numpy()]
-    by_problem = [
-        np.bincount(error_section[((keys["code"] == c) & (keys["field"] == f)).to_numpy()], minlength=count)
-        for c, f in zip(found["code"], found["field"], strict=True)
+def _overview(tally: Tally, submitted: bool) -> tuple[list[str], list[pa.Array], list[object]]:
+    statuses = _statuses(tally, submitted)
+    found = problems(tally, warnings=False)
+    counts = [np.array(tally.rows, dtype=np.int64)]
+    counts += [np.array([c[s] for c in tally.by_status], dtype=np.int64) for s in statuses]
+    counts += [
+        np.array([c[(int(code), str(f))] for c in tally.rows_by_problem], dtype=np.int64)
+        for code, f in zip(found["code"], found["field"], strict=True)
     ]
-    counts = [np.bincount(section, minlength=count), *by_status, *by_problem]
     headers = ["文件", "工作表", "读取行数", *(STATUS_LABELS.get(s, s) for s in statuses)]
     headers += [f"{int(c)} {t}" for c, t in zip(found["code"], found["title"], strict=True)]
-    columns = [text_array([f for f, _ in labels]), text_array([s for _, s in labels])]
+    columns = [
+        text_array([name for _, name, _ in tally.keys]),
+        text_array([sheet for _, _, sheet in tally.keys]),
+    ]
     columns += [_numbers(c) for c in counts]
     totals: list[object] = ["合计", "", *(int(c.sum()) for c in counts)]
     return headers, columns, totals
 
 
-def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[pa.Array]]:
-    """Headers and columns of 明细: every row, or only the rows ``keep`` (picked before any conversion)."""
+def detail_headers(submitted: bool, extra_names: Sequence[str]) -> list[str]:
+    """The headers of 明细: where the row is, name, status, messages, the fields, card ids, the extras."""
+    headers = ["文件", "工作表", "行号", FIELD_LABELS["xm"], "状态", "结果代码", "说明"]
+    headers += [FIELD_LABELS[f] for f in FIELDS if f != "xm"]
+    if submitted:
+        headers += list(CARD_ID_LABELS.values())
+    return headers + list(extra_names)
+
+
+def detail_style(data: ReportData) -> np.ndarray:
+    """The fill of each row in 明细: red for a row that did not get through, yellow for warnings only."""
+    return np.where(data.bad, BAD, np.where(data.has_warning, WARN, 0)).astype(np.int8)
+
+
+def detail_columns(data: ReportData, keep: np.ndarray | None = None) -> tuple[list[str], list[pa.Array]]:
+    """Headers and columns of 明细 for a batch: every row, or only the rows ``keep`` (picked first)."""
     rows, n = data.rows, data.n
     taken = None if keep is None else pa.array(keep)
 
@@ -212,45 +293,43 @@ def _detail(data: ReportData, keep: np.ndarray | None) -> tuple[list[str], list[
     def arrow(values: pa.Array) -> pa.Array:
         return values if taken is None else values.take(taken)
 
-    headers = ["文件", "工作表", "行号", FIELD_LABELS["xm"], "状态", "结果代码", "说明"]
+    headers = detail_headers(data.submitted, [name for name, _ in data.extras])
     columns = [
         arrow(column_of(rows, "source_file", n)),
         arrow(column_of(rows, "source_sheet", n)),
         _numbers(per_row(data.source_row)),
         arrow(column_of(rows, "xm", n)),
-        text_array(relabel(per_row(data.status), STATUS_LABELS)),
-        text_array(per_row(data.result_codes)),
-        text_array(per_row(data.messages)),
+        arrow(relabel_text(data.status_text, STATUS_LABELS)),
+        arrow(data.result_code_text),
+        arrow(data.message_text),
     ]
-    others = [f for f in FIELDS if f != "xm"]
-    headers += [FIELD_LABELS[f] for f in others]
-    columns += [arrow(column_of(rows, f, n)) for f in others]
+    columns += [arrow(column_of(rows, f, n)) for f in FIELDS if f != "xm"]
     if data.submitted:
-        headers += list(CARD_ID_LABELS.values())
         columns += [arrow(column_of(data.outcome, f, n)) for f in CARD_ID_LABELS]
-    for name, values in extra_columns(data.batch.extras, rows.index):
-        headers.append(name)
-        columns.append(arrow(values))
+    columns += [arrow(values) for _, values in data.extras]
     return headers, columns
 
 
-def write_results_xlsx(path: Path, data: ReportData) -> Path:
-    """Write results.xlsx (汇总 and 明细); returns ``path``."""
+def detail_cut(total_rows: int) -> bool:
+    """Whether 明细 of a run of ``total_rows`` rows holds only the rows that did not get through."""
+    return total_rows > DETAIL_ROW_LIMIT
+
+
+def write_results_xlsx(path: Path, tally: Tally, detail: SheetFeed, *, submitted: bool) -> Path:
+    """Write results.xlsx (汇总 from the run's counts, 明细 from ``detail``); returns ``path``.
+
+    Above :data:`DETAIL_ROW_LIMIT` rows, ``detail`` holds only the rows that
+    did not get through (as many as the sheet holds) and both sheets say so.
+    """
     book = FastWorkbook(path, FORMATS)
-    style = np.where(data.bad, BAD, np.where(data.has_warning, WARN, 0)).astype(np.int8)
     notes: list[str] = []
-    keep = None
-    if data.n > DETAIL_ROW_LIMIT:
-        keep = np.flatnonzero(data.bad)[: MAX_SHEET_ROWS - 4]
-        notes.append(FULL_CSV_NOTE.format(shown=len(keep), total=data.n))
-        style = style[keep]
-    headers, columns = _detail(data, keep)
-    overview_headers, overview_columns, totals = _overview(data)
+    if detail_cut(tally.n):
+        notes.append(FULL_CSV_NOTE.format(shown=detail.height, total=tally.n))
+    overview_headers, overview_columns, totals = _overview(tally, submitted)
     guide = "各结果代码列为出现该代码的行数；每条错误的位置和处理办法见 errors.xlsx。"
     add_table_sheet(book, "汇总", overview_headers, overview_columns, totals=totals, notes=[*notes, guide])
-    add_table_sheet(
-        book, "明细", headers, columns, row_style=style, notes=notes, frozen_columns=DETAIL_FROZEN_COLUMNS
-    )
+    detail.notes = notes
+    add_fed_sheet(book, "明细", detail, frozen_columns=DETAIL_FROZEN_COLUMNS)
     return book.close()
 
 
@@ -261,11 +340,8 @@ FAULT_HEADERS = ("行号", "列", "原值", "说明", "处理办法", "代码", 
 _WRAPPED_FAULT_COLUMNS = (FAULT_HEADERS.index("说明"), FAULT_HEADERS.index("处理办法"))
 
 
-def _fault_sheet(book: FastWorkbook, name: str, data: ReportData, faults: pd.DataFrame) -> None:
-    notes = []
-    if len(faults) > MAX_SHEET_ROWS - 4:
-        notes.append(TRUNCATED_NOTE.format(shown=MAX_SHEET_ROWS - 4, total=len(faults)))
-        faults = faults.iloc[: MAX_SHEET_ROWS - 4]
+def fault_columns(data: ReportData, faults: pd.DataFrame) -> list[pa.Array]:
+    """The errors.xlsx lines of ``faults`` (a batch's, cleaned by :class:`ReportData`), as columns."""
     lines = data.fault_lines(faults)
     columns = [_numbers(lines["row"].to_numpy())]
     columns += [
@@ -273,11 +349,16 @@ def _fault_sheet(book: FastWorkbook, name: str, data: ReportData, faults: pd.Dat
     ]
     columns.append(_numbers(lines["code"].to_numpy()))
     columns += [text_array(lines[c].to_numpy(dtype=object)) for c in ("file", "sheet")]
-    add_table_sheet(book, name, FAULT_HEADERS, columns, notes=notes, wrapped=_WRAPPED_FAULT_COLUMNS)
+    return columns
 
 
-def _problem_counts(data: ReportData) -> tuple[list[str], list[pa.Array]]:
-    table = problems(data.faults)
+def truncated_note(shown: int, total: int) -> list[str]:
+    """The note under a fault sheet that holds only the first ``shown`` of ``total`` lines."""
+    return [TRUNCATED_NOTE.format(shown=shown, total=total)] if shown < total else []
+
+
+def _problem_counts(tally: Tally) -> tuple[list[str], list[pa.Array]]:
+    table = problems(tally)
     headers = ["代码", "说明", "数量", "级别", "处理办法"]
     columns = [
         _numbers(table["code"].to_numpy(dtype=float)),
@@ -289,14 +370,14 @@ def _problem_counts(data: ReportData) -> tuple[list[str], list[pa.Array]]:
     return headers, columns
 
 
-def write_errors_xlsx(path: Path, data: ReportData) -> Path:
-    """Write errors.xlsx (汇总, 明细 for errors, 提示 for warnings); returns ``path``."""
+def write_errors_xlsx(path: Path, tally: Tally, errors: SheetFeed, warnings: SheetFeed) -> Path:
+    """Write errors.xlsx (汇总 from the run's counts, 明细 and 提示 from the feeds); returns ``path``."""
     book = FastWorkbook(path, FORMATS)
-    headers, columns = _problem_counts(data)
+    headers, columns = _problem_counts(tally)
     notes = ["错误使本行不能提交；提示不影响提交，仅供核对。"]
-    if not len(data.faults):
+    if not tally.faults:
         notes = ["没有发现错误或提示。"]
     add_table_sheet(book, "汇总", headers, columns, notes=notes, wrapped=(headers.index("处理办法"),))
-    _fault_sheet(book, "明细", data, data.errors)
-    _fault_sheet(book, "提示", data, data.warnings)
+    add_fed_sheet(book, "明细", errors, wrapped=_WRAPPED_FAULT_COLUMNS)
+    add_fed_sheet(book, "提示", warnings, wrapped=_WRAPPED_FAULT_COLUMNS)
     return book.close()

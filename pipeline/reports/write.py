@@ -6,33 +6,43 @@
 * ``results.csv`` — every row, English column names, for machines;
 * ``annotated_<name>.xlsx`` — each register read, faulty cells marked (:mod:`~pipeline.reports.annotate`).
 
-Each file is written under a temporary name and renamed into place, so a
-crash never leaves a half-written report that looks complete.  The files are
-written two at a time: the heavy parts (Arrow kernels, zlib) release the GIL,
-and the machines this runs on have two cores.
+A :class:`ReportWriter` takes the run's batches in input order as they are
+checked: results.csv grows batch by batch, the lines of the workbooks go to a
+work folder on disk (:mod:`pipeline.reports.spool`) and the counts to a
+:class:`~pipeline.reports.data.Tally`; :meth:`ReportWriter.finish` lays out
+the workbooks.  Every file is written under a temporary name, and all of them
+are renamed into place together at the end: a crash, Ctrl-C or a full disk
+never leaves a half-written report that looks complete, and a report the
+clerk has open in Excel or WPS (which Windows will not let anyone replace)
+leaves every earlier report as it was.  The workbooks are written two at a
+time: the heavy parts (Arrow kernels, zlib) release the GIL, and the machines
+this runs on have two cores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from loguru import logger
 
-from pipeline.files import os_errors, write_atomically
-from pipeline.model import Batch
-from pipeline.reports.annotate import (
-    SourceUnreadable,
-    TooLarge,
-    annotated_name,
-    register_inputs,
-    write_annotated,
-)
-from pipeline.reports.data import ReportData
-from pipeline.reports.results_csv import write_results_csv
-from pipeline.reports.workbooks import write_errors_xlsx, write_results_xlsx
+from pipeline.errors import EhcError
+from pipeline.files import explain_os_error, os_errors
+from pipeline.model import BAD_STATUSES, FAULT_COLUMNS, Batch, MappedTable, RawTable
+from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
+from pipeline.reports import annotate
+from pipeline.reports.annotate import SourceUnreadable, TooLarge, annotated_name, write_annotated
+from pipeline.reports.data import ReportData, Tally
+from pipeline.reports.results_csv import ResultsCsv
+from pipeline.reports.spool import Cancelled, DetailSpool, FaultSpool, remove_folder
+from pipeline.reports.workbooks import Lines, detail_headers, write_errors_xlsx, write_results_xlsx
 
 RESULTS_XLSX = "results.xlsx"
 ERRORS_XLSX = "errors.xlsx"
@@ -41,69 +51,360 @@ RESULTS_CSV = "results.csv"
 #: Reports written at the same time.
 WORKERS = 2
 
-Writer = Callable[[Path], Path]
+#: Windows error numbers for a file another program holds open (Excel/WPS with a report open).
+_IN_USE = frozenset({32, 33})
 
 
-def _prepare(data: ReportData) -> None:
-    """Compute the shared columns once, before the writers run side by side."""
-    shared = ("status", "statuses_present", "bad", "has_warning", "result_codes", "messages", "source_row")
-    for name in (*shared, "table_of_row", "errors", "warnings"):
-        getattr(data, name)
+def make_out_dir(out_dir: Path, work: str = "") -> Path:
+    """Create the output folder (and, given ``work``, a work folder of that name inside it); its path.
+
+    Every way this fails is one Chinese line naming the folder: a read-only
+    disk, no permission, a file of that name.
+    """
+    fix = "换一个可写的 --out 目录"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EhcError(f"无法创建输出目录 {out_dir}：已有同名的文件，不是文件夹。处理办法：{fix}")
+    with os_errors("创建输出目录", out_dir, fix=fix):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if work:
+            (out_dir / work).mkdir(exist_ok=True)
+    return out_dir / work if work else out_dir
 
 
-def _write_in_place(target: Path, writer: Writer) -> Path:
-    with os_errors("写入报告", target):
-        return write_atomically(target, writer)
+def _temporary(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
 
-def _annotate(target: Path, source: str, data: ReportData, tables: list[int]) -> Path | None:
-    """Write one annotated copy; a workbook that cannot be read again is skipped with a warning."""
+def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Rename every (temporary, report) pair into place: all of them, or none.
+
+    Reports already in place are first moved aside; if any rename fails (a
+    report open in Excel or WPS on Windows), what was placed is removed, what
+    was there is put back, the temporary files are deleted and an
+    :class:`EhcError` names the report.
+    """
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    current = pairs[0][1] if pairs else Path()
     try:
-        return _write_in_place(target, partial(_annotated, source=source, data=data, tables=tables))
-    except SourceUnreadable:
-        logger.warning("未生成 {}：无法重新读取 {}（文件已移走或已改动）", target.name, Path(source).name)
-        return None
-    except TooLarge as reason:
-        logger.info("未生成 {}：{} {}，问题见 errors.xlsx", target.name, Path(source).name, reason)
-        return None
+        for _, target in pairs:
+            current = target
+            if target.exists() or target.is_symlink():
+                old = target.with_name(f".{target.name}.{os.getpid()}.old")
+                os.replace(target, old)
+                aside.append((old, target))
+        for temporary, target in pairs:
+            current = target
+            os.replace(temporary, target)
+            placed.append(target)
+    except OSError as error:
+        for target in placed:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        for old, target in reversed(aside):
+            with contextlib.suppress(OSError):
+                os.replace(old, target)
+        for temporary, _ in pairs:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        if getattr(error, "winerror", None) in _IN_USE:
+            raise EhcError(
+                f"无法替换报告 {current}：文件正被其他程序使用。处理办法：请先关闭 Excel/WPS 中打开的报告 "
+                f"{current.name}，再重新运行（本次的报告都未写入，原有报告保持不变）"
+            ) from error
+        reason, fix = explain_os_error(error)
+        raise EhcError(f"无法写入报告 {current}：{reason}。处理办法：{fix}（本次的报告都未写入）") from error
+    for old, _ in aside:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
-def _annotated(path: Path, *, source: str, data: ReportData, tables: list[int]) -> Path:
-    return write_annotated(path, source, data, tables)
+@dataclass
+class _Annotation:
+    """One table's marks, gathered batch by batch for the annotated copy of its register.
+
+    ``notes`` are the rows with a status that did not get through or with a
+    message (``status``, ``message`` on their ``row_id``: what the copy's
+    问题说明 column says); ``chunks`` the rows of a text register, kept while
+    the register is short enough for a copy (:data:`~pipeline.reports.annotate.CSV_ROW_LIMIT`).
+    """
+
+    table: MappedTable
+    start: int
+    stop: int
+    faults: list[pd.DataFrame] = field(default_factory=list)
+    notes: list[pd.DataFrame] = field(default_factory=list)
+    edits: list[pd.DataFrame] = field(default_factory=list)  # the clerk's corrections (the web workspace)
+    chunks: list[RawTable] = field(default_factory=list)
+    rows: int = 0
+    too_large: bool = False
+
+
+class ReportWriter:
+    """The reports of one run, fed its batches in input order; :meth:`finish` or :meth:`abort` at the end.
+
+    ``extra_names`` are the run's unrecognised columns (every table's, in
+    order; default: the first batch's); ``wholes`` the workbook tables of the
+    run as read (path and sheet -> table), for the annotated copies of a run
+    fed in chunks.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        submitted: bool = False,
+        extra_names: Sequence[str] | None = None,
+        wholes: dict[tuple[str, str], RawTable] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.submitted = submitted
+        self.extra_names = None if extra_names is None else list(extra_names)
+        self.wholes = wholes or {}
+        self.tally = Tally()
+        self.stop = threading.Event()
+        self.work = make_out_dir(self.out_dir, f".ehc-work-{os.getpid()}-{threading.get_ident()}")
+        self._temporaries: dict[str, Path] = {}
+        self._csv: ResultsCsv | None = None
+        self._detail = DetailSpool(self.work)
+        self._errors = FaultSpool(self.work, "errors")
+        self._warnings = FaultSpool(self.work, "warnings")
+        self._annotations: dict[str, dict[tuple[str, str], _Annotation]] = {}
+        self._closed = False
+
+    # -- feeding ---------------------------------------------------------------------------------
+    def add(self, batch: Batch) -> None:
+        """Take one batch (the next rows of the run, in order)."""
+        if self.extra_names is None:
+            self.extra_names = [str(c) for c in batch.extras.columns]
+        data = ReportData(batch, self.submitted, self.extra_names)
+        with os_errors("写入报告", self.out_dir / RESULTS_CSV, fix="换一个可写的 --out 目录，或清理磁盘空间"):
+            if self._csv is None:
+                self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names)
+            self._csv.write(data)
+            self._detail.add(data)
+            self._errors.add(data, data.errors)
+            self._warnings.add(data, data.warnings)
+        self.tally.add(data)
+        self._gather_annotations(batch)
+
+    def _temporary(self, name: str) -> Path:
+        path = _temporary(self.out_dir / name)
+        self._temporaries[name] = path
+        return path
+
+    def _gather_annotations(self, batch: Batch) -> None:
+        row_ids = batch.faults["row_id"].to_numpy() if len(batch.faults) else None
+        for table, rows in zip(batch.tables, batch.table_rows, strict=False):
+            raw = table.raw
+            suffix = Path(raw.path).suffix.lower()
+            if suffix not in (*WORKBOOK_SUFFIXES, *TEXT_SUFFIXES) or not len(rows):
+                continue
+            key = (raw.path, raw.sheet)
+            per_file = self._annotations.setdefault(raw.path, {})
+            part = per_file.get(key)
+            if part is None:
+                whole = self.wholes.get(key, raw)
+                mapped = MappedTable(whole, table.fields.iloc[:0], table.extras.iloc[:0], table.field_headers)
+                part = per_file[key] = _Annotation(mapped, rows.start, rows.stop)
+            part.start, part.stop = min(part.start, rows.start), max(part.stop, rows.stop)
+            part.rows += len(rows)
+            if suffix in TEXT_SUFFIXES and key not in self.wholes:
+                # A chunk's table holds its rows as read, unless they were not kept (a long register).
+                kept = len(raw.source_row) == len(rows)
+                part.too_large = part.too_large or not kept or part.rows > annotate.CSV_ROW_LIMIT
+                part.chunks = [] if part.too_large else [*part.chunks, raw]
+            if part.too_large:
+                part.faults, part.notes, part.edits = [], [], []
+                continue
+            if row_ids is not None:
+                mine = (row_ids >= rows.start) & (row_ids < rows.stop)
+                if mine.any():
+                    part.faults.append(batch.faults[mine].loc[:, list(FAULT_COLUMNS)])
+            outcome = batch.outcome.loc[rows.start : rows.stop - 1]
+            if "status" in outcome.columns and "message" in outcome.columns:
+                noted = outcome["status"].isin(list(BAD_STATUSES)) | (outcome["message"] != "")
+                if noted.any():
+                    part.notes.append(outcome.loc[noted, ["status", "message"]])
+            edits = batch.cell_edits
+            if edits is not None and len(edits):
+                edited = edits["row_id"].to_numpy()
+                part.edits.append(edits[(edited >= rows.start) & (edited < rows.stop)])
+
+    # -- finishing -------------------------------------------------------------------------------
+    def finish(self, on_rows: Callable[[int], object] | None = None) -> dict[str, Path]:
+        """Lay out the workbooks and put every report in place; the paths written, by file name.
+
+        Order: ``results.xlsx``, ``errors.xlsx``, ``results.csv``, then the
+        annotated copies.  ``on_rows`` is told of each part of lines written
+        (a progress bar).
+        """
+        try:
+            with os_errors(
+                "写入报告", self.out_dir / RESULTS_CSV, fix="换一个可写的 --out 目录，或清理磁盘空间"
+            ):
+                if self._csv is None:
+                    self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names or [])
+                self._csv.close()
+            jobs = self._jobs(on_rows)
+            written = self._run(jobs)
+            order = [RESULTS_XLSX, ERRORS_XLSX, RESULTS_CSV]
+            names = order + [n for n in written if n not in order]
+            pairs = [(self._temporaries[name], self.out_dir / name) for name in names if written.get(name)]
+            commit_all(pairs)
+            return {name: self.out_dir / name for name in names if written.get(name)}
+        finally:
+            self.abort()
+
+    def _jobs(self, on_rows: Callable[[int], object] | None) -> dict[str, Callable[[Path], Path]]:
+        stop = self.stop
+        detail = self._detail.feed(detail_headers(self.submitted, self.extra_names or []), stop)
+        errors, warnings = self._errors.feed(stop), self._warnings.feed(stop)
+        if on_rows is not None:
+            for feed in (detail, errors, warnings):
+                feed.parts = _counted(feed.parts, on_rows)
+        tally, submitted = self.tally, self.submitted
+        jobs: dict[str, Callable[[Path], Path]] = {}
+        # The largest jobs first, so the two workers finish together.
+        taken = {RESULTS_XLSX, ERRORS_XLSX, RESULTS_CSV}
+        for source, parts in self._annotations.items():
+            name = annotated_name(source, taken)
+            jobs[name] = _annotator(source, parts, submitted)
+        jobs[RESULTS_XLSX] = lambda path: write_results_xlsx(path, tally, detail, submitted=submitted)
+        jobs[ERRORS_XLSX] = lambda path: write_errors_xlsx(path, tally, errors, warnings)
+        return jobs
+
+    def _run(self, jobs: dict[str, Callable[[Path], Path]]) -> dict[str, bool]:
+        written: dict[str, bool] = {RESULTS_CSV: True}
+        pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-report")
+        futures: dict[str, Future[Path | None]] = {}
+        try:
+            for name, job in jobs.items():
+                futures[name] = pool.submit(self._write_one, name, job)
+            for name, future in futures.items():
+                written[name] = future.result() is not None
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return written
+
+    def _write_one(self, name: str, job: Callable[[Path], Path]) -> Path | None:
+        temporary = self._temporary(name)
+        if self.stop.is_set():
+            raise Cancelled
+        try:
+            with os_errors("写入报告", self.out_dir / name, fix="换一个可写的 --out 目录，或清理磁盘空间"):
+                return job(temporary)
+        except SourceUnreadable as unreadable:
+            temporary.unlink(missing_ok=True)
+            logger.warning(
+                "未生成 {}：无法重新读取 {}（文件已移走或已改动）", name, Path(str(unreadable)).name
+            )
+            return None
+        except TooLarge as reason:
+            temporary.unlink(missing_ok=True)
+            logger.info("未生成 {}：{}，问题见 errors.xlsx", name, reason)
+            return None
+
+    def abort(self) -> None:
+        """Stop: remove every temporary file and the work folder (idempotent; never raises)."""
+        self.stop.set()
+        if self._closed:
+            return
+        self._closed = True
+        if self._csv is not None:
+            with contextlib.suppress(Exception):
+                self._csv.close()
+        for spool in (self._detail, self._errors, self._warnings):
+            with contextlib.suppress(Exception):
+                spool.close()
+        for path in self._temporaries.values():
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        remove_folder(self.work)
+
+
+def _counted(
+    parts: Callable[[], Iterator[Lines]], on_rows: Callable[[int], object]
+) -> Callable[[], Iterator[Lines]]:
+    def counting() -> Iterator[Lines]:
+        for columns, style in parts():
+            yield columns, style
+            on_rows(len(columns[0]) if columns else 0)
+
+    return counting
+
+
+def _annotator(
+    source: str, parts: dict[tuple[str, str], _Annotation], submitted: bool
+) -> Callable[[Path], Path]:
+    """The job writing one register's annotated copy from what was gathered for its tables."""
+
+    def write(path: Path) -> Path:
+        listed = list(parts.values())
+        if any(part.too_large for part in listed):
+            raise TooLarge(f"{Path(source).name} 超过 {annotate.CSV_ROW_LIMIT:,} 行")
+        tables = [_whole(part) for part in listed]
+        index = pd.Index(np.concatenate([np.arange(part.start, part.stop) for part in listed]))
+        faults = [frame for part in listed for frame in part.faults]
+        notes = [frame for part in listed for frame in part.notes]
+        edits = [frame for part in listed for frame in part.edits if len(frame)]
+        empty = pd.DataFrame(index=index)
+        status = np.full(len(index), "", dtype=object)
+        message = np.full(len(index), "", dtype=object)
+        if notes:
+            noted = pd.concat(notes)
+            where = index.get_indexer(noted.index)
+            status[where] = noted["status"].to_numpy(dtype=object)
+            message[where] = noted["message"].to_numpy(dtype=object)
+        outcome = pd.DataFrame({"status": status, "message": message}, index=index).astype("str")
+        fault_frame = (
+            pd.concat(faults, ignore_index=True)
+            if faults
+            else pd.DataFrame({column: [] for column in FAULT_COLUMNS})
+        )
+        batch = Batch(
+            tables=tables,
+            table_rows=[range(part.start, part.stop) for part in listed],
+            rows=empty,
+            original=empty,
+            extras=empty,
+            faults=fault_frame,
+            outcome=outcome,
+            cell_edits=pd.concat(edits, ignore_index=True) if edits else None,
+        )
+        return write_annotated(path, source, ReportData(batch, submitted), list(range(len(listed))))
+
+    return write
+
+
+def _whole(part: _Annotation) -> MappedTable:
+    """The table of ``part`` with every row read (a text register's chunks stacked)."""
+    if not part.chunks or (len(part.chunks) == 1 and part.chunks[0] is part.table.raw):
+        return part.table
+    first = part.chunks[0]
+    offsets = np.cumsum([0, *(len(c.data) for c in part.chunks)])
+    notes = [c.notes.assign(row=c.notes["row"] + o) for c, o in zip(part.chunks, offsets, strict=False)]
+    raw = RawTable(
+        first.path, first.sheet, first.header_row, first.headers, first.column_positions,
+        pd.concat([c.data for c in part.chunks], ignore_index=True),
+        np.concatenate([c.source_row for c in part.chunks]), pd.concat(notes, ignore_index=True),
+    )  # fmt: skip
+    return MappedTable(raw, part.table.fields, part.table.extras, part.table.field_headers)
 
 
 def write_reports(out_dir: Path, batch: Batch, *, submitted: bool = False) -> dict[str, Path]:
-    """Write every report of ``batch`` into ``out_dir`` (created if missing).
+    """Write every report of ``batch`` (a whole run) into ``out_dir`` (created if missing).
 
     ``submitted`` adds the submission's statuses and card ids.  Returns the
     paths written, keyed by file name (``"results.xlsx"``, ``"errors.xlsx"``,
     ``"results.csv"``, ``"annotated_<stem>.xlsx"`` …), in that order.
     """
-    out_dir = Path(out_dir)
-    with os_errors("创建输出目录", out_dir, fix="换一个可写的 --out 目录"):
-        out_dir.mkdir(parents=True, exist_ok=True)
-    data = ReportData(batch, submitted)
-    _prepare(data)
-    writers: dict[str, Writer] = {
-        RESULTS_XLSX: partial(write_results_xlsx, data=data),
-        ERRORS_XLSX: partial(write_errors_xlsx, data=data),
-        RESULTS_CSV: partial(write_results_csv, data=data),
-    }
-    taken = set(writers)
-    annotations = {
-        annotated_name(source, taken): (source, tables) for source, tables in register_inputs(data).items()
-    }
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        # The largest jobs first, so the two workers finish together.
-        annotated = {
-            name: pool.submit(_annotate, out_dir / name, source, data, tables)
-            for name, (source, tables) in annotations.items()
-        }
-        written = {
-            name: pool.submit(_write_in_place, out_dir / name, writer) for name, writer in writers.items()
-        }
-        paths = {name: future.result() for name, future in written.items()}
-        for name, future in annotated.items():
-            if (path := future.result()) is not None:
-                paths[name] = path
-    return paths
+    writer = ReportWriter(out_dir, submitted=submitted)
+    try:
+        writer.add(batch)
+        return writer.finish()
+    finally:
+        writer.abort()

@@ -12,27 +12,36 @@
 * on Ctrl-C / SIGTERM no new call starts, the calls in flight finish, and
   the rows never sent are ``failed`` with "已中断，未发送".
 
-:func:`run_submit` is the whole command: dry run, credentials, work key,
-submission, reports (written even when the run is interrupted or stopped).
+:func:`run_submit` is the whole command, in two passes over the run's rows,
+a chunk at a time: the dry run checks every row and keeps the checked
+batches on disk (nothing is sent until every row is checked, the
+credentials and every orgCode are there); then each batch is looked up in
+the journal in one query, sent in slices of :data:`SEND_ROWS`, and reported.
+No pass holds more than a chunk of rows, and only a slice as Python objects.
+The reports are written even when the run is interrupted or stopped, every
+row with a final status.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from loguru import logger
 
 from pipeline.batch import (
+    BatchSpool,
     append_rejections,
     fill_from_journal,
     follow_first,
+    not_sent,
     set_outcomes,
 )
 from pipeline.config import Settings
@@ -45,12 +54,17 @@ from pipeline.model import (
     STATUS_LABELS,
     STATUS_VALID,
     Batch,
+    MappedTable,
     Outcome,
     ReadOptions,
     RunResult,
 )
+from pipeline.progress import RowBar
+
+if TYPE_CHECKING:
+    from pipeline.dryrun import Registers
 from pipeline.state.journal import STATE_ENROLLED, Journal
-from pipeline.stopping import stop_on_signals
+from pipeline.stopping import interrupt_on_signals, stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
 from pipeline.submission.recovery import recover_card_ids
 from pipeline.submission.sender import ClientLike, ResidentSender, Task
@@ -63,6 +77,9 @@ MAX_CONCURRENCY = 64
 UNLIMITED_CONCURRENCY = 8
 
 MESSAGE_NOT_SENT = "已中断，未发送"
+
+#: Rows sent as one slice: the rows of a slice become Python objects (the calls' JSON), no more.
+SEND_ROWS = 20_000
 MESSAGE_UNKNOWN = "已中断，发送结果未知；再次运行同一命令会重新发送（平台若答复已办理则按已办理处理）"
 
 
@@ -277,15 +294,74 @@ def _check_credentials(settings: Settings) -> None:
         raise ConfigError(f"缺少{'和'.join(missing)}，无法提交。请设置后重新运行；校验报告已写出")
 
 
-def _check_org_code(batch: Batch) -> None:
-    sendable = batch.outcome["status"] == STATUS_VALID
-    missing = sendable & (batch.rows["orgCode"] == "")
-    if missing.any():
+def _check_org_code(missing: int) -> None:
+    if missing:
         raise ConfigError(
-            f"{int(missing.sum())} 行没有发卡机构代码（orgCode），无法提交。"
+            f"{missing} 行没有发卡机构代码（orgCode），无法提交。"
             "请设置环境变量 EHC_ORG_CODE 或配置 [defaults] org_code"
             "（或在表中加一列 发卡机构代码）；校验报告已写出"
         )
+
+
+def _valid_ids(spool: BatchSpool, position: int) -> list[str]:
+    """The ID numbers of the valid rows of a kept batch, read without its other columns."""
+    status = spool.column(position, "outcome", "status")
+    ids = spool.column(position, "rows", "sfzhm")
+    valid = np.asarray(status.to_numpy(zero_copy_only=False) == STATUS_VALID)
+    return [str(i) for i in ids.filter(valid).to_pylist()]
+
+
+def _needs_calls(spool: BatchSpool, journal: Journal) -> bool:
+    """Whether any valid row's resident is not enrolled per the journal (stops at the first such batch)."""
+    for position in range(len(spool)):
+        ids = list(dict.fromkeys(_valid_ids(spool, position)))
+        if not ids:
+            continue
+        known = journal.lookup_many(ids, columns=("state",))
+        enrolled = set(known.index[known["state"] == STATE_ENROLLED]) if len(known) else set()
+        if any(i not in enrolled for i in ids):
+            return True
+    return False
+
+
+def _slices(batch: Batch, rows: int) -> list[Batch]:
+    """``batch`` cut into batches of at most ``rows`` rows (frames sliced, not copied)."""
+    if len(batch) <= rows:
+        return [batch]
+    pieces = []
+    row_ids = batch.faults["row_id"].to_numpy()
+    for first in range(0, len(batch), rows):
+        last = min(first + rows, len(batch))
+        start, stop = batch.start + first, batch.start + last
+        mine = (row_ids >= start) & (row_ids < stop)
+        pieces.append(
+            Batch(
+                tables=batch.tables, table_rows=[range(start, stop)] if batch.tables else [],
+                rows=batch.rows.iloc[first:last], original=batch.original.iloc[first:last],
+                extras=batch.extras.iloc[first:last], faults=batch.faults[mine].reset_index(drop=True),
+                outcome=batch.outcome.iloc[first:last].copy(),
+            )
+        )  # fmt: skip
+    return pieces
+
+
+@dataclass
+class _Sending:
+    """The state of a submission's second pass."""
+
+    stop: threading.Event
+    stats: SendStats = field(default_factory=SendStats)
+    fatal: BaseException | None = None
+    reason: str = ""
+    position: int = 0  # the kept batch being sent
+    part: int = 0  # its slices already reported
+
+    def absorb(self, part: SendStats) -> None:
+        self.stats.sent += part.sent
+        self.stats.calls += part.calls
+        self.stats.from_journal += part.from_journal
+        self.stats.elapsed += part.elapsed
+        self.stats.interrupted = self.stats.interrupted or part.interrupted
 
 
 def run_submit(
@@ -298,44 +374,146 @@ def run_submit(
     concurrency: int | None = None,
     lookup_existing: bool | None = None,
     progress: bool = False,
+    chunk_rows: int | None = None,
 ) -> RunResult:
-    """``ehc submit``: dry run, then send every valid row; the result holds the batch and the reports.
+    """``ehc submit``: dry run, then send every valid row; the result holds the counts and the reports.
 
-    The reports are written in every case, from one place: after the dry run
-    if submission cannot start (missing credentials or orgCode, platform
-    refusing or unreachable: the error is then raised), and after submission
-    even when it was stopped.  Ctrl-C / SIGTERM raise :class:`Interrupted`
-    (exit 130) once the reports are written.
+    The reports are written in every case: after the dry run if submission
+    cannot start (missing credentials or orgCode, platform refusing or
+    unreachable: the error is then raised), and after submission even when it
+    was stopped.  Ctrl-C / SIGTERM raise :class:`Interrupted` (exit 130) once
+    the reports are written.
     """
-    from pipeline.dryrun import batch_result, prepare_batch, write_outputs
+    from pipeline.dryrun import CheckStats, check_chunks, finish_reports, open_registers, run_result
+    from pipeline.reports.annotate import CSV_ROW_LIMIT
+    from pipeline.reports.write import ReportWriter, make_out_dir
 
-    batch = prepare_batch(inputs, settings, options, progress=progress)
     rate = settings.submit.rate if rate is None else rate
     limit = rate if rate and rate > 0 else None
     workers = concurrency or settings.submit.concurrency or None
     lookup = settings.submit.lookup_existing if lookup_existing is None else lookup_existing
     register_secret(settings.platform.app_secret)
-    stats: SendStats | None = None
-    sending = False  # once true, rows may have been sent: the reports carry the submission's columns
+    registers = open_registers(inputs, settings, options)
+    work = make_out_dir(Path(out_dir), f".ehc-submit-{os.getpid()}")
+    spool = BatchSpool(work, keep_rows=CSV_ROW_LIMIT)
+    stats = CheckStats()
     try:
-        _check_credentials(settings)
-        _check_org_code(batch)
-        with (
-            Journal(settings.journal_path) as journal,
-            _platform_client(settings, limit, pool_size(limit, workers).maximum) as client,
-        ):
-            plan = plan_submission(batch, journal)
-            if plan.needs_calls:
-                client.work_key()  # fail fast, before anything is sent
-            sending = True
-            stats = submit_batch(
-                batch, client, journal, rate=limit, concurrency=workers,
-                lookup_existing=lookup, progress=progress, stop=threading.Event(), plan=plan,
-            )  # fmt: skip
+        # Pass 1: every row checked (and kept on disk) before anything is sent.
+        with interrupt_on_signals():
+            bar = RowBar("校验", registers.estimated_rows, enabled=progress)
+            chunks = check_chunks(registers, settings, chunk_rows=chunk_rows, stats=stats, bar=bar)
+            try:
+                for batch in chunks:
+                    spool.add(batch, _head_of(registers, batch))
+            finally:
+                chunks.close()  # stops reading ahead at once, whatever stopped the run
+                bar.close()
+        sending = _Sending(threading.Event())
+        writer: ReportWriter | None = None
+        started = False
+        try:
+            _check_credentials(settings)
+            _check_org_code(_missing_org(spool))
+            with (
+                Journal(settings.journal_path) as journal,
+                _platform_client(settings, limit, pool_size(limit, workers).maximum) as client,
+            ):
+                if _needs_calls(spool, journal):
+                    client.work_key()  # fail fast, before anything is sent
+                started = True
+                writer = ReportWriter(out_dir, submitted=True, extra_names=registers.extra_names,
+                                      wholes=registers.wholes)  # fmt: skip
+                _send_all(spool, writer, sending, client, journal, rate=limit, workers=workers,
+                          lookup=lookup, progress=progress, total=stats.rows - stats.invalid)  # fmt: skip
+        finally:
+            if writer is None:
+                writer = ReportWriter(out_dir, submitted=started, extra_names=registers.extra_names,
+                                      wholes=registers.wholes)  # fmt: skip
+            try:
+                _report_rest(spool, writer, sending, started)
+                paths = finish_reports(writer, progress=progress)
+            finally:
+                writer.abort()
     finally:
-        paths = write_outputs(batch, out_dir, submitted=sending)
-    if stats.interrupted:
+        from pipeline.reports.spool import remove_folder
+
+        remove_folder(work)
+    counts = writer.tally.counts()
+    if sending.fatal is not None:
+        raise sending.fatal
+    if sending.stats.interrupted or sending.stop.is_set():
         raise Interrupted(
             f"提交已中断；已完成部分的报告已写入 {out_dir}。再次运行同一命令即可继续（已办理的不会重复发送）"
         )
-    return batch_result(batch, paths, submitted=True)
+    return run_result(counts, paths, submitted=True)
+
+
+def _head_of(registers: Registers, batch: Batch) -> MappedTable | None:
+    """The run's table (without rows) a chunk comes from, matched by path and sheet."""
+    raw = batch.tables[0].raw
+    for head in registers.heads:
+        if head.raw.path == raw.path and head.raw.sheet == raw.sheet:
+            return head
+    return None
+
+
+def _missing_org(spool: BatchSpool) -> int:
+    missing = 0
+    for position in range(len(spool)):
+        status = spool.column(position, "outcome", "status").to_numpy(zero_copy_only=False)
+        org = spool.column(position, "rows", "orgCode").to_numpy(zero_copy_only=False)
+        missing += int(((status == STATUS_VALID) & (org == "")).sum())
+    return missing
+
+
+def _send_all(
+    spool: BatchSpool, writer: Any, sending: _Sending, client: ClientLike, journal: Journal, *,
+    rate: float | None, workers: int | None, lookup: bool, progress: bool, total: int,
+) -> None:  # fmt: skip
+    """Pass 2: each kept batch looked up, sent slice by slice and reported, until stopped or done."""
+    bar = RowBar("提交", total, enabled=progress, unit="人")
+    try:
+        with stop_on_signals(sending.stop):
+            while sending.position < len(spool) and not sending.stop.is_set():
+                batch = spool.batch(sending.position)
+                for part in _slices(batch, SEND_ROWS)[sending.part :]:
+                    if sending.stop.is_set():
+                        not_sent(part, sending.reason or MESSAGE_NOT_SENT)
+                    else:
+                        try:
+                            sending.absorb(
+                                submit_batch(
+                                    part, client, journal, rate=rate, concurrency=workers,
+                                    lookup_existing=lookup, stop=sending.stop,
+                                    on_outcome=lambda _: bar.advance(1),
+                                )
+                            )  # fmt: skip
+                        except EhcError as error:
+                            sending.fatal = error
+                            sending.reason = f"未发送：{error}"
+                            sending.stop.set()
+                        except Exception as error:
+                            sending.fatal = error
+                            sending.reason = "未发送：程序内部错误"
+                            sending.stop.set()
+                    writer.add(part)
+                    sending.part += 1
+                spool.discard(sending.position)
+                sending.position += 1
+                sending.part = 0
+    finally:
+        bar.close()
+
+
+def _report_rest(spool: BatchSpool, writer: Any, sending: _Sending, started: bool) -> None:
+    """Report every kept row not reported yet: as checked if sending never started, else as not sent."""
+    while sending.position < len(spool):
+        batch = spool.batch(sending.position)
+        for part in _slices(batch, SEND_ROWS)[sending.part :]:
+            if started:
+                not_sent(part, sending.reason or MESSAGE_NOT_SENT)
+            writer.add(part)
+            sending.part += 1
+        spool.discard(sending.position)
+        sending.position += 1
+        sending.part = 0

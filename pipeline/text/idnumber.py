@@ -45,6 +45,7 @@ __all__ = [
     "check_characters",
     "division_codes",
     "genders",
+    "id_keys",
     "id_problems",
     "is_valid_id_number",
     "looks_like_scientific",
@@ -229,6 +230,14 @@ def id_problems(values: pd.Series, today: datetime.date) -> np.ndarray:
     return problems
 
 
+def id_keys(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Which values are well-formed ID numbers (17 digits + digit or X), and each one's exact int64 key."""
+    shaped, matrix, first8, second8 = _parsed(values)
+    seventeen = (first8 * 100_000_000 + second8) * 10 + (matrix[:, 16].astype(np.int64) - 48)
+    last = matrix[:, 17].astype(np.int64)
+    return shaped, seventeen * 11 + np.where(last == ord("X"), 10, last - 48)
+
+
 def repeated(values: pd.Series) -> np.ndarray:
     """Whether each ID number appeared on an earlier row (second and later occurrences; "" never).
 
@@ -236,11 +245,8 @@ def repeated(values: pd.Series) -> np.ndarray:
     costs ten times as much); the few others as text.
     """
     result = np.zeros(len(values), dtype=bool)
-    shaped, matrix, first8, second8 = _parsed(values)
+    shaped, keys = id_keys(values)
     if shaped.any():
-        seventeen = (first8 * 100_000_000 + second8) * 10 + (matrix[:, 16].astype(np.int64) - 48)
-        last = matrix[:, 17].astype(np.int64)
-        keys = seventeen * 11 + np.where(last == ord("X"), 10, last - 48)
         result[shaped] = pd.Series(keys).duplicated().to_numpy()
     others = ~shaped & (values != "").to_numpy(dtype=bool)
     if others.any():

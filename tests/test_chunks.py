@@ -1,0 +1,179 @@
+"""A run read and reported chunk by chunk: the boundaries between chunks (and files) change nothing.
+
+Every test runs the real pipeline in-process with tiny chunks (a few rows), so
+that repeated ID numbers, footers, blank lines, quoted line breaks and the
+report caps all fall across chunk boundaries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from pathlib import Path
+
+import openpyxl
+import pytest
+from submit_helpers import chinese_name, make_id, resident, write_register
+
+from pipeline.config import DefaultValues, Settings
+from pipeline.dryrun import run_validate
+from pipeline.reports import workbooks
+
+TODAY = date(2026, 6, 1)
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(defaults=DefaultValues(org_code="455400000"), state_dir=tmp_path / "state")
+
+
+def _people(first: int, count: int) -> list[dict[str, str]]:
+    return [resident(make_id(serial)) for serial in range(first, first + count)]
+
+
+def _results(out: Path) -> list[dict[str, str]]:
+    text = (out / "results.csv").read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _sheet(path: Path, sheet: str) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in openpyxl.load_workbook(path)[sheet].iter_rows(values_only=True)]
+
+
+def _validate(tmp_path: Path, inputs: list[Path], out: str, chunk_rows: int | None) -> dict[str, Path]:
+    result = run_validate(inputs, tmp_path / out, _settings(tmp_path), today=TODAY, chunk_rows=chunk_rows)
+    assert not [p for p in (tmp_path / out).iterdir() if p.name.startswith(".")], "work files left behind"
+    return result.paths
+
+
+def test_a_repeated_id_across_chunks_and_files_names_its_first_row(tmp_path: Path) -> None:
+    first = _people(1, 7)
+    second = _people(20, 4)
+    second[2] = {**first[1]}  # the second file repeats the first file's second resident
+    first[6] = {**first[0]}  # the first file's last row repeats its first, chunks apart
+    a = write_register(tmp_path / "甲.csv", first)
+    b = write_register(tmp_path / "乙.csv", second)
+    paths = _validate(tmp_path, [a, b], "out", chunk_rows=2)
+    rows = _results(tmp_path / "out")
+    assert [(r["source_file"], r["source_row"]) for r in rows] == [
+        ("甲.csv", str(n)) for n in range(2, 9)
+    ] + [("乙.csv", str(n)) for n in range(2, 6)]
+    repeated = {(r["source_file"], r["source_row"]): r for r in rows if r["result_code"] == "10115"}
+    assert set(repeated) == {("甲.csv", "8"), ("乙.csv", "4")}
+    # The first row is named by its row number in the same file, with its file's name in another.
+    assert "与第 2 行重复" in repeated[("甲.csv", "8")]["message"]
+    assert "与甲.csv 第 3 行重复" in repeated[("乙.csv", "4")]["message"]
+    assert sum(r["status"] == "invalid" for r in rows) == 2
+    errors = _sheet(paths["errors.xlsx"], "明细")
+    # errors.xlsx: 行号, 列, 原值, 说明, 处理办法, 代码, 文件, 工作表
+    assert [(e[5], e[6], e[0]) for e in errors[1:]] == [(10115, "甲.csv", 8), (10115, "乙.csv", 4)]
+
+
+def test_chunked_reports_equal_a_single_chunk(tmp_path: Path) -> None:
+    people = _people(100, 23)
+    people[3] = {**people[3], "brdh": "12"}
+    people[11] = {**people[11], "xb": "9"}
+    people[17] = {**people[17], "sfzhm": people[17]["sfzhm"][:-1] + "0"}
+    people[20] = {**people[5]}
+    a = write_register(tmp_path / "a.csv", people[:13])
+    b = write_register(tmp_path / "b.csv", people[13:])
+    whole = _validate(tmp_path, [a, b], "whole", chunk_rows=None)
+    small = _validate(tmp_path, [a, b], "small", chunk_rows=3)
+    assert _results(tmp_path / "small") == _results(tmp_path / "whole")
+    assert len(_results(tmp_path / "small")) == 23
+    for workbook, sheets in (("results.xlsx", ("汇总", "明细")), ("errors.xlsx", ("汇总", "明细", "提示"))):
+        for sheet in sheets:
+            assert _sheet(small[workbook], sheet) == _sheet(whole[workbook], sheet), (workbook, sheet)
+    for copy in ("annotated_a.xlsx", "annotated_b.xlsx"):  # a CSV's annotated copy, gathered chunk by chunk
+        books = [openpyxl.load_workbook(paths[copy]) for paths in (small, whole)]
+        assert books[0].sheetnames == books[1].sheetnames
+        for name in books[0].sheetnames:
+            cells = [
+                [(c.coordinate, c.value, c.comment.text if c.comment else None)
+                 for row in book[name].iter_rows() for c in row]
+                for book in books
+            ]  # fmt: skip
+            assert cells[0] == cells[1], (copy, name)
+    marked = openpyxl.load_workbook(small["annotated_a.xlsx"]).worksheets[0]
+    assert any(c.comment for row in marked.iter_rows() for c in row)
+
+
+def test_every_row_once_in_order_across_blank_lines_footers_and_quoted_line_breaks(tmp_path: Path) -> None:
+    people = _people(200, 9)
+    lines = ["姓名,性别,民族,出生日期,身份证号,联系电话,医疗费用支付方式,备注"]
+    for serial, person in enumerate(people):
+        note = '"第一行\n第二行"' if serial == 6 else ("合计" if serial == 2 else "")
+        lines.append(
+            f"{chinese_name(serial)},男,汉族,{person['csrq']},{person['sfzhm']},{person['brdh']},自费,{note}"
+        )
+        if serial in (1, 4):
+            lines.append("")
+    lines += ["", "合计,9 人", "填表人：张三"]
+    path = tmp_path / "register.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _validate(tmp_path, [path], "out", chunk_rows=2)
+    rows = _results(tmp_path / "out")
+    # Lines: header 1; rows 2, 3, (blank 4), 5, 6, 7, (blank 8), 9, 10-11 (a quoted line break), 12, 13.
+    assert [int(r["source_row"]) for r in rows] == [2, 3, 5, 6, 7, 9, 10, 12, 13]
+    assert [r["xm"] for r in rows] == [chinese_name(s) for s in range(9)]
+    assert rows[6]["备注"] == "第一行\n第二行"
+
+
+def test_footer_words_followed_by_residents_are_residents(tmp_path: Path) -> None:
+    people = _people(300, 4)
+    path = write_register(tmp_path / "r.csv", people)
+    text = path.read_text(encoding="utf-8").splitlines()
+    text.insert(3, "合计,男,汉族,19800101,110101198001010011,13900001111,自费,,,,")
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    _validate(tmp_path, [path], "out", chunk_rows=2)
+    rows = _results(tmp_path / "out")
+    assert [r["xm"] for r in rows][2] == "合计"
+    assert len(rows) == 5
+
+
+def test_detail_above_the_limit_keeps_bad_rows_up_to_the_sheet_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workbooks, "DETAIL_ROW_LIMIT", 5)
+    monkeypatch.setattr(workbooks, "SHEET_LINES", 3)
+    people = _people(400, 12)
+    for k in (1, 4, 6, 9, 11):
+        people[k] = {**people[k], "brdh": "12"}
+    path = write_register(tmp_path / "r.csv", people)
+    paths = _validate(tmp_path, [path], "out", chunk_rows=2)
+    detail = _sheet(paths["results.xlsx"], "明细")
+    shown = [r for r in detail[1:] if r[2] is not None]
+    assert [r[2] for r in shown] == [3, 6, 8]  # the first three bad rows, in order
+    notes = [r[0] for r in detail[1:] if r[2] is None and r[0]]
+    assert notes == ["注意：本表只列出未通过的 3 行（共 12 行）；results.csv 含全部行。"]
+    errors = _sheet(paths["errors.xlsx"], "明细")
+    assert [(r[5], r[0]) for r in errors[1:4]] == [(10110, 3), (10110, 6), (10110, 8)]
+    assert any(r[0] and "本表只列出前 3 条（共 5 条）" in str(r[0]) for r in errors[4:])
+    assert len(_results(tmp_path / "out")) == 12
+
+
+def test_detail_of_a_short_run_holds_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workbooks, "DETAIL_ROW_LIMIT", 6)
+    path = write_register(tmp_path / "r.csv", _people(500, 6))
+    paths = _validate(tmp_path, [path], "out", chunk_rows=4)
+    detail = _sheet(paths["results.xlsx"], "明细")
+    assert [r[2] for r in detail[1:]] == [2, 3, 4, 5, 6, 7]
+
+
+def test_a_workbook_read_in_chunks_is_annotated_whole(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "名单"
+    sheet.append(["XX社区 登记表"])
+    sheet.append(["姓名", "性别", "民族", "出生日期", "身份证号", "联系电话", "医疗费用支付方式"])
+    people = _people(600, 7)
+    for serial, person in enumerate(people):
+        phone = "12" if serial in (1, 5) else person["brdh"]
+        gender = "男" if person["xb"] == "1" else "女"
+        sheet.append([chinese_name(serial), gender, "汉族", person["csrq"], person["sfzhm"], phone, "自费"])
+    book.save(tmp_path / "w.xlsx")
+    paths = _validate(tmp_path, [tmp_path / "w.xlsx"], "out", chunk_rows=2)
+    annotated = openpyxl.load_workbook(paths["annotated_w.xlsx"])["名单"]
+    marked = {c.coordinate for row in annotated.iter_rows() for c in row if c.comment}
+    assert marked == {"F4", "F8"}
+    assert annotated["A1"].value == "XX社区 登记表"
