@@ -43,7 +43,7 @@ def route_server_logs() -> None:
         server_logger = logging.getLogger(name)
         server_logger.handlers = [_ToMaskedLog()]
         server_logger.propagate = False
-        server_logger.setLevel(logging.INFO)
+        server_logger.setLevel(logging.WARNING)  # its start-up and shutdown chatter stays out
 
 
 def serve(settings: Settings, *, host: str, port: int) -> int:
