@@ -232,8 +232,10 @@ _HELP: dict[str, tuple[str, str, str]] = {
     ),
     "users": (
         "管理网页工作台的用户",
-        "添加网页工作台的用户，或重设其密码；密码在提示时输入（或从标准输入读取），不写在命令行里。",
-        "  ehc users add zhangsan --centre 455400000\n  ehc users passwd zhangsan",
+        "添加网页工作台的用户、重设其密码，或停用、启用用户；密码在提示时输入（或从标准输入读取），"
+        "不写在命令行里。",
+        "  ehc users add zhangsan --centre 455400000\n  ehc users passwd zhangsan\n"
+        "  ehc users disable zhangsan",
     ),
     "users add": (
         "添加一个中心的用户",
@@ -244,6 +246,16 @@ _HELP: dict[str, tuple[str, str, str]] = {
         "重设用户的密码",
         "重设网页工作台用户的密码；新密码在提示时输入（或从标准输入读取）。",
         "  ehc users passwd zhangsan",
+    ),
+    "users disable": (
+        "停用用户",
+        "停用网页工作台的用户（如办事员离职）：其已登录的页面立即退出，不能再登录；记录保留。",
+        "  ehc users disable zhangsan",
+    ),
+    "users enable": (
+        "启用已停用的用户",
+        "恢复已停用的网页工作台用户，使其可以再次登录。",
+        "  ehc users enable zhangsan",
     ),
     "centres": (
         "管理网页工作台的中心",
@@ -354,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_passwd = _command(users_commands, "passwd", _SHORT_EXIT_CODES_HELP, key="users passwd")
     users_passwd.add_argument("name", metavar="用户名", help="要重设密码的用户")
     _common(users_passwd)
+    for action, what in (("disable", "要停用的用户"), ("enable", "要启用的用户")):
+        toggled = _command(users_commands, action, _SHORT_EXIT_CODES_HELP, key=f"users {action}")
+        toggled.add_argument("name", metavar="用户名", help=what)
+        _common(toggled)
 
     centres = _command(commands, "centres", _SHORT_EXIT_CODES_HELP)
     centres_commands = centres.add_subparsers(
@@ -505,6 +521,13 @@ def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:
         return RunResult(
             EXIT_OK, f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）"
         )
+    if args.users_command in ("disable", "enable"):
+        disabling = args.users_command == "disable"
+        user = accounts.set_disabled(store, args.name, disabling)
+        done = (
+            "已停用用户 {}：其已登录的页面已退出，不能再登录" if disabling else "已启用用户 {}，可以重新登录"
+        )
+        return RunResult(EXIT_OK, done.format(user.name))
     user = accounts.set_password(store, args.name, read_password("新密码："))
     return RunResult(EXIT_OK, f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
 

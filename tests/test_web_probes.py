@@ -13,6 +13,7 @@ import io
 import logging
 import re
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import openpyxl
 import pytest
 from loguru import logger
 
+from pipeline import cli
 from pipeline.config import PlatformSettings
 from pipeline.web import engine
+from pipeline.web import store as store_module
 from pipeline.web.jobfiles import JobFiles
 from pipeline.web.serve import route_server_logs
 from tests.conftest import make_resident
@@ -301,3 +304,56 @@ def test_a_second_submit_of_the_same_job_shows_the_first_and_sends_nobody_twice(
             assert answer.status_code == 303 and answer.headers["location"].endswith("notice=submitting")
         assert site.wait(clerk, job_id)["counts"] == {"enrolled": 42, "invalid": 8}
     assert sandbox.count("syncCardInfo") == 42 and sandbox.residents() == 42
+
+
+# --- a clerk who leaves ------------------------------------------------------------------------------
+
+
+def test_a_disabled_user_is_logged_out_and_cannot_log_in_until_enabled(site: Site) -> None:
+    clerk, admin = site.client("clerk_b"), site.client("admin_a")
+    assert clerk.get("/jobs").status_code == 200
+    user = site.store.user_by_name("clerk_b")
+    assert user is not None
+    csrf = site.csrf(admin)
+    answer = admin.post(f"/admin/users/{user.id}/disable", data={"csrf_token": csrf})
+    assert answer.status_code == 303
+    assert clerk.get("/jobs").status_code == 303  # the session ended at once
+    refused = site.login(site.client(), "clerk_b", PASSWORDS["clerk_b"])
+    assert refused.status_code == 401 and "已停用" in refused.text
+    assert "用户名或密码不正确" in site.login(site.client(), "clerk_b", "not-the-password").text
+    me = site.store.user_by_name("admin_a")
+    assert me is not None
+    own = admin.post(f"/admin/users/{me.id}/disable", data={"csrf_token": csrf})
+    assert own.status_code == 400 and "自己" in own.text  # an admin cannot lock everyone out
+    assert admin.post(f"/admin/users/{user.id}/enable", data={"csrf_token": csrf}).status_code == 303
+    assert site.login(site.client(), "clerk_b", PASSWORDS["clerk_b"]).status_code == 303
+    audit = admin.get("/admin/audit").text
+    assert "停用用户" in audit and "启用用户" in audit
+
+
+def test_the_command_line_disables_and_enables_a_user(
+    site: Site, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    clerk = site.client("clerk_a")
+    monkeypatch.setenv("EHC_STATE_DIR", str(site.settings.state_dir))
+    assert cli.main(["users", "disable", "clerk_a"]) == 0
+    assert "已停用" in capsys.readouterr().out
+    assert clerk.get("/jobs").status_code == 303
+    assert cli.main(["users", "disable", "nobody"]) == 2
+    assert cli.main(["users", "enable", "clerk_a"]) == 0
+    assert site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).status_code == 303
+
+
+def test_a_database_of_the_first_schema_gets_the_disabled_mark(tmp_path: Path) -> None:
+    first = store_module._SCHEMA.replace(",\n    disabled      INTEGER NOT NULL DEFAULT 0\n", "\n")
+    with sqlite3.connect(tmp_path / store_module.DATABASE_NAME) as db:
+        db.executescript(first)
+        db.execute("INSERT INTO centres (org_code, name, created_at) VALUES ('455400001', '甲', '')")
+        db.execute("INSERT INTO users (name, centre_id, password_hash, created_at, password_at) "
+                   "VALUES ('old_clerk', 1, 'x', '', '')")  # fmt: skip
+        db.execute("PRAGMA user_version=1")
+    store = store_module.Store(tmp_path)
+    user = store.user_by_name("old_clerk")
+    assert user is not None and not user.disabled
+    store.set_disabled(user.id, True)
+    assert store.user(user.id).disabled  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""Centres and users: what ``ehc centres add``, ``ehc users add/passwd`` and the admin pages do.
+"""Centres and users: what ``ehc centres add``, ``ehc users …`` and the admin pages do.
 
 Each operation checks its input and raises :class:`~pipeline.errors.ConfigError`
 with a one-line Chinese message (the command line turns it into exit code
@@ -81,4 +81,17 @@ def set_password(store: Store, name: str, password: str, *, by: User | None = No
         raise ConfigError(f"密码不符合要求：{problem}")
     store.set_password(user.id, hash_password(password))
     store.audit("修改密码", user=by, user_name="命令行", centre_id=user.centre_id, target=user.name)
+    return user
+
+
+def set_disabled(store: Store, name: str, disabled: bool, *, by: User | None = None) -> User:
+    """Stop user ``name`` logging in (their sessions end), or allow it again."""
+    user = store.user_by_name(name.strip())
+    if user is None:
+        raise ConfigError(f"没有用户 {name}")
+    if disabled and by is not None and by.id == user.id:
+        raise ConfigError("不能停用自己的账号")
+    store.set_disabled(user.id, disabled)
+    action = "停用用户" if disabled else "启用用户"
+    store.audit(action, user=by, user_name="命令行", centre_id=user.centre_id, target=user.name)
     return user

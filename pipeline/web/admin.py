@@ -1,7 +1,8 @@
 """The admin pages: centres, users (added, passwords reset) and the audit log.
 
 Only users marked admin reach them (others get a 403 page).  They do what
-``ehc centres add``, ``ehc users add`` and ``ehc users passwd`` do, through
+``ehc centres add``, ``ehc users add``, ``ehc users passwd`` and ``ehc users
+disable``/``enable`` do, through
 :mod:`pipeline.web.accounts`, and every change is in the audit log.
 """
 
@@ -97,6 +98,30 @@ async def reset_password(request: Request) -> Response:
     except ConfigError as error:
         return users_page(request, str(error), 400)
     return RedirectResponse("/admin/users?notice=reset", status_code=303)
+
+
+async def disable_user(request: Request) -> Response:
+    """POST /admin/users/{user_id}/disable: the user can no longer log in; their sessions end."""
+    return await _set_disabled(request, True)
+
+
+async def enable_user(request: Request) -> Response:
+    """POST /admin/users/{user_id}/enable."""
+    return await _set_disabled(request, False)
+
+
+async def _set_disabled(request: Request, disabled: bool) -> Response:
+    who = admin(request)
+    await checked_form(request, who)
+    store = workspace(request).store
+    user = store.user(int(request.path_params["user_id"]))
+    if user is None:
+        raise NotFound
+    try:
+        await run_in_threadpool(accounts.set_disabled, store, user.name, disabled, by=who.user)
+    except ConfigError as error:
+        return users_page(request, str(error), 400)
+    return RedirectResponse(f"/admin/users?notice={'disabled' if disabled else 'enabled'}", status_code=303)
 
 
 def audit_page(request: Request) -> Response:

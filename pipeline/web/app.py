@@ -194,6 +194,8 @@ def _routes() -> list[Any]:
         Route("/admin/users", admin.users_page, methods=["GET"]),
         Route("/admin/users", admin.add_user, methods=["POST"]),
         Route("/admin/users/{user_id:int}/password", admin.reset_password, methods=["POST"]),
+        Route("/admin/users/{user_id:int}/disable", admin.disable_user, methods=["POST"]),
+        Route("/admin/users/{user_id:int}/enable", admin.enable_user, methods=["POST"]),
         Route("/admin/audit", admin.audit_page, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]

@@ -4,8 +4,8 @@
   user name costs the same verification as a known one.
 * A session is a random 256-bit token in an HttpOnly, SameSite=Lax cookie;
   the server keeps only its SHA-256, so a copy of the database logs nobody
-  in.  A session ends when idle too long, when too old, at logout, and when
-  the user's password changes.
+  in.  A session ends when idle too long, when too old, at logout, when
+  the user's password changes, and when the user is disabled.
 * Every state-changing request carries the session's CSRF token (a form
   field or the ``X-CSRF-Token`` header), compared in constant time.  The
   login form, which has no session yet, uses a double-submit token: a
@@ -134,6 +134,8 @@ class Auth:
         if user is None or not good:
             self.store.add_login_failure(keys, now)
             raise LoginRefused("用户名或密码不正确")
+        if user.disabled:  # said only to whoever knows the password
+            raise LoginRefused("此用户已停用，不能登录。如需恢复，请联系管理员")
         self.store.clear_login_failures(keys[0])
         if _hasher.check_needs_rehash(user.password_hash):
             self.store.rehash_password(user.id, hash_password(password))
@@ -153,7 +155,7 @@ class Auth:
         idle = now - session.seen > self.settings.session_idle_minutes * 60
         old = now - session.created > self.settings.session_hours * 3600
         user = self.store.user(session.user_id)
-        if idle or old or user is None:
+        if idle or old or user is None or user.disabled:
             self.store.end_session(key)
             return None
         if now - session.seen > TOUCH_EVERY:

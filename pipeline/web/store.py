@@ -48,7 +48,7 @@ BUSY_STATES = frozenset({QUEUED, CHECKING, WAITING, SUBMITTING})
 #: States in which the clerk may edit cells and submit.
 READY_STATES = frozenset({CHECKED, SUBMITTED, CANCELLED, STOPPED})
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS centres (
     id         INTEGER PRIMARY KEY,
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS users (
     is_admin      INTEGER NOT NULL DEFAULT 0,
     password_hash TEXT NOT NULL,
     created_at    TEXT NOT NULL,
-    password_at   TEXT NOT NULL
+    password_at   TEXT NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
@@ -168,6 +169,9 @@ CREATE INDEX IF NOT EXISTS audit_by_centre ON audit(centre_id, id);
 """
 
 
+#: The columns of a user, in the order :class:`User` takes them.
+_USER_COLUMNS = "id, name, centre_id, is_admin, password_hash, created_at, password_at, disabled"
+
 #: The rows (or ID numbers) a query is about, passed as one JSON array and looked up one by one.
 _WANTED = "json_each(?) AS w"
 
@@ -198,6 +202,7 @@ class User:
     password_hash: str = field(repr=False)
     created_at: str = ""
     password_at: str = ""
+    disabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,7 +325,10 @@ class Store:
         if version > _SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} was written by a newer version (schema {version})")
         if version < _SCHEMA_VERSION:
+            existed = version >= 1
             db.executescript(_SCHEMA)
+            if existed and version < 2:  # schema 1 had no way to stop a user logging in
+                db.execute("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     # -- connections ---------------------------------------------------------------------------
@@ -408,20 +416,21 @@ class Store:
         if row is None:
             return None
         return User(
-            int(row[0]), str(row[1]), int(row[2]), bool(row[3]), str(row[4]), str(row[5]), str(row[6])
-        )
+            int(row[0]), str(row[1]), int(row[2]), bool(row[3]), str(row[4]), str(row[5]), str(row[6]),
+            bool(row[7]),
+        )  # fmt: skip
 
     def user(self, user_id: int) -> User | None:
         """The user with this id."""
-        return self._user(self._one("SELECT * FROM users WHERE id = ?", user_id))
+        return self._user(self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", user_id))
 
     def user_by_name(self, name: str) -> User | None:
         """The user with this name (any case)."""
-        return self._user(self._one("SELECT * FROM users WHERE name = ?", name))
+        return self._user(self._one(f"SELECT {_USER_COLUMNS} FROM users WHERE name = ?", name))
 
     def users(self) -> list[User]:
         """Every user, by name."""
-        found = [self._user(row) for row in self._all("SELECT * FROM users ORDER BY name")]
+        found = [self._user(row) for row in self._all(f"SELECT {_USER_COLUMNS} FROM users ORDER BY name")]
         return [user for user in found if user is not None]
 
     def set_password(self, user_id: int, password_hash: str) -> None:
@@ -432,6 +441,13 @@ class Store:
                 (password_hash, now_text(), user_id),
             )
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    def set_disabled(self, user_id: int, disabled: bool) -> None:
+        """Stop (or allow again) a user logging in; stopping ends every session of theirs."""
+        with self.transaction() as db:
+            db.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(disabled), user_id))
+            if disabled:
+                db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
 
     def rehash_password(self, user_id: int, password_hash: str) -> None:
         """Replace a password hash by a stronger one of the same password (sessions kept)."""
