@@ -72,7 +72,7 @@ def make_out_dir(out_dir: Path, work: str = "") -> Path:
 
 
 def _temporary(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    return target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
@@ -90,7 +90,7 @@ def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
         for _, target in pairs:
             current = target
             if target.exists() or target.is_symlink():
-                old = target.with_name(f".{target.name}.{os.getpid()}.old")
+                old = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.old")
                 os.replace(target, old)
                 aside.append((old, target))
         for temporary, target in pairs:

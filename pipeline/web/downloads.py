@@ -25,7 +25,7 @@ import pandas as pd
 from pipeline.web import engine
 from pipeline.web.checking import edits_frame
 from pipeline.web.jobfiles import JobFiles
-from pipeline.web.reportfiles import reports_current, write_reports
+from pipeline.web.reportfiles import reports_current, write_reports, writing
 from pipeline.web.shown import for_clerk
 from pipeline.web.store import Job, Store
 
@@ -78,8 +78,12 @@ def build_reports(settings: engine.Settings, job_id: str) -> int:
             return job.version
         if job.rows == 0:
             raise NotAvailable("此任务还没有检查结果")
-        batch = batch_from_store(store, job, settings, centre.org_code)
-        write_reports(batch, files, job.version, submitted=bool(job.submitted_at))
+        with writing(files):
+            job = store.job_any(job_id) or job  # as it is once the other writer (if any) is done
+            if reports_current(files, job):
+                return job.version
+            batch = batch_from_store(store, job, settings, centre.org_code)
+            write_reports(batch, files, job.version, submitted=bool(job.submitted_at))
         return job.version
     finally:
         store.close()

@@ -563,7 +563,7 @@ async def submit(request: Request) -> Response:
         raise Refused("没有可提交的行（校验通过的行数为 0）")
     moved = space.store.claim_job(
         job.id, list(READY_STATES), WAITING, stage="准备提交", progress=0.0, message="", cancel=0, sending={},
-        submitted_by=who.user.id,
+        submitted_by=who.user.id, pid=None,
     )  # fmt: skip
     if not moved:
         now = space.store.job(job.id, who.centre.id)

@@ -16,7 +16,8 @@ A worker that dies (the kernel's out-of-memory killer, a crash) breaks a
 process pool for good; the runner starts a new one and checks again the
 uploads that were running, once: one that kills its worker twice is
 marked unreadable.  A submission process that dies without saying how it
-ended (killed) is noticed within seconds: the job is marked stopped, and
+ended (killed), whether this server started it or a previous one did, is
+noticed within seconds: the job is marked stopped, and
 each of its rows takes what the journal knows of it (enrolled, rejected,
 or unknown and so to be sent again).
 
@@ -39,6 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -66,6 +68,7 @@ WORKER_DIED = "检查该文件时检查程序意外结束（文件可能过大�
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet waited for, does not)."""
     if not pid:
         return False
     try:
@@ -74,7 +77,11 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (not Linux): the signal test is all there is
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 class Runner:
@@ -283,11 +290,21 @@ class Runner:
                 logger.error("网页提交监视出错（{}）", type(error).__name__)
 
     def reap(self) -> None:
-        """Forget finished submissions; mark stopped any whose process died leaving its job running."""
+        """Forget finished submissions; mark stopped any whose process died leaving its job running.
+
+        That is a process this runner started, or one a previous server
+        started (its job carries the process id) that outlived it.
+        """
         with self._lock:
             ended = [(job_id, w) for job_id, w in self._submissions.items() if not w.is_alive()]
             for job_id, _ in ended:
                 del self._submissions[job_id]
+            ours = set(self._submissions)
+        for running in self.store.jobs_in([WAITING, SUBMITTING]):
+            if running.id in ours or running.id in dict(ended) or not running.pid or _alive(running.pid):
+                continue
+            logger.error("网页提交 {} 的进程（上次启动的服务留下的）意外结束", running.id)
+            self._stopped(running.id, STOPPED_BY_CRASH)
         for job_id, worker in ended:
             if hasattr(worker, "join"):
                 worker.join(0)

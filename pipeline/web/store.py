@@ -676,8 +676,8 @@ class Store:
                 "UPDATE jobs SET state = ?, version = version + 1, updated_at = ? WHERE id = ?",
                 (to_state, now_text(), job_id),
             )
-        if changes:
-            self.update_job(job_id, **changes)
+            if changes:  # in the same transaction: nobody sees the new state with the old details
+                self.update_job(job_id, **changes)
         return True
 
     # -- rows and faults --------------------------------------------------------------------------

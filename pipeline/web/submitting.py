@@ -33,7 +33,7 @@ from loguru import logger
 from pipeline.web import engine
 from pipeline.web.checking import edits_frame, fault_sources, fault_tuples, row_tuples, said
 from pipeline.web.jobfiles import JobFiles
-from pipeline.web.reportfiles import write_reports
+from pipeline.web.reportfiles import write_reports, writing
 from pipeline.web.shown import for_clerk
 from pipeline.web.store import CANCELLED, STOPPED, SUBMITTED, SUBMITTING, WAITING, Store, now_text
 
@@ -209,21 +209,26 @@ def _record(
     tables: list[dict[str, Any]],
     progress: Progress,
 ) -> None:
-    """Write the reports, then every row's final status and the job's state."""
+    """Record every row's final status and the job's state, and write the reports.
+
+    Both under the job's report lock: a download the new state lets through
+    waits for these reports instead of writing the same folder at once.
+    """
     offsets = batch.table_rows
     faults = batch.faults
     rows = batch.rows
-    store.replace_rows(
-        job_id,
-        row_tuples(rows["source_row"].to_numpy(dtype=np.int64), batch.outcome, rows["sfzhm"].astype(str)),
-        fault_tuples(faults, fault_sources(faults, tables, offsets)),
-        state=state,
-        row_count=len(rows),
-    )
-    store.update_job(job_id, message=message, sending=progress.snapshot())
-    job = store.job_any(job_id)
-    if job is not None:
-        write_reports(batch, files, job.version, submitted=True)
+    with writing(files):
+        store.replace_rows(
+            job_id,
+            row_tuples(rows["source_row"].to_numpy(dtype=np.int64), batch.outcome, rows["sfzhm"].astype(str)),
+            fault_tuples(faults, fault_sources(faults, tables, offsets)),
+            state=state,
+            row_count=len(rows),
+        )
+        store.update_job(job_id, message=message, sending=progress.snapshot())
+        job = store.job_any(job_id)
+        if job is not None:
+            write_reports(batch, files, job.version, submitted=True)
 
 
 def process_main(settings: engine.Settings, job_id: str) -> None:
