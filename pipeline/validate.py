@@ -195,6 +195,20 @@ def empty_faults() -> pd.DataFrame:
     )
 
 
+def _check_output(check: pa.Check, values: pd.Series) -> object:
+    """Whether each value passes ``check``: what ``check(values).check_output`` is.
+
+    Every check of the schema is a vectorised function of a column without
+    nulls, so pandera's backend would call it and then gather the failing
+    values into a report: the function is called directly (for a one-row
+    frame, pandera's dispatch cost more than the checks).  Any other check
+    goes through pandera.
+    """
+    if check.element_wise or check.groupby is not None or values.hasnans:
+        return check(values).check_output
+    return check._check_fn(values)
+
+
 def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
     """The failing (index, column, check) of ``frame`` under ``schema``: every check of every column.
 
@@ -214,7 +228,7 @@ def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
     for name, column in schema.columns.items():
         values = frame[name]
         for check in column.checks:
-            passed = check(values).check_output
+            passed = _check_output(check, values)
             if not isinstance(passed, pd.Series):
                 raise ValueError(f"the rows do not have the shape validate() needs: {name}: {check.error}")
             failing = ~passed.to_numpy(dtype=bool)
