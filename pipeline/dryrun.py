@@ -20,22 +20,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import queue
 import threading
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from loguru import logger
 
 from pipeline import mapping, normalise
 from pipeline.batch import exit_code_of, stack_batches, status_from_faults
 from pipeline.config import DefaultValues, Settings
 from pipeline.model import (
+    BAD_STATUSES,
     FAULT_COLUMNS,
     INPUT_FIELDS,
     STATUS_INVALID,
@@ -49,6 +52,7 @@ from pipeline.model import (
 from pipeline.progress import RowBar
 from pipeline.reading import register as reading
 from pipeline.stopping import interrupt_on_signals
+from pipeline.workers import Workers, ask, fork_workers, usable_cores
 
 #: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show.
 CHUNK_ROWS = 200_000
@@ -57,7 +61,7 @@ CHUNK_ROWS = 200_000
 LATER_MODULES = ("pipeline.validate", "pipeline.reports.write")
 
 if TYPE_CHECKING:  # imported where used: pandera is the heaviest import of a run
-    from pipeline.reports.write import ReportWriter
+    from pipeline.reports.write import ReportPart, ReportWriter
     from pipeline.validate import RepeatedIds
 
 T = TypeVar("T")
@@ -327,32 +331,215 @@ def run_validate(
     progress: bool = False,
     today: date | None = None,
     chunk_rows: int | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """``ehc validate``: the dry run with every report, nothing sent.
 
-    Ctrl-C and SIGTERM stop it (exit 130) and leave no file behind.
+    A long run is checked by ``workers`` forked processes side by side
+    (default: one per core, for a run of at least :data:`PARALLEL_MIN_ROWS`
+    estimated rows; ``EHC_WORKERS`` overrides; 0 checks in this process);
+    where forking is not possible the run is checked in this process, with
+    the same results.  Ctrl-C and SIGTERM stop it (exit 130) and leave no file behind.
     """
-    from pipeline.reports.write import ReportWriter
-
-    _import_in_background(LATER_MODULES)
     with interrupt_on_signals():
         registers = open_registers(inputs, settings, options)
+        count = worker_count(registers, workers)
+        if count:
+            for name in LATER_MODULES:  # before forking: every worker starts with them
+                importlib.import_module(name)
+        else:
+            _import_in_background(LATER_MODULES)
+        from pipeline.reports.write import ReportWriter
+
         writer = ReportWriter(
             out_dir, submitted=False, extra_names=registers.extra_names, wholes=registers.wholes
         )
+        pool: Workers[_Task, _Checked] | None = None
         try:
+            today = today or date.today()
+            if count:
+                pool = _fork_checkers(registers, settings, writer, today, count)
             bar = RowBar("校验", registers.estimated_rows, enabled=progress)
-            chunks = check_chunks(registers, settings, today=today, chunk_rows=chunk_rows, bar=bar)
-            try:
-                for batch in chunks:
-                    writer.add(batch)
-            finally:
-                chunks.close()  # stops reading ahead at once, whatever stopped the run
-                bar.close()
+            if pool is not None:
+                try:
+                    _check_in_workers(pool, registers, writer, chunk_rows or PARALLEL_CHUNK_ROWS, bar)
+                finally:
+                    pool.close()
+                    bar.close()
+            else:
+                chunks = check_chunks(registers, settings, today=today, chunk_rows=chunk_rows, bar=bar)
+                try:
+                    for batch in chunks:
+                        writer.add(batch)
+                finally:
+                    chunks.close()  # stops reading ahead at once, whatever stopped the run
+                    bar.close()
             paths = finish_reports(writer, progress=progress)
         finally:
+            if pool is not None:
+                pool.close()
             writer.abort()
     return run_result(writer.tally.counts(), paths, submitted=False)
+
+
+# --- checking in worker processes ---------------------------------------------------------------
+
+#: Rows per chunk when chunks are checked side by side: small enough that the workers finish together.
+PARALLEL_CHUNK_ROWS = 100_000
+
+#: A run estimated below this many rows is checked in one process: forking would cost more than it saves.
+PARALLEL_MIN_ROWS = 300_000
+
+#: Most worker processes a run uses.
+MAX_WORKERS = 4
+
+
+def worker_count(registers: Registers, requested: int | None = None) -> int:
+    """How many worker processes check ``registers`` (0: this process does).
+
+    ``requested`` (or the ``EHC_WORKERS`` environment variable) decides when
+    given; otherwise one per core, up to :data:`MAX_WORKERS`, for a run
+    long enough, with more than one core and at least one of them idle.
+    """
+    if requested is None and os.environ.get("EHC_WORKERS", "").strip().isdigit():
+        requested = int(os.environ["EHC_WORKERS"])
+    if requested is not None:
+        return max(0, requested)
+    cores = usable_cores()
+    if cores < 2 or registers.estimated_rows < PARALLEL_MIN_ROWS:
+        return 0
+    # Cores busy with other work (another run, a test suite) would only be fought over.
+    idle = cores - (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+    if idle < 1:
+        return 0
+    return min(cores, MAX_WORKERS)
+
+
+@dataclass
+class _Task:
+    """One chunk for a worker: the ``number``-th table's rows from ``row_id`` ``start``."""
+
+    index: int
+    number: int
+    start: int
+    table: MappedTable
+
+    def for_worker(self) -> _Task:
+        """The task as sent: the rows as read stay here (the annotated copy reads them)."""
+        raw = replace(self.table.raw, data=self.table.raw.data.iloc[:0])
+        return replace(self, table=replace(self.table, raw=raw))
+
+
+@dataclass
+class _Checked:
+    """What a worker sends back for a chunk: its share of the reports, and what the run counts."""
+
+    part: ReportPart
+    faults: pd.DataFrame
+    noted: pd.DataFrame  # status and message of the rows with a bad status or a message
+    rows: int
+    invalid: int
+    missing_org: int
+
+
+def _fork_checkers(
+    registers: Registers, settings: Settings, writer: ReportWriter, today: date, count: int
+) -> Workers[_Task, _Checked] | None:
+    """Worker processes checking chunks (normalise, validate, the reports' share), or None."""
+    from pipeline import validate
+
+    # Every worker starts with the code tables read and the schema built.
+    blank = pd.DataFrame({field: pd.Series([""], dtype="str") for field in INPUT_FIELDS})
+    normalise.normalise(blank, settings.defaults, today)
+    validate.warm_up(today)
+
+    class AskedRepeats(validate.RepeatedIds):
+        """The run's repeated ID numbers, kept by the parent: each chunk's keys are sent to it."""
+
+        def check(self, ids: pd.Series, places: np.ndarray) -> np.ndarray:
+            answer: np.ndarray = ask((self.keys(ids), places))
+            return answer
+
+    labels = registers.labels
+
+    def check(task: _Task) -> _Checked:
+        batch = check_batch(
+            task.table,
+            task.start,
+            settings.defaults,
+            today,
+            repeats=AskedRepeats(labels),
+            table_number=task.number,
+        )
+        part = writer.prepare(batch, task.start, csv_part=writer.work / f"results-{task.index}.csv")
+        outcome = batch.outcome
+        noted = outcome["status"].isin(list(BAD_STATUSES)) | (outcome["message"] != "")
+        return _Checked(
+            part=part,
+            faults=batch.faults,
+            noted=outcome.loc[noted, ["status", "message"]],
+            rows=len(batch),
+            invalid=int((outcome["status"] == STATUS_INVALID).sum()),
+            missing_org=int((batch.rows["orgCode"] == "").sum()),
+        )
+
+    return fork_workers(check, count)
+
+
+def _check_in_workers(
+    pool: Workers[_Task, _Checked],
+    registers: Registers,
+    writer: ReportWriter,
+    chunk_rows: int,
+    bar: RowBar,
+) -> CheckStats:
+    """Every chunk of the run checked by ``pool``, its reports' share kept by ``writer`` in input order."""
+    from pipeline import validate
+
+    stats = CheckStats(rows_by_table=[0] * len(registers.sources))
+    repeats = validate.RepeatedIds(registers.labels)
+
+    def tasks() -> Generator[_Task, None, None]:
+        start = 0
+        for index, (number, table) in enumerate(_prefetched(_mapped_chunks(registers, chunk_rows))):
+            yield _Task(index, number, start, table)
+            start += len(table.fields)
+
+    def answer(task: _Task, question: tuple[validate.IdKeys, np.ndarray]) -> np.ndarray:
+        return repeats.resolve(*question)
+
+    items = tasks()
+    # The workers keep the cores busy: Arrow's own threads would only contend with them.
+    arrow_threads = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        for task, checked in pool.run(items, answer, send=_Task.for_worker):
+            n = checked.rows
+            empty = pd.DataFrame(index=pd.RangeIndex(task.start, task.start + n))
+            writer.commit(
+                checked.part,
+                Batch(
+                    tables=[task.table],
+                    table_rows=[range(task.start, task.start + n)],
+                    rows=empty,
+                    original=empty,
+                    extras=empty,
+                    faults=checked.faults,
+                    outcome=checked.noted,
+                ),
+            )
+            stats.rows += n
+            stats.rows_by_table[task.number] += n
+            stats.invalid += checked.invalid
+            stats.missing_org += checked.missing_org
+            bar.advance(n)
+    finally:
+        items.close()
+        pa.set_cpu_count(arrow_threads)
+    for source, rows in zip(registers.sources, stats.rows_by_table, strict=True):
+        logger.info("读取 {}：{} 行（表头在第 {} 行）", source.label, rows, source.header_row)
+    logger.info("校验完成：{} 行，其中 {} 行未通过", stats.rows, stats.invalid)
+    return stats
 
 
 def finish_reports(writer: ReportWriter, *, progress: bool) -> dict[str, Path]:

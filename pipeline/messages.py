@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from pipeline.model import FIELD_LABELS
@@ -165,7 +166,18 @@ def label(field: str) -> str:
 
 def _render(template: str, field: str, values: pd.Series, extras: pd.Series | None) -> pd.Series:
     """``template`` filled in for every row: pieces concatenated column-wise."""
-    result = pd.Series("", index=values.index, dtype="str")
+    texts = _render_texts(
+        template,
+        field,
+        values.to_numpy(dtype=object, na_value=""),
+        extras.to_numpy(dtype=object, na_value="") if extras is not None else None,
+    )
+    return pd.Series(texts, index=values.index, dtype="str")
+
+
+def _render_texts(template: str, field: str, values: np.ndarray, extras: np.ndarray | None) -> np.ndarray:
+    """:func:`_render` over object arrays of text: numpy concatenates each piece for every row at once."""
+    result: np.ndarray = np.full(len(values), "", dtype=object)
     position = 0
     for match in _PLACEHOLDER.finditer(template):
         result = result + template[position : match.start()]
@@ -173,9 +185,9 @@ def _render(template: str, field: str, values: pd.Series, extras: pd.Series | No
         if name == "label":
             result = result + label(field)
         elif name == "value":
-            result = result + values.astype("str")
-        else:
-            result = result + (extras.astype("str") if extras is not None else "")
+            result = result + values
+        elif extras is not None:
+            result = result + extras
         position = match.end()
     return result + template[position:]
 
@@ -201,18 +213,23 @@ def error_messages(
     fills ``{extra}``.  An empty value with no ``empty`` template says the
     field is empty.
     """
-    if details is None:
-        details = pd.Series("", index=values.index, dtype="str")
-    details = details.where((values != "") | (details != ""), "empty")
-    result = pd.Series("", index=values.index, dtype="str")
-    for detail in details.unique():
-        chosen = (details == detail).to_numpy()
+    written = values.to_numpy(dtype=object, na_value="")
+    variants = (
+        details.to_numpy(dtype=object, na_value="")
+        if details is not None
+        else np.full(len(written), "", dtype=object)
+    )
+    variants = np.where((written != "") | (variants != ""), variants, "empty")
+    more = extras.to_numpy(dtype=object, na_value="") if extras is not None else None
+    result = np.full(len(written), "", dtype=object)
+    for detail in pd.unique(variants):
+        chosen = variants == detail
         template = error_template(code, field, str(detail))
         if detail == "empty" and (code, field, "empty") not in _ERRORS:
             template = "{label}为空" if "{value}" in template else template
-        part_extras = extras[chosen] if extras is not None else None
-        result[chosen] = _render(template, field, values[chosen], part_extras)
-    return result
+        part_extras = more[chosen] if more is not None else None
+        result[chosen] = _render_texts(template, field, written[chosen], part_extras)
+    return pd.Series(result, index=values.index, dtype="str")
 
 
 def warning_messages(kind: str, field: str, values: pd.Series, extras: pd.Series) -> pd.Series:

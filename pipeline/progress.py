@@ -13,6 +13,10 @@ import threading
 
 from tqdm import tqdm
 
+# No monitor thread: bars are advanced often enough, and a run forks its worker
+# processes only while it has no thread (see pipeline.workers).
+tqdm.monitor_interval = 0
+
 #: Seconds a stage runs before its bar appears: short stages show nothing.
 SHOW_AFTER_SECONDS = 2.0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -122,16 +123,38 @@ class RepeatedIds:
 
         The chunk's numbers are then remembered; ``""`` is never a repeat.
         """
-        result = np.full(len(ids), -1, dtype=np.int64)
+        return self.resolve(self.keys(ids), places)
+
+    @staticmethod
+    def keys(ids: pd.Series) -> IdKeys:
+        """The 64-bit keys of a chunk's ID numbers (the costly part of :meth:`check`, needing no state)."""
         shaped, keys = idnumber.id_keys(ids)
-        if shaped.any():
-            result[shaped] = self._first_places(keys, places[shaped])
         others = ~shaped & (ids != "").to_numpy(dtype=bool)
+        hashed = np.zeros(0, dtype=np.int64)
         if others.any():
             hashed = pd.util.hash_array(ids[others].to_numpy(dtype=object)).view(np.int64)
             # Kept apart from the exact keys: a negative flag bit cannot be a well-formed key.
-            result[others] = self._first_places(hashed | np.int64(-(1 << 62)), places[others])
+            hashed = hashed | np.int64(-(1 << 62))
+        return IdKeys(shaped, keys, others, hashed)
+
+    def resolve(self, keys: IdKeys, places: np.ndarray) -> np.ndarray:
+        """:meth:`check` of the chunk whose :meth:`keys` are ``keys`` (chunks in input order)."""
+        result = np.full(len(keys.shaped), -1, dtype=np.int64)
+        if keys.shaped.any():
+            result[keys.shaped] = self._first_places(keys.keys, places[keys.shaped])
+        if keys.others.any():
+            result[keys.others] = self._first_places(keys.hashed, places[keys.others])
         return result
+
+
+@dataclass
+class IdKeys:
+    """A chunk's ID numbers as keys: well-formed ones exactly, other non-empty text hashed."""
+
+    shaped: np.ndarray  # bool per row: a well-formed number, keyed by ``keys``
+    keys: np.ndarray
+    others: np.ndarray  # bool per row: other non-empty text, keyed by ``hashed``
+    hashed: np.ndarray
 
 
 #: Columns validated beside the pair columns, on a second thread (the rest run on the caller's):
@@ -150,6 +173,15 @@ def _schemas(today: datetime.date) -> tuple[pa.DataFrameSchema, pa.DataFrameSche
     return schema.remove_columns(second), schema.select_columns(second)
 
 
+def warm_up(today: datetime.date) -> None:
+    """Build the schema of ``today`` and run every check once on a row, so later calls find it all ready.
+
+    For a process about to fork its workers: each starts with the schema built
+    and pandera's backends registered, rather than doing it again.
+    """
+    validate(pd.DataFrame({field: pd.Series([""], dtype="str") for field in FIELDS}), today=today)
+
+
 def empty_faults() -> pd.DataFrame:
     """A fault frame with no rows (the right columns and types)."""
     return pd.DataFrame(
@@ -161,6 +193,20 @@ def empty_faults() -> pd.DataFrame:
             "message": pd.Series(dtype="str"),
         }
     )
+
+
+def _check_output(check: pa.Check, values: pd.Series) -> object:
+    """Whether each value passes ``check``: what ``check(values).check_output`` is.
+
+    Every check of the schema is a vectorised function of a column without
+    nulls, so pandera's backend would call it and then gather the failing
+    values into a report: the function is called directly (for a one-row
+    frame, pandera's dispatch cost more than the checks).  Any other check
+    goes through pandera.
+    """
+    if check.element_wise or check.groupby is not None or values.hasnans:
+        return check(values).check_output
+    return check._check_fn(values)
 
 
 def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
@@ -182,7 +228,7 @@ def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
     for name, column in schema.columns.items():
         values = frame[name]
         for check in column.checks:
-            passed = check(values).check_output
+            passed = _check_output(check, values)
             if not isinstance(passed, pd.Series):
                 raise ValueError(f"the rows do not have the shape validate() needs: {name}: {check.error}")
             failing = ~passed.to_numpy(dtype=bool)

@@ -177,3 +177,109 @@ def test_a_workbook_read_in_chunks_is_annotated_whole(tmp_path: Path) -> None:
     marked = {c.coordinate for row in annotated.iter_rows() for c in row if c.comment}
     assert marked == {"F4", "F8"}
     assert annotated["A1"].value == "XX社区 登记表"
+
+
+def _register_with_everything(tmp_path: Path) -> list[Path]:
+    """Two registers with faults, warnings, blank lines, footer words, repeats across chunks and files."""
+    people = _people(600, 40)
+    for k in (3, 14, 27):
+        people[k] = {**people[k], "brdh": "12"}
+    people[9] = {**people[9], "xb": "9"}
+    wrong = "0" if people[21]["sfzhm"][-1] != "0" else "1"
+    people[21] = {**people[21], "sfzhm": people[21]["sfzhm"][:-1] + wrong}  # a wrong check character
+    people[30] = {**people[2]}  # repeats a row several chunks earlier
+    people[35] = {**people[30]}
+    a = write_register(tmp_path / "a.csv", people[:26])
+    text = a.read_text(encoding="utf-8").splitlines()
+    text.insert(5, "")
+    text.insert(9, "合计,男,汉族,19800101,110101198001010011,13900001111,自费,,,,")  # data: rows follow
+    text += ["", "合计,26 人", "填表人：张三"]  # a footer: dropped
+    a.write_text("\n".join(text) + "\n", encoding="utf-8")
+    second = people[26:]
+    second[6] = {**people[7]}  # repeats the first file's row
+    b = write_register(tmp_path / "b.csv", second)
+    return [a, b]
+
+
+def _same_reports(left: dict[str, Path], right: dict[str, Path]) -> None:
+    assert list(left) == list(right)
+    assert left["results.csv"].read_bytes() == right["results.csv"].read_bytes()
+    for name in left:
+        if name.endswith(".xlsx"):
+            books = [openpyxl.load_workbook(paths[name]) for paths in (left, right)]
+            assert books[0].sheetnames == books[1].sheetnames, name
+            for sheet in books[0].sheetnames:
+                cells = [
+                    [(c.coordinate, c.value, c.comment.text if c.comment else None)
+                     for row in book[sheet].iter_rows() for c in row]
+                    for book in books
+                ]  # fmt: skip
+                assert cells[0] == cells[1], (name, sheet)
+                widths = [{k: d.width for k, d in book[sheet].column_dimensions.items()} for book in books]
+                assert widths[0] == widths[1], (name, sheet)
+
+
+@pytest.mark.parametrize("chunk_rows", [3, 7])
+def test_worker_processes_give_the_reports_of_one_process(tmp_path: Path, chunk_rows: int) -> None:
+    inputs = _register_with_everything(tmp_path)
+    settings, rows = _settings(tmp_path), chunk_rows
+    alone = run_validate(inputs, tmp_path / "alone", settings, today=TODAY, chunk_rows=rows, workers=0)
+    forked = run_validate(inputs, tmp_path / "forked", settings, today=TODAY, chunk_rows=rows, workers=2)
+    _same_reports(alone.paths, forked.paths)
+    assert alone.counts == forked.counts
+    assert alone.exit_code == forked.exit_code == 1
+    rows = _results(tmp_path / "forked")
+    assert len(rows) == 41  # 26, the resident named like a footer, 14 of the second file
+    repeats = [r for r in rows if "10115" in r["result_code"]]
+    assert len(repeats) == 3
+    assert not [p for p in (tmp_path / "forked").iterdir() if p.name.startswith(".")], "work files left"
+
+
+def test_worker_processes_with_a_detail_cut_and_capped_sheets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workbooks, "DETAIL_ROW_LIMIT", 10)
+    monkeypatch.setattr(workbooks, "SHEET_LINES", 2)
+    inputs = _register_with_everything(tmp_path)
+    settings = _settings(tmp_path)
+    alone = run_validate(inputs, tmp_path / "alone", settings, today=TODAY, chunk_rows=4, workers=0)
+    forked = run_validate(inputs, tmp_path / "forked", settings, today=TODAY, chunk_rows=4, workers=2)
+    _same_reports(alone.paths, forked.paths)
+
+
+def test_a_worker_that_dies_stops_the_run_with_no_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from pipeline import dryrun
+    from pipeline.workers import WorkerCrashed
+
+    inputs = _register_with_everything(tmp_path)
+    parent = os.getpid()
+    real = dryrun.check_batch
+
+    def dying(*args: object, **kwargs: object) -> object:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dryrun, "check_batch", dying)
+    with pytest.raises(WorkerCrashed) as raised:
+        run_validate(inputs, tmp_path / "out", _settings(tmp_path), today=TODAY, chunk_rows=5, workers=2)
+    assert "校验子进程意外退出" in str(raised.value) and "没有写入任何报告" in str(raised.value)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_without_fork_the_run_is_checked_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    inputs = _register_with_everything(tmp_path)
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on Windows
+    settings = _settings(tmp_path)
+    alone = run_validate(inputs, tmp_path / "alone", settings, today=TODAY, chunk_rows=5, workers=0)
+    asked = run_validate(inputs, tmp_path / "asked", settings, today=TODAY, chunk_rows=5, workers=2)
+    _same_reports(alone.paths, asked.paths)

@@ -472,6 +472,23 @@ class Tally:
                 target, code, field = key
                 self.rows_by_problem[int(target)][(int(code), str(field))] += int(rows)
 
+    def merge(self, other: Tally) -> None:
+        """Add the counts of ``other`` (the batches after this tally's, counted apart)."""
+        for k, key in enumerate(other.keys):
+            target = self._section(key)
+            self.rows[target] += other.rows[k]
+            self.by_status[target].update(other.by_status[k])
+            self.rows_by_code[target].update(other.rows_by_code[k])
+            self.rows_by_problem[target].update(other.rows_by_problem[k])
+        for problem, (faults, rows) in other.problems.items():
+            totals = self.problems.setdefault(problem, [0, 0])
+            totals[0] += faults
+            totals[1] += rows
+        self.errors_by_code.update(other.errors_by_code)
+        self.warnings_by_code.update(other.warnings_by_code)
+        self.statuses_present += [s for s in other.statuses_present if s not in self.statuses_present]
+        self.n += other.n
+
     @property
     def faults(self) -> int:
         """Fault lines of the run (errors and warnings)."""

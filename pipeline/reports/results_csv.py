@@ -18,7 +18,10 @@ those characters.
 
 from __future__ import annotations
 
+import errno
+import os
 import queue
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,43 +96,62 @@ def neutralised(values: pa.Array) -> pa.Array:
     return pc.if_else(pa.array(risky), prefixed, values)
 
 
+_WRITE_OPTIONS = pacsv.WriteOptions(quoting_style="needed", include_header=False)
+
+#: Bytes copied at once from a batch's file into results.csv.
+_COPY_BYTES = 1 << 26
+
+
 class ResultsCsv:
     """results.csv written batch by batch: the header first, then every batch's rows in order.
 
     Arrow's CSV writer runs on a thread of its own (it releases the GIL), so
     the next batch is checked while this one is written; a fault it meets
-    (a full disk) is raised by the next :meth:`write_table` or by :meth:`close`.
+    (a full disk) is raised by the next :meth:`write_part` or by :meth:`close`.
+    A batch may also come as a file of its lines already written as CSV
+    (:meth:`encode`, by a worker process): the file is copied in its place.
     """
 
     def __init__(self, path: Path, extra_names: Sequence[str]) -> None:
-        names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
-        # The clerk's own headers are text from the register like any cell: no formula in them either.
-        extras = [
-            str(name) for name in neutralised(pa.array(list(extra_names), pa.large_string())).to_pylist()
-        ]
-        self.names = names + _distinct_extra_names(extras, set(names))
+        self.names = self.column_names(extra_names)
         self.schema = pa.schema([(name, pa.large_string()) for name in self.names])
         self.path = path
         self.rows = 0
-        self._sink: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed by close()
+        # Unbuffered: Arrow's lines and copied files go straight to the file, in the order written.
+        self._sink: BinaryIO | None = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
         self._sink.write(_BOM)
-        self._writer: pacsv.CSVWriter | None = pacsv.CSVWriter(
-            self._sink, self.schema, write_options=pacsv.WriteOptions(quoting_style="needed")
-        )
-        self._pending: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
+        header = pa.BufferOutputStream()
+        pacsv.write_csv(self.schema.empty_table(), header, pacsv.WriteOptions(quoting_style="needed"))
+        self._sink.write(header.getvalue().to_pybytes())
+        self._closed = False
+        self._pending: queue.Queue[pa.Table | Path | None] = queue.Queue(maxsize=2)
         self._fault: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="ehc-results-csv", daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def column_names(extra_names: Sequence[str]) -> list[str]:
+        """The columns of results.csv: the stable ones, then the clerk's unrecognised ones."""
+        names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
+        # The clerk's own headers are text from the register like any cell: no formula in them either.
+        extras = [str(name) for name in neutralised(pa.array(list(extra_names), pa.large_string())).to_pylist()]
+        return names + _distinct_extra_names(extras, set(names))
+
     def _drain(self) -> None:
-        while (table := self._pending.get()) is not None:
-            if self._fault is None and self._writer is not None:
+        while (item := self._pending.get()) is not None:
+            if self._fault is None and self._sink is not None:
                 try:
-                    self._writer.write_table(table)
+                    if isinstance(item, Path):
+                        _append_file(self._sink, item)
+                    else:
+                        pacsv.write_csv(item, self._sink, _WRITE_OPTIONS)
                 except BaseException as error:  # raised again in the caller's thread
                     self._fault = error
+            if isinstance(item, Path):
+                item.unlink(missing_ok=True)
 
-    def columns(self, data: ReportData) -> pa.Table:
+    @staticmethod
+    def lay_out(data: ReportData, names: Sequence[str]) -> pa.Table:
         """The rows of one batch as results.csv holds them (see :func:`write_results_csv`)."""
         rows, n = data.rows, data.n
         arrays = [column_of(rows, name, n) for name in SOURCE_COLUMNS]
@@ -139,38 +161,66 @@ class ResultsCsv:
         arrays += [values for _, values in data.extras]
         texts = [
             values if name in MACHINE_COLUMNS else neutralised(values)
-            for name, values in zip(self.names, arrays, strict=True)
+            for name, values in zip(names, arrays, strict=True)
         ]
-        return pa.Table.from_arrays(texts, schema=self.schema)
+        return pa.Table.from_arrays(texts, schema=pa.schema([(name, pa.large_string()) for name in names]))
+
+    @staticmethod
+    def encode(table: pa.Table, path: Path) -> Path:
+        """Write the lines of ``table`` (from :meth:`lay_out`) to ``path`` as results.csv holds them."""
+        pacsv.write_csv(table, str(path), _WRITE_OPTIONS)
+        return path
+
+    def columns(self, data: ReportData) -> pa.Table:
+        """The rows of one batch as results.csv holds them (see :func:`write_results_csv`)."""
+        return self.lay_out(data, self.names)
 
     def write(self, data: ReportData) -> None:
         """Append one batch's rows."""
-        self.write_table(self.columns(data))
+        self.write_part(self.columns(data))
 
     def write_table(self, table: pa.Table) -> None:
         """Append rows already laid out by :meth:`columns`."""
+        self.write_part(table)
+
+    def write_part(self, part: pa.Table | Path) -> None:
+        """Append rows laid out by :meth:`columns`, or a file written by :meth:`encode` (then removed)."""
         if self._fault is not None:
             raise self._fault
-        if self._writer is None:
+        if self._closed:
             raise ValueError("results.csv is closed")
-        self._pending.put(table)
-        self.rows += table.num_rows
+        self._pending.put(part)
+        if isinstance(part, pa.Table):
+            self.rows += part.num_rows
 
     def close(self) -> None:
         """Finish the file; raises what writing it met."""
         if self._thread.is_alive():
             self._pending.put(None)
             self._thread.join()
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            if self._fault is None:
-                writer.close()
+        self._closed = True
         if self._sink is not None:
             sink, self._sink = self._sink, None
             sink.close()
         if self._fault is not None:
             fault, self._fault = self._fault, None
             raise fault
+
+
+def _append_file(sink: BinaryIO, path: Path) -> None:
+    """Copy the file at ``path`` to the end of ``sink`` (in the kernel where it can)."""
+    with open(path, "rb", buffering=0) as source:
+        copy_range = getattr(os, "copy_file_range", None)
+        if copy_range is not None:
+            try:
+                while copy_range(source.fileno(), sink.fileno(), _COPY_BYTES):
+                    pass
+                return
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                source.seek(0)
+        shutil.copyfileobj(source, sink, _COPY_BYTES)
 
 
 def write_results_csv(path: Path, data: ReportData) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,24 @@ from pipeline.reports.workbooks import (
 )
 
 _STYLE = "style"
+
+
+@dataclass
+class DetailLines:
+    """明细 lines of one batch of ``rows`` rows: every row's (while kept) and the bad rows', with styles."""
+
+    rows: int
+    headers: list[str]
+    every: tuple[list[pa.Array], np.ndarray] | None
+    bad: tuple[list[pa.Array], np.ndarray] | None
+
+
+@dataclass
+class FaultLines:
+    """Fault sheet lines of one batch (sorted by code, then row) and the code of each."""
+
+    columns: list[pa.Array]
+    codes: np.ndarray
 
 
 class Cancelled(Exception):
@@ -118,30 +137,48 @@ class DetailSpool:
 
     def add(self, data: ReportData) -> None:
         """The 明细 lines of one batch."""
-        self.rows += data.n
-        keep_every = not self._every_dropped and self.rows <= self.limit
+        self.append(self.lines(data, self.rows))
+
+    def lines(self, data: ReportData, rows_before: int) -> DetailLines:
+        """The 明细 lines of one batch, the run having had ``rows_before`` rows before it.
+
+        Built from the batch alone (a worker process can build them): every
+        row's lines while the run is short enough to keep them, and the lines
+        of every bad row; :meth:`append` keeps what the sheet has room for.
+        """
+        keep_every = rows_before + data.n <= self.limit
+        bad = np.flatnonzero(data.bad)
+        if keep_every:
+            headers, columns = detail_columns(data)
+            style = detail_style(data)
+            picked = pa.array(bad)
+            bad_lines = ([c.take(picked) for c in columns], style[bad]) if len(bad) else None
+            return DetailLines(data.n, headers, (columns, style), bad_lines)
+        if len(bad):
+            headers, columns = detail_columns(data, bad)
+            return DetailLines(data.n, headers, None, (columns, detail_style(data)[bad]))
+        return DetailLines(data.n, detail_columns(data, bad)[0] if not self.headers else [], None, None)
+
+    def append(self, lines: DetailLines) -> None:
+        """Keep one batch's lines (from :meth:`lines`), in input order."""
+        self.rows += lines.rows
+        keep_every = not self._every_dropped and lines.every is not None
         if not keep_every and self._every is not None:
             self._every.close()
             self._every.path.unlink(missing_ok=True)
             self._every = None
         self._every_dropped = not keep_every
-        bad = np.flatnonzero(data.bad)
-        room = self.cap - (self._bad.count if self._bad is not None else 0)
-        bad = bad[: max(room, 0)]
-        if keep_every:
-            headers, columns = detail_columns(data)
-            self.headers = headers
-            style = detail_style(data)
-            self._spool("every", headers).append(columns, style)
-            if len(bad):
-                picked = pa.array(bad)
-                self._spool("bad", headers).append([c.take(picked) for c in columns], style[bad])
-        elif len(bad):
-            headers, columns = detail_columns(data, bad)
-            self.headers = headers
-            self._spool("bad", headers).append(columns, detail_style(data)[bad])
-        elif not self.headers:
-            self.headers = detail_columns(data, bad)[0]
+        if lines.headers:
+            self.headers = lines.headers
+        if keep_every and lines.every is not None:
+            self._spool("every", lines.headers).append(*lines.every)
+        if lines.bad is not None:
+            room = max(self.cap - (self._bad.count if self._bad is not None else 0), 0)
+            columns, style = lines.bad
+            if room < len(style):
+                columns, style = [c.slice(0, room) for c in columns], style[:room]
+            if len(style):
+                self._spool("bad", lines.headers).append(columns, style)
 
     def _spool(self, which: str, headers: list[str]) -> LineSpool:
         if which == "every":
@@ -178,27 +215,33 @@ class FaultSpool:
 
     def add(self, data: ReportData, faults: pd.DataFrame) -> None:
         """The lines of one batch's faults (cleaned by ``data``: sorted by code, then row)."""
+        self.append(self.lines(data, faults))
+
+    @staticmethod
+    def lines(data: ReportData, faults: pd.DataFrame) -> FaultLines:
+        """The lines of one batch's faults, built from the batch alone (see :meth:`append`)."""
         if not len(faults):
+            return FaultLines([], np.zeros(0, dtype=np.int64))
+        return FaultLines(fault_columns(data, faults), faults["code"].to_numpy(dtype=np.int64))
+
+    def append(self, lines: FaultLines) -> None:
+        """Keep one batch's lines (from :meth:`lines`), up to the sheet's limit per code."""
+        codes = lines.codes
+        if not len(codes):
             return
-        self.total += len(faults)
-        codes = faults["code"].to_numpy()
-        full = [code for code, spool in self._codes.items() if spool.count >= self.cap]
-        if full:
-            faults = faults[~np.isin(codes, full)]
-            codes = faults["code"].to_numpy()
-        if not len(faults):
-            return
-        columns = fault_columns(data, faults)
+        self.total += len(codes)
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
         for start, stop in zip(starts, [*starts[1:], len(codes)], strict=True):
             code = int(codes[start])
             spool = self._codes.get(code)
+            if spool is not None and spool.count >= self.cap:
+                continue
             if spool is None:
                 spool = self._codes[code] = LineSpool(
                     self.folder / f"{self.name}-{code}.arrow", FAULT_HEADERS
                 )
             stop = min(stop, start + self.cap - spool.count)
-            spool.append([c.slice(start, stop - start) for c in columns])
+            spool.append([c.slice(start, stop - start) for c in lines.columns])
 
     def feed(self, stop: threading.Event | None = None) -> SheetFeed:
         """The sheet's lines, code by code, as many as it holds, with a note when some are left out."""

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from loguru import logger
 
 from pipeline.errors import EhcError
@@ -41,18 +42,32 @@ from pipeline.reports import annotate
 from pipeline.reports.annotate import SourceUnreadable, TooLarge, annotated_name, write_annotated
 from pipeline.reports.data import ReportData, Tally
 from pipeline.reports.results_csv import ResultsCsv
-from pipeline.reports.spool import Cancelled, DetailSpool, FaultSpool, remove_folder
+from pipeline.reports.spool import Cancelled, DetailLines, DetailSpool, FaultLines, FaultSpool, remove_folder
 from pipeline.reports.workbooks import Lines, detail_headers, write_errors_xlsx, write_results_xlsx
 
 RESULTS_XLSX = "results.xlsx"
 ERRORS_XLSX = "errors.xlsx"
 RESULTS_CSV = "results.csv"
 
+_WRITE_FIX = "换一个可写的 --out 目录，或清理磁盘空间"
+
 #: Reports written at the same time.
 WORKERS = 2
 
 #: Windows error numbers for a file another program holds open (Excel/WPS with a report open).
 _IN_USE = frozenset({32, 33})
+
+
+@dataclass
+class ReportPart:
+    """One batch's share of the reports: built by :meth:`ReportWriter.prepare`, kept by ``commit``."""
+
+    rows: int
+    csv: pa.Table | Path  # results.csv lines: a table, or a file of them already written as CSV
+    detail: DetailLines
+    errors: FaultLines
+    warnings: FaultLines
+    tally: Tally
 
 
 def make_out_dir(out_dir: Path, work: str = "") -> Path:
@@ -177,16 +192,53 @@ class ReportWriter:
         """Take one batch (the next rows of the run, in order)."""
         if self.extra_names is None:
             self.extra_names = [str(c) for c in batch.extras.columns]
+        self.commit(self.prepare(batch, self.tally.n), batch)
+
+    def prepare(self, batch: Batch, rows_before: int, csv_part: Path | None = None) -> ReportPart:
+        """What the reports take from one batch, built from the batch alone (``rows_before``: rows before it).
+
+        This is the work proportional to the batch's rows, and it changes
+        nothing in the writer: a worker process can do it on its own copy of
+        the writer.  Given ``csv_part``, the batch's lines of results.csv are
+        written there (without the header) rather than kept as a table.
+        """
         data = ReportData(batch, self.submitted, self.extra_names)
+        table = ResultsCsv.lay_out(data, self._csv_names())
+        csv: pa.Table | Path = table
+        if csv_part is not None:
+            with os_errors(
+                "写入报告", self.out_dir / RESULTS_CSV, fix="换一个可写的 --out 目录，或清理磁盘空间"
+            ):
+                csv = ResultsCsv.encode(table, csv_part)
+        tally = Tally()
+        tally.add(data)
+        return ReportPart(
+            rows=data.n,
+            csv=csv,
+            detail=self._detail.lines(data, rows_before),
+            errors=FaultSpool.lines(data, data.errors),
+            warnings=FaultSpool.lines(data, data.warnings),
+            tally=tally,
+        )
+
+    def commit(self, part: ReportPart, batch: Batch) -> None:
+        """Keep a prepared batch (the next rows of the run, in order).
+
+        ``batch`` needs only its tables, row ranges, faults and the outcome of
+        the rows with a bad status or a message (for the annotated copies).
+        """
         with os_errors("写入报告", self.out_dir / RESULTS_CSV, fix="换一个可写的 --out 目录，或清理磁盘空间"):
             if self._csv is None:
-                self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names)
-            self._csv.write(data)
-            self._detail.add(data)
-            self._errors.add(data, data.errors)
-            self._warnings.add(data, data.warnings)
-        self.tally.add(data)
+                self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names or [])
+            self._csv.write_part(part.csv)
+            self._detail.append(part.detail)
+            self._errors.append(part.errors)
+            self._warnings.append(part.warnings)
+        self.tally.merge(part.tally)
         self._gather_annotations(batch)
+
+    def _csv_names(self) -> list[str]:
+        return ResultsCsv.column_names(self.extra_names or [])
 
     def _temporary(self, name: str) -> Path:
         path = _temporary(self.out_dir / name)
