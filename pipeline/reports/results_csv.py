@@ -134,7 +134,8 @@ class ResultsCsv:
         """The columns of results.csv: the stable ones, then the clerk's unrecognised ones."""
         names = [*LEAD_COLUMNS, *FIELDS, *CARD_ID_COLUMNS]
         # The clerk's own headers are text from the register like any cell: no formula in them either.
-        extras = [str(name) for name in neutralised(pa.array(list(extra_names), pa.large_string())).to_pylist()]
+        safe = neutralised(pa.array(list(extra_names), pa.large_string()))
+        extras = [str(name) for name in safe.to_pylist()]
         return names + _distinct_extra_names(extras, set(names))
 
     def _drain(self) -> None:
