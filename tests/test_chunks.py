@@ -283,3 +283,29 @@ def test_without_fork_the_run_is_checked_in_one_process(
     alone = run_validate(inputs, tmp_path / "alone", settings, today=TODAY, chunk_rows=5, workers=0)
     asked = run_validate(inputs, tmp_path / "asked", settings, today=TODAY, chunk_rows=5, workers=2)
     _same_reports(alone.paths, asked.paths)
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "rows", "expected"),
+    [
+        (2, 0.0, 1_000_000, 0),  # two cores: reading and checking only take turns
+        (4, 0.0, 1_000_000, 3),  # one idle core stays with the parent
+        (4, 2.0, 1_000_000, 0),  # two busy cores leave one worker: not worth forking
+        (8, 0.0, 1_000_000, 4),  # at most MAX_WORKERS
+        (8, 0.0, 1_000, 0),  # a short run is checked in one process
+    ],
+)
+def test_workers_by_default_only_where_they_gain(
+    monkeypatch: pytest.MonkeyPatch, cores: int, load: float, rows: int, expected: int
+) -> None:
+    from types import SimpleNamespace
+
+    from pipeline import dryrun
+
+    monkeypatch.delenv("EHC_WORKERS", raising=False)
+    monkeypatch.setattr(dryrun, "usable_cores", lambda: cores)
+    monkeypatch.setattr(dryrun.os, "getloadavg", lambda: (load, load, load))
+    registers = SimpleNamespace(estimated_rows=rows)
+    assert dryrun.worker_count(registers) == expected  # type: ignore[arg-type]
+    monkeypatch.setenv("EHC_WORKERS", "2")
+    assert dryrun.worker_count(registers) == 2  # type: ignore[arg-type]
