@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
+from pipeline.files import os_errors
 from pipeline.model import (
     FAULT_COLUMNS,
     GOOD_STATUSES,
@@ -242,6 +243,17 @@ def not_sent(batch: Batch, message: str) -> None:
 _PARTS = ("rows", "original", "extras", "outcome")
 
 
+#: What to do when the checked rows cannot be kept on disk between a submission's two passes.
+SPOOL_FIX = "清理 --out 目录所在磁盘的空间，或换一个空间充足的 --out 目录后重新运行"
+
+
+def _write_arrow(path: Path, table: pa.Table) -> None:
+    """``table`` as one LZ4-compressed Arrow IPC file at ``path``."""
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+
+
 def _frame_table(frames: dict[str, pd.DataFrame]) -> pa.Table:
     arrays, names = [], []
     for part, frame in frames.items():
@@ -313,21 +325,11 @@ class BatchSpool:
             "extras": batch.extras,
             "outcome": batch.outcome,
         }
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
-        table = _frame_table(frames)
-        with (
-            pa.OSFile(str(path), "wb") as sink,
-            pa.ipc.new_file(sink, table.schema, options=options) as writer,
-        ):
-            writer.write_table(table)
         faults = batch.faults.loc[:, list(FAULT_COLUMNS)].reset_index(drop=True)
-        faults_path = path.with_suffix(".faults.arrow")
-        fault_table = pa.Table.from_pandas(faults, preserve_index=False)
-        with (
-            pa.OSFile(str(faults_path), "wb") as sink,
-            pa.ipc.new_file(sink, fault_table.schema, options=options) as writer,
-        ):
-            writer.write_table(fault_table)
+        # A full disk under --out is the clerk's to fix, named in one line (nothing has been sent yet).
+        with os_errors("保存校验结果的临时文件", self.folder, fix=SPOOL_FIX):
+            _write_arrow(path, _frame_table(frames))
+            _write_arrow(path.with_suffix(".faults.arrow"), pa.Table.from_pandas(faults, preserve_index=False))
         if batch.tables and number >= 0 and self.keep_rows:
             kept = self._rows_of.get(number, 0) + len(batch)
             self._rows_of[number] = kept
