@@ -329,7 +329,8 @@ class BatchSpool:
         # A full disk under --out is the clerk's to fix, named in one line (nothing has been sent yet).
         with os_errors("保存校验结果的临时文件", self.folder, fix=SPOOL_FIX):
             _write_arrow(path, _frame_table(frames))
-            _write_arrow(path.with_suffix(".faults.arrow"), pa.Table.from_pandas(faults, preserve_index=False))
+            fault_table = pa.Table.from_pandas(faults, preserve_index=False)
+            _write_arrow(path.with_suffix(".faults.arrow"), fault_table)
         if batch.tables and number >= 0 and self.keep_rows:
             kept = self._rows_of.get(number, 0) + len(batch)
             self._rows_of[number] = kept
