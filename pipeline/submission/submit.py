@@ -409,31 +409,35 @@ def run_submit(
                 chunks.close()  # stops reading ahead at once, whatever stopped the run
                 bar.close()
         sending = _Sending(threading.Event())
-        writer: ReportWriter | None = None
-        started = False
-        try:
-            _check_credentials(settings)
-            _check_org_code(_missing_org(spool))
-            with (
-                Journal(settings.journal_path) as journal,
-                _platform_client(settings, limit, pool_size(limit, workers).maximum) as client,
-            ):
-                if _needs_calls(spool, journal):
-                    client.work_key()  # fail fast, before anything is sent
-                started = True
-                writer = ReportWriter(out_dir, submitted=True, extra_names=registers.extra_names,
-                                      wholes=registers.wholes)  # fmt: skip
-                _send_all(spool, writer, sending, client, journal, rate=limit, workers=workers,
-                          lookup=lookup, progress=progress, total=stats.rows - stats.invalid)  # fmt: skip
-        finally:
-            if writer is None:
-                writer = ReportWriter(out_dir, submitted=started, extra_names=registers.extra_names,
-                                      wholes=registers.wholes)  # fmt: skip
+        # From here until the reports are in place a signal stops the sending (nothing new leaves, the
+        # calls in flight are recorded) and never the reports: no default SIGTERM death between the passes
+        # or while the reports are written (a second signal still ends the run at once).
+        with stop_on_signals(sending.stop):
+            writer: ReportWriter | None = None
+            started = False
             try:
-                _report_rest(spool, writer, sending, started)
-                paths = finish_reports(writer, progress=progress)
+                _check_credentials(settings)
+                _check_org_code(_missing_org(spool))
+                with (
+                    Journal(settings.journal_path) as journal,
+                    _platform_client(settings, limit, pool_size(limit, workers).maximum) as client,
+                ):
+                    if _needs_calls(spool, journal):
+                        client.work_key()  # fail fast, before anything is sent
+                    started = True
+                    writer = ReportWriter(out_dir, submitted=True, extra_names=registers.extra_names,
+                                          wholes=registers.wholes)  # fmt: skip
+                    _send_all(spool, writer, sending, client, journal, rate=limit, workers=workers,
+                              lookup=lookup, progress=progress, total=stats.rows - stats.invalid)  # fmt: skip
             finally:
-                writer.abort()
+                if writer is None:
+                    writer = ReportWriter(out_dir, submitted=started, extra_names=registers.extra_names,
+                                          wholes=registers.wholes)  # fmt: skip
+                try:
+                    _report_rest(spool, writer, sending, started)
+                    paths = finish_reports(writer, progress=progress)
+                finally:
+                    writer.abort()
     finally:
         from pipeline.reports.spool import remove_folder
 
