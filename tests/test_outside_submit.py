@@ -1,0 +1,310 @@
+"""``ehc submit`` attacked from outside: a strict platform that misbehaves on cue, signals, full disks.
+
+The platform is the independent one of ``test_outside_platform`` (written from
+the interface document alone, sharing no code with ``pipeline``), with two
+hooks: ``before`` may answer a request instead of the platform, ``after`` may
+replace or cut the platform's answer once it has acted.  The tests only run
+``python -m pipeline ...`` in subprocesses and judge the documented outputs:
+exit codes, the one-line Chinese error, ``results.csv``, and what the platform
+saw.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_outside_platform import (
+    PREFIX,
+    REPO_ROOT,
+    Env,
+    StrictPlatform,
+    _handler,
+    assert_no_secrets,
+    fatal_line,
+    person,
+    read_results,
+    write_csv,
+)
+
+#: What a hook may do instead of the platform's own answer: ("json", status, body),
+#: ("raw", status, headers, bytes) or ("cut", body bytes): half the body, then a reset.
+Action = tuple[Any, ...]
+
+
+class HookedPlatform(StrictPlatform):
+    """The strict platform, with hooks that misbehave for chosen requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: (method, sfzhm) -> an action instead of the platform, or None
+        self.before: Callable[[str, str], Action | None] | None = None
+        #: (method, sfzhm, status, answer) -> an action replacing the platform's answer, or None
+        self.after: Callable[[str, str, int, dict[str, Any]], Action | None] | None = None
+        #: sfzhm -> result codes the platform itself answered to syncCardInfo
+        self.answered: dict[str, list[Any]] = {}
+
+
+def _hooked_handler(state: HookedPlatform) -> type[http.server.BaseHTTPRequestHandler]:
+    base = _handler(state)
+
+    class Handler(base):  # type: ignore[valid-type,misc]
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            method = self.path.removeprefix(PREFIX).removesuffix(".do")
+            try:
+                body = json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                body = None
+            data = body.get("data") if isinstance(body, dict) else None
+            data = data if isinstance(data, dict) else {}
+            people = data.get("peopleInfo") if isinstance(data.get("peopleInfo"), dict) else {}
+            sfzhm = str(people.get("sfzhm") or data.get("zjhm") or "")
+            action = state.before(method, sfzhm) if state.before else None
+            if action is None:
+                if state.delay_seconds:
+                    time.sleep(state.delay_seconds)
+                status, answer = state.handle(method, body)
+                if method == "syncCardInfo":
+                    with state.lock:
+                        state.answered.setdefault(sfzhm, []).append(answer.get("data", {}).get("resultCode"))
+                action = state.after(method, sfzhm, status, answer) if state.after else None
+                action = action or ("json", status, answer)
+            try:
+                self._act(action)
+            except OSError:  # the client went away (it was killed): nothing to answer
+                self.close_connection = True
+
+        def _act(self, action: Action) -> None:
+            kind = action[0]
+            if kind == "json":
+                status, answer = action[1], action[2]
+                payload = json.dumps(answer, ensure_ascii=False).encode()
+                headers = {"Content-Type": "application/json;charset=UTF-8"}
+            elif kind == "raw":
+                status, headers, payload = action[1], action[2], action[3]
+            else:  # "cut": the answer stops half way and the connection is reset
+                payload = action[1]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json;charset=UTF-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                return
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+@pytest.fixture
+def platform() -> Iterator[HookedPlatform]:
+    """The hooked strict platform on 127.0.0.1:<free port>, in a thread."""
+    state = HookedPlatform()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _hooked_handler(state))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}{PREFIX}"
+    yield state
+    server.shutdown()
+    server.server_close()
+    assert state.violations == [], state.violations
+
+
+def _popen(env: Env, *args: str, **options: Any) -> subprocess.Popen[str]:
+    command = [sys.executable, *options.pop("python_options", ()), "-m", "pipeline", *args]
+    command += ["--config", str(env.config)]
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env.vars, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **options)  # fmt: skip
+
+
+def _assert_truthful(platform: HookedPlatform, rows: list[dict[str, str]], count: int) -> None:
+    """Every input row once with a final status, and no row claims an answer the platform did not give."""
+    assert len(rows) == count and len({r["source_row"] for r in rows}) == count
+    for row in rows:
+        assert row["status"] not in ("", "valid"), row
+        sfzhm = row["sfzhm"]
+        if row["status"] in ("enrolled", "already_enrolled"):
+            assert sfzhm in platform.residents, row
+        if row["status"] == "enrolled":
+            assert 10000 in platform.answered.get(sfzhm, []), row
+        if row["ehealthCardId"]:
+            assert row["ehealthCardId"] == platform.residents[sfzhm][0], row
+
+
+# -- answers that are not what the document promises ----------------------------------------------------
+
+
+def test_success_without_card_ids_says_so_and_a_lookup_finds_them(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 4)]
+    bare = rows[1]["身份证号"]
+
+    def without_ids(method: str, sfzhm: str, status: int, answer: dict[str, Any]) -> Action | None:
+        if method == "syncCardInfo" and sfzhm == bare:
+            return ("json", 200, {"data": {"resultCode": 10000, "message": "操作成功"}})
+        return None
+
+    platform.after = without_ids
+    register = write_csv(tmp_path / "r.csv", rows)
+    out = tmp_path / "out"
+    done = env.run("submit", str(register), "--out", str(out), "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    results = read_results(out)
+    _assert_truthful(platform, results, 3)
+    row = results[1]
+    assert row["status"] == "enrolled" and row["ehealthCardId"] == ""
+    # The platform said 10000 but gave no card: the clerk is told, and how to get the ids.
+    assert "没有卡号" in row["message"] and "--lookup-existing" in row["message"], row["message"]
+
+    again = tmp_path / "again"
+    done = env.run("submit", str(register), "--out", str(again), "--rate", "50", "--lookup-existing")
+    assert done.returncode == 0, done.stderr
+    row = read_results(again)[1]
+    assert row["status"] == "already_enrolled"
+    assert (row["ehealthCardId"], row["virtualCardNum"]) == platform.residents[bare]
+    assert Counter(platform.sent_ids())[bare] == 1 and platform.count("bindCardInfo") == 1
+
+
+def test_success_without_card_ids_is_looked_up_in_the_same_run_when_allowed(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 3)]
+    platform.after = lambda method, sfzhm, status, answer: (
+        ("json", 200, {"data": {"resultCode": "10000", "message": "操作成功", "workKey": "ABCDEF"}})
+        if method == "syncCardInfo" else None
+    )  # fmt: skip
+    out = tmp_path / "out"
+    done = env.run("submit", str(write_csv(tmp_path / "r.csv", rows)), "--out", str(out), "--rate", "50",
+                   "--lookup-existing")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = read_results(out)
+    _assert_truthful(platform, results, 2)
+    for row in results:
+        assert row["status"] == "enrolled"
+        assert (row["ehealthCardId"], row["virtualCardNum"]) == platform.residents[row["sfzhm"]]
+    assert platform.count("bindCardInfo") == 2 and len(platform.sent_ids()) == 2
+
+
+# -- signals at every moment ----------------------------------------------------------------------------
+
+
+def test_sigterm_while_the_work_key_is_fetched_writes_the_reports_and_exits_130(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 5)]
+    process: dict[str, subprocess.Popen[str]] = {}
+
+    def term_then_answer(method: str, sfzhm: str) -> Action | None:
+        if method == "getWorkKey":  # the dry run is over and nothing has been sent yet
+            process["run"].send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+        return None
+
+    platform.before = term_then_answer
+    out = tmp_path / "out"
+    process["run"] = _popen(env, "submit", str(write_csv(tmp_path / "r.csv", rows)), "--out", str(out))
+    _, stderr = process["run"].communicate(timeout=60)
+    assert process["run"].returncode == 130, stderr
+    assert "Traceback" not in stderr
+    results = read_results(out)
+    _assert_truthful(platform, results, 4)
+    assert {r["status"] for r in results} == {"failed"} and platform.count("syncCardInfo") == 0
+    assert all("未发送" in r["message"] for r in results)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_last_call_keeps_its_answer_and_the_rerun_sends_nobody_again(
+    platform: HookedPlatform, tmp_path: Path, signum: int
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 5)]
+    last = rows[-1]["身份证号"]
+    process: dict[str, subprocess.Popen[str]] = {}
+
+    def signal_then_answer(method: str, sfzhm: str, status: int, answer: dict[str, Any]) -> Action | None:
+        if method == "syncCardInfo" and sfzhm == last:  # answered by the platform, not yet by the wire
+            process["run"].send_signal(signum)
+            time.sleep(0.3)
+        return None
+
+    platform.after = signal_then_answer
+    register = write_csv(tmp_path / "r.csv", rows)
+    out = tmp_path / "out"
+    process["run"] = _popen(env, "submit", str(register), "--out", str(out), "--concurrency", "1")
+    _, stderr = process["run"].communicate(timeout=60)
+    assert process["run"].returncode == 130, stderr
+    results = read_results(out)
+    _assert_truthful(platform, results, 4)
+    assert [r["status"] for r in results] == ["enrolled"] * 4
+
+    done = env.run("submit", str(register), "--out", str(tmp_path / "again"))
+    assert done.returncode == 0, done.stderr
+    assert {r["status"] for r in read_results(tmp_path / "again")} == {"already_enrolled"}
+    assert Counter(platform.sent_ids()).most_common(1)[0][1] == 1
+
+
+def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    env = Env(tmp_path, None)
+    register = write_csv(tmp_path / "r.csv", [person(1)])
+    # -X importtime prints a line as each module is imported: pipeline.errors comes just before the
+    # second or so of importing the command line (pandas, pyarrow ...), when Ctrl-C printed a traceback.
+    process = _popen(env, "validate", str(register), "--out", str(tmp_path / "out"),
+                     python_options=("-X", "importtime"))  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.rstrip().endswith("pipeline.errors"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+
+
+# -- full disks -------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_under_out_before_sending_is_one_chinese_line_and_nothing_is_sent(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 301)]
+    register = write_csv(tmp_path / "r.csv", rows)
+    out = tmp_path / "out"
+    limit = 24_000  # the checked rows kept between the two passes need more
+
+    def small_files() -> None:  # every write past this size fails (EFBIG), as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    process = _popen(env, "submit", str(register), "--out", str(out), preexec_fn=small_files)
+    done = subprocess.CompletedProcess(process.args, 0, *process.communicate(timeout=60))
+    done.returncode = process.returncode
+    line = fatal_line(done)
+    assert "程序内部错误" not in line and str(out) in line, line
+    assert platform.count("syncCardInfo") == 0
+    assert_no_secrets(env, platform)
