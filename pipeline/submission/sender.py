@@ -20,7 +20,10 @@ enrolment elsewhere.  Either way the card ids are unknown; only
 ``bindCardInfo`` returns them, and binding has an effect on the platform, so
 it is used only where the configuration allows it (``--lookup-existing`` /
 ``[submit] lookup_existing``): :meth:`ResidentSender.recover` serves the
-residents that an earlier run left without card ids.
+residents that an earlier run left without card ids.  A 10000 whose answer
+names no card (neither ``ehealthCardId`` nor ``virtualCardNum``) is an
+enrolment all the same, treated like a 10115: the row says that the ids are
+missing and how to get them, and a lookup, where allowed, finds them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ MESSAGE_IDS_NOT_LOOKED_UP = (
     "查询会在平台上绑定该卡）"
 )
 MESSAGE_IDS_FOUND = "已通过 bindCardInfo 查得卡号"
+#: A 10000 that names no card: the resident is enrolled (the platform said so), the card ids are unknown.
+MESSAGE_NO_IDS_ANSWERED = "申领成功，但平台答复中没有卡号"
 
 
 class CallResultLike(Protocol):
@@ -163,6 +168,8 @@ class ResidentSender:
         masked = mask_id(task.id_number)
         if result.ok:
             card_id, virtual = _card_ids(result.data)
+            if not card_id and not virtual:
+                return self._enrolled_without_ids(task)
             message = _platform_message(result)
             self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
             logger.debug("{} 申领成功", masked)
@@ -198,6 +205,16 @@ class ResidentSender:
         if self.lookup_existing and not self.stop.is_set():
             card_id, virtual, note = self._look_up(task)
         return Outcome(STATUS_ALREADY_ENROLLED, str(code), f"{message}；{note}", card_id, virtual)
+
+    def _enrolled_without_ids(self, task: Task) -> Outcome:
+        """A 10000 naming no card: enrolled, the ids to be found with a lookup where allowed."""
+        self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, MESSAGE_NO_IDS_ANSWERED)
+        logger.warning("{} {}", mask_id(task.id_number), MESSAGE_NO_IDS_ANSWERED)
+        card_id = virtual = ""
+        note = MESSAGE_IDS_NOT_LOOKED_UP
+        if self.lookup_existing and not self.stop.is_set():
+            card_id, virtual, note = self._look_up(task)
+        return Outcome(STATUS_ENROLLED, "", f"{MESSAGE_NO_IDS_ANSWERED}；{note}", card_id, virtual)
 
     def recover(self, task: Task) -> Outcome:
         """Card ids of a resident the journal holds as enrolled without them, through ``bindCardInfo``."""
