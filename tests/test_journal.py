@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
@@ -180,3 +181,55 @@ def test_a_full_database_is_one_clear_config_error(journal: Journal) -> None:
     with pytest.raises(ConfigError, match="磁盘空间"):
         for serial in range(2000):
             journal.mark_sending(f"{serial:018d}")
+
+
+class _DiskFullButTheReserve:
+    """The journal's connection on a disk that fills up: once ``full``, every write fails while the
+    journal's reserve takes the last room (SQLite's own "database or disk is full"), and succeeds once
+    the reserve is deleted and its room free again."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._db, self._reserve = journal._db, journal.reserve_path
+        self.full = False
+        self.refused = 0
+
+    def execute(self, statement: str, *args: object) -> sqlite3.Cursor:
+        writing = not statement.lstrip().upper().startswith(("SELECT", "PRAGMA WAL_CHECKPOINT"))
+        if self.full and writing and self._reserve.exists():
+            self.refused += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(statement, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_a_disk_that_fills_up_loses_no_answer_of_a_call_in_flight(journal: Journal) -> None:
+    disk = _DiskFullButTheReserve(journal)
+    journal._db = disk  # type: ignore[assignment]
+    journal.mark_sending(ID_A)
+    journal.mark_sending(ID_B)  # two calls in flight
+    assert sum(file.stat().st_size for file in journal.reserve_path.iterdir()) >= 1024 * 1024
+    disk.full = True
+    journal.record(ID_A, STATE_ENROLLED, 10000, "操作成功", "AB" * 32, "1" * 20)
+    journal.record(ID_B, STATE_REJECTED, 10156, "该人属于贫困人口")
+    assert disk.refused == 1 and not journal.reserve_path.exists()
+    with pytest.raises(ConfigError, match="磁盘已满，已停止发送"):
+        journal.mark_sending("110105194912310037")
+    entry = journal.lookup(ID_A)
+    assert entry is not None and entry["state"] == STATE_ENROLLED
+    assert (entry["ehealth_card_id"], entry["virtual_card_num"]) == ("AB" * 32, "1" * 20)
+    assert journal.lookup(ID_B)["state"] == STATE_REJECTED  # type: ignore[index]
+    assert journal.lookup("110105194912310037") is None, "nobody claimed once the room is gone"
+
+
+def test_no_claim_without_room_for_the_answer(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_room(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
+    monkeypatch.setattr(os, "fsync", no_room)
+    with pytest.raises(ConfigError, match=r"磁盘空间不足.*未发送"):
+        journal.mark_sending(ID_A)
+    assert journal.lookup(ID_A) is None and not journal.reserve_path.exists()
+    assert [p.name for p in journal.path.parent.iterdir() if "reserve" in p.name] == []

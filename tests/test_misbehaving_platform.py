@@ -202,6 +202,56 @@ def test_a_journal_that_fills_up_mid_run_loses_no_answer_and_the_next_run_is_saf
     assert sandbox.residents() == 60 and _answers(sandbox)[10000] == 60, "nobody enrolled twice"
 
 
+def test_a_disk_that_fills_up_mid_run_keeps_every_answer_in_the_journal(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    batch = _batch(900, 40)
+    journal_files = {path.name, f"{path.name}-wal", f"{path.name}-shm"}
+
+    def others() -> int:  # bytes the other files beside the journal take
+        beside = [f for f in tmp_path.rglob("*") if f.is_file() and f.name not in journal_files]
+        return sum(f.stat().st_size for f in beside)
+
+    with Journal(path) as journal, _client(sandbox, tmp_path / "state") as client:
+        connection = journal._db
+        full = threading.Event()
+        taken: list[int] = []
+
+        class FullDisk:  # once full, SQLite's writes fail unless a file beside it made room by going away
+            def execute(self, statement: str, *args: Any) -> Any:
+                writing = not statement.lstrip().upper().startswith(("SELECT", "PRAGMA WAL_CHECKPOINT"))
+                if full.is_set() and writing:
+                    taken.append(taken[0] if taken else others())
+                    if others() >= taken[0]:
+                        raise sqlite3.OperationalError("database or disk is full")
+                return connection.execute(statement, *args)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(connection, name)
+
+        journal._db = FullDisk()  # type: ignore[assignment]
+        sent: list[str] = []
+
+        def fill_up_after_ten(sfzhm: str) -> None:
+            sent.append(sfzhm)
+            if len(sent) == 10:
+                full.set()
+            time.sleep(0.02)  # the calls of all four threads overlap the moment the disk fills up
+
+        with pytest.raises(ConfigError, match="磁盘"):
+            submit_quickly(batch, _Hooked(client, fill_up_after_ten), journal, concurrency=4)
+        answered = batch.outcome[batch.outcome["status"] == "enrolled"]
+        ids = batch.rows.loc[answered.index, "sfzhm"]
+        known = journal.lookup_many(ids.tolist())
+    assert len(answered) >= 10 and len(answered) < 40
+    # Every answer the platform gave is in the journal, card ids and all: none is left "sending".
+    assert (known.loc[ids, "state"] == STATE_ENROLLED).all()
+    assert known.loc[ids, "ehealth_card_id"].tolist() == answered["ehealthCardId"].tolist()
+    with Journal(path) as journal:
+        assert journal.counts().get(STATE_SENDING, 0) == 0
+
+
 def test_a_journal_checkpoint_that_fails_keeps_the_answers(
     sandbox: SandboxHandle, tmp_path: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:

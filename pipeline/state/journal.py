@@ -23,11 +23,23 @@ commit instead (``synchronous=FULL``) would cost an fsync per call.
 One connection serves every thread, behind a lock: SQLite serialises writers
 anyway, and each statement takes microseconds.
 
-A write that fails (disk full, read-only, locked for 30 s) raises
-:class:`~pipeline.errors.ConfigError`.  The journal is the record of what was
-sent, never the source of a report: the caller keeps the outcome it has in
-memory, sends nothing more, and leaves the resident ``sending`` (claimed
-before its call left), so the next run sends it again safely.
+A full disk must not cost an answer the platform gave: a call in flight has
+enrolled its resident, and only the journal keeps that.  So beside the file
+lies a reserve (the folder ``journal.sqlite.reserve``: :data:`RESERVE_FILES`
+files of :data:`RESERVE_FILE_BYTES` of allocated space, small files so that a
+limit on the size of one file does not forbid it), made before a claim; a claim is refused while it
+cannot be made (too little room to record the answers of the calls it would
+start).  When a write finds the disk full, the reserve is deleted and the
+write tried again in its room, and from then on this journal claims nobody
+(:meth:`Journal.mark_sending` raises): the calls in flight are recorded,
+nothing new leaves.
+
+A write that fails all the same (read-only, locked for 30 s, a disk full
+beyond the reserve) raises :class:`~pipeline.errors.ConfigError`.  The
+journal is the record of what was sent, never the source of a report: the
+caller keeps the outcome it has in memory, sends nothing more, and leaves the
+resident ``sending`` (claimed before its call left), so the next run sends it
+again safely.
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ import pandas as pd
 
 from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
-from pipeline.files import describe_os_error, private_dir
+from pipeline.files import describe_os_error, explain_os_error, private_dir
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -54,6 +66,14 @@ STATE_ENROLLED = "enrolled"
 STATE_REJECTED = "rejected"
 STATE_FAILED = "failed"
 STATES: tuple[str, ...] = (STATE_SENDING, STATE_ENROLLED, STATE_REJECTED, STATE_FAILED)
+
+#: Room kept beside the journal for the answers of the calls in flight when the disk fills up
+#: (a recorded answer takes a few pages of the write-ahead log; 64 calls may be in flight).
+RESERVE_FILES = 16
+RESERVE_FILE_BYTES = 128 * 1024
+RESERVE_SUFFIX = ".reserve"
+#: SQLite's result codes for a disk that is full (SQLITE_FULL) or failed a write (SQLITE_IOERR).
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
 
 #: Columns of :meth:`Journal.lookup_many` (index ``id_number``).
 RESIDENT_COLUMNS: tuple[str, ...] = (
@@ -117,6 +137,32 @@ def _as_text(moment: datetime | str | None) -> str:
     return str(moment)
 
 
+def _disk_full(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for lack of room (a full disk, a quota, a file-size limit)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
+    return "full" in str(error) or "disk I/O" in str(error)
+
+
+def _allocate(path: Path, size: int) -> None:
+    """A file of ``size`` bytes whose blocks are allocated, put in place whole or not at all."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with partial.open("wb") as handle:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, size)
+            else:
+                block = bytes(64 * 1024)
+                for _ in range(0, size, len(block)):
+                    handle.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 class Journal:
     """The SQLite journal at ``path``; safe to share between threads.
 
@@ -128,6 +174,9 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.reserve_path = self.path.with_name(self.path.name + RESERVE_SUFFIX)
+        #: the disk filled up and the reserve was used: no claim any more (see the module docstring)
+        self.out_of_room = False
         try:
             private_dir(self.path.parent)
             fresh = not self.path.exists()
@@ -166,6 +215,56 @@ class Journal:
                     f"无法写入提交日志 {self.path}（{error}）。请检查磁盘空间和状态目录的权限后重新运行"
                 ) from None
 
+    def _write(self, statement: str, parameters: Sequence[object]) -> None:
+        """Run one writing statement; on a full disk, once more in the reserve's room."""
+        with self._writing() as db:
+            try:
+                db.execute(statement, parameters)
+            except sqlite3.OperationalError as error:
+                if not _disk_full(error) or not self._use_reserve():
+                    raise
+                db.execute(statement, parameters)
+
+    def _reserve_files(self) -> list[Path]:
+        return [self.reserve_path / f"{number:02d}" for number in range(RESERVE_FILES)]
+
+    def _use_reserve(self) -> bool:
+        """Free the reserve's room and claim nobody from now on; whether there was room to free."""
+        self.out_of_room = True
+        freed = False
+        for file in self._reserve_files():
+            with suppress(OSError):
+                file.unlink()
+                freed = True
+        with suppress(OSError):
+            self.reserve_path.rmdir()
+        return freed
+
+    def _ensure_reserve(self) -> None:
+        """The reserve in place before a claim, or the claim refused (see the module docstring)."""
+        if self.out_of_room:
+            raise ConfigError(
+                f"状态目录 {self.path.parent} 所在磁盘已满，已停止发送（已收到的平台答复记入了提交日志）。"
+                "请清理磁盘空间后重新运行同一命令"
+            )
+        files = self._reserve_files()
+        if files[-1].exists():  # made in order: the last one says they all are
+            return
+        try:
+            self.reserve_path.mkdir(exist_ok=True)
+            for file in files:
+                if not file.exists():
+                    _allocate(file, RESERVE_FILE_BYTES)
+        except OSError as error:
+            self._use_reserve()  # what was made of it is no use; nothing is claimed
+            self.out_of_room = False
+            reason, fix = explain_os_error(error)
+            megabytes = RESERVE_FILES * RESERVE_FILE_BYTES / (1024 * 1024)
+            raise ConfigError(
+                f"无法在状态目录 {self.path.parent} 预留记录平台答复的空间（{megabytes:g} MB）："
+                f"{reason}，未发送。处理办法：{fix}"
+            ) from None
+
     def flush(self) -> None:
         """Make every commit so far survive a power cut too (a WAL checkpoint syncs the WAL first)."""
         with self._writing() as db:
@@ -203,8 +302,10 @@ class Journal:
 
     def mark_sending(self, id_number: str, source_file: str = "", source_row: int | None = None) -> None:
         """:meth:`claim` without reading the state before: one statement, for callers that know it."""
+        self._ensure_reserve()
         moment = _now()
         with self._writing() as db:
+            # Never in the reserve's room: a claim starts a call, whose answer needs that room.
             db.execute(
                 """INSERT INTO residents
                      (id_number, state, source_file, source_row, sends, claimed_at, updated_at)
@@ -232,9 +333,8 @@ class Journal:
         """
         if status not in STATES:
             raise ValueError(f"unknown journal state {status!r}")
-        with self._writing() as db:
-            db.execute(
-                """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
+        self._write(
+            """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
                                           virtual_card_num, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id_number) DO UPDATE SET
@@ -245,20 +345,19 @@ class Journal:
                      virtual_card_num = CASE WHEN excluded.virtual_card_num != ''
                                              THEN excluded.virtual_card_num ELSE virtual_card_num END,
                      updated_at = excluded.updated_at""",
-                (id_number, status, result_code, message, ehealth_card_id, virtual_card_num, _now()),
-            )
+            (id_number, status, result_code, message, ehealth_card_id, virtual_card_num, _now()),
+        )
 
     def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> None:
         """Store the card ids of a resident found later (``bindCardInfo``); state and message stay."""
-        with self._writing() as db:
-            db.execute(
-                """UPDATE residents SET
+        self._write(
+            """UPDATE residents SET
                      ehealth_card_id = CASE WHEN ? != '' THEN ? ELSE ehealth_card_id END,
                      virtual_card_num = CASE WHEN ? != '' THEN ? ELSE virtual_card_num END,
                      updated_at = ?
                    WHERE id_number = ?""",
-                (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
-            )
+            (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
+        )
 
     def enrolled_without_card_ids(self) -> list[str]:
         """ID numbers of residents enrolled (here or, per a 10115, anywhere) whose card ids are unknown."""
