@@ -210,6 +210,43 @@ def test_success_without_card_ids_is_looked_up_in_the_same_run_when_allowed(
     assert platform.count("bindCardInfo") == 2 and len(platform.sent_ids()) == 2
 
 
+def test_an_answer_naming_another_residents_card_is_not_taken_for_this_one(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 4)]
+    first, third = rows[0]["身份证号"], rows[2]["身份证号"]
+
+    def first_ones_answer(method: str, sfzhm: str, status: int, answer: dict[str, Any]) -> Action | None:
+        if method == "syncCardInfo" and sfzhm == third:  # enrolled, but the answer of another request
+            return ("json", 200, platform._card_answer(first))
+        return None
+
+    platform.after = first_ones_answer
+    register = write_csv(tmp_path / "r.csv", rows)
+    out = tmp_path / "out"
+    done = env.run("submit", str(register), "--out", str(out), "--rate", "50", "--concurrency", "1")
+    assert done.returncode == 1, done.stderr
+    results = read_results(out)
+    _assert_truthful(platform, results, 3)
+    row = results[2]
+    assert row["status"] == "failed" and row["ehealthCardId"] == "", row
+    assert "另一位居民" in row["message"], row["message"]
+
+    # The resend meets the enrolment that answer hid, and a lookup finds the resident's own card.
+    platform.after = None
+    again = tmp_path / "again"
+    done = env.run("submit", str(register), "--out", str(again), "--lookup-existing")
+    assert done.returncode == 0, done.stderr
+    row = read_results(again)[2]
+    assert row["status"] == "already_enrolled"
+    assert row["message"].startswith("平台答复已办理：上次发送可能已成功"), row["message"]
+    assert (row["ehealthCardId"], row["virtualCardNum"]) == platform.residents[third]
+    done = env.run("qrcode", "--from", str(again), "--out", str(tmp_path / "qr"))
+    assert done.returncode == 0, done.stderr
+    assert Counter(platform.sent_ids())[third] == 2 and len(platform.residents) == 3
+
+
 # -- signals at every moment ----------------------------------------------------------------------------
 
 

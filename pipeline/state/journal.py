@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS residents (
     updated_at       TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS residents_state ON residents(state);
+CREATE INDEX IF NOT EXISTS residents_card ON residents(ehealth_card_id) WHERE ehealth_card_id != '';
 CREATE TABLE IF NOT EXISTS files (
     content_hash TEXT PRIMARY KEY,
     name         TEXT NOT NULL,
@@ -358,6 +359,17 @@ class Journal:
                    WHERE id_number = ?""",
             (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
         )
+
+    def card_holder(self, ehealth_card_id: str) -> str | None:
+        """The ID number of the resident the journal holds with this ``ehealthCardId``, or ``None``."""
+        if not ehealth_card_id:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id_number FROM residents WHERE ehealth_card_id = ? AND ehealth_card_id != '' LIMIT 1",
+                (ehealth_card_id,),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def enrolled_without_card_ids(self) -> list[str]:
         """ID numbers of residents enrolled (here or, per a 10115, anywhere) whose card ids are unknown."""

@@ -23,7 +23,11 @@ it is used only where the configuration allows it (``--lookup-existing`` /
 residents that an earlier run left without card ids.  A 10000 whose answer
 names no card (neither ``ehealthCardId`` nor ``virtualCardNum``) is an
 enrolment all the same, treated like a 10115: the row says that the ids are
-missing and how to get them, and a lookup, where allowed, finds them.
+missing and how to get them, and a lookup, where allowed, finds them.  A 10000
+naming a card that the journal holds for another resident answers some other
+request (a proxy or the platform mixing answers up): the card is not this
+resident's, whether this call enrolled anyone is unknown, so the row is
+``failed`` (and the next run's resend reads a 10115 as an answer lost).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ MESSAGE_IDS_NOT_LOOKED_UP = (
     "查询会在平台上绑定该卡）"
 )
 MESSAGE_IDS_FOUND = "已通过 bindCardInfo 查得卡号"
+#: A 10000 naming a card the journal holds for another resident: an answer to some other request.
+MESSAGE_ANSWER_OF_ANOTHER = "平台答复成功，但答复中的卡号属于另一位居民，不是对本次申领的答复：结果未知"
 #: A 10000 that names no card: the resident is enrolled (the platform said so), the card ids are unknown.
 MESSAGE_NO_IDS_ANSWERED = "申领成功，但平台答复中没有卡号"
 
@@ -170,6 +176,9 @@ class ResidentSender:
             card_id, virtual = _card_ids(result.data)
             if not card_id and not virtual:
                 return self._enrolled_without_ids(task)
+            holder = self.journal.card_holder(card_id)
+            if holder is not None and holder != task.id_number:
+                return self._answer_of_another(task)
             message = _platform_message(result)
             self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
             logger.debug("{} 申领成功", masked)
@@ -205,6 +214,12 @@ class ResidentSender:
         if self.lookup_existing and not self.stop.is_set():
             card_id, virtual, note = self._look_up(task)
         return Outcome(STATUS_ALREADY_ENROLLED, str(code), f"{message}；{note}", card_id, virtual)
+
+    def _answer_of_another(self, task: Task) -> Outcome:
+        """A 10000 naming the card of another resident: not this call's answer, so its outcome is unknown."""
+        self._record(task.id_number, STATE_FAILED, None, MESSAGE_ANSWER_OF_ANOTHER)
+        logger.warning("{} {}", mask_id(task.id_number), MESSAGE_ANSWER_OF_ANOTHER)
+        return Outcome(STATUS_FAILED, "", f"{MESSAGE_ANSWER_OF_ANOTHER}；再次运行同一命令会重新发送")
 
     def _enrolled_without_ids(self, task: Task) -> Outcome:
         """A 10000 naming no card: enrolled, the ids to be found with a lookup where allowed."""
