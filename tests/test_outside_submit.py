@@ -247,6 +247,40 @@ def test_an_answer_naming_another_residents_card_is_not_taken_for_this_one(
     assert Counter(platform.sent_ids())[third] == 2 and len(platform.residents) == 3
 
 
+def test_a_code_the_document_does_not_list_is_no_verdict_and_a_10115_after_a_refusal_says_so(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    rows = [person(i) for i in range(1, 4)]
+    odd, refused = rows[1]["身份证号"], rows[2]["身份证号"]
+    platform.reject[refused] = 10156
+    platform.after = lambda method, sfzhm, status, answer: (
+        ("json", 200, {"data": {"resultCode": -1, "message": "系统异常"}})
+        if method == "syncCardInfo" and sfzhm == odd else None  # enrolled, then "system error"
+    )  # fmt: skip
+    register = write_csv(tmp_path / "r.csv", rows)
+    out = tmp_path / "out"
+    done = env.run("submit", str(register), "--out", str(out), "--rate", "50")
+    assert done.returncode == 1, done.stderr
+    results = read_results(out)
+    _assert_truthful(platform, results, 3)
+    assert results[1]["status"] == "failed" and results[1]["result_code"] == "-1", results[1]
+    assert "接口文档中没有的结果代码 -1（系统异常）" in results[1]["message"]
+    assert results[2]["status"] == "rejected" and "10156" in results[2]["result_code"]
+
+    # Later the refused resident is enrolled elsewhere; the resend of both meets 10115.
+    platform.after = None
+    del platform.reject[refused]
+    platform.enrol(refused)
+    again = tmp_path / "again"
+    done = env.run("submit", str(register), "--out", str(again), "--rate", "50")
+    assert done.returncode == 0, done.stderr
+    second = read_results(again)
+    assert second[1]["message"].startswith("平台答复已办理：上次发送可能已成功但答复丢失"), second[1]
+    assert second[2]["status"] == "already_enrolled"
+    assert "没有此人的发送记录" not in second[2]["message"] and "拒绝" in second[2]["message"], second[2]
+
+
 # -- signals at every moment ----------------------------------------------------------------------------
 
 

@@ -27,7 +27,9 @@ missing and how to get them, and a lookup, where allowed, finds them.  A 10000
 naming a card that the journal holds for another resident answers some other
 request (a proxy or the platform mixing answers up): the card is not this
 resident's, whether this call enrolled anyone is unknown, so the row is
-``failed`` (and the next run's resend reads a 10115 as an answer lost).
+``failed`` (and the next run's resend reads a 10115 as an answer lost).  So is
+a result code the interface document does not list (``-1 系统异常``): it is no
+refusal of the resident's data, and may have followed an enrolment.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ from schemas.result_codes import ResultCode, describe
 MESSAGE_ANSWER_LOST = "平台答复已办理：上次发送可能已成功但答复丢失"
 #: A 10115 answering a resident this machine never sent before.
 MESSAGE_ENROLLED_ELSEWHERE = "平台答复身份证已经办理过：本机提交日志中没有此人的发送记录，应是在别处办理"
+#: A 10115 answering a resident whose last send here the platform refused.
+MESSAGE_ENROLLED_AFTER_REJECTION = (
+    "平台答复身份证已经办理过：本机上次发送时平台拒绝了申领，应是此后在别处办理"
+)
+#: A result code the interface document does not list: nothing known about the resident.
+MESSAGE_UNDOCUMENTED_CODE = "平台返回了接口文档中没有的结果代码 {code}（{message}），申领结果未知"
+#: The codes the interface document lists; any other is no verdict on a resident.
+_DOCUMENTED_CODES = frozenset(int(code) for code in ResultCode)
 #: Why a resident enrolled has no card ids, and how to get them.
 MESSAGE_IDS_NOT_LOOKED_UP = (
     "卡号未知，未查询（可加 --lookup-existing 或设置 [submit] lookup_existing 用 bindCardInfo 查询；"
@@ -198,6 +208,12 @@ class ResidentSender:
             text = f"发送失败（已尝试 {result.attempts} 次）：{message}。再次运行同一命令会重新发送"
             return Outcome(STATUS_FAILED, "" if code is None else str(code), text)
         message = _platform_message(result)
+        if code not in _DOCUMENTED_CODES:
+            # Not one of the document's answers ("-1 系统异常", "99999 系统维护"): no verdict on the resident.
+            message = MESSAGE_UNDOCUMENTED_CODE.format(code=code, message=message)
+            self._record(task.id_number, STATE_FAILED, code, message)
+            logger.warning("{} {}", masked, message)
+            return Outcome(STATUS_FAILED, str(code), f"{message}；再次运行同一命令会重新发送")
         self._record(task.id_number, STATE_REJECTED, code, message)
         logger.info("{} 平台拒绝（{}）：{}", masked, code, message)
         return Outcome(STATUS_REJECTED, str(code), message, fault_code=code)
@@ -205,7 +221,12 @@ class ResidentSender:
     def _already_enrolled(self, task: Task, result: CallResultLike) -> Outcome:
         code = ResultCode.ALREADY_ENROLLED
         lost = bool(getattr(result, "uncertain", False)) or task.prior in (STATE_SENDING, STATE_FAILED)
-        message = MESSAGE_ANSWER_LOST if lost else MESSAGE_ENROLLED_ELSEWHERE
+        if lost:
+            message = MESSAGE_ANSWER_LOST
+        elif task.prior == STATE_REJECTED:
+            message = MESSAGE_ENROLLED_AFTER_REJECTION
+        else:
+            message = MESSAGE_ENROLLED_ELSEWHERE
         self._record(task.id_number, STATE_ENROLLED, code, message)
         masked = mask_id(task.id_number)
         logger.info("{} 已办理过（{}）{}", masked, code, "，上次答复可能丢失" if lost else "")
