@@ -97,7 +97,6 @@ CREATE TABLE IF NOT EXISTS residents (
     updated_at       TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS residents_state ON residents(state);
-CREATE INDEX IF NOT EXISTS residents_card ON residents(ehealth_card_id) WHERE ehealth_card_id != '';
 CREATE TABLE IF NOT EXISTS files (
     content_hash TEXT PRIMARY KEY,
     name         TEXT NOT NULL,
@@ -178,6 +177,7 @@ class Journal:
         self.reserve_path = self.path.with_name(self.path.name + RESERVE_SUFFIX)
         #: the disk filled up and the reserve was used: no claim any more (see the module docstring)
         self.out_of_room = False
+        self._reserve_ready = False  # checked (or made) once, before the first claim
         try:
             private_dir(self.path.parent)
             fresh = not self.path.exists()
@@ -248,8 +248,11 @@ class Journal:
                 f"状态目录 {self.path.parent} 所在磁盘已满，已停止发送（已收到的平台答复记入了提交日志）。"
                 "请清理磁盘空间后重新运行同一命令"
             )
+        if self._reserve_ready:
+            return
         files = self._reserve_files()
         if files[-1].exists():  # made in order: the last one says they all are
+            self._reserve_ready = True
             return
         try:
             self.reserve_path.mkdir(exist_ok=True)
@@ -265,6 +268,7 @@ class Journal:
                 f"无法在状态目录 {self.path.parent} 预留记录平台答复的空间（{megabytes:g} MB）："
                 f"{reason}，未发送。处理办法：{fix}"
             ) from None
+        self._reserve_ready = True
 
     def flush(self) -> None:
         """Make every commit so far survive a power cut too (a WAL checkpoint syncs the WAL first)."""
@@ -359,17 +363,6 @@ class Journal:
                    WHERE id_number = ?""",
             (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
         )
-
-    def card_holder(self, ehealth_card_id: str) -> str | None:
-        """The ID number of the resident the journal holds with this ``ehealthCardId``, or ``None``."""
-        if not ehealth_card_id:
-            return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id_number FROM residents WHERE ehealth_card_id = ? AND ehealth_card_id != '' LIMIT 1",
-                (ehealth_card_id,),
-            ).fetchone()
-        return None if row is None else str(row[0])
 
     def enrolled_without_card_ids(self) -> list[str]:
         """ID numbers of residents enrolled (here or, per a 10115, anywhere) whose card ids are unknown."""

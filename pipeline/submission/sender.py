@@ -24,7 +24,7 @@ residents that an earlier run left without card ids.  A 10000 whose answer
 names no card (neither ``ehealthCardId`` nor ``virtualCardNum``) is an
 enrolment all the same, treated like a 10115: the row says that the ids are
 missing and how to get them, and a lookup, where allowed, finds them.  A 10000
-naming a card that the journal holds for another resident answers some other
+naming a card that this run was given for another resident answers some other
 request (a proxy or the platform mixing answers up): the card is not this
 resident's, whether this call enrolled anyone is unknown, so the row is
 ``failed`` (and the next run's resend reads a 10115 as an answer lost).  So is
@@ -62,6 +62,9 @@ MESSAGE_ENROLLED_AFTER_REJECTION = (
 )
 #: A result code the interface document does not list: nothing known about the resident.
 MESSAGE_UNDOCUMENTED_CODE = "平台返回了接口文档中没有的结果代码 {code}（{message}），申领结果未知"
+#: How many of the run's latest card ids are remembered to catch an answer meant for another request
+#: (answers get mixed up among the calls in flight and just before: a bounded memory, whatever the run).
+RECENT_CARDS = 10_000
 #: The codes the interface document lists; any other is no verdict on a resident.
 _DOCUMENTED_CODES = frozenset(int(code) for code in ResultCode)
 #: Why a resident enrolled has no card ids, and how to get them.
@@ -70,7 +73,7 @@ MESSAGE_IDS_NOT_LOOKED_UP = (
     "查询会在平台上绑定该卡）"
 )
 MESSAGE_IDS_FOUND = "已通过 bindCardInfo 查得卡号"
-#: A 10000 naming a card the journal holds for another resident: an answer to some other request.
+#: A 10000 naming the card of another resident answered in this run: an answer to some other request.
 MESSAGE_ANSWER_OF_ANOTHER = "平台答复成功，但答复中的卡号属于另一位居民，不是对本次申领的答复：结果未知"
 #: A 10000 that names no card: the resident is enrolled (the platform said so), the card ids are unknown.
 MESSAGE_NO_IDS_ANSWERED = "申领成功，但平台答复中没有卡号"
@@ -141,6 +144,17 @@ class ResidentSender:
         #: during a lookup): the outcome was kept, nothing more is sent, the caller raises it at the end
         self.fault: EhcError | None = None
         self._count_lock = threading.Lock()
+        self._holders: dict[str, str] = {}  # card id -> the resident first answered with it, the recent ones
+
+    def _first_holder(self, card_id: str, id_number: str) -> bool:
+        """Whether no other resident of this run (its recent answers) was answered with ``card_id``."""
+        if not card_id:
+            return True
+        with self._count_lock:
+            holder = self._holders.setdefault(card_id, id_number)
+            while len(self._holders) > RECENT_CARDS:
+                del self._holders[next(iter(self._holders))]
+        return holder == id_number
 
     def _count_call(self) -> None:
         with self._count_lock:
@@ -186,8 +200,7 @@ class ResidentSender:
             card_id, virtual = _card_ids(result.data)
             if not card_id and not virtual:
                 return self._enrolled_without_ids(task)
-            holder = self.journal.card_holder(card_id)
-            if holder is not None and holder != task.id_number:
+            if not self._first_holder(card_id, task.id_number):
                 return self._answer_of_another(task)
             message = _platform_message(result)
             self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
