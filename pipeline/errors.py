@@ -32,6 +32,8 @@ class EhcError(Exception):
     """Base of every fault that stops a run; ``str()`` is the clerk's message."""
 
     exit_code = EXIT_FATAL
+    #: the counts of the reports the run still wrote before it stopped (``RunResult.counts``), if it did
+    counts: dict[str, object] | None = None
 
     def __init__(self, message: str) -> None:
         from pipeline.logs import safe_text  # logs imports files, which imports this module

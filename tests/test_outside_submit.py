@@ -339,6 +339,39 @@ def test_sigterm_during_the_last_call_keeps_its_answer_and_the_rerun_sends_nobod
     assert Counter(platform.sent_ids()).most_common(1)[0][1] == 1
 
 
+def test_an_inbox_run_stopped_mid_file_counts_in_its_summary_what_its_reports_say(
+    platform: HookedPlatform, tmp_path: Path
+) -> None:
+    env = Env(tmp_path, platform)
+    inbox, results = tmp_path / "inbox", tmp_path / "results"
+    inbox.mkdir()
+    rows = [person(i) for i in range(1, 5)]
+    write_csv(inbox / "a.csv", rows)
+    process: dict[str, subprocess.Popen[str]] = {}
+
+    def stop_at_the_third(method: str, sfzhm: str, status: int, answer: dict[str, Any]) -> Action | None:
+        if method == "syncCardInfo" and sfzhm == rows[2]["身份证号"]:
+            process["run"].send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        return None
+
+    platform.after = stop_at_the_third
+    (tmp_path / "ehc.toml").write_text(
+        env.config.read_text(encoding="utf-8") + "[submit]\nrate = 50\nconcurrency = 1\n", encoding="utf-8"
+    )
+    process["run"] = _popen(env, "run", "--inbox", str(inbox), "--out", str(results))
+    _, stderr = process["run"].communicate(timeout=60)
+    assert process["run"].returncode == 130, stderr
+    day = next(results.iterdir())
+    written = read_results(day / "a")
+    _assert_truthful(platform, written, 4)
+    summary = json.loads((day / "summary.json").read_text(encoding="utf-8"))
+    (entry,) = summary["files"]
+    assert entry["status"] == "interrupted" and entry["rows"] == 4
+    assert entry["statuses"] == dict(Counter(r["status"] for r in written)) == {"enrolled": 3, "failed": 1}
+    assert summary["totals"]["statuses"] == entry["statuses"] and (inbox / "a.csv").exists()
+
+
 def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
     env = Env(tmp_path, None)
     register = write_csv(tmp_path / "r.csv", [person(1)])

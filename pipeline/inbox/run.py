@@ -246,6 +246,10 @@ class _Run:
             return self._failed(path, outcome, error.message)
         except EhcError as error:
             status = FILE_INTERRUPTED if error.exit_code == EXIT_INTERRUPTED else FILE_ERROR
+            if error.counts is not None:  # stopped after its reports were written: count what they say
+                outcome.rows, outcome.statuses, outcome.result_codes, outcome.warning_codes = row_counts(
+                    error.counts
+                )
             return self._stopped(outcome, status, error.message, error.exit_code)
         except KeyboardInterrupt:
             return self._stopped(outcome, FILE_INTERRUPTED, "运行被中断", EXIT_INTERRUPTED)

@@ -397,6 +397,7 @@ def run_submit(
     work = make_out_dir(Path(out_dir), f".ehc-submit-{os.getpid()}")
     spool = BatchSpool(work, keep_rows=CSV_ROW_LIMIT)
     stats = CheckStats()
+    reported: dict[str, object] | None = None  # the counts of the reports, once they are in place
     try:
         # Pass 1: every row checked (and kept on disk) before anything is sent.
         with interrupt_on_signals():
@@ -436,20 +437,25 @@ def run_submit(
                 try:
                     _report_rest(spool, writer, sending, started)
                     paths = finish_reports(writer, progress=progress)
+                    reported = writer.tally.counts()
                 finally:
                     writer.abort()
+        if sending.fatal is not None:
+            raise sending.fatal
+        if sending.stats.interrupted or sending.stop.is_set():
+            raise Interrupted(
+                f"提交已中断；已完成部分的报告已写入 {out_dir}。"
+                "再次运行同一命令即可继续（已办理的不会重复发送）"
+            )
+    except EhcError as error:
+        error.counts = reported  # what the reports say, for a caller that sums up (ehc run --inbox)
+        raise
     finally:
         from pipeline.reports.spool import remove_folder
 
         remove_folder(work)
-    counts = writer.tally.counts()
-    if sending.fatal is not None:
-        raise sending.fatal
-    if sending.stats.interrupted or sending.stop.is_set():
-        raise Interrupted(
-            f"提交已中断；已完成部分的报告已写入 {out_dir}。再次运行同一命令即可继续（已办理的不会重复发送）"
-        )
-    return run_result(counts, paths, submitted=True)
+    assert reported is not None  # the reports are in place, or the run raised
+    return run_result(reported, paths, submitted=True)
 
 
 def _head_of(registers: Registers, batch: Batch) -> MappedTable | None:
