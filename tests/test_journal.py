@@ -228,7 +228,7 @@ def test_no_claim_without_room_for_the_answer(journal: Journal, monkeypatch: pyt
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", no_room, raising=False)
-    monkeypatch.setattr(os, "fsync", no_room)
+    monkeypatch.setattr(os, "replace", no_room)
     with pytest.raises(ConfigError, match=r"磁盘空间不足.*未发送"):
         journal.mark_sending(ID_A)
     assert journal.lookup(ID_A) is None and not journal.reserve_path.exists()

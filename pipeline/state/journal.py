@@ -156,9 +156,7 @@ def _allocate(path: Path, size: int) -> None:
                 block = bytes(64 * 1024)
                 for _ in range(0, size, len(block)):
                     handle.write(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        os.replace(partial, path)  # no fsync: the room is taken once written, a crash only loses the reserve
     finally:
         partial.unlink(missing_ok=True)
 
