@@ -487,6 +487,51 @@ def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
     _one_line_error(excinfo, "archive.xlsx", "不是 Excel 工作簿", "处理办法")
 
 
+def _wide_csv(path: Path, *, named: int = 0, blank: int = 0) -> Path:
+    header = ",".join(HEADER + [f"备注{j}" for j in range(named)]) + "," * blank
+    row = ",".join(["1", "张三", "01", "420123196205184516", "13912343273", "01"] + ["x"] * named)
+    path.write_text(f"{header}\n{row}{',' * blank}\n", encoding="utf-8")
+    return path
+
+
+def test_a_csv_wider_than_any_spreadsheet_is_refused(tmp_path: Path) -> None:
+    # 17,000 columns of nothing: no spreadsheet wrote them; every later stage paid per column.
+    path = _wide_csv(tmp_path / "commas.csv", blank=17_000)
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "commas.csv", "17006 列", "16384", "处理办法")
+
+
+def test_a_csv_row_wider_than_any_spreadsheet_is_refused_where_it_is(tmp_path: Path) -> None:
+    path = _wide_csv(tmp_path / "row.csv")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("2,李四,01,110101199003077777,13800000000,01" + ",z" * 17_000 + "\n")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "row.csv", "第 3 行", "16384", "处理办法")
+
+
+def test_a_register_with_more_filled_columns_than_a_register_needs_is_refused(tmp_path: Path) -> None:
+    # Each column costs every stage a few milliseconds: 16,384 of them took a one-row register 30 s.
+    path = _wide_csv(tmp_path / "wide.csv", named=1_200)
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "wide.csv", "1206 列", "1000", "处理办法")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append([*HEADER, *(f"备注{j}" for j in range(1_100))])
+    sheet.append([1, "张三", "01", "420123196205184516", "13912343273", "01"])
+    book.save(tmp_path / "wide.xlsx")
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / "wide.xlsx")
+    _one_line_error(excinfo, "wide.xlsx", "工作表 Sheet", "1106 列", "1000", "删除")
+
+
+def test_a_register_of_many_columns_is_still_read(tmp_path: Path) -> None:
+    [table] = read_register(_wide_csv(tmp_path / "many.csv", named=900, blank=5_000))
+    assert len(table.headers) == 906 and table.data["备注899"].tolist() == ["x"]
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
 def test_utf16_csv(tmp_path: Path, encoding: str) -> None:
     path = tmp_path / "wide.csv"
