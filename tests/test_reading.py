@@ -461,6 +461,22 @@ def test_csv_named_xlsx(tmp_path: Path) -> None:
     _one_line_error(excinfo, "fake.xlsx", "不是 Excel 工作簿", ".csv")
 
 
+@pytest.mark.parametrize("name", ["saved_as.csv", "legacy_saved_as.txt"])
+def test_workbook_named_csv_is_named_for_what_it_is(tmp_path: Path, name: str) -> None:
+    # A workbook renamed to .csv was reported as text in an unknown encoding, asking for a re-save as CSV.
+    if name.startswith("legacy"):
+        data = zlib.decompress(base64.b64decode("".join(LEGACY_XLS)))
+    else:
+        book = _workbook(tmp_path / "book.xlsx", {"S": [HEADER, [1, "张三", "01", "x", "y", "z"]]})
+        data = book.read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    message = _one_line_error(excinfo, name, "Excel 工作簿", "扩展名")
+    assert "编码" not in message
+
+
 def test_html_named_xls(tmp_path: Path) -> None:
     path = tmp_path / "export.xls"
     path.write_text("<html><body><table><tr><td>姓名</td></tr></table></body></html>", encoding="utf-8")
