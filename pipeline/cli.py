@@ -95,10 +95,25 @@ class _Parser(argparse.ArgumentParser):
         self.options = self._optionals
         self.options.add_argument("-h", "--help", action="help", help="显示本帮助并退出")
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # Kept for error(): a file whose name starts with "-" is taken for an option.
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        text = chinese_argparse_message(message)
+        text = chinese_argparse_message(message) + _dash_file_hint(getattr(self, "given", []))
         emit(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法", sys.stderr)
         raise SystemExit(EXIT_FATAL)
+
+
+def _dash_file_hint(given: Sequence[str]) -> str:
+    """How to name a file whose name starts with "-" (argparse takes it for an option), or ""."""
+    for token in given:
+        if token == "--":
+            break
+        if token.startswith("-") and len(token) > 1 and Path(token).is_file():
+            return f"（文件“{token}”的名字以“-”开头，被当成了选项：请写成 ./{token}）"
+    return ""
 
 
 def emit(text: str, stream: TextIO | None = None) -> None:

@@ -174,3 +174,19 @@ def test_emit_replaces_what_a_strict_gbk_stream_cannot_encode() -> None:
     stream = io.TextIOWrapper(raw, encoding="gbk", errors="strict")
     cli.emit("报告：\n  out/annotated_名单😀.xlsx", stream)
     assert raw.getvalue().decode("gbk") == "报告：\n  out/annotated_名单?.xlsx\n"
+
+
+@pytest.mark.parametrize("before", [[], ["./名单.xlsx"]])
+def test_a_register_named_with_a_leading_dash_gets_a_way_to_write_it(
+    before: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "-名单.xlsx" is taken for an option: the clerk was told a register was missing, or the name unknown.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-名单.xlsx").write_bytes(b"PK")
+    (tmp_path / "名单.xlsx").write_bytes(b"PK")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["validate", *before, "-名单.xlsx", "--out", "out"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("错误：命令行参数有误：") and "\n" not in err
+    assert "./-名单.xlsx" in err, err
