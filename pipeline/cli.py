@@ -160,6 +160,47 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为 0 到 65535 之间的整数：{text}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"应为 0 到 65535 之间的整数：{text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """A finite number of 0 or more (``nan``, ``inf`` and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的数：{text}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的有限数：{text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """A whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的整数：{text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的整数：{text}")
+    return value
+
+
+def _lifetime(text: str) -> float:
+    """A positive, finite number of seconds."""
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"应为正数：{text}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -365,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", _SHORT_EXIT_CODES_HELP)
     serve.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
     serve.add_argument(
-        "--port", type=int, default=8000, metavar="端口", help="端口（默认 8000；0 表示自动选择空闲端口）"
+        "--port", type=_port, default=8000, metavar="端口",
+        help="端口（默认 8000；0 表示自动选择空闲端口）",
     )
     _common(serve)
 
@@ -398,23 +440,33 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = _command(commands, "sandbox", _SHORT_EXIT_CODES_HELP)
     options = sandbox.options
     options.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
-    options.add_argument("--port", type=int, default=0, metavar="端口", help="端口（0 表示自动选择空闲端口）")
+    options.add_argument(
+        "--port", type=_port, default=0, metavar="端口", help="端口（0 表示自动选择空闲端口）"
+    )
     options.add_argument("--state", type=Path, metavar="文件", help="状态文件（SQLite）")
     options.add_argument("--app", action="append", default=[], metavar="ID:密钥", help="注册一个应用，可重复")
-    options.add_argument("--latency-ms", type=float, default=0.0, metavar="N", help="每个请求延迟 N 毫秒")
+    options.add_argument(
+        "--latency-ms", type=_non_negative, default=0.0, metavar="N", help="每个请求延迟 N 毫秒"
+    )
     options.add_argument("--fault-rate", type=float, default=0.0, metavar="F", help="随机故障的比例（0–1）")
     options.add_argument("--seed", type=int, metavar="S", help="随机种子（故障可重现）")
     options.add_argument("--rate-limit", type=_positive, metavar="N", help="每个应用每秒最多 N 个请求")
     options.add_argument(
-        "--workkey-ttl", type=float, default=86400.0, metavar="秒", help="认证字符串有效期（秒）"
+        "--workkey-ttl", type=_lifetime, default=86400.0, metavar="秒", help="认证字符串有效期（秒）"
     )
     options.add_argument(
         "--fault-kinds", metavar="种类",
         help="随机故障的种类，逗号分隔（默认只取平台前面的故障；另有 lost、huge、drip、rekey、down）",
     )  # fmt: skip
-    options.add_argument("--retry-after", type=int, default=1, metavar="秒", help="429 的 Retry-After（秒）")
-    options.add_argument("--drip-ms", type=float, default=1000.0, metavar="N", help="drip：每字节间隔毫秒")
-    options.add_argument("--huge-mb", type=float, default=64.0, metavar="N", help="huge：应答大小（MB）")
+    options.add_argument(
+        "--retry-after", type=_non_negative_int, default=1, metavar="秒", help="429 的 Retry-After（秒）"
+    )
+    options.add_argument(
+        "--drip-ms", type=_non_negative, default=1000.0, metavar="N", help="drip：每字节间隔毫秒"
+    )
+    options.add_argument(
+        "--huge-mb", type=_non_negative, default=64.0, metavar="N", help="huge：应答大小（MB）"
+    )
     _common(sandbox)
     return parser
 
