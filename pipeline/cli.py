@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -477,6 +478,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     if base_url:
         settings = settings.with_base_url(base_url)
     register_secret(settings.platform.app_secret)
+    # A proxy's password written into the address (https://user:password@host/...) is a secret too.
+    with contextlib.suppress(ValueError):
+        register_secret(urlsplit(settings.platform.base_url).password or "")
     return settings
 
 
