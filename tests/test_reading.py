@@ -383,6 +383,17 @@ def test_rows_of_uneven_width_are_padded_and_extra_values_kept(
     assert table.source_row.tolist() == [2, 4, 5, 6]
 
 
+def test_columns_named_in_the_header_are_kept_when_every_row_stops_short(tmp_path: Path) -> None:
+    # Rows that leave out their empty trailing fields lost the header's last columns: "缺少必需的列 联系电话"
+    # for a register whose header names it, and the clerk's 备注 column vanished from the reports.
+    path = tmp_path / "short.csv"
+    path.write_text("姓名,身份证号码,民族,联系电话,备注\n张三,420123196205184516\n李四,110101199003077777,01\n")
+    [table] = read_register(path)
+    assert table.headers == ["姓名", "身份证号码", "民族", "联系电话", "备注"]
+    assert _values(table, "民族") == ["", "01"] and _values(table, "联系电话") == ["", ""]
+    assert table.column_positions == [0, 1, 2, 3, 4]
+
+
 def test_csv_text_is_kept_as_written(tmp_path: Path) -> None:
     path = tmp_path / "text.csv"
     path.write_text("姓名,身份证号码,民族\nNA,4.20123E+17, 01 \n", encoding="utf-8")

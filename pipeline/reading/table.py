@@ -230,10 +230,11 @@ class TableShaper:
         if len(columns) > MAX_SHEET_COLUMNS:
             raise too_wide(label, len(columns))
         names: list[str] = []
-        for offset, column in enumerate(columns):
+        # A header cell past the widest row read still names a column: rows may leave out empty last fields.
+        for offset in range(max(len(columns), len(self.header_cells))):
             name = self.header_cells[offset].strip() if offset < len(self.header_cells) else ""
             if not name:
-                if _blank(column).all():
+                if offset >= len(columns) or _blank(columns[offset]).all():
                     continue
                 name = f"列{column_letter(self.first_column + offset)}"
             names.append(name)
