@@ -579,6 +579,17 @@ def test_undecodable_csv_names_its_encoding(tmp_path: Path) -> None:
     _one_line_error(excinfo, "big5.csv", "编码", "UTF-8")
 
 
+def test_nul_bytes_in_a_text_register_are_named_where_they_are(tmp_path: Path) -> None:
+    # A UTF-8 file with a run of NUL bytes (a copy cut short, a disk error) was "文件编码为 UTF-8，无法读取",
+    # with advice to save it again as UTF-8.
+    path = tmp_path / "nul.csv"
+    path.write_bytes("姓名,身份证号码\n张三,420123196205184516\n".encode() + b"\x00\x00\x00abc\n")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    message = _one_line_error(excinfo, "nul.csv", "第 3 行", "空字符", "处理办法")
+    assert "编码为 UTF-8" not in message
+
+
 def test_mixed_encodings_name_the_line(tmp_path: Path) -> None:
     head = "姓名,身份证号码\n" + "".join(f"张{i},420123196205184516\n" for i in range(60_000))
     path = tmp_path / "mixed.csv"

@@ -73,6 +73,7 @@ _SAVE_AS = "用 Excel“另存为”“CSV UTF-8（逗号分隔）”，或用�
 # A workbook (zip: .xlsx/.xlsm/.ods; OLE2: .xls) renamed to .csv was otherwise "text in no known encoding".
 _WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 _RENAME_WORKBOOK = "把扩展名改为 .xlsx（Excel 97-2003 格式的改为 .xls）后再处理，或用 Excel 打开后另存为 CSV"
+_RECOPY = "从原处重新复制或导出该文件；或用 Excel 打开后另存为 CSV 再处理"
 _BOMS = (
     (codecs.BOM_UTF32_LE, "UTF-32"),
     (codecs.BOM_UTF32_BE, "UTF-32"),
@@ -115,6 +116,18 @@ def _encoding_error(label: str, name: str, row: int | None = None) -> InputError
     return InputError(f"文件编码为 {name}，无法读取", file=label, fix=_SAVE_AS)
 
 
+def _text_but_nul(sample: bytes) -> bool:
+    """Whether ``sample`` is UTF-8 or GB18030 text once its NUL bytes are left out (a copy cut short)."""
+    rest = sample.replace(b"\x00", b"")
+    for codec in ("utf-8", "gb18030"):
+        try:
+            codecs.getincrementaldecoder(codec)().decode(rest, final=False)
+        except UnicodeDecodeError:
+            continue
+        return bool(rest.strip())
+    return False
+
+
 def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tuple[str, int]:
     """(Python codec, BOM length) for UTF-8 (with or without BOM) or GB18030; else InputError.
 
@@ -128,8 +141,13 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
     if data.startswith(codecs.BOM_UTF8):
         return "utf-8", len(codecs.BOM_UTF8)
     sample = data[:SAMPLE_BYTES]
-    if b"\x00" in sample:  # UTF-16/32 without a BOM, or not text at all
-        raise _encoding_error(label, _guess_encoding(sample))
+    if b"\x00" in sample:  # UTF-16/32 without a BOM, text with NUL bytes, or not text at all
+        name = _guess_encoding(sample)
+        if not name.startswith(("UTF-16", "UTF-32")) and _text_but_nul(sample):
+            row = sample.count(b"\n", 0, sample.index(b"\x00")) + 1
+            problem = "此处有空字符（NUL），文件可能没有复制完整或已损坏"
+            raise InputError(problem, file=label, row=row, fix=_RECOPY)
+        raise _encoding_error(label, name)
     final = len(data) <= SAMPLE_BYTES if whole is None else whole
     for codec in ("utf-8", "gb18030"):
         try:
