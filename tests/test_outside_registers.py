@@ -456,3 +456,12 @@ def test_invisible_marks_pasted_with_a_value_are_dropped(tmp_path: Path) -> None
         (got[2]["xm"], "13900000003", id_number(3), "01"),
         (got[3]["xm"], "13900000004", id_number(4), "01"),
     ]
+
+
+@pytest.mark.parametrize("separator", ["，", "；", "  "])
+def test_a_register_separated_by_chinese_commas_or_spaces_says_so(tmp_path: Path, separator: str) -> None:
+    # Typed with a Chinese input method, every line was one column: "没有找到表头" for a header in plain view.
+    path = tmp_path / "名单.txt"
+    path.write_text("\n".join(separator.join(map(str, r)) for r in [HEADER, resident(1)]) + "\n", "utf-8")
+    line = assert_one_line_fatal(run_validate(tmp_path, path), "名单.txt")
+    assert "英文逗号" in line and "没有找到表头" not in line, line
