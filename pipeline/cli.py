@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -95,10 +96,25 @@ class _Parser(argparse.ArgumentParser):
         self.options = self._optionals
         self.options.add_argument("-h", "--help", action="help", help="显示本帮助并退出")
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # Kept for error(): a file whose name starts with "-" is taken for an option.
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        text = chinese_argparse_message(message)
+        text = chinese_argparse_message(message) + _dash_file_hint(getattr(self, "given", []))
         emit(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法", sys.stderr)
         raise SystemExit(EXIT_FATAL)
+
+
+def _dash_file_hint(given: Sequence[str]) -> str:
+    """How to name a file whose name starts with "-" (argparse takes it for an option), or ""."""
+    for token in given:
+        if token == "--":
+            break
+        if token.startswith("-") and len(token) > 1 and Path(token).is_file():
+            return f"（文件“{token}”的名字以“-”开头，被当成了选项：请写成 ./{token}）"
+    return ""
 
 
 def emit(text: str, stream: TextIO | None = None) -> None:
@@ -142,6 +158,47 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"应为正数：{text}") from None
     if not math.isfinite(value) or value <= 0 or value > MAX_RATE:
         raise argparse.ArgumentTypeError(f"应为正数（有限，不超过 {MAX_RATE:g}）：{text}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为 0 到 65535 之间的整数：{text}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"应为 0 到 65535 之间的整数：{text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """A finite number of 0 or more (``nan``, ``inf`` and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的数：{text}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的有限数：{text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """A whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的整数：{text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"应为不小于 0 的整数：{text}")
+    return value
+
+
+def _lifetime(text: str) -> float:
+    """A positive, finite number of seconds."""
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"应为正数：{text}")
     return value
 
 
@@ -350,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", _SHORT_EXIT_CODES_HELP)
     serve.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
     serve.add_argument(
-        "--port", type=int, default=8000, metavar="端口", help="端口（默认 8000；0 表示自动选择空闲端口）"
+        "--port", type=_port, default=8000, metavar="端口",
+        help="端口（默认 8000；0 表示自动选择空闲端口）",
     )
     _common(serve)
 
@@ -383,23 +441,33 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = _command(commands, "sandbox", _SHORT_EXIT_CODES_HELP)
     options = sandbox.options
     options.add_argument("--host", default="127.0.0.1", metavar="地址", help="监听地址（默认 127.0.0.1）")
-    options.add_argument("--port", type=int, default=0, metavar="端口", help="端口（0 表示自动选择空闲端口）")
+    options.add_argument(
+        "--port", type=_port, default=0, metavar="端口", help="端口（0 表示自动选择空闲端口）"
+    )
     options.add_argument("--state", type=Path, metavar="文件", help="状态文件（SQLite）")
     options.add_argument("--app", action="append", default=[], metavar="ID:密钥", help="注册一个应用，可重复")
-    options.add_argument("--latency-ms", type=float, default=0.0, metavar="N", help="每个请求延迟 N 毫秒")
+    options.add_argument(
+        "--latency-ms", type=_non_negative, default=0.0, metavar="N", help="每个请求延迟 N 毫秒"
+    )
     options.add_argument("--fault-rate", type=float, default=0.0, metavar="F", help="随机故障的比例（0–1）")
     options.add_argument("--seed", type=int, metavar="S", help="随机种子（故障可重现）")
     options.add_argument("--rate-limit", type=_positive, metavar="N", help="每个应用每秒最多 N 个请求")
     options.add_argument(
-        "--workkey-ttl", type=float, default=86400.0, metavar="秒", help="认证字符串有效期（秒）"
+        "--workkey-ttl", type=_lifetime, default=86400.0, metavar="秒", help="认证字符串有效期（秒）"
     )
     options.add_argument(
         "--fault-kinds", metavar="种类",
         help="随机故障的种类，逗号分隔（默认只取平台前面的故障；另有 lost、huge、drip、rekey、down）",
     )  # fmt: skip
-    options.add_argument("--retry-after", type=int, default=1, metavar="秒", help="429 的 Retry-After（秒）")
-    options.add_argument("--drip-ms", type=float, default=1000.0, metavar="N", help="drip：每字节间隔毫秒")
-    options.add_argument("--huge-mb", type=float, default=64.0, metavar="N", help="huge：应答大小（MB）")
+    options.add_argument(
+        "--retry-after", type=_non_negative_int, default=1, metavar="秒", help="429 的 Retry-After（秒）"
+    )
+    options.add_argument(
+        "--drip-ms", type=_non_negative, default=1000.0, metavar="N", help="drip：每字节间隔毫秒"
+    )
+    options.add_argument(
+        "--huge-mb", type=_non_negative, default=64.0, metavar="N", help="huge：应答大小（MB）"
+    )
     _common(sandbox)
     return parser
 
@@ -410,6 +478,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     if base_url:
         settings = settings.with_base_url(base_url)
     register_secret(settings.platform.app_secret)
+    # A proxy's password written into the address (https://user:password@host/...) is a secret too.
+    with contextlib.suppress(ValueError):
+        register_secret(urlsplit(settings.platform.base_url).password or "")
     return settings
 
 

@@ -149,8 +149,22 @@ def is_loopback(host: str) -> bool:
 
 
 def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "平台地址") -> None:
-    """Refuse (ConfigError) a platform address sent in clear text to another machine, unless allowed."""
-    parts = urlsplit(url.strip())
+    """Refuse (ConfigError) a malformed platform address, or a clear-text one to another host unless allowed.
+
+    Malformed: not http(s), no host, a bracket left open, a port that is not
+    0-65535, spaces; such an address was an internal error or retried as a
+    fault of the network.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        well_formed = parts.scheme.lower() in {"http", "https"} and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        well_formed = False
+    if not well_formed or any(character.isspace() for character in url.strip()):
+        raise ConfigError(
+            f"{where} {url!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/。请改正平台地址"
+        )
     if parts.scheme.lower() != "http" or allow_insecure_http:
         return
     if parts.hostname and is_loopback(parts.hostname):

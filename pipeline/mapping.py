@@ -9,7 +9,8 @@ FILE``) wins over the built-ins.  A register missing a required column is an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from pipeline.model import (
     MappedTable,
     RawTable,
 )
-from pipeline.reading.headers import IGNORE, builtin_aliases, field_code, header_key
+from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, field_code, header_key
 
 #: Fields that, present as separate columns, mean the address is already split (dzc is what remains).
 _SPLIT_ADDRESS = ADDRESS_PARTS[:-1]
@@ -85,6 +86,15 @@ def _empty_text(length: int) -> pd.Series:
     return pd.Series(np.full(length, "", dtype=object), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
+#: What clerks separate columns with when a Chinese input method is on, instead of the CSV comma.
+_RUN_TOGETHER = re.compile(r"[，；、]|\s+")
+
+
+def _run_together(headers: Sequence[str]) -> bool:
+    """Whether a header cell holds several known column names joined by a Chinese comma, 、 or spaces."""
+    return any(count_known_headers(_RUN_TOGETHER.split(header.strip())) >= 2 for header in headers)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -104,6 +114,13 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     field_headers = {code: headers[i] for i, code in sorted(chosen.items()) if code != IGNORE}
 
     missing = [f for f in REQUIRED_INPUT_FIELDS if f not in field_headers]
+    if missing and not field_headers and _run_together(headers):
+        raise InputError(
+            "表头各列之间用的是中文逗号、分号或空格，整行成了一列，程序无法分列",
+            file=Path(raw.path).name,
+            sheet=raw.sheet,
+            fix="把“，”“；”或空格全部替换为英文逗号“,”后再处理；或在 Excel 中用“数据→分列”分开后另存为 .xlsx",
+        )
     if missing and not field_headers:
         # Nothing recognised: the "header" is a data row (a register without one) or not a register
         # at all, and its cells (names, ID numbers, a system file's first line) are not repeated.

@@ -10,8 +10,9 @@ spaces) so that validation names it to the clerk.
 What happens, in order:
 
 1. Text: NFKC (full-width → half-width, ideographic space and NBSP → space),
-   then spaces removed (names keep one space between Latin words), the ID
-   check character upper-cased.
+   invisible marks dropped (zero-width characters, direction marks), then
+   spaces removed (names keep one space between Latin words), the ID check
+   character upper-cased.
 2. Dates → ``YYYYMMDD`` (:mod:`pipeline.text.dates`); phones → digits
    (:mod:`pipeline.text.phone`); code fields → their code, from the code, the name
    or a synonym (``schemas/codes``); a finer national sub-code folds into the
@@ -46,6 +47,7 @@ from pipeline.model import ADDRESS_FIELD, ADDRESS_PARTS, FAULT_COLUMNS, FIELDS, 
 from pipeline.text import idnumber
 from pipeline.text.address import split_addresses
 from pipeline.text.arrow import (
+    INVISIBLE_MARKS,
     all_digits,
     all_empty,
     empty_mask,
@@ -99,7 +101,7 @@ _UNUSUAL = r"[^\x21-\x7e\x{4e00}-\x{9fff}]"
 
 
 def _nfkc(array: pa.Array) -> pa.Array:
-    return pc.utf8_normalize(array, "NFKC")
+    return pc.replace_substring_regex(pc.utf8_normalize(array, "NFKC"), INVISIBLE_MARKS, "")
 
 
 def _without_spaces(array: pa.Array) -> pa.Array:

@@ -182,3 +182,22 @@ def test_command_line(
     out, err = capsys.readouterr()
     assert "10103" in err and "F" * 32 not in out + err
     assert len(err.strip().splitlines()[-1]) > 0
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_password_written_into_the_platform_address_is_never_shown(
+    sandbox: SandboxHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A proxy's password in base_url was printed as it was, by check-config and in every platform error.
+    monkeypatch.setenv("EHC_APP_ID", sandbox.app_id)
+    monkeypatch.setenv("EHC_APP_SECRET", sandbox.app_secret)
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    with_password = sandbox.base_url.replace("http://", "http://proxyuser:Pr0xyPassw0rd@")
+    assert cli.main(["check-config", "--base-url", with_password]) == 0
+    out, err = capsys.readouterr()
+    assert "认证成功" in out and "proxyuser:***@" in out
+    logs = "".join(path.read_text(encoding="utf-8") for path in (tmp_path / "state" / "logs").glob("*"))
+    assert "Pr0xyPassw0rd" not in out + err + logs

@@ -174,3 +174,53 @@ def test_emit_replaces_what_a_strict_gbk_stream_cannot_encode() -> None:
     stream = io.TextIOWrapper(raw, encoding="gbk", errors="strict")
     cli.emit("报告：\n  out/annotated_名单😀.xlsx", stream)
     assert raw.getvalue().decode("gbk") == "报告：\n  out/annotated_名单?.xlsx\n"
+
+
+@pytest.mark.parametrize("before", [[], ["./名单.xlsx"]])
+def test_a_register_named_with_a_leading_dash_gets_a_way_to_write_it(
+    before: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "-名单.xlsx" is taken for an option: the clerk was told a register was missing, or the name unknown.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-名单.xlsx").write_bytes(b"PK")
+    (tmp_path / "名单.xlsx").write_bytes(b"PK")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["validate", *before, "-名单.xlsx", "--out", "out"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("错误：命令行参数有误：") and "\n" not in err
+    assert "./-名单.xlsx" in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["sandbox", "--port", "99999"], ["--port", "99999", "65535"]),
+        (["serve", "--port", "-1"], ["--port", "-1", "65535"]),
+        (["sandbox", "--latency-ms", "-5"], ["--latency-ms", "-5"]),
+        (["sandbox", "--latency-ms", "nan"], ["--latency-ms", "nan"]),
+        (["sandbox", "--drip-ms", "inf"], ["--drip-ms", "inf"]),
+        (["sandbox", "--huge-mb", "-1"], ["--huge-mb", "-1"]),
+        (["sandbox", "--retry-after", "-1"], ["--retry-after", "-1"]),
+        (["sandbox", "--workkey-ttl", "0"], ["--workkey-ttl", "0"]),
+    ],
+)
+def test_a_server_option_out_of_range_is_refused_before_serving(
+    argv: list[str], words: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A port out of range was an internal error (OverflowError); a negative or NaN latency started a
+    # sandbox whose every request died with a traceback.
+    from pipeline.sandbox import server
+    from pipeline.web import serve
+
+    def started(**options: object) -> None:
+        raise AssertionError(f"served with {options}")
+
+    monkeypatch.setattr(server, "serve", started)
+    monkeypatch.setattr(serve, "serve", started)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("错误：命令行参数有误：") and "\n" not in err
+    assert all(word in err for word in words), err

@@ -188,6 +188,28 @@ def test_every_command_refuses_plain_http_before_doing_anything(
     assert not (tmp_path / "o").exists() and not (tmp_path / "i-results").exists()
 
 
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://[zz]/api/", "http://127.0.0.1:99999/api/", "https://exa mple.org/", "ftp://x/"]
+)
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_malformed_platform_address_is_refused_in_one_line_before_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str, how: str
+) -> None:
+    # A bracket left open was an internal error (ValueError); a port out of range or a space was sent,
+    # and retried five times as a communication error.
+    command = ["check-config"]
+    if how == "option":
+        command += ["--base-url", url]
+    else:
+        monkeypatch.setenv("EHC_BASE_URL", url)
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "不是有效网址" in err and "内部错误" not in err, err
+    with pytest.raises(ConfigError, match="不是有效网址"):
+        load_settings(env={"EHC_BASE_URL": url})
+
+
 @pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "1e9", "0", "-1"])
 def test_a_rate_that_is_not_a_sane_number_is_refused(rate: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

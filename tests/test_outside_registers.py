@@ -434,3 +434,34 @@ def test_single_address_column_with_a_village_named_street(tmp_path: Path) -> No
     [row] = assert_invariants(run_validate(tmp_path, path), [("address.xlsx", "S", 2)])
     assert (row["dzsf"], row["dzs"], row["dzqx"], row["dzxz"], row["dzc"]) == (
         "北京市", "北京市", "海淀区", "中关村街道", "知春路1号")  # fmt: skip
+
+
+def test_invisible_marks_pasted_with_a_value_are_dropped(tmp_path: Path) -> None:
+    # Copied from a chat or a web page, a value brings marks the clerk cannot see: a phone with a zero-width
+    # joiner, an ID in LRO/PDF marks, a name behind a left-to-right mark were faults no one could find.
+    rows: list[list[object]] = [[*HEADER[:3], "身份证号\u202c", *HEADER[4:]]]
+    rows += [
+        resident(1, 姓名="\u200e张\u202e三\u2066"),
+        resident(2, 联系电话="139\u200d0000\u20600002"),
+        resident(3, 身份证号="\u202d" + id_number(3) + "\u202c"),
+        resident(4, 民族="汉族\u200f", 医保类型="\u00ad职工医保"),
+    ]
+    path = save(tmp_path / "粘贴.xlsx", {"S": rows})
+    run = run_validate(tmp_path, path)
+    got = assert_invariants(run, [("粘贴.xlsx", "S", r) for r in range(2, 6)])
+    assert run.code == 0, [r["message"] for r in got]
+    assert [(r["xm"], r["brdh"], r["sfzhm"], r["mzdm"]) for r in got] == [
+        ("张三", "13900000001", id_number(1), "01"),
+        (got[1]["xm"], "13900000002", id_number(2), "01"),
+        (got[2]["xm"], "13900000003", id_number(3), "01"),
+        (got[3]["xm"], "13900000004", id_number(4), "01"),
+    ]
+
+
+@pytest.mark.parametrize("separator", ["，", "；", "  "])
+def test_a_register_separated_by_chinese_commas_or_spaces_says_so(tmp_path: Path, separator: str) -> None:
+    # Typed with a Chinese input method, every line was one column: "没有找到表头" for a header in plain view.
+    path = tmp_path / "名单.txt"
+    path.write_text("\n".join(separator.join(map(str, r)) for r in [HEADER, resident(1)]) + "\n", "utf-8")
+    line = assert_one_line_fatal(run_validate(tmp_path, path), "名单.txt")
+    assert "英文逗号" in line and "没有找到表头" not in line, line

@@ -36,7 +36,15 @@ from pipeline.errors import InputError
 from pipeline.files import os_errors
 from pipeline.model import RawTable, TableSource
 from pipeline.reading.headers import count_known_headers
-from pipeline.reading.table import HEADER_SEARCH_ROWS, TEXT_ARROW, TableShaper, TextColumn, detect_header
+from pipeline.reading.table import (
+    HEADER_SEARCH_ROWS,
+    MAX_SHEET_COLUMNS,
+    TEXT_ARROW,
+    TableShaper,
+    TextColumn,
+    detect_header,
+    too_wide,
+)
 
 SAMPLE_BYTES = 1 << 20
 DELIMITERS = (",", "\t", ";", "|")
@@ -60,7 +68,12 @@ _MAX_BLOCK_BYTES = (1 << 31) - 1
 _MIN_BLOCK_BYTES = 1
 
 _NOT_SPACE = re.compile(rb"\S")
+_QUOTED = re.compile(r'"[^"]*"')
 _SAVE_AS = "用 Excel“另存为”“CSV UTF-8（逗号分隔）”，或用记事本另存为 UTF-8（或 GBK/ANSI）编码后再处理"
+# A workbook (zip: .xlsx/.xlsm/.ods; OLE2: .xls) renamed to .csv was otherwise "text in no known encoding".
+_WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+_RENAME_WORKBOOK = "把扩展名改为 .xlsx（Excel 97-2003 格式的改为 .xls）后再处理，或用 Excel 打开后另存为 CSV"
+_RECOPY = "从原处重新复制或导出该文件；或用 Excel 打开后另存为 CSV 再处理"
 _BOMS = (
     (codecs.BOM_UTF32_LE, "UTF-32"),
     (codecs.BOM_UTF32_BE, "UTF-32"),
@@ -103,19 +116,38 @@ def _encoding_error(label: str, name: str, row: int | None = None) -> InputError
     return InputError(f"文件编码为 {name}，无法读取", file=label, fix=_SAVE_AS)
 
 
+def _text_but_nul(sample: bytes) -> bool:
+    """Whether ``sample`` is UTF-8 or GB18030 text once its NUL bytes are left out (a copy cut short)."""
+    rest = sample.replace(b"\x00", b"")
+    for codec in ("utf-8", "gb18030"):
+        try:
+            codecs.getincrementaldecoder(codec)().decode(rest, final=False)
+        except UnicodeDecodeError:
+            continue
+        return bool(rest.strip())
+    return False
+
+
 def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tuple[str, int]:
     """(Python codec, BOM length) for UTF-8 (with or without BOM) or GB18030; else InputError.
 
     ``data`` is the file or its first bytes; ``whole`` says which (default: its length tells).
     """
+    if data.startswith(_WORKBOOK_SIGNATURES):
+        raise InputError("文件内容是 Excel 工作簿，不是文本（CSV）文件", file=label, fix=_RENAME_WORKBOOK)
     for bom, name in _BOMS:
         if data.startswith(bom):
             raise _encoding_error(label, name)
     if data.startswith(codecs.BOM_UTF8):
         return "utf-8", len(codecs.BOM_UTF8)
     sample = data[:SAMPLE_BYTES]
-    if b"\x00" in sample:  # UTF-16/32 without a BOM, or not text at all
-        raise _encoding_error(label, _guess_encoding(sample))
+    if b"\x00" in sample:  # UTF-16/32 without a BOM, text with NUL bytes, or not text at all
+        name = _guess_encoding(sample)
+        if not name.startswith(("UTF-16", "UTF-32")) and _text_but_nul(sample):
+            row = sample.count(b"\n", 0, sample.index(b"\x00")) + 1
+            problem = "此处有空字符（NUL），文件可能没有复制完整或已损坏"
+            raise InputError(problem, file=label, row=row, fix=_RECOPY)
+        raise _encoding_error(label, name)
     final = len(data) <= SAMPLE_BYTES if whole is None else whole
     for codec in ("utf-8", "gb18030"):
         try:
@@ -239,6 +271,19 @@ class _NotRectangular(Exception):
     """Arrow cannot read this block exactly: the csv module reads from here on."""
 
 
+class _TooWide(Exception):
+    """A line of the body has more values than a spreadsheet has columns."""
+
+    def __init__(self, line: int, width: int) -> None:
+        super().__init__(line, width)
+        self.line, self.width = line, width
+
+
+def _width(text: str, delimiter: str) -> int:
+    """How many values a line holds, without splitting it (a line may be 64 MB of delimiters)."""
+    return _QUOTED.sub("", text).count(delimiter) + 1
+
+
 def _parse(data: bytes | memoryview, layout: _Layout, **options: Any) -> pa.Table:
     """Arrow's parse of ``data`` (whole lines), every column text."""
     names = [f"c{j}" for j in range(len(layout.header_cells))]
@@ -315,6 +360,9 @@ def _arrow_block(
     source_row = _line_numbers(data, lines_before, table.num_rows + len(uneven), ends)
     if source_row is None:
         raise _NotRectangular
+    for number, text in uneven:
+        if len(text) > MAX_SHEET_COLUMNS and (width := _width(text, layout.delimiter)) > MAX_SHEET_COLUMNS:
+            raise _TooWide(int(source_row[number - 1]), width)
     columns: list[TextColumn] = list(table.columns)
     return (_splice(columns, uneven, layout.delimiter) if uneven else columns), source_row
 
@@ -414,6 +462,8 @@ def _csv_batches(
 
     try:
         for record in reader:
+            if len(record) > MAX_SHEET_COLUMNS:
+                raise too_wide(label, len(record), row=lines_before + before + 1)
             if record:
                 records.append(record)
                 starts.append(before + 1)
@@ -464,11 +514,13 @@ def _read_body(
                 blocks.close()
                 yield from _csv_batches(handle, layout, block.offset, block.lines_before, label)
                 return
+            except _TooWide as wide:
+                raise too_wide(label, wide.width, row=wide.line) from None
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 raise _mixed_encoding(block.data, layout.encoding, block.lines_before, label) from None
 
 
-def _sample_columns(head: bytes, layout: _Layout) -> list[TextColumn]:
+def _sample_columns(head: bytes, layout: _Layout, label: str) -> list[TextColumn]:
     """The columns of the rows in the first bytes (blank rows included), to decide the table's columns."""
     sample = head[layout.body :]
     if layout.mac:
@@ -478,11 +530,14 @@ def _sample_columns(head: bytes, layout: _Layout) -> list[TextColumn]:
     if not _has_text(sample, 0):
         return []
     encoding = layout.encoding
-    records = list(
-        csv.reader(
-            io.StringIO(sample.decode(encoding, errors="replace"), newline=""), delimiter=layout.delimiter
-        )
+    reader = csv.reader(
+        io.StringIO(sample.decode(encoding, errors="replace"), newline=""), delimiter=layout.delimiter
     )
+    records = []
+    for record in reader:
+        if len(record) > MAX_SHEET_COLUMNS:
+            raise too_wide(label, len(record), row=layout.header_index + 1 + reader.line_num)
+        records.append(record)
     width = max((len(r) for r in records), default=0)
     return [pa.array([r[j] if j < len(r) else "" for r in records], type=TEXT_ARROW) for j in range(width)]
 
@@ -515,6 +570,8 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
     if whole and not _has_text(head, layout.body):
         raise header_only
     header_cells = layout.header_cells
+    if len(header_cells) > MAX_SHEET_COLUMNS:
+        raise too_wide(label, len(header_cells), row=layout.header_index + 1)
     shaper = TableShaper(
         path=str(path),
         sheet="",
@@ -522,7 +579,7 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
         header_cells=header_cells,
         first_column=0,
     )
-    shaper.decide(_sample_columns(head, layout) or [pa.array([], type=TEXT_ARROW)] * len(header_cells))
+    shaper.decide(_sample_columns(head, layout, label) or [pa.array([], type=TEXT_ARROW)] * len(header_cells))
     body_bytes = max(1, size - layout.body)
     sample_lines = max(1, head.count(b"\n", layout.body))
     line_bytes = max(1.0, (min(len(head), size) - layout.body) / sample_lines)

@@ -18,13 +18,14 @@ from functools import cache
 from importlib import resources
 
 from pipeline.model import INPUT_FIELDS
+from pipeline.text.arrow import INVISIBLE_MARKS
 
 #: The pseudo field code of columns that are neither a field nor an extra (序号).
 IGNORE = "ignore"
 
 #: Bracketed notes and asterisks: "（必填）", "(选填)", "【格式：19900101】", "*".
 _DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|\*")
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_INVISIBLE = re.compile(INVISIBLE_MARKS)
 
 
 def header_key(text: str) -> str:
@@ -34,7 +35,7 @@ def header_key(text: str) -> str:
     ``"XM"`` gives ``"xm"``.  A header that is nothing but decoration keeps it,
     so ``"(备注)"`` still has a key of its own.
     """
-    compact = "".join(unicodedata.normalize("NFKC", text).translate(_INVISIBLE).split())
+    compact = "".join(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).split())
     stripped = _DECORATION.sub("", compact).rstrip(":")
     return (stripped or compact).casefold()
 

@@ -8,6 +8,7 @@ pandas ``str`` (Arrow-backed) columns every later stage works on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.errors import InputError
 from pipeline.files import numbered
 from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, RawTable
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
@@ -34,6 +36,27 @@ MIN_KNOWN_HEADERS = 2
 
 #: One column of text as Arrow holds it (a CSV comes back chunked).
 TextColumn: TypeAlias = "pa.Array | pa.ChunkedArray"
+
+#: Most columns a spreadsheet holds (XFD): a wider text file was not saved by Excel or WPS.
+MAX_SHEET_COLUMNS = 16_384
+
+#: Most columns with a header or a value a register may have.  Every later stage pays for each
+#: column in each chunk (16,384 of them took a one-row register 30 s); a register needs a few dozen.
+MAX_COLUMNS = 1_000
+
+_FIX_TOO_WIDE = "确认选对了文件；用 Excel 或 WPS 打开后删除多余的列，另存为 CSV 再处理"
+_FIX_TOO_MANY = "删除表格右方多余的列（选中整列后“删除”），只保留要办理的各列，保存后再处理"
+
+
+def too_wide(label: str, width: int, *, row: int | None = None) -> InputError:
+    """The error for a register (or its line ``row``) of ``width`` columns, more than a spreadsheet has."""
+    where = "这一行" if row is not None else "表格"
+    return InputError(
+        f"{where}有 {width} 列，超过电子表格最多的 {MAX_SHEET_COLUMNS} 列，不是 Excel 或 WPS 保存的登记表",
+        file=label,
+        row=row,
+        fix=_FIX_TOO_WIDE,
+    )
 
 
 def column_letter(position: int) -> str:
@@ -199,17 +222,31 @@ class TableShaper:
         }
 
     def decide(self, columns: Sequence[TextColumn]) -> None:
-        """Fix the table's columns from the first rows read (``columns``, blank rows included)."""
+        """Fix the table's columns from the first rows read (``columns``, blank rows included).
+
+        Too many columns (see :data:`MAX_COLUMNS`) -> InputError.
+        """
+        label = Path(self.path).name
+        if len(columns) > MAX_SHEET_COLUMNS:
+            raise too_wide(label, len(columns))
         names: list[str] = []
-        for offset, column in enumerate(columns):
+        # A header cell past the widest row read still names a column: rows may leave out empty last fields.
+        for offset in range(max(len(columns), len(self.header_cells))):
             name = self.header_cells[offset].strip() if offset < len(self.header_cells) else ""
             if not name:
-                if _blank(column).all():
+                if offset >= len(columns) or _blank(columns[offset]).all():
                     continue
                 name = f"列{column_letter(self.first_column + offset)}"
             names.append(name)
             self.positions.append(self.first_column + offset)
             self._kept.append(offset)
+        if len(names) > MAX_COLUMNS:
+            raise InputError(
+                f"有 {len(names)} 列有表头或内容，超过 {MAX_COLUMNS} 列的上限（登记表只需要几十列）",
+                file=label,
+                sheet=self.sheet,
+                fix=_FIX_TOO_MANY,
+            )
         self.headers = _unique(names)
         self._decided = True
 
@@ -221,6 +258,8 @@ class TableShaper:
         """The table's next rows: ``columns`` as read, ``source_row`` the clerk's number of each row."""
         if not self._decided:
             self.decide(columns)
+        if len(columns) > MAX_SHEET_COLUMNS:
+            raise too_wide(Path(self.path).name, len(columns))
         columns, source_row = list(columns), np.asarray(source_row, dtype=np.int64)
         if self._tail is not None:
             held, held_rows = self._tail

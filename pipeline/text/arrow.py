@@ -17,6 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+#: Marks that show nothing, which text pasted from a chat, a web page or Windows carries along: soft
+#: hyphen, zero-width space and joiners, left-to-right and right-to-left marks, embeddings, overrides and
+#: isolates, word joiner and invisible operators, byte order mark.  A regular expression class (RE2 and
+#: Python alike): none has a meaning in any field, and a clerk cannot see, so cannot fix, one.
+INVISIBLE_MARKS = "[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+
 
 def contiguous(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One array: a single chunk is used as it is (combining copies even one), several are combined.
