@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.text.arrow import eight_digits, fixed_width, to_arrow, to_series
+from pipeline.text.arrow import all_digits, byte_matrix, eight_digits, fixed_width, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).
@@ -113,6 +113,101 @@ def normalise_dates(values: pd.Series) -> pd.Series:
         mask[rest] = True
         result = pc.replace_with_mask(result, pa.array(mask), pa.array(parsed, type=pa.large_string()))
     return to_series(result, values.index)
+
+
+def _layouts() -> dict[int, list[tuple[int, int, int, int, bool]]]:
+    """The byte layouts of the separated forms read in numpy, by width in bytes.
+
+    Each is (month start, month digits, day start, day digits, CJK): four year
+    digits first, then ``-``, ``/`` or ``.`` around a month and day of one or
+    two digits, or ``年``, ``月`` and ``日`` (three bytes each in UTF-8).
+    """
+    layouts: dict[int, list[tuple[int, int, int, int, bool]]] = {}
+    for month_digits in (1, 2):
+        for day_digits in (1, 2):
+            width = 6 + month_digits + day_digits
+            layouts.setdefault(width, []).append((5, month_digits, 6 + month_digits, day_digits, False))
+            width = 13 + month_digits + day_digits
+            layouts.setdefault(width, []).append((7, month_digits, 10 + month_digits, day_digits, True))
+    return layouts
+
+
+_LAYOUTS = _layouts()
+_ASCII_SEPARATORS = np.frombuffer(b"-/.", dtype=np.uint8)
+_YEAR_SIGN, _MONTH_SIGN, _DAY_SIGN = (np.frombuffer(sign.encode(), dtype=np.uint8) for sign in "年月日")
+
+
+def _number(matrix: np.ndarray, start: int, digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whether columns ``start:start + digits`` of a byte matrix are ASCII digits, and the number written."""
+    ok = np.ones(len(matrix), dtype=bool)
+    value = np.zeros(len(matrix), dtype=np.int64)
+    for column in range(start, start + digits):
+        digit = matrix[:, column] - np.uint8(48)
+        ok &= digit < 10
+        value = value * 10 + digit
+    return ok, value
+
+
+def _is_sign(matrix: np.ndarray, start: int, sign: np.ndarray) -> np.ndarray:
+    return np.all(matrix[:, start : start + len(sign)] == sign, axis=1)
+
+
+def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Which values byte arithmetic settles as :func:`normalise_dates` would, and ``array`` with them settled.
+
+    Most cells of a date column are ``""`` or eight ASCII digits (both left
+    as written), or a real date written ``1962-05-18``, ``1962/5/18``,
+    ``1962.5.18`` or ``1962年5月18日`` (``YYYYMMDD``): these are read in numpy
+    over the whole column, at a fraction of the cost of hashing and matching
+    each value.  Anything else (spaces, a time, other characters, a date that
+    is not real) is left unsettled for :func:`normalise_dates`.  Returns
+    which values are settled, and ``array`` with them normalised.
+    """
+    lengths = pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False)
+    settled = lengths == 0
+    positions: list[np.ndarray] = []
+    dates: list[np.ndarray] = []
+    for width, layouts in _LAYOUTS.items():
+        rows = lengths == width
+        if not rows.any():
+            continue
+        matrix = byte_matrix(array.filter(pa.array(rows)), width)
+        if width == 8:
+            settled[rows] = all_digits(matrix)
+        year_ok, year = _number(matrix, 0, 4)
+        for month_start, month_digits, day_start, day_digits, cjk in layouts:
+            month_ok, month = _number(matrix, month_start, month_digits)
+            day_ok, day = _number(matrix, day_start, day_digits)
+            if cjk:
+                signs = _is_sign(matrix, 4, _YEAR_SIGN) & _is_sign(matrix, day_start - 3, _MONTH_SIGN)
+                signs &= _is_sign(matrix, width - 3, _DAY_SIGN)
+                iso = np.zeros(len(matrix), dtype=bool)
+            else:
+                first, second = matrix[:, 4], matrix[:, day_start - 1]
+                signs = np.isin(first, _ASCII_SEPARATORS) & np.isin(second, _ASCII_SEPARATORS)
+                iso = (month_digits == 2 == day_digits) & (first == ord("-")) & (second == ord("-"))
+            # Years below 1000 are left to parse_date (see normalise_dates), but for ``YYYY-MM-DD``.
+            real = year_ok & month_ok & day_ok & signs & calendar_dates(year, month, day)
+            real &= (year >= 1000) | (iso & (year >= 1))
+            if real.any():
+                positions.append(np.flatnonzero(rows)[real])
+                dates.append(year[real] * 10000 + month[real] * 100 + day[real])
+    if not positions:
+        return settled, array
+    where = np.concatenate(positions)
+    numbers = np.zeros(len(array), dtype=np.int64)
+    numbers[where] = np.concatenate(dates)
+    mask = np.zeros(len(array), dtype=bool)
+    mask[where] = True
+    settled |= mask
+    # Every row's eight digits side by side (zeros where no date was read), chosen where one was.
+    digits = np.empty((len(array), 8), dtype=np.uint8)
+    for column in range(7, -1, -1):
+        digits[:, column] = numbers % 10 + 48
+        numbers //= 10
+    offsets = np.arange(0, 8 * len(array) + 1, 8, dtype=np.int64)
+    written = pa.LargeStringArray.from_buffers(len(array), pa.py_buffer(offsets), pa.py_buffer(digits))
+    return settled, pc.if_else(pa.array(mask), written, array)
 
 
 def calendar_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
