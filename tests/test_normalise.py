@@ -14,8 +14,9 @@ import pytest
 from pipeline.config import DefaultValues
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.normalise import clean_dates, nfkc, normalise
+from pipeline.reports.xlsx.writer import display_widths
 from pipeline.text.address import split_addresses
-from pipeline.text.arrow import ascii_and_cjk_table, outside_ascii_and_cjk
+from pipeline.text.arrow import all_empty, ascii_and_cjk_table, empty_mask, outside_ascii_and_cjk
 from pipeline.text.dates import normalise_dates, parse_date
 from pipeline.text.idnumber import check_character
 
@@ -386,3 +387,20 @@ def test_defaults_fill_empty_cells_only() -> None:
 def test_configured_issue_date_and_address_type_name() -> None:
     rows, _ = run({}, defaults=DefaultValues(fksj="2026-05-01", dzlb="户籍地址"))
     assert rows[["fksj", "dzlb", "orgCode"]].values.tolist() == [["20260501", "1", ""]]
+
+
+@pytest.mark.parametrize("values", [["", "a", "", "汉字"], [""], ["", ""], ["x"], []])
+def test_empty_cells_told_from_the_offsets(values: list[str]) -> None:
+    column = pd.Series(["lead", *values], dtype="str").iloc[1:]  # a slice: its offsets start past zero
+    assert empty_mask(column).tolist() == [value == "" for value in values]
+    assert all_empty(column) is all(value == "" for value in values)
+
+
+@pytest.mark.parametrize(
+    ("values", "widest"),
+    [(["ab", "abcd", ""], 4.0), (["汉字", "ab"], 4.0), (["", ""], 0.0), (["a", None], 1.0)],
+)
+def test_display_widths_count_a_chinese_character_double(values: list[str | None], widest: float) -> None:
+    for kind in (pa.string(), pa.large_string()):
+        column = pa.array(["lead", *values], kind).slice(1)
+        assert display_widths([column], [""], cap=100) == [widest + 2]

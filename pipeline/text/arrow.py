@@ -63,14 +63,30 @@ def constant(value: str, index: pd.Index) -> pd.Series:
     return pd.Series(value, index=index, dtype="str")
 
 
+def value_offsets(array: pa.Array) -> np.ndarray:
+    """Where each value of a text array starts in its data, and where the last ends (a view, not a copy)."""
+    width = np.int32 if pa.types.is_string(array.type) or pa.types.is_binary(array.type) else np.int64
+    return np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+
+
 def empty_mask(values: pd.Series) -> np.ndarray:
-    """Whether each value is ``""``."""
-    return (values == "").to_numpy(dtype=bool)
+    """Whether each value is ``""`` (read from the offsets: no text is compared)."""
+    array = to_arrow(values)
+    if array.null_count or not len(array):
+        return (values == "").to_numpy(dtype=bool)
+    offsets = value_offsets(array)
+    return offsets[1:] == offsets[:-1]
 
 
 def all_empty(values: pd.Series) -> bool:
-    """Whether every value is ``""`` (cheap: one pass over the lengths)."""
-    return values.empty or pc.max(pc.binary_length(to_arrow(values))).as_py() == 0
+    """Whether every value is ``""`` (the first and last offsets tell)."""
+    if values.empty:
+        return True
+    array = to_arrow(values)
+    if array.null_count:
+        return pc.max(pc.binary_length(array)).as_py() == 0
+    offsets = value_offsets(array)
+    return bool(offsets[-1] == offsets[0])
 
 
 def matches(values: pd.Series, pattern: str) -> np.ndarray:

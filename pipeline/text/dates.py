@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.text.arrow import all_digits, byte_matrix, eight_digits, fixed_width, to_arrow, to_series
+from pipeline.text.arrow import byte_matrix, eight_digits, fixed_width, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).
@@ -133,23 +133,31 @@ def _layouts() -> dict[int, list[tuple[int, int, int, int, bool]]]:
 
 
 _LAYOUTS = _layouts()
-_ASCII_SEPARATORS = np.frombuffer(b"-/.", dtype=np.uint8)
-_YEAR_SIGN, _MONTH_SIGN, _DAY_SIGN = (np.frombuffer(sign.encode(), dtype=np.uint8) for sign in "年月日")
+_ASCII_SEPARATORS = b"-/."
+_YEAR_SIGN, _MONTH_SIGN, _DAY_SIGN = (sign.encode() for sign in "年月日")
 
 
-def _number(matrix: np.ndarray, start: int, digits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Whether columns ``start:start + digits`` of a byte matrix are ASCII digits, and the number written."""
-    ok = np.ones(len(matrix), dtype=bool)
-    value = np.zeros(len(matrix), dtype=np.int64)
-    for column in range(start, start + digits):
-        digit = matrix[:, column] - np.uint8(48)
-        ok &= digit < 10
-        value = value * 10 + digit
-    return ok, value
+def _is_sign(matrix: np.ndarray, start: int, sign: bytes) -> np.ndarray:
+    """Whether the bytes of each row of ``matrix`` from ``start`` on are those of ``sign``."""
+    found = matrix[:, start] == sign[0]
+    for offset, byte in enumerate(sign[1:], start=1):
+        found &= matrix[:, start + offset] == byte
+    return found
 
 
-def _is_sign(matrix: np.ndarray, start: int, sign: np.ndarray) -> np.ndarray:
-    return np.all(matrix[:, start : start + len(sign)] == sign, axis=1)
+def _is_separator(column: np.ndarray) -> np.ndarray:
+    found = column == _ASCII_SEPARATORS[0]
+    for byte in _ASCII_SEPARATORS[1:]:
+        found |= column == byte
+    return found
+
+
+def _number(digits: np.ndarray, start: int, count: int) -> np.ndarray:
+    """The number written by columns ``start:start + count`` of a matrix of digit values."""
+    value = digits[:, start].astype(np.int64)
+    for column in range(start + 1, start + count):
+        value = value * 10 + digits[:, column]
+    return value
 
 
 def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -166,47 +174,63 @@ def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
     lengths = pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False)
     settled = lengths == 0
     positions: list[np.ndarray] = []
-    dates: list[np.ndarray] = []
+    dates: list[np.ndarray] = []  # the YYYYMMDD digits (values 0-9) of the real dates found
     for width, layouts in _LAYOUTS.items():
         rows = lengths == width
         if not rows.any():
             continue
         matrix = byte_matrix(array.filter(pa.array(rows)), width)
+        digits = matrix - np.uint8(48)  # uint8 wraps below "0": a digit is below 10
+        is_digit = digits < 10
         if width == 8:
-            settled[rows] = all_digits(matrix)
-        year_ok, year = _number(matrix, 0, 4)
+            settled[rows] = is_digit.all(axis=1)
+        year_shaped = is_digit[:, 0] & is_digit[:, 1] & is_digit[:, 2] & is_digit[:, 3]
         for month_start, month_digits, day_start, day_digits, cjk in layouts:
-            month_ok, month = _number(matrix, month_start, month_digits)
-            day_ok, day = _number(matrix, day_start, day_digits)
+            shaped = year_shaped.copy()
+            for column in (
+                *range(month_start, month_start + month_digits),
+                *range(day_start, width)[:day_digits],
+            ):
+                shaped &= is_digit[:, column]
             if cjk:
-                signs = _is_sign(matrix, 4, _YEAR_SIGN) & _is_sign(matrix, day_start - 3, _MONTH_SIGN)
-                signs &= _is_sign(matrix, width - 3, _DAY_SIGN)
-                iso = np.zeros(len(matrix), dtype=bool)
+                shaped &= _is_sign(matrix, 4, _YEAR_SIGN) & _is_sign(matrix, day_start - 3, _MONTH_SIGN)
+                shaped &= _is_sign(matrix, width - 3, _DAY_SIGN)
             else:
-                first, second = matrix[:, 4], matrix[:, day_start - 1]
-                signs = np.isin(first, _ASCII_SEPARATORS) & np.isin(second, _ASCII_SEPARATORS)
-                iso = (month_digits == 2 == day_digits) & (first == ord("-")) & (second == ord("-"))
+                shaped &= _is_separator(matrix[:, 4]) & _is_separator(matrix[:, day_start - 1])
+            picked = np.flatnonzero(shaped)
+            if not len(picked):
+                continue
+            chosen = digits[picked]
+            year, month = _number(chosen, 0, 4), _number(chosen, month_start, month_digits)
+            day = _number(chosen, day_start, day_digits)
+            real = calendar_dates(year, month, day)
             # Years below 1000 are left to parse_date (see normalise_dates), but for ``YYYY-MM-DD``.
-            real = year_ok & month_ok & day_ok & signs & calendar_dates(year, month, day)
-            real &= (year >= 1000) | (iso & (year >= 1))
+            if cjk or month_digits != 2 or day_digits != 2:
+                real &= year >= 1000
+            else:
+                iso = (matrix[picked, 4] == ord("-")) & (matrix[picked, 7] == ord("-"))
+                real &= (year >= 1000) | (iso & (year >= 1))
             if real.any():
-                positions.append(np.flatnonzero(rows)[real])
-                dates.append(year[real] * 10000 + month[real] * 100 + day[real])
+                positions.append(np.flatnonzero(rows)[picked[real]])
+                written = np.zeros((int(real.sum()), 8), dtype=np.uint8)
+                chosen = chosen[real]
+                written[:, :4] = chosen[:, :4]
+                written[:, 6 - month_digits : 6] = chosen[:, month_start : month_start + month_digits]
+                written[:, 8 - day_digits :] = chosen[:, day_start : day_start + day_digits]
+                dates.append(written)
     if not positions:
         return settled, array
     where = np.concatenate(positions)
-    numbers = np.zeros(len(array), dtype=np.int64)
-    numbers[where] = np.concatenate(dates)
     mask = np.zeros(len(array), dtype=bool)
     mask[where] = True
     settled |= mask
     # Every row's eight digits side by side (zeros where no date was read), chosen where one was.
-    digits = np.empty((len(array), 8), dtype=np.uint8)
-    for column in range(7, -1, -1):
-        digits[:, column] = numbers % 10 + 48
-        numbers //= 10
+    written_digits = np.zeros((len(array), 8), dtype=np.uint8)
+    written_digits[where] = np.concatenate(dates) + np.uint8(48)
     offsets = np.arange(0, 8 * len(array) + 1, 8, dtype=np.int64)
-    written = pa.LargeStringArray.from_buffers(len(array), pa.py_buffer(offsets), pa.py_buffer(digits))
+    written = pa.LargeStringArray.from_buffers(
+        len(array), pa.py_buffer(offsets), pa.py_buffer(written_digits)
+    )
     return settled, pc.if_else(pa.array(mask), written, array)
 
 
