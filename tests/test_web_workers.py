@@ -121,11 +121,13 @@ def test_worker_processes_that_die_are_replaced_and_their_jobs_told_truthfully(
         os.kill(job.pid, signal.SIGKILL)
         state = site.wait(clerk, job_id, timeout=15)
         assert state["state"] == "stopped" and "意外结束" in state["message"]
-        enrolled = sandbox.residents()
-        assert state["counts"].get("enrolled", 0) == enrolled >= 5  # what the journal knows, not "valid"
+        # What the journal knows, not "valid": enrolled as answered; a call in flight when the process
+        # died is "failed" (its answer never came) and is sent again, the platform then answering 10115.
+        enrolled, in_flight = state["counts"].get("enrolled", 0), state["counts"].get("failed", 0)
+        assert 5 <= enrolled <= sandbox.residents() <= enrolled + in_flight
         assert sum(state["counts"].values()) == 50
         again = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
         assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": again}).status_code == 303
         assert site.wait(clerk, job_id, timeout=60)["state"] == "submitted"
         assert sandbox.residents() == 42
-        assert sandbox.count("syncCardInfo") <= 42 + 1  # at most the one call in flight when it died
+        assert sandbox.count("syncCardInfo") <= 42 + in_flight  # only the calls in flight when it died

@@ -193,6 +193,11 @@ class SandboxServer(ThreadingHTTPServer):
     def close(self) -> None:
         """Stop serving (if serving), end open connections, close the listening socket and the state."""
         self._closing = True
+        self._stop_listening()
+        self.store.close()
+
+    def _stop_listening(self) -> None:
+        """Stop serving (if serving), close the listening socket and cut every open connection."""
         if self._serving.is_set():
             self.shutdown()
         self.server_close()
@@ -201,7 +206,6 @@ class SandboxServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        self.store.close()
 
     # -- request handling ------------------------------------------------------------------
 
@@ -330,18 +334,7 @@ class SandboxServer(ThreadingHTTPServer):
     def go_down(self) -> None:
         """Die as a platform does: stop listening, cut every open connection; the state stays readable."""
         self.down = True
-
-        def stop() -> None:
-            if self._serving.is_set():
-                self.shutdown()
-            self.server_close()
-            with self._connections_lock:
-                connections = list(self._connections)
-            for connection in connections:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-
-        threading.Thread(target=stop, name="sandbox-down", daemon=True).start()
+        threading.Thread(target=self._stop_listening, name="sandbox-down", daemon=True).start()
 
     def _admit(self, app_id: str, arrived: float) -> int | None:
         """``None`` if the request is within the app's rate, else seconds to wait (Retry-After).
