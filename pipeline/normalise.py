@@ -31,6 +31,7 @@ import csv
 import datetime
 import os
 import re
+import string
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -50,17 +51,18 @@ from pipeline.text.arrow import (
     INVISIBLE_MARKS,
     all_digits,
     all_empty,
+    ascii_and_cjk_table,
     empty_mask,
     fill_empty,
     fixed_width,
+    outside_ascii_and_cjk,
     per_distinct,
-    rewrite_found,
     rewrite_where,
     to_arrow,
     to_series,
     where,
 )
-from pipeline.text.dates import normalise_dates, parse_date
+from pipeline.text.dates import normalise_dates, parse_date, settle_common_forms
 from pipeline.text.phone import normalise_phones
 from schemas.result_codes import ResultCode
 from schemas.rules import FIELD_TABLES, rule_for
@@ -97,7 +99,16 @@ SMALL_FRAME_ROWS = 64
 
 # Anything outside printable ASCII and the common CJK block: full-width forms,
 # odd spaces, compatibility characters — what NFKC or space removal may change.
-_UNUSUAL = r"[^\x21-\x7e\x{4e00}-\x{9fff}]"
+_USUAL = ascii_and_cjk_table("".join(map(chr, range(0x21, 0x7F))))
+#: A name needs tidying when it holds anything but Chinese characters and Latin letters.
+_USUAL_IN_NAMES = ascii_and_cjk_table(string.ascii_letters)
+
+
+def _rewrite_unusual(
+    values: pd.Series, usual: np.ndarray, rewrite: Callable[[pa.Array], pa.Array]
+) -> pd.Series:
+    """``rewrite`` applied to the values holding a character ``usual`` does not let pass."""
+    return rewrite_where(values, outside_ascii_and_cjk(to_arrow(values), usual), rewrite)
 
 
 def _nfkc(array: pa.Array) -> pa.Array:
@@ -110,12 +121,12 @@ def _without_spaces(array: pa.Array) -> pa.Array:
 
 def clean_text(values: pd.Series) -> pd.Series:
     """Free text and codes: NFKC (full-width → half-width), then every space removed."""
-    return rewrite_found(values, _UNUSUAL, _without_spaces)
+    return _rewrite_unusual(values, _USUAL, _without_spaces)
 
 
 def nfkc(values: pd.Series) -> pd.Series:
     """NFKC only: spaces kept (they separate a date from its time)."""
-    return rewrite_found(values, _UNUSUAL, _nfkc)
+    return _rewrite_unusual(values, _USUAL, _nfkc)
 
 
 def _tidy_name(array: pa.Array) -> pa.Array:
@@ -126,7 +137,7 @@ def _tidy_name(array: pa.Array) -> pa.Array:
 
 def clean_name(values: pd.Series) -> pd.Series:
     """Names: one space between Latin words, none next to a Chinese character; ``·`` unified."""
-    return rewrite_found(values, r"[^\x{4e00}-\x{9fff}A-Za-z]|[A-Za-z]  ", _tidy_name)
+    return _rewrite_unusual(values, _USUAL_IN_NAMES, _tidy_name)
 
 
 def _tidy_number(array: pa.Array) -> pa.Array:
@@ -157,6 +168,20 @@ def clean_phones(values: pd.Series) -> pd.Series:
     prefixed = pc.or_(pc.starts_with(array, "0086"), pc.starts_with(array, "86"))
     candidates = pc.fill_null(pc.or_(pc.invert(pc.ascii_is_decimal(array)), prefixed), False)
     return rewrite_where(values, candidates, _phone_text)
+
+
+def clean_dates(values: pd.Series) -> pd.Series:
+    """Dates as ``YYYYMMDD``: the common forms read over the whole column, others once per distinct value."""
+    if all_empty(values):
+        return values
+    array = to_arrow(values)
+    settled, result = settle_common_forms(array)
+    if settled.all():
+        return values if result is array else to_series(result, values.index)
+    rest = pa.array(~settled)
+    odd_forms = to_series(pc.filter(array, rest), pd.RangeIndex(int(pc.sum(rest).as_py())))
+    cleaned = per_distinct(odd_forms, lambda distinct: normalise_dates(nfkc(distinct)))
+    return to_series(pc.replace_with_mask(result, rest, to_arrow(cleaned)), values.index)
 
 
 # --- code fields ---------------------------------------------------------------
@@ -246,7 +271,7 @@ def _cleaner(column: str) -> Callable[[pd.Series], pd.Series]:
     if column == "brdh":
         return clean_phones
     if column in DATE_COLUMNS:
-        return lambda values: per_distinct(values, lambda distinct: normalise_dates(nfkc(distinct)))
+        return clean_dates
     if column in FREE_TEXT_COLUMNS:
         return clean_text
     return lambda values: per_distinct(values, clean_text)

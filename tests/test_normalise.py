@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import datetime
+import random
+import string
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipeline.config import DefaultValues
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
-from pipeline.normalise import normalise
+from pipeline.normalise import clean_dates, nfkc, normalise
+from pipeline.reports.xlsx.writer import display_widths
 from pipeline.text.address import split_addresses
-from pipeline.text.dates import parse_date
+from pipeline.text.arrow import all_empty, ascii_and_cjk_table, empty_mask, outside_ascii_and_cjk
+from pipeline.text.dates import normalise_dates, parse_date
 from pipeline.text.idnumber import check_character
 
 TODAY = datetime.date(2026, 6, 1)
@@ -135,6 +141,42 @@ def test_dates_become_yyyymmdd(written: str) -> None:
 def test_unparseable_dates_stay_for_validation(written: str, kept: str) -> None:
     assert parse_date(written) is None
     assert one("csrq", written, sfzhm=MALE_ID) == kept
+
+
+def _date_like(rng: random.Random) -> str:
+    year = rng.choice(["0000", "0001", "0999", "1000", "1899", "1962", "2000", "2024", "9999", "19a2"])
+    month = rng.choice(["00", "01", "02", "1", "2", "09", "12", "13", "001"])
+    day = rng.choice(["0", "00", "01", "3", "9", "28", "29", "30", "31", "32"])
+    form = rng.choice(
+        ["{y}-{m}-{d}", "{y}{m}{d}", "{y}/{m}/{d}", "{y}.{m}.{d}", "{y}/{m}-{d}", "{y}年{m}月{d}日",
+         "{y}年{m}月{d}", "{y}年{m}/{d}", " {y}-{m}-{d}", "{y}-{m}-{d} 12:00", "{y}－{m}－{d}",
+         "{y}年 {m}月{d}日", "{y}-{m}-{d}日", "{y}x{m}/{d}", "{y}年{m}月{d}x", "{y}{m}{d} 10:00", "", "12345",
+         "昨天"]
+    )  # fmt: skip
+    return form.format(y=year, m=month, d=day)
+
+
+def test_dates_read_over_the_column_as_one_by_one() -> None:
+    """Common forms are read from the bytes of the whole column: each value ends as normalise_dates has it."""
+    rng = random.Random(4)
+    written = pd.Series([_date_like(rng) for _ in range(20_000)], dtype="str")
+    one_by_one = normalise_dates(nfkc(written))
+    assert clean_dates(written).tolist() == one_by_one.tolist()
+    assert (one_by_one != written).any() and (one_by_one == written).any()
+
+
+def test_unusual_characters_found_from_the_bytes_as_by_a_regular_expression() -> None:
+    characters = [chr(c) for c in [*range(0x80), 0xA0, 0xE9, 0x3000, 0x3400, 0x4000, 0x4DFF, 0x4E00, 0x4E1C,
+                                   0x5E74, 0x9FFF, 0xA000, 0xFEFF, 0xFF10, 0x1F600, 0x10FFFF]]  # fmt: skip
+    rng = random.Random(5)
+    values = pa.array(["".join(rng.choices(characters, k=rng.randint(0, 5))) for _ in range(20_000)])
+    for allowed, pattern in [
+        ("".join(map(chr, range(0x21, 0x7F))), r"[^\x21-\x7e\x{4e00}-\x{9fff}]"),
+        (string.ascii_letters, r"[^\x{4e00}-\x{9fff}A-Za-z]"),
+    ]:
+        for part in (values, values.slice(7, 999)):
+            expected = pc.match_substring_regex(part, pattern).to_numpy(zero_copy_only=False)
+            assert (outside_ascii_and_cjk(part, ascii_and_cjk_table(allowed)) == expected).all()
 
 
 def test_issue_date_parsed_too() -> None:
@@ -345,3 +387,20 @@ def test_defaults_fill_empty_cells_only() -> None:
 def test_configured_issue_date_and_address_type_name() -> None:
     rows, _ = run({}, defaults=DefaultValues(fksj="2026-05-01", dzlb="户籍地址"))
     assert rows[["fksj", "dzlb", "orgCode"]].values.tolist() == [["20260501", "1", ""]]
+
+
+@pytest.mark.parametrize("values", [["", "a", "", "汉字"], [""], ["", ""], ["x"], []])
+def test_empty_cells_told_from_the_offsets(values: list[str]) -> None:
+    column = pd.Series(["lead", *values], dtype="str").iloc[1:]  # a slice: its offsets start past zero
+    assert empty_mask(column).tolist() == [value == "" for value in values]
+    assert all_empty(column) is all(value == "" for value in values)
+
+
+@pytest.mark.parametrize(
+    ("values", "widest"),
+    [(["ab", "abcd", ""], 4.0), (["汉字", "ab"], 4.0), (["", ""], 0.0), (["a", None], 1.0)],
+)
+def test_display_widths_count_a_chinese_character_double(values: list[str | None], widest: float) -> None:
+    for kind in (pa.string(), pa.large_string()):
+        column = pa.array(["lead", *values], kind).slice(1)
+        assert display_widths([column], [""], cap=100) == [widest + 2]

@@ -69,20 +69,79 @@ def constant(value: str, index: pd.Index) -> pd.Series:
     return pd.Series(value, index=index, dtype="str")
 
 
+def value_offsets(array: pa.Array) -> np.ndarray:
+    """Where each value of a text array starts in its data, and where the last ends (a view, not a copy)."""
+    width = np.int32 if pa.types.is_string(array.type) or pa.types.is_binary(array.type) else np.int64
+    return np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+
+
 def empty_mask(values: pd.Series) -> np.ndarray:
-    """Whether each value is ``""``."""
-    return (values == "").to_numpy(dtype=bool)
+    """Whether each value is ``""`` (read from the offsets: no text is compared)."""
+    array = to_arrow(values)
+    if array.null_count or not len(array):
+        return (values == "").to_numpy(dtype=bool)
+    offsets = value_offsets(array)
+    return offsets[1:] == offsets[:-1]
 
 
 def all_empty(values: pd.Series) -> bool:
-    """Whether every value is ``""`` (cheap: one pass over the lengths)."""
-    return values.empty or pc.max(pc.binary_length(to_arrow(values))).as_py() == 0
+    """Whether every value is ``""`` (the first and last offsets tell)."""
+    if values.empty:
+        return True
+    array = to_arrow(values)
+    if array.null_count:
+        return pc.max(pc.binary_length(array)).as_py() == 0
+    offsets = value_offsets(array)
+    return bool(offsets[-1] == offsets[0])
 
 
 def matches(values: pd.Series, pattern: str) -> np.ndarray:
     """Whether the RE2 ``pattern`` occurs in each value (anchor it for a full match)."""
     found = pc.match_substring_regex(to_arrow(values), pattern)
     return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
+#: Lead bytes of the UTF-8 of U+4E00–U+9FFF (``E4`` only from ``E4 B8``: U+4E00).
+_CJK_LEADS = range(0xE4, 0xEA)
+_CJK_FIRST_SECOND_BYTE = 0xB8
+
+
+def ascii_and_cjk_table(ascii_allowed: str) -> np.ndarray:
+    """A table of the bytes :func:`outside_ascii_and_cjk` flags: those of ``ascii_allowed`` and
+    UTF-8 continuation and CJK lead bytes pass, every other byte is flagged."""
+    flagged = np.ones(256, dtype=bool)
+    flagged[np.frombuffer(ascii_allowed.encode("ascii"), dtype=np.uint8)] = False
+    flagged[0x80:0xC0] = False  # continuation bytes: their character is judged by its lead byte
+    flagged[list(_CJK_LEADS)] = False
+    flagged.setflags(write=False)
+    return flagged
+
+
+def outside_ascii_and_cjk(array: pa.Array, flagged: np.ndarray) -> np.ndarray:
+    """Whether each value holds a character other than the ASCII characters and the CJK block
+    (U+4E00–U+9FFF) that ``flagged`` (from :func:`ascii_and_cjk_table`) lets pass.
+
+    The same as an RE2 search for ``[^...\\x{4e00}-\\x{9fff}]``, read from the UTF-8 bytes in a
+    few numpy passes rather than matched value by value: most cells are clean, and this is
+    how the few that are not are found.
+    """
+    n = len(array)
+    found = np.zeros(n, dtype=bool)
+    data_buffer = array.buffers()[2] if n else None
+    if data_buffer is None:
+        return found
+    width = np.int32 if pa.types.is_string(array.type) else np.int64
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + n + 1]
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    bad = flagged[data]
+    # E4 leads U+4000–U+4FFF: only from its second byte B8 on (U+4E00) is it in the block.
+    first_block = np.flatnonzero(data == _CJK_LEADS[0])
+    if len(first_block):
+        bad[first_block] = data[first_block + 1] < _CJK_FIRST_SECOND_BYTE
+    hits = np.flatnonzero(bad)
+    if len(hits):
+        found[np.searchsorted(offsets, hits + offsets[0], side="right") - 1] = True
+    return found
 
 
 def rewrite_where(

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.text.arrow import eight_digits, fixed_width, to_arrow, to_series
+from pipeline.text.arrow import byte_matrix, eight_digits, fixed_width, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).
@@ -113,6 +113,125 @@ def normalise_dates(values: pd.Series) -> pd.Series:
         mask[rest] = True
         result = pc.replace_with_mask(result, pa.array(mask), pa.array(parsed, type=pa.large_string()))
     return to_series(result, values.index)
+
+
+def _layouts() -> dict[int, list[tuple[int, int, int, int, bool]]]:
+    """The byte layouts of the separated forms read in numpy, by width in bytes.
+
+    Each is (month start, month digits, day start, day digits, CJK): four year
+    digits first, then ``-``, ``/`` or ``.`` around a month and day of one or
+    two digits, or ``年``, ``月`` and ``日`` (three bytes each in UTF-8).
+    """
+    layouts: dict[int, list[tuple[int, int, int, int, bool]]] = {}
+    for month_digits in (1, 2):
+        for day_digits in (1, 2):
+            width = 6 + month_digits + day_digits
+            layouts.setdefault(width, []).append((5, month_digits, 6 + month_digits, day_digits, False))
+            width = 13 + month_digits + day_digits
+            layouts.setdefault(width, []).append((7, month_digits, 10 + month_digits, day_digits, True))
+    return layouts
+
+
+_LAYOUTS = _layouts()
+_ASCII_SEPARATORS = b"-/."
+_YEAR_SIGN, _MONTH_SIGN, _DAY_SIGN = (sign.encode() for sign in "年月日")
+
+
+def _is_sign(matrix: np.ndarray, start: int, sign: bytes) -> np.ndarray:
+    """Whether the bytes of each row of ``matrix`` from ``start`` on are those of ``sign``."""
+    found = matrix[:, start] == sign[0]
+    for offset, byte in enumerate(sign[1:], start=1):
+        found &= matrix[:, start + offset] == byte
+    return found
+
+
+def _is_separator(column: np.ndarray) -> np.ndarray:
+    found = column == _ASCII_SEPARATORS[0]
+    for byte in _ASCII_SEPARATORS[1:]:
+        found |= column == byte
+    return found
+
+
+def _number(digits: np.ndarray, start: int, count: int) -> np.ndarray:
+    """The number written by columns ``start:start + count`` of a matrix of digit values."""
+    value = digits[:, start].astype(np.int64)
+    for column in range(start + 1, start + count):
+        value = value * 10 + digits[:, column]
+    return value
+
+
+def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Which values byte arithmetic settles as :func:`normalise_dates` would, and ``array`` with them settled.
+
+    Most cells of a date column are ``""`` or eight ASCII digits (both left
+    as written), or a real date written ``1962-05-18``, ``1962/5/18``,
+    ``1962.5.18`` or ``1962年5月18日`` (``YYYYMMDD``): these are read in numpy
+    over the whole column, at a fraction of the cost of hashing and matching
+    each value.  Anything else (spaces, a time, other characters, a date that
+    is not real) is left unsettled for :func:`normalise_dates`.  Returns
+    which values are settled, and ``array`` with them normalised.
+    """
+    lengths = pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False)
+    settled = lengths == 0
+    positions: list[np.ndarray] = []
+    dates: list[np.ndarray] = []  # the YYYYMMDD digits (values 0-9) of the real dates found
+    for width, layouts in _LAYOUTS.items():
+        rows = lengths == width
+        if not rows.any():
+            continue
+        matrix = byte_matrix(array.filter(pa.array(rows)), width)
+        digits = matrix - np.uint8(48)  # uint8 wraps below "0": a digit is below 10
+        is_digit = digits < 10
+        if width == 8:
+            settled[rows] = is_digit.all(axis=1)
+        year_shaped = is_digit[:, 0] & is_digit[:, 1] & is_digit[:, 2] & is_digit[:, 3]
+        for month_start, month_digits, day_start, day_digits, cjk in layouts:
+            shaped = year_shaped.copy()
+            for column in (
+                *range(month_start, month_start + month_digits),
+                *range(day_start, width)[:day_digits],
+            ):
+                shaped &= is_digit[:, column]
+            if cjk:
+                shaped &= _is_sign(matrix, 4, _YEAR_SIGN) & _is_sign(matrix, day_start - 3, _MONTH_SIGN)
+                shaped &= _is_sign(matrix, width - 3, _DAY_SIGN)
+            else:
+                shaped &= _is_separator(matrix[:, 4]) & _is_separator(matrix[:, day_start - 1])
+            picked = np.flatnonzero(shaped)
+            if not len(picked):
+                continue
+            chosen = digits[picked]
+            year, month = _number(chosen, 0, 4), _number(chosen, month_start, month_digits)
+            day = _number(chosen, day_start, day_digits)
+            real = calendar_dates(year, month, day)
+            # Years below 1000 are left to parse_date (see normalise_dates), but for ``YYYY-MM-DD``.
+            if cjk or month_digits != 2 or day_digits != 2:
+                real &= year >= 1000
+            else:
+                iso = (matrix[picked, 4] == ord("-")) & (matrix[picked, 7] == ord("-"))
+                real &= (year >= 1000) | (iso & (year >= 1))
+            if real.any():
+                positions.append(np.flatnonzero(rows)[picked[real]])
+                written = np.zeros((int(real.sum()), 8), dtype=np.uint8)
+                chosen = chosen[real]
+                written[:, :4] = chosen[:, :4]
+                written[:, 6 - month_digits : 6] = chosen[:, month_start : month_start + month_digits]
+                written[:, 8 - day_digits :] = chosen[:, day_start : day_start + day_digits]
+                dates.append(written)
+    if not positions:
+        return settled, array
+    where = np.concatenate(positions)
+    mask = np.zeros(len(array), dtype=bool)
+    mask[where] = True
+    settled |= mask
+    # Every row's eight digits side by side (zeros where no date was read), chosen where one was.
+    written_digits = np.zeros((len(array), 8), dtype=np.uint8)
+    written_digits[where] = np.concatenate(dates) + np.uint8(48)
+    offsets = np.arange(0, 8 * len(array) + 1, 8, dtype=np.int64)
+    written = pa.LargeStringArray.from_buffers(
+        len(array), pa.py_buffer(offsets), pa.py_buffer(written_digits)
+    )
+    return settled, pc.if_else(pa.array(mask), written, array)
 
 
 def calendar_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ from pipeline.reports.xlsx.xml import (
     escaped,
     lit,
 )
-from pipeline.text.arrow import text_array
+from pipeline.text.arrow import text_array, value_offsets
 
 #: The last row an xlsx sheet can hold (1-based), header included.
 MAX_SHEET_ROWS = 1_048_576
@@ -110,6 +110,18 @@ def text_block(rows: Sequence[Sequence[str]], first_row: int = 0, style: int = 0
     return Block(columns, first_row=first_row, style=style)
 
 
+def _widest_text(column: pa.Array) -> float:
+    """The widest value of a text column in Excel character units: (bytes + characters) / 2."""
+    if not column.null_count and isinstance(column, pa.Array):
+        offsets = value_offsets(column)
+        data = column.buffers()[2]
+        text = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else None
+        if text is None or not (text >= 0x80).any():  # ASCII: a character is a byte
+            return float(np.max(offsets[1:] - offsets[:-1])) if len(column) else 0.0
+    both = pc.add(pc.binary_length(column), pc.utf8_length(column))
+    return (pc.max(both).as_py() or 0) / 2
+
+
 def display_widths(columns: Sequence[Column], headers: Sequence[str], cap: float = 50.0) -> list[float]:
     """Column widths (Excel character units) fitting the widest value, CJK counted double.
 
@@ -122,8 +134,7 @@ def display_widths(columns: Sequence[Column], headers: Sequence[str], cap: float
         if isinstance(column, MixedColumn):
             column = column.text
         if len(column) and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            both = pc.add(pc.binary_length(column), pc.utf8_length(column))
-            widest = max(widest, (pc.max(both).as_py() or 0) / 2)
+            widest = max(widest, _widest_text(column))
         elif len(column):
             widest = max(widest, 12)
         widths.append(min(cap, widest + 2))
