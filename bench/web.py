@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,8 @@ def figures_concurrent(
     label = f"{clerks} clerks upload {rows:,}-row xlsx during a submission"
     return [
         figure(f"{label}: dry runs finished", done, clerks, "jobs", f"{clerks}, before the submission ends",
-               done == clerks and still_sending, f"submission still sending after the last: {still_sending}"),
+               done == clerks and still_sending,
+               f"submission still sending after the last: {still_sending}; states {dict(Counter(states))}"),
         figure(f"{label}: slowest dry run", float(np.nanmax(walls)), alone, "s", "", None,
                f"baseline: one upload alone; median {statistics.median(walls):.1f} s"),
         figure(f"{label}: submission rate meanwhile", achieved, rate, "/s", "≥ 95%", achieved >= 0.95 * rate,
