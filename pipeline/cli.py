@@ -103,7 +103,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         text = chinese_argparse_message(message) + _dash_file_hint(getattr(self, "given", []))
-        emit(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法", sys.stderr)
+        # argparse quotes what was typed, which may be an ID number or a phone typed in the wrong place.
+        emit(mask_text(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法"), sys.stderr)
         raise SystemExit(EXIT_FATAL)
 
 

@@ -129,6 +129,17 @@ def test_argparse_errors_are_one_chinese_line(
         assert english not in err
 
 
+def test_an_argparse_error_masks_an_id_number_or_phone_typed_in_the_wrong_place(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["qrcode", "--from", "x", "--out", "y", "420102198503121234", "13900001111"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "无法识别的参数" in err and "420102********1234" in err and "139****1111" in err
+    assert "198503121234" not in err and "13900001111" not in err
+
+
 def _gbk_console(monkeypatch: pytest.MonkeyPatch) -> tuple[io.BytesIO, io.BytesIO]:
     out, err = io.BytesIO(), io.BytesIO()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding="gbk", errors="strict"))
