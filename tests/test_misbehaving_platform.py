@@ -42,7 +42,10 @@ def _client(
     sandbox: SandboxHandle, state: Path, *, rate: float | None = None, **options: Any
 ) -> PlatformClient:
     """A client with quick retries; ``options`` are platform settings or client keywords."""
-    client_keys = {"deadline", "max_answer_bytes", "breaker_failures", "breaker_silence", "pool_size"}
+    client_keys = {
+        "deadline", "max_answer_bytes", "pool_size",
+        "breaker_failures", "breaker_silence", "breaker_throttle_silence",
+    }  # fmt: skip
     client_options = {k: options.pop(k) for k in list(options) if k in client_keys}
     settings = sandbox.settings(**{"max_attempts": 3, "max_retry_seconds": 10.0, **options})
     return PlatformClient(settings, state, rate=rate, initial_wait=0.01, **client_options)
@@ -448,6 +451,43 @@ def test_two_processes_with_one_app_id_enrol_everyone(sandbox: SandboxHandle, tm
         assert (batch.outcome["status"] == "enrolled").all(), batch.outcome["result_code"].value_counts()
     assert sandbox.residents() == 80
     assert sandbox.count("getWorkKey") > 2, "the two really did invalidate each other's keys"
+
+
+def test_a_platform_answering_only_429_stops_the_run_instead_of_crawling(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    sandbox.inject("http429", count=1000, methods=("syncCardInfo",))
+    options: Any = {"max_attempts": 3, "breaker_failures": 4, "breaker_throttle_silence": 1.5}
+    with _client(sandbox, tmp_path / "state", **options) as client:
+        started = time.monotonic()
+        with pytest.raises(PlatformUnreachable) as caught:
+            for seed in range(600, 620):
+                client.sync_card_info(*make_resident(seed))
+        elapsed = time.monotonic() - started
+    assert "持续限流" in caught.value.message and "\n" not in caught.value.message
+    assert elapsed < 15, "stopped after the streak, not after every row's retries"
+    assert sandbox.residents() == 0
+
+
+def test_429s_between_answers_never_open_the_breaker() -> None:
+    from pipeline.platform.breaker import CircuitBreaker
+    from pipeline.platform.responses import Answer
+
+    now = [0.0]
+    breaker = CircuitBreaker("http://127.0.0.1/", failures=3, throttle_silence=10, clock=lambda: now[0])
+    throttled = Answer(None, "平台请求过于频繁（HTTP 429）", {}, True, 1.0, throttled=True)
+    answered = Answer(10000, "操作成功", {}, False)
+    for _ in range(50):  # a busy platform that lets some through
+        for answer in (throttled, throttled, answered):
+            now[0] += 5
+            breaker.record(answer)
+    assert not breaker.is_open
+    for _ in range(3):  # then nothing but 429 for ten seconds
+        now[0] += 5
+        breaker.record(throttled)
+    assert breaker.is_open
+    with pytest.raises(PlatformUnreachable, match="持续限流"):
+        breaker.check()
 
 
 def test_a_platform_refusing_every_new_key_stops_the_run_without_rejecting_rows(

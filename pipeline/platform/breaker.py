@@ -15,6 +15,14 @@ Both conditions are needed.  A count alone would trip on a run of bad luck
 under a flaky but working platform (at 30 % faults, ten misses in a row turn
 up once in about 170,000 attempts), and a time alone would trip on one slow
 call.  A platform that answers now and then never trips it.
+
+A platform that answers every attempt with HTTP 429 (a quota used up for the
+day) is heard, but sends nobody through: each row would wait out its retries
+and fail, and a nightly run would crawl for hours holding the run lock.  So
+429s keep a streak of their own, ended by any answer with a result code; at
+``failures`` attempts over ``throttle_silence`` seconds (ten minutes by
+default: far longer than any Retry-After a working platform sends) the
+breaker opens the same way, saying the platform keeps refusing for load.
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ from pipeline.platform.responses import Answer
 
 #: Attempts without an answer, in a row, before the platform counts as unreachable.
 DEFAULT_FAILURES = 10
+#: Seconds of nothing but HTTP 429 before the platform counts as unavailable.
+DEFAULT_THROTTLE_SILENCE = 600.0
+
+_THROTTLED = (
+    "平台 {} 持续限流：连续 {} 次请求在 {:.0f} 分钟内都被平台以“请求过于频繁（HTTP 429）”拒绝，"
+    "没有一人办理成功。已停止发送，未发送的行已标为发送失败；"
+    "请稍后（或次日）重新运行同一命令（已办理的不会重复发送），或向平台确认本机构的调用额度"
+)
 
 
 class CircuitBreaker:
@@ -39,11 +55,15 @@ class CircuitBreaker:
         *,
         failures: int = DEFAULT_FAILURES,
         silence: float = 5.0,
+        throttle_silence: float = DEFAULT_THROTTLE_SILENCE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url
         self.failures = max(1, failures)
         self.silence = max(0.0, silence)
+        self.throttle_silence = max(0.0, throttle_silence)
+        self._throttled = 0
+        self._throttled_since = 0.0
         self._clock = clock
         self._lock = threading.Lock()
         self._streak = 0
@@ -76,9 +96,22 @@ class CircuitBreaker:
                         f"都没有应答（最近一次：{self._last}）。已停止发送，未发送的行已标为发送失败；"
                         "请检查网络和平台状态后重新运行同一命令（已办理的不会重复发送）"
                     )
-        elif (answer.result_code is not None or answer.throttled) and self._streak:
+        elif answer.throttled:
             with self._lock:
                 self._streak = 0
+                now = self._clock()
+                if self._throttled == 0:
+                    self._throttled_since = now
+                self._throttled += 1
+                seconds = now - self._throttled_since
+                tripped = self._throttled >= self.failures and seconds >= self.throttle_silence
+                if self._error is None and tripped:
+                    message = _THROTTLED.format(self.base_url, self._throttled, seconds / 60)
+                    self._error = PlatformUnreachable(message)
+        elif answer.result_code is not None and (self._streak or self._throttled):
+            with self._lock:
+                self._streak = 0
+                self._throttled = 0
 
     def check(self) -> None:
         """Raise :class:`PlatformUnreachable` if the breaker is open."""

@@ -40,7 +40,7 @@ from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
-from pipeline.platform.breaker import DEFAULT_FAILURES, CircuitBreaker
+from pipeline.platform.breaker import DEFAULT_FAILURES, DEFAULT_THROTTLE_SILENCE, CircuitBreaker
 from pipeline.platform.ratelimit import SentSignal, SlidingWindowLimiter
 from pipeline.platform.refusals import refusal_message
 from pipeline.platform.responses import Answer, CallResult, answer_from_http
@@ -74,7 +74,9 @@ class PlatformClient:
     seconds in all (default: the connect timeout plus the read timeout) and
     its answer ``max_answer_bytes``.  The platform counts as unreachable after
     ``breaker_failures`` attempts in a row without an answer that span at
-    least ``breaker_silence`` seconds (default: the connect timeout).
+    least ``breaker_silence`` seconds (default: the connect timeout), or
+    unavailable after as many answered only with HTTP 429 over
+    ``breaker_throttle_silence`` seconds.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class PlatformClient:
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         breaker_failures: int = DEFAULT_FAILURES,
         breaker_silence: float | None = None,
+        breaker_throttle_silence: float = DEFAULT_THROTTLE_SILENCE,
     ) -> None:
         self._app_id = _text(settings.app_id)
         self._secret = _text(settings.app_secret)
@@ -131,6 +134,7 @@ class PlatformClient:
             self.base_url,
             failures=breaker_failures,
             silence=settings.connect_timeout if breaker_silence is None else breaker_silence,
+            throttle_silence=breaker_throttle_silence,
         )
         self._retry = RetryPolicy(
             max_attempts=settings.max_attempts,
