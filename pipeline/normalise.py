@@ -308,9 +308,8 @@ def _as_text(fields: pd.DataFrame) -> pd.DataFrame:
     missing = [column for column in INPUT_FIELDS if column not in fields]
     if missing:
         raise ValueError(f"normalise() needs every input field; missing: {', '.join(missing)}")
-    return pd.DataFrame(
-        {column: fields[column].fillna("").astype("str") for column in INPUT_FIELDS}, index=fields.index
-    )
+    # One frame-wide conversion: per column it cost ~0.1 ms each, most of an edited row's normalisation.
+    return fields[list(INPUT_FIELDS)].fillna("").astype("str")
 
 
 def _warnings(row_ids: np.ndarray, field: str, code: ResultCode, messages: pd.Series) -> pd.DataFrame:

@@ -195,7 +195,7 @@ def empty_faults() -> pd.DataFrame:
     )
 
 
-def _check_output(check: pa.Check, values: pd.Series) -> object:
+def _check_output(check: pa.Check, values: pd.Series, has_nulls: bool) -> object:
     """Whether each value passes ``check``: what ``check(values).check_output`` is.
 
     Every check of the schema is a vectorised function of a column without
@@ -204,7 +204,7 @@ def _check_output(check: pa.Check, values: pd.Series) -> object:
     frame, pandera's dispatch cost more than the checks).  Any other check
     goes through pandera.
     """
-    if check.element_wise or check.groupby is not None or values.hasnans:
+    if check.element_wise or check.groupby is not None or has_nulls:
         return check(values).check_output
     return check._check_fn(values)
 
@@ -227,8 +227,9 @@ def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
     checks: list[np.ndarray] = []
     for name, column in schema.columns.items():
         values = frame[name]
+        has_nulls = bool(values.hasnans)  # once per column, not per check: it costs as much as a small check
         for check in column.checks:
-            passed = _check_output(check, values)
+            passed = _check_output(check, values, has_nulls)
             if not isinstance(passed, pd.Series):
                 raise ValueError(f"the rows do not have the shape validate() needs: {name}: {check.error}")
             failing = ~passed.to_numpy(dtype=bool)

@@ -128,7 +128,15 @@ def fault_tuples(
 
 def edits_frame(edits: list[tuple[int, str, str]]) -> pd.DataFrame:
     """The store's latest edits as the frame :func:`engine.apply_edits` takes."""
-    return pd.DataFrame(edits, columns=["row_id", "field", "value"]).astype({"row_id": "int64"})
+    # Built column by column: a frame of tuples then retyped cost a millisecond of each edit.
+    row_ids, fields, values = zip(*edits, strict=True) if edits else ((), (), ())
+    return pd.DataFrame(
+        {
+            "row_id": np.asarray(row_ids, dtype=np.int64),
+            "field": pd.Series(fields, dtype="str"),
+            "value": pd.Series(values, dtype="str"),
+        }
+    )
 
 
 def said(error: Exception, files: JobFiles, job: Job) -> str:
