@@ -138,17 +138,14 @@ def status_from_faults(n_rows: int, faults: pd.DataFrame, start: int = 0) -> pd.
     invalid = np.zeros(n_rows, dtype=np.int8)
     invalid[rows] = 1
     blank = arrowtext.constant("", index)
-    outcome = pd.DataFrame(
-        {
-            "status": arrowtext.choose(invalid, [STATUS_VALID, STATUS_INVALID], index),
-            "result_code": _spread(n_rows, rows, codes, index),
-            "message": _spread(n_rows, rows, messages, index),
-            "ehealthCardId": blank,
-            "virtualCardNum": blank.copy(),
-        },
-        index=index,
-    )
-    return outcome.loc[:, list(OUTCOME_COLUMNS)]
+    columns = {
+        "status": arrowtext.choose(invalid, [STATUS_VALID, STATUS_INVALID], index),
+        "result_code": _spread(n_rows, rows, codes, index),
+        "message": _spread(n_rows, rows, messages, index),
+        "ehealthCardId": blank,
+        "virtualCardNum": blank.copy(),
+    }
+    return pd.DataFrame({name: columns[name] for name in OUTCOME_COLUMNS}, index=index)
 
 
 def exit_code_for(batch: Batch) -> int:
