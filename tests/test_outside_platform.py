@@ -13,6 +13,7 @@ none.  The tests only run ``python -m pipeline ...`` in subprocesses.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import datetime
 import hashlib
@@ -303,19 +304,26 @@ def _handler(state: StrictPlatform) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def platform() -> Iterator[StrictPlatform]:
-    """The strict platform on 127.0.0.1:<free port>, in a thread."""
-    state = StrictPlatform()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+@contextlib.contextmanager
+def serving(state: StrictPlatform, handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[None]:
+    """Serve ``state`` with ``handler`` on 127.0.0.1:<free port> in a thread; no spec violation at the end."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     state.base_url = f"http://127.0.0.1:{server.server_address[1]}{PREFIX}"
-    yield state
+    yield
     server.shutdown()
     server.server_close()
     assert state.violations == [], state.violations
+
+
+@pytest.fixture
+def platform() -> Iterator[StrictPlatform]:
+    """The strict platform on 127.0.0.1:<free port>, in a thread."""
+    state = StrictPlatform()
+    with serving(state, _handler(state)):
+        yield state
 
 
 # -- registers and running the command line ---------------------------------------------------------

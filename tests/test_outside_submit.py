@@ -19,7 +19,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from test_outside_platform import (
     fatal_line,
     person,
     read_results,
+    serving,
     write_csv,
 )
 
@@ -121,15 +121,8 @@ def _hooked_handler(state: HookedPlatform) -> type[http.server.BaseHTTPRequestHa
 def platform() -> Iterator[HookedPlatform]:
     """The hooked strict platform on 127.0.0.1:<free port>, in a thread."""
     state = HookedPlatform()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _hooked_handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}{PREFIX}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    assert state.violations == [], state.violations
+    with serving(state, _hooked_handler(state)):
+        yield state
 
 
 def _popen(env: Env, *args: str, **options: Any) -> subprocess.Popen[str]:
