@@ -15,9 +15,9 @@ import math
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 from loguru import logger
@@ -151,66 +151,32 @@ def _tolerant_console() -> None:
                 reconfigure(errors=errors)
 
 
-def _positive(text: str) -> float:
-    """A finite number above 0 and at most MAX_RATE (``nan`` and ``inf`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"应为正数：{text}") from None
-    if not math.isfinite(value) or value <= 0 or value > MAX_RATE:
-        raise argparse.ArgumentTypeError(f"应为正数（有限，不超过 {MAX_RATE:g}）：{text}")
-    return value
+_N = TypeVar("_N", int, float)
 
 
-def _port(text: str) -> int:
-    """A TCP port, 0 (any free port) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"应为 0 到 65535 之间的整数：{text}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"应为 0 到 65535 之间的整数：{text}")
-    return value
+def _number(
+    kind: Callable[[str], _N], allowed: Callable[[_N], bool], wanted: str
+) -> Callable[[str], _N]:
+    """An argparse type: the text read with ``kind``, finite and ``allowed``, else "应为<wanted>：<text>"."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"应为{wanted}：{text}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or not allowed(value):  # nan, inf
+            raise argparse.ArgumentTypeError(f"应为{wanted}：{text}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    """A finite number of 0 or more (``nan``, ``inf`` and negatives are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"应为不小于 0 的数：{text}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"应为不小于 0 的有限数：{text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """A whole number of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"应为不小于 0 的整数：{text}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"应为不小于 0 的整数：{text}")
-    return value
-
-
-def _lifetime(text: str) -> float:
-    """A positive, finite number of seconds."""
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"应为正数：{text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"应为正整数：{text}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"应为正整数：{text}")
-    return value
+_positive = _number(float, lambda v: 0 < v <= MAX_RATE, f"正数（有限，不超过 {MAX_RATE:g}）")
+_lifetime = _number(float, lambda v: v > 0, "正数（有限）")
+_non_negative = _number(float, lambda v: v >= 0, "不小于 0 的有限数")
+_count = _number(int, lambda v: v > 0, "正整数")
+_non_negative_int = _number(int, lambda v: v >= 0, "不小于 0 的整数")
+_port = _number(int, lambda v: 0 <= v <= 65535, "从 0 到 65535 的整数")
 
 
 def _common(parser: _Parser) -> None:
