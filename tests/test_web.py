@@ -30,6 +30,7 @@ from tests.web_support import (
     XLSX_TYPE,
     Site,
     csrf_of,
+    edit_cell,
     make_site,
 )
 
@@ -52,14 +53,6 @@ def _fault_row(site: Site, client: Any, job_id: str, text: str) -> tuple[int, st
     )
     assert match, f"no grid line with {text}"
     return int(match.group(1)), match.group(2)
-
-
-def _edit(client: Any, job_id: str, row_id: int, field: str, value: str) -> Any:
-    csrf = csrf_of(client.get(f"/jobs/{job_id}").text)
-    return client.post(
-        f"/jobs/{job_id}/edit", data={"csrf_token": csrf, "row_id": row_id, "field": field, "value": value},
-        headers={"accept": "application/json"},
-    )  # fmt: skip
 
 
 def _submit(site: Site, client: Any, job_id: str) -> dict[str, Any]:
@@ -156,10 +149,10 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     assert by_column.count('<tr data-row="') == 1 and "姓名为空" in by_column
 
     row_id, field = _fault_row(site, clerk, job_id, "姓名为空")
-    fixed = _edit(clerk, job_id, row_id, field, "张三")
+    fixed = edit_cell(clerk, job_id, row_id, field, "张三")
     assert fixed.status_code == 200, fixed.text
     assert fixed.json()["status"] == "valid" and fixed.json()["counts"] == {"invalid": 7, "valid": 43}
-    still = _edit(clerk, job_id, *_fault_row(site, clerk, job_id, "1381234567"), "1381234567X")
+    still = edit_cell(clerk, job_id, *_fault_row(site, clerk, job_id, "1381234567"), "1381234567X")
     assert still.json()["status"] == "invalid" and still.json()["faults"][0]["code"] == 10110
     audit = [e for e in site.store.audit_page(0, 50) if e.action == "修改单元格"]
     assert len(audit) == 2 and audit[0].user_name == "clerk_a"
@@ -377,11 +370,11 @@ def test_an_unreadable_register_says_why(site: Site) -> None:
 def test_edits_are_refused_on_enrolled_rows_and_unknown_fields(site: Site) -> None:
     clerk = site.client("clerk_a")
     job_id = site.upload_sample(clerk)
-    assert _edit(clerk, job_id, 0, "password", "x").status_code == 409
-    assert _edit(clerk, job_id, 999, "xm", "x").status_code == 404
-    assert _edit(clerk, job_id, 0, "xm", "x" * 300).status_code == 409
+    assert edit_cell(clerk, job_id, 0, "password", "x").status_code == 409
+    assert edit_cell(clerk, job_id, 999, "xm", "x").status_code == 404
+    assert edit_cell(clerk, job_id, 0, "xm", "x" * 300).status_code == 409
     _submit(site, clerk, job_id)
-    refused = _edit(clerk, job_id, 0, "xm", "改名")
+    refused = edit_cell(clerk, job_id, 0, "xm", "改名")
     assert refused.status_code == 409 and "申领成功" in refused.json()["error"]
 
 

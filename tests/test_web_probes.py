@@ -30,7 +30,7 @@ from pipeline.web import store as store_module
 from pipeline.web.jobfiles import JobFiles
 from pipeline.web.serve import route_server_logs
 from tests.conftest import make_resident
-from tests.web_support import PASSWORDS, SAMPLE_CSV, Site, csrf_of, make_site
+from tests.web_support import PASSWORDS, SAMPLE_CSV, Site, csrf_of, edit_cell, make_site
 
 #: What Excel and LibreOffice take for the start of a formula in a cell they open.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -72,14 +72,6 @@ def _register_csv(values: list[dict[str, str]], extra: str = "备注") -> bytes:
         row.update(changed)
         writer.writerow([row[h] for h in headers])
     return out.getvalue().encode("utf-8")
-
-
-def _edit(client: Any, job_id: str, row_id: int, field: str, value: str) -> Any:
-    csrf = csrf_of(client.get(f"/jobs/{job_id}").text)
-    return client.post(
-        f"/jobs/{job_id}/edit", data={"csrf_token": csrf, "row_id": row_id, "field": field, "value": value},
-        headers={"accept": "application/json"},
-    )  # fmt: skip
 
 
 # --- file names ---------------------------------------------------------------------------------
@@ -156,10 +148,10 @@ def test_invisible_characters_in_a_value_are_shown_not_obeyed(site: Site) -> Non
     page = clerk.get(f"/jobs/{job_id}").text
     assert not any(ch in page for ch in INVISIBLE)
     assert "[U+202E]张三1" in page and "李[U+2066]四2" in page  # what the clerk wrote, marks visible
-    edited = _edit(clerk, job_id, 2, "xm", "王\u202e五3")
+    edited = edit_cell(clerk, job_id, 2, "xm", "王\u202e五3")
     assert edited.status_code == 200
     assert not any(ch in edited.text for ch in INVISIBLE) and edited.json()["message"]
-    assert _edit(clerk, job_id, 2, "xm", "王\u202e五").json()["message"] == ""
+    assert edit_cell(clerk, job_id, 2, "xm", "王\u202e五").json()["message"] == ""
 
 
 # --- another centre, any method --------------------------------------------------------------------
@@ -188,7 +180,7 @@ def test_a_job_whose_files_were_cleaned_up_says_so(site: Site) -> None:
     state_dir = str(site.settings.state_dir)
     assert clerk.get(f"/jobs/{job_id}").status_code == 200
     answers = [clerk.get(f"/jobs/{job_id}/download/{kind}") for kind in ("annotated", "errors", "csv")]
-    answers.append(_edit(clerk, job_id, 9, "xm", "张三"))
+    answers.append(edit_cell(clerk, job_id, 9, "xm", "张三"))
     csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
     answers.append(clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}))
     answers.append(clerk.post(f"/jobs/{job_id}/mapping", data={"csrf_token": csrf}))
@@ -206,7 +198,7 @@ def test_the_audit_log_masks_names_and_speaks_chinese(site: Site) -> None:
     job_id = site.upload_sample(clerk)
     page = clerk.get(f"/jobs/{job_id}?code=10114").text
     row_id = int(re.findall(r'<tr data-row="(\d+)"', page)[0])
-    assert _edit(clerk, job_id, row_id, "xm", "欧阳修文").json()["status"] == "valid"
+    assert edit_cell(clerk, job_id, row_id, "xm", "欧阳修文").json()["status"] == "valid"
     # A clerk who typed their password into the name box: it must not be kept.
     site.login(site.client(), "a-long-password-1", "whatever-it-is")
     audit = admin.get("/admin/audit").text
@@ -218,10 +210,10 @@ def test_the_audit_log_masks_names_and_speaks_chinese(site: Site) -> None:
 # --- edits -----------------------------------------------------------------------------------------
 
 
-def test_the_centres_organisation_code_is_not_a_cell_to_edit(site: Site) -> None:
+def test_the_centres_organisation_code_is_not_a_cell_toedit_cell(site: Site) -> None:
     clerk = site.client("clerk_a")
     job_id = site.upload_sample(clerk)
-    answer = _edit(clerk, job_id, 0, "orgCode", "999999999")
+    answer = edit_cell(clerk, job_id, 0, "orgCode", "999999999")
     assert answer.status_code == 409 and "机构代码" in answer.json()["error"]
     assert not site.store.edits(job_id)
 

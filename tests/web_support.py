@@ -35,6 +35,15 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+
+def edit_cell(client: Any, job_id: str, row_id: int, field: str, value: str) -> Any:
+    """POST one cell's new value to a job's grid, as the page's script does (a JSON answer)."""
+    csrf = csrf_of(client.get(f"/jobs/{job_id}").text)
+    return client.post(
+        f"/jobs/{job_id}/edit", data={"csrf_token": csrf, "row_id": row_id, "field": field, "value": value},
+        headers={"accept": "application/json"},
+    )  # fmt: skip
+
 @dataclass
 class Site:
     """The workspace app over a state directory, with centres A and B and their users."""
