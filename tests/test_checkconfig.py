@@ -162,16 +162,18 @@ def restore_logging() -> Iterator[None]:
     logger.add(sys.stderr)
 
 
-@pytest.mark.usefixtures("restore_logging")
-def test_command_line(
-    sandbox: SandboxHandle,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def sandbox_env(sandbox: SandboxHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's credentials and a fresh state directory in the environment, as an operator sets them."""
     monkeypatch.setenv("EHC_APP_ID", sandbox.app_id)
     monkeypatch.setenv("EHC_APP_SECRET", sandbox.app_secret)
     monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.mark.usefixtures("restore_logging", "sandbox_env")
+def test_command_line(
+    sandbox: SandboxHandle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["check-config", "--base-url", sandbox.base_url]) == 0
     out, err = capsys.readouterr()
     assert "认证成功" in out and sandbox.base_url in out
@@ -184,17 +186,11 @@ def test_command_line(
     assert len(err.strip().splitlines()[-1]) > 0
 
 
-@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.usefixtures("restore_logging", "sandbox_env")
 def test_a_password_written_into_the_platform_address_is_never_shown(
-    sandbox: SandboxHandle,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    sandbox: SandboxHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A proxy's password in base_url was printed as it was, by check-config and in every platform error.
-    monkeypatch.setenv("EHC_APP_ID", sandbox.app_id)
-    monkeypatch.setenv("EHC_APP_SECRET", sandbox.app_secret)
-    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
     with_password = sandbox.base_url.replace("http://", "http://proxyuser:Pr0xyPassw0rd@")
     assert cli.main(["check-config", "--base-url", with_password]) == 0
     out, err = capsys.readouterr()
