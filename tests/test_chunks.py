@@ -11,6 +11,7 @@ import csv
 import io
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -38,6 +39,12 @@ def _results(out: Path) -> list[dict[str, str]]:
 
 def _sheet(path: Path, sheet: str) -> list[tuple[object, ...]]:
     return [tuple(row) for row in openpyxl.load_workbook(path)[sheet].iter_rows(values_only=True)]
+
+
+def _cells(worksheet: Any) -> list[tuple[str, object, str | None]]:
+    """Every cell of a sheet: where it is, its value and its comment."""
+    cells = (cell for row in worksheet.iter_rows() for cell in row)
+    return [(c.coordinate, c.value, c.comment.text if c.comment else None) for c in cells]
 
 
 def _validate(tmp_path: Path, inputs: list[Path], out: str, chunk_rows: int | None) -> dict[str, Path]:
@@ -88,12 +95,7 @@ def test_chunked_reports_equal_a_single_chunk(tmp_path: Path) -> None:
         books = [openpyxl.load_workbook(paths[copy]) for paths in (small, whole)]
         assert books[0].sheetnames == books[1].sheetnames
         for name in books[0].sheetnames:
-            cells = [
-                [(c.coordinate, c.value, c.comment.text if c.comment else None)
-                 for row in book[name].iter_rows() for c in row]
-                for book in books
-            ]  # fmt: skip
-            assert cells[0] == cells[1], (copy, name)
+            assert _cells(books[0][name]) == _cells(books[1][name]), (copy, name)
     marked = openpyxl.load_workbook(small["annotated_a.xlsx"]).worksheets[0]
     assert any(c.comment for row in marked.iter_rows() for c in row)
 
@@ -209,12 +211,7 @@ def _same_reports(left: dict[str, Path], right: dict[str, Path]) -> None:
             books = [openpyxl.load_workbook(paths[name]) for paths in (left, right)]
             assert books[0].sheetnames == books[1].sheetnames, name
             for sheet in books[0].sheetnames:
-                cells = [
-                    [(c.coordinate, c.value, c.comment.text if c.comment else None)
-                     for row in book[sheet].iter_rows() for c in row]
-                    for book in books
-                ]  # fmt: skip
-                assert cells[0] == cells[1], (name, sheet)
+                assert _cells(books[0][sheet]) == _cells(books[1][sheet]), (name, sheet)
                 widths = [{k: d.width for k, d in book[sheet].column_dimensions.items()} for book in books]
                 assert widths[0] == widths[1], (name, sheet)
 
