@@ -141,6 +141,22 @@ def no_notes() -> pd.DataFrame:
     )
 
 
+_NO_FAULTS = pd.DataFrame(
+    {
+        "row_id": pd.Series(dtype=np.int64),
+        "field": pd.Series(dtype="str"),
+        "code": pd.Series(dtype=np.int64),
+        "severity": pd.Series(dtype="str"),
+        "message": pd.Series(dtype="str"),
+    }
+)
+
+
+def no_faults() -> pd.DataFrame:
+    """A fault frame (:data:`FAULT_COLUMNS`) with no rows: the right columns and types."""
+    return _NO_FAULTS.copy(deep=False)  # a new frame each time: callers may add to theirs
+
+
 @dataclass
 class RawTable:
     """One sheet (or one CSV file) as read, before any mapping; or a chunk of its rows.

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import DefaultValues
 from pipeline.messages import warning_messages
-from pipeline.model import ADDRESS_FIELD, ADDRESS_PARTS, FAULT_COLUMNS, FIELDS, INPUT_FIELDS
+from pipeline.model import ADDRESS_FIELD, ADDRESS_PARTS, FAULT_COLUMNS, FIELDS, INPUT_FIELDS, no_faults
 from pipeline.text import idnumber
 from pipeline.text.address import split_addresses
 from pipeline.text.arrow import (
@@ -63,6 +63,7 @@ from pipeline.text.arrow import (
     where,
 )
 from pipeline.text.dates import normalise_dates, parse_date, settle_common_forms
+from pipeline.text.memo import ValueMemo
 from pipeline.text.phone import normalise_phones
 from schemas.result_codes import ResultCode
 from schemas.rules import FIELD_TABLES, rule_for
@@ -284,6 +285,26 @@ def _clean_column(column: str, values: pd.Series) -> tuple[pd.Series, np.ndarray
     return _cleaner(column)(values), None
 
 
+#: Each column's cleaning of values seen before (cleaned text, sub-code folded), for the few rows of an edit.
+_CLEANED: ValueMemo[tuple[str, bool]] = ValueMemo()
+
+
+def _clean_remembered(column: str, values: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
+    """:func:`_clean_column` of a few rows, from :data:`_CLEANED` when it has seen every value."""
+    written = values.tolist()
+    known = _CLEANED.known(column, written)
+    if known is None:
+        cleaned, folded = _clean_column(column, values)
+        marks = folded.tolist() if folded is not None else [False] * len(written)
+        _CLEANED.remember(column, written, zip(cleaned.tolist(), marks, strict=True))
+        return cleaned, folded
+    texts = [text for text, _ in known]
+    cleaned = values if texts == written else pd.Series(texts, index=values.index, dtype="str")
+    if column not in FIELD_TABLES:
+        return cleaned, None
+    return cleaned, np.array([was_folded for _, was_folded in known], dtype=bool)
+
+
 def _clean_columns(text: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[str, np.ndarray]]:
     """Every column cleaned (codes recognised), and per code column the rows whose sub-code was folded.
 
@@ -295,7 +316,7 @@ def _clean_columns(text: pd.DataFrame) -> tuple[dict[str, pd.Series], dict[str, 
         return _clean_column(column, text[column])
 
     if len(text) < SMALL_FRAME_ROWS:  # a few rows (one edited row): threads would only wait on each other
-        results = {column: clean(column) for column in INPUT_FIELDS}
+        results = {column: _clean_remembered(column, text[column]) for column in INPUT_FIELDS}
     else:
         with ThreadPoolExecutor(max_workers=_THREADS) as pool:
             results = dict(zip(INPUT_FIELDS, pool.map(clean, INPUT_FIELDS), strict=True))
@@ -407,7 +428,7 @@ def normalise(
         warnings = pd.concat(notes, ignore_index=True)
         order = np.argsort(warnings["row_id"].to_numpy(), kind="stable")
         warnings = warnings.take(order).reset_index(drop=True)
+        warnings = warnings.astype({"row_id": np.int64, "code": np.int64})[list(FAULT_COLUMNS)]
     else:
-        warnings = pd.DataFrame({column: pd.Series(dtype="str") for column in FAULT_COLUMNS})
-    warnings = warnings.astype({"row_id": np.int64, "code": np.int64})[list(FAULT_COLUMNS)]
+        warnings = no_faults()
     return pd.DataFrame({field: rows[field] for field in FIELDS}, index=text.index), warnings

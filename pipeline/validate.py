@@ -31,9 +31,10 @@ import pandas as pd
 import pandera.pandas as pa
 
 from pipeline.messages import error_messages
-from pipeline.model import FAULT_COLUMNS, FIELDS
+from pipeline.model import FAULT_COLUMNS, FIELDS, no_faults
 from pipeline.text import idnumber
 from pipeline.text.dates import real_dates
+from pipeline.text.memo import ValueMemo
 from schemas.registry import PAIR_COLUMNS, build_schema, prepare
 from schemas.result_codes import ResultCode
 from schemas.rules import rule_for
@@ -184,15 +185,7 @@ def warm_up(today: datetime.date) -> None:
 
 def empty_faults() -> pd.DataFrame:
     """A fault frame with no rows (the right columns and types)."""
-    return pd.DataFrame(
-        {
-            "row_id": pd.Series(dtype=np.int64),
-            "field": pd.Series(dtype="str"),
-            "code": pd.Series(dtype=np.int64),
-            "severity": pd.Series(dtype="str"),
-            "message": pd.Series(dtype="str"),
-        }
-    )
+    return no_faults()
 
 
 def _check_output(check: pa.Check, values: pd.Series, has_nulls: bool) -> object:
@@ -209,35 +202,71 @@ def _check_output(check: pa.Check, values: pd.Series, has_nulls: bool) -> object
     return check._check_fn(values)
 
 
-def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
-    """The failing (index, column, check) of ``frame`` under ``schema``: every check of every column.
+def _column_failures(column: pa.Column, values: pd.Series) -> list[tuple[str, np.ndarray]]:
+    """Each check of ``column`` that some of ``values`` fail: (its error, which fail)."""
+    has_nulls = bool(values.hasnans)  # once per column, not per check: it costs as much as a small check
+    failures = []
+    for check in column.checks:
+        passed = _check_output(check, values, has_nulls)
+        if not isinstance(passed, pd.Series):
+            raise ValueError(f"the rows do not have the shape validate() needs: {column.name}: {check.error}")
+        failing = ~passed.to_numpy(dtype=bool)
+        if failing.any():
+            failures.append((str(check.error), failing))
+    return failures
+
+
+#: The checks each value failed (their errors), by the day's schema and column, for the few rows of an edit.
+_CHECKED: ValueMemo[tuple[str, ...]] = ValueMemo()
+
+
+def _remembered_failures(column: pa.Column, values: pd.Series, day: str) -> list[tuple[str, np.ndarray]]:
+    """:func:`_column_failures` of a few rows, from :data:`_CHECKED` when it has seen every value."""
+    key = f"{day}:{column.name}"
+    written = values.tolist()
+    known = _CHECKED.known(key, written)
+    if known is None:
+        failures = _column_failures(column, values)
+        failed: list[list[str]] = [[] for _ in written]
+        for error, failing in failures:
+            for position in np.flatnonzero(failing):
+                failed[position].append(error)
+        _CHECKED.remember(key, written, (tuple(errors) for errors in failed))
+        return failures
+    errors = dict.fromkeys(error for errors in known for error in errors)
+    return [(error, np.array([error in errors_of for errors_of in known], dtype=bool)) for error in errors]
+
+
+def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame, day: datetime.date) -> pd.DataFrame:
+    """The failing (index, column, check) of ``frame`` under ``schema`` (the schema of ``day``).
 
     Each of the schema's checks is run through pandera's own check API
     (``Check.__call__``), column by column.  This is what ``schema.validate``
     does too, without gathering every failure into pandera's error report
     first: that report (failure values consolidated and formatted as text)
     cost as much again as the checks themselves, for text nobody reads.  The
-    schema's columns must all be there and hold text (never null).
+    schema's columns must all be there and hold text (never null).  A few
+    rows (an edit) are checked through :data:`_CHECKED`: each check decides
+    each value on its own, so a value's failures are those it had before.
     """
     missing = [name for name in schema.columns if name not in frame.columns]
     if missing:
         raise ValueError(f"the rows do not have the shape validate() needs: missing {', '.join(missing)}")
+    small = len(frame) < SMALL_FRAME_ROWS
     found: list[np.ndarray] = []
     columns: list[np.ndarray] = []
     checks: list[np.ndarray] = []
     for name, column in schema.columns.items():
         values = frame[name]
-        has_nulls = bool(values.hasnans)  # once per column, not per check: it costs as much as a small check
-        for check in column.checks:
-            passed = _check_output(check, values, has_nulls)
-            if not isinstance(passed, pd.Series):
-                raise ValueError(f"the rows do not have the shape validate() needs: {name}: {check.error}")
-            failing = ~passed.to_numpy(dtype=bool)
-            if failing.any():
-                rows = values.index.to_numpy()[failing]
-                found.append(rows)
-                columns.append(np.full(len(rows), name, dtype=object))
-                checks.append(np.full(len(rows), check.error, dtype=object))
+        if small and values.dtype == "str":  # not the pair columns: they hold the ID number, new on every row
+            failures = _remembered_failures(column, values, day.isoformat())
+        else:
+            failures = _column_failures(column, values)
+        for error, failing in failures:
+            rows = values.index.to_numpy()[failing]
+            found.append(rows)
+            columns.append(np.full(len(rows), name, dtype=object))
+            checks.append(np.full(len(rows), error, dtype=object))
     if not found:
         return pd.DataFrame({"index": [], "column": [], "check": []})
     return pd.DataFrame(
@@ -254,11 +283,11 @@ def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
     """
     plain, paired = _schemas(today)
     if len(rows) < SMALL_FRAME_ROWS:  # a few rows (one edited row): a second thread only adds waiting
-        parts = [_cases_of(plain, rows), _cases_of(paired, prepare(rows))]
+        parts = [_cases_of(plain, rows, today), _cases_of(paired, prepare(rows), today)]
         return pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        second = pool.submit(lambda: _cases_of(paired, prepare(rows)))
-        first = _cases_of(plain, rows)
+        second = pool.submit(lambda: _cases_of(paired, prepare(rows), today))
+        first = _cases_of(plain, rows, today)
         parts = [first, second.result()]
     return pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
 
