@@ -11,6 +11,8 @@ same fault reads the same way everywhere:
   log a fault instead of stopping;
 * :func:`write_atomically` writes a file under a temporary name and renames
   it into place, so nobody ever reads half a file;
+* :func:`scratch_name` names work files so that :func:`sweep_leftovers` can
+  remove those of a process that was killed;
 * :func:`numbered` picks ``name_2``, ``name_3`` … when a name is taken;
 * :func:`read_toml` reads a TOML file and words its faults as
   :class:`~pipeline.errors.ConfigError`;
@@ -23,10 +25,14 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+import socket
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +93,84 @@ def os_errors(
         raise kind(f"无法{doing} {path}：{reason}。处理办法：{fix or generic_fix}") from error
 
 
+@cache
+def _machine() -> str:
+    """This machine's name as it may stand in a file name (letters, digits and dashes only)."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()).strip("-")[:40] or "host"
+
+
+def scratch_name(stem: str) -> str:
+    """A hidden name for work files of this process and thread: ``.{stem}.{machine}.{pid}.{thread}``.
+
+    The machine and process in the name let :func:`sweep_leftovers` tell the
+    leftovers of a process that was killed from the files of a live one.
+    """
+    return f".{stem}.{_machine()}.{os.getpid()}.{threading.get_ident()}"
+
+
 def temporary_name(path: Path) -> Path:
     """Where :func:`write_atomically` writes ``path`` before renaming it (hidden, beside it)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    return path.with_name(scratch_name(path.name) + ".tmp")
+
+
+_SCRATCH = re.compile(r"\.(?P<stem>.+)\.(?P<machine>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.[0-9]+(?:\.tmp)?")
+
+#: Leftovers younger than this are kept, whatever their process: a live one may be between two writes.
+LEFTOVER_AGE_SECONDS = 15 * 60
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists is checked
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (another user's) or cannot be told: kept
+    return False
+
+
+def _newest_change(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for inner in path.iterdir():
+            newest = max(newest, inner.lstat().st_mtime)
+    return newest
+
+
+def sweep_leftovers(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove from ``folder`` the work files a killed process of this machine left (see :func:`scratch_name`).
+
+    A process stopped by ``kill -9``, the out-of-memory killer or a power cut
+    cannot clean up after itself; its temporary reports and work folder would
+    stay in the output folder (and take its disk) for good.  Removed: only
+    names of :func:`scratch_name`'s form, of this machine, whose process no
+    longer runs and which nothing changed for :data:`LEFTOVER_AGE_SECONDS`.
+    Never raises; returns what was removed.  On Windows nothing is removed:
+    there is no safe way there to ask whether a process runs without opening it.
+    """
+    if os.name != "posix":
+        return []
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        found = _SCRATCH.fullmatch(entry.name)
+        if found is None or found["machine"] != _machine() or int(found["pid"]) == os.getpid():
+            continue
+        try:
+            if now - _newest_change(entry) < LEFTOVER_AGE_SECONDS or not _process_gone(int(found["pid"])):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
 
 
 def write_atomically(

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +142,22 @@ def no_notes() -> pd.DataFrame:
     )
 
 
-_NO_FAULTS = pd.DataFrame(
-    {
-        "row_id": pd.Series(dtype=np.int64),
-        "field": pd.Series(dtype="str"),
-        "code": pd.Series(dtype=np.int64),
-        "severity": pd.Series(dtype="str"),
-        "message": pd.Series(dtype="str"),
-    }
-)
-
-
 def no_faults() -> pd.DataFrame:
     """A fault frame (:data:`FAULT_COLUMNS`) with no rows: the right columns and types."""
-    return _NO_FAULTS.copy(deep=False)  # a new frame each time: callers may add to theirs
+    return _no_faults().copy(deep=False)  # a new frame each time: callers may add to theirs
+
+
+@cache
+def _no_faults() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row_id": pd.Series(dtype=np.int64),
+            "field": pd.Series(dtype="str"),
+            "code": pd.Series(dtype=np.int64),
+            "severity": pd.Series(dtype="str"),
+            "message": pd.Series(dtype="str"),
+        }
+    )
 
 
 @dataclass

@@ -80,6 +80,12 @@ def _child(
     """The child's whole life: limits, read, send the tables (or the fault) back, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
     _limit_memory(options.get("memory_bytes"))
+    if options.get("memory_bytes") is not None:
+        import pyarrow
+
+        # Arrow's own allocator may have reserved address space in the fork server (once anything there
+        # made an Arrow array); allocations from it would escape the limit.  malloc's new memory cannot.
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     lines: list[tuple[str, str]] = []
     logger.remove()
     logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),

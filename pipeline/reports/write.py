@@ -35,7 +35,7 @@ import pyarrow as pa
 from loguru import logger
 
 from pipeline.errors import EhcError
-from pipeline.files import explain_os_error, os_errors
+from pipeline.files import explain_os_error, os_errors, scratch_name, sweep_leftovers, temporary_name
 from pipeline.model import BAD_STATUSES, FAULT_COLUMNS, Batch, MappedTable, RawTable
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports import annotate
@@ -82,12 +82,14 @@ def make_out_dir(out_dir: Path, work: str = "") -> Path:
     with os_errors("创建输出目录", out_dir, fix=fix):
         out_dir.mkdir(parents=True, exist_ok=True)
         if work:
+            for leftover in sweep_leftovers(out_dir):
+                logger.info("已清理上次中断的运行留下的临时文件 {}", leftover.name)
             (out_dir / work).mkdir(exist_ok=True)
     return out_dir / work if work else out_dir
 
 
 def _temporary(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    return temporary_name(target)
 
 
 def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
@@ -178,7 +180,7 @@ class ReportWriter:
         self.wholes = wholes or {}
         self.tally = Tally()
         self.stop = threading.Event()
-        self.work = make_out_dir(self.out_dir, f".ehc-work-{os.getpid()}-{threading.get_ident()}")
+        self.work = make_out_dir(self.out_dir, scratch_name("ehc-work"))
         self._temporaries: dict[str, Path] = {}
         self._csv: ResultsCsv | None = None
         self._detail = DetailSpool(self.work)

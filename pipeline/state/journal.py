@@ -58,7 +58,7 @@ import pandas as pd
 
 from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
-from pipeline.files import describe_os_error, explain_os_error, private_dir
+from pipeline.files import describe_os_error, explain_os_error, private_dir, temporary_name
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -147,7 +147,7 @@ def _disk_full(error: sqlite3.OperationalError) -> bool:
 
 def _allocate(path: Path, size: int) -> None:
     """A file of ``size`` bytes whose blocks are allocated, put in place whole or not at all."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    partial = temporary_name(path)
     try:
         with partial.open("wb") as handle:
             if hasattr(os, "posix_fallocate"):

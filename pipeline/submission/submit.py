@@ -25,7 +25,6 @@ row with a final status.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from pipeline.batch import (
 )
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, EhcError, Interrupted
+from pipeline.files import scratch_name
 from pipeline.logs import register_secret
 from pipeline.model import (
     CARD_FIELDS,
@@ -394,7 +394,7 @@ def run_submit(
     lookup = settings.submit.lookup_existing if lookup_existing is None else lookup_existing
     register_secret(settings.platform.app_secret)
     registers = open_registers(inputs, settings, options)
-    work = make_out_dir(Path(out_dir), f".ehc-submit-{os.getpid()}")
+    work = make_out_dir(Path(out_dir), scratch_name("ehc-submit"))
     spool = BatchSpool(work, keep_rows=CSV_ROW_LIMIT)
     stats = CheckStats()
     reported: dict[str, object] | None = None  # the counts of the reports, once they are in place
