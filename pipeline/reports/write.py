@@ -88,10 +88,6 @@ def make_out_dir(out_dir: Path, work: str = "") -> Path:
     return out_dir / work if work else out_dir
 
 
-def _temporary(target: Path) -> Path:
-    return temporary_name(target)
-
-
 def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
     """Rename every (temporary, report) pair into place: all of them, or none.
 
@@ -243,7 +239,7 @@ class ReportWriter:
         return ResultsCsv.column_names(self.extra_names or [])
 
     def _temporary(self, name: str) -> Path:
-        path = _temporary(self.out_dir / name)
+        path = temporary_name(self.out_dir / name)
         self._temporaries[name] = path
         return path
 
