@@ -238,8 +238,13 @@ def figures_upload(
             f"{len(edit_times)} edits, {statuses.count('valid')} rows turned valid; "
             "baseline: the library's normalise + validate of one row"
         )
+        library = _library_row_ms()
         label = "re-validate one edited row: server time"
-        found.append(figure(label, edit, _library_row_ms(), "ms", "< 50 ms", edit < 50, note))
+        found.append(figure(label, edit, library, "ms", "< 50 ms", edit < 50, note))
+        if edit_times:
+            label = "re-validate one edited row: the job's first edit"
+            note = "before the workspace has seen any of the row's values (the median above: the 20 edits)"
+            found.append(figure(label, edit_times[0], library, "ms", "", None, note))
     return found
 
 
