@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config import DefaultValues, Settings
+from pipeline.dryrun import prepare_batch
 from pipeline.web import accounts, checking, editing, engine
 from pipeline.web.jobfiles import JobFiles, new_job_id
 from pipeline.web.store import Job, Store, User
@@ -27,10 +28,11 @@ class Bench:
         self.store = Store(self.state)
         accounts.add_centre(self.store, ORG, "甲中心")
         self.user: User = accounts.add_user(self.store, "clerk", ORG, "a-long-password-1")
-        lines = ["姓名,性别,民族,身份证号码,联系电话,医保类型"]
-        lines += [f"{name},,汉族,{id_number},13900001111,城镇职工基本医疗保险" for name, id_number in rows]
+        self.cells = [
+            [name, "", "汉族", id_number, "13900001111", "城镇职工基本医疗保险"] for name, id_number in rows
+        ]
         source = tmp_path / "名单.csv"
-        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.write(source)
         self.job_id = new_job_id()
         files = JobFiles(self.state, self.job_id)
         files.create()
@@ -42,6 +44,11 @@ class Bench:
         )
         assert checking.check_job(self.state, self.job_id, self.settings, TODAY) == "checked"
 
+    def write(self, path: Path) -> None:
+        """The register as it stands (with the edits :meth:`edit` made), as a CSV at ``path``."""
+        lines = ["姓名,性别,民族,身份证号码,联系电话,医保类型", *(",".join(row) for row in self.cells)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
     @property
     def job(self) -> Job:
         job = self.store.job_any(self.job_id)
@@ -49,6 +56,7 @@ class Bench:
         return job
 
     def edit(self, row_id: int, field: str, value: str) -> editing.EditResult:
+        self.cells[row_id][["xm", "xb", "mzdm", "sfzhm", "brdh", "ylfyzffs"].index(field)] = value
         return editing.edit_cell(
             self.store, self.state, self.job, row_id, field, value,
             user=self.user, settings=self.settings, org_code=ORG, today=TODAY,
@@ -78,7 +86,7 @@ def test_an_edit_that_repeats_an_earlier_id_number_gets_10115_and_frees_it_again
     y = make_id(2, "19810202", "440604")
     result = bench.edit(3, "sfzhm", y)
     assert result.row.status == "invalid" and [f[2] for f in result.faults] == [10115]
-    assert "已出现过" in result.faults[0][4]
+    assert "与第 4 行重复" in result.faults[0][4]  # row 4 of the file (its header is row 1) holds it first
     bench.edit(2, "sfzhm", make_id(4, "19830404", "440604"))
     assert bench.status(3) == "valid"
 
@@ -123,3 +131,27 @@ def test_enrolled_rows_and_busy_jobs_are_not_edited(bench: Bench) -> None:
     bench.store.update_job(bench.job_id, state="submitting")
     with pytest.raises(editing.EditRefused, match="正在"):
         bench.edit(0, "xm", "新名")
+
+
+def test_every_row_after_a_run_of_edits_is_what_ehc_validate_of_the_edited_file_says(
+    bench: Bench, tmp_path: Path
+) -> None:
+    x, y = make_id(1, "19800101", "440604"), make_id(2, "19810202", "440604")
+    for row_id, field, value in [
+        (3, "sfzhm", y),  # now repeats row 2's number: 10115 naming the row it first appears on
+        (0, "sfzhm", y),  # the first row takes it too: rows 2 and 3 both repeat row 0
+        (0, "sfzhm", "４４０６０４ １９８００１０１００１" + x[-1]),  # back to x (full-width, a space)
+        (2, "sfzhm", make_id(5, "19850505", "440604")),
+        (1, "xb", " 女 "),
+        (1, "xb", "1"),
+    ]:
+        bench.edit(row_id, field, value)
+        edited = tmp_path / "edited" / "名单.csv"
+        edited.parent.mkdir(exist_ok=True)
+        bench.write(edited)
+        settings = Settings(state_dir=tmp_path / "cli", defaults=DefaultValues(org_code=ORG))
+        outcome = prepare_batch([edited], settings, today=TODAY).outcome
+        stored = bench.store.all_rows(bench.job_id)
+        assert [(r.status, r.result_code, r.message) for r in stored] == list(
+            zip(outcome["status"], outcome["result_code"], outcome["message"], strict=True)
+        ), (row_id, field, value)

@@ -188,8 +188,9 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
         return NEEDS_MAPPING
     store.update_job(job_id, stage="规范化与校验", progress=0.55)
     offsets, sources, original, _ = engine.stack_tables(tables)
+    sources["source_file"] = job.file_name  # what a message naming another table quotes
     edited = engine.apply_edits(original, edits_frame(store.edits(job_id)))
-    rows, faults = engine.check_rows(edited, settings, centre.org_code, today)
+    rows, faults = engine.check_rows(edited, settings, centre.org_code, today, sources)
     outcome = engine.outcome_of(rows.index, faults)
     store.update_job(job_id, stage="保存结果", progress=0.85)
     files.write_originals(original)

@@ -58,6 +58,23 @@ def _offsets(job: Job) -> list[range]:
     return offsets
 
 
+def row_sources(job: Job, states: dict[int, RowState]) -> pd.DataFrame:
+    """Where each of these rows is in the clerk's file (``source_file``, ``source_sheet``, ``source_row``)."""
+    row_ids = sorted(states)
+    offsets = _offsets(job)
+    sheets = [
+        next((str(job.tables[t]["sheet"]) for t, rows in enumerate(offsets) if row_id in rows), "")
+        for row_id in row_ids
+    ]
+    return pd.DataFrame(
+        {
+            "source_file": pd.Series(job.file_name, index=row_ids, dtype="str"),
+            "source_sheet": pd.Series(sheets, index=row_ids, dtype="str"),
+            "source_row": pd.Series([states[r].source_row for r in row_ids], index=row_ids, dtype="int64"),
+        }
+    )
+
+
 def current_values(store: Store, files: JobFiles, job: Job, row_ids: list[int]) -> pd.DataFrame:
     """The fields of ``row_ids`` as the clerk's file holds them now: as read, with every edit applied."""
     originals = files.read_originals(row_ids)
@@ -71,11 +88,13 @@ def recheck(
     settings: engine.Settings,
     org_code: str,
     today: date,
+    places: pd.DataFrame | None = None,
 ) -> list[RowUpdate]:
     """The new state of the rows of ``values`` (their current cells) with ``edit`` (row_id, field, value)
-    applied: one call of the dry run's normaliser and validator."""
+    applied: one call of the dry run's normaliser and validator.  ``places`` (:func:`row_sources`)
+    lets a repeated ID number name the row it first appeared on."""
     edited = engine.apply_edits(values, edits_frame([edit]))
-    rows, faults = engine.check_rows(edited, settings, org_code, today)
+    rows, faults = engine.check_rows(edited, settings, org_code, today, places)
     outcome = engine.outcome_of(rows.index, faults)
     sources = fault_sources(faults, job.tables, _offsets(job))
     fault_rows = faults["row_id"].to_numpy(dtype=np.int64)
@@ -147,14 +166,15 @@ def edit_cell(
             faults = [f[2:] for f in store.faults_of(job.id, [row_id])]
             return EditResult(before, value, faults, {}, fresh.version)
         edit = (row_id, field, value)
-        updates = recheck(fresh, values, edit, settings, org_code, today)
+        previous = store.rows(job.id, affected)
+        updates = recheck(fresh, values, edit, settings, org_code, today, row_sources(fresh, previous))
         new_id = next(u.sfzhm for u in updates if u.row_id == row_id)
         sharing = set(store.rows_with_ids(job.id, [new_id])) - set(affected)
         if sharing:
             affected = sorted({*affected, *sharing})
             values = current_values(store, files, fresh, affected)
-            updates = recheck(fresh, values, edit, settings, org_code, today)
-        previous = store.rows(job.id, affected)
+            previous = store.rows(job.id, affected)
+            updates = recheck(fresh, values, edit, settings, org_code, today, row_sources(fresh, previous))
         kept = {r for r, state in previous.items() if state.status in engine.ENROLLED_STATUSES}
         updates = [u for u in updates if u.row_id not in kept]
         version = store.update_rows(

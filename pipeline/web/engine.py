@@ -155,21 +155,27 @@ def source_column(field_headers: Mapping[str, str], field: str) -> tuple[str, st
 
 
 def check_rows(
-    original: pd.DataFrame, settings: Settings, org_code: str, today: date
+    original: pd.DataFrame,
+    settings: Settings,
+    org_code: str,
+    today: date,
+    sources: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Normalise and validate rows as the dry run does, for one centre.
 
     ``original`` holds :data:`INPUT_FIELDS` as written (index ``row_id``).
     Returns the normalised rows (:data:`FIELDS`) and every fault and warning
     (:data:`FAULT_COLUMNS`), sorted by row.  ``org_code`` is every row's
-    ``orgCode``.
+    ``orgCode``.  ``sources`` (same index: ``source_file``, ``source_sheet``,
+    ``source_row``) says where each row is, so that a repeated ID number
+    (10115) names the row it first appeared on, as ``ehc validate`` does.
     """
     from pipeline import normalise, validate
 
     defaults = replace(settings.defaults, org_code=org_code)
     rows, warnings = normalise.normalise(original, defaults, today)
     rows["orgCode"] = pd.Series(org_code, index=rows.index, dtype=rows["orgCode"].dtype)
-    faults = validate.validate(rows, today=today, written=original)
+    faults = validate.validate(rows, today=today, written=original, sources=sources)
     if len(warnings):
         faults = pd.concat([faults, warnings], ignore_index=True)
         order = np.argsort(faults["row_id"].to_numpy(), kind="stable")
@@ -229,7 +235,7 @@ def build_batch(
     offsets, sources, original, extras = stack_tables(tables)
     sources["source_file"] = file_name
     original = apply_edits(original, edits)
-    rows, faults = check_rows(original, settings, org_code, today)
+    rows, faults = check_rows(original, settings, org_code, today, sources)
     return Batch(
         tables=tables,
         table_rows=offsets,
