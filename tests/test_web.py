@@ -263,7 +263,11 @@ def test_a_corrected_mapping_is_kept_for_the_centre(site: Site) -> None:
     job_id = upload.json()["jobs"][0].rsplit("/", 1)[-1]
     state = site.wait(clerk_a, job_id)
     assert state["state"] == "needs_mapping" and "联系电话" in state["message"]
+    # The advice is the page's, not the command line's: a clerk has no --mapping option.
+    assert "--mapping" not in state["message"] and "列对应关系" in state["message"]
+    assert "--mapping" not in clerk_a.get(f"/jobs/{job_id}").text
     page = clerk_a.get(f"/jobs/{job_id}/mapping").text
+    assert "--mapping" not in page
     select = re.search(r'<select name="(t0c\d+)" aria-label="居民手机XX">', page)
     assert select
     chosen = r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"[^>]*selected'

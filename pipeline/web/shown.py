@@ -9,7 +9,8 @@ download name.  Three things are done to it here, once:
   characters) are shown as ``[U+202E]``: a value cannot turn the rest of
   its message around, and a clerk sees why a name that looks right was
   refused;
-* the command line's advice ("再次运行同一命令") becomes the page's ("再次提交"),
+* the command line's advice ("再次运行同一命令", "用 --mapping 指定") becomes the
+  page's ("再次提交", the column mapping page),
   and the platform's address and the server's folders are left out;
 * a file name keeps only what a name needs (no control or direction
   characters), so that what the pages and downloads call a file is what
@@ -40,6 +41,7 @@ _ADVICE = (
     ("再次运行同一命令即可继续", "再次提交即可继续"),
     ("再次运行同一命令", "再次提交"),
     ("重新运行同一命令", "再次提交"),
+    ("或用 --mapping 指定对应关系", "或在“列对应关系”页面为每一列选择对应的字段"),
 )
 #: A web address in a message (the platform's): the clerk has no use for it.
 _ADDRESS = re.compile(r"\s*https?://[^\s，。；：、）)]+\s*")
