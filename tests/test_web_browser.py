@@ -241,3 +241,54 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     other.close()
     context.close()
     assert len(list(shots.folder.glob("*.png"))) == shots.count >= 10
+
+
+def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
+    server: Server, browser: Any, tmp_path: Path
+) -> None:
+    """Lines of the edited row and of rows sharing its ID number: what a reload of the page would show."""
+    from playwright.sync_api import expect
+
+    from tests.submit_helpers import make_id
+
+    x, y = make_id(1, "19800101", "440604"), make_id(2, "19810202", "440604")  # a man's, a woman's
+    register = tmp_path / "名单.csv"
+    lines = ["姓名,性别,民族,身份证号码,联系电话,医保类型"]
+    lines += [f"{name},{gender},{people},{id_number},13900001111,城镇职工基本医疗保险"
+              for name, gender, people, id_number in
+              [("甲", "", "汉族", x), ("乙", "", "汉族", x), ("丙", "男", "穿青人", y)]]  # fmt: skip
+    register.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    page = context.new_page()
+    _log_in(page, server, "clerk_a")
+    page.set_input_files("#files", str(register))
+    page.click("#upload-button")
+    page.wait_for_selector("#grid", timeout=60_000)
+    repeat = page.locator('#grid tr[data-row="1"]')  # 乙 repeats 甲's number
+    gender = page.locator('#grid tr[data-row="2"][data-source="xb"]')
+    people = page.locator('#grid tr[data-row="2"][data-source="mzdm"]')
+    expect(repeat.locator(".code")).to_have_text("10115")
+
+    gender.locator("input[name=value]").fill("女")  # right now; the row still has its 民族 fault
+    gender.locator("button").click()
+    expect(gender.locator(".code")).to_have_text("—")
+    expect(gender.locator(".message")).to_contain_text("此列已无问题")
+    expect(gender.locator(".message")).to_contain_text("[10123]")
+    expect(people.locator(".code")).to_have_text("10123")
+
+    repeat.locator("input[name=value]").fill(y)  # 乙 takes 丙's number: 丙 now repeats 乙
+    repeat.locator("button").click()
+    expect(repeat.locator(".row-status")).to_have_text("校验通过")
+    expect(people.locator(".message")).to_contain_text("[10115]")
+    expect(gender.locator(".message")).to_contain_text("[10115]")
+
+    repeat.locator("input[name=value]").fill(make_id(3, "19820303", "440604"))  # 丙 is alone again
+    repeat.locator("button").click()
+    expect(people.locator(".message")).not_to_contain_text("10115")
+    people.locator("input[name=value]").fill("汉族")
+    people.locator("button").click()
+    for line in (gender, people):
+        expect(line.locator(".row-status")).to_have_text("校验通过")
+        expect(line.locator(".code")).to_have_text("—")
+    expect(page.locator("#counts")).to_have_text("校验通过 3")
+    context.close()

@@ -87,8 +87,10 @@ def test_an_edit_that_repeats_an_earlier_id_number_gets_10115_and_frees_it_again
     result = bench.edit(3, "sfzhm", y)
     assert result.row.status == "invalid" and [f[2] for f in result.faults] == [10115]
     assert "与第 4 行重复" in result.faults[0][4]  # row 4 of the file (its header is row 1) holds it first
-    bench.edit(2, "sfzhm", make_id(4, "19830404", "440604"))
+    assert result.others == {2: ("valid", [])}  # the row holding it first: checked again, unchanged
+    freed = bench.edit(2, "sfzhm", make_id(4, "19830404", "440604"))
     assert bench.status(3) == "valid"
+    assert freed.others[3] == ("valid", [])  # what the page shows on row 3's lines now
 
 
 def test_the_edited_row_becomes_what_a_full_dry_run_of_the_edited_file_gives(bench: Bench) -> None:

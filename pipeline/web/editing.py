@@ -15,7 +15,7 @@ stands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -48,6 +48,9 @@ class EditResult:
     faults: list[tuple[str, str, int, str, str]]  # field, source, code, severity, message
     changed: dict[int, str]  # other rows whose status changed -> new status
     version: int
+    #: Every other row checked again (those sharing the old or new ID number) -> (status, faults):
+    #: a 10115 may have appeared or gone on them whether or not their status changed.
+    others: dict[int, tuple[str, list[tuple[str, str, int, str, str]]]] = field(default_factory=dict)
 
 
 def _offsets(job: Job) -> list[range]:
@@ -188,8 +191,9 @@ def edit_cell(
             for u in updates
             if u.row_id != row_id and u.status != previous[u.row_id].status
         }
+        others = {u.row_id: (u.status, u.faults) for u in updates if u.row_id != row_id}
         row = RowState(
             row_id, before.source_row, mine.status, mine.sfzhm, mine.result_code, mine.message, "", ""
         )
-        return EditResult(row, value, mine.faults, changed, version)
+        return EditResult(row, value, mine.faults, changed, version, others)
     raise EditRefused("此任务同时有其他修改，请刷新页面后再试")

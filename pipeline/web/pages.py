@@ -428,6 +428,14 @@ def job_state(request: Request) -> Response:
     return JSONResponse(_state(job, workspace(request).store.counts(job.id)))
 
 
+def _faults_json(faults: list[tuple[str, str, int, str, str]]) -> list[dict[str, Any]]:
+    """A row's faults (field, source, code, severity, message) as an edit's JSON answer gives them."""
+    return [
+        {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m), "hint": engine.hint(c)}
+        for f, s, c, sev, m in faults
+    ]
+
+
 async def edit(request: Request) -> Response:
     """POST /jobs/{id}/edit: set one cell, re-check the row at once."""
     who = viewer(request)
@@ -463,12 +471,13 @@ async def edit(request: Request) -> Response:
                 "status_label": engine.STATUS_LABELS.get(result.row.status, result.row.status),
                 "result_code": result.row.result_code, "message": visible(result.row.message),
                 "value": visible(result.value),
-                "faults": [
-                    {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m),
-                     "hint": engine.hint(c)}
-                    for f, s, c, sev, m in result.faults
-                ],
+                "faults": _faults_json(result.faults),
                 "changed": {str(k): v for k, v in result.changed.items()},
+                "others": {
+                    str(k): {"status": status, "status_label": engine.STATUS_LABELS.get(status, status),
+                             "faults": _faults_json(faults)}
+                    for k, (status, faults) in result.others.items()
+                },
                 "counts": space.store.counts(job.id)["status"],
             }
         )  # fmt: skip

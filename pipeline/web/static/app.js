@@ -133,6 +133,38 @@
   }
 
   /* --- cell edits --------------------------------------------------------------------------------- */
+  /* Every grid line of a row re-checked by an edit: its status, and each line's own faults now.
+     A line whose column no longer has a fault says so and names what is left on the row; a fault
+     on a column with no line of its own (a 10115 an edit gave another row) is named on every line. */
+  function showRow(grid, rowId, status, statusLabel, faults, edited) {
+    var lines = grid.querySelectorAll('tr[data-row="' + rowId + '"]');
+    var errors = faults.filter(function (f) { return f.severity === "error"; });
+    var shown = {};
+    lines.forEach(function (line) { shown[line.dataset.source] = true; });
+    function said(list) {
+      return list.map(function (f) { return "[" + f.code + "] " + f.message; }).join("；");
+    }
+    var unshown = errors.filter(function (f) { return !shown[f.source]; });
+    lines.forEach(function (line) {
+      line.className = "status-" + status;
+      line.querySelector(".row-status").textContent = statusLabel;
+      var message = line.querySelector(".message"), code = line.querySelector(".code");
+      var own = errors.filter(function (f) { return f.source === line.dataset.source; });
+      var rest = errors.filter(function (f) { return f.source !== line.dataset.source; });
+      if (status === "valid") {
+        message.textContent = edited ? "已修改，本行已通过校验" : "本行已通过校验";
+        code.textContent = "—";
+      } else if (own.length) {
+        message.textContent = own.map(function (f) { return f.message; }).join("；") +
+          (unshown.length ? "（本行另有问题：" + said(unshown) + "）" : "");
+        code.textContent = own.map(function (f) { return f.code; }).join("、");
+      } else if (status === "invalid") {
+        message.textContent = "此列已无问题；本行其他列仍有问题：" + said(rest);
+        code.textContent = "—";
+      }
+    });
+  }
+
   function setUpEdits() {
     var grid = $("#grid");
     if (!grid) { return; }
@@ -159,27 +191,15 @@
           return;
         }
         var answer = result.answer;
+        showRow(grid, answer.row_id, answer.status, answer.status_label, answer.faults, true);
+        Object.keys(answer.others || {}).forEach(function (other) {
+          var state = answer.others[other];
+          showRow(grid, other, state.status, state.status_label, state.faults, false);
+        });
         grid.querySelectorAll('tr[data-row="' + answer.row_id + '"]').forEach(function (line) {
-          line.className = "status-" + answer.status;
-          line.querySelector(".row-status").textContent = answer.status_label;
-          var message = line.querySelector(".message"), code = line.querySelector(".code");
-          var errors = answer.faults.filter(function (f) { return f.severity === "error"; });
-          if (answer.status === "valid") {
-            message.textContent = "已修改，本行已通过校验";
-            code.textContent = "—";
-          } else if (line === row) {
-            message.textContent = errors.map(function (f) { return "[" + f.code + "] " + f.message; })
-              .join("；") || answer.message;
-            code.textContent = errors.map(function (f) { return f.code; }).join("、") || answer.result_code;
-          }
+          var input = line.querySelector('input[name="value"]');  // every line of the cell edited
+          if (input && line.dataset.source === row.dataset.source) { input.value = answer.value; }
         });
-        Object.keys(answer.changed || {}).forEach(function (other) {
-          grid.querySelectorAll('tr[data-row="' + other + '"]').forEach(function (line) {
-            line.className = "status-" + answer.changed[other];
-            line.querySelector(".row-status").textContent = statusLabel(answer.changed[other]);
-          });
-        });
-        form.querySelector('input[name="value"]').value = answer.value;
         var counts = $("#counts");
         if (counts && answer.counts) {
           counts.textContent = "";
