@@ -133,6 +133,12 @@ def test_enrolled_rows_and_busy_jobs_are_not_edited(bench: Bench) -> None:
     bench.store.update_job(bench.job_id, state="submitting")
     with pytest.raises(editing.EditRefused, match="正在"):
         bench.edit(0, "xm", "新名")
+    bench.store.update_job(bench.job_id, state="needs_mapping")  # says what to do, not "busy"
+    with pytest.raises(editing.EditRefused, match="列对应关系"):
+        bench.edit(0, "xm", "新名")
+    bench.store.update_job(bench.job_id, state="unreadable")
+    with pytest.raises(editing.EditRefused, match="无法读取"):
+        bench.edit(0, "xm", "新名")
 
 
 def test_every_row_after_a_run_of_edits_is_what_ehc_validate_of_the_edited_file_says(

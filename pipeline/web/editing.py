@@ -25,7 +25,16 @@ import pandas as pd
 from pipeline.web import engine
 from pipeline.web.checking import edits_frame, fault_sources
 from pipeline.web.jobfiles import JobFiles
-from pipeline.web.store import READY_STATES, Job, RowState, RowUpdate, Store, User
+from pipeline.web.store import (
+    NEEDS_MAPPING,
+    READY_STATES,
+    UNREADABLE,
+    Job,
+    RowState,
+    RowUpdate,
+    Store,
+    User,
+)
 
 #: Longest value a cell may be given.
 MAX_VALUE_CHARS = 200
@@ -155,6 +164,10 @@ def edit_cell(
         fresh = store.job(job.id, job.centre_id)
         if fresh is None:
             raise KeyError(row_id)
+        if fresh.state == NEEDS_MAPPING:
+            raise EditRefused("此文件的列还没有确认，还没有可修改的行：请先在“列对应关系”页面确认每一列")
+        if fresh.state == UNREADABLE:
+            raise EditRefused("此文件无法读取，没有可修改的行：请按提示修正文件后重新上传")
         if fresh.state not in READY_STATES:
             raise EditRefused("此任务正在检查或提交，暂时不能修改")
         before = store.rows(job.id, [row_id]).get(row_id)
