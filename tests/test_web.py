@@ -282,6 +282,24 @@ def test_a_corrected_mapping_is_kept_for_the_centre(site: Site) -> None:
     assert site.wait(clerk_b, other.json()["jobs"][0].rsplit("/", 1)[-1])["state"] == "needs_mapping"
 
 
+def test_a_mapping_form_without_a_column_leaves_that_column_as_it_was(site: Site) -> None:
+    """Only a column the form names is changed: a cut-short form never turns the centre's 姓名 off."""
+    clerk_a = site.client("clerk_a")
+    upload = site.upload(clerk_a, ("居民名单.csv", _csv_with_header("居民手机XX"), "text/csv"))
+    job_id = upload.json()["jobs"][0].rsplit("/", 1)[-1]
+    assert site.wait(clerk_a, job_id)["state"] == "needs_mapping"
+    page = clerk_a.get(f"/jobs/{job_id}/mapping").text
+    select = re.search(r'<select name="(t0c\d+)" aria-label="居民手机XX">', page)
+    assert select
+    form = {"csrf_token": csrf_of(page), select.group(1): "brdh"}  # no other column named
+    answer = clerk_a.post(f"/jobs/{job_id}/mapping", data=form)
+    assert answer.status_code == 303
+    assert site.wait(clerk_a, job_id)["state"] == "checked"
+    centre = site.store.centre_by_code(ORG_A)
+    assert centre is not None
+    assert site.store.centre_columns(centre.id) == {"居民手机XX": "brdh"}
+
+
 # --- refusals ---------------------------------------------------------------------------------------
 
 

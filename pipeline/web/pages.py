@@ -516,6 +516,8 @@ async def save_mapping(request: Request) -> Response:
     chosen: dict[str, str] = {}
     for t, info in enumerate(job.tables):
         for c, header in enumerate(info["headers"]):
+            if f"t{t}c{c}" not in form:
+                continue  # a column the form does not name stays as it is (a cut-short form)
             code = str(form.get(f"t{t}c{c}", ""))
             if code and code not in (*engine.INPUT_FIELDS, engine.IGNORE):
                 raise Refused("未知的字段", 400)
