@@ -313,11 +313,12 @@ def _log_level(value: str) -> str:
 
 
 def _path(value: Any, where: str) -> Path | None:
-    if value is None or value == "":
+    # Blank means unset, as for every other variable; a path is stripped like every text value.
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
         raise ConfigError(f"配置项 {where} 应为文字（目录路径，加引号），实际为 {value!r}。请改正配置文件")
-    return Path(os.path.expanduser(value))
+    return Path(os.path.expanduser(value.strip()))
 
 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
