@@ -108,8 +108,8 @@ def settings_problems(settings: Settings) -> list[str]:
     bad_log_option = _log_option_problem(settings)
     if bad_log_option:
         problems.append(
-            f'[logging] rotation / retention 无法识别（{bad_log_option}）：rotation 写成如 "10 MB" 或 "1 day"，'
-            'retention 写成如 "30 days" 或 "12 weeks"'
+            f"[logging] rotation / retention 无法识别（{bad_log_option}）："
+            'rotation 写成如 "10 MB" 或 "1 day"，retention 写成如 "30 days" 或 "12 weeks"'
         )
     if settings.defaults.fksj:
         try:

@@ -137,11 +137,12 @@ def test_blank_environment_variables_do_not_override(tmp_path: Path) -> None:
 
 
 def test_blank_path_variables_do_not_override_and_paths_are_stripped(tmp_path: Path) -> None:
-    path = _toml(tmp_path, f'[paths]\nstate_dir = " {tmp_path / "state"} "\nlog_dir = "{tmp_path / "logs"}"\n')
+    state, logs = tmp_path / "state", tmp_path / "logs"
+    path = _toml(tmp_path, f'[paths]\nstate_dir = " {state} "\nlog_dir = "{logs}"\n')
     settings = load_settings(path, env={"EHC_STATE_DIR": "   ", "EHC_LOG_DIR": " "})
     assert settings.state_dir == tmp_path / "state"
     assert settings.log_dir == tmp_path / "logs"
-    settings = load_settings(None, env={"EHC_STATE_DIR": f" {tmp_path} ", "XDG_STATE_HOME": str(tmp_path / "x")})
+    settings = load_settings(None, env={"EHC_STATE_DIR": f" {tmp_path} ", "XDG_STATE_HOME": str(state)})
     assert settings.state_dir == tmp_path
 
 
