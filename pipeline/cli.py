@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from pipeline import __version__
-from pipeline.config import MAX_RATE, Settings, load_settings
+from pipeline.config import CONCURRENCY_LIMIT, MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
 from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
@@ -201,7 +201,7 @@ def _number(
 _positive = _number(float, lambda v: 0 < v <= MAX_RATE, f"正数（有限，不超过 {MAX_RATE:g}）")
 _lifetime = _number(float, lambda v: v > 0, "正数（有限）")
 _non_negative = _number(float, lambda v: v >= 0, "不小于 0 的有限数")
-_count = _number(int, lambda v: v > 0, "正整数")
+_count = _number(int, lambda v: 0 < v <= CONCURRENCY_LIMIT, f"正整数（不超过 {CONCURRENCY_LIMIT}）")
 _non_negative_int = _number(int, lambda v: v >= 0, "不小于 0 的整数")
 _port = _number(int, lambda v: 0 <= v <= 65535, "从 0 到 65535 的整数")
 
@@ -361,7 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
     )
     options.add_argument("--rate", type=_positive, metavar="N", help="每秒最多发送 N 个请求")
-    options.add_argument("--concurrency", type=_count, metavar="N", help="同时发送的请求数")
+    options.add_argument(
+        "--concurrency", type=_count, metavar="N", help=f"同时发送的请求数（1–{CONCURRENCY_LIMIT}）"
+    )
     options.add_argument(
         "--lookup-existing",
         action="store_true",

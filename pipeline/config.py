@@ -131,8 +131,10 @@ def default_state_dir(env: dict[str, str] | None = None, platform: str = sys.pla
 
 #: Largest value a number setting may take: beyond these a value is a typing mistake.
 MAX_RATE = 1000.0
+#: Most calls in flight a setting or ``--concurrency`` may ask for.
+CONCURRENCY_LIMIT = 256
 _UPPER_BOUNDS: dict[str, float] = {
-    "rate": MAX_RATE, "concurrency": 256, "connect_timeout": 3600, "read_timeout": 3600,
+    "rate": MAX_RATE, "concurrency": CONCURRENCY_LIMIT, "connect_timeout": 3600, "read_timeout": 3600,
     "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
     "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400,
 }  # fmt: skip

@@ -142,6 +142,8 @@ def test_the_exit_codes_of_qrcode_and_run_say_what_those_commands_do(
         (["validate", "a.csv", "--out", "o", "--sheet", "x", "--all-sheets"], ["不能与", "同时使用"]),
         (["sandbox", "--port", "eighty"], ["--port", "eighty", "整数"]),
         (["submit", "a.csv", "--out", "o", "--concurrency", "0"], ["--concurrency", "正整数"]),
+        # bounded like [submit] concurrency: a typed 100000 would start that many threads
+        (["submit", "a.csv", "--out", "o", "--concurrency", "257"], ["--concurrency", "257", "256"]),
     ],
 )
 def test_argparse_errors_are_one_chinese_line(
