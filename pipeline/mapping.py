@@ -46,7 +46,7 @@ def check_user_aliases(user_aliases: Mapping[str, str], source: str = "") -> dic
     for header, code in user_aliases.items():
         canonical = field_code(str(code))
         if canonical is None:
-            where = f"{source} 中" if source else ""
+            where = f" {source} 中" if source else ""
             raise ConfigError(
                 f"列对应关系{where}的表头“{header}”指向未知的字段代码“{code}”。"
                 f"可用的字段代码：{_valid_codes_text()}"
