@@ -21,7 +21,7 @@ from loguru import logger
 from pipeline.config import Settings
 from pipeline.errors import AuthenticationRefused, ConfigError
 from pipeline.files import explain_os_error
-from pipeline.logs import mask_app_id, register_secret
+from pipeline.logs import mask_app_id, register_secret, retention_days, rotation_bytes
 from pipeline.model import INPUT_FIELDS
 from pipeline.platform.refusals import REFUSAL_ADVICE
 from pipeline.platform.workkey import cache_path
@@ -63,9 +63,18 @@ def _writable_dir(path: Path) -> str | None:
 
 
 def _log_option_problem(settings: Settings) -> str | None:
-    """loguru parses rotation/retention only when a sink is added: add one briefly to find out."""
+    """Whether the day's log file can be kept with these rotation and retention values.
+
+    The retention is read as the log file reads it (days or weeks); a rotation
+    that is not a size is a time value, which loguru parses only when a sink
+    is added: add one briefly to find out.
+    """
     from loguru import logger as probe
 
+    try:
+        retention_days(settings.logging.retention)
+    except ValueError:
+        return f"retention {settings.logging.retention!r}"
     with tempfile.TemporaryDirectory() as scratch:
         try:
             handler = probe.add(
@@ -99,7 +108,8 @@ def settings_problems(settings: Settings) -> list[str]:
     bad_log_option = _log_option_problem(settings)
     if bad_log_option:
         problems.append(
-            f'[logging] rotation / retention 无法识别（{bad_log_option}）：写成如 "10 MB"、"1 day"、"30 days"'
+            f"[logging] rotation / retention 无法识别（{bad_log_option}）："
+            'rotation 写成如 "10 MB" 或 "1 day"，retention 写成如 "30 days" 或 "12 weeks"'
         )
     if settings.defaults.fksj:
         try:
@@ -137,9 +147,19 @@ def describe_settings(settings: Settings) -> list[str]:
         f"办理记录（journal）：{settings.journal_path}",
         f"运行锁：{settings.lock_path}",
         f"工作密钥缓存：{settings.state_dir / 'workkeys'}（文件权限 0600）",
-        f"日志目录：{settings.effective_log_dir}（保留 {settings.logging.retention}，"
-        f"每 {settings.logging.rotation} 轮换）",
+        f"日志目录：{settings.effective_log_dir}（{_log_keeping(settings)}）",
     ]
+
+
+def _log_keeping(settings: Settings) -> str:
+    """How long log files are kept and when a day's file continues in another, in Chinese."""
+    try:
+        kept = f"保留 {retention_days(settings.logging.retention)} 天"
+    except ValueError:
+        kept = f"保留期 {settings.logging.retention!r} 无法识别"
+    if rotation_bytes(settings.logging.rotation) is None:
+        return f"{kept}，每天一个文件"
+    return f"{kept}，每天一个文件，满 {settings.logging.rotation.strip()} 后接着写入下一个文件"
 
 
 def _warnings(settings: Settings) -> list[str]:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from pipeline import __version__
-from pipeline.config import MAX_RATE, Settings, load_settings
+from pipeline.config import CONCURRENCY_LIMIT, MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
 from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
@@ -35,6 +35,33 @@ EXIT_CODES_HELP = """退出码：
   2    致命错误：文件无法读取、缺少列、参数或配置有误、平台不可用
   3    另一个 ehc run 或 ehc submit 正在运行（状态目录已锁定）
   130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+
+# Each command lists the codes it can return: a dry run and a QR code export take no run lock (never 3).
+_VALIDATE_EXIT_CODES_HELP = """退出码：
+  0    全部行通过校验
+  1    有行未通过校验
+  2    致命错误：文件无法读取、缺少列、参数或配置有误
+  130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+
+_SUBMIT_EXIT_CODES_HELP = """退出码：
+  0    全部行申领成功或已办理过
+  1    有行未通过校验、被平台拒绝或发送失败
+  2    致命错误：文件无法读取、缺少列、参数或配置有误、平台不可用
+  3    另一个 ehc run 或 ehc submit 正在运行（状态目录已锁定）
+  130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+
+_RUN_EXIT_CODES_HELP = """退出码：
+  0    一切正常：全部行申领成功或已办理过（--dry-run：全部通过校验），或没有新文件
+  1    有行未通过校验、被平台拒绝或发送失败，或有文件无法读取（已移到 failed/）
+  2    致命错误：参数或配置有误、平台不可用、提交日志或结果目录无法写入
+  3    另一个 ehc run 或 ehc submit 正在运行（状态目录已锁定；--dry-run 不受影响）
+  130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+
+_QRCODE_EXIT_CODES_HELP = """退出码：
+  0    每位申领成功的居民的二维码都已保存
+  1    有居民的二维码未能获取（原因见屏幕和 qrcodes.csv）
+  2    致命错误：--from 无法读取、参数或配置有误、平台不可用
+  130  被中断（Ctrl-C）"""
 
 _SHORT_EXIT_CODES_HELP = """退出码：
   0    成功
@@ -174,7 +201,7 @@ def _number(
 _positive = _number(float, lambda v: 0 < v <= MAX_RATE, f"正数（有限，不超过 {MAX_RATE:g}）")
 _lifetime = _number(float, lambda v: v > 0, "正数（有限）")
 _non_negative = _number(float, lambda v: v >= 0, "不小于 0 的有限数")
-_count = _number(int, lambda v: v > 0, "正整数")
+_count = _number(int, lambda v: 0 < v <= CONCURRENCY_LIMIT, f"正整数（不超过 {CONCURRENCY_LIMIT}）")
 _non_negative_int = _number(int, lambda v: v >= 0, "不小于 0 的整数")
 _port = _number(int, lambda v: 0 <= v <= 65535, "从 0 到 65535 的整数")
 
@@ -196,7 +223,7 @@ def _input_options(parser: _Parser) -> None:
         nargs="+",
         type=Path,
         metavar="登记表",
-        help="居民登记表（xlsx、xlsm、xls、ods、csv），可给多个",
+        help="居民登记表（xlsx、xlsm、xlsb、xls、ods、csv、tsv、txt），可给多个",
     )
     options = parser.options
     options.add_argument(
@@ -323,26 +350,29 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, parser_class=_Parser, title="命令", metavar="命令"
     )
 
-    validate = _command(commands, "validate")
+    validate = _command(commands, "validate", _VALIDATE_EXIT_CODES_HELP)
     _input_options(validate)
     _common(validate)
 
-    submit = _command(commands, "submit")
+    submit = _command(commands, "submit", _SUBMIT_EXIT_CODES_HELP)
     _input_options(submit)
     options = submit.options
     options.add_argument(
         "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
     )
     options.add_argument("--rate", type=_positive, metavar="N", help="每秒最多发送 N 个请求")
-    options.add_argument("--concurrency", type=_count, metavar="N", help="同时发送的请求数")
+    options.add_argument(
+        "--concurrency", type=_count, metavar="N", help=f"同时发送的请求数（1–{CONCURRENCY_LIMIT}）"
+    )
     options.add_argument(
         "--lookup-existing",
         action="store_true",
-        help="对已在别处办理过的居民，用 bindCardInfo 查询并绑定其电子健康卡号",
+        help="平台没有给出卡号的居民（答复“已办理过”的，及提交日志中申领成功而没有卡号的），"
+        "用 bindCardInfo 查询并绑定其电子健康卡号（会在平台上绑定）",
     )
     _common(submit)
 
-    run = _command(commands, "run")
+    run = _command(commands, "run", _RUN_EXIT_CODES_HELP)
     run.options.add_argument("--inbox", type=Path, required=True, metavar="目录", help="收件目录")
     run.options.add_argument(
         "--out", type=Path, metavar="目录", help="结果根目录（默认：<收件目录>-results）"
@@ -350,11 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.options.add_argument("--dry-run", action="store_true", help="只检查：不发送，也不移动文件")
     _common(run)
 
-    qrcode = _command(
-        commands,
-        "qrcode",
-        EXIT_CODES_HELP.replace("有行未通过校验、被平台拒绝或发送失败", "有居民的二维码未能获取"),
-    )
+    qrcode = _command(commands, "qrcode", _QRCODE_EXIT_CODES_HELP)
     qrcode.options.add_argument(
         "--from", dest="source", type=Path, required=True, metavar="目录或日志",
         help="提交结果目录（ehc submit 的 --out）或提交日志文件",

@@ -131,8 +131,10 @@ def default_state_dir(env: dict[str, str] | None = None, platform: str = sys.pla
 
 #: Largest value a number setting may take: beyond these a value is a typing mistake.
 MAX_RATE = 1000.0
+#: Most calls in flight a setting or ``--concurrency`` may ask for.
+CONCURRENCY_LIMIT = 256
 _UPPER_BOUNDS: dict[str, float] = {
-    "rate": MAX_RATE, "concurrency": 256, "connect_timeout": 3600, "read_timeout": 3600,
+    "rate": MAX_RATE, "concurrency": CONCURRENCY_LIMIT, "connect_timeout": 3600, "read_timeout": 3600,
     "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
     "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400,
 }  # fmt: skip
@@ -313,11 +315,12 @@ def _log_level(value: str) -> str:
 
 
 def _path(value: Any, where: str) -> Path | None:
-    if value is None or value == "":
+    # Blank means unset, as for every other variable; a path is stripped like every text value.
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
         raise ConfigError(f"配置项 {where} 应为文字（目录路径，加引号），实际为 {value!r}。请改正配置文件")
-    return Path(os.path.expanduser(value))
+    return Path(os.path.expanduser(value.strip()))
 
 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -236,9 +236,16 @@ def setup_logging(
     try:
         private_dir(log_dir)
         sink = DailyLogFile(log_dir, max_bytes=rotation_bytes(rotation), keep_days=retention_days(retention))
-    except (OSError, ValueError) as error:
-        reason = explain_os_error(error)[0] if isinstance(error, OSError) else f"日志设置无效：{error}"
-        logger.warning("日志目录 {} 不可写，日志只输出到屏幕（{}）", log_dir, reason)
+    except OSError as error:
+        logger.warning("日志目录 {} 不可写，日志只输出到屏幕（{}）", log_dir, explain_os_error(error)[0])
+        return None
+    except ValueError:
+        # The folder is fine: the setting is what keeps the file from being written.
+        logger.warning(
+            '[logging] retention {!r} 无法识别（应写成如 "30 days" 或 "12 weeks"），日志只输出到屏幕。'
+            "请改正配置文件（ehc check-config 可检查）",
+            retention,
+        )
         return None
     file_format = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {process} | {message}"
     logger.add(

@@ -49,6 +49,7 @@ def test_success_prints_locations_and_never_the_secrets(sandbox: SandboxHandle, 
     ):
         assert str(path) in text
     assert lines[-1].startswith("认证成功")
+    assert "保留 30 天，每天一个文件，满 10 MB 后接着写入下一个文件" in text
     assert sandbox.app_secret not in text
     assert _cached_work_key(settings.state_dir) not in text
 
@@ -112,6 +113,18 @@ def test_settings_problems_are_all_listed_before_any_call(sandbox: SandboxHandle
         assert fragment in message
     assert "\n" not in message
     assert sandbox.count("getWorkKey") == 0
+
+
+@pytest.mark.parametrize("retention", ["1 month", "30 dayz", "forever"])
+def test_a_retention_the_log_file_cannot_read_is_a_problem(
+    retention: str, sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    # The daily log file reads days and weeks only; loguru alone would have passed "1 month", and every run
+    # then said the log folder was not writable.
+    settings = replace(_settings(sandbox, tmp_path), logging=LogSettings(retention=retention))
+    [problem] = settings_problems(settings)
+    assert "retention" in problem and repr(retention) in problem and "12 weeks" in problem
+    assert not settings_problems(replace(settings, logging=LogSettings(retention="12 weeks")))
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_internal_errors_become_one_line(
 
 COMMANDS = (
     "validate", "submit", "run", "qrcode", "check-config", "serve", "users", "users add", "users passwd",
-    "centres", "centres add", "sandbox",
+    "users disable", "users enable", "centres", "centres add", "sandbox",
 )  # fmt: skip
 
 
@@ -97,6 +97,41 @@ def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
     assert option_lines and all(re.search(r"[\u4e00-\u9fff]", line) for line in option_lines)
 
 
+def _exit_codes_in_help(command: str, capsys: pytest.CaptureFixture[str]) -> dict[int, str]:
+    with pytest.raises(SystemExit):
+        cli.main([*command.split(), "--help"])
+    table = capsys.readouterr().out.split("退出码：", 1)[1]
+    return {int(m[1]): m[2] for m in re.finditer(r"^  (\d+) +(.+)$", table, re.MULTILINE)}
+
+
+@pytest.mark.parametrize(
+    ("command", "codes"),
+    [
+        ("validate", {0, 1, 2, 130}),
+        ("submit", {0, 1, 2, 3, 130}),
+        ("run", {0, 1, 2, 3, 130}),
+        ("qrcode", {0, 1, 2, 130}),
+        ("check-config", {0, 2, 130}),
+    ],
+)
+def test_each_command_lists_the_exit_codes_it_can_return(
+    command: str, codes: set[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only submit and run take the run lock: a dry run or a QR code export never exits 3.
+    assert set(_exit_codes_in_help(command, capsys)) == codes
+
+
+def test_the_exit_codes_of_qrcode_and_run_say_what_those_commands_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    qrcode = _exit_codes_in_help("qrcode", capsys)
+    assert "二维码" in qrcode[0] and "二维码" in qrcode[1] and "校验" not in qrcode[0]
+    run = _exit_codes_in_help("run", capsys)
+    assert "failed/" in run[1] and "没有新文件" in run[0]
+    validate = _exit_codes_in_help("validate", capsys)
+    assert "申领" not in validate[0] and "平台" not in validate[2]
+
+
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
@@ -107,6 +142,8 @@ def test_help_of_every_command_is_chinese_with_an_example_and_the_exit_codes(
         (["validate", "a.csv", "--out", "o", "--sheet", "x", "--all-sheets"], ["不能与", "同时使用"]),
         (["sandbox", "--port", "eighty"], ["--port", "eighty", "整数"]),
         (["submit", "a.csv", "--out", "o", "--concurrency", "0"], ["--concurrency", "正整数"]),
+        # bounded like [submit] concurrency: a typed 100000 would start that many threads
+        (["submit", "a.csv", "--out", "o", "--concurrency", "257"], ["--concurrency", "257", "256"]),
     ],
 )
 def test_argparse_errors_are_one_chinese_line(

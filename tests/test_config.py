@@ -16,6 +16,7 @@ from pipeline.config import (
     PlatformSettings,
     Settings,
     SubmitSettings,
+    WebSettings,
     load_settings,
 )
 from pipeline.errors import ConfigError
@@ -29,6 +30,7 @@ SECTIONS = {
     "defaults": type(Settings().defaults),
     "logging": LogSettings,
     "inbox": InboxSettings,
+    "web": WebSettings,
 }
 PATH_ENV = {"EHC_STATE_DIR": "state_dir", "EHC_LOG_DIR": "log_dir"}
 
@@ -132,6 +134,16 @@ def test_blank_environment_variables_do_not_override(tmp_path: Path) -> None:
     path = _toml(tmp_path, '[platform]\napp_id = "from-file"\n[submit]\nrate = 3\n')
     settings = load_settings(path, env={"EHC_APP_ID": "  ", "EHC_RATE": "", "EHC_STATE_DIR": str(tmp_path)})
     assert settings.platform.app_id == "from-file" and settings.submit.rate == 3.0
+
+
+def test_blank_path_variables_do_not_override_and_paths_are_stripped(tmp_path: Path) -> None:
+    state, logs = tmp_path / "state", tmp_path / "logs"
+    path = _toml(tmp_path, f'[paths]\nstate_dir = " {state} "\nlog_dir = "{logs}"\n')
+    settings = load_settings(path, env={"EHC_STATE_DIR": "   ", "EHC_LOG_DIR": " "})
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.log_dir == tmp_path / "logs"
+    settings = load_settings(None, env={"EHC_STATE_DIR": f" {tmp_path} ", "XDG_STATE_HOME": str(state)})
+    assert settings.state_dir == tmp_path
 
 
 def test_secret_never_in_repr(tmp_path: Path) -> None:

@@ -130,6 +130,16 @@ def test_log_file_and_folders_are_private_and_reports_follow_the_umask(tmp_path:
         os.umask(old)
 
 
+def test_a_retention_it_cannot_read_says_so_instead_of_blaming_the_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup_logging(level="INFO", log_dir=tmp_path / "logs", retention="1 month") is None
+    logger.remove()
+    err = capsys.readouterr().err
+    assert "retention" in err and "1 month" in err and "30 days" in err
+    assert "不可写" not in err
+
+
 def test_a_days_log_file_continues_in_a_new_file_without_renaming(tmp_path: Path) -> None:
     from pipeline.logs import DailyLogFile
 

@@ -111,3 +111,13 @@ def test_a_check_of_another_day_is_not_taken_from_the_memo(written: pd.DataFrame
         normalised, _ = normalise.normalise(row, DEFAULTS, day)
         faults = validate.validate(normalised, today=day, written=row)
         assert ((faults["field"] == "csrq") & (faults["code"] == 10124)).any() == future
+
+
+def test_a_server_warms_up_the_day_s_schema_before_the_first_edit() -> None:
+    from pipeline.web import engine
+
+    validate._schemas.cache_clear()
+    engine.warm_checks(Settings())
+    hits = validate._schemas.cache_info().hits
+    validate._schemas(date.today())
+    assert validate._schemas.cache_info().hits == hits + 1  # built already: the first edit finds it

@@ -11,6 +11,7 @@ from submit_helpers import ScriptedClient, card_ids, make_batch, make_id, reside
 
 from pipeline.batch import MESSAGE_FROM_JOURNAL
 from pipeline.errors import AuthenticationRefused
+from pipeline.platform.responses import CallResult
 from pipeline.state.journal import STATE_ENROLLED, STATE_SENDING, Journal
 from pipeline.submission.pool import PoolSize, run_pool
 from pipeline.submission.submit import (
@@ -126,6 +127,40 @@ def test_stop_sends_nothing_new_and_marks_the_rest(journal: Journal) -> None:
         else:
             assert (status, message) == ("failed", MESSAGE_NOT_SENT)
     assert set(journal.residents().index) == sent, "nothing is claimed that was not sent"
+
+
+def test_calls_a_stop_cut_short_before_sending_are_not_counted_as_sent(journal: Journal) -> None:
+    # The client answers "interrupted, not sent" (no attempt) to a call that was waiting for the rate
+    # limiter when the stop came: the summary's "发送 N 人" and the rate count only what left.
+    ids = [make_id(n) for n in range(12)]
+    stop = threading.Event()
+
+    entered: list[str] = []
+    lock = threading.Lock()
+
+    class CutShort(ScriptedClient):
+        def sync_card_info(self, card_info: dict[str, str], people_info: dict[str, str]) -> CallResult:
+            with lock:
+                entered.append(people_info["sfzhm"])
+                waiting = len(entered) > 3
+            if waiting:  # held by the rate limiter until the stop comes
+                stop.wait(10)
+                return CallResult(None, "已中断：请求未发送", {}, 0)
+            time.sleep(0.2)  # the other workers take their residents meanwhile
+            answer = super().sync_card_info(card_info, people_info)
+            with lock:
+                if len(self.sync_calls) == 3:
+                    stop.set()
+            return answer
+
+    client = CutShort()
+    batch = make_batch([resident(i) for i in ids])
+    summary = submit_quickly(batch, client, journal, concurrency=4, stop=stop)
+    assert summary.interrupted
+    enrolled = int((batch.outcome["status"] == "enrolled").sum())
+    assert enrolled == len(client.sync_calls) == 3 and len(entered) > 3
+    assert summary.sent == 3 and summary.calls == 3
+    assert (batch.outcome["status"] == "failed").sum() == len(ids) - enrolled
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -443,7 +443,7 @@ def serve(*, out: TextIO | None = None, **options: Any) -> int:
     """Run a sandbox until SIGINT/SIGTERM; the first line on stdout names its base URL."""
     server = build_server(**options)
     stream = out or sys.stdout
-    stream.write(f"ehc sandbox listening on {server.base_url}\n")
+    stream.write(f"沙箱已启动，平台地址 {server.base_url}\n")
     stream.flush()
 
     def stop(signum: int, frame: object) -> None:

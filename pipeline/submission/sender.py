@@ -140,6 +140,8 @@ class ResidentSender:
         self.lookup_existing = lookup_existing
         self.stop = stop or threading.Event()
         self.calls = 0  # platform calls made (syncCardInfo + bindCardInfo), for the summary
+        #: residents whose syncCardInfo left for the platform (a stop can cut a call short before it does)
+        self.sent = 0
         #: the first run-stopping fault met once an outcome was known (journal unwritable, platform gone
         #: during a lookup): the outcome was kept, nothing more is sent, the caller raises it at the end
         self.fault: EhcError | None = None
@@ -193,7 +195,10 @@ class ResidentSender:
             self._stopped_by(error)
             return None
         result = self.client.sync_card_info(task.card, task.people)
-        self._count_call()
+        if result.attempts:
+            with self._count_lock:
+                self.calls += 1
+                self.sent += 1
         code = result.result_code
         masked = mask_id(task.id_number)
         if result.ok:

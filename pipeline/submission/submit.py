@@ -249,7 +249,7 @@ def submit_batch(
     follow = [follow_first(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
     set_outcomes(batch, list(plan.repeats), follow)
 
-    stats.sent = sum(1 for o in pool.outcomes if o is not None)
+    stats.sent = sender.sent
     stats.calls = sender.calls
     stats.elapsed = pool.elapsed
     stats.interrupted = stop.is_set() and fatal is None

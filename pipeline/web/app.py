@@ -12,6 +12,7 @@ before any handler runs.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -201,6 +202,13 @@ def _routes() -> list[Any]:
     ]
 
 
+def _warm(settings: engine.Settings) -> None:
+    try:
+        engine.warm_checks(settings)
+    except Exception:  # only a head start: the first edit builds what this could not
+        logger.opt(exception=True).debug("warming the checks up failed")
+
+
 def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlette:
     """The workspace app for ``settings``; ``processes=False`` runs its workers on threads (tests)."""
     store = Store(settings.state_dir)
@@ -212,6 +220,8 @@ def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlett
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         engine.preload()
+        if processes:  # a real server: ready for the first edit (tests start too many apps to wait for it)
+            threading.Thread(target=_warm, args=(settings,), name="ehc-warm-checks", daemon=True).start()
         space.auth.tidy()
         runner.start()
         try:
