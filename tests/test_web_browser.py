@@ -272,6 +272,8 @@ def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
     gender.locator("input[name=value]").fill("女")  # right now; the row still has its 民族 fault
     gender.locator("button").click()
     expect(gender.locator(".code")).to_have_text("—")
+    expect(page.locator("table.codes")).not_to_contain_text("10113")  # the counts by code follow the edit
+    expect(page.locator("#submit-link")).to_have_text("提交 1 行…")
     expect(gender.locator(".message")).to_contain_text("此列已无问题")
     expect(gender.locator(".message")).to_contain_text("[10123]")
     expect(people.locator(".code")).to_have_text("10123")
@@ -281,6 +283,7 @@ def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
     expect(repeat.locator(".row-status")).to_have_text("校验通过")
     expect(people.locator(".message")).to_contain_text("[10115]")
     expect(gender.locator(".message")).to_contain_text("[10115]")
+    expect(page.locator("#submit-link")).to_have_text("提交 2 行…")
 
     repeat.locator("input[name=value]").fill(make_id(3, "19820303", "440604"))  # 丙 is alone again
     repeat.locator("button").click()
@@ -291,4 +294,6 @@ def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
         expect(line.locator(".row-status")).to_have_text("校验通过")
         expect(line.locator(".code")).to_have_text("—")
     expect(page.locator("#counts")).to_have_text("校验通过 3")
+    expect(page.locator("table.codes")).to_be_hidden()
+    expect(page.locator("#submit-link")).to_have_text("提交 3 行…")
     context.close()

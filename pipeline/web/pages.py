@@ -465,6 +465,7 @@ async def edit(request: Request) -> Response:
         address=client_address(request),
     )  # fmt: skip
     if wants_json(request):
+        counts = space.store.counts(job.id)
         return JSONResponse(
             {
                 "row_id": result.row.row_id, "status": result.row.status,
@@ -478,7 +479,12 @@ async def edit(request: Request) -> Response:
                              "faults": _faults_json(faults)}
                     for k, (status, faults) in result.others.items()
                 },
-                "counts": space.store.counts(job.id)["status"],
+                "counts": counts["status"],
+                "codes": [
+                    {"code": code, "description": engine.describe(int(code)), "n": n}
+                    for code, n in sorted(counts["error"].items())
+                ],
+                "sendable": sendable(counts["status"]),
             }
         )  # fmt: skip
     back = request.headers.get("referer", "")

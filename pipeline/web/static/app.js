@@ -165,6 +165,45 @@
     });
   }
 
+  /* The counts by result code and the submit button's row count, as the edit left them. */
+  function showTotals(answer) {
+    var table = $("table.codes"), job = $("#job");
+    if (table && answer.codes) {
+      var body = table.querySelector("tbody");
+      body.textContent = "";
+      answer.codes.forEach(function (entry) {
+        var line = document.createElement("tr");
+        var code = document.createElement("td"), link = document.createElement("a");
+        link.href = "/jobs/" + job.dataset.job + "?code=" + encodeURIComponent(entry.code);
+        link.textContent = entry.code;
+        code.appendChild(link);
+        var description = document.createElement("td");
+        description.textContent = entry.description;
+        var count = document.createElement("td");
+        count.className = "num";
+        count.textContent = entry.n;
+        line.appendChild(code); line.appendChild(description); line.appendChild(count);
+        body.appendChild(line);
+      });
+      table.hidden = !answer.codes.length;
+    }
+    if (typeof answer.sendable !== "number" || !job) { return; }
+    var submit = $("#submit-link");
+    if (!submit && answer.sendable > 0) {
+      var actions = $(".actions");
+      if (!actions) { return; }
+      submit = document.createElement("a");
+      submit.className = "button primary";
+      submit.id = "submit-link";
+      submit.href = "/jobs/" + job.dataset.job + "/submit";
+      actions.appendChild(submit);
+    }
+    if (submit) {
+      submit.textContent = "提交 " + answer.sendable + " 行…";
+      submit.hidden = answer.sendable === 0;
+    }
+  }
+
   function setUpEdits() {
     var grid = $("#grid");
     if (!grid) { return; }
@@ -200,6 +239,7 @@
           var input = line.querySelector('input[name="value"]');  // every line of the cell edited
           if (input && line.dataset.source === row.dataset.source) { input.value = answer.value; }
         });
+        showTotals(answer);
         var counts = $("#counts");
         if (counts && answer.counts) {
           counts.textContent = "";
