@@ -104,6 +104,24 @@ def test_login_is_throttled_after_repeated_failures(site: Site) -> None:
     assert "次数过多" in site.login(client, "clerk_b", PASSWORDS["clerk_b"]).text
 
 
+def test_guessing_the_current_password_on_the_password_page_is_throttled_like_a_login(site: Site) -> None:
+    """A session left open on a PC does not let anyone try passwords without the login page's limit."""
+    client = site.client("clerk_a")
+
+    def change(current: str) -> Any:
+        csrf = csrf_of(client.get("/account/password").text)
+        new = "c-long-password-7"
+        form = {"csrf_token": csrf, "current": current, "new": new, "again": new}
+        return client.post("/account/password", data=form)
+
+    for attempt in range(site.settings.web.login_attempts):
+        answer = change(f"guess-{attempt}")
+        assert answer.status_code == 400 and "当前密码不正确" in answer.text
+    refused = change(PASSWORDS["clerk_a"])  # even the right one, until the pause is over
+    assert refused.status_code == 400 and "次数过多" in refused.text
+    assert "次数过多" in site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).text
+
+
 def test_login_form_needs_its_token(site: Site) -> None:
     client = site.client()
     answer = client.post("/login", data={"name": "clerk_a", "password": PASSWORDS["clerk_a"]})

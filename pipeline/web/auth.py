@@ -143,6 +143,23 @@ class Auth:
         self.store.add_session(token_hash(token), user.id, csrf, now)
         return Login(user, token, csrf)
 
+    def confirm_password(self, user: User, password: str, address: str) -> None:
+        """Check a logged-in user's current password (changing it), counted as a login attempt.
+
+        Without the count, the password page would let whoever holds a session
+        (a PC left logged in) try passwords without the login page's limit.
+        Raises :class:`LoginRefused` with the page's message.
+        """
+        now = epoch()
+        keys = [f"user:{user.name.strip().casefold()}", f"address:{address}"]
+        wait = self._throttled(keys, now)
+        if wait > 0:
+            minutes = max(1, int(wait // 60) + 1)
+            raise LoginRefused(f"密码输错次数过多，请 {minutes} 分钟后再试")
+        if not verify_password(user.password_hash, password):
+            self.store.add_login_failure(keys, now)
+            raise LoginRefused("当前密码不正确")
+
     def session(self, token: str) -> tuple[User, Session] | None:
         """The user and session of a cookie token, if the session is still alive."""
         if not token:

@@ -690,15 +690,13 @@ async def change_password(request: Request) -> Response:
     form = await checked_form(request, who)
     space = workspace(request)
     current, new, again = (str(form.get(k, ""))[:200] for k in ("current", "new", "again"))
-    from pipeline.web.auth import hash_password, verify_password
+    from pipeline.web.auth import hash_password
 
-    problem = ""
-    if not await run_in_threadpool(verify_password, who.user.password_hash, current):
-        problem = "当前密码不正确"
-    elif new != again:
-        problem = "两次输入的新密码不一致"
-    else:
-        problem = password_problem(new, who.user.name)
+    try:
+        await run_in_threadpool(space.auth.confirm_password, who.user, current, client_address(request))
+        problem = "两次输入的新密码不一致" if new != again else password_problem(new, who.user.name)
+    except LoginRefused as refused:  # a wrong current password counts as a failed login
+        problem = str(refused)
     if problem:
         return render(request, "password.html", {"message": problem}, 400)
     space.store.set_password(who.user.id, await run_in_threadpool(hash_password, new))
