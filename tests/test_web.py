@@ -6,11 +6,13 @@ over loopback HTTP.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from pipeline import cli
 from pipeline.state.lock import run_lock
 from pipeline.web.store import Store
+from tests.test_reading import LEGACY_XLS
 from tests.web_support import (
     ORG_A,
     ORG_B,
@@ -388,7 +391,7 @@ def test_an_oversized_upload_is_refused_with_the_limit(site: Site) -> None:
     [
         ("report.pdf", b"%PDF-1.7 ...", "不支持的文件类型"),
         ("register.xlsx", b"%PDF-1.7 not a workbook", "与扩展名"),
-        ("register.xls", b"PK\x03\x04 a zip, not an xls", "与扩展名"),
+        ("register.xls", b"<html><table><tr><td>a web page</td></tr></table></html>", "与扩展名"),
         ("register.csv", b"\x7fELF\x02\x01\x01\x00\x00\x00", "不是文本"),
         ("empty.csv", b"", "空的"),
     ],
@@ -398,6 +401,22 @@ def test_a_wrong_file_type_is_refused(site: Site, name: str, content: bytes, rea
     answer = site.upload(clerk, (name, content, "application/octet-stream"))
     assert answer.status_code == 415 and reason in answer.json()["error"]
     assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
+
+
+def test_a_workbook_under_the_other_workbook_extension_is_read_as_ehc_validate_reads_it(site: Site) -> None:
+    """An xls exported under an .xlsx name is read; a password-protected xlsx (OLE2) is said to be so."""
+    clerk = site.client("clerk_a")
+    legacy = zlib.decompress(base64.b64decode("".join(LEGACY_XLS)))
+    protected = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4096)  # an OLE2 file with no workbook in it
+    for name, content, state, said in [
+        ("导出.xlsx", legacy, "needs_mapping", "医疗费用支付方式"),  # read: only a column is missing
+        ("名单.xls", SAMPLE_XLSX.read_bytes(), "checked", ""),
+        ("加密.xlsx", protected, "unreadable", "加密"),
+    ]:
+        answer = site.upload(clerk, (name, content, "application/octet-stream"))
+        assert answer.status_code == 200, answer.text
+        job = site.wait(clerk, answer.json()["jobs"][0].rsplit("/", 1)[-1])
+        assert job["state"] == state and said in job["message"], (name, job)
 
 
 def test_an_unreadable_register_says_why(site: Site) -> None:

@@ -3,8 +3,9 @@
 A request body larger than the limit is refused before it is read (by its
 Content-Length) or as soon as it grows past the limit (a body without
 one).  Each file must have an extension the reader takes (xlsx, xlsm, xls,
-csv) and content that matches it: a zip container for xlsx, an OLE2
-compound file for xls, text without NUL bytes for csv.  Files are stored in
+csv) and content that matches it: a workbook container (zip or OLE2, as
+the reader takes either under any workbook name) for xlsx, xlsm and xls,
+text without NUL bytes for csv.  Files are stored in
 the job's folder under a sanitised name; the reader then checks everything
 else (encodings, sheets, header rows) as ``ehc validate`` does.
 """
@@ -16,11 +17,15 @@ from typing import Any
 
 from pipeline.web.shown import file_name
 
+#: The first bytes of a workbook: a zip container (xlsx, xlsm) or an OLE2 compound file (xls, and
+#: a password-protected xlsx).  Either is taken under any workbook extension, as the reader takes
+#: it: an xls exported under an .xlsx name is read, a protected xlsx is said to be protected.
+WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 #: Extensions taken, and the first bytes their content must start with (None: text).
 MAGIC: dict[str, tuple[bytes, ...] | None] = {
-    ".xlsx": (b"PK\x03\x04",),
-    ".xlsm": (b"PK\x03\x04",),
-    ".xls": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",),
+    ".xlsx": WORKBOOK_MAGIC,
+    ".xlsm": WORKBOOK_MAGIC,
+    ".xls": WORKBOOK_MAGIC,
     ".csv": None,
 }
 #: Text encodings' byte order marks that a CSV may start with even though NUL bytes follow.
