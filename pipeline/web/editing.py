@@ -183,7 +183,8 @@ def edit_cell(
             return EditResult(before, value, faults, {}, fresh.version)
         edit = (row_id, field, value)
         previous = store.rows(job.id, affected)
-        updates = recheck(fresh, values, edit, settings, org_code, today, row_sources(fresh, previous))
+        places = row_sources(fresh, previous) if len(affected) > 1 else None  # only a repeat names a row
+        updates = recheck(fresh, values, edit, settings, org_code, today, places)
         new_id = next(u.sfzhm for u in updates if u.row_id == row_id)
         sharing = set(store.rows_with_ids(job.id, [new_id])) - set(affected)
         if sharing:
