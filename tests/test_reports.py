@@ -545,3 +545,14 @@ def test_annotated_marks_follow_a_sheet_that_starts_off_a1(tmp_path: Path) -> No
     assert marked == {"E3", "E4", "E5", "F5"}
     assert annotated["F5"].value == "12" and annotated["F5"].fill.fgColor.rgb == "FFFF7C80"
     assert annotated["J2"].value == "问题说明" and annotated["J5"].value.startswith("[10110]")
+
+
+def test_every_text_a_spreadsheet_could_start_a_formula_with_gets_an_apostrophe() -> None:
+    import pyarrow as pa
+
+    from pipeline.reports.results_csv import neutralised
+
+    values = ["=1+1", "+86", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1", "张三", "", "1-2", "'=1"]
+    assert neutralised(pa.array(values, pa.large_string())).to_pylist() == [
+        "'=1+1", "'+86", "'-1", "'@SUM(A1)", "'\t=1", "'\r=1", "'\n=1", "张三", "", "1-2", "'=1",
+    ]  # fmt: skip

@@ -33,7 +33,7 @@ from tests.conftest import make_resident
 from tests.web_support import PASSWORDS, SAMPLE_CSV, Site, csrf_of, edit_cell, make_site
 
 #: What Excel and LibreOffice take for the start of a formula in a cell they open.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 #: uvicorn's loggers.
 UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 #: Characters that change how the text around them looks without showing themselves.

@@ -7,8 +7,9 @@ batch is ever held.
 
 No text value ever becomes a live formula when the file is opened in a
 spreadsheet: every text cell that starts with ``=``, ``+``, ``-``, ``@``, a
-tab or a carriage return is written with a leading apostrophe (OWASP's advice
-against CSV injection), so ``=HYPERLINK(…)`` is shown as the text it is.  The
+tab, a carriage return (OWASP's advice against CSV injection) or a line feed
+(which a spreadsheet may drop before reading the rest as a formula) is written
+with a leading apostrophe, so ``=HYPERLINK(…)`` is shown as the text it is.  The
 machine columns (``source_row``, ``status``, ``result_code``,
 ``ehealthCardId``, ``virtualCardNum``) hold only digits, codes and letters and
 are written as they are; a program reading the text columns back removes one
@@ -46,7 +47,7 @@ CARD_ID_COLUMNS: tuple[str, ...] = ("ehealthCardId", "virtualCardNum")
 MACHINE_COLUMNS: frozenset[str] = frozenset({"source_row", "status", "result_code", *CARD_ID_COLUMNS})
 
 #: First characters that make a spreadsheet read a cell as a formula (or start a DDE command).
-FORMULA_STARTS: bytes = b"=+-@\t\r"
+FORMULA_STARTS: bytes = b"=+-@\t\r\n"
 
 _BOM = b"\xef\xbb\xbf"
 _RISKY_BYTE = np.zeros(256, dtype=bool)
