@@ -117,14 +117,21 @@ class Auth:
                 wait = max(wait, latest + self.lockout_seconds - now)
         return wait
 
-    def login(self, name: str, password: str, address: str) -> Login:
-        """Check a name and password; raises :class:`LoginRefused` with the page's message."""
+    def _attempt(self, name: str, address: str, too_many: str) -> tuple[list[str], float]:
+        """The throttle keys of a password attempt and its time; :class:`LoginRefused` while throttled.
+
+        ``too_many`` is the refusal, with ``{minutes}`` for the minutes to wait.
+        """
         now = epoch()
         keys = [f"user:{name.strip().casefold()}", f"address:{address}"]
         wait = self._throttled(keys, now)
         if wait > 0:
-            minutes = max(1, int(wait // 60) + 1)
-            raise LoginRefused(f"登录失败次数过多，请 {minutes} 分钟后再试")
+            raise LoginRefused(too_many.format(minutes=max(1, int(wait // 60) + 1)))
+        return keys, now
+
+    def login(self, name: str, password: str, address: str) -> Login:
+        """Check a name and password; raises :class:`LoginRefused` with the page's message."""
+        keys, now = self._attempt(name, address, "登录失败次数过多，请 {minutes} 分钟后再试")
         user = self.store.user_by_name(name.strip()) if name.strip() else None
         if user is None:
             verify_password(_dummy_hash(), password)  # the same time as for a real user
@@ -150,12 +157,7 @@ class Auth:
         (a PC left logged in) try passwords without the login page's limit.
         Raises :class:`LoginRefused` with the page's message.
         """
-        now = epoch()
-        keys = [f"user:{user.name.strip().casefold()}", f"address:{address}"]
-        wait = self._throttled(keys, now)
-        if wait > 0:
-            minutes = max(1, int(wait // 60) + 1)
-            raise LoginRefused(f"密码输错次数过多，请 {minutes} 分钟后再试")
+        keys, now = self._attempt(user.name, address, "密码输错次数过多，请 {minutes} 分钟后再试")
         if not verify_password(user.password_hash, password):
             self.store.add_login_failure(keys, now)
             raise LoginRefused("当前密码不正确")
