@@ -157,6 +157,25 @@ def test_a_password_change_ends_other_sessions(site: Site) -> None:
 # --- the clerk's journey ----------------------------------------------------------------------------
 
 
+def test_an_edit_says_how_many_of_the_faults_the_page_shows_are_left(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    page = clerk.get(f"/jobs/{job_id}?code=10114").text
+    shown = int(re.search(r'<span id="shown-total">(\d+)</span>', page).group(1))  # type: ignore[union-attr]
+    assert shown >= 1
+    row_id, field = _fault_row(site, clerk, job_id, "姓名为空")
+    csrf = csrf_of(page)
+    answer = clerk.post(
+        f"/jobs/{job_id}/edit?code=10114", data={"csrf_token": csrf, "row_id": row_id, "field": field,
+        "value": "张三"}, headers={"accept": "application/json"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["shown"] == shown - 1  # the page's filter: 10114 only
+    everything = edit_cell(clerk, job_id, row_id, field, "李四")  # no filter: every error of the job
+    errors = sum(everything.json()["codes"][i]["n"] for i in range(len(everything.json()["codes"])))
+    assert everything.json()["shown"] == errors
+
+
 def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     clerk = site.client("clerk_a")
     job_id = site.upload_sample(clerk)

@@ -173,9 +173,11 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
 
     row_id = page.locator("#grid tr", has_text="姓名为空").get_attribute("data-row")
     row = page.locator(f'#grid tr[data-row="{row_id}"]')
+    shown = int(page.locator("#shown-total").inner_text())
     row.locator("input[name=value]").fill("张三")
     row.locator("button").click()
     expect(row.locator(".row-status")).to_have_text("校验通过")
+    expect(page.locator("#shown-total")).to_have_text(str(shown - 1))  # the heading's count follows
     expect(row.locator(".code")).to_have_text("—")  # the fixed row no longer shows the code it had
     expect(page.locator("#counts")).to_contain_text("校验通过 43")
     for short in ("button", ".row-status", "td:nth-child(2)"):  # not wrapped into a column of characters

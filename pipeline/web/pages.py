@@ -466,6 +466,8 @@ async def edit(request: Request) -> Response:
     )  # fmt: skip
     if wants_json(request):
         counts = space.store.counts(job.id)
+        severity, code, source = _filters(request)  # the filters of the page the edit was made on
+        shown = space.store.fault_count(job.id, severity=severity, code=code, source=source)
         return JSONResponse(
             {
                 "row_id": result.row.row_id, "status": result.row.status,
@@ -485,6 +487,7 @@ async def edit(request: Request) -> Response:
                     for code, n in sorted(counts["error"].items())
                 ],
                 "sendable": sendable(counts["status"]),
+                "shown": shown,
             }
         )  # fmt: skip
     back = request.headers.get("referer", "")

@@ -187,6 +187,8 @@
       });
       table.hidden = !answer.codes.length;
     }
+    var shown = $("#shown-total");
+    if (shown && typeof answer.shown === "number") { shown.textContent = answer.shown; }
     if (typeof answer.sendable !== "number" || !job) { return; }
     var submit = $("#submit-link");
     if (!submit && answer.sendable > 0) {
@@ -215,7 +217,8 @@
       row.classList.add("saving");
       var old = row.querySelector(".edit-error");
       if (old) { old.remove(); }
-      fetch(form.action, {
+      // The page's filters go along, so the answer can say how many of the faults shown are left.
+      fetch(form.action + window.location.search, {
         method: "POST", body: new FormData(form), credentials: "same-origin",
         headers: { Accept: "application/json" }
       }).then(function (response) {
