@@ -233,8 +233,9 @@ def _remembered_failures(column: pa.Column, values: pd.Series, day: str) -> list
                 failed[position].append(error)
         _CHECKED.remember(key, written, (tuple(errors) for errors in failed))
         return failures
-    errors = dict.fromkeys(error for errors in known for error in errors)
-    return [(error, np.array([error in errors_of for errors_of in known], dtype=bool)) for error in errors]
+    seen = {error for errors in known for error in errors}  # given in the checks' order, as without the memo
+    in_order = dict.fromkeys(str(check.error) for check in column.checks if str(check.error) in seen)
+    return [(error, np.array([error in errors_of for errors_of in known], dtype=bool)) for error in in_order]
 
 
 def _cases_of(schema: pa.DataFrameSchema, frame: pd.DataFrame, day: datetime.date) -> pd.DataFrame:
