@@ -183,11 +183,6 @@ def warm_up(today: datetime.date) -> None:
     validate(pd.DataFrame({field: pd.Series([""], dtype="str") for field in FIELDS}), today=today)
 
 
-def empty_faults() -> pd.DataFrame:
-    """A fault frame with no rows (the right columns and types)."""
-    return no_faults()
-
-
 def _check_output(check: pa.Check, values: pd.Series, has_nulls: bool) -> object:
     """Whether each value passes ``check``: what ``check(values).check_output`` is.
 
@@ -413,7 +408,7 @@ def validate(
     if repeated is not None:
         parts.append(repeated)
     if cases.empty and not parts:
-        return empty_faults()
+        return no_faults()
     codes = pd.to_numeric(cases["check"], errors="coerce").fillna(int(ResultCode.PARAMETER_ERROR))
     cases = cases.assign(row_id=cases["index"].astype(np.int64), code=codes.astype(np.int64))
     id_faults = (cases["column"] == "sfzhm") & (cases["code"] == ResultCode.INVALID_ID_NUMBER)

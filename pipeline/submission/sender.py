@@ -158,9 +158,14 @@ class ResidentSender:
                 del self._holders[next(iter(self._holders))]
         return holder == id_number
 
-    def _count_call(self) -> None:
+    def _count_call(self, attempts: int, *, resident: bool = False) -> None:
+        """Count a call that left for the platform (a stop can cut one short before it does)."""
+        if not attempts:
+            return
         with self._count_lock:
             self.calls += 1
+            if resident:
+                self.sent += 1
 
     def _stopped_by(self, error: EhcError) -> None:
         with self._count_lock:
@@ -195,10 +200,7 @@ class ResidentSender:
             self._stopped_by(error)
             return None
         result = self.client.sync_card_info(task.card, task.people)
-        if result.attempts:
-            with self._count_lock:
-                self.calls += 1
-                self.sent += 1
+        self._count_call(result.attempts, resident=True)
         code = result.result_code
         masked = mask_id(task.id_number)
         if result.ok:
@@ -291,7 +293,7 @@ class ResidentSender:
         except EhcError as error:
             self._stopped_by(error)
             return "", "", "卡号查询未完成（运行已停止）；再次运行同一命令会继续查询"
-        self._count_call()
+        self._count_call(result.attempts)
         card_id, virtual = _card_ids(result.data) if result.ok else ("", "")
         if card_id or virtual:
             try:

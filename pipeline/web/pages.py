@@ -466,8 +466,8 @@ async def edit(request: Request) -> Response:
     )  # fmt: skip
     if wants_json(request):
         counts = space.store.counts(job.id)
-        severity, code, source = _filters(request)  # the filters of the page the edit was made on
-        shown = space.store.fault_count(job.id, severity=severity, code=code, source=source)
+        severity, only_code, source = _filters(request)  # the filters of the page the edit was made on
+        shown = space.store.fault_count(job.id, severity=severity, code=only_code, source=source)
         return JSONResponse(
             {
                 "row_id": result.row.row_id, "status": result.row.status,
