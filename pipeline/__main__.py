@@ -11,9 +11,12 @@ interpreter needs to exit with that code (the run is over, its reports are
 written).
 """
 
+import contextlib
+import os
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,5 +44,27 @@ def run() -> int:
     return code
 
 
+def _leave(code: int) -> NoReturn:
+    """End ``python -m pipeline`` with ``code``, also after a Ctrl-C handled in code run from a string.
+
+    CPython remembers a Ctrl-C that interrupted code run from a string (a
+    dataclass's generated ``__init__`` while a module is imported) and, under
+    ``-m``, ends the process by SIGINT at exit instead of with the exit code,
+    although the interrupt was handled.  After an interrupt nothing is left to
+    do: the logs and the console are flushed and the process leaves with 130.
+    """
+    from pipeline.errors import EXIT_INTERRUPTED
+
+    if code == EXIT_INTERRUPTED:
+        from loguru import logger
+
+        logger.remove()  # closes the log sinks, writing out what they hold
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a console already gone
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run())
+    _leave(run())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import resource
 import signal
 import socket
@@ -363,6 +364,26 @@ def test_an_inbox_run_stopped_mid_file_counts_in_its_summary_what_its_reports_sa
     assert entry["status"] == "interrupted" and entry["rows"] == 4
     assert entry["statuses"] == dict(Counter(r["status"] for r in written)) == {"enrolled": 3, "failed": 1}
     assert summary["totals"]["statuses"] == entry["statuses"] and (inbox / "a.csv").exists()
+
+
+def test_python_m_pipeline_exits_130_after_a_ctrl_c_handled_inside_code_run_from_a_string(
+    tmp_path: Path,
+) -> None:
+    """CPython ends ``-m`` by SIGINT after a Ctrl-C met in exec'd code (a dataclass being made)."""
+    (tmp_path / "interrupted_start.py").write_text(
+        "import runpy\n"
+        "import pipeline.cli\n"
+        "def main():\n"
+        "    exec('raise KeyboardInterrupt')  # as a Ctrl-C landing in a dataclass's generated code\n"
+        "pipeline.cli.main = main\n"
+        "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "interrupted_start"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
+    assert done.stderr.strip() == "已中断。"
 
 
 def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
