@@ -23,11 +23,11 @@ import importlib
 import os
 import queue
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -67,19 +67,29 @@ if TYPE_CHECKING:  # imported where used: pandera is the heaviest import of a ru
 T = TypeVar("T")
 
 
-def _import_in_background(names: Sequence[str]) -> None:
+def _import_in_background(names: Sequence[str], *, warm: tuple[Settings, date] | None = None) -> None:
     """Start importing ``names`` on a thread: most of reading runs in Arrow without the GIL.
 
-    An import that fails here fails again, with its error, where the module is
-    used.  Not a daemon thread: the interpreter never stops halfway through an import.
+    Given ``warm`` (the run's settings and day), the thread then normalises
+    and validates one blank row, so that the code tables are read and the
+    day's schema is built before the first chunk arrives.  An import that
+    fails here fails again, with its error, where the module is used.  Not a
+    daemon thread: the interpreter never stops halfway through an import.
     """
 
     def load() -> None:
-        for name in names:
-            try:
+        try:
+            for name in names:
                 importlib.import_module(name)
-            except Exception:
-                return  # the import where the module is used raises it again
+            if warm is not None:
+                from pipeline import validate
+
+                settings, today = warm
+                blank = pd.DataFrame({field: pd.Series([""], dtype="str") for field in INPUT_FIELDS})
+                normalise.normalise(blank, settings.defaults, today)
+                validate.warm_up(today)
+        except Exception:
+            return  # the import or check where it is needed raises it again
 
     threading.Thread(target=load, name="ehc-imports").start()
 
@@ -219,57 +229,123 @@ def check_batch(
     )
 
 
-def _prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """``items``, produced ``depth`` ahead on a thread of their own (errors are raised here, in order)."""
-    slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class ReadAhead(Generic[T]):
+    """``items``, produced ``depth`` ahead on a thread of their own from the moment this is made.
 
-    def put(entry: tuple[str, object]) -> bool:
-        while not stop.is_set():
+    Iterating gives them in order (an error of ``items`` is raised there, in
+    its place); :meth:`close` stops the thread, whether or not anything was
+    taken.  A run starts reading its first chunk this way before it imports
+    and builds what checking needs.
+    """
+
+    def __init__(self, items: Iterator[T], depth: int = 1) -> None:
+        self._slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._items = items
+        # Reads only: safe to drop at exit.
+        self._worker = threading.Thread(target=self._produce, name="ehc-read-ahead", daemon=True)
+        self._worker.start()
+
+    def _put(self, entry: tuple[str, object]) -> bool:
+        while not self._stop.is_set():
             try:
-                slots.put(entry, timeout=0.1)
+                self._slots.put(entry, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
+        items = self._items
         try:
             for item in items:
-                if not put(("item", item)):
+                if not self._put(("item", item)):
                     return
-            put(("end", None))
+            self._put(("end", None))
         except BaseException as error:  # handed to the consumer, which raises it
-            put(("error", error))
+            self._put(("error", error))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
 
-    worker = threading.Thread(target=produce, name="ehc-read-ahead", daemon=True)  # reads only: safe to drop
+    def __iter__(self) -> Iterator[T]:
+        try:
+            while True:
+                kind, value = self._slots.get()
+                if kind == "item":
+                    yield value  # type: ignore[misc]
+                elif kind == "error":
+                    assert isinstance(value, BaseException)
+                    raise value
+                else:
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop producing and wait for the thread (idempotent)."""
+        self._stop.set()
+        while self._worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._slots.get(timeout=0.1)
+        self._worker.join()
+
+
+@contextlib.contextmanager
+def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Callable[[T], None]]:
+    """A function handing items to ``take``, which takes them in order on a thread of its own.
+
+    The caller goes on with the next chunk while ``take`` works on this one
+    (much of both is Arrow and numpy, which release the GIL).  At most one
+    item waits.  An error of ``take`` is raised by the next hand-over or on
+    leaving the block; leaving the block normally waits until every item is
+    taken, leaving it by an error drops what is not yet taken.
+    """
+    slots: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=1)
+    fault: list[BaseException] = []
+    stop = threading.Event()
+
+    def work() -> None:
+        while True:
+            more, item = slots.get()
+            if not more or stop.is_set():
+                return
+            if fault:
+                continue  # drained until the end is handed over
+            try:
+                take(item)  # type: ignore[arg-type]
+            except BaseException as error:  # raised again in the caller's thread
+                fault.append(error)
+
+    def hand(item: T) -> None:
+        if fault:
+            raise fault[0]
+        slots.put((True, item))
+
+    worker = threading.Thread(target=work, name=name)
     worker.start()
     try:
-        while True:
-            kind, value = slots.get()
-            if kind == "item":
-                yield value  # type: ignore[misc]
-            elif kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
-            else:
-                return
-    finally:
+        yield hand
+    except BaseException:
         stop.set()
-        while worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                slots.get(timeout=0.1)
+        raise
+    finally:
+        slots.put((False, None))
         worker.join()
+    if fault:
+        raise fault[0]
 
 
 def _mapped_chunks(registers: Registers, chunk_rows: int) -> Iterator[tuple[int, MappedTable]]:
     for number, source in enumerate(registers.sources):
         for raw in source.read(chunk_rows):
             yield number, mapping.map_columns(raw, registers.aliases)
+
+
+def read_ahead(registers: Registers, chunk_rows: int | None = None) -> ReadAhead[tuple[int, MappedTable]]:
+    """The run's chunks (table number, rows mapped), read from now on a thread of their own."""
+    return ReadAhead(_mapped_chunks(registers, chunk_rows or CHUNK_ROWS))
 
 
 def check_chunks(
@@ -280,8 +356,13 @@ def check_chunks(
     chunk_rows: int | None = None,
     stats: CheckStats | None = None,
     bar: RowBar | None = None,
+    ahead: ReadAhead[tuple[int, MappedTable]] | None = None,
 ) -> Generator[Batch, None, None]:
-    """Every row of the run, checked, as one Batch per chunk (in input order; ``row_id`` counts the run)."""
+    """Every row of the run, checked, as one Batch per chunk (in input order; ``row_id`` counts the run).
+
+    ``ahead`` is the run's :func:`read_ahead` when reading has already
+    started (then ``chunk_rows`` is the one it was given).
+    """
     from pipeline import validate
 
     today = today or date.today()
@@ -289,8 +370,7 @@ def check_chunks(
     stats.rows_by_table = [0] * len(registers.sources)
     repeats = validate.RepeatedIds(registers.labels)
     start = 0
-    size = chunk_rows or CHUNK_ROWS
-    for number, table in _prefetched(_mapped_chunks(registers, size)):
+    for number, table in ahead if ahead is not None else read_ahead(registers, chunk_rows):
         batch = check_batch(table, start, settings.defaults, today, repeats=repeats, table_number=number)
         start += len(batch)
         stats.rows += len(batch)
@@ -341,44 +421,46 @@ def run_validate(
     where forking is not possible the run is checked in this process, with
     the same results.  Ctrl-C and SIGTERM stop it (exit 130) and leave no file behind.
     """
-    with interrupt_on_signals():
+    with interrupt_on_signals(), contextlib.ExitStack() as cleanup:
         registers = open_registers(inputs, settings, options)
+        today = today or date.today()
         count = worker_count(registers, workers)
+        ahead: ReadAhead[tuple[int, MappedTable]] | None = None
         if count:
             for name in LATER_MODULES:  # before forking: every worker starts with them
                 importlib.import_module(name)
         else:
-            _import_in_background(LATER_MODULES)
+            # The first chunk is read while the checks are imported and built.
+            ahead = cleanup.enter_context(contextlib.closing(read_ahead(registers, chunk_rows)))
+            _import_in_background(LATER_MODULES, warm=(settings, today))
         from pipeline.reports.write import ReportWriter
 
         writer = ReportWriter(
             out_dir, submitted=False, extra_names=registers.extra_names, wholes=registers.wholes
         )
-        pool: Workers[_Task, _Checked] | None = None
-        try:
-            today = today or date.today()
-            if count:
-                pool = _fork_checkers(registers, settings, writer, today, count)
-            bar = RowBar("校验", registers.estimated_rows, enabled=progress)
-            if pool is not None:
-                try:
-                    _check_in_workers(pool, registers, writer, chunk_rows or PARALLEL_CHUNK_ROWS, bar)
-                finally:
-                    pool.close()
-                    bar.close()
-            else:
-                chunks = check_chunks(registers, settings, today=today, chunk_rows=chunk_rows, bar=bar)
-                try:
-                    for batch in chunks:
-                        writer.add(batch)
-                finally:
-                    chunks.close()  # stops reading ahead at once, whatever stopped the run
-                    bar.close()
-            paths = finish_reports(writer, progress=progress)
-        finally:
-            if pool is not None:
+        cleanup.callback(writer.abort)
+        pool = _fork_checkers(registers, settings, writer, today, count) if count else None
+        if pool is not None:
+            cleanup.callback(pool.close)
+        bar = RowBar("校验", registers.estimated_rows, enabled=progress)
+        if pool is not None:
+            try:
+                _check_in_workers(pool, registers, writer, chunk_rows or PARALLEL_CHUNK_ROWS, bar)
+            finally:
                 pool.close()
-            writer.abort()
+                bar.close()
+        else:
+            chunks = check_chunks(
+                registers, settings, today=today, chunk_rows=chunk_rows, bar=bar, ahead=ahead
+            )
+            try:
+                with _taken_on_a_thread(writer.add, name="ehc-report-feed") as add:
+                    for batch in chunks:
+                        add(batch)
+            finally:
+                chunks.close()  # stops reading ahead at once, whatever stopped the run
+                bar.close()
+        paths = finish_reports(writer, progress=progress)
     return run_result(writer.tally.counts(), paths, submitted=False)
 
 
@@ -507,7 +589,7 @@ def _check_in_workers(
 
     def tasks() -> Generator[_Task, None, None]:
         start = 0
-        for index, (number, table) in enumerate(_prefetched(_mapped_chunks(registers, chunk_rows))):
+        for index, (number, table) in enumerate(read_ahead(registers, chunk_rows)):
             yield _Task(index, number, start, table)
             start += len(table.fields)
 

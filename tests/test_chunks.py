@@ -306,3 +306,72 @@ def test_workers_by_default_only_where_they_gain(
     assert dryrun.worker_count(registers) == expected  # type: ignore[arg-type]
     monkeypatch.setenv("EHC_WORKERS", "2")
     assert dryrun.worker_count(registers) == 2  # type: ignore[arg-type]
+
+
+def _threads_left() -> list[str]:
+    import threading
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        left = [t.name for t in threading.enumerate() if t.name.startswith("ehc-") and t.is_alive()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
+def test_a_report_that_fails_mid_run_stops_it_with_no_report_and_no_thread_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.errors import EhcError
+    from pipeline.reports.write import ReportWriter
+
+    inputs = [write_register(tmp_path / "名单.csv", _people(1, 30))]
+    real = ReportWriter.add
+    taken: list[int] = []
+
+    def failing(self: ReportWriter, batch: Any) -> None:
+        taken.append(len(batch))
+        if len(taken) == 2:  # the second chunk: the first is already in results.csv
+            raise EhcError("无法写入报告：磁盘已满")
+        real(self, batch)
+
+    monkeypatch.setattr(ReportWriter, "add", failing)
+    with pytest.raises(EhcError, match="磁盘已满"):
+        run_validate(inputs, tmp_path / "out", _settings(tmp_path), today=TODAY, chunk_rows=4, workers=0)
+    assert len(taken) == 2, "chunks were still handed on after the failure"
+    assert not list((tmp_path / "out").iterdir())
+    assert _threads_left() == []
+
+
+def test_reading_ahead_stops_when_closed_before_anything_is_taken(tmp_path: Path) -> None:
+    from pipeline.dryrun import ReadAhead
+
+    produced: list[int] = []
+
+    def endless() -> Any:
+        number = 0
+        while True:
+            produced.append(number)
+            yield number
+            number += 1
+
+    ahead = ReadAhead(endless(), depth=1)
+    ahead.close()
+    assert _threads_left() == []
+    assert len(produced) <= 3  # one waiting in the slot, one being put: never the whole stream
+
+
+def test_reading_ahead_gives_items_in_order_then_the_error_in_its_place() -> None:
+    from pipeline.dryrun import ReadAhead
+
+    def items() -> Any:
+        yield from range(5)
+        raise ValueError("第 6 行读不出")
+
+    taken: list[int] = []
+    with pytest.raises(ValueError, match="第 6 行"):
+        for item in ReadAhead(items(), depth=2):
+            taken.append(item)
+    assert taken == [0, 1, 2, 3, 4]
+    assert _threads_left() == []
