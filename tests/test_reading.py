@@ -618,3 +618,33 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(InputError) as excinfo:
         read_register(path)
     _one_line_error(excinfo, "locked.csv", "权限")
+
+
+def test_blocks_parsed_apart_are_glued_into_growing_chunks_with_every_row_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.reading.register import open_register
+
+    # Blocks of about two lines, glued into chunks of up to eight rows: a wider row, a blank line and
+    # a value spanning lines (which a block's end cuts in two) fall inside glued chunks.
+    monkeypatch.setattr("pipeline.reading.delimited.PARSE_ROWS", 2)
+    monkeypatch.setattr("pipeline.reading.delimited._CSV_BATCH_ROWS", 2)
+    lines = ["姓名,身份证号码,民族"]
+    for n in range(1, 31):
+        lines.append(f"居民{n},4401011990010{n:05d},汉族" + (",多出来的" if n == 9 else ""))
+        if n == 13:
+            lines.append("")
+    lines[20] = '"跨行\n的名字",440101199001000020,汉族'
+    path = tmp_path / "blocks.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    [whole] = read_register(path)
+    [source] = open_register(path)
+    chunks = list(source.read(8))
+    sizes = [len(chunk.data) for chunk in chunks]
+    assert sum(sizes) == len(whole.data) == 30
+    assert max(sizes) <= 9 and sizes[0] < sizes[1] <= sizes[2]  # the first at once, then growing
+    for column in whole.headers:
+        assert [v for c in chunks for v in _values(c, column)] == _values(whole, column)
+    assert [r for c in chunks for r in c.source_row.tolist()] == whole.source_row.tolist()
+    assert _values(whole, "列D")[8] == "多出来的" and whole.source_row.tolist()[13] == 16
+    assert _values(whole, "姓名")[18] == "跨行\n的名字"

@@ -43,6 +43,7 @@ from pipeline.reading.table import (
     TableShaper,
     TextColumn,
     detect_header,
+    glue_blocks,
     too_wide,
 )
 
@@ -57,6 +58,11 @@ _MAX_BLANK_LINES = 100_000
 
 #: Rows of the wrong width put back by hand per block; more and the csv module reads on.
 _MAX_UNEVEN_ROWS = 10_000
+
+#: Rows Arrow parses at once; blocks are glued into the chunk asked for.  Smaller blocks parse
+#: faster (the text stays in cache): a 1,000,000-row CSV took 0.80 s of parsing in blocks of
+#: 100,000 rows and 1.04 s in blocks of 400,000; gluing them copies the text once (~0.1 s).
+PARSE_ROWS = 100_000
 
 #: Rows the csv module reads before they are handed to Arrow.
 _CSV_BATCH_ROWS = 100_000
@@ -373,6 +379,24 @@ class _Block:
     offset: int  # byte offset of the block in the file
     lines_before: int  # lines of the file before the block
     lines: int  # line ends in the block
+    final: bool = False  # the block ends where the file does
+
+
+def _ends_inside_quotes(block: _Block) -> bool:
+    """Whether a block that is not the file's last may end inside a quoted value (odd count of quotes).
+
+    Arrow reads a line end as the end of a row even inside quotes; a value
+    spanning lines is found by the line count not adding up, but one split
+    by the block's end adds up in both halves.  A stray quote inside a value
+    also makes the count odd: the rest is then read by the csv module, exact.
+    """
+    if block.final:
+        return False
+    data = block.data
+    whole = data.obj if isinstance(data, memoryview) else data
+    assert isinstance(whole, bytes)
+    # Most registers quote nothing: one memchr finds that, where counting reads every byte.
+    return whole.find(b'"', 0, len(data)) != -1 and whole.count(b'"', 0, len(data)) % 2 == 1
 
 
 def _too_long(label: str, line: int) -> InputError:
@@ -411,11 +435,11 @@ def _blocks(handle: BinaryIO, layout: _Layout, size: int, label: str) -> Generat
         if cut == -1:  # the last line, without a line end
             if len(data) > MAX_LINE_BYTES:
                 raise _too_long(label, lines + 1)
-            yield _Block(data, offset, lines, 0)
+            yield _Block(data, offset, lines, 0, final=True)
             return
         block = memoryview(data)[: cut + 1] if cut + 1 < len(data) else data
         count = data.count(b"\n")
-        yield _Block(block, offset, lines, count)
+        yield _Block(block, offset, lines, count, final=len(data) < want and cut + 1 == len(data))
         offset += cut + 1
         lines += count
 
@@ -509,6 +533,8 @@ def _read_body(
         for block in blocks:
             layout = _settle(block, layout, label)
             try:
+                if _ends_inside_quotes(block):
+                    raise _NotRectangular
                 yield _arrow_block(block.data, layout, block.lines_before, block.lines)
             except _NotRectangular:
                 blocks.close()
@@ -518,6 +544,29 @@ def _read_body(
                 raise too_wide(label, wide.width, row=wide.line) from None
             except (pa.ArrowInvalid, UnicodeDecodeError):
                 raise _mixed_encoding(block.data, layout.encoding, block.lines_before, label) from None
+
+
+def _gathered(
+    blocks: Iterator[tuple[list[TextColumn], np.ndarray]], rows: int
+) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
+    """``blocks`` glued together into blocks of at least ``rows`` rows (the last: what is left).
+
+    The first block is handed on alone, as soon as it is parsed, and each
+    block after it is twice as large, up to ``rows``: whoever takes them
+    starts at once and never waits long for the next while the rest is read.
+    """
+    pending: list[tuple[list[TextColumn], np.ndarray]] = []
+    count = 0
+    wanted = 1
+    for columns, source_row in blocks:
+        pending.append((columns, source_row))
+        count += len(source_row)
+        if count >= wanted:
+            yield glue_blocks(pending)
+            wanted = min(2 * count, rows) if wanted < rows else rows
+            pending, count = [], 0
+    if pending:
+        yield glue_blocks(pending)
 
 
 def _sample_columns(head: bytes, layout: _Layout, label: str) -> list[TextColumn]:
@@ -552,6 +601,10 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
     file, header, no data rows) raises :class:`InputError` here; what only
     the rest of the file shows (a later line in another encoding, an
     unbalanced quote) raises it while the rows are read.
+
+    ``read(chunk_rows)`` parses blocks of :data:`PARSE_ROWS` rows and hands
+    them on glued together: the first alone, each later one twice the one
+    before, up to ``chunk_rows``.
     """
     label = path.name
     opener = opener or (lambda: open(path, "rb"))  # noqa: SIM115 - each caller closes what it opens
@@ -585,10 +638,11 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
     line_bytes = max(1.0, (min(len(head), size) - layout.body) / sample_lines)
 
     def read(chunk_rows: int) -> Iterator[RawTable]:
-        block_bytes = int(min(_MAX_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, chunk_rows * line_bytes)))
+        parse_rows = min(chunk_rows, PARSE_ROWS)
+        block_bytes = int(min(_MAX_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, parse_rows * line_bytes)))
         produced = False
         with os_errors("读取文件", path, kind=InputError):
-            for columns, source_row in _read_body(opener, layout, block_bytes, label):
+            for columns, source_row in _gathered(_read_body(opener, layout, block_bytes, label), chunk_rows):
                 table = shaper.push(columns, source_row)
                 if table is not None:
                     produced = True

@@ -192,6 +192,30 @@ def _empty_column(length: int) -> pa.Array:
     return pa.repeat(pa.scalar("", TEXT_ARROW), length)
 
 
+def glue_blocks(
+    blocks: Sequence[tuple[Sequence[TextColumn], np.ndarray]],
+) -> tuple[list[TextColumn], np.ndarray]:
+    """Blocks of rows read one after another (text columns, row numbers) as one block.
+
+    A block narrower than the widest (rows with fewer values) is padded with
+    empty text; each column is one array (copied together once).
+    """
+    if len(blocks) == 1:
+        columns, rows = blocks[0]
+        return list(columns), rows
+    width = max(len(columns) for columns, _ in blocks)
+    glued = [
+        pa.concat_arrays(
+            [
+                contiguous(columns[j]) if j < len(columns) else _empty_column(len(rows))
+                for columns, rows in blocks
+            ]
+        )
+        for j in range(width)
+    ]
+    return glued, np.concatenate([np.asarray(rows, dtype=np.int64) for _, rows in blocks])
+
+
 class TableShaper:
     """Text columns read from a register, batch after batch, shaped into the RawTables of one table.
 
@@ -264,17 +288,7 @@ class TableShaper:
         if self._tail is not None:
             held, held_rows = self._tail
             self._tail = None
-            width = max(len(held), len(columns))
-            columns = [
-                pa.concat_arrays(
-                    [
-                        contiguous(held[j]) if j < len(held) else _empty_column(len(held_rows)),
-                        contiguous(columns[j]) if j < len(columns) else _empty_column(len(source_row)),
-                    ]
-                )
-                for j in range(width)
-            ]
-            source_row = np.concatenate([held_rows, source_row])
+            columns, source_row = glue_blocks([(held, held_rows), (columns, source_row)])
         length = len(source_row)
         blank = blank_rows(self._counted(columns), length)
         footer = _footer_rows(columns, ~blank)
