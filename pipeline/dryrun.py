@@ -300,10 +300,12 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
     """A function handing items to ``take``, which takes them in order on a thread of its own.
 
     The caller goes on with the next chunk while ``take`` works on this one
-    (much of both is Arrow and numpy, which release the GIL).  At most one
-    item waits.  An error of ``take`` is raised by the next hand-over or on
-    leaving the block; leaving the block normally waits until every item is
-    taken, leaving it by an error drops what is not yet taken.
+    (much of both is Arrow and numpy, which release the GIL).  A hand-over
+    waits until ``take`` is done with the item before: only one chunk is in
+    its hands, and memory stays that of one chunk more.  An error of
+    ``take`` is raised by the next hand-over or on leaving the block;
+    leaving the block normally waits until every item is taken, leaving it
+    by an error drops what is not yet taken.
     """
     slots: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=1)
     fault: list[BaseException] = []
@@ -312,16 +314,19 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
     def work() -> None:
         while True:
             more, item = slots.get()
-            if not more or stop.is_set():
-                return
-            if fault:
-                continue  # drained until the end is handed over
             try:
-                take(item)  # type: ignore[arg-type]
+                if not more or stop.is_set():
+                    return
+                if not fault:  # after a fault, drained until the end is handed over
+                    take(item)  # type: ignore[arg-type]
             except BaseException as error:  # raised again in the caller's thread
                 fault.append(error)
+            finally:
+                del item
+                slots.task_done()
 
     def hand(item: T) -> None:
+        slots.join()  # the item before is done with
         if fault:
             raise fault[0]
         slots.put((True, item))

@@ -125,7 +125,7 @@ class ResultsCsv:
         pacsv.write_csv(self.schema.empty_table(), header, pacsv.WriteOptions(quoting_style="needed"))
         self._sink.write(header.getvalue().to_pybytes())
         self._closed = False
-        self._pending: queue.Queue[pa.Table | Path | None] = queue.Queue(maxsize=2)
+        self._pending: queue.Queue[pa.Table | Path | None] = queue.Queue()
         self._fault: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="ehc-results-csv", daemon=True)
         self._thread.start()
@@ -141,16 +141,19 @@ class ResultsCsv:
 
     def _drain(self) -> None:
         while (item := self._pending.get()) is not None:
-            if self._fault is None and self._sink is not None:
-                try:
+            try:
+                if self._fault is None and self._sink is not None:
                     if isinstance(item, Path):
                         _append_file(self._sink, item)
                     else:
                         pacsv.write_csv(item, self._sink, _WRITE_OPTIONS)
-                except BaseException as error:  # raised again in the caller's thread
-                    self._fault = error
-            if isinstance(item, Path):
-                item.unlink(missing_ok=True)
+            except BaseException as error:  # raised again in the caller's thread
+                self._fault = error
+            finally:
+                if isinstance(item, Path):
+                    item.unlink(missing_ok=True)
+                del item
+                self._pending.task_done()
 
     @staticmethod
     def lay_out(data: ReportData, names: Sequence[str]) -> pa.Table:
@@ -187,10 +190,13 @@ class ResultsCsv:
 
     def write_part(self, part: pa.Table | Path) -> None:
         """Append rows laid out by :meth:`columns`, or a file written by :meth:`encode` (then removed)."""
-        if self._fault is not None:
-            raise self._fault
         if self._closed:
             raise ValueError("results.csv is closed")
+        # One batch at a time in the writer's hands: the next waits here, so memory holds one batch more.
+        if self._thread.is_alive():
+            self._pending.join()
+        if self._fault is not None:
+            raise self._fault
         self._pending.put(part)
         if isinstance(part, pa.Table):
             self.rows += part.num_rows
