@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ from pipeline.model import (
     RunResult,
     TableSource,
 )
+from pipeline.prefetch import Prefetched
 from pipeline.progress import RowBar
 from pipeline.reading import register as reading
 from pipeline.stopping import interrupt_on_signals
@@ -232,69 +233,6 @@ def check_batch(
     )
 
 
-class ReadAhead(Generic[T]):
-    """``items``, produced ``depth`` ahead on a thread of their own from the moment this is made.
-
-    Iterating gives them in order (an error of ``items`` is raised there, in
-    its place); :meth:`close` stops the thread, whether or not anything was
-    taken.  A run starts reading its first chunk this way before it imports
-    and builds what checking needs.
-    """
-
-    def __init__(self, items: Iterator[T], depth: int = 1) -> None:
-        self._slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._items = items
-        # Reads only: safe to drop at exit.
-        self._worker = threading.Thread(target=self._produce, name="ehc-read-ahead", daemon=True)
-        self._worker.start()
-
-    def _put(self, entry: tuple[str, object]) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._slots.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        items = self._items
-        try:
-            for item in items:
-                if not self._put(("item", item)):
-                    return
-            self._put(("end", None))
-        except BaseException as error:  # handed to the consumer, which raises it
-            self._put(("error", error))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self) -> Iterator[T]:
-        try:
-            while True:
-                kind, value = self._slots.get()
-                if kind == "item":
-                    yield value  # type: ignore[misc]
-                elif kind == "error":
-                    assert isinstance(value, BaseException)
-                    raise value
-                else:
-                    return
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop producing and wait for the thread (idempotent)."""
-        self._stop.set()
-        while self._worker.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._slots.get(timeout=0.1)
-        self._worker.join()
-
-
 @contextlib.contextmanager
 def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Callable[[T], None]]:
     """A function handing items to ``take``, which takes them in order on a thread of its own.
@@ -351,9 +289,9 @@ def _mapped_chunks(registers: Registers, chunk_rows: int) -> Iterator[tuple[int,
             yield number, mapping.map_columns(raw, registers.aliases)
 
 
-def read_ahead(registers: Registers, chunk_rows: int | None = None) -> ReadAhead[tuple[int, MappedTable]]:
+def read_ahead(registers: Registers, chunk_rows: int | None = None) -> Prefetched[tuple[int, MappedTable]]:
     """The run's chunks (table number, rows mapped), read from now on a thread of their own."""
-    return ReadAhead(_mapped_chunks(registers, chunk_rows or CHUNK_ROWS))
+    return Prefetched(_mapped_chunks(registers, chunk_rows or CHUNK_ROWS), name="ehc-read-ahead")
 
 
 def check_chunks(
@@ -364,7 +302,7 @@ def check_chunks(
     chunk_rows: int | None = None,
     stats: CheckStats | None = None,
     bar: RowBar | None = None,
-    ahead: ReadAhead[tuple[int, MappedTable]] | None = None,
+    ahead: Prefetched[tuple[int, MappedTable]] | None = None,
 ) -> Generator[Batch, None, None]:
     """Every row of the run, checked, as one Batch per chunk (in input order; ``row_id`` counts the run).
 
@@ -433,7 +371,7 @@ def run_validate(
         registers = open_registers(inputs, settings, options)
         today = today or date.today()
         count = worker_count(registers, workers)
-        ahead: ReadAhead[tuple[int, MappedTable]] | None = None
+        ahead: Prefetched[tuple[int, MappedTable]] | None = None
         if count:
             for name in LATER_MODULES:  # before forking: every worker starts with them
                 importlib.import_module(name)

@@ -345,7 +345,7 @@ def test_a_report_that_fails_mid_run_stops_it_with_no_report_and_no_thread_left(
 
 
 def test_reading_ahead_stops_when_closed_before_anything_is_taken(tmp_path: Path) -> None:
-    from pipeline.dryrun import ReadAhead
+    from pipeline.prefetch import Prefetched
 
     produced: list[int] = []
 
@@ -356,14 +356,14 @@ def test_reading_ahead_stops_when_closed_before_anything_is_taken(tmp_path: Path
             yield number
             number += 1
 
-    ahead = ReadAhead(endless(), depth=1)
+    ahead = Prefetched(endless(), depth=1)
     ahead.close()
     assert _threads_left() == []
     assert len(produced) <= 3  # one waiting in the slot, one being put: never the whole stream
 
 
 def test_reading_ahead_gives_items_in_order_then_the_error_in_its_place() -> None:
-    from pipeline.dryrun import ReadAhead
+    from pipeline.prefetch import Prefetched
 
     def items() -> Any:
         yield from range(5)
@@ -371,7 +371,7 @@ def test_reading_ahead_gives_items_in_order_then_the_error_in_its_place() -> Non
 
     taken: list[int] = []
     with pytest.raises(ValueError, match="第 6 行"):
-        for item in ReadAhead(items(), depth=2):
+        for item in Prefetched(items(), depth=2):
             taken.append(item)
     assert taken == [0, 1, 2, 3, 4]
     assert _threads_left() == []

@@ -28,6 +28,7 @@ import xlsxwriter
 from xlsxwriter.utility import xl_col_to_name, xl_rowcol_to_cell
 from xlsxwriter.worksheet import Worksheet
 
+from pipeline.prefetch import Prefetched
 from pipeline.reports.xlsx.comments import Comments, blocks_needed, comment_parts, comments_xml, vml_xml
 from pipeline.reports.xlsx.xml import (
     EMPTY,
@@ -327,8 +328,14 @@ def _stream_sheet(part: Any, skeleton_xml: bytes, pending: _PendingSheet, lut: n
     )
     part.write(head)
     part.write(b"<sheetData>")
-    for block in pending.blocks:
-        for chunk in _block_xml(block, lut):
+    # The next rows are laid out while these are compressed: both release the GIL.
+    chunks = Prefetched(
+        (chunk for block in pending.blocks for chunk in _block_xml(block, lut)), depth=2, name="ehc-sheet-xml"
+    )
+    try:
+        for chunk in chunks:
             part.write(chunk)
+    finally:
+        chunks.close()
     part.write(b"</sheetData>")
     part.write(skeleton_xml[found.end() :])
