@@ -396,7 +396,12 @@ def _ends_inside_quotes(block: _Block) -> bool:
     whole = data.obj if isinstance(data, memoryview) else data
     assert isinstance(whole, bytes)
     # Most registers quote nothing: one memchr finds that, where counting reads every byte.
-    return whole.find(b'"', 0, len(data)) != -1 and whole.count(b'"', 0, len(data)) % 2 == 1
+    return whole.find(b'"', 0, len(data)) != -1 and _count_byte(data, b'"') % 2 == 1
+
+
+def _count_byte(data: bytes | memoryview, byte: bytes) -> int:
+    """How often ``byte`` occurs in ``data`` (numpy counts without the GIL, ``bytes.count`` holds it)."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord(byte)))
 
 
 def _too_long(label: str, line: int) -> InputError:
@@ -438,7 +443,7 @@ def _blocks(handle: BinaryIO, layout: _Layout, size: int, label: str) -> Generat
             yield _Block(data, offset, lines, 0, final=True)
             return
         block = memoryview(data)[: cut + 1] if cut + 1 < len(data) else data
-        count = data.count(b"\n")
+        count = _count_byte(data, b"\n")
         yield _Block(block, offset, lines, count, final=len(data) < want and cut + 1 == len(data))
         offset += cut + 1
         lines += count
