@@ -5,7 +5,9 @@
     python bench/baselines.py bare-post BASE_URL APP_ID APP_SECRET COUNT SEED
 
 ``bare-post`` prints one JSON line: calls, seconds and CPU seconds of the post
-loop alone (set-up excluded), so the caller can compare per-call costs.
+loop alone (set-up excluded), so the caller can compare per-call costs.  Each
+baseline's process opts out of transparent huge pages, as ``ehc``'s does
+(:mod:`pipeline.memory`), so both sides of a ratio run on the same terms.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ def bare_post(base_url: str, app_id: str, app_secret: str, count: int, seed: int
 
 def main(argv: list[str]) -> int:
     """Dispatch on the first argument."""
+    from pipeline.memory import opt_out_of_huge_pages
+
+    # As ehc's own process does: otherwise the kernel's zeroing of huge pages, which varies from
+    # run to run on a shared machine (a raw read took 0.74-1.28 s), decides the ratios.
+    opt_out_of_huge_pages()
     kind, *args = argv
     if kind == "read-csv":
         read_csv(args[0])
