@@ -11,9 +11,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: Python putting the process back to the kernel's default (the flag is inherited: a test process
+#: that ran ``cli.main`` passes it on to its children).
+_RESET = "import ctypes\nassert ctypes.CDLL(None).prctl(41, 0, 0, 0, 0) == 0"
+
+
 def _thp_enabled_after(code: str) -> str:
     status = "[l for l in open('/proc/self/status') if l.startswith('THP_enabled')][0].split()[1]"
-    script = f"{code}\nprint({status})"
+    script = f"{_RESET}\n{code}\nprint({status})"
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
