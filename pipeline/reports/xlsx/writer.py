@@ -38,7 +38,7 @@ from pipeline.reports.xlsx.xml import (
     escaped,
     lit,
 )
-from pipeline.text.arrow import text_array, value_offsets
+from pipeline.text.arrow import text_array
 
 #: The last row an xlsx sheet can hold (1-based), header included.
 MAX_SHEET_ROWS = 1_048_576
@@ -113,12 +113,10 @@ def text_block(rows: Sequence[Sequence[str]], first_row: int = 0, style: int = 0
 
 def _widest_text(column: pa.Array) -> float:
     """The widest value of a text column in Excel character units: (bytes + characters) / 2."""
-    if not column.null_count and isinstance(column, pa.Array):
-        offsets = value_offsets(column)
-        data = column.buffers()[2]
-        text = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else None
-        if text is None or not (text >= 0x80).any():  # ASCII: a character is a byte
-            return float(np.max(offsets[1:] - offsets[:-1])) if len(column) else 0.0
+    if not len(column):
+        return 0.0
+    if pc.all(pc.string_is_ascii(column)).as_py() is not False:  # a character is a byte
+        return float(pc.max(pc.binary_length(column)).as_py() or 0)
     both = pc.add(pc.binary_length(column), pc.utf8_length(column))
     return (pc.max(both).as_py() or 0) / 2
 
@@ -194,7 +192,8 @@ def _style_attrs(block: Block, col: int, rows: slice, lut: np.ndarray) -> pa.Arr
         return lit(lut[block.style])
     if block.style:
         ids = np.where(ids > 0, ids, block.style)
-    return pa.array(lut[ids], pa.large_string())
+    # Taken by Arrow from the few distinct attributes: no Python string per cell.
+    return pc.take(pa.array(lut.tolist(), pa.large_string()), pa.array(ids.astype(np.int32, copy=False)))
 
 
 def _block_xml(block: Block, lut: np.ndarray) -> Iterator[memoryview]:
