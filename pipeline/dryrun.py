@@ -53,6 +53,7 @@ from pipeline.prefetch import Prefetched
 from pipeline.progress import RowBar
 from pipeline.reading import register as reading
 from pipeline.stopping import interrupt_on_signals
+from pipeline.text.arrow import constant
 from pipeline.workers import Workers, ask, fork_workers, usable_cores
 
 #: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show
@@ -163,8 +164,8 @@ class CheckStats:
 def _source_frame(table: MappedTable, index: pd.RangeIndex) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "source_file": pd.Series(Path(table.raw.path).name, index=index, dtype="str"),
-            "source_sheet": pd.Series(table.raw.sheet, index=index, dtype="str"),
+            "source_file": constant(Path(table.raw.path).name, index),
+            "source_sheet": constant(table.raw.sheet, index),
             "source_row": np.asarray(table.raw.source_row, dtype=np.int64),
         },
         index=index,

@@ -28,6 +28,7 @@ from pipeline.model import (
     RawTable,
 )
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, field_code, header_key
+from pipeline.text.arrow import constant
 
 #: Fields that, present as separate columns, mean the address is already split (dzc is what remains).
 _SPLIT_ADDRESS = ADDRESS_PARTS[:-1]
@@ -82,8 +83,8 @@ def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
 
 
 def _empty_text(length: int) -> pd.Series:
-    # Not from a numpy array of "" objects: converting those cost 28 ms per 200,000 rows, this 2.5 ms.
-    return pd.Series("", index=pd.RangeIndex(length), dtype="str")
+    # Not from a numpy array of "" objects: converting those cost 28 ms per 200,000 rows, this 0.5 ms.
+    return constant("", pd.RangeIndex(length))
 
 
 #: What clerks separate columns with when a Chinese input method is on, instead of the CSV comma.
