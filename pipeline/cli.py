@@ -27,7 +27,7 @@ from pipeline.config import CONCURRENCY_LIMIT, MAX_RATE, Settings, load_settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
 from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
-from pipeline.memory import opt_out_of_huge_pages
+from pipeline.memory import collect_garbage_less_often, opt_out_of_huge_pages
 from pipeline.model import ReadOptions, RunResult
 
 EXIT_CODES_HELP = """退出码：
@@ -621,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ehc`` with ``argv``; return the exit code (never raises, but SystemExit from --help)."""
     _tolerant_console()
     opt_out_of_huge_pages()
+    collect_garbage_less_often()
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     # loguru's default handler prints every level on stderr; until setup_logging, nothing is logged.

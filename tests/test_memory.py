@@ -43,3 +43,20 @@ def test_elsewhere_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(memory.sys, "platform", "win32")
     assert memory.opt_out_of_huge_pages() is False
+
+
+def test_the_command_line_leaves_what_it_imported_out_of_garbage_collections() -> None:
+    script = (
+        "import gc\nfrom pipeline import cli\nbefore = gc.get_threshold()[0]\n"
+        "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(before, gc.get_threshold()[0], gc.get_freeze_count() > 1000)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    before, after, frozen = done.stdout.split()[-3:]
+    assert (before, frozen) == ("700", "True")
+    from pipeline.memory import YOUNG_COLLECTION_THRESHOLD
+
+    assert int(after) == YOUNG_COLLECTION_THRESHOLD
