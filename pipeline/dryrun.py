@@ -339,7 +339,7 @@ def prepare_batch(
     *,
     today: date | None = None,
 ) -> Batch:
-    """Every row of a small run, checked, as one Batch (each table in one chunk).
+    """Every row of a small run, checked, as one Batch (its chunks stacked).
 
     For callers that hold a run whole (the tests, a clerk's one register in
     the web workspace); a run of any length goes through :func:`check_chunks`.
