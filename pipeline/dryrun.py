@@ -57,10 +57,11 @@ from pipeline.text.arrow import constant
 from pipeline.workers import Workers, ask, fork_workers, usable_cores
 
 #: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show
-#: (some 50 ms of fixed work per chunk in normalising and validating: a 1,000,000-row CSV took 4.4 s
-#: in chunks of 200,000 rows, 4.0 s in chunks of 400,000).  A text register's first chunks are
-#: smaller (:func:`pipeline.reading.delimited.open_delimited`), so checking starts at once.
-CHUNK_ROWS = 400_000
+#: (some 50 ms of fixed work per chunk in normalising and validating).  Measured on two cores: a
+#: 1,000,000-row CSV took 4.04 s in chunks of 200,000 rows and 4.05 s in chunks of 400,000, and a
+#: 10,000,000-row one peaked at 1.6 GB against 2.2 GB.  A text register's first chunk is smaller
+#: (:func:`pipeline.reading.delimited.open_delimited`): checking starts at once.
+CHUNK_ROWS = 200_000
 
 #: Modules needed only after reading (pandera's is the heaviest), imported while the input is read.
 LATER_MODULES = ("pipeline.validate", "pipeline.reports.write")
