@@ -554,21 +554,24 @@ def _read_body(
 def _gathered(
     blocks: Iterator[tuple[list[TextColumn], np.ndarray]], rows: int
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
-    """``blocks`` glued together into blocks of at least ``rows`` rows (the last: what is left).
+    """``blocks`` glued together, at most ``rows`` rows at once (a larger block alone, as it is).
 
-    The first block is handed on alone, as soon as it is parsed, and each
-    block after it is twice as large, up to ``rows``: whoever takes them
+    The first block is handed on alone, as soon as it is parsed, then two
+    glued together, then four, and so on up to ``rows``: whoever takes them
     starts at once and never waits long for the next while the rest is read.
     """
     pending: list[tuple[list[TextColumn], np.ndarray]] = []
     count = 0
-    wanted = 1
+    wanted = 1  # blocks
     for columns, source_row in blocks:
+        if pending and count + len(source_row) > rows:
+            yield glue_blocks(pending)
+            pending, count = [], 0
         pending.append((columns, source_row))
         count += len(source_row)
-        if count >= wanted:
+        if len(pending) >= wanted:
             yield glue_blocks(pending)
-            wanted = min(2 * count, rows) if wanted < rows else rows
+            wanted *= 2
             pending, count = [], 0
     if pending:
         yield glue_blocks(pending)
@@ -608,8 +611,8 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
     unbalanced quote) raises it while the rows are read.
 
     ``read(chunk_rows)`` parses blocks of :data:`PARSE_ROWS` rows and hands
-    them on glued together: the first alone, each later one twice the one
-    before, up to ``chunk_rows``.
+    them on glued together: the first alone, then two, four and so on, never
+    more than ``chunk_rows`` rows at once.
     """
     label = path.name
     opener = opener or (lambda: open(path, "rb"))  # noqa: SIM115 - each caller closes what it opens
