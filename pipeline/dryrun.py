@@ -89,16 +89,20 @@ def _import_in_background(names: Sequence[str], *, warm: tuple[Settings, date] |
             for name in names:
                 importlib.import_module(name)
             if warm is not None:
-                from pipeline import validate
-
-                settings, today = warm
-                blank = pd.DataFrame({field: pd.Series([""], dtype="str") for field in INPUT_FIELDS})
-                normalise.normalise(blank, settings.defaults, today)
-                validate.warm_up(today)
+                _warm_checks(*warm)
         except Exception:
             return  # the import or check where it is needed raises it again
 
     threading.Thread(target=load, name="ehc-imports").start()
+
+
+def _warm_checks(settings: Settings, today: date) -> None:
+    """Normalise and validate one blank row: the code tables read, the day's schema built."""
+    from pipeline import validate
+
+    blank = pd.DataFrame({field: pd.Series([""], dtype="str") for field in INPUT_FIELDS})
+    normalise.normalise(blank, settings.defaults, today)
+    validate.warm_up(today)
 
 
 @dataclass
@@ -485,10 +489,7 @@ def _fork_checkers(
     """Worker processes checking chunks (normalise, validate, the reports' share), or None."""
     from pipeline import validate
 
-    # Every worker starts with the code tables read and the schema built.
-    blank = pd.DataFrame({field: pd.Series([""], dtype="str") for field in INPUT_FIELDS})
-    normalise.normalise(blank, settings.defaults, today)
-    validate.warm_up(today)
+    _warm_checks(settings, today)  # every worker starts with the code tables read and the schema built
 
     class AskedRepeats(validate.RepeatedIds):
         """The run's repeated ID numbers, kept by the parent: each chunk's keys are sent to it."""

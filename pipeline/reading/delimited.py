@@ -77,7 +77,9 @@ _NOT_SPACE = re.compile(rb"\S")
 _QUOTED = re.compile(r'"[^"]*"')
 _SAVE_AS = "用 Excel“另存为”“CSV UTF-8（逗号分隔）”，或用记事本另存为 UTF-8（或 GBK/ANSI）编码后再处理"
 # A workbook (zip: .xlsx/.xlsm/.ods; OLE2: .xls) renamed to .csv was otherwise "text in no known encoding".
-_WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+#: The first bytes of a workbook: a zip container (xlsx, xlsm, ods) or an OLE2 compound file (xls,
+#: and a password-protected xlsx).
+WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 _RENAME_WORKBOOK = "把扩展名改为 .xlsx（Excel 97-2003 格式的改为 .xls）后再处理，或用 Excel 打开后另存为 CSV"
 _RECOPY = "从原处重新复制或导出该文件；或用 Excel 打开后另存为 CSV 再处理"
 _BOMS = (
@@ -139,7 +141,7 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
 
     ``data`` is the file or its first bytes; ``whole`` says which (default: its length tells).
     """
-    if data.startswith(_WORKBOOK_SIGNATURES):
+    if data.startswith(WORKBOOK_SIGNATURES):
         raise InputError("文件内容是 Excel 工作簿，不是文本（CSV）文件", file=label, fix=_RENAME_WORKBOOK)
     for bom, name in _BOMS:
         if data.startswith(bom):

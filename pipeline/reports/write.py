@@ -36,7 +36,7 @@ from loguru import logger
 
 from pipeline.errors import EhcError
 from pipeline.files import explain_os_error, os_errors, scratch_name, sweep_leftovers, temporary_name
-from pipeline.model import BAD_STATUSES, FAULT_COLUMNS, Batch, MappedTable, RawTable
+from pipeline.model import BAD_STATUSES, FAULT_COLUMNS, Batch, MappedTable, RawTable, no_faults
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports import annotate
 from pipeline.reports.annotate import SourceUnreadable, TooLarge, annotated_name, write_annotated
@@ -410,11 +410,7 @@ def _annotator(
             status[where] = noted["status"].to_numpy(dtype=object)
             message[where] = noted["message"].to_numpy(dtype=object)
         outcome = pd.DataFrame({"status": status, "message": message}, index=index).astype("str")
-        fault_frame = (
-            pd.concat(faults, ignore_index=True)
-            if faults
-            else pd.DataFrame({column: [] for column in FAULT_COLUMNS})
-        )
+        fault_frame = pd.concat(faults, ignore_index=True) if faults else no_faults()
         batch = Batch(
             tables=tables,
             table_rows=[range(part.start, part.stop) for part in listed],

@@ -15,17 +15,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from pipeline.reading.delimited import WORKBOOK_SIGNATURES
 from pipeline.web.shown import file_name
 
-#: The first bytes of a workbook: a zip container (xlsx, xlsm) or an OLE2 compound file (xls, and
-#: a password-protected xlsx).  Either is taken under any workbook extension, as the reader takes
-#: it: an xls exported under an .xlsx name is read, a protected xlsx is said to be protected.
-WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
-#: Extensions taken, and the first bytes their content must start with (None: text).
+#: Extensions taken, and the first bytes their content must start with (None: text).  A workbook's
+#: container is taken under any workbook extension, as the reader takes it: an xls exported under
+#: an .xlsx name is read, a protected xlsx is said to be protected.
 MAGIC: dict[str, tuple[bytes, ...] | None] = {
-    ".xlsx": WORKBOOK_MAGIC,
-    ".xlsm": WORKBOOK_MAGIC,
-    ".xls": WORKBOOK_MAGIC,
+    ".xlsx": WORKBOOK_SIGNATURES,
+    ".xlsm": WORKBOOK_SIGNATURES,
+    ".xls": WORKBOOK_SIGNATURES,
     ".csv": None,
 }
 #: Text encodings' byte order marks that a CSV may start with even though NUL bytes follow.

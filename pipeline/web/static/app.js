@@ -136,7 +136,7 @@
   /* Every grid line of a row re-checked by an edit: its status, and each line's own faults now.
      A line whose column no longer has a fault says so and names what is left on the row; a fault
      on a column with no line of its own (a 10115 an edit gave another row) is named on every line. */
-  function showRow(grid, rowId, status, statusLabel, faults, edited) {
+  function showRow(grid, rowId, status, label, faults, edited) {
     var lines = grid.querySelectorAll('tr[data-row="' + rowId + '"]');
     var errors = faults.filter(function (f) { return f.severity === "error"; });
     var shown = {};
@@ -147,7 +147,7 @@
     var unshown = errors.filter(function (f) { return !shown[f.source]; });
     lines.forEach(function (line) {
       line.className = "status-" + status;
-      line.querySelector(".row-status").textContent = statusLabel;
+      line.querySelector(".row-status").textContent = label;
       var message = line.querySelector(".message"), code = line.querySelector(".code");
       var own = errors.filter(function (f) { return f.source === line.dataset.source; });
       var rest = errors.filter(function (f) { return f.source !== line.dataset.source; });
