@@ -11,6 +11,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m compileall -q pipeline schemas  # as a wheel's install does: no run compiles them again
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -18,6 +18,7 @@ figure means.
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -134,6 +135,17 @@ def _stacked_csv(path: Path, rows: int, seed: int, faults: float) -> Path:
     partial.rename(path)
     print(f"  stacked {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
     return path
+
+
+def compile_bytecode() -> None:
+    """Compile ``pipeline`` and ``schemas`` as installing a wheel does.
+
+    An editable install leaves them as source: where ``PYTHONDONTWRITEBYTECODE``
+    is set, every ``ehc`` process would compile some forty modules again
+    (about 0.08 s) before reading a byte, a cost no installed copy pays.
+    """
+    for package in ("pipeline", "schemas"):
+        compileall.compile_dir(ROOT / package, quiet=1)
 
 
 def load() -> str:
@@ -423,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     chosen = args.only or [*DEFAULT_FIGURES, *(["big"] if args.big else [])]
     print(f"{load()}; {os.cpu_count()} cores; {_OPTIONS['repeat']} runs per timed figure", flush=True)
+    compile_bytecode()
     for name in chosen:
         print(f"[{name}] {sizes[name]:,} rows …", flush=True)
         started = time.perf_counter()

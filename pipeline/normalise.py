@@ -57,6 +57,7 @@ from pipeline.text.arrow import (
     fixed_width,
     outside_ascii_and_cjk,
     per_distinct,
+    replace_masked,
     rewrite_where,
     to_arrow,
     to_series,
@@ -179,10 +180,10 @@ def clean_dates(values: pd.Series) -> pd.Series:
     settled, result = settle_common_forms(array)
     if settled.all():
         return values if result is array else to_series(result, values.index)
-    rest = pa.array(~settled)
-    odd_forms = to_series(pc.filter(array, rest), pd.RangeIndex(int(pc.sum(rest).as_py())))
+    rest = ~settled
+    odd_forms = to_series(pc.filter(array, pa.array(rest)), pd.RangeIndex(int(rest.sum())))
     cleaned = per_distinct(odd_forms, lambda distinct: normalise_dates(nfkc(distinct)))
-    return to_series(pc.replace_with_mask(result, rest, to_arrow(cleaned)), values.index)
+    return to_series(replace_masked(result, rest, to_arrow(cleaned)), values.index)
 
 
 # --- code fields ---------------------------------------------------------------

@@ -16,7 +16,13 @@ from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.normalise import clean_dates, nfkc, normalise
 from pipeline.reports.xlsx.writer import display_widths
 from pipeline.text.address import split_addresses
-from pipeline.text.arrow import all_empty, ascii_and_cjk_table, empty_mask, outside_ascii_and_cjk
+from pipeline.text.arrow import (
+    all_empty,
+    ascii_and_cjk_table,
+    empty_mask,
+    outside_ascii_and_cjk,
+    replace_masked,
+)
 from pipeline.text.dates import normalise_dates, parse_date
 from pipeline.text.idnumber import check_character
 
@@ -177,6 +183,22 @@ def test_unusual_characters_found_from_the_bytes_as_by_a_regular_expression() ->
         for part in (values, values.slice(7, 999)):
             expected = pc.match_substring_regex(part, pattern).to_numpy(zero_copy_only=False)
             assert (outside_ascii_and_cjk(part, ascii_and_cjk_table(allowed)) == expected).all()
+
+
+def test_masked_values_replaced_in_order_as_arrow_replace_with_mask_does() -> None:
+    rng = random.Random(6)
+    texts = ["".join(rng.choices("ab张三 ", k=rng.randint(0, 6))) for _ in range(5_000)]
+    values = pa.array(texts, pa.large_string())
+    for share in (0.0, 0.03, 0.5, 1.0):
+        for part in (values, values.slice(11, 3_000)):
+            flags = [rng.random() < share for _ in range(len(part))]
+            mask = pa.array(flags)
+            replacements = pc.utf8_upper(pc.filter(part, mask))
+            expected = pc.replace_with_mask(part, mask, replacements)
+            assert replace_masked(part, mask, replacements).equals(expected)
+            assert replace_masked(part, pd.Series(flags).to_numpy(), replacements).equals(expected)
+    with pytest.raises(ValueError, match="2 values to replace, 1 replacements"):
+        replace_masked(pa.array(["a", "b"], pa.large_string()), pa.array([True, True]), pa.array(["x"]))
 
 
 def test_issue_date_parsed_too() -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.text.arrow import byte_matrix, eight_digits, fixed_width, to_arrow, to_series
+from pipeline.text.arrow import byte_matrix, eight_digits, fixed_width, replace_masked, to_arrow, to_series
 
 #: Excel's day zero in the 1900 date system (serial 1 is 1900-01-01; Excel's
 #: phantom 1900-02-29 makes every serial after 60 count from here).
@@ -103,7 +103,7 @@ def normalise_dates(values: pd.Series) -> pd.Series:
         positions = np.flatnonzero(found.to_numpy(zero_copy_only=False))[real]
         mask = np.zeros(len(array), dtype=bool)
         mask[positions] = True
-        result = pc.replace_with_mask(result, pa.array(mask), pc.filter(written, pa.array(real)))
+        result = replace_masked(result, mask, pc.filter(written, pa.array(real)))
         done = pc.or_(done, pa.array(mask))
     rest = np.flatnonzero(~done.to_numpy(zero_copy_only=False))
     if len(rest):
@@ -111,7 +111,7 @@ def normalise_dates(values: pd.Series) -> pd.Series:
         parsed = [parse_date(text) or _SPACES.sub("", text) for text in odd_forms]
         mask = np.zeros(len(array), dtype=bool)
         mask[rest] = True
-        result = pc.replace_with_mask(result, pa.array(mask), pa.array(parsed, type=pa.large_string()))
+        result = replace_masked(result, mask, pa.array(parsed, type=pa.large_string()))
     return to_series(result, values.index)
 
 
