@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
-# No monitor thread: bars are advanced often enough, and a run forks its worker
-# processes only while it has no thread (see pipeline.workers).
-tqdm.monitor_interval = 0
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: Seconds a stage runs before its bar appears: short stages show nothing.
 SHOW_AFTER_SECONDS = 2.0
@@ -26,14 +24,30 @@ def wanted() -> bool:
     return sys.stderr.isatty()
 
 
+def terminal_bar(**options: Any) -> tqdm:
+    """A tqdm bar with ``options``, tqdm imported only now.
+
+    Runs without a terminal (a nightly import, the bench) never import it
+    (0.02 s).  No monitor thread: bars are advanced often enough, and a run
+    forks its worker processes only while it has no thread (see
+    :mod:`pipeline.workers`).
+    """
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    return tqdm(**options)
+
+
 class RowBar:
     """Rows done of a stage, out of an estimated ``total`` (corrected as the stage learns it)."""
 
     def __init__(self, label: str, total: int, *, enabled: bool, unit: str = "行") -> None:
         self._lock = threading.Lock()
-        self._bar = tqdm(
+        self._bar: tqdm | None = None
+        if not enabled:
+            return
+        self._bar = terminal_bar(
             total=max(total, 0),
-            disable=not enabled,
             file=sys.stderr,
             leave=False,
             delay=SHOW_AFTER_SECONDS,
@@ -46,6 +60,8 @@ class RowBar:
 
     def advance(self, rows: int) -> None:
         """``rows`` more done (callable from any thread)."""
+        if self._bar is None:
+            return
         with self._lock:
             if self._bar.total is not None and self._bar.n + rows > self._bar.total:
                 self._bar.total = self._bar.n + rows  # the estimate was short
@@ -53,11 +69,15 @@ class RowBar:
 
     def total(self, rows: int) -> None:
         """The stage's real total, once known."""
+        if self._bar is None:
+            return
         with self._lock:
             self._bar.total = rows
             self._bar.refresh()
 
     def close(self) -> None:
         """Remove the bar from the terminal."""
+        if self._bar is None:
+            return
         with self._lock:
             self._bar.close()

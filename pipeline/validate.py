@@ -105,15 +105,17 @@ class RepeatedIds:
         """For each key: the place of its first occurrence if that is an earlier row, else -1."""
         if not len(keys):
             return np.zeros(0, dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
+        # Not a stable sort (a quarter of its time on 400,000 keys): the row of each distinct
+        # key's first occurrence is the smallest among its equals.
+        order = np.argsort(keys)
         ordered = keys[order]
         starts = np.r_[True, ordered[1:] != ordered[:-1]]
         group = np.cumsum(starts) - 1
-        first = order[starts]  # row (within the chunk) of each distinct key's first occurrence
+        first = np.minimum.reduceat(order, np.flatnonzero(starts))
         earlier = self._earlier(ordered[starts])
         first_place = np.where(earlier >= 0, earlier, places[first])
         result = np.full(len(keys), -1, dtype=np.int64)
-        repeat = (earlier[group] >= 0) | ~starts
+        repeat = (earlier[group] >= 0) | (order != first[group])
         result[order[repeat]] = first_place[group[repeat]]
         new = earlier < 0
         self._remember(ordered[starts][new], places[first][new])

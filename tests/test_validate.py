@@ -12,7 +12,7 @@ from pipeline.config import DefaultValues
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.normalise import normalise
 from pipeline.text.idnumber import check_character
-from pipeline.validate import validate
+from pipeline.validate import RepeatedIds, validate
 from schemas.registry import build_schema
 from schemas.tables import code_table
 
@@ -287,3 +287,23 @@ def test_messy_register_normalises_into_valid_rows() -> None:
 def test_empty_run() -> None:
     found = validate(rows(), today=TODAY)
     assert found.empty and list(found.columns) == list(FAULT_COLUMNS)
+
+
+def test_repeated_ids_name_the_first_row_of_many_equals_across_chunks() -> None:
+    """Each repeat points at the earliest row with that number, however often and wherever it recurs."""
+    rng = np.random.default_rng(11)
+    numbers = [f"4406041976120{n:04d}X" for n in rng.integers(0, 300, 6_000)] + [""] * 50
+    rng.shuffle(numbers)
+    repeats = RepeatedIds(["a.csv"])
+    seen: dict[str, int] = {}
+    for start in range(0, len(numbers), 1_000):  # chunks, each holding many equal numbers
+        chunk = pd.Series(numbers[start : start + 1_000], dtype="str")
+        places = RepeatedIds.place(0, np.arange(start, start + len(chunk)) + 2)
+        found = repeats.check(chunk, places)
+        expected = []
+        for row, number in enumerate(chunk, start=start + 2):
+            expected.append(seen.get(number, -1) if number else -1)
+            if number:
+                seen.setdefault(number, row)
+        assert found.tolist() == expected
+    assert len(seen) <= 300

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from loguru import logger
-from tqdm import tqdm
+
+from pipeline.progress import terminal_bar
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -128,7 +129,9 @@ def run_pool(
     samples: deque[tuple[float, int]] = deque()
     stop_seen = False
     show_bar = progress and sys.stderr.isatty()
-    bar = tqdm(total=total, desc="提交", unit="人", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
+    bar = terminal_bar(
+        total=total, desc="提交", unit="人", file=sys.stderr, disable=not show_bar, dynamic_ncols=True
+    )
     try:
         while True:
             now = time.monotonic()

@@ -1,0 +1,40 @@
+"""Progress bars: shown with rows per second and time left when asked, nothing at all otherwise."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import progress
+
+
+def test_a_bar_shows_rows_their_rate_and_the_time_left(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress, "SHOW_AFTER_SECONDS", 0.0)
+    bar = progress.RowBar("校验", 1_000, enabled=True)
+    bar.advance(400)
+    time.sleep(0.2)  # tqdm redraws at most ten times a second
+    bar.advance(300)
+    time.sleep(0.2)
+    bar.advance(400)  # past the estimate: the total follows
+    bar.total(1_100)
+    bar.close()
+    shown = capsys.readouterr().err
+    assert "校验" in shown and "700/1.00k 行" in shown and "1.10k/1.10k 行" in shown
+    # Rows a second, and elapsed<remaining with the time left known.
+    assert re.search(r"\[00:00<00:00, [0-9.]+k?行/s\]", shown), shown
+
+
+def test_no_bar_writes_nothing_and_leaves_tqdm_unimported() -> None:
+    code = (
+        "import sys; from pipeline.progress import RowBar\n"
+        "bar = RowBar('校验', 10, enabled=False); bar.advance(5); bar.total(12); bar.close()\n"
+        "print('tqdm' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False" and done.stderr == ""
