@@ -171,3 +171,15 @@ def test_large_column_problems_match_scalar_validity() -> None:
     broken = [n[:17] + "X" if rng.random() < 0.3 else n for n in numbers]
     found = idnumber.id_problems(pd.Series(broken, dtype="str"), TODAY)
     assert [p == IdProblem.OK for p in found] == [idnumber.is_valid_id_number(n, TODAY) for n in broken]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789Xx:/ .-A张", min_size=16, max_size=19), min_size=1, max_size=40))
+def test_well_formed_numbers_found_byte_by_byte_as_by_a_regular_expression(texts: list[str]) -> None:
+    """17 digits and a digit or X: bytes just outside the digits (``/``, ``:``) or a wide character fail."""
+    values = pd.Series([*texts, "110105194912310021", "11010519491231002X"], dtype="str")
+    shaped, keys = idnumber.id_keys(values)
+    expected = values.str.fullmatch(r"[0-9]{17}[0-9X]").to_numpy(dtype=bool)
+    assert shaped.tolist() == expected.tolist()
+    exact = [int(v[:17]) * 11 + (10 if v[17] == "X" else int(v[17])) for v in values[expected]]
+    assert keys.tolist() == exact

@@ -80,11 +80,14 @@ def formula_like(values: pa.Array) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    if not len(data):
+        return np.zeros(n, dtype=bool)
     starts = offsets[:-1]
-    filled = offsets[1:] > starts
-    # An empty value's start may be the end of the data: read from a padded copy of the last byte's place.
-    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(n, dtype=np.uint8)
-    return _RISKY_BYTE[first] & filled
+    # An empty value's start may be the end of the data: clipped, and its byte is not its own.
+    risky = _RISKY_BYTE[data.take(starts, mode="clip")]
+    if risky.any():  # seldom: the emptiness of each value is read only then
+        risky &= offsets[1:] > starts
+    return risky
 
 
 def neutralised(values: pa.Array) -> pa.Array:

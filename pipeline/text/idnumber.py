@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.text.arrow import (
-    all_digits,
     ascii_matrix,
     choose,
     eight_digits,
@@ -153,11 +152,17 @@ def _parsed(values: pd.Series) -> _ParsedIds:
         return cached[2]
     shaped = np.zeros(len(array), dtype=bool)
     eighteen, matrix = fixed_width(array, 18)
-    last = matrix[:, 17]
-    good = all_digits(matrix[:, :17]) & ((last - np.uint8(48) < 10) | (last == ord("X")))
+    # Characters 1-16 tested as two 64-bit words (the numbers they write come with the test):
+    # 16 against 38 ms per 400,000 values for a byte-by-byte test of the matrix.
+    first_digits, first8 = eight_digits(matrix, 0)
+    second_digits, second8 = eight_digits(matrix, 8)
+    seventeenth, last = matrix[:, 16], matrix[:, 17]
+    good = first_digits & second_digits & (seventeenth - np.uint8(48) < 10)
+    good &= (last - np.uint8(48) < 10) | (last == ord("X"))
     shaped[eighteen] = good
-    matrix = matrix if good.all() else matrix[good]
-    parsed = _ParsedIds(shaped, matrix, eight_digits(matrix, 0)[1], eight_digits(matrix, 8)[1])
+    if not good.all():
+        matrix, first8, second8 = matrix[good], first8[good], second8[good]
+    parsed = _ParsedIds(shaped, matrix, first8, second8)
     for part in parsed:
         part.setflags(write=False)
     # The array is kept with its key: while its buffers live, no other text can have their addresses.
