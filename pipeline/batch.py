@@ -13,10 +13,8 @@ cells of an Arrow string column in place costs a hundred times more.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from pipeline.model import (
     Outcome,
 )
 from pipeline.text import arrow as arrowtext
+from pipeline.text.joins import join_by_key
 from schemas.result_codes import ResultCode
 
 
@@ -109,19 +108,7 @@ def stack_batches(batches: Sequence[Batch]) -> Batch:
     )
 
 
-def _join_by_row(row_ids: np.ndarray, texts: np.ndarray, sep: str) -> tuple[np.ndarray, list[str]]:
-    """Join ``texts`` per row id (``row_ids`` sorted), dropping repeats within a row."""
-    rows: list[int] = []
-    joined: list[str] = []
-    for row_id, group in itertools.groupby(
-        zip(row_ids.tolist(), texts.tolist(), strict=True), key=itemgetter(0)
-    ):
-        rows.append(row_id)
-        joined.append(sep.join(dict.fromkeys(text for _, text in group)))
-    return np.asarray(rows, dtype="int64"), joined
-
-
-def _spread(n_rows: int, rows: np.ndarray, texts: Sequence[str], index: pd.Index) -> pd.Series:
+def _spread(n_rows: int, rows: np.ndarray, texts: Sequence[str] | np.ndarray, index: pd.Index) -> pd.Series:
     """A ``str`` column: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow, not as objects)."""
     picks = np.zeros(n_rows, dtype=np.int32)
     picks[rows] = np.arange(1, len(rows) + 1, dtype=np.int32)
@@ -133,8 +120,8 @@ def status_from_faults(n_rows: int, faults: pd.DataFrame, start: int = 0) -> pd.
     errors = faults[faults["severity"] == "error"].sort_values("row_id", kind="stable")
     index = pd.RangeIndex(start, start + n_rows)
     row_ids = errors["row_id"].to_numpy(dtype="int64") - start
-    rows, codes = _join_by_row(row_ids, errors["code"].astype(str).to_numpy(), ";")
-    _, messages = _join_by_row(row_ids, errors["message"].to_numpy(dtype=object), "；")
+    rows, codes = join_by_key(row_ids, errors["code"].astype(str).to_numpy(dtype=object), ";", distinct=True)
+    _, messages = join_by_key(row_ids, errors["message"].to_numpy(dtype=object), "；", distinct=True)
     invalid = np.zeros(n_rows, dtype=np.int8)
     invalid[rows] = 1
     blank = arrowtext.constant("", index)

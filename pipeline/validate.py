@@ -29,10 +29,13 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from pipeline.messages import error_messages
 from pipeline.model import FAULT_COLUMNS, FIELDS, no_faults
 from pipeline.text import idnumber
+from pipeline.text.arrow import text_array, to_arrow, to_series
 from pipeline.text.dates import real_dates
 from pipeline.text.memo import ValueMemo
 from schemas.registry import PAIR_COLUMNS, build_schema, prepare
@@ -96,10 +99,8 @@ class RepeatedIds:
         self._blocks.append((keys[order], places[order]))
         # Merge while the newest block is as large as the one before: log2(chunks) blocks at most.
         while len(self._blocks) > 1 and len(self._blocks[-1][0]) >= len(self._blocks[-2][0]):
-            (k1, p1), (k2, p2) = self._blocks.pop(), self._blocks.pop()
-            merged_keys, merged_places = np.concatenate([k2, k1]), np.concatenate([p2, p1])
-            order = np.argsort(merged_keys, kind="stable")  # two sorted runs: merged in linear time
-            self._blocks.append((merged_keys[order], merged_places[order]))
+            newer, older = self._blocks.pop(), self._blocks.pop()
+            self._blocks.append(_merged(older, newer))
 
     def _first_places(self, keys: np.ndarray, places: np.ndarray) -> np.ndarray:
         """For each key: the place of its first occurrence if that is an earlier row, else -1."""
@@ -148,6 +149,25 @@ class RepeatedIds:
         if keys.others.any():
             result[keys.others] = self._first_places(keys.hashed, places[keys.others])
         return result
+
+
+def _merged(
+    older: tuple[np.ndarray, np.ndarray], newer: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two blocks of sorted keys (no key in both) and their places, as one sorted block.
+
+    Each newer key goes where the older keys before it end: one binary search
+    each, no sort (28 against 38 ms for 400,000 keys into 600,000).
+    """
+    (old_keys, old_places), (new_keys, new_places) = older, newer
+    at = np.searchsorted(old_keys, new_keys) + np.arange(len(new_keys))
+    total = len(old_keys) + len(new_keys)
+    keys, places = np.empty(total, dtype=old_keys.dtype), np.empty(total, dtype=old_places.dtype)
+    rest = np.ones(total, dtype=bool)
+    rest[at] = False
+    keys[at], keys[rest] = new_keys, old_keys
+    places[at], places[rest] = new_places, old_places
+    return keys, places
 
 
 @dataclass
@@ -444,8 +464,24 @@ def _as_written(values: pd.Series, field: str, written: pd.DataFrame | None) -> 
     """The values as the clerk wrote them where they wrote one, else as normalised."""
     if written is None or field not in written.columns:
         return values
-    as_written = written[field].reindex(values.index).fillna("").astype("str").str.strip()
-    return as_written.where(as_written != "", values)
+    column = written[field]
+    positions = _positions(column.index, values.index)
+    if positions is None or column.dtype != "str":
+        as_written = column.reindex(values.index).fillna("").astype("str").str.strip()
+        return as_written.where(as_written != "", values)
+    # The same in Arrow, by position: a fifth of the time, paid for each field and code with faults.
+    texts = pc.utf8_trim_whitespace(text_array(column).take(pyarrow.array(positions)))
+    return to_series(pc.if_else(pc.equal(texts, ""), to_arrow(values), texts), values.index)
+
+
+def _positions(index: pd.Index, labels: pd.Index) -> np.ndarray | None:
+    """Where ``labels`` are in ``index`` when it is a plain range holding them all, else None."""
+    if not isinstance(index, pd.RangeIndex) or index.step != 1 or not len(labels):
+        return None
+    positions = np.asarray(labels, dtype=np.int64) - index.start
+    if positions.min() < 0 or positions.max() >= len(index):
+        return None
+    return positions
 
 
 #: Fields filled from the ID number when the clerk left them empty (or has no column for them).

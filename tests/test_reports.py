@@ -556,3 +556,25 @@ def test_every_text_a_spreadsheet_could_start_a_formula_with_gets_an_apostrophe(
     assert neutralised(pa.array(values, pa.large_string())).to_pylist() == [
         "'=1+1", "'+86", "'-1", "'@SUM(A1)", "'\t=1", "'\r=1", "'\n=1", "张三", "", "1-2", "'=1",
     ]  # fmt: skip
+
+
+def test_a_rows_faults_join_into_one_cell_each_text_once_in_order() -> None:
+    from pipeline.batch import status_from_faults
+    from pipeline.text.joins import join_by_key
+
+    keys = np.array([0, 0, 0, 3, 5, 5], dtype=np.int64)
+    texts = np.array(["10110", "10123", "10110", "10131", "a", "b"], dtype=object)
+    rows, joined = join_by_key(keys, texts, ";", distinct=True)
+    assert rows.tolist() == [0, 3, 5] and joined.tolist() == ["10110;10123", "10131", "a;b"]
+    assert join_by_key(keys, texts, ";")[1].tolist()[0] == "10110;10123;10110"
+    assert join_by_key(keys[:0], texts[:0], ";")[1].tolist() == []
+
+    faults = pd.DataFrame(
+        {"row_id": [12, 10, 12, 12, 14], "field": ["xm", "brdh", "brdh", "mzdm", "xb"],
+         "code": [10110, 10110, 10110, 10123, 10113], "severity": ["error"] * 4 + ["warning"],
+         "message": ["姓名有误", "电话有误", "电话有误", "民族有误", "提示"]}
+    )  # fmt: skip
+    outcome = status_from_faults(5, faults, start=10)
+    assert outcome["status"].tolist() == ["invalid", "valid", "invalid", "valid", "valid"]
+    assert outcome["result_code"].tolist() == ["10110", "", "10110;10123", "", ""]
+    assert outcome["message"].tolist() == ["电话有误", "", "姓名有误；电话有误；民族有误", "", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -289,15 +290,17 @@ def test_empty_run() -> None:
     assert found.empty and list(found.columns) == list(FAULT_COLUMNS)
 
 
-def test_repeated_ids_name_the_first_row_of_many_equals_across_chunks() -> None:
+@pytest.mark.parametrize("distinct", [300, 60_000])  # many equals in each chunk; few
+def test_repeated_ids_name_the_first_row_of_many_equals_across_chunks(distinct: int) -> None:
     """Each repeat points at the earliest row with that number, however often and wherever it recurs."""
     rng = np.random.default_rng(11)
-    numbers = [f"4406041976120{n:04d}X" for n in rng.integers(0, 300, 6_000)] + [""] * 50
+    numbers = [f"4406041976120{n:04d}X" for n in rng.integers(0, distinct, 6_000)] + [""] * 50
     rng.shuffle(numbers)
     repeats = RepeatedIds(["a.csv"])
     seen: dict[str, int] = {}
-    for start in range(0, len(numbers), 1_000):  # chunks, each holding many equal numbers
-        chunk = pd.Series(numbers[start : start + 1_000], dtype="str")
+    bounds = [0, 400, 700, 1_500, 2_000, 3_500, 6_050]  # growing chunks: their blocks of keys merge
+    for start, stop in itertools.pairwise(bounds):
+        chunk = pd.Series(numbers[start:stop], dtype="str")
         places = RepeatedIds.place(0, np.arange(start, start + len(chunk)) + 2)
         found = repeats.check(chunk, places)
         expected = []
@@ -306,4 +309,4 @@ def test_repeated_ids_name_the_first_row_of_many_equals_across_chunks() -> None:
             if number:
                 seen.setdefault(number, row)
         assert found.tolist() == expected
-    assert len(seen) <= 300
+    assert len(seen) <= distinct

@@ -41,7 +41,7 @@ from pipeline.files import numbered
 from pipeline.messages import fault_fix
 from pipeline.model import MappedTable
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
-from pipeline.reports.data import WARNING, ReportData, fault_texts, join_by_key, source_column
+from pipeline.reports.data import WARNING, ReportData, fault_texts, source_column
 from pipeline.reports.xlsx.comments import Comments
 from pipeline.reports.xlsx.markup import (
     MARK_ERROR,
@@ -62,6 +62,7 @@ from pipeline.reports.xlsx.writer import (
     text_block,
 )
 from pipeline.text.arrow import text_array
+from pipeline.text.joins import join_by_key
 
 #: Sheets taller than this are read back row by row (bounded memory) rather than in one go.
 STREAM_ABOVE_ROWS = 200_000

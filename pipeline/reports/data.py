@@ -36,6 +36,7 @@ from pipeline.model import (
     Batch,
 )
 from pipeline.text.arrow import text_array
+from pipeline.text.joins import join_by_key
 from schemas.result_codes import describe, field_pairs
 
 ERROR = "error"
@@ -99,24 +100,6 @@ def relabel(values: np.ndarray, labels: dict[str, str]) -> np.ndarray:
     codes, uniques = pd.factorize(values)
     mapped = np.array([labels.get(u, u) for u in uniques] + [""], dtype=object)
     return mapped[codes]
-
-
-def join_by_key(keys: np.ndarray, texts: np.ndarray, separator: str) -> tuple[np.ndarray, np.ndarray]:
-    """Join ``texts`` of equal consecutive ``keys`` (already sorted): (distinct keys, joined texts).
-
-    Loops over the rank within a group (a handful), never over the rows.
-    """
-    if len(keys) == 0:
-        return keys[:0], np.array([], dtype=object)
-    starts_mask = np.r_[True, keys[1:] != keys[:-1]]
-    group = np.cumsum(starts_mask) - 1
-    starts = np.flatnonzero(starts_mask)
-    rank = np.arange(len(keys)) - starts[group]
-    joined = texts[starts].astype(object)
-    for r in range(1, int(rank.max()) + 1):
-        pick = rank == r
-        joined[group[pick]] = joined[group[pick]] + separator + texts[pick]
-    return keys[starts], joined
 
 
 def _field_order(fields: np.ndarray) -> np.ndarray:
