@@ -284,6 +284,24 @@ def test_a_package_that_cannot_be_followed_is_regenerated_and_says_so(
     assert book["登记表"]["E5"].fill.fgColor.rgb == RED
 
 
+@pytest.mark.parametrize("name", ["登记表.xls", "登记表.xlsb"])
+def test_an_xlsx_under_another_workbooks_name_is_marked_up_as_the_xlsx_it_is(
+    annotated, tmp_path: Path, name: str
+) -> None:
+    """Read by its content, so annotated by it too: the copy keeps the clerk's sheets and marks them."""
+    register, copy, _ = annotated
+    misnamed = tmp_path / name
+    misnamed.write_bytes(register.read_bytes())
+    paths = write_reports(tmp_path / "out", prepare_batch([misnamed], load_settings(None)))
+    book = openpyxl.load_workbook(paths["annotated_登记表.xlsx"])
+    expected = openpyxl.load_workbook(copy)
+    assert book.sheetnames == expected.sheetnames  # marked in place: the clerk's 字典 sheet is still there
+    for cell, colour in MARKED.items():
+        assert book["登记表"][cell].fill.fgColor.rgb == colour, cell
+    legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
+    assert "重新生成" not in legend
+
+
 def test_xml_text_never_lets_markup_or_forbidden_characters_through() -> None:
     assert markup.xml_text("a<b>&c\x07_x0041_") == b"a&lt;b&gt;&amp;c_x0007__x005F_x0041_"
     assert check_character(GOOD[0][:17]) == GOOD[0][17]

@@ -434,8 +434,33 @@ def test_a_workbook_under_the_other_workbook_extension_is_read_as_ehc_validate_r
     ]:
         answer = site.upload(clerk, (name, content, "application/octet-stream"))
         assert answer.status_code == 200, answer.text
-        job = site.wait(clerk, answer.json()["jobs"][0].rsplit("/", 1)[-1])
+        job_id = answer.json()["jobs"][0].rsplit("/", 1)[-1]
+        job = site.wait(clerk, job_id)
         assert job["state"] == state and said in job["message"], (name, job)
+        if state == "checked":  # its annotated copy too is made from what it is, not what it is called
+            assert 'data-kind="annotated"' in clerk.get(f"/jobs/{job_id}").text
+            copy = clerk.get(f"/jobs/{job_id}/download/annotated")
+            assert copy.status_code == 200, copy.text
+            book = openpyxl.load_workbook(io.BytesIO(copy.content))
+            marked = [c for r in book.worksheets[0].iter_rows() for c in r if c.comment]
+            assert "说明" in book.sheetnames and marked
+
+
+def test_no_link_to_an_annotated_copy_a_register_cannot_have(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV longer than an annotated copy may be: its page offers the other reports only."""
+    from pipeline.reports import annotate
+
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk, SAMPLE_CSV)
+    assert site.state(clerk, job_id)["state"] == "checked"
+    assert 'data-kind="annotated"' in clerk.get(f"/jobs/{job_id}").text
+    monkeypatch.setattr(annotate, "CSV_ROW_LIMIT", 2)
+    page = clerk.get(f"/jobs/{job_id}").text
+    assert 'data-kind="annotated"' not in page and 'data-kind="errors"' in page
+    refused = clerk.get(f"/jobs/{job_id}/download/annotated")
+    assert refused.status_code == 404 and "errors.xlsx" in refused.text
 
 
 def test_an_unreadable_register_says_why(site: Site) -> None:

@@ -113,6 +113,18 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def is_workbook_package(path: Path) -> bool:
+    """Whether ``path`` is a sound Office Open XML workbook (xlsx or xlsm), whatever its extension."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                return False
+        with zipfile.ZipFile(path) as archive:
+            return "xl/workbook.xml" in set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 def _broken_zip(path: Path) -> bool:
     """True when ``path`` is a damaged zip (a cut-off download), False when it is a sound one."""
     try:
@@ -160,7 +172,8 @@ def _unreadable(path: Path, error: BaseException) -> InputError:
     return InputError("不是有效的 Excel 文件", file=label, fix=_FIX_RESAVE)
 
 
-def _open(path: Path) -> CalamineWorkbook:
+def open_workbook(path: Path) -> CalamineWorkbook:
+    """``path`` opened by calamine, by its content where its extension lies; InputError when unreadable."""
     try:
         return CalamineWorkbook.from_path(str(path))
     except (KeyboardInterrupt, SystemExit):
@@ -255,7 +268,7 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.register.read_register`."""
     check_workbook(path, path.name, size or path.stat().st_size)
     with _collector_paused():
-        workbook = _open(path)
+        workbook = open_workbook(path)
         try:
             return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets)
         finally:

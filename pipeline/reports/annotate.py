@@ -37,9 +37,11 @@ from loguru import logger
 from xlsxwriter.exceptions import OverlappingRange
 from xlsxwriter.utility import xl_rowcol_to_cell
 
+from pipeline.errors import InputError
 from pipeline.files import numbered
 from pipeline.messages import fault_fix
 from pipeline.model import MappedTable
+from pipeline.reading.excel import is_workbook_package, open_workbook
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, source_column
 from pipeline.reports.xlsx.comments import Comments
@@ -472,8 +474,8 @@ def _regenerate_workbook(
 ) -> Path:
     """A copy rebuilt from the cell values (.xls, .xlsb, .ods, or an xlsx that cannot be marked in place)."""
     try:
-        workbook = python_calamine.CalamineWorkbook.from_path(source)
-    except (python_calamine.CalamineError, OSError, ValueError) as error:
+        workbook = open_workbook(Path(source))  # as the register was read: by content, should its name lie
+    except InputError as error:
         raise SourceUnreadable(source) from error
     book = FastWorkbook(path, FORMATS)
     names: set[str] = set()
@@ -590,7 +592,8 @@ def write_annotated(
     suffix = Path(source).suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return _regenerate_text(path, source, data, table_indices, edits)
-    if suffix in MARKABLE_SUFFIXES:
+    # An xlsx saved under another workbook's name (.xls) is read by its content, and marked up as one.
+    if suffix in MARKABLE_SUFFIXES or (suffix in WORKBOOK_SUFFIXES and is_workbook_package(Path(source))):
         try:
             return _mark_in_place(path, source, data, table_indices, edits)
         except FileNotFoundError as error:

@@ -258,6 +258,17 @@ def build_batch(
     )
 
 
+def annotated_copy_possible(file_name: str, rows: int) -> bool:
+    """Whether a register of this name and length gets an annotated copy among its reports.
+
+    Every workbook does (marked in place, or rebuilt from its values); a text
+    register does up to the copy's row limit.
+    """
+    from pipeline.reports.annotate import CSV_ROW_LIMIT
+
+    return Path(file_name).suffix.lower() not in TEXT_SUFFIXES or rows <= CSV_ROW_LIMIT
+
+
 def write_reports(batch: Batch, out_dir: Path, *, submitted: bool) -> dict[str, Path]:
     """Every report of ``batch`` into ``out_dir``, as ``ehc validate`` / ``ehc submit`` write them."""
     from pipeline.reports.write import write_reports as write

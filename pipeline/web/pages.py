@@ -99,6 +99,13 @@ DOWNLOADS = {
 }
 
 
+def _downloads(job: Job) -> dict[str, str]:
+    """The job's reports offered for download: no link to an annotated copy its register cannot have."""
+    if engine.annotated_copy_possible(job.file_name, job.rows):
+        return DOWNLOADS
+    return {kind: label for kind, label in DOWNLOADS.items() if kind != "annotated"}
+
+
 #: What the audit log says for a failed login under a name no user has.
 UNKNOWN_NAME = "（不存在的用户名）"
 #: Fields whose values are codes (sex, nation, payment…), not a person's own data: kept in the audit log.
@@ -398,7 +405,7 @@ def job_page(request: Request) -> Response:
             "job": job, "counts": counts, "grid": _grid(request, job, lines), "total": total, "page": page,
             "pages": pages(total, FAULTS_PER_PAGE), "severity": severity, "code": code, "source": source,
             "columns": columns, "describe": engine.describe, "state_labels": STATE_LABELS,
-            "downloads": DOWNLOADS if job.rows and job.state not in BUSY_STATES and kept else {},
+            "downloads": _downloads(job) if job.rows and job.state not in BUSY_STATES and kept else {},
             "kept": kept, "cleaned": CLEANED,
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
@@ -640,7 +647,9 @@ async def download(request: Request) -> Response:
             raise Refused(str(reason)) from None
     path = report_path(files, job, kind)
     if path is None or not path.is_file():
-        raise Refused("此文件没有标注版（只有 Excel 工作簿才有），请下载 errors.xlsx", 404)
+        raise Refused(
+            "这个登记表没有标注后的原表（CSV 超过 20 万行，或原文件无法再次读取），问题见 errors.xlsx", 404
+        )
     stem = job.file_name.rsplit(".", 1)[0]
     names = {"annotated": f"annotated_{stem}.xlsx", "errors": f"errors_{stem}.xlsx",
              "results": f"results_{stem}.xlsx", "csv": f"results_{stem}.csv"}  # fmt: skip
