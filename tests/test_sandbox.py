@@ -402,3 +402,22 @@ def test_sandbox_command_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
     assert (
         len(lines) == 1 and "teleport" in lines[0] and "lost" in lines[0] and "Traceback" not in done.stderr
     )
+
+
+def test_a_numeric_type_as_the_documents_example_sends_is_signed_as_its_digits(
+    sandbox: SandboxHandle,
+) -> None:
+    """The interface document's syncCardInfo example sends ``"type": 1`` and signs over ``1``."""
+    key = _work_key(sandbox)
+    card, person = make_resident(31)
+    stamp = timestamp_ms()
+    data = {"timestamp": stamp, "type": 1, "sign": sync_card_sign(sandbox.app_id, key, stamp, "1"),
+            "cardInfo": card, "peopleInfo": person}  # fmt: skip
+    assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10000
+    card, person = make_resident(32)
+    for odd in (True, 1.5, None, [1]):  # not a number the document writes: a parameter error
+        stamp = timestamp_ms()
+        data = {"timestamp": stamp, "type": odd, "sign": sync_card_sign(sandbox.app_id, key, stamp, str(odd)),
+                "cardInfo": card, "peopleInfo": person}  # fmt: skip
+        assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110, odd
+    assert sandbox.residents() == 1

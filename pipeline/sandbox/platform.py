@@ -8,7 +8,9 @@ then the state (10115 ID enrolled already, 10116 card number used, 10108 no
 card, 10109 no such card).  A new ``getWorkKey`` invalidates the app's previous
 key, as the real platform may.  Answers reproduce the quirks of the document's
 examples (``" virtualCardNum "`` with spaces, ``getImg`` unwrapped with
-``qRCode``) unless ``quirks=False``.
+``qRCode``) unless ``quirks=False``.  Fields are text, as the document's
+tables declare them; the one number its examples send, syncCardInfo's
+``"type": 1``, is taken too (signed over ``1``, its check vector).
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def _raw(value: object) -> str | None:
     """A scalar JSON value exactly as sent (what the client signed)."""
     # Every field is declared String: a number is a parameter error (10110), as the document's tables say.
     return value if isinstance(value, str) else None
+
+
+def _qr_type(value: object) -> str | None:
+    """The QR code ``type`` as sent: text, or a whole number as the interface document's own example
+    sends it (``"type": 1``, signed over ``1``: its check vector); anything else is None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _raw(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +146,7 @@ class PlatformLogic:
 
     def _sync_card_info(self, request: _Request) -> tuple[int, dict[str, str]]:
         data = request.data
-        qr_type = _raw(data.get("type"))
+        qr_type = _qr_type(data.get("type"))
         if qr_type is None:
             raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
@@ -156,8 +166,9 @@ class PlatformLogic:
         return code, _card_fields(enrolled)
 
     def _bind_card_info(self, request: _Request) -> tuple[int, dict[str, str]]:
-        names = ("type", "zjlx", "zjhm", "xm", "brdh", "bindType", "bindZjlx", "bindZjhm")
+        names = ("zjlx", "zjhm", "xm", "brdh", "bindType", "bindZjlx", "bindZjhm")
         raw = {name: _raw(request.data.get(name)) for name in names}
+        raw["type"] = _qr_type(request.data.get("type"))
         if any(value is None for value in raw.values()):
             raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
@@ -186,7 +197,7 @@ class PlatformLogic:
 
     def _get_img(self, request: _Request) -> tuple[int, dict[str, str]]:
         data = request.data
-        qr_type = _raw(data.get("type"))
+        qr_type = _qr_type(data.get("type"))
         card_id = _raw(data.get("ehealthCardId")) or ""
         card_num = _raw(data.get("virtualCardNum")) or ""
         if qr_type is None:
