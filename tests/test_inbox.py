@@ -148,6 +148,7 @@ def test_run_over_several_files(
     assert files["禅城区.xlsx"]["statuses"] == {"enrolled": 3}
     assert files["南海区.csv"]["statuses"] == {"enrolled": 2, "invalid": 1}
     assert files["南海区.csv"]["result_codes"] == {"10111": 1}
+    assert files["南海区.csv"]["problems"] == {"10111 身份证号码不正确": 1}
     assert len(files["禅城区.xlsx"]["sha256"]) == 64
     assert files["broken.xlsx"]["message"] and files["broken.xlsx"]["moved_to"].endswith("broken.xlsx")
     totals = summary["totals"]
@@ -159,6 +160,7 @@ def test_run_over_several_files(
         assert journal.file_seen(files["禅城区.xlsx"]["sha256"])
         assert not journal.file_seen(files["broken.xlsx"]["sha256"])  # may be put back after a fix
     assert "禅城区.xlsx" in result.text and "退出码 1" in result.text
+    assert "返回代码：10111 身份证号码不正确 ×1" in result.text
 
 
 def test_second_run_processes_nothing_and_sends_nothing(
@@ -463,3 +465,35 @@ def test_command_line_sigterm_writes_reports_and_summary(
     assert summary["exit_code"] == 130 and summary["files"][0]["status"] == "interrupted"
     assert (Path(summary["files"][0]["out_dir"]) / "results.csv").exists()  # the reports of what was done
     assert sandbox.residents() < 60
+
+
+def test_the_summary_names_each_problem_as_ehc_validate_does(tmp_path: Path) -> None:
+    """10110 is named by its field (联系电话不正确, 姓名不正确), not by the platform's 参数错误."""
+    from pipeline.inbox.summary import InboxFile, InboxResult, format_run
+
+    counts = {
+        "rows": 9, "by_status": {"valid": 5, "invalid": 4}, "by_code": {"10110": 3, "10123": 1},
+        "warnings_by_code": {"10133": 2},
+        "problems": [
+            {"code": code, "field": field, "warning": warning, "faults": rows, "rows": rows, "title": title}
+            for code, field, warning, rows, title in [
+                (10110, "brdh", False, 2, "联系电话不正确"), (10110, "xm", False, 1, "姓名不正确"),
+                (10123, "", False, 1, "民族代码不正确"), (10133, "xldm", True, 2, "文化程度已归类"),
+            ]
+        ],
+    }  # fmt: skip
+    named = InboxFile("a.csv", "processed")
+    named.take_counts(counts)
+    older = InboxFile("b.csv", "processed", rows=1, statuses={"invalid": 1}, result_codes={"10131": 1})
+    moment = datetime(2026, 12, 7, 1, 30)
+    result = InboxResult(
+        exit_code=1, summary="", inbox=tmp_path, out_root=tmp_path, dry_run=True, started_at=moment,
+        finished_at=moment, files=[named, older], ignored=[],
+    )  # fmt: skip
+    assert named.problems == {"10110 联系电话不正确": 2, "10110 姓名不正确": 1, "10123 民族代码不正确": 1}
+    assert result.as_json()["totals"]["problems"] == named.problems
+    line = next(line for line in format_run(result).splitlines() if line.startswith("返回代码："))
+    assert line == (
+        "返回代码：10110 联系电话不正确 ×2；10110 姓名不正确 ×1；10123 民族代码不正确 ×1；"
+        "10131 医疗费用支付方式不正确 ×1"  # a file counted without problems: the platform's phrase
+    )

@@ -53,7 +53,6 @@ from pipeline.inbox.summary import (
     FILE_WAITING,
     InboxFile,
     InboxResult,
-    row_counts,
     write_summary,
 )
 from pipeline.logs import printable
@@ -247,13 +246,11 @@ class _Run:
         except EhcError as error:
             status = FILE_INTERRUPTED if error.exit_code == EXIT_INTERRUPTED else FILE_ERROR
             if error.counts is not None:  # stopped after its reports were written: count what they say
-                outcome.rows, outcome.statuses, outcome.result_codes, outcome.warning_codes = row_counts(
-                    error.counts
-                )
+                outcome.take_counts(error.counts)
             return self._stopped(outcome, status, error.message, error.exit_code)
         except KeyboardInterrupt:
             return self._stopped(outcome, FILE_INTERRUPTED, "运行被中断", EXIT_INTERRUPTED)
-        outcome.rows, outcome.statuses, outcome.result_codes, outcome.warning_codes = row_counts(counts)
+        outcome.take_counts(counts)
         outcome.finished_at = self.clock()
         self.hashes_done.add(outcome.sha256)
         if not self.dry_run:

@@ -49,14 +49,6 @@ EXIT_MEANINGS: dict[int, str] = {
 }
 
 
-def row_counts(counts: dict[str, Any] | Batch) -> tuple[int, dict[str, int], dict[str, int], dict[str, int]]:
-    """Rows, rows per status, rows per error code, warnings per code, as the file's own reports count them.
-
-    ``counts`` are the run's (:attr:`RunResult.counts`), or the batch holding it.
-    """
-    if isinstance(counts, Batch):
-        counts = summary_counts(counts)
-    return int(counts["rows"]), counts["by_status"], counts["by_code"], counts["warnings_by_code"]
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -75,12 +67,24 @@ class InboxFile:
     statuses: dict[str, int] = field(default_factory=dict)
     result_codes: dict[str, int] = field(default_factory=dict)
     warning_codes: dict[str, int] = field(default_factory=dict)
+    #: Rows per problem, named as ``ehc validate`` names it: ``10110 联系电话不正确``.
+    problems: dict[str, int] = field(default_factory=dict)
     out_dir: Path | None = None
     moved_to: Path | None = None
     message: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     exit_code: int = 0  # set when this file stopped the run
+
+    def take_counts(self, counts: dict[str, Any] | Batch) -> None:
+        """Rows, rows per status, per error code, warnings per code and rows per problem, as the
+        file's own reports count them (``counts``: the run's :attr:`RunResult.counts`, or its batch)."""
+        if isinstance(counts, Batch):
+            counts = summary_counts(counts)
+        self.rows, self.statuses = int(counts["rows"]), counts["by_status"]
+        self.result_codes, self.warning_codes = counts["by_code"], counts["warnings_by_code"]
+        errors = [problem for problem in counts.get("problems", []) if not problem["warning"]]
+        self.problems = {f"{int(p['code'])} {p['title']}": int(p["rows"]) for p in errors}
 
     @property
     def rows_not_ok(self) -> int:
@@ -98,6 +102,7 @@ class InboxFile:
             "statuses": self.statuses,
             "result_codes": self.result_codes,
             "warning_codes": self.warning_codes,
+            "problems": self.problems,
             "out_dir": str(self.out_dir) if self.out_dir else None,
             "moved_to": str(self.moved_to) if self.moved_to else None,
             "message": self.message,
@@ -134,16 +139,19 @@ class InboxResult(RunResult):
         statuses: Counter[str] = Counter()
         codes: Counter[str] = Counter()
         warnings: Counter[str] = Counter()
+        problems: Counter[str] = Counter()
         for outcome in self.files:
             statuses.update(outcome.statuses)
             codes.update(outcome.result_codes)
             warnings.update(outcome.warning_codes)
+            problems.update(outcome.problems)
         return {
             "files": dict(Counter(o.status for o in self.files)),
             "rows": sum(o.rows for o in self.files),
             "statuses": dict(statuses),
             "result_codes": dict(sorted(codes.items())),
             "warning_codes": dict(sorted(warnings.items())),
+            "problems": dict(sorted(problems.items(), key=lambda item: (item[0].split(" ", 1)[0], -item[1]))),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -219,9 +227,13 @@ def format_run(result: InboxResult) -> str:
     if totals["rows"]:
         lines.append(f"合计 {totals['rows']} 行：{_status_counts_text(totals['statuses'])}")
     if totals["result_codes"]:
-        counted = [(code, n) for code, n in totals["result_codes"].items() if code.isdigit()]
-        codes = "；".join(f"{code} {describe(int(code))} ×{n}" for code, n in counted)
-        lines.append(f"返回代码：{codes}")
+        # Each problem as ehc validate names it (10110 联系电话不正确); a code no problem names
+        # (a file counted from before problems were kept) by the platform's own phrase.
+        named = [(key.split(" ", 1)[0], f"{key} ×{n}") for key, n in totals["problems"].items()]
+        titled = {code for code, _ in named}
+        named += [(code, f"{code} {describe(int(code))} ×{n}") for code, n in totals["result_codes"].items()
+                  if code.isdigit() and code not in titled]  # fmt: skip
+        lines.append("返回代码：" + "；".join(text for _, text in sorted(named, key=lambda item: item[0])))
     if result.ignored:
         lines.append(f"忽略 {len(result.ignored)} 个非登记表文件：{'、'.join(result.ignored)}")
     if result.summary_path:
