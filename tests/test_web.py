@@ -192,6 +192,8 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     fixed = edit_cell(clerk, job_id, row_id, field, "张三")
     assert fixed.status_code == 200, fixed.text
     assert fixed.json()["status"] == "valid" and fixed.json()["counts"] == {"invalid": 7, "valid": 43}
+    # The answer the page reads: other rows checked again come under "others", once.
+    assert set(fixed.json()) >= {"row_id", "faults", "others", "counts"} and "changed" not in fixed.json()
     still = edit_cell(clerk, job_id, *_fault_row(site, clerk, job_id, "1381234567"), "1381234567X")
     assert still.json()["status"] == "invalid" and still.json()["faults"][0]["code"] == 10110
     audit = [e for e in site.store.audit_page(0, 50) if e.action == "修改单元格"]

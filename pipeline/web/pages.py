@@ -482,7 +482,6 @@ async def edit(request: Request) -> Response:
                 "result_code": result.row.result_code, "message": visible(result.row.message),
                 "value": visible(result.value),
                 "faults": _faults_json(result.faults),
-                "changed": {str(k): v for k, v in result.changed.items()},
                 "others": {
                     str(k): {"status": status, "status_label": engine.STATUS_LABELS.get(status, status),
                              "faults": _faults_json(faults)}
