@@ -491,7 +491,8 @@ def test_regenerated_copies_are_read_chunk_by_chunk(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(annotate, "STREAM_ABOVE_ROWS", 0)
     monkeypatch.setattr(annotate, "CHUNK_ROWS", 2)
     monkeypatch.setattr(xlsx_writer, "CHUNK_ROWS", 2)
-    monkeypatch.setattr(annotate, "MARKABLE_SUFFIXES", ())  # as for an .xls register
+    monkeypatch.setattr(annotate, "MARKABLE_SUFFIXES", ())  # as for an .xls register,
+    monkeypatch.setattr(annotate, "is_workbook_package", lambda path: False)  # which is not an xlsx inside
     paths = write_reports(tmp_path / "out", make_batch(tmp_path))
     book = openpyxl.load_workbook(paths["annotated_register.xlsx"])
     sheet = book["名单"]

@@ -295,9 +295,8 @@ class ReportWriter:
             ):
                 if self._csv is None:
                     self._csv = ResultsCsv(self._temporary(RESULTS_CSV), self.extra_names or [])
-                self._csv.close()
             jobs = self._jobs(on_rows)
-            written = self._run(jobs)
+            written = self._run(jobs, meanwhile=self._close_csv)
             order = [RESULTS_XLSX, ERRORS_XLSX, RESULTS_CSV]
             names = order + [n for n in written if n not in order]
             pairs = [(self._temporaries[name], self.out_dir / name) for name in names if written.get(name)]
@@ -324,13 +323,20 @@ class ReportWriter:
         jobs[ERRORS_XLSX] = lambda path: write_errors_xlsx(path, tally, errors, warnings)
         return jobs
 
-    def _run(self, jobs: dict[str, Callable[[Path], Path]]) -> dict[str, bool]:
+    def _close_csv(self) -> None:
+        with os_errors("写入报告", self.out_dir / RESULTS_CSV, fix="换一个可写的 --out 目录，或清理磁盘空间"):
+            if self._csv is not None:
+                self._csv.close()
+
+    def _run(self, jobs: dict[str, Callable[[Path], Path]], meanwhile: Callable[[], None]) -> dict[str, bool]:
+        """Every job on the workers; ``meanwhile`` (the last lines of results.csv) runs here as they start."""
         written: dict[str, bool] = {RESULTS_CSV: True}
         pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-report")
         futures: dict[str, Future[Path | None]] = {}
         try:
             for name, job in jobs.items():
                 futures[name] = pool.submit(self._write_one, name, job)
+            meanwhile()
             for name, future in futures.items():
                 written[name] = future.result() is not None
         except BaseException:
