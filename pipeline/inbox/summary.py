@@ -49,8 +49,6 @@ EXIT_MEANINGS: dict[int, str] = {
 }
 
 
-
-
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="seconds") if moment else None
 
