@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,20 @@ def test_the_command_line_leaves_what_it_imported_out_of_garbage_collections() -
     from pipeline.memory import YOUNG_COLLECTION_THRESHOLD
 
     assert int(after) == YOUNG_COLLECTION_THRESHOLD
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="threads are counted in /proc")
+def test_numpy_imported_by_ehc_starts_no_idle_blas_threads() -> None:
+    """OpenBLAS would start a thread per core at numpy's import, spinning beside ehc's own start."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    count = "import os; print(len(os.listdir('/proc/self/task')))"
+    threads = []
+    for first in ("import pipeline, numpy", "import numpy"):
+        done = subprocess.run(
+            [sys.executable, "-c", f"{first}; {count}"], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        threads.append(int(done.stdout))
+    assert threads[0] == 1
+    assert threads[1] >= threads[0]  # without ehc's setting: as many as numpy's build starts
