@@ -24,7 +24,7 @@ def join_by_key(
     if len(keys) == 0:
         return keys[:0], np.array([], dtype=object)
     texts = np.asarray(texts, dtype=object)
-    if distinct:
+    if distinct and (keys[1:] == keys[:-1]).any():  # a key with one text has nothing to repeat
         first = ~pd.DataFrame({"key": keys, "text": texts}).duplicated().to_numpy()
         keys, texts = keys[first], texts[first]
     starts_mask = np.r_[True, keys[1:] != keys[:-1]]
