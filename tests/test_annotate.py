@@ -302,6 +302,48 @@ def test_an_xlsx_under_another_workbooks_name_is_marked_up_as_the_xlsx_it_is(
     assert "重新生成" not in legend
 
 
+def _as_macro_workbook(register: Path, target: Path) -> Path:
+    """``register`` as Excel saves it with macros: a VBA project, its relationship, the macro type."""
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                data = data.replace(b"spreadsheetml.sheet.main+xml", b"PLACEHOLDER")
+                data = data.replace(
+                    b"application/vnd.openxmlformats-officedocument.PLACEHOLDER",
+                    b"application/vnd.ms-excel.sheet.macroEnabled.main+xml",
+                )
+                vba = b'<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>'
+                data = data.replace(b"</Types>", vba + b"</Types>")
+            if info.filename == "xl/_rels/workbook.xml.rels":
+                data = data.replace(
+                    b"</Relationships>",
+                    b'<Relationship Id="rId99" Type="http://schemas.microsoft.com/office/2006/relationships/'
+                    b'vbaProject" Target="vbaProject.bin"/></Relationships>',
+                )
+            new.writestr(info, data)
+        new.writestr("xl/vbaProject.bin", b"\xd0\xcf\x11\xe0" + bytes(508))
+    return target
+
+
+def test_a_macro_workbooks_copy_is_an_xlsx_excel_opens_without_the_macros(annotated, tmp_path: Path) -> None:
+    """Excel refuses an .xlsx whose workbook part says it holds macros: the copy is a plain workbook."""
+    register, _, _ = annotated
+    macro = _as_macro_workbook(register, tmp_path / "登记表.xlsm")
+    paths = write_reports(tmp_path / "out", prepare_batch([macro], load_settings(None)))
+    with zipfile.ZipFile(paths["annotated_登记表.xlsx"]) as package:
+        names = set(package.namelist())
+        types = package.read("[Content_Types].xml")
+        rels = package.read("xl/_rels/workbook.xml.rels")
+    assert "xl/vbaProject.bin" not in names and b"vbaProject" not in rels
+    assert b"macroEnabled" not in types and b"spreadsheetml.sheet.main+xml" in types
+    book = openpyxl.load_workbook(paths["annotated_登记表.xlsx"])
+    for cell, colour in MARKED.items():
+        assert book["登记表"][cell].fill.fgColor.rgb == colour, cell
+    legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
+    assert "宏" in legend and "重新生成" not in legend
+
+
 def test_xml_text_never_lets_markup_or_forbidden_characters_through() -> None:
     assert markup.xml_text("a<b>&c\x07_x0041_") == b"a&lt;b&gt;&amp;c_x0007__x005F_x0041_"
     assert check_character(GOOD[0][:17]) == GOOD[0][17]

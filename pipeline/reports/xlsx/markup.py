@@ -80,6 +80,14 @@ _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _COMMENTS_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.comments+xml"
 _SHEET_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
 _VML_TYPE = "application/vnd.openxmlformats-officedocument.vmlDrawing"
+#: The workbook part's content type in an .xlsx: a copy is always one, whatever the register was.
+_WORKBOOK_TYPE = b"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
+#: The workbook types an .xlsx may not carry (macro-enabled workbook, templates): Excel refuses to
+#: open an .xlsx whose workbook part says it holds macros.
+_OTHER_WORKBOOK_TYPES = re.compile(
+    rb"application/vnd\.ms-excel\.(?:sheet|template)\.macroEnabled\.main\+xml"
+    rb"|application/vnd\.openxmlformats-officedocument\.spreadsheetml\.template\.main\+xml"
+)
 _ATTR = re.compile(rb"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _CELL_REF = re.compile(rb"""\br\s*=\s*["']([A-Za-z]{1,3})([0-9]+)["']""")
 _ROW_NUMBER = re.compile(rb"""\br\s*=\s*["']([0-9]+)["']""")
@@ -818,8 +826,10 @@ def mark_up(
     with zipfile.ZipFile(source) as archive:
         names = set(archive.namelist())
         plans, extra, styles_part, styles = _plan(archive, names, sheets, edits or {}, legend_name)
+        if extra.dropped:
+            result.not_kept.append("宏（VBA 代码）：标注副本是 .xlsx，不含原文件中的宏，原文件中的宏不受影响")
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as out:
-            deferred = {styles_part, extra.workbook_part}
+            deferred = {styles_part, extra.workbook_part, *extra.dropped}
             deferred |= {p for plan in plans.values() for p in (plan.comments_part, plan.vml_part) if p}
             replaced = extra.replacements
             for info in archive.infolist():
@@ -851,6 +861,7 @@ class _Extra:
     legend_part: str
     first_block: int
     workbook_part: str
+    dropped: set[str]  # parts left out of the copy: a macro-enabled register's macros
 
 
 _DEFINED_NAME = re.compile(rb"(<(?:\w+:)?definedName\b[^>]*>)(.*?)(</(?:\w+:)?definedName>)", re.S)
@@ -945,6 +956,11 @@ def _plan(
         raise CannotMarkUp(f"sheets not in the workbook: {sorted(missing)}")
     replacements: dict[str, bytes] = {}
     content_types = archive.read("[Content_Types].xml")
+    macros = _macro_parts(archive, names, main, relations)
+    if macros:
+        workbook_rels = _without_relationships(workbook_rels, "/vbaProject")
+        content_types = _without_overrides(content_types, macros)
+    content_types = _OTHER_WORKBOOK_TYPES.sub(_WORKBOOK_TYPE, content_types)
     overrides: list[bytes] = []
     taken = set(names)
     used_blocks = _used_shape_blocks(archive)
@@ -1020,7 +1036,40 @@ def _plan(
         overrides.append(f'<Default Extension="vml" ContentType="{_VML_TYPE}"/>'.encode())
     at = content_types.rfind(b"</")
     replacements["[Content_Types].xml"] = content_types[:at] + b"".join(overrides) + content_types[at:]
-    return plans, _Extra(replacements, legend_part, first_block, main), styles_part, styles
+    return plans, _Extra(replacements, legend_part, first_block, main, macros), styles_part, styles
+
+
+def _macro_parts(
+    archive: zipfile.ZipFile, names: set[str], main: str, relations: Mapping[str, dict[str, str]]
+) -> set[str]:
+    """The parts of a workbook's macros (VBA project, its signatures, their relationships)."""
+    parts = {
+        _resolve(main, r["Target"]) for r in relations.values() if r.get("Type", "").endswith("/vbaProject")
+    }
+    for project in list(parts):
+        rels = _rels_part(project)
+        if rels in names:
+            parts.add(rels)
+            parts |= {_resolve(project, r["Target"]) for r in _relationships(archive.read(rels))}
+    return parts & names
+
+
+def _without_relationships(rels_xml: bytes, type_ending: str) -> bytes:
+    """A relationships part without the relationships whose type ends with ``type_ending``."""
+
+    def dropped(match: re.Match[bytes]) -> bytes:
+        return b"" if attributes(match.group(0)).get("Type", "").endswith(type_ending) else match.group(0)
+
+    return re.sub(rb"<(?:\w+:)?Relationship\b[^>]*?(?:/>|>\s*</(?:\w+:)?Relationship>)", dropped, rels_xml)
+
+
+def _without_overrides(content_types: bytes, parts: set[str]) -> bytes:
+    """``[Content_Types].xml`` without the Override elements of ``parts``."""
+
+    def dropped(match: re.Match[bytes]) -> bytes:
+        return b"" if attributes(match.group(0)).get("PartName", "").lstrip("/") in parts else match.group(0)
+
+    return re.sub(rb"<(?:\w+:)?Override\b[^>]*?(?:/>|>\s*</(?:\w+:)?Override>)", dropped, content_types)
 
 
 def _write_comments(
