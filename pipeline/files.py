@@ -55,6 +55,18 @@ _REASONS: dict[int, tuple[str, str]] = {
     errno.EMFILE: ("同时打开的文件太多", "稍后重新运行"),
     errno.EIO: ("磁盘读写出错", "检查磁盘或换一个位置后重新运行"),
     errno.EEXIST: ("已有同名的文件", "换一个名字，或先移走同名的文件"),
+    errno.ELOOP: ("路径中的快捷方式（符号链接）指向了自己，形成循环", "改用文件的真实路径"),
+    errno.EBUSY: ("文件或设备正被占用", "关闭正在使用它的程序后重新运行"),
+    errno.ETXTBSY: ("文件正被其他程序使用", "关闭正在使用它的程序后重新运行"),
+    errno.ENXIO: ("这不是普通文件（设备或管道）", "请给出登记表文件的路径"),
+    errno.ENODEV: ("这不是普通文件（设备）", "请给出登记表文件的路径"),
+    errno.ENOTEMPTY: ("文件夹不是空的", "换一个空文件夹，或先移走其中的文件"),
+    errno.EXDEV: ("不能跨磁盘移动文件", "把结果目录放在与收件目录同一个磁盘上"),
+    errno.ETIMEDOUT: ("读写超时（网络共享盘可能断开）", "检查网络共享盘的连接后重新运行"),
+    errno.ESTALE: ("网络共享盘上的文件已失效（共享可能已断开或重新挂载）", "检查网络共享盘的连接后重新运行"),
+    errno.ENOMEM: ("内存不足", "关闭其他程序，或把登记表分成几个文件后重新运行"),
+    errno.EADDRINUSE: ("端口已被其他程序占用", "换一个端口（--port），或先停止占用它的程序"),
+    errno.EADDRNOTAVAIL: ("这不是本机的地址", "换成本机的地址（如 127.0.0.1）"),
 }
 
 
@@ -65,7 +77,9 @@ def explain_os_error(error: OSError) -> tuple[str, str]:
     known = _REASONS.get(error.errno or 0)
     if known is not None:
         return known
-    return (error.strerror or type(error).__name__), "检查路径、权限和磁盘空间后重新运行"
+    # The system's own text is in English: the clerk gets the error's name to pass on instead.
+    name = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    return f"操作系统报告错误（{name}）", "检查路径、权限和磁盘空间后重新运行；仍不行请把错误名称告诉管理员"
 
 
 def describe_os_error(error: OSError, doing: str, path: str | Path) -> str:

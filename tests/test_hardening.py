@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from loguru import logger
 from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError, InputError
-from pipeline.files import private_dir, private_file
+from pipeline.files import explain_os_error, private_dir, private_file
 from pipeline.logs import mask_text, printable, setup_logging
 
 ID = make_id_number(7)
@@ -282,3 +284,31 @@ def test_the_run_lock_does_not_need_fcntl() -> None:
         [sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.strip() == "none", done.stderr
+
+
+def test_operating_system_errors_are_told_in_chinese_with_their_name(tmp_path: Path) -> None:
+    """A symlink loop, an unlisted error: never the system's English text."""
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", str(loop), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "EHC_ORG_CODE": "455400000"},
+    )  # fmt: skip
+    assert done.returncode == 2 and "符号链接" in done.stderr and "Too many" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    reason, fix = explain_os_error(OSError(errno.ENOLINK, "Link has been severed"))
+    assert reason == "操作系统报告错误（ENOLINK）" and "管理员" in fix
+
+
+def test_the_workspace_on_a_busy_port_says_so_in_chinese(tmp_path: Path) -> None:
+    from pipeline.web.serve import serve
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        port = holder.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port} 上监听（端口已被其他程序占用）"):
+            serve(load_settings(None), host="127.0.0.1", port=port)
+    finally:
+        holder.close()

@@ -293,7 +293,7 @@ def test_build_server_reports_a_busy_port(sandbox: SandboxHandle, tmp_path: Path
     from pipeline.errors import ConfigError
 
     port = int(sandbox.base_url.split(":")[2].split("/")[0])
-    with pytest.raises(ConfigError, match=str(port)):
+    with pytest.raises(ConfigError, match=f"{port}（端口已被其他程序占用）"):
         build_server(port=port, state=tmp_path / "other.sqlite", apps={})
 
 

@@ -20,6 +20,7 @@ import sys
 
 from loguru import logger
 
+from pipeline.files import explain_os_error
 from pipeline.web.engine import ConfigError, Settings
 
 
@@ -58,9 +59,8 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
         sock.bind((host, port))
         sock.listen(2048)  # connections wait in the backlog until the app has started
     except OSError as error:
-        raise ConfigError(
-            f"无法在 {host}:{port} 上监听（{error.strerror}）。请换一个端口（--port）或检查地址"
-        ) from None
+        reason, fix = explain_os_error(error)
+        raise ConfigError(f"无法在 {host}:{port} 上监听（{reason}）。处理办法：{fix}") from None
     bound = sock.getsockname()[1]
     route_server_logs()
     config = uvicorn.Config(
