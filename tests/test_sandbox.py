@@ -421,3 +421,12 @@ def test_a_numeric_type_as_the_documents_example_sends_is_signed_as_its_digits(
                 "cardInfo": card, "peopleInfo": person}  # fmt: skip
         assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110, odd
     assert sandbox.residents() == 1
+
+
+def test_an_unusable_state_file_is_told_in_chinese(tmp_path: Path) -> None:
+    from pipeline.errors import ConfigError
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database, just bytes " * 40)
+    with pytest.raises(ConfigError, match=re.escape("junk.sqlite（不是可用的 SQLite 数据库）")):
+        build_server(port=0, state=junk, apps={})

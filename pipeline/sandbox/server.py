@@ -422,7 +422,8 @@ def build_server(
     try:
         store = SandboxStore(Path(state))
     except (OSError, sqlite3.Error) as error:
-        raise ConfigError(f"无法打开沙箱状态文件 {state}（{error}）。请检查 --state 路径和权限") from None
+        reason = explain_os_error(error)[0] if isinstance(error, OSError) else "不是可用的 SQLite 数据库"
+        raise ConfigError(f"无法打开沙箱状态文件 {state}（{reason}）。请检查 --state 路径和权限") from None
     for app_id, secret in apps.items():
         store.register_app(app_id, secret)
     checks.warm_up()
