@@ -82,6 +82,31 @@ def explain_os_error(error: OSError) -> tuple[str, str]:
     return f"操作系统报告错误（{name}）", "检查路径、权限和磁盘空间后重新运行；仍不行请把错误名称告诉管理员"
 
 
+#: SQLite's errors (``sqlite3.Error.sqlite_errorname``, primary code) as a clerk or operator reads them.
+_SQLITE_REASONS: dict[str, str] = {
+    "SQLITE_NOTADB": "不是本程序的数据库文件（或文件已损坏）",
+    "SQLITE_CORRUPT": "数据库文件已损坏",
+    "SQLITE_BUSY": "数据库正被其他程序占用",
+    "SQLITE_LOCKED": "数据库正被其他程序占用",
+    "SQLITE_FULL": "磁盘空间不足",
+    "SQLITE_IOERR": "磁盘读写出错",
+    "SQLITE_READONLY": "数据库文件是只读的",
+    "SQLITE_CANTOPEN": "无法打开数据库文件（路径、权限或磁盘问题）",
+    "SQLITE_PERM": "没有权限",
+    "SQLITE_NOMEM": "内存不足",
+}
+
+
+def explain_sqlite_error(error: Exception) -> str:
+    """Why an SQLite operation failed, in Chinese (its own text is English); by the error's name otherwise."""
+    name = str(getattr(error, "sqlite_errorname", "") or "")
+    primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE: SQLITE_IOERR
+    reason = _SQLITE_REASONS.get(name) or _SQLITE_REASONS.get(primary)
+    if reason is None and isinstance(error, OSError):
+        return explain_os_error(error)[0]
+    return reason or f"数据库错误（{name or type(error).__name__}）"
+
+
 def describe_os_error(error: OSError, doing: str, path: str | Path) -> str:
     """``无法{doing} {path}：{reason}。处理办法：{fix}`` for an operating-system error."""
     reason, fix = explain_os_error(error)

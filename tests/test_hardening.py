@@ -312,3 +312,25 @@ def test_the_workspace_on_a_busy_port_says_so_in_chinese(tmp_path: Path) -> None
             serve(load_settings(None), host="127.0.0.1", port=port)
     finally:
         holder.close()
+
+
+def test_database_and_csv_errors_are_told_in_chinese(tmp_path: Path) -> None:
+    """SQLite's and the csv module's own texts are English: a clerk reads why in Chinese."""
+    import csv
+    import sqlite3
+
+    from pipeline.files import explain_sqlite_error
+    from pipeline.reading.delimited import _csv_reason
+    from pipeline.state.journal import Journal
+
+    junk = tmp_path / "journal.sqlite"
+    junk.write_bytes(b"not a database " * 100)
+    with pytest.raises(ConfigError, match="不是本程序的数据库文件") as refused:
+        Journal(junk)
+    assert "file is not a database" not in str(refused.value)
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorname = "SQLITE_BUSY_SNAPSHOT"
+    assert explain_sqlite_error(locked) == "数据库正被其他程序占用"
+    assert explain_sqlite_error(sqlite3.Error("odd")) == "数据库错误（Error）"
+    assert _csv_reason(csv.Error("field larger than field limit (5)")).startswith("一个单元格超过")
+    assert _csv_reason(csv.Error("something new")) == "无法按 CSV 拆分这一行"

@@ -428,5 +428,5 @@ def test_an_unusable_state_file_is_told_in_chinese(tmp_path: Path) -> None:
 
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database, just bytes " * 40)
-    with pytest.raises(ConfigError, match=re.escape("junk.sqlite（不是可用的 SQLite 数据库）")):
+    with pytest.raises(ConfigError, match=re.escape("junk.sqlite（不是本程序的数据库文件（或文件已损坏））")):
         build_server(port=0, state=junk, apps={})

@@ -519,7 +519,7 @@ def _csv_batches(
         raise _encoding_error(label, _codec_name(layout.encoding), row=lines_before + before + 1) from None
     except csv.Error as error:
         raise InputError(
-            f"CSV 格式错误（{error}）",
+            f"CSV 格式错误（{_csv_reason(error)}）",
             file=label,
             row=lines_before + before + 1,
             fix="检查该行的引号是否成对，或用 Excel 打开后重新另存为 CSV",
@@ -591,6 +591,20 @@ def _gathered(
             pending, count = [], 0
     if pending:
         yield glue_blocks(pending)
+
+
+def _csv_reason(error: csv.Error) -> str:
+    """What the csv module found wrong with a line, in Chinese (its own text is English)."""
+    text = str(error)
+    if text.startswith("field larger than field limit"):
+        return f"一个单元格超过 {MAX_LINE_BYTES >> 20} MB"
+    if "NUL" in text:
+        return "行中有空字符（NUL）"
+    if "new-line character" in text:
+        return "没有加引号的单元格中有换行符"
+    if "expected after" in text:
+        return "引号后面紧跟了别的字符，引号不成对"
+    return "无法按 CSV 拆分这一行"
 
 
 def _sample_columns(head: bytes, layout: _Layout, label: str) -> list[TextColumn]:

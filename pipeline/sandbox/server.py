@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline.errors import ConfigError
-from pipeline.files import explain_os_error
+from pipeline.files import explain_os_error, explain_sqlite_error
 from pipeline.sandbox import checks
 from pipeline.sandbox.faults import (
     ALL_KINDS,
@@ -422,7 +422,7 @@ def build_server(
     try:
         store = SandboxStore(Path(state))
     except (OSError, sqlite3.Error) as error:
-        reason = explain_os_error(error)[0] if isinstance(error, OSError) else "不是可用的 SQLite 数据库"
+        reason = explain_sqlite_error(error)
         raise ConfigError(f"无法打开沙箱状态文件 {state}（{reason}）。请检查 --state 路径和权限") from None
     for app_id, secret in apps.items():
         store.register_app(app_id, secret)

@@ -58,7 +58,13 @@ import pandas as pd
 
 from pipeline.config import JOURNAL_FILE
 from pipeline.errors import ConfigError
-from pipeline.files import describe_os_error, explain_os_error, private_dir, temporary_name
+from pipeline.files import (
+    describe_os_error,
+    explain_os_error,
+    explain_sqlite_error,
+    private_dir,
+    temporary_name,
+)
 
 #: Journal states of a resident.
 STATE_SENDING = "sending"
@@ -195,7 +201,8 @@ class Journal:
         except sqlite3.DatabaseError as error:
             self._close_quietly()
             raise ConfigError(
-                f"无法打开提交日志 {self.path}（{error}）。请检查状态目录的权限，或确认该文件是本程序的日志"
+                f"无法打开提交日志 {self.path}（{explain_sqlite_error(error)}）。"
+                "请检查状态目录的权限，或确认该文件是本程序的日志"
             ) from None
         except OSError as error:
             raise ConfigError(describe_os_error(error, "创建提交日志", self.path)) from None
@@ -211,7 +218,8 @@ class Journal:
             except sqlite3.OperationalError as error:
                 # Disk full, read-only or locked for 30 s: nothing more may be sent unrecorded.
                 raise ConfigError(
-                    f"无法写入提交日志 {self.path}（{error}）。请检查磁盘空间和状态目录的权限后重新运行"
+                    f"无法写入提交日志 {self.path}（{explain_sqlite_error(error)}）。"
+                    "请检查磁盘空间和状态目录的权限后重新运行"
                 ) from None
 
     def _write(self, statement: str, parameters: Sequence[object]) -> None:

@@ -11,6 +11,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from pipeline.files import explain_sqlite_error
 from pipeline.web.auth import hash_password, password_problem
 from pipeline.web.engine import ConfigError
 from pipeline.web.store import Centre, Store, User
@@ -27,7 +28,8 @@ def open_store(state_dir: Path) -> Store:
     try:
         return Store(state_dir)
     except (OSError, sqlite3.Error, RuntimeError) as error:
-        raise ConfigError(f"无法打开工作台数据库（{error}）。请检查状态目录 {state_dir} 的权限") from None
+        reason = explain_sqlite_error(error) if not isinstance(error, RuntimeError) else str(error)
+        raise ConfigError(f"无法打开工作台数据库（{reason}）。请检查状态目录 {state_dir} 的权限") from None
 
 
 def add_centre(store: Store, org_code: str, name: str, *, by: User | None = None) -> Centre:
