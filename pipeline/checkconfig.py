@@ -83,8 +83,8 @@ def _log_option_problem(settings: Settings) -> str | None:
                 retention=settings.logging.retention,
                 delay=True,
             )
-        except (ValueError, TypeError) as error:
-            return str(error)
+        except (ValueError, TypeError):  # loguru's text is English: name the values instead
+            return f"rotation {settings.logging.rotation!r}，retention {settings.logging.retention!r}"
         probe.remove(handler)
     return None
 
