@@ -291,6 +291,26 @@ class ExistingNames:
         return isinstance(name, str) and self.exists(self.folder / name)
 
 
+#: tomllib's messages (English) by what they start with, as a clerk or operator reads them.
+_TOML_REASONS = (
+    ("Expected ']'", "方括号 [ ] 不成对"),
+    ("Unclosed", "引号或括号没有闭合"),
+    ("Illegal character", "有不允许的字符"),
+    ("Expected '=' after a key", "键后面缺少 ="),
+    ("Invalid value", "值的写法不对（文字要加英文双引号）"),
+    ("Invalid statement", "这一行不是 键 = 值 的写法"),
+    ("Cannot overwrite a value", "同一个键写了两次"),
+    ("Cannot declare", "同一个小节写了两次"),
+    ("Expected newline", "一行里写了多个值，或值后面多了字符"),
+    ("Found invalid character", "有不允许的字符"),
+)
+
+
+def _toml_reason(detail: str) -> str:
+    """What tomllib found wrong, in Chinese (its own text is English)."""
+    return next((reason for start, reason in _TOML_REASONS if detail.strip().startswith(start)), "写法不对")
+
+
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """The TOML document at ``path``; any fault is a :class:`ConfigError` naming ``what`` (e.g. 配置文件)."""
     try:
@@ -318,4 +338,7 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
             else ""
         )
         detail = detail[: at.start()] + detail[at.end() :] if at else detail
-        raise ConfigError(f"{what} {path} {where}格式错误（{detail}）。请按 TOML 格式改正") from None
+        raise ConfigError(
+            f"{what} {path} {where}格式错误（{_toml_reason(detail)}）。请按 TOML 格式改正："
+            '每行写成 键 = 值，文字加英文双引号（如 org_code = "455400000"），小节名写成 [platform]'
+        ) from None

@@ -163,7 +163,9 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("platform = 3\n", "[platform]"),
         ("[paths]\nstate_dir = '/x'\n[columns]\n'姓名' = 1\n", "[columns]"),
         ("[defaults]\nfksj = 2026-11-29\n", "[defaults] fksj"),
-        ("[platform\napp_id = 'x'\n", "格式错误"),
+        ("[platform\napp_id = 'x'\n", "第 1 行第 10 列格式错误（方括号 [ ] 不成对）"),
+        ("[submit]\nrate = fast\n", "第 2 行第 8 列格式错误（值的写法不对"),
+        ("[submit]\nrate = 1\nrate = 2\n", "同一个键写了两次"),
     ],
 )
 def test_bad_files_are_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
@@ -171,6 +173,7 @@ def test_bad_files_are_config_errors(tmp_path: Path, text: str, fragment: str) -
         load_settings(_toml(tmp_path, text), env={})
     assert fragment in str(error.value)
     assert "\n" not in str(error.value)
+    assert not re.search(r"[A-Za-z]{4,} [a-z]{3,} [a-z]{3,}", str(error.value)), "an English sentence"
 
 
 def test_missing_and_undecodable_files(tmp_path: Path) -> None:
