@@ -211,6 +211,46 @@ class DailyLogFile:
                     path.unlink()
 
 
+class _Console:
+    """stderr as the log's screen sink: a line written while a progress bar is shown goes above it.
+
+    Written straight to the terminal, the line would land on the bar's own
+    line.  tqdm is asked only when it was imported (a bar may be showing);
+    stderr is looked up at each write, so a stream swapped in later is the
+    one written to.
+    """
+
+    def write(self, message: str) -> None:
+        """Write one formatted log line (above the bars on screen, which are drawn again below it)."""
+        tqdm_module = sys.modules.get("tqdm")
+        if tqdm_module is None:
+            sys.stderr.write(message)
+            return
+        bars = tqdm_module.tqdm
+        # Only bars already on screen: one waiting for its delay must not be drawn by a log line.
+        shown = [
+            bar for bar in list(getattr(bars, "_instances", ()))
+            if not bar.disable and (bar.delay <= 0 or bar.last_print_t > bar.start_t)
+        ]  # fmt: skip
+        if not shown:
+            sys.stderr.write(message)
+            return
+        with bars.get_lock():
+            for bar in shown:
+                bar.clear(nolock=True)
+            sys.stderr.write(message)
+            for bar in shown:
+                bar.refresh(nolock=True)
+
+    def flush(self) -> None:
+        """Flush stderr."""
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        """Whether stderr is a terminal (loguru colours the lines then)."""
+        return sys.stderr.isatty()
+
+
 def setup_logging(
     *,
     level: str = "INFO",
@@ -230,7 +270,7 @@ def setup_logging(
     logger.configure(patcher=_patch)
     stderr_level = "DEBUG" if debug else level
     human = "<green>{time:HH:mm:ss}</green> <level>{extra[label]}</level>{message}"
-    logger.add(sys.stderr, level=stderr_level, format=human, serialize=json, backtrace=debug, diagnose=False)
+    logger.add(_Console(), level=stderr_level, format=human, serialize=json, backtrace=debug, diagnose=False)
     if log_dir is None:
         return None
     try:

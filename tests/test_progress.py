@@ -38,3 +38,33 @@ def test_no_bar_writes_nothing_and_leaves_tqdm_unimported() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False" and done.stderr == ""
+
+
+def test_a_log_line_goes_above_a_shown_bar_and_never_draws_a_waiting_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal the log and the bars share stderr: a line must not land on a bar's line."""
+    from loguru import logger
+
+    from pipeline.logs import setup_logging
+
+    setup_logging(level="INFO")
+    try:
+        waiting = progress.RowBar("写报告", 100, enabled=True)  # shown only after its delay
+        logger.info("第一行")
+        said = capsys.readouterr().err
+        assert "第一行" in said and "写报告" not in said
+        monkeypatch.setattr(progress, "SHOW_AFTER_SECONDS", 0.0)
+        shown = progress.RowBar("校验", 100, enabled=True)
+        time.sleep(0.15)
+        shown.advance(50)
+        assert "校验" in capsys.readouterr().err
+        logger.info("第二行")
+        said = capsys.readouterr().err
+        before, _, after = said.partition("第二行")
+        assert "校验" not in before and "\r  " in before  # the bar's line cleared, not written after
+        assert "校验" in after and "/100 行" in after and "写报告" not in said  # drawn again below
+        shown.close()
+        waiting.close()
+    finally:
+        logger.remove()
