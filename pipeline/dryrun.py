@@ -57,11 +57,11 @@ from pipeline.text.arrow import constant
 from pipeline.workers import Workers, ask, fork_workers, usable_cores
 
 #: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show
-#: (some 50 ms of fixed work per chunk in normalising and validating).  Measured on two cores: a
-#: 1,000,000-row CSV took 3.90 s in chunks of 400,000 rows, 4.00 s in chunks of 300,000 and 4.03 s
-#: in chunks of 200,000; a 10,000,000-row one peaked at about 1.9, 1.5 and 1.3 GB.  A text
-#: register's first chunks are smaller (:func:`pipeline.reading.delimited.open_delimited`): checking
-#: starts at once.
+#: (some 90 ms of fixed work per chunk: 29 ms normalising and 61 ms validating chunks of 2,000
+#: rows).  Measured on two cores: a 1,000,000-row CSV took 3.90 s in chunks of 400,000 rows, 4.00 s
+#: in chunks of 300,000 and 4.03 s in chunks of 200,000; a 10,000,000-row one peaked at about 1.9,
+#: 1.5 and 1.3 GB.  A text register's first chunks are smaller
+#: (:func:`pipeline.reading.delimited.open_delimited`): checking starts at once.
 CHUNK_ROWS = 400_000
 
 #: Modules needed only after reading (pandera's is the heaviest), imported while the input is read.

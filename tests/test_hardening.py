@@ -334,3 +334,17 @@ def test_database_and_csv_errors_are_told_in_chinese(tmp_path: Path) -> None:
     assert explain_sqlite_error(sqlite3.Error("odd")) == "数据库错误（Error）"
     assert _csv_reason(csv.Error("field larger than field limit (5)")).startswith("一个单元格超过")
     assert _csv_reason(csv.Error("something new")) == "无法按 CSV 拆分这一行"
+
+
+def test_a_workspace_database_from_a_newer_version_is_told_in_chinese(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pipeline.web.accounts import open_store
+    from pipeline.web.store import DATABASE_NAME, Store
+
+    Store(tmp_path).close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as connection:
+        connection.execute("PRAGMA user_version=999")
+    with pytest.raises(ConfigError, match="由更新版本的程序创建（版本 999）") as refused:
+        open_store(tmp_path)
+    assert "newer" not in str(refused.value)

@@ -116,9 +116,6 @@ def _collector_paused() -> Iterator[None]:
 def is_workbook_package(path: Path) -> bool:
     """Whether ``path`` is a sound Office Open XML workbook (xlsx or xlsm), whatever its extension."""
     try:
-        with open(path, "rb") as handle:
-            if handle.read(4) != b"PK\x03\x04":
-                return False
         with zipfile.ZipFile(path) as archive:
             return "xl/workbook.xml" in set(archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):

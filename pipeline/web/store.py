@@ -323,7 +323,7 @@ class Store:
         db = self._db()
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > _SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} was written by a newer version (schema {version})")
+            raise RuntimeError(f"{self.path} 由更新版本的程序创建（版本 {version}），请升级本程序后再运行")
         if version < _SCHEMA_VERSION:
             existed = version >= 1
             db.executescript(_SCHEMA)
