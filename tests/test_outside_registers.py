@@ -344,7 +344,7 @@ def _write_bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], tuple[str
     )
     (tmp_path / "text.xlsx").write_text("这不是 Excel\n", encoding="utf-8")
     (tmp_path / "truncated.xlsx").write_bytes(good.read_bytes()[:3000])
-    (tmp_path / "utf16.csv").write_text(",".join(map(str, HEADER)) + "\n", encoding="utf-16")
+    (tmp_path / "utf32.csv").write_text(",".join(map(str, HEADER)) + "\n", encoding="utf-32")
     (tmp_path / "bad_mapping.toml").write_text("not toml = = =\n", encoding="utf-8")
     (tmp_path / "unknown_field.toml").write_text('"居民手机" = "nosuch"\n', encoding="utf-8")
     (tmp_path / "bad_config.toml").write_text("[defaults\n", encoding="utf-8")
@@ -355,7 +355,7 @@ def _write_bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], tuple[str
         "no ID column": ([tmp_path / "no_id.csv"], ("no_id.csv", "身份证号码")),
         "text named xlsx": ([tmp_path / "text.xlsx"], ("text.xlsx",)),
         "truncated xlsx": ([tmp_path / "truncated.xlsx"], ("truncated.xlsx",)),
-        "UTF-16 csv": ([tmp_path / "utf16.csv"], ("utf16.csv", "UTF-16")),
+        "UTF-32 csv": ([tmp_path / "utf32.csv"], ("utf32.csv", "UTF-32")),
         "missing file": ([tmp_path / "missing.xlsx"], ("missing.xlsx",)),
         "unknown sheet": ([good, "--sheet", "nosuch"], ("good.xlsx", "nosuch", "登记")),
         "bad mapping": ([good, "--mapping", tmp_path / "bad_mapping.toml"], ("bad_mapping.toml",)),
@@ -372,7 +372,7 @@ def _write_bad_inputs(tmp_path: Path) -> dict[str, tuple[list[object], tuple[str
 #: Every way a dry run must stop with exit 2 and one line (a bad --config once also printed a DEBUG line).
 _BAD_CASES = [
     "empty", "header only csv", "header only xlsx", "no ID column", "text named xlsx", "truncated xlsx",
-    "UTF-16 csv", "missing file", "unknown sheet", "bad mapping", "unknown field", "missing mapping",
+    "UTF-32 csv", "missing file", "unknown sheet", "bad mapping", "unknown field", "missing mapping",
     "missing config", "bad config",
 ]  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import datetime as dt
 import os
 import zipfile
@@ -14,7 +15,8 @@ import openpyxl
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.reading.register import read_register
+from pipeline.reading.delimited import utf16_codec
+from pipeline.reading.register import open_register, read_register
 from pipeline.reading.table import column_letter
 
 HEADER = ["序号", "姓名", "民族", "身份证号码", "联系电话", "医保类型"]
@@ -559,14 +561,55 @@ def test_a_register_of_many_columns_is_still_read(tmp_path: Path) -> None:
     assert len(table.headers) == 906 and table.data["备注899"].tolist() == ["x"]
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
-def test_utf16_csv(tmp_path: Path, encoding: str) -> None:
-    path = tmp_path / "wide.csv"
-    path.write_bytes("姓名,身份证号码\n张三,420123196205184516\n".encode(encoding))
+#: A register as Excel's "Unicode text" saves it (tabs): a title line, a value spanning lines, a blank line.
+_UNICODE_TEXT = (
+    "某社区居民登记表\r\n姓名\t身份证号码\t备注\r\n张三\t420123196205184516\t\"两\r\n行\"\r\n\r\n"
+    "李四\t110101199003077777\t𠀋\r\n"  # a character outside the BMP: a surrogate pair in UTF-16
+)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"), [("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE),
+                          ("utf-16-le", b""), ("utf-16-be", b"")],
+)  # fmt: skip
+def test_a_utf16_register_reads_as_its_utf8_twin(tmp_path: Path, encoding: str, bom: bytes) -> None:
+    (tmp_path / "utf8.txt").write_bytes(_UNICODE_TEXT.encode("utf-8"))
+    (tmp_path / "unicode.txt").write_bytes(bom + _UNICODE_TEXT.encode(encoding))
+    [twin] = read_register(tmp_path / "utf8.txt")
+    [whole] = read_register(tmp_path / "unicode.txt")
+    [source] = open_register(tmp_path / "unicode.txt")  # the streaming path of a long register
+    [streamed] = list(source.read(1))
+    for table in (whole, streamed):
+        assert table.header_row == twin.header_row == 2 and table.headers == twin.headers
+        assert table.data["备注"].tolist() == ["两\r\n行", "𠀋"] == twin.data["备注"].tolist()
+        assert table.data["姓名"].tolist() == ["张三", "李四"]
+        assert list(table.source_row) == list(twin.source_row) == [3, 6]
+
+
+def test_a_utf16_register_with_a_broken_character_names_its_line(tmp_path: Path) -> None:
+    lines = ["姓名,身份证号码\n", "张三,420123196205184516\n", "李四,110101199003077777\n"]
+    good = b"".join(line.encode("utf-16-le") for line in lines[:2])
+    broken = good + b"\x00\xd8" + lines[2].encode("utf-16-le")
+    path = tmp_path / "broken.csv"
+    path.write_bytes(codecs.BOM_UTF16_LE + broken)  # a lone high surrogate at the start of line 3
     with pytest.raises(InputError) as excinfo:
         read_register(path)
-    message = _one_line_error(excinfo, "wide.csv", "UTF-", "UTF-8", "GBK")
-    assert encoding.upper()[:6] in message
+    _one_line_error(excinfo, "broken.csv", "第 3 行", "UTF-16", "处理办法")
+
+
+def test_a_utf32_register_is_refused_with_how_to_save_it(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_bytes("姓名,身份证号码\n张三,420123196205184516\n".encode("utf-32"))
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "wide.csv", "UTF-32", "UTF-8", "GBK")
+
+
+def test_binary_with_nul_bytes_is_not_taken_for_utf16() -> None:
+    assert utf16_codec(bytes(range(256)) * 8) is None  # control characters once decoded
+    assert utf16_codec(b"\x00" * 4096) is None
+    assert utf16_codec("姓名,身份证号码\n".encode("utf-16-le")) == "utf-16-le"
+    assert utf16_codec("姓名,身份证号码\n".encode()) is None
 
 
 def test_undecodable_csv_names_its_encoding(tmp_path: Path) -> None:

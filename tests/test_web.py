@@ -7,6 +7,7 @@ over loopback HTTP.
 from __future__ import annotations
 
 import base64
+import codecs
 import csv
 import io
 import json
@@ -422,6 +423,24 @@ def test_a_wrong_file_type_is_refused(site: Site, name: str, content: bytes, rea
     answer = site.upload(clerk, (name, content, "application/octet-stream"))
     assert answer.status_code == 415 and reason in answer.json()["error"]
     assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
+
+
+def test_a_utf16_register_is_checked_as_its_utf8_twin(site: Site) -> None:
+    """Excel's "Unicode text" (UTF-16 with a BOM) and a UTF-16 export without one are read, not refused."""
+    clerk = site.client("clerk_a")
+    text = SAMPLE_CSV.read_bytes().decode("gb18030")
+    states = []
+    for name, content in [
+        (SAMPLE_CSV.name, SAMPLE_CSV.read_bytes()),
+        ("unicode.csv", codecs.BOM_UTF16_LE + text.encode("utf-16-le")),
+        ("export.csv", text.encode("utf-16-le")),
+    ]:
+        answer = site.upload(clerk, (name, content, "text/csv"))
+        assert answer.status_code == 200, answer.text
+        state = site.wait(clerk, answer.json()["jobs"][0].rsplit("/", 1)[-1])
+        assert state["state"] == "checked", (name, state)
+        states.append({key: value for key, value in state.items() if key in ("counts", "rows", "problems")})
+    assert states[0] and states[1] == states[0] and states[2] == states[0]
 
 
 def test_a_workbook_under_the_other_workbook_extension_is_read_as_ehc_validate_reads_it(site: Site) -> None:

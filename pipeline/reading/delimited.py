@@ -14,6 +14,11 @@ When the first megabyte is plain ASCII it cannot tell UTF-8 from GBK: the
 first block that is not decides.  A line longer than :data:`MAX_LINE_BYTES`
 (no line break for 64 MB) is refused; a cell longer than a spreadsheet holds
 is read, cut and noted (:mod:`pipeline.reading.table`).
+
+A UTF-16 file (Excel's and WPS's "Unicode text", some systems' exports) is
+first rewritten as UTF-8 into an unnamed temporary file, which the rest reads
+as any other: Arrow parses UTF-8 alone without a copy, and the line numbers do
+not change.  UTF-32 is refused with a message saying how to save the file.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from itertools import zip_longest
@@ -82,12 +89,21 @@ _SAVE_AS = "用 Excel“另存为”“CSV UTF-8（逗号分隔）”，或用�
 WORKBOOK_SIGNATURES = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 _RENAME_WORKBOOK = "把扩展名改为 .xlsx（Excel 97-2003 格式的改为 .xls）后再处理，或用 Excel 打开后另存为 CSV"
 _RECOPY = "从原处重新复制或导出该文件；或用 Excel 打开后另存为 CSV 再处理"
+#: BOMs of encodings refused (UTF-16 is rewritten as UTF-8 before: :func:`utf16_codec`).
 _BOMS = (
     (codecs.BOM_UTF32_LE, "UTF-32"),
     (codecs.BOM_UTF32_BE, "UTF-32"),
-    (codecs.BOM_UTF16_LE, "UTF-16"),
-    (codecs.BOM_UTF16_BE, "UTF-16"),
 )
+
+#: Bytes of a UTF-16 register decoded at once while it is rewritten as UTF-8.
+_TRANSCODE_BYTES = 1 << 20
+
+#: Without a BOM, UTF-16 is told by its NUL bytes: at least this share of the high bytes (those of
+#: ASCII characters: digits, delimiters, line ends), and none of the low ones.
+_UTF16_NUL_SHARE = 0.2
+
+#: Control characters no register's text holds: a sample decoded as UTF-16 with one of them is not UTF-16.
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 # The csv module refuses fields above 128 KB by default; a long cell is a fault of its row, not of the file.
 csv.field_size_limit(MAX_LINE_BYTES)
@@ -164,6 +180,79 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
             continue
         return codec, 0
     raise _encoding_error(label, _guess_encoding(sample))
+
+
+def utf16_codec(head: bytes) -> str | None:
+    """The Python codec of a UTF-16 text file from its first bytes, or None when it is not UTF-16.
+
+    A BOM tells; without one, where the NUL bytes fall does (the high byte of
+    every ASCII character: a register's digits, delimiters and line ends),
+    provided the sample then decodes to text.
+    """
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return None
+    if head.startswith(codecs.BOM_UTF16_LE):
+        return "utf-16-le"
+    if head.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16-be"
+    sample = head[: min(len(head), SAMPLE_BYTES) & ~1]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    for codec, high, low in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
+        if low.count(0) or high.count(0) < len(high) * _UTF16_NUL_SHARE:
+            continue
+        try:
+            text = codecs.getincrementaldecoder(codec)().decode(sample, final=False)
+        except UnicodeDecodeError:
+            continue
+        return None if _NOT_TEXT.search(text) else codec
+    return None
+
+
+def _decode_error_line(piece: bytes, codec: str, error: UnicodeDecodeError, lines_before: int) -> int:
+    """The 1-based line of a UTF-16 decoding fault at ``error.start`` of ``piece``."""
+    good = piece[: error.start & ~1].decode(codec, errors="replace")
+    return lines_before + good.count("\n") + 1
+
+
+def _as_utf8(opener: Callable[[], BinaryIO], codec: str, label: str) -> tuple[Callable[[], BinaryIO], int]:
+    """A UTF-16 register rewritten as UTF-8 in an unnamed temporary file: (its opener, its size).
+
+    The copy has no name on disk (it goes when the last handle on it is
+    closed, whatever ends the run) and takes at most half as much room again
+    as the register (a character of two UTF-16 bytes takes at most three).
+    """
+    copy = tempfile.TemporaryFile()  # noqa: SIM115 - kept open by the opener below, closed with it
+    decoder = codecs.getincrementaldecoder(codec)()
+    lines = 0
+    with opener() as handle:
+        handle.seek(0)  # a duplicated descriptor is where the last reader left it
+        while piece := handle.read(_TRANSCODE_BYTES):
+            try:
+                text = decoder.decode(piece)
+            except UnicodeDecodeError as error:
+                copy.close()
+                line = _decode_error_line(piece, codec, error, lines)
+                raise _encoding_error(label, "UTF-16", line) from None
+            if not copy.tell():
+                text = text.removeprefix("\ufeff")  # the BOM: UTF-8 text here goes without one
+            copy.write(text.encode("utf-8"))
+            lines += text.count("\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            copy.close()
+            raise _encoding_error(label, "UTF-16", lines + 1) from None
+    copy.flush()
+    size = copy.tell()
+
+    def reopen() -> BinaryIO:
+        handle = os.fdopen(os.dup(copy.fileno()), "rb")
+        handle.seek(0)  # the duplicate shares its position with the others: each reader starts at the top
+        return handle
+
+    return reopen, size
 
 
 def _has_text(data: bytes, start: int) -> bool:
@@ -648,6 +737,12 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
     opener = opener or (lambda: open(path, "rb"))  # noqa: SIM115 - each caller closes what it opens
     with os_errors("读取文件", path, kind=InputError), opener() as handle:
         head = handle.read(SAMPLE_BYTES + 4)
+    codec = utf16_codec(head)
+    if codec is not None:
+        with os_errors("读取文件", path, kind=InputError):
+            opener, size = _as_utf8(opener, codec, label)
+            with opener() as handle:
+                head = handle.read(SAMPLE_BYTES + 4)
     whole = len(head) >= size
     encoding, start = detect_encoding(head, label, whole=whole)
     mac = b"\n" not in head and b"\r" in head

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from pipeline.reading.delimited import WORKBOOK_SIGNATURES
+from pipeline.reading.delimited import WORKBOOK_SIGNATURES, utf16_codec
 from pipeline.web.shown import file_name
 
 #: Extensions taken, and the first bytes their content must start with (None: text).  A workbook's
@@ -27,8 +27,6 @@ MAGIC: dict[str, tuple[bytes, ...] | None] = {
     ".xls": WORKBOOK_SIGNATURES,
     ".csv": None,
 }
-#: Text encodings' byte order marks that a CSV may start with even though NUL bytes follow.
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: Bytes of a file looked at to tell its kind.
 HEAD_BYTES = 65536
 #: Files in one upload.
@@ -70,7 +68,7 @@ def check_file(name: str, head: bytes) -> str:
         raise UploadRefused(f"{shown}：文件是空的（0 字节），请确认文件已保存完整")
     magic = MAGIC[suffix]
     if magic is None:
-        if b"\x00" in head and not head.startswith(_UTF16_BOMS):
+        if b"\x00" in head and utf16_codec(head) is None:
             raise UploadRefused(f"{shown}：内容不是文本，不像 CSV 文件。请在 Excel 中另存为 .xlsx 或 .csv")
     elif not head.startswith(magic):
         raise UploadRefused(f"{shown}：文件内容与扩展名 {suffix} 不符。请在 Excel 中重新另存为 .xlsx 后上传")
