@@ -295,7 +295,7 @@ async def upload(request: Request) -> Response:
         raise too_large from None
     files = [item for item in form.getlist("files") if isinstance(item, UploadFile) and item.filename]
     if not files:
-        raise Refused("没有选择文件：请选择或拖入 .xlsx、.xls 或 .csv 文件", 400)
+        raise Refused("没有选择文件：请选择或拖入 .xlsx、.xls、.csv 或 .txt 文件", 400)
     if len(files) > MAX_FILES:
         raise Refused(f"一次最多上传 {MAX_FILES} 个文件", 400)
     jobs: list[Job] = []

@@ -3,9 +3,10 @@
 A request body larger than the limit is refused before it is read (by its
 Content-Length) or as soon as it grows past the limit (a body without
 one).  Each file must have an extension the reader takes (xlsx, xlsm, xls,
-csv) and content that matches it: a workbook container (zip or OLE2, as
-the reader takes either under any workbook name) for xlsx, xlsm and xls,
-text without NUL bytes for csv.  Files are stored in
+csv, txt, tsv) and content that matches it: a workbook container (zip or
+OLE2, as the reader takes either under any workbook name) for xlsx, xlsm
+and xls, text for the others (without NUL bytes unless it is UTF-16).
+Files are stored in
 the job's folder under a sanitised name; the reader then checks everything
 else (encodings, sheets, header rows) as ``ehc validate`` does.
 """
@@ -26,6 +27,8 @@ MAGIC: dict[str, tuple[bytes, ...] | None] = {
     ".xlsm": WORKBOOK_SIGNATURES,
     ".xls": WORKBOOK_SIGNATURES,
     ".csv": None,
+    ".txt": None,  # Excel's and WPS's "Unicode text" (UTF-16, tab-delimited)
+    ".tsv": None,
 }
 #: Bytes of a file looked at to tell its kind.
 HEAD_BYTES = 65536
@@ -63,7 +66,7 @@ def check_file(name: str, head: bytes) -> str:
     shown = file_name(name) or "（无文件名）"
     suffix = "." + shown.rsplit(".", 1)[-1].lower() if "." in shown else ""
     if suffix not in MAGIC:
-        raise UploadRefused(f"{shown}：不支持的文件类型，请上传 .xlsx、.xls 或 .csv 文件")
+        raise UploadRefused(f"{shown}：不支持的文件类型，请上传 .xlsx、.xls、.csv 或 .txt 文件")
     if not head:
         raise UploadRefused(f"{shown}：文件是空的（0 字节），请确认文件已保存完整")
     magic = MAGIC[suffix]
