@@ -161,6 +161,10 @@ def test_division_codes_include_historical_codes() -> None:
     assert len(codes) > 6800
     assert {"440602", "110103", "110000"} <= codes  # 110103: 崇文区, gone since 2010
     assert all(len(code) == 6 and code.isdigit() for code in codes)
+    # Read from the keys alone, they are exactly the codes the names are read for (addresses).
+    from pipeline.text.divisions import division_names
+
+    assert codes == frozenset(division_names())
 
 
 def test_large_column_problems_match_scalar_validity() -> None:
