@@ -66,6 +66,35 @@ def test_pinyin_codes_in_any_case() -> None:
     assert mapped.field_headers["orgCode"] == "orgcode"
 
 
+def test_pinyin_initials_and_full_pinyin_headers() -> None:
+    """Registers exported by other systems name their columns in pinyin: initials or whole words."""
+    columns = {
+        "XH": ["1"], "XINGMING": ["张三"], "XB": ["男"], "MZ": ["汉族"], "CSRQ": ["19620518"],
+        "SFZH": ["420123196205184516"], "LXDH": ["13912343273"], "YBLX": ["职工医保"], "HYZK": ["已婚"],
+        "WHCD": ["本科"], "ZhiYe": ["军人"], "Xiang Xi Di Zhi": ["湖北省武汉市江夏区纸坊街道某路1号"],
+    }  # fmt: skip
+    mapped = map_columns(_raw(columns))
+    fields = ["xm", "xb", "mzdm", "csrq", "sfzhm", "brdh", "ylfyzffs", "fyzhdm", "xldm", "zydm"]
+    assert _first_row(mapped, fields) == [
+        "张三", "男", "汉族", "19620518", "420123196205184516", "13912343273", "职工医保", "已婚", "本科",
+        "军人",
+    ]  # fmt: skip
+    assert mapped.fields["address"].tolist() == ["湖北省武汉市江夏区纸坊街道某路1号"]
+    assert list(mapped.extras.columns) == []  # XH (序号) is ignored, not an extra
+
+
+def test_no_builtin_alias_names_two_fields() -> None:
+    """A header key the data file gives to two fields would silently go to the first."""
+    text = (Path(__file__).parent.parent / "schemas" / "column_aliases.csv").read_text(encoding="utf-8")
+    fields: dict[str, set[str]] = {}
+    for line in text.splitlines()[1:]:
+        field, alias = line.split(",", 1)
+        fields.setdefault(header_key(alias), set()).add(field)
+    assert {key: names for key, names in fields.items() if len(names) > 1} == {}
+    codes = {field.casefold(): field for field in INPUT_FIELDS}
+    assert all(codes.get(key, next(iter(names))) in names for key, names in fields.items())
+
+
 @pytest.mark.parametrize(
     ("header", "key"),
     [
