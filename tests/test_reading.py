@@ -15,6 +15,7 @@ import openpyxl
 import pytest
 
 from pipeline.errors import InputError
+from pipeline.reading import delimited
 from pipeline.reading.delimited import utf16_codec
 from pipeline.reading.register import open_register, read_register
 from pipeline.reading.table import column_letter
@@ -586,7 +587,11 @@ def test_a_utf16_register_reads_as_its_utf8_twin(tmp_path: Path, encoding: str, 
         assert list(table.source_row) == list(twin.source_row) == [3, 6]
 
 
-def test_a_utf16_register_with_a_broken_character_names_its_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("piece", [1 << 20, 7])  # 7 bytes: every piece ends inside a character
+def test_a_utf16_register_with_a_broken_character_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    monkeypatch.setattr(delimited, "_TRANSCODE_BYTES", piece)
     lines = ["姓名,身份证号码\n", "张三,420123196205184516\n", "李四,110101199003077777\n"]
     good = b"".join(line.encode("utf-16-le") for line in lines[:2])
     broken = good + b"\x00\xd8" + lines[2].encode("utf-16-le")

@@ -210,10 +210,27 @@ def utf16_codec(head: bytes) -> str | None:
     return None
 
 
-def _decode_error_line(piece: bytes, codec: str, error: UnicodeDecodeError, lines_before: int) -> int:
-    """The 1-based line of a UTF-16 decoding fault at ``error.start`` of ``piece``."""
-    good = piece[: error.start & ~1].decode(codec, errors="replace")
-    return lines_before + good.count("\n") + 1
+def _transcode(opener: Callable[[], BinaryIO], codec: str, copy: BinaryIO, label: str) -> None:
+    """Write the register ``opener`` gives, in ``codec``, to ``copy`` as UTF-8 (without a BOM)."""
+    decoder = codecs.getincrementaldecoder(codec)()
+    lines = 0
+    with opener() as handle:
+        handle.seek(0)  # a duplicated descriptor is where the last reader left it
+        while True:
+            piece = handle.read(_TRANSCODE_BYTES)
+            try:
+                text = decoder.decode(piece, final=not piece)
+            except UnicodeDecodeError as error:
+                # The error's text is what the decoder held over from the last piece, then this one.
+                good = bytes(error.object[: error.start & ~1]).decode(codec, "replace")
+                raise _encoding_error(label, "UTF-16", lines + good.count("\n") + 1) from None
+            if not copy.tell():
+                text = text.removeprefix("\ufeff")  # the BOM: UTF-8 text goes without one
+            copy.write(text.encode("utf-8"))
+            lines += text.count("\n")
+            if not piece:
+                break
+    copy.flush()
 
 
 def _as_utf8(opener: Callable[[], BinaryIO], codec: str, label: str) -> tuple[Callable[[], BinaryIO], int]:
@@ -224,27 +241,11 @@ def _as_utf8(opener: Callable[[], BinaryIO], codec: str, label: str) -> tuple[Ca
     as the register (a character of two UTF-16 bytes takes at most three).
     """
     copy = tempfile.TemporaryFile()  # noqa: SIM115 - kept open by the opener below, closed with it
-    decoder = codecs.getincrementaldecoder(codec)()
-    lines = 0
-    with opener() as handle:
-        handle.seek(0)  # a duplicated descriptor is where the last reader left it
-        while piece := handle.read(_TRANSCODE_BYTES):
-            try:
-                text = decoder.decode(piece)
-            except UnicodeDecodeError as error:
-                copy.close()
-                line = _decode_error_line(piece, codec, error, lines)
-                raise _encoding_error(label, "UTF-16", line) from None
-            if not copy.tell():
-                text = text.removeprefix("\ufeff")  # the BOM: UTF-8 text here goes without one
-            copy.write(text.encode("utf-8"))
-            lines += text.count("\n")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            copy.close()
-            raise _encoding_error(label, "UTF-16", lines + 1) from None
-    copy.flush()
+    try:
+        _transcode(opener, codec, copy, label)
+    except BaseException:
+        copy.close()
+        raise
     size = copy.tell()
 
     def reopen() -> BinaryIO:
