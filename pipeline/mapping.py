@@ -27,7 +27,7 @@ from pipeline.model import (
     MappedTable,
     RawTable,
 )
-from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, field_code, header_key
+from pipeline.reading.headers import IGNORE, builtin_code, count_known_headers, field_code, header_key
 from pipeline.text.arrow import constant
 
 #: Fields that, present as separate columns, mean the address is already split (dzc is what remains).
@@ -58,13 +58,12 @@ def check_user_aliases(user_aliases: Mapping[str, str], source: str = "") -> dic
 
 def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
     """Column index -> field code; the user's mapping first, then built-ins, first column wins."""
-    builtin = builtin_aliases()
     chosen: dict[int, str] = {}
     taken: set[str] = set()
     by_user: set[int] = set()
-    for pass_aliases, is_user in ((user, True), (builtin, False)):
+    for lookup, is_user in ((user.get, True), (builtin_code, False)):
         for index, key in enumerate(keys):
-            code = pass_aliases.get(key)
+            code = lookup(key)
             if index in chosen or code is None or (code in taken and code != IGNORE):
                 continue
             chosen[index] = code

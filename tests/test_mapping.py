@@ -83,6 +83,42 @@ def test_pinyin_initials_and_full_pinyin_headers() -> None:
     assert list(mapped.extras.columns) == []  # XH (序号) is ignored, not an extra
 
 
+def test_numbered_and_joined_headers() -> None:
+    """List numbers in front of headers go; two names of one field joined by / or 或 name it."""
+    columns = {
+        "1.姓名": ["张三"], "二、身份证号码": ["420123196205184516"], "3、民族": ["汉族"],
+        "手机号码/电话": ["13912343273"], "医保类型或参保类型": ["职工医保"], "姓名/性别": ["x"],
+    }  # fmt: skip
+    mapped = map_columns(_raw(columns))
+    assert _first_row(mapped, ["xm", "sfzhm", "mzdm", "brdh", "ylfyzffs"]) == [
+        "张三", "420123196205184516", "汉族", "13912343273", "职工医保",
+    ]  # fmt: skip
+    assert list(mapped.extras.columns) == ["姓名/性别"]  # names of two fields: not taken for either
+    assert is_known_header("10.联系电话") and not is_known_header("10") and not is_known_header("姓名/性别")
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ("移动电话", "brdh"), ("联系手机", "brdh"), ("家庭电话", "brdh"), ("公民身份证件号码", "sfzhm"),
+        ("医疗保险类型", "ylfyzffs"), ("参保险种", "ylfyzffs"), ("婚姻状态", "fyzhdm"), ("文化", "xldm"),
+        ("职业类型", "zydm"), ("户籍所在地", "address"), ("详细住址", "address"), ("所在村（居）", "dzc"),
+        ("居民健康档案编号", "jkdah"), ("新农合医疗证号", "xnhkh"), ("出生时间", "csrq"),
+    ],
+)  # fmt: skip
+def test_common_column_names_of_registers(header: str, field: str) -> None:
+    others = {name: values[:1] for name, values in REQUIRED.items() if name not in _SAME_FIELD[field]}
+    mapped = map_columns(_raw({**others, header: ["v"]}))
+    assert mapped.field_headers[field] == header
+
+
+#: The headers of REQUIRED that name each field (left out when another header is to name it).
+_SAME_FIELD = {
+    "brdh": {"联系电话"}, "ylfyzffs": {"医保类型"}, "sfzhm": {"身份证号码"}, "fyzhdm": set(), "xldm": set(),
+    "zydm": set(), "address": set(), "dzc": set(), "jkdah": set(), "xnhkh": set(), "csrq": set(),
+}  # fmt: skip
+
+
 def test_no_builtin_alias_names_two_fields() -> None:
     """A header key the data file gives to two fields would silently go to the first."""
     text = (Path(__file__).parent.parent / "schemas" / "column_aliases.csv").read_text(encoding="utf-8")

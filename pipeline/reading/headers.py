@@ -26,18 +26,38 @@ IGNORE = "ignore"
 #: Bracketed notes and asterisks: "（必填）", "(选填)", "【格式：19900101】", "*".
 _DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|\*")
 _INVISIBLE = re.compile(INVISIBLE_MARKS)
+#: A list number in front of a header: "1.姓名", "2、性别", "三、联系电话".
+_NUMBERING = re.compile(r"^(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})[.、]")
+#: What joins two names of one column: "手机号码/电话", "联系电话或手机".
+_ALTERNATIVES = re.compile(r"[/|或]")
 
 
 def header_key(text: str) -> str:
     """The form of a header used for matching: NFKC, no whitespace, no decorations, case-folded.
 
     ``" 身份证号码（必填）："`` and ``"*身份证号码"`` both give ``"身份证号码"``;
-    ``"XM"`` gives ``"xm"``.  A header that is nothing but decoration keeps it,
-    so ``"(备注)"`` still has a key of its own.
+    ``"XM"`` gives ``"xm"``; ``"1.姓名"`` and ``"三、联系电话"`` lose their list
+    numbers.  A header that is nothing but decoration keeps it, so
+    ``"(备注)"`` still has a key of its own.
     """
     compact = "".join(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).split())
     stripped = _DECORATION.sub("", compact).rstrip(":")
+    stripped = _NUMBERING.sub("", stripped) or stripped
     return (stripped or compact).casefold()
+
+
+def builtin_code(key: str) -> str | None:
+    """The field code (or ``ignore``) a header key names among the built-in aliases, else None.
+
+    A key that joins names with ``/`` or ``或`` ("手机号码/电话") names the
+    field that every one of its names names, when they agree.
+    """
+    aliases = builtin_aliases()
+    code = aliases.get(key)
+    if code is not None or not _ALTERNATIVES.search(key):
+        return code
+    codes = {aliases.get(part) for part in _ALTERNATIVES.split(key)}
+    return codes.pop() if len(codes) == 1 else None
 
 
 def field_code(code: str) -> str | None:
@@ -61,7 +81,7 @@ def builtin_aliases() -> dict[str, str]:
 
 def is_known_header(text: str) -> bool:
     """True when ``text`` is a built-in alias or a pinyin field code (not a 序号 column)."""
-    code = builtin_aliases().get(header_key(text))
+    code = builtin_code(header_key(text))
     return code is not None and code != IGNORE
 
 
