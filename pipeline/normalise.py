@@ -142,8 +142,18 @@ def clean_name(values: pd.Series) -> pd.Series:
     return _rewrite_unusual(values, _USUAL_IN_NAMES, _tidy_name)
 
 
+#: Excel's way of keeping a long number as text in a CSV another system exported: ``="440123…"``.
+_TEXT_FORMULA = r'^\s*="(.*)"\s*$'
+
+
+def unwrap_text_formulas(array: pa.Array) -> pa.Array:
+    """``="0757…"`` as ``0757…``: the text a formula of one quoted text gives (after NFKC)."""
+    return pc.replace_substring_regex(_nfkc(array), _TEXT_FORMULA, r"\1")
+
+
 def _tidy_number(array: pa.Array) -> pa.Array:
-    return pc.utf8_upper(pc.replace_substring_regex(_nfkc(array), r"[\s\x{200b}\x{feff}\-]+|^'", ""))
+    unwrapped = unwrap_text_formulas(array)
+    return pc.utf8_upper(pc.replace_substring_regex(unwrapped, r"[\s\x{200b}\x{feff}\-]+|^'", ""))
 
 
 def clean_number(values: pd.Series) -> pd.Series:
@@ -158,7 +168,8 @@ def clean_number(values: pd.Series) -> pd.Series:
 
 
 def _phone_text(array: pa.Array) -> pa.Array:
-    return to_arrow(normalise_phones(clean_text(to_series(array, pd.RangeIndex(len(array))))))
+    unwrapped = unwrap_text_formulas(array)
+    return to_arrow(normalise_phones(clean_text(to_series(unwrapped, pd.RangeIndex(len(array))))))
 
 
 def clean_phones(values: pd.Series) -> pd.Series:
@@ -182,7 +193,11 @@ def clean_dates(values: pd.Series) -> pd.Series:
         return values if result is array else to_series(result, values.index)
     rest = ~settled
     odd_forms = to_series(pc.filter(array, pa.array(rest)), pd.RangeIndex(int(rest.sum())))
-    cleaned = per_distinct(odd_forms, lambda distinct: normalise_dates(nfkc(distinct)))
+
+    def read(distinct: pd.Series) -> pd.Series:
+        return normalise_dates(to_series(unwrap_text_formulas(to_arrow(distinct)), distinct.index))
+
+    cleaned = per_distinct(odd_forms, read)
     return to_series(replace_masked(result, rest, to_arrow(cleaned)), values.index)
 
 
