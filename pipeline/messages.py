@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline.model import FIELD_LABELS
 from schemas.result_codes import ResultCode, describe, field_hint, field_title
-from schemas.rules import FIELD_TABLES
+from schemas.rules import FIELD_TABLES, NUMBERS_KEPT_AS_TEXT
 from schemas.tables import code_table
 
 _ERRORS: dict[tuple[ResultCode, str, str], str] = {
@@ -117,6 +117,13 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
     (ResultCode.PARAMETER_ERROR, "isRealName", ""): "是否实名“{value}”应为 1（已实名认证）或 0（未认证）",
     (ResultCode.PARAMETER_ERROR, "isRealName", "empty"): "是否实名为空：应为 1（已实名认证）或 0（未认证）",
     (ResultCode.PARAMETER_ERROR, "*", ""): "{label}“{value}”过长：最多{extra}个字符",
+    **{
+        (ResultCode.PARAMETER_ERROR, field, "SCIENTIFIC"): (
+            "{label}“{value}”被 Excel 当作数字保存（科学计数法），后几位数字已经丢失，无法还原："
+            "请把该列设置为文本格式后重新录入"
+        )
+        for field in NUMBERS_KEPT_AS_TEXT
+    },
 }
 
 _WARNINGS: dict[str, str] = {

@@ -40,7 +40,7 @@ from pipeline.text.dates import real_dates
 from pipeline.text.memo import ValueMemo
 from schemas.registry import PAIR_COLUMNS, build_schema, prepare
 from schemas.result_codes import ResultCode
-from schemas.rules import rule_for
+from schemas.rules import NUMBERS_KEPT_AS_TEXT, rule_for
 
 _FIELD_ORDER = {field: position for position, field in enumerate(FIELDS)}
 _GENDER_NAMES = {"1": "男", "2": "女"}
@@ -336,6 +336,11 @@ def _details(
             return mismatch, born.str.slice(0, 4) + "-" + born.str.slice(4, 6) + "-" + born.str.slice(6, 8)
         return mismatch, ids
     limit = rule_for(field).max_length
+    if code == ResultCode.PARAMETER_ERROR and column in NUMBERS_KEPT_AS_TEXT:
+        scientific = idnumber.scientific_numbers(values)
+        if scientific.any():  # Excel lost its digits; any other fault of these fields is its length
+            limits = pd.Series(str(limit), index=values.index, dtype="str")
+            return pd.Series(np.where(scientific, "SCIENTIFIC", ""), index=values.index, dtype="str"), limits
     if code == ResultCode.PARAMETER_ERROR and limit is not None:
         limits = pd.Series(str(limit), index=values.index, dtype="str")
         if field == "xm":  # the name has a character rule besides its length: say which one it broke

@@ -48,7 +48,7 @@ from pipeline.text.arrow import empty_mask, matches, to_arrow, to_arrow_any, whe
 from pipeline.text.dates import real_dates
 from pipeline.text.phone import valid_phones
 from schemas.result_codes import ResultCode
-from schemas.rules import FIELD_RULES, FieldRule, rule_for
+from schemas.rules import FIELD_RULES, NUMBERS_KEPT_AS_TEXT, FieldRule, rule_for
 from schemas.tables import code_table
 
 #: Pair column -> the field its failures are reported on.
@@ -160,6 +160,11 @@ def _document_agrees(pairs: pd.Series) -> BoolSeries:
     return _mask(pairs, pc.or_(pc.equal(expected, _ANY_DOCUMENT), pc.equal(expected, stated)))
 
 
+def _not_scientific(values: pd.Series) -> np.ndarray:
+    """Whether each value is not a number in scientific notation (``4.40637051425053E+16``)."""
+    return ~idnumber.scientific_numbers(values)
+
+
 #: A value check a rule cannot say as data: its name and whether each value passes (an empty one fails).
 FormatCheck = tuple[str, Callable[[pd.Series], np.ndarray]]
 
@@ -178,7 +183,9 @@ def _format_checks(today: datetime.date) -> dict[str, FormatCheck]:
         "fksj": ("issue_date", lambda s: real_dates(s, EARLIEST_ISSUE_YEAR, today)),
         "yhkh": ("bank_card", lambda s: matches(s, BANK_CARD)),
         "isRealName": ("real_name_flag", lambda s: s.isin(["0", "1"]).to_numpy(dtype=bool)),
+        **{field: ("kept_as_text", _not_scientific) for field in NUMBERS_KEPT_AS_TEXT},
     }
+
 
 
 def _value_check(
