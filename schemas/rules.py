@@ -51,8 +51,9 @@ class FieldRule:
 _PARAMETER = ResultCode.PARAMETER_ERROR
 
 #: Fields holding long numbers as text, whose last digits Excel loses when it stores them as numbers
-#: (shown then as ``4.40637051425053E+16``): such a value is refused with the field's code.
-NUMBERS_KEPT_AS_TEXT = ("zjhm", "jkdah", "xnhkh", "kh")
+#: (shown then as ``4.40637051425053E+16``): such a value is refused with the field's code.  Not the
+#: document number: it is the ID number's copy (checked there) or must equal it for an ID card.
+NUMBERS_KEPT_AS_TEXT = ("jkdah", "xnhkh", "kh")
 
 #: Every field of ``peopleInfo`` then ``cardInfo``, in the order the platform checks them.
 FIELD_RULES: tuple[FieldRule, ...] = (

@@ -211,16 +211,21 @@ def test_scientific_notation_message_says_how_to_fix() -> None:
     assert "4.20123196205184E+17" in message and "科学计数法" in message and "文本" in message
 
 
-@pytest.mark.parametrize("field", ["jkdah", "xnhkh", "kh", "zjhm"])
+@pytest.mark.parametrize("field", ["jkdah", "xnhkh", "kh"])
 def test_a_long_number_excel_stored_as_a_number_is_refused(field: str) -> None:
     """4.40637051425053E+16 is what is left of a health record number Excel kept as a number."""
-    change = {field: "4.40637051425053E+16", **({"zjlx": "03"} if field == "zjhm" else {})}
+    change = {field: "4.40637051425053E+16"}
     others = ({field: "44063705142505278", "zjlx": "03"}, {field: "A1E2B3", "zjlx": "03"})
     found = validate(rows(change, *others), today=TODAY)
     placed = found[["row_id", "field", "code"]].itertuples(index=False)
     assert [(int(r), f, int(c)) for r, f, c in placed] == [(0, field, 10110)]
     message = found["message"].iloc[0]
     assert "4.40637051425053E+16" in message and "科学计数法" in message and "过长" not in message
+
+
+def test_an_id_number_excel_stored_as_a_number_is_one_fault_though_copied_as_the_document_number() -> None:
+    found = validate(rows({"sfzhm": "4.20123196205184E+17", "zjhm": "4.20123196205184E+17"}), today=TODAY)
+    assert found[["field", "code"]].values.tolist() == [["sfzhm", 10111]]
 
 
 @pytest.mark.parametrize(
