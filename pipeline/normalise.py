@@ -142,17 +142,20 @@ def clean_name(values: pd.Series) -> pd.Series:
     return _rewrite_unusual(values, _USUAL_IN_NAMES, _tidy_name)
 
 
-#: Excel's way of keeping a long number as text in a CSV another system exported: ``="440123…"``.
+#: What exports from other systems do to numbers kept as text: Excel's text formula ``="440123…"``
+#: (so that Excel keeps every digit), and a whole number written as a float, ``13912345678.0``.
 _TEXT_FORMULA = r'^\s*="(.*)"\s*$'
+_FLOAT_TAIL = r"^([0-9]+)\.0+$"
 
 
-def unwrap_text_formulas(array: pa.Array) -> pa.Array:
-    """``="0757…"`` as ``0757…``: the text a formula of one quoted text gives (after NFKC)."""
-    return pc.replace_substring_regex(_nfkc(array), _TEXT_FORMULA, r"\1")
+def undo_export_artefacts(array: pa.Array) -> pa.Array:
+    """``="0757…"`` as ``0757…`` and ``13912345678.0`` as ``13912345678`` (after NFKC)."""
+    unwrapped = pc.replace_substring_regex(_nfkc(array), _TEXT_FORMULA, r"\1")
+    return pc.replace_substring_regex(unwrapped, _FLOAT_TAIL, r"\1")
 
 
 def _tidy_number(array: pa.Array) -> pa.Array:
-    unwrapped = unwrap_text_formulas(array)
+    unwrapped = undo_export_artefacts(array)
     return pc.utf8_upper(pc.replace_substring_regex(unwrapped, r"[\s\x{200b}\x{feff}\-]+|^'", ""))
 
 
@@ -168,7 +171,7 @@ def clean_number(values: pd.Series) -> pd.Series:
 
 
 def _phone_text(array: pa.Array) -> pa.Array:
-    unwrapped = unwrap_text_formulas(array)
+    unwrapped = undo_export_artefacts(array)
     return to_arrow(normalise_phones(clean_text(to_series(unwrapped, pd.RangeIndex(len(array))))))
 
 
@@ -195,7 +198,7 @@ def clean_dates(values: pd.Series) -> pd.Series:
     odd_forms = to_series(pc.filter(array, pa.array(rest)), pd.RangeIndex(int(rest.sum())))
 
     def read(distinct: pd.Series) -> pd.Series:
-        return normalise_dates(to_series(unwrap_text_formulas(to_arrow(distinct)), distinct.index))
+        return normalise_dates(to_series(undo_export_artefacts(to_arrow(distinct)), distinct.index))
 
     cleaned = per_distinct(odd_forms, read)
     return to_series(replace_masked(result, rest, to_arrow(cleaned)), values.index)

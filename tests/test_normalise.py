@@ -445,9 +445,13 @@ def test_display_widths_count_a_chinese_character_double(values: list[str | None
         ("csrq", '="19761201"', "19761201"),
         ("csrq", '="1976-12-01"', "19761201"),
         ("sfzhm", '="4406"&"04197612012654"', '4406"&"04197612012654'),  # a real formula: left for validation
+        ("brdh", "13912345678.0", "13912345678"),
+        ("jkdah", "4406370514250.0", "4406370514250"),
+        ("csrq", "19761201.0", "19761201"),
+        ("brdh", "1391234.5678", "13912345678"),  # a dot among digits is a separator, as before
     ],
 )
-def test_excel_text_formulas_of_exported_registers_are_unwrapped(
+def test_export_artefacts_of_exported_registers_are_undone(
     field: str, written: str, expected: str
 ) -> None:
     """Systems export long numbers as ="…" so that Excel keeps them as text: the text is the value."""
