@@ -3,7 +3,10 @@
 Headers are matched through the vocabulary of :mod:`pipeline.reading.headers`
 (built-in aliases, the spec's pinyin field codes, decorations removed).  A
 user mapping (header -> field code, from the config file or ``--mapping
-FILE``) wins over the built-ins.  A register missing a required column is an
+FILE``) wins over the built-ins.  A register whose only column of numbers
+is 证件号码 (the document being the ID card, as on most forms) has its ID
+numbers read from it; the document number is then filled from them.  A
+register missing a required column is an
 :class:`~pipeline.errors.InputError` naming it.
 """
 
@@ -78,6 +81,9 @@ def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
                 if "dzc" not in taken:
                     chosen[index] = "dzc"
                     taken.add("dzc")
+    documents = [index for index, code in chosen.items() if code == "zjhm" and index not in by_user]
+    if "sfzhm" not in taken and documents:
+        chosen[documents[0]] = "sfzhm"
     return chosen
 
 

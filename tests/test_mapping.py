@@ -119,6 +119,18 @@ _SAME_FIELD = {
 }  # fmt: skip
 
 
+def test_a_register_whose_only_number_column_is_the_document_number_reads_id_numbers_from_it() -> None:
+    without_id = {k: v for k, v in REQUIRED.items() if k != "身份证号码"}
+    documents = {"证件类型": ["居民身份证", "护照"], "证件号码": ["420123196205184516", "E1"]}
+    mapped = map_columns(_raw({**without_id, **documents}))
+    assert mapped.fields["sfzhm"].tolist() == ["420123196205184516", "E1"]  # a passport's: refused later
+    assert mapped.fields["zjhm"].tolist() == ["", ""] and mapped.field_headers["sfzhm"] == "证件号码"
+    both = map_columns(_raw({**REQUIRED, "证件号码": ["x", "y"]}))
+    assert both.field_headers["sfzhm"] == "身份证号码" and both.field_headers["zjhm"] == "证件号码"
+    with pytest.raises(InputError, match="身份证号码"):  # the clerk said it is the document number
+        map_columns(_raw({**without_id, "证件号码": ["1", "2"]}), {"证件号码": "zjhm"})
+
+
 def test_no_builtin_alias_names_two_fields() -> None:
     """A header key the data file gives to two fields would silently go to the first."""
     text = (Path(__file__).parent.parent / "schemas" / "column_aliases.csv").read_text(encoding="utf-8")
