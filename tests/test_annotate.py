@@ -257,6 +257,22 @@ def test_a_csv_register_gets_a_workbook_of_text_cells_on_its_line_numbers(tmp_pa
     assert book.sheetnames[-1] == "说明"
 
 
+def test_a_web_page_saved_as_xls_gets_a_workbook_of_text_cells_on_its_rows(tmp_path: Path) -> None:
+    register = tmp_path / "导出.xls"
+    cells = ["姓名", "身份证号", "联系电话", "民族", "医保类型"]
+    rows = [[f"张{i}", GOOD[i], f"1390000000{i}", "汉族", "职工医保"] for i in range(3)]
+    rows[1][1] = BAD_CHECK
+    table = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in [cells, *rows])
+    register.write_text(f'<html><meta charset="utf-8"><table><tr><td>标题</td></tr>{table}</table></html>')
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    book = openpyxl.load_workbook(paths["annotated_导出.xlsx"])
+    sheet = book.worksheets[0]
+    assert [c.value for c in sheet[2]] == [*cells, "问题说明"]
+    assert sheet["B4"].fill.fgColor.rgb == RED and "[10111]" in sheet["B4"].comment.text
+    legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
+    assert "网页格式" in legend
+
+
 def test_a_package_that_cannot_be_followed_is_regenerated_and_says_so(
     annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

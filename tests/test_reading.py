@@ -15,7 +15,7 @@ import openpyxl
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.reading import delimited
+from pipeline.reading import delimited, html
 from pipeline.reading.delimited import utf16_codec
 from pipeline.reading.register import open_register, read_register
 from pipeline.reading.table import column_letter
@@ -491,12 +491,42 @@ def test_workbook_named_csv_is_named_for_what_it_is(tmp_path: Path, name: str) -
     assert "编码" not in message
 
 
-def test_html_named_xls(tmp_path: Path) -> None:
+#: A web system's "导出Excel": a layout table, then the register under a title row, a header cell
+#: spanning two columns, a line break and an entity in cells, a footer.
+_EXPORTED_PAGE = """<html><head><meta http-equiv="Content-Type" content="text/html; charset=gb2312"></head>
+<body><table><tr><td>导出时间：2026-12-01</td></tr></table>
+<table border=1>
+<tr><td colspan="5">某某社区居民登记表</td></tr>
+<tr><th>姓名</th><th>身份证号码</th><th colspan="2">联系电话</th><th>备注</th></tr>
+<tr><td> 张三 </td><td style="mso-number-format:'\\@'">420123196205184516</td><td>13912343273</td><td></td>
+    <td>一<br>二 &amp; 三</td></tr>
+<tr><td>李四</td><td>110101199003077777</td><td>13800000000</td><td></td><td></td></tr>
+</table></body></html>"""
+
+
+def test_a_web_page_saved_as_xls_is_read_as_the_sheet_excel_shows(tmp_path: Path) -> None:
+    path = tmp_path / "export.xls"
+    path.write_bytes(_EXPORTED_PAGE.encode("gb18030"))
+    [table] = read_register(path)
+    assert table.header_row == 2 and table.headers[:3] == ["姓名", "身份证号码", "联系电话"]
+    assert table.data["姓名"].tolist() == ["张三", "李四"]
+    assert table.data["身份证号码"].tolist() == ["420123196205184516", "110101199003077777"]
+    assert table.data["备注"].tolist() == ["一\n二 & 三", ""]
+    assert list(table.source_row) == [3, 4]
+
+
+def test_a_web_page_without_rows_or_too_large_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "export.xls"
     path.write_text("<html><body><table><tr><td>姓名</td></tr></table></body></html>", encoding="utf-8")
     with pytest.raises(InputError) as excinfo:
         read_register(path)
-    _one_line_error(excinfo, "export.xls", "网页", "另存为 .xlsx")
+    _one_line_error(excinfo, "export.xls", "网页", "没有数据行")
+    monkeypatch.setattr(html, "MAX_HTML_BYTES", 10)
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "export.xls", "网页", "过大", "另存为 .xlsx")
 
 
 def test_truncated_xlsx(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import codecs
 import csv
+import html
 import io
 import json
 import re
@@ -413,7 +414,7 @@ def test_an_oversized_upload_is_refused_with_the_limit(site: Site) -> None:
     [
         ("report.pdf", b"%PDF-1.7 ...", "不支持的文件类型"),
         ("register.xlsx", b"%PDF-1.7 not a workbook", "与扩展名"),
-        ("register.xls", b"<html><table><tr><td>a web page</td></tr></table></html>", "与扩展名"),
+        ("register.xls", b"\x89PNG\r\n\x1a\n a picture", "与扩展名"),
         ("register.csv", b"\x7fELF\x02\x01\x01\x00\x00\x00", "不是文本"),
         ("empty.csv", b"", "空的"),
     ],
@@ -441,6 +442,22 @@ def test_a_utf16_register_is_checked_as_its_utf8_twin(site: Site) -> None:
         assert state["state"] == "checked", (name, state)
         states.append({key: value for key, value in state.items() if key in ("counts", "rows", "problems")})
     assert states[0] and states[1] == states[0] and states[2] == states[0]
+
+
+def test_a_web_systems_export_named_xls_is_checked_with_its_annotated_copy(site: Site) -> None:
+    """A web system's "导出Excel" is an HTML table named .xls: read as Excel shows it, not refused."""
+    clerk = site.client("clerk_a")
+    rows = list(csv.reader(io.StringIO(SAMPLE_CSV.read_bytes().decode("gb18030"))))
+    table = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    page = f'<html><head><meta charset="utf-8"></head><body><table>{table}</table></body></html>'.encode()
+    uploads = ((SAMPLE_CSV.name, SAMPLE_CSV.read_bytes()), ("导出.xls", page))
+    answers = [site.upload(clerk, (name, content, "application/vnd.ms-excel")) for name, content in uploads]
+    states = [site.wait(clerk, a.json()["jobs"][0].rsplit("/", 1)[-1]) for a in answers]
+    assert [s["state"] for s in states] == ["checked", "checked"], states
+    assert states[1].get("counts") == states[0].get("counts") and states[0].get("counts")
+    job_id = answers[1].json()["jobs"][0].rsplit("/", 1)[-1]
+    copy = clerk.get(f"/jobs/{job_id}/download/annotated")
+    assert copy.status_code == 200 and "说明" in openpyxl.load_workbook(io.BytesIO(copy.content)).sheetnames
 
 
 def test_a_workbook_under_the_other_workbook_extension_is_read_as_ehc_validate_reads_it(site: Site) -> None:

@@ -33,6 +33,7 @@ from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS, RawTable
 from pipeline.reading.bounds import check_workbook
 from pipeline.reading.headers import count_known_headers
+from pipeline.reading.html import is_html_file, read_html_register
 from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
     TEXT_ARROW,
@@ -262,7 +263,13 @@ def _header_only(path: Path, sheet: str) -> InputError:
 
 
 def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int = 0) -> list[RawTable]:
-    """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.register.read_register`."""
+    """Read the chosen sheet(s) of a workbook; see :func:`pipeline.reading.register.read_register`.
+
+    A web page saved under a workbook's name (a web system's "导出Excel") is
+    read as the one sheet Excel shows (:mod:`pipeline.reading.html`).
+    """
+    if is_html_file(path):
+        return read_html_register(path, size or path.stat().st_size)
     check_workbook(path, path.name, size or path.stat().st_size)
     with _collector_paused():
         workbook = open_workbook(path)

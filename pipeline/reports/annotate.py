@@ -42,6 +42,7 @@ from pipeline.files import numbered
 from pipeline.messages import fault_fix
 from pipeline.model import MappedTable
 from pipeline.reading.excel import is_workbook_package, open_workbook
+from pipeline.reading.html import is_html_file
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, source_column
 from pipeline.reports.xlsx.comments import Comments
@@ -521,7 +522,8 @@ def _regenerate_workbook(
 def _regenerate_text(
     path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits
 ) -> Path:
-    """A CSV (or other delimited text) register as one sheet of text cells, rows on their line numbers."""
+    """A CSV (or other delimited text) register, or a web page's table, as one sheet of text cells, rows
+    on their line numbers."""
     index = table_indices[0]
     raw = data.batch.tables[index].raw
     rows = np.asarray(raw.source_row, dtype=np.int64)
@@ -564,8 +566,9 @@ def _regenerate_text(
     ):
         sheet.set_column(position, position, column_width)
     sheet.set_column(width, width, 60)
+    kind = "文本文件（CSV）" if Path(source).suffix.lower() in TEXT_SUFFIXES else "网页格式的表格（系统导出）"
     note = (
-        f"原文件“{Path(source).name}”是文本文件（CSV），没有格式可保留：本文件把它的内容放进一个工作表，"
+        f"原文件“{Path(source).name}”是{kind}，没有格式可保留：本文件把它的内容放进一个工作表，"
         "各列都是文本格式（身份证号码不会变成科学计数法），行号与原文件的行号一致。"
     )
     _add_legend(book, names, legend_lines(source, _counted([marks]), regenerated=note))
@@ -578,8 +581,8 @@ def write_annotated(
     """Write the annotated copy of register ``source`` (the given tables' sheets) to ``path``.
 
     xlsx and xlsm registers are marked up in place; .xls, .xlsb and .ods ones
-    are regenerated from their values (the legend sheet says so); a CSV
-    becomes a sheet of text cells.  ``edits`` maps (sheet name, row number as
+    are regenerated from their values (the legend sheet says so); a CSV, or a
+    web page saved as .xls, becomes a sheet of text cells.  ``edits`` maps (sheet name, row number as
     Excel shows it, 0-based column — ``RawTable.column_positions``) to a new
     text for that cell, written in the same pass as the marks: a text cell in
     the cell's own style, never a formula (the sheet name is ``""`` for a
@@ -590,7 +593,7 @@ def write_annotated(
     """
     edits = {**_batch_edits(data, table_indices), **(edits or {})}
     suffix = Path(source).suffix.lower()
-    if suffix in TEXT_SUFFIXES:
+    if suffix in TEXT_SUFFIXES or is_html_file(Path(source)):
         return _regenerate_text(path, source, data, table_indices, edits)
     # An xlsx saved under another workbook's name (.xls) is read by its content, and marked up as one.
     if suffix in MARKABLE_SUFFIXES or (suffix in WORKBOOK_SUFFIXES and is_workbook_package(Path(source))):

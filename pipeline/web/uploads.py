@@ -4,8 +4,9 @@ A request body larger than the limit is refused before it is read (by its
 Content-Length) or as soon as it grows past the limit (a body without
 one).  Each file must have an extension the reader takes (xlsx, xlsm, xls,
 csv, txt, tsv) and content that matches it: a workbook container (zip or
-OLE2, as the reader takes either under any workbook name) for xlsx, xlsm
-and xls, text for the others (without NUL bytes unless it is UTF-16).
+OLE2, as the reader takes either under any workbook name, or a web page, as
+a web system's "导出Excel" is) for xlsx, xlsm and xls, text for the others
+(without NUL bytes unless it is UTF-16).
 Files are stored in
 the job's folder under a sanitised name; the reader then checks everything
 else (encodings, sheets, header rows) as ``ehc validate`` does.
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pipeline.reading.delimited import WORKBOOK_SIGNATURES, utf16_codec
+from pipeline.reading.html import looks_like_html
 from pipeline.web.shown import file_name
 
 #: Extensions taken, and the first bytes their content must start with (None: text).  A workbook's
@@ -73,7 +75,7 @@ def check_file(name: str, head: bytes) -> str:
     if magic is None:
         if b"\x00" in head and utf16_codec(head) is None:
             raise UploadRefused(f"{shown}：内容不是文本，不像 CSV 文件。请在 Excel 中另存为 .xlsx 或 .csv")
-    elif not head.startswith(magic):
+    elif not head.startswith(magic) and not looks_like_html(head):  # a web system's "导出Excel" is a page
         raise UploadRefused(f"{shown}：文件内容与扩展名 {suffix} 不符。请在 Excel 中重新另存为 .xlsx 后上传")
     return suffix
 

@@ -1,0 +1,176 @@
+"""Web pages saved as workbooks: the "导出Excel" of many web systems is an HTML table named .xls.
+
+Excel and WPS open such a file as a sheet, so a clerk takes it for a
+workbook.  Its first table whose header names known columns (or else its
+first table with rows) is read as a sheet would be: every cell as the text it
+shows (entities decoded, ``<br>`` a line break), a cell spanning columns
+followed by empty cells, the header found below any title rows.  The page is
+decoded by its BOM or its declared charset, else as UTF-8, else GB18030; it
+is refused above :data:`MAX_HTML_BYTES` (the parser is Python: about 20 MB a
+second) and a table wider than a sheet is refused as a sheet would be.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.errors import InputError
+from pipeline.model import MAX_CELL_CHARS, RawTable
+from pipeline.reading.headers import count_known_headers
+from pipeline.reading.table import (
+    HEADER_SEARCH_ROWS,
+    MAX_SHEET_COLUMNS,
+    MIN_KNOWN_HEADERS,
+    TEXT_ARROW,
+    build_table,
+    detect_header,
+    first_filled_row,
+    too_wide,
+)
+
+#: Largest page read (some 150,000 rows of a register): larger exports are saved as .xlsx first.
+MAX_HTML_BYTES = 64 << 20
+
+#: How a page starts (after a BOM and white space), lower-cased.
+_PAGE_STARTS = (b"<html", b"<!doctype", b"<table", b"<meta", b"<head", b"<body", b"<style")
+
+_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_-]+)""", re.IGNORECASE)
+_SPACES = re.compile(r"[ \t\r\n\f\u00a0]+")
+_FIX = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def looks_like_html(head: bytes) -> bool:
+    """Whether a file's first bytes are those of a web page (not of a workbook or other text)."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_PAGE_STARTS)
+
+
+def is_html_file(path: Path) -> bool:
+    """Whether the file at ``path`` is a web page (False when it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            return looks_like_html(handle.read(1024))
+    except OSError:
+        return False
+
+
+class _Tables(HTMLParser):
+    """The text of every cell of every table of a page, table by table, row by row."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.label = label
+        self.tables: list[list[list[str]]] = []
+        self._open: list[list[list[str]]] = []  # tables being read (a table may hold another)
+        self._cell: list[str] | None = None
+        self._span = 1
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Open a table, a row or a cell; a line break inside a cell is kept."""
+        if tag == "table":
+            self._open.append([])
+        elif tag == "tr" and self._open:
+            self._close_cell()
+            self._open[-1].append([])
+        elif tag in ("td", "th") and self._open:
+            self._close_cell()
+            if not self._open[-1]:
+                self._open[-1].append([])
+            self._cell = []
+            span = dict(attrs).get("colspan") or "1"
+            self._span = min(int(span), MAX_SHEET_COLUMNS + 1) if span.strip().isdigit() else 1
+        elif tag == "br" and self._cell is not None:
+            self._cell.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        """Close the cell, row or table."""
+        if tag in ("td", "th", "tr"):
+            self._close_cell()
+        elif tag == "table" and self._open:
+            self._close_cell()
+            self.tables.append(self._open.pop())
+
+    def handle_data(self, data: str) -> None:
+        """Text inside a cell (anything else on the page is not the register's)."""
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def _close_cell(self) -> None:
+        if self._cell is None:
+            return
+        lines = "".join(self._cell).split("\n")
+        text = "\n".join(_SPACES.sub(" ", line).strip() for line in lines).strip()
+        row = self._open[-1][-1]
+        row.append(text[: MAX_CELL_CHARS + 1])
+        row.extend([""] * (self._span - 1))
+        if len(row) > MAX_SHEET_COLUMNS:
+            raise too_wide(self.label, len(row), row=len(self._open[-1]))
+        self._cell, self._span = None, 1
+
+
+def _decode(data: bytes, label: str) -> str:
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return data.decode(codec, errors="replace")
+    declared = _CHARSET.search(data[:4096])
+    candidates = [declared.group(1).decode("ascii").lower()] if declared else []
+    for codec in (*candidates, "utf-8", "gb18030"):
+        try:
+            return data.decode("gb18030" if codec in ("gbk", "gb2312") else codec)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    raise InputError("网页格式的表格编码无法识别", file=label, fix=_FIX)
+
+
+def _table(path: Path, rows: list[list[str]]) -> RawTable | None:
+    """One page table as a register table (None when it has no data rows)."""
+    head = rows[:HEADER_SEARCH_ROWS]
+    found = detect_header(head)
+    if found is None:
+        first = first_filled_row(head)
+        if first is None:
+            return None
+        found = first, head[first]
+    header_index, header_cells = found
+    body = rows[header_index + 1 :]
+    if not body:
+        return None
+    width = max(len(header_cells), *(len(row) for row in body))
+    columns = [
+        pa.array([row[j] if j < len(row) else "" for row in body], type=TEXT_ARROW) for j in range(width)
+    ]
+    return build_table(
+        path=str(path),
+        sheet="",
+        header_row=header_index + 1,
+        header_cells=[*header_cells, *[""] * (width - len(header_cells))],
+        first_column=0,
+        columns=columns,
+        source_row=np.arange(len(body), dtype=np.int64) + header_index + 2,
+    )
+
+
+def read_html_register(path: Path, size: int) -> list[RawTable]:
+    """The register of a page saved as a workbook: its first table naming known columns (or with rows)."""
+    label = path.name
+    if size > MAX_HTML_BYTES:
+        raise InputError(
+            f"网页格式的表格过大（{size >> 20} MB，上限 {MAX_HTML_BYTES >> 20} MB）", file=label, fix=_FIX
+        )
+    data = path.read_bytes()[: MAX_HTML_BYTES + 1]
+    parser = _Tables(label)
+    parser.feed(_decode(data, label))
+    parser.close()
+    tables = [table for table in (_table(path, rows) for rows in parser.tables if rows) if table is not None]
+    for table in tables:
+        if count_known_headers(table.headers) >= MIN_KNOWN_HEADERS:
+            return [table]
+    if tables:
+        return tables[:1]
+    raise InputError("网页格式的表格中没有数据行", file=label, fix="请确认选对了文件，并已导出数据")
