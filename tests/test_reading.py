@@ -515,6 +515,14 @@ def test_a_web_page_saved_as_xls_is_read_as_the_sheet_excel_shows(tmp_path: Path
     assert list(table.source_row) == [3, 4]
 
 
+def test_pages_are_told_from_workbooks_and_text() -> None:
+    assert html.looks_like_html(b"\xef\xbb\xbf <HTML><body>") and html.looks_like_html(b"<table><tr>")
+    assert html.looks_like_html(b'<?xml version="1.0"?><!DOCTYPE html><html>')
+    spreadsheet_ml = b'<?xml version="1.0"?><Workbook xmlns="urn:schemas-microsoft-com:office:spreadsheet">'
+    assert not html.looks_like_html(spreadsheet_ml)
+    assert not html.looks_like_html(b"PK\x03\x04") and not html.looks_like_html("姓名,身份证号\n".encode())
+
+
 def test_a_web_page_without_rows_or_too_large_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,8 +48,15 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codec
 
 
 def looks_like_html(head: bytes) -> bool:
-    """Whether a file's first bytes are those of a web page (not of a workbook or other text)."""
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith(_PAGE_STARTS)
+    """Whether a file's first bytes are those of a web page (not of a workbook or other text).
+
+    An XHTML page may open with an XML declaration; a SpreadsheetML workbook,
+    which also does, is not a page (and is refused by the workbook reader).
+    """
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if start.startswith(b"<?xml"):
+        return b"<html" in start[:1024] or b"<table" in start[:1024]
+    return start.startswith(_PAGE_STARTS)
 
 
 def is_html_file(path: Path) -> bool:
