@@ -523,6 +523,24 @@ def test_pages_are_told_from_workbooks_and_text() -> None:
     assert not html.looks_like_html(b"PK\x03\x04") and not html.looks_like_html("姓名,身份证号\n".encode())
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "<script" + "x" * 1_000_000,
+        "<a" + "b" * 500_000 + " " + "c" * 500_000,
+        "<td" * 300_000,
+        "<!--" * 300_000,
+    ],
+)
+def test_a_hostile_page_is_refused_as_one_without_rows(tmp_path: Path, tail: str) -> None:
+    """Pages cut to make a pattern give back what it took: each is read in one pass, then refused."""
+    path = tmp_path / "export.xls"
+    path.write_text("<html><table><tr><td>姓名</td><td>身份证号</td></tr><tr><td>" + tail, encoding="utf-8")
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "export.xls", "没有数据行")
+
+
 def test_a_web_page_without_rows_or_too_large_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,11 +68,34 @@ def is_html_file(path: Path) -> bool:
         return False
 
 
-#: The tags that shape a table; every other tag inside a cell is left out, its text kept.
-_TABLE_TAG = re.compile(r"<(/?)(table|tr|td|th|br)\b([^>]*)>", re.IGNORECASE)
-_OTHER_TAG = re.compile(r"<[^>]*>")
-_NOT_SHOWN = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+#: A tag; those that shape a table are read, any other inside a cell is left out, its text kept.  No
+#: pattern here reaches past the next "<" or gives back what it took (possessive repeats): however a
+#: hostile page is cut, reading it stays linear.
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*+)([^<>]*+)>")
+_TABLE_TAGS = frozenset({"table", "tr", "td", "th", "br"})
+_OTHER_TAG = re.compile(r"<[^<>]*+>")
 _COLSPAN = re.compile(r"""colspan\s*=\s*["']?\s*([0-9]+)""", re.IGNORECASE)
+#: What a browser does not show: comments, scripts and styles (an unclosed one hides the rest).
+_HIDDEN_START = re.compile(r"<!--|<(script|style)\b", re.IGNORECASE)
+_HIDDEN_END = {
+    "": re.compile("-->"),
+    "script": re.compile(r"</script\s*>", re.IGNORECASE),
+    "style": re.compile(r"</style\s*>", re.IGNORECASE),
+}
+
+
+def _shown(page: str) -> str:
+    """``page`` without its comments, scripts and styles."""
+    kept: list[str] = []
+    position = 0
+    while (start := _HIDDEN_START.search(page, position)) is not None:
+        kept.append(page[position : start.start()])
+        end = _HIDDEN_END[(start.group(1) or "").lower()].search(page, start.end())
+        if end is None:
+            return "".join(kept)
+        position = end.end()
+    kept.append(page[position:])
+    return "".join(kept)
 
 
 class _Tables:
@@ -93,13 +116,15 @@ class _Tables:
 
     def read(self, page: str) -> None:
         """Read every table of ``page``."""
-        page = _NOT_SHOWN.sub("", page)
+        page = _shown(page)
         position = 0
-        for tag in _TABLE_TAG.finditer(page):
+        for tag in _TAG.finditer(page):
+            name = tag.group(2).lower()
+            if name not in _TABLE_TAGS:
+                continue
             if self._cell is not None:
                 self._cell.append(page[position : tag.start()])
             position = tag.end()
-            name = tag.group(2).lower()
             if tag.group(1):
                 self._end(name)
             else:
