@@ -41,7 +41,7 @@ MAX_HTML_BYTES = 32 << 20
 #: How a page starts (after a BOM and white space), lower-cased.
 _PAGE_STARTS = (b"<html", b"<!doctype", b"<table", b"<meta", b"<head", b"<body", b"<style")
 
-_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_-]+)""", re.IGNORECASE)
+_CHARSET = re.compile(rb"""charset\s*=\s*["']?\s*([A-Za-z0-9_-]+)""", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\r\n\f\u00a0]+")
 _FIX = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
