@@ -172,6 +172,7 @@ class _Tables:
 
 
 def _decode(data: bytes, label: str) -> str:
+    """The page's text: by its BOM, else its declared charset, else UTF-8, else GB18030."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return data.decode(codec, errors="replace")
@@ -220,7 +221,10 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
         raise InputError(
             f"网页格式的表格过大（{size >> 20} MB，上限 {MAX_HTML_BYTES >> 20} MB）", file=label, fix=_FIX
         )
-    data = path.read_bytes()[: MAX_HTML_BYTES + 1]
+    with open(path, "rb") as handle:  # at most the bound, should the file have grown since
+        data = handle.read(MAX_HTML_BYTES + 1)
+    if len(data) > MAX_HTML_BYTES:
+        raise InputError(f"网页格式的表格过大（上限 {MAX_HTML_BYTES >> 20} MB）", file=label, fix=_FIX)
     parser = _Tables(label)
     parser.read(_decode(data, label))
     tables = [table for table in (_table(path, rows) for rows in parser.tables if rows) if table is not None]
