@@ -50,6 +50,13 @@ def _one_line_error(excinfo: pytest.ExceptionInfo[InputError], *fragments: str) 
     return message
 
 
+def _refusal(path: Path, *fragments: str) -> str:
+    """The one-line error reading ``path`` gives, which names every fragment."""
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    return _one_line_error(excinfo, *fragments)
+
+
 # --- workbooks -------------------------------------------------------------------------------------------
 
 
@@ -536,9 +543,7 @@ def test_a_hostile_page_is_refused_as_one_without_rows(tmp_path: Path, tail: str
     """Pages cut to make a pattern give back what it took: each is read in one pass, then refused."""
     path = tmp_path / "export.xls"
     path.write_text("<html><table><tr><td>姓名</td><td>身份证号</td></tr><tr><td>" + tail, encoding="utf-8")
-    with pytest.raises(InputError) as excinfo:
-        read_register(path)
-    _one_line_error(excinfo, "export.xls", "没有数据行")
+    _refusal(path, "export.xls", "没有数据行")
 
 
 def test_a_web_page_without_rows_or_too_large_is_refused(
@@ -546,13 +551,9 @@ def test_a_web_page_without_rows_or_too_large_is_refused(
 ) -> None:
     path = tmp_path / "export.xls"
     path.write_text("<html><body><table><tr><td>姓名</td></tr></table></body></html>", encoding="utf-8")
-    with pytest.raises(InputError) as excinfo:
-        read_register(path)
-    _one_line_error(excinfo, "export.xls", "网页", "没有数据行")
+    _refusal(path, "export.xls", "网页", "没有数据行")
     monkeypatch.setattr(html, "MAX_HTML_BYTES", 10)
-    with pytest.raises(InputError) as excinfo:
-        read_register(path)
-    _one_line_error(excinfo, "export.xls", "网页", "过大", "另存为 .xlsx")
+    _refusal(path, "export.xls", "网页", "过大", "另存为 .xlsx")
 
 
 def test_truncated_xlsx(tmp_path: Path) -> None:
@@ -653,17 +654,13 @@ def test_a_utf16_register_with_a_broken_character_names_its_line(
     broken = good + b"\x00\xd8" + lines[2].encode("utf-16-le")
     path = tmp_path / "broken.csv"
     path.write_bytes(codecs.BOM_UTF16_LE + broken)  # a lone high surrogate at the start of line 3
-    with pytest.raises(InputError) as excinfo:
-        read_register(path)
-    _one_line_error(excinfo, "broken.csv", "第 3 行", "UTF-16", "处理办法")
+    _refusal(path, "broken.csv", "第 3 行", "UTF-16", "处理办法")
 
 
 def test_a_utf32_register_is_refused_with_how_to_save_it(tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     path.write_bytes("姓名,身份证号码\n张三,420123196205184516\n".encode("utf-32"))
-    with pytest.raises(InputError) as excinfo:
-        read_register(path)
-    _one_line_error(excinfo, "wide.csv", "UTF-32", "UTF-8", "GBK")
+    _refusal(path, "wide.csv", "UTF-32", "UTF-8", "GBK")
 
 
 def test_binary_with_nul_bytes_is_not_taken_for_utf16() -> None:
