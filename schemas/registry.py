@@ -187,7 +187,6 @@ def _format_checks(today: datetime.date) -> dict[str, FormatCheck]:
     }
 
 
-
 def _value_check(
     name: str, code: ResultCode, passes: Callable[[pd.Series], np.ndarray], empty_passes: bool
 ) -> pa.Check:
