@@ -621,7 +621,7 @@ def test_a_register_of_many_columns_is_still_read(tmp_path: Path) -> None:
 
 #: A register as Excel's "Unicode text" saves it (tabs): a title line, a value spanning lines, a blank line.
 _UNICODE_TEXT = (
-    "某社区居民登记表\r\n姓名\t身份证号码\t备注\r\n张三\t420123196205184516\t\"两\r\n行\"\r\n\r\n"
+    '某社区居民登记表\r\n姓名\t身份证号码\t备注\r\n张三\t420123196205184516\t"两\r\n行"\r\n\r\n'
     "李四\t110101199003077777\t𠀋\r\n"  # a character outside the BMP: a surrogate pair in UTF-16
 )
 
