@@ -59,12 +59,32 @@ def check_user_aliases(user_aliases: Mapping[str, str], source: str = "") -> dic
     return checked
 
 
+def _initials(key: str) -> bool:
+    """Whether a header key is pinyin initials of two or three letters (MZ, DH, SFZ).
+
+    Other words abbreviate to them too (DH: 单号), so a column named in full
+    takes the field first.
+    """
+    return key.isascii() and key.isalpha() and len(key) <= 3 and field_code(key) is None
+
+
+def _in_full(key: str) -> str | None:
+    return None if _initials(key) else builtin_code(key)
+
+
+def _by_initials(key: str) -> str | None:
+    return builtin_code(key) if _initials(key) else None
+
+
 def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
-    """Column index -> field code; the user's mapping first, then built-ins, first column wins."""
+    """Column index -> field code; the user's mapping first, then built-ins, first column wins.
+
+    Built-in names written in full are matched before pinyin initials.
+    """
     chosen: dict[int, str] = {}
     taken: set[str] = set()
     by_user: set[int] = set()
-    for lookup, is_user in ((user.get, True), (builtin_code, False)):
+    for lookup, is_user in ((user.get, True), (_in_full, False), (_by_initials, False)):
         for index, key in enumerate(keys):
             code = lookup(key)
             if index in chosen or code is None or (code in taken and code != IGNORE):

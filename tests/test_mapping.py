@@ -69,7 +69,7 @@ def test_pinyin_codes_in_any_case() -> None:
 def test_pinyin_initials_and_full_pinyin_headers() -> None:
     """Registers exported by other systems name their columns in pinyin: initials or whole words."""
     columns = {
-        "XH": ["1"], "XINGMING": ["张三"], "XB": ["男"], "MZ": ["汉族"], "CSRQ": ["19620518"],
+        "XUHAO": ["1"], "XINGMING": ["张三"], "XB": ["男"], "MZ": ["汉族"], "CSRQ": ["19620518"],
         "SFZH": ["420123196205184516"], "LXDH": ["13912343273"], "YBLX": ["职工医保"], "HYZK": ["已婚"],
         "WHCD": ["本科"], "ZhiYe": ["军人"], "Xiang Xi Di Zhi": ["湖北省武汉市江夏区纸坊街道某路1号"],
     }  # fmt: skip
@@ -80,7 +80,7 @@ def test_pinyin_initials_and_full_pinyin_headers() -> None:
         "军人",
     ]  # fmt: skip
     assert mapped.fields["address"].tolist() == ["湖北省武汉市江夏区纸坊街道某路1号"]
-    assert list(mapped.extras.columns) == []  # XH (序号) is ignored, not an extra
+    assert list(mapped.extras.columns) == []  # XUHAO (序号) is ignored, not an extra
 
 
 def test_numbered_and_joined_headers() -> None:
@@ -129,6 +129,13 @@ def test_a_register_whose_only_number_column_is_the_document_number_reads_id_num
     assert both.field_headers["sfzhm"] == "身份证号码" and both.field_headers["zjhm"] == "证件号码"
     with pytest.raises(InputError, match="身份证号码"):  # the clerk said it is the document number
         map_columns(_raw({**without_id, "证件号码": ["1", "2"]}), {"证件号码": "zjhm"})
+
+
+def test_a_column_named_in_full_takes_its_field_before_pinyin_initials() -> None:
+    """DH is 电话 in pinyin initials, and also 单号: the column that says 联系电话 is the phone."""
+    mapped = map_columns(_raw({"DH": ["A-001", "A-002"], **REQUIRED, "XH": ["1", "2"]}))
+    assert mapped.field_headers["brdh"] == "联系电话"
+    assert list(mapped.extras.columns) == ["DH", "XH"]  # kept in the reports as the clerk's own columns
 
 
 def test_no_builtin_alias_names_two_fields() -> None:
