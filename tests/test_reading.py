@@ -546,6 +546,15 @@ def test_a_hostile_page_is_refused_as_one_without_rows(tmp_path: Path, tail: str
     _refusal(path, "export.xls", "没有数据行")
 
 
+@pytest.mark.parametrize("span", ["99999999", "9" * 5000])  # 5,000 digits: more than int() takes from text
+def test_a_page_cell_spanning_more_columns_than_a_sheet_has_is_refused(tmp_path: Path, span: str) -> None:
+    path = tmp_path / "export.xls"
+    cells = f'<td colspan="{span}">姓名</td><td>身份证号</td>'
+    rows = f"<tr>{cells}</tr><tr><td>a</td><td>b</td></tr>"
+    path.write_text(f"<html><table>{rows}</table></html>", encoding="utf-8")
+    _refusal(path, "export.xls", "列", "16384")
+
+
 def test_a_web_page_without_rows_or_too_large_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

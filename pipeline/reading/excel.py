@@ -33,13 +33,12 @@ from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS, RawTable
 from pipeline.reading.bounds import check_workbook
 from pipeline.reading.headers import count_known_headers
-from pipeline.reading.html import is_html_file, read_html_register
+from pipeline.reading.html import is_html_file, looks_like_html, read_html_register
 from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
     TEXT_ARROW,
     build_table,
-    detect_header,
-    first_filled_row,
+    header_or_first_row,
 )
 
 #: Excel shows at most 15 significant digits; from here on integers lose digits.
@@ -157,7 +156,7 @@ def _unreadable(path: Path, error: BaseException) -> InputError:
         )
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         return InputError("文件已加密、设有密码或已损坏，无法读取", file=label, fix=_FIX_RESAVE)
-    if stripped.startswith((b"<html", b"<!doctype", b"<table", b"<meta", b"<?xml", b"<head")):
+    if looks_like_html(head) or stripped.startswith(b"<?xml"):  # a page is read before; SpreadsheetML
         return InputError(
             "文件实际是网页（HTML/XML）格式，不是真正的 Excel 工作簿", file=label, fix=_FIX_RESAVE
         )
@@ -225,12 +224,9 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable |
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
     head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
-    found = detect_header(head)
+    found = header_or_first_row(head)
     if found is None:
-        first = first_filled_row(head)
-        if first is None:
-            return "empty"
-        found = first, head[first]
+        return "empty"
     header_index, header_cells = found
     top, left = origin
     _fill_vertical_merges(sheet, rows, origin, top + header_index)

@@ -29,8 +29,7 @@ from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
     TEXT_ARROW,
     build_table,
-    detect_header,
-    first_filled_row,
+    header_or_first_row,
     too_wide,
 )
 
@@ -74,7 +73,8 @@ def is_html_file(path: Path) -> bool:
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*+)([^<>]*+)>")
 _TABLE_TAGS = frozenset({"table", "tr", "td", "th", "br"})
 _OTHER_TAG = re.compile(r"<[^<>]*+>")
-_COLSPAN = re.compile(r"""colspan\s*=\s*["']?\s*([0-9]+)""", re.IGNORECASE)
+#: At most nine digits: beyond any sheet's width, and within what ``int`` takes from text.
+_COLSPAN = re.compile(r"""colspan\s*=\s*["']?\s*([0-9]{1,9})""", re.IGNORECASE)
 #: What a browser does not show: comments, scripts and styles (an unclosed one hides the rest).
 _HIDDEN_START = re.compile(r"<!--|<(script|style)\b", re.IGNORECASE)
 _HIDDEN_END = {
@@ -188,13 +188,9 @@ def _decode(data: bytes, label: str) -> str:
 
 def _table(path: Path, rows: list[list[str]]) -> RawTable | None:
     """One page table as a register table (None when it has no data rows)."""
-    head = rows[:HEADER_SEARCH_ROWS]
-    found = detect_header(head)
+    found = header_or_first_row(rows[:HEADER_SEARCH_ROWS])
     if found is None:
-        first = first_filled_row(head)
-        if first is None:
-            return None
-        found = first, head[first]
+        return None
     header_index, header_cells = found
     body = rows[header_index + 1 :]
     if not body:

@@ -113,6 +113,19 @@ def first_filled_row(rows: Sequence[Sequence[str]]) -> int | None:
     return None
 
 
+def header_or_first_row(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] | None:
+    """:func:`detect_header`, else the first row with anything in it, as the header; None for no rows.
+
+    A sheet or page whose columns nothing names is still a table: mapping then
+    says which columns it lacks.
+    """
+    found = detect_header(rows)
+    if found is not None:
+        return found
+    first = first_filled_row(rows)
+    return None if first is None else (first, list(rows[first]))
+
+
 def _blank(column: TextColumn) -> np.ndarray:
     return np.asarray(pc.or_(pc.equal(column, ""), pc.utf8_is_space(column)), dtype=bool)
 
