@@ -167,7 +167,7 @@ def test_sigterm_during_validate_exits_130_and_leaves_no_temporary_file(tmp_path
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(HEADER + "\n")
         line = _line(1) + "\n"
-        handle.write(line * 300_000)
+        handle.write(line * 900_000)  # long enough that the stop lands mid-run on a busy machine too
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EHC_")}
     env["EHC_STATE_DIR"] = str(tmp_path / "state")
