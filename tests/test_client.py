@@ -501,3 +501,65 @@ def test_an_endless_answer_without_length_is_dropped_at_the_cap() -> None:
     assert not isinstance(answer, Received) and "过大" in answer.message
     time.sleep(0.2)
     assert server.written < 64 * 1024 * 1024, "the client stopped reading, and hung up"
+
+
+# -- answers that are no verdict, stops and pauses --------------------------------------------------
+
+
+def test_deeply_nested_or_redirected_answers_are_no_verdict() -> None:
+    assert parse_body(b"[" * 200_000) is None
+    assert parse_body(b'{"data":' * 100_000) is None
+    nested = answer_from_http(200, b"[" * 200_000, None)
+    assert nested.result_code is None and nested.transient and nested.arrived
+    success = b'{"data":{"resultCode":10000,"message":"ok","ehealthCardId":"C"}}'
+    for status in (302, 307, 401, 404):
+        answer = answer_from_http(status, success, None)
+        assert answer.result_code is None and not answer.transient, status
+        assert str(status) in answer.message
+
+
+def test_a_stop_during_the_backoff_after_an_unanswered_attempt_says_the_outcome_is_unknown(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    client = PlatformClient(sandbox.settings(), tmp_path, initial_wait=5.0)
+    client.work_key()
+    sandbox.inject("lost", count=1, methods=("syncCardInfo",))
+    results: list[CallResult] = []
+    worker = threading.Thread(target=lambda: results.append(client.sync_card_info(*make_resident(21))))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while sandbox.count("syncCardInfo") < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # the connection is cut; the client waits before resending
+    client.interrupt()
+    worker.join(timeout=10)
+    client.close()
+    (result,) = results
+    assert result.result_code is None and result.attempts == 1 and result.uncertain
+    assert "结果未知" in result.message and "未发送" not in result.message
+    assert sandbox.residents() == 1 and sandbox.count("syncCardInfo") == 1
+
+
+def test_a_retry_after_beyond_the_calls_patience_ends_the_call(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    with PlatformClient(sandbox.settings(max_retry_seconds=0.5), tmp_path, initial_wait=0.01) as client:
+        client.work_key()
+        sandbox.inject("http429", count=1, methods=("syncCardInfo",))  # Retry-After: 1
+        started = time.monotonic()
+        result = client.sync_card_info(*make_resident(22))
+        elapsed = time.monotonic() - started
+    assert result.result_code is None and "429" in result.message
+    assert elapsed < 0.9, elapsed
+    assert sandbox.count("syncCardInfo") == 1 and sandbox.residents() == 0
+
+
+def test_a_retry_after_pause_is_bounded() -> None:
+    from pipeline.platform.ratelimit import SlidingWindowLimiter
+
+    now = [100.0]
+    limiter = SlidingWindowLimiter(5, max_pause=2.0, clock=lambda: now[0])
+    limiter.throttled(None, 999_999_999)
+    assert limiter.pause_left() == pytest.approx(2.0)
+    now[0] += 3
+    assert limiter.pause_left() == 0.0

@@ -34,6 +34,11 @@ def test_a_full_width_id_number_is_masked_whole() -> None:
     assert ID[:6] in masked
 
 
+def test_an_id_number_run_into_letters_is_masked() -> None:
+    for text in (f"sfzhm{ID}", f"zjhm={ID}abc", f"ID{ID[:15]}x"):
+        assert ID[6:12] not in mask_text(text), text  # the birth date is hidden
+
+
 def test_every_fatal_message_is_masked_whatever_built_it() -> None:
     error = InputError(f"第一行是 {ID}、13912345678", file="a.csv")
     assert ID not in error.message and "13912345678" not in error.message and "139****5678" in error.message

@@ -245,3 +245,77 @@ def test_a_tick_that_fails_stops_the_pool_and_keeps_every_outcome(monkeypatch: p
     assert isinstance(result.fatal, OSError) and stop.is_set()
     done = [n for n, outcome in enumerate(result.outcomes) if outcome is not None]
     assert 0 < len(done) < 200 and all(result.outcomes[n] == n * 10 for n in done)
+
+
+# -- answers that say more than they seem to ------------------------------------------------------
+
+
+class _ScriptedAnswers(ScriptedClient):
+    """Answers every syncCardInfo with the same scripted CallResult."""
+
+    def __init__(self, answer: CallResult) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def sync_card_info(self, card_info: dict[str, str], people_info: dict[str, str]) -> CallResult:
+        self.sync_calls.append(people_info["sfzhm"])
+        return self.answer
+
+
+def test_10143_several_cards_is_enrolled_and_never_sent_again(journal: Journal) -> None:
+    ids = [make_id(n) for n in range(2)]
+    client = ScriptedClient({ids[0]: 10143})
+    batch = make_batch([resident(i) for i in ids])
+    submit_quickly(batch, client, journal)
+    assert batch.outcome["status"].tolist() == ["already_enrolled", "enrolled"]
+    assert batch.outcome.loc[0, "result_code"] == "10143"
+    assert "多张健康卡" in batch.outcome.loc[0, "message"]
+    assert journal.lookup(ids[0])["state"] == STATE_ENROLLED  # type: ignore[index]
+
+    again = ScriptedClient()
+    submit_quickly(make_batch([resident(i) for i in ids]), again, journal)
+    assert again.sync_calls == []
+
+
+def test_a_success_naming_a_card_the_journal_holds_for_another_resident_is_not_believed(
+    journal: Journal,
+) -> None:
+    first, second = make_id(1), make_id(2)
+    cached = CallResult(10000, "操作成功", {"ehealthCardId": "C" * 64, "virtualCardNum": "1" * 20}, 1)
+    submit_quickly(make_batch([resident(first)]), _ScriptedAnswers(cached), journal)
+    assert journal.lookup(first)["state"] == STATE_ENROLLED  # type: ignore[index]
+
+    # A later run (a caching proxy replays the old answer): the card is the first resident's.
+    batch = make_batch([resident(second)])
+    submit_quickly(batch, _ScriptedAnswers(cached), journal)
+    assert batch.outcome.loc[0, "status"] == "failed"
+    assert batch.outcome.loc[0, "ehealthCardId"] == ""
+    assert "属于另一位居民" in batch.outcome.loc[0, "message"]
+    assert journal.lookup(second)["state"] == "failed"  # type: ignore[index]
+    # The resident's own card, answered again, is believed.
+    again = make_batch([resident(first)])
+    journal.record(first, "failed", None, "")
+    submit_quickly(again, _ScriptedAnswers(cached), journal)
+    assert again.outcome.loc[0, "status"] == "enrolled"
+
+
+def test_the_platforms_words_are_in_the_report_but_not_in_the_log(journal: Journal) -> None:
+    from loguru import logger
+
+    id_number = make_id(3)
+    echoed = f"姓名王甲乙不合法；sfzhm{id_number}；地址幸福路1号"
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="DEBUG", format="{message}")
+    try:
+        batch = make_batch([resident(id_number)])
+        submit_quickly(batch, _ScriptedAnswers(CallResult(10110, echoed, {}, 1)), journal)
+        undocumented = make_batch([resident(make_id(4))])
+        submit_quickly(undocumented, _ScriptedAnswers(CallResult(99999, echoed, {}, 1)), journal)
+    finally:
+        logger.remove(sink)
+    assert batch.outcome.loc[0, "message"] == echoed  # the clerk's report keeps what the platform said
+    assert "99999" in undocumented.outcome.loc[0, "status"] + undocumented.outcome.loc[0, "result_code"]
+    logged = "".join(lines)
+    assert "10110" in logged and "99999" in logged
+    for private in ("王甲乙", "幸福路", id_number, make_id(4)):
+        assert private not in logged

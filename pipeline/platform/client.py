@@ -41,7 +41,7 @@ from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreacha
 from pipeline.logs import mask_app_id, register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
 from pipeline.platform.breaker import DEFAULT_FAILURES, DEFAULT_THROTTLE_SILENCE, CircuitBreaker
-from pipeline.platform.ratelimit import SentSignal, SlidingWindowLimiter
+from pipeline.platform.ratelimit import MAX_PAUSE, SentSignal, SlidingWindowLimiter
 from pipeline.platform.refusals import refusal_message
 from pipeline.platform.responses import Answer, CallResult, answer_from_http
 from pipeline.platform.retrying import RetryPolicy
@@ -55,6 +55,8 @@ __all__ = ["CallResult", "PlatformClient"]
 _HEADERS = {"Content-Type": "application/json;charset=UTF-8", "Accept": "application/json"}
 _METHODS = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")
 _INTERRUPTED = Answer(None, "已中断：请求未发送", {}, False)
+#: A stop that cut the wait before a resend short, after an attempt that may have reached the platform.
+_INTERRUPTED_UNANSWERED = Answer(None, "已中断：此前发出的请求没有得到答复，发送结果未知", {}, False)
 #: Times one call may be signed again with a new key after 10105, whatever other calls do meanwhile.
 _MAX_KEY_CHANGES_PER_CALL = 2 * MAX_FRESH_REFUSALS
 
@@ -129,7 +131,9 @@ class PlatformClient:
             pool_size=pool_size,
         )
         self._interrupted = threading.Event()
-        self._limiter = SlidingWindowLimiter(rate if rate else None)
+        # No Retry-After holds the calls longer than each may keep trying.
+        max_pause = min(MAX_PAUSE, settings.max_retry_seconds)
+        self._limiter = SlidingWindowLimiter(rate if rate else None, max_pause=max_pause)
         self._breaker = CircuitBreaker(
             self.base_url,
             failures=breaker_failures,
@@ -313,8 +317,9 @@ class PlatformClient:
                             "平台要求放慢（HTTP 429）：暂停后速率降至每秒 {:g} 次，之后逐步恢复",
                             self._limiter.rate or 0,
                         )
+                    # A Retry-After longer than the call may keep trying ends the call now.
                     patience = self._max_retry_seconds - (time.monotonic() - started)
-                    if patience > 0 and not self._interrupted.is_set():
+                    if patience > self._limiter.pause_left() and not self._interrupted.is_set():
                         continue
                 arrived.append(answer.arrived)
                 return answer
@@ -323,6 +328,10 @@ class PlatformClient:
             return _INTERRUPTED, 0, False
         answer = self._retry.run(attempt, method)
         self._breaker.check()
+        if answer is _INTERRUPTED and sent:
+            arrived.append(False)  # the resend the stop prevented
+            if any(arrived):
+                answer = _INTERRUPTED_UNANSWERED
         return answer, sent, any(arrived[:-1])
 
     def _fetch_work_key(self) -> str:

@@ -129,12 +129,14 @@ class SlidingWindowLimiter:
         rate: float | None,
         *,
         margin: float = DEFAULT_MARGIN,
+        max_pause: float = MAX_PAUSE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate is not None and not (rate > 0 and math.isfinite(rate)):
             raise ValueError("rate must be positive and finite")
         self.base_rate = rate
         self.margin = margin
+        self.max_pause = max_pause
         self.clock = clock
         self.throttles = 0  # 429s that lowered the rate
         self._sent: deque[float] = deque()  # send times within the window, ascending
@@ -183,6 +185,11 @@ class SlidingWindowLimiter:
                 # are pending) after a send is recorded, which notifies.
                 self._condition.wait(sent[0] - horizon if sent else None)
 
+    def pause_left(self) -> float:
+        """Seconds until a pause after HTTP 429 ends (0 when nothing is paused)."""
+        with self._condition:
+            return max(0.0, self._paused_until - self.clock())
+
     def throttled(self, sent_at: float | None, retry_after: float | None) -> bool:
         """The request sent at ``sent_at`` got HTTP 429: pause every thread and lower the rate.
 
@@ -191,7 +198,7 @@ class SlidingWindowLimiter:
         """
         with self._condition:
             now = self.clock()
-            pause = DEFAULT_PAUSE if retry_after is None else min(max(retry_after, 0.0), MAX_PAUSE)
+            pause = DEFAULT_PAUSE if retry_after is None else min(max(retry_after, 0.0), self.max_pause)
             self._paused_until = max(self._paused_until, now + pause)
             self._condition.notify_all()
             if sent_at is not None:

@@ -117,7 +117,7 @@ def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
     """``(resultCode, message, other fields)`` from an answer body, or ``None`` if it is malformed."""
     try:
         document = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than Python's stack
         return None
     if not isinstance(document, Mapping):
         return None
@@ -158,12 +158,14 @@ def answer_from_http(status: int, content: bytes, retry_after_header: str | None
         return Answer(None, "平台请求过于频繁（HTTP 429）", {}, True, retry_after, throttled=True)
     if status >= 500:
         return Answer(None, f"平台服务器错误（HTTP {status}）", {}, True, arrived=True)
+    if not 200 <= status < 300:
+        # Whatever its body says, a redirect or a refusal of the request is no verdict on the resident
+        # (a proxy's or a login page's "success"); whether the platform acted on it is unknown.
+        return Answer(None, f"平台返回 HTTP {status}，请检查平台地址（base_url）", {}, False, arrived=True)
     parsed = parse_body(content)
     if parsed is None:
-        if 200 <= status < 300:
-            garbled = "平台应答格式错误（不是有效的 JSON 或缺少 resultCode）"
-            return Answer(None, garbled, {}, True, arrived=True)
-        return Answer(None, f"平台返回 HTTP {status}，请检查平台地址（base_url）", {}, False)
+        garbled = "平台应答格式错误（不是有效的 JSON 或缺少 resultCode）"
+        return Answer(None, garbled, {}, True, arrived=True)
     code, message, data = parsed
     transient = code in TRANSIENT_CODES
     return Answer(code, message, data, transient, arrived=transient)

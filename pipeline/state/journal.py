@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS residents (
     updated_at       TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS residents_state ON residents(state);
+CREATE INDEX IF NOT EXISTS residents_card ON residents(ehealth_card_id) WHERE ehealth_card_id != '';
 CREATE TABLE IF NOT EXISTS files (
     content_hash TEXT PRIMARY KEY,
     name         TEXT NOT NULL,
@@ -407,6 +408,18 @@ class Journal:
                     f"SELECT {selected} FROM residents JOIN wanted USING (id_number)"
                 ).fetchall()
         return self._frame(found, columns)
+
+    def card_holder(self, ehealth_card_id: str, *, other_than: str) -> str | None:
+        """The ID number of a resident other than ``other_than`` recorded with ``ehealth_card_id``, if any."""
+        if not ehealth_card_id:
+            return None
+        with self._writing() as db:  # a fault reads like a write's: the run stops, nothing more is sent
+            found = db.execute(
+                "SELECT id_number FROM residents"
+                " WHERE ehealth_card_id = ? AND ehealth_card_id != '' AND id_number != ? LIMIT 1",
+                (ehealth_card_id, other_than),
+            ).fetchone()
+        return None if found is None else str(found[0])
 
     def lookup(self, id_number: str) -> dict[str, object] | None:
         """One resident's journal row as a dict, or ``None`` if unknown."""

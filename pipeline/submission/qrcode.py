@@ -33,6 +33,7 @@ from pipeline.files import numbered, os_errors, write_atomically
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
 from pipeline.state.journal import STATE_ENROLLED, Journal
+from schemas.result_codes import describe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -192,19 +193,26 @@ def decode_png(img: str) -> bytes | None:
     return raw if raw.startswith(PNG_MAGIC) else None
 
 
-def _fetch(client: Any, holder: Holder, path: Path) -> str:
-    """Fetch and write one picture; return "" on success, else the Chinese reason."""
+def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
+    """Fetch and write one picture; ``("", "")`` on success, else the Chinese reason and its log form.
+
+    The log form names a platform's refusal by its code's own words: the
+    platform's message may quote the resident, and qrcodes.csv keeps it.
+    """
     if not holder.has_ids:
-        return MESSAGE_NO_CARD_IDS
+        return MESSAGE_NO_CARD_IDS, MESSAGE_NO_CARD_IDS
     result = client.get_img(ehealth_card_id=holder.ehealth_card_id, virtual_card_num=holder.virtual_card_num)
     if not result.ok:
-        code = "无应答" if result.result_code is None else str(result.result_code)
-        return f"getImg 未成功（{code}）：{result.message}"
+        if result.result_code is None:
+            reason = f"getImg 未成功（无应答）：{result.message}"
+            return reason, reason
+        code = result.result_code
+        return f"getImg 未成功（{code}）：{result.message}", f"getImg 未成功（{code}）：{describe(code)}"
     png = decode_png(str(result.data.get("img", "")))
     if png is None:
-        return "平台返回的图片不是有效的 PNG"
+        return "平台返回的图片不是有效的 PNG", "平台返回的图片不是有效的 PNG"
     write_atomically(path, png)
-    return ""
+    return "", ""
 
 
 def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path | None = None) -> QrExport:
@@ -229,11 +237,12 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
         targets.append(out_dir / name)
     logger.info("获取二维码：{} 人", len(holders))
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-qr") as pool:
-        reasons = list(pool.map(lambda pair: _fetch(client, *pair), zip(holders, targets, strict=True)))
+        fetched = list(pool.map(lambda pair: _fetch(client, *pair), zip(holders, targets, strict=True)))
+    reasons = [reason for reason, _ in fetched]
     written = [path for path, reason in zip(targets, reasons, strict=True) if not reason]
-    for holder, reason in zip(holders, reasons, strict=True):
+    for holder, (reason, logged) in zip(holders, fetched, strict=True):
         if reason:
-            logger.warning("{} 的二维码未能获取：{}", mask_id(holder.id_number), reason)
+            logger.warning("{} 的二维码未能获取：{}", mask_id(holder.id_number), logged)
     with open(out_dir / INDEX_CSV, "w", newline="", encoding="utf-8-sig") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "source_row", "id_masked", "ehealthCardId", "status", "message"])

@@ -24,12 +24,18 @@ residents that an earlier run left without card ids.  A 10000 whose answer
 names no card (neither ``ehealthCardId`` nor ``virtualCardNum``) is an
 enrolment all the same, treated like a 10115: the row says that the ids are
 missing and how to get them, and a lookup, where allowed, finds them.  A 10000
-naming a card that this run was given for another resident answers some other
-request (a proxy or the platform mixing answers up): the card is not this
-resident's, whether this call enrolled anyone is unknown, so the row is
-``failed`` (and the next run's resend reads a 10115 as an answer lost).  So is
-a result code the interface document does not list (``-1 系统异常``): it is no
-refusal of the resident's data, and may have followed an enrolment.
+naming a card that this run was given, or that the journal holds, for another
+resident answers some other request (a proxy or the platform mixing answers
+up, a cache replaying an old one): the card is not this resident's, whether
+this call enrolled anyone is unknown, so the row is ``failed`` (and the next
+run's resend reads a 10115 as an answer lost).  So is a result code the
+interface document does not list (``-1 系统异常``): it is no refusal of the
+resident's data, and may have followed an enrolment.  A 10143 (the ID number
+holds several cards) is read like a 10115: the resident has a card and is
+never sent again.
+
+The log names a refusal by its code's own words, never by the platform's
+message: that may quote the resident (name, address); the reports keep it.
 """
 
 from __future__ import annotations
@@ -60,8 +66,12 @@ MESSAGE_ENROLLED_ELSEWHERE = "平台答复身份证已经办理过：本机提�
 MESSAGE_ENROLLED_AFTER_REJECTION = (
     "平台答复身份证已经办理过：本机上次发送时平台拒绝了申领，应是此后在别处办理"
 )
+#: A 10143: the ID number holds several cards already, so the resident needs none.
+MESSAGE_SEVERAL_CARDS = "平台答复该身份证已办理过多张健康卡：已有健康卡，无需再申领"
 #: A result code the interface document does not list: nothing known about the resident.
 MESSAGE_UNDOCUMENTED_CODE = "平台返回了接口文档中没有的结果代码 {code}（{message}），申领结果未知"
+#: The same in the log, without the platform's words (they may quote the resident).
+LOGGED_UNDOCUMENTED_CODE = "平台返回了接口文档中没有的结果代码 {code}，申领结果未知"
 #: How many of the run's latest card ids are remembered to catch an answer meant for another request
 #: (answers get mixed up among the calls in flight and just before: a bounded memory, whatever the run).
 RECENT_CARDS = 10_000
@@ -73,8 +83,11 @@ MESSAGE_IDS_NOT_LOOKED_UP = (
     "查询会在平台上绑定该卡）"
 )
 MESSAGE_IDS_FOUND = "已通过 bindCardInfo 查得卡号"
-#: A 10000 naming the card of another resident answered in this run: an answer to some other request.
+#: A 10000 naming the card of another resident (answered in this run, or held in the journal): an answer
+#: to some other request.
 MESSAGE_ANSWER_OF_ANOTHER = "平台答复成功，但答复中的卡号属于另一位居民，不是对本次申领的答复：结果未知"
+#: Codes saying that the resident holds a card already: enrolled, never sent again.
+_ENROLLED_CODES = frozenset({ResultCode.ALREADY_ENROLLED, ResultCode.SEVERAL_CARDS_FOR_ID})
 #: A 10000 that names no card: the resident is enrolled (the platform said so), the card ids are unknown.
 MESSAGE_NO_IDS_ANSWERED = "申领成功，但平台答复中没有卡号"
 
@@ -122,6 +135,19 @@ def _card_ids(data: dict[str, str]) -> tuple[str, str]:
 def _platform_message(result: CallResultLike) -> str:
     code = result.result_code
     return (result.message or "").strip() or (describe(code) if code is not None else "")
+
+
+def _logged_reason(result: CallResultLike) -> str:
+    """Why a call failed, for the log: the code's own words, never the platform's free text.
+
+    A platform's message may quote the resident (name, address, ID number
+    after letters); the reports carry it, the log does not.  Without a code
+    the message is the client's own description of the fault.
+    """
+    code = result.result_code
+    if code is None:
+        return (result.message or "").strip() or "平台无应答"
+    return describe(code)
 
 
 class ResidentSender:
@@ -207,13 +233,13 @@ class ResidentSender:
             card_id, virtual = _card_ids(result.data)
             if not card_id and not virtual:
                 return self._enrolled_without_ids(task)
-            if not self._first_holder(card_id, task.id_number):
+            if not self._first_holder(card_id, task.id_number) or self._held_by_another(card_id, task):
                 return self._answer_of_another(task)
             message = _platform_message(result)
             self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
             logger.debug("{} 申领成功", masked)
             return Outcome(STATUS_ENROLLED, "", "申领成功", card_id, virtual)
-        if code == ResultCode.ALREADY_ENROLLED:
+        if code in _ENROLLED_CODES:
             return self._already_enrolled(task, result)
         if code is None and self.stop.is_set():
             # The stop cut a backoff or a rate-limit wait short: an earlier attempt may have arrived.
@@ -224,7 +250,7 @@ class ResidentSender:
         if code is None or code == ResultCode.NETWORK_ERROR:
             message = _platform_message(result) or "平台无应答"
             self._record(task.id_number, STATE_FAILED, code, message)
-            logger.warning("{} 发送失败（已尝试 {} 次）：{}", masked, result.attempts, message)
+            logger.warning("{} 发送失败（已尝试 {} 次）：{}", masked, result.attempts, _logged_reason(result))
             text = f"发送失败（已尝试 {result.attempts} 次）：{message}。再次运行同一命令会重新发送"
             return Outcome(STATUS_FAILED, "" if code is None else str(code), text)
         message = _platform_message(result)
@@ -232,16 +258,27 @@ class ResidentSender:
             # Not one of the document's answers ("-1 系统异常", "99999 系统维护"): no verdict on the resident.
             message = MESSAGE_UNDOCUMENTED_CODE.format(code=code, message=message)
             self._record(task.id_number, STATE_FAILED, code, message)
-            logger.warning("{} {}", masked, message)
+            logger.warning("{} {}", masked, LOGGED_UNDOCUMENTED_CODE.format(code=code))
             return Outcome(STATUS_FAILED, str(code), f"{message}；再次运行同一命令会重新发送")
         self._record(task.id_number, STATE_REJECTED, code, message)
-        logger.info("{} 平台拒绝（{}）：{}", masked, code, message)
+        logger.info("{} 平台拒绝（{}）：{}", masked, code, _logged_reason(result))
         return Outcome(STATUS_REJECTED, str(code), message, fault_code=code)
 
+    def _held_by_another(self, card_id: str, task: Task) -> bool:
+        """Whether the journal holds ``card_id`` for another resident (a cached or replayed answer)."""
+        try:
+            return self.journal.card_holder(card_id, other_than=task.id_number) is not None
+        except EhcError as error:  # the journal cannot be read: nothing more is sent
+            self._stopped_by(error)
+            return False
+
     def _already_enrolled(self, task: Task, result: CallResultLike) -> Outcome:
-        code = ResultCode.ALREADY_ENROLLED
+        several = result.result_code == ResultCode.SEVERAL_CARDS_FOR_ID
+        code = ResultCode.SEVERAL_CARDS_FOR_ID if several else ResultCode.ALREADY_ENROLLED
         lost = bool(getattr(result, "uncertain", False)) or task.prior in (STATE_SENDING, STATE_FAILED)
-        if lost:
+        if several:
+            message = MESSAGE_SEVERAL_CARDS
+        elif lost:
             message = MESSAGE_ANSWER_LOST
         elif task.prior == STATE_REJECTED:
             message = MESSAGE_ENROLLED_AFTER_REJECTION
@@ -304,5 +341,6 @@ class ResidentSender:
             return card_id, virtual, MESSAGE_IDS_FOUND
         code = "无应答" if result.result_code is None else str(result.result_code)
         reason = _platform_message(result) if result.result_code is not None else result.message
-        logger.warning("{} bindCardInfo 查询卡号未成功（{}：{}）", mask_id(task.id_number), code, reason)
+        logged = _logged_reason(result)
+        logger.warning("{} bindCardInfo 查询卡号未成功（{}：{}）", mask_id(task.id_number), code, logged)
         return "", "", f"bindCardInfo 查询卡号未成功（{code}：{reason}）；下次运行会再查询"
