@@ -88,6 +88,7 @@ def test_bad_sign_stale_timestamp_and_missing_keys(sandbox: SandboxHandle) -> No
     envelope = {"appId": sandbox.app_id, "app": {"termId": ""}, "data": data}
     assert _raw_post(sandbox, "syncCardInfo", envelope).json()["data"]["resultCode"] == 10110
     assert _raw_post(sandbox, "syncCardInfo", b"{not json").json()["data"]["resultCode"] == 10110
+    assert _raw_post(sandbox, "syncCardInfo", b"[" * 200_000).json()["data"]["resultCode"] == 10110
     assert sandbox.residents() == 1
 
 

@@ -248,7 +248,7 @@ class SandboxServer(ThreadingHTTPServer):
             return
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the stack is no request either
             document = None
         app_id = document.get("appId") if isinstance(document, dict) else None
         app_key = app_id if isinstance(app_id, str) else ""
