@@ -109,6 +109,40 @@ def test_login_is_throttled_after_repeated_failures(site: Site) -> None:
     assert "次数过多" in site.login(client, "clerk_b", PASSWORDS["clerk_b"]).text
 
 
+def test_guesses_sent_all_at_once_meet_the_same_limit(site: Site) -> None:
+    """Each attempt is counted before its password is checked: a burst is no way around the limit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.web.auth import Auth, LoginRefused
+
+    auth, limit = Auth(site.store, site.settings.web), site.settings.web.login_attempts
+
+    def guess(number: int) -> str:
+        password = PASSWORDS["clerk_a"] if number == 29 else f"wrong-guess-{number}"
+        try:
+            auth.login("clerk_a", password, f"10.0.0.{number}")
+        except LoginRefused as refusal:
+            return str(refusal)
+        return "logged in"
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(guess, range(30)))
+    assert sum(answer == "用户名或密码不正确" for answer in answers) <= limit
+    assert answers.count("logged in") <= 1
+    assert sum("次数过多" in answer for answer in answers) >= 30 - limit - 1
+    with pytest.raises(LoginRefused, match="次数过多"):
+        auth.login("clerk_a", PASSWORDS["clerk_a"], "10.0.1.1")
+
+
+def test_a_right_password_takes_back_its_count(site: Site) -> None:
+    client = site.client()
+    for _ in range(site.settings.web.login_attempts - 1):
+        assert site.login(client, "clerk_b", "wrong-password!").status_code == 401
+    for _ in range(3):  # good logins from the same address do not add up to a lockout
+        assert site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).status_code == 303
+    assert site.login(client, "clerk_b", PASSWORDS["clerk_b"]).status_code == 303
+
+
 def test_guessing_the_current_password_on_the_password_page_is_throttled_like_a_login(site: Site) -> None:
     """A session left open on a PC does not let anyone try passwords without the login page's limit."""
     client = site.client("clerk_a")

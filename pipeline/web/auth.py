@@ -12,7 +12,9 @@
   random value in a SameSite=Strict cookie and the same in the form.
 * Failed logins are counted per user name and per client address; past the
   limit, logins under that name or from that address pause until the
-  oldest failure ages out.
+  oldest failure ages out.  Each attempt is counted before its password is
+  checked (and taken back if it was right), so guesses sent all at once
+  meet the same limit as guesses sent one after another.
 """
 
 from __future__ import annotations
@@ -108,24 +110,18 @@ class Auth:
         """How long failed logins count."""
         return self.settings.lockout_minutes * 60
 
-    def _throttled(self, keys: list[str], now: float) -> float:
-        """Seconds until a login under these keys is allowed again (0: allowed now)."""
-        wait = 0.0
-        for key in keys:
-            count, latest = self.store.login_failures(key, now - self.lockout_seconds)
-            if count >= self.settings.login_attempts:
-                wait = max(wait, latest + self.lockout_seconds - now)
-        return wait
-
     def _attempt(self, name: str, address: str, too_many: str) -> tuple[list[str], float]:
-        """The throttle keys of a password attempt and its time; :class:`LoginRefused` while throttled.
+        """The throttle keys of a password attempt and its time, the attempt counted as a failure until
+        its password proves right; :class:`LoginRefused` while throttled.
 
         ``too_many`` is the refusal, with ``{minutes}`` for the minutes to wait.
         """
         now = epoch()
         keys = [f"user:{name.strip().casefold()}", f"address:{address}"]
-        wait = self._throttled(keys, now)
-        if wait > 0:
+        since = now - self.lockout_seconds
+        latest = self.store.take_login_attempt(keys, now, since, self.settings.login_attempts)
+        if latest:
+            wait = latest + self.lockout_seconds - now
             raise LoginRefused(too_many.format(minutes=max(1, int(wait // 60) + 1)))
         return keys, now
 
@@ -139,8 +135,8 @@ class Auth:
         else:
             good = verify_password(user.password_hash, password)
         if user is None or not good:
-            self.store.add_login_failure(keys, now)
-            raise LoginRefused("用户名或密码不正确")
+            raise LoginRefused("用户名或密码不正确")  # counted already, by _attempt
+        self.store.forgive_login_attempt(keys, now)
         if user.disabled:  # said only to whoever knows the password
             raise LoginRefused("此用户已停用，不能登录。如需恢复，请联系管理员")
         self.store.clear_login_failures(keys[0])
@@ -159,8 +155,8 @@ class Auth:
         """
         keys, now = self._attempt(user.name, address, "密码输错次数过多，请 {minutes} 分钟后再试")
         if not verify_password(user.password_hash, password):
-            self.store.add_login_failure(keys, now)
-            raise LoginRefused("当前密码不正确")
+            raise LoginRefused("当前密码不正确")  # counted already, by _attempt
+        self.store.forgive_login_attempt(keys, now)
 
     def session(self, token: str) -> tuple[User, Session] | None:
         """The user and session of a cookie token, if the session is still alive."""

@@ -484,10 +484,33 @@ class Store:
         )
         return cursor.rowcount
 
-    def add_login_failure(self, keys: Iterable[str], at: float) -> None:
-        """Count one failed login against each key (a user name, a client address)."""
+    def take_login_attempt(self, keys: Sequence[str], at: float, since: float, limit: int) -> float:
+        """Count an attempt against every key before its password is checked; 0, or the latest failure
+        of a key already at ``limit`` since ``since`` (then nothing is counted).
+
+        Counting and testing in one write transaction is what holds the limit
+        when many guesses arrive at once: each is counted before any is
+        checked.  A good password takes its count back (:meth:`forgive_login_attempt`).
+        """
         with self.transaction() as db:
+            for key in keys:
+                count, latest = db.execute(
+                    "SELECT COUNT(*), MAX(at) FROM login_failures WHERE key = ? AND at >= ?", (key, since)
+                ).fetchone()
+                if int(count) >= limit:
+                    return float(latest or at)
             db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, at) for k in keys])
+        return 0.0
+
+    def forgive_login_attempt(self, keys: Sequence[str], at: float) -> None:
+        """Take back one attempt counted by :meth:`take_login_attempt` (its password was right)."""
+        with self.transaction() as db:
+            for key in keys:
+                db.execute(
+                    "DELETE FROM login_failures WHERE rowid = "
+                    "(SELECT rowid FROM login_failures WHERE key = ? AND at = ? LIMIT 1)",
+                    (key, at),
+                )
 
     def login_failures(self, key: str, since: float) -> tuple[int, float]:
         """How many failures ``key`` has had since ``since``, and when the latest was."""
