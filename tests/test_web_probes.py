@@ -327,6 +327,10 @@ def test_a_disabled_user_is_logged_out_and_cannot_log_in_until_enabled(site: Sit
     assert site.login(site.client(), "clerk_b", PASSWORDS["clerk_b"]).status_code == 303
     audit = admin.get("/admin/audit").text
     assert "停用用户" in audit and "启用用户" in audit
+    for beyond in (2**63 - 1, 2**63, 10**30):  # no user, however long the number: 404, not an error
+        for action in ("disable", "enable", "password"):
+            answer = admin.post(f"/admin/users/{beyond}/{action}", data={"csrf_token": csrf})
+            assert answer.status_code == 404, (beyond, action)
 
 
 def test_the_command_line_disables_and_enables_a_user(

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from loguru import logger
 from starlette.applications import Starlette
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -96,6 +97,16 @@ class SecurityHeaders:
             await send(message)
 
         return sending
+
+
+class RowIdConvertor(IntegerConvertor):
+    """A database row id in a path: at most 18 digits, so that it always fits SQLite's 64-bit integer
+    (a longer one matches no route and is answered 404, like any id that names nothing)."""
+
+    regex = "[0-9]{1,18}"
+
+
+register_url_convertor("rowid", RowIdConvertor())
 
 
 def _same_origin(scope: Scope) -> bool:
@@ -194,9 +205,9 @@ def _routes() -> list[Any]:
         Route("/admin/centres", admin.add_centre, methods=["POST"]),
         Route("/admin/users", admin.users_page, methods=["GET"]),
         Route("/admin/users", admin.add_user, methods=["POST"]),
-        Route("/admin/users/{user_id:int}/password", admin.reset_password, methods=["POST"]),
-        Route("/admin/users/{user_id:int}/disable", admin.disable_user, methods=["POST"]),
-        Route("/admin/users/{user_id:int}/enable", admin.enable_user, methods=["POST"]),
+        Route("/admin/users/{user_id:rowid}/password", admin.reset_password, methods=["POST"]),
+        Route("/admin/users/{user_id:rowid}/disable", admin.disable_user, methods=["POST"]),
+        Route("/admin/users/{user_id:rowid}/enable", admin.enable_user, methods=["POST"]),
         Route("/admin/audit", admin.audit_page, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
