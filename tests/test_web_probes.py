@@ -359,3 +359,23 @@ def test_a_database_of_the_first_schema_gets_the_disabled_mark(tmp_path: Path) -
     assert user is not None and not user.disabled
     store.set_disabled(user.id, True)
     assert store.user(user.id).disabled  # type: ignore[union-attr]
+
+
+def test_a_form_bigger_than_any_page_sends_is_refused_before_it_is_read(site: Site) -> None:
+    from pipeline.web.context import FORM_LIMIT
+
+    anonymous = site.client()
+    token = csrf_of(anonymous.get("/login").text)
+    huge = {"name": "clerk_a", "password": "x", "csrf_token": token, "pad": "a" * (FORM_LIMIT + 1)}
+    answer = anonymous.post("/login", data=huge)
+    assert answer.status_code == 413 and "过大" in answer.text
+    # A file part in a form that takes none is refused whatever its size.
+    with_file = anonymous.post(
+        "/login", data={"name": "clerk_a", "csrf_token": token}, files={"f": ("a.bin", b"x" * 1024)}
+    )
+    assert with_file.status_code in (400, 413)
+    clerk = site.client("clerk_a")
+    padded = clerk.post("/logout", data={"csrf_token": site.csrf(clerk), "pad": "a" * (FORM_LIMIT + 1)})
+    assert padded.status_code == 413
+    assert clerk.get("/jobs").status_code == 200  # refused, not read: still logged in
+    assert site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).status_code == 303

@@ -28,6 +28,7 @@ from pipeline.web.auth import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, Auth, sam
 from pipeline.web.jobfiles import JOB_ID, JobFiles
 from pipeline.web.runner import Runner
 from pipeline.web.store import Centre, Job, Store, User
+from pipeline.web.uploads import BodyTooLarge, limited
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -146,9 +147,33 @@ def kept_files(request: Request, job: Job) -> JobFiles:
     return files
 
 
-async def checked_form(request: Request, who: Viewer) -> FormData:
-    """The request's form, after checking its CSRF token against the viewer's session."""
-    form = await request.form()
+#: The most a form other than an upload may carry: a register's column mapping is a few kilobytes.
+FORM_LIMIT = 1024 * 1024
+_FORM_TOO_LARGE = "提交的内容过大，未处理。请刷新页面后重试"
+
+
+async def read_form(request: Request, *, limit: int = FORM_LIMIT, max_files: int = 0) -> FormData:
+    """The request's form, read only up to ``limit`` bytes and ``max_files`` files: a request bigger
+    than that is refused (413) before it is held in memory or spooled to disk, whoever sends it.
+
+    Raises :class:`Refused`.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(_FORM_TOO_LARGE, 413)
+    bounded = Request(request.scope, limited(request.receive, limit))
+    try:
+        return await bounded.form(max_files=max_files)
+    except BodyTooLarge:
+        raise Refused(_FORM_TOO_LARGE, 413) from None
+
+
+async def checked_form(
+    request: Request, who: Viewer, *, limit: int = FORM_LIMIT, max_files: int = 0
+) -> FormData:
+    """The request's form (see :func:`read_form`), after checking its CSRF token against the viewer's
+    session."""
+    form = await read_form(request, limit=limit, max_files=max_files)
     given = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, ""))
     if not same(who.csrf, given):
         raise CsrfFailed

@@ -35,6 +35,7 @@ from pipeline.web.context import (
     page_number,
     pages,
     query_number,
+    read_form,
     render,
     viewer,
     wants_json,
@@ -66,11 +67,9 @@ from pipeline.web.uploads import (
     FORM_OVERHEAD,
     HEAD_BYTES,
     MAX_FILES,
-    BodyTooLarge,
     UploadRefused,
     check_file,
     limit_text,
-    limited,
 )
 
 JOBS_PER_PAGE = 20
@@ -159,7 +158,7 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     """POST /login: check the name and password (throttled), start a session."""
     space = workspace(request)
-    form = await request.form()
+    form = await read_form(request)
     if not same(request.cookies.get(LOGIN_COOKIE, ""), str(form.get(CSRF_FIELD, ""))):
         raise CsrfFailed
     name, password = str(form.get("name", ""))[:100], str(form.get("password", ""))[:200]
@@ -288,11 +287,10 @@ async def upload(request: Request) -> Response:
     bound = workspace(request).settings.web.queued_per_centre
     if queued >= bound:
         raise Refused(_queue_full(bound), 429)
-    limited_request = Request(request.scope, limited(request.receive, limit + FORM_OVERHEAD))
     try:
-        form = await checked_form(limited_request, who)
-    except BodyTooLarge:
-        raise too_large from None
+        form = await checked_form(request, who, limit=limit + FORM_OVERHEAD, max_files=MAX_FILES + 1)
+    except Refused as refused:
+        raise (too_large if refused.status == 413 else refused) from None
     files = [item for item in form.getlist("files") if isinstance(item, UploadFile) and item.filename]
     if not files:
         raise Refused("没有选择文件：请选择或拖入 .xlsx、.xls、.csv 或 .txt 文件", 400)
