@@ -102,6 +102,7 @@ class WebSettings:
     """The web workspace (``ehc serve``)."""
 
     max_upload_mb: float = 50.0
+    max_rows: int = 200_000  # rows of one upload: more are refused, for the command line
     session_idle_minutes: float = 30.0
     session_hours: float = 12.0
     secure_cookies: bool = False  # true behind a TLS reverse proxy
@@ -136,7 +137,7 @@ CONCURRENCY_LIMIT = 256
 _UPPER_BOUNDS: dict[str, float] = {
     "rate": MAX_RATE, "concurrency": CONCURRENCY_LIMIT, "connect_timeout": 3600, "read_timeout": 3600,
     "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
-    "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400,
+    "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400, "max_rows": 10_000_000,
 }  # fmt: skip
 
 

@@ -379,3 +379,18 @@ def test_a_form_bigger_than_any_page_sends_is_refused_before_it_is_read(site: Si
     assert padded.status_code == 413
     assert clerk.get("/jobs").status_code == 200  # refused, not read: still logged in
     assert site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).status_code == 303
+
+
+def test_an_upload_longer_than_max_rows_is_refused_with_both_counts(tmp_path: Path) -> None:
+    with make_site(tmp_path / "state", max_rows=15, check_workers=1) as site:
+        clerk = site.client("clerk_a")
+        job_id = _job_id(site.upload(clerk, (SAMPLE_CSV.name, SAMPLE_CSV.read_bytes(), "text/csv")))
+        state = site.wait(clerk, job_id)
+        assert state["state"] == "unreadable", state
+        assert "20 行" in state["message"] and "15 行" in state["message"]
+        assert "ehc validate" in state["message"]
+        assert site.store._one("SELECT COUNT(*) FROM job_rows WHERE job_id = ?", job_id) == (0,)
+    with make_site(tmp_path / "other", max_rows=20, check_workers=1) as site:
+        clerk = site.client("clerk_a")
+        job_id = _job_id(site.upload(clerk, (SAMPLE_CSV.name, SAMPLE_CSV.read_bytes(), "text/csv")))
+        assert site.wait(clerk, job_id)["state"] == "checked"

@@ -27,12 +27,18 @@ from loguru import logger
 
 from pipeline.web import engine
 from pipeline.web.jobfiles import JobFiles
+from pipeline.web.shown import file_name as shown_name
 from pipeline.web.shown import for_clerk
 from pipeline.web.store import CHECKED, CHECKING, NEEDS_MAPPING, QUEUED, UNREADABLE, Job, Store
 
 #: Characters of a sample cell shown on the mapping page.
 SAMPLE_CHARS = 20
 SAMPLES = 2
+#: An upload longer than ``[web] max_rows``: what the page says.
+TOO_MANY_ROWS = (
+    "{name} 共 {rows:,} 行，超过网页工作台每个登记表 {limit:,} 行的上限。"
+    "请把登记表拆分为几个文件分别上传，或请运维人员在服务器上用命令行 ehc validate / ehc submit 处理"
+)
 
 
 def worker_setup(settings: engine.Settings, nice: int) -> None:
@@ -169,6 +175,12 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
     except engine.InputError as error:
         store.update_job(job_id, state=UNREADABLE, stage="", message=said(error, files, job))
         logger.info("网页上传 {} 无法读取", job_id)
+        return UNREADABLE
+    read = sum(len(raw.data) for raw in raws)
+    if read > settings.web.max_rows:
+        message = TOO_MANY_ROWS.format(name=shown_name(job.file_name), rows=read, limit=settings.web.max_rows)
+        store.update_job(job_id, state=UNREADABLE, stage="", message=message)
+        logger.info("网页上传 {} 行数 {} 超过上限 {}", job_id, read, settings.web.max_rows)
         return UNREADABLE
     store.update_job(job_id, stage="识别列", progress=0.45)
     tables, infos, problems = [], [], []
