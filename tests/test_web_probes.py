@@ -394,3 +394,22 @@ def test_an_upload_longer_than_max_rows_is_refused_with_both_counts(tmp_path: Pa
         clerk = site.client("clerk_a")
         job_id = _job_id(site.upload(clerk, (SAMPLE_CSV.name, SAMPLE_CSV.read_bytes(), "text/csv")))
         assert site.wait(clerk, job_id)["state"] == "checked"
+
+
+def test_a_database_held_too_long_by_another_process_is_a_busy_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "BUSY_SECONDS", 0.3)
+    with make_site(tmp_path / "state", check_workers=1) as site:
+        anonymous = site.client()
+        token = csrf_of(anonymous.get("/login").text)
+        form = {"name": "clerk_a", "password": PASSWORDS["clerk_a"], "csrf_token": token, "next": "/jobs"}
+        holder = sqlite3.connect(site.store.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing for longer than a page waits
+        try:
+            busy = anonymous.post("/login", data=form)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert busy.status_code == 503 and "系统正忙" in busy.text and busy.headers["retry-after"] == "5"
+        assert anonymous.post("/login", data=form).status_code == 303

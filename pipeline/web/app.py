@@ -12,6 +12,7 @@ before any handler runs.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -175,6 +176,16 @@ def _own_job(request: Request) -> bool:
     return True
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if "locked" in str(exc) or "busy" in str(exc):
+        # Another process held the database longer than a page waits (busy_timeout): try again soon.
+        logger.warning("网页请求 {} 等待数据库超时", request.url.path)
+        response = _error_page(request, 503, "系统繁忙", "系统正忙，操作没有执行。请稍等片刻后重试。")
+        response.headers["retry-after"] = "5"
+        return response
+    return await _server_error(request, exc)
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     logger.error("网页请求 {} 出错（{}）", request.url.path, type(exc).__name__)
     return PlainTextResponse("服务器内部错误，请稍后再试或联系运维人员", status_code=500)
@@ -249,6 +260,7 @@ def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlett
             CsrfFailed: _csrf_failed,
             Refused: _refused,
             HTTPException: _http_error,
+            sqlite3.OperationalError: _database_error,
             Exception: _server_error,
         },
         lifespan=lifespan,

@@ -30,6 +30,8 @@ from typing import Any
 from pipeline.files import private_dir
 
 DATABASE_NAME = "web.sqlite"
+#: How long a write waits for another process's write to end before it fails (a page then says "busy").
+BUSY_SECONDS = 30.0
 
 #: Job states.
 QUEUED = "queued"  # uploaded, waiting for a dry-run worker
@@ -336,11 +338,13 @@ class Store:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_SECONDS, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
             self._local.db = db
         return db
 
