@@ -413,3 +413,11 @@ def test_a_database_held_too_long_by_another_process_is_a_busy_page(
             holder.close()
         assert busy.status_code == 503 and "系统正忙" in busy.text and busy.headers["retry-after"] == "5"
         assert anonymous.post("/login", data=form).status_code == 303
+
+
+def test_too_many_files_in_one_upload_are_refused_in_chinese(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    body = SAMPLE_CSV.read_bytes()
+    for count in (21, 60):  # one over the limit is counted by the page; many more stop the form itself
+        answer = site.upload(clerk, *[(f"r{n}.csv", body, "text/csv") for n in range(count)])
+        assert answer.status_code == 400 and "最多上传 20 个文件" in answer.json()["error"], count

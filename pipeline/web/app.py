@@ -50,6 +50,7 @@ from pipeline.web.context import (
 )
 from pipeline.web.runner import Runner
 from pipeline.web.store import Store
+from pipeline.web.uploads import MAX_FILES
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -118,6 +119,13 @@ def _same_origin(scope: Scope) -> bool:
     return urlsplit(origin).netloc == headers.get("host", "")
 
 
+#: An upload whose form could not be read at all.
+UNREADABLE_UPLOAD = (
+    f"上传的内容无法读取：一次最多上传 {MAX_FILES} 个文件，文件名不能过长。"
+    "请减少文件数或改短文件名后重新上传。"
+)
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
@@ -156,6 +164,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         if not _own_job(request):  # the same answer as for any other URL of a job not the viewer's
             return await _not_found(request, exc)
         return _error_page(request, 405, "不支持的操作", "不支持这种请求。")
+    if status == 400 and request.method == "POST" and request.url.path == "/jobs":
+        # The form itself could not be read (Starlette's multipart limits): too many parts, a huge name.
+        return _error_page(request, 400, "无法上传", UNREADABLE_UPLOAD)
     return _error_page(request, status, "出错了", "请求无法处理。")
 
 
