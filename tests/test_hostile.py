@@ -55,6 +55,28 @@ def test_a_far_cell_below_a_register_is_refused_before_calamine_allocates(
     _refused(path, "数据范围过大", corner, "工作表 Sheet1", "删除")
 
 
+@pytest.mark.parametrize("numbered", [True, False])
+def test_a_row_beyond_excels_last_row_is_damage(tmp_path: Path, numbered: bool) -> None:
+    rows = sheet_rows(register_rows(3))
+    if numbered:
+        rows += '<row r="1048577"><c r="A1048577" t="inlineStr"><is><t>x</t></is></c></row>'
+    else:  # cells without references, placed by the row's number alone
+        rows += '<row r="1048577"><c t="inlineStr"><is><t>x</t></is></c></row>'
+    _refused(write_raw_xlsx(tmp_path / "beyond.xlsx", rows), "已损坏", "1,048,577", "1,048,576")
+
+
+def test_a_number_no_spreadsheet_can_hold_is_a_value_not_a_crash(tmp_path: Path) -> None:
+    header, *people = register_rows(2)
+    rows = sheet_rows([header, people[0]])
+    infinite = "".join(
+        f'<c r="{col}3" t="inlineStr"><is><t>{text}</t></is></c>'
+        for col, text in zip("ABC", people[1][:3], strict=True)
+    )
+    rows += f'<row r="3">{infinite}<c r="D3"><v>inf</v></c><c r="E3"><v>-1e400</v></c></row>'
+    [table] = read_register(write_raw_xlsx(tmp_path / "inf.xlsx", rows))
+    assert table.data.iloc[1, 3] == "#NUM!" and table.data.iloc[1, 4] == "#NUM!"
+
+
 def test_empty_styled_cells_far_away_do_not_count(tmp_path: Path) -> None:
     rows = sheet_rows(register_rows(3)) + '<row r="1048576"><c r="XFD1048576" s="1"/></row>'
     [table] = read_register(write_raw_xlsx(tmp_path / "styled.xlsx", rows))

@@ -61,6 +61,9 @@ MAX_XLS_BYTES = 512 << 20
 
 _CHUNK = 1 << 22
 _FIX_RESAVE = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
+#: The last row an Excel sheet has: a row numbered beyond it is damage, and no copy could hold it.
+EXCEL_LAST_ROW = 1_048_576
+
 _FIX_STRAY = "在 Excel 中删除表格右方和下方多余的单元格（选中整列/整行后“删除”），保存后再处理"
 
 _ZIP_SUFFIXES = (".xlsx", ".xlsm", ".xlsb", ".ods")
@@ -367,11 +370,24 @@ def _check_xlsx_sheet(
     scan = _SheetScan()
     for chunk in stream:
         scan.feed(chunk)
+    if scan.last_row > EXCEL_LAST_ROW:
+        raise _beyond_last_row(label, sheet, scan.last_row)
     if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular:
         return
     exact = _exact_extent(_inflated(handle, info, label))
+    if exact.last_row > EXCEL_LAST_ROW:
+        raise _beyond_last_row(label, sheet, exact.last_row)
     if exact.cells > MAX_SHEET_CELLS:
         raise _too_large(label, sheet, exact)
+
+
+def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
+    return InputError(
+        f"工作表内容已损坏：有第 {row:,} 行，超出 Excel 的最大行数 {EXCEL_LAST_ROW:,}",
+        file=label,
+        sheet=sheet,
+        fix=_FIX_RESAVE,
+    )
 
 
 def check_workbook(path: Path, label: str, size: int) -> None:

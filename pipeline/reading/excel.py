@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import math
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +49,9 @@ _FIX_RESAVE = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
 
 
 def number_text(value: float) -> str:
-    """A number cell as Excel shows it: 123, 1.5, 4.20123196205184E+17."""
+    """A number cell as Excel shows it: 123, 1.5, 4.20123196205184E+17 (#NUM! beyond its range)."""
+    if not math.isfinite(value):  # a written "inf" or 1e400: no number Excel can hold
+        return "#NUM!"
     if abs(value) >= _EXACT_LIMIT:
         mantissa, exponent = f"{value:.14E}".split("E")
         return f"{mantissa.rstrip('0').rstrip('.')}E{exponent}"
