@@ -386,8 +386,9 @@ def run_validate(
             # The first chunk is read while the checks are imported and built.
             ahead = cleanup.enter_context(contextlib.closing(read_ahead(registers, chunk_rows)))
             _import_in_background(LATER_MODULES, warm=(settings, today))
-        from pipeline.reports.write import ReportWriter
+        from pipeline.reports.write import ReportWriter, refuse_inputs_in_the_way
 
+        refuse_inputs_in_the_way(out_dir, [Path(path) for path in inputs])
         writer = ReportWriter(
             out_dir, submitted=False, extra_names=registers.extra_names, wholes=registers.wholes
         )

@@ -37,6 +37,30 @@ def test_missing_file_is_fatal_without_traceback(tmp_path: Path, capsys: pytest.
     assert len(lines) == 1 and "nope.xlsx" in lines[0]
 
 
+@pytest.mark.parametrize("command", ["validate", "submit"])
+@pytest.mark.parametrize("name", ["results.csv", "errors.xlsx", "annotated_名单.xlsx"])
+def test_a_register_named_like_a_report_in_the_output_folder_is_never_overwritten(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    name: str,
+) -> None:
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    sample = (
+        REPO_ROOT / "sample_data" / ("居民名单_GBK.csv" if name.endswith(".csv") else "社区居民登记表.xlsx")
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    register = out / name
+    register.write_bytes(sample.read_bytes())
+    code = cli.main([command, str(register), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "覆盖" in err and "--out" in err, err
+    assert register.read_bytes() == sample.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing written, nothing sent
+
+
 def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["validate", str(tmp_path / "nope.xlsx"), "--out", str(tmp_path / "o"), "--debug"])
     assert code == 2

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 from loguru import logger
 
-from pipeline.errors import EhcError
+from pipeline.errors import EhcError, InputError
 from pipeline.files import explain_os_error, os_errors, scratch_name, sweep_leftovers, temporary_name
 from pipeline.model import BAD_STATUSES, FAULT_COLUMNS, Batch, MappedTable, RawTable, no_faults
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
@@ -68,6 +68,31 @@ class ReportPart:
     errors: FaultLines
     warnings: FaultLines
     tally: Tally
+
+
+def refuse_inputs_in_the_way(out_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse a run one of whose registers sits in ``out_dir`` under a report's name: the reports
+    would replace it (``ehc validate out/* --out out``).  Raises :class:`InputError`.
+    """
+    try:
+        folder = out_dir.resolve()
+    except OSError:
+        return  # a folder that cannot be resolved holds no register; making it says what is wrong
+    for path in inputs:
+        name = path.name
+        is_report = name in (RESULTS_XLSX, ERRORS_XLSX, RESULTS_CSV) or (
+            name.startswith("annotated_") and name.lower().endswith(".xlsx")
+        )
+        try:
+            inside = path.resolve().parent == folder
+        except OSError:
+            continue
+        if is_report and inside:
+            raise InputError(
+                f"登记表 {name} 在输出目录 {out_dir} 中，与本次要写的报告同名，写报告会覆盖它",
+                file=name,
+                fix="换一个输出目录（--out），或把登记表移出该目录、改名后再运行",
+            )
 
 
 def make_out_dir(out_dir: Path, work: str = "") -> Path:
