@@ -355,6 +355,29 @@ def test_quoted_values_with_commas_and_line_breaks_keep_line_numbers(tmp_path: P
     assert table.source_row.tolist() == [2, 3, 6]
 
 
+@pytest.mark.parametrize("later", [0, 30, 200_000])
+def test_a_quote_left_open_is_refused_not_allowed_to_swallow_the_rows_after_it(
+    tmp_path: Path, later: int
+) -> None:
+    """Whether the open quote runs to the end of the file or to a quote some rows on."""
+    people = [f"居民{n},男,汉族,4406041980010{n:05d},139{n:08d},职工医保" for n in range(12)]
+    people[3] = '"' + people[3]  # a stray quote at the start of a row
+    tail = [f'居民{n},男,汉族,4406041980020{n:05d},139{n:08d},"职工医保"' for n in range(later)]
+    path = tmp_path / "open-quote.csv"
+    path.write_text("\n".join(["姓名,性别,民族,身份证号,联系电话,医保类型", *people, *tail]) + "\n", "utf-8")
+    with pytest.raises(InputError, match="引号不成对") as refused:
+        read_register(path)
+    assert "第 5 行" in refused.value.message
+
+
+def test_a_note_of_several_lines_is_still_one_value(tmp_path: Path) -> None:
+    path = tmp_path / "note.csv"
+    note = "第一行，说明\n第二行, 再说明\n第三行"
+    path.write_text(f'姓名,身份证号码,联系电话,备注\n张三,420123196205184516,13912345678,"{note}"\n', "utf-8")
+    [table] = read_register(path)
+    assert _values(table, "备注") == [note]
+
+
 @pytest.mark.parametrize(
     ("set_aside", "batch_rows", "newline", "encoding"),
     [
@@ -397,7 +420,9 @@ def test_columns_named_in_the_header_are_kept_when_every_row_stops_short(tmp_pat
     # Rows that leave out their empty trailing fields lost the header's last columns: "缺少必需的列 联系电话"
     # for a register whose header names it, and the clerk's 备注 column vanished from the reports.
     path = tmp_path / "short.csv"
-    path.write_text("姓名,身份证号码,民族,联系电话,备注\n张三,420123196205184516\n李四,110101199003077777,01\n")
+    path.write_text(
+        "姓名,身份证号码,民族,联系电话,备注\n张三,420123196205184516\n李四,110101199003077777,01\n"
+    )
     [table] = read_register(path)
     assert table.headers == ["姓名", "身份证号码", "民族", "联系电话", "备注"]
     assert _values(table, "民族") == ["", "01"] and _values(table, "联系电话") == ["", ""]

@@ -595,10 +595,15 @@ def _csv_batches(
         starts.clear()
         return columns, rows
 
+    # A record of several lines, one of them as wide as a row: a quote left open swallowed rows.
+    row_commas = len(layout.header_cells) - 1
     try:
         for record in reader:
             if len(record) > MAX_SHEET_COLUMNS:
                 raise too_wide(label, len(record), row=lines_before + before + 1)
+            several_lines = reader.line_num - before > 1
+            if several_lines and row_commas >= 2 and _swallows_rows(record, layout, row_commas):
+                raise _unclosed_quote(label, lines_before + before + 1, lines_before + reader.line_num)
             if record:
                 records.append(record)
                 starts.append(before + 1)
@@ -618,6 +623,25 @@ def _csv_batches(
         text.detach()
     if records:
         yield batch()
+
+
+def _swallows_rows(record: list[str], layout: _Layout, delimiters: int) -> bool:
+    """Whether a value of ``record`` spans lines one of which holds a row's worth of delimiters."""
+    return any(
+        "\n" in value or "\r" in value
+        for value in record
+        if any(line.count(layout.delimiter) >= delimiters for line in value.splitlines()[1:])
+    )
+
+
+def _unclosed_quote(label: str, first: int, last: int) -> InputError:
+    return InputError(
+        f"引号不成对：从这一行起到第 {last} 行，共 {last - first + 1} 行被读成了同一个单元格，"
+        "其中的居民会被漏掉",
+        file=label,
+        row=first,
+        fix="在 Excel 或记事本中删去这一行多余的引号（或补上另一半），保存后重新处理",
+    )
 
 
 def _settle_rest(handle: BinaryIO, layout: _Layout, offset: int, label: str) -> _Layout:
