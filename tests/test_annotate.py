@@ -402,6 +402,36 @@ def test_cells_written_without_their_reference_are_still_found(annotated, tmp_pa
     assert sheet["K3"].value == "问题说明" and sheet["K5"].value == expected["K5"].value
 
 
+def _reversed_rows(xml: bytes) -> bytes:
+    head, rest = xml.split(b"<sheetData>", 1)
+    body, tail = rest.split(b"</sheetData>", 1)
+    rows = re.findall(rb"<row\b.*?</row>", body, re.S)
+    return head + b"<sheetData>" + b"".join(reversed(rows)) + b"</sheetData>" + tail
+
+
+def _row_in_a_comment(xml: bytes) -> bytes:
+    return xml.replace(b"<sheetData>", b'<sheetData><!-- <row r="9"><c r="A9"/></row> -->', 1)
+
+
+@pytest.mark.parametrize("change", [_reversed_rows, _row_in_a_comment])
+def test_rows_the_marks_cannot_follow_make_a_regenerated_copy_not_lost_marks(
+    annotated, tmp_path: Path, change: Any
+) -> None:
+    """Rows out of order, or a row tag in a comment: marked in place, the marks would be lost or misplaced."""
+    register, _, _ = annotated
+    odd = tmp_path / "odd.xlsx"
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(odd, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            new.writestr(info, change(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
+    paths = write_reports(tmp_path / "out", prepare_batch([odd], load_settings(None)))
+    book = openpyxl.load_workbook(paths["annotated_odd.xlsx"])
+    for coordinate, colour in MARKED.items():
+        assert book["登记表"][coordinate].fill.fgColor.rgb == colour, coordinate
+    legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
+    assert "重新生成" in legend
+
+
 def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, tmp_path: Path) -> None:
     """The web workspace's edits (``Batch.cell_edits``) land in the clerk's cells, as text, in their style."""
     import pandas as pd

@@ -603,9 +603,10 @@ def write_annotated(
             raise SourceUnreadable(source) from error
         except (CannotMarkUp, KeyError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as error:
             logger.warning(
-                "{}：无法在原文件上直接标注（{}），标注副本按内容重新生成，原有格式未保留",
-                Path(source).name, type(error).__name__,
-            )  # fmt: skip
+                "{}：文件的结构无法在原文件上直接标注，标注副本按内容重新生成，原有格式未保留",
+                Path(source).name,
+            )
+            logger.debug("{}：{}（{}）", Path(source).name, type(error).__name__, error)
             why = (
                 f"原文件“{Path(source).name}”的结构无法在原文件上直接标注：本文件是按原表内容重新生成的副本，"
                 "原有的字体、颜色、列宽、数字格式、公式、批注和其他工作表没有保留；请在原文件中改正。"

@@ -629,9 +629,12 @@ class _SheetRewriter:
             if found is None:
                 state["numbered"] = 0
             number = int(found.group(1)) if found else state["row"] + 1
+            if number <= state["row"]:
+                # Rows out of order, or a row tag inside a comment or a text: the marks would go astray.
+                raise CannotMarkUp(f"row {number} after row {state['row']}")
             state["row"] = number
-            while pending < len(self.targets) and self.targets[pending] + 1 < number:
-                pending += 1  # a row that is not in the sheet: nothing to rewrite there
+            if pending < len(self.targets) and self.targets[pending] + 1 < number:
+                raise CannotMarkUp(f"row {self.targets[pending] + 1} to mark is not in the sheet")
             if pending >= len(self.targets):
                 break
             if number != self.targets[pending] + 1:
@@ -680,9 +683,9 @@ class _SheetRewriter:
         out.write(self._head(buffer[: found.start()]))
         out.write(found.group())
         pending = buffer[found.end() :]
+        state = {"next": 0, "row": 0, "numbered": 1}
         if not found.group(1):
             closing = b"</" + self.prefix + b"sheetData>"
-            state = {"next": 0, "row": 0, "numbered": 1}
             row_start = b"<" + self.prefix + b"row"
             while True:
                 end = pending.find(closing)
@@ -698,6 +701,8 @@ class _SheetRewriter:
                 if not more:
                     raise CannotMarkUp("worksheet without </sheetData>")
                 pending += more
+        if state["next"] < len(self.targets):
+            raise CannotMarkUp(f"row {self.targets[state['next']] + 1} to mark was never reached")
         while more := source.read(READ_BYTES):
             pending += more
         out.write(self._tail(pending))
