@@ -150,11 +150,31 @@ def open_registers(
         aliases.update(mapping.load_mapping_file(options.mapping_file))
     sources: list[TableSource] = []
     heads: list[MappedTable] = []
-    for path in inputs:
+    for path in _distinct_files(inputs):
         for source in reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets):
             heads.append(mapping.map_columns(source.head(), aliases))
             sources.append(source)
     return Registers(sources, heads, aliases)
+
+
+def _distinct_files(inputs: Sequence[Path]) -> list[Path]:
+    """``inputs`` with a file named twice (``a.csv ./a.csv``) kept once: read twice, every resident
+    of it would be a repeated ID number (10115) of itself."""
+    kept: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for path in map(Path, inputs):
+        try:
+            status = path.stat()
+        except OSError:
+            kept.append(path)  # opening it says what is wrong
+            continue
+        identity = (status.st_dev, status.st_ino)
+        if identity in seen and status.st_ino:  # Windows may give no inode number: nothing to compare
+            logger.warning("{} 与前面的输入是同一个文件，只读取一次", path.name)
+            continue
+        seen.add(identity)
+        kept.append(path)
+    return kept
 
 
 @dataclass

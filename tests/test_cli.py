@@ -296,3 +296,18 @@ def test_a_server_option_out_of_range_is_refused_before_serving(
     err = capsys.readouterr().err.strip()
     assert err.startswith("错误：命令行参数有误：") and "\n" not in err
     assert all(word in err for word in words), err
+
+
+def test_a_file_named_twice_is_read_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    register = tmp_path / "名单.csv"
+    register.write_bytes((REPO_ROOT / "sample_data" / "居民名单_GBK.csv").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["validate", str(register), "名单.csv", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1  # the sample's own faults, not every resident repeated
+    assert "只读取一次" in captured.err and "10115" not in captured.out
+    rows = (tmp_path / "out" / "results.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert len(rows) == 1 + 20
