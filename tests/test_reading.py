@@ -547,6 +547,22 @@ def test_a_web_page_saved_as_xls_is_read_as_the_sheet_excel_shows(tmp_path: Path
     assert list(table.source_row) == [3, 4]
 
 
+def test_an_export_split_into_several_tables_loses_no_resident(tmp_path: Path) -> None:
+    header = "<tr><td>姓名</td><td>身份证号码</td><td>联系电话</td></tr>"
+    page = (
+        f"<html><body><table>{header}<tr><td>张三</td><td>420123196205184516</td><td>139</td></tr></table>"
+        f"<table>{header}<tr><td>李四</td><td>110101199003077777</td><td>138</td></tr></table>"
+        "<table><tr><td>王五</td><td>440604196001011234</td><td>137</td></tr></table>"
+        "<table><tr><td>制表人：某某</td></tr></table></body></html>"
+    )
+    path = tmp_path / "pages.xls"
+    path.write_text(page, encoding="utf-8")
+    [table] = read_register(path)
+    # the repeated header and the footer are no rows
+    assert table.data["姓名"].tolist() == ["张三", "李四", "王五"]
+    assert list(table.source_row) == [2, 4, 5]
+
+
 def test_pages_are_told_from_workbooks_and_text() -> None:
     assert html.looks_like_html(b"\xef\xbb\xbf <HTML><body>") and html.looks_like_html(b"<table><tr>")
     assert html.looks_like_html(b'<?xml version="1.0"?><!DOCTYPE html><html>')

@@ -4,7 +4,10 @@ Excel and WPS open such a file as a sheet, so a clerk takes it for a
 workbook.  Its first table whose header names known columns (or else its
 first table with rows) is read as a sheet would be: every cell as the text it
 shows (entities decoded, ``<br>`` a line break), a cell spanning columns
-followed by empty cells, the header found below any title rows.  The page is
+followed by empty cells, the header found below any title rows.  A later
+table as wide as it continues it (an export split into pages; a first row
+repeating the header is dropped): none of its residents is left behind,
+while tables of other shapes (a title, a footer) are not rows.  The page is
 decoded by its BOM or its declared charset, else as UTF-8, else GB18030; it
 is refused above :data:`MAX_HTML_BYTES` and a table wider than a sheet is
 refused as a sheet would be.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Sequence
 from html import unescape
 from pathlib import Path
 
@@ -186,16 +190,32 @@ def _decode(data: bytes, label: str) -> str:
     raise InputError("网页格式的表格编码无法识别", file=label, fix=_FIX)
 
 
-def _table(path: Path, rows: list[list[str]]) -> RawTable | None:
-    """One page table as a register table (None when it has no data rows)."""
+def _table(path: Path, rows: list[list[str]], more: Sequence[list[list[str]]] = ()) -> RawTable | None:
+    """One page table as a register table (None when it has no data rows).
+
+    ``more`` are the page's later tables: each as wide as this one continues
+    it (a web system's export split into pages), its first row dropped when
+    it repeats the header; its rows are numbered on from this table's, as
+    the tables stand one below the other.
+    """
     found = header_or_first_row(rows[:HEADER_SEARCH_ROWS])
     if found is None:
         return None
     header_index, header_cells = found
     body = rows[header_index + 1 :]
+    numbers = list(range(header_index + 2, len(rows) + 1))
+    width = max(len(header_cells), *(len(row) for row in body)) if body else len(header_cells)
+    next_row = len(rows) + 1
+    for page in more:
+        if max(len(row) for row in page) != width:
+            continue  # a table of another shape: a title, a footer, a layout
+        for offset, row in enumerate(page):
+            if offset or [cell.strip() for cell in row] != [cell.strip() for cell in header_cells]:
+                body.append(row)
+                numbers.append(next_row + offset)
+        next_row += len(page)
     if not body:
         return None
-    width = max(len(header_cells), *(len(row) for row in body))
     columns = [
         pa.array([row[j] if j < len(row) else "" for row in body], type=TEXT_ARROW) for j in range(width)
     ]
@@ -206,12 +226,13 @@ def _table(path: Path, rows: list[list[str]]) -> RawTable | None:
         header_cells=[*header_cells, *[""] * (width - len(header_cells))],
         first_column=0,
         columns=columns,
-        source_row=np.arange(len(body), dtype=np.int64) + header_index + 2,
+        source_row=np.asarray(numbers, dtype=np.int64),
     )
 
 
 def read_html_register(path: Path, size: int) -> list[RawTable]:
-    """The register of a page saved as a workbook: its first table naming known columns (or with rows)."""
+    """The register of a page saved as a workbook: its first table naming known columns (or with rows),
+    continued by the later tables as wide as it."""
     label = path.name
     if size > MAX_HTML_BYTES:
         raise InputError(
@@ -223,10 +244,14 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
         raise InputError(f"网页格式的表格过大（上限 {MAX_HTML_BYTES >> 20} MB）", file=label, fix=_FIX)
     parser = _Tables(label)
     parser.read(_decode(data, label))
-    tables = [table for table in (_table(path, rows) for rows in parser.tables if rows) if table is not None]
-    for table in tables:
-        if count_known_headers(table.headers) >= MIN_KNOWN_HEADERS:
-            return [table]
-    if tables:
-        return tables[:1]
+    pages = [rows for rows in parser.tables if rows]
+    tables = [(i, table) for i, table in enumerate(_table(path, rows) for rows in pages) if table is not None]
+    chosen = next(
+        (i for i, table in tables if count_known_headers(table.headers) >= MIN_KNOWN_HEADERS),
+        tables[0][0] if tables else None,
+    )
+    if chosen is not None:
+        whole = _table(path, pages[chosen], pages[chosen + 1 :])
+        assert whole is not None
+        return [whole]
     raise InputError("网页格式的表格中没有数据行", file=label, fix="请确认选对了文件，并已导出数据")
