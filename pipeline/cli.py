@@ -35,14 +35,14 @@ EXIT_CODES_HELP = """退出码：
   1    有行未通过校验、被平台拒绝或发送失败
   2    致命错误：文件无法读取、缺少列、参数或配置有误、平台不可用
   3    另一个 ehc run 或 ehc submit 正在运行（状态目录已锁定）
-  130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+  130  被中断（Ctrl-C）；提交时已完成部分的报告已写出，检查（validate）不留下报告"""
 
 # Each command lists the codes it can return: a dry run and a QR code export take no run lock (never 3).
 _VALIDATE_EXIT_CODES_HELP = """退出码：
   0    全部行通过校验
   1    有行未通过校验
   2    致命错误：文件无法读取、缺少列、参数或配置有误
-  130  被中断（Ctrl-C）；已完成部分的报告已写出"""
+  130  被中断（Ctrl-C）；检查不完整，不留下报告，请重新运行"""
 
 _SUBMIT_EXIT_CODES_HELP = """退出码：
   0    全部行申领成功或已办理过
