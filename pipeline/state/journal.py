@@ -223,15 +223,15 @@ class Journal:
                     "请检查磁盘空间和状态目录的权限后重新运行"
                 ) from None
 
-    def _write(self, statement: str, parameters: Sequence[object]) -> None:
-        """Run one writing statement; on a full disk, once more in the reserve's room."""
+    def _write(self, statement: str, parameters: Sequence[object]) -> int:
+        """Run one writing statement; on a full disk, once more in the reserve's room.  Rows changed."""
         with self._writing() as db:
             try:
-                db.execute(statement, parameters)
+                return db.execute(statement, parameters).rowcount
             except sqlite3.OperationalError as error:
                 if not _disk_full(error) or not self._use_reserve():
                     raise
-                db.execute(statement, parameters)
+                return db.execute(statement, parameters).rowcount
 
     def _reserve_files(self) -> list[Path]:
         return [self.reserve_path / f"{number:02d}" for number in range(RESERVE_FILES)]
@@ -360,6 +360,34 @@ class Journal:
             (id_number, status, result_code, message, ehealth_card_id, virtual_card_num, _now()),
         )
 
+    def record_enrolled(
+        self, id_number: str, result_code: int, message: str, ehealth_card_id: str, virtual_card_num: str
+    ) -> bool:
+        """Record a resident enrolled with ``ehealth_card_id``, unless the journal holds that card for
+        another resident (then nothing is written and the answer is False: it answered some other call,
+        a cache or a proxy replaying it).  One statement: the test costs no query of its own.
+        """
+        return self._write(
+            """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
+                                          virtual_card_num, updated_at)
+                   SELECT ?, ?, ?, ?, ?, ?, ?
+                   WHERE ? = '' OR NOT EXISTS (SELECT 1 FROM residents
+                                               WHERE ehealth_card_id = ? AND ehealth_card_id != ''
+                                                 AND id_number != ?)
+                   ON CONFLICT(id_number) DO UPDATE SET
+                     state = excluded.state, result_code = excluded.result_code,
+                     message = excluded.message,
+                     ehealth_card_id = CASE WHEN excluded.ehealth_card_id != ''
+                                            THEN excluded.ehealth_card_id ELSE ehealth_card_id END,
+                     virtual_card_num = CASE WHEN excluded.virtual_card_num != ''
+                                             THEN excluded.virtual_card_num ELSE virtual_card_num END,
+                     updated_at = excluded.updated_at""",
+            (
+                id_number, STATE_ENROLLED, result_code, message, ehealth_card_id, virtual_card_num, _now(),
+                ehealth_card_id, ehealth_card_id, id_number,
+            ),
+        ) > 0  # fmt: skip
+
     def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> None:
         """Store the card ids of a resident found later (``bindCardInfo``); state and message stay."""
         self._write(
@@ -408,18 +436,6 @@ class Journal:
                     f"SELECT {selected} FROM residents JOIN wanted USING (id_number)"
                 ).fetchall()
         return self._frame(found, columns)
-
-    def card_holder(self, ehealth_card_id: str, *, other_than: str) -> str | None:
-        """The ID number of a resident other than ``other_than`` recorded with ``ehealth_card_id``, if any."""
-        if not ehealth_card_id:
-            return None
-        with self._writing() as db:  # a fault reads like a write's: the run stops, nothing more is sent
-            found = db.execute(
-                "SELECT id_number FROM residents"
-                " WHERE ehealth_card_id = ? AND ehealth_card_id != '' AND id_number != ? LIMIT 1",
-                (ehealth_card_id, other_than),
-            ).fetchone()
-        return None if found is None else str(found[0])
 
     def lookup(self, id_number: str) -> dict[str, object] | None:
         """One resident's journal row as a dict, or ``None`` if unknown."""

@@ -233,10 +233,11 @@ class ResidentSender:
             card_id, virtual = _card_ids(result.data)
             if not card_id and not virtual:
                 return self._enrolled_without_ids(task)
-            if not self._first_holder(card_id, task.id_number) or self._held_by_another(card_id, task):
+            if not self._first_holder(card_id, task.id_number):
                 return self._answer_of_another(task)
             message = _platform_message(result)
-            self._record(task.id_number, STATE_ENROLLED, ResultCode.SUCCESS, message, card_id, virtual)
+            if not self._record_enrolled(task.id_number, message, card_id, virtual):
+                return self._answer_of_another(task)
             logger.debug("{} 申领成功", masked)
             return Outcome(STATUS_ENROLLED, "", "申领成功", card_id, virtual)
         if code in _ENROLLED_CODES:
@@ -264,13 +265,14 @@ class ResidentSender:
         logger.info("{} 平台拒绝（{}）：{}", masked, code, _logged_reason(result))
         return Outcome(STATUS_REJECTED, str(code), message, fault_code=code)
 
-    def _held_by_another(self, card_id: str, task: Task) -> bool:
-        """Whether the journal holds ``card_id`` for another resident (a cached or replayed answer)."""
+    def _record_enrolled(self, id_number: str, message: str, card_id: str, virtual: str) -> bool:
+        """Record an enrolment (see :meth:`_record`); False when the journal holds the card for another
+        resident (a cached or replayed answer: nothing written)."""
         try:
-            return self.journal.card_holder(card_id, other_than=task.id_number) is not None
-        except EhcError as error:  # the journal cannot be read: nothing more is sent
+            return self.journal.record_enrolled(id_number, ResultCode.SUCCESS, message, card_id, virtual)
+        except EhcError as error:
             self._stopped_by(error)
-            return False
+            return True  # the platform's answer stands; the journal could not take it
 
     def _already_enrolled(self, task: Task, result: CallResultLike) -> Outcome:
         several = result.result_code == ResultCode.SEVERAL_CARDS_FOR_ID
