@@ -432,6 +432,57 @@ def test_rows_the_marks_cannot_follow_make_a_regenerated_copy_not_lost_marks(
     assert "重新生成" in legend
 
 
+def _rewritten(register: Path, target: Path, change: Any) -> Path:
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            new.writestr(info, change(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
+    return target
+
+
+@pytest.mark.parametrize("setting", ['hidden="1"', 'width="9" customWidth="1"'])
+def test_the_reason_column_is_shown_whatever_the_clerk_set_for_the_columns_around_it(
+    annotated, tmp_path: Path, setting: str
+) -> None:
+    """Hiding the unused columns, or one width for the whole sheet, is a <col> over the reason's column."""
+    register, _, _ = annotated
+
+    def whole_sheet(xml: bytes) -> bytes:
+        xml = re.sub(rb"<cols>.*?</cols>", b"", xml, flags=re.S)
+        cols = f'<cols><col min="1" max="16384" {setting}/></cols>'.encode()
+        return xml.replace(b"<sheetData>", cols + b"<sheetData>", 1)
+
+    odd = _rewritten(register, tmp_path / "cols.xlsx", whole_sheet)
+    paths = write_reports(tmp_path / "out", prepare_batch([odd], load_settings(None)))
+    sheet = openpyxl.load_workbook(paths["annotated_cols.xlsx"])["登记表"]
+    assert sheet["K3"].value == "问题说明"
+    reason = sheet.column_dimensions["K"]
+    assert not reason.hidden and reason.width == 60
+    assert sheet.column_dimensions["L"].min == 12 and sheet.column_dimensions["L"].max == 16384
+    assert sheet.column_dimensions["A"].max == 10  # the clerk's setting kept on either side
+
+
+def test_rows_of_fixed_height_are_made_tall_enough_for_their_reason(annotated, tmp_path: Path) -> None:
+    register, _, _ = annotated
+
+    def fixed(xml: bytes) -> bytes:
+        xml = re.sub(rb'\s(?:ht|customHeight)="[^"]*"', b"", xml)
+        return re.sub(rb"<row\b", b'<row ht="15" customHeight="1"', xml)
+
+    odd = _rewritten(register, tmp_path / "fixed.xlsx", fixed)
+    paths = write_reports(tmp_path / "out", prepare_batch([odd], load_settings(None)))
+    sheet = openpyxl.load_workbook(paths["annotated_fixed.xlsx"])["登记表"]
+    from pipeline.reports.xlsx.markup import note_height
+
+    for row in range(4, 11):
+        reason = sheet[f"K{row}"].value
+        height = sheet.row_dimensions[row].height
+        if reason:
+            assert height >= note_height(reason) > 15, row
+        else:
+            assert height == 15, row  # rows without a reason keep the clerk's height
+
+
 def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, tmp_path: Path) -> None:
     """The web workspace's edits (``Batch.cell_edits``) land in the clerk's cells, as text, in their style."""
     import pandas as pd

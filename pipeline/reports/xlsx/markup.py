@@ -66,6 +66,20 @@ NOTE_FONT_COLOUR = "FF9C0006"
 #: Width (characters) of the 问题说明 column.
 NOTE_COLUMN_WIDTH = 60
 
+#: Points per line of the 问题说明 text (11-point type), and the padding of its cell.
+NOTE_LINE_POINTS = 15
+_NOTE_PADDING_POINTS = 3
+
+
+def note_height(text: str) -> float:
+    """Points a 问题说明 cell needs to show ``text`` whole in its column (a CJK character is two units)."""
+    lines = 0
+    for line in text.splitlines() or [""]:
+        units = sum(2 if ord(ch) > 0x2E7F else 1 for ch in line)
+        lines += max(1, -(-units // NOTE_COLUMN_WIDTH))
+    return float(lines * NOTE_LINE_POINTS + _NOTE_PADDING_POINTS)
+
+
 #: Bytes read from a sheet part at a time: bounds memory on registers of any height.
 READ_BYTES = 8 << 20
 
@@ -494,15 +508,23 @@ class _SheetRewriter:
             + f'col min="{self.note_col + 1}" max="{self.note_col + 1}" '.encode()
             + f'width="{NOTE_COLUMN_WIDTH}" customWidth="1"/>'.encode()
         )
-        covered = any(
-            low <= self.note_col + 1 <= high
-            for low, high in (
-                (int(a.get("min", "0") or 0), int(a.get("max", "0") or 0))
-                for a in (attributes(t.group()) for t in cols)
-            )
-        )
-        if covered:
-            return head
+        number = self.note_col + 1
+        for tag in cols:
+            found = attributes(tag.group())
+            low, high = int(found.get("min", "0") or 0), int(found.get("max", "0") or 0)
+            if low <= number <= high:
+                # The clerk's setting for a run of columns (all hidden, or all 9 wide) would hide or squeeze
+                # 问题说明: the run is cut around it, the rest of it kept as it was.
+                element = tag.group()
+                pieces = (
+                    [_set_attribute(_set_attribute(element, "min", low), "max", number - 1)]
+                    if low < number
+                    else []
+                )
+                pieces.append(new_col)
+                if number < high:
+                    pieces.append(_set_attribute(_set_attribute(element, "min", number + 1), "max", high))
+                return head[: tag.start()] + b"".join(pieces) + head[tag.end() :]
         if cols:
             after = [t for t in cols if int(attributes(t.group()).get("min", "0") or 0) > self.note_col + 1]
             at = after[0].start() if after else head.index(b"</" + self.prefix + b"cols>")
@@ -576,6 +598,20 @@ class _SheetRewriter:
                 self.result.noted_rows += 1
         rebuilt.sort(key=lambda pair: pair[0])
         opening = _without_attribute(start_tag.rstrip(b">").rstrip(b"/"), b"spans")
+        if (
+            row0 in self.notes
+            and self.note_col is not None
+            and row_attrs.get("customHeight") in ("1", "true")
+        ):
+            # A row of fixed height (WPS and Excel save one once heights are set) would show one line of
+            # the reason: it is made as tall as the reason's lines need, never lower.
+            needed = note_height(self.notes[row0])
+            try:
+                height = float(row_attrs.get("ht", "0") or 0)
+            except ValueError:
+                height = 0.0
+            if needed > height:
+                opening = _set_attribute(opening + b">", "ht", f"{needed:g}")[:-1]
         kept = b"".join(part for part in rest if part.strip())
         return opening + b">" + b"".join(xml for _, xml in rebuilt) + kept + b"</" + p + b"row>"
 
