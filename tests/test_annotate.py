@@ -510,3 +510,21 @@ def test_a_csv_too_long_for_a_copy_gets_none_and_leaves_nothing_behind(
     assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv"]
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["errors.xlsx", "results.csv", "results.xlsx"]
+
+
+def test_checking_an_annotated_copy_again_says_its_old_marks_stay(annotated, tmp_path: Path) -> None:
+    from loguru import logger
+
+    _, copy, _ = annotated
+    again = tmp_path / "annotated_again.xlsx"
+    again.write_bytes(copy.read_bytes())
+    logged: list[str] = []
+    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    try:
+        paths = write_reports(tmp_path / "out", prepare_batch([again], load_settings(None)))
+    finally:
+        logger.remove(handler)
+    assert any("标注副本" in line and "原登记表" in line for line in logged)
+    book = openpyxl.load_workbook(paths["annotated_annotated_again.xlsx"])
+    legend = " ".join(str(r[0]) for r in book.worksheets[-1].iter_rows(values_only=True))
+    assert "请在原登记表中改正" in legend and "不会被清除" in legend

@@ -271,7 +271,10 @@ def legend_lines(source: str, added: MarkupResult, *, regenerated: str = "") -> 
         lines.append(f"已按您在网页中的修改改写了 {added.edits_applied} 个单元格（均为文本）。")
     if added.not_kept:
         lines.append("未能保留或未能改写的内容：" + "；".join(added.not_kept))
-    lines.append(f"改正后可再运行一次检查（可以直接检查本文件：“{NOTE_HEADER}”列和本工作表不影响检查）。")
+    lines.append(
+        "请在原登记表中改正，改好后再检查原登记表。直接检查本文件也可以，但本次的红黄标记、批注和"
+        f"“{NOTE_HEADER}”列不会被清除，容易与新的结果混淆。"
+    )
     return lines
 
 
@@ -592,6 +595,13 @@ def write_annotated(
     :class:`TooLarge` for a CSV too long for a copy.
     """
     edits = {**_batch_edits(data, table_indices), **(edits or {})}
+    if any(NOTE_HEADER in data.batch.tables[index].raw.headers for index in table_indices):
+        logger.warning(
+            "{} 像是上次检查生成的标注副本：其中上次的标记和“{}”列不会被清除，"
+            "请在原登记表中改正后检查原登记表",
+            Path(source).name,
+            NOTE_HEADER,
+        )
     suffix = Path(source).suffix.lower()
     if suffix in TEXT_SUFFIXES or is_html_file(Path(source)):
         return _regenerate_text(path, source, data, table_indices, edits)
