@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import openpyxl
 import pytest
@@ -497,3 +498,37 @@ def test_the_summary_names_each_problem_as_ehc_validate_does(tmp_path: Path) -> 
         "返回代码：10110 联系电话不正确 ×2；10110 姓名不正确 ×1；10123 民族代码不正确 ×1；"
         "10131 医疗费用支付方式不正确 ×1"  # a file counted without problems: the platform's phrase
     )
+
+
+def test_a_register_replaced_while_it_is_sent_stays_for_the_next_run(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    write_csv(inbox / "a.csv", range(0, 3))
+    original = inbox_module._Run._submit
+
+    def and_a_new_version_arrives(run: Any, path: Path, out_dir: Path) -> Any:
+        counts = original(run, path, out_dir)
+        newer = write_csv(inbox / ".a.csv.part", range(10, 13))  # dropped safely: hidden name, then renamed
+        os.replace(newer, path)
+        return counts
+
+    monkeypatch.setattr(inbox_module._Run, "_submit", and_a_new_version_arrives)
+    first = run_inbox(inbox, out, settings)
+    monkeypatch.undo()
+    assert [f.status for f in first.files] == ["processed"] and (inbox / "a.csv").exists()
+    assert sandbox.residents() == 3
+    second = run_inbox(inbox, out, settings)  # the new version, not moved away unread
+    assert [f.status for f in second.files] == ["processed"] and not (inbox / "a.csv").exists()
+    assert sandbox.residents() == 6
+
+
+def test_a_register_dated_in_the_future_is_not_left_waiting_for_ever(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    settings = replace(settings, inbox=InboxSettings(settle_seconds=60))
+    path = write_xlsx(inbox / "ahead.xlsx", range(0, 2))
+    later = datetime(2099, 1, 1).timestamp()  # the clock of the PC that made it was wrong
+    os.utime(path, (later, later))
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert [f.status for f in result.files] == ["processed"] and sandbox.residents() == 2

@@ -96,6 +96,15 @@ def scan_inbox(inbox: Path) -> tuple[list[Path], list[str]]:
     return registers, ignored
 
 
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """Which file is at ``path`` (device, inode, size, time of change), or None if none is."""
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
 def _signature(path: Path) -> tuple[int, int] | None:
     try:
         status = os.stat(path, follow_symlinks=False)
@@ -109,8 +118,13 @@ def split_settled(paths: list[Path], now: datetime, settle_seconds: float) -> tu
     if settle_seconds <= 0:
         return list(paths), []
     first = {path: _signature(path) for path in paths}
-    cutoff = now.timestamp() - settle_seconds
-    young = {path for path, sig in first.items() if sig is not None and sig[1] / 1e9 > cutoff}
+    cutoff, ahead = now.timestamp() - settle_seconds, now.timestamp() + settle_seconds
+    # A time of change in the future (a clock ahead where the file was made) says nothing about
+    # whether it is still being written: only the re-check below does.
+    young = {path for path, sig in first.items() if sig is not None and cutoff < sig[1] / 1e9 <= ahead}
+    for path, sig in first.items():
+        if sig is not None and sig[1] / 1e9 > ahead:
+            logger.warning("{} 的修改时间在将来（对方电脑的时钟不准？）：按文件是否还在变化判断", path.name)
     candidates = [p for p in paths if p not in young and first[p] is not None]
     if candidates:
         time.sleep(min(RECHECK_SECONDS, settle_seconds))
@@ -200,6 +214,8 @@ class _Run:
     journal: Journal
     t0: float = field(default_factory=time.monotonic)
     hashes_done: set[str] = field(default_factory=set)
+    #: which file each inbox path was when taken in: a newer one put in its place is not moved away
+    taken: dict[Path, tuple[int, int, int, int] | None] = field(default_factory=dict)
 
     def clock(self) -> datetime:
         return self.started_at + timedelta(seconds=time.monotonic() - self.t0)
@@ -212,6 +228,7 @@ class _Run:
         """Take in one register; None if it vanished before it could be read."""
         outcome = InboxFile(name=printable(path.name), status=FILE_PROCESSED, started_at=self.clock())
         try:
+            self.taken[path] = _identity(path)
             outcome.sha256, outcome.size = sha256_of(path)
         except FileNotFoundError:
             logger.info("{} 在处理前被移走，跳过", path.name)
@@ -277,7 +294,17 @@ class _Run:
             ),
         )
 
+    def _replaced(self, path: Path) -> bool:
+        """Whether the file at ``path`` is no longer the one this run took in (a new version dropped in)."""
+        taken = self.taken.get(path)
+        if taken is None or _identity(path) == taken:
+            return False
+        logger.warning("{} 在处理期间被换成了新文件：新文件留在收件目录，下次运行处理", path.name)
+        return True
+
     def _move_processed(self, path: Path) -> Path | None:
+        if self._replaced(path):
+            return None
         try:
             return _move(path, self.inbox / PROCESSED_DIR)
         except OSError as error:
@@ -318,6 +345,8 @@ class _Run:
             self.journal.record_file(
                 outcome.sha256, path.name, FILE_FAILED, outcome.out_dir or "", outcome.started_at, None
             )
+        if self._replaced(path):
+            return outcome
         try:
             target = _write_reason(self.inbox / FAILED_DIR, path, outcome, outcome.finished_at)
             os.replace(path, target)
