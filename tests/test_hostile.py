@@ -310,3 +310,24 @@ def test_a_nightly_run_over_every_hostile_file_takes_the_good_ones_and_fails_the
     summary = (tmp_path / "out" / "last-summary.json").read_text(encoding="utf-8")
     for text in (reasons, logs, summary, stdout, stderr):
         assert "root:" not in text and "/bin/bash" not in text
+
+
+def test_a_reader_whose_run_is_gone_ends_quietly(tmp_path: Path) -> None:
+    """kill -9 of a run mid-read: its reader has nobody to answer, and writes no traceback into the log."""
+    register = tmp_path / "r.csv"
+    register.write_text("姓名,身份证号码\n张三,420123196205184516\n", encoding="utf-8")
+    script = (
+        "import multiprocessing, sys\n"
+        "from pipeline.reading import isolated\n"
+        "ours, theirs = multiprocessing.Pipe()\n"
+        "ours.close()\n"  # the run that asked is gone
+        "isolated._child(theirs, sys.argv[1], None, False, {})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(register)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -18,6 +18,7 @@ Windows, which cannot fork, each child is a fresh interpreter).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import signal
 import sys
@@ -74,11 +75,26 @@ def _limit_memory(memory_bytes: int | None) -> None:
             resource.setrlimit(limit, (wanted, hard))
 
 
+def _die_with_the_run() -> None:
+    """On Linux, have the kernel end this reader when the process that started it dies (kill -9 of the
+    run, an out-of-memory kill): it would go on reading for nobody, up to its time limit."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+#: prctl's option that sends a signal to a child when its parent thread exits.
+_PR_SET_PDEATHSIG = 1
+
+
 def _child(
     connection: Connection, path: str, sheet: str | None, all_sheets: bool, options: dict[str, Any]
 ) -> None:
     """The child's whole life: limits, read, send the tables (or the fault) back, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    _die_with_the_run()
     _limit_memory(options.get("memory_bytes"))
     if options.get("memory_bytes") is not None:
         import pyarrow
@@ -105,10 +121,14 @@ def _child(
         kind = type(error)
         reply = ("crash", f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins."), lines)
     try:
-        connection.send(reply)
-    except MemoryError:
-        connection.send(("memory", "", lines))
-    connection.close()
+        try:
+            connection.send(reply)
+        except MemoryError:
+            connection.send(("memory", "", lines))
+    except OSError:
+        pass  # the run that asked is gone (killed): nobody to tell, and no traceback in its log
+    with contextlib.suppress(OSError):
+        connection.close()
 
 
 def _died(label: str, exitcode: int | None, limits: ReadLimits) -> InputError:
