@@ -532,3 +532,16 @@ def test_a_register_dated_in_the_future_is_not_left_waiting_for_ever(
     os.utime(path, (later, later))
     result = run_inbox(inbox, tmp_path / "out", settings)
     assert [f.status for f in result.files] == ["processed"] and sandbox.residents() == 2
+
+
+def test_a_register_named_like_the_summary_keeps_its_own_folder(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    write_csv(inbox / "summary.json.csv", range(0, 2))
+    result = run_inbox(inbox, out, settings)
+    (outcome,) = result.files
+    assert outcome.status == "processed" and outcome.out_dir is not None
+    assert (outcome.out_dir / "results.csv").is_file()
+    summary = _day(out) / "summary.json"
+    assert summary.is_file() and json.loads(summary.read_text(encoding="utf-8"))["files"]

@@ -169,6 +169,8 @@ def _unique(path: Path, exists: Callable[[Path], bool] = Path.exists) -> Path:
 
 
 def _results_dir(day_dir: Path, stem: str) -> Path:
+    if stem.lower().endswith(".json"):  # never a folder named like the day's summary.json beside it
+        stem += "_"
     day_dir.mkdir(parents=True, exist_ok=True)
     while True:
         target = _unique(day_dir / stem)

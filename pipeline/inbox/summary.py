@@ -268,7 +268,7 @@ def write_summary(result: InboxResult, day_dir: Path) -> Path:
     if touched:
         day_dir.mkdir(parents=True, exist_ok=True)
         path = day_dir / SUMMARY_NAME
-        if path.exists():
+        if path.is_file():
             _keep_earlier(path)
         _write_json(path, document)
     _write_json(result.out_root / LAST_SUMMARY_NAME, document)
