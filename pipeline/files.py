@@ -144,7 +144,9 @@ def scratch_name(stem: str) -> str:
     The machine and process in the name let :func:`sweep_leftovers` tell the
     leftovers of a process that was killed from the files of a live one.
     """
-    return f".{stem}.{_machine()}.{os.getpid()}.{threading.get_ident()}"
+    tail = f".{_machine()}.{os.getpid()}.{threading.get_ident()}"
+    # A long register's name leaves room for the tail (and a ".tmp"): shortened, still one name.
+    return f".{fitting_name(stem, room=1 + len(tail) + 4)}{tail}"
 
 
 def temporary_name(path: Path) -> Path:
@@ -263,6 +265,23 @@ def private_file(path: Path) -> Path:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600))
     os.chmod(path, 0o600)
     return path
+
+
+#: Bytes a file name may have (ext4, XFS, APFS; NTFS's 255 UTF-16 units hold at least as much).
+NAME_BYTES = 255
+
+
+def fitting_name(name: str, *, room: int = 0) -> str:
+    """``name`` with its stem shortened (whole characters) so that it, and ``room`` bytes more (a
+    ``-2``, a ``.reason.txt``), fit in :data:`NAME_BYTES`: a name made from a long one is still a name."""
+    if len(name.encode("utf-8")) + room <= NAME_BYTES:
+        return name
+    suffix = Path(name).suffix
+    stem = name[: -len(suffix)] if suffix else name
+    budget = NAME_BYTES - room - len(suffix.encode("utf-8"))
+    while stem and len(stem.encode("utf-8")) > budget:
+        stem = stem[:-1]
+    return stem + suffix
 
 
 def numbered(

@@ -545,3 +545,20 @@ def test_a_register_named_like_the_summary_keeps_its_own_folder(
     assert (outcome.out_dir / "results.csv").is_file()
     summary = _day(out) / "summary.json"
     assert summary.is_file() and json.loads(summary.read_text(encoding="utf-8"))["files"]
+
+
+def test_a_register_with_a_long_name_gets_its_reports_and_stops_nobody(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    long = "禅城区社区居民登记表" * 8  # 240 bytes: a legal name, too long with a prefix or a suffix added
+    write_csv(inbox / f"{long}.csv", range(0, 2))
+    (inbox / f"{long}X.xlsx").write_bytes(b"not a register")
+    write_csv(inbox / "b.csv", range(2, 4))
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    statuses = {f.name: f.status for f in result.files}
+    assert statuses == {f"{long}.csv": "processed", f"{long}X.xlsx": "failed", "b.csv": "processed"}
+    assert result.exit_code == 1 and sandbox.residents() == 4
+    (folder,) = [o.out_dir for o in result.files if o.name == f"{long}.csv"]
+    assert folder is not None and any(p.name.startswith("annotated_") for p in folder.iterdir())
+    reasons = list((inbox / "failed").glob("*.reason.txt"))
+    assert len(reasons) == 1 and all(len(p.name.encode()) <= 255 for p in (inbox / "failed").iterdir())

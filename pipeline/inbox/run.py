@@ -42,7 +42,7 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
-from pipeline.files import ExistingNames, describe_os_error, numbered
+from pipeline.files import ExistingNames, describe_os_error, fitting_name, numbered
 from pipeline.inbox.summary import (
     FILE_DUPLICATE,
     FILE_ERROR,
@@ -171,6 +171,7 @@ def _unique(path: Path, exists: Callable[[Path], bool] = Path.exists) -> Path:
 def _results_dir(day_dir: Path, stem: str) -> Path:
     if stem.lower().endswith(".json"):  # never a folder named like the day's summary.json beside it
         stem += "_"
+    stem = fitting_name(stem, room=4)
     day_dir.mkdir(parents=True, exist_ok=True)
     while True:
         target = _unique(day_dir / stem)
@@ -182,7 +183,7 @@ def _results_dir(day_dir: Path, stem: str) -> Path:
 def _move(path: Path, folder: Path) -> Path:
     """Move ``path`` into ``folder`` (a rename on the inbox's own filesystem), never overwriting."""
     folder.mkdir(exist_ok=True)
-    target = _unique(folder / path.name)
+    target = _unique(folder / fitting_name(path.name, room=4))
     os.replace(path, target)
     return target
 
@@ -194,7 +195,7 @@ def _write_reason(failed_dir: Path, path: Path, outcome: InboxFile, when: dateti
     def taken(candidate: Path) -> bool:
         return candidate.exists() or candidate.with_name(candidate.name + REASON_SUFFIX).exists()
 
-    target = _unique(failed_dir / path.name, taken)
+    target = _unique(failed_dir / fitting_name(path.name, room=len(REASON_SUFFIX) + 4), taken)
     reason = target.with_name(target.name + REASON_SUFFIX)
     reason.write_text(
         f"文件：{printable(path.name)}\n时间：{when.isoformat(timespec='seconds')}\n原因：{outcome.message}\n"

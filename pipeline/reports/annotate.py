@@ -38,7 +38,7 @@ from xlsxwriter.exceptions import OverlappingRange
 from xlsxwriter.utility import xl_rowcol_to_cell
 
 from pipeline.errors import InputError
-from pipeline.files import numbered
+from pipeline.files import fitting_name, numbered
 from pipeline.messages import fault_fix
 from pipeline.model import MappedTable
 from pipeline.reading.excel import is_workbook_package, open_workbook
@@ -117,7 +117,8 @@ _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 
 def annotated_name(path: str, taken: set[str]) -> str:
     """``annotated_<stem>.xlsx``, with a number added when two inputs share a stem."""
-    name = numbered(f"annotated_{Path(path).stem}", taken, suffix=".xlsx")
+    base = fitting_name(f"annotated_{Path(path).stem}.xlsx", room=4)  # a long name's copy: still a name
+    name = numbered(base.removesuffix(".xlsx"), taken, suffix=".xlsx")
     taken.add(name)
     return name
 
