@@ -273,17 +273,21 @@ def test_a_web_page_saved_as_xls_gets_a_workbook_of_text_cells_on_its_rows(tmp_p
     assert "网页格式" in legend
 
 
+def _rewritten(register: Path, target: Path, change: Any, part: str = "xl/worksheets/sheet1.xml") -> Path:
+    """A copy of ``register`` at ``target`` whose ``part`` is ``change``d."""
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            new.writestr(info, change(data) if info.filename == part else data)
+    return target
+
+
 def test_a_package_that_cannot_be_followed_is_regenerated_and_says_so(
     annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     register, _, _ = annotated
-    styles_free = tmp_path / "odd.xlsx"
-    with zipfile.ZipFile(register) as old, zipfile.ZipFile(styles_free, "w") as new:
-        for info in old.infolist():
-            data = old.read(info.filename)
-            if info.filename == "xl/styles.xml":
-                data = b'<?xml version="1.0"?><styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"/>'
-            new.writestr(info, data)
+    empty = b'<?xml version="1.0"?><styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"/>'
+    styles_free = _rewritten(register, tmp_path / "odd.xlsx", lambda _: empty, part="xl/styles.xml")
     batch = prepare_batch([styles_free], load_settings(None))
     logged: list[str] = []
     from loguru import logger
@@ -419,25 +423,13 @@ def test_rows_the_marks_cannot_follow_make_a_regenerated_copy_not_lost_marks(
 ) -> None:
     """Rows out of order, or a row tag in a comment: marked in place, the marks would be lost or misplaced."""
     register, _, _ = annotated
-    odd = tmp_path / "odd.xlsx"
-    with zipfile.ZipFile(register) as old, zipfile.ZipFile(odd, "w") as new:
-        for info in old.infolist():
-            data = old.read(info.filename)
-            new.writestr(info, change(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
+    odd = _rewritten(register, tmp_path / "odd.xlsx", change)
     paths = write_reports(tmp_path / "out", prepare_batch([odd], load_settings(None)))
     book = openpyxl.load_workbook(paths["annotated_odd.xlsx"])
     for coordinate, colour in MARKED.items():
         assert book["登记表"][coordinate].fill.fgColor.rgb == colour, coordinate
     legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
     assert "重新生成" in legend
-
-
-def _rewritten(register: Path, target: Path, change: Any) -> Path:
-    with zipfile.ZipFile(register) as old, zipfile.ZipFile(target, "w") as new:
-        for info in old.infolist():
-            data = old.read(info.filename)
-            new.writestr(info, change(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
-    return target
 
 
 @pytest.mark.parametrize("setting", ['hidden="1"', 'width="9" customWidth="1"'])

@@ -115,6 +115,19 @@ CREATE TABLE IF NOT EXISTS files (
 """
 
 
+#: A resident's outcome written: inserted, or the row updated (known card ids kept when none are given).
+_INSERT_OUTCOME = """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
+                                            virtual_card_num, updated_at) """
+_OR_UPDATE_OUTCOME = """
+    ON CONFLICT(id_number) DO UPDATE SET
+      state = excluded.state, result_code = excluded.result_code, message = excluded.message,
+      ehealth_card_id = CASE WHEN excluded.ehealth_card_id != ''
+                             THEN excluded.ehealth_card_id ELSE ehealth_card_id END,
+      virtual_card_num = CASE WHEN excluded.virtual_card_num != ''
+                              THEN excluded.virtual_card_num ELSE virtual_card_num END,
+      updated_at = excluded.updated_at"""
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One register taken in by an inbox run.  Times are ISO 8601 text ("" if unset)."""
@@ -346,17 +359,7 @@ class Journal:
         if status not in STATES:
             raise ValueError(f"unknown journal state {status!r}")
         self._write(
-            """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
-                                          virtual_card_num, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(id_number) DO UPDATE SET
-                     state = excluded.state, result_code = excluded.result_code,
-                     message = excluded.message,
-                     ehealth_card_id = CASE WHEN excluded.ehealth_card_id != ''
-                                            THEN excluded.ehealth_card_id ELSE ehealth_card_id END,
-                     virtual_card_num = CASE WHEN excluded.virtual_card_num != ''
-                                             THEN excluded.virtual_card_num ELSE virtual_card_num END,
-                     updated_at = excluded.updated_at""",
+            _INSERT_OUTCOME + "VALUES (?, ?, ?, ?, ?, ?, ?)" + _OR_UPDATE_OUTCOME,
             (id_number, status, result_code, message, ehealth_card_id, virtual_card_num, _now()),
         )
 
@@ -368,20 +371,12 @@ class Journal:
         a cache or a proxy replaying it).  One statement: the test costs no query of its own.
         """
         return self._write(
-            """INSERT INTO residents (id_number, state, result_code, message, ehealth_card_id,
-                                          virtual_card_num, updated_at)
-                   SELECT ?, ?, ?, ?, ?, ?, ?
-                   WHERE ? = '' OR NOT EXISTS (SELECT 1 FROM residents
-                                               WHERE ehealth_card_id = ? AND ehealth_card_id != ''
-                                                 AND id_number != ?)
-                   ON CONFLICT(id_number) DO UPDATE SET
-                     state = excluded.state, result_code = excluded.result_code,
-                     message = excluded.message,
-                     ehealth_card_id = CASE WHEN excluded.ehealth_card_id != ''
-                                            THEN excluded.ehealth_card_id ELSE ehealth_card_id END,
-                     virtual_card_num = CASE WHEN excluded.virtual_card_num != ''
-                                             THEN excluded.virtual_card_num ELSE virtual_card_num END,
-                     updated_at = excluded.updated_at""",
+            _INSERT_OUTCOME
+            + """SELECT ?, ?, ?, ?, ?, ?, ?
+                 WHERE ? = '' OR NOT EXISTS (SELECT 1 FROM residents
+                                             WHERE ehealth_card_id = ? AND ehealth_card_id != ''
+                                               AND id_number != ?)"""
+            + _OR_UPDATE_OUTCOME,
             (
                 id_number, STATE_ENROLLED, result_code, message, ehealth_card_id, virtual_card_num, _now(),
                 ehealth_card_id, ehealth_card_id, id_number,
