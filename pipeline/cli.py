@@ -626,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     # loguru's default handler prints every level on stderr; until setup_logging, nothing is logged.
     logger.remove()
+    json_log = False  # the log is set up, one JSON object per line
     try:
         settings = _settings(args)
         # The state folder holds the journal, the work key and the logs: private before anything is written.
@@ -639,12 +640,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             json=bool(args.log_json or settings.logging.json),
             debug=debug,
         )
+        json_log = bool(args.log_json or settings.logging.json)
         result = _COMMANDS[args.command](args, settings)
     except EhcError as error:
         if debug:
             traceback.print_exc()
         logger.debug("stopped: {}", type(error).__name__)
-        emit(f"错误：{error.message}", sys.stderr)
+        # In the day's log file too (and, in JSON, as stderr's line): why the night's run did nothing.
+        logger.bind(fatal=True).error("错误：{}", error.message)
+        if not json_log:
+            emit(f"错误：{error.message}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         emit("已中断。", sys.stderr)
@@ -652,10 +657,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the last line of defence: a clerk never sees a traceback
         if debug:
             traceback.print_exc()
-        emit(
-            f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持",
-            sys.stderr,
-        )
+        internal = f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持"
+        logger.bind(fatal=True).error("{}", internal)
+        if not json_log:
+            emit(internal, sys.stderr)
         return EXIT_FATAL
     # The run is done and its reports are written: printing the summary cannot fail it.
     if result.summary:

@@ -271,7 +271,12 @@ def setup_logging(
     logger.configure(patcher=_patch)
     stderr_level = "DEBUG" if debug else level
     human = "<green>{time:HH:mm:ss}</green> <level>{extra[label]}</level>{message}"
-    logger.add(_Console(), level=stderr_level, format=human, serialize=json, backtrace=debug, diagnose=False)
+    # A run-stopping error (extra "fatal") is printed by the command line as its one plain line; in
+    # JSON it is the log's own line, so that a collector reads every line of stderr.
+    logger.add(
+        _Console(), level=stderr_level, format=human, serialize=json, backtrace=debug, diagnose=False,
+        filter=None if json else (lambda record: not record["extra"].get("fatal")),
+    )  # fmt: skip
     if log_dir is None:
         return None
     try:

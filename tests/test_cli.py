@@ -311,3 +311,29 @@ def test_a_file_named_twice_is_read_once(
     assert "只读取一次" in captured.err and "10115" not in captured.out
     rows = (tmp_path / "out" / "results.csv").read_text(encoding="utf-8-sig").splitlines()
     assert len(rows) == 1 + 20
+
+
+@pytest.mark.parametrize("json_log", [True, False])
+def test_a_run_stopping_error_is_in_the_days_log_and_json_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, json_log: bool
+) -> None:
+    import json
+
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    args = ["validate", str(tmp_path / "nope.xlsx"), "--out", str(tmp_path / "out")]
+    code = cli.main(args + (["--log-json"] if json_log else []))
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    if json_log:  # a collector reads every line of stderr
+        records = [json.loads(line) for line in lines]
+        assert any(
+            "nope.xlsx" in r["record"]["message"] and r["record"]["level"]["name"] == "ERROR" for r in records
+        )
+    else:
+        assert [line for line in lines if "nope.xlsx" in line] == [
+            line for line in lines if line.startswith("错误：")
+        ]
+        assert len([line for line in lines if "nope.xlsx" in line]) == 1
+    (log,) = (tmp_path / "state" / "logs").glob("ehc-*.log")
+    assert "nope.xlsx" in log.read_text(encoding="utf-8")
