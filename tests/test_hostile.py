@@ -331,3 +331,27 @@ def test_a_reader_whose_run_is_gone_ends_quietly(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_nightly_policy_reads_a_text_register_chunk_by_chunk_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child would send the whole register back at once: 12 GB for 3,000,000 rows in the run itself."""
+    from pipeline.reading import register as register_module
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a text register was sent to a child")
+
+    monkeypatch.setattr(register_module, "read_in_child", no_child)
+    rows = register_rows(35)
+    path = tmp_path / "r.csv"
+    path.write_text("\n".join(",".join(row) for row in rows) + "\n", encoding="utf-8")
+    link = tmp_path / "link.csv"
+    link.symlink_to(path)
+    policy = ReadPolicy(follow_symlinks=False, limits=ReadLimits(memory_bytes=1 << 30, seconds=60))
+    with reading_policy(policy):
+        (source,) = register_module.open_register(path)
+        chunks = list(source.read(10))
+        with pytest.raises(InputError):
+            register_module.open_register(link)
+    assert len(chunks) > 1 and sum(len(chunk.data) for chunk in chunks) == 35

@@ -17,8 +17,10 @@ file is read in a child process under memory and time limits
 :func:`open_register` is what a run uses: a workbook's sheets are read whole
 (the format bounds them), a text file is opened and its rows are read chunk
 by chunk as the run asks for them, so a register of any length is read in
-bounded memory.  In a reading child the file is read whole, as
-:func:`read_register` does, and capped at :data:`MAX_TEXT_BYTES`.
+bounded memory.  Under a :func:`reading_policy` a workbook is read whole
+in its child; a text file is still read chunk by chunk here (its reader
+bounds every line, column and block; a child would send the whole register
+back at once), links refused as the policy says.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -124,12 +127,24 @@ def open_register(
     """
     path = Path(path)
     policy = _policy
+    if path.suffix.lower() in TEXT_SUFFIXES and (policy.limits is not None or not policy.follow_symlinks):
+        # Read here, chunk by chunk, even where workbooks go to a child: the text reader bounds itself
+        # (lines, columns, blocks), and a child would send the whole register back at once.
+        size = _check_file(path, policy.follow_symlinks, whole=False)
+        return [open_delimited(path, size, opener=lambda: _reopened(path, policy.follow_symlinks))]
     if policy.limits is not None or not policy.follow_symlinks:
         return [TableSource.of(table) for table in read_register(path, sheet=sheet, all_sheets=all_sheets)]
     size = _check_file(path, follow_symlinks=True, whole=False)
     if path.suffix.lower() in WORKBOOK_SUFFIXES:
         return [TableSource.of(table) for table in read_here(path, sheet=sheet, all_sheets=all_sheets)]
     return [open_delimited(path, size)]
+
+
+def _reopened(path: Path, follow_symlinks: bool) -> BinaryIO:
+    """``path`` opened again for reading, as a regular file (and not through a link, unless allowed)."""
+    with os_errors("读取文件", path, kind=InputError):
+        descriptor, _ = _open_regular(path, path.name or str(path), follow_symlinks)
+    return os.fdopen(descriptor, "rb")
 
 
 def read_register(path: str | Path, *, sheet: str | None = None, all_sheets: bool = False) -> list[RawTable]:
