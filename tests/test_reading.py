@@ -799,3 +799,27 @@ def test_blocks_parsed_apart_are_glued_into_growing_chunks_with_every_row_in_pla
     assert [r for c in chunks for r in c.source_row.tolist()] == whole.source_row.tolist()
     assert _values(whole, "列D")[8] == "多出来的" and whole.source_row.tolist()[13] == 16
     assert _values(whole, "姓名")[18] == "跨行\n的名字"
+
+
+def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
+    from loguru import logger
+
+    book = openpyxl.Workbook()
+    first = book.active
+    first.title = "一月"
+    for sheet, name in ((first, "张三"), (book.create_sheet("二月"), "李四")):
+        sheet.append(["姓名", "性别", "民族", "身份证号码", "联系电话"])
+        sheet.append([name, "男", "汉族", "420123196205184516", "13912345678"])
+    book.create_sheet("字典").append(["男", "女"])
+    path = tmp_path / "months.xlsx"
+    book.save(path)
+    logged: list[str] = []
+    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    try:
+        [table] = read_register(path)
+        both = read_register(path, all_sheets=True)
+    finally:
+        logger.remove(handler)
+    assert table.sheet == "一月" and [t.sheet for t in both] == ["一月", "二月"]
+    (warning,) = logged  # once, for the run that read one sheet; the lists sheet is no register
+    assert "二月" in warning and "--all-sheets" in warning

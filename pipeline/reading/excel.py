@@ -19,8 +19,9 @@ import datetime as dt
 import gc
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,6 +279,27 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
             workbook.close()
 
 
+def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, later: Sequence[str]) -> None:
+    """Warn of the later sheets that look like registers too: only the first is read without --all-sheets."""
+    for name in later:
+        try:
+            sheet = workbook.get_sheet_by_name(name)
+            head = [[cell_text(v)[:MAX_CELL_CHARS] for v in row] for row in islice(sheet.iter_rows(), 40)]
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            continue  # damaged: reading it would say so
+        found = header_or_first_row(head)
+        if found is None or count_known_headers(found[1]) < MIN_KNOWN_HEADERS:
+            continue
+        rows = max(0, sheet.height - found[0] - 1)
+        logger.warning(
+            "{}：工作表“{}”也像登记表（约 {} 行），没有读取，只读取了“{}”。"
+            "如需一并检查或提交，请加 --all-sheets，或把它另存为单独的文件",
+            path.name, name, rows, read,
+        )  # fmt: skip
+
+
 def _read_sheets(
     path: Path, workbook: CalamineWorkbook, *, sheet: str | None, all_sheets: bool
 ) -> list[RawTable]:
@@ -306,13 +328,14 @@ def _read_sheets(
     registers: list[RawTable] = []
     others: list[RawTable] = []
     header_only: dict[_Unusable, str] = {}
-    for name in visible:
+    for position, name in enumerate(visible):
         table = _read_sheet(path, workbook, name)
         if not isinstance(table, RawTable):
             header_only.setdefault(table, name)
         elif count_known_headers(table.headers) >= MIN_KNOWN_HEADERS:
             registers.append(table)
             if not all_sheets:
+                _tell_registers_left(path, workbook, name, visible[position + 1 :])
                 break
         else:
             others.append(table)
