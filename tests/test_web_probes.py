@@ -421,3 +421,17 @@ def test_too_many_files_in_one_upload_are_refused_in_chinese(site: Site) -> None
     for count in (21, 60):  # one over the limit is counted by the page; many more stop the form itself
         answer = site.upload(clerk, *[(f"r{n}.csv", body, "text/csv") for n in range(count)])
         assert answer.status_code == 400 and "最多上传 20 个文件" in answer.json()["error"], count
+
+
+def test_a_head_request_for_a_download_is_no_download(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+
+    def downloads() -> int:
+        return sum(entry.action == "下载" for entry in site.store.audit_page(0, 200))
+
+    assert clerk.head(f"/jobs/{job_id}/download/errors").status_code == 200
+    assert downloads() == 0
+    assert clerk.get(f"/jobs/{job_id}/download/errors").status_code == 200
+    assert downloads() == 1
+    assert site.client("clerk_b").head(f"/jobs/{job_id}/download/errors").status_code == 404

@@ -653,9 +653,10 @@ async def download(request: Request) -> Response:
     media = (
         "text/csv" if kind == "csv" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     )
-    space.store.audit(
-        "下载", user=who.user, target=job.id, detail=names[kind], address=client_address(request)
-    )
+    if request.method == "GET":  # a HEAD (a download manager looking first) downloads nothing
+        space.store.audit(
+            "下载", user=who.user, target=job.id, detail=names[kind], address=client_address(request)
+        )
     return _attachment(str(path), names[kind], media)
 
 
