@@ -95,6 +95,7 @@ class InboxSettings:
     settle_seconds: float = 2.0
     read_memory_mb: int = 4096
     read_timeout_seconds: float = 600.0
+    all_sheets: bool = False  # every sheet that looks like a register, not only the first
 
 
 @dataclass(frozen=True)

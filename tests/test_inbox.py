@@ -562,3 +562,21 @@ def test_a_register_with_a_long_name_gets_its_reports_and_stops_nobody(
     assert folder is not None and any(p.name.startswith("annotated_") for p in folder.iterdir())
     reasons = list((inbox / "failed").glob("*.reason.txt"))
     assert len(reasons) == 1 and all(len(p.name.encode()) <= 255 for p in (inbox / "failed").iterdir())
+
+
+@pytest.mark.parametrize("all_sheets", [False, True])
+def test_a_workbook_of_several_register_sheets_is_read_whole_when_asked(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path, all_sheets: bool
+) -> None:
+    book = openpyxl.Workbook()
+    for number, (title, serials) in enumerate((("一月", range(0, 2)), ("二月", range(2, 5)))):
+        sheet = book.active if number == 0 else book.create_sheet(title)
+        sheet.title = title
+        sheet.append(HEADERS)
+        for serial in serials:
+            sheet.append(_row(serial))
+    book.save(inbox / "months.xlsx")
+    settings = replace(settings, inbox=InboxSettings(settle_seconds=0, all_sheets=all_sheets))
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert [f.status for f in result.files] == ["processed"]
+    assert sandbox.residents() == (5 if all_sheets else 2)

@@ -56,6 +56,7 @@ from pipeline.inbox.summary import (
     write_summary,
 )
 from pipeline.logs import printable
+from pipeline.model import ReadOptions
 from pipeline.reading.isolated import ReadLimits
 from pipeline.reading.register import REGISTER_SUFFIXES, ReadPolicy, not_regular, reading_policy
 from pipeline.state.journal import Journal
@@ -321,13 +322,14 @@ class _Run:
             return self._submit_file(path, out_dir)
 
     def _submit_file(self, path: Path, out_dir: Path) -> Any:
+        options = ReadOptions(all_sheets=self.settings.inbox.all_sheets)
         if self.dry_run:
             from pipeline.dryrun import run_validate
 
-            return run_validate([path], out_dir, self.settings, today=self.started_at.date()).counts
+            return run_validate([path], out_dir, self.settings, options, today=self.started_at.date()).counts
         from pipeline.submission.submit import run_submit
 
-        return run_submit([path], out_dir, self.settings).counts
+        return run_submit([path], out_dir, self.settings, options).counts
 
     def _duplicate(self, path: Path, outcome: InboxFile) -> InboxFile:
         outcome.status = FILE_DUPLICATE
