@@ -106,30 +106,22 @@ def _identity(path: Path) -> tuple[int, int, int, int] | None:
     return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return status.st_size, status.st_mtime_ns
-
-
 def split_settled(paths: list[Path], now: datetime, settle_seconds: float) -> tuple[list[Path], list[Path]]:
     """(ready, still being written): too recently modified, or changing across a short re-check."""
     if settle_seconds <= 0:
         return list(paths), []
-    first = {path: _signature(path) for path in paths}
+    first = {path: _identity(path) for path in paths}
     cutoff, ahead = now.timestamp() - settle_seconds, now.timestamp() + settle_seconds
     # A time of change in the future (a clock ahead where the file was made) says nothing about
     # whether it is still being written: only the re-check below does.
-    young = {path for path, sig in first.items() if sig is not None and cutoff < sig[1] / 1e9 <= ahead}
+    young = {path for path, sig in first.items() if sig is not None and cutoff < sig[3] / 1e9 <= ahead}
     for path, sig in first.items():
-        if sig is not None and sig[1] / 1e9 > ahead:
+        if sig is not None and sig[3] / 1e9 > ahead:
             logger.warning("{} 的修改时间在将来（对方电脑的时钟不准？）：按文件是否还在变化判断", path.name)
     candidates = [p for p in paths if p not in young and first[p] is not None]
     if candidates:
         time.sleep(min(RECHECK_SECONDS, settle_seconds))
-    changing = {p for p in candidates if _signature(p) != first[p]}
+    changing = {p for p in candidates if _identity(p) != first[p]}
     ready = [p for p in candidates if p not in changing]
     waiting = [p for p in paths if p in young or p in changing]
     return ready, waiting

@@ -82,6 +82,18 @@ class Answer:
         return self.transient and self.result_code is None and not self.throttled
 
 
+def logged_reason(result_code: int | None, message: str) -> str:
+    """Why a call did not succeed, as the log may say it: a code's own words, never the platform's text.
+
+    A platform's message may quote the resident (name, address, an ID number
+    run into letters); the reports carry it, the log does not.  Without a
+    code the message is the client's own description of the fault.
+    """
+    if result_code is None:
+        return message.strip() or "平台无应答"
+    return describe(result_code)
+
+
 def fold_key(key: str) -> str:
     """A response key in canonical spelling: spaces stripped, case folded onto the spec's names."""
     stripped = key.strip()

@@ -628,9 +628,7 @@ def _csv_batches(
 def _swallows_rows(record: list[str], layout: _Layout, delimiters: int) -> bool:
     """Whether a value of ``record`` spans lines one of which holds a row's worth of delimiters."""
     return any(
-        "\n" in value or "\r" in value
-        for value in record
-        if any(line.count(layout.delimiter) >= delimiters for line in value.splitlines()[1:])
+        line.count(layout.delimiter) >= delimiters for value in record for line in value.splitlines()[1:]
     )
 
 

@@ -245,11 +245,13 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
     parser = _Tables(label)
     parser.read(_decode(data, label))
     pages = [rows for rows in parser.tables if rows]
-    tables = [(i, table) for i, table in enumerate(_table(path, rows) for rows in pages) if table is not None]
-    chosen = next(
-        (i for i, table in tables if count_known_headers(table.headers) >= MIN_KNOWN_HEADERS),
-        tables[0][0] if tables else None,
-    )
+    # Each table with rows below its header, and how many of its headers are known columns.
+    known = {
+        i: count_known_headers(found[1])
+        for i, rows in enumerate(pages)
+        if (found := header_or_first_row(rows[:HEADER_SEARCH_ROWS])) is not None and len(rows) > found[0] + 1
+    }
+    chosen = next((i for i, count in known.items() if count >= MIN_KNOWN_HEADERS), next(iter(known), None))
     if chosen is not None:
         whole = _table(path, pages[chosen], pages[chosen + 1 :])
         assert whole is not None

@@ -32,8 +32,8 @@ from pipeline.errors import InputError
 from pipeline.files import numbered, os_errors, write_atomically
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
+from pipeline.platform.responses import logged_reason
 from pipeline.state.journal import STATE_ENROLLED, Journal
-from schemas.result_codes import describe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -203,11 +203,9 @@ def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
         return MESSAGE_NO_CARD_IDS, MESSAGE_NO_CARD_IDS
     result = client.get_img(ehealth_card_id=holder.ehealth_card_id, virtual_card_num=holder.virtual_card_num)
     if not result.ok:
-        if result.result_code is None:
-            reason = f"getImg 未成功（无应答）：{result.message}"
-            return reason, reason
-        code = result.result_code
-        return f"getImg 未成功（{code}）：{result.message}", f"getImg 未成功（{code}）：{describe(code)}"
+        code = "无应答" if result.result_code is None else str(result.result_code)
+        logged = logged_reason(result.result_code, result.message)
+        return f"getImg 未成功（{code}）：{result.message}", f"getImg 未成功（{code}）：{logged}"
     png = decode_png(str(result.data.get("img", "")))
     if png is None:
         return "平台返回的图片不是有效的 PNG", "平台返回的图片不是有效的 PNG"

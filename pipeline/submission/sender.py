@@ -55,6 +55,7 @@ from pipeline.model import (
     STATUS_REJECTED,
     Outcome,
 )
+from pipeline.platform.responses import logged_reason
 from pipeline.state.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
 from schemas.result_codes import ResultCode, describe
 
@@ -138,16 +139,7 @@ def _platform_message(result: CallResultLike) -> str:
 
 
 def _logged_reason(result: CallResultLike) -> str:
-    """Why a call failed, for the log: the code's own words, never the platform's free text.
-
-    A platform's message may quote the resident (name, address, ID number
-    after letters); the reports carry it, the log does not.  Without a code
-    the message is the client's own description of the fault.
-    """
-    code = result.result_code
-    if code is None:
-        return (result.message or "").strip() or "平台无应答"
-    return describe(code)
+    return logged_reason(result.result_code, result.message or "")
 
 
 class ResidentSender:

@@ -496,13 +496,11 @@ class Store:
         when many guesses arrive at once: each is counted before any is
         checked.  A good password takes its count back (:meth:`forgive_login_attempt`).
         """
-        with self.transaction() as db:
+        with self.transaction() as db:  # this thread's connection: login_failures reads inside it
             for key in keys:
-                count, latest = db.execute(
-                    "SELECT COUNT(*), MAX(at) FROM login_failures WHERE key = ? AND at >= ?", (key, since)
-                ).fetchone()
-                if int(count) >= limit:
-                    return float(latest or at)
+                count, latest = self.login_failures(key, since)
+                if count >= limit:
+                    return latest or at
             db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, at) for k in keys])
         return 0.0
 
