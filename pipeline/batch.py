@@ -50,7 +50,7 @@ def _source_frame(tables: list[MappedTable], offsets: list[range]) -> pd.DataFra
         parts.append(
             pd.DataFrame(
                 {
-                    "source_file": Path(table.raw.path).name,
+                    "source_file": table.raw.file_name,
                     "source_sheet": table.raw.sheet,
                     "source_row": table.raw.source_row.astype("int64"),
                 },

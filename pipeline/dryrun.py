@@ -37,6 +37,7 @@ from loguru import logger
 from pipeline import mapping, normalise
 from pipeline.batch import exit_code_of, stack_batches, status_from_faults
 from pipeline.config import DefaultValues, Settings
+from pipeline.files import distinct_names
 from pipeline.model import (
     BAD_STATUSES,
     FAULT_COLUMNS,
@@ -150,8 +151,11 @@ def open_registers(
         aliases.update(mapping.load_mapping_file(options.mapping_file))
     sources: list[TableSource] = []
     heads: list[MappedTable] = []
-    for path in _distinct_files(inputs):
+    paths = _distinct_files(inputs)
+    for path, name in zip(paths, distinct_names(paths), strict=True):
         for source in reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets):
+            if name != Path(path).name:
+                source = replace(source, name=name)
             heads.append(mapping.map_columns(source.head(), aliases))
             sources.append(source)
     return Registers(sources, heads, aliases)
@@ -190,7 +194,7 @@ class CheckStats:
 def _source_frame(table: MappedTable, index: pd.RangeIndex) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "source_file": constant(Path(table.raw.path).name, index),
+            "source_file": constant(table.raw.file_name, index),
             "source_sheet": constant(table.raw.sheet, index),
             "source_row": np.asarray(table.raw.source_row, dtype=np.int64),
         },
@@ -313,7 +317,7 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
 def _mapped_chunks(registers: Registers, chunk_rows: int) -> Iterator[tuple[int, MappedTable]]:
     for number, source in enumerate(registers.sources):
         for raw in source.read(chunk_rows):
-            yield number, mapping.map_columns(raw, registers.aliases)
+            yield number, mapping.map_columns(source.named(raw), registers.aliases)
 
 
 def read_ahead(registers: Registers, chunk_rows: int | None = None) -> Prefetched[tuple[int, MappedTable]]:

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -282,6 +282,24 @@ def fitting_name(name: str, *, room: int = 0) -> str:
     while stem and len(stem.encode("utf-8")) > budget:
         stem = stem[:-1]
     return stem + suffix
+
+
+def distinct_names(paths: Sequence[Path]) -> list[str]:
+    """A name for each of ``paths`` that no other of them has: the file's own name, or, where
+    another file has that name too (``村A/登记表.xlsx``, ``村B/登记表.xlsx``), with as many of its
+    folders as tell them apart.  The same path given twice keeps one name."""
+    parts = [Path(path).parts or (str(path),) for path in paths]
+    depth = [1] * len(parts)
+    while True:
+        names = [Path(*p[-d:]).as_posix() for p, d in zip(parts, depth, strict=True)]
+        owners: dict[str, set[tuple[str, ...]]] = {}
+        for name, p in zip(names, parts, strict=True):
+            owners.setdefault(name, set()).add(p)
+        grow = [i for i, name in enumerate(names) if len(owners[name]) > 1 and depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
 
 
 def numbered(

@@ -143,7 +143,7 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     if missing and not field_headers and _run_together(headers):
         raise InputError(
             "表头各列之间用的是中文逗号、分号或空格，整行成了一列，程序无法分列",
-            file=Path(raw.path).name,
+            file=raw.file_name,
             sheet=raw.sheet,
             fix="把“，”“；”或空格全部替换为英文逗号“,”后再处理；或在 Excel 中用“数据→分列”分开后另存为 .xlsx",
         )
@@ -153,7 +153,7 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
         raise InputError(
             f"缺少必需的列：{'、'.join(FIELD_LABELS[f] for f in missing)}。"
             "没有找到表头：第一行有内容的行不是表头（可能缺少表头行，或不是登记表）",
-            file=Path(raw.path).name,
+            file=raw.file_name,
             sheet=raw.sheet,
             fix="在数据上方加一行表头（如 姓名、身份证号码、联系电话），或用 --mapping 指定对应关系",
         )
@@ -164,7 +164,7 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
         )
         raise InputError(
             f"缺少必需的列：{'、'.join(FIELD_LABELS[f] for f in missing)}。找到的表头：{listed or '（无）'}",
-            file=Path(raw.path).name,
+            file=raw.file_name,
             sheet=raw.sheet,
             fix="在表头行加上这些列，或用 --mapping 指定对应关系",
         )

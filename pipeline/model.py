@@ -27,7 +27,7 @@ for empty).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -182,12 +182,17 @@ class RawTable:
     data: pd.DataFrame
     source_row: np.ndarray
     notes: pd.DataFrame = field(default_factory=no_notes)
+    name: str = ""  # how reports name the file, where its own name is not enough (see file_name)
+
+    @property
+    def file_name(self) -> str:
+        """The file's name in reports: its own, or with its folder where another input has the same one."""
+        return self.name or Path(self.path).name
 
     @property
     def label(self) -> str:
         """File name, plus the sheet name for workbooks: how a clerk names it."""
-        name = Path(self.path).name
-        return f"{name}[{self.sheet}]" if self.sheet else name
+        return f"{self.file_name}[{self.sheet}]" if self.sheet else self.file_name
 
     def rows(self, start: int, stop: int) -> RawTable:
         """Rows ``start:stop`` of the table, as a table with the same header (no text copied)."""
@@ -198,7 +203,7 @@ class RawTable:
         data = self.data.iloc[start:stop]
         return RawTable(
             self.path, self.sheet, self.header_row, self.headers, self.column_positions,
-            data.set_axis(pd.RangeIndex(len(data))), self.source_row[start:stop], notes,
+            data.set_axis(pd.RangeIndex(len(data))), self.source_row[start:stop], notes, self.name,
         )  # fmt: skip
 
 
@@ -221,19 +226,28 @@ class TableSource:
     read: Callable[[int], Iterator[RawTable]]
     whole: RawTable | None = None
     estimated_rows: int = 0
+    name: str = ""  # as RawTable.name: given to every table read
+
+    @property
+    def file_name(self) -> str:
+        """The file's name in reports: its own, or with its folder where another input has the same one."""
+        return self.name or Path(self.path).name
 
     @property
     def label(self) -> str:
         """File name, plus the sheet name for workbooks: how a clerk names it."""
-        name = Path(self.path).name
-        return f"{name}[{self.sheet}]" if self.sheet else name
+        return f"{self.file_name}[{self.sheet}]" if self.sheet else self.file_name
+
+    def named(self, table: RawTable) -> RawTable:
+        """``table`` (read from this source) with the source's name for reports."""
+        return replace(table, name=self.name) if self.name and table.name != self.name else table
 
     def head(self) -> RawTable:
         """The table with its header and no rows: what mapping needs to recognise the columns."""
         data = pd.DataFrame({name: pd.Series(dtype="str") for name in self.headers})
         return RawTable(
             self.path, self.sheet, self.header_row, list(self.headers), list(self.column_positions),
-            data, np.empty(0, dtype=np.int64),
+            data, np.empty(0, dtype=np.int64), name=self.name,
         )  # fmt: skip
 
     @classmethod

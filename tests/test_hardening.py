@@ -18,7 +18,7 @@ from loguru import logger
 from pipeline.cli import main
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError, InputError
-from pipeline.files import explain_os_error, private_dir, private_file
+from pipeline.files import distinct_names, explain_os_error, private_dir, private_file
 from pipeline.logs import mask_text, printable, setup_logging
 
 ID = make_id_number(7)
@@ -353,3 +353,10 @@ def test_a_workspace_database_from_a_newer_version_is_told_in_chinese(tmp_path: 
     with pytest.raises(ConfigError, match="由更新版本的程序创建（版本 999）") as refused:
         open_store(tmp_path)
     assert "newer" not in str(refused.value)
+
+
+def test_distinct_names_add_folders_only_where_file_names_collide() -> None:
+    paths = [Path("a/x/登记表.csv"), Path("b/x/登记表.csv"), Path("c/名单.csv"), Path("/data/登记表.csv")]
+    assert distinct_names(paths) == ["a/x/登记表.csv", "b/x/登记表.csv", "名单.csv", "data/登记表.csv"]
+    assert distinct_names([Path("r.csv"), Path("/r.csv")]) == ["r.csv", "/r.csv"]
+    assert distinct_names([]) == []

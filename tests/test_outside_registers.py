@@ -304,6 +304,21 @@ def test_duplicate_ids_across_two_files_and_sheets(tmp_path: Path) -> None:
     assert [r["result_code"] for r in got] == ["", "", "", "10115"]
 
 
+def test_two_registers_of_the_same_name_in_different_folders_are_told_apart(tmp_path: Path) -> None:
+    (tmp_path / "村A").mkdir()
+    (tmp_path / "村B").mkdir()
+    first, second = tmp_path / "村A" / "登记表.csv", tmp_path / "村B" / "登记表.csv"
+    first.write_text("\n".join(",".join(map(str, r)) for r in [HEADER, resident(1), resident(2)]), "utf-8")
+    second.write_text("\n".join(",".join(map(str, r)) for r in [HEADER, resident(3), resident(2)]), "utf-8")
+    run = run_validate(tmp_path, first, second)
+    a, b = "村A/登记表.csv", "村B/登记表.csv"
+    got = assert_invariants(run, [(a, "", 2), (a, "", 3), (b, "", 2), (b, "", 3)])
+    assert [r["result_code"] for r in got] == ["", "", "", "10115"]
+    assert f"{a} 第 3 行" in got[3]["message"]
+    annotated = sorted(p.name for p in run.out.glob("annotated_*"))
+    assert annotated == ["annotated_登记表.xlsx", "annotated_登记表_2.xlsx"]
+
+
 def test_sheet_choice_and_all_sheets(tmp_path: Path) -> None:
     path = save(
         tmp_path / "multi.xlsx",

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -279,7 +278,7 @@ class ReportData:
     def sections(self) -> tuple[list[tuple[str, str, str]], np.ndarray]:
         """(path, file name, sheet) of each table the rows come from, and each row's index into that list."""
         if self.table_of_row is not None:
-            keys = [(t.raw.path, Path(t.raw.path).name, t.raw.sheet) for t in self.batch.tables]
+            keys = [(t.raw.path, t.raw.file_name, t.raw.sheet) for t in self.batch.tables]
             return keys, self.table_of_row
         files = text_of(self.rows, "source_file", self.n)
         sheets = text_of(self.rows, "source_sheet", self.n)
