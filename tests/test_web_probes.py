@@ -207,6 +207,17 @@ def test_the_audit_log_masks_names_and_speaks_chinese(site: Site) -> None:
     assert "a-long-password-1" not in audit and "（不存在的用户名）" in audit
 
 
+def test_the_audit_log_masks_id_and_phone_numbers_in_an_uploads_file_name(site: Site) -> None:
+    clerk, admin = site.client("clerk_a"), site.client("admin_a")
+    name = "张三_440606199001011234_13912345678.csv"
+    assert site.upload(clerk, (name, SAMPLE_CSV.read_bytes(), "text/csv")).status_code == 200
+    audit = admin.get("/admin/audit").text
+    assert "上传" in audit and "张三_440606" in audit
+    assert "440606199001011234" not in audit and "13912345678" not in audit
+    stored = " ".join(entry.detail + entry.target for entry in site.store.audit_page(0, 50))
+    assert "440606199001011234" not in stored and "13912345678" not in stored
+
+
 # --- edits -----------------------------------------------------------------------------------------
 
 

@@ -66,6 +66,19 @@ def test_one_centres_many_uploads_do_not_hold_up_another_centre(
         assert order.index(mine) == 1  # behind the one upload already running, not behind all three
 
 
+def test_uploads_arriving_together_cannot_all_pass_the_queue_limit(
+    tmp_path: Path, gate: tuple[threading.Event, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_site(tmp_path / "state", check_workers=1, queued_per_centre=3) as site:
+        # As when several uploads arrive at once: each read the queue before any of them was added.
+        monkeypatch.setattr(type(site.app.state.workspace.runner), "waiting", lambda self, centre: 0)
+        clerk = site.client("clerk_a")
+        first, second = site.upload(clerk, *[CSV_FILE] * 3), site.upload(clerk, *[CSV_FILE] * 3)
+        assert len(_job_ids(first)) == 3 and second.status_code == 429, second.text
+        assert site.store.jobs_count(1) == 3
+        assert len(list((tmp_path / "state").glob("web/jobs/*"))) == 3  # the refused files are not kept
+
+
 def test_uploads_stop_before_they_fill_the_disk(tmp_path: Path) -> None:
     free_mb = int(os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize) >> 20
     with make_site(tmp_path / "state", min_free_disk_mb=free_mb + 100) as site:

@@ -62,6 +62,7 @@ from pipeline.web.store import (
     WAITING,
     FaultLine,
     Job,
+    QueueFull,
 )
 from pipeline.web.uploads import (
     FORM_OVERHEAD,
@@ -264,7 +265,14 @@ def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
         message = f"{name}：服务器无法保存文件（{reason}），请稍后再试或联系运维人员"
         raise UploadRefused(message, 507) from None
     display = (shown_name(upload.filename or "") or stored)[:120]
-    job = space.store.add_job(job_id, who.centre.id, who.user.id, display, stored, size)
+    bound = space.settings.web.queued_per_centre
+    try:
+        job = space.store.add_job(
+            job_id, who.centre.id, who.user.id, display, stored, size, queue_limit=bound
+        )
+    except QueueFull:
+        files.remove()
+        raise UploadRefused(f"{shown_name(upload.filename or '')}：{_queue_full(bound)}", 429) from None
     space.store.audit(
         "上传",
         user=who.user,

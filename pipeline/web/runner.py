@@ -46,7 +46,16 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from pipeline.web import checking, downloads, engine, submitting
-from pipeline.web.store import CHECKING, QUEUED, STOPPED, SUBMITTING, UNREADABLE, WAITING, Store
+from pipeline.web.store import (
+    CHECKING,
+    QUEUED,
+    STOPPED,
+    SUBMITTING,
+    UNREADABLE,
+    WAITING,
+    WAITING_STATES,
+    Store,
+)
 
 T = TypeVar("T")
 
@@ -187,7 +196,7 @@ class Runner:
 
     def waiting(self, centre_id: int) -> int:
         """Uploads of a centre waiting for or in their dry run."""
-        return self.store.jobs_in_count(centre_id, [QUEUED, CHECKING])
+        return self.store.jobs_in_count(centre_id, WAITING_STATES)
 
     def _dispatch(self) -> None:
         """Hand waiting uploads to the pool while it has a free worker, one centre after another."""

@@ -52,6 +52,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
     import uvicorn
 
     from pipeline.web.app import create_app
+    from pipeline.web.protocol import GuardedH11Protocol
 
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -64,7 +65,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
     bound = sock.getsockname()[1]
     route_server_logs()
     config = uvicorn.Config(
-        create_app(settings), log_config=None, access_log=False, proxy_headers=True,
+        create_app(settings), http=GuardedH11Protocol, log_config=None, access_log=False, proxy_headers=True,
         forwarded_allow_ips="127.0.0.1", server_header=False, timeout_graceful_shutdown=30,
     )  # fmt: skip
     shown = f"[{host}]" if ":" in host else host

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.files import private_dir
+from pipeline.logs import mask_text
 
 DATABASE_NAME = "web.sqlite"
 #: How long a write waits for another process's write to end before it fails (a page then says "busy").
@@ -49,6 +50,12 @@ STOPPED = "stopped"  # a fault (platform refused, server restarted) stopped the 
 BUSY_STATES = frozenset({QUEUED, CHECKING, WAITING, SUBMITTING})
 #: States in which the clerk may edit cells and submit.
 READY_STATES = frozenset({CHECKED, SUBMITTED, CANCELLED, STOPPED})
+#: States of an upload waiting for or in its dry run: what a centre's queue limit counts.
+WAITING_STATES = (QUEUED, CHECKING)
+
+
+class QueueFull(Exception):
+    """A centre already has as many uploads waiting for their dry run as it may (the limit in args[0])."""
 
 _SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -559,7 +566,13 @@ class Store:
         user_name: str = "",
         centre_id: int | None = None,
     ) -> None:
-        """Append a line to the audit log (``detail`` must already be masked)."""
+        """Append a line to the audit log.
+
+        ``target`` and ``detail`` are masked here (:func:`~pipeline.logs.mask_text`):
+        they may quote what a clerk chose, such as an upload's file name
+        ``张三_440606199001011234.xlsx``, and the log outlives every job.
+        """
+        target, detail = mask_text(target), mask_text(detail)
         self._db().execute(
             "INSERT INTO audit (at, user_id, user_name, centre_id, action, target, detail, address) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -606,11 +619,27 @@ class Store:
         return Job(*values)
 
     def add_job(
-        self, job_id: str, centre_id: int, user_id: int, file_name: str, stored_name: str, size: int
+        self,
+        job_id: str,
+        centre_id: int,
+        user_id: int,
+        file_name: str,
+        stored_name: str,
+        size: int,
+        *,
+        queue_limit: int | None = None,
     ) -> Job:
-        """Record an uploaded register (state ``queued``)."""
+        """Record an uploaded register (state ``queued``).
+
+        Given ``queue_limit``, raises :class:`QueueFull` when the centre
+        already has that many jobs queued or being checked: counted and
+        added in one write transaction, so uploads arriving together cannot
+        all pass the count.
+        """
         at = now_text()
         with self.transaction() as db:
+            if queue_limit is not None and self.jobs_in_count(centre_id, WAITING_STATES) >= queue_limit:
+                raise QueueFull(queue_limit)
             db.execute(
                 "INSERT INTO jobs (id, centre_id, user_id, file_name, stored_name, size, created_at, "
                 "updated_at, state, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
