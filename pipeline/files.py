@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 import tomllib
@@ -348,11 +349,32 @@ def _toml_reason(detail: str) -> str:
     return next((reason for start, reason in _TOML_REASONS if detail.strip().startswith(start)), "写法不对")
 
 
+#: Largest configuration or mapping file read (a real one is a few kilobytes).
+MAX_TOML_BYTES = 1 << 20
+
+
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:
-    """The TOML document at ``path``; any fault is a :class:`ConfigError` naming ``what`` (e.g. 配置文件)."""
+    """The TOML document at ``path``; any fault is a :class:`ConfigError` naming ``what`` (e.g. 配置文件).
+
+    Only a regular file of at most :data:`MAX_TOML_BYTES` is read: a device
+    (``/dev/zero``) or a pipe would be read for ever.
+    """
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        descriptor = os.open(path, flags)
+        with os.fdopen(descriptor, "rb") as handle:
+            kind = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISDIR(kind):
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+            if not stat.S_ISREG(kind):
+                fix = "请给出 TOML 文件的路径"
+                raise ConfigError(f"{what} {path} 不是普通文件（是设备、管道或套接字）。{fix}")
+            text = handle.read(MAX_TOML_BYTES + 1)
+        if len(text) > MAX_TOML_BYTES:
+            raise ConfigError(f"{what} {path} 超过 {MAX_TOML_BYTES >> 20} MB，不像配置文件。请检查路径")
+        return tomllib.loads(text.decode("utf-8"))
+    except RecursionError:  # brackets nested deeper than Python's stack
+        raise ConfigError(f"{what} {path} 嵌套层数过多，不是有效的配置。请按 TOML 格式改正") from None
     except FileNotFoundError:
         raise ConfigError(f"找不到{what} {path}。请检查路径") from None
     except IsADirectoryError:

@@ -75,11 +75,17 @@ def mask_app_id(app_id: str) -> str:
     return "***" if app_id else ""
 
 
-def mask_text(text: str) -> str:
-    """Mask every ID number, phone number and registered secret in ``text`` (full-width digits too)."""
+def without_secrets(text: str) -> str:
+    """``text`` with every registered secret (app secret, work key) replaced by ``***``."""
     for secret in _secrets:
         if secret and secret in text:
             text = text.replace(secret, "***")
+    return text
+
+
+def mask_text(text: str) -> str:
+    """Mask every ID number, phone number and registered secret in ``text`` (full-width digits too)."""
+    text = without_secrets(text)
     if not any(ch.isdigit() for ch in text):
         return text
     text = text.translate(_HALF_WIDTH)

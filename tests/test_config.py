@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -183,6 +184,22 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
     gbk.write_bytes('[defaults]\ndzsf = "广东省"\n'.encode("gbk"))
     with pytest.raises(ConfigError, match="UTF-8"):
         load_settings(gbk, env={})
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX thing")
+def test_a_device_a_pipe_a_huge_or_deeply_nested_file_is_refused_not_read_for_ever(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)  # opened for reading, it would wait for a writer for ever
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000 + "]" * 100_000, "utf-8")
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * (2 << 20), "utf-8")
+    for path, fragment in [
+        ("/dev/zero", "不是普通文件"), (fifo, "不是普通文件"), (deep, "嵌套层数过多"), (huge, "超过 1 MB"),
+        (tmp_path, "是一个文件夹"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match=fragment):
+            load_settings(path, env={})
 
 
 def test_bad_environment_value_is_a_config_error() -> None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.logs import without_secrets
 from schemas.result_codes import ResultCode, describe
 
 #: Codes the platform gives for a transient fault of its own: retried.
@@ -115,6 +117,29 @@ def parse_result_code(value: Any) -> int | None:
     return None
 
 
+#: What a card id, a virtual card number or a QR code's text may look like (the spec's examples: 64 hex
+#: characters, 20 digits, ``<ehealthCardId>:0:<32 hex>``).  Anything else (a formula, a 100 kB text) is
+#: not kept: reports, the journal and ``qrcodes.csv`` write these as they are.
+_CARD_TEXT = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.:-]{0,255}")
+_CARD_FIELDS = ("ehealthCardId", "virtualCardNum", "qrCode")
+
+
+class _Ambiguous(ValueError):
+    """An answer naming one of the fields we read twice (``"resultCode": 10000, "resultCode": 10111``)."""
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; raises :class:`_Ambiguous` if a field we read comes twice."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        folded = fold_key(str(key))
+        if folded in _CANONICAL.values() or folded == "data":
+            if folded in seen:
+                raise _Ambiguous(folded)
+            seen.add(folded)
+    return dict(pairs)
+
+
 def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
     folded = {fold_key(str(k)): v for k, v in document.items()}
     wrapped = folded.get("data")
@@ -128,9 +153,9 @@ def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
 def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
     """``(resultCode, message, other fields)`` from an answer body, or ``None`` if it is malformed."""
     try:
-        document = json.loads(content)
+        document = json.loads(content, object_pairs_hook=_unique_fields)
     except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than Python's stack
-        return None
+        return None  # _Ambiguous too: which of two result codes is the verdict cannot be told
     if not isinstance(document, Mapping):
         return None
     fields = _fields(document)
@@ -138,12 +163,15 @@ def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
     if code is None:
         return None
     message = fields.pop("message", "")
-    message = message.strip() if isinstance(message, str) else ""
+    message = without_secrets(message.strip()) if isinstance(message, str) else ""
     data = {
         key: ("" if value is None else str(value).strip())
         for key, value in fields.items()
         if value is None or isinstance(value, (str, int, float))
     }
+    for key in _CARD_FIELDS:
+        if data.get(key) and not _CARD_TEXT.fullmatch(data[key]):
+            data[key] = ""  # as if not given: an enrolment without card ids is looked up or reported so
     return code, message or describe(code), data
 
 
