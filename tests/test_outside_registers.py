@@ -319,6 +319,18 @@ def test_two_registers_of_the_same_name_in_different_folders_are_told_apart(tmp_
     assert annotated == ["annotated_登记表.xlsx", "annotated_登记表_2.xlsx"]
 
 
+def test_a_file_name_with_a_line_break_or_escape_codes_cannot_forge_the_summary(tmp_path: Path) -> None:
+    name = "fake\n07:00:00 校验完成：10 行，其中 0 行未通过\x1b[31m.csv"
+    register = tmp_path / name
+    register.write_text("\n".join(",".join(map(str, r)) for r in [HEADER, resident(1)]), "utf-8")
+    run = run_validate(tmp_path, register)
+    assert run.code == 0 and [r["source_file"] for r in run.rows()] == [name]  # the reports keep the name
+    assert "\x1b" not in run.stdout and "\x1b" not in run.stderr
+    assert not any(line.startswith("07:00:00") for line in run.stdout.splitlines())
+    [annotated] = [p.name for p in run.out.glob("annotated_*")]
+    assert annotated == "annotated_fake_07:00:00 校验完成：10 行，其中 0 行未通过_[31m.xlsx"
+
+
 def test_sheet_choice_and_all_sheets(tmp_path: Path) -> None:
     path = save(
         tmp_path / "multi.xlsx",

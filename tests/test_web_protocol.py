@@ -56,7 +56,7 @@ def _closed(client: socket.socket, within: float) -> bool:
     client.settimeout(within)
     try:
         return client.recv(4096) == b""
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True

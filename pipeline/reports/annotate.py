@@ -113,11 +113,13 @@ class TooLarge(Exception):
 
 
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def annotated_name(path: str, taken: set[str]) -> str:
     """``annotated_<stem>.xlsx``, with a number added when two inputs share a stem."""
-    base = fitting_name(f"annotated_{Path(path).stem}.xlsx", room=4)  # a long name's copy: still a name
+    stem = _CONTROL_CHARS.sub("_", Path(path).stem)  # a line break in a name would make one in every listing
+    base = fitting_name(f"annotated_{stem}.xlsx", room=4)  # a long name's copy: still a name
     name = numbered(base.removesuffix(".xlsx"), taken, suffix=".xlsx")
     taken.add(name)
     return name

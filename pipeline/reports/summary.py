@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.logs import printable
 from pipeline.model import DRY_RUN_STATUSES, STATUS_LABELS, SUBMIT_STATUSES, Batch
 from pipeline.reports.data import ReportData, Tally
 
@@ -42,7 +43,7 @@ def format_summary(counts: dict[str, Any] | Batch, paths: dict[str, Path], *, su
     lines = [f"共读取 {len(files)} 个表、{counts['rows']:,} 行："]
     for entry in files[:LISTED_FILES]:
         where = f"{entry['file']}[{entry['sheet']}]" if entry["sheet"] else entry["file"]
-        lines.append(f"  {where}  {entry['rows']:,} 行")
+        lines.append(f"  {printable(where)}  {entry['rows']:,} 行")
     if len(files) > LISTED_FILES:
         rest = sum(e["rows"] for e in files[LISTED_FILES:])
         lines.append(f"  另有 {len(files) - LISTED_FILES} 个表，共 {rest:,} 行")
@@ -64,5 +65,5 @@ def format_summary(counts: dict[str, Any] | Batch, paths: dict[str, Path], *, su
         lines.append(f"提示 {warned:,} 条（不影响提交），见 errors.xlsx 的“提示”表")
     if paths:
         lines.append("报告：")
-        lines += [f"  {path}" for path in paths.values()]
+        lines += [f"  {printable(str(path))}" for path in paths.values()]
     return "\n".join(lines)
