@@ -21,6 +21,7 @@ from conftest import SandboxHandle, make_resident
 
 from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
+from pipeline.logs import register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
 from pipeline.platform.client import CallResult, PlatformClient
 from pipeline.platform.responses import answer_from_http, parse_body, parse_retry_after
@@ -70,6 +71,41 @@ def test_answer_without_data_wrapper_like_the_getimg_example() -> None:
 )
 def test_malformed_answers_are_none(body: bytes) -> None:
     assert parse_body(body) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": {"resultCode": 10000, "message": "ok", "resultCode": 10111}}',
+        b'{"data": {"resultCode": 10111, " ResultCode ": "10000"}}',
+        b'{"data": {"resultCode": 10000}, "data": {"resultCode": 10111}}',
+    ],
+)
+def test_an_answer_naming_its_result_code_twice_is_no_verdict(body: bytes) -> None:
+    assert parse_body(body) is None  # which of the two the platform meant cannot be told
+    assert answer_from_http(200, body, None).result_code is None
+
+
+@pytest.mark.parametrize(
+    "card_id",
+    [
+        '=HYPERLINK("http://evil.example/x","点我")', "+1+cmd|' /C calc'!A0", "@ACD5\t=1+1", "A" * 100_000,
+        "-2+3",
+    ],
+)
+def test_a_card_id_that_is_no_card_id_is_not_kept(card_id: str) -> None:
+    body = json.dumps({"data": {"resultCode": 10000, "ehealthCardId": card_id, "virtualCardNum": card_id}})
+    assert parse_body(body.encode()) == (10000, "操作成功", {"ehealthCardId": "", "virtualCardNum": ""})
+    good = {"ehealthCardId": "AE3F" * 16, "virtualCardNum": "44060419900101123400", "qrCode": "AE3F:0:9b"}
+    answer = json.dumps({"data": {"resultCode": 10000, **good}}).encode()
+    assert parse_body(answer) == (10000, "操作成功", good)
+
+
+def test_a_platform_message_quoting_the_app_secret_is_kept_without_it() -> None:
+    register_secret("s3cr3t-app-secret-value")
+    message = "签名错误：appSecret=s3cr3t-app-secret-value"
+    body = json.dumps({"data": {"resultCode": 10110, "message": message}})
+    assert parse_body(body.encode()) == (10110, "签名错误：appSecret=***", {})
 
 
 def test_http_answers_are_classified() -> None:
