@@ -24,7 +24,15 @@ from loguru import logger
 
 from pipeline import __version__
 from pipeline.config import CONCURRENCY_LIMIT, MAX_RATE, Settings, load_settings
-from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, ConfigError, EhcError
+from pipeline.errors import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_NOT_OK,
+    ConfigError,
+    EhcError,
+    PlatformUnreachable,
+)
 from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
 from pipeline.memory import collect_garbage_less_often, opt_out_of_huge_pages
@@ -521,11 +529,21 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> RunResult:
 
 def _cmd_qrcode(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.platform.client import PlatformClient
+    from pipeline.stopping import interrupt_on_signals
     from pipeline.submission import qrcode
 
     qrcode.read_holders(args.source)  # a wrong --from is named before anything else
-    with PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client:
-        export = qrcode.export_qrcodes(args.source, args.out, client, settings.journal_path)
+    with (
+        interrupt_on_signals(),
+        PlatformClient(settings.platform, settings.state_dir, rate=settings.submit.rate) as client,
+    ):
+        try:
+            export = qrcode.export_qrcodes(args.source, args.out, client, settings.journal_path)
+        except PlatformUnreachable as error:
+            raise PlatformUnreachable(
+                f"{error.finding}。二维码导出已停止：已获取的图片已保存，未获取的居民列在 "
+                f"{args.out / qrcode.INDEX_CSV} 中；请检查网络和平台状态后重新运行 ehc qrcode"
+            ) from None
     exit_code = EXIT_ROWS_NOT_OK if export.failed else EXIT_OK
     return RunResult(exit_code, qrcode.describe_export(export, args.out))
 

@@ -91,7 +91,15 @@ class AuthenticationRefused(PlatformError):
 
 
 class PlatformUnreachable(PlatformError):
-    """The platform did not answer, after every retry."""
+    """The platform did not answer, after every retry.
+
+    ``finding`` is what was seen (without what the run does about it), for a
+    command that words the consequence its own way.
+    """
+
+    def __init__(self, message: str, finding: str = "") -> None:
+        super().__init__(message)
+        self.finding = EhcError(finding).message if finding else self.message
 
 
 class LockHeld(EhcError):

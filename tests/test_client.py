@@ -20,7 +20,7 @@ import pytest
 from conftest import SandboxHandle, make_resident
 
 from pipeline.config import PlatformSettings
-from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
+from pipeline.errors import AuthenticationRefused, ConfigError, EhcError, PlatformUnreachable
 from pipeline.logs import register_secret
 from pipeline.model import CARD_FIELDS, PEOPLE_FIELDS
 from pipeline.platform.client import CallResult, PlatformClient
@@ -252,6 +252,20 @@ def test_platform_10129_retried_until_bounded(sandbox: SandboxHandle, tmp_path: 
         sandbox.inject("code10129", count=5, methods=("syncCardInfo",))
         result = client.sync_card_info(*make_resident(6))
     assert result.result_code == 10129 and result.attempts == 2 and result.message == "网络异常"
+
+
+@pytest.mark.parametrize(("kind", "fix"), [("code10129", "请稍后再运行"), ("http429", "平台正在限流")])
+def test_a_work_key_refused_for_the_platforms_own_trouble_says_wait(
+    kind: str, fix: str, sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    sandbox.inject(kind, count=1000, methods=("getWorkKey",))
+    with (
+        _client(sandbox, tmp_path, max_attempts=2, max_retry_seconds=2) as client,
+        pytest.raises(EhcError) as caught,
+    ):
+        client.work_key()
+    assert fix in caught.value.message
+    assert "本机时钟" not in caught.value.message and "平台地址" not in caught.value.message
 
 
 def test_final_codes_are_not_retried(sandbox: SandboxHandle, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from conftest import SandboxHandle, make_resident
 from submit_helpers import make_id, write_register
 
 from pipeline.config import DefaultValues, Settings, SubmitSettings
-from pipeline.errors import InputError
+from pipeline.errors import InputError, PlatformUnreachable
 from pipeline.platform.client import PlatformClient
 from pipeline.platform.responses import CallResult
 from pipeline.state.journal import STATE_ENROLLED, Journal
@@ -91,6 +91,44 @@ def test_export_from_results_folder(tmp_path: Path) -> None:
     assert [(h.id_number, reason[:4]) for h, reason in export.failed] == [(c, "卡号未知"), (e, "平台返回")]
     assert a not in (tmp_path / "qr" / "qrcodes.csv").read_text(encoding="utf-8-sig"), "ID numbers are masked"
     assert not list((tmp_path / "qr").glob("*.part"))
+
+
+class DyingClient(ImgClient):
+    """Answers ``alive`` getImg calls, then the platform is gone (the client's breaker has opened)."""
+
+    def __init__(self, alive: int) -> None:
+        super().__init__(refused={"R" * 64})
+        self.alive, self.interrupted = alive, False
+
+    def get_img(self, *, ehealth_card_id: str = "", virtual_card_num: str = "") -> CallResult:
+        if len(self.calls) >= self.alive:
+            raise PlatformUnreachable("平台无法访问：已停止发送", "平台无法访问")
+        return super().get_img(ehealth_card_id=ehealth_card_id, virtual_card_num=virtual_card_num)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+
+def test_an_export_stopped_by_the_platform_lists_everyone_in_qrcodes_csv(tmp_path: Path) -> None:
+    rows = [("reg.xlsx", 10 + n, "enrolled", make_id(n), chr(65 + n) * 64) for n in range(12)]
+    folder = _results(tmp_path / "out", rows)
+    client = DyingClient(alive=3)
+    with pytest.raises(PlatformUnreachable):
+        export_qrcodes(folder, tmp_path / "qr", client)
+    assert client.interrupted
+    index = pd.read_csv(tmp_path / "qr" / "qrcodes.csv", dtype=str, keep_default_na=False)
+    assert len(index) == 12 and index["source_row"].tolist() == [str(10 + n) for n in range(12)]
+    saved = index[index["status"] == "ok"]
+    assert 1 <= len(saved) <= 3 and all((tmp_path / "qr" / name).exists() for name in saved["file"])
+    assert (index.loc[index["status"] != "ok", "message"].str.contains("平台无法访问，导出已停止")).all()
+
+
+def test_a_card_id_like_a_formula_from_an_old_results_csv_is_text_in_qrcodes_csv(tmp_path: Path) -> None:
+    card_id = '=HYPERLINK("http://x","y")'
+    folder = _results(tmp_path / "out", [("reg.xlsx", 12, "enrolled", make_id(1), card_id)])
+    export_qrcodes(folder, tmp_path / "qr", ImgClient(refused={card_id}))
+    [line] = list(csv.DictReader(io.StringIO((tmp_path / "qr" / "qrcodes.csv").read_text("utf-8-sig"))))
+    assert line["ehealthCardId"] == "'" + card_id and line["status"] == "failed"
 
 
 def test_export_from_journal(tmp_path: Path) -> None:

@@ -41,7 +41,10 @@ DEFAULT_THROTTLE_SILENCE = 600.0
 
 _THROTTLED = (
     "平台 {} 持续限流：连续 {} 次请求在 {:.0f} 分钟内都被平台以“请求过于频繁（HTTP 429）”拒绝，"
-    "没有一人办理成功。已停止发送，未发送的行已标为发送失败；"
+    "没有一人办理成功"
+)
+_THROTTLED_STOP = (
+    "。已停止发送，未发送的行已标为发送失败；"
     "请稍后（或次日）重新运行同一命令（已办理的不会重复发送），或向平台确认本机构的调用额度"
 )
 
@@ -91,10 +94,14 @@ class CircuitBreaker:
                     and now - self._since >= self.silence
                 ):
                     seconds = now - self._since
-                    self._error = PlatformUnreachable(
+                    finding = (
                         f"平台 {self.base_url} 无法访问：连续 {self._streak} 次请求在 {seconds:.0f} 秒内"
-                        f"都没有应答（最近一次：{self._last}）。已停止发送，未发送的行已标为发送失败；"
-                        "请检查网络和平台状态后重新运行同一命令（已办理的不会重复发送）"
+                        f"都没有应答（最近一次：{self._last}）"
+                    )
+                    self._error = PlatformUnreachable(
+                        f"{finding}。已停止发送，未发送的行已标为发送失败；"
+                        "请检查网络和平台状态后重新运行同一命令（已办理的不会重复发送）",
+                        finding,
                     )
         elif answer.throttled:
             with self._lock:
@@ -106,8 +113,8 @@ class CircuitBreaker:
                 seconds = now - self._throttled_since
                 tripped = self._throttled >= self.failures and seconds >= self.throttle_silence
                 if self._error is None and tripped:
-                    message = _THROTTLED.format(self.base_url, self._throttled, seconds / 60)
-                    self._error = PlatformUnreachable(message)
+                    finding = _THROTTLED.format(self.base_url, self._throttled, seconds / 60)
+                    self._error = PlatformUnreachable(finding + _THROTTLED_STOP, finding)
         elif answer.result_code is not None and (self._streak or self._throttled):
             with self._lock:
                 self._streak = 0
@@ -117,4 +124,4 @@ class CircuitBreaker:
         """Raise :class:`PlatformUnreachable` if the breaker is open."""
         error = self._error
         if error is not None:
-            raise PlatformUnreachable(error.message)
+            raise PlatformUnreachable(error.message, error.finding)

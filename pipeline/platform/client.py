@@ -341,9 +341,9 @@ class PlatformClient:
 
         answer, attempts, _ = self._send("getWorkKey", data)
         if answer.result_code is None:
+            fix = "平台正在限流，请稍后再运行" if answer.throttled else "请检查网络连接和平台地址 base_url"
             raise PlatformUnreachable(
-                f"无法从平台 {self.base_url} 获取认证字符串：{answer.message}（共尝试 {attempts} 次）。"
-                "请检查网络连接和平台地址 base_url"
+                f"无法从平台 {self.base_url} 获取认证字符串：{answer.message}（共尝试 {attempts} 次）。{fix}"
             )
         if answer.result_code != ResultCode.SUCCESS:
             code = answer.result_code

@@ -32,6 +32,8 @@ REFUSAL_ADVICE: dict[ResultCode, tuple[str, str]] = {
 
 def refusal_message(code: int, message: str, app_id: str) -> str:
     """The operator's one line for ``getWorkKey`` refused with ``code`` (``message``: the platform's text)."""
+    if code == ResultCode.NETWORK_ERROR:  # the platform's own trouble, still there after every retry
+        return f"平台暂时无法发放认证字符串（{code} {message}），重试后仍未恢复。请稍后再运行或向平台确认"
     if code not in REFUSAL_ADVICE:
         return f"平台拒绝发放认证字符串（{code} {message}）。请检查配置和本机时钟"
     refused, advice = REFUSAL_ADVICE[ResultCode(code)]

@@ -20,12 +20,13 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from loguru import logger
 
 from pipeline.errors import InputError
@@ -33,6 +34,7 @@ from pipeline.files import numbered, os_errors, write_atomically
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
 from pipeline.platform.responses import logged_reason
+from pipeline.reports.results_csv import neutralised
 from pipeline.state.journal import STATE_ENROLLED, Journal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -78,6 +80,10 @@ MESSAGE_NO_CARD_IDS = (
     "处理办法：用 ehc submit --lookup-existing 重新提交该登记表查询卡号（会在平台上绑定该卡），"
     "再运行 ehc qrcode"
 )
+
+#: Why a resident has no picture when the export was stopped before its turn.
+MESSAGE_INTERRUPTED = "未获取：导出被中断。重新运行 ehc qrcode 即可补齐（已保存的图片会重新获取）"
+MESSAGE_STOPPED = "未获取：平台无法访问，导出已停止。平台恢复后重新运行 ehc qrcode 即可补齐"
 
 
 @dataclass(frozen=True)
@@ -235,25 +241,53 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
         targets.append(out_dir / name)
     logger.info("获取二维码：{} 人", len(holders))
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-qr") as pool:
-        fetched = list(pool.map(lambda pair: _fetch(client, *pair), zip(holders, targets, strict=True)))
+        futures = [pool.submit(_fetch, client, h, t) for h, t in zip(holders, targets, strict=True)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException as error:  # Ctrl-C, the platform gone: no new call starts, calls in flight end
+            client.interrupt()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            stopped = MESSAGE_INTERRUPTED if isinstance(error, KeyboardInterrupt) else MESSAGE_STOPPED
+            _write_index(out_dir, holders, targets, [_outcome(f, stopped)[0] for f in futures])
+            raise
+    fetched = [_outcome(future, MESSAGE_STOPPED) for future in futures]
     reasons = [reason for reason, _ in fetched]
+    _write_index(out_dir, holders, targets, reasons)
     written = [path for path, reason in zip(targets, reasons, strict=True) if not reason]
     for holder, (reason, logged) in zip(holders, fetched, strict=True):
         if reason:
             logger.warning("{} 的二维码未能获取：{}", mask_id(holder.id_number), logged)
-    with open(out_dir / INDEX_CSV, "w", newline="", encoding="utf-8-sig") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "source_row", "id_masked", "ehealthCardId", "status", "message"])
-        for holder, path, reason in zip(holders, targets, reasons, strict=True):
-            writer.writerow([
-                path.name if not reason else "", "" if holder.source_row is None else holder.source_row,
-                mask_id(holder.id_number), holder.ehealth_card_id, "failed" if reason else "ok", reason,
-            ])  # fmt: skip
     logger.info(
         "二维码已保存：{} 个，未成功 {} 个，目录 {}", len(written), len(holders) - len(written), out_dir
     )
     failed = [(holder, reason) for holder, reason in zip(holders, reasons, strict=True) if reason]
     return QrExport(written, failed)
+
+
+def _outcome(future: Future[tuple[str, str]], otherwise: str) -> tuple[str, str]:
+    """A fetch's (reason, logged reason); ``otherwise`` for one never done (the export was stopped)."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        return future.result()
+    return otherwise, otherwise
+
+
+def _write_index(out_dir: Path, holders: list[Holder], targets: list[Path], reasons: list[str]) -> None:
+    """``qrcodes.csv``: every resident, its picture or why there is none (text that no spreadsheet runs)."""
+    ids = neutralised(pa.array([holder.ehealth_card_id for holder in holders], pa.large_string())).to_pylist()
+    texts = neutralised(pa.array(reasons, pa.large_string())).to_pylist()
+    index = out_dir / INDEX_CSV
+    with os_errors("写入", index, kind=InputError), open(index, "w", newline="", encoding="utf-8-sig") as out:
+        writer = csv.writer(out)
+        writer.writerow(["file", "source_row", "id_masked", "ehealthCardId", "status", "message"])
+        lines = zip(holders, targets, reasons, ids, texts, strict=True)
+        for holder, target, reason, card_id, text in lines:
+            writer.writerow([
+                target.name if not reason else "", "" if holder.source_row is None else holder.source_row,
+                mask_id(holder.id_number), card_id, "failed" if reason else "ok", text,
+            ])  # fmt: skip
 
 
 #: Residents named per reason in the summary; the rest are counted (all are in qrcodes.csv).
