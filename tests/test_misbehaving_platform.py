@@ -330,6 +330,10 @@ def test_a_platform_that_dies_stops_the_run_quickly_and_marks_the_rest_not_sent(
     not_sent = batch.outcome.loc[statuses == "failed", "message"]
     assert not_sent.str.startswith("未发送：平台").sum() >= 45
     assert calls["count"] <= 15, "nothing more is sent once the platform counts as unreachable"
+    # The calls sent to the dead platform say they were sent and their outcome is unknown; nobody interrupted.
+    tried = not_sent[~not_sent.str.startswith("未发送")]
+    assert len(tried) >= 1 and tried.str.startswith("发送失败").all(), tried.tolist()
+    assert not batch.outcome["message"].str.contains("已中断").any()
 
 
 def test_a_flaky_platform_that_still_answers_does_not_trip_the_breaker(

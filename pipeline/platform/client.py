@@ -255,6 +255,7 @@ class PlatformClient:
         def signed(key: str) -> Callable[[], dict[str, Any]]:
             return lambda: data(key, timestamp_ms())
 
+        attempts, uncertain = 0, False
         try:
             key = self._keys.get()
             answer, attempts, uncertain = self._send(method, signed(key))
@@ -274,9 +275,11 @@ class PlatformClient:
                 attempts, uncertain = attempts + more, uncertain or unsure
             if answer.result_code is not None:
                 self._keys.accepted(key)
-        except PlatformUnreachable:
+        except PlatformUnreachable as error:
             if self._interrupted.is_set() and not self._breaker.is_open:
                 return interrupted  # stopped while fetching the key: not a platform fault
+            if attempts:  # requests of this call left before: raised, the call would look never sent
+                return CallResult(None, f"{error.finding}，发送结果未知", {}, attempts, uncertain=True)
             raise
         return CallResult(answer.result_code, answer.message, answer.data, attempts, uncertain)
 
@@ -284,7 +287,8 @@ class PlatformClient:
         """The last answer to ``method`` after retries, the requests actually sent, and whether an
         attempt before the last may have reached the platform unanswered.
 
-        Raises :class:`PlatformUnreachable` once the circuit breaker is open.
+        Raises :class:`PlatformUnreachable` once the circuit breaker is open, and only before any
+        request of the call left: one cut short by the breaker is an answer of unknown outcome.
         """
         url, prefix = self._urls[method], self._prefix
         sent = 0
@@ -326,8 +330,17 @@ class PlatformClient:
 
         if self._interrupted.is_set():
             return _INTERRUPTED, 0, False
-        answer = self._retry.run(attempt, method)
-        self._breaker.check()
+        try:
+            answer = self._retry.run(attempt, method)
+        except PlatformUnreachable as error:
+            if not sent:
+                raise
+            # Attempts of this call left before the breaker opened: its outcome is unknown, and said so
+            # (the run stops at the next call); raising would lose that they were sent.
+            arrived.append(True)
+            return Answer(None, f"{error.finding}，发送结果未知", {}, False, arrived=True), sent, True
+        if not sent:
+            self._breaker.check()  # nothing left: the open breaker, not "interrupted", is why
         if answer is _INTERRUPTED and sent:
             arrived.append(False)  # the resend the stop prevented
             if any(arrived):

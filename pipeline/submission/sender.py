@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from pipeline.errors import EhcError
+from pipeline.errors import EhcError, PlatformUnreachable
 from pipeline.logs import mask_id
 from pipeline.model import (
     STATUS_ALREADY_ENROLLED,
@@ -217,7 +217,16 @@ class ResidentSender:
         except EhcError as error:  # nothing may leave unrecorded
             self._stopped_by(error)
             return None
-        result = self.client.sync_card_info(task.card, task.people)
+        try:
+            result = self.client.sync_card_info(task.card, task.people)
+        except PlatformUnreachable as error:
+            # The client raises it only before any request of the call left (the breaker open): the run
+            # stops, and this row was not sent.
+            with self._count_lock:
+                self.fault = self.fault or error
+            self.stop.set()
+            self._record(task.id_number, STATE_FAILED, None, f"未发送：{error.message}")
+            return Outcome(STATUS_FAILED, "", f"未发送：{error.message}")
         self._count_call(result.attempts, resident=True)
         code = result.result_code
         masked = mask_id(task.id_number)
@@ -234,9 +243,12 @@ class ResidentSender:
             return Outcome(STATUS_ENROLLED, "", "申领成功", card_id, virtual)
         if code in _ENROLLED_CODES:
             return self._already_enrolled(task, result)
-        if code is None and self.stop.is_set():
+        if code is None and self.stop.is_set() and result.message.startswith("已中断"):
             # The stop cut a backoff or a rate-limit wait short: an earlier attempt may have arrived.
-            message = result.message if result.message.startswith("已中断") else f"已中断（{result.message}）"
+            # Stopped by a fault of the run (the platform gone, the journal full), not by the operator.
+            word = "已中断" if self.fault is None else "已停止"
+            message = result.message.replace("已中断", word, 1)
+            message = message if message.startswith(word) else f"{word}（{message}）"
             self._record(task.id_number, STATE_FAILED, None, message)
             return Outcome(STATUS_FAILED, "", f"{message}；再次运行同一命令会重新发送")
         # The platform's own "network error": the outcome is unknown, not a refusal of the data.
