@@ -491,10 +491,11 @@ def test_the_batchs_own_cell_edits_are_written_into_the_clerks_cells(annotated, 
     assert sheet["A5"].value == "=ROW()-3" and sheet["A5"].data_type == "f"
 
 
+@pytest.mark.parametrize("limit", [("CSV_ROW_LIMIT", 2), ("CSV_TEXT_LIMIT", 200)])
 def test_a_csv_too_long_for_a_copy_gets_none_and_leaves_nothing_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: tuple[str, int]
 ) -> None:
-    monkeypatch.setattr(annotate, "CSV_ROW_LIMIT", 2)
+    monkeypatch.setattr(annotate, *limit)  # too many rows, or too much text (wide rows) to hold for a copy
     register = tmp_path / "名单.csv"
     rows = [f"张{i},{GOOD[i]},1390000000{i},汉族,职工医保" for i in range(3)]
     register.write_text("姓名,身份证号,联系电话,民族,医保类型\n" + "\n".join(rows) + "\n", encoding="utf-8")

@@ -19,6 +19,8 @@ from submit_helpers import chinese_name, make_id, resident, write_register
 
 from pipeline.config import DefaultValues, Settings
 from pipeline.dryrun import run_validate
+from pipeline.reading import delimited
+from pipeline.reading.register import open_register
 from pipeline.reports import workbooks
 
 TODAY = date(2026, 6, 1)
@@ -119,6 +121,24 @@ def test_every_row_once_in_order_across_blank_lines_footers_and_quoted_line_brea
     assert [int(r["source_row"]) for r in rows] == [2, 3, 5, 6, 7, 9, 10, 12, 13]
     assert [r["xm"] for r in rows] == [chinese_name(s) for s in range(9)]
     assert rows[6]["备注"] == "第一行\n第二行"
+
+
+def test_wide_rows_make_chunks_of_fewer_rows_not_larger_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delimited, "CHUNK_BYTES", 20_000)  # about four of these rows
+    people = _people(300, 30)
+    lines = ["姓名,性别,民族,出生日期,身份证号,联系电话,医疗费用支付方式,备注"]
+    for serial, person in enumerate(people):
+        row = [chinese_name(serial), "男", "汉族", person["csrq"], person["sfzhm"], person["brdh"], "自费"]
+        lines.append(",".join([*row, "很长的备注" * 1000]))
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    [source] = open_register(path)
+    sizes = [len(chunk.data) for chunk in source.read(400_000)]
+    assert sum(sizes) == 30 and len(sizes) >= 5 and max(sizes) <= 5, sizes
+    _validate(tmp_path, [path], "out", chunk_rows=None)
+    assert [r["xm"] for r in _results(tmp_path / "out")] == [chinese_name(s) for s in range(30)]
 
 
 def test_footer_words_followed_by_residents_are_residents(tmp_path: Path) -> None:

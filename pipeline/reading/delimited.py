@@ -71,6 +71,12 @@ _MAX_UNEVEN_ROWS = 10_000
 #: 100,000 rows and 1.04 s in blocks of 400,000; gluing them copies the text once (~0.1 s).
 PARSE_ROWS = 100_000
 
+#: Most text a chunk holds, whatever its rows: a register of wide rows (a 30,000-character 备注 in
+#: each) is checked in chunks of fewer rows, so memory stays that of an ordinary chunk (every stage
+#: holds a few copies of a chunk's text: 10,000 such rows in one chunk peaked at 7.8 GB).  A
+#: 400,000-row chunk of an ordinary register holds about 85 MB.
+CHUNK_BYTES = 96 << 20
+
 #: Rows the csv module reads before they are handed to Arrow.
 _CSV_BATCH_ROWS = 100_000
 
@@ -682,25 +688,28 @@ def _read_body(
 def _gathered(
     blocks: Iterator[tuple[list[TextColumn], np.ndarray]], rows: int
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
-    """``blocks`` glued together, at most ``rows`` rows at once (a larger block alone, as it is).
+    """``blocks`` glued together, at most ``rows`` rows and :data:`CHUNK_BYTES` at once (a larger
+    block alone, as it is).
 
     The first block is handed on alone, as soon as it is parsed, then two
     glued together, then four, and so on up to ``rows``: whoever takes them
     starts at once and never waits long for the next while the rest is read.
     """
     pending: list[tuple[list[TextColumn], np.ndarray]] = []
-    count = 0
+    count = size = 0
     wanted = 1  # blocks
     for columns, source_row in blocks:
-        if pending and count + len(source_row) > rows:
+        text = sum(column.nbytes for column in columns)
+        if pending and (count + len(source_row) > rows or size + text > CHUNK_BYTES):
             yield glue_blocks(pending)
-            pending, count = [], 0
+            pending, count, size = [], 0, 0
         pending.append((columns, source_row))
         count += len(source_row)
+        size += text
         if len(pending) >= wanted:
             yield glue_blocks(pending)
             wanted *= 2
-            pending, count = [], 0
+            pending, count, size = [], 0, 0
     if pending:
         yield glue_blocks(pending)
 
@@ -795,7 +804,7 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
 
     def read(chunk_rows: int) -> Iterator[RawTable]:
         parse_rows = min(chunk_rows, PARSE_ROWS)
-        block_bytes = int(min(_MAX_BLOCK_BYTES, max(_MIN_BLOCK_BYTES, parse_rows * line_bytes)))
+        block_bytes = int(min(_MAX_BLOCK_BYTES, CHUNK_BYTES, max(_MIN_BLOCK_BYTES, parse_rows * line_bytes)))
         produced = False
         with os_errors("读取文件", path, kind=InputError):
             for columns, source_row in _gathered(_read_body(opener, layout, block_bytes, label), chunk_rows):

@@ -77,6 +77,10 @@ MARKABLE_SUFFIXES: tuple[str, ...] = (".xlsx", ".xlsm")
 #: as big as the register and slow to open, and past 1,048,576 rows no sheet can hold it.
 CSV_ROW_LIMIT = 200_000
 
+#: Nor does a CSV holding more text than this: its rows are held until the copy is written, and a
+#: register of wide rows (long remarks) would otherwise hold hundreds of megabytes for it.
+CSV_TEXT_LIMIT = 128 << 20
+
 #: Header of the column of reasons added right of the clerk's last column.
 NOTE_HEADER = "问题说明"
 

@@ -175,6 +175,7 @@ class _Annotation:
     edits: list[pd.DataFrame] = field(default_factory=list)  # the clerk's corrections (the web workspace)
     chunks: list[RawTable] = field(default_factory=list)
     rows: int = 0
+    text_bytes: int = 0
     too_large: bool = False
 
 
@@ -287,7 +288,9 @@ class ReportWriter:
             if suffix in TEXT_SUFFIXES and key not in self.wholes:
                 # A chunk's table holds its rows as read, unless they were not kept (a long register).
                 kept = len(raw.source_row) == len(rows)
-                part.too_large = part.too_large or not kept or part.rows > annotate.CSV_ROW_LIMIT
+                part.text_bytes += int(raw.data.memory_usage(index=False).sum()) if kept else 0
+                too_long = part.rows > annotate.CSV_ROW_LIMIT or part.text_bytes > annotate.CSV_TEXT_LIMIT
+                part.too_large = part.too_large or not kept or too_long
                 part.chunks = [] if part.too_large else [*part.chunks, raw]
             if part.too_large:
                 part.faults, part.notes, part.edits = [], [], []
@@ -426,7 +429,8 @@ def _annotator(
     def write(path: Path) -> Path:
         listed = list(parts.values())
         if any(part.too_large for part in listed):
-            raise TooLarge(f"{Path(source).name} 超过 {annotate.CSV_ROW_LIMIT:,} 行")
+            limit = f"{annotate.CSV_ROW_LIMIT:,} 行或 {annotate.CSV_TEXT_LIMIT >> 20} MB 文字"
+            raise TooLarge(f"{Path(source).name} 超过 {limit}")
         tables = [_whole(part) for part in listed]
         index = pd.Index(np.concatenate([np.arange(part.start, part.stop) for part in listed]))
         faults = [frame for part in listed for frame in part.faults]
