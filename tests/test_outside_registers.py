@@ -331,6 +331,26 @@ def test_a_file_name_with_a_line_break_or_escape_codes_cannot_forge_the_summary(
     assert annotated == "annotated_fake_07:00:00 校验完成：10 行，其中 0 行未通过_[31m.xlsx"
 
 
+def test_a_register_printed_with_its_header_on_every_page_has_no_header_residents(tmp_path: Path) -> None:
+    rows: list[list[object]] = [["XX社区登记表"], HEADER]
+    for serial in range(1, 8):
+        if serial in (4, 7):
+            rows += [["XX社区登记表（续）"], HEADER]
+        rows.append(resident(serial))
+    run = run_validate(tmp_path, save(tmp_path / "打印版.xlsx", {"登记表": rows}))
+    got = assert_invariants(run, [("打印版.xlsx", "登记表", n) for n in (3, 4, 5, 8, 9, 10, 13)])
+    assert {r["status"] for r in got} == {"valid"}
+
+
+def test_a_second_table_with_its_columns_in_another_order_is_refused(tmp_path: Path) -> None:
+    moved = [HEADER[3], *HEADER[:3], *HEADER[4:]]
+    second = [[row[3], *row[:3], *row[4:]] for row in (resident(5), resident(6))]
+    rows = [HEADER, resident(1), resident(2), [], ["二村"], moved, *second]
+    run = run_validate(tmp_path, save(tmp_path / "两村.xlsx", {"登记表": rows}))
+    line = assert_one_line_fatal(run, "两村.xlsx")
+    assert "第 6 行" in line and "又是一个表头" in line
+
+
 def test_sheet_choice_and_all_sheets(tmp_path: Path) -> None:
     path = save(
         tmp_path / "multi.xlsx",

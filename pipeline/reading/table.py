@@ -175,6 +175,11 @@ def _footer_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
     return footer
 
 
+def _filled_cells(columns: Sequence[TextColumn], row: int) -> int:
+    """How many cells of ``row`` hold anything but spaces."""
+    return sum(1 for column in columns if str(column[row].as_py() or "").strip())
+
+
 def _unique(names: list[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
@@ -304,6 +309,7 @@ class TableShaper:
             columns, source_row = glue_blocks([(held, held_rows), (columns, source_row)])
         length = len(source_row)
         blank = blank_rows(self._counted(columns), length)
+        blank |= self._repeated_header_rows(columns, ~blank, source_row)
         footer = _footer_rows(columns, ~blank)
         if footer.any():
             first = int(np.flatnonzero(footer)[0])
@@ -324,6 +330,62 @@ class TableShaper:
     def finish(self) -> None:
         """The end of the table: rows still held back were its footer."""
         self._tail = None
+
+    def _repeated_header_rows(
+        self, columns: Sequence[TextColumn], kept: np.ndarray, source_row: np.ndarray
+    ) -> np.ndarray:
+        """Mask of rows that repeat the header (a register printed with it on every page): not residents.
+
+        A row naming most columns by their own header is the header again; a row
+        naming most of them by another column's header starts a second table laid
+        out differently, whose residents would be read into the wrong fields:
+        :class:`InputError`.  Only rows whose first named cells are header names are
+        looked at closely, so an ordinary chunk costs two comparisons.
+        """
+        repeated = np.zeros(len(kept), dtype=bool)
+        cells = [cell.strip() for cell in self.header_cells]
+        named = [
+            (o, cells[o]) for o in self._kept
+            if o < len(columns) and o < len(cells) and cells[o] and o not in self._row_number_columns
+        ]  # fmt: skip
+        if len(named) < MIN_KNOWN_HEADERS:
+            return repeated
+        names = pa.array(sorted({name for _, name in named}), TEXT_ARROW)
+        candidates = np.zeros(len(kept), dtype=bool)
+        for offset, _ in named[:2]:
+            candidates |= np.asarray(pc.fill_null(pc.is_in(columns[offset], names), False), dtype=bool)
+        rows = np.flatnonzero(candidates & kept)
+        if not len(rows):
+            return repeated
+        picked = pa.array(rows)
+        same = np.zeros(len(rows), dtype=np.int64)
+        other = np.zeros(len(rows), dtype=np.int64)
+        for offset, name in named:
+            values = pc.utf8_trim_whitespace(contiguous(columns[offset]).take(picked))
+            own = np.asarray(pc.fill_null(pc.equal(values, name), False), dtype=bool)
+            same += own
+            other += np.asarray(pc.fill_null(pc.is_in(values, names), False), dtype=bool) & ~own
+        needed = max(MIN_KNOWN_HEADERS, (len(named) + 1) // 2)
+        header = same + other >= needed
+        moved = header & (other >= MIN_KNOWN_HEADERS)
+        if moved.any():
+            row = int(source_row[rows[np.flatnonzero(moved)[0]]])
+            raise InputError(
+                f"这一行又是一个表头，但列的顺序与第 {self.header_row} 行的表头不同，"
+                "它下面的居民会被读到错误的列中",
+                file=Path(self.path).name,
+                sheet=self.sheet,
+                row=row,
+                fix="把第二个表格移到单独的工作表（或另存为单独的文件），或按第一个表头的列顺序排好后再处理",
+            )
+        repeated[rows[header]] = True
+        # The page's title above a repeated header ("XX社区登记表（续）": one cell filled) goes with it.
+        for row in rows[header]:
+            above = row - 1
+            while above >= 0 and not repeated[above] and kept[above] and _filled_cells(columns, above) == 1:
+                repeated[above] = True
+                above -= 1
+        return repeated
 
     def _shape(self, columns: list[TextColumn], source_row: np.ndarray) -> RawTable:
         length = len(source_row)
