@@ -351,6 +351,19 @@ def test_a_second_table_with_its_columns_in_another_order_is_refused(tmp_path: P
     assert "第 6 行" in line and "又是一个表头" in line
 
 
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_residents_above_the_header_are_named_in_a_warning(tmp_path: Path, kind: str) -> None:
+    rows = [resident(1), resident(2), HEADER, resident(3)]
+    if kind == "csv":
+        register = tmp_path / "上方.csv"
+        register.write_text("\n".join(",".join(map(str, r)) for r in rows), "utf-8")
+    else:
+        register = save(tmp_path / "上方.xlsx", {"名单": rows})
+    run = run_validate(tmp_path, register)
+    assert len(run.rows()) == 1
+    assert "表头（第 3 行）上方的第 1、2 行有身份证号码" in run.stderr, run.stderr
+
+
 def test_sheet_choice_and_all_sheets(tmp_path: Path) -> None:
     path = save(
         tmp_path / "multi.xlsx",

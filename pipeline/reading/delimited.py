@@ -52,6 +52,7 @@ from pipeline.reading.table import (
     detect_header,
     glue_blocks,
     too_wide,
+    warn_of_residents_above,
 )
 
 SAMPLE_BYTES = 1 << 20
@@ -312,11 +313,12 @@ def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str, who
         index, cells = found or (0, rows[0])
         # Known column names first, then more columns; ties go to the usual delimiter.
         score = (count_known_headers(cells) if found else -1, len(cells), -preference)
-        layouts.append((score, delimiter, filled[index][0], cells))
+        layouts.append((score, delimiter, filled[index][0], cells, filled[:index]))
     if not layouts:
         fix = "用 Excel 打开后另存为 CSV 再处理"
         raise InputError("文件开头的引号不成对，找不到表头", file=label, fix=fix)
-    _, delimiter, header_index, cells = max(layouts, key=lambda layout: layout[0])
+    _, delimiter, header_index, cells, above = max(layouts, key=lambda layout: layout[0])
+    warn_of_residents_above(label, [r for _, r in above], [line + 1 for line, _ in above], header_index + 1)
     body = start
     for _ in range(header_index + 1):
         newline = data.find(b"\n", body)

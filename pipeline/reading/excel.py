@@ -41,6 +41,7 @@ from pipeline.reading.table import (
     TEXT_ARROW,
     build_table,
     header_or_first_row,
+    warn_of_residents_above,
 )
 
 #: Excel shows at most 15 significant digits; from here on integers lose digits.
@@ -233,6 +234,8 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable |
         return "empty"
     header_index, header_cells = found
     top, left = origin
+    numbers = range(top + 1, top + header_index + 1)
+    warn_of_residents_above(f"{path.name}[{name}]", head[:header_index], numbers, top + header_index + 1)
     _fill_vertical_merges(sheet, rows, origin, top + header_index)
     no_rows: _Unusable = (
         "header only" if count_known_headers(header_cells) >= MIN_KNOWN_HEADERS else "no data"

@@ -7,6 +7,7 @@ pandas ``str`` (Arrow-backed) columns every later stage works on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeAlias
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from loguru import logger
 
 from pipeline.errors import InputError
 from pipeline.files import numbered
@@ -103,6 +105,31 @@ def detect_header(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] | None
         if _looks_like_header(row):
             return index, list(row)
     return None
+
+
+#: A cell holding an ID number and nothing else (18 characters, or the old 15 digits).
+_ID_LIKE = re.compile(r"[1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14}")
+
+
+def warn_of_residents_above(
+    label: str, rows: Sequence[Sequence[str]], numbers: Sequence[int], header: int
+) -> None:
+    """Warn of rows above the header (``rows``, numbered ``numbers``) that hold an ID number.
+
+    Such a row is a resident, not a title: a clerk who pasted residents above
+    the header would otherwise lose them without a word.
+    """
+    found = [
+        number for number, row in zip(numbers, rows, strict=False)
+        if any(_ID_LIKE.fullmatch(cell.strip()) for cell in row)
+    ]  # fmt: skip
+    if found:
+        shown = "、".join(map(str, found[:10])) + ("等" if len(found) > 10 else "")
+        logger.warning(
+            "{}：表头（第 {} 行）上方的第 {} 行有身份证号码，像是居民，没有读取。"
+            "请把这些行移到表头下方后再处理",
+            label, header, shown,
+        )  # fmt: skip
 
 
 def first_filled_row(rows: Sequence[Sequence[str]]) -> int | None:
