@@ -823,3 +823,24 @@ def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
     assert table.sheet == "一月" and [t.sheet for t in both] == ["一月", "二月"]
     (warning,) = logged  # once, for the run that read one sheet; the lists sheet is no register
     assert "二月" in warning and "--all-sheets" in warning
+
+
+def test_a_workbook_of_many_register_sheets_gets_a_few_warning_lines(tmp_path: Path) -> None:
+    from loguru import logger
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for day in range(1, 41):
+        sheet = book.create_sheet(f"{day}日")
+        sheet.append(["姓名", "性别", "民族", "身份证号码", "联系电话"])
+        sheet.append(["张三", "男", "汉族", "420123196205184516", "13912345678"])
+    path = tmp_path / "days.xlsx"
+    book.save(path)
+    logged: list[str] = []
+    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    try:
+        [table] = read_register(path)
+    finally:
+        logger.remove(handler)
+    assert table.sheet == "1日" and len(logged) == 6
+    assert "另有 34 个工作表" in logged[-1] and "--all-sheets" in logged[-1]

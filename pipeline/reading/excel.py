@@ -282,9 +282,19 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
             workbook.close()
 
 
+#: Later sheets looked at for looking like registers too, and named one by one in warnings.
+_SHEETS_LOOKED_AT = 20
+_SHEETS_NAMED = 5
+
+
 def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, later: Sequence[str]) -> None:
-    """Warn of the later sheets that look like registers too: only the first is read without --all-sheets."""
-    for name in later:
+    """Warn of the later sheets that look like registers too: only the first is read without --all-sheets.
+
+    A few are named one by one; a workbook of a sheet per village or per day
+    gets one line for the rest, not a line per sheet.
+    """
+    found_names: list[str] = []
+    for name in later[:_SHEETS_LOOKED_AT]:
         try:
             sheet = workbook.get_sheet_by_name(name)
             head = [[cell_text(v)[:MAX_CELL_CHARS] for v in row] for row in islice(sheet.iter_rows(), 40)]
@@ -295,11 +305,20 @@ def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, late
         found = header_or_first_row(head)
         if found is None or count_known_headers(found[1]) < MIN_KNOWN_HEADERS:
             continue
+        found_names.append(name)
+        if len(found_names) > _SHEETS_NAMED:
+            continue
         rows = max(0, sheet.height - found[0] - 1)
         logger.warning(
             "{}：工作表“{}”也像登记表（约 {} 行），没有读取，只读取了“{}”。"
             "如需一并检查或提交，请加 --all-sheets，或把它另存为单独的文件",
             path.name, name, rows, read,
+        )  # fmt: skip
+    unnamed = len(found_names) - _SHEETS_NAMED + max(0, len(later) - _SHEETS_LOOKED_AT)
+    if found_names and unnamed > 0:
+        logger.warning(
+            "{}：另有 {} 个工作表也可能是登记表，没有读取。如需一并检查或提交，请加 --all-sheets",
+            path.name, unnamed,
         )  # fmt: skip
 
 
