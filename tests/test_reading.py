@@ -844,3 +844,21 @@ def test_a_workbook_of_many_register_sheets_gets_a_few_warning_lines(tmp_path: P
         logger.remove(handler)
     assert table.sheet == "1日" and len(logged) == 6
     assert "另有 34 个工作表" in logged[-1] and "--all-sheets" in logged[-1]
+
+
+@pytest.mark.parametrize("state", ["hidden", "veryHidden"])
+def test_a_register_on_a_hidden_sheet_is_named_with_how_to_read_it(tmp_path: Path, state: str) -> None:
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["填表说明：请在登记表中填写"])
+    register = book.create_sheet("登记表")
+    register.append(["姓名", "性别", "民族", "身份证号码", "联系电话"])
+    register.append(["张三", "男", "汉族", "420123196205184516", "13912345678"])
+    register.sheet_state = state
+    path = tmp_path / "hidden.xlsx"
+    book.save(path)
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "隐藏的工作表“登记表”", "--sheet 登记表")
+    [table] = read_register(path, sheet="登记表")
+    assert table.data.iloc[0, 0] == "张三"

@@ -322,6 +322,23 @@ def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, late
         )  # fmt: skip
 
 
+def _registers_among(workbook: CalamineWorkbook, names: Sequence[str]) -> list[str]:
+    """Those of the sheets ``names`` whose first rows hold a header naming known fields."""
+    found = []
+    for name in names[:_SHEETS_LOOKED_AT]:
+        try:
+            sheet = workbook.get_sheet_by_name(name)
+            head = [[cell_text(v)[:MAX_CELL_CHARS] for v in row] for row in islice(sheet.iter_rows(), 40)]
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            continue  # damaged: reading it would say so
+        header = header_or_first_row(head)
+        if header is not None and count_known_headers(header[1]) >= MIN_KNOWN_HEADERS:
+            found.append(name)
+    return found
+
+
 def _read_sheets(
     path: Path, workbook: CalamineWorkbook, *, sheet: str | None, all_sheets: bool
 ) -> list[RawTable]:
@@ -366,6 +383,18 @@ def _read_sheets(
         for table in others:
             logger.info("{}：没有可识别的表头（如 姓名、身份证号码），该工作表已跳过", table.label)
         return registers
+    hidden = [
+        meta.name
+        for meta in workbook.sheets_metadata
+        if meta.visible != SheetVisibleEnum.Visible and meta.typ == SheetTypeEnum.WorkSheet
+    ]
+    if hidden_registers := _registers_among(workbook, hidden):
+        first = hidden_registers[0]
+        raise InputError(
+            f"登记表在隐藏的工作表“{first}”中（隐藏的工作表不读取）",
+            file=path.name,
+            fix=f"在 Excel 或 WPS 中右键工作表标签“取消隐藏”后保存，或加 --sheet {first} 指定读取它",
+        )
     if "header only" in header_only:
         raise _header_only(path, header_only["header only"])
     if others:
