@@ -215,6 +215,13 @@ _non_negative_int = _number(int, lambda v: v >= 0, "不小于 0 的整数")
 _port = _number(int, lambda v: 0 <= v <= 65535, "从 0 到 65535 的整数")
 
 
+def _folder(text: str) -> Path:
+    """An argparse type for an output folder: any path but an empty one (``--out ""`` is no folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("应为一个目录的路径，不能为空（当前目录请写 .）")
+    return Path(text)
+
+
 def _common(parser: _Parser) -> None:
     options = parser.options
     options.add_argument(
@@ -236,7 +243,7 @@ def _input_options(parser: _Parser) -> None:
     )
     options = parser.options
     options.add_argument(
-        "--out", type=Path, required=True, metavar="目录", help="报告输出目录（不存在时自动创建）"
+        "--out", type=_folder, required=True, metavar="目录", help="报告输出目录（不存在时自动创建）"
     )
     sheets = options.add_mutually_exclusive_group()
     sheets.add_argument("--sheet", metavar="工作表", help="只读取这个工作表（默认：第一个有数据的工作表）")
@@ -384,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = _command(commands, "run", _RUN_EXIT_CODES_HELP)
     run.options.add_argument("--inbox", type=Path, required=True, metavar="目录", help="收件目录")
     run.options.add_argument(
-        "--out", type=Path, metavar="目录", help="结果根目录（默认：<收件目录>-results）"
+        "--out", type=_folder, metavar="目录", help="结果根目录（默认：<收件目录>-results）"
     )
     run.options.add_argument("--dry-run", action="store_true", help="只检查：不发送，也不移动文件")
     _common(run)
@@ -394,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="source", type=Path, required=True, metavar="目录或日志",
         help="提交结果目录（ehc submit 的 --out）或提交日志文件",
     )  # fmt: skip
-    qrcode.options.add_argument("--out", type=Path, required=True, metavar="目录", help="二维码图片保存目录")
+    qrcode.options.add_argument(
+        "--out", type=_folder, required=True, metavar="目录", help="二维码图片保存目录"
+    )
     qrcode.options.add_argument(
         "--base-url", metavar="地址", help="平台地址（默认取环境变量 EHC_BASE_URL 或配置文件）"
     )

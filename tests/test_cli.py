@@ -163,6 +163,8 @@ def test_the_exit_codes_of_qrcode_and_run_say_what_those_commands_do(
         (["frobnicate"], ["命令", "frobnicate", "无效", "validate"]),
         (["validate", "a.csv", "--out", "o", "--bogus"], ["无法识别的参数", "--bogus"]),
         (["validate", "a.csv", "--out"], ["--out", "需要一个值"]),
+        (["validate", "a.csv", "--out", ""], ["--out", "不能为空"]),  # not the current folder unasked
+        (["qrcode", "--from", "r", "--out", " "], ["--out", "不能为空"]),
         (["validate", "a.csv", "--out", "o", "--sheet", "x", "--all-sheets"], ["不能与", "同时使用"]),
         (["sandbox", "--port", "eighty"], ["--port", "eighty", "整数"]),
         (["submit", "a.csv", "--out", "o", "--concurrency", "0"], ["--concurrency", "正整数"]),
