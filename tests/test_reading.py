@@ -862,3 +862,17 @@ def test_a_register_on_a_hidden_sheet_is_named_with_how_to_read_it(tmp_path: Pat
     _one_line_error(excinfo, "隐藏的工作表“登记表”", "--sheet 登记表")
     [table] = read_register(path, sheet="登记表")
     assert table.data.iloc[0, 0] == "张三"
+
+
+def test_a_register_still_growing_is_read_as_it_was_when_opened(tmp_path: Path) -> None:
+    rows = [f"张{i},男,汉族,420123196205184516,1391234567{i}" for i in range(6)]
+    lines = ["姓名,性别,民族,身份证号码,联系电话", *rows]
+    path = tmp_path / "growing.csv"
+    path.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
+    size = path.stat().st_size
+    [source] = open_register(path)
+    with open(path, "a", encoding="utf-8") as more:  # another program appends while the run reads
+        more.write("\n".join(lines[4:]) + "\n")
+    assert source.estimated_rows <= 4 and size < path.stat().st_size
+    read = [name for table in source.read(2) for name in table.data["姓名"]]
+    assert read == ["张0", "张1", "张2"]

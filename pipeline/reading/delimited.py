@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
@@ -663,11 +663,45 @@ def _settle_rest(handle: BinaryIO, layout: _Layout, offset: int, label: str) -> 
     return replace(layout, encoding="utf-8", settled=True)
 
 
+class _UpTo(io.RawIOBase):
+    """A binary file read no further than ``end``: a register still being written (appended to
+    by another program) is read as it was when it was opened, not for as long as it grows."""
+
+    def __init__(self, raw: BinaryIO, end: int) -> None:
+        super().__init__()
+        self._raw, self._end = raw, end
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def read(self, size: int | None = -1) -> bytes:
+        room = max(0, self._end - self._raw.tell())
+        return self._raw.read(room if size is None or size < 0 else min(size, room))
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _read_body(
-    opener: Callable[[], BinaryIO], layout: _Layout, block_bytes: int, label: str
+    opener: Callable[[], BinaryIO], layout: _Layout, block_bytes: int, label: str, end: int
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
-    """The body's rows, block by block: (text columns, line numbers)."""
-    with opener() as handle:
+    """The body's rows up to byte ``end``, block by block: (text columns, line numbers)."""
+    with cast(BinaryIO, _UpTo(opener(), end)) as handle:
         blocks = _blocks(
             handle, layout, block_bytes, label
         )  # a generator: closed when the csv module takes over
@@ -809,7 +843,8 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
         block_bytes = int(min(_MAX_BLOCK_BYTES, CHUNK_BYTES, max(_MIN_BLOCK_BYTES, parse_rows * line_bytes)))
         produced = False
         with os_errors("读取文件", path, kind=InputError):
-            for columns, source_row in _gathered(_read_body(opener, layout, block_bytes, label), chunk_rows):
+            body = _read_body(opener, layout, block_bytes, label, size)
+            for columns, source_row in _gathered(body, chunk_rows):
                 table = shaper.push(columns, source_row)
                 if table is not None:
                     produced = True
