@@ -145,7 +145,8 @@ def scratch_name(stem: str) -> str:
     The machine and process in the name let :func:`sweep_leftovers` tell the
     leftovers of a process that was killed from the files of a live one.
     """
-    tail = f".{_machine()}.{os.getpid()}.{threading.get_ident()}"
+    # The thread in hex: its 15 decimal digits would be masked as an old ID number in every message.
+    tail = f".{_machine()}.{os.getpid()}.{threading.get_ident():x}"
     # A long register's name leaves room for the tail (and a ".tmp"): shortened, still one name.
     return f".{fitting_name(stem, room=1 + len(tail) + 4)}{tail}"
 
@@ -155,7 +156,7 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(scratch_name(path.name) + ".tmp")
 
 
-_SCRATCH = re.compile(r"\.(?P<stem>.+)\.(?P<machine>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.[0-9]+(?:\.tmp)?")
+_SCRATCH = re.compile(r"\.(?P<stem>.+)\.(?P<machine>[A-Za-z0-9-]+)\.(?P<pid>[0-9]+)\.[0-9a-f]+(?:\.tmp)?")
 
 #: Leftovers younger than this are kept, whatever their process: a live one may be between two writes.
 LEFTOVER_AGE_SECONDS = 15 * 60

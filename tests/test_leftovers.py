@@ -124,3 +124,10 @@ def test_the_next_run_removes_what_a_killed_run_left(
     assert not names & set(leftovers)
     assert {"results.csv", "results.xlsx", "errors.xlsx"} <= names
     assert not [name for name in names if name.startswith(".")]  # the run left nothing of its own
+
+
+def test_a_work_file_name_shown_in_a_message_is_not_masked_as_an_id_number() -> None:
+    from pipeline.logs import mask_text
+
+    name = scratch_name("ehc-submit")
+    assert mask_text(name) == name  # an error naming it (a full disk) names the real file
