@@ -207,6 +207,20 @@ def error_template(code: int, field: str, detail: str = "") -> str:
     return "{label}“{value}”不正确：" + describe(code)
 
 
+#: Characters a quoted value would hide: control characters and DEL, shown by their code point.
+_INVISIBLE = r"[\x00-\x1f\x7f]"
+
+
+def _visible(values: pd.Series) -> pd.Series:
+    """``values`` with each control character written out (``张三[U+007F]``): the clerk sees what is wrong."""
+    text = values.astype("str")
+    found = text.str.contains(_INVISIBLE, regex=True, na=False)
+    if not found.any():
+        return values
+    shown = text[found].str.replace(_INVISIBLE, lambda m: f"[U+{ord(m.group()):04X}]", regex=True)
+    return text.where(~found, shown)
+
+
 def error_messages(
     code: int,
     field: str,
@@ -220,7 +234,7 @@ def error_messages(
     fills ``{extra}``.  An empty value with no ``empty`` template says the
     field is empty.
     """
-    written = values.to_numpy(dtype=object, na_value="")
+    written = _visible(values).to_numpy(dtype=object, na_value="")
     variants = (
         details.to_numpy(dtype=object, na_value="")
         if details is not None

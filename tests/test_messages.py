@@ -114,3 +114,10 @@ def test_a_female_id_number_explains_a_wrong_gender_with_the_expected_one() -> N
     message = validate(frame, today=TODAY, written=written)["message"].iloc[0]
     assert message == "性别“男”与身份证号码不一致：按身份证号码第17位应为女"
     assert GOOD["sfzhm"] == MALE_ID
+
+
+def test_a_control_character_in_a_value_is_shown_not_hidden_in_the_message() -> None:
+    written = pd.Series(["张三\x7f", "李\t四", "王五"], dtype="str")
+    shown = messages.error_messages(10110, "xm", written).tolist()
+    quoted = [text[: text.index("”") + 1] for text in shown]
+    assert quoted == ["姓名“张三[U+007F]”", "姓名“李[U+0009]四”", "姓名“王五”"]
