@@ -79,7 +79,18 @@ def test_pages_without_a_session_send_to_login_and_scripts_get_401(site: Site) -
         anonymous.get("/jobs/AAAAAAAAAAAAAAAA/state", headers={"accept": "application/json"}).status_code
         == 401
     )
-    assert anonymous.post("/jobs", files=[("files", ("a.csv", b"x", "text/csv"))]).status_code == 401
+    upload = anonymous.post(
+        "/jobs", files=[("files", ("a.csv", b"x", "text/csv"))], headers={"accept": "application/json"}
+    )
+    assert upload.status_code == 401
+    # A plain form sent after the session ended goes to the login page, then back to the page it came from.
+    form = anonymous.post(
+        "/jobs/AAAAAAAAAAAAAAAA/submit", data={"csrf_token": "x"},
+        headers={"referer": "http://testserver/jobs/AAAAAAAAAAAAAAAA?x=1"},
+    )  # fmt: skip
+    assert form.status_code == 303 and form.headers["location"] == "/login?next=/jobs/AAAAAAAAAAAAAAAA"
+    elsewhere = anonymous.post("/jobs/AAAAAAAAAAAAAAAA/cancel", headers={"referer": "http://evil.example/x"})
+    assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/login?next=/jobs"
     assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
 
 
@@ -631,3 +642,11 @@ def test_cli_manages_centres_and_users(tmp_path: Path, monkeypatch: pytest.Monke
     assert "another-password-8" not in (tmp_path / "web.sqlite").read_bytes().decode("latin-1")
     with pytest.raises(SystemExit):
         cli.main(["users", "add", "x", "--centre", ORG_B, "--password", "p"])  # never from argv
+
+
+def test_the_uploaded_notice_is_shown_only_while_the_upload_is_being_checked(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)  # waits until checked
+    page = clerk.get(f"/jobs/{job_id}?notice=uploaded").text
+    assert "已上传，正在检查" not in page
+    assert "已开始提交" in clerk.get(f"/jobs/{job_id}?notice=submitting").text  # other notices stay

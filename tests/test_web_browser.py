@@ -161,6 +161,14 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     page.goto(f"{server.url}/login")
     shots.take(page, "login")
     _log_in(page, server, "clerk_a")
+    # Keyboard only: Tab reaches the file chooser, and sending the form without a file says so on it.
+    page.focus("#upload-button")
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "files"
+    page.focus("#upload-button")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.querySelector('#files').validationMessage")
+    assert page.url.endswith("/jobs")  # nothing was sent
     page.set_input_files("#files", str(SAMPLE_XLSX))
     expect(page.locator("#chosen")).to_contain_text(SAMPLE_XLSX.name)
     shots.take(page, "upload")

@@ -133,9 +133,16 @@ def _error_page(request: Request, status: int, title: str, message: str) -> Resp
 
 
 async def _login_needed(request: Request, exc: Exception) -> Response:
-    if wants_json(request) or request.method != "GET":
+    if wants_json(request):
         return JSONResponse({"error": "登录已过期，请重新登录"}, status_code=401)
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:
+        # A form sent after the session ended (提交, 取消): back to the page it was sent from, not to
+        # the action itself, once logged in again; the clerk then sends it again knowingly.
+        came_from = urlsplit(request.headers.get("referer", ""))
+        same_site = came_from.netloc == request.headers.get("host", "") and came_from.path.startswith("/")
+        target = came_from.path if same_site and not came_from.path.startswith("/login") else "/jobs"
     return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
 
 

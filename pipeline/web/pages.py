@@ -60,6 +60,7 @@ from pipeline.web.store import (
     SUBMITTING,
     UNREADABLE,
     WAITING,
+    WAITING_STATES,
     FaultLine,
     Job,
     QueueFull,
@@ -416,6 +417,8 @@ def job_page(request: Request) -> Response:
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
             "mask": engine.mask_text, "said": for_clerk,
+            # "已上传，正在检查" only while it is: a reload of the redirect's address would say it for ever.
+            **({"notice": ""} if _notice(request) == "uploaded" and job.state not in WAITING_STATES else {}),
         },
     )  # fmt: skip
 
@@ -572,6 +575,10 @@ def _final_fields(job: Job, changes: dict[str, str]) -> list[str]:
 # --- submission -----------------------------------------------------------------------------------
 
 
+def _notice(request: Request) -> str:
+    return request.query_params.get("notice", "")
+
+
 def submit_page(request: Request) -> Response:
     """GET /jobs/{id}/submit: the confirmation, naming the count and the centre."""
     who = viewer(request)
@@ -600,8 +607,8 @@ async def submit(request: Request) -> Response:
     if not moved:
         now = space.store.job(job.id, who.centre.id)
         if now is not None and now.state in (WAITING, SUBMITTING):
-            # A second click (or a second tab): the submission runs once; show it.
-            return RedirectResponse(f"/jobs/{job.id}?notice=submitting", status_code=303)
+            # A second click (or a second tab, or the back button): the submission runs once; say so.
+            return RedirectResponse(f"/jobs/{job.id}?notice=already", status_code=303)
         raise Refused("此任务正在检查或提交中")
     space.runner.submit(job.id)
     space.store.audit(
