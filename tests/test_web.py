@@ -650,3 +650,15 @@ def test_the_uploaded_notice_is_shown_only_while_the_upload_is_being_checked(sit
     page = clerk.get(f"/jobs/{job_id}?notice=uploaded").text
     assert "已上传，正在检查" not in page
     assert "已开始提交" in clerk.get(f"/jobs/{job_id}?notice=submitting").text  # other notices stay
+
+
+def test_the_fault_grid_says_how_to_fix_each_field_as_errors_xlsx_does(site: Site) -> None:
+    from pipeline.messages import fault_fix
+
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    page = clerk.get(f"/jobs/{job_id}?code=10110").text
+    phone = html.escape(fault_fix(10110, "brdh"))
+    assert phone in page and phone != html.escape(fault_fix(10110, "xm"))  # 10110 covers several fields
+    # results.csv is for machines: Excel would turn its ID numbers into 4.40604E+17
+    assert "results.csv（供其他系统导入；用 Excel 查看请下载 results.xlsx）" in page

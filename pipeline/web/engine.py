@@ -38,6 +38,7 @@ from pipeline.errors import (
 )
 from pipeline.files import explain_os_error
 from pipeline.logs import mask_id, mask_text, register_secret, setup_logging
+from pipeline.messages import fault_fix
 from pipeline.model import (
     ADDRESS_FIELD,
     FAULT_COLUMNS,
@@ -66,8 +67,8 @@ __all__ = [
     "STATUS_INVALID", "STATUS_LABELS", "STATUS_REJECTED", "STATUS_VALID", "TEXT_SUFFIXES",
     "WORKBOOK_SUFFIXES", "AuthenticationRefused", "Batch", "ConfigError", "EhcError", "InputError",
     "LockHeld", "MappedTable", "PlatformError", "RawTable", "Settings", "WebSettings", "describe",
-    "explain_os_error", "field_code", "hint", "load_settings", "mask_id", "mask_text", "register_secret",
-    "setup_logging",
+    "explain_os_error", "fault_fix", "field_code", "hint", "load_settings", "mask_id", "mask_text",
+    "register_secret", "setup_logging",
 ]  # fmt: skip
 
 #: Statuses a submission gave that a later edit or submission must not undo.

@@ -96,7 +96,7 @@ DOWNLOADS = {
     "annotated": "标注后的原表",
     "errors": "errors.xlsx（问题清单）",
     "results": "results.xlsx（逐行结果）",
-    "csv": "results.csv",
+    "csv": "results.csv（供其他系统导入；用 Excel 查看请下载 results.xlsx）",
 }
 
 
@@ -371,7 +371,8 @@ def _grid(request: Request, job: Job, lines: list[FaultLine]) -> list[GridLine]:
         if values is not None and line.source in values.columns:
             value = str(values.at[line.row_id, line.source])
         editable = kept and job.ready and bool(line.source) and line.status not in engine.ENROLLED_STATUSES
-        grid.append(GridLine(line, column, in_sheet, value, engine.hint(line.code), editable))
+        fix = engine.fault_fix(line.code, line.field, warning=line.severity == "warning")
+        grid.append(GridLine(line, column, in_sheet, value, fix, editable))
     return grid
 
 
@@ -447,7 +448,8 @@ def job_state(request: Request) -> Response:
 def _faults_json(faults: list[tuple[str, str, int, str, str]]) -> list[dict[str, Any]]:
     """A row's faults (field, source, code, severity, message) as an edit's JSON answer gives them."""
     return [
-        {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m), "hint": engine.hint(c)}
+        {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m),
+         "hint": engine.fault_fix(c, f, warning=sev == "warning")}
         for f, s, c, sev, m in faults
     ]
 
