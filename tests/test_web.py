@@ -662,3 +662,16 @@ def test_the_fault_grid_says_how_to_fix_each_field_as_errors_xlsx_does(site: Sit
     assert phone in page and phone != html.escape(fault_fix(10110, "xm"))  # 10110 covers several fields
     # results.csv is for machines: Excel would turn its ID numbers into 4.40604E+17
     assert "results.csv（供其他系统导入；用 Excel 查看请下载 results.xlsx）" in page
+
+
+def test_an_annotated_copy_uploaded_again_is_named_as_one(site: Site) -> None:
+    clerk = site.client("clerk_a")
+    first = site.upload_sample(clerk)
+    copy = clerk.get(f"/jobs/{first}/download/annotated")
+    assert copy.status_code == 200
+    answer = site.upload(clerk, ("annotated_登记表.xlsx", copy.content, XLSX_TYPE))
+    again = str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
+    site.wait(clerk, again)
+    assert "标注副本" in clerk.get(f"/jobs/{again}").text
+    results = clerk.get(f"/jobs/{again}/download/csv").content.decode("utf-8-sig")
+    assert "问题说明" not in results.splitlines()[0]  # last run's reasons are not this run's data

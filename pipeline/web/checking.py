@@ -152,6 +152,13 @@ def said(error: Exception, files: JobFiles, job: Job) -> str:
     )
 
 
+#: What the job page says of an upload that is an annotated copy (one with a 问题说明 column).
+ANNOTATED_AGAIN = (
+    "这个文件像是上次检查生成的标注副本：其中上次的红色标记、批注和“问题说明”列不会被清除，"
+    "已改正的单元格仍可能显示为红色。请在原登记表中改正后上传原登记表；本次结果以下方列表为准"
+)
+
+
 def check_job(state_dir: Path, job_id: str, settings: engine.Settings, today: date | None = None) -> str:
     """The dry run of job ``job_id`` (in a worker process); returns the state it ends in."""
     store = Store(state_dir)
@@ -216,5 +223,7 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
         tables=infos,
         aliases=aliases,
     )
+    if engine.annotated_copy_among(raws):
+        store.update_job(job_id, message=ANNOTATED_AGAIN)
     logger.info("网页上传 {} 检查完成：{} 行", job_id, len(rows))
     return CHECKED

@@ -259,6 +259,13 @@ def build_batch(
     )
 
 
+def annotated_copy_among(raws: Sequence[RawTable]) -> bool:
+    """Whether a register read is an annotated copy a run wrote (its sheet has the 问题说明 column)."""
+    from pipeline.reports.annotate import NOTE_HEADER
+
+    return any(NOTE_HEADER in raw.headers for raw in raws)
+
+
 def annotated_copy_possible(file_name: str, rows: int) -> bool:
     """Whether a register of this name and length gets an annotated copy among its reports.
 
