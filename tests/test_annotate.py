@@ -521,3 +521,19 @@ def test_checking_an_annotated_copy_again_says_its_old_marks_stay(annotated, tmp
     book = openpyxl.load_workbook(paths["annotated_annotated_again.xlsx"])
     legend = " ".join(str(r[0]) for r in book.worksheets[-1].iter_rows(values_only=True))
     assert "请在原登记表中改正" in legend and "不会被清除" in legend
+
+
+def test_a_marked_cell_with_the_clerks_own_comment_is_told_apart_in_the_legend(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "登记表"
+    sheet.append(["姓名", "身份证号", "联系电话", "民族", "医保类型"])
+    sheet.append(["张三", BAD_CHECK, "13900000001", "汉族", "职工医保"])
+    sheet["B2"].comment = Comment("请核对此号码", "clerk")
+    register = tmp_path / "登记表.xlsx"
+    book.save(register)
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    copy = openpyxl.load_workbook(paths["annotated_登记表.xlsx"])
+    assert copy["登记表"]["B2"].comment.text == "请核对此号码"  # the clerk's, as it was
+    legend = " ".join(str(c.value) for row in copy["说明"].iter_rows() for c in row if c.value)
+    assert "原来就有您的批注的除外" in legend and "每个红色单元格都有批注" not in legend
