@@ -675,3 +675,15 @@ def test_an_annotated_copy_uploaded_again_is_named_as_one(site: Site) -> None:
     assert "标注副本" in clerk.get(f"/jobs/{again}").text
     results = clerk.get(f"/jobs/{again}/download/csv").content.decode("utf-8-sig")
     assert "问题说明" not in results.splitlines()[0]  # last run's reasons are not this run's data
+
+
+def test_the_mapping_page_shows_no_samples_for_an_empty_column() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.model import RawTable
+    from pipeline.web.checking import table_info
+
+    data = pd.DataFrame({"姓名": ["张三", "李四"], "备用": ["", " "]}, dtype="str")
+    raw = RawTable("a.csv", "", 1, ["姓名", "备用"], [0, 1], data, np.array([2, 3]))
+    assert table_info(raw, None, {})["samples"] == [["张三", "李四"], []]

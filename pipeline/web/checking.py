@@ -69,7 +69,7 @@ def table_info(
     samples = []
     for i in range(len(headers)):
         column = raw.data.iloc[:SAMPLES, i].astype(str).tolist() if i < raw.data.shape[1] else []
-        samples.append([value[:SAMPLE_CHARS] for value in column])
+        samples.append([value[:SAMPLE_CHARS] for value in column if value.strip()])  # blanks show nothing
     return {
         "sheet": raw.sheet,
         "header_row": int(raw.header_row),
