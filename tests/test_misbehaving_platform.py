@@ -494,6 +494,30 @@ def test_429s_between_answers_never_open_the_breaker() -> None:
         breaker.check()
 
 
+def test_a_429_spell_outlives_the_client_that_saw_it() -> None:
+    """A nightly run sends each file with a client of its own: a quota used up stays used up."""
+    from pipeline.platform.breaker import SPELL_GAP, CircuitBreaker
+    from pipeline.platform.responses import Answer
+
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    throttled = Answer(None, "平台请求过于频繁（HTTP 429）", {}, True, 1.0, throttled=True)
+    for _ in range(2):  # the first file: two 429s, then its rows have failed
+        now[0] += 5
+        CircuitBreaker("http://127.0.0.1/q/", failures=3, throttle_silence=10, clock=clock).record(throttled)
+    later = CircuitBreaker("http://127.0.0.1/q/", failures=3, throttle_silence=10, clock=clock)
+    now[0] += 5
+    later.record(throttled)  # the next file's first 429: the third of the spell, over ten seconds
+    assert later.is_open
+    now[0] += SPELL_GAP + 1  # a platform quiet for longer than that starts a spell afresh
+    fresh = CircuitBreaker("http://127.0.0.1/q/", failures=3, throttle_silence=10, clock=clock)
+    fresh.record(throttled)
+    assert not fresh.is_open
+
+
 def test_a_platform_refusing_every_new_key_stops_the_run_without_rejecting_rows(
     sandbox: SandboxHandle, tmp_path: Path
 ) -> None:

@@ -23,6 +23,9 @@ and fail, and a nightly run would crawl for hours holding the run lock.  So
 ``failures`` attempts over ``throttle_silence`` seconds (ten minutes by
 default: far longer than any Retry-After a working platform sends) the
 breaker opens the same way, saying the platform keeps refusing for load.
+Such a spell outlives the client that saw it (:data:`_SPELLS`): a nightly run
+sends each file with a client of its own, and a quota used up for the day
+stays used up from one file to the next.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ _THROTTLED_STOP = (
 )
 
 
+#: The 429-only spell of each platform (address, clock) in this process: (429s in a row, since when,
+#: the last one).  One whose last 429 is older than :data:`SPELL_GAP` seconds is over.
+_SPELLS: dict[tuple[str, Callable[[], float]], tuple[int, float, float]] = {}
+SPELL_GAP = 120.0
+
+
 class CircuitBreaker:
     """Opens after ``failures`` attempts in a row heard nothing for at least ``silence`` seconds."""
 
@@ -65,9 +74,10 @@ class CircuitBreaker:
         self.failures = max(1, failures)
         self.silence = max(0.0, silence)
         self.throttle_silence = max(0.0, throttle_silence)
-        self._throttled = 0
-        self._throttled_since = 0.0
         self._clock = clock
+        self._spell = (base_url, clock)
+        count, since, last = _SPELLS.get(self._spell, (0, 0.0, 0.0))
+        self._throttled, self._throttled_since = (count, since) if clock() - last <= SPELL_GAP else (0, 0.0)
         self._lock = threading.Lock()
         self._streak = 0
         self._since = 0.0
@@ -110,15 +120,18 @@ class CircuitBreaker:
                 if self._throttled == 0:
                     self._throttled_since = now
                 self._throttled += 1
+                _SPELLS[self._spell] = (self._throttled, self._throttled_since, now)
                 seconds = now - self._throttled_since
                 tripped = self._throttled >= self.failures and seconds >= self.throttle_silence
                 if self._error is None and tripped:
+                    _SPELLS.pop(self._spell, None)  # the run stops: the next one starts afresh
                     finding = _THROTTLED.format(self.base_url, self._throttled, seconds / 60)
                     self._error = PlatformUnreachable(finding + _THROTTLED_STOP, finding)
         elif answer.result_code is not None and (self._streak or self._throttled):
             with self._lock:
                 self._streak = 0
                 self._throttled = 0
+                _SPELLS.pop(self._spell, None)
 
     def check(self) -> None:
         """Raise :class:`PlatformUnreachable` if the breaker is open."""
