@@ -46,7 +46,9 @@ _HALF_WIDTH = str.maketrans(
 )
 
 #: C0/C1 control characters and the line/paragraph separators, shown escaped.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, line and paragraph separators, the marks that turn text right to left (a name
+# "invoice\u202excl.csv" shows as "invoice.lcx.csv"), and the undecodable bytes of a file name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 #: Level words a clerk sees on the console ("" for plain information).
 CONSOLE_LABELS: dict[str, str] = {

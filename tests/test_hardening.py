@@ -74,6 +74,9 @@ def test_a_file_name_with_a_newline_cannot_forge_a_log_line(tmp_path: Path) -> N
         logger.remove()
     assert sink == ["处理 a.csv\\n12:00:00 错误 forged\\x1b[2J\n"]
     assert printable("ok.csv") == "ok.csv"
+    # Right-to-left marks ("invoice\u202excl.csv" shows as "invoice.lcx.csv") and a name's undecodable bytes
+    assert printable("invoice\u202excl.csv") == "invoice\\u202excl.csv"
+    assert printable("a\udcb5.csv") == "a\\udcb5.csv"
 
 
 def test_the_console_shows_chinese_level_words_and_json_keeps_english(

@@ -580,3 +580,23 @@ def test_a_workbook_of_several_register_sheets_is_read_whole_when_asked(
     result = run_inbox(inbox, tmp_path / "out", settings)
     assert [f.status for f in result.files] == ["processed"]
     assert sandbox.residents() == (5 if all_sheets else 2)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows file names are always text")
+def test_a_register_whose_name_is_not_utf8_is_renamed_and_stops_nobody(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    gbk = os.fsdecode(os.path.join(os.fsencode(inbox), "居民名单".encode("gbk") + b".csv"))
+    write_csv(Path(gbk), range(0, 2))  # unzipped on a Chinese Windows PC
+    write_csv(inbox / "b.csv", range(2, 4))
+    (inbox / os.fsdecode("说明".encode("gbk") + b".doc")).write_text("x")
+    dry = run_inbox(inbox, tmp_path / "dry", settings, dry_run=True)
+    odd = [(f.status, "居民名单.csv" in f.message) for f in dry.files if f.name != "b.csv"]
+    assert odd == [("waiting", True)]
+    assert Path(gbk).exists()  # a dry run renames nothing
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert {f.name: f.status for f in result.files} == {"b.csv": "processed", "居民名单.csv": "processed"}
+    assert result.exit_code == 0 and sandbox.residents() == 4
+    assert (inbox / "processed" / "居民名单.csv").exists()
+    summary = json.loads((tmp_path / "out" / "last-summary.json").read_text(encoding="utf-8"))
+    assert len(summary["ignored"]) == 1  # the .doc with its odd name, written out

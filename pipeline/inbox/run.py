@@ -42,7 +42,7 @@ from loguru import logger
 
 from pipeline.config import Settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
-from pipeline.files import ExistingNames, describe_os_error, fitting_name, numbered
+from pipeline.files import ExistingNames, describe_os_error, explain_os_error, fitting_name, numbered
 from pipeline.inbox.summary import (
     FILE_DUPLICATE,
     FILE_ERROR,
@@ -171,6 +171,55 @@ def _results_dir(day_dir: Path, stem: str) -> Path:
         with contextlib.suppress(FileExistsError):
             target.mkdir()
             return target
+
+
+def decoded_name(name: str) -> str | None:
+    """A text name for a file name that is not UTF-8 (bytes Python keeps as surrogates), else None.
+
+    Such names come from Windows: a zip made on a Chinese PC, a Samba share.
+    They are GBK more often than not; bytes that are not GBK either become ``_``.
+    """
+    if not any("\udc80" <= ch <= "\udcff" for ch in name):
+        return None
+    raw = os.fsencode(name)
+    try:
+        return raw.decode("gb18030")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace").replace("\ufffd", "_")
+
+
+def _renamed_to_text(path: Path) -> Path:
+    """``path`` renamed in the inbox to :func:`decoded_name` of its name: every report, summary and
+    log line names a register by text, and a name that is none stopped every run."""
+    target = _unique(path.with_name(decoded_name(path.name) or path.name))
+    os.rename(path, target)
+    logger.warning("收件箱中的文件名不是 UTF-8 编码（{}），已改名为 {}", printable(path.name), target.name)
+    return target
+
+
+def _text_named(registers: list[Path], dry_run: bool) -> tuple[list[Path], list[InboxFile]]:
+    """The registers with every name that is not UTF-8 renamed to text, and the files left as they are.
+
+    A dry run renames nothing: such a file is listed as waiting, with the
+    name the real run will give it.
+    """
+    kept: list[Path] = []
+    left: list[InboxFile] = []
+    for path in registers:
+        text = decoded_name(path.name)
+        if text is None:
+            kept.append(path)
+            continue
+        if dry_run:
+            message = f"文件名不是 UTF-8 编码：试运行不读取；正式运行时先改名为 {printable(text)} 再处理"
+        else:
+            try:
+                kept.append(_renamed_to_text(path))
+                continue
+            except OSError as error:
+                message = f"文件名不是 UTF-8 编码，无法改名（{explain_os_error(error)[0]}）：请手动改名"
+        left.append(InboxFile(name=printable(path.name), status=FILE_WAITING, message=message))
+    return sorted(kept, key=lambda path: path.name), left
 
 
 def _move(path: Path, folder: Path) -> Path:
@@ -401,8 +450,10 @@ def run_inbox(
         run = _Run(inbox, out_root, settings, dry_run, (now or datetime.now()).astimezone(), journal)
         logger.info("收件箱运行开始：{}{}", inbox, "（试运行）" if dry_run else "")
         registers, ignored = scan_inbox(inbox)
-        ready, waiting = split_settled(registers, run.started_at, settings.inbox.settle_seconds)
         outcomes: list[InboxFile] = []
+        registers, left = _text_named(registers, dry_run)
+        outcomes += left
+        ready, waiting = split_settled(registers, run.started_at, settings.inbox.settle_seconds)
         stopped = False
         for path in ready:
             if stopped:
