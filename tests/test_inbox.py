@@ -600,3 +600,18 @@ def test_a_register_whose_name_is_not_utf8_is_renamed_and_stops_nobody(
     assert (inbox / "processed" / "居民名单.csv").exists()
     summary = json.loads((tmp_path / "out" / "last-summary.json").read_text(encoding="utf-8"))
     assert len(summary["ignored"]) == 1  # the .doc with its odd name, written out
+
+
+def test_a_file_that_cannot_be_moved_out_of_the_inbox_does_not_end_the_run_all_well(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    write_csv(inbox / "a.csv", range(0, 2))
+    (inbox / "bad.xlsx").write_bytes(b"not a register")
+    (inbox / "processed").write_text("a file where the folder should be")
+    (inbox / "failed").write_text("likewise")
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    by_name = {f.name: f for f in result.files}
+    assert by_name["a.csv"].status == "processed" and sandbox.residents() == 2
+    assert all("无法移出收件目录" in by_name[name].message for name in ("a.csv", "bad.xlsx"))
+    assert result.exit_code == 2  # the operator must see it: the file stays and is met again every night
+    assert (inbox / "a.csv").exists()

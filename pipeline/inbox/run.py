@@ -324,7 +324,7 @@ class _Run:
                 outcome.started_at,
                 outcome.finished_at,
             )
-            outcome.moved_to = self._move_processed(path)
+            outcome.moved_to = self._move_processed(path, outcome)
         return outcome
 
     @property
@@ -347,14 +347,18 @@ class _Run:
         logger.warning("{} 在处理期间被换成了新文件：新文件留在收件目录，下次运行处理", path.name)
         return True
 
-    def _move_processed(self, path: Path) -> Path | None:
+    def _move_processed(self, path: Path, outcome: InboxFile) -> Path | None:
         if self._replaced(path):
             return None
         try:
             return _move(path, self.inbox / PROCESSED_DIR)
         except OSError as error:
             # Recorded as processed already: the next run sees the same hash and only retries the move.
-            logger.error("{}", describe_os_error(error, f"把 {path.name} 移到", f"{PROCESSED_DIR}/"))
+            # The run does not end "all well" (exit 2): the folder needs the operator, every night.
+            message = describe_os_error(error, f"把 {printable(path.name)} 移到", f"{PROCESSED_DIR}/")
+            logger.error("{}", message)
+            outcome.message = f"已处理，但文件无法移出收件目录：{message}"
+            outcome.exit_code = EXIT_FATAL
             return None
 
     def _submit(self, path: Path, out_dir: Path) -> Any:
@@ -377,7 +381,7 @@ class _Run:
         outcome.message = "内容与已处理过的文件相同，未再处理"
         outcome.finished_at = self.clock()
         if not self.dry_run:
-            outcome.moved_to = self._move_processed(path)
+            outcome.moved_to = self._move_processed(path, outcome)
         logger.info("{} 与已处理过的文件内容相同，跳过", path.name)
         return outcome
 
@@ -398,7 +402,10 @@ class _Run:
             os.replace(path, target)
             outcome.moved_to = target
         except OSError as error:
-            logger.error("{}", describe_os_error(error, f"把 {path.name} 移到", f"{FAILED_DIR}/"))
+            moving = describe_os_error(error, f"把 {printable(path.name)} 移到", f"{FAILED_DIR}/")
+            logger.error("{}", moving)
+            outcome.message = f"{message}；且文件无法移出收件目录：{moving}"
+            outcome.exit_code = EXIT_FATAL
         return outcome
 
     def _stopped(self, outcome: InboxFile, status: str, message: str, exit_code: int) -> InboxFile:
@@ -419,6 +426,8 @@ def _exit_code(outcomes: list[InboxFile]) -> int:
     for outcome in outcomes:
         if outcome.status in (FILE_ERROR, FILE_INTERRUPTED):
             return outcome.exit_code or EXIT_FATAL
+    if any(outcome.exit_code == EXIT_FATAL for outcome in outcomes):  # a file that could not be moved
+        return EXIT_FATAL
     if any(o.status == FILE_FAILED or (o.status == FILE_PROCESSED and o.rows_not_ok) for o in outcomes):
         return EXIT_ROWS_NOT_OK
     return EXIT_OK
