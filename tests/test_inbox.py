@@ -226,26 +226,27 @@ def test_same_name_new_content_gets_its_own_folder(
 def test_file_still_being_written_is_left_for_next_run(
     sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = replace(settings, inbox=InboxSettings(settle_seconds=60))
-    now = datetime.now()
-    hour_ago = (now - timedelta(hours=1)).timestamp()
+    settings = replace(settings, inbox=InboxSettings(settle_seconds=1))
+    hour_ago = (datetime.now() - timedelta(hours=1)).timestamp()
     write_xlsx(inbox / "settled.xlsx", range(0, 2))
-    os.utime(inbox / "settled.xlsx", (hour_ago, hour_ago))
-    write_xlsx(inbox / "fresh.xlsx", range(2, 4))  # modified just now
     growing = write_csv(inbox / "growing.csv", range(4, 6))
-    os.utime(growing, (hour_ago, hour_ago))
+    time.sleep(1.5)
+    write_xlsx(inbox / "fresh.xlsx", range(2, 4))  # modified just now
+    copied = write_csv(inbox / "copied.csv", range(7, 9))  # copied just now with cp -p: an old mtime
+    os.utime(copied, (hour_ago, hour_ago))
 
     def still_copying(seconds: float) -> None:  # the copy goes on during the re-check
         with open(growing, "a", encoding="utf-8") as handle:
             handle.write(",".join(_row(6)) + "\n")
 
     monkeypatch.setattr(inbox_module, "time", SimpleNamespace(sleep=still_copying, monotonic=time.monotonic))
-    result = run_inbox(inbox, tmp_path / "out", settings, now=now)
+    result = run_inbox(inbox, tmp_path / "out", settings, now=datetime.now())
 
     assert {f.name: f.status for f in result.files} == {
         "settled.xlsx": "processed",
         "fresh.xlsx": "waiting",
         "growing.csv": "waiting",
+        "copied.csv": "waiting",  # its inode changed just now, whatever its mtime says
     }
     assert (inbox / "fresh.xlsx").exists() and (inbox / "growing.csv").exists()
     assert result.exit_code == 0 and sandbox.residents() == 2

@@ -98,12 +98,18 @@ def scan_inbox(inbox: Path) -> tuple[list[Path], list[str]]:
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
-    """Which file is at ``path`` (device, inode, size, time of change), or None if none is."""
+    """Which file is at ``path`` (device, inode, size, time of change), or None if none is.
+
+    The time of change is the later of the modification time and the inode's
+    change time: ``cp -p``, ``tar`` and ``rsync -t`` set the former back to the
+    source's, so a file still being copied looked settled; the latter no writer
+    can set.
+    """
     try:
         status = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+    return status.st_dev, status.st_ino, status.st_size, max(status.st_mtime_ns, status.st_ctime_ns)
 
 
 def split_settled(paths: list[Path], now: datetime, settle_seconds: float) -> tuple[list[Path], list[Path]]:
