@@ -266,7 +266,7 @@ def test_dry_run_sends_moves_and_records_nothing(
     assert result.files[0].statuses == {"valid": 2, "invalid": 1}
     assert sorted(p.name for p in inbox.iterdir()) == ["a.xlsx", "broken.csv"]
     assert _calls(sandbox) == 0
-    assert (_day(out) / "a" / "results.xlsx").exists()
+    assert (_day(out) / "a" / "results.xlsx").exists() and _day(out).name.endswith("-dry-run")
     assert json.loads((_day(out) / "summary.json").read_text(encoding="utf-8"))["mode"] == "dry_run"
     with Journal(settings.state_dir / "journal.sqlite") as journal:
         assert journal.files() == []
@@ -274,6 +274,14 @@ def test_dry_run_sends_moves_and_records_nothing(
     real = run_inbox(inbox, out, settings)  # the dry run did not mark anything as seen
     assert {f.name: f.status for f in real.files} == {"a.xlsx": "processed", "broken.csv": "failed"}
     assert sandbox.residents() == 2
+    # The dry run's folders and summary keep names of their own: the real run's are never taken over.
+    days = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(days) == 2 and days[1] == days[0] + "-dry-run"
+    assert (out / days[0] / "a" / "results.xlsx").exists() and not (out / days[0] / "a-2").exists()
+    write_xlsx(inbox / "c.xlsx", range(5, 7))
+    run_inbox(inbox, out, settings, dry_run=True)  # a check by hand after the night's run
+    assert json.loads((out / "last-summary.json").read_text(encoding="utf-8"))["mode"] == "submit"
+    assert json.loads((out / "last-dry-run-summary.json").read_text(encoding="utf-8"))["mode"] == "dry_run"
 
 
 def test_lock_held_by_another_run(settings: Settings, inbox: Path, tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from pipeline.config import Settings
 from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
 from pipeline.files import ExistingNames, describe_os_error, explain_os_error, fitting_name, numbered
 from pipeline.inbox.summary import (
+    DRY_RUN_DAY_SUFFIX,
     FILE_DUPLICATE,
     FILE_ERROR,
     FILE_FAILED,
@@ -273,7 +274,8 @@ class _Run:
 
     @property
     def day_dir(self) -> Path:
-        return self.out_root / self.started_at.strftime("%Y-%m-%d")
+        day = self.started_at.strftime("%Y-%m-%d")
+        return self.out_root / (day + DRY_RUN_DAY_SUFFIX if self.dry_run else day)
 
     def process(self, path: Path) -> InboxFile | None:
         """Take in one register; None if it vanished before it could be read."""

@@ -23,6 +23,10 @@ from pipeline.reports.summary import summary_counts
 
 SUMMARY_NAME = "summary.json"
 LAST_SUMMARY_NAME = "last-summary.json"
+#: A dry run's own: it never replaces the real run's summary, which monitoring reads.
+LAST_DRY_RUN_SUMMARY_NAME = "last-dry-run-summary.json"
+#: A dry run's day folder is ``<YYYY-MM-DD>`` with this after it: its reports never take the real run's names.
+DRY_RUN_DAY_SUFFIX = "-dry-run"
 SUMMARY_FORMAT = 1
 
 #: What became of a file.
@@ -257,19 +261,21 @@ def _keep_earlier(summary: Path) -> None:
 
 
 def write_summary(result: InboxResult, day_dir: Path) -> Path:
-    """Write the run's ``summary.json`` (in ``day_dir`` if any file was taken in) and ``last-summary.json``.
+    """Write the run's ``summary.json`` (in ``day_dir`` if any file was taken in) and ``last-summary.json``
+    (a dry run's: ``last-dry-run-summary.json``).
 
     Returns the path of the summary that describes this run.
     """
     document = result.as_json()
     result.out_root.mkdir(parents=True, exist_ok=True)
     touched = any(o.status not in (FILE_WAITING,) for o in result.files)
-    path = result.out_root / LAST_SUMMARY_NAME
+    last = result.out_root / (LAST_DRY_RUN_SUMMARY_NAME if result.dry_run else LAST_SUMMARY_NAME)
+    path = last
     if touched:
         day_dir.mkdir(parents=True, exist_ok=True)
         path = day_dir / SUMMARY_NAME
         if path.is_file():
             _keep_earlier(path)
         _write_json(path, document)
-    _write_json(result.out_root / LAST_SUMMARY_NAME, document)
+    _write_json(last, document)
     return path
