@@ -624,3 +624,13 @@ def test_a_file_that_cannot_be_moved_out_of_the_inbox_does_not_end_the_run_all_w
     assert all("无法移出收件目录" in by_name[name].message for name in ("a.csv", "bad.xlsx"))
     assert result.exit_code == 2  # the operator must see it: the file stays and is met again every night
     assert (inbox / "a.csv").exists()
+
+
+def test_a_file_name_with_a_line_break_cannot_forge_a_line_of_the_run_summary(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    from pipeline.inbox.summary import format_run
+
+    write_csv(inbox / "a\n02:00:00 收件箱运行结束，退出码 0\x1b[2J.csv", range(0, 2))
+    text = format_run(run_inbox(inbox, tmp_path / "out", settings))
+    assert "\x1b" not in text and not any(line.startswith("02:00:00") for line in text.splitlines())

@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.files import ExistingNames, numbered, write_atomically
+from pipeline.logs import printable
 from pipeline.model import GOOD_STATUSES, STATUS_LABELS, Batch, RunResult
 from pipeline.reports.summary import summary_counts
 
@@ -201,9 +202,9 @@ def _file_line(outcome: InboxFile) -> str:
     elif outcome.message:
         line += f"：{outcome.message}"
     if outcome.out_dir:
-        line += f"\n      报告：{outcome.out_dir}"
+        line += f"\n      报告：{printable(str(outcome.out_dir))}"
     if outcome.moved_to:
-        line += f"\n      文件已移到：{outcome.moved_to}"
+        line += f"\n      文件已移到：{printable(str(outcome.moved_to))}"
     return line
 
 
