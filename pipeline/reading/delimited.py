@@ -735,7 +735,7 @@ def _gathered(
     count = size = 0
     wanted = 1  # blocks
     for columns, source_row in blocks:
-        text = sum(column.nbytes for column in columns)
+        text = sum(column.nbytes for column in columns) - 8 * len(source_row) * len(columns)  # not offsets
         if pending and (count + len(source_row) > rows or size + text > CHUNK_BYTES):
             yield glue_blocks(pending)
             pending, count, size = [], 0, 0
