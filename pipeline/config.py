@@ -140,6 +140,8 @@ _UPPER_BOUNDS: dict[str, float] = {
     "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
     "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400, "max_rows": 10_000_000,
 }  # fmt: skip
+#: Settings that must be above 0: a timeout of 0 or no attempt at all cannot send anything.
+_POSITIVE = frozenset({"connect_timeout", "read_timeout", "max_attempts"})
 
 
 def is_loopback(host: str) -> bool:
@@ -259,6 +261,9 @@ def _coerce(value: Any, like: Any, where: str) -> Any:
     ):
         fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
         raise ConfigError(f"配置项 {where} 不能大于 {upper:g}（实际为 {value!r}）。{fix}")
+    if (key in _POSITIVE or _ENV_KEYS.get(key, "") in _POSITIVE) and number <= 0:
+        fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
+        raise ConfigError(f"配置项 {where} 应大于 0（实际为 {value!r}）。{fix}")
     return number
 
 
@@ -271,6 +276,8 @@ def _coerce_value(value: Any, like: Any, where: str) -> Any:
             return value.strip().lower() in {"1", "true", "yes"}
         raise ConfigError(f"配置项 {where} 应为 true 或 false，实际为 {value!r}。{fix}")
     if isinstance(like, (int, float)) and not isinstance(like, bool):
+        if isinstance(value, bool):  # TOML's true is no number (float(True) would be 1)
+            raise ConfigError(f"配置项 {where} 应为数字，实际为 {str(value).lower()}。{fix}")
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -37,6 +37,7 @@ from loguru import logger
 from pipeline import mapping, normalise
 from pipeline.batch import exit_code_of, stack_batches, status_from_faults
 from pipeline.config import DefaultValues, Settings
+from pipeline.errors import ConfigError
 from pipeline.files import distinct_names
 from pipeline.model import (
     BAD_STATUSES,
@@ -55,6 +56,7 @@ from pipeline.progress import RowBar
 from pipeline.reading import register as reading
 from pipeline.stopping import interrupt_on_signals
 from pipeline.text.arrow import constant
+from pipeline.text.dates import parse_date
 from pipeline.workers import Workers, ask, fork_workers, usable_cores
 
 #: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show
@@ -145,7 +147,18 @@ class Registers:
 def open_registers(
     inputs: Sequence[Path], settings: Settings, options: ReadOptions = ReadOptions()
 ) -> Registers:
-    """Open every input and recognise its columns; fatal problems raise InputError (nothing read yet)."""
+    """Open every input and recognise its columns; fatal problems raise InputError (nothing read yet).
+
+    A default issue date (``[defaults] fksj``) that is no date is a
+    :class:`ConfigError` here: otherwise every row would fail 10128, blamed on
+    the register.
+    """
+    fksj = settings.defaults.fksj.strip()
+    if fksj and parse_date(fksj) is None:
+        raise ConfigError(
+            f"配置项 [defaults] fksj 应为日期（如 20261129 或 2026-11-29）或留空，实际为 {fksj!r}。"
+            "请改正配置文件"
+        )
     aliases = dict(settings.column_aliases)
     if options.mapping_file is not None:
         aliases.update(mapping.load_mapping_file(options.mapping_file))
@@ -464,14 +477,14 @@ def worker_count(registers: Registers, requested: int | None = None) -> int:
     """How many worker processes check ``registers`` (0: this process does).
 
     ``requested`` (or the ``EHC_WORKERS`` environment variable) decides when
-    given; otherwise, for a run long enough on a machine of at least
+    given, up to :data:`MAX_WORKERS`; otherwise, for a run long enough on a machine of at least
     :data:`MIN_CORES_FOR_WORKERS` cores, one per idle core but one (the
     parent's), up to :data:`MAX_WORKERS`.
     """
     if requested is None and os.environ.get("EHC_WORKERS", "").strip().isdigit():
         requested = int(os.environ["EHC_WORKERS"])
     if requested is not None:
-        return max(0, requested)
+        return min(max(0, requested), MAX_WORKERS)  # EHC_WORKERS=5000 forked thousands
     cores = usable_cores()
     if cores < MIN_CORES_FOR_WORKERS or registers.estimated_rows < PARALLEL_MIN_ROWS:
         return 0

@@ -373,7 +373,7 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
             text = handle.read(MAX_TOML_BYTES + 1)
         if len(text) > MAX_TOML_BYTES:
             raise ConfigError(f"{what} {path} 超过 {MAX_TOML_BYTES >> 20} MB，不像配置文件。请检查路径")
-        return tomllib.loads(text.decode("utf-8"))
+        return tomllib.loads(text.decode("utf-8-sig"))  # Notepad saves UTF-8 with a BOM
     except RecursionError:  # brackets nested deeper than Python's stack
         raise ConfigError(f"{what} {path} 嵌套层数过多，不是有效的配置。请按 TOML 格式改正") from None
     except FileNotFoundError:

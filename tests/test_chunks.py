@@ -326,6 +326,8 @@ def test_workers_by_default_only_where_they_gain(
     assert dryrun.worker_count(registers) == expected  # type: ignore[arg-type]
     monkeypatch.setenv("EHC_WORKERS", "2")
     assert dryrun.worker_count(registers) == 2  # type: ignore[arg-type]
+    monkeypatch.setenv("EHC_WORKERS", "5000")  # a typing mistake forks no more than the most a run uses
+    assert dryrun.worker_count(registers) == dryrun.MAX_WORKERS  # type: ignore[arg-type]
 
 
 def _threads_left() -> list[str]:

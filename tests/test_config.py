@@ -167,6 +167,10 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("[platform\napp_id = 'x'\n", "第 1 行第 10 列格式错误（方括号 [ ] 不成对）"),
         ("[submit]\nrate = fast\n", "第 2 行第 8 列格式错误（值的写法不对"),
         ("[submit]\nrate = 1\nrate = 2\n", "同一个键写了两次"),
+        ("[platform]\nconnect_timeout = 0\n", "[platform] connect_timeout 应大于 0"),
+        ("[platform]\nread_timeout = 0.0\n", "[platform] read_timeout 应大于 0"),
+        ("[platform]\nmax_attempts = 0\n", "[platform] max_attempts 应大于 0"),
+        ("[submit]\nrate = true\n", "[submit] rate 应为数字"),
     ],
 )
 def test_bad_files_are_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
@@ -283,3 +287,9 @@ def test_every_key_and_variable_is_documented_with_its_default() -> None:
         assert f"| `{key}`" in doc
     for variable in [*ENV_OVERRIDES, *PATH_ENV]:
         assert f"`{variable}`" in doc
+
+
+def test_a_configuration_saved_by_notepad_with_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "ehc.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + '[defaults]\ndzsf = "广东省"\n'.encode())
+    assert load_settings(path, env={}).defaults.dzsf == "广东省"

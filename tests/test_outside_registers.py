@@ -525,3 +525,12 @@ def test_a_register_separated_by_chinese_commas_or_spaces_says_so(tmp_path: Path
     path.write_text("\n".join(separator.join(map(str, r)) for r in [HEADER, resident(1)]) + "\n", "utf-8")
     line = assert_one_line_fatal(run_validate(tmp_path, path), "名单.txt")
     assert "英文逗号" in line and "没有找到表头" not in line, line
+
+
+def test_a_default_issue_date_that_is_no_date_is_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "ehc.toml"
+    config.write_text('[defaults]\nfksj = "2025-13-45"\n', encoding="utf-8")
+    register = tmp_path / "名单.csv"
+    register.write_text("\n".join(",".join(map(str, r)) for r in [HEADER, resident(1)]), "utf-8")
+    line = assert_one_line_fatal(run_validate(tmp_path, register, "--config", config), "fksj")
+    assert "2025-13-45" in line and not (tmp_path / "out" / "results.csv").exists()
