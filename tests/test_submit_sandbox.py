@@ -18,7 +18,7 @@ from loguru import logger
 from submit_helpers import make_batch, submit_quickly, write_register
 
 from pipeline.config import DefaultValues, Settings, SubmitSettings
-from pipeline.errors import AuthenticationRefused, ConfigError
+from pipeline.errors import AuthenticationRefused, ConfigError, EhcError
 from pipeline.logs import setup_logging
 from pipeline.model import Batch
 from pipeline.platform.client import PlatformClient
@@ -181,6 +181,16 @@ def test_missing_secret_stops_before_sending_but_writes_the_reports(sandbox: San
     with pytest.raises(ConfigError, match="EHC_APP_SECRET"):
         run_submit([register], tmp_path / "out", settings)
     assert _results(tmp_path / "out")["status"].tolist() == ["valid", "valid"]
+    assert sandbox.count("syncCardInfo") == 0
+
+
+def test_an_earlier_report_that_cannot_be_replaced_stops_the_run_before_anyone_is_sent(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    register = write_register(tmp_path / "reg.csv", _people(340, 2))
+    (tmp_path / "out" / "results.xlsx").mkdir(parents=True)  # as a report open in Excel cannot be replaced
+    with pytest.raises(EhcError, match=r"results\.xlsx 无法替换.*还没有发送任何人"):
+        run_submit([register], tmp_path / "out", _settings(sandbox, tmp_path))
     assert sandbox.count("syncCardInfo") == 0
 
 

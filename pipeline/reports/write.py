@@ -95,6 +95,36 @@ def refuse_inputs_in_the_way(out_dir: Path, inputs: Sequence[Path]) -> None:
             )
 
 
+def refuse_reports_held_open(out_dir: Path) -> None:
+    """Refuse a run whose earlier reports in ``out_dir`` cannot be replaced (open in Excel or WPS on
+    Windows, read-only, a folder of that name), before anything is sent: raises :class:`EhcError`.
+
+    The reports would be written after sending, and not at all: the residents
+    sent would be in no report of the run.
+    """
+    try:
+        names = [RESULTS_XLSX, ERRORS_XLSX, RESULTS_CSV] + [
+            p.name for p in out_dir.glob("annotated_*.xlsx")
+        ]
+    except OSError:
+        return  # a folder that cannot be listed: making it says what is wrong
+    for name in names:
+        path = out_dir / name
+        if not os.path.lexists(path):
+            continue
+        try:
+            if path.is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(path))
+            with open(path, "r+b"):
+                pass
+        except OSError as error:
+            reason, _ = explain_os_error(error)
+            raise EhcError(
+                f"上次的报告 {path} 无法替换（{reason}），本次还没有发送任何人。"
+                "处理办法：在 Excel 或 WPS 中关闭它（或换一个 --out 目录）后重新运行"
+            ) from None
+
+
 def make_out_dir(out_dir: Path, work: str = "") -> Path:
     """Create the output folder (and, given ``work``, a work folder of that name inside it); its path.
 

@@ -386,7 +386,12 @@ def run_submit(
     """
     from pipeline.dryrun import CheckStats, check_chunks, finish_reports, open_registers, run_result
     from pipeline.reports.annotate import CSV_ROW_LIMIT
-    from pipeline.reports.write import ReportWriter, make_out_dir, refuse_inputs_in_the_way
+    from pipeline.reports.write import (
+        ReportWriter,
+        make_out_dir,
+        refuse_inputs_in_the_way,
+        refuse_reports_held_open,
+    )
 
     rate = settings.submit.rate if rate is None else rate
     limit = rate if rate and rate > 0 else None
@@ -395,6 +400,7 @@ def run_submit(
     register_secret(settings.platform.app_secret)
     registers = open_registers(inputs, settings, options)
     refuse_inputs_in_the_way(Path(out_dir), [Path(path) for path in inputs])
+    refuse_reports_held_open(Path(out_dir))
     work = make_out_dir(Path(out_dir), scratch_name("ehc-submit"))
     spool = BatchSpool(work, keep_rows=CSV_ROW_LIMIT)
     stats = CheckStats()
