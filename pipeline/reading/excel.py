@@ -287,43 +287,9 @@ _SHEETS_LOOKED_AT = 20
 _SHEETS_NAMED = 5
 
 
-def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, later: Sequence[str]) -> None:
-    """Warn of the later sheets that look like registers too: only the first is read without --all-sheets.
-
-    A few are named one by one; a workbook of a sheet per village or per day
-    gets one line for the rest, not a line per sheet.
-    """
-    found_names: list[str] = []
-    for name in later[:_SHEETS_LOOKED_AT]:
-        try:
-            sheet = workbook.get_sheet_by_name(name)
-            head = [[cell_text(v)[:MAX_CELL_CHARS] for v in row] for row in islice(sheet.iter_rows(), 40)]
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:
-            continue  # damaged: reading it would say so
-        found = header_or_first_row(head)
-        if found is None or count_known_headers(found[1]) < MIN_KNOWN_HEADERS:
-            continue
-        found_names.append(name)
-        if len(found_names) > _SHEETS_NAMED:
-            continue
-        rows = max(0, sheet.height - found[0] - 1)
-        logger.warning(
-            "{}：工作表“{}”也像登记表（约 {} 行），没有读取，只读取了“{}”。"
-            "如需一并检查或提交，请加 --all-sheets，或把它另存为单独的文件",
-            path.name, name, rows, read,
-        )  # fmt: skip
-    unnamed = len(found_names) - _SHEETS_NAMED + max(0, len(later) - _SHEETS_LOOKED_AT)
-    if found_names and unnamed > 0:
-        logger.warning(
-            "{}：另有 {} 个工作表也可能是登记表，没有读取。如需一并检查或提交，请加 --all-sheets",
-            path.name, unnamed,
-        )  # fmt: skip
-
-
-def _registers_among(workbook: CalamineWorkbook, names: Sequence[str]) -> list[str]:
-    """Those of the sheets ``names`` whose first rows hold a header naming known fields."""
+def _registers_among(workbook: CalamineWorkbook, names: Sequence[str]) -> list[tuple[str, int]]:
+    """Those of the first sheets ``names`` whose first rows hold a header naming known fields, each
+    with its rows below the header (damaged sheets are left out: reading them says so)."""
     found = []
     for name in names[:_SHEETS_LOOKED_AT]:
         try:
@@ -332,11 +298,32 @@ def _registers_among(workbook: CalamineWorkbook, names: Sequence[str]) -> list[s
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:
-            continue  # damaged: reading it would say so
+            continue
         header = header_or_first_row(head)
         if header is not None and count_known_headers(header[1]) >= MIN_KNOWN_HEADERS:
-            found.append(name)
+            found.append((name, max(0, sheet.height - header[0] - 1)))
     return found
+
+
+def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, later: Sequence[str]) -> None:
+    """Warn of the later sheets that look like registers too: only the first is read without --all-sheets.
+
+    A few are named one by one; a workbook of a sheet per village or per day
+    gets one line for the rest, not a line per sheet.
+    """
+    found = _registers_among(workbook, later)
+    for name, rows in found[:_SHEETS_NAMED]:
+        logger.warning(
+            "{}：工作表“{}”也像登记表（约 {} 行），没有读取，只读取了“{}”。"
+            "如需一并检查或提交，请加 --all-sheets，或把它另存为单独的文件",
+            path.name, name, rows, read,
+        )  # fmt: skip
+    unnamed = len(found) - _SHEETS_NAMED + max(0, len(later) - _SHEETS_LOOKED_AT)
+    if found and unnamed > 0:
+        logger.warning(
+            "{}：另有 {} 个工作表也可能是登记表，没有读取。如需一并检查或提交，请加 --all-sheets",
+            path.name, unnamed,
+        )  # fmt: skip
 
 
 def _read_sheets(
@@ -389,7 +376,7 @@ def _read_sheets(
         if meta.visible != SheetVisibleEnum.Visible and meta.typ == SheetTypeEnum.WorkSheet
     ]
     if hidden_registers := _registers_among(workbook, hidden):
-        first = hidden_registers[0]
+        first = hidden_registers[0][0]
         raise InputError(
             f"登记表在隐藏的工作表“{first}”中（隐藏的工作表不读取）",
             file=path.name,
