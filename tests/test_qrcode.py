@@ -159,14 +159,25 @@ def test_several_registers_name_their_file(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", ["missing", "folder without results", "not sqlite"])
-def test_bad_sources_are_input_errors(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("missing", "找不到"), ("folder without results", "results.csv"), ("not sqlite", "SQLite"),
+        ("a dry run's results", "ehc validate"), ("re-saved by Excel", "UTF-8"),
+    ],
+)  # fmt: skip
+def test_bad_sources_are_input_errors(tmp_path: Path, kind: str, said: str) -> None:
     source = tmp_path / "x"
     if kind == "folder without results":
         source.mkdir()
     elif kind == "not sqlite":
         source.write_text("hello", encoding="utf-8")
-    with pytest.raises(InputError):
+    elif kind == "a dry run's results":  # it would have said "0 saved", exit 0
+        _results(source, [("r.xlsx", 2, "valid", make_id(1), ""), ("r.xlsx", 3, "invalid", make_id(2), "")])
+    elif kind == "re-saved by Excel":
+        _results(source, [("登记表.xlsx", 2, "enrolled", make_id(1), "A" * 64)])
+        (source / "results.csv").write_bytes((source / "results.csv").read_text("utf-8-sig").encode("gbk"))
+    with pytest.raises(InputError, match=said):
         export_qrcodes(source, tmp_path / "qr", ImgClient())
 
 

@@ -32,7 +32,7 @@ from loguru import logger
 from pipeline.errors import InputError
 from pipeline.files import numbered, os_errors, write_atomically
 from pipeline.logs import mask_id
-from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED
+from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_INVALID, STATUS_VALID
 from pipeline.platform.responses import logged_reason
 from pipeline.reports.results_csv import neutralised
 from pipeline.state.journal import STATE_ENROLLED, Journal
@@ -104,7 +104,13 @@ def _from_results(folder: Path) -> list[Holder]:
         )
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        raise InputError(
+            "不是 ehc 写出的 UTF-8 文件（可能被 Excel 另存过）",
+            file=str(path),
+            fix="请重新运行 ehc submit 生成",
+        ) from None
+    except (OSError, ValueError) as error:
         raise InputError(
             f"无法读取（{type(error).__name__}）", file=str(path), fix="请重新运行 ehc submit 生成"
         ) from None
@@ -114,6 +120,12 @@ def _from_results(folder: Path) -> list[Holder]:
             f"缺少列 {', '.join(sorted(needed - set(table.columns)))}",
             file=str(path),
             fix="请使用 ehc submit 生成的 results.csv",
+        )
+    if len(table) and set(table["status"]) <= {STATUS_VALID, STATUS_INVALID}:
+        raise InputError(
+            "这是检查（ehc validate）的结果，其中没有提交过的居民",
+            file=str(path),
+            fix="请指定 ehc submit 的 --out 结果文件夹，或状态目录下的 journal.sqlite",
         )
     for column in ("source_file", "source_row", "sfzhm", "virtualCardNum"):
         if column not in table.columns:
