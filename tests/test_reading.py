@@ -876,3 +876,11 @@ def test_a_register_still_growing_is_read_as_it_was_when_opened(tmp_path: Path) 
     assert source.estimated_rows <= 4 and size < path.stat().st_size
     read = [name for table in source.read(2) for name in table.data["姓名"]]
     assert read == ["张0", "张1", "张2"]
+
+
+def test_gbk_text_behind_a_utf8_bom_is_read_as_gbk(tmp_path: Path) -> None:
+    path = tmp_path / "bom_gbk.csv"
+    text = "姓名,性别,民族,身份证号码,联系电话\n张三,男,汉族,420123196205184516,13912345678\n"
+    path.write_bytes(codecs.BOM_UTF8 + text.encode("gbk"))  # a tool that "saves as UTF-8" by adding a BOM
+    [table] = read_register(path)
+    assert list(table.data.columns)[:2] == ["姓名", "性别"] and table.data.iloc[0, 0] == "张三"

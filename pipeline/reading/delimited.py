@@ -169,7 +169,18 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
     for bom, name in _BOMS:
         if data.startswith(bom):
             raise _encoding_error(label, name)
+    final = len(data) <= SAMPLE_BYTES if whole is None else whole
     if data.startswith(codecs.BOM_UTF8):
+        body = data[len(codecs.BOM_UTF8) : SAMPLE_BYTES]
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(body, final=final)
+        except UnicodeDecodeError:
+            # A UTF-8 BOM put before GBK text (a tool that "saves as UTF-8" by adding one): GBK it is.
+            try:
+                codecs.getincrementaldecoder("gb18030")().decode(body, final=final)
+            except UnicodeDecodeError:
+                return "utf-8", len(codecs.BOM_UTF8)  # reading says where the text breaks
+            return "gb18030", len(codecs.BOM_UTF8)
         return "utf-8", len(codecs.BOM_UTF8)
     sample = data[:SAMPLE_BYTES]
     if b"\x00" in sample:  # UTF-16/32 without a BOM, text with NUL bytes, or not text at all
@@ -179,7 +190,6 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
             problem = "此处有空字符（NUL），文件可能没有复制完整或已损坏"
             raise InputError(problem, file=label, row=row, fix=_RECOPY)
         raise _encoding_error(label, name)
-    final = len(data) <= SAMPLE_BYTES if whole is None else whole
     for codec in ("utf-8", "gb18030"):
         try:
             codecs.getincrementaldecoder(codec)().decode(sample, final=final)
