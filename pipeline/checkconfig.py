@@ -9,7 +9,6 @@ together.  Neither ever shows the app secret or the work key.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import tempfile
@@ -23,6 +22,7 @@ from pipeline.errors import AuthenticationRefused, ConfigError
 from pipeline.files import explain_os_error
 from pipeline.logs import mask_app_id, register_secret, retention_days, rotation_bytes
 from pipeline.model import INPUT_FIELDS
+from pipeline.normalise import default_problem
 from pipeline.platform.refusals import REFUSAL_ADVICE
 from pipeline.platform.workkey import cache_path
 
@@ -111,13 +111,8 @@ def settings_problems(settings: Settings) -> list[str]:
             f"[logging] rotation / retention 无法识别（{bad_log_option}）："
             'rotation 写成如 "10 MB" 或 "1 day"，retention 写成如 "30 days" 或 "12 weeks"'
         )
-    if settings.defaults.fksj:
-        try:
-            datetime.datetime.strptime(settings.defaults.fksj, "%Y%m%d")
-        except ValueError:
-            problems.append(
-                f"[defaults] fksj 应为 YYYYMMDD 格式的日期或留空，实际为 {settings.defaults.fksj!r}"
-            )
+    if problem := default_problem(settings.defaults):  # the same rule every run applies
+        problems.append(problem)
     unknown = sorted({code for code in settings.column_aliases.values() if code not in INPUT_FIELDS})
     if unknown:
         problems.append(

@@ -56,7 +56,6 @@ from pipeline.progress import RowBar
 from pipeline.reading import register as reading
 from pipeline.stopping import interrupt_on_signals
 from pipeline.text.arrow import constant
-from pipeline.text.dates import parse_date
 from pipeline.workers import Workers, ask, fork_workers, usable_cores
 
 #: Rows handled at once by every stage: bounds memory, large enough that per-chunk costs do not show
@@ -153,12 +152,8 @@ def open_registers(
     :class:`ConfigError` here: otherwise every row would fail 10128, blamed on
     the register.
     """
-    fksj = settings.defaults.fksj.strip()
-    if fksj and parse_date(fksj) is None:
-        raise ConfigError(
-            f"配置项 [defaults] fksj 应为日期（如 20261129 或 2026-11-29）或留空，实际为 {fksj!r}。"
-            "请改正配置文件"
-        )
+    if problem := normalise.default_problem(settings.defaults):
+        raise ConfigError(f"{problem}。请改正配置文件")
     aliases = dict(settings.column_aliases)
     if options.mapping_file is not None:
         aliases.update(mapping.load_mapping_file(options.mapping_file))

@@ -98,8 +98,10 @@ class PlatformUnreachable(PlatformError):
     """
 
     def __init__(self, message: str, finding: str = "") -> None:
+        from pipeline.logs import safe_text  # as in EhcError: logs imports files, which imports this
+
         super().__init__(message)
-        self.finding = EhcError(finding).message if finding else self.message
+        self.finding = safe_text(finding) if finding else self.message
 
 
 class LockHeld(EhcError):

@@ -160,8 +160,26 @@ def _no_faults() -> pd.DataFrame:
     )
 
 
+class _Named:
+    """How a table's file is named in reports, for :class:`RawTable` and :class:`TableSource` alike."""
+
+    path: str
+    sheet: str
+    name: str  # set where the file's own name is not enough (two inputs named alike)
+
+    @property
+    def file_name(self) -> str:
+        """The file's name in reports: its own, or with its folder where another input has the same one."""
+        return self.name or Path(self.path).name
+
+    @property
+    def label(self) -> str:
+        """File name, plus the sheet name for workbooks: how a clerk names it."""
+        return f"{self.file_name}[{self.sheet}]" if self.sheet else self.file_name
+
+
 @dataclass
-class RawTable:
+class RawTable(_Named):
     """One sheet (or one CSV file) as read, before any mapping; or a chunk of its rows.
 
     ``data`` has one column per header (headers deduplicated, as text), every
@@ -184,16 +202,6 @@ class RawTable:
     notes: pd.DataFrame = field(default_factory=no_notes)
     name: str = ""  # how reports name the file, where its own name is not enough (see file_name)
 
-    @property
-    def file_name(self) -> str:
-        """The file's name in reports: its own, or with its folder where another input has the same one."""
-        return self.name or Path(self.path).name
-
-    @property
-    def label(self) -> str:
-        """File name, plus the sheet name for workbooks: how a clerk names it."""
-        return f"{self.file_name}[{self.sheet}]" if self.sheet else self.file_name
-
     def rows(self, start: int, stop: int) -> RawTable:
         """Rows ``start:stop`` of the table, as a table with the same header (no text copied)."""
         notes = self.notes
@@ -208,7 +216,7 @@ class RawTable:
 
 
 @dataclass
-class TableSource:
+class TableSource(_Named):
     """A table whose header row has been found, its rows read chunk by chunk.
 
     ``read(chunk_rows)`` yields the data rows in order as RawTables (same
@@ -227,16 +235,6 @@ class TableSource:
     whole: RawTable | None = None
     estimated_rows: int = 0
     name: str = ""  # as RawTable.name: given to every table read
-
-    @property
-    def file_name(self) -> str:
-        """The file's name in reports: its own, or with its folder where another input has the same one."""
-        return self.name or Path(self.path).name
-
-    @property
-    def label(self) -> str:
-        """File name, plus the sheet name for workbooks: how a clerk names it."""
-        return f"{self.file_name}[{self.sheet}]" if self.sheet else self.file_name
 
     def named(self, table: RawTable) -> RawTable:
         """``table`` (read from this source) with the source's name for reports."""

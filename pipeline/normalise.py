@@ -412,6 +412,18 @@ def _split_address(rows: dict[str, pd.Series]) -> None:
         rows[part] = fill_empty(rows[part], split)
 
 
+def default_problem(defaults: DefaultValues) -> str:
+    """What is wrong with the configured defaults, as one Chinese sentence ("" if nothing).
+
+    A default issue date that is no date would fail every row with 10128, the
+    fault blamed on the register: the configuration is what is wrong.
+    """
+    fksj = defaults.fksj.strip()
+    if fksj and parse_date(fksj) is None:
+        return f"配置项 [defaults] fksj 应为日期（如 20261129 或 2026-11-29）或留空，实际为 {fksj!r}"
+    return ""
+
+
 def _apply_defaults(rows: dict[str, pd.Series], defaults: DefaultValues, today: datetime.date) -> None:
     issue_date = (parse_date(defaults.fksj) or defaults.fksj) if defaults.fksj else today.strftime("%Y%m%d")
     address_type = recognise_code(defaults.dzlb.strip(), FIELD_TABLES["dzlb"])[0]

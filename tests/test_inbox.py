@@ -595,10 +595,12 @@ def test_a_workbook_of_several_register_sheets_is_read_whole_when_asked(
 def test_a_register_whose_name_is_not_utf8_is_renamed_and_stops_nobody(
     sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
 ) -> None:
+    settings = replace(settings, inbox=InboxSettings(settle_seconds=1))
     gbk = os.fsdecode(os.path.join(os.fsencode(inbox), "居民名单".encode("gbk") + b".csv"))
     write_csv(Path(gbk), range(0, 2))  # unzipped on a Chinese Windows PC
     write_csv(inbox / "b.csv", range(2, 4))
     (inbox / os.fsdecode("说明".encode("gbk") + b".doc")).write_text("x")
+    time.sleep(1.2)  # settled: the rename must not make it look freshly written
     dry = run_inbox(inbox, tmp_path / "dry", settings, dry_run=True)
     odd = [(f.status, "居民名单.csv" in f.message) for f in dry.files if f.name != "b.csv"]
     assert odd == [("waiting", True)]

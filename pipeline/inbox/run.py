@@ -195,10 +195,10 @@ def decoded_name(name: str) -> str | None:
         return raw.decode("utf-8", "replace").replace("\ufffd", "_")
 
 
-def _renamed_to_text(path: Path) -> Path:
-    """``path`` renamed in the inbox to :func:`decoded_name` of its name: every report, summary and
-    log line names a register by text, and a name that is none stopped every run."""
-    target = _unique(path.with_name(decoded_name(path.name) or path.name))
+def _renamed_to_text(path: Path, text: str) -> Path:
+    """``path`` renamed in the inbox to ``text`` (:func:`decoded_name` of its name): every report,
+    summary and log line names a register by text, and a name that is none stopped every run."""
+    target = _unique(path.with_name(text))
     os.rename(path, target)
     logger.warning("收件箱中的文件名不是 UTF-8 编码（{}），已改名为 {}", printable(path.name), target.name)
     return target
@@ -221,7 +221,7 @@ def _text_named(registers: list[Path], dry_run: bool) -> tuple[list[Path], list[
             message = f"文件名不是 UTF-8 编码：试运行不读取；正式运行时先改名为 {printable(text)} 再处理"
         else:
             try:
-                kept.append(_renamed_to_text(path))
+                kept.append(_renamed_to_text(path, text))
                 continue
             except OSError as error:
                 message = f"文件名不是 UTF-8 编码，无法改名（{explain_os_error(error)[0]}）：请手动改名"
@@ -467,10 +467,9 @@ def run_inbox(
         run = _Run(inbox, out_root, settings, dry_run, (now or datetime.now()).astimezone(), journal)
         logger.info("收件箱运行开始：{}{}", inbox, "（试运行）" if dry_run else "")
         registers, ignored = scan_inbox(inbox)
-        outcomes: list[InboxFile] = []
-        registers, left = _text_named(registers, dry_run)
-        outcomes += left
         ready, waiting = split_settled(registers, run.started_at, settings.inbox.settle_seconds)
+        # Renamed once settled: a rename changes the inode's time of change, which the settle check reads.
+        ready, outcomes = _text_named(ready, dry_run)
         stopped = False
         for path in ready:
             if stopped:

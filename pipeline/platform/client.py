@@ -66,6 +66,11 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _cut_short(error: PlatformUnreachable) -> str:
+    """What a call whose requests had left says when the breaker opened: its outcome is unknown."""
+    return f"{error.finding}，发送结果未知"
+
+
 class PlatformClient:
     """Signed calls to the platform at ``settings.base_url``.
 
@@ -279,7 +284,7 @@ class PlatformClient:
             if self._interrupted.is_set() and not self._breaker.is_open:
                 return interrupted  # stopped while fetching the key: not a platform fault
             if attempts:  # requests of this call left before: raised, the call would look never sent
-                return CallResult(None, f"{error.finding}，发送结果未知", {}, attempts, uncertain=True)
+                return CallResult(None, _cut_short(error), {}, attempts, uncertain=True)
             raise
         return CallResult(answer.result_code, answer.message, answer.data, attempts, uncertain)
 
@@ -338,7 +343,7 @@ class PlatformClient:
             # Attempts of this call left before the breaker opened: its outcome is unknown, and said so
             # (the run stops at the next call); raising would lose that they were sent.
             arrived.append(True)
-            return Answer(None, f"{error.finding}，发送结果未知", {}, False, arrived=True), sent, True
+            return Answer(None, _cut_short(error), {}, False, arrived=True), sent, True
         if not sent:
             self._breaker.check()  # nothing left: the open breaker, not "interrupted", is why
         if answer is _INTERRUPTED and sent:

@@ -731,6 +731,16 @@ def _read_body(
                 raise _mixed_encoding(block.data, layout.encoding, block.lines_before, label) from None
 
 
+def _text_bytes(column: TextColumn) -> int:
+    """Bytes of text in ``column`` (its values, not their offsets), read from the offsets alone."""
+    total = 0
+    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+        if len(chunk):
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)
+            total += int(offsets[chunk.offset + len(chunk)] - offsets[chunk.offset])
+    return total
+
+
 def _gathered(
     blocks: Iterator[tuple[list[TextColumn], np.ndarray]], rows: int
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
@@ -745,7 +755,7 @@ def _gathered(
     count = size = 0
     wanted = 1  # blocks
     for columns, source_row in blocks:
-        text = sum(column.nbytes for column in columns) - 8 * len(source_row) * len(columns)  # not offsets
+        text = sum(map(_text_bytes, columns))
         if pending and (count + len(source_row) > rows or size + text > CHUNK_BYTES):
             yield glue_blocks(pending)
             pending, count, size = [], 0, 0

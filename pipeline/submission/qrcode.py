@@ -265,7 +265,7 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
             stopped = MESSAGE_INTERRUPTED if isinstance(error, KeyboardInterrupt) else MESSAGE_STOPPED
             _write_index(out_dir, holders, targets, [_outcome(f, stopped)[0] for f in futures])
             raise
-    fetched = [_outcome(future, MESSAGE_STOPPED) for future in futures]
+    fetched = [future.result() for future in futures]  # every fetch is done
     reasons = [reason for reason, _ in fetched]
     _write_index(out_dir, holders, targets, reasons)
     written = [path for path, reason in zip(targets, reasons, strict=True) if not reason]

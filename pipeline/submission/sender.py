@@ -248,7 +248,6 @@ class ResidentSender:
             # Stopped by a fault of the run (the platform gone, the journal full), not by the operator.
             word = "已中断" if self.fault is None else "已停止"
             message = result.message.replace("已中断", word, 1)
-            message = message if message.startswith(word) else f"{word}（{message}）"
             self._record(task.id_number, STATE_FAILED, None, message)
             return Outcome(STATUS_FAILED, "", f"{message}；再次运行同一命令会重新发送")
         # The platform's own "network error": the outcome is unknown, not a refusal of the data.

@@ -50,6 +50,7 @@ from pipeline.web.shown import for_clerk, visible
 from pipeline.web.store import (
     BUSY_STATES,
     CANCELLED,
+    CHECK_QUEUE_STATES,
     CHECKED,
     CHECKING,
     NEEDS_MAPPING,
@@ -60,7 +61,6 @@ from pipeline.web.store import (
     SUBMITTING,
     UNREADABLE,
     WAITING,
-    WAITING_STATES,
     FaultLine,
     Job,
     QueueFull,
@@ -407,6 +407,8 @@ def job_page(request: Request) -> Response:
         src: _column_name(job, FaultLine(0, 0, src, src, 0, "", "", 0, ""))[0] for src in counts["column"]
     }
     kept = JobFiles(workspace(request).settings.state_dir, job.id).kept(job.stored_name)
+    # "已上传，正在检查" only while it is: a reload of the redirect's address would say it for ever.
+    stale_notice = request.query_params.get("notice") == "uploaded" and job.state not in CHECK_QUEUE_STATES
     return render(
         request, "job.html",
         {
@@ -418,8 +420,7 @@ def job_page(request: Request) -> Response:
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
             "mask": engine.mask_text, "said": for_clerk,
-            # "已上传，正在检查" only while it is: a reload of the redirect's address would say it for ever.
-            **({"notice": ""} if _notice(request) == "uploaded" and job.state not in WAITING_STATES else {}),
+            **({"notice": ""} if stale_notice else {}),
         },
     )  # fmt: skip
 
@@ -575,10 +576,6 @@ def _final_fields(job: Job, changes: dict[str, str]) -> list[str]:
 
 
 # --- submission -----------------------------------------------------------------------------------
-
-
-def _notice(request: Request) -> str:
-    return request.query_params.get("notice", "")
 
 
 def submit_page(request: Request) -> Response:

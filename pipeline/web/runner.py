@@ -47,13 +47,13 @@ from loguru import logger
 
 from pipeline.web import checking, downloads, engine, submitting
 from pipeline.web.store import (
+    CHECK_QUEUE_STATES,
     CHECKING,
     QUEUED,
     STOPPED,
     SUBMITTING,
     UNREADABLE,
     WAITING,
-    WAITING_STATES,
     Store,
 )
 
@@ -196,7 +196,7 @@ class Runner:
 
     def waiting(self, centre_id: int) -> int:
         """Uploads of a centre waiting for or in their dry run."""
-        return self.store.jobs_in_count(centre_id, WAITING_STATES)
+        return self.store.jobs_in_count(centre_id, CHECK_QUEUE_STATES)
 
     def _dispatch(self) -> None:
         """Hand waiting uploads to the pool while it has a free worker, one centre after another."""

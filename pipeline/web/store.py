@@ -51,7 +51,7 @@ BUSY_STATES = frozenset({QUEUED, CHECKING, WAITING, SUBMITTING})
 #: States in which the clerk may edit cells and submit.
 READY_STATES = frozenset({CHECKED, SUBMITTED, CANCELLED, STOPPED})
 #: States of an upload waiting for or in its dry run: what a centre's queue limit counts.
-WAITING_STATES = (QUEUED, CHECKING)
+CHECK_QUEUE_STATES = (QUEUED, CHECKING)
 
 
 class QueueFull(Exception):
@@ -638,7 +638,7 @@ class Store:
         """
         at = now_text()
         with self.transaction() as db:
-            if queue_limit is not None and self.jobs_in_count(centre_id, WAITING_STATES) >= queue_limit:
+            if queue_limit is not None and self.jobs_in_count(centre_id, CHECK_QUEUE_STATES) >= queue_limit:
                 raise QueueFull(queue_limit)
             db.execute(
                 "INSERT INTO jobs (id, centre_id, user_id, file_name, stored_name, size, created_at, "
