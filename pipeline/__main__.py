@@ -21,32 +21,18 @@ from typing import NoReturn
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-#: Set by a signal during the imports: a KeyboardInterrupt raised inside a finaliser or a garbage
-#: collector's callback is printed as "ignored" and lost, and the command ran as if never stopped.
-_signalled: list[int] = []
-
-
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    _signalled.append(signum)
     raise KeyboardInterrupt
 
 
 def run() -> int:
     """Run ``ehc`` with the process's arguments; the exit code."""
     try:  # first thing: every import of the package happens inside
-        # (A signal ignored by whoever started us, as a shell does for a background job, stays ignored.)
-        previous = {
-            signum: signal.signal(signum, _raise_interrupt)
-            for signum in _STOP_SIGNALS
-            if signal.getsignal(signum) is not signal.SIG_IGN
-        }
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             from pipeline.cli import main
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        if _signalled:  # interrupted, though the interrupt itself went astray
-            raise KeyboardInterrupt
+            signal.signal(signal.SIGTERM, previous)
         code = main()
     except KeyboardInterrupt:
         from pipeline.errors import EXIT_INTERRUPTED
