@@ -388,7 +388,9 @@ def test_python_m_pipeline_exits_130_after_a_ctrl_c_handled_inside_code_run_from
 
 def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
     env = Env(tmp_path, None)
-    register = write_csv(tmp_path / "r.csv", [person(1)])
+    # Long enough that the run is still going when the signal comes, however late a loaded machine lets
+    # this test read the line below (a run already over ignores signals while it exits with its code).
+    register = write_csv(tmp_path / "r.csv", [person(serial % 400 + 1) for serial in range(40_000)])
     # -X importtime prints a line as each module is imported: pipeline.errors comes just before the
     # second or so of importing the command line (pandas, pyarrow ...), when Ctrl-C printed a traceback.
     process = _popen(env, "validate", str(register), "--out", str(tmp_path / "out"),
