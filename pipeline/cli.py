@@ -609,6 +609,7 @@ def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:
 
     store = accounts.open_store(settings.state_dir)
     if args.users_command == "add":
+        accounts.new_user_centre(store, args.name, args.centre)  # before the password is typed
         user = accounts.add_user(store, args.name, args.centre, read_password(), admin=args.admin)
         return RunResult(
             EXIT_OK, f"已添加用户 {user.name}（中心 {args.centre}{'，管理员' if args.admin else ''}）"
@@ -620,6 +621,7 @@ def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:
             "已停用用户 {}：其已登录的页面已退出，不能再登录" if disabling else "已启用用户 {}，可以重新登录"
         )
         return RunResult(EXIT_OK, done.format(user.name))
+    accounts.existing_user(store, args.name)  # before the password is typed
     user = accounts.set_password(store, args.name, read_password("新密码："))
     return RunResult(EXIT_OK, f"已修改用户 {user.name} 的密码；其已登录的页面需重新登录")
 

@@ -644,6 +644,31 @@ def test_cli_manages_centres_and_users(tmp_path: Path, monkeypatch: pytest.Monke
         cli.main(["users", "add", "x", "--centre", ORG_B, "--password", "p"])  # never from argv
 
 
+def test_cli_refuses_a_user_before_asking_for_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path))
+    assert cli.main(["centres", "add", "455400009", "--name", "丁社区卫生服务中心"]) == 0
+    asked: list[str] = []
+
+    def read_password(prompt: str = "密码：") -> str:
+        asked.append(prompt)
+        return "a-good-password-7"
+
+    monkeypatch.setattr("pipeline.web.serve.read_password", read_password)
+    assert cli.main(["users", "add", "zhang", "--centre", "455400009"]) == 0
+    assert len(asked) == 1
+    for args, said in (
+        (["users", "add", "wang", "--centre", "000000000"], "没有机构代码"),
+        (["users", "add", "zhang", "--centre", "455400009"], "已存在"),
+        (["users", "add", "?", "--centre", "455400009"], "用户名"),
+        (["users", "passwd", "nobody"], "没有用户"),
+    ):
+        assert cli.main(args) == 2
+        assert said in capsys.readouterr().err
+    assert len(asked) == 1  # none of the refused ones asked for a password
+
+
 def test_the_uploaded_notice_is_shown_only_while_the_upload_is_being_checked(site: Site) -> None:
     clerk = site.client("clerk_a")
     job_id = site.upload_sample(clerk)  # waits until checked

@@ -52,13 +52,7 @@ def add_user(
 ) -> User:
     """Add a user of the centre with ``org_code``."""
     name = name.strip()
-    if not USER_NAME.fullmatch(name):
-        raise ConfigError(f"用户名“{name}”不正确：2–40 个字母、数字、汉字或 . _ -")
-    centre = store.centre_by_code(org_code.strip())
-    if centre is None:
-        raise ConfigError(
-            f"没有机构代码为 {org_code} 的中心。请先添加：ehc centres add {org_code} --name 名称"
-        )
+    centre = new_user_centre(store, name, org_code)
     problem = password_problem(password, name)
     if problem:
         raise ConfigError(f"密码不符合要求：{problem}")
@@ -73,11 +67,35 @@ def add_user(
     return user
 
 
-def set_password(store: Store, name: str, password: str, *, by: User | None = None) -> User:
-    """Give user ``name`` a new password (every session of theirs ends)."""
+def new_user_centre(store: Store, name: str, org_code: str) -> Centre:
+    """The centre a new user ``name`` would belong to, or a ConfigError saying why they cannot be added.
+
+    Checked before a password is asked for: nobody types one twice to learn the name is taken.
+    """
+    name = name.strip()
+    if not USER_NAME.fullmatch(name):
+        raise ConfigError(f"用户名“{name}”不正确：2–40 个字母、数字、汉字或 . _ -")
+    centre = store.centre_by_code(org_code.strip())
+    if centre is None:
+        raise ConfigError(
+            f"没有机构代码为 {org_code} 的中心。请先添加：ehc centres add {org_code} --name 名称"
+        )
+    if store.user_by_name(name) is not None:
+        raise ConfigError(f"用户名 {name} 已存在")
+    return centre
+
+
+def existing_user(store: Store, name: str) -> User:
+    """User ``name``, or a ConfigError saying there is none."""
     user = store.user_by_name(name.strip())
     if user is None:
         raise ConfigError(f"没有用户 {name}")
+    return user
+
+
+def set_password(store: Store, name: str, password: str, *, by: User | None = None) -> User:
+    """Give user ``name`` a new password (every session of theirs ends)."""
+    user = existing_user(store, name)
     problem = password_problem(password, user.name)
     if problem:
         raise ConfigError(f"密码不符合要求：{problem}")
@@ -88,9 +106,7 @@ def set_password(store: Store, name: str, password: str, *, by: User | None = No
 
 def set_disabled(store: Store, name: str, disabled: bool, *, by: User | None = None) -> User:
     """Stop user ``name`` logging in (their sessions end), or allow it again."""
-    user = store.user_by_name(name.strip())
-    if user is None:
-        raise ConfigError(f"没有用户 {name}")
+    user = existing_user(store, name)
     if disabled and by is not None and by.id == user.id:
         raise ConfigError("不能停用自己的账号")
     store.set_disabled(user.id, disabled)
