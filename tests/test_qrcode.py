@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -164,6 +166,7 @@ def test_several_registers_name_their_file(tmp_path: Path) -> None:
     [
         ("missing", "找不到"), ("folder without results", "results.csv"), ("not sqlite", "SQLite"),
         ("a dry run's results", "ehc validate"), ("re-saved by Excel", "UTF-8"),
+        ("another program's SQLite", "SQLite"),
     ],
 )  # fmt: skip
 def test_bad_sources_are_input_errors(tmp_path: Path, kind: str, said: str) -> None:
@@ -174,11 +177,17 @@ def test_bad_sources_are_input_errors(tmp_path: Path, kind: str, said: str) -> N
         source.write_text("hello", encoding="utf-8")
     elif kind == "a dry run's results":  # it would have said "0 saved", exit 0
         _results(source, [("r.xlsx", 2, "valid", make_id(1), ""), ("r.xlsx", 3, "invalid", make_id(2), "")])
+    elif kind == "another program's SQLite":  # it said "0 saved", exit 0, and added our tables to it
+        with contextlib.closing(sqlite3.connect(source)) as db:
+            db.execute("CREATE TABLE visits (id INTEGER)")
+            db.commit()
     elif kind == "re-saved by Excel":
         _results(source, [("登记表.xlsx", 2, "enrolled", make_id(1), "A" * 64)])
         (source / "results.csv").write_bytes((source / "results.csv").read_text("utf-8-sig").encode("gbk"))
+    before = source.read_bytes() if source.is_file() else b""
     with pytest.raises(InputError, match=said):
         export_qrcodes(source, tmp_path / "qr", ImgClient())
+    assert (source.read_bytes() if source.is_file() else b"") == before  # looked at, never changed
 
 
 def test_export_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path) -> None:

@@ -181,6 +181,26 @@ def _allocate(path: Path, size: int) -> None:
         partial.unlink(missing_ok=True)
 
 
+def is_journal(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` is a journal of this program, looked at without writing to it.
+
+    Opening a :class:`Journal` creates its tables: done to someone else's
+    database (``ehc qrcode --from other.sqlite``) it would change that file.
+    """
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except (sqlite3.Error, OSError, ValueError):
+        return False
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
+    return 1 <= version <= _SCHEMA_VERSION and {"residents", "files"} <= tables
+
+
 class Journal:
     """The SQLite journal at ``path``; safe to share between threads.
 

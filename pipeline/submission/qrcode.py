@@ -35,7 +35,7 @@ from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_INVALID, STATUS_VALID
 from pipeline.platform.responses import logged_reason
 from pipeline.reports.results_csv import neutralised
-from pipeline.state.journal import STATE_ENROLLED, Journal
+from pipeline.state.journal import STATE_ENROLLED, Journal, is_journal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -191,7 +191,7 @@ def read_holders(source: Path, journal_path: Path | None = None) -> list[Holder]
         )
     with open(source, "rb") as handle:
         magic = handle.read(len(SQLITE_MAGIC))
-    if magic != SQLITE_MAGIC:
+    if magic != SQLITE_MAGIC or not is_journal(source):
         raise InputError(
             "既不是结果文件夹，也不是提交日志（SQLite）文件", file=str(source),
             fix="请指定 ehc submit 的 --out 结果文件夹，或状态目录下的 journal.sqlite",
