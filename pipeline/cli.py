@@ -140,7 +140,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         text = chinese_argparse_message(message) + _dash_file_hint(getattr(self, "given", []))
         # argparse quotes what was typed, which may be an ID number or a phone typed in the wrong place.
-        emit(mask_text(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法"), sys.stderr)
+        line = mask_text(f"错误：命令行参数有误：{text}。运行 `{self.prog} --help` 查看用法")
+        if "--log-json" in getattr(self, "given", []):  # a collector reads every line of stderr as JSON
+            setup_logging(json=True)
+            logger.bind(fatal=True).error("{}", line)
+        else:
+            emit(line, sys.stderr)
         raise SystemExit(EXIT_FATAL)
 
 

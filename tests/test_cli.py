@@ -339,3 +339,15 @@ def test_a_run_stopping_error_is_in_the_days_log_and_json_when_asked(
         assert len([line for line in lines if "nope.xlsx" in line]) == 1
     (log,) = (tmp_path / "state" / "logs").glob("ehc-*.log")
     assert "nope.xlsx" in log.read_text(encoding="utf-8")
+
+
+def test_an_argument_error_is_json_when_json_logs_are_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--log-json", "--inbox"])
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # a collector reads every line of stderr
+    assert [r["record"]["level"]["name"] for r in records] == ["ERROR"]
+    assert records[0]["record"]["message"].startswith("错误：命令行参数有误：--inbox")
