@@ -284,9 +284,10 @@ class PlatformClient:
             if self._interrupted.is_set() and not self._breaker.is_open:
                 return interrupted  # stopped while fetching the key: not a platform fault
             if attempts:  # requests of this call left before: raised, the call would look never sent
-                return CallResult(None, _cut_short(error), {}, attempts, uncertain=True)
+                return CallResult(None, _cut_short(error), {}, attempts, uncertain=True, unanswered=True)
             raise
-        return CallResult(answer.result_code, answer.message, answer.data, attempts, uncertain)
+        unanswered = uncertain or answer.arrived
+        return CallResult(answer.result_code, answer.message, answer.data, attempts, uncertain, unanswered)
 
     def _send(self, method: str, data: Callable[[], dict[str, Any]]) -> tuple[Answer, int, bool]:
         """The last answer to ``method`` after retries, the requests actually sent, and whether an

@@ -49,7 +49,9 @@ class CallResult:
     attempt before the last one may have reached the platform and been acted
     upon although its answer never came back (dropped connection, timeout,
     HTTP 5xx, garbled answer): a later "already enrolled" (10115) may then be
-    the platform's memory of that very attempt.
+    the platform's memory of that very attempt.  ``unanswered`` says the same
+    of any attempt, the last included: without a verdict, whether the
+    platform acted on the call is unknown.
     """
 
     result_code: int | None
@@ -57,6 +59,7 @@ class CallResult:
     data: dict[str, str]
     attempts: int
     uncertain: bool = False
+    unanswered: bool = False
 
     @property
     def ok(self) -> bool:

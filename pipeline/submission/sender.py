@@ -67,6 +67,12 @@ MESSAGE_ENROLLED_ELSEWHERE = "平台答复身份证已经办理过：本机提�
 MESSAGE_ENROLLED_AFTER_REJECTION = (
     "平台答复身份证已经办理过：本机上次发送时平台拒绝了申领，应是此后在别处办理"
 )
+#: A call none of whose requests reached the platform (refused connection, unknown host).
+MESSAGE_SEND_FAILED = "发送失败"
+#: A call whose request may have reached the platform without a verdict coming back.
+MESSAGE_OUTCOME_UNKNOWN = "发送结果未知（平台可能已收到并办理）"
+#: What the clerk does about either.
+MESSAGE_SEND_AGAIN = "再次运行同一命令会重新发送（平台若答复已办理，按已办理处理，不会重复申领）"
 #: A 10143: the ID number holds several cards already, so the resident needs none.
 MESSAGE_SEVERAL_CARDS = "平台答复该身份证已办理过多张健康卡：已有健康卡，无需再申领"
 #: A result code the interface document does not list: nothing known about the resident.
@@ -254,8 +260,11 @@ class ResidentSender:
         if code is None or code == ResultCode.NETWORK_ERROR:
             message = _platform_message(result) or "平台无应答"
             self._record(task.id_number, STATE_FAILED, code, message)
-            logger.warning("{} 发送失败（已尝试 {} 次）：{}", masked, result.attempts, _logged_reason(result))
-            text = f"发送失败（已尝试 {result.attempts} 次）：{message}。再次运行同一命令会重新发送"
+            # A request that reached the platform unanswered may have enrolled the resident: not "failed".
+            unknown = bool(getattr(result, "unanswered", False))
+            said = MESSAGE_OUTCOME_UNKNOWN if unknown else MESSAGE_SEND_FAILED
+            logger.warning("{} {}（已尝试 {} 次）：{}", masked, said, result.attempts, _logged_reason(result))
+            text = f"{said}（已尝试 {result.attempts} 次）：{message}。{MESSAGE_SEND_AGAIN}"
             return Outcome(STATUS_FAILED, "" if code is None else str(code), text)
         message = _platform_message(result)
         if code not in _DOCUMENTED_CODES:
