@@ -31,8 +31,23 @@ from pipeline.sandbox.faults import FAULT_KINDS
 # -- tolerant parsing (units) ---------------------------------------------------------
 
 
+def test_the_platforms_message_is_one_bounded_chinese_line() -> None:
+    body = {"resultCode": 10110, "message": "参数错误\n<script>x</script>\r\n=HYPERLINK(1)\t" + "长" * 300}
+    _, message, _ = parse_body(json.dumps(body).encode()) or (0, "", {})
+    assert "\n" not in message and "\r" not in message and "\t" not in message
+    assert message.startswith("参数错误 <script>x</script> =HYPERLINK(1) 长") and len(message) == 200
+    java = {"resultCode": 10110, "message": "java.lang.NullPointerException at com.x.Y"}
+    assert parse_body(json.dumps(java).encode()) == (
+        10110, "参数错误（平台原文：java.lang.NullPointerException at com.x.Y）", {}
+    )  # fmt: skip
+
+
 def test_result_code_as_number_or_string_with_data_wrapper() -> None:
-    assert parse_body(b'{"data": {"resultCode": 10000, "message": "ok"}}') == (10000, "ok", {})
+    assert parse_body(b'{"data": {"resultCode": 10000, "message": "ok"}}') == (
+        10000,
+        "操作成功（平台原文：ok）",
+        {},
+    )
     assert parse_body(b'{"data": {"resultCode": " 10111 ", "message": ""}}') == (
         10111,
         "身份证号码不正确",
@@ -89,7 +104,10 @@ def test_an_answer_naming_its_result_code_twice_is_no_verdict(body: bytes) -> No
 @pytest.mark.parametrize(
     "card_id",
     [
-        '=HYPERLINK("http://evil.example/x","点我")', "+1+cmd|' /C calc'!A0", "@ACD5\t=1+1", "A" * 100_000,
+        '=HYPERLINK("http://evil.example/x","点我")',
+        "+1+cmd|' /C calc'!A0",
+        "@ACD5\t=1+1",
+        "A" * 100_000,
         "-2+3",
     ],
 )

@@ -99,6 +99,28 @@ def logged_reason(result_code: int | None, message: str) -> str:
     return describe(result_code)
 
 
+#: Most characters of the platform's own message kept: the reports quote it in a cell and on one line.
+MAX_MESSAGE_CHARS = 200
+_CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def platform_message(code: int, text: str) -> str:
+    """The platform's ``message`` as the reports may quote it: one line, at most
+    :data:`MAX_MESSAGE_CHARS` characters, secrets removed, and in Chinese — a
+    message without a Chinese word (``java.lang.NullPointerException``) follows
+    the code's own description.  An empty one is the code's description.
+    """
+    text = " ".join(without_secrets(text).split())  # line breaks and tabs too
+    text = "".join(ch for ch in text if ch.isprintable())
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+    if not text:
+        return describe(code)
+    if not _CHINESE.search(text):
+        return f"{describe(code)}（平台原文：{text}）"
+    return text
+
+
 def fold_key(key: str) -> str:
     """A response key in canonical spelling: spaces stripped, case folded onto the spec's names."""
     stripped = key.strip()
@@ -166,7 +188,7 @@ def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
     if code is None:
         return None
     message = fields.pop("message", "")
-    message = without_secrets(message.strip()) if isinstance(message, str) else ""
+    message = platform_message(code, message if isinstance(message, str) else "")
     data = {
         key: ("" if value is None else str(value).strip())
         for key, value in fields.items()
@@ -175,7 +197,7 @@ def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
     for key in _CARD_FIELDS:
         if data.get(key) and not _CARD_TEXT.fullmatch(data[key]):
             data[key] = ""  # as if not given: an enrolment without card ids is looked up or reported so
-    return code, message or describe(code), data
+    return code, message, data
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
