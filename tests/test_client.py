@@ -209,6 +209,26 @@ def test_envelope_strips_values_sends_type_as_string_and_every_key(tmp_path: Pat
     client.close()
 
 
+@pytest.mark.parametrize("code", [10102, 10103])
+def test_the_apps_user_name_or_password_refused_on_a_call_stops_the_run(tmp_path: Path, code: int) -> None:
+    settings = PlatformSettings(
+        base_url="https://platform.invalid/jkfs-dzjkk/dzjkk/websvi", app_id="APP", app_secret="env-s3cr3t"
+    )
+    client = PlatformClient(settings, tmp_path, initial_wait=0.01)
+
+    def post(url: str, data: Any, **_: Any) -> _Captured:
+        b"".join(data)
+        if url.endswith("getWorkKey.do"):
+            return _Captured(b'{"data":{"resultCode":10000,"message":"ok","workKey":"WK"}}')
+        return _Captured(json.dumps({"resultCode": code, "message": "x"}).encode())
+
+    client._transport.session.post = post  # type: ignore[method-assign,assignment]
+    # Not a refusal of the resident: every row would get it, so no row is blamed and the run stops.
+    with pytest.raises(AuthenticationRefused, match=str(code)):
+        client.sync_card_info(*make_resident(1))
+    client.close()
+
+
 # -- against the sandbox ------------------------------------------------------------------
 
 

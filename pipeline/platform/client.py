@@ -57,6 +57,8 @@ _METHODS = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")
 _INTERRUPTED = Answer(None, "已中断：请求未发送", {}, False)
 #: A stop that cut the wait before a resend short, after an attempt that may have reached the platform.
 _INTERRUPTED_UNANSWERED = Answer(None, "已中断：此前发出的请求没有得到答复，发送结果未知", {}, False)
+#: Codes refusing the app itself, whatever call they answer: a run stops at the first.
+_APP_REFUSALS = frozenset({ResultCode.INVALID_USER_NAME, ResultCode.INVALID_PASSWORD})
 #: Times one call may be signed again with a new key after 10105, whatever other calls do meanwhile.
 _MAX_KEY_CHANGES_PER_CALL = 2 * MAX_FRESH_REFUSALS
 
@@ -278,6 +280,11 @@ class PlatformClient:
                 key = self._keys.refused(key)
                 answer, more, unsure = self._send(method, signed(key))
                 attempts, uncertain = attempts + more, uncertain or unsure
+            if answer.result_code in _APP_REFUSALS:
+                # The app's user name or password refused: no verdict on this row, and every row would
+                # get the same; the run stops as a getWorkKey refused so would have (exit 2).
+                code = int(answer.result_code or 0)
+                raise AuthenticationRefused(refusal_message(code, answer.message, self._app_id), code)
             if answer.result_code is not None:
                 self._keys.accepted(key)
         except PlatformUnreachable as error:
