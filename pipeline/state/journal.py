@@ -73,6 +73,11 @@ STATE_REJECTED = "rejected"
 STATE_FAILED = "failed"
 STATES: tuple[str, ...] = (STATE_SENDING, STATE_ENROLLED, STATE_REJECTED, STATE_FAILED)
 
+#: Why a resident recorded enrolled is sent again: a lookup found their card held by someone else.
+MESSAGE_CARD_OF_ANOTHER = (
+    "记录的卡号经 bindCardInfo 查询属于另一位居民：当时的申领答复不是对此人的答复，结果未知，将重新发送"
+)
+
 #: Room kept beside the journal for the answers of the calls in flight when the disk fills up
 #: (a recorded answer takes a few pages of the write-ahead log; 64 calls may be in flight).
 RESERVE_FILES = 16
@@ -403,8 +408,23 @@ class Journal:
             ),
         ) > 0  # fmt: skip
 
-    def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> None:
-        """Store the card ids of a resident found later (``bindCardInfo``); state and message stay."""
+    def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> int:
+        """Store the card ids of a resident found later (``bindCardInfo``); state and message stay.
+
+        The lookup names the card of this ID number: any other resident the
+        journal holds with that card was recorded from an answer to some other
+        request (answers mixed up).  Their outcome becomes unknown (``failed``,
+        card ids cleared), so the next run sends them again and one card is
+        never exported for two people.  Returns how many were so corrected.
+        """
+        corrected = 0
+        if ehealth_card_id:
+            corrected = self._write(
+                """UPDATE residents SET state = ?, result_code = NULL, message = ?, ehealth_card_id = '',
+                         virtual_card_num = '', updated_at = ?
+                   WHERE ehealth_card_id = ? AND id_number != ?""",
+                (STATE_FAILED, MESSAGE_CARD_OF_ANOTHER, _now(), ehealth_card_id, id_number),
+            )
         self._write(
             """UPDATE residents SET
                      ehealth_card_id = CASE WHEN ? != '' THEN ? ELSE ehealth_card_id END,
@@ -413,6 +433,7 @@ class Journal:
                    WHERE id_number = ?""",
             (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
         )
+        return corrected
 
     def enrolled_without_card_ids(self) -> list[str]:
         """ID numbers of residents enrolled (here or, per a 10115, anywhere) whose card ids are unknown."""

@@ -348,7 +348,11 @@ class ResidentSender:
         card_id, virtual = _card_ids(result.data) if result.ok else ("", "")
         if card_id or virtual:
             try:
-                self.journal.set_card_ids(task.id_number, card_id, virtual)
+                if self.journal.set_card_ids(task.id_number, card_id, virtual):
+                    logger.warning(
+                        "{} 的卡号在提交日志中记在另一位居民名下：其申领结果改为未知，下次运行会重新发送",
+                        mask_id(task.id_number),
+                    )
             except EhcError as error:
                 self._stopped_by(error)
             logger.info("{} 已通过 bindCardInfo 查得卡号", mask_id(task.id_number))
