@@ -33,18 +33,23 @@ def _png(text: str) -> bytes:
 class ImgClient:
     """Answers getImg with a real PNG, except for the card ids in ``broken`` / ``refused``."""
 
-    def __init__(self, broken: set[str] = frozenset(), refused: set[str] = frozenset()) -> None:
-        self.broken, self.refused = broken, refused
+    def __init__(
+        self, broken: set[str] = frozenset(), refused: set[str] = frozenset(), blank: set[str] = frozenset()
+    ) -> None:
+        self.broken, self.refused, self.blank = broken, refused, blank
         self.calls: list[str] = []
 
     def get_img(self, *, ehealth_card_id: str = "", virtual_card_num: str = "") -> CallResult:
         self.calls.append(ehealth_card_id)
         if ehealth_card_id in self.refused:
             return CallResult(10108, "身份证未办卡", {}, 1)
-        img = base64.b64encode(b"GIF89a..." if ehealth_card_id in self.broken else _png(ehealth_card_id))
-        return CallResult(
-            10000, "操作成功", {"qrCode": f"{ehealth_card_id}:0:{'0' * 32}", "img": img.decode()}, 1
-        )
+        qr_text = f"{ehealth_card_id}:0:{'0' * 32}"
+        if ehealth_card_id in self.broken:  # a picture that is no PNG, and no text to draw one from
+            return CallResult(10000, "操作成功", {"img": base64.b64encode(b"GIF89a...").decode()}, 1)
+        if ehealth_card_id in self.blank:  # as the interface document's example answers: the text alone
+            return CallResult(10000, "操作成功", {"qrCode": qr_text, "img": ""}, 1)
+        img = base64.b64encode(_png(ehealth_card_id))
+        return CallResult(10000, "操作成功", {"qrCode": qr_text, "img": img.decode()}, 1)
 
 
 def _results(folder: Path, rows: list[tuple[str, int, str, str, str]]) -> Path:
@@ -90,9 +95,33 @@ def test_export_from_results_folder(tmp_path: Path) -> None:
         tmp_path / "qr" / "qrcodes.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig"
     )
     assert index["status"].tolist() == ["ok", "ok", "failed", "failed"]
-    assert [(h.id_number, reason[:4]) for h, reason in export.failed] == [(c, "卡号未知"), (e, "平台返回")]
+    assert [(h.id_number, reason[:4]) for h, reason in export.failed] == [(c, "卡号未知"), (e, "getI")]
     assert a not in (tmp_path / "qr" / "qrcodes.csv").read_text(encoding="utf-8-sig"), "ID numbers are masked"
     assert not list((tmp_path / "qr").glob("*.part"))
+
+
+def test_an_answer_with_the_qr_text_and_no_picture_is_drawn_as_the_document_shows(tmp_path: Path) -> None:
+    a = make_id(1)
+    folder = _results(tmp_path / "out", [("reg.xlsx", 12, "enrolled", a, "A" * 64)])
+    export = export_qrcodes(folder, tmp_path / "qr", ImgClient(blank={"A" * 64}))
+    (path,) = export.written
+    assert not export.failed and path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_report_card_the_journal_has_since_withdrawn_is_not_exported(tmp_path: Path) -> None:
+    a, b = make_id(1), make_id(2)
+    folder = _results(
+        tmp_path / "out",
+        [("reg.xlsx", 12, "enrolled", a, "A" * 64), ("reg.xlsx", 13, "enrolled", b, "A" * 64)],
+    )
+    with Journal(tmp_path / "journal.sqlite") as journal:  # b's card turned out to be a's
+        journal.record(b, STATE_ENROLLED, 10000, "操作成功", "A" * 64, "")
+        journal.record(a, STATE_ENROLLED, 10115, "平台答复已办理")
+        journal.set_card_ids(a, "A" * 64, "")
+    client = ImgClient()
+    export = export_qrcodes(folder, tmp_path / "qr", client, journal_path=tmp_path / "journal.sqlite")
+    assert client.calls == ["A" * 64]  # one card, one picture: a's
+    assert [(h.id_number, reason[:4]) for h, reason in export.failed] == [(b, "提交日志")]
 
 
 class DyingClient(ImgClient):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import io
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import segno
 from loguru import logger
 
 from pipeline.errors import InputError
@@ -54,6 +56,8 @@ class Holder:
     id_number: str
     ehealth_card_id: str
     virtual_card_num: str
+    #: the journal no longer holds the resident as enrolled (the card ids a report gave were not theirs)
+    withdrawn: bool = False
 
     def file_name(self) -> str:
         """``[stem_]row0012_420123xxxxxxxx4516.png`` (rowless sources: the masked ID alone)."""
@@ -79,6 +83,12 @@ MESSAGE_NO_CARD_IDS = (
     "卡号未知（平台答复已办理，但没有给出卡号），无法获取二维码。"
     "处理办法：用 ehc submit --lookup-existing 重新提交该登记表查询卡号（会在平台上绑定该卡），"
     "再运行 ehc qrcode"
+)
+
+#: Why a resident of a results folder gets no picture once the journal has withdrawn their card ids.
+MESSAGE_WITHDRAWN = (
+    "提交日志显示此人的申领结果未知（报告中的卡号经查询属于另一位居民），无法获取二维码。"
+    "处理办法：重新运行 ehc submit 提交该登记表，再运行 ehc qrcode"
 )
 
 #: Why a resident has no picture when the export was stopped before its turn.
@@ -160,20 +170,30 @@ def _from_journal(path: Path) -> list[Holder]:
 
 
 def _with_ids_from_journal(holders: list[Holder], journal_path: Path | None) -> list[Holder]:
-    """Holders without card ids get the ids the journal has for them (recovered by a later run)."""
-    lacking = [h.id_number for h in holders if not h.has_ids and h.id_number]
-    if not lacking or journal_path is None or not Path(journal_path).is_file():
+    """Holders with the card ids the journal now has for them: it is newer than a results folder.
+
+    Ids a later run recovered fill the ones missing; a resident the journal no
+    longer holds as enrolled (a later lookup found their card to be another
+    resident's: the answer they were recorded from was not theirs) keeps none.
+    """
+    wanted = [h.id_number for h in holders if h.id_number]
+    if not wanted or journal_path is None or not Path(journal_path).is_file():
         return holders
     with Journal(journal_path) as journal:
-        known = journal.lookup_many(lacking, columns=("ehealth_card_id", "virtual_card_num"))
-    columns = zip(known.index, known["ehealth_card_id"], known["virtual_card_num"], strict=True)
-    ids = {str(i): (str(card), str(virtual)) for i, card, virtual in columns if card or virtual}
-    return [
-        replace(h, ehealth_card_id=ids[h.id_number][0], virtual_card_num=ids[h.id_number][1])
-        if not h.has_ids and h.id_number in ids
-        else h
-        for h in holders
-    ]
+        known = journal.lookup_many(wanted, columns=("state", "ehealth_card_id", "virtual_card_num"))
+    columns = zip(
+        known.index, known["state"], known["ehealth_card_id"], known["virtual_card_num"], strict=True
+    )
+    entries = {str(i): (str(state), str(card), str(virtual)) for i, state, card, virtual in columns}
+    checked = []
+    for holder in holders:
+        entry = entries.get(holder.id_number)
+        if entry is not None and entry[0] != STATE_ENROLLED:
+            holder = replace(holder, ehealth_card_id="", virtual_card_num="", withdrawn=True)
+        elif entry is not None and (entry[1] or entry[2]):
+            holder = replace(holder, ehealth_card_id=entry[1], virtual_card_num=entry[2])
+        checked.append(holder)
+    return checked
 
 
 def read_holders(source: Path, journal_path: Path | None = None) -> list[Holder]:
@@ -217,6 +237,8 @@ def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
     The log form names a platform's refusal by its code's own words: the
     platform's message may quote the resident, and qrcodes.csv keeps it.
     """
+    if holder.withdrawn:
+        return MESSAGE_WITHDRAWN, MESSAGE_WITHDRAWN
     if not holder.has_ids:
         return MESSAGE_NO_CARD_IDS, MESSAGE_NO_CARD_IDS
     result = client.get_img(ehealth_card_id=holder.ehealth_card_id, virtual_card_num=holder.virtual_card_num)
@@ -224,11 +246,25 @@ def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
         code = "无应答" if result.result_code is None else str(result.result_code)
         logged = logged_reason(result.result_code, result.message)
         return f"getImg 未成功（{code}）：{result.message}", f"getImg 未成功（{code}）：{logged}"
-    png = decode_png(str(result.data.get("img", "")))
+    png = decode_png(str(result.data.get("img", ""))) or drawn_png(str(result.data.get("qrCode", "")))
     if png is None:
-        return "平台返回的图片不是有效的 PNG", "平台返回的图片不是有效的 PNG"
+        reason = f"getImg 答复成功（{result.result_code}），但既没有有效的 PNG 图片，也没有二维码原始数据"
+        return reason, reason
     write_atomically(path, png)
     return "", ""
+
+
+def drawn_png(qr_text: str) -> bytes | None:
+    """The PNG of the QR code holding ``qr_text`` (the answer's 二维码原始数据), or None without one.
+
+    The interface document's own example answers ``"img": ""`` beside the
+    ``qRCode`` text: the picture is then drawn here, as the platform would.
+    """
+    if not qr_text:
+        return None
+    buffer = io.BytesIO()
+    segno.make(qr_text, error="m").save(buffer, kind="png", scale=4, border=2)
+    return buffer.getvalue()
 
 
 def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path | None = None) -> QrExport:
