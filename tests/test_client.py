@@ -243,7 +243,9 @@ def test_enrol_bind_and_qr_code_round_trip(sandbox: SandboxHandle, tmp_path: Pat
         assert enrolled == CallResult(10000, "操作成功", enrolled.data, 1)
         assert len(enrolled.data["ehealthCardId"]) == 64 and len(enrolled.data["virtualCardNum"]) == 20
         # bind signs over zjlx|zjhm: padded values must be stripped before signing and sending
-        bound = client.bind_card_info(zjlx=" 01", zjhm=f" {people['sfzhm']} ", xm="", brdh="")
+        bound = client.bind_card_info(
+            zjlx=" 01", zjhm=f" {people['sfzhm']} ", xm=people["xm"], brdh=people["brdh"]
+        )
         assert bound.ok and bound.data == enrolled.data
         image = client.get_img(virtual_card_num=enrolled.data["virtualCardNum"])
         assert image.ok and image.data["qrCode"].startswith(enrolled.data["ehealthCardId"] + ":0:")

@@ -868,7 +868,8 @@ def test_sandbox_is_faithful(sandbox_url: str) -> None:
     # bindCardInfo answers the card ids of enrolled residents (10108 otherwise); getImg is unwrapped, qRCode.
     stamp = str(int(time.time() * 1000))
     bind = {"timestamp": stamp, "sign": md5_upper(APP_ID, key, stamp, "01", sfzhm), "type": "0", "zjlx": "01",
-            "zjhm": sfzhm, "xm": "", "brdh": "", "bindType": "1", "bindZjlx": "", "bindZjhm": ""}  # fmt: skip
+            "zjhm": sfzhm, "xm": people["xm"], "brdh": people["brdh"], "bindType": "1", "bindZjlx": "",
+            "bindZjhm": ""}  # fmt: skip
     answer = call.post("bindCardInfo", _envelope(APP_ID, bind))["data"]
     card_id = answer["ehealthCardId"]
     assert re.fullmatch(r"[0-9A-F]{64}", card_id) and answer["resultCode"] in (10000, "10000")

@@ -188,14 +188,22 @@ def test_card_ids_are_deterministic_per_resident(start_sandbox: Any, tmp_path: P
 def test_bind_before_and_after_enrolment(sandbox: SandboxHandle, tmp_path: Path) -> None:
     card, person = make_resident(3)
     with PlatformClient(sandbox.settings(), tmp_path) as client:
-        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm="", brdh="").result_code == 10108
+        who = {"xm": person["xm"], "brdh": person["brdh"]}
+        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], **who).result_code == 10108
         enrolled = client.sync_card_info(card, person)
         bound = client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm=person["xm"], brdh=person["brdh"])
         assert bound.ok and bound.data == enrolled.data
-        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm="别人", brdh="").result_code == 10157
-        assert client.bind_card_info(
-            zjlx="01", zjhm=person["sfzhm"], xm="", brdh="", bind_type="2"
-        ).result_code == (10110)
+        other = {"xm": "别人", "brdh": person["brdh"]}
+        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], **other).result_code == 10157
+        assert (
+            client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], **who, bind_type="2").result_code == 10110
+        )
+        # The name and phone are 必填: without them the platform answers no card
+        assert client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm="", brdh="").result_code == 10114
+        assert (
+            client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm=person["xm"], brdh="").result_code
+            == 10110
+        )
     assert sandbox.query("SELECT count(*) FROM bindings")[0][0] == 1
 
 
@@ -219,7 +227,8 @@ def test_answers_carry_the_documents_quirks(sandbox: SandboxHandle) -> None:
     assert answer[" virtualCardNum "].startswith(" ") and "virtualCardNum" not in answer
     sign = bind_card_sign(sandbox.app_id, key, timestamp, "01", person["sfzhm"])
     bind = {"timestamp": timestamp, "sign": sign, "type": "0", "zjlx": "01", "zjhm": person["sfzhm"],
-            "xm": "", "brdh": "", "bindType": "1", "bindZjlx": "", "bindZjhm": ""}  # fmt: skip
+            "xm": person["xm"], "brdh": person["brdh"], "bindType": "1", "bindZjlx": "",
+            "bindZjhm": ""}  # fmt: skip
     assert _call(sandbox, "bindCardInfo", bind)["resultCode"] == 10000
 
 
@@ -232,8 +241,9 @@ def test_restart_keeps_residents_and_work_keys(start_sandbox: Any, tmp_path: Pat
     again = start_sandbox(db_path=first.db_path, app_id=first.app_id, app_secret=first.app_secret, port=port)
     with PlatformClient(again.settings(), tmp_path / "state") as client:
         assert client.sync_card_info(*make_resident(9)).result_code == 10115
-        sfzhm = make_resident(9)[1]["sfzhm"]
-        assert client.bind_card_info(zjlx="01", zjhm=sfzhm, xm="", brdh="").data == enrolled.data
+        person = make_resident(9)[1]
+        found = client.bind_card_info(zjlx="01", zjhm=person["sfzhm"], xm=person["xm"], brdh=person["brdh"])
+        assert found.data == enrolled.data
     assert again.residents() == 1
     assert again.count("getWorkKey") == 1  # the cached key still works after the restart
 

@@ -180,14 +180,16 @@ class PlatformLogic:
         fields = {name: (value or "").strip() for name, value in raw.items()}
         if fields["zjlx"] not in code_table(FIELD_TABLES["zjlx"]):
             return rule_for("zjlx").code, {}
-        if not fields["zjhm"] or fields["bindType"] not in ("1", "2"):
+        if not fields["xm"]:  # 必填 in the interface document, as for syncCardInfo
+            return ResultCode.NAME_EMPTY, {}
+        if not fields["zjhm"] or not fields["brdh"] or fields["bindType"] not in ("1", "2"):
             return ResultCode.PARAMETER_ERROR, {}
         if fields["bindType"] == "2" and not (fields["bindZjlx"] and fields["bindZjhm"]):
             return ResultCode.PARAMETER_ERROR, {}
         card = self.store.find_by_document(fields["zjlx"], fields["zjhm"])
         if card is None:
             return ResultCode.NO_CARD_FOR_ID, {}
-        if (fields["xm"] and fields["xm"] != card.xm) or (fields["brdh"] and fields["brdh"] != card.brdh):
+        if fields["xm"] != card.xm or fields["brdh"] != card.brdh:
             return ResultCode.BINDING_MISMATCH, {}
         self.store.record_binding(
             request.app_id, card.ehealth_card_id, fields["bindType"], fields["bindZjlx"], fields["bindZjhm"],

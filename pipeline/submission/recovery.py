@@ -7,16 +7,13 @@ elsewhere.  ``syncCardInfo`` never gives the ids twice and ``getImg`` needs
 them; of the four calls only ``bindCardInfo`` returns them for an ID number,
 and it binds the card to the calling app's user, an effect on the platform.
 So the ids are looked up only where the configuration allows it
-(``--lookup-existing`` / ``[submit] lookup_existing``), and then by every
-later submission, for
-
-1. the rows of its batch that the journal answers as enrolled without ids, and
-2. every other resident the journal holds as enrolled without ids (with the
-   ID number as document; no name or phone is kept in the journal).
-
-Ids found go into the journal at once, so ``ehc qrcode`` finds them too.
-Without lookup, the rows of (1) say why their ids are missing and how to
-get them.
+(``--lookup-existing`` / ``[submit] lookup_existing``), and then for the
+rows of a batch that the journal answers as enrolled without ids.  The
+interface document requires the resident's name and phone in
+``bindCardInfo``, and the journal keeps neither: a resident of another
+register is looked up when that register is submitted again.  Ids found go
+into the journal at once, so ``ehc qrcode`` finds them too.  Without lookup,
+the rows say why their ids are missing and how to get them.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ import pandas as pd
 from loguru import logger
 
 from pipeline.batch import MESSAGE_FROM_JOURNAL, update_outcome
-from pipeline.errors import EhcError
 from pipeline.model import PEOPLE_FIELDS, STATUS_ALREADY_ENROLLED, Batch
 from pipeline.submission.pool import PoolSize, run_pool
 from pipeline.submission.sender import MESSAGE_IDS_NOT_LOOKED_UP, ResidentSender, Task
@@ -70,12 +66,6 @@ def recover_card_ids(
         return None
     first_rows = ids.loc[rows].drop_duplicates()
     tasks = [_task(batch, row_id, str(id_number)) for row_id, id_number in first_rows.items()]
-    in_batch = set(ids.tolist())
-    try:
-        others = [i for i in sender.journal.enrolled_without_card_ids() if i not in in_batch]
-    except EhcError as error:
-        return error
-    tasks += [Task(i, "", None, {"zjlx": "01", "zjhm": i, "xm": "", "brdh": ""}, {}) for i in others]
     if not tasks:
         return None
     logger.info("查询卡号：{} 名已办理的居民在提交日志中没有卡号，用 bindCardInfo 查询", len(tasks))
