@@ -39,6 +39,7 @@ from pipeline.model import (
     MappedTable,
     Outcome,
 )
+from pipeline.state.journal import visible_card_ids
 from pipeline.text import arrow as arrowtext
 from pipeline.text.joins import join_by_key
 from schemas.result_codes import ResultCode
@@ -191,16 +192,19 @@ def append_rejections(batch: Batch, row_ids: Sequence[Any], outcomes: Sequence[O
 
 
 def fill_from_journal(batch: Batch, row_ids: pd.Index, ids: pd.Series, known: pd.DataFrame) -> None:
-    """Rows of residents the journal knows as enrolled: ``already_enrolled``, card ids from the journal."""
+    """Rows of residents the journal knows as enrolled: ``already_enrolled``, with the card ids the
+    journal has, where the row's centre (``orgCode``) is the one that enrolled them."""
     if not len(row_ids):
         return
     entries = known.loc[ids.loc[row_ids].to_numpy()]
+    org_codes = batch.rows["orgCode"].reindex(row_ids).fillna("").astype(str).str.strip().to_numpy()
+    cards = visible_card_ids(entries, org_codes)
     update_outcome(
         batch, row_ids,
         {
             "status": STATUS_ALREADY_ENROLLED, "result_code": "", "message": MESSAGE_FROM_JOURNAL,
-            "ehealthCardId": entries["ehealth_card_id"].fillna("").astype(str).to_numpy(),
-            "virtualCardNum": entries["virtual_card_num"].fillna("").astype(str).to_numpy(),
+            "ehealthCardId": cards["ehealth_card_id"].to_numpy(),
+            "virtualCardNum": cards["virtual_card_num"].to_numpy(),
         },
     )  # fmt: skip
 

@@ -102,6 +102,26 @@ def test_sandbox_lookup_existing(sandbox: SandboxHandle, platform: PlatformClien
 
 
 @pytest.mark.sandbox(subprocess=True, latency_ms=20)
+def test_another_centre_naming_an_enrolled_resident_gets_no_card_of_theirs(
+    sandbox: SandboxHandle, platform: PlatformClient, journal: Journal
+) -> None:
+    card, people = make_resident(40)  # enrolled by centre 455400000
+    first = make_batch([{**card, **people}])
+    submit_quickly(first, platform, journal)
+    enrolled = first.outcome.loc[0, "ehealthCardId"]
+    assert len(enrolled) == 64
+    # Another centre uploads the same ID number under a made-up name: nothing is sent, no card shown.
+    stranger = make_batch([{**card, **people, "xm": "张三", "brdh": "13800000000", "orgCode": "455400002"}])
+    submit_quickly(stranger, platform, journal)
+    assert stranger.outcome.loc[0, "status"] == "already_enrolled"
+    assert (stranger.outcome.loc[0, "ehealthCardId"], stranger.outcome.loc[0, "virtualCardNum"]) == ("", "")
+    # The centre that enrolled the resident still gets the card on a later run.
+    again = make_batch([{**card, **people}])
+    submit_quickly(again, platform, journal)
+    assert again.outcome.loc[0, "ehealthCardId"] == enrolled
+    assert sandbox.count("syncCardInfo") == 1
+
+
 def test_sandbox_never_sees_more_than_the_rate(
     sandbox: SandboxHandle, tmp_path: Path, journal: Journal
 ) -> None:

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.config import JOURNAL_FILE
@@ -89,10 +90,11 @@ _SQLITE_FULL, _SQLITE_IOERR = 13, 10
 #: Columns of :meth:`Journal.lookup_many` (index ``id_number``).
 RESIDENT_COLUMNS: tuple[str, ...] = (
     "state", "result_code", "message", "ehealth_card_id", "virtual_card_num",
-    "source_file", "source_row", "sends", "updated_at",
+    "source_file", "source_row", "sends", "updated_at", "org_code",
 )  # fmt: skip
 
-_SCHEMA_VERSION = 1
+#: 2: residents keep the organisation code (``orgCode``) of the row that was sent.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS residents (
     id_number        TEXT PRIMARY KEY,
@@ -105,7 +107,8 @@ CREATE TABLE IF NOT EXISTS residents (
     source_row       INTEGER,
     sends            INTEGER NOT NULL DEFAULT 0,
     claimed_at       TEXT NOT NULL DEFAULT '',
-    updated_at       TEXT NOT NULL DEFAULT ''
+    updated_at       TEXT NOT NULL DEFAULT '',
+    org_code         TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS residents_state ON residents(state);
 CREATE INDEX IF NOT EXISTS residents_card ON residents(ehealth_card_id) WHERE ehealth_card_id != '';
@@ -186,6 +189,24 @@ def _allocate(path: Path, size: int) -> None:
         partial.unlink(missing_ok=True)
 
 
+def visible_card_ids(entries: pd.DataFrame, org_codes: Sequence[str] | np.ndarray) -> pd.DataFrame:
+    """The card ids of journal ``entries`` (:meth:`Journal.lookup_many` rows) as the rows of
+    ``org_codes`` (one each) may see them: ``ehealth_card_id`` and ``virtual_card_num``.
+
+    One journal serves every centre of a server (the web workspace, the
+    nightly run): a card is shown to the centre whose row enrolled it, never
+    to another that merely names the same ID number.  A resident recorded
+    before the journal kept centres (no ``org_code``) is shown as before.
+    """
+    if "org_code" not in entries:
+        raise ValueError("visible_card_ids needs the journal's org_code column")
+    ids = entries[["ehealth_card_id", "virtual_card_num"]].fillna("").astype(str)
+    owners = entries["org_code"].fillna("").astype(str).to_numpy()
+    asking = np.asarray(org_codes, dtype=object).astype(str)
+    hidden = (owners != "") & (owners != asking)
+    return ids.mask(pd.DataFrame({c: hidden for c in ids.columns}, index=ids.index), "")
+
+
 def is_journal(path: Path) -> bool:
     """Whether the SQLite file at ``path`` is a journal of this program, looked at without writing to it.
 
@@ -236,6 +257,9 @@ class Journal:
                     f"提交日志 {self.path} 由更新版本的程序创建（版本 {version}）。请升级本程序后再运行"
                 )
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(residents)")}
+            if "org_code" not in columns:  # a journal of version 1: its residents' centres are unknown
+                self._db.execute("ALTER TABLE residents ADD COLUMN org_code TEXT NOT NULL DEFAULT ''")
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             self._close_quietly()
@@ -339,7 +363,9 @@ class Journal:
 
     # -- residents ---------------------------------------------------------------------
 
-    def claim(self, id_number: str, source_file: str = "", source_row: int | None = None) -> str | None:
+    def claim(
+        self, id_number: str, source_file: str = "", source_row: int | None = None, org_code: str = ""
+    ) -> str | None:
         """Mark a resident ``sending`` before its call leaves; return the state it had before.
 
         ``None`` means the journal did not know the resident.  The card ids of
@@ -347,24 +373,31 @@ class Journal:
         """
         with self._lock:
             row = self._db.execute("SELECT state FROM residents WHERE id_number = ?", (id_number,)).fetchone()
-        self.mark_sending(id_number, source_file, source_row)
+        self.mark_sending(id_number, source_file, source_row, org_code)
         return None if row is None else str(row[0])
 
-    def mark_sending(self, id_number: str, source_file: str = "", source_row: int | None = None) -> None:
-        """:meth:`claim` without reading the state before: one statement, for callers that know it."""
+    def mark_sending(
+        self, id_number: str, source_file: str = "", source_row: int | None = None, org_code: str = ""
+    ) -> None:
+        """:meth:`claim` without reading the state before: one statement, for callers that know it.
+
+        ``org_code`` is the centre (``orgCode``) of the row sent: the card ids
+        the platform answers are shown to that centre alone (:func:`visible_card_ids`).
+        """
         self._ensure_reserve()
         moment = _now()
         with self._writing() as db:
             # Never in the reserve's room: a claim starts a call, whose answer needs that room.
             db.execute(
                 """INSERT INTO residents
-                     (id_number, state, source_file, source_row, sends, claimed_at, updated_at)
-                   VALUES (?, 'sending', ?, ?, 1, ?, ?)
+                     (id_number, state, source_file, source_row, sends, claimed_at, updated_at, org_code)
+                   VALUES (?, 'sending', ?, ?, 1, ?, ?, ?)
                    ON CONFLICT(id_number) DO UPDATE SET
                      state = 'sending', source_file = excluded.source_file,
                      source_row = excluded.source_row, sends = sends + 1,
-                     claimed_at = excluded.claimed_at, updated_at = excluded.updated_at""",
-                (id_number, source_file, source_row, moment, moment),
+                     claimed_at = excluded.claimed_at, updated_at = excluded.updated_at,
+                     org_code = excluded.org_code""",
+                (id_number, source_file, source_row, moment, moment, org_code),
             )
 
     def record(

@@ -37,7 +37,7 @@ from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_INVALID, STATUS_VALID
 from pipeline.platform.responses import logged_reason
 from pipeline.reports.results_csv import neutralised
-from pipeline.state.journal import STATE_ENROLLED, Journal, is_journal
+from pipeline.state.journal import STATE_ENROLLED, Journal, is_journal, visible_card_ids
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -58,6 +58,8 @@ class Holder:
     virtual_card_num: str
     #: the journal no longer holds the resident as enrolled (the card ids a report gave were not theirs)
     withdrawn: bool = False
+    #: the centre (``orgCode``) of the row in the results folder: the journal shows it its own cards only
+    org_code: str = ""
 
     def file_name(self) -> str:
         """``[stem_]row0012_420123xxxxxxxx4516.png`` (rowless sources: the masked ID alone)."""
@@ -137,7 +139,7 @@ def _from_results(folder: Path) -> list[Holder]:
             file=str(path),
             fix="请指定 ehc submit 的 --out 结果文件夹，或状态目录下的 journal.sqlite",
         )
-    for column in ("source_file", "source_row", "sfzhm", "virtualCardNum"):
+    for column in ("source_file", "source_row", "sfzhm", "virtualCardNum", "orgCode"):
         if column not in table.columns:
             table[column] = ""
     chosen = table[table["status"].isin([STATUS_ENROLLED, STATUS_ALREADY_ENROLLED])]
@@ -150,10 +152,11 @@ def _from_results(folder: Path) -> list[Holder]:
             id_number=str(id_number),
             ehealth_card_id=str(card_id).strip(),
             virtual_card_num=str(virtual).strip(),
+            org_code=str(org_code).strip(),
         )
-        for name, row, id_number, card_id, virtual in zip(
+        for name, row, id_number, card_id, virtual, org_code in zip(
             chosen["source_file"], rows, chosen["sfzhm"], chosen["ehealthCardId"], chosen["virtualCardNum"],
-            strict=True,
+            chosen["orgCode"], strict=True,
         )
     ]  # fmt: skip
 
@@ -180,14 +183,20 @@ def _with_ids_from_journal(holders: list[Holder], journal_path: Path | None) -> 
     if not wanted or journal_path is None or not Path(journal_path).is_file():
         return holders
     with Journal(journal_path) as journal:
-        known = journal.lookup_many(wanted, columns=("state", "ehealth_card_id", "virtual_card_num"))
-    columns = zip(
-        known.index, known["state"], known["ehealth_card_id"], known["virtual_card_num"], strict=True
-    )
-    entries = {str(i): (str(state), str(card), str(virtual)) for i, state, card, virtual in columns}
+        known = journal.lookup_many(
+            wanted, columns=("state", "ehealth_card_id", "virtual_card_num", "org_code")
+        )
     checked = []
     for holder in holders:
-        entry = entries.get(holder.id_number)
+        entry = None
+        if holder.id_number in known.index:  # the card ids as the holder's centre may see them
+            found = known.loc[[holder.id_number]]
+            cards = visible_card_ids(found, [holder.org_code]).iloc[0]
+            entry = (
+                str(found["state"].iloc[0]),
+                str(cards["ehealth_card_id"]),
+                str(cards["virtual_card_num"]),
+            )
         if entry is not None and entry[0] != STATE_ENROLLED:
             holder = replace(holder, ehealth_card_id="", virtual_card_num="", withdrawn=True)
         elif entry is not None and (entry[1] or entry[2]):

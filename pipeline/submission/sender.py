@@ -219,7 +219,9 @@ class ResidentSender:
         stays ``sending`` in the journal and the next run sends it again.
         """
         try:
-            self.journal.mark_sending(task.id_number, task.source_file, task.source_row)
+            self.journal.mark_sending(
+                task.id_number, task.source_file, task.source_row, task.card.get("orgCode", "")
+            )
         except EhcError as error:  # nothing may leave unrecorded
             self._stopped_by(error)
             return None

@@ -171,7 +171,7 @@ def plan_submission(batch: Batch, journal: Journal) -> Plan:
     valid = batch.outcome.index[batch.outcome["status"] == STATUS_VALID]
     ids = batch.rows.loc[valid, "sfzhm"].fillna("").astype(str)
     known = journal.lookup_many(
-        ids.unique().tolist(), columns=("state", "ehealth_card_id", "virtual_card_num")
+        ids.unique().tolist(), columns=("state", "ehealth_card_id", "virtual_card_num", "org_code")
     )
     enrolled = (
         ids.map(known["state"]).eq(STATE_ENROLLED).to_numpy() if len(known) else np.zeros(len(ids), bool)

@@ -363,8 +363,11 @@ def submit(
     return SubmitResult(summary.sent, summary.elapsed, summary.interrupted, None)
 
 
-def journal_outcomes(settings: Settings, id_numbers: Sequence[str]) -> pd.DataFrame:
+def journal_outcomes(settings: Settings, id_numbers: Sequence[str], org_code: str) -> pd.DataFrame:
     """What the journal knows of these residents (index ID number): status, result code, message, card ids.
+
+    Card ids only as the centre of ``org_code`` may see them
+    (:func:`~pipeline.state.journal.visible_card_ids`).
 
     For a submission that ended without recording its rows (its process
     was killed): ``enrolled`` and ``rejected`` are what the platform
@@ -372,13 +375,20 @@ def journal_outcomes(settings: Settings, id_numbers: Sequence[str]) -> pd.DataFr
     (sent again by the next submission, which the platform answers as
     already enrolled if the first call got through).
     """
-    from pipeline.state.journal import STATE_ENROLLED, STATE_REJECTED, STATE_SENDING, Journal
+    from pipeline.state.journal import (
+        STATE_ENROLLED,
+        STATE_REJECTED,
+        STATE_SENDING,
+        Journal,
+        visible_card_ids,
+    )
 
     columns = ["status", "result_code", "message", "ehealthCardId", "virtualCardNum"]
     if not settings.journal_path.exists() or not len(id_numbers):
         return pd.DataFrame(columns=columns, dtype=str)
     with Journal(settings.journal_path) as journal:
         known = journal.lookup_many(id_numbers)
+    cards = visible_card_ids(known, [org_code] * len(known))
     state = known["state"].astype(str)
     status = np.select(
         [state == STATE_ENROLLED, state == STATE_REJECTED], [STATUS_ENROLLED, STATUS_REJECTED], STATUS_FAILED
@@ -395,7 +405,7 @@ def journal_outcomes(settings: Settings, id_numbers: Sequence[str]) -> pd.DataFr
     return pd.DataFrame(
         {
             "status": status, "result_code": text("result_code"), "message": message,
-            "ehealthCardId": text("ehealth_card_id"), "virtualCardNum": text("virtual_card_num"),
+            "ehealthCardId": cards["ehealth_card_id"], "virtualCardNum": cards["virtual_card_num"],
         },
         index=known.index,
     )  # fmt: skip

@@ -327,7 +327,10 @@ class Runner:
     def _stopped(self, job_id: str, message: str) -> None:
         """Mark a submission that can no longer say how it ended: stopped, rows as the journal knows them."""
         rows = [row for row in self.store.all_rows(job_id) if row.status in _SENT_MAYBE and row.sfzhm]
-        known = engine.journal_outcomes(self.settings, [row.sfzhm for row in rows])
+        job = self.store.job_any(job_id)
+        centre = self.store.centre(job.centre_id) if job is not None else None
+        org_code = centre.org_code if centre is not None else ""
+        known = engine.journal_outcomes(self.settings, [row.sfzhm for row in rows], org_code)
         outcomes = [
             (str(k.status), str(k.result_code), str(k.message), str(k.ehealthCardId), str(k.virtualCardNum),
              row.row_id)
