@@ -296,15 +296,18 @@ def test_a_resident_enrolled_by_ehc_submit_is_not_sent_again_from_the_web(
 def test_a_submission_waits_while_another_run_holds_the_lock(site: Site, sandbox: Any) -> None:
     clerk = site.client("clerk_a")
     job_id = site.upload_sample(clerk)
-    with run_lock(site.settings.state_dir, command="ehc run --inbox /data/inbox"):
+    with run_lock(site.settings.state_dir, command="ehc serve 提交 乙中心_机密名单.csv"):
         csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
         assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
         for _ in range(200):
             state = site.state(clerk, job_id)
             if state["message"]:
                 break
-        assert state["state"] == "waiting" and "ehc run --inbox" in state["message"]
-        assert "排队等待" in clerk.get(f"/jobs/{job_id}").text
+        assert state["state"] == "waiting" and "排队等待" in state["message"]
+        page = clerk.get(f"/jobs/{job_id}").text
+        assert "排队等待" in page
+        for private in ("乙中心", "机密名单", "进程", str(site.settings.state_dir)):  # another centre's run
+            assert private not in state["message"] and private not in page
         assert sandbox.count("syncCardInfo") == 0
     assert site.wait(clerk, job_id)["state"] == "submitted"
     assert sandbox.count("syncCardInfo") == 42

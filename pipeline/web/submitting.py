@@ -39,6 +39,8 @@ from pipeline.web.store import CANCELLED, STOPPED, SUBMITTED, SUBMITTING, WAITIN
 
 #: Seconds between two tries of the run lock while another run holds it.
 LOCK_RETRY_SECONDS = 2.0
+#: What a clerk's job says while another run holds the lock (whose run it is, the clerk is not told).
+MESSAGE_WAITING = "另一个提交或夜间导入正在进行，本任务排队等待，它结束后自动开始"
 #: Seconds between two progress writes.
 PROGRESS_SECONDS = 0.5
 
@@ -134,11 +136,13 @@ def _run(
                 held.enter_context(engine.run_lock(settings.state_dir, f"ehc serve 提交 {job.file_name}"))
                 break
             except engine.LockHeld:
-                holder = engine.lock_holder(settings.state_dir) or "另一个 ehc 运行"
-                store.update_job(
-                    job_id, state=WAITING, stage="等待运行锁",
-                    message=f"{holder}正在进行，本任务排队等待，它结束后自动开始",
-                )  # fmt: skip
+                # The holder (another centre's file, the server's folders and process) is the operator's
+                # to see, in the log; the clerk is told only that a run is going on.
+                job_now = store.job_any(job_id)
+                if job_now is not None and job_now.state != WAITING:
+                    holder = engine.lock_holder(settings.state_dir) or "另一个 ehc 运行"
+                    logger.info("网页提交 {} 等待运行锁：{}正在进行", job_id, holder)
+                store.update_job(job_id, state=WAITING, stage="等待运行锁", message=MESSAGE_WAITING)
                 stop.wait(LOCK_RETRY_SECONDS)
         store.update_job(
             job_id, state=SUBMITTING, stage="读取并检查数据", message="", submitted_at=now_text()
