@@ -750,6 +750,25 @@ def test_mixed_encodings_name_the_line(tmp_path: Path) -> None:
     _one_line_error(excinfo, "mixed.csv", "第 60002 行", "UTF-8")
 
 
+@pytest.mark.parametrize("header", ["姓名,身份证号码,住址", "XM,SFZH,ZZ"])
+def test_a_short_utf8_register_with_a_gbk_row_is_refused_not_read_garbled(
+    tmp_path: Path, header: str
+) -> None:
+    # Small enough to be judged whole: GB18030 decoded every byte of it, and the names were sent garbled.
+    rows = [f"{name},420123196205184516,广东省佛山市" for name in ("张伟", "刘洋", "王芳", "李娜")]
+    path = tmp_path / "mixed.csv"
+    text = "\n".join([header, *rows]) + "\n"
+    path.write_bytes(text.encode() + "陈静,110101199003077777,南海区\n".encode("gbk"))
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "mixed.csv", "第 6 行", "UTF-8")
+    # A GBK register whose first characters happen to form a UTF-8 sequence is still GBK.
+    gbk = tmp_path / "gbk.csv"
+    gbk.write_bytes(text.encode("gbk"))
+    [table] = read_register(gbk)
+    assert "张伟" in table.data.to_string()
+
+
 @pytest.mark.parametrize("name", ["register.doc", "register", "register.numbers"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     (tmp_path / name).write_bytes(b"something")

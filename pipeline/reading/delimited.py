@@ -147,6 +147,21 @@ def _encoding_error(label: str, name: str, row: int | None = None) -> InputError
     return InputError(f"文件编码为 {name}，无法读取", file=label, fix=_SAVE_AS)
 
 
+#: Characters beyond ASCII that must have decoded as UTF-8 before bytes that do not make a file one of
+#: mixed encodings rather than GBK: GBK text seldom forms even one UTF-8 sequence, eight practically never.
+_UTF8_EVIDENCE = 8
+
+
+def _mostly_utf8(data: bytes | memoryview, error: UnicodeDecodeError) -> bool:
+    """Whether the UTF-8 decoding of ``data`` that failed with ``error`` had read UTF-8 text before it.
+
+    Then the bytes that broke it are another encoding mixed in, and reading it all as GBK would garble
+    the rest.
+    """
+    lead_bytes = np.frombuffer(data, dtype=np.uint8, count=error.start) >= 0xC2
+    return int(np.count_nonzero(lead_bytes)) >= _UTF8_EVIDENCE
+
+
 def _text_but_nul(sample: bytes) -> bool:
     """Whether ``sample`` is UTF-8 or GB18030 text once its NUL bytes are left out (a copy cut short)."""
     rest = sample.replace(b"\x00", b"")
@@ -174,7 +189,9 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
         body = data[len(codecs.BOM_UTF8) : SAMPLE_BYTES]
         try:
             codecs.getincrementaldecoder("utf-8")().decode(body, final=final)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as error:
+            if _mostly_utf8(body, error):  # UTF-8 text with lines of another encoding pasted in
+                raise _mixed_encoding(data[: SAMPLE_BYTES], "utf-8", 0, label) from None
             # A UTF-8 BOM put before GBK text (a tool that "saves as UTF-8" by adding one): GBK it is.
             try:
                 codecs.getincrementaldecoder("gb18030")().decode(body, final=final)
@@ -193,7 +210,9 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
     for codec in ("utf-8", "gb18030"):
         try:
             codecs.getincrementaldecoder(codec)().decode(sample, final=final)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as error:
+            if codec == "utf-8" and _mostly_utf8(sample, error):  # GB18030 would read it all, garbled
+                raise _mixed_encoding(sample, "utf-8", 0, label) from None
             continue
         return codec, 0
     raise _encoding_error(label, _guess_encoding(sample))
@@ -583,7 +602,9 @@ def _settle(block: _Block, layout: _Layout, label: str) -> _Layout:
     for codec in ("utf-8", "gb18030"):
         try:
             data.decode(codec)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as error:
+            if codec == "utf-8" and _mostly_utf8(data, error):
+                raise _mixed_encoding(data, "utf-8", block.lines_before, label) from None
             continue
         return replace(layout, encoding=codec, settled=True)
     raise _encoding_error(label, _guess_encoding(data[:SAMPLE_BYTES]))
@@ -594,7 +615,7 @@ def _csv_batches(
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
     """From byte ``offset`` to the end through the csv module, in batches of whole records."""
     if not layout.settled:
-        layout = _settle_rest(handle, layout, offset, label)
+        layout = _settle_rest(handle, layout, offset, label, lines_before)
     handle.seek(offset)
     text = io.TextIOWrapper(handle, encoding=layout.encoding, newline="")
     reader = csv.reader(text, delimiter=layout.delimiter)
@@ -660,13 +681,23 @@ def _unclosed_quote(label: str, first: int, last: int) -> InputError:
     )
 
 
-def _settle_rest(handle: BinaryIO, layout: _Layout, offset: int, label: str) -> _Layout:
-    """Decide UTF-8 or GBK by reading the rest of the file (only before a csv-module read)."""
+def _settle_rest(handle: BinaryIO, layout: _Layout, offset: int, label: str, lines_before: int) -> _Layout:
+    """Decide UTF-8 or GBK by reading the rest of the file (only before a csv-module read); UTF-8 text
+    with other bytes mixed in raises the error naming the line (``lines_before``: lines before ``offset``)."""
     handle.seek(offset)
     decoder = codecs.getincrementaldecoder("utf-8")()
+    evidence = 0  # UTF-8 characters beyond ASCII read so far
     try:
         while chunk := handle.read(1 << 24):
-            decoder.decode(chunk)
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                evidence += int(np.count_nonzero(np.frombuffer(chunk, np.uint8, count=error.start) >= 0xC2))
+                if evidence >= _UTF8_EVIDENCE:
+                    raise _mixed_encoding(chunk, "utf-8", lines_before, label) from None
+                raise
+            evidence += int(np.count_nonzero(np.frombuffer(chunk, np.uint8) >= 0xC2))
+            lines_before += chunk.count(b"\n")
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return replace(layout, encoding="gb18030", settled=True)
