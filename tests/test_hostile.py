@@ -137,22 +137,51 @@ def test_an_xls_over_the_size_cap_is_refused(tmp_path: Path, monkeypatch: pytest
     _refused(path, "文件过大", ".xls")
 
 
-def test_an_ods_whose_repeated_cells_span_too_far_is_refused(tmp_path: Path) -> None:
+def _ods(path: Path, rows: str) -> Path:
     content = (
         '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
         'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
         'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:spreadsheet>'
-        '<table:table table:name="S"><table:table-row table:number-rows-repeated="1048576">'
-        '<table:table-cell table:number-columns-repeated="16384" office:value-type="string">'
-        "<text:p>x</text:p></table:table-cell></table:table-row></table:table>"
+        f'<table:table table:name="S">{rows}</table:table>'
         "</office:spreadsheet></office:body></office:document-content>"
     )
-    path = tmp_path / "wide.ods"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
         archive.writestr("content.xml", content)
-    _refused(path, "数据范围过大")
+        archive.writestr(
+            "META-INF/manifest.xml",
+            '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+            'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+            '<manifest:file-entry manifest:full-path="/" manifest:version="1.2" '
+            'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+            '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+            "</manifest:manifest>",
+        )
+    return path
+
+
+def test_an_ods_whose_repeated_cells_span_too_far_is_refused(tmp_path: Path) -> None:
+    rows = (
+        '<table:table-row table:number-rows-repeated="1048576">'
+        '<table:table-cell table:number-columns-repeated="16384" office:value-type="string">'
+        "<text:p>x</text:p></table:table-cell></table:table-row>"
+    )
+    _refused(_ods(tmp_path / "wide.ods", rows), "数据范围过大")
+
+
+def test_an_ods_as_libreoffice_saves_it_is_read_whatever_its_length(tmp_path: Path) -> None:
+    # Every row ends with the sheet's empty remaining columns as one repeated cell: 3,000 rows of that
+    # counted 49 million cells and were refused.
+    cell = '<table:table-cell office:value-type="string"><text:p>{}</text:p></table:table-cell>'
+    rest = '<table:table-cell table:number-columns-repeated="16382"/>'
+
+    def row(*values: str) -> str:
+        return "<table:table-row>" + "".join(cell.format(v) for v in values) + rest + "</table:table-row>"
+
+    people = [row("姓名", "身份证号码")] + [row(f"张{i}", "420123196205184516") for i in range(3000)]
+    [table] = read_register(_ods(tmp_path / "long.ods", "".join(people)))
+    assert len(table.data) == 3000
 
 
 def test_an_ordinary_workbook_passes_the_checks(tmp_path: Path) -> None:

@@ -273,26 +273,32 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
 
 
 def _ods_extent(chunks: Iterator[bytes]) -> Extent:
-    """An upper bound of an .ods sheet's rectangle: repeats counted only where they hold values."""
+    """An upper bound of an .ods sheet's rectangle: repeats counted only where they hold values.
+
+    A row is as wide as its last cell with a value: LibreOffice ends every
+    row with the empty rest of the sheet's 16,384 columns as one repeated
+    cell, which the reader never fills in.
+    """
     rows = widest = 0
     row_repeat = 1
-    row_width = row_values = 0
+    row_width = row_end = row_values = 0
     for body in _bodies(chunks):
         for match in _ODS_TAG.finditer(body):
             name, attributes = match.groups()
             if name is None:  # </table:table-row>
                 rows += row_repeat if row_values else 1
                 if row_values:
-                    widest = max(widest, row_width)
+                    widest = max(widest, row_end)
                 continue
             repeat_match = _ODS_REPEAT.search(attributes or b"")
             repeat = int(repeat_match.group(1)) if repeat_match else 1
             if name == b"table-row":
-                row_repeat, row_width, row_values = repeat, 0, 0
+                row_repeat, row_width, row_end, row_values = repeat, 0, 0, 0
             else:
                 row_width += repeat
                 if b"value-type" in attributes:
                     row_values += 1
+                    row_end = row_width
     return Extent(rows, widest, rows, widest)
 
 
