@@ -769,6 +769,26 @@ def test_a_short_utf8_register_with_a_gbk_row_is_refused_not_read_garbled(
     assert "张伟" in table.data.to_string()
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_register_without_a_header_row_is_refused_not_read_short_of_its_first_resident(
+    tmp_path: Path, suffix: str
+) -> None:
+    # Its first resident was taken for the header (lost, and their name and ID number stored as the
+    # centre's column names), and later residents sharing most of its values were dropped as repeated headers.
+    people = [
+        [name, "男", "汉族", "420123196205184516", "13800000000", "广东省", "佛山市", "南海区", "桂城街道"]
+        for name in ("陈秀英", "李建国", "黄丽华", "张伟")
+    ]
+    if suffix == ".csv":
+        path = tmp_path / "people.csv"
+        path.write_text("\n".join(",".join(row) for row in people) + "\n", encoding="utf-8")
+    else:
+        path = _workbook(tmp_path / "people.xlsx", {"Sheet1": people})
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, path.name, "第 1 行", "表头", "处理办法")
+
+
 @pytest.mark.parametrize("name", ["register.doc", "register", "register.numbers"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     (tmp_path / name).write_bytes(b"something")

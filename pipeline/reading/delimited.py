@@ -51,6 +51,7 @@ from pipeline.reading.table import (
     TextColumn,
     detect_header,
     glue_blocks,
+    refuse_resident_as_header,
     too_wide,
     warn_of_residents_above,
 )
@@ -347,6 +348,7 @@ def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str, who
         fix = "用 Excel 打开后另存为 CSV 再处理"
         raise InputError("文件开头的引号不成对，找不到表头", file=label, fix=fix)
     _, delimiter, header_index, cells, above = max(layouts, key=lambda layout: layout[0])
+    refuse_resident_as_header(cells, label, header_index + 1)
     warn_of_residents_above(label, [r for _, r in above], [line + 1 for line, _ in above], header_index + 1)
     body = start
     for _ in range(header_index + 1):

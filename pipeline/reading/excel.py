@@ -41,6 +41,7 @@ from pipeline.reading.table import (
     TEXT_ARROW,
     build_table,
     header_or_first_row,
+    refuse_resident_as_header,
     warn_of_residents_above,
 )
 
@@ -234,6 +235,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable |
         return "empty"
     header_index, header_cells = found
     top, left = origin
+    refuse_resident_as_header(header_cells, path.name, top + header_index + 1, sheet=name)
     numbers = range(top + 1, top + header_index + 1)
     warn_of_residents_above(f"{path.name}[{name}]", head[:header_index], numbers, top + header_index + 1)
     _fill_vertical_merges(sheet, rows, origin, top + header_index)

@@ -34,6 +34,7 @@ from pipeline.reading.table import (
     TEXT_ARROW,
     build_table,
     header_or_first_row,
+    refuse_resident_as_header,
     too_wide,
 )
 
@@ -202,6 +203,7 @@ def _table(path: Path, rows: list[list[str]], more: Sequence[list[list[str]]] = 
     if found is None:
         return None
     header_index, header_cells = found
+    refuse_resident_as_header(header_cells, path.name, header_index + 1)
     body = rows[header_index + 1 :]
     numbers = list(range(header_index + 2, len(rows) + 1))
     width = max(len(header_cells), *(len(row) for row in body)) if body else len(header_cells)

@@ -72,9 +72,9 @@ def column_letter(position: int) -> str:
 
 
 def _looks_like_header(cells: Sequence[str]) -> bool:
-    """Fallback for unknown headers: three or more text cells, most of them not numbers."""
+    """Fallback for unknown headers: three or more text cells, most of them not numbers, no ID number."""
     filled = [c.strip() for c in cells if c.strip()]
-    if len(filled) < 3:
+    if len(filled) < 3 or _holds_id_number(filled):
         return False
     numeric = sum(1 for c in filled if c.replace(".", "", 1).replace("-", "", 1).isdigit())
     return numeric * 2 < len(filled)
@@ -111,6 +111,25 @@ def detect_header(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] | None
 _ID_LIKE = re.compile(r"[1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14}")
 
 
+def _holds_id_number(cells: Sequence[str]) -> bool:
+    return any(_ID_LIKE.fullmatch(cell.strip()) for cell in cells)
+
+
+def refuse_resident_as_header(cells: Sequence[str], label: str, row: int, sheet: str = "") -> None:
+    """Refuse a table whose header row (``cells``, numbered ``row``) holds an ID number: InputError.
+
+    That row is a resident, and the table has no header.  Taken for the
+    header, the resident would be in no report, and mapping its columns
+    would store the resident's name and ID number as column names.
+    """
+    if _holds_id_number(cells):
+        raise InputError(
+            "这一行有身份证号码，是居民而不是表头：表格没有表头行，这一行会被漏掉",
+            file=label, sheet=sheet, row=row,
+            fix="在第一位居民上方插入一行表头（如 姓名、性别、身份证号码、联系电话），保存后重新处理",
+        )  # fmt: skip
+
+
 def warn_of_residents_above(
     label: str, rows: Sequence[Sequence[str]], numbers: Sequence[int], header: int
 ) -> None:
@@ -121,7 +140,7 @@ def warn_of_residents_above(
     """
     found = [
         number for number, row in zip(numbers, rows, strict=False)
-        if any(_ID_LIKE.fullmatch(cell.strip()) for cell in row)
+        if _holds_id_number(row)
     ]  # fmt: skip
     if found:
         shown = "、".join(map(str, found[:10])) + ("等" if len(found) > 10 else "")
