@@ -715,3 +715,19 @@ def test_the_mapping_page_shows_no_samples_for_an_empty_column() -> None:
     data = pd.DataFrame({"姓名": ["张三", "李四"], "备用": ["", " "]}, dtype="str")
     raw = RawTable("a.csv", "", 1, ["姓名", "备用"], [0, 1], data, np.array([2, 3]))
     assert table_info(raw, None, {})["samples"] == [["张三", "李四"], []]
+
+
+def test_a_second_register_sheet_left_unread_is_told_on_the_job_page(site: Site) -> None:
+    # The command line warned of it; the page said nothing, and that sheet's residents were in no report.
+    book = openpyxl.load_workbook(SAMPLE_XLSX)
+    second = book.copy_worksheet(book.worksheets[0])
+    second.title = "十一月"
+    buffer = io.BytesIO()
+    book.save(buffer)
+    clerk = site.client("clerk_a")
+    answer = site.upload(clerk, ("两个月.xlsx", buffer.getvalue(), XLSX_TYPE))
+    job_id = str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
+    state = site.wait(clerk, job_id)
+    assert "十一月" in state["message"] and "--all-sheets" not in state["message"]
+    page = clerk.get(f"/jobs/{job_id}").text
+    assert "十一月" in html.unescape(page) and "另存为单独的文件后另行上传" in html.unescape(page)

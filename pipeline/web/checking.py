@@ -178,7 +178,8 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
     files = JobFiles(state_dir, job_id)
     aliases = {**settings.column_aliases, **store.centre_columns(centre.id)}
     try:
-        raws = engine.read_raw_tables(files.upload(job.stored_name), settings.web)
+        with engine.warnings_while_reading() as warned:
+            raws = engine.read_raw_tables(files.upload(job.stored_name), settings.web)
     except engine.InputError as error:
         store.update_job(job_id, state=UNREADABLE, stage="", message=said(error, files, job))
         logger.info("网页上传 {} 无法读取", job_id)
@@ -223,7 +224,9 @@ def _check(store: Store, state_dir: Path, job_id: str, settings: engine.Settings
         tables=infos,
         aliases=aliases,
     )
-    if engine.annotated_copy_among(raws):
-        store.update_job(job_id, message=ANNOTATED_AGAIN)
+    notices = [ANNOTATED_AGAIN] if engine.annotated_copy_among(raws) else []
+    notices += [said(Exception(line), files, job) for line in warned]
+    if notices:
+        store.update_job(job_id, message=" ".join(notices))
     logger.info("网页上传 {} 检查完成：{} 行", job_id, len(rows))
     return CHECKED

@@ -22,9 +22,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from loguru import logger
 
 from pipeline.config import Settings, WebSettings, load_settings
 from pipeline.errors import (
@@ -123,6 +125,26 @@ def read_raw_tables(path: Path, limits: WebSettings | None = None) -> list[RawTa
     )
     with reading_policy(policy):
         return read_register(path)
+
+
+@contextlib.contextmanager
+def warnings_while_reading() -> Iterator[list[str]]:
+    """The warnings logged by this thread inside the block (a sheet left unread, residents above the
+    header): the command line prints them, a page must show them too."""
+    said: list[str] = []
+    thread = threading.get_ident()
+
+    def keep(message: Any) -> None:
+        said.append(str(message.record["message"]))
+
+    sink = logger.add(
+        keep, level="WARNING", format="{message}",
+        filter=lambda record: record["thread"].id == thread and record["level"].name == "WARNING",
+    )  # fmt: skip
+    try:
+        yield said
+    finally:
+        logger.remove(sink)
 
 
 def map_table(raw: RawTable, aliases: Mapping[str, str]) -> MappedTable:

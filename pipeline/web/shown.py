@@ -42,6 +42,8 @@ _ADVICE = (
     ("再次运行同一命令", "再次提交"),
     ("重新运行同一命令", "再次提交"),
     ("或用 --mapping 指定对应关系", "或在“列对应关系”页面为每一列选择对应的字段"),
+    ("请加 --all-sheets，或把它另存为单独的文件", "请把它另存为单独的文件后另行上传"),
+    ("请加 --all-sheets", "请把它们另存为单独的文件后另行上传"),
 )
 #: A web address in a message (the platform's): the clerk has no use for it.
 _ADDRESS = re.compile(r"\s*https?://[^\s，。；：、）)]+\s*")
