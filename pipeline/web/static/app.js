@@ -209,11 +209,20 @@
   function setUpEdits() {
     var grid = $("#grid");
     if (!grid) { return; }
+    var sent = 0;  // edits sent so far: an answer overtaken by a later one must not undo what it said
+    function failed(form, text) {
+      var note = document.createElement("span");
+      note.className = "edit-error";
+      note.textContent = text;
+      form.appendChild(note);
+    }
     grid.addEventListener("submit", function (event) {
       var form = event.target;
       if (!form.classList.contains("edit")) { return; }
       event.preventDefault();
       var row = form.closest("tr");
+      var mine = ++sent;
+      row.dataset.edit = String(mine);
       row.classList.add("saving");
       var old = row.querySelector(".edit-error");
       if (old) { old.remove(); }
@@ -224,12 +233,10 @@
       }).then(function (response) {
         return response.json().then(function (answer) { return { ok: response.ok, answer: answer }; });
       }).then(function (result) {
+        if (row.dataset.edit !== String(mine)) { return; }  // this cell was edited again since
         row.classList.remove("saving");
         if (!result.ok) {
-          var note = document.createElement("span");
-          note.className = "edit-error";
-          note.textContent = result.answer.error || "保存失败";
-          form.appendChild(note);
+          failed(form, result.answer.error || "保存失败");
           return;
         }
         var answer = result.answer;
@@ -242,6 +249,7 @@
           var input = line.querySelector('input[name="value"]');  // every line of the cell edited
           if (input && line.dataset.source === row.dataset.source) { input.value = answer.value; }
         });
+        if (mine !== sent) { return; }  // a later edit's answer brings the totals
         showTotals(answer);
         var counts = $("#counts");
         if (counts && answer.counts) {
@@ -259,7 +267,10 @@
           });
         }
       }).catch(function () {
+        // The connection dropped, or a proxy answered with a page of its own: nothing was saved.
+        if (row.dataset.edit !== String(mine)) { return; }
         row.classList.remove("saving");
+        failed(form, "没有保存：网络中断或服务器没有应答。请检查网络后在这一格再按回车保存");
       });
     });
   }
