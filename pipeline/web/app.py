@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -204,6 +204,12 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return await _server_error(request, exc)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The clerk closed the page or lost the connection mid-upload: nothing went wrong on the server.
+    logger.info("网页请求 {} 中途断开（浏览器已关闭或网络中断）", request.url.path)
+    return PlainTextResponse("请求未完成：连接已断开", status_code=400)
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     logger.error("网页请求 {} 出错（{}）", request.url.path, type(exc).__name__)
     return PlainTextResponse("服务器内部错误，请稍后再试或联系运维人员", status_code=500)
@@ -279,6 +285,7 @@ def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlett
             Refused: _refused,
             HTTPException: _http_error,
             sqlite3.OperationalError: _database_error,
+            ClientDisconnect: _client_gone,
             Exception: _server_error,
         },
         lifespan=lifespan,
