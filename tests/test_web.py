@@ -766,3 +766,10 @@ def test_a_clerk_closing_the_page_mid_upload_is_no_server_error(site: Site) -> N
         logger.remove(sink)
     assert "ERROR" not in levels  # the operator's error log held two false alarms per closed page
     assert sent and sent[0]["status"] != 500
+
+
+def test_an_admins_pages_do_not_claim_to_show_one_centre_alone(site: Site) -> None:
+    admin, clerk = site.client("admin_a"), site.client("clerk_a")
+    assert "全区所有中心" in admin.get("/admin/users").text  # it lists every centre's users
+    page = clerk.get("/jobs").text
+    assert "所有页面只显示本中心的数据" in page and "全区所有中心" not in page
