@@ -435,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_add = _command(users_commands, "add", _SHORT_EXIT_CODES_HELP, key="users add")
     users_add.add_argument("name", metavar="用户名", help="登录用的用户名")
     users_add.add_argument("--centre", required=True, metavar="机构代码", help="该用户所属中心的机构代码")
-    users_add.add_argument("--admin", action="store_true", help="管理员（区级运维人员）：可管理所有中心和用户、查看所有中心的审计日志；不要给社区中心的工作人员")
+    users_add.add_argument(
+        "--admin", action="store_true",
+        help="管理员（区级运维人员）：可管理所有中心和用户、查看所有中心的审计日志；不要给社区中心的工作人员",
+    )  # fmt: skip
     _common(users_add)
     users_passwd = _command(users_commands, "passwd", _SHORT_EXIT_CODES_HELP, key="users passwd")
     users_passwd.add_argument("name", metavar="用户名", help="要重设密码的用户")

@@ -119,7 +119,8 @@ def test_a_call_whose_every_answer_was_lost_says_its_outcome_is_unknown_not_fail
 ) -> None:
     batch = _batch(20, 1)
     sandbox.inject("lost", count=3, methods=("syncCardInfo",))  # every attempt enrols, none is answered
-    with _client(sandbox, tmp_path / "state") as client:
+    # Nothing the run sent was answered: the platform counts as unreachable (exit 2), however short the run.
+    with _client(sandbox, tmp_path / "state") as client, pytest.raises(PlatformUnreachable, match="没有应答"):
         submit_quickly(batch, client, journal, concurrency=1)
     assert sandbox.residents() == 1
     (status,), (message,) = batch.outcome["status"].tolist(), batch.outcome["message"].tolist()

@@ -206,6 +206,21 @@ def test_platform_dies_mid_run_stops_with_exit_2(sandbox: SandboxHandle, tmp_pat
     assert sum(row["message"].startswith("未发送：平台") for row in rows) >= 80 - len(enrolled) - 8
 
 
+def test_a_short_run_the_platform_never_answers_exits_2_like_a_long_one(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
+    # Too few calls for the breaker to open: it exited 1, as if only some rows had failed.
+    sandbox.inject("lost", count=100, methods=("syncCardInfo",))  # the work key is given, nothing else
+    register = write_register(tmp_path / "reg.csv", _people(900, 2))
+    done = Cli(sandbox, tmp_path, max_attempts=2).run(
+        "submit", str(register), "--out", str(tmp_path / "out"), "--concurrency", "1"
+    )
+    assert done.returncode == 2, done.stderr
+    assert "没有应答" in _fatal_line(done.stderr)
+    rows = _results(tmp_path / "out")
+    assert len(rows) == 2 and all(row["message"].startswith("发送结果未知") for row in rows), rows
+
+
 # -- 6. two machines (state directories) with one app id ------------------------------------------------
 
 

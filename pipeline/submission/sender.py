@@ -166,6 +166,8 @@ class ResidentSender:
         self.calls = 0  # platform calls made (syncCardInfo + bindCardInfo), for the summary
         #: residents whose syncCardInfo left for the platform (a stop can cut a call short before it does)
         self.sent = 0
+        #: syncCardInfo calls the platform answered with a result code (any code)
+        self.answered = 0
         #: the first run-stopping fault met once an outcome was known (journal unwritable, platform gone
         #: during a lookup): the outcome was kept, nothing more is sent, the caller raises it at the end
         self.fault: EhcError | None = None
@@ -237,6 +239,9 @@ class ResidentSender:
             return Outcome(STATUS_FAILED, "", f"未发送：{error.message}")
         self._count_call(result.attempts, resident=True)
         code = result.result_code
+        if code is not None:
+            with self._count_lock:
+                self.answered += 1
         masked = mask_id(task.id_number)
         if result.ok:
             card_id, virtual = _card_ids(result.data)

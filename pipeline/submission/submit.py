@@ -44,7 +44,7 @@ from pipeline.batch import (
     set_outcomes,
 )
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, EhcError, Interrupted
+from pipeline.errors import ConfigError, EhcError, Interrupted, PlatformUnreachable
 from pipeline.files import scratch_name
 from pipeline.logs import register_secret
 from pipeline.model import (
@@ -235,6 +235,14 @@ def submit_batch(
 
     # A fault met after an answer came back (journal unwritable, platform gone) keeps that answer.
     fatal = pool.fatal or sender.fault or missing_ids_fault
+    if fatal is None and sender.sent and not sender.answered and not stop.is_set():
+        # Every call went unanswered, too few or too quick for the breaker: the platform is unreachable
+        # all the same, and the run says so (exit 2) as a longer one would.
+        fatal = PlatformUnreachable(
+            f"平台没有应答：本次发送的 {sender.sent} 人都没有得到平台的答复，结果未知。"
+            "请检查网络和平台状态后重新运行同一命令（已办理的不会重复发送）",
+            "平台没有应答",
+        )
     reason = MESSAGE_NOT_SENT
     if fatal is not None:
         reason = f"未发送：{fatal}" if isinstance(fatal, EhcError) else "未发送：程序内部错误"
