@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import openpyxl
 import pytest
 from conftest import SandboxHandle, make_resident
 from submit_helpers import write_register
@@ -219,6 +220,10 @@ def test_a_short_run_the_platform_never_answers_exits_2_like_a_long_one(
     assert "没有应答" in _fatal_line(done.stderr)
     rows = _results(tmp_path / "out")
     assert len(rows) == 2 and all(row["message"].startswith("发送结果未知") for row in rows), rows
+    # errors.xlsx lists faults of the data only; it no longer reads as "nothing wrong" beside two unsent rows
+    summary = openpyxl.load_workbook(tmp_path / "out" / "errors.xlsx", read_only=True)["汇总"]
+    text = " ".join(str(cell) for row in summary.iter_rows(values_only=True) for cell in row if cell)
+    assert "另有 2 行发送失败或发送结果未知" in text
 
 
 # -- 6. two machines (state directories) with one app id ------------------------------------------------

@@ -38,6 +38,7 @@ from pipeline.model import (
     DRY_RUN_STATUSES,
     FIELD_LABELS,
     FIELDS,
+    STATUS_FAILED,
     STATUS_LABELS,
     STATUS_VALID,
     SUBMIT_STATUSES,
@@ -377,6 +378,12 @@ def write_errors_xlsx(path: Path, tally: Tally, errors: SheetFeed, warnings: She
     notes = ["错误使本行不能提交；提示不影响提交，仅供核对。"]
     if not tally.faults:
         notes = ["没有发现错误或提示。"]
+    unsent = sum(counter.get(STATUS_FAILED, 0) for counter in tally.by_status)
+    if unsent:  # not a fault of their data, so in no sheet here: said, lest "no errors" read as "all done"
+        notes.append(
+            f"另有 {unsent} 行发送失败或发送结果未知（不是数据的问题，不列在本表中），见 results.xlsx；"
+            "再次运行同一命令会重新发送"
+        )
     add_table_sheet(book, "汇总", headers, columns, notes=notes, wrapped=(headers.index("处理办法"),))
     add_fed_sheet(book, "明细", errors, wrapped=_WRAPPED_FAULT_COLUMNS)
     add_fed_sheet(book, "提示", warnings, wrapped=_WRAPPED_FAULT_COLUMNS)
