@@ -789,6 +789,20 @@ def test_a_register_without_a_header_row_is_refused_not_read_short_of_its_first_
     _one_line_error(excinfo, path.name, "第 1 行", "表头", "处理办法")
 
 
+def test_a_templates_example_and_instruction_rows_are_no_residents(tmp_path: Path) -> None:
+    # The example's 张三 has a well-formed ID number: read as a resident, a made-up person would be sent.
+    rows = [
+        ["序号", "姓名", "身份证号码"],
+        ["示例", "张三", "420123196205184516"],
+        ["填写说明：", "请填写真实姓名", "18位身份证号码"],
+        ["1", "李四", "110101199003077777"],
+        ["2", "示例", "110101199003077778"],  # a resident's cell saying 示例 further down is data
+    ]
+    [table] = read_register(_workbook(tmp_path / "template.xlsx", {"Sheet1": rows}))
+    assert table.data["姓名"].tolist() == ["李四", "示例"]
+    assert table.source_row.tolist() == [4, 5]
+
+
 @pytest.mark.parametrize("name", ["register.doc", "register", "register.numbers"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     (tmp_path / name).write_bytes(b"something")

@@ -221,6 +221,26 @@ def _footer_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
     return footer
 
 
+#: What a template's example or instruction row (just under the header) starts with: no resident.
+_EXAMPLE_ROW = re.compile(
+    r"(示例|样例|范例|例子|举例|填写示例|填表示例|填写说明|填表说明|说明|例)(\s*[:：（(].*)?"
+)
+#: Rows under the header looked at for a template's example or instructions.
+_EXAMPLE_ROWS = 3
+
+
+def _example_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
+    """Mask of the first kept rows whose first filled cell says they are an example or instructions."""
+    example = np.zeros(len(keep), dtype=bool)
+    for row in np.flatnonzero(keep)[:_EXAMPLE_ROWS]:
+        cells = (str(column[int(row)].as_py() or "").strip() for column in columns)
+        first = next((cell for cell in cells if cell), "")
+        if not _EXAMPLE_ROW.fullmatch(first):
+            break
+        example[row] = True
+    return example
+
+
 def _filled_cells(columns: Sequence[TextColumn], row: int) -> int:
     """How many cells of ``row`` hold anything but spaces."""
     return sum(1 for column in columns if str(column[row].as_py() or "").strip())
@@ -303,6 +323,7 @@ class TableShaper:
         self.positions: list[int] = []
         self._kept: list[int] = []  # offset, in the columns read, of each kept column
         self._decided = False
+        self._examples_looked_for = False  # a template's example rows follow the header: the first batch
         self._tail: tuple[list[TextColumn], np.ndarray] | None = None
         aliases = builtin_aliases()
         self._row_number_columns = {
@@ -356,6 +377,17 @@ class TableShaper:
         length = len(source_row)
         blank = blank_rows(self._counted(columns), length)
         blank |= self._repeated_header_rows(columns, ~blank, source_row)
+        if not self._examples_looked_for:
+            self._examples_looked_for = True
+            example = _example_rows(columns, ~blank)
+            if example.any():
+                rows = "、".join(str(int(r)) for r in source_row[example])
+                logger.warning(
+                    "{}：第 {} 行是模板的示例或填写说明，不是居民，没有读取"
+                    "（如确是居民，请删去第一格的“示例”等字样）",
+                    Path(self.path).name, rows,
+                )  # fmt: skip
+                blank |= example
         footer = _footer_rows(columns, ~blank)
         if footer.any():
             first = int(np.flatnonzero(footer)[0])
