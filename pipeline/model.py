@@ -184,7 +184,7 @@ class RawTable(_Named):
 
     ``data`` has one column per header (headers deduplicated, as text), every
     cell text (``""`` for empty); ``source_row`` holds, for each data row, the
-    1-based row number the clerk sees in Excel (or the CSV line number);
+    1-based row number the clerk sees in Excel or WPS (a CSV file's too);
     ``column_positions`` holds the 0-based sheet column of each header, so
     reports can point at the clerk's own cells.  ``notes`` are what reading
     found wrong with single cells or rows (:data:`NOTE_COLUMNS`: a cell longer

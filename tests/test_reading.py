@@ -340,7 +340,7 @@ def test_delimiters_are_sniffed(tmp_path: Path, suffix: str, delimiter: str) -> 
     assert table.source_row.tolist() == [3]
 
 
-def test_quoted_values_with_commas_and_line_breaks_keep_line_numbers(tmp_path: Path) -> None:
+def test_quoted_values_with_commas_and_line_breaks_keep_spreadsheet_row_numbers(tmp_path: Path) -> None:
     text = (
         "姓名,身份证号码,备注\n"
         '张三,420123196205184516,"一,二"\n'
@@ -352,7 +352,7 @@ def test_quoted_values_with_commas_and_line_breaks_keep_line_numbers(tmp_path: P
     path.write_text(text, encoding="utf-8")
     [table] = read_register(path)
     assert _values(table, "备注") == ["一,二", "第一行\n第二行", ""]
-    assert table.source_row.tolist() == [2, 3, 6]
+    assert table.source_row.tolist() == [2, 3, 5]  # Excel shows 王五 on row 5 (on line 6 of the text)
 
 
 @pytest.mark.parametrize("later", [0, 30, 200_000])
@@ -691,7 +691,7 @@ def test_a_utf16_register_reads_as_its_utf8_twin(tmp_path: Path, encoding: str, 
         assert table.header_row == twin.header_row == 2 and table.headers == twin.headers
         assert table.data["备注"].tolist() == ["两\r\n行", "𠀋"] == twin.data["备注"].tolist()
         assert table.data["姓名"].tolist() == ["张三", "李四"]
-        assert list(table.source_row) == list(twin.source_row) == [3, 6]
+        assert list(table.source_row) == list(twin.source_row) == [3, 5]  # as Excel shows them
 
 
 @pytest.mark.parametrize("piece", [1 << 20, 7])  # 7 bytes: every piece ends inside a character
@@ -852,6 +852,8 @@ def test_blocks_parsed_apart_are_glued_into_growing_chunks_with_every_row_in_pla
     assert [r for c in chunks for r in c.source_row.tolist()] == whole.source_row.tolist()
     assert _values(whole, "列D")[8] == "多出来的" and whole.source_row.tolist()[13] == 16
     assert _values(whole, "姓名")[18] == "跨行\n的名字"
+    # From the value spanning lines on, rows are numbered as a spreadsheet shows them, not by line.
+    assert whole.source_row.tolist()[18:20] == [21, 22] and whole.source_row.tolist()[-1] == 32
 
 
 def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:

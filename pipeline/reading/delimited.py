@@ -4,8 +4,10 @@ The first megabyte decides the encoding (UTF-8 with or without BOM, else
 GB18030, which covers GBK) and, with the known column names, the delimiter and
 the header line below any title lines.  The body is then read in blocks of
 whole lines, each parsed by Arrow's CSV reader, so a file of any size is read
-with bounded memory.  ``source_row`` is the line number a clerk sees in a text
-editor: blank lines are counted but yield no row.  From a block Arrow cannot
+with bounded memory.  ``source_row`` is the row Excel or WPS shows when it
+opens the file: blank lines are counted but yield no row, and a quoted value
+spanning lines is one row, as a spreadsheet shows it (a text editor's line
+numbers would drift from there on).  From a block Arrow cannot
 take as a rectangle (values spanning lines that the line count cannot follow,
 too many rows of uneven width) to the end of the file, the ``csv`` module
 reads instead, slower but exact.
@@ -623,7 +625,10 @@ def _csv_batches(
     reader = csv.reader(text, delimiter=layout.delimiter)
     records: list[list[str]] = []
     starts: list[int] = []
-    before = 0
+    before = 0  # lines read, for the messages about the text itself
+    # A spreadsheet shows a value spanning lines, and each blank line, as one row: rows are counted
+    # in records, so a row's number is the one Excel or WPS shows when it opens the file.
+    counted = 0
 
     def batch() -> tuple[list[TextColumn], np.ndarray]:
         width = max(len(layout.header_cells), *(len(r) for r in records))
@@ -641,13 +646,14 @@ def _csv_batches(
     try:
         for record in reader:
             if len(record) > MAX_SHEET_COLUMNS:
-                raise too_wide(label, len(record), row=lines_before + before + 1)
+                raise too_wide(label, len(record), row=lines_before + counted + 1)
             several_lines = reader.line_num - before > 1
             if several_lines and row_commas >= 2 and _swallows_rows(record, layout, row_commas):
                 raise _unclosed_quote(label, lines_before + before + 1, lines_before + reader.line_num)
+            counted += 1
             if record:
                 records.append(record)
-                starts.append(before + 1)
+                starts.append(counted)
                 if len(records) >= _CSV_BATCH_ROWS:
                     yield batch()
             before = reader.line_num

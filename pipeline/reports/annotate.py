@@ -535,8 +535,8 @@ def _regenerate_workbook(
 def _regenerate_text(
     path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits
 ) -> Path:
-    """A CSV (or other delimited text) register, or a web page's table, as one sheet of text cells, rows
-    on their line numbers."""
+    """A CSV (or other delimited text) register, or a web page's table, as one sheet of text cells, each
+    row on the row a spreadsheet shows it on."""
     index = table_indices[0]
     raw = data.batch.tables[index].raw
     rows = np.asarray(raw.source_row, dtype=np.int64)
