@@ -6,6 +6,7 @@ import base64
 import codecs
 import datetime as dt
 import os
+import random
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -767,6 +768,40 @@ def test_a_short_utf8_register_with_a_gbk_row_is_refused_not_read_garbled(
     gbk.write_bytes(text.encode("gbk"))
     [table] = read_register(gbk)
     assert "张伟" in table.data.to_string()
+
+
+@pytest.mark.parametrize("quoted", [False, True], ids=["arrow", "csv-module"])
+@pytest.mark.parametrize("before", [3, 60_000, -60_000], ids=["short", "long", "ascii-first"])
+def test_a_gbk_register_with_utf8_rows_joined_on_is_refused_not_read_garbled(
+    tmp_path: Path, quoted: bool, before: int
+) -> None:
+    # GB18030 decodes UTF-8's bytes without complaint: 张伟 came out as 寮犱紵 and was checked and sent so.
+    gbk_rows = [f"居民{n},420123196205184516,广东省佛山市南海区桂城街道" for n in range(abs(before))]
+    if before < 0:  # the first megabyte plain ASCII: the first block with other bytes decides the encoding
+        gbk_rows[:-1] = [f"r{n},420123196205184516,-" for n in range(abs(before) - 1)]
+        before = abs(before)
+    if quoted:  # a value spanning lines: the rest is read by the csv module
+        gbk_rows[1] = '居民1,420123196205184516,"广东省佛山市\n南海区"'
+    utf8_rows = ["张伟,110101199003077777,广东省佛山市顺德区大良街道", "刘洋,110101199003077777,南海区"]
+    path = tmp_path / "joined.csv"
+    gbk = "\n".join(["姓名,身份证号码,住址", *gbk_rows]) + "\n"
+    path.write_bytes(gbk.encode("gbk") + ("\n".join(utf8_rows) + "\n").encode("utf-8"))
+    line = before + 2 + quoted  # the first UTF-8 line
+    with pytest.raises(InputError) as excinfo:
+        read_register(path)
+    _one_line_error(excinfo, "joined.csv", f"第 {line} 行", "GBK", "处理办法")
+    # Every GB2312 character, in GBK, joined and shuffled: no run of them looks like UTF-8.
+    characters = [
+        bytes([high, low]).decode("gbk") for high in range(0xB0, 0xF8) for low in range(0xA1, 0xFF)
+        if (high, low) not in {(0xD7, low) for low in range(0xFA, 0xFF)}
+    ]
+    random.Random(before).shuffle(characters)
+    names = "\n".join(
+        f"{''.join(characters[i : i + 40])},420123196205184516,南海区" for i in range(0, 6720, 40)
+    )
+    path.write_bytes(("姓名,身份证号码,住址\n" + names + "\n").encode("gbk"))
+    [table] = read_register(path)
+    assert table.data["姓名"].str.len().sum() == 6720
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx"])

@@ -165,6 +165,43 @@ def _mostly_utf8(data: bytes | memoryview, error: UnicodeDecodeError) -> bool:
     return int(np.count_nonzero(lead_bytes)) >= _UTF8_EVIDENCE
 
 
+#: Each byte as the part of UTF-8 it can be: ``L`` leads a common Chinese character (U+4000-U+9FFF),
+#: ``C`` continues one; any other byte is ``.``.
+_UTF8_ROLES = bytes(
+    ord("L") if 0xE4 <= byte <= 0xE9 else ord("C") if 0x80 <= byte <= 0xBF else ord(".")
+    for byte in range(256)
+)
+#: Five Chinese characters in a row as UTF-8: GBK text forms it about once in 10^11 bytes, and a line
+#: of UTF-8 (an address, a title) nearly always holds one.
+_UTF8_RUN = b"LCC" * 5
+
+
+def _utf8_in_gbk(data: bytes | memoryview, lines_before: int, label: str) -> None:
+    """Refuse GBK text holding a run of UTF-8 Chinese (files of both encodings joined), naming its line.
+
+    GB18030 decodes UTF-8's bytes without an error, as other characters: without this, the rows
+    after the join would be read, checked and sent with garbled names and addresses.
+    """
+    position = bytes(data).translate(_UTF8_ROLES).find(_UTF8_RUN)
+    if position != -1:
+        line = lines_before + bytes(data[:position]).count(b"\n") + 1
+        raise _encoding_error(label, "GBK", row=line)
+
+
+def _utf8_in_gbk_rest(handle: BinaryIO, offset: int, lines_before: int, layout: _Layout, label: str) -> None:
+    """:func:`_utf8_in_gbk` over the file from byte ``offset`` on, a piece at a time (before a csv-module
+    read, which takes no blocks)."""
+    handle.seek(offset)
+    line_end = b"\r" if layout.mac else b"\n"
+    overlap = len(_UTF8_RUN) - 1  # a run cut by a piece's end is found in the next
+    carry, lines = b"", lines_before
+    while chunk := handle.read(1 << 24):
+        data = carry + chunk
+        _utf8_in_gbk(data.replace(b"\r", b"\n") if layout.mac else data, lines, label)
+        lines += data.count(line_end, 0, max(0, len(data) - overlap))
+        carry = data[-overlap:]
+
+
 def _text_but_nul(sample: bytes) -> bool:
     """Whether ``sample`` is UTF-8 or GB18030 text once its NUL bytes are left out (a copy cut short)."""
     rest = sample.replace(b"\x00", b"")
@@ -218,6 +255,7 @@ def detect_encoding(data: bytes, label: str, *, whole: bool | None = None) -> tu
                 raise _mixed_encoding(sample, "utf-8", 0, label) from None
             continue
         return codec, 0
+    _utf8_in_gbk(sample, 0, label)  # GBK, then UTF-8 that GB18030 cannot decode either
     raise _encoding_error(label, _guess_encoding(sample))
 
 
@@ -611,6 +649,7 @@ def _settle(block: _Block, layout: _Layout, label: str) -> _Layout:
                 raise _mixed_encoding(data, "utf-8", block.lines_before, label) from None
             continue
         return replace(layout, encoding=codec, settled=True)
+    _utf8_in_gbk(data, block.lines_before, label)
     raise _encoding_error(label, _guess_encoding(data[:SAMPLE_BYTES]))
 
 
@@ -620,6 +659,8 @@ def _csv_batches(
     """From byte ``offset`` to the end through the csv module, in batches of whole records."""
     if not layout.settled:
         layout = _settle_rest(handle, layout, offset, label, lines_before)
+    if layout.encoding == "gb18030":
+        _utf8_in_gbk_rest(handle, offset, lines_before, layout, label)
     handle.seek(offset)
     text = io.TextIOWrapper(handle, encoding=layout.encoding, newline="")
     reader = csv.reader(text, delimiter=layout.delimiter)
@@ -756,6 +797,8 @@ def _read_body(
         )  # a generator: closed when the csv module takes over
         for block in blocks:
             layout = _settle(block, layout, label)
+            if layout.encoding == "gb18030":
+                _utf8_in_gbk(block.data, block.lines_before, label)
             try:
                 if _ends_inside_quotes(block):
                     raise _NotRectangular
