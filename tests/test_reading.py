@@ -804,6 +804,40 @@ def test_a_gbk_register_with_utf8_rows_joined_on_is_refused_not_read_garbled(
     assert table.data["姓名"].str.len().sum() == 6720
 
 
+@pytest.mark.parametrize("piece", [1 << 22, 61, 97], ids=["whole", "cut-61", "cut-97"])
+def test_excel_error_cells_read_as_the_error_the_clerk_sees_not_as_blanks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    # calamine reads #N/A as empty: a lookup that found nothing passed as a field left blank.
+    monkeypatch.setattr("pipeline.reading.bounds._CHUNK", piece)  # every cell cut by a piece's end
+    path = _workbook(
+        tmp_path / "lookup.xlsx",
+        {
+            "名单": [
+                ["姓名", "身份证号码", "职业", "联系电话"],
+                ["张三", "#N/A", "#N/A", "13912345678"],
+                ["李四", "110101199003077777", "", "#REF!"],
+            ]
+        },
+    )
+    # As Excel writes a formula whose cached result is an error.
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    sheet = next(name for name in parts if name.startswith("xl/worksheets/"))
+    assert parts[sheet].count(b't="e"') == 3
+    parts[sheet] = parts[sheet].replace(
+        b'<c r="C2" t="e"><v>#N/A</v></c>',
+        b'<c r="C2" s="0" t="e"><f>VLOOKUP(A2,\xe5\xad\x97\xe5\x85\xb8!A:B,2,FALSE)</f><v>#N/A</v></c>',
+    )
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+    [table] = read_register(path)
+    assert _values(table, "身份证号码") == ["#N/A", "110101199003077777"]
+    assert _values(table, "职业") == ["#N/A", ""]
+    assert _values(table, "联系电话") == ["13912345678", "#REF!"]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
 def test_a_register_without_a_header_row_is_refused_not_read_short_of_its_first_resident(
     tmp_path: Path, suffix: str

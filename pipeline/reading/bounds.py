@@ -21,6 +21,11 @@ read in bounded memory:
 * an ``.xls`` (BIFF, at most 65,536 × 256 cells by format) and an ``.xlsb``
   are bounded by their size and, for ``.xlsb``, by the zip checks.
 
+The same pass over an ``.xlsx`` sheet notes its error cells (``#N/A`` where a
+lookup found nothing, ``#REF!``), which calamine reads as empty: the reader
+puts their text back, so they fail their checks as the clerk sees them rather
+than pass as blanks.
+
 Ordinary workbooks pay one streaming inflate of their parts and two regular
 expression scans of each sheet (about 3 s for a 300,000-row sheet, a small part of reading it).
 """
@@ -75,6 +80,11 @@ _WIDE_REF = re.compile(rb'r="([A-Z]{2,3})\d')
 # The exact scan: every start or end tag of a row, a cell or a cell's value.
 _TAG = re.compile(rb"<(/?)(?:[A-Za-z_][\w.-]*:)?(row|c|v|is|f)\b([^>]*)>")
 _R_ATTR = re.compile(rb'\sr="([A-Z]{0,3})(\d*)"')
+# A cell holding an error value (#N/A from a lookup that found nothing): its attributes and content.
+_ERROR_CELL = re.compile(rb'<c\b([^>]*\bt="e"[^>]*)>(.{0,512}?)</c>', re.DOTALL)
+_ERROR_VALUE = re.compile(rb"<v>([^<]{1,16})</v>")
+#: Error cells remembered per sheet (each a few hundred bytes); more are read as empty cells.
+MAX_ERROR_CELLS = 100_000
 # ODS: a row or a cell start tag, with its repeat count and whether it holds a value.
 _ODS_TAG = re.compile(rb"<table:(table-row|table-cell|covered-table-cell)\b([^>]*)>|</table:table-row>")
 _ODS_REPEAT = re.compile(rb'number-(?:rows|columns)-repeated="(\d+)"')
@@ -215,9 +225,13 @@ class _SheetScan:
     wide: bool = False
     irregular: bool = False  # rows or cells without ``r``, or prefixed tags: only the exact scan knows
     boundary: _TagBoundary = field(default_factory=_TagBoundary)
+    errors: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "#N/A"
+    _error_carry: bytes = b""  # an error cell cut by the chunk's end
 
     def feed(self, chunk: bytes) -> None:
         body = self.boundary.cut(chunk)
+        if self._error_carry or b't="e"' in body:
+            self._find_errors(body)
         rows = _ROW_NUMBER.findall(body)
         if rows:
             self.last_row = max(self.last_row, max(map(int, rows)))
@@ -230,6 +244,22 @@ class _SheetScan:
             self.irregular = (
                 tags != body.count(b' r="') or b"<c>" in body or b":c " in body or b":row" in body
             )
+
+    def _find_errors(self, body: bytes) -> None:
+        """Remember the cells of ``body`` holding an error value; calamine reads them as empty."""
+        text = self._error_carry + body
+        end = text.rfind(b"</c>") + len(b"</c>") if b"</c>" in text else 0
+        rest = text[end:]
+        self._error_carry = rest if b't="e"' in rest and len(rest) < 4096 else b""
+        for attributes, content in _ERROR_CELL.findall(text, 0, end):
+            if len(self.errors) >= MAX_ERROR_CELLS:
+                return
+            place, value = _R_ATTR.search(attributes), _ERROR_VALUE.search(content)
+            if attributes.endswith(b"/") or place is None or value is None or not place[1] or not place[2]:
+                continue
+            text_value = value[1].decode("ascii", "replace")
+            if text_value.startswith("#"):
+                self.errors[(int(place[2]), column_number(place[1]) - 1)] = text_value
 
     @property
     def extent(self) -> Extent:
@@ -342,15 +372,22 @@ def _is_sheet(name: str) -> bool:
     return name.startswith("xl/worksheets/") and name.endswith(".xml")
 
 
-def check_zip_workbook(path: Path, label: str) -> None:
+#: Per sheet name, the cells holding an error value: (row, 0-based column) -> its text ("#N/A").
+ErrorCells = dict[str, dict[tuple[int, int], str]]
+
+
+def check_zip_workbook(path: Path, label: str) -> ErrorCells:
     """Refuse (InputError) a zip workbook whose parts inflate too far or whose sheets span too many cells.
 
-    A file that is not a sound zip is left for calamine to judge (and word).
+    Returns the error cells (``#N/A``, ``#REF!``) of each .xlsx sheet, which
+    calamine reads as empty: a formula that found nothing is not a blank the
+    clerk left.  A file that is not a sound zip is left for calamine to judge (and word).
     """
+    errors: ErrorCells = {}
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        return
+        return errors
     with archive, open(path, "rb") as handle:
         parts = _check_directory(archive, label)
         sheet_names = _sheet_names(archive)
@@ -360,7 +397,8 @@ def check_zip_workbook(path: Path, label: str) -> None:
             stream = _inflated(handle, info, label)
             if _is_sheet(info.filename):
                 sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
-                _check_xlsx_sheet(handle, info, label, sheet, stream)
+                if cells := _check_xlsx_sheet(handle, info, label, sheet, stream):
+                    errors[sheet] = cells
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
                 extent = _ods_extent(stream)
                 if extent.cells > MAX_SHEET_CELLS:
@@ -368,23 +406,26 @@ def check_zip_workbook(path: Path, label: str) -> None:
             else:
                 for _ in stream:
                     pass
+    return errors
 
 
 def _check_xlsx_sheet(
     handle: BinaryIO, info: zipfile.ZipInfo, label: str, sheet: str, stream: Iterator[bytes]
-) -> None:
+) -> dict[tuple[int, int], str]:
+    """Refuse a sheet too large to read; return its error cells."""
     scan = _SheetScan()
     for chunk in stream:
         scan.feed(chunk)
     if scan.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, scan.last_row)
     if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular:
-        return
+        return scan.errors
     exact = _exact_extent(_inflated(handle, info, label))
     if exact.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, exact.last_row)
     if exact.cells > MAX_SHEET_CELLS:
         raise _too_large(label, sheet, exact)
+    return scan.errors
 
 
 def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
@@ -396,14 +437,15 @@ def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
     )
 
 
-def check_workbook(path: Path, label: str, size: int) -> None:
-    """Refuse a workbook that cannot be read in bounded memory; return quietly otherwise."""
+def check_workbook(path: Path, label: str, size: int) -> ErrorCells:
+    """Refuse a workbook that cannot be read in bounded memory; else return its error cells (.xlsx)."""
     suffix = path.suffix.lower()
     if suffix == ".xls" and size > MAX_XLS_BYTES:
         raise _refuse(label, f"文件过大（{size >> 20} MB，.xls 上限 {MAX_XLS_BYTES >> 20} MB）")
-    check: Callable[[Path, str], None] = check_zip_workbook
+    check: Callable[[Path, str], ErrorCells] = check_zip_workbook
     if suffix in _ZIP_SUFFIXES or _starts_like_zip(path):
-        check(path, label)
+        return check(path, label)
+    return {}
 
 
 def _starts_like_zip(path: Path) -> bool:

@@ -33,7 +33,7 @@ from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, Shee
 
 from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS, RawTable
-from pipeline.reading.bounds import check_workbook
+from pipeline.reading.bounds import ErrorCells, check_workbook
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.html import is_html_file, looks_like_html, read_html_register
 from pipeline.reading.table import (
@@ -219,8 +219,27 @@ def _fill_vertical_merges(
 _Unusable = Literal["empty", "header only", "no data"]
 
 
-def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable | _Unusable:
-    """The sheet as a table, or why it holds none."""
+def _put_error_values(
+    rows: list[list[Any]], origin: tuple[int, int], errors: dict[tuple[int, int], str]
+) -> None:
+    """Write each error cell's text (``#N/A``) where calamine left it empty, as the clerk sees it.
+
+    Read as empty, a lookup that found nothing passed for a field left blank (an optional one
+    silently, a required one as "为空" beside a cell showing #N/A); as text it fails its check
+    with the value the clerk sees.
+    """
+    top, left = origin
+    for (row, column), text in errors.items():
+        index, position = row - 1 - top, column - left
+        inside = 0 <= index < len(rows) and 0 <= position < len(rows[index])
+        if inside and rows[index][position] in ("", None):
+            rows[index][position] = text
+
+
+def _read_sheet(
+    path: Path, workbook: CalamineWorkbook, name: str, errors: dict[tuple[int, int], str]
+) -> RawTable | _Unusable:
+    """The sheet as a table, or why it holds none; ``errors``: its error cells (see ``check_workbook``)."""
     try:
         sheet = workbook.get_sheet_by_name(name)
         rows = sheet.to_python()
@@ -229,6 +248,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str) -> RawTable |
         raise
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
+    _put_error_values(rows, origin, errors)
     head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
     found = header_or_first_row(head)
     if found is None:
@@ -275,11 +295,11 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     """
     if is_html_file(path):
         return read_html_register(path, size or path.stat().st_size)
-    check_workbook(path, path.name, size or path.stat().st_size)
+    error_cells = check_workbook(path, path.name, size or path.stat().st_size)
     with _collector_paused():
         workbook = open_workbook(path)
         try:
-            return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets)
+            return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets, error_cells=error_cells)
         finally:
             workbook.close()
 
@@ -329,7 +349,7 @@ def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, late
 
 
 def _read_sheets(
-    path: Path, workbook: CalamineWorkbook, *, sheet: str | None, all_sheets: bool
+    path: Path, workbook: CalamineWorkbook, *, sheet: str | None, all_sheets: bool, error_cells: ErrorCells
 ) -> list[RawTable]:
     names = list(workbook.sheet_names)
     if sheet is not None:
@@ -340,7 +360,7 @@ def _read_sheets(
                 file=path.name,
                 fix=f"工作簿中的工作表有：{'、'.join(names)}；请用 --sheet 指定其中之一",
             )
-        table = _read_sheet(path, workbook, chosen)
+        table = _read_sheet(path, workbook, chosen, error_cells.get(chosen, {}))
         if isinstance(table, RawTable):
             return [table]
         if table == "empty":
@@ -357,7 +377,7 @@ def _read_sheets(
     others: list[RawTable] = []
     header_only: dict[_Unusable, str] = {}
     for position, name in enumerate(visible):
-        table = _read_sheet(path, workbook, name)
+        table = _read_sheet(path, workbook, name, error_cells.get(name, {}))
         if not isinstance(table, RawTable):
             header_only.setdefault(table, name)
         elif count_known_headers(table.headers) >= MIN_KNOWN_HEADERS:
