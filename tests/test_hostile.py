@@ -55,6 +55,28 @@ def test_a_far_cell_below_a_register_is_refused_before_calamine_allocates(
     _refused(path, "数据范围过大", corner, "工作表 Sheet1", "删除")
 
 
+@pytest.mark.parametrize("ref", ["AN1048576", "J1048576", "ZZ9000"])
+def test_a_stray_value_far_from_a_small_register_is_refused_not_read_as_gigabytes(
+    tmp_path: Path, ref: str
+) -> None:
+    # Within the largest rectangle read (40 columns × every row), but nearly empty: AN1048576 below
+    # five rows held calamine at 2.2 GB for a 5 KB file.
+    path = far_cell_xlsx(tmp_path / "stray.xlsx", ref, with_register=True)
+    message = _refused(path, "数据范围过大", ref, "只有", "删除")
+    assert "上限" not in message
+
+
+def test_a_filled_rectangle_above_the_sparse_size_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bounds, "SPARSE_CELLS", 30)  # a header and five residents fill 6 × 6 cells
+    [table] = read_register(write_raw_xlsx(tmp_path / "dense.xlsx", sheet_rows(register_rows(5))))
+    assert len(table.data) == 5
+    stray = '<row r="5000"><c r="I5000" t="inlineStr"><is><t>x</t></is></c></row>'
+    sparse = write_raw_xlsx(tmp_path / "sparse.xlsx", sheet_rows(register_rows(5)) + stray)
+    _refused(sparse, "I5000", "只有 37 个")
+
+
 @pytest.mark.parametrize("numbered", [True, False])
 def test_a_row_beyond_excels_last_row_is_damage(tmp_path: Path, numbered: bool) -> None:
     rows = sheet_rows(register_rows(3))

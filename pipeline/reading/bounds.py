@@ -16,7 +16,9 @@ read in bounded memory:
   it holds give an upper bound of the rectangle calamine will build; when that
   bound exceeds :data:`MAX_SHEET_CELLS`, the sheet is parsed again, exactly,
   counting only cells that hold a value, and refused only if those still
-  span too many cells;
+  span too many cells.  A rectangle above :data:`SPARSE_CELLS` that is
+  nearly empty (a stray value at ``AN1048576`` below forty rows: 2 GB for a
+  5 KB file) is refused the same way, naming the far cell;
 * an ``.ods`` sheet is bounded by its repeated rows and columns the same way;
 * an ``.xls`` (BIFF, at most 65,536 × 256 cells by format) and an ``.xlsb``
   are bounded by their size and, for ``.xlsb``, by the zip checks.
@@ -57,6 +59,14 @@ RATIO_FLOOR_BYTES = 1 << 20
 
 #: Largest rectangle of cells a sheet may span (1,048,576 rows × 40 columns): about 1.3 GB in calamine.
 MAX_SHEET_CELLS = 40 * (1 << 20)
+
+#: A rectangle above this many cells (about 220 MB in calamine) must be filled enough to be a register:
+#: one stray value far below or right of a small one makes calamine hold the whole empty rectangle.
+SPARSE_CELLS = 4 * (1 << 20)
+
+#: Of a rectangle above :data:`SPARSE_CELLS`, at least one cell in this many must hold a value
+#: (a register, even of mostly optional columns, fills a third or more).
+SPARSE_RATIO = 100
 
 #: Most entries in a zip: a workbook has tens.
 MAX_ZIP_ENTRIES = 10_000
@@ -101,11 +111,17 @@ class Extent:
     columns: int
     last_row: int = 0
     last_column: int = 0
+    values: int = -1  # cells holding a value (-1: not counted)
 
     @property
     def cells(self) -> int:
         """How many cells the rectangle holds."""
         return self.rows * self.columns
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the rectangle is large and nearly empty (a stray value far from the register)."""
+        return self.values >= 0 and self.cells > SPARSE_CELLS and self.values * SPARSE_RATIO < self.cells
 
 
 def column_number(letters: bytes) -> int:
@@ -225,6 +241,7 @@ class _SheetScan:
     wide: bool = False
     irregular: bool = False  # rows or cells without ``r``, or prefixed tags: only the exact scan knows
     boundary: _TagBoundary = field(default_factory=_TagBoundary)
+    cell_tags: int = 0  # cells written, with or without a value: at least those holding one
     errors: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "#N/A"
     _error_carry: bytes = b""  # an error cell cut by the chunk's end
 
@@ -239,8 +256,10 @@ class _SheetScan:
         if wide:
             self.wide = True
             self.last_column = max(self.last_column, max(map(column_number, wide)))
+        cells = body.count(b"<c ") + body.count(b"<c>")
+        self.cell_tags += cells
         if not self.irregular:
-            tags = body.count(b"<row") + body.count(b"<c ")
+            tags = body.count(b"<row") + cells
             self.irregular = (
                 tags != body.count(b' r="') or b"<c>" in body or b":c " in body or b":row" in body
             )
@@ -263,14 +282,15 @@ class _SheetScan:
 
     @property
     def extent(self) -> Extent:
-        return Extent(self.last_row, self.last_column, self.last_row, self.last_column)
+        """The upper bound of the rectangle; the cells written bound those holding a value."""
+        return Extent(self.last_row, self.last_column, self.last_row, self.last_column, self.cell_tags)
 
 
 def _exact_extent(chunks: Iterator[bytes]) -> Extent:
     """The rectangle of the cells holding a value, numbered as calamine does (rows, cells without ``r``)."""
     row = column = 0
     first_row = first_column = 1 << 40
-    last_row = last_column = 0
+    last_row = last_column = values = 0
     in_cell = valued = False
     for body in _bodies(chunks):
         for match in _TAG.finditer(body):
@@ -284,6 +304,7 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
             elif name == b"c":
                 if closing:
                     if in_cell and valued:
+                        values += 1
                         first_row, last_row = min(first_row, row), max(last_row, row)
                         first_column, last_column = min(first_column, column), max(last_column, column)
                     in_cell = False
@@ -298,8 +319,8 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
             elif in_cell and not closing:
                 valued = True
     if not last_row:
-        return Extent(0, 0)
-    return Extent(last_row - first_row + 1, last_column - first_column + 1, last_row, last_column)
+        return Extent(0, 0, values=0)
+    return Extent(last_row - first_row + 1, last_column - first_column + 1, last_row, last_column, values)
 
 
 def _ods_extent(chunks: Iterator[bytes]) -> Extent:
@@ -333,10 +354,13 @@ def _ods_extent(chunks: Iterator[bytes]) -> Extent:
 
 
 def _too_large(label: str, sheet: str, extent: Extent) -> InputError:
+    if extent.sparse:
+        share = f"共 {extent.cells:,} 个单元格，其中只有 {extent.values:,} 个有内容，多半是误填在远处的单元格"
+    else:
+        share = f"共 {extent.cells:,} 个单元格，上限 {MAX_SHEET_CELLS:,}"
     return InputError(
         "工作表的数据范围过大：有内容的单元格一直延伸到"
-        f" {column_letters(extent.last_column)}{extent.last_row}"
-        f"（共 {extent.cells:,} 个单元格，上限 {MAX_SHEET_CELLS:,}），无法安全读取",
+        f" {column_letters(extent.last_column)}{extent.last_row}（{share}），无法安全读取",
         file=label,
         sheet=sheet,
         fix=_FIX_STRAY,
@@ -418,12 +442,12 @@ def _check_xlsx_sheet(
         scan.feed(chunk)
     if scan.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, scan.last_row)
-    if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular:
+    if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular and not scan.extent.sparse:
         return scan.errors
     exact = _exact_extent(_inflated(handle, info, label))
     if exact.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, exact.last_row)
-    if exact.cells > MAX_SHEET_CELLS:
+    if exact.cells > MAX_SHEET_CELLS or exact.sparse:
         raise _too_large(label, sheet, exact)
     return scan.errors
 
