@@ -192,6 +192,18 @@ def test_an_ods_whose_repeated_cells_span_too_far_is_refused(tmp_path: Path) -> 
     _refused(_ods(tmp_path / "wide.ods", rows), "数据范围过大")
 
 
+def test_an_ods_with_a_stray_value_far_below_a_small_register_is_refused(tmp_path: Path) -> None:
+    cell = '<table:table-cell office:value-type="string"><text:p>{}</text:p></table:table-cell>'
+    people = [f"<table:table-row>{cell.format(a)}{cell.format(b)}</table:table-row>" for a, b in
+              [("姓名", "身份证号码"), ("张三", "420123196205184516")]]  # fmt: skip
+    stray = (
+        '<table:table-row table:number-rows-repeated="1048000"><table:table-cell/></table:table-row>'
+        '<table:table-row><table:table-cell table:number-columns-repeated="30"/>'
+        f"{cell.format('x')}</table:table-row>"
+    )
+    _refused(_ods(tmp_path / "stray.ods", "".join(people) + stray), "数据范围过大", "只有 5 个")
+
+
 def test_an_ods_as_libreoffice_saves_it_is_read_whatever_its_length(tmp_path: Path) -> None:
     # Every row ends with the sheet's empty remaining columns as one repeated cell: 3,000 rows of that
     # counted 49 million cells and were refused.

@@ -19,7 +19,8 @@ read in bounded memory:
   span too many cells.  A rectangle above :data:`SPARSE_CELLS` that is
   nearly empty (a stray value at ``AN1048576`` below forty rows: 2 GB for a
   5 KB file) is refused the same way, naming the far cell;
-* an ``.ods`` sheet is bounded by its repeated rows and columns the same way;
+* an ``.ods`` sheet is bounded by its repeated rows and columns the same way,
+  and refused as well when nearly empty;
 * an ``.xls`` (BIFF, at most 65,536 × 256 cells by format) and an ``.xlsb``
   are bounded by their size and, for ``.xlsb``, by the zip checks.
 
@@ -96,7 +97,10 @@ _ERROR_VALUE = re.compile(rb"<v>([^<]{1,16})</v>")
 #: Error cells remembered per sheet (each a few hundred bytes); more are read as empty cells.
 MAX_ERROR_CELLS = 100_000
 # ODS: a row or a cell start tag, with its repeat count and whether it holds a value.
-_ODS_TAG = re.compile(rb"<table:(table-row|table-cell|covered-table-cell)\b([^>]*)>|</table:table-row>")
+_ODS_TAG = re.compile(
+    rb"<table:(table-row|table-cell|covered-table-cell|table(?=[\s>]))\b([^>]*)>|</table:table-row>"
+)
+_ODS_NAME = re.compile(rb'table:name="([^"]*)"')
 _ODS_REPEAT = re.compile(rb'number-(?:rows|columns)-repeated="(\d+)"')
 
 
@@ -323,34 +327,52 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
     return Extent(last_row - first_row + 1, last_column - first_column + 1, last_row, last_column, values)
 
 
-def _ods_extent(chunks: Iterator[bytes]) -> Extent:
-    """An upper bound of an .ods sheet's rectangle: repeats counted only where they hold values.
+def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent]]:
+    """Each .ods sheet's name and the rectangle of its cells holding values, repeats counted.
 
     A row is as wide as its last cell with a value: LibreOffice ends every
     row with the empty rest of the sheet's 16,384 columns as one repeated
-    cell, which the reader never fills in.
+    cell, which the reader never fills in, and the sheet with the empty rest
+    of its rows.  Empty rows between values count: calamine holds them.
     """
-    rows = widest = 0
+    name = ""
+    position = first = last = widest = values = 0
     row_repeat = 1
     row_width = row_end = row_values = 0
+
+    def extent() -> Extent:
+        rows = last - first + 1 if last else 0
+        return Extent(rows, widest, last, widest, values)
+
     for body in _bodies(chunks):
         for match in _ODS_TAG.finditer(body):
-            name, attributes = match.groups()
-            if name is None:  # </table:table-row>
-                rows += row_repeat if row_values else 1
+            tag, attributes = match.groups()
+            if tag is None:  # </table:table-row>
                 if row_values:
+                    first = first or position + 1
+                    last = position + row_repeat
                     widest = max(widest, row_end)
+                    values += row_values * row_repeat
+                position += row_repeat
+                continue
+            if tag == b"table":
+                if last:
+                    yield name, extent()
+                found = _ODS_NAME.search(attributes or b"")
+                name = found[1].decode("utf-8", "replace") if found else ""
+                position = first = last = widest = values = 0
                 continue
             repeat_match = _ODS_REPEAT.search(attributes or b"")
             repeat = int(repeat_match.group(1)) if repeat_match else 1
-            if name == b"table-row":
+            if tag == b"table-row":
                 row_repeat, row_width, row_end, row_values = repeat, 0, 0, 0
             else:
                 row_width += repeat
                 if b"value-type" in attributes:
-                    row_values += 1
+                    row_values += repeat
                     row_end = row_width
-    return Extent(rows, widest, rows, widest)
+    if last:
+        yield name, extent()
 
 
 def _too_large(label: str, sheet: str, extent: Extent) -> InputError:
@@ -424,9 +446,9 @@ def check_zip_workbook(path: Path, label: str) -> ErrorCells:
                 if cells := _check_xlsx_sheet(handle, info, label, sheet, stream):
                     errors[sheet] = cells
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
-                extent = _ods_extent(stream)
-                if extent.cells > MAX_SHEET_CELLS:
-                    raise _too_large(label, "", extent)
+                for sheet, extent in _ods_extents(stream):
+                    if extent.cells > MAX_SHEET_CELLS or extent.sparse:
+                        raise _too_large(label, sheet, extent)
             else:
                 for _ in stream:
                     pass
