@@ -770,6 +770,26 @@ def test_a_short_utf8_register_with_a_gbk_row_is_refused_not_read_garbled(
     assert "张伟" in table.data.to_string()
 
 
+@pytest.mark.parametrize("spanning", [False, True], ids=["arrow", "csv-module"])
+def test_values_exported_as_excel_text_formulas_read_as_excel_shows_them(
+    tmp_path: Path, spanning: bool
+) -> None:
+    # An export that writes every value as ="…" (so that Excel keeps an ID number's digits): Excel shows
+    # 张三 and 汉族, and so they are read (the name was refused as holding = and ").
+    remark = '"两\n行"' if spanning else '="备注"'
+    text = (
+        '"姓名","民族","身份证号码","备注"\r\n'
+        f'="张三",="汉族",="420123196205184516",{remark}\r\n'
+        '李四,汉族,110101199003077777, a="b" 不是公式\r\n'
+    )
+    path = tmp_path / "export.csv"
+    path.write_bytes(codecs.BOM_UTF8 + text.encode())
+    [table] = read_register(path)
+    assert _values(table, "姓名") == ["张三", "李四"] and _values(table, "民族") == ["汉族", "汉族"]
+    assert _values(table, "身份证号码") == ["420123196205184516", "110101199003077777"]
+    assert _values(table, "备注") == ["两\n行" if spanning else "备注", ' a="b" 不是公式']
+
+
 @pytest.mark.parametrize("quoted", [False, True], ids=["arrow", "csv-module"])
 @pytest.mark.parametrize("before", [3, 60_000, -60_000], ids=["short", "long", "ascii-first"])
 def test_a_gbk_register_with_utf8_rows_joined_on_is_refused_not_read_garbled(

@@ -39,6 +39,7 @@ from typing import Any, BinaryIO, cast
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.errors import InputError
@@ -208,6 +209,27 @@ def _utf8_in_gbk_rest(handle: BinaryIO, offset: int, lines_before: int, layout: 
         _utf8_in_gbk(data.replace(b"\r", b"\n") if layout.mac else data, lines, label)
         lines += data.count(line_end, 0, max(0, len(data) - overlap))
         carry = data[-overlap:]
+
+
+#: A value written as Excel's text formula, ``="440123…"``: exports write numbers so that Excel keeps
+#: every digit, some write every value so.  Excel opening the file shows what is inside the quotes.
+_TEXT_FORMULA = r'^\s*="(.*)"\s*$'
+
+
+def _excel_text_formulas(
+    columns: list[TextColumn], data: bytes | memoryview | None = None
+) -> list[TextColumn]:
+    """``columns`` with each ``="…"`` value as Excel shows it (``data``: the block's bytes, to skip most)."""
+    if data is not None:
+        whole = data.obj if isinstance(data, memoryview) else data
+        if not isinstance(whole, bytes) or whole.find(b'="', 0, len(data)) == -1:
+            return columns
+    return [
+        pc.replace_substring_regex(column, _TEXT_FORMULA, r"\1")
+        if pc.any(pc.match_substring(column, '="')).as_py()
+        else column
+        for column in columns
+    ]
 
 
 def _text_but_nul(sample: bytes) -> bool:
@@ -688,7 +710,7 @@ def _csv_batches(
         rows = np.asarray(starts, dtype=np.int64) + lines_before
         records.clear()
         starts.clear()
-        return columns, rows
+        return _excel_text_formulas(columns), rows
 
     # A record of several lines, one of them as wide as a row: a quote left open swallowed rows.
     row_commas = len(layout.header_cells) - 1
@@ -810,7 +832,8 @@ def _read_body(
             try:
                 if _ends_inside_quotes(block):
                     raise _NotRectangular
-                yield _arrow_block(block.data, layout, block.lines_before, block.lines)
+                columns, source_row = _arrow_block(block.data, layout, block.lines_before, block.lines)
+                yield _excel_text_formulas(columns, block.data), source_row
             except _NotRectangular:
                 blocks.close()
                 yield from _csv_batches(handle, layout, block.offset, block.lines_before, label)
