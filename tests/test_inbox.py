@@ -412,8 +412,9 @@ def test_command_line_second_concurrent_run_exits_3(
 def test_command_line_killed_mid_run_then_resumed(
     sandbox: SandboxHandle, inbox: Path, tmp_path: Path
 ) -> None:
-    residents = 60
+    residents, small = 60, 5
     config = _config(sandbox, tmp_path, rate=20, concurrency=2)
+    write_xlsx(inbox / "a-small.xlsx", range(400, 400 + small))  # finished before the kill
     write_xlsx(inbox / "big.xlsx", range(0, residents))
     out = tmp_path / "out"
     command = _ehc("run", "--inbox", inbox, "--out", out, "--config", config)
@@ -421,26 +422,35 @@ def test_command_line_killed_mid_run_then_resumed(
         command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 60
-    while sandbox.residents() < 10 and crashed.poll() is None and time.monotonic() < deadline:
+    while sandbox.residents() < small + 10 and crashed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     crashed.send_signal(signal.SIGKILL)
     crashed.wait()
     enrolled_before = sandbox.residents()
-    assert 10 <= enrolled_before < residents, "the run should have been killed mid-file"
+    assert small + 10 <= enrolled_before < small + residents, "the run should have been killed mid-file"
     assert (inbox / "big.xlsx").exists()  # not moved: the file was not finished
+    # The killed run's summary names the file it finished and the one it died in, and says it did not end.
+    [day] = [d for d in out.iterdir() if d.is_dir()]
+    killed = json.loads((day / "summary.json").read_text(encoding="utf-8"))
+    assert killed["complete"] is False and killed["exit_code"] is None
+    assert [(f["name"], f["status"]) for f in killed["files"]] == [
+        ("a-small.xlsx", "processed"), ("big.xlsx", "unfinished")
+    ]
+    assert killed["files"][0]["statuses"] == {"enrolled": small}
+    assert json.loads((out / "last-summary.json").read_text(encoding="utf-8")) == killed
     with Journal(tmp_path / "state" / "journal.sqlite") as journal:
         unknown = journal.counts().get("sending", 0)  # calls in flight when the process died
-        assert journal.files()[0].finished_at == ""
+        assert sorted(bool(record.finished_at) for record in journal.files()) == [False, True]  # big: not
 
     resumed = subprocess.run(command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=180)
 
     assert resumed.returncode == 0, resumed.stderr
-    assert sandbox.residents() == residents
+    assert sandbox.residents() == small + residents
     answers = sandbox.query(
         "SELECT result_code, count(*) FROM requests WHERE method = 'syncCardInfo' GROUP BY result_code"
     )
     by_code = dict(answers)
-    assert by_code.get(10000) == residents  # each resident enrolled exactly once
+    assert by_code.get(10000) == small + residents  # each resident enrolled exactly once
     assert by_code.get(10115, 0) <= unknown  # only calls whose outcome was unknown were sent again
     assert (inbox / "processed" / "big.xlsx").exists()
     summary = json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
@@ -449,6 +459,9 @@ def test_command_line_killed_mid_run_then_resumed(
     assert big["statuses"].get("enrolled", 0) + big["statuses"].get("already_enrolled", 0) == residents
     assert summary["stale_lock_taken_over"] is not None
     assert Path(big["out_dir"]).name == "big-2"  # the killed run's partial folder is left as it was
+    assert summary["complete"] is True
+    kept = [json.loads(p.read_text(encoding="utf-8")) for p in day.glob("summary-*.json")]
+    assert kept == [killed]  # the killed run's summary, kept beside the one that finished the work
 
 
 @pytest.mark.slow

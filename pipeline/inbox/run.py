@@ -32,6 +32,7 @@ import hashlib
 import os
 import stat
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,6 +52,7 @@ from pipeline.inbox.summary import (
     FILE_INTERRUPTED,
     FILE_NOT_REACHED,
     FILE_PROCESSED,
+    FILE_UNFINISHED,
     FILE_WAITING,
     InboxFile,
     InboxResult,
@@ -265,6 +267,7 @@ class _Run:
     started_at: datetime
     journal: Journal
     t0: float = field(default_factory=time.monotonic)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hashes_done: set[str] = field(default_factory=set)
     #: which file each inbox path was when taken in: a newer one put in its place is not moved away
     taken: dict[Path, tuple[int, int, int, int] | None] = field(default_factory=dict)
@@ -276,6 +279,27 @@ class _Run:
     def day_dir(self) -> Path:
         day = self.started_at.strftime("%Y-%m-%d")
         return self.out_root / (day + DRY_RUN_DAY_SUFFIX if self.dry_run else day)
+
+    def progress(self, files: list[InboxFile], ignored: list[str], taken_over: str | None) -> None:
+        """Write the summary of the run so far, as one under way: if the process dies (kill -9, a power
+        cut, the kernel out of memory), the files it finished are in a summary, said to be unfinished."""
+        result = InboxResult(
+            inbox=self.inbox,
+            out_root=self.out_root,
+            dry_run=self.dry_run,
+            started_at=self.started_at,
+            finished_at=self.clock(),
+            files=files,
+            ignored=ignored,
+            exit_code=_exit_code(files),
+            taken_over=taken_over,
+            under_way=True,
+            run_id=self.run_id,
+        )
+        try:
+            write_summary(result, self.day_dir)
+        except OSError as error:  # the summary at the end says it, or fails the same way and says so
+            logger.debug("{}", describe_os_error(error, "写出运行汇总到", self.out_root))
 
     def process(self, path: Path) -> InboxFile | None:
         """Take in one register; None if it vanished before it could be read."""
@@ -471,10 +495,13 @@ def run_inbox(
         # Renamed once settled: a rename changes the inode's time of change, which the settle check reads.
         ready, outcomes = _text_named(ready, dry_run)
         stopped = False
-        for path in ready:
+        taken_over = held.taken_over.describe() if held is not None and held.taken_over else None
+        for number, path in enumerate(ready):
             if stopped:
                 outcomes.append(InboxFile(name=printable(path.name), status=FILE_NOT_REACHED))
                 continue
+            unfinished = [InboxFile(name=printable(p.name), status=FILE_UNFINISHED) for p in ready[number:]]
+            run.progress([*outcomes, *unfinished], ignored, taken_over)
             try:
                 outcome = run.process(path)
             except KeyboardInterrupt:
@@ -497,7 +524,8 @@ def run_inbox(
             files=outcomes,
             ignored=ignored,
             exit_code=_exit_code(outcomes),
-            taken_over=held.taken_over.describe() if held is not None and held.taken_over else None,
+            taken_over=taken_over,
+            run_id=run.run_id,
         )
         try:
             result.summary_path = write_summary(result, run.day_dir)

@@ -38,12 +38,18 @@ FILE_WAITING = "waiting"  # still being written; left for the next run
 FILE_ERROR = "error"  # a fatal fault stopped the run here; left in the inbox
 FILE_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM stopped the run here; left in the inbox
 FILE_NOT_REACHED = "not_reached"  # after the run stopped; left in the inbox
+FILE_UNFINISHED = "unfinished"  # being processed, or the run died in it (kill -9, power); left in the inbox
 
 FILE_STATUS_LABELS: dict[str, str] = {
     FILE_PROCESSED: "已处理", FILE_FAILED: "无法读取", FILE_DUPLICATE: "重复文件已跳过",
     FILE_WAITING: "仍在写入，留待下次", FILE_ERROR: "出错停止", FILE_INTERRUPTED: "被中断",
     FILE_NOT_REACHED: "未处理（运行已停止）",
+    FILE_UNFINISHED: "处理中或未完成（运行没有正常结束时，下次运行会接着处理）",
 }  # fmt: skip
+
+#: What ``summary.json`` says of a run while it is under way, and so of a run that died without ending
+#: (kill -9, power cut, out of memory): the files finished so far are in it, as they are in the journal.
+MEANING_UNFINISHED = "运行尚未结束：仍在运行，或进程被意外终止（断电、被强制结束、内存不足）"
 
 
 EXIT_MEANINGS: dict[int, str] = {
@@ -131,6 +137,8 @@ class InboxResult(RunResult):
     ignored: list[str]
     taken_over: str | None = None  # the run whose stale lock this one took over
     summary_path: Path | None = None
+    under_way: bool = False  # written after each file: what a run that dies leaves
+    run_id: str = ""  # tells this run's own summary from an earlier one's started in the same second
 
     @property
     def duration_seconds(self) -> float:
@@ -163,13 +171,15 @@ class InboxResult(RunResult):
             "format": SUMMARY_FORMAT,
             "version": __version__,
             "mode": "dry_run" if self.dry_run else "submit",
+            "run_id": self.run_id,
             "inbox": str(self.inbox),
             "out": str(self.out_root),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "duration_seconds": self.duration_seconds,
-            "exit_code": self.exit_code,
-            "exit_meaning": EXIT_MEANINGS.get(self.exit_code, ""),
+            "complete": not self.under_way,
+            "exit_code": None if self.under_way else self.exit_code,
+            "exit_meaning": MEANING_UNFINISHED if self.under_way else EXIT_MEANINGS.get(self.exit_code, ""),
             "stale_lock_taken_over": self.taken_over,
             "files": [o.as_json() for o in self.files],
             "ignored": self.ignored,
@@ -261,6 +271,14 @@ def _keep_earlier(summary: Path) -> None:
     os.replace(summary, summary.with_name(name))
 
 
+def _of_this_run(summary: Path, run_id: str) -> bool:
+    """Whether ``summary`` is this run's own, written before an earlier file (replaced, not kept)."""
+    try:
+        return bool(run_id) and json.loads(summary.read_text(encoding="utf-8")).get("run_id") == run_id
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_summary(result: InboxResult, day_dir: Path) -> Path:
     """Write the run's ``summary.json`` (in ``day_dir`` if any file was taken in) and ``last-summary.json``
     (a dry run's: ``last-dry-run-summary.json``).
@@ -272,10 +290,12 @@ def write_summary(result: InboxResult, day_dir: Path) -> Path:
     touched = any(o.status not in (FILE_WAITING,) for o in result.files)
     last = result.out_root / (LAST_DRY_RUN_SUMMARY_NAME if result.dry_run else LAST_SUMMARY_NAME)
     path = last
-    if touched:
+    day = day_dir / SUMMARY_NAME
+    own = day.is_file() and _of_this_run(day, result.run_id)  # written while under way: replaced, even if
+    if touched or own:  # every file it named vanished before it was read
         day_dir.mkdir(parents=True, exist_ok=True)
-        path = day_dir / SUMMARY_NAME
-        if path.is_file():
+        path = day
+        if path.is_file() and not own:
             _keep_earlier(path)
         _write_json(path, document)
     _write_json(last, document)
