@@ -505,22 +505,36 @@ def test_a_csv_too_long_for_a_copy_gets_none_and_leaves_nothing_behind(
     assert written == ["errors.xlsx", "results.csv", "results.xlsx"]
 
 
-def test_checking_an_annotated_copy_again_says_its_old_marks_stay(annotated, tmp_path: Path) -> None:
+def test_checking_an_annotated_copy_again_marks_only_what_is_still_wrong(annotated, tmp_path: Path) -> None:
+    # Marked in place, the mended E5 stayed red with its old comment, the old reasons stayed in a first
+    # 问题说明 column beside a second, and a second legend sheet 说明2 was added.
     from loguru import logger
 
     _, copy, _ = annotated
+    mended = openpyxl.load_workbook(copy)
+    mended["登记表"]["E5"] = GOOD[1]  # the mistyped ID number put right in the copy
     again = tmp_path / "annotated_again.xlsx"
-    again.write_bytes(copy.read_bytes())
+    mended.save(again)
     logged: list[str] = []
     handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
     try:
         paths = write_reports(tmp_path / "out", prepare_batch([again], load_settings(None)))
     finally:
         logger.remove(handler)
-    assert any("标注副本" in line and "原登记表" in line for line in logged)
+    assert any("标注副本" in line and "重新生成" in line for line in logged)
     book = openpyxl.load_workbook(paths["annotated_annotated_again.xlsx"])
-    legend = " ".join(str(r[0]) for r in book.worksheets[-1].iter_rows(values_only=True))
-    assert "请在原登记表中改正" in legend and "不会被清除" in legend
+    assert book.sheetnames == ["登记表", "说明"]
+    sheet = book["登记表"]
+    headers = [cell.value for cell in sheet[3]]
+    assert headers.count("问题说明") == 1 and headers.index("问题说明") == 10  # where the old one was
+    cell = sheet["E5"]
+    assert cell.value == GOOD[1] and cell.fill.fgColor.rgb != RED and cell.comment is None
+    assert sheet["K5"].value in (None, "")  # its old reason is gone
+    still = {ref for ref in MARKED if ref != "E5"}
+    assert {ref for ref in still if sheet[ref].fill.fgColor.rgb == MARKED[ref]} == still
+    assert "10115" in str(sheet["K10"].value)  # row 10 still repeats row 4's ID number
+    legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
+    assert "重新生成" in legend and "已清除" in legend
 
 
 def test_a_marked_cell_with_the_clerks_own_comment_is_told_apart_in_the_legend(tmp_path: Path) -> None:

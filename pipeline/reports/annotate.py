@@ -25,7 +25,7 @@ import datetime as dt
 import itertools
 import re
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.errors import InputError
 from pipeline.files import fitting_name, numbered
 from pipeline.messages import fault_fix
-from pipeline.model import MappedTable
+from pipeline.model import MappedTable, RawTable
 from pipeline.reading.excel import is_workbook_package, open_workbook
 from pipeline.reading.html import is_html_file
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
@@ -282,8 +282,8 @@ def legend_lines(source: str, added: MarkupResult, *, regenerated: str = "") -> 
     if added.not_kept:
         lines.append("未能保留或未能改写的内容：" + "；".join(added.not_kept))
     lines.append(
-        "请在原登记表中改正，改好后再检查原登记表。直接检查本文件也可以，但本次的红黄标记、批注和"
-        f"“{NOTE_HEADER}”列不会被清除，容易与新的结果混淆。"
+        "请在原登记表中改正，改好后再检查原登记表。直接检查本文件也可以：那时本文件的标记都会清除，"
+        "新的标注副本只标出新的结果，但本文件的格式不会保留。"
     )
     return lines
 
@@ -426,13 +426,21 @@ def _blocks(
     marks: SheetMarks,
     note_col: int,
     edits: Mapping[tuple[int, int], str],
+    *,
+    blank: Collection[int] = (),
 ) -> Iterator[Block]:
+    """The sheet's rows as blocks of cells, the marks' styles and the 问题说明 column at ``note_col``;
+    columns in ``blank`` (an earlier check's 问题说明) are left empty."""
     top, left = sheet.start or (0, 0)
+    width = note_col - left
+    cleared = sorted(position - left for position in blank if 0 <= position - left < width)
     for offset, rows in _row_chunks(sheet):
         first = top + offset
         _apply_edits(rows, first, left, edits)
-        width = note_col - left
-        padded = [list(r) + [""] * (width - len(r)) if len(r) < width else r for r in rows]
+        padded = [list(r[:width]) + [""] * (width - len(r)) for r in rows]
+        for row in padded:
+            for position in cleared:
+                row[position] = ""
         columns: list[Column] = [_column(col) for col in zip(*padded, strict=True)] if padded else []
         notes, note_styles = _note_column(marks, first, len(rows))
         styles = _mark_styles(marks, first, len(rows), left, width, text=False)
@@ -483,6 +491,16 @@ def _split_edits(edits: Edits) -> dict[str, dict[tuple[int, int], str]]:
     return per_sheet
 
 
+def _old_note_positions(raw: RawTable) -> set[int]:
+    """Sheet columns (0-based) of the 问题说明 column an earlier check added: the register is an annotated
+    copy of ours."""
+    return {
+        position
+        for header, position in zip(raw.headers, raw.column_positions, strict=False)
+        if header.strip() == NOTE_HEADER
+    }
+
+
 def _regenerate_workbook(
     path: Path, source: str, data: ReportData, table_indices: Sequence[int], edits: Edits, why: str
 ) -> Path:
@@ -506,12 +524,16 @@ def _regenerate_workbook(
             all_marks.append(marks)
             start, end = sheet.start, sheet.end
             left = start[1] if start else 0
-            note_col = max((end[1] + 1) if end else 0, marks.last_column + 1, left)
+            old_notes = _old_note_positions(table.raw)
+            right = max(((end[1] + 1) if end else 0), marks.last_column + 1)
+            while right - 1 in old_notes:  # an earlier check's 问题说明 at the right: this check's goes there
+                right -= 1
+            note_col = max(right, left)
             bottom = end[0] if end else 0
             dimension = f"{xl_rowcol_to_cell(*(start or (0, 0)))}:{xl_rowcol_to_cell(bottom, note_col)}"
             worksheet = book.add_sheet(
                 _sheet_name(sheet.name, names),
-                _blocks(sheet, marks, note_col, per_sheet.get(sheet.name, {})),
+                _blocks(sheet, marks, note_col, per_sheet.get(sheet.name, {}), blank=old_notes),
                 dimension,
                 _comments(marks),
             )
@@ -605,16 +627,23 @@ def write_annotated(
     :class:`TooLarge` for a CSV too long for a copy.
     """
     edits = {**_batch_edits(data, table_indices), **(edits or {})}
-    if any(NOTE_HEADER in data.batch.tables[index].raw.headers for index in table_indices):
-        logger.warning(
-            "{} 像是上次检查生成的标注副本：其中上次的标记和“{}”列不会被清除，"
-            "请在原登记表中改正后检查原登记表",
-            Path(source).name,
-            NOTE_HEADER,
-        )
     suffix = Path(source).suffix.lower()
     if suffix in TEXT_SUFFIXES or is_html_file(Path(source)):
         return _regenerate_text(path, source, data, table_indices, edits)
+    if any(_old_note_positions(data.batch.tables[index].raw) for index in table_indices):
+        # Marked in place, its old marks would stay beside the new: red cells the clerk has mended,
+        # comments and reasons that no longer hold, a second 问题说明 column and legend.
+        logger.warning(
+            "{} 像是上次检查生成的标注副本：新的标注副本按内容重新生成，只标出这次的结果"
+            "（上次的标记已清除，原有格式没有保留）；请尽量在原登记表中改正后检查原登记表",
+            Path(source).name,
+        )
+        why = (
+            f"原文件“{Path(source).name}”是上次检查生成的标注副本：本文件按它的内容重新生成，"
+            f"上次的红黄标记、批注和“{NOTE_HEADER}”列都已清除，只标出这次检查的结果；"
+            "原有的字体、颜色、列宽、数字格式、公式和其他工作表没有保留。"
+        )
+        return _regenerate_workbook(path, source, data, table_indices, edits, why)
     # An xlsx saved under another workbook's name (.xls) is read by its content, and marked up as one.
     if suffix in MARKABLE_SUFFIXES or (suffix in WORKBOOK_SUFFIXES and is_workbook_package(Path(source))):
         try:
