@@ -40,7 +40,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.errors import InputError
 from pipeline.files import fitting_name, numbered
 from pipeline.messages import fault_fix
-from pipeline.model import MappedTable, RawTable
+from pipeline.model import NOTE_HEADER, MappedTable, RawTable
 from pipeline.reading.excel import is_workbook_package, open_workbook
 from pipeline.reading.html import is_html_file
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
@@ -80,9 +80,6 @@ CSV_ROW_LIMIT = 200_000
 #: Nor does a CSV holding more text than this: its rows are held until the copy is written, and a
 #: register of wide rows (long remarks) would otherwise hold hundreds of megabytes for it.
 CSV_TEXT_LIMIT = 128 << 20
-
-#: Header of the column of reasons added right of the clerk's last column.
-NOTE_HEADER = "问题说明"
 
 #: Name of the legend sheet added after the clerk's sheets.
 LEGEND_SHEET = "说明"

@@ -154,8 +154,8 @@ def said(error: Exception, files: JobFiles, job: Job) -> str:
 
 #: What the job page says of an upload that is an annotated copy (one with a 问题说明 column).
 ANNOTATED_AGAIN = (
-    "这个文件像是上次检查生成的标注副本：其中上次的红色标记、批注和“问题说明”列不会被清除，"
-    "已改正的单元格仍可能显示为红色。请在原登记表中改正后上传原登记表；本次结果以下方列表为准"
+    "这个文件像是上次检查生成的标注副本：新的标注副本按内容重新生成，只标出这次的结果，"
+    "上次的标记已清除，但原有格式没有保留。想保留格式，请在原登记表中改正后上传原登记表"
 )
 
 

@@ -47,6 +47,7 @@ from pipeline.model import (
     FIELD_LABELS,
     FIELDS,
     INPUT_FIELDS,
+    NOTE_HEADER,
     REQUIRED_INPUT_FIELDS,
     STATUS_ALREADY_ENROLLED,
     STATUS_ENROLLED,
@@ -283,8 +284,6 @@ def build_batch(
 
 def annotated_copy_among(raws: Sequence[RawTable]) -> bool:
     """Whether a register read is an annotated copy a run wrote (its sheet has the 问题说明 column)."""
-    from pipeline.reports.annotate import NOTE_HEADER
-
     return any(NOTE_HEADER in raw.headers for raw in raws)
 
 
