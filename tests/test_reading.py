@@ -969,6 +969,38 @@ def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
     assert "二月" in warning and "--all-sheets" in warning
 
 
+def test_rows_hidden_in_excel_are_read_and_named_in_a_warning(tmp_path: Path) -> None:
+    # A clerk who filtered the register to one village saw a few rows and sent every one without a word.
+    from loguru import logger
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["姓名", "身份证号码", "村"])
+    for n in range(6):
+        sheet.append([f"居民{n}", "420123196205184516", "东村" if n % 2 else "西村"])
+    for row in (3, 5, 40):  # two residents filtered out, and an empty row far below
+        sheet.row_dimensions[row].hidden = True
+    path = tmp_path / "filtered.xlsx"
+    book.save(path)
+    with zipfile.ZipFile(path) as archive:  # another writer's attribute order for one of them
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(
+        b'<row r="5" hidden="1"', b'<row hidden="1" r="5"'
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    logged: list[str] = []
+    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    try:
+        [table] = read_register(path)
+    finally:
+        logger.remove(handler)
+    assert len(table.data) == 6
+    (warning,) = logged
+    assert "第 3、5 行（共 2 行）" in warning and "隐藏" in warning
+
+
 def test_a_workbook_of_many_register_sheets_gets_a_few_warning_lines(tmp_path: Path) -> None:
     from loguru import logger
 

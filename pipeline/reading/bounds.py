@@ -96,6 +96,13 @@ _ERROR_CELL = re.compile(rb'<c\b([^>]*\bt="e"[^>]*)>(.{0,512}?)</c>', re.DOTALL)
 _ERROR_VALUE = re.compile(rb"<v>([^<]{1,16})</v>")
 #: Error cells remembered per sheet (each a few hundred bytes); more are read as empty cells.
 MAX_ERROR_CELLS = 100_000
+# A row hidden in Excel (by a filter, or hidden by hand): its number, whichever attribute comes first.
+_HIDDEN_ROW = re.compile(
+    rb'<(?:\w+:)?row\b[^>]*?\sr="(\d+)"[^>]*?\shidden="(?:1|true)"'
+    rb'|<(?:\w+:)?row\b[^>]*?\shidden="(?:1|true)"[^>]*?\sr="(\d+)"'
+)
+#: Hidden rows remembered per sheet, for the warning that they are read all the same.
+MAX_HIDDEN_ROWS = 200_000
 # ODS: a row or a cell start tag, with its repeat count and whether it holds a value.
 _ODS_TAG = re.compile(
     rb"<table:(table-row|table-cell|covered-table-cell|table(?=[\s>]))\b([^>]*)>|</table:table-row>"
@@ -247,12 +254,15 @@ class _SheetScan:
     boundary: _TagBoundary = field(default_factory=_TagBoundary)
     cell_tags: int = 0  # cells written, with or without a value: at least those holding one
     errors: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "#N/A"
+    hidden_rows: set[int] = field(default_factory=set)
     _error_carry: bytes = b""  # an error cell cut by the chunk's end
 
     def feed(self, chunk: bytes) -> None:
         body = self.boundary.cut(chunk)
         if self._error_carry or b't="e"' in body:
             self._find_errors(body)
+        if b'hidden="' in body and len(self.hidden_rows) < MAX_HIDDEN_ROWS:
+            self.hidden_rows.update(int(m[1] or m[2]) for m in _HIDDEN_ROW.finditer(body))
         rows = _ROW_NUMBER.findall(body)
         if rows:
             self.last_row = max(self.last_row, max(map(int, rows)))
@@ -418,22 +428,32 @@ def _is_sheet(name: str) -> bool:
     return name.startswith("xl/worksheets/") and name.endswith(".xml")
 
 
-#: Per sheet name, the cells holding an error value: (row, 0-based column) -> its text ("#N/A").
-ErrorCells = dict[str, dict[tuple[int, int], str]]
+@dataclass
+class SheetFacts:
+    """What calamine does not tell of an .xlsx sheet, noted while it streamed past.
+
+    ``errors``: the cells holding an error value, (row, 0-based column) ->
+    its text (``#N/A``): calamine reads them as empty, and a formula that
+    found nothing is not a blank the clerk left.  ``hidden_rows``: the rows
+    hidden in Excel (a filter, or hidden by hand), which are read all the same.
+    """
+
+    errors: dict[tuple[int, int], str] = field(default_factory=dict)
+    hidden_rows: set[int] = field(default_factory=set)
 
 
-def check_zip_workbook(path: Path, label: str) -> ErrorCells:
+def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
     """Refuse (InputError) a zip workbook whose parts inflate too far or whose sheets span too many cells.
 
-    Returns the error cells (``#N/A``, ``#REF!``) of each .xlsx sheet, which
-    calamine reads as empty: a formula that found nothing is not a blank the
-    clerk left.  A file that is not a sound zip is left for calamine to judge (and word).
+    Returns, per sheet name, what calamine does not tell of an .xlsx sheet
+    (:class:`SheetFacts`).  A file that is not a sound zip is left for
+    calamine to judge (and word).
     """
-    errors: ErrorCells = {}
+    facts: dict[str, SheetFacts] = {}
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        return errors
+        return facts
     with archive, open(path, "rb") as handle:
         parts = _check_directory(archive, label)
         sheet_names = _sheet_names(archive)
@@ -443,8 +463,7 @@ def check_zip_workbook(path: Path, label: str) -> ErrorCells:
             stream = _inflated(handle, info, label)
             if _is_sheet(info.filename):
                 sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
-                if cells := _check_xlsx_sheet(handle, info, label, sheet, stream):
-                    errors[sheet] = cells
+                facts[sheet] = _check_xlsx_sheet(handle, info, label, sheet, stream)
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
                 for sheet, extent in _ods_extents(stream):
                     if extent.cells > MAX_SHEET_CELLS or extent.sparse:
@@ -452,26 +471,26 @@ def check_zip_workbook(path: Path, label: str) -> ErrorCells:
             else:
                 for _ in stream:
                     pass
-    return errors
+    return facts
 
 
 def _check_xlsx_sheet(
     handle: BinaryIO, info: zipfile.ZipInfo, label: str, sheet: str, stream: Iterator[bytes]
-) -> dict[tuple[int, int], str]:
-    """Refuse a sheet too large to read; return its error cells."""
+) -> SheetFacts:
+    """Refuse a sheet too large to read; return what calamine does not tell of it."""
     scan = _SheetScan()
     for chunk in stream:
         scan.feed(chunk)
     if scan.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, scan.last_row)
     if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular and not scan.extent.sparse:
-        return scan.errors
+        return SheetFacts(scan.errors, scan.hidden_rows)
     exact = _exact_extent(_inflated(handle, info, label))
     if exact.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, exact.last_row)
     if exact.cells > MAX_SHEET_CELLS or exact.sparse:
         raise _too_large(label, sheet, exact)
-    return scan.errors
+    return SheetFacts(scan.errors, scan.hidden_rows)
 
 
 def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
@@ -483,12 +502,12 @@ def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
     )
 
 
-def check_workbook(path: Path, label: str, size: int) -> ErrorCells:
-    """Refuse a workbook that cannot be read in bounded memory; else return its error cells (.xlsx)."""
+def check_workbook(path: Path, label: str, size: int) -> dict[str, SheetFacts]:
+    """Refuse a workbook that cannot be read in bounded memory; else return its sheets' facts (.xlsx)."""
     suffix = path.suffix.lower()
     if suffix == ".xls" and size > MAX_XLS_BYTES:
         raise _refuse(label, f"文件过大（{size >> 20} MB，.xls 上限 {MAX_XLS_BYTES >> 20} MB）")
-    check: Callable[[Path, str], ErrorCells] = check_zip_workbook
+    check: Callable[[Path, str], dict[str, SheetFacts]] = check_zip_workbook
     if suffix in _ZIP_SUFFIXES or _starts_like_zip(path):
         return check(path, label)
     return {}

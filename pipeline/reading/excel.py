@@ -33,7 +33,7 @@ from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, Shee
 
 from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS, RawTable
-from pipeline.reading.bounds import ErrorCells, check_workbook
+from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.html import is_html_file, looks_like_html, read_html_register
 from pipeline.reading.table import (
@@ -236,10 +236,8 @@ def _put_error_values(
             rows[index][position] = text
 
 
-def _read_sheet(
-    path: Path, workbook: CalamineWorkbook, name: str, errors: dict[tuple[int, int], str]
-) -> RawTable | _Unusable:
-    """The sheet as a table, or why it holds none; ``errors``: its error cells (see ``check_workbook``)."""
+def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
+    """The sheet as a table, or why it holds none; ``facts``: what calamine does not tell of it."""
     try:
         sheet = workbook.get_sheet_by_name(name)
         rows = sheet.to_python()
@@ -248,7 +246,7 @@ def _read_sheet(
         raise
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
-    _put_error_values(rows, origin, errors)
+    _put_error_values(rows, origin, facts.errors)
     head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
     found = header_or_first_row(head)
     if found is None:
@@ -278,7 +276,24 @@ def _read_sheet(
         columns=columns,
         source_row=np.arange(len(cells), dtype=np.int64) + top + header_index + 2,
     )
-    return no_rows if table is None else table
+    if table is None:
+        return no_rows
+    _warn_of_hidden_rows(table, facts.hidden_rows)
+    return table
+
+
+def _warn_of_hidden_rows(table: RawTable, hidden: set[int]) -> None:
+    """Say that rows hidden in Excel (filtered out, or hidden by hand) are read all the same."""
+    if not hidden:
+        return
+    rows = table.source_row[np.isin(table.source_row, np.fromiter(hidden, dtype=np.int64))]
+    if len(rows):
+        shown = "、".join(map(str, rows[:10].tolist())) + ("等" if len(rows) > 10 else "")
+        logger.warning(
+            "{}：第 {} 行（共 {} 行）在 Excel 中被隐藏或被筛选掉了，同样读取和处理。"
+            "不要办理的居民请从登记表中删除",
+            table.label, shown, len(rows),
+        )  # fmt: skip
 
 
 def _header_only(path: Path, sheet: str) -> InputError:
@@ -295,11 +310,11 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     """
     if is_html_file(path):
         return read_html_register(path, size or path.stat().st_size)
-    error_cells = check_workbook(path, path.name, size or path.stat().st_size)
+    facts = check_workbook(path, path.name, size or path.stat().st_size)
     with _collector_paused():
         workbook = open_workbook(path)
         try:
-            return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets, error_cells=error_cells)
+            return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets, facts=facts)
         finally:
             workbook.close()
 
@@ -349,7 +364,12 @@ def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, late
 
 
 def _read_sheets(
-    path: Path, workbook: CalamineWorkbook, *, sheet: str | None, all_sheets: bool, error_cells: ErrorCells
+    path: Path,
+    workbook: CalamineWorkbook,
+    *,
+    sheet: str | None,
+    all_sheets: bool,
+    facts: dict[str, SheetFacts],
 ) -> list[RawTable]:
     names = list(workbook.sheet_names)
     if sheet is not None:
@@ -360,7 +380,7 @@ def _read_sheets(
                 file=path.name,
                 fix=f"工作簿中的工作表有：{'、'.join(names)}；请用 --sheet 指定其中之一",
             )
-        table = _read_sheet(path, workbook, chosen, error_cells.get(chosen, {}))
+        table = _read_sheet(path, workbook, chosen, facts.get(chosen, SheetFacts()))
         if isinstance(table, RawTable):
             return [table]
         if table == "empty":
@@ -377,7 +397,7 @@ def _read_sheets(
     others: list[RawTable] = []
     header_only: dict[_Unusable, str] = {}
     for position, name in enumerate(visible):
-        table = _read_sheet(path, workbook, name, error_cells.get(name, {}))
+        table = _read_sheet(path, workbook, name, facts.get(name, SheetFacts()))
         if not isinstance(table, RawTable):
             header_only.setdefault(table, name)
         elif count_known_headers(table.headers) >= MIN_KNOWN_HEADERS:
