@@ -969,6 +969,40 @@ def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
     assert "二月" in warning and "--all-sheets" in warning
 
 
+def test_numbers_formatted_with_zeros_read_as_excel_shows_them(tmp_path: Path) -> None:
+    # calamine gives the number: a health record number shown as 000000000123 was read as 123, a
+    # landline shown as 0757-83001234 as 75783001234.
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["姓名", "联系电话", "健康档案号", "序号"])
+    formats = ["0000-00000000", "000000000000", "0"]
+    sheet.append(["张三", 75783001234, 123, 7])
+    sheet.append(["李四", 13800138001, 4567, 8])
+    sheet.append(["王五", 13800138002, 1234567890123, 9.5])
+    for row in (2, 3, 4):
+        for column, number_format in zip("BCD", formats, strict=True):
+            sheet[f"{column}{row}"].number_format = number_format
+    sheet["C3"].number_format = '"NO."00000000'
+    path = tmp_path / "padded.xlsx"
+    book.save(path)
+    [table] = read_register(path)
+    assert _values(table, "联系电话") == ["0757-83001234", "0138-00138001", "0138-00138002"]
+    assert _values(table, "健康档案号") == ["000000000123", "NO.00004567", "1234567890123"]
+    assert _values(table, "序号") == ["7", "8", "9.5"]  # a plain 0 pads nothing
+
+
+def test_padding_formats_are_told_from_others() -> None:
+    from pipeline.reading.bounds import padded_text, padding_format
+
+    assert padding_format("000000") == [6] and padding_format('"NO."0000') == ["NO.", 4]
+    assert padding_format("0000\\-0000") == [4, "-", 4]
+    for other in ("0", "#,##0", "0.00", "@", "General", "0000;[Red]-0000", "yyyy-mm-dd", "0.0E+00"):
+        assert padding_format(other) is None, other
+    pieces = padding_format("000-000")
+    assert pieces is not None
+    assert padded_text(pieces, 42) == "000-042" and padded_text(pieces, 12345678) == "12345-678"
+
+
 def test_rows_hidden_in_excel_are_read_and_named_in_a_warning(tmp_path: Path) -> None:
     # A clerk who filtered the register to one village saw a few rows and sent every one without a word.
     from loguru import logger

@@ -35,6 +35,7 @@ expression scans of each sheet (about 3 s for a 300,000-row sheet, a small part 
 
 from __future__ import annotations
 
+import html
 import re
 import struct
 import zipfile
@@ -243,6 +244,74 @@ def _bodies(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield boundary.cut(chunk)
 
 
+# A number cell: its attributes and its value.
+_NUMBER_CELL = re.compile(rb"<(?:\w+:)?c\b([^>]*)>\s*<(?:\w+:)?v>([^<]{1,32})</(?:\w+:)?v>\s*</(?:\w+:)?c>")
+_S_ATTR = re.compile(rb'\ss="(\d+)"')
+_T_ATTR = re.compile(rb'\st="(\w*)"')
+#: Padded numbers remembered per sheet; more are read as the numbers calamine gives.
+MAX_PADDED_CELLS = 200_000
+#: Largest styles part read for its number formats (a workbook's is tens of kilobytes).
+MAX_STYLES_BYTES = 16 << 20
+# A format's pieces: a quoted or escaped literal, a run of zeros, a separator; anything else (#, ?, ., E,
+# @, ;, [colour]) makes it a format this reading does not imitate.
+_FORMAT_PIECE = re.compile(r'"([^"]*)"|\\(.)|(0+)|([-\s/()])')
+
+
+def padding_format(code: str) -> list[str | int] | None:
+    """A number format that pads a whole number with zeros (``000000``, ``0000-00000000``,
+    ``"NO."00000000``) as its pieces: literal texts and runs of zeros (their width); None for any other.
+    """
+    pieces: list[str | int] = []
+    position = 0
+    for found in _FORMAT_PIECE.finditer(code):
+        if found.start() != position:
+            return None
+        quoted, escaped, zeros, separator = found.groups()
+        pieces.append(len(zeros) if zeros else (quoted if quoted is not None else escaped or separator))
+        position = found.end()
+    widths = [piece for piece in pieces if isinstance(piece, int)]
+    if position != len(code) or sum(widths) < 2:
+        return None
+    return pieces
+
+
+def padded_text(pieces: list[str | int], number: int) -> str:
+    """``number`` as the padding format ``pieces`` shows it: digits fill the zeros from the right, the
+    first run of zeros takes any digits beyond them (as Excel does)."""
+    width = sum(piece for piece in pieces if isinstance(piece, int))
+    digits = str(abs(number)).zfill(width)
+    extra = len(digits) - width
+    out, taken, first = ["-"] if number < 0 else [], 0, True
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+            continue
+        size = piece + (extra if first else 0)
+        out.append(digits[taken : taken + size])
+        taken += size
+        first = False
+    return "".join(out)
+
+
+def padding_styles(styles: bytes) -> dict[int, list[str | int]]:
+    """Cell style index -> padding format (see :func:`padding_format`), from a styles part."""
+    codes: dict[str, str] = {}
+    for tag in re.findall(rb"<(?:\w+:)?numFmt\b[^>]*>", styles):
+        attributes = dict(_ATTRIBUTE.findall(tag))
+        code = html.unescape(attributes.get(b"formatCode", b"").decode("utf-8", "replace"))
+        codes[attributes.get(b"numFmtId", b"").decode("ascii", "replace")] = code
+    section = re.search(rb"<(?:\w+:)?cellXfs\b[^>]*>(.*?)</(?:\w+:)?cellXfs>", styles, re.DOTALL)
+    padded: dict[int, list[str | int]] = {}
+    if section is None:
+        return padded
+    for index, tag in enumerate(re.findall(rb"<(?:\w+:)?xf\b[^>]*>", section[1])):
+        number_format = dict(_ATTRIBUTE.findall(tag)).get(b"numFmtId", b"0").decode("ascii", "replace")
+        pieces = padding_format(codes[number_format]) if number_format in codes else None
+        if pieces is not None:
+            padded[index] = pieces
+    return padded
+
+
 @dataclass
 class _SheetScan:
     """The fast upper bound of an .xlsx sheet's rectangle, gathered chunk by chunk."""
@@ -255,12 +324,16 @@ class _SheetScan:
     cell_tags: int = 0  # cells written, with or without a value: at least those holding one
     errors: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "#N/A"
     hidden_rows: set[int] = field(default_factory=set)
+    padding: dict[int, list[str | int]] = field(default_factory=dict)  # style index -> padding format
+    padded: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "000123"
     _error_carry: bytes = b""  # an error cell cut by the chunk's end
 
     def feed(self, chunk: bytes) -> None:
         body = self.boundary.cut(chunk)
         if self._error_carry or b't="e"' in body:
             self._find_errors(body)
+        if self.padding and len(self.padded) < MAX_PADDED_CELLS:
+            self._find_padded(body)
         if b'hidden="' in body and len(self.hidden_rows) < MAX_HIDDEN_ROWS:
             self.hidden_rows.update(int(m[1] or m[2]) for m in _HIDDEN_ROW.finditer(body))
         rows = _ROW_NUMBER.findall(body)
@@ -277,6 +350,25 @@ class _SheetScan:
             self.irregular = (
                 tags != body.count(b' r="') or b"<c>" in body or b":c " in body or b":row" in body
             )
+
+    def _find_padded(self, body: bytes) -> None:
+        """Remember the number cells of ``body`` whose format pads them with zeros, as Excel shows them."""
+        if len(self.padding) <= 16 and not any(f' s="{i}"'.encode() in body for i in self.padding):
+            return
+        for attributes, value in _NUMBER_CELL.findall(body):
+            style, kind = _S_ATTR.search(attributes), _T_ATTR.search(attributes)
+            if style is None or int(style[1]) not in self.padding or (kind is not None and kind[1] != b"n"):
+                continue
+            place = _R_ATTR.search(attributes)
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if place is None or not place[1] or not place[2] or not number.is_integer():
+                continue
+            if abs(number) < 1e15:  # beyond, Excel itself kept no more than 15 digits
+                text = padded_text(self.padding[int(style[1])], int(number))
+                self.padded[(int(place[2]), column_number(place[1]) - 1)] = text
 
     def _find_errors(self, body: bytes) -> None:
         """Remember the cells of ``body`` holding an error value; calamine reads them as empty."""
@@ -436,10 +528,24 @@ class SheetFacts:
     its text (``#N/A``): calamine reads them as empty, and a formula that
     found nothing is not a blank the clerk left.  ``hidden_rows``: the rows
     hidden in Excel (a filter, or hidden by hand), which are read all the same.
+    ``padded``: number cells whose format pads them with zeros, as Excel shows
+    them (``000123``); calamine gives the number (123).
     """
 
     errors: dict[tuple[int, int], str] = field(default_factory=dict)
     hidden_rows: set[int] = field(default_factory=set)
+    padded: dict[tuple[int, int], str] = field(default_factory=dict)
+
+
+def _padding_of(archive: zipfile.ZipFile, handle: BinaryIO, label: str) -> dict[int, list[str | int]]:
+    """The padding formats of the workbook's cell styles (``xl/styles.xml``), {} when it has none."""
+    try:
+        info = archive.getinfo("xl/styles.xml")
+    except KeyError:
+        return {}
+    if info.file_size > MAX_STYLES_BYTES:
+        return {}
+    return padding_styles(b"".join(_inflated(handle, info, label)))
 
 
 def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
@@ -457,13 +563,14 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
     with archive, open(path, "rb") as handle:
         parts = _check_directory(archive, label)
         sheet_names = _sheet_names(archive)
+        padding = _padding_of(archive, handle, label)
         for info in parts:
             if info.is_dir() or (info.file_size == 0 and info.compress_size == 0):
                 continue
             stream = _inflated(handle, info, label)
             if _is_sheet(info.filename):
                 sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
-                facts[sheet] = _check_xlsx_sheet(handle, info, label, sheet, stream)
+                facts[sheet] = _check_xlsx_sheet(handle, info, label, sheet, stream, padding)
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
                 for sheet, extent in _ods_extents(stream):
                     if extent.cells > MAX_SHEET_CELLS or extent.sparse:
@@ -475,22 +582,27 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
 
 
 def _check_xlsx_sheet(
-    handle: BinaryIO, info: zipfile.ZipInfo, label: str, sheet: str, stream: Iterator[bytes]
+    handle: BinaryIO,
+    info: zipfile.ZipInfo,
+    label: str,
+    sheet: str,
+    stream: Iterator[bytes],
+    padding: dict[int, list[str | int]],
 ) -> SheetFacts:
     """Refuse a sheet too large to read; return what calamine does not tell of it."""
-    scan = _SheetScan()
+    scan = _SheetScan(padding=padding)
     for chunk in stream:
         scan.feed(chunk)
     if scan.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, scan.last_row)
     if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular and not scan.extent.sparse:
-        return SheetFacts(scan.errors, scan.hidden_rows)
+        return SheetFacts(scan.errors, scan.hidden_rows, scan.padded)
     exact = _exact_extent(_inflated(handle, info, label))
     if exact.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, exact.last_row)
     if exact.cells > MAX_SHEET_CELLS or exact.sparse:
         raise _too_large(label, sheet, exact)
-    return SheetFacts(scan.errors, scan.hidden_rows)
+    return SheetFacts(scan.errors, scan.hidden_rows, scan.padded)
 
 
 def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:

@@ -236,6 +236,21 @@ def _put_error_values(
             rows[index][position] = text
 
 
+def _put_padded_numbers(
+    rows: list[list[Any]], origin: tuple[int, int], padded: dict[tuple[int, int], str]
+) -> None:
+    """Write each number formatted with zeros (000123, 0757-83001234) as the text Excel shows.
+
+    calamine gives the number (123): a health record or card number would lose its leading zeros.
+    """
+    top, left = origin
+    for (row, column), text in padded.items():
+        index, position = row - 1 - top, column - left
+        inside = 0 <= index < len(rows) and 0 <= position < len(rows[index])
+        if inside and isinstance(rows[index][position], float):
+            rows[index][position] = text
+
+
 def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
     """The sheet as a table, or why it holds none; ``facts``: what calamine does not tell of it."""
     try:
@@ -247,6 +262,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
     _put_error_values(rows, origin, facts.errors)
+    _put_padded_numbers(rows, origin, facts.padded)
     head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
     found = header_or_first_row(head)
     if found is None:
