@@ -24,10 +24,12 @@ read in bounded memory:
 * an ``.xls`` (BIFF, at most 65,536 × 256 cells by format) and an ``.xlsb``
   are bounded by their size and, for ``.xlsb``, by the zip checks.
 
-The same pass over an ``.xlsx`` sheet notes its error cells (``#N/A`` where a
-lookup found nothing, ``#REF!``), which calamine reads as empty: the reader
-puts their text back, so they fail their checks as the clerk sees them rather
-than pass as blanks.
+The same pass over an ``.xlsx`` sheet notes what calamine does not tell
+(:class:`SheetFacts`): its error cells (``#N/A`` where a lookup found nothing,
+``#REF!``), which calamine reads as empty, so that they fail their checks as
+the clerk sees them rather than pass as blanks; the numbers its formats pad
+with zeros (``000123``), which calamine gives bare; and its hidden rows, which
+are read all the same and named in a warning.
 
 Ordinary workbooks pay one streaming inflate of their parts and two regular
 expression scans of each sheet (about 3 s for a 300,000-row sheet, a small part of reading it).
