@@ -130,6 +130,7 @@ def test_id_in_scientific_notation_is_not_repaired() -> None:
         "1962.5.18",
         "1962年5月18日",
         "1962 年 5 月 18 日",
+        "1962年5月18号",  # 号, as 日 is often said and typed
         "１９６２－０５－１８",
         "1962-05-18T00:00:00",
         "22784",  # Excel serial day number

@@ -2,7 +2,7 @@
 
 Accepted: Excel date cells as the reader renders them (``1962-05-18`` or
 ``1962-05-18 00:00:00``), Excel serial day numbers (``23150``), ``19620518``,
-``1962-05-18``, ``1962/5/18``, ``1962.5.18``, ``1962年5月18日``, each optionally
+``1962-05-18``, ``1962/5/18``, ``1962.5.18``, ``1962年5月18日`` (or ``18号``), each optionally
 followed by a time.  A text that is none of these, or not a real calendar
 date, is returned unchanged so validation can name it.
 
@@ -33,7 +33,7 @@ EXCEL_EPOCH = datetime.date(1899, 12, 30)
 SERIAL_RANGE = (10_000, 99_999)
 
 _SEPARATED = re.compile(
-    r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
+    r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*[日号]?"  # 号: as 日 is often said and typed
     r"(?:(?:\s+|T)\d{1,2}[:：]\d{1,2}(?:[:：]\d{1,2}(?:\.\d+)?)?)?"
 )
 _COMPACT = re.compile(r"(\d{4})(\d{2})(\d{2})(?:(?:\s+|T)\d{1,2}[:：]\d{1,2}(?:[:：]\d{1,2}(?:\.\d+)?)?)?")
