@@ -9,7 +9,8 @@ import os
 import random
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import openpyxl
@@ -49,6 +50,29 @@ def _one_line_error(excinfo: pytest.ExceptionInfo[InputError], *fragments: str) 
     for fragment in fragments:
         assert fragment in message
     return message
+
+
+@contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """The warnings logged while the block runs."""
+    from loguru import logger
+
+    logged: list[str] = []
+    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
+    try:
+        yield logged
+    finally:
+        logger.remove(handler)
+
+
+def _rewrite_sheet(path: Path, change: Callable[[bytes], bytes]) -> None:
+    """Rewrite the first sheet's XML of workbook ``path`` in place, as another writer would have it."""
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    parts["xl/worksheets/sheet1.xml"] = change(parts["xl/worksheets/sheet1.xml"])
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
 
 
 def _refusal(path: Path, *fragments: str) -> str:
@@ -840,18 +864,16 @@ def test_excel_error_cells_read_as_the_error_the_clerk_sees_not_as_blanks(
             ]
         },
     )
-    # As Excel writes a formula whose cached result is an error.
-    with zipfile.ZipFile(path) as book:
-        parts = {name: book.read(name) for name in book.namelist()}
-    sheet = next(name for name in parts if name.startswith("xl/worksheets/"))
-    assert parts[sheet].count(b't="e"') == 3
-    parts[sheet] = parts[sheet].replace(
-        b'<c r="C2" t="e"><v>#N/A</v></c>',
-        b'<c r="C2" s="0" t="e"><f>VLOOKUP(A2,\xe5\xad\x97\xe5\x85\xb8!A:B,2,FALSE)</f><v>#N/A</v></c>',
-    )
-    with zipfile.ZipFile(path, "w") as book:
-        for name, data in parts.items():
-            book.writestr(name, data)
+
+
+    def as_excel_writes_it(xml: bytes) -> bytes:  # a formula whose cached result is an error
+        assert xml.count(b't="e"') == 3
+        return xml.replace(
+            b'<c r="C2" t="e"><v>#N/A</v></c>',
+            b'<c r="C2" s="0" t="e"><f>VLOOKUP(A2,\xe5\xad\x97\xe5\x85\xb8!A:B,2,FALSE)</f><v>#N/A</v></c>',
+        )
+
+    _rewrite_sheet(path, as_excel_writes_it)
     [table] = read_register(path)
     assert _values(table, "身份证号码") == ["#N/A", "110101199003077777"]
     assert _values(table, "职业") == ["#N/A", ""]
@@ -946,7 +968,6 @@ def test_blocks_parsed_apart_are_glued_into_growing_chunks_with_every_row_in_pla
 
 
 def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
-    from loguru import logger
 
     book = openpyxl.Workbook()
     first = book.active
@@ -957,13 +978,9 @@ def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
     book.create_sheet("字典").append(["男", "女"])
     path = tmp_path / "months.xlsx"
     book.save(path)
-    logged: list[str] = []
-    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
-    try:
+    with _warnings() as logged:
         [table] = read_register(path)
         both = read_register(path, all_sheets=True)
-    finally:
-        logger.remove(handler)
     assert table.sheet == "一月" and [t.sheet for t in both] == ["一月", "二月"]
     (warning,) = logged  # once, for the run that read one sheet; the lists sheet is no register
     assert "二月" in warning and "--all-sheets" in warning
@@ -1005,7 +1022,6 @@ def test_padding_formats_are_told_from_others() -> None:
 
 def test_rows_hidden_in_excel_are_read_and_named_in_a_warning(tmp_path: Path) -> None:
     # A clerk who filtered the register to one village saw a few rows and sent every one without a word.
-    from loguru import logger
 
     book = openpyxl.Workbook()
     sheet = book.active
@@ -1016,27 +1032,16 @@ def test_rows_hidden_in_excel_are_read_and_named_in_a_warning(tmp_path: Path) ->
         sheet.row_dimensions[row].hidden = True
     path = tmp_path / "filtered.xlsx"
     book.save(path)
-    with zipfile.ZipFile(path) as archive:  # another writer's attribute order for one of them
-        parts = {name: archive.read(name) for name in archive.namelist()}
-    parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(
-        b'<row r="5" hidden="1"', b'<row hidden="1" r="5"'
-    )
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in parts.items():
-            archive.writestr(name, data)
-    logged: list[str] = []
-    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
-    try:
+    # Another writer's attribute order for one of them.
+    _rewrite_sheet(path, lambda xml: xml.replace(b'<row r="5" hidden="1"', b'<row hidden="1" r="5"'))
+    with _warnings() as logged:
         [table] = read_register(path)
-    finally:
-        logger.remove(handler)
     assert len(table.data) == 6
     (warning,) = logged
     assert "第 3、5 行（共 2 行）" in warning and "隐藏" in warning
 
 
 def test_a_workbook_of_many_register_sheets_gets_a_few_warning_lines(tmp_path: Path) -> None:
-    from loguru import logger
 
     book = openpyxl.Workbook()
     book.remove(book.active)
@@ -1046,12 +1051,8 @@ def test_a_workbook_of_many_register_sheets_gets_a_few_warning_lines(tmp_path: P
         sheet.append(["张三", "男", "汉族", "420123196205184516", "13912345678"])
     path = tmp_path / "days.xlsx"
     book.save(path)
-    logged: list[str] = []
-    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
-    try:
+    with _warnings() as logged:
         [table] = read_register(path)
-    finally:
-        logger.remove(handler)
     assert table.sheet == "1日" and len(logged) == 6
     assert "另有 34 个工作表" in logged[-1] and "--all-sheets" in logged[-1]
 

@@ -280,10 +280,11 @@ class _Run:
         day = self.started_at.strftime("%Y-%m-%d")
         return self.out_root / (day + DRY_RUN_DAY_SUFFIX if self.dry_run else day)
 
-    def progress(self, files: list[InboxFile], ignored: list[str], taken_over: str | None) -> None:
-        """Write the summary of the run so far, as one under way: if the process dies (kill -9, a power
-        cut, the kernel out of memory), the files it finished are in a summary, said to be unfinished."""
-        result = InboxResult(
+    def result(
+        self, files: list[InboxFile], ignored: list[str], taken_over: str | None, *, under_way: bool = False
+    ) -> InboxResult:
+        """The run with these file outcomes, now: ended, or ``under_way``."""
+        return InboxResult(
             inbox=self.inbox,
             out_root=self.out_root,
             dry_run=self.dry_run,
@@ -293,11 +294,15 @@ class _Run:
             ignored=ignored,
             exit_code=_exit_code(files),
             taken_over=taken_over,
-            under_way=True,
+            under_way=under_way,
             run_id=self.run_id,
         )
+
+    def progress(self, files: list[InboxFile], ignored: list[str], taken_over: str | None) -> None:
+        """Write the summary of the run so far, as one under way: if the process dies (kill -9, a power
+        cut, the kernel out of memory), the files it finished are in a summary, said to be unfinished."""
         try:
-            write_summary(result, self.day_dir)
+            write_summary(self.result(files, ignored, taken_over, under_way=True), self.day_dir)
         except OSError as error:  # the summary at the end says it, or fails the same way and says so
             logger.debug("{}", describe_os_error(error, "写出运行汇总到", self.out_root))
 
@@ -515,18 +520,7 @@ def run_inbox(
                 outcomes.append(outcome)
                 stopped = outcome.status in (FILE_ERROR, FILE_INTERRUPTED)
         outcomes += [InboxFile(name=printable(p.name), status=FILE_WAITING) for p in waiting]
-        result = InboxResult(
-            inbox=inbox,
-            out_root=out_root,
-            dry_run=dry_run,
-            started_at=run.started_at,
-            finished_at=run.clock(),
-            files=outcomes,
-            ignored=ignored,
-            exit_code=_exit_code(outcomes),
-            taken_over=taken_over,
-            run_id=run.run_id,
-        )
+        result = run.result(outcomes, ignored, taken_over)
         try:
             result.summary_path = write_summary(result, run.day_dir)
         except OSError as error:

@@ -8,7 +8,7 @@ pandas ``str`` (Arrow-backed) columns every later stage works on.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -209,16 +209,23 @@ FOOTER_WORDS: tuple[str, ...] = (
 )
 
 
+def _run_of_rows(
+    columns: Sequence[TextColumn], rows: np.ndarray, length: int, says: Callable[[str], bool]
+) -> np.ndarray:
+    """Mask of the run of ``rows`` (in the order given) whose first filled cell ``says`` so."""
+    found = np.zeros(length, dtype=bool)
+    for row in rows:
+        cells = (str(column[int(row)].as_py() or "").strip() for column in columns)
+        if not says(next((cell for cell in cells if cell), "")):
+            break
+        found[row] = True
+    return found
+
+
 def _footer_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
     """Mask of the trailing kept rows whose first filled cell starts with a footer word (合计, 填表人 …)."""
-    footer = np.zeros(len(keep), dtype=bool)
-    for row in np.flatnonzero(keep)[::-1]:
-        cells = (str(column[int(row)].as_py() or "").strip() for column in columns)
-        first = next((cell for cell in cells if cell), "")
-        if not first.startswith(FOOTER_WORDS):
-            break
-        footer[row] = True
-    return footer
+    last_rows_first = np.flatnonzero(keep)[::-1]
+    return _run_of_rows(columns, last_rows_first, len(keep), lambda cell: cell.startswith(FOOTER_WORDS))
 
 
 #: What a template's example or instruction row (just under the header) starts with: no resident.
@@ -231,14 +238,8 @@ _EXAMPLE_ROWS = 3
 
 def _example_rows(columns: Sequence[TextColumn], keep: np.ndarray) -> np.ndarray:
     """Mask of the first kept rows whose first filled cell says they are an example or instructions."""
-    example = np.zeros(len(keep), dtype=bool)
-    for row in np.flatnonzero(keep)[:_EXAMPLE_ROWS]:
-        cells = (str(column[int(row)].as_py() or "").strip() for column in columns)
-        first = next((cell for cell in cells if cell), "")
-        if not _EXAMPLE_ROW.fullmatch(first):
-            break
-        example[row] = True
-    return example
+    first_rows = np.flatnonzero(keep)[:_EXAMPLE_ROWS]
+    return _run_of_rows(columns, first_rows, len(keep), lambda cell: bool(_EXAMPLE_ROW.fullmatch(cell)))
 
 
 def _filled_cells(columns: Sequence[TextColumn], row: int) -> int:
