@@ -111,6 +111,9 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "联系电话“{value}”不正确：应为11位手机号码（如 13912345678）或带区号的固定电话（如 0757-83001234）"
     ),
     (ResultCode.PARAMETER_ERROR, "brdh", "empty"): "联系电话为空",
+    (ResultCode.PARAMETER_ERROR, "brdh", "several"): (
+        "联系电话“{value}”填了不止一个号码：只能填一个，填居民本人的11位手机号码或带区号的固定电话"
+    ),
     (ResultCode.PARAMETER_ERROR, "klx", "empty"): (
         "卡类别为空：请在配置文件 [defaults] 中填写 klx，或在表中填写"
     ),

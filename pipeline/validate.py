@@ -38,6 +38,7 @@ from pipeline.text import idnumber
 from pipeline.text.arrow import text_array, to_arrow, to_series
 from pipeline.text.dates import real_dates
 from pipeline.text.memo import ValueMemo
+from pipeline.text.phone import VALID_PHONE
 from schemas.registry import PAIR_COLUMNS, build_schema, prepare
 from schemas.result_codes import ResultCode
 from schemas.rules import NUMBERS_KEPT_AS_TEXT, rule_for
@@ -310,6 +311,10 @@ def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
     return pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
 
 
+#: Two phone numbers in one cell (本人/家属, 手机、座机): the platform takes one.
+_SEVERAL_PHONES = rf"(?:{VALID_PHONE}).*?(?:[/、,，;；|]|或|和).*?(?:{VALID_PHONE})"
+
+
 def _details(
     column: str, code: int, values: pd.Series, ids: pd.Series, today: datetime.date
 ) -> tuple[pd.Series | None, pd.Series | None]:
@@ -335,6 +340,9 @@ def _details(
             born = idnumber.birth_dates(ids)  # shown as a clerk writes a date: 1970-05-06
             return mismatch, born.str.slice(0, 4) + "-" + born.str.slice(4, 6) + "-" + born.str.slice(6, 8)
         return mismatch, ids
+    if column == "brdh" and code == ResultCode.PARAMETER_ERROR:
+        several = values.str.contains(_SEVERAL_PHONES, regex=True).fillna(False).to_numpy(dtype=bool)
+        return pd.Series(np.where(several, "several", ""), index=values.index, dtype="str"), None
     limit = rule_for(field).max_length
     if code == ResultCode.PARAMETER_ERROR and column in NUMBERS_KEPT_AS_TEXT:
         scientific = idnumber.scientific_numbers(values)

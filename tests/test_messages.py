@@ -121,3 +121,16 @@ def test_a_control_character_in_a_value_is_shown_not_hidden_in_the_message() -> 
     shown = messages.error_messages(10110, "xm", written).tolist()
     quoted = [text[: text.index("”") + 1] for text in shown]
     assert quoted == ["姓名“张三[U+007F]”", "姓名“李[U+0009]四”", "姓名“王五”"]
+
+
+@pytest.mark.parametrize(
+    "phone", ["13800138000/13900139000", "13800138000、075783001234", "075783001234或13800138000"]
+)
+def test_two_phone_numbers_in_one_cell_are_told_to_keep_one(phone: str) -> None:
+    [message] = validate(rows({"brdh": phone}), today=TODAY)["message"].tolist()
+    assert f"联系电话“{phone}”填了不止一个号码" in message and "只能填一个" in message
+
+
+def test_one_wrong_phone_number_gets_the_usual_message() -> None:
+    [message] = validate(rows({"brdh": "1380013800"}), today=TODAY)["message"].tolist()
+    assert "不正确" in message and "不止一个" not in message
