@@ -284,6 +284,31 @@ def test_dry_run_sends_moves_and_records_nothing(
     assert json.loads((out / "last-dry-run-summary.json").read_text(encoding="utf-8"))["mode"] == "dry_run"
 
 
+def test_a_large_inbox_writes_its_summary_under_way_every_few_seconds_not_before_every_file(
+    settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each summary lists every file: written before each of thousands, they added up to gigabytes.
+    for n in range(6):
+        write_csv(inbox / f"r{n}.csv", range(n, n + 1))
+    written: list[bool] = []
+    real_write = inbox_module.write_summary
+
+    def counted(result: Any, day_dir: Path) -> Path:
+        written.append(result.under_way)
+        return real_write(result, day_dir)
+
+    monkeypatch.setattr(inbox_module, "write_summary", counted)
+    monkeypatch.setattr(inbox_module, "PROGRESS_EVERY_FILE_UP_TO", 3)
+    run_inbox(inbox, tmp_path / "out", settings, dry_run=True)
+    assert written == [True, False]  # the first under way, then (all within seconds) only the last
+    monkeypatch.setattr(inbox_module, "PROGRESS_EVERY_FILE_UP_TO", 200)
+    written.clear()
+    for n in range(3):
+        write_csv(inbox / f"s{n}.csv", range(n, n + 1))
+    run_inbox(inbox, tmp_path / "out2", settings, dry_run=True)
+    assert written.count(True) == 9 and written[-1] is False  # a small inbox: before every file
+
+
 def test_lock_held_by_another_run(settings: Settings, inbox: Path, tmp_path: Path) -> None:
     write_xlsx(inbox / "a.xlsx", range(0, 2))
     with run_lock(settings.state_dir) as held, pytest.raises(LockHeld) as refused:

@@ -66,6 +66,11 @@ from pipeline.state.journal import Journal
 from pipeline.state.lock import run_lock
 from pipeline.stopping import interrupt_on_signals
 
+#: Inboxes of up to this many files get their summary under way written before every file; larger ones
+#: every :data:`PROGRESS_SECONDS`.
+PROGRESS_EVERY_FILE_UP_TO = 200
+PROGRESS_SECONDS = 5.0
+
 PROCESSED_DIR = "processed"
 FAILED_DIR = "failed"
 REASON_SUFFIX = ".reason.txt"
@@ -268,6 +273,7 @@ class _Run:
     journal: Journal
     t0: float = field(default_factory=time.monotonic)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    last_progress: float = -float("inf")  # when the summary under way was last written
     hashes_done: set[str] = field(default_factory=set)
     #: which file each inbox path was when taken in: a newer one put in its place is not moved away
     taken: dict[Path, tuple[int, int, int, int] | None] = field(default_factory=dict)
@@ -300,7 +306,15 @@ class _Run:
 
     def progress(self, files: list[InboxFile], ignored: list[str], taken_over: str | None) -> None:
         """Write the summary of the run so far, as one under way: if the process dies (kill -9, a power
-        cut, the kernel out of memory), the files it finished are in a summary, said to be unfinished."""
+        cut, the kernel out of memory), the files it finished are in a summary, said to be unfinished.
+
+        Each summary lists every file: for an inbox of thousands of small files, written before each
+        one, they would add up to gigabytes; there it is written every few seconds.
+        """
+        now = time.monotonic()
+        if len(files) > PROGRESS_EVERY_FILE_UP_TO and now - self.last_progress < PROGRESS_SECONDS:
+            return
+        self.last_progress = now
         try:
             write_summary(self.result(files, ignored, taken_over, under_way=True), self.day_dir)
         except OSError as error:  # the summary at the end says it, or fails the same way and says so
