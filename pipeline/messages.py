@@ -40,6 +40,10 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "身份证号码“{value}”被 Excel 当作数字保存（科学计数法），后几位数字已经丢失，无法还原："
         "请把该列设置为文本格式后重新录入"
     ),
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "MASKED"): (
+        "身份证号码“{value}”中有 * 号，是隐去了部分数字的号码（别的系统导出时常这样做），无法办理："
+        "请向居民或原登记处要完整的号码"
+    ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "SHAPE"): (
         "身份证号码“{value}”应为18位：前17位是数字，最后一位是数字或X"
     ),
@@ -111,6 +115,9 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "联系电话“{value}”不正确：应为11位手机号码（如 13912345678）或带区号的固定电话（如 0757-83001234）"
     ),
     (ResultCode.PARAMETER_ERROR, "brdh", "empty"): "联系电话为空",
+    (ResultCode.PARAMETER_ERROR, "brdh", "masked"): (
+        "联系电话“{value}”中有 * 号，是隐去了部分数字的号码：请填居民完整的电话号码"
+    ),
     (ResultCode.PARAMETER_ERROR, "brdh", "several"): (
         "联系电话“{value}”填了不止一个号码：只能填一个，填居民本人的11位手机号码或带区号的固定电话"
     ),

@@ -323,6 +323,7 @@ def _details(
     if column == "sfzhm" and code == ResultCode.INVALID_ID_NUMBER:
         problems = pd.Series(idnumber.id_problems(values, today), index=values.index)
         details = problems.map(_PROBLEM_NAMES).astype("str")
+        details = details.where(~values.str.contains("*", regex=False).fillna(False), "MASKED")
         details = details.where(values != "", "EMPTY")
         expected = idnumber.check_characters(values.str.slice(0, 17).where(details == "CHECK", "0" * 17))
         extras = values.str.slice(0, 6).where(details == "DIVISION", values.str.slice(6, 14))
@@ -342,7 +343,9 @@ def _details(
         return mismatch, ids
     if column == "brdh" and code == ResultCode.PARAMETER_ERROR:
         several = values.str.contains(_SEVERAL_PHONES, regex=True).fillna(False).to_numpy(dtype=bool)
-        return pd.Series(np.where(several, "several", ""), index=values.index, dtype="str"), None
+        masked = values.str.contains("*", regex=False).fillna(False).to_numpy(dtype=bool)
+        variant = np.where(masked, "masked", np.where(several, "several", ""))
+        return pd.Series(variant, index=values.index, dtype="str"), None
     limit = rule_for(field).max_length
     if code == ResultCode.PARAMETER_ERROR and column in NUMBERS_KEPT_AS_TEXT:
         scientific = idnumber.scientific_numbers(values)

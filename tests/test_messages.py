@@ -134,3 +134,10 @@ def test_two_phone_numbers_in_one_cell_are_told_to_keep_one(phone: str) -> None:
 def test_one_wrong_phone_number_gets_the_usual_message() -> None:
     [message] = validate(rows({"brdh": "1380013800"}), today=TODAY)["message"].tolist()
     assert "不正确" in message and "不止一个" not in message
+
+
+def test_numbers_with_digits_hidden_by_another_system_are_named_as_such() -> None:
+    # Exports of other systems hide digits (440606********1232): "应为18位" sent the clerk to count them.
+    found = _messages(validate(rows({"sfzhm": "440606********1232", "brdh": "138****8000"}), today=TODAY))
+    assert "隐去了部分数字" in found[(0, "sfzhm")] and "完整的号码" in found[(0, "sfzhm")]
+    assert "隐去了部分数字" in found[(0, "brdh")]
