@@ -35,6 +35,9 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "姓名“{value}”含有不能用的字符：只能用汉字、英文字母、空格、间隔号（·）、点（.）、撇号（'）和连字符（-）"
     ),
     (ResultCode.PARAMETER_ERROR, "xm", "long"): "姓名“{value}”过长：最多{extra}个字",
+    (ResultCode.PARAMETER_ERROR, "xm", "noted"): (
+        "姓名“{value}”带有括号里的说明：姓名只填居民的名字，说明（如 代办、儿童）请写到备注列"
+    ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "EMPTY"): "身份证号码为空",
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "SCIENTIFIC"): (
         "身份证号码“{value}”被 Excel 当作数字保存（科学计数法），后几位数字已经丢失，无法还原："

@@ -311,6 +311,8 @@ def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
     return pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
 
 
+#: A note in brackets after a name (张三（代办）): it belongs in the remarks.
+_NOTE_IN_BRACKETS = r"[(（\[【].*[)）\]】]"
 #: Two phone numbers in one cell (本人/家属, 手机、座机): the platform takes one.
 _SEVERAL_PHONES = rf"(?:{VALID_PHONE}).*?(?:[/、,，;；|]|或|和).*?(?:{VALID_PHONE})"
 
@@ -356,7 +358,9 @@ def _details(
         limits = pd.Series(str(limit), index=values.index, dtype="str")
         if field == "xm":  # the name has a character rule besides its length: say which one it broke
             long = values.str.len() > limit
-            return pd.Series(np.where(long, "long", ""), index=values.index, dtype="str"), limits
+            noted = values.str.contains(_NOTE_IN_BRACKETS, regex=True).fillna(False).to_numpy(dtype=bool)
+            variant = np.where(long, "long", np.where(noted, "noted", ""))
+            return pd.Series(variant, index=values.index, dtype="str"), limits
         return None, limits
     return None, None
 
