@@ -141,3 +141,9 @@ def test_numbers_with_digits_hidden_by_another_system_are_named_as_such() -> Non
     found = _messages(validate(rows({"sfzhm": "440606********1232", "brdh": "138****8000"}), today=TODAY))
     assert "隐去了部分数字" in found[(0, "sfzhm")] and "完整的号码" in found[(0, "sfzhm")]
     assert "隐去了部分数字" in found[(0, "brdh")]
+
+
+def test_a_name_with_a_note_in_brackets_is_told_where_the_note_goes() -> None:
+    found = _messages(validate(rows({"xm": "张三（代办）"}, {"xm": "李四2"}), today=TODAY))
+    assert "括号里的说明" in found[(0, "xm")] and "备注" in found[(0, "xm")]
+    assert "括号" not in found[(1, "xm")] and "不能用的字符" in found[(1, "xm")]
