@@ -13,7 +13,12 @@ too many rows of uneven width) to the end of the file, the ``csv`` module
 reads instead, slower but exact.
 
 When the first megabyte is plain ASCII it cannot tell UTF-8 from GBK: the
-first block that is not decides.  A line longer than :data:`MAX_LINE_BYTES`
+first block that is not decides.  A file of both is refused naming the line
+where the second begins: UTF-8 text with GBK lines breaks UTF-8 decoding, but
+GBK text with UTF-8 lines (two exports joined) decodes as GB18030 without an
+error, garbled, so each GBK block is scanned for a run of UTF-8 Chinese.  A
+value written as Excel's text formula (``="440123…"``) is read as Excel shows
+it.  A line longer than :data:`MAX_LINE_BYTES`
 (no line break for 64 MB) is refused; a cell longer than a spreadsheet holds
 is read, cut and noted (:mod:`pipeline.reading.table`).
 
