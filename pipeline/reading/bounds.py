@@ -332,7 +332,7 @@ class _SheetScan:
 
     def feed(self, chunk: bytes) -> None:
         body = self.boundary.cut(chunk)
-        if self._error_carry or b't="e"' in body:
+        if (self._error_carry or b't="e"' in body) and len(self.errors) < MAX_ERROR_CELLS:
             self._find_errors(body)
         if self.padding and len(self.padded) < MAX_PADDED_CELLS:
             self._find_padded(body)
