@@ -733,6 +733,20 @@ def test_a_second_register_sheet_left_unread_is_told_on_the_job_page(site: Site)
     assert "十一月" in html.unescape(page) and "另存为单独的文件后另行上传" in html.unescape(page)
 
 
+def test_rows_hidden_in_the_clerks_workbook_are_told_on_the_job_page(site: Site) -> None:
+    book = openpyxl.load_workbook(SAMPLE_XLSX)
+    for row in (5, 6):  # filtered out in Excel: read and checked all the same
+        book.worksheets[0].row_dimensions[row].hidden = True
+    buffer = io.BytesIO()
+    book.save(buffer)
+    clerk = site.client("clerk_a")
+    answer = site.upload(clerk, ("筛选过.xlsx", buffer.getvalue(), XLSX_TYPE))
+    job_id = str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
+    state = site.wait(clerk, job_id)
+    assert "第 5、6 行" in state["message"] and "隐藏" in state["message"]
+    assert "第 5、6 行" in html.unescape(clerk.get(f"/jobs/{job_id}").text)
+
+
 def test_a_clerk_closing_the_page_mid_upload_is_no_server_error(site: Site) -> None:
     import asyncio
 
