@@ -35,6 +35,10 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "姓名“{value}”含有不能用的字符：只能用汉字、英文字母、空格、间隔号（·）、点（.）、撇号（'）和连字符（-）"
     ),
     (ResultCode.PARAMETER_ERROR, "xm", "long"): "姓名“{value}”过长：最多{extra}个字",
+    (ResultCode.PARAMETER_ERROR, "xm", "lost"): (
+        "姓名“{value}”中有问号：多半是生僻字在 Excel 另存为普通 CSV 时丢失了："
+        "请用原来的 Excel 文件，或另存为“CSV UTF-8”后再处理"
+    ),
     (ResultCode.PARAMETER_ERROR, "xm", "noted"): (
         "姓名“{value}”带有括号里的说明：姓名只填居民的名字，说明（如 代办、儿童）请写到备注列"
     ),

@@ -359,7 +359,9 @@ def _details(
         if field == "xm":  # the name has a character rule besides its length: say which one it broke
             long = values.str.len() > limit
             noted = values.str.contains(_NOTE_IN_BRACKETS, regex=True).fillna(False).to_numpy(dtype=bool)
-            variant = np.where(long, "long", np.where(noted, "noted", ""))
+            # A character GBK lacks (a rare one in a name) becomes ? when Excel saves a CSV as ANSI.
+            lost = values.str.contains("?", regex=False).fillna(False).to_numpy(dtype=bool)
+            variant = np.where(long, "long", np.where(lost, "lost", np.where(noted, "noted", "")))
             return pd.Series(variant, index=values.index, dtype="str"), limits
         return None, limits
     return None, None

@@ -147,3 +147,9 @@ def test_a_name_with_a_note_in_brackets_is_told_where_the_note_goes() -> None:
     found = _messages(validate(rows({"xm": "张三（代办）"}, {"xm": "李四2"}), today=TODAY))
     assert "括号里的说明" in found[(0, "xm")] and "备注" in found[(0, "xm")]
     assert "括号" not in found[(1, "xm")] and "不能用的字符" in found[(1, "xm")]
+
+
+def test_a_name_whose_rare_character_became_a_question_mark_is_told_why() -> None:
+    # Excel saving a CSV as ANSI (GBK) turns a character GBK lacks into ?: 王?明 for 王䶮明.
+    found = _messages(validate(rows({"xm": "王?明"}), today=TODAY))
+    assert "生僻字" in found[(0, "xm")] and "CSV UTF-8" in found[(0, "xm")]
