@@ -52,7 +52,10 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
         "请向居民或原登记处要完整的号码"
     ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "SHAPE"): (
-        "身份证号码“{value}”应为18位：前17位是数字，最后一位是数字或X"
+        "身份证号码“{value}”应为18位（现在是{extra}位）：前17位是数字，最后一位是数字或X"
+    ),
+    (ResultCode.INVALID_ID_NUMBER, "sfzhm", "LETTERS"): (
+        "身份证号码“{value}”中有字母 O、I 或 L：多半是数字 0 或 1 录成了字母，请对照身份证改正"
     ),
     (ResultCode.INVALID_ID_NUMBER, "sfzhm", "DIVISION"): (
         "身份证号码“{value}”的前6位{extra}不是行政区划代码（地址码），号码可能录错：请对照身份证核对"

@@ -325,10 +325,14 @@ def _details(
     if column == "sfzhm" and code == ResultCode.INVALID_ID_NUMBER:
         problems = pd.Series(idnumber.id_problems(values, today), index=values.index)
         details = problems.map(_PROBLEM_NAMES).astype("str")
+        # Letters typed for the digits they look like (O for 0, I or l for 1), and nothing else amiss.
+        lettered = (details == "SHAPE") & values.str.fullmatch(r"[0-9OoIlL]{17}[0-9XxOoIlL]").fillna(False)
+        details = details.where(~lettered, "LETTERS")
         details = details.where(~values.str.contains("*", regex=False).fillna(False), "MASKED")
         details = details.where(values != "", "EMPTY")
         expected = idnumber.check_characters(values.str.slice(0, 17).where(details == "CHECK", "0" * 17))
         extras = values.str.slice(0, 6).where(details == "DIVISION", values.str.slice(6, 14))
+        extras = extras.where(details != "SHAPE", values.str.len().astype("str"))
         return details, extras.where(details != "CHECK", expected)
     if column == "csrq" and code == ResultCode.INVALID_BIRTH_DATE:
         real = real_dates(values, idnumber.EARLIEST_BIRTH_YEAR, datetime.date.max)

@@ -153,3 +153,11 @@ def test_a_name_whose_rare_character_became_a_question_mark_is_told_why() -> Non
     # Excel saving a CSV as ANSI (GBK) turns a character GBK lacks into ?: 王?明 for 王䶮明.
     found = _messages(validate(rows({"xm": "王?明"}), today=TODAY))
     assert "生僻字" in found[(0, "xm")] and "CSV UTF-8" in found[(0, "xm")]
+
+
+def test_an_id_number_of_the_wrong_length_says_its_length_and_letters_for_digits_are_named() -> None:
+    found = _messages(
+        validate(rows({"sfzhm": "44060619900101123"}, {"sfzhm": "44O6O6199OO1O11232"}), today=TODAY)
+    )
+    assert "应为18位（现在是17位）" in found[(0, "sfzhm")]
+    assert "字母 O、I 或 L" in found[(1, "sfzhm")] and "数字 0 或 1" in found[(1, "sfzhm")]
