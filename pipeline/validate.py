@@ -350,8 +350,10 @@ def _details(
     if column == "brdh" and code == ResultCode.PARAMETER_ERROR:
         several = values.str.contains(_SEVERAL_PHONES, regex=True).fillna(False).to_numpy(dtype=bool)
         masked = values.str.contains("*", regex=False).fillna(False).to_numpy(dtype=bool)
-        variant = np.where(masked, "masked", np.where(several, "several", ""))
-        return pd.Series(variant, index=values.index, dtype="str"), None
+        # A mobile number with a digit too many or too few.
+        mobile = values.str.fullmatch(r"1[0-9]{5,15}").fillna(False).to_numpy(dtype=bool)
+        variant = np.where(masked, "masked", np.where(several, "several", np.where(mobile, "digits", "")))
+        return pd.Series(variant, index=values.index, dtype="str"), values.str.len().astype("str")
     limit = rule_for(field).max_length
     if code == ResultCode.PARAMETER_ERROR and column in NUMBERS_KEPT_AS_TEXT:
         scientific = idnumber.scientific_numbers(values)

@@ -132,7 +132,7 @@ def test_two_phone_numbers_in_one_cell_are_told_to_keep_one(phone: str) -> None:
 
 
 def test_one_wrong_phone_number_gets_the_usual_message() -> None:
-    [message] = validate(rows({"brdh": "1380013800"}), today=TODAY)["message"].tolist()
+    [message] = validate(rows({"brdh": "0757123"}), today=TODAY)["message"].tolist()
     assert "不正确" in message and "不止一个" not in message
 
 
@@ -161,3 +161,9 @@ def test_an_id_number_of_the_wrong_length_says_its_length_and_letters_for_digits
     )
     assert "应为18位（现在是17位）" in found[(0, "sfzhm")]
     assert "字母 O、I 或 L" in found[(1, "sfzhm")] and "数字 0 或 1" in found[(1, "sfzhm")]
+
+
+@pytest.mark.parametrize(("phone", "digits"), [("1380013800", 10), ("138001380001", 12)])
+def test_a_mobile_number_with_a_digit_too_many_or_few_says_how_many_it_has(phone: str, digits: int) -> None:
+    [message] = validate(rows({"brdh": phone}), today=TODAY)["message"].tolist()
+    assert f"是{digits}位数字" in message and "应为11位" in message
