@@ -717,34 +717,33 @@ def test_the_mapping_page_shows_no_samples_for_an_empty_column() -> None:
     assert table_info(raw, None, {})["samples"] == [["张三", "李四"], []]
 
 
+def _checked_upload(site: Site, name: str, book: openpyxl.Workbook) -> tuple[dict[str, Any], str]:
+    """Clerk A uploads ``book`` as ``name``: the job's state once checked, and its page's text."""
+    buffer = io.BytesIO()
+    book.save(buffer)
+    clerk = site.client("clerk_a")
+    answer = site.upload(clerk, (name, buffer.getvalue(), XLSX_TYPE))
+    job_id = str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
+    state = site.wait(clerk, job_id)
+    return state, html.unescape(clerk.get(f"/jobs/{job_id}").text)
+
+
 def test_a_second_register_sheet_left_unread_is_told_on_the_job_page(site: Site) -> None:
     # The command line warned of it; the page said nothing, and that sheet's residents were in no report.
     book = openpyxl.load_workbook(SAMPLE_XLSX)
     second = book.copy_worksheet(book.worksheets[0])
     second.title = "十一月"
-    buffer = io.BytesIO()
-    book.save(buffer)
-    clerk = site.client("clerk_a")
-    answer = site.upload(clerk, ("两个月.xlsx", buffer.getvalue(), XLSX_TYPE))
-    job_id = str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
-    state = site.wait(clerk, job_id)
+    state, page = _checked_upload(site, "两个月.xlsx", book)
     assert "十一月" in state["message"] and "--all-sheets" not in state["message"]
-    page = clerk.get(f"/jobs/{job_id}").text
-    assert "十一月" in html.unescape(page) and "另存为单独的文件后另行上传" in html.unescape(page)
+    assert "十一月" in page and "另存为单独的文件后另行上传" in page
 
 
 def test_rows_hidden_in_the_clerks_workbook_are_told_on_the_job_page(site: Site) -> None:
     book = openpyxl.load_workbook(SAMPLE_XLSX)
     for row in (5, 6):  # filtered out in Excel: read and checked all the same
         book.worksheets[0].row_dimensions[row].hidden = True
-    buffer = io.BytesIO()
-    book.save(buffer)
-    clerk = site.client("clerk_a")
-    answer = site.upload(clerk, ("筛选过.xlsx", buffer.getvalue(), XLSX_TYPE))
-    job_id = str(answer.json()["jobs"][0]).rsplit("/", 1)[-1]
-    state = site.wait(clerk, job_id)
-    assert "第 5、6 行" in state["message"] and "隐藏" in state["message"]
-    assert "第 5、6 行" in html.unescape(clerk.get(f"/jobs/{job_id}").text)
+    state, page = _checked_upload(site, "筛选过.xlsx", book)
+    assert "第 5、6 行" in state["message"] and "隐藏" in state["message"] and "第 5、6 行" in page
 
 
 def test_a_clerk_closing_the_page_mid_upload_is_no_server_error(site: Site) -> None:
