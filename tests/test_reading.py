@@ -1030,6 +1030,10 @@ def test_rows_hidden_in_excel_are_read_and_named_in_a_warning(tmp_path: Path) ->
         sheet.append([f"居民{n}", "420123196205184516", "东村" if n % 2 else "西村"])
     for row in (3, 5, 40):  # two residents filtered out, and an empty row far below
         sheet.row_dimensions[row].hidden = True
+    notes = book.create_sheet("填表说明", 0)  # looked at and left before the register: its hidden rows
+    for line in ("填表说明", "一、姓名填写身份证上的姓名", "二、性别填 男 或 女", "三、村填所在村"):
+        notes.append([line])  # are no concern
+    notes.row_dimensions[3].hidden = True
     path = tmp_path / "filtered.xlsx"
     book.save(path)
     # Another writer's attribute order for one of them.

@@ -292,10 +292,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
         columns=columns,
         source_row=np.arange(len(cells), dtype=np.int64) + top + header_index + 2,
     )
-    if table is None:
-        return no_rows
-    _warn_of_hidden_rows(table, facts.hidden_rows)
-    return table
+    return no_rows if table is None else table
 
 
 def _warn_of_hidden_rows(table: RawTable, hidden: set[int]) -> None:
@@ -330,9 +327,12 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     with _collector_paused():
         workbook = open_workbook(path)
         try:
-            return _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets, facts=facts)
+            tables = _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets, facts=facts)
         finally:
             workbook.close()
+    for table in tables:  # the sheets read, not those looked at and left
+        _warn_of_hidden_rows(table, facts.get(table.sheet, SheetFacts()).hidden_rows)
+    return tables
 
 
 #: Later sheets looked at for looking like registers too, and named one by one in warnings.
