@@ -794,6 +794,20 @@ def test_a_short_utf8_register_with_a_gbk_row_is_refused_not_read_garbled(
     assert "张伟" in table.data.to_string()
 
 
+@pytest.mark.parametrize("piece", [16, 17, 29, 64, 1 << 23])
+def test_a_run_of_utf8_is_found_wherever_the_scan_cuts_the_block(
+    monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    monkeypatch.setattr(delimited, "_UTF8_SLICE", piece)
+    gbk = "".join(f"居民{n},南海区\n" for n in range(9)).encode("gbk")
+    for cut in range(0, 40, 7):  # the UTF-8 line starts at every offset against the slices
+        data = gbk + b"x" * cut + "\n张伟,广东省佛山市顺德区\n".encode()
+        with pytest.raises(InputError) as excinfo:
+            delimited._utf8_in_gbk(data, 100, "a.csv")
+        assert "第 111 行" in str(excinfo.value)
+    delimited._utf8_in_gbk(gbk * 50, 0, "a.csv")  # GBK alone: nothing found
+
+
 @pytest.mark.parametrize("spanning", [False, True], ids=["arrow", "csv-module"])
 def test_values_exported_as_excel_text_formulas_read_as_excel_shows_them(
     tmp_path: Path, spanning: bool

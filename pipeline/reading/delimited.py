@@ -175,6 +175,8 @@ def _mostly_utf8(data: bytes | memoryview, error: UnicodeDecodeError) -> bool:
 #: five (each a lead byte E4-E9 and two continuation bytes) about once in 10^11 bytes, and a line of
 #: UTF-8 (an address, a title) nearly always holds them.
 _UTF8_RUN = 5
+#: Bytes scanned at once for such a run.
+_UTF8_SLICE = 8 << 20
 
 
 def _utf8_in_gbk(data: bytes | memoryview, lines_before: int, label: str) -> None:
@@ -186,20 +188,21 @@ def _utf8_in_gbk(data: bytes | memoryview, lines_before: int, label: str) -> Non
     """
     octets = np.frombuffer(data, dtype=np.uint8)
     span = 3 * _UTF8_RUN
-    if len(octets) < span:
-        return
-    lead = (octets - np.uint8(0xE4)) < 6  # E4-E9: wraps below E4
-    starts = lead[: len(octets) - span + 1].copy()
-    for char in range(1, _UTF8_RUN):
-        starts &= lead[3 * char : len(octets) - span + 1 + 3 * char]
-    candidates = np.flatnonzero(starts)
-    for offset in (o for o in range(1, span) if o % 3):
-        if not len(candidates):
+    # A slice at a time, overlapping by a run: the masks of a 100 MB block would take 300 MB at once.
+    for start in range(0, max(1, len(octets) - span + 1), _UTF8_SLICE):
+        piece = octets[start : start + _UTF8_SLICE + span - 1]
+        if len(piece) < span:
             return
-        candidates = candidates[(octets[candidates + offset] & 0xC0) == 0x80]
-    if len(candidates):
-        line = lines_before + int(np.count_nonzero(octets[: candidates[0]] == 0x0A)) + 1
-        raise _encoding_error(label, "GBK", row=line)
+        lead = (piece - np.uint8(0xE4)) < 6  # E4-E9: wraps below E4
+        starts = lead[: len(piece) - span + 1].copy()
+        for char in range(1, _UTF8_RUN):
+            starts &= lead[3 * char : len(piece) - span + 1 + 3 * char]
+        candidates = np.flatnonzero(starts)
+        for offset in (o for o in range(1, span) if o % 3):
+            candidates = candidates[(piece[candidates + offset] & 0xC0) == 0x80]
+        if len(candidates):
+            line = lines_before + int(np.count_nonzero(octets[: start + candidates[0]] == 0x0A)) + 1
+            raise _encoding_error(label, "GBK", row=line)
 
 
 def _utf8_in_gbk_rest(handle: BinaryIO, offset: int, lines_before: int, layout: _Layout, label: str) -> None:
