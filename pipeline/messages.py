@@ -131,6 +131,9 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
     (ResultCode.PARAMETER_ERROR, "brdh", "digits"): (
         "联系电话“{value}”是{extra}位数字：手机号码应为11位，请对照核对是否多了或少了数字"
     ),
+    (ResultCode.PARAMETER_ERROR, "brdh", "local"): (
+        "联系电话“{value}”像是没有区号的固定电话：请在前面加上区号，如 0757-83001234，或填手机号码"
+    ),
     (ResultCode.PARAMETER_ERROR, "brdh", "several"): (
         "联系电话“{value}”填了不止一个号码：只能填一个，填居民本人的11位手机号码或带区号的固定电话"
     ),

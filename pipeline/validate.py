@@ -350,9 +350,12 @@ def _details(
     if column == "brdh" and code == ResultCode.PARAMETER_ERROR:
         several = values.str.contains(_SEVERAL_PHONES, regex=True).fillna(False).to_numpy(dtype=bool)
         masked = values.str.contains("*", regex=False).fillna(False).to_numpy(dtype=bool)
-        # A mobile number with a digit too many or too few.
+        # A mobile number with a digit too many or too few; a landline without its area code.
         mobile = values.str.fullmatch(r"1[0-9]{5,15}").fillna(False).to_numpy(dtype=bool)
-        variant = np.where(masked, "masked", np.where(several, "several", np.where(mobile, "digits", "")))
+        local = values.str.fullmatch(r"[2-9][0-9]{6,7}").fillna(False).to_numpy(dtype=bool)
+        variant = np.select(
+            [masked, several, mobile, local], ["masked", "several", "digits", "local"], default=""
+        )
         return pd.Series(variant, index=values.index, dtype="str"), values.str.len().astype("str")
     limit = rule_for(field).max_length
     if code == ResultCode.PARAMETER_ERROR and column in NUMBERS_KEPT_AS_TEXT:

@@ -167,3 +167,8 @@ def test_an_id_number_of_the_wrong_length_says_its_length_and_letters_for_digits
 def test_a_mobile_number_with_a_digit_too_many_or_few_says_how_many_it_has(phone: str, digits: int) -> None:
     [message] = validate(rows({"brdh": phone}), today=TODAY)["message"].tolist()
     assert f"是{digits}位数字" in message and "应为11位" in message
+
+
+def test_a_landline_without_its_area_code_is_told_to_add_it() -> None:
+    [message] = validate(rows({"brdh": "83001234"}), today=TODAY)["message"].tolist()
+    assert "没有区号" in message and "0757-83001234" in message
