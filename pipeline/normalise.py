@@ -86,6 +86,8 @@ _SPACES = r"[\s\x{200b}\x{feff}\x{3000}\x{a0}]+"
 _MIDDLE_DOTS = r"[•‧∙⋅・･]"
 _OCCUPATION_DETAIL = re.compile(r"([0-9XY])(?:[-.][0-9]{1,3})+|([0-9])[0-9]")
 _CODE_AND_NAME = re.compile(r"([0-9A-Za-z]{1,2})[-:.、_]?(\D.*)")
+# The same the other way round, as drop-down lists write them: "汉族(01)", "汉族|01", "男-1".
+_NAME_AND_CODE = re.compile(r"(.*\D)[(\[|/:\-_]([0-9A-Za-z]{1,2})\)?")
 _EXCEL_INTEGER = re.compile(r"([0-9]+)\.0+")
 
 #: Threads cleaning columns side by side.
@@ -252,12 +254,13 @@ def recognise_code(value: str, table: str) -> tuple[str, bool]:
         detail = _OCCUPATION_DETAIL.fullmatch(candidate.upper())
         if detail:
             return (detail.group(1) or detail.group(2)), True
-    both = _CODE_AND_NAME.fullmatch(candidate)
-    if both:  # "01汉族", "1-男": code and name that agree
-        code, _ = recognise_code(both.group(1), table)
-        name, _ = recognise_code(both.group(2), table)
-        if code == name and code in code_table(table):
-            return code, False
+    for pattern, code_group, name_group in ((_CODE_AND_NAME, 1, 2), (_NAME_AND_CODE, 2, 1)):
+        both = pattern.fullmatch(candidate)
+        if both:  # "01汉族", "1-男", "汉族(01)": code and name that agree
+            code, _ = recognise_code(both.group(code_group), table)
+            name, _ = recognise_code(both.group(name_group), table)
+            if code == name and code in code_table(table):
+                return code, False
     return value, False
 
 

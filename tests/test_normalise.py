@@ -225,6 +225,11 @@ def test_issue_date_parsed_too() -> None:
         ("mzdm", "1", "01"),
         ("mzdm", "01", "01"),
         ("mzdm", "01汉族", "01"),
+        ("mzdm", "汉族(01)", "01"),  # as drop-down lists write them, the name first
+        ("mzdm", "汉族（01）", "01"),
+        ("mzdm", "汉族|01", "01"),
+        ("xb", "男-1", "1"),
+        ("ylfyzffs", "全自费(07)", "07"),
         ("mzdm", "han", "01"),
         ("mzdm", "壮族", "08"),
         ("mzdm", "德昴族", "46"),
@@ -458,3 +463,10 @@ def test_export_artefacts_of_exported_registers_are_undone(
     """Systems export long numbers as ="…" so that Excel keeps them as text: the text is the value."""
     rows, _ = run({field: written, **({} if field == "sfzhm" else {"sfzhm": MALE_ID})})
     assert rows[field].iloc[0] == expected
+
+
+@pytest.mark.parametrize("written", ["03汉族", "汉族(03)", "汉族|3", "男-2"])
+def test_a_code_and_a_name_that_disagree_are_left_for_validation(written: str) -> None:
+    field = "xb" if "男" in written else "mzdm"
+    rows, _ = run({field: written, "sfzhm": MALE_ID})
+    assert rows[field].iloc[0] == written
