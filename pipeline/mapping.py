@@ -26,7 +26,6 @@ from pipeline.model import (
     ADDRESS_PARTS,
     FIELD_LABELS,
     INPUT_FIELDS,
-    NOTE_HEADER,
     REQUIRED_INPUT_FIELDS,
     MappedTable,
     RawTable,
@@ -179,8 +178,7 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     fields = pd.DataFrame(
         {code: column.set_axis(index) for code, column in columns.items() if column is not None}
     )
-    # An earlier check's reasons (an annotated copy checked again) would stand beside this check's.
-    extra_names = [h for i, h in enumerate(headers) if i not in chosen and h.strip() != NOTE_HEADER]
+    extra_names = [h for i, h in enumerate(headers) if i not in chosen]
     extras = raw.data[extra_names].set_axis(index) if extra_names else pd.DataFrame(index=index)
     return MappedTable(raw=raw, fields=fields, extras=extras, field_headers=field_headers)
 
