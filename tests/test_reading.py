@@ -923,9 +923,12 @@ def test_a_templates_example_and_instruction_rows_are_no_residents(tmp_path: Pat
         ["1", "李四", "110101199003077777"],
         ["2", "示例", "110101199003077778"],  # a resident's cell saying 示例 further down is data
     ]
-    [table] = read_register(_workbook(tmp_path / "template.xlsx", {"Sheet1": rows}))
+    with _warnings() as logged:
+        [table] = read_register(_workbook(tmp_path / "template.xlsx", {"Sheet1": rows}))
     assert table.data["姓名"].tolist() == ["李四", "示例"]
     assert table.source_row.tolist() == [4, 5]
+    (warning,) = logged  # naming the sheet, as every other warning of a workbook does
+    assert "template.xlsx[Sheet1]：第 2、3 行是模板的示例或填写说明" in warning
 
 
 @pytest.mark.parametrize("name", ["register.doc", "register", "register.numbers"])

@@ -383,10 +383,11 @@ class TableShaper:
             example = _example_rows(columns, ~blank)
             if example.any():
                 rows = "、".join(str(int(r)) for r in source_row[example])
+                name = Path(self.path).name
                 logger.warning(
                     "{}：第 {} 行是模板的示例或填写说明，不是居民，没有读取"
                     "（如确是居民，请删去第一格的“示例”等字样）",
-                    Path(self.path).name, rows,
+                    f"{name}[{self.sheet}]" if self.sheet else name, rows,
                 )  # fmt: skip
                 blank |= example
         footer = _footer_rows(columns, ~blank)
