@@ -1003,9 +1003,13 @@ def test_a_second_register_sheet_left_unread_is_named(tmp_path: Path) -> None:
     assert "二月" in warning and "--all-sheets" in warning
 
 
-def test_numbers_formatted_with_zeros_read_as_excel_shows_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("piece", [1 << 22, 61, 97], ids=["whole", "cut-61", "cut-97"])
+def test_numbers_formatted_with_zeros_read_as_excel_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
     # calamine gives the number: a health record number shown as 000000000123 was read as 123, a
     # landline shown as 0757-83001234 as 75783001234.
+    monkeypatch.setattr("pipeline.reading.bounds._CHUNK", piece)  # cells cut by a piece's end too
     book = openpyxl.Workbook()
     sheet = book.active
     sheet.append(["姓名", "联系电话", "健康档案号", "序号"])

@@ -328,14 +328,22 @@ class _SheetScan:
     hidden_rows: set[int] = field(default_factory=set)
     padding: dict[int, list[str | int]] = field(default_factory=dict)  # style index -> padding format
     padded: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "000123"
-    _error_carry: bytes = b""  # an error cell cut by the chunk's end
+    _cell_carry: bytes = b""  # a cell cut by the chunk's end, held for the next
 
     def feed(self, chunk: bytes) -> None:
         body = self.boundary.cut(chunk)
-        if (self._error_carry or b't="e"' in body) and len(self.errors) < MAX_ERROR_CELLS:
-            self._find_errors(body)
-        if self.padding and len(self.padded) < MAX_PADDED_CELLS:
-            self._find_padded(body)
+        carried = bool(self._cell_carry)
+        errors = len(self.errors) < MAX_ERROR_CELLS and (carried or b't="e"' in body)
+        padded = bool(self.padding) and len(self.padded) < MAX_PADDED_CELLS
+        padded = padded and (carried or self._padded_in(body))
+        if errors or padded:
+            whole = self._whole_cells(body)
+            if errors:
+                self._find_errors(whole)
+            if padded:
+                self._find_padded(whole)
+        else:
+            self._cell_carry = b""
         if b'hidden="' in body and len(self.hidden_rows) < MAX_HIDDEN_ROWS:
             self.hidden_rows.update(int(m[1] or m[2]) for m in _HIDDEN_ROW.finditer(body))
         rows = _ROW_NUMBER.findall(body)
@@ -353,11 +361,22 @@ class _SheetScan:
                 tags != body.count(b' r="') or b"<c>" in body or b":c " in body or b":row" in body
             )
 
-    def _find_padded(self, body: bytes) -> None:
-        """Remember the number cells of ``body`` whose format pads them with zeros, as Excel shows them."""
-        if len(self.padding) <= 16 and not any(f' s="{i}"'.encode() in body for i in self.padding):
-            return
-        for attributes, value in _NUMBER_CELL.findall(body):
+    def _whole_cells(self, body: bytes) -> bytes:
+        """``body`` after the cell carried from the last chunk, up to its last cell's end: the cell cut by
+        its end is carried to the next (a tag is never cut: :class:`_TagBoundary`)."""
+        text = self._cell_carry + body
+        end = max(text.rfind(b"</c>") + len(b"</c>"), text.rfind(b":c>") + len(b":c>"), 0)
+        rest = text[end:]
+        self._cell_carry = rest if len(rest) < 4096 else b""  # a giant cell is neither error nor number
+        return text[:end]
+
+    def _padded_in(self, body: bytes) -> bool:
+        """Whether ``body`` may hold a cell of a padding style (with many such styles, always)."""
+        return len(self.padding) > 16 or any(f' s="{i}"'.encode() in body for i in self.padding)
+
+    def _find_padded(self, cells: bytes) -> None:
+        """Remember the number cells among ``cells`` that a format pads with zeros, as Excel shows them."""
+        for attributes, value in _NUMBER_CELL.findall(cells):
             style, kind = _S_ATTR.search(attributes), _T_ATTR.search(attributes)
             if style is None or int(style[1]) not in self.padding or (kind is not None and kind[1] != b"n"):
                 continue
@@ -372,13 +391,9 @@ class _SheetScan:
                 text = padded_text(self.padding[int(style[1])], int(number))
                 self.padded[(int(place[2]), column_number(place[1]) - 1)] = text
 
-    def _find_errors(self, body: bytes) -> None:
-        """Remember the cells of ``body`` holding an error value; calamine reads them as empty."""
-        text = self._error_carry + body
-        end = text.rfind(b"</c>") + len(b"</c>") if b"</c>" in text else 0
-        rest = text[end:]
-        self._error_carry = rest if b't="e"' in rest and len(rest) < 4096 else b""
-        for attributes, content in _ERROR_CELL.findall(text, 0, end):
+    def _find_errors(self, cells: bytes) -> None:
+        """Remember the cells among ``cells`` holding an error value; calamine reads them as empty."""
+        for attributes, content in _ERROR_CELL.findall(cells):
             if len(self.errors) >= MAX_ERROR_CELLS:
                 return
             place, value = _R_ATTR.search(attributes), _ERROR_VALUE.search(content)
