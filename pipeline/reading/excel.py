@@ -19,7 +19,7 @@ import datetime as dt
 import gc
 import math
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -219,36 +219,30 @@ def _fill_vertical_merges(
 _Unusable = Literal["empty", "header only", "no data"]
 
 
-def _put_error_values(
-    rows: list[list[Any]], origin: tuple[int, int], errors: dict[tuple[int, int], str]
+def _put_texts(
+    rows: list[list[Any]],
+    origin: tuple[int, int],
+    texts: dict[tuple[int, int], str],
+    replaces: Callable[[Any], bool],
 ) -> None:
-    """Write each error cell's text (``#N/A``) where calamine left it empty, as the clerk sees it.
-
-    Read as empty, a lookup that found nothing passed for a field left blank (an optional one
-    silently, a required one as "为空" beside a cell showing #N/A); as text it fails its check
-    with the value the clerk sees.
-    """
+    """Write ``texts`` ((row, 0-based column) -> text) into the cells of ``rows`` whose value ``replaces``."""
     top, left = origin
-    for (row, column), text in errors.items():
+    for (row, column), text in texts.items():
         index, position = row - 1 - top, column - left
-        inside = 0 <= index < len(rows) and 0 <= position < len(rows[index])
-        if inside and rows[index][position] in ("", None):
+        if 0 <= index < len(rows) and 0 <= position < len(rows[index]) and replaces(rows[index][position]):
             rows[index][position] = text
 
 
-def _put_padded_numbers(
-    rows: list[list[Any]], origin: tuple[int, int], padded: dict[tuple[int, int], str]
-) -> None:
-    """Write each number formatted with zeros (000123, 0757-83001234) as the text Excel shows.
+def _put_what_excel_shows(rows: list[list[Any]], origin: tuple[int, int], facts: SheetFacts) -> None:
+    """The cells calamine reads other than Excel shows them, written as Excel shows them.
 
-    calamine gives the number (123): a health record or card number would lose its leading zeros.
+    An error cell (``#N/A``) calamine leaves empty: a lookup that found nothing passed for a field
+    left blank (an optional one silently, a required one as "为空" beside a cell showing #N/A); as
+    text it fails its check with the value the clerk sees.  A number formatted with zeros calamine
+    gives bare (123 for 000123): a health record number or landline would lose its leading zeros.
     """
-    top, left = origin
-    for (row, column), text in padded.items():
-        index, position = row - 1 - top, column - left
-        inside = 0 <= index < len(rows) and 0 <= position < len(rows[index])
-        if inside and isinstance(rows[index][position], float):
-            rows[index][position] = text
+    _put_texts(rows, origin, facts.errors, lambda value: value in ("", None))
+    _put_texts(rows, origin, facts.padded, lambda value: isinstance(value, float))
 
 
 def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
@@ -261,8 +255,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
         raise
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
-    _put_error_values(rows, origin, facts.errors)
-    _put_padded_numbers(rows, origin, facts.padded)
+    _put_what_excel_shows(rows, origin, facts)
     head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
     found = header_or_first_row(head)
     if found is None:
