@@ -351,7 +351,7 @@ def _details(
         several = values.str.contains(_SEVERAL_PHONES, regex=True).fillna(False).to_numpy(dtype=bool)
         masked = values.str.contains("*", regex=False).fillna(False).to_numpy(dtype=bool)
         # A mobile number with a digit too many or too few; a landline without its area code.
-        mobile = values.str.fullmatch(r"1[0-9]{5,15}").fillna(False).to_numpy(dtype=bool)
+        mobile = values.str.fullmatch(r"1[0-9]{5,9}|1[0-9]{11,15}").fillna(False).to_numpy(dtype=bool)
         local = values.str.fullmatch(r"[2-9][0-9]{6,7}").fillna(False).to_numpy(dtype=bool)
         variant = np.select(
             [masked, several, mobile, local], ["masked", "several", "digits", "local"], default=""
@@ -370,7 +370,7 @@ def _details(
             noted = values.str.contains(_NOTE_IN_BRACKETS, regex=True).fillna(False).to_numpy(dtype=bool)
             # A character GBK lacks (a rare one in a name) becomes ? when Excel saves a CSV as ANSI.
             lost = values.str.contains("?", regex=False).fillna(False).to_numpy(dtype=bool)
-            variant = np.where(long, "long", np.where(lost, "lost", np.where(noted, "noted", "")))
+            variant = np.select([long, lost, noted], ["long", "lost", "noted"], default="")
             return pd.Series(variant, index=values.index, dtype="str"), limits
         return None, limits
     return None, None

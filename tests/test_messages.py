@@ -172,3 +172,8 @@ def test_a_mobile_number_with_a_digit_too_many_or_few_says_how_many_it_has(phone
 def test_a_landline_without_its_area_code_is_told_to_add_it() -> None:
     [message] = validate(rows({"brdh": "83001234"}), today=TODAY)["message"].tolist()
     assert "没有区号" in message and "0757-83001234" in message
+
+
+def test_an_eleven_digit_number_that_is_no_mobile_is_not_told_it_needs_eleven_digits() -> None:
+    [message] = validate(rows({"brdh": "12345678901"}), today=TODAY)["message"].tolist()
+    assert "不正确" in message and "位数字" not in message
