@@ -121,10 +121,6 @@ class Outcome:
     fault_code: int | None = None
 
 
-#: Header of the column of reasons an annotated copy adds right of the clerk's last column: a
-#: register holding it is an annotated copy checked again, and the column is no data of the clerk's.
-NOTE_HEADER = "问题说明"
-
 #: Excel's own limit on the characters of one cell; a longer cell is a fault on its row.
 MAX_CELL_CHARS = 32_767
 

@@ -40,7 +40,7 @@ from xlsxwriter.utility import xl_rowcol_to_cell
 from pipeline.errors import InputError
 from pipeline.files import fitting_name, numbered
 from pipeline.messages import fault_fix
-from pipeline.model import NOTE_HEADER, MappedTable, RawTable
+from pipeline.model import MappedTable, RawTable
 from pipeline.reading.excel import is_workbook_package, open_workbook
 from pipeline.reading.html import is_html_file
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
@@ -80,6 +80,10 @@ CSV_ROW_LIMIT = 200_000
 #: Nor does a CSV holding more text than this: its rows are held until the copy is written, and a
 #: register of wide rows (long remarks) would otherwise hold hundreds of megabytes for it.
 CSV_TEXT_LIMIT = 128 << 20
+
+#: Header of the column of reasons added right of the clerk's last column; a register holding it is
+#: an annotated copy checked again (the column aliases leave it out of the clerk's data).
+NOTE_HEADER = "问题说明"
 
 #: Name of the legend sheet added after the clerk's sheets.
 LEGEND_SHEET = "说明"
@@ -488,7 +492,7 @@ def _split_edits(edits: Edits) -> dict[str, dict[tuple[int, int], str]]:
     return per_sheet
 
 
-def _old_note_positions(raw: RawTable) -> set[int]:
+def old_note_positions(raw: RawTable) -> set[int]:
     """Sheet columns (0-based) of the 问题说明 column an earlier check added: the register is an annotated
     copy of ours."""
     return {
@@ -521,7 +525,7 @@ def _regenerate_workbook(
             all_marks.append(marks)
             start, end = sheet.start, sheet.end
             left = start[1] if start else 0
-            old_notes = _old_note_positions(table.raw)
+            old_notes = old_note_positions(table.raw)
             right = max(((end[1] + 1) if end else 0), marks.last_column + 1)
             while right - 1 in old_notes:  # an earlier check's 问题说明 at the right: this check's goes there
                 right -= 1
@@ -627,7 +631,7 @@ def write_annotated(
     suffix = Path(source).suffix.lower()
     if suffix in TEXT_SUFFIXES or is_html_file(Path(source)):
         return _regenerate_text(path, source, data, table_indices, edits)
-    if any(_old_note_positions(data.batch.tables[index].raw) for index in table_indices):
+    if any(old_note_positions(data.batch.tables[index].raw) for index in table_indices):
         # Marked in place, its old marks would stay beside the new: red cells the clerk has mended,
         # comments and reasons that no longer hold, a second 问题说明 column and legend.
         logger.warning(

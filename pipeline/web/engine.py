@@ -47,7 +47,6 @@ from pipeline.model import (
     FIELD_LABELS,
     FIELDS,
     INPUT_FIELDS,
-    NOTE_HEADER,
     REQUIRED_INPUT_FIELDS,
     STATUS_ALREADY_ENROLLED,
     STATUS_ENROLLED,
@@ -284,7 +283,9 @@ def build_batch(
 
 def annotated_copy_among(raws: Sequence[RawTable]) -> bool:
     """Whether a register read is an annotated copy a run wrote (its sheet has the 问题说明 column)."""
-    return any(NOTE_HEADER in raw.headers for raw in raws)
+    from pipeline.reports.annotate import old_note_positions
+
+    return any(old_note_positions(raw) for raw in raws)
 
 
 def annotated_copy_possible(file_name: str, rows: int) -> bool:
