@@ -268,7 +268,7 @@ class ResidentSender:
             message = _platform_message(result) or "平台无应答"
             self._record(task.id_number, STATE_FAILED, code, message)
             # A request that reached the platform unanswered may have enrolled the resident: not "failed".
-            unknown = bool(getattr(result, "unanswered", False))
+            unknown = result.unanswered
             said = MESSAGE_OUTCOME_UNKNOWN if unknown else MESSAGE_SEND_FAILED
             logger.warning("{} {}（已尝试 {} 次）：{}", masked, said, result.attempts, _logged_reason(result))
             text = f"{said}（已尝试 {result.attempts} 次）：{message}。{MESSAGE_SEND_AGAIN}"
