@@ -108,6 +108,24 @@ def test_an_answer_with_the_qr_text_and_no_picture_is_drawn_as_the_document_show
     assert not export.failed and path.read_bytes().startswith(PNG_MAGIC)
 
 
+def test_qr_text_longer_than_a_qr_code_holds_is_a_reason_not_a_crash(tmp_path: Path) -> None:
+    # A misbehaving platform's qrCode of 5,000 characters: segno raised, and the export stopped for all.
+    a, b = make_id(1), make_id(2)
+    rows = [("reg.xlsx", 12, "enrolled", a, "A" * 64), ("reg.xlsx", 13, "enrolled", b, "B" * 64)]
+    folder = _results(tmp_path / "out", rows)
+
+    class Overlong(ImgClient):
+        def get_img(self, *, ehealth_card_id: str = "", virtual_card_num: str = "") -> CallResult:
+            if ehealth_card_id == "A" * 64:
+                return CallResult(10000, "操作成功", {"qrCode": "x" * 5000, "img": ""}, 1)
+            return super().get_img(ehealth_card_id=ehealth_card_id, virtual_card_num=virtual_card_num)
+
+    export = export_qrcodes(folder, tmp_path / "qr", Overlong())
+    [(holder, reason)] = export.failed
+    assert holder.id_number == a and "没有有效的 PNG 图片" in reason
+    assert len(export.written) == 1  # the other resident's picture is saved
+
+
 def test_a_report_card_the_journal_has_since_withdrawn_is_not_exported(tmp_path: Path) -> None:
     a, b = make_id(1), make_id(2)
     folder = _results(

@@ -186,21 +186,18 @@ def _with_ids_from_journal(holders: list[Holder], journal_path: Path | None) -> 
         known = journal.lookup_many(
             wanted, columns=("state", "ehealth_card_id", "virtual_card_num", "org_code")
         )
+    # One row per holder (the journal's entry for its ID number, or none), the card ids as its centre
+    # may see them: the whole list at once, not a lookup per resident.
+    entries = known.reindex([h.id_number for h in holders])
+    cards = visible_card_ids(entries.fillna(""), [h.org_code for h in holders])
     checked = []
-    for holder in holders:
-        entry = None
-        if holder.id_number in known.index:  # the card ids as the holder's centre may see them
-            found = known.loc[[holder.id_number]]
-            cards = visible_card_ids(found, [holder.org_code]).iloc[0]
-            entry = (
-                str(found["state"].iloc[0]),
-                str(cards["ehealth_card_id"]),
-                str(cards["virtual_card_num"]),
-            )
-        if entry is not None and entry[0] != STATE_ENROLLED:
+    for holder, state, card_id, virtual in zip(
+        holders, entries["state"], cards["ehealth_card_id"], cards["virtual_card_num"], strict=True
+    ):
+        if isinstance(state, str) and state != STATE_ENROLLED:
             holder = replace(holder, ehealth_card_id="", virtual_card_num="", withdrawn=True)
-        elif entry is not None and (entry[1] or entry[2]):
-            holder = replace(holder, ehealth_card_id=entry[1], virtual_card_num=entry[2])
+        elif isinstance(state, str) and (card_id or virtual):
+            holder = replace(holder, ehealth_card_id=str(card_id), virtual_card_num=str(virtual))
         checked.append(holder)
     return checked
 
@@ -257,7 +254,9 @@ def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
         return f"getImg 未成功（{code}）：{result.message}", f"getImg 未成功（{code}）：{logged}"
     png = decode_png(str(result.data.get("img", ""))) or drawn_png(str(result.data.get("qrCode", "")))
     if png is None:
-        reason = f"getImg 答复成功（{result.result_code}），但既没有有效的 PNG 图片，也没有二维码原始数据"
+        reason = (
+            f"getImg 答复成功（{result.result_code}），但既没有有效的 PNG 图片，也没有可用的二维码原始数据"
+        )
         return reason, reason
     write_atomically(path, png)
     return "", ""
@@ -271,8 +270,12 @@ def drawn_png(qr_text: str) -> bytes | None:
     """
     if not qr_text:
         return None
+    try:
+        code = segno.make(qr_text, error="m")
+    except segno.DataOverflowError:  # more than a QR code holds: the platform's answer is no QR text
+        return None
     buffer = io.BytesIO()
-    segno.make(qr_text, error="m").save(buffer, kind="png", scale=4, border=2)
+    code.save(buffer, kind="png", scale=4, border=2)
     return buffer.getvalue()
 
 
