@@ -496,6 +496,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     base_url = getattr(args, "base_url", None)
     if base_url:
         settings = settings.with_base_url(base_url)
+    if getattr(args, "log_json", False):
+        # In the settings, not only this process's log: ehc serve's workers set up their own from them.
+        settings = settings.with_json_log()
     register_secret(settings.platform.app_secret)
     # A proxy's password written into the address (https://user:password@host/...) is a secret too.
     with contextlib.suppress(ValueError):
@@ -674,10 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_dir=settings.effective_log_dir if args.command != "sandbox" else None,
             rotation=settings.logging.rotation,
             retention=settings.logging.retention,
-            json=bool(args.log_json or settings.logging.json),
+            json=settings.logging.json,
             debug=debug,
         )
-        json_log = bool(args.log_json or settings.logging.json)
+        json_log = settings.logging.json
         result = _COMMANDS[args.command](args, settings)
     except EhcError as error:
         if debug:

@@ -203,6 +203,10 @@ class Settings:
         check_base_url(url, allow_insecure_http=self.platform.allow_insecure_http, where="--base-url")
         return replace(self, platform=replace(self.platform, base_url=url))
 
+    def with_json_log(self) -> Settings:
+        """These settings logging one JSON object per line (``--log-json``), in every process they start."""
+        return replace(self, logging=replace(self.logging, json=True))
+
     @property
     def effective_log_dir(self) -> Path:
         """The log directory: ``log_dir`` or ``<state_dir>/logs``."""

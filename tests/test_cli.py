@@ -351,3 +351,30 @@ def test_an_argument_error_is_json_when_json_logs_are_asked_for(capsys: pytest.C
     records = [json.loads(line) for line in lines]  # a collector reads every line of stderr
     assert [r["record"]["level"]["name"] for r in records] == ["ERROR"]
     assert records[0]["record"]["message"].startswith("错误：命令行参数有误：--inbox")
+
+
+def test_ehc_serve_log_json_reaches_the_workers_log_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from loguru import logger
+
+    from pipeline.config import Settings
+    from pipeline.web import checking, serve
+
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    started: list[Settings] = []
+    monkeypatch.setattr(serve, "serve", lambda settings, **_: started.append(settings) or 0)
+    assert cli.main(["serve", "--log-json", "--port", "0"]) == 0
+    capsys.readouterr()
+    # A dry-run worker (a process of its own) sets its log up from the settings the server started with.
+    checking.worker_setup(started[0], 0)
+    try:
+        logger.info("网页上传 J 检查完成：5 行")
+    finally:
+        logger.remove()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [json.loads(line)["record"]["message"] for line in lines] == ["网页上传 J 检查完成：5 行"]
+    (log,) = (tmp_path / "state" / "logs").glob("ehc-*.log")
+    assert all(json.loads(line) for line in log.read_text(encoding="utf-8").splitlines())
