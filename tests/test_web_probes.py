@@ -449,3 +449,19 @@ def test_a_head_request_for_a_download_is_no_download(site: Site) -> None:
     assert clerk.get(f"/jobs/{job_id}/download/errors").status_code == 200
     assert downloads() == 1
     assert site.client("clerk_b").head(f"/jobs/{job_id}/download/errors").status_code == 404
+
+
+def test_a_head_request_for_the_qr_codes_asks_the_platform_nothing(tmp_path: Path, sandbox: Any) -> None:
+    with make_site(tmp_path / "state", sandbox.settings(), rate=50.0) as site:
+        clerk = site.client("clerk_a")
+        job_id = site.upload_sample(clerk)
+        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf})
+        assert site.wait(clerk, job_id)["state"] == "submitted"
+        looked = clerk.head(f"/jobs/{job_id}/qrcodes.zip")
+        assert looked.status_code == 200 and "qrcodes_" in looked.headers["content-disposition"]
+        assert sandbox.count("getImg") == 0  # every code is fetched again on each GET, under the run lock
+        assert not [entry for entry in site.store.audit_page(0, 200) if entry.action == "下载二维码"]
+        assert site.client("clerk_b").head(f"/jobs/{job_id}/qrcodes.zip").status_code == 404
+        assert clerk.get(f"/jobs/{job_id}/qrcodes.zip").status_code == 200
+        assert sandbox.count("getImg") == 42

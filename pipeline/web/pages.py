@@ -635,9 +635,12 @@ async def cancel(request: Request) -> Response:
 # --- downloads ------------------------------------------------------------------------------------
 
 
+def _disposition(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"}
+
+
 def _attachment(path: str, name: str, media_type: str) -> FileResponse:
-    disposition = f"attachment; filename*=UTF-8''{quote(name)}"
-    return FileResponse(path, media_type=media_type, headers={"Content-Disposition": disposition})
+    return FileResponse(path, media_type=media_type, headers=_disposition(name))
 
 
 async def download(request: Request) -> Response:
@@ -681,6 +684,13 @@ async def qrcodes(request: Request) -> Response:
     if not job.submitted_at or job.busy:
         raise Refused("此任务还没有提交完成，暂无二维码")
     kept_files(request, job)
+    name = f"qrcodes_{job.file_name.rsplit('.', 1)[0]}.zip"
+    if request.method != "GET":
+        # A HEAD (a download manager or a link preview looking first) fetches no QR code: each GET asks
+        # the platform for every enrolled resident's (dynamic) code under the run lock.
+        looked = Response(headers=_disposition(name), media_type="application/zip")
+        del looked.headers["content-length"]  # the size is not known until the codes are fetched
+        return looked
     space = workspace(request)
     try:
         written, wanted = await space.runner.qrcodes(job.id)
@@ -694,9 +704,7 @@ async def qrcodes(request: Request) -> Response:
         address=client_address(request),
     )
     files = JobFiles(space.settings.state_dir, job.id)
-    return _attachment(
-        str(files.qrcodes_zip), f"qrcodes_{job.file_name.rsplit('.', 1)[0]}.zip", "application/zip"
-    )
+    return _attachment(str(files.qrcodes_zip), name, "application/zip")
 
 
 # --- account --------------------------------------------------------------------------------------
