@@ -236,6 +236,14 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     shots.take(page, "partly-uploaded")
     assert not errors, errors
 
+    # A register larger than the proxy in front takes (nginx's client_max_body_size): its page, not ours.
+    proxy_page = "<html><center><h1>413 Request Entity Too Large</h1></center><hr>nginx</html>"
+    page.route("**/jobs", lambda route: route.fulfill(status=413, content_type="text/html", body=proxy_page))
+    page.set_input_files("#files", str(SAMPLE_XLSX))
+    page.click("#upload-button")
+    expect(page.locator("#upload-status")).to_have_text("文件过大：单次上传最多 50 MB。请拆分后分别上传")
+    page.unroute("**/jobs")
+
     # A clerk of another centre: neither the job, nor its files, nor its place in the history.
     other = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     intruder = other.new_page()

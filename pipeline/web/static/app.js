@@ -12,6 +12,16 @@
   }
 
   /* --- upload ------------------------------------------------------------------------------- */
+  /* An answer that is not the workspace's own: the proxy in front refused the body (larger than its
+     client_max_body_size) or had no answer from the server in time. Said in the clerk's terms. */
+  function notOurAnswer(status, limit) {
+    if (status === 413) { return "文件过大：单次上传最多 " + limit + "。请拆分后分别上传"; }
+    if (status === 502 || status === 503 || status === 504) {
+      return "上传失败：服务器暂时没有应答（" + status + "）。请稍后重新上传；一直失败请联系运维人员";
+    }
+    return "上传失败（" + status + "）：请刷新页面后重新上传；一直失败请联系运维人员";
+  }
+
   function setUpUpload() {
     var form = $("#upload-form");
     if (!form) { return; }
@@ -71,7 +81,7 @@
         }
         $("#upload-button").disabled = false;
         bar.hidden = true;
-        status.textContent = answer.error || ("上传失败（" + request.status + "）");
+        status.textContent = answer.error || notOurAnswer(request.status, form.dataset.limit);
         status.className = "error";
       });
       request.addEventListener("error", function () {
