@@ -611,7 +611,9 @@ def _cmd_sandbox(args: argparse.Namespace, settings: Settings) -> RunResult:
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.web.serve import serve
 
-    return RunResult(serve(settings, host=args.host, port=args.port))
+    # Its dry-run workers and submissions log from the settings, as the server's own log is set up.
+    logged = settings.with_debug_log() if args.debug else settings
+    return RunResult(serve(logged, host=args.host, port=args.port))
 
 
 def _cmd_users(args: argparse.Namespace, settings: Settings) -> RunResult:

@@ -207,6 +207,10 @@ class Settings:
         """These settings logging one JSON object per line (``--log-json``), in every process they start."""
         return replace(self, logging=replace(self.logging, json=True))
 
+    def with_debug_log(self) -> Settings:
+        """These settings logging debug lines too (``--debug``), in every process they start."""
+        return replace(self, logging=replace(self.logging, level="DEBUG"))
+
     @property
     def effective_log_dir(self) -> Path:
         """The log directory: ``log_dir`` or ``<state_dir>/logs``."""

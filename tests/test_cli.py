@@ -378,3 +378,24 @@ def test_ehc_serve_log_json_reaches_the_workers_log_too(
     assert [json.loads(line)["record"]["message"] for line in lines] == ["网页上传 J 检查完成：5 行"]
     (log,) = (tmp_path / "state" / "logs").glob("ehc-*.log")
     assert all(json.loads(line) for line in log.read_text(encoding="utf-8").splitlines())
+
+
+def test_ehc_serve_debug_reaches_the_workers_log_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loguru import logger
+
+    from pipeline.config import Settings
+    from pipeline.web import checking, serve
+
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    started: list[Settings] = []
+    monkeypatch.setattr(serve, "serve", lambda settings, **_: started.append(settings) or 0)
+    assert cli.main(["serve", "--debug", "--port", "0"]) == 0
+    capsys.readouterr()
+    checking.worker_setup(started[0], 0)  # a dry-run worker, a process of its own
+    try:
+        logger.debug("并发增至 8")
+    finally:
+        logger.remove()
+    assert "并发增至 8" in capsys.readouterr().err
