@@ -487,6 +487,15 @@ def test_phone_with_excel_text_apostrophe(tmp_path: Path) -> None:
     assert (row["sfzhm"], row["brdh"], row["status"]) == (id_number(1), "13912345678", "valid")
 
 
+def test_a_formula_behind_a_nul_is_no_live_formula_in_results_csv(tmp_path: Path) -> None:
+    # LibreOffice Calc's CSV import drops a leading NUL and runs the rest: \x00=HYPERLINK(…) became a link.
+    path = tmp_path / "nul.csv"
+    rows = [[*HEADER, "备注"], [*resident(1), '"\x00=HYPERLINK(""http://x"",""y"")"']]
+    path.write_text("\n".join(",".join(map(str, r)) for r in rows) + "\n", encoding="utf-8-sig")
+    [row] = assert_invariants(run_validate(tmp_path, path), [("nul.csv", "", 2)])
+    assert row["备注"] == "'\x00=HYPERLINK(\"http://x\",\"y\")"
+
+
 def test_single_address_column_with_a_village_named_street(tmp_path: Path) -> None:
     path = save(tmp_path / "address.xlsx", {"S": [
         [*HEADER, "现住址"], [*resident(1), "北京市海淀区中关村街道知春路1号"],

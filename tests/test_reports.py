@@ -553,9 +553,9 @@ def test_every_text_a_spreadsheet_could_start_a_formula_with_gets_an_apostrophe(
 
     from pipeline.reports.results_csv import neutralised
 
-    values = ["=1+1", "+86", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1", "张三", "", "1-2", "'=1"]
+    values = ["=1+1", "+86", "-1", "@SUM(A1)", "\t=1", "\r=1", "\n=1", "张三", "", "1-2", "'=1", "\x00=1"]
     assert neutralised(pa.array(values, pa.large_string())).to_pylist() == [
-        "'=1+1", "'+86", "'-1", "'@SUM(A1)", "'\t=1", "'\r=1", "'\n=1", "张三", "", "1-2", "'=1",
+        "'=1+1", "'+86", "'-1", "'@SUM(A1)", "'\t=1", "'\r=1", "'\n=1", "张三", "", "1-2", "'=1", "'\x00=1",
     ]  # fmt: skip
 
 

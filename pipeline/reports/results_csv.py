@@ -7,12 +7,13 @@ batch is ever held.
 
 No text value ever becomes a live formula when the file is opened in a
 spreadsheet: every text cell that starts with ``=``, ``+``, ``-``, ``@``, a
-tab, a carriage return (OWASP's advice against CSV injection) or a line feed
-(which a spreadsheet may drop before reading the rest as a formula) is written
-with a leading apostrophe, so ``=HYPERLINK(…)`` is shown as the text it is.  The
-machine columns (``source_row``, ``status``, ``result_code``,
-``ehealthCardId``, ``virtualCardNum``) hold only digits, codes and letters and
-are written as they are; a program reading the text columns back removes one
+tab, a carriage return (OWASP's advice against CSV injection), a line feed or
+a NUL (which a spreadsheet may drop before reading the rest as a formula:
+LibreOffice Calc runs ``\x00=HYPERLINK(…)``) is written with a leading
+apostrophe, so ``=HYPERLINK(…)`` is shown as the text it is.  The machine
+columns (``source_row``, ``status``, ``result_code``, ``ehealthCardId``,
+``virtualCardNum``) hold only digits, codes and letters and are written as
+they are; a program reading the text columns back removes one
 leading apostrophe from a value that starts with ``'`` followed by one of
 those characters.
 """
@@ -46,8 +47,9 @@ CARD_ID_COLUMNS: tuple[str, ...] = ("ehealthCardId", "virtualCardNum")
 #: Columns written as they are: numbers and codes a program reads back.
 MACHINE_COLUMNS: frozenset[str] = frozenset({"source_row", "status", "result_code", *CARD_ID_COLUMNS})
 
-#: First characters that make a spreadsheet read a cell as a formula (or start a DDE command).
-FORMULA_STARTS: bytes = b"=+-@\t\r\n"
+#: First characters that make a spreadsheet read a cell as a formula (or start a DDE command);
+#: a NUL is dropped by LibreOffice's CSV import, which then reads what follows it as a formula.
+FORMULA_STARTS: bytes = b"=+-@\t\r\n\x00"
 
 _BOM = b"\xef\xbb\xbf"
 _RISKY_BYTE = np.zeros(256, dtype=bool)
