@@ -257,6 +257,24 @@ def test_a_csv_register_gets_a_workbook_of_text_cells_on_its_line_numbers(tmp_pa
     assert book.sheetnames[-1] == "说明"
 
 
+@pytest.mark.parametrize(
+    ("stem", "sheet"),
+    [("'名单'", "名单"), ("名单" + "😀" * 20, "名单" + "😀" * 14), ("名单[1]:\x01", "名单_1___")],
+    ids=["apostrophes", "emoji", "control"],
+)
+def test_a_csv_whose_name_excel_takes_for_no_sheet_name_gets_its_copy(
+    tmp_path: Path, stem: str, sheet: str
+) -> None:
+    # An apostrophe at either end, more than 31 UTF-16 units (an emoji is two) or a control character
+    # made xlsxwriter refuse the sheet name: an internal error, and no report at all.
+    register = tmp_path / f"{stem}.csv"
+    lines = ["姓名,身份证号,联系电话,民族,医保类型", f"李四,{BAD_CHECK},13900000001,汉族,职工医保"]
+    register.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    [copy] = [path for name, path in paths.items() if name.startswith("annotated_")]
+    assert openpyxl.load_workbook(copy).sheetnames == [sheet, "说明"]
+
+
 def test_a_web_page_saved_as_xls_gets_a_workbook_of_text_cells_on_its_rows(tmp_path: Path) -> None:
     register = tmp_path / "导出.xls"
     cells = ["姓名", "身份证号", "联系电话", "民族", "医保类型"]

@@ -459,9 +459,25 @@ class _Lowercase:
         return isinstance(name, str) and name.lower() in self.taken
 
 
+def _within_utf16(text: str, units: int) -> str:
+    """The longest start of ``text`` of at most ``units`` UTF-16 code units (Excel counts those)."""
+    used = 0
+    for end, char in enumerate(text):
+        used += 2 if ord(char) > 0xFFFF else 1
+        if used > units:
+            return text[:end]
+    return text
+
+
 def _sheet_name(name: str, taken: set[str]) -> str:
-    base = _BAD_SHEET_CHARS.sub("_", name)[:31] or "Sheet"
-    candidate = numbered(base, _Lowercase(taken), stem=base[:28])
+    """A sheet name Excel takes, from a register's file or sheet name, not among ``taken`` (which gets it).
+
+    Excel refuses []:*?/\\, an apostrophe at either end and more than 31
+    UTF-16 units (an emoji is two); a control character would break the XML.
+    """
+    cleaned = _CONTROL_CHARS.sub("_", _BAD_SHEET_CHARS.sub("_", name))
+    base = _within_utf16(cleaned, 31).strip("'") or "Sheet"
+    candidate = numbered(base, _Lowercase(taken), stem=_within_utf16(base, 28).rstrip("'"))
     taken.add(candidate.lower())
     return candidate
 
