@@ -24,7 +24,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from pipeline.model import FIELD_LABELS
+from pipeline.model import FIELD_LABELS, QUOTED_CHARS
 from schemas.result_codes import ResultCode, describe, field_hint, field_title
 from schemas.rules import FIELD_TABLES, NUMBERS_KEPT_AS_TEXT
 from schemas.tables import code_table
@@ -238,8 +238,14 @@ _INVISIBLE = r"[\x00-\x1f\x7f]"
 
 
 def _visible(values: pd.Series) -> pd.Series:
-    """``values`` with each control character written out (``张三[U+007F]``): the clerk sees what is wrong."""
+    """``values`` as a message quotes them: each control character written out (``张三[U+007F]``),
+    so the clerk sees what is wrong, and a long value cut after :data:`QUOTED_CHARS` characters
+    with "…" (a whole 32,767-character cell quoted made a message longer than a cell holds).
+    """
     text = values.astype("str")
+    long = text.str.len().fillna(0).to_numpy() > QUOTED_CHARS
+    if long.any():
+        values = text = text.where(~long, text.str.slice(0, QUOTED_CHARS) + "…")
     found = text.str.contains(_INVISIBLE, regex=True, na=False)
     if not found.any():
         return values

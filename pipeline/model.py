@@ -124,6 +124,10 @@ class Outcome:
 #: Excel's own limit on the characters of one cell; a longer cell is a fault on its row.
 MAX_CELL_CHARS = 32_767
 
+#: Characters of a clerk's value quoted in a message or a note (the whole value is in its cell and in
+#: errors.xlsx's 原值): a message quoting a whole long cell would outgrow a cell itself.
+QUOTED_CHARS = 40
+
 #: Columns of a RawTable's reading notes: ``row`` (0-based row of ``data``), the ``header`` of the
 #: cell (``""``: the row as a whole), the result ``code``, ``severity`` and the Chinese ``message``.
 NOTE_COLUMNS: tuple[str, ...] = ("row", "header", "code", "severity", "message")

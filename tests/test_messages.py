@@ -123,6 +123,16 @@ def test_a_control_character_in_a_value_is_shown_not_hidden_in_the_message() -> 
     assert quoted == ["姓名“张三[U+007F]”", "姓名“李[U+0009]四”", "姓名“王五”"]
 
 
+def test_a_long_value_is_quoted_cut_so_the_message_fits_a_cell() -> None:
+    # A whole 32,767-character cell quoted made a message Excel cannot hold: results.xlsx, errors.xlsx
+    # and the annotated copy opened only after Excel's repair. The whole value stays in 原值.
+    written = pd.Series(["张" * 32_767, "1" * 41, "1" * 40 + "\x01", None], dtype="str")
+    shown = messages.error_messages(10110, "brdh", written).tolist()
+    quoted = [text[: text.index("”") + 1] for text in shown[:3]]
+    assert quoted == [f"联系电话“{'张' * 40}…”", f"联系电话“{'1' * 40}…”", f"联系电话“{'1' * 40}…”"]
+    assert shown[3] == "联系电话为空" and max(map(len, shown)) < 200
+
+
 @pytest.mark.parametrize(
     "phone", ["13800138000/13900139000", "13800138000、075783001234", "075783001234或13800138000"]
 )

@@ -20,7 +20,7 @@ from loguru import logger
 
 from pipeline.errors import InputError
 from pipeline.files import numbered
-from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, RawTable
+from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
 from pipeline.text.arrow import contiguous
 
@@ -257,9 +257,6 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
-#: Characters of a value quoted in a reading note.
-_QUOTED_CHARS = 40
-
 #: Result code of a reading note (the platform's "parameter error").
 NOTE_CODE = 10110
 
@@ -270,7 +267,7 @@ _SURPLUS_TOO_LONG = "表头以外的列有超过电子表格单元格上限 {lim
 
 def _quote(values: list[str]) -> str:
     text = "、".join(values)
-    return text if len(text) <= _QUOTED_CHARS else text[:_QUOTED_CHARS] + "…"
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "…"
 
 
 def _empty_column(length: int) -> pa.Array:
@@ -530,7 +527,7 @@ def _surplus_notes(columns: list[TextColumn]) -> list[tuple[int, str, int, str, 
     picked = pa.array(rows)
     taken = [contiguous(column).take(picked) for column in columns]
     lengths = np.max([pc.utf8_length(column).to_numpy(zero_copy_only=False) for column in taken], axis=0)
-    values = [pc.utf8_slice_codeunits(column, 0, _QUOTED_CHARS + 1).to_pylist() for column in taken]
+    values = [pc.utf8_slice_codeunits(column, 0, QUOTED_CHARS + 1).to_pylist() for column in taken]
     notes = []
     for k, row in enumerate(rows):
         found = [str(v).strip() for column in values if (v := column[k]) and str(v).strip()]
