@@ -152,6 +152,21 @@ def test_a_cell_longer_than_excel_allows_is_cut_just_past_the_limit(tmp_path: Pa
     assert table.notes[["row", "header", "code", "severity"]].values.tolist() == [[1, "姓名", 10110, "error"]]
 
 
+def test_a_cell_of_emoji_is_measured_as_excel_counts_it_in_utf16_units(tmp_path: Path) -> None:
+    # 20,000 emoji are 40,000 UTF-16 units: more than a cell holds, though fewer characters. Taken whole,
+    # results.xlsx, errors.xlsx and the annotated copy held them and Excel opened them only after a repair.
+    rows = register_rows(3)
+    rows[2] = (rows[2][0] + "😀" * 20_000, *rows[2][1:])
+    rows[3] = (rows[3][0] + "长" + "😀" * 20_000, *rows[3][1:])
+    [table] = read_register(write_raw_xlsx(tmp_path / "emoji.xlsx", sheet_rows(rows)))
+    units = [len(name.encode("utf-16-le")) // 2 for name in table.data["姓名"]]
+    assert units[1] == MAX_CELL_CHARS and units[2] == MAX_CELL_CHARS - 1 and units[0] < 10
+    assert table.notes[["row", "header", "severity"]].values.tolist() == [
+        [1, "姓名", "error"],
+        [2, "姓名", "error"],
+    ]
+
+
 def test_an_xls_over_the_size_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bounds, "MAX_XLS_BYTES", 1024)
     path = tmp_path / "big.xls"

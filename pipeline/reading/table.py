@@ -498,18 +498,41 @@ class TableShaper:
         return table
 
 
+#: Characters beyond U+FFFF (emoji and the rarest CJK): two UTF-16 units each.
+_ASTRAL = r"[\x{10000}-\x{10FFFF}]"
+
+
+def _excel_lengths(column: pa.Array) -> pa.Array:
+    """The length of each cell as Excel counts it against :data:`MAX_CELL_CHARS`: in UTF-16 units.
+
+    An emoji is two: a cell of 20,000 emoji is longer than a cell holds, and a
+    report quoting it opened in Excel only after a repair.
+    """
+    return pc.add(pc.utf8_length(column), pc.count_substring_regex(column, _ASTRAL))
+
+
+def _excel_cut(values: pa.Array) -> pa.Array:
+    """``values`` (the few cells too long) cut to :data:`MAX_CELL_CHARS` UTF-16 units, not inside an emoji."""
+    head = pc.utf8_slice_codeunits(values, 0, MAX_CELL_CHARS)
+    if not pc.any(pc.match_substring_regex(head, _ASTRAL)).as_py():
+        return head
+    units = 2 * MAX_CELL_CHARS
+    return pa.array(
+        [text.encode("utf-16-le")[:units].decode("utf-16-le", "ignore") for text in head.to_pylist()],
+        values.type,
+    )
+
+
 def _cut_long_cells(column: pa.Array, header: str) -> tuple[pa.Array, list[tuple[int, str, int, str, str]]]:
     """Cells longer than :data:`MAX_CELL_CHARS` cut there, and a note for each (one pass when none is)."""
     if not len(column) or (pc.max(pc.binary_length(column)).as_py() or 0) <= MAX_CELL_CHARS:
         return column, []
-    lengths = pc.utf8_length(column)
+    lengths = _excel_lengths(column)
     long = pc.fill_null(pc.greater(lengths, MAX_CELL_CHARS), False)
     if not pc.any(long).as_py():
         return column, []
     rows = np.flatnonzero(long.to_numpy(zero_copy_only=False))
-    cut = pc.replace_with_mask(
-        column, long, pc.utf8_slice_codeunits(pc.filter(column, long), 0, MAX_CELL_CHARS)
-    )
+    cut = pc.replace_with_mask(column, long, _excel_cut(pc.filter(column, long)))
     notes = [(int(row), header, NOTE_CODE, "error", _TOO_LONG.format(limit=MAX_CELL_CHARS)) for row in rows]
     return cut, notes
 
@@ -526,7 +549,7 @@ def _surplus_notes(columns: list[TextColumn]) -> list[tuple[int, str, int, str, 
         return []
     picked = pa.array(rows)
     taken = [contiguous(column).take(picked) for column in columns]
-    lengths = np.max([pc.utf8_length(column).to_numpy(zero_copy_only=False) for column in taken], axis=0)
+    lengths = np.max([_excel_lengths(column).to_numpy(zero_copy_only=False) for column in taken], axis=0)
     values = [pc.utf8_slice_codeunits(column, 0, QUOTED_CHARS + 1).to_pylist() for column in taken]
     notes = []
     for k, row in enumerate(rows):
