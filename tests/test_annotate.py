@@ -241,6 +241,50 @@ def test_edits_are_written_as_text_in_the_cells_own_style(annotated, tmp_path: P
     assert "3 个单元格" in legend
 
 
+_CALC_CHAIN_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.calcChain+xml"
+_CALC_CHAIN_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/calcChain"
+
+
+def _with_calc_chain(register: Path, target: Path) -> Path:
+    """``register`` with the calculation chain Excel saves beside formulas (its A4:A10 are =ROW()-3)."""
+    chain = "".join(f'<c r="A{row}" i="1"/>' for row in range(4, 11))
+    override = f'<Override PartName="/xl/calcChain.xml" ContentType="{_CALC_CHAIN_TYPE}"/></Types>'
+    relationship = (
+        f'<Relationship Id="rId99" Type="{_CALC_CHAIN_REL}" Target="calcChain.xml"/></Relationships>'
+    )
+    with zipfile.ZipFile(register) as source, zipfile.ZipFile(target, "w") as out:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                data = data.replace(b"</Types>", override.encode())
+            elif info.filename == "xl/_rels/workbook.xml.rels":
+                data = data.replace(b"</Relationships>", relationship.encode())
+            out.writestr(info, data)
+        main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+        out.writestr("xl/calcChain.xml", f'<calcChain xmlns="{main}">{chain}</calcChain>')
+    return target
+
+
+def test_an_edit_over_a_formula_drops_the_calculation_chain_excel_would_find_stale(
+    annotated, tmp_path: Path
+) -> None:
+    # The chain still listed A5 once an edit wrote text over its formula: Excel opened the copy only after
+    # "Removed Records: Formula from /xl/calcChain.xml". Without a chain, Excel builds its own.
+    register = _with_calc_chain(annotated[0], tmp_path / "登记表.xlsx")
+    data = ReportData(prepare_batch([register], load_settings(None)), submitted=False)
+    marked = annotate.write_annotated(tmp_path / "marked.xlsx", str(register), data, [0], {})
+    edited = annotate.write_annotated(
+        tmp_path / "edited.xlsx", str(register), data, [0], {("登记表", 5, 0): "2"}
+    )
+    with zipfile.ZipFile(marked) as kept:
+        assert "xl/calcChain.xml" in kept.namelist()  # marks change no formula: the chain is kept
+    with zipfile.ZipFile(edited) as copy:
+        assert "xl/calcChain.xml" not in copy.namelist()
+        assert b"calcChain" not in copy.read("[Content_Types].xml") + copy.read("xl/_rels/workbook.xml.rels")
+    sheet = openpyxl.load_workbook(edited)["登记表"]
+    assert (sheet["A5"].value, sheet["A5"].data_type, sheet["A6"].data_type) == ("2", "s", "f")
+
+
 def test_a_csv_register_gets_a_workbook_of_text_cells_on_its_line_numbers(tmp_path: Path) -> None:
     register = tmp_path / "名单.csv"
     lines = ["XX社区 居民名单", "姓名,身份证号,联系电话,民族,医保类型"]

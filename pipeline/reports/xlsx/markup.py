@@ -867,7 +867,7 @@ def mark_up(
     with zipfile.ZipFile(source) as archive:
         names = set(archive.namelist())
         plans, extra, styles_part, styles = _plan(archive, names, sheets, edits or {}, legend_name)
-        if extra.dropped:
+        if extra.macros:
             result.not_kept.append("宏（VBA 代码）：标注副本是 .xlsx，不含原文件中的宏，原文件中的宏不受影响")
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as out:
             deferred = {styles_part, extra.workbook_part, *extra.dropped}
@@ -902,7 +902,8 @@ class _Extra:
     legend_part: str
     first_block: int
     workbook_part: str
-    dropped: set[str]  # parts left out of the copy: a macro-enabled register's macros
+    dropped: set[str]  # parts left out of the copy: a macro-enabled register's macros, a stale calcChain
+    macros: bool = False
 
 
 _DEFINED_NAME = re.compile(rb"(<(?:\w+:)?definedName\b[^>]*>)(.*?)(</(?:\w+:)?definedName>)", re.S)
@@ -1001,6 +1002,16 @@ def _plan(
     if macros:
         workbook_rels = _without_relationships(workbook_rels, "/vbaProject")
         content_types = _without_overrides(content_types, macros)
+    chain = {
+        _resolve(main, r["Target"]) for r in relations.values() if r.get("Type", "").endswith("/calcChain")
+    }
+    if edits and chain:
+        # An edit writes text over a formula cell the calculation chain still lists: Excel then opens the
+        # copy only after "Removed Records: Formula from /xl/calcChain.xml". Without it, Excel rebuilds it.
+        workbook_rels = _without_relationships(workbook_rels, "/calcChain")
+        content_types = _without_overrides(content_types, chain)
+    else:
+        chain = set()
     content_types = _OTHER_WORKBOOK_TYPES.sub(_WORKBOOK_TYPE, content_types)
     overrides: list[bytes] = []
     taken = set(names)
@@ -1077,7 +1088,8 @@ def _plan(
         overrides.append(f'<Default Extension="vml" ContentType="{_VML_TYPE}"/>'.encode())
     at = content_types.rfind(b"</")
     replacements["[Content_Types].xml"] = content_types[:at] + b"".join(overrides) + content_types[at:]
-    return plans, _Extra(replacements, legend_part, first_block, main, macros), styles_part, styles
+    extra = _Extra(replacements, legend_part, first_block, main, macros | (chain & names), bool(macros))
+    return plans, extra, styles_part, styles
 
 
 def _macro_parts(
