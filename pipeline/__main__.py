@@ -56,9 +56,12 @@ def _leave(code: int) -> NoReturn:
     from pipeline.errors import EXIT_INTERRUPTED
 
     if code == EXIT_INTERRUPTED:
-        from loguru import logger
-
-        logger.remove()  # closes the log sinks, writing out what they hold
+        # Only a logger that was set up holds lines to write out.  Importing it here could fail: a
+        # Ctrl-C that cut an import short (asyncio's, which loguru needs) leaves the half-imported
+        # package's submodules behind, and importing it again raises NameError.
+        loguru = sys.modules.get("loguru")
+        if loguru is not None:
+            loguru.logger.remove()  # closes the log sinks, writing out what they hold
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a console already gone
                 stream.flush()

@@ -386,6 +386,29 @@ def test_python_m_pipeline_exits_130_after_a_ctrl_c_handled_inside_code_run_from
     assert done.stderr.strip() == "已中断。"
 
 
+def test_a_sigterm_that_cuts_asyncios_import_short_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
+    """The interrupt lands in asyncio's import (loguru needs it): the half-imported package's leftovers
+    made the exit's flushing of the logs import it again, and NameError ended the command with exit 1."""
+    (tmp_path / "interrupted_import.py").write_text(
+        "import runpy, sys\n"
+        "class Interrupting:\n"
+        "    fired = False\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'asyncio.events' and not Interrupting.fired:  # after asyncio.coroutines\n"
+        "            Interrupting.fired = True\n"
+        "            raise KeyboardInterrupt  # what SIGTERM becomes there\n"
+        "sys.meta_path.insert(0, Interrupting())\n"
+        "sys.argv[1:] = ['validate', 'r.csv', '--out', 'out']\n"
+        "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "interrupted_import"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
+    assert done.stderr.strip() == "已中断。"
+
+
 def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
     env = Env(tmp_path, None)
     # Long enough that the run is still going when the signal comes, however late a loaded machine lets
