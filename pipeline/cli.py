@@ -659,6 +659,20 @@ _COMMANDS = {
 }
 
 
+def _show_traceback(json_log: bool) -> None:
+    """``--debug``: the traceback of the error being handled, masked as every log line is.
+
+    An error's text may quote a cell (an ID number, a phone number) or, from a
+    library, whatever it was given.  With JSON logs it is one log record like
+    every other line of stderr, which a collector reads line by line.
+    """
+    text = mask_text(traceback.format_exc())
+    if json_log:
+        logger.debug("{}", text)
+    else:
+        sys.stderr.write(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ehc`` with ``argv``; return the exit code (never raises, but SystemExit from --help)."""
     _tolerant_console()
@@ -686,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = _COMMANDS[args.command](args, settings)
     except EhcError as error:
         if debug:
-            traceback.print_exc()
+            _show_traceback(json_log)
         logger.debug("stopped: {}", type(error).__name__)
         # In the day's log file too (and, in JSON, as stderr's line): why the night's run did nothing.
         logger.bind(fatal=True).error("错误：{}", error.message)
@@ -698,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as error:  # the last line of defence: a clerk never sees a traceback
         if debug:
-            traceback.print_exc()
+            _show_traceback(json_log)
         internal = f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持"
         logger.bind(fatal=True).error("{}", internal)
         if not json_log:

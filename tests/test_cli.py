@@ -399,3 +399,26 @@ def test_ehc_serve_debug_reaches_the_workers_log_too(
     finally:
         logger.remove()
     assert "并发增至 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("json_log", [True, False])
+def test_the_debug_traceback_is_masked_and_a_json_record_when_json_logs_are_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, json_log: bool
+) -> None:
+    import json
+
+    def explode(*args: object, **kwargs: object) -> None:  # a library quoting the cell it choked on
+        raise ValueError("invalid literal: '440604198001010011' / 13912345678")
+
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr("pipeline.dryrun.run_validate", explode)
+    args = ["validate", str(tmp_path / "a.csv"), "--out", str(tmp_path / "o"), "--debug"]
+    code = cli.main(args + (["--log-json"] if json_log else []))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" in err and "ValueError" in err
+    assert "440604198001010011" not in err and "13912345678" not in err
+    assert "440604********0011" in err and "139****5678" in err
+    if json_log:  # a collector reads every line of stderr
+        records = [json.loads(line) for line in err.splitlines() if line.strip()]
+        assert any("Traceback" in record["record"]["message"] for record in records)
+
