@@ -659,6 +659,21 @@ _COMMANDS = {
 }
 
 
+def _json_log(args: argparse.Namespace, json_log: bool | None, debug: bool) -> bool:
+    """Whether stderr speaks JSON, for the line that ends the command.
+
+    A command stopped before its settings were read (a mistake in the
+    configuration file) has no log yet: asked for ``--log-json``, it gets
+    one on stderr now, since a collector reads every line of stderr as JSON.
+    """
+    if json_log is not None:
+        return json_log
+    if not getattr(args, "log_json", False):
+        return False
+    setup_logging(json=True, debug=debug)
+    return True
+
+
 def _show_traceback(json_log: bool) -> None:
     """``--debug``: the traceback of the error being handled, masked as every log line is.
 
@@ -682,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     # loguru's default handler prints every level on stderr; until setup_logging, nothing is logged.
     logger.remove()
-    json_log = False  # the log is set up, one JSON object per line
+    json_log: bool | None = None  # the log is set up, one JSON object per line (None: not set up yet)
     try:
         settings = _settings(args)
         # The state folder holds the journal, the work key and the logs: private before anything is written.
@@ -699,6 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_log = settings.logging.json
         result = _COMMANDS[args.command](args, settings)
     except EhcError as error:
+        json_log = _json_log(args, json_log, debug)
         if debug:
             _show_traceback(json_log)
         logger.debug("stopped: {}", type(error).__name__)
@@ -708,9 +724,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit(f"错误：{error.message}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        emit("已中断。", sys.stderr)
+        if _json_log(args, json_log, debug):
+            logger.bind(fatal=True).warning("已中断。")
+        else:
+            emit("已中断。", sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # the last line of defence: a clerk never sees a traceback
+        json_log = _json_log(args, json_log, debug)
         if debug:
             _show_traceback(json_log)
         internal = f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持"

@@ -422,3 +422,17 @@ def test_the_debug_traceback_is_masked_and_a_json_record_when_json_logs_are_aske
         records = [json.loads(line) for line in err.splitlines() if line.strip()]
         assert any("Traceback" in record["record"]["message"] for record in records)
 
+
+def test_a_mistake_in_the_configuration_file_is_a_json_line_when_json_logs_are_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    config = tmp_path / "ehc.toml"
+    config.write_text('[submit]\nrate = "fast"\n', encoding="utf-8")
+    code = cli.main(["run", "--log-json", "--inbox", str(tmp_path), "--config", str(config)])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2
+    records = [json.loads(line) for line in lines]  # before the fix: the plain line 错误：配置项 …
+    assert [r["record"]["level"]["name"] for r in records] == ["ERROR"]
+    assert "[submit] rate" in records[0]["record"]["message"]
