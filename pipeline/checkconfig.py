@@ -158,7 +158,7 @@ def _log_keeping(settings: Settings) -> str:
 
 
 def _warnings(settings: Settings) -> list[str]:
-    lines = []
+    lines = [f"提示：{warning}" for warning in settings.warnings]
     if settings.submit.rate <= 0:
         lines.append("提示：[submit] rate = 0 表示不限速，只适用于本机测试平台；正式平台请设置每秒上限")
     if not settings.defaults.org_code:

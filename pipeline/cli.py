@@ -712,6 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug=debug,
         )
         json_log = settings.logging.json
+        if args.command != "check-config":  # which prints them among its own lines
+            for warning in settings.warnings:
+                logger.warning("{}", warning)
         result = _COMMANDS[args.command](args, settings)
     except EhcError as error:
         json_log = _json_log(args, json_log, debug)

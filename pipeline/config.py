@@ -197,6 +197,8 @@ class Settings:
     #: user column aliases: clerk's header -> field code
     column_aliases: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the config file read, for messages
+    #: what is unsafe about the configuration without stopping a run, one Chinese sentence each
+    warnings: tuple[str, ...] = ()
 
     def with_base_url(self, url: str) -> Settings:
         """These settings with the platform at ``url`` (``--base-url``), refused like the file's own."""
@@ -340,6 +342,30 @@ def _path(value: Any, where: str) -> Path | None:
     return Path(os.path.expanduser(value.strip()))
 
 
+def _exposed_secret(source: str, document: dict[str, Any]) -> str:
+    """A warning if the configuration file holds the app secret and every local user may read it, else "".
+
+    The secret signs for the whole district: a file of the usual mode 0644
+    hands it to anyone with a shell on the server (the environment's
+    ``EHC_APP_SECRET`` overriding it hides nothing).  Windows has no such
+    mode bits to look at.
+    """
+    platform = document.get("platform", {})
+    if not source or os.name != "posix" or not str(platform.get("app_secret", "")).strip():
+        return ""
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return ""
+    if not mode & 0o004:
+        return ""
+    return (
+        f"配置文件 {source} 中写有应用密钥，且本机所有用户都能读取（权限 {mode & 0o777:04o}）："
+        "请把密钥移到环境变量 EHC_APP_SECRET（见 docs/operations.md）并从文件中删去，"
+        f"或执行 chmod 600 {source}"
+    )
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read the TOML file at ``path`` (if any), apply ``env`` overrides, return Settings.
 
@@ -405,5 +431,6 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         log_dir=log_dir,
         column_aliases={str(k).strip(): v.strip() for k, v in aliases.items()},
         source=source,
+        warnings=tuple(filter(None, [_exposed_secret(source, document)])),
         **built,
     )

@@ -293,3 +293,20 @@ def test_a_configuration_saved_by_notepad_with_a_bom_is_read(tmp_path: Path) -> 
     path = tmp_path / "ehc.toml"
     path.write_bytes(b"\xef\xbb\xbf" + '[defaults]\ndzsf = "广东省"\n'.encode())
     assert load_settings(path, env={}).defaults.dzsf == "广东省"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes")
+def test_a_secret_in_a_file_every_local_user_may_read_is_warned_of(tmp_path: Path) -> None:
+    path = tmp_path / "ehc.toml"
+    path.write_text('[platform]\napp_id = "abc"\napp_secret = "s3cr3t-in-the-file"\n', encoding="utf-8")
+    path.chmod(0o644)
+    (warning,) = load_settings(path, env={}).warnings
+    assert str(path) in warning and "0644" in warning and "EHC_APP_SECRET" in warning
+    assert "s3cr3t" not in warning
+    # The environment's secret wins, but the file still shows its own to everyone.
+    assert load_settings(path, env={"EHC_APP_SECRET": "other"}).warnings == (warning,)
+    path.chmod(0o640)  # readable by the service's group only, as operations.md sets up ehc.env
+    assert load_settings(path, env={}).warnings == ()
+    path.chmod(0o644)
+    path.write_text('[platform]\napp_id = "abc"\n', encoding="utf-8")
+    assert load_settings(path, env={"EHC_APP_SECRET": "s3cr3t"}).warnings == ()
