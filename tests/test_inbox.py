@@ -674,3 +674,19 @@ def test_a_file_name_with_a_line_break_cannot_forge_a_line_of_the_run_summary(
     write_csv(inbox / "a\n02:00:00 收件箱运行结束，退出码 0\x1b[2J.csv", range(0, 2))
     text = format_run(run_inbox(inbox, tmp_path / "out", settings))
     assert "\x1b" not in text and not any(line.startswith("02:00:00") for line in text.splitlines())
+
+
+def test_a_missing_app_secret_stops_the_run_before_any_file_is_touched(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    from pipeline.errors import ConfigError
+
+    write_csv(inbox / "a.csv", range(0, 2))
+    unset = replace(settings, platform=replace(settings.platform, app_secret=""))
+    with pytest.raises(ConfigError) as stopped:
+        run_inbox(inbox, tmp_path / "out", unset)
+    assert "EHC_APP_SECRET" in stopped.value.message and stopped.value.exit_code == 2
+    assert (inbox / "a.csv").exists() and not (tmp_path / "out").exists()  # no reports blamed on a.csv
+    assert not (tmp_path / "state" / "journal.sqlite").exists() and _calls(sandbox) == 0
+    dry = run_inbox(inbox, tmp_path / "dry", unset, dry_run=True)  # a dry run needs no secret
+    assert [f.status for f in dry.files] == ["processed"]

@@ -42,7 +42,15 @@ from typing import Any
 from loguru import logger
 
 from pipeline.config import Settings
-from pipeline.errors import EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_NOT_OK, EhcError, InputError
+from pipeline.errors import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_NOT_OK,
+    ConfigError,
+    EhcError,
+    InputError,
+)
 from pipeline.files import ExistingNames, describe_os_error, explain_os_error, fitting_name, numbered
 from pipeline.inbox.summary import (
     DRY_RUN_DAY_SUFFIX,
@@ -495,8 +503,9 @@ def run_inbox(
     """Process every new register in ``inbox``; write ``summary.json``; return what happened.
 
     Raises :class:`LockHeld` (exit 3) if another run holds the lock of
-    ``settings.state_dir``, and :class:`InputError` if ``inbox`` is not a
-    folder.  A fatal fault during a file (platform unreachable,
+    ``settings.state_dir``, :class:`InputError` if ``inbox`` is not a
+    folder, and :class:`ConfigError` if the app id or secret is not set (a
+    real run).  A fatal fault during a file (platform unreachable,
     authentication refused, Ctrl-C/SIGTERM) stops the run: that file and the
     ones after it stay in the inbox, the summary is written, and
     ``exit_code`` is 2 (130 when interrupted).
@@ -504,6 +513,13 @@ def run_inbox(
     inbox, out_root = Path(inbox), Path(out_root)
     if not inbox.is_dir():
         raise InputError("收件箱目录不存在或不是文件夹", file=str(inbox), fix="检查 --inbox 的路径")
+    if not dry_run:
+        from pipeline.submission.submit import missing_credentials
+
+        # Known before any file is touched: found after the first file was read, it was blamed on that
+        # file, which got a folder of reports and an unfinished record every night until it was set.
+        if missing := missing_credentials(settings):
+            raise ConfigError(f"{missing}，无法提交。请设置后重新运行（收件箱中的文件都未动）")
     command = f"ehc run --inbox {inbox}"
     lock = contextlib.nullcontext() if dry_run else run_lock(settings.state_dir, command=command)
     with lock as held, interrupt_on_signals(), Journal(settings.journal_path) as journal:

@@ -292,14 +292,19 @@ def _platform_client(settings: Settings, rate: float | None, concurrency: int) -
     return PlatformClient(settings.platform, settings.state_dir, rate=rate, pool_size=concurrency)
 
 
-def _check_credentials(settings: Settings) -> None:
+def missing_credentials(settings: Settings) -> str:
+    """Which of the app's credentials are not set, as the start of a sentence (``缺少应用密钥…``), or ""."""
     missing = []
     if not settings.platform.app_id:
         missing.append("应用 ID（环境变量 EHC_APP_ID 或配置 [platform] app_id）")
     if not settings.platform.app_secret:
         missing.append("应用密钥（环境变量 EHC_APP_SECRET）")
-    if missing:
-        raise ConfigError(f"缺少{'和'.join(missing)}，无法提交。请设置后重新运行；校验报告已写出")
+    return f"缺少{'和'.join(missing)}" if missing else ""
+
+
+def _check_credentials(settings: Settings) -> None:
+    if missing := missing_credentials(settings):
+        raise ConfigError(f"{missing}，无法提交。请设置后重新运行；校验报告已写出")
 
 
 def _check_org_code(missing: int) -> None:
