@@ -690,3 +690,20 @@ def test_a_missing_app_secret_stops_the_run_before_any_file_is_touched(
     assert not (tmp_path / "state" / "journal.sqlite").exists() and _calls(sandbox) == 0
     dry = run_inbox(inbox, tmp_path / "dry", unset, dry_run=True)  # a dry run needs no secret
     assert [f.status for f in dry.files] == ["processed"]
+
+
+def test_a_file_done_but_not_moved_is_said_so_in_the_printed_summary_and_the_run_not_said_stopped(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    from pipeline.inbox.summary import format_run
+
+    write_csv(inbox / "a.csv", range(0, 2))
+    write_csv(inbox / "b.csv", range(2, 4))
+    (inbox / "processed").write_text("a file where the folder should be")
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert result.exit_code == 2 and [f.status for f in result.files] == ["processed", "processed"]
+    text = format_run(result)
+    assert text.count("注意：已处理，但文件无法移出收件目录") == 2  # was shown only in summary.json
+    assert "运行已停止" not in text and "无法移出收件目录" in text.splitlines()[-1]
+    summary = json.loads((tmp_path / "out" / "last-summary.json").read_text(encoding="utf-8"))
+    assert summary["exit_meaning"] == text.splitlines()[-1].split("：", 1)[1]

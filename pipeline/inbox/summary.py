@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.errors import EXIT_FATAL
 from pipeline.files import ExistingNames, numbered, write_atomically
 from pipeline.logs import printable
 from pipeline.model import GOOD_STATUSES, STATUS_LABELS, Batch, RunResult
@@ -51,6 +52,9 @@ FILE_STATUS_LABELS: dict[str, str] = {
 #: (kill -9, power cut, out of memory): the files finished so far are in it, as they are in the journal.
 MEANING_UNFINISHED = "运行尚未结束：仍在运行，或进程被意外终止（断电、被强制结束、内存不足）"
 
+
+#: Exit 2 of a run that went on to the end: a file was taken in but could not be moved out of the inbox.
+MEANING_NOT_MOVED = "严重错误：有文件无法移出收件目录（原因见该文件），每次运行都会再遇到，请处理后重新运行"
 
 EXIT_MEANINGS: dict[int, str] = {
     0: "一切正常",
@@ -179,12 +183,26 @@ class InboxResult(RunResult):
             "duration_seconds": self.duration_seconds,
             "complete": not self.under_way,
             "exit_code": None if self.under_way else self.exit_code,
-            "exit_meaning": MEANING_UNFINISHED if self.under_way else EXIT_MEANINGS.get(self.exit_code, ""),
+            "exit_meaning": self.exit_meaning,
             "stale_lock_taken_over": self.taken_over,
             "files": [o.as_json() for o in self.files],
             "ignored": self.ignored,
             "totals": self.totals(),
         }
+
+    @property
+    def exit_meaning(self) -> str:
+        """What the exit code says of this run, in Chinese.
+
+        An exit 2 with no file stopped at is a file that was done and could not
+        leave the inbox: the run went on with the others, it did not stop.
+        """
+        if self.under_way:
+            return MEANING_UNFINISHED
+        stopped = any(outcome.status in (FILE_ERROR, FILE_INTERRUPTED) for outcome in self.files)
+        if self.exit_code == EXIT_FATAL and not stopped:
+            return MEANING_NOT_MOVED
+        return EXIT_MEANINGS.get(self.exit_code, "")
 
     @property
     def text(self) -> str:
@@ -209,6 +227,8 @@ def _file_line(outcome: InboxFile) -> str:
     line = f"  [{label}] {outcome.name}"
     if outcome.status == FILE_PROCESSED:
         line += f"：{outcome.rows} 行（{_status_counts_text(outcome.statuses) or '无数据行'}）"
+        if outcome.message:  # done, but something about it needs the operator (it could not be moved)
+            line += f"\n      注意：{outcome.message}"
     elif outcome.message:
         line += f"：{outcome.message}"
     if outcome.out_dir:
@@ -251,7 +271,7 @@ def format_run(result: InboxResult) -> str:
         lines.append(f"忽略 {len(result.ignored)} 个非登记表文件：{'、'.join(result.ignored)}")
     if result.summary_path:
         lines.append(f"运行汇总：{result.summary_path}")
-    lines.append(f"退出码 {result.exit_code}：{EXIT_MEANINGS.get(result.exit_code, '')}")
+    lines.append(f"退出码 {result.exit_code}：{result.exit_meaning}")
     return "\n".join(lines)
 
 
