@@ -131,3 +131,30 @@ def test_a_work_file_name_shown_in_a_message_is_not_masked_as_an_id_number() -> 
 
     name = scratch_name("ehc-submit")
     assert mask_text(name) == name  # an error naming it (a full disk) names the real file
+
+
+def test_a_nightly_run_removes_what_a_killed_run_left_in_a_files_report_folder(tmp_path: Path) -> None:
+    """The killed run's file is taken again into ``<stem>-2``: no later run writes into its first folder."""
+    from datetime import date, timedelta
+
+    from pipeline.config import PlatformSettings, Settings
+    from pipeline.inbox.run import run_inbox
+
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    today = date.today()
+    folders = [out / today.isoformat() / "名单", out / f"{today - timedelta(days=1)}-dry-run" / "名单-2",
+               out / str(today - timedelta(days=40)) / "旧"]  # fmt: skip
+    dead = _gone_pid()
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "results.csv").write_text("the killed run's own report\n", encoding="utf-8")
+        work = folder / _named_like("ehc-submit", dead)
+        work.mkdir()
+        (work / "rows.arrow").write_bytes(b"x" * 1000)
+        _aged(work, LEFTOVER_AGE_SECONDS + 60)
+    credentials = PlatformSettings(app_id="app", app_secret="secret")
+    settings = Settings(platform=credentials, state_dir=tmp_path / "state")
+    assert run_inbox(inbox, out, settings).exit_code == 0  # nothing to do, and no call made
+    assert [sorted(p.name for p in folder.iterdir()) for folder in folders[:2]] == [["results.csv"]] * 2
+    assert len(list(folders[2].iterdir())) == 2  # older than a week: not looked through every night

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,14 @@ from pipeline.errors import (
     EhcError,
     InputError,
 )
-from pipeline.files import ExistingNames, describe_os_error, explain_os_error, fitting_name, numbered
+from pipeline.files import (
+    ExistingNames,
+    describe_os_error,
+    explain_os_error,
+    fitting_name,
+    numbered,
+    sweep_leftovers,
+)
 from pipeline.inbox.summary import (
     DRY_RUN_DAY_SUFFIX,
     FILE_DUPLICATE,
@@ -84,6 +91,8 @@ FAILED_DIR = "failed"
 REASON_SUFFIX = ".reason.txt"
 #: Pause between the two size checks of the settle test (only when settle_seconds > 0).
 RECHECK_SECONDS = 1.0
+#: Days back whose files' report folders each run looks through for what a killed run left there.
+SWEEP_DAYS = 7
 
 __all__ = ["InboxFile", "InboxResult", "run_inbox", "scan_inbox"]
 
@@ -193,6 +202,33 @@ def _results_dir(day_dir: Path, stem: str) -> Path:
         with contextlib.suppress(FileExistsError):
             target.mkdir()
             return target
+
+
+def sweep_killed_runs(out_root: Path, today: date) -> None:
+    """Remove what killed runs left in the report folders of the last :data:`SWEEP_DAYS` days' runs.
+
+    A run killed outright (``kill -9``, out of memory, a power cut) leaves its
+    work files in the file's report folder: the rows kept between checking and
+    sending, as large as the register, and half-written reports.  The file is
+    taken again into a new folder (``<stem>-2``), so no later run writes into
+    that one, where :func:`~pipeline.files.sweep_leftovers` would have found
+    them.  Only what it removes goes: a live run's files and young ones stay.
+    """
+    try:
+        days = [entry for entry in out_root.iterdir() if entry.is_dir() and not entry.is_symlink()]
+    except OSError:
+        return
+    for day in days:
+        try:
+            when = date.fromisoformat(day.name.removesuffix(DRY_RUN_DAY_SUFFIX))
+        except ValueError:
+            continue
+        if (today - when).days > SWEEP_DAYS:
+            continue
+        with contextlib.suppress(OSError):
+            for folder in [entry for entry in day.iterdir() if entry.is_dir() and not entry.is_symlink()]:
+                for leftover in sweep_leftovers(folder):
+                    logger.info("已清理被中断的运行在 {} 留下的临时文件 {}", folder, leftover.name)
 
 
 def decoded_name(name: str) -> str | None:
@@ -525,6 +561,7 @@ def run_inbox(
     with lock as held, interrupt_on_signals(), Journal(settings.journal_path) as journal:
         run = _Run(inbox, out_root, settings, dry_run, (now or datetime.now()).astimezone(), journal)
         logger.info("收件箱运行开始：{}{}", inbox, "（试运行）" if dry_run else "")
+        sweep_killed_runs(out_root, run.started_at.date())
         registers, ignored = scan_inbox(inbox)
         ready, waiting = split_settled(registers, run.started_at, settings.inbox.settle_seconds)
         # Renamed once settled: a rename changes the inode's time of change, which the settle check reads.
