@@ -707,3 +707,21 @@ def test_a_file_done_but_not_moved_is_said_so_in_the_printed_summary_and_the_run
     assert "运行已停止" not in text and "无法移出收件目录" in text.splitlines()[-1]
     summary = json.loads((tmp_path / "out" / "last-summary.json").read_text(encoding="utf-8"))
     assert summary["exit_meaning"] == text.splitlines()[-1].split("：", 1)[1]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
+def test_processed_and_failed_as_links_out_of_the_inbox_are_not_followed(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    """Whoever drops files into the inbox can leave such links: every file would land where they point."""
+    elsewhere = {name: tmp_path / f"elsewhere-{name}" for name in ("processed", "failed")}
+    for name, target in elsewhere.items():
+        target.mkdir()
+        (inbox / name).symlink_to(target)
+    write_csv(inbox / "a.csv", range(0, 2))
+    (inbox / "bad.xlsx").write_bytes(b"not a register")
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert [list(target.iterdir()) for target in elsewhere.values()] == [[], []]
+    assert (inbox / "a.csv").exists() and (inbox / "bad.xlsx").exists()
+    assert result.exit_code == 2 and all("符号链接" in f.message for f in result.files)
+    assert sandbox.residents() == 2

@@ -280,9 +280,37 @@ def _text_named(registers: list[Path], dry_run: bool) -> tuple[list[Path], list[
     return sorted(kept, key=lambda path: path.name), left
 
 
+class NotAFolder(OSError):
+    """``processed/`` or ``failed/`` is a symbolic link (or a file), not a folder of the inbox."""
+
+
+def _inbox_folder(folder: Path) -> Path:
+    """``folder`` (``processed/``, ``failed/``), made if missing; never through a link.
+
+    Whoever may drop files into the inbox may also leave a link of that name
+    there: followed, every register and reason note would be written wherever
+    it points (another centre's share, the state folder), as the service user.
+    """
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir()
+    if not stat.S_ISDIR(os.lstat(folder).st_mode):
+        raise NotAFolder(errno.ENOTDIR, "not a folder", str(folder))
+    return folder
+
+
+def _moving_failed(error: OSError, path: Path, folder: str) -> str:
+    """Why ``path`` could not be moved into the inbox's ``folder``, with what to do, in Chinese."""
+    if isinstance(error, NotAFolder):
+        return (
+            f"无法把 {printable(path.name)} 移到 {folder}/：收件目录中的 {folder} 不是文件夹"
+            f"（是符号链接或文件），为安全起见不往里移。处理办法：删除或移走它，下次运行自建 {folder} 文件夹"
+        )
+    return describe_os_error(error, f"把 {printable(path.name)} 移到", f"{folder}/")
+
+
 def _move(path: Path, folder: Path) -> Path:
     """Move ``path`` into ``folder`` (a rename on the inbox's own filesystem), never overwriting."""
-    folder.mkdir(exist_ok=True)
+    _inbox_folder(folder)
     target = _unique(folder / fitting_name(path.name, room=4))
     os.replace(path, target)
     return target
@@ -290,7 +318,7 @@ def _move(path: Path, folder: Path) -> Path:
 
 def _write_reason(failed_dir: Path, path: Path, outcome: InboxFile, when: datetime) -> Path:
     """Write ``<name>.reason.txt`` where ``path`` will land in ``failed/``; return the landing path."""
-    failed_dir.mkdir(exist_ok=True)
+    _inbox_folder(failed_dir)
 
     def taken(candidate: Path) -> bool:
         return candidate.exists() or candidate.with_name(candidate.name + REASON_SUFFIX).exists()
@@ -450,7 +478,7 @@ class _Run:
         except OSError as error:
             # Recorded as processed already: the next run sees the same hash and only retries the move.
             # The run does not end "all well" (exit 2): the folder needs the operator, every night.
-            message = describe_os_error(error, f"把 {printable(path.name)} 移到", f"{PROCESSED_DIR}/")
+            message = _moving_failed(error, path, PROCESSED_DIR)
             logger.error("{}", message)
             outcome.message = f"已处理，但文件无法移出收件目录：{message}"
             outcome.exit_code = EXIT_FATAL
@@ -497,7 +525,7 @@ class _Run:
             os.replace(path, target)
             outcome.moved_to = target
         except OSError as error:
-            moving = describe_os_error(error, f"把 {printable(path.name)} 移到", f"{FAILED_DIR}/")
+            moving = _moving_failed(error, path, FAILED_DIR)
             logger.error("{}", moving)
             outcome.message = f"{message}；且文件无法移出收件目录：{moving}"
             outcome.exit_code = EXIT_FATAL
