@@ -366,6 +366,22 @@ def _exposed_secret(source: str, document: dict[str, Any]) -> str:
     )
 
 
+def _relative_state_dir(state_dir: Path) -> str:
+    """A warning if the state folder is a relative path, else "".
+
+    Each run would look for it under the folder it was started in (cron's,
+    systemd's, the operator's own): another folder, another journal, and the
+    residents enrolled from the first would be sent again.
+    """
+    if state_dir.is_absolute():
+        return ""
+    return (
+        f"状态目录 {state_dir} 是相对路径，随运行时的当前目录而变（现为 {state_dir.absolute()}）："
+        "在别的目录运行会用另一份提交记录，已办理的居民会被再次发送。"
+        "请在 [paths] state_dir 或环境变量 EHC_STATE_DIR 中写绝对路径"
+    )
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read the TOML file at ``path`` (if any), apply ``env`` overrides, return Settings.
 
@@ -431,6 +447,6 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         log_dir=log_dir,
         column_aliases={str(k).strip(): v.strip() for k, v in aliases.items()},
         source=source,
-        warnings=tuple(filter(None, [_exposed_secret(source, document)])),
+        warnings=tuple(filter(None, [_exposed_secret(source, document), _relative_state_dir(state_dir)])),
         **built,
     )

@@ -310,3 +310,13 @@ def test_a_secret_in_a_file_every_local_user_may_read_is_warned_of(tmp_path: Pat
     path.chmod(0o644)
     path.write_text('[platform]\napp_id = "abc"\n', encoding="utf-8")
     assert load_settings(path, env={"EHC_APP_SECRET": "s3cr3t"}).warnings == ()
+
+
+def test_a_relative_state_folder_is_warned_of(tmp_path: Path) -> None:
+    """Started from another folder (cron, systemd, by hand), a run would use another journal."""
+    (warning,) = load_settings(None, env={"EHC_STATE_DIR": "state"}).warnings
+    assert "相对路径" in warning and str(Path("state").absolute()) in warning
+    path = tmp_path / "ehc.toml"
+    path.write_text('[paths]\nstate_dir = "var/ehc"\n', encoding="utf-8")
+    assert len(load_settings(path, env={}).warnings) == 1
+    assert load_settings(None, env={"EHC_STATE_DIR": str(tmp_path)}).warnings == ()
