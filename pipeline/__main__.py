@@ -4,11 +4,13 @@ Importing the command line (pandas, pyarrow, pandera) takes about a second,
 and the interpreter's teardown after a run about half of one.  In neither is a
 run's own signal handling in place: Ctrl-C printed a ``KeyboardInterrupt``
 traceback and SIGTERM ended the process with no documented exit code.  So
-here a signal during the imports ends the command with the one line
-``已中断。`` and exit 130 (nothing has been done yet), and once the command
-has returned its exit code, signals are ignored for the moments the
-interpreter needs to exit with that code (the run is over, its reports are
-written).
+here SIGTERM is Ctrl-C from the first import on: a signal during the imports,
+or before the command has set up its own handling (reading the settings,
+taking the run lock), ends the command with the one line ``已中断。`` and
+exit 130 (nothing has been done yet); a command's own handling takes over
+within it and gives it back.  Once the command has returned its exit code,
+signals are ignored for the moments the interpreter needs to exit with that
+code (the run is over, its reports are written).
 """
 
 import contextlib
@@ -28,11 +30,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def run() -> int:
     """Run ``ehc`` with the process's arguments; the exit code."""
     try:  # first thing: every import of the package happens inside
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            from pipeline.cli import main
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        from pipeline.cli import main
+
         code = main()
     except KeyboardInterrupt:
         from pipeline.errors import EXIT_INTERRUPTED

@@ -409,6 +409,27 @@ def test_a_sigterm_that_cuts_asyncios_import_short_is_exit_130_without_a_traceba
     assert done.stderr.strip() == "已中断。"
 
 
+def test_a_sigterm_after_the_imports_and_before_the_commands_own_handling_is_exit_130(tmp_path: Path) -> None:
+    """``systemctl stop`` while the settings are read or the lock taken: the default action of SIGTERM
+    ended the process (-15), not the documented 130."""
+    (tmp_path / "stopped_early.py").write_text(
+        "import os, runpy, signal, sys, time\n"
+        "import pipeline.cli\n"
+        "def settings(args):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n"
+        "pipeline.cli._settings = settings\n"
+        "sys.argv[1:] = ['run', '--inbox', '.']\n"
+        "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "stopped_early"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
+    assert done.stderr.strip() == "已中断。"
+
+
 def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
     env = Env(tmp_path, None)
     # Long enough that the run is still going when the signal comes, however late a loaded machine lets

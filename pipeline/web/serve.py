@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import signal
 import socket
 import sys
 
@@ -70,6 +71,10 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
     )  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
     print(f"ehc 工作台已启动：http://{shown}:{bound}/", flush=True)
+    # uvicorn stops gracefully on SIGTERM, then raises it again under the handler it found: the default
+    # one ends the process by that signal, which systemd counts as a clean stop (the command line's own,
+    # Ctrl-C, would be exit 130, a failed unit).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
