@@ -725,3 +725,24 @@ def test_processed_and_failed_as_links_out_of_the_inbox_are_not_followed(
     assert (inbox / "a.csv").exists() and (inbox / "bad.xlsx").exists()
     assert result.exit_code == 2 and all("符号链接" in f.message for f in result.files)
     assert sandbox.residents() == 2
+
+
+def test_the_reason_a_register_could_not_be_read_gives_advice_the_nightly_run_can_follow(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    """ehc run takes no --mapping and no --sheet: the configuration's [columns] does what --mapping does."""
+    (inbox / "noid.csv").write_text("姓名,电话\n王五,13912340000\n", encoding="utf-8")
+    book = openpyxl.Workbook()
+    book.active.title = "说明"
+    book.active.append(["填表说明"])
+    hidden = book.create_sheet("登记表")
+    hidden.append(HEADERS)
+    hidden.append(_row(1))
+    hidden.sheet_state = "hidden"
+    book.save(inbox / "hidden.xlsx")
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    assert [f.status for f in result.files] == ["failed", "failed"]
+    reasons = [p.read_text(encoding="utf-8") for p in sorted((inbox / "failed").glob("*.reason.txt"))]
+    for text in [*reasons, *(f.message for f in result.files)]:
+        assert "--mapping" not in text and "--sheet" not in text, text
+    assert "[columns]" in result.files[1].message and "取消隐藏" in result.files[0].message

@@ -30,6 +30,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 import time
 import uuid
@@ -95,6 +96,24 @@ RECHECK_SECONDS = 1.0
 SWEEP_DAYS = 7
 
 __all__ = ["InboxFile", "InboxResult", "run_inbox", "scan_inbox"]
+
+
+#: The command line's advice in why a file could not be read, as the nightly run takes it: it has no
+#: --mapping or --sheet, the configuration's [columns] does what --mapping does.
+_ADVICE = (
+    (
+        re.compile(r"或用 --mapping 指定对应关系"),
+        "或在配置文件的 [columns] 中写明对应关系（见 docs/configuration.md）",
+    ),
+    (re.compile(r"，或加 --sheet .* 指定读取它$"), ""),
+)
+
+
+def for_inbox(message: str) -> str:
+    """``message`` (a reason a file could not be read) with advice the nightly run can follow."""
+    for advice, instead in _ADVICE:
+        message = advice.sub(instead, message)
+    return message
 
 
 def _is_scratch(name: str) -> bool:
@@ -509,6 +528,7 @@ class _Run:
         return outcome
 
     def _failed(self, path: Path, outcome: InboxFile, message: str) -> InboxFile:
+        message = for_inbox(message)
         outcome.status, outcome.message, outcome.finished_at = FILE_FAILED, message, self.clock()
         logger.error("{} 无法读取：{}", path.name, message)
         if self.dry_run:
