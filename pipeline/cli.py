@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import io
 import math
+import os
 import re
 import sys
 import traceback
@@ -543,7 +544,10 @@ def _cmd_submit(args: argparse.Namespace, settings: Settings) -> RunResult:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> RunResult:
     from pipeline.inbox import run as inbox
 
-    out = args.out or args.inbox.parent / f"{args.inbox.name}-results"
+    # Named from the folder itself: "--inbox ." has no name of its own, and its results went to a
+    # folder "-results" inside the inbox.
+    folder = Path(os.path.abspath(args.inbox))
+    out = args.out or folder.parent / f"{folder.name}-results"
     return inbox.run_inbox(args.inbox, out, settings, dry_run=args.dry_run)
 
 

@@ -746,3 +746,16 @@ def test_the_reason_a_register_could_not_be_read_gives_advice_the_nightly_run_ca
     for text in [*reasons, *(f.message for f in result.files)]:
         assert "--mapping" not in text and "--sheet" not in text, text
     assert "[columns]" in result.files[1].message and "取消隐藏" in result.files[0].message
+
+
+@pytest.mark.parametrize("given", [".", "./", "../inbox"])
+def test_the_default_results_folder_is_beside_the_inbox_however_it_is_named(
+    tmp_path: Path, inbox: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    from pipeline import cli
+
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(inbox)
+    assert cli.main(["run", "--inbox", given, "--dry-run"]) == 0
+    assert (tmp_path / "inbox-results" / "last-dry-run-summary.json").is_file()
+    assert [p.name for p in inbox.iterdir()] == []  # not "-results" inside the inbox
