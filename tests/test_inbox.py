@@ -759,3 +759,28 @@ def test_the_default_results_folder_is_beside_the_inbox_however_it_is_named(
     assert cli.main(["run", "--inbox", given, "--dry-run"]) == 0
     assert (tmp_path / "inbox-results" / "last-dry-run-summary.json").is_file()
     assert [p.name for p in inbox.iterdir()] == []  # not "-results" inside the inbox
+
+
+def test_a_register_replaced_before_it_is_read_leaves_its_first_version_to_be_taken_in(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashed, then replaced (the clerk saved it again) before it was read: what was sent is the new version,
+    so the first one's content is not recorded as done; dropped in again, it is not a duplicate."""
+    out = tmp_path / "out"
+    first = write_csv(tmp_path / "first.csv", range(0, 3))
+    shutil.copy(first, inbox / "a.csv")
+    original = inbox_module._Run._submit
+
+    def replaced_before_reading(run: Any, path: Path, out_dir: Path) -> Any:
+        os.replace(write_csv(inbox / ".a.csv.part", range(10, 13)), path)
+        return original(run, path, out_dir)
+
+    monkeypatch.setattr(inbox_module._Run, "_submit", replaced_before_reading)
+    run_inbox(inbox, out, settings)
+    monkeypatch.undo()
+    assert sandbox.residents() == 3  # the new version's
+    run_inbox(inbox, out, settings)  # the new version again: moved, nobody sent twice
+    shutil.copy(first, inbox / "a-again.csv")
+    again = run_inbox(inbox, out, settings)
+    assert [f.status for f in again.files] == ["processed"]  # was "duplicate": its residents never sent
+    assert sandbox.residents() == 6

@@ -456,6 +456,16 @@ class _Run:
             return self._stopped(outcome, FILE_INTERRUPTED, "运行被中断", EXIT_INTERRUPTED)
         outcome.take_counts(counts)
         outcome.finished_at = self.clock()
+        if self._replaced(path):
+            # What was read may be the new version: the content hashed is not recorded as done (dropped
+            # again, it would be set aside as a duplicate, its residents never sent). The new version
+            # stays for the next run; the journal keeps anyone it enrolled from being sent twice.
+            if not self.dry_run:
+                self.journal.record_file(
+                    outcome.sha256, path.name, FILE_PROCESSED, outcome.out_dir, outcome.started_at, None
+                )
+            outcome.message = "处理期间文件被换成了新版本：新版本留在收件目录，下次运行处理"
+            return outcome
         self.hashes_done.add(outcome.sha256)
         if not self.dry_run:
             self.journal.record_file(
