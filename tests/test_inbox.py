@@ -784,3 +784,21 @@ def test_a_register_replaced_before_it_is_read_leaves_its_first_version_to_be_ta
     again = run_inbox(inbox, out, settings)
     assert [f.status for f in again.files] == ["processed"]  # was "duplicate": its residents never sent
     assert sandbox.residents() == 6
+
+
+def test_rows_that_failed_to_send_are_told_how_to_be_sent_again_since_the_next_run_will_not(
+    settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Their messages say running the same command sends them again: the nightly run takes the processed
+    file in again only as a duplicate (docs/operations.md: ehc submit the file instead)."""
+    from pipeline.inbox.summary import format_run
+
+    write_csv(inbox / "a.csv", range(0, 3))
+    counts = {"rows": 3, "by_status": {"enrolled": 1, "failed": 2}, "by_code": {}, "warnings_by_code": {},
+              "problems": []}  # fmt: skip
+    monkeypatch.setattr(inbox_module._Run, "_submit", lambda run, path, out_dir: counts)
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    (outcome,) = result.files
+    assert outcome.status == "processed" and outcome.moved_to == inbox / "processed" / "a.csv"
+    assert "2 行发送失败" in outcome.message and f"ehc submit {outcome.moved_to}" in outcome.message
+    assert f"注意：{outcome.message}" in format_run(result)

@@ -31,6 +31,7 @@ import errno
 import hashlib
 import os
 import re
+import shlex
 import stat
 import time
 import uuid
@@ -75,7 +76,7 @@ from pipeline.inbox.summary import (
     write_summary,
 )
 from pipeline.logs import printable
-from pipeline.model import ReadOptions
+from pipeline.model import STATUS_FAILED, ReadOptions
 from pipeline.reading.isolated import ReadLimits
 from pipeline.reading.register import REGISTER_SUFFIXES, ReadPolicy, not_regular, reading_policy
 from pipeline.state.journal import Journal
@@ -477,6 +478,16 @@ class _Run:
                 outcome.finished_at,
             )
             outcome.moved_to = self._move_processed(path, outcome)
+            failed = outcome.statuses.get(STATUS_FAILED, 0)
+            if failed and outcome.moved_to is not None:
+                # Their messages say that running the same command sends them again: true of ehc submit,
+                # not of this run, which takes a processed file in again only as a duplicate.
+                moved = shlex.quote(printable(str(outcome.moved_to)))
+                outcome.message = (
+                    f"{failed} 行发送失败，下次运行不会自动重发（文件已移到 {PROCESSED_DIR}/）："
+                    f"请用 ehc submit {moved} --out 新的结果目录 重新提交"
+                    "（已办理的不会重复发送）"
+                )
         return outcome
 
     @property
