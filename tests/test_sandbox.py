@@ -92,6 +92,20 @@ def test_bad_sign_stale_timestamp_and_missing_keys(sandbox: SandboxHandle) -> No
     assert sandbox.residents() == 1
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    ["²", "١٧٠٠٠٠٠٠٠٠٠٠٠", "9" * 400, "1" + "0" * 12 + " ", "1700000000", "-1700000000000", ""],
+)
+def test_a_timestamp_not_thirteen_ascii_digits_is_a_parameter_error(
+    sandbox: SandboxHandle, timestamp: str
+) -> None:
+    """The document's timestamp is milliseconds (``1426817510111``): anything else is 10110, never a
+    dropped connection (a superscript digit and a 400-digit number crashed the handler)."""
+    sign = work_key_sign(sandbox.app_id, sandbox.app_secret, timestamp)
+    answer = _call(sandbox, "getWorkKey", {"timestamp": timestamp, "sign": sign})
+    assert answer["resultCode"] == 10110
+
+
 def test_a_new_work_key_invalidates_the_previous_one(sandbox: SandboxHandle) -> None:
     old = _work_key(sandbox)
     new = _work_key(sandbox)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -35,6 +36,8 @@ from schemas.tables import code_table
 METHODS: tuple[str, ...] = ("getWorkKey", "syncCardInfo", "bindCardInfo", "getImg")
 #: A request's timestamp may differ from the sandbox's clock by this much.
 TIMESTAMP_WINDOW_SECONDS = 600.0
+#: A timestamp as the document gives it: milliseconds, thirteen ASCII digits (``1426817510111``).
+_TIMESTAMP = re.compile(r"[0-9]{13}")
 
 _APP_KEYS = ("termId", "version", "appVersion", "appPackageName", "digestType", "encType")
 
@@ -126,7 +129,8 @@ class PlatformLogic:
         if any(key not in app for key in _APP_KEYS):
             raise _Refused(ResultCode.PARAMETER_ERROR)
         timestamp, sign = _raw(data.get("timestamp")), _raw(data.get("sign"))
-        if not timestamp or not sign or not timestamp.isdigit():
+        # str.isdigit would take "²" (which int() refuses) and a thousand digits (which float() refuses).
+        if timestamp is None or not sign or not _TIMESTAMP.fullmatch(timestamp):
             raise _Refused(ResultCode.PARAMETER_ERROR)
         if abs(int(timestamp) / 1000.0 - now) > TIMESTAMP_WINDOW_SECONDS:
             raise _Refused(ResultCode.PARAMETER_ERROR)
