@@ -14,7 +14,7 @@ import requests
 from conftest import SandboxHandle, make_resident
 
 from pipeline.platform.client import PlatformClient
-from pipeline.platform.signing import bind_card_sign, sync_card_sign, timestamp_ms, work_key_sign
+from pipeline.platform.signing import bind_card_sign, md5_sign, sync_card_sign, timestamp_ms, work_key_sign
 from pipeline.sandbox import FaultPlan, build_server, max_in_window
 from pipeline.sandbox.faults import FAULT_KINDS
 
@@ -446,6 +446,31 @@ def test_a_numeric_type_as_the_documents_example_sends_is_signed_as_its_digits(
                 "cardInfo": card, "peopleInfo": person}  # fmt: skip
         assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110, odd
     assert sandbox.residents() == 1
+
+
+def test_a_qr_type_the_document_does_not_write_is_a_parameter_error(sandbox: SandboxHandle) -> None:
+    """``type`` is 0 (the tables) or 1 (the syncCardInfo example), text except in that example."""
+    key = _work_key(sandbox)
+    card, person = make_resident(33)
+    for odd in ("abc", "7", "", "01"):
+        stamp = timestamp_ms()
+        data = {"timestamp": stamp, "type": odd, "sign": sync_card_sign(sandbox.app_id, key, stamp, odd),
+                "cardInfo": card, "peopleInfo": person}  # fmt: skip
+        assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110, odd
+    stamp = timestamp_ms()
+    data = {"timestamp": stamp, "type": "1", "sign": sync_card_sign(sandbox.app_id, key, stamp, "1"),
+            "cardInfo": card, "peopleInfo": person}  # fmt: skip
+    card_id = _call(sandbox, "syncCardInfo", data)["ehealthCardId"]
+    who = {"zjlx": "01", "zjhm": person["sfzhm"], "xm": person["xm"], "brdh": person["brdh"], "bindType": "1",
+           "bindZjlx": "", "bindZjhm": ""}  # fmt: skip
+    for odd, code in (("abc", 10110), (0, 10110), ("0", 10000), ("1", 10000)):
+        stamp = timestamp_ms()
+        sign = bind_card_sign(sandbox.app_id, key, stamp, "01", person["sfzhm"])
+        bind = {"timestamp": stamp, "sign": sign, "type": odd, **who}
+        assert _call(sandbox, "bindCardInfo", bind)["resultCode"] == code, odd
+        sign = md5_sign(sandbox.app_id, key, stamp, card_id)
+        img = {"timestamp": stamp, "sign": sign, "type": odd, "ehealthCardId": card_id}
+        assert _call(sandbox, "getImg", img)["resultCode"] == code, odd
 
 
 def test_an_unusable_state_file_is_told_in_chinese(tmp_path: Path) -> None:

@@ -39,6 +39,10 @@ TIMESTAMP_WINDOW_SECONDS = 600.0
 #: A timestamp as the document gives it: milliseconds, thirteen ASCII digits (``1426817510111``).
 _TIMESTAMP = re.compile(r"[0-9]{13}")
 
+#: The QR code types the document writes: ``0`` (dynamic QR code, every table's only value) and
+#: ``1`` (its syncCardInfo example and check vector).  Any other is a parameter error.
+QR_TYPES = frozenset({"0", "1"})
+
 _APP_KEYS = ("termId", "version", "appVersion", "appPackageName", "digestType", "encType")
 
 
@@ -56,10 +60,14 @@ def _raw(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _qr_type(value: object) -> str | None:
-    """The QR code ``type`` as sent: text, or a whole number as the interface document's own example
-    sends it (``"type": 1``, signed over ``1``: its check vector); anything else is None."""
-    if isinstance(value, int) and not isinstance(value, bool):
+def _qr_type(value: object, *, number: bool = False) -> str | None:
+    """The QR code ``type`` as sent, or None when it is no text.
+
+    ``number``: also a whole number, as the interface document's syncCardInfo
+    example sends it (``"type": 1``, signed over ``1``: its check vector); the
+    bindCardInfo and getImg examples send text, as every table declares it.
+    """
+    if number and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return _raw(value)
 
@@ -150,7 +158,7 @@ class PlatformLogic:
 
     def _sync_card_info(self, request: _Request) -> tuple[int, dict[str, str]]:
         data = request.data
-        qr_type = _qr_type(data.get("type"))
+        qr_type = _qr_type(data.get("type"), number=True)
         if qr_type is None:
             raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
@@ -158,7 +166,7 @@ class PlatformLogic:
             raise _Refused(ResultCode.INVALID_WORK_KEY)
         people = checks.as_text_fields(data.get("peopleInfo"), checks.REQUIRED_PEOPLE)
         card = checks.as_text_fields(data.get("cardInfo"), checks.REQUIRED_CARD)
-        if people is None or card is None or not qr_type.strip():
+        if people is None or card is None or qr_type.strip() not in QR_TYPES:
             raise _Refused(ResultCode.PARAMETER_ERROR)
         today = self._today_date(request.now)
         code = checks.check_people(people, today) or checks.check_card(card, today)
@@ -182,6 +190,8 @@ class PlatformLogic:
         if request.sign != expected:
             raise _Refused(ResultCode.INVALID_WORK_KEY)
         fields = {name: (value or "").strip() for name, value in raw.items()}
+        if fields["type"] not in QR_TYPES:
+            return ResultCode.PARAMETER_ERROR, {}
         if fields["zjlx"] not in code_table(FIELD_TABLES["zjlx"]):
             return rule_for("zjlx").code, {}
         if not fields["xm"]:  # 必填 in the interface document, as for syncCardInfo
@@ -211,7 +221,7 @@ class PlatformLogic:
         key = self._work_key(request.app_id, request.now)
         if request.sign != img_sign(request.app_id, key, request.timestamp, card_id, card_num):
             raise _Refused(ResultCode.INVALID_WORK_KEY)
-        if not card_id.strip() and not card_num.strip():
+        if qr_type.strip() not in QR_TYPES or (not card_id.strip() and not card_num.strip()):
             return ResultCode.PARAMETER_ERROR, {}
         card = self.store.find_card(card_id.strip(), card_num.strip())
         if card is None:
