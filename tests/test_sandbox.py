@@ -106,6 +106,22 @@ def test_a_timestamp_not_thirteen_ascii_digits_is_a_parameter_error(
     assert answer["resultCode"] == 10110
 
 
+@pytest.mark.parametrize("odd", [5, None, True, ["t"], {"x": "y"}])
+@pytest.mark.parametrize("key", ["termId", "appPackageName", "encType"])
+def test_an_app_block_value_that_is_no_text_is_a_parameter_error(
+    sandbox: SandboxHandle, key: str, odd: object
+) -> None:
+    """Every ``app`` field is declared String: a number, null or object there is 10110, as a key missing."""
+    timestamp = timestamp_ms()
+    sign = work_key_sign(sandbox.app_id, sandbox.app_secret, timestamp)
+    envelope = {
+        "appId": sandbox.app_id,
+        "app": {**APP_BLOCK, key: odd},
+        "data": {"timestamp": timestamp, "sign": sign},
+    }
+    assert _raw_post(sandbox, "getWorkKey", envelope).json()["data"]["resultCode"] == 10110
+
+
 def test_a_new_work_key_invalidates_the_previous_one(sandbox: SandboxHandle) -> None:
     old = _work_key(sandbox)
     new = _work_key(sandbox)

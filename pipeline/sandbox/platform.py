@@ -134,7 +134,7 @@ class PlatformLogic:
             raise _Refused(ResultCode.PARAMETER_ERROR)
         if self.store.app_secret(app_id) is None:
             raise _Refused(ResultCode.INVALID_ORG_CODE)
-        if any(key not in app for key in _APP_KEYS):
+        if any(_raw(app.get(key)) is None for key in _APP_KEYS):  # each 必填 and declared String
             raise _Refused(ResultCode.PARAMETER_ERROR)
         timestamp, sign = _raw(data.get("timestamp")), _raw(data.get("sign"))
         # str.isdigit would take "²" (which int() refuses) and a thousand digits (which float() refuses).
