@@ -122,6 +122,29 @@ def test_an_app_block_value_that_is_no_text_is_a_parameter_error(
     assert _raw_post(sandbox, "getWorkKey", envelope).json()["data"]["resultCode"] == 10110
 
 
+@pytest.mark.parametrize("empty", ["absent", None, {}, "blank"])
+@pytest.mark.parametrize("name", ["peopleInfo", "cardInfo"])
+def test_an_absent_or_blank_object_is_10149(sandbox: SandboxHandle, name: str, empty: object) -> None:
+    """对象或其属性值均为空 (10149): the object absent, null, ``{}`` or every field blank."""
+    key = _work_key(sandbox)
+    card, person = make_resident(40)
+    stamp = timestamp_ms()
+    data = {"timestamp": stamp, "type": "0", "sign": sync_card_sign(sandbox.app_id, key, stamp, "0"),
+            "cardInfo": card, "peopleInfo": person}  # fmt: skip
+    if empty == "absent":
+        del data[name]
+    else:
+        data[name] = {field: " " for field in data[name]} if empty == "blank" else empty
+    answer = _call(sandbox, "syncCardInfo", data)
+    assert (answer["resultCode"], answer["message"]) == (
+        10149,
+        "对象或其属性值均为空，请检查语言对复杂对象的支持",
+    )
+    data[name] = ["not", "an", "object"]
+    assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110
+    assert sandbox.residents() == 0
+
+
 def test_a_new_work_key_invalidates_the_previous_one(sandbox: SandboxHandle) -> None:
     old = _work_key(sandbox)
     new = _work_key(sandbox)

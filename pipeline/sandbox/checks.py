@@ -45,6 +45,16 @@ def warm_up() -> None:
     _ = ResultCode.SUCCESS.description
 
 
+def is_empty_object(value: object) -> bool:
+    """Whether ``value`` is the platform's 10149 (对象或其属性值均为空): absent, null, ``{}``, or an
+    object whose every field is null or blank, as a client that does not serialise nested objects sends."""
+    if value is None:
+        return True
+    if not isinstance(value, Mapping):
+        return False
+    return all(item is None or (isinstance(item, str) and not item.strip()) for item in value.values())
+
+
 def as_text_fields(value: object, required: tuple[str, ...]) -> dict[str, str] | None:
     """An object's fields as stripped strings, or ``None`` if it is no object, lacks a key or nests."""
     if not isinstance(value, Mapping) or any(name not in value for name in required):

@@ -3,7 +3,9 @@
 Checks run in the platform's order: the app id (10101), the envelope's
 required keys and the timestamp window (10110), the sign (getWorkKey: 10103
 for a wrong secret; other calls: 10105, which also covers an expired or
-replaced work key), then the call's own fields (:mod:`pipeline.sandbox.checks`),
+replaced work key), then the call's own fields (syncCardInfo: 10149 for a
+``peopleInfo`` or ``cardInfo`` absent, null or all blank, then
+:mod:`pipeline.sandbox.checks`),
 then the state (10115 ID enrolled already, 10116 card number used, 10108 no
 card, 10109 no such card).  A new ``getWorkKey`` invalidates the app's previous
 key, as the real platform may.  Answers reproduce the quirks of the document's
@@ -164,9 +166,14 @@ class PlatformLogic:
         key = self._work_key(request.app_id, request.now)
         if request.sign != sync_card_sign(request.app_id, key, request.timestamp, qr_type):
             raise _Refused(ResultCode.INVALID_WORK_KEY)
-        people = checks.as_text_fields(data.get("peopleInfo"), checks.REQUIRED_PEOPLE)
-        card = checks.as_text_fields(data.get("cardInfo"), checks.REQUIRED_CARD)
-        if people is None or card is None or qr_type.strip() not in QR_TYPES:
+        if qr_type.strip() not in QR_TYPES:
+            raise _Refused(ResultCode.PARAMETER_ERROR)
+        people_info, card_info = data.get("peopleInfo"), data.get("cardInfo")
+        if checks.is_empty_object(people_info) or checks.is_empty_object(card_info):
+            return ResultCode.EMPTY_OBJECT, {}
+        people = checks.as_text_fields(people_info, checks.REQUIRED_PEOPLE)
+        card = checks.as_text_fields(card_info, checks.REQUIRED_CARD)
+        if people is None or card is None:
             raise _Refused(ResultCode.PARAMETER_ERROR)
         today = self._today_date(request.now)
         code = checks.check_people(people, today) or checks.check_card(card, today)
