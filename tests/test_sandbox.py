@@ -145,6 +145,25 @@ def test_an_absent_or_blank_object_is_10149(sandbox: SandboxHandle, name: str, e
     assert sandbox.residents() == 0
 
 
+def test_a_key_with_stray_spaces_is_not_the_field(sandbox: SandboxHandle) -> None:
+    """``" brdh "`` is another key than ``brdh``: it neither stands in for it nor overwrites it."""
+    key = _work_key(sandbox)
+    card, person = make_resident(41)
+    stamp = timestamp_ms()
+    sign = sync_card_sign(sandbox.app_id, key, stamp, "0")
+    phone = person.pop("brdh")
+    data = {
+        "timestamp": stamp,
+        "type": "0",
+        "sign": sign,
+        "cardInfo": card,
+        "peopleInfo": {**person, "brdh ": phone},
+    }
+    assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10110
+    data["peopleInfo"] = {**person, "brdh": phone, " brdh ": "12345"}
+    assert _call(sandbox, "syncCardInfo", data)["resultCode"] == 10000
+
+
 def test_a_new_work_key_invalidates_the_previous_one(sandbox: SandboxHandle) -> None:
     old = _work_key(sandbox)
     new = _work_key(sandbox)

@@ -63,7 +63,7 @@ def as_text_fields(value: object, required: tuple[str, ...]) -> dict[str, str] |
     for key, item in value.items():
         if not isinstance(item, str):  # every field is declared String
             return None
-        fields[str(key).strip()] = str(item).strip()
+        fields[key] = item.strip()  # values as the example sends them (" 13902263273"); keys exactly
     return fields
 
 
