@@ -279,6 +279,30 @@ def test_bind_before_and_after_enrolment(sandbox: SandboxHandle, tmp_path: Path)
     assert sandbox.query("SELECT count(*) FROM bindings")[0][0] == 1
 
 
+def test_bind_checks_the_documents_as_sync_does(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """A resident ID that is no ID number is 10111 (not 10108, no card); a binder's document type
+    outside CV02.01.101 is 10134, and the binder's ID number is checked too."""
+    card, person = make_resident(42)
+    who = {"xm": person["xm"], "brdh": person["brdh"]}
+    wrong = person["sfzhm"][:17] + ("0" if person["sfzhm"][17] != "0" else "1")
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        assert client.sync_card_info(card, person).ok
+        assert client.bind_card_info(zjlx="01", zjhm=wrong, **who).result_code == 10111
+        assert client.bind_card_info(zjlx="01", zjhm="12345", **who).result_code == 10111
+        mine = {"zjlx": "01", "zjhm": person["sfzhm"], **who}
+        assert (
+            client.bind_card_info(**mine, bind_type="2", bind_zjlx="77", bind_zjhm="X1").result_code == 10134
+        )
+        assert client.bind_card_info(**mine, bind_type="1", bind_zjlx="77", bind_zjhm="").result_code == 10134
+        assert (
+            client.bind_card_info(**mine, bind_type="2", bind_zjlx="01", bind_zjhm=wrong).result_code == 10111
+        )
+        binder = make_resident(43)[1]["sfzhm"]
+        assert client.bind_card_info(**mine, bind_type="2", bind_zjlx="01", bind_zjhm=binder).ok
+        assert client.bind_card_info(**mine, bind_type="2", bind_zjlx="03", bind_zjhm="E12345678").ok
+    assert sandbox.query("SELECT count(*) FROM bindings")[0][0] == 2
+
+
 def test_get_img_returns_a_png_of_the_qr_text(sandbox: SandboxHandle, tmp_path: Path) -> None:
     with PlatformClient(sandbox.settings(), tmp_path) as client:
         enrolled = client.sync_card_info(*make_resident(6))

@@ -31,6 +31,7 @@ import segno
 from pipeline.platform.signing import bind_card_sign, img_sign, md5_sign, sync_card_sign, work_key_sign
 from pipeline.sandbox import checks
 from pipeline.sandbox.store import Card, SandboxStore
+from pipeline.text.idnumber import is_valid_id_number
 from schemas.result_codes import ResultCode, describe
 from schemas.rules import FIELD_TABLES, rule_for
 from schemas.tables import code_table
@@ -207,6 +208,11 @@ class PlatformLogic:
             return ResultCode.PARAMETER_ERROR, {}
         if fields["bindType"] == "2" and not (fields["bindZjlx"] and fields["bindZjhm"]):
             return ResultCode.PARAMETER_ERROR, {}
+        today = self._today_date(request.now)
+        code = _document_failure(fields["zjlx"], fields["zjhm"], today)
+        code = code or _document_failure(fields["bindZjlx"], fields["bindZjhm"], today)
+        if code is not None:
+            return code, {}
         card = self.store.find_by_document(fields["zjlx"], fields["zjhm"])
         if card is None:
             return ResultCode.NO_CARD_FOR_ID, {}
@@ -237,6 +243,19 @@ class PlatformLogic:
             f"{card.ehealth_card_id}:{qr_type.strip()}:{md5_sign(card.ehealth_card_id, request.timestamp)}"
         )
         return ResultCode.SUCCESS, {"qrCode": content, "img": qr_png_base64(content)}
+
+
+def _document_failure(zjlx: str, zjhm: str, today: date) -> ResultCode | None:
+    """The code a document (type CV02.01.101, number) fails, as syncCardInfo checks ``zjlx`` and an ID
+    number: 10134 for a type outside the table, 10111 for a resident ID (01) whose number is not one.
+    An empty type passes: ``bindZjlx`` may be empty when one binds oneself."""
+    if not zjlx:
+        return None
+    if zjlx not in code_table(FIELD_TABLES["zjlx"]):
+        return rule_for("zjlx").code
+    if zjlx == "01" and zjhm and not is_valid_id_number(zjhm, today):
+        return rule_for("sfzhm").code
+    return None
 
 
 def _card_fields(card: Card) -> dict[str, str]:
