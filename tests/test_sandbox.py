@@ -184,6 +184,43 @@ def test_only_post_to_the_four_methods(sandbox: SandboxHandle) -> None:
     assert requests.post(f"{sandbox.base_url}deleteEverything.do", data=b"{}", timeout=5).status_code == 404
 
 
+def _exchange(sandbox: SandboxHandle, request: bytes) -> bytes:
+    """``request`` (head and body) over a bare socket; the answer, up to the peer's close."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(sandbox.base_url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_body_is_read_as_a_web_server_reads_it(sandbox: SandboxHandle) -> None:
+    """A length that is no number is a 400 and one beyond a megabyte a 413 (they crashed the handler, a
+    declared 100 GB with a MemoryError); a chunked body and a query string are read as a web server does."""
+    from urllib.parse import urlsplit
+
+    head = f"POST {urlsplit(sandbox.base_url).path}getWorkKey.do HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    for length, status in (("abc", b"400"), ("-5", b"400"), ("99999999999", b"413"), ("²", b"400")):
+        answer = _exchange(sandbox, f"{head}Content-Length: {length}\r\n\r\n{{}}".encode())
+        assert answer.startswith(b"HTTP/1.1 " + status), (length, answer[:80])
+    timestamp = timestamp_ms()
+    sign = work_key_sign(sandbox.app_id, sandbox.app_secret, timestamp)
+    body = json.dumps(
+        {"appId": sandbox.app_id, "app": APP_BLOCK, "data": {"timestamp": timestamp, "sign": sign}}
+    )
+    chunked = f"{len(body[:20]):x}\r\n{body[:20]}\r\n{len(body[20:]):X};x=1\r\n{body[20:]}\r\n0\r\n\r\n"
+    answer = _exchange(sandbox, f"{head}Transfer-Encoding: chunked\r\n\r\n{chunked}".encode())
+    assert answer.startswith(b"HTTP/1.1 200") and b'"resultCode": 10000' in answer
+    huge = f"{head}Transfer-Encoding: chunked\r\n\r\n{2 << 20:x}\r\n".encode()
+    assert _exchange(sandbox, huge).startswith(b"HTTP/1.1 413")
+    with_query = requests.post(f"{sandbox.base_url}getWorkKey.do?from=test", data=body.encode(), timeout=5)
+    assert with_query.json()["data"]["resultCode"] == 10000
+
+
 # -- the platform's field checks ---------------------------------------------------------
 
 _FIELD_CASES = [

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 from pipeline.files import explain_os_error, explain_sqlite_error
@@ -86,6 +87,57 @@ def _arrival_stamp(connection: socket.socket) -> float | None:
             seconds, nanoseconds = struct.unpack("qq", payload[:16])
             return seconds + nanoseconds / 1e9
     return None
+
+
+#: The most a request body may hold: one resident's request is about 2 KB.
+MAX_BODY_BYTES = 1 << 20
+
+
+class _BadBody(Exception):
+    """A request body that cannot be read: its HTTP status and answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.answer = json.dumps({"message": message}).encode()
+
+
+def _read_body(handler: BaseHTTPRequestHandler, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request's body, framed by ``Content-Length`` or sent chunked, as any web server reads it.
+
+    A length that is no number is a 400; a body larger than ``limit`` a 413,
+    refused before it is read (a declared 100 GB would otherwise be allocated).
+    """
+    if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
+        return _read_chunked(handler, limit)
+    declared = (handler.headers.get("Content-Length") or "0").strip()
+    if not (declared.isascii() and declared.isdigit()):
+        raise _BadBody(400, "bad Content-Length")
+    if int(declared) > limit:
+        raise _BadBody(413, "request body too large")
+    return handler.rfile.read(int(declared)) if int(declared) else b""
+
+
+def _read_chunked(handler: BaseHTTPRequestHandler, limit: int) -> bytes:
+    """A body sent with ``Transfer-Encoding: chunked``, at most ``limit`` bytes."""
+    body = bytearray()
+    while True:
+        line = handler.rfile.readline(1024)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _BadBody(400, "bad chunk size") from None
+        if size < 0 or len(body) + size > limit:
+            raise _BadBody(413 if size > 0 else 400, "request body too large")
+        if size == 0:
+            while handler.rfile.readline(1024).strip():  # trailers, up to the blank line
+                pass
+            return bytes(body)
+        chunk = handler.rfile.read(size)
+        if len(chunk) < size or handler.rfile.readline(1024).strip():
+            raise _BadBody(400, "bad chunk")
+        body += chunk
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -239,9 +291,13 @@ class SandboxServer(ThreadingHTTPServer):
             self._hang_up(handler)
             return
         arrived = handler.arrived or self.clock()
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length > 0 else b""
-        path = handler.path
+        try:
+            body = _read_body(handler)
+        except _BadBody as bad:
+            handler.close_connection = True  # the body's end is unknown: no next request can be found
+            self.respond(handler, bad.status, bad.answer, "Connection: close\r\n")
+            return
+        path = urlsplit(handler.path).path  # a query string does not change the method, as on a web server
         method = path[len(PATH_PREFIX) : -3] if path.startswith(PATH_PREFIX) and path.endswith(".do") else ""
         if method not in METHODS:
             self.respond(handler, 404, b'{"message":"not found"}')
