@@ -216,6 +216,8 @@ def _number(
 _positive = _number(float, lambda v: 0 < v <= MAX_RATE, f"正数（有限，不超过 {MAX_RATE:g}）")
 _lifetime = _number(float, lambda v: v > 0, "正数（有限）")
 _non_negative = _number(float, lambda v: v >= 0, "不小于 0 的有限数")
+#: A delay the sandbox sleeps: up to an hour (a longer one overflowed time.sleep in every request it hit).
+_delay_ms = _number(float, lambda v: 0 <= v <= 3_600_000, "0 到 3600000（一小时）之间的毫秒数")
 _count = _number(int, lambda v: 0 < v <= CONCURRENCY_LIMIT, f"正整数（不超过 {CONCURRENCY_LIMIT}）")
 _non_negative_int = _number(int, lambda v: v >= 0, "不小于 0 的整数")
 _port = _number(int, lambda v: 0 <= v <= 65535, "从 0 到 65535 的整数")
@@ -467,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--state", type=Path, metavar="文件", help="状态文件（SQLite）")
     options.add_argument("--app", action="append", default=[], metavar="ID:密钥", help="注册一个应用，可重复")
     options.add_argument(
-        "--latency-ms", type=_non_negative, default=0.0, metavar="N", help="每个请求延迟 N 毫秒"
+        "--latency-ms", type=_delay_ms, default=0.0, metavar="N", help="每个请求延迟 N 毫秒"
     )
     options.add_argument("--fault-rate", type=float, default=0.0, metavar="F", help="随机故障的比例（0–1）")
     options.add_argument("--seed", type=int, metavar="S", help="随机种子（故障可重现）")
@@ -483,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-after", type=_non_negative_int, default=1, metavar="秒", help="429 的 Retry-After（秒）"
     )
     options.add_argument(
-        "--drip-ms", type=_non_negative, default=1000.0, metavar="N", help="drip：每字节间隔毫秒"
+        "--drip-ms", type=_delay_ms, default=1000.0, metavar="N", help="drip：每字节间隔毫秒"
     )
     options.add_argument(
         "--huge-mb", type=_non_negative, default=64.0, metavar="N", help="huge：应答大小（MB）"

@@ -528,7 +528,7 @@ def test_misbehaviours_can_be_drawn_at_random_with_a_seed() -> None:
     plan = FaultPlan(0.5, 4, ("lost", "rekey"))
     draws = [plan.draw("syncCardInfo") for _ in range(100)]
     assert set(draws) == {None, "lost", "rekey"}
-    with pytest.raises(ValueError, match="unknown fault kinds"):
+    with pytest.raises(ValueError, match="故障种类 teleport 不存在"):
         FaultPlan(0.5, 4, ("lost", "teleport"))
 
 
@@ -546,6 +546,34 @@ def test_sandbox_command_refuses_an_unknown_fault_kind(tmp_path: Path) -> None:
     assert (
         len(lines) == 1 and "teleport" in lines[0] and "lost" in lines[0] and "Traceback" not in done.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--fault-rate", "2"], "--fault-rate"),
+        (["--fault-rate", "nan"], "--fault-rate"),
+        (["--fault-rate", "0.5", "--fault-kinds", ","], "--fault-kinds"),
+        (["--latency-ms", "1e20"], "--latency-ms"),
+        (["--drip-ms", "1e20"], "--drip-ms"),
+    ],
+)
+def test_sandbox_command_refuses_bad_values_in_one_chinese_line(
+    tmp_path: Path, options: list[str], named: str
+) -> None:
+    """Each bad value is one Chinese line and exit 2: the fault options were told in English, an empty
+    --fault-kinds and a delay beyond time.sleep started a sandbox that crashed on every request."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "sandbox", "--state", str(tmp_path / "s.sqlite"), *options],
+        capture_output=True, text=True, timeout=20, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and named in lines[0], done.stderr
+    words = re.sub(r"--[a-z-]+|[a-z0-9]+(,[a-z0-9]+)+|ehc sandbox --help|nan|1e20", "", lines[0])
+    assert not re.search(r"[A-Za-z]{3,}", words), lines[0]
 
 
 def test_a_numeric_type_as_the_documents_example_sends_is_signed_as_its_digits(

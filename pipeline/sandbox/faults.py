@@ -55,9 +55,11 @@ class FaultPlan:
     ) -> None:
         unknown = set(kinds) - set(ALL_KINDS)
         if unknown:
-            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError("fault rate must be between 0 and 1")
+            raise ValueError(f"故障种类 {'、'.join(sorted(unknown))} 不存在")
+        if not kinds:  # every drawn fault would pick from nothing, and fail the request it hit
+            raise ValueError("没有列出故障种类")
+        if not 0.0 <= rate <= 1.0:  # NaN too
+            raise ValueError(f"故障比例 {rate} 不在 0 到 1 之间")
         self.rate = rate
         self.kinds = tuple(kinds)
         self._random = random.Random(seed)

@@ -472,7 +472,7 @@ def build_server(
         faults = FaultPlan(fault_rate, seed, fault_kinds)
     except ValueError as error:
         raise ConfigError(
-            f"沙箱故障注入参数有误（{error}）。--fault-rate 应在 0 到 1 之间；"
+            f"沙箱故障注入参数有误：{error}。--fault-rate 应在 0 到 1 之间；"
             f"--fault-kinds 取 {','.join(ALL_KINDS)} 中的若干个，用逗号分隔"
         ) from None
     try:
