@@ -482,8 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="随机故障的种类，逗号分隔（默认只取平台前面的故障；另有 lost、huge、drip、rekey、down）",
     )  # fmt: skip
     options.add_argument(
-        "--retry-after", type=_non_negative_int, default=1, metavar="秒", help="429 的 Retry-After（秒）"
-    )
+        "--retry-after", type=_non_negative_int, default=1, metavar="秒",
+        help="429 的 Retry-After（秒；限流时至少为此值）",
+    )  # fmt: skip
     options.add_argument(
         "--drip-ms", type=_delay_ms, default=1000.0, metavar="N", help="drip：每字节间隔毫秒"
     )

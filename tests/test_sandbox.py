@@ -417,6 +417,14 @@ def test_rate_limit_answers_429_with_retry_after(sandbox: SandboxHandle) -> None
     assert len(refused) >= 4 and all(int(r.headers["Retry-After"]) >= 1 for r in refused)
 
 
+@pytest.mark.sandbox(rate_limit=2, retry_after=7)
+def test_rate_limit_says_the_configured_retry_after(sandbox: SandboxHandle) -> None:
+    """``--rate-limit N --retry-after S`` (README): the rate limit's 429 says S, not the 1 s it computed."""
+    envelope = {"appId": sandbox.app_id, "app": APP_BLOCK, "data": {"timestamp": timestamp_ms(), "sign": "x"}}
+    answers = [_raw_post(sandbox, "getWorkKey", envelope) for _ in range(4)]
+    assert {r.headers["Retry-After"] for r in answers if r.status_code == 429} == {"7"}
+
+
 def test_max_in_window_counts_half_open_windows() -> None:
     assert max_in_window([0.0, 0.5, 0.999, 1.0, 1.6]) == 3
     assert max_in_window([0.0, 0.5, 0.999, 1.0, 1.2]) == 4

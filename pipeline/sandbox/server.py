@@ -393,7 +393,8 @@ class SandboxServer(ThreadingHTTPServer):
         threading.Thread(target=self._stop_listening, name="sandbox-down", daemon=True).start()
 
     def _admit(self, app_id: str, arrived: float) -> int | None:
-        """``None`` if the request is within the app's rate, else seconds to wait (Retry-After).
+        """``None`` if the request is within the app's rate, else seconds to wait (Retry-After): until
+        the window frees a permit, and at least ``retry_after`` (``--rate-limit N --retry-after S``).
 
         Handler threads may run in another order than their requests arrived, so
         admission looks at every admitted stamp near this one, not just the last ``N``.
@@ -409,7 +410,7 @@ class SandboxServer(ThreadingHTTPServer):
             ]
             bisect.insort(near, arrived)
             if max_in_window(near, window) > permits:
-                return max(1, math.ceil(near[0] + window - arrived))
+                return max(1, self.retry_after, math.ceil(near[0] + window - arrived))
             bisect.insort(stamps, arrived)
         return None
 
