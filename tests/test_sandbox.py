@@ -350,6 +350,23 @@ def test_get_img_returns_a_png_of_the_qr_text(sandbox: SandboxHandle, tmp_path: 
     assert base64.b64decode(image.data["img"]).startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_get_img_refuses_a_card_id_that_is_no_text(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """ehealthCardId and virtualCardNum are 选填 Strings: a number is 10110, not taken as not sent."""
+    with PlatformClient(sandbox.settings(), tmp_path) as client:
+        enrolled = client.sync_card_info(*make_resident(44))
+    key = _work_key(sandbox)
+    number = enrolled.data["virtualCardNum"]
+    for sent, signed in ((int(number), number), (int(number), ""), ([number], number)):
+        stamp = timestamp_ms()
+        img = {"timestamp": stamp, "sign": md5_sign(sandbox.app_id, key, stamp, signed), "type": "0",
+               "virtualCardNum": sent}  # fmt: skip
+        assert _call(sandbox, "getImg", img)["resultCode"] == 10110, (sent, signed)
+    stamp = timestamp_ms()
+    img = {"timestamp": stamp, "sign": md5_sign(sandbox.app_id, key, stamp, number), "type": "0",
+           "virtualCardNum": number, "ehealthCardId": None}  # fmt: skip
+    assert _call(sandbox, "getImg", img)["resultCode"] == 10000
+
+
 def test_answers_carry_the_documents_quirks(sandbox: SandboxHandle) -> None:
     key = _work_key(sandbox)
     card, person = make_resident(8)

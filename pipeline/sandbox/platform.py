@@ -63,6 +63,12 @@ def _raw(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _optional(value: object) -> str | None:
+    """A 选填 String as sent, ``""`` when absent or null, None when it is no text (a number is not
+    "not sent": it is a parameter error)."""
+    return "" if value is None else _raw(value)
+
+
 def _qr_type(value: object, *, number: bool = False) -> str | None:
     """The QR code ``type`` as sent, or None when it is no text.
 
@@ -227,9 +233,8 @@ class PlatformLogic:
     def _get_img(self, request: _Request) -> tuple[int, dict[str, str]]:
         data = request.data
         qr_type = _qr_type(data.get("type"))
-        card_id = _raw(data.get("ehealthCardId")) or ""
-        card_num = _raw(data.get("virtualCardNum")) or ""
-        if qr_type is None:
+        card_id, card_num = _optional(data.get("ehealthCardId")), _optional(data.get("virtualCardNum"))
+        if qr_type is None or card_id is None or card_num is None:
             raise _Refused(ResultCode.PARAMETER_ERROR)
         key = self._work_key(request.app_id, request.now)
         if request.sign != img_sign(request.app_id, key, request.timestamp, card_id, card_num):
