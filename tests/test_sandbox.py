@@ -221,6 +221,20 @@ def test_a_body_is_read_as_a_web_server_reads_it(sandbox: SandboxHandle) -> None
     assert with_query.json()["data"]["resultCode"] == 10000
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-le"])
+def test_a_body_in_another_encoding_than_utf8_is_a_parameter_error(
+    sandbox: SandboxHandle, encoding: str
+) -> None:
+    """字符编码UTF-8: a body in UTF-16 or UTF-32 is 10110 (json.loads guessed and read them)."""
+    timestamp = timestamp_ms()
+    sign = work_key_sign(sandbox.app_id, sandbox.app_secret, timestamp)
+    body = json.dumps(
+        {"appId": sandbox.app_id, "app": APP_BLOCK, "data": {"timestamp": timestamp, "sign": sign}}
+    )
+    assert _raw_post(sandbox, "getWorkKey", body.encode(encoding)).json()["data"]["resultCode"] == 10110
+    assert _raw_post(sandbox, "getWorkKey", body.encode("utf-8-sig")).json()["data"]["resultCode"] == 10000
+
+
 # -- the platform's field checks ---------------------------------------------------------
 
 _FIELD_CASES = [

@@ -303,7 +303,8 @@ class SandboxServer(ThreadingHTTPServer):
             self.respond(handler, 404, b'{"message":"not found"}')
             return
         try:
-            document = json.loads(body)
+            # 字符编码UTF-8 (a BOM allowed): json.loads would also guess UTF-16 and UTF-32 from bytes.
+            document = json.loads(body.decode("utf-8-sig"))
         except (ValueError, RecursionError):  # nesting deeper than the stack is no request either
             document = None
         app_id = document.get("appId") if isinstance(document, dict) else None
