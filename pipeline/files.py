@@ -75,6 +75,8 @@ def explain_os_error(error: OSError) -> tuple[str, str]:
     """(reason, fix) in Chinese for an operating-system error."""
     if getattr(error, "winerror", None) in _WINDOWS_SHARING_VIOLATIONS:
         return "文件正被其他程序使用", "请先关闭 Excel/WPS 中打开的该文件，再重新运行"
+    if isinstance(error, socket.gaierror):  # its errno is a resolver code (EAI_*), not an errno
+        return "地址无法识别或不受支持", "换成本机的 IPv4 地址（如 127.0.0.1）"
     known = _REASONS.get(error.errno or 0)
     if known is not None:
         return known

@@ -480,6 +480,15 @@ def test_build_server_reports_a_busy_port(sandbox: SandboxHandle, tmp_path: Path
         build_server(port=port, state=tmp_path / "other.sqlite", apps={})
 
 
+@pytest.mark.parametrize("host", ["::1", "nosuchhost.invalid"])
+def test_build_server_reports_an_address_it_cannot_listen_on(tmp_path: Path, host: str) -> None:
+    """The resolver's error was told by its name (操作系统报告错误（gaierror））."""
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(f"沙箱无法监听 {host}:0（地址无法识别或不受支持）")):
+        build_server(host=host, port=0, state=tmp_path / "other.sqlite", apps={})
+
+
 # -- misbehaviours of a platform in trouble -------------------------------------------------------
 
 
