@@ -235,6 +235,21 @@ def test_a_body_in_another_encoding_than_utf8_is_a_parameter_error(
     assert _raw_post(sandbox, "getWorkKey", body.encode("utf-8-sig")).json()["data"]["resultCode"] == 10000
 
 
+def test_a_lone_surrogate_escape_is_a_parameter_error(sandbox: SandboxHandle) -> None:
+    """``"\\ud800"`` is valid JSON but no Unicode text: signing it or logging it crashed the handler."""
+    _work_key(sandbox)  # so that getImg goes on to check its sign
+    stamp = timestamp_ms()
+    img = {"timestamp": stamp, "sign": "0" * 32, "type": "0", "ehealthCardId": "\ud800"}
+    for app_id, method, data in (
+        (sandbox.app_id, "getImg", img),
+        ("\udfff", "getWorkKey", {"timestamp": stamp}),
+    ):
+        body = json.dumps({"appId": app_id, "app": APP_BLOCK, "data": data}).encode()
+        assert b"\\ud" in body
+        answer = _raw_post(sandbox, method, body).json()
+        assert answer.get("data", answer)["resultCode"] == 10110
+
+
 # -- the platform's field checks ---------------------------------------------------------
 
 _FIELD_CASES = [

@@ -140,6 +140,19 @@ def _read_chunked(handler: BaseHTTPRequestHandler, limit: int) -> bytes:
         body += chunk
 
 
+def _parse(body: bytes) -> object:
+    """The request's JSON, or None when it is none: not UTF-8, not JSON, or text that is no Unicode."""
+    try:
+        # 字符编码UTF-8 (a BOM allowed): json.loads would also guess UTF-16 and UTF-32 from bytes.
+        document = json.loads(body.decode("utf-8-sig"))
+        # A "\ud800" escape is valid JSON but a lone surrogate no UTF-8 holds: signing it, or logging
+        # it in SQLite, raised UnicodeEncodeError in the handler.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # nesting deeper than the stack is no request either
+        return None
+    return document
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # http.server writes headers and body in separate sends; without this, delayed ACKs cost ~40 ms per call.
@@ -302,11 +315,7 @@ class SandboxServer(ThreadingHTTPServer):
         if method not in METHODS:
             self.respond(handler, 404, b'{"message":"not found"}')
             return
-        try:
-            # 字符编码UTF-8 (a BOM allowed): json.loads would also guess UTF-16 and UTF-32 from bytes.
-            document = json.loads(body.decode("utf-8-sig"))
-        except (ValueError, RecursionError):  # nesting deeper than the stack is no request either
-            document = None
+        document = _parse(body)
         app_id = document.get("appId") if isinstance(document, dict) else None
         app_key = app_id if isinstance(app_id, str) else ""
 
