@@ -224,18 +224,18 @@ class _Console:
     """stderr as the log's screen sink: a line written while a progress bar is shown goes above it.
 
     Written straight to the terminal, the line would land on the bar's own
-    line.  tqdm is asked only when it was imported (a bar may be showing);
-    stderr is looked up at each write, so a stream swapped in later is the
-    one written to.
+    line.  tqdm is asked only when it was imported (a bar may be showing),
+    and only once its import is complete: a Ctrl-C during that import logs
+    the stop while the module is half made.  stderr is looked up at each
+    write, so a stream swapped in later is the one written to.
     """
 
     def write(self, message: str) -> None:
         """Write one formatted log line (above the bars on screen, which are drawn again below it)."""
-        tqdm_module = sys.modules.get("tqdm")
-        if tqdm_module is None:
+        bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
+        if bars is None:  # no bar can be showing
             sys.stderr.write(message)
             return
-        bars = tqdm_module.tqdm
         # Only bars already on screen: one waiting for its delay must not be drawn by a log line.
         shown = [
             bar for bar in list(getattr(bars, "_instances", ()))

@@ -68,3 +68,23 @@ def test_a_log_line_goes_above_a_shown_bar_and_never_draws_a_waiting_one(
         waiting.close()
     finally:
         logger.remove()
+
+
+def test_a_log_line_written_while_tqdm_is_still_being_imported_is_written(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the import of tqdm: the stop's warning was lost for a "Logging error" traceback."""
+    import types
+
+    from loguru import logger
+
+    from pipeline.logs import setup_logging
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))  # partly initialised: no tqdm yet
+    setup_logging(level="INFO")
+    try:
+        logger.warning("收到中断信号")
+    finally:
+        logger.remove()
+    said = capsys.readouterr().err
+    assert "收到中断信号" in said and "Logging error" not in said and "Traceback" not in said
