@@ -58,7 +58,8 @@ CONSOLE_LABELS: dict[str, str] = {
 
 LOG_FILE_PREFIX = "ehc-"
 
-_secrets: set[str] = set()
+#: Every registered secret, by its case-folded form, and the pattern finding it in any case.
+_secrets: dict[str, re.Pattern[str]] = {}
 
 
 def mask_id(value: str) -> str:
@@ -78,10 +79,17 @@ def mask_app_id(app_id: str) -> str:
 
 
 def without_secrets(text: str) -> str:
-    """``text`` with every registered secret (app secret, work key) replaced by ``***``."""
-    for secret in _secrets:
-        if secret and secret in text:
-            text = text.replace(secret, "***")
+    """``text`` with every registered secret (app secret, work key) replaced by ``***``, in any case.
+
+    A work key is hex, and a platform quoting it (or the secret) may change
+    its case: "key c328f4aa…" is the same key as "C328F4AA…".
+    """
+    if not _secrets:
+        return text
+    folded = text.casefold()
+    for secret, pattern in list(_secrets.items()):  # a thread may register a new work key meanwhile
+        if secret in folded:
+            text = pattern.sub("***", text)
     return text
 
 
@@ -113,7 +121,7 @@ def safe_text(text: str) -> str:
 def register_secret(value: str) -> None:
     """Never let ``value`` (an app secret or work key) reach a log line."""
     if value and len(value) >= 4:
-        _secrets.add(value)
+        _secrets.setdefault(value.casefold(), re.compile(re.escape(value), re.IGNORECASE))
 
 
 def _patch(record: Any) -> None:

@@ -126,6 +126,15 @@ def test_a_platform_message_quoting_the_app_secret_is_kept_without_it() -> None:
     assert parse_body(body.encode()) == (10110, "签名错误：appSecret=***", {})
 
 
+def test_a_secret_or_work_key_quoted_in_another_case_is_removed_too() -> None:
+    """A work key is hex: a platform quoting it lower-cased quotes the same key."""
+    register_secret("C328F4AAD4E81346EB260E9E3C7A70D2")
+    register_secret("S3cr3t-Mixed-Case")
+    message = "认证字符串 c328f4aad4e81346eb260e9e3c7a70d2 无效，appSecret=S3CR3T-MIXED-CASE"
+    body = json.dumps({"data": {"resultCode": 10110, "message": message}})
+    assert parse_body(body.encode()) == (10110, "认证字符串 *** 无效，appSecret=***", {})
+
+
 def test_http_answers_are_classified() -> None:
     assert answer_from_http(500, b"", None).transient
     too_many = answer_from_http(429, b"", "3")
