@@ -259,3 +259,13 @@ def test_export_against_the_sandbox(sandbox: SandboxHandle, tmp_path: Path) -> N
         assert path.read_bytes().startswith(PNG_MAGIC)
     masked = [p.name[8:-4] for p in from_folder]
     assert masked == [f"{p['sfzhm'][:6]}xxxxxxxx{p['sfzhm'][-4:]}" for p in people]
+
+
+def test_a_picture_cut_short_or_garbage_behind_the_magic_is_no_png() -> None:
+    png = _png("hello")
+    assert decode_png(base64.b64encode(png).decode()) == png
+    assert decode_png(base64.b64encode(png[: len(png) // 2]).decode()) is None  # an answer cut short
+    assert decode_png(base64.b64encode(PNG_MAGIC + b"garbage" * 100).decode()) is None
+    broken_header = png[:20] + bytes([png[20] ^ 1]) + png[21:]
+    assert decode_png(base64.b64encode(broken_header).decode()) is None
+

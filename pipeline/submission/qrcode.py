@@ -21,6 +21,7 @@ import base64
 import binascii
 import csv
 import io
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -225,8 +226,26 @@ def read_holders(source: Path, journal_path: Path | None = None) -> list[Holder]
     return _from_journal(source)
 
 
+#: A PNG's last chunk, whole: an answer cut short, or garbage after the magic, lacks it.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _whole_png(raw: bytes) -> bool:
+    """Whether ``raw`` is framed as a PNG: the magic, an intact IHDR chunk first, IEND last."""
+    if not raw.startswith(PNG_MAGIC) or len(raw) < len(PNG_MAGIC) + 25 + len(PNG_END):
+        return False
+    header = raw[8:33]  # length (13), "IHDR", 13 bytes of data, CRC over type and data
+    if header[:8] != b"\x00\x00\x00\x0dIHDR":
+        return False
+    return zlib.crc32(header[4:21]) == int.from_bytes(header[21:], "big") and raw.endswith(PNG_END)
+
+
 def decode_png(img: str) -> bytes | None:
-    """The PNG bytes of a base64 ``img`` (a ``data:`` prefix allowed), or None if it is not a PNG."""
+    """The PNG bytes of a base64 ``img`` (a ``data:`` prefix allowed), or None if it is not a whole PNG.
+
+    Only the magic would let through a picture cut short or garbage behind
+    it, written as a file that no viewer opens and listed as exported.
+    """
     text = img.strip()
     if text.startswith("data:"):
         text = text.partition(",")[2]
@@ -234,7 +253,7 @@ def decode_png(img: str) -> bytes | None:
         raw = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if raw.startswith(PNG_MAGIC) else None
+    return raw if _whole_png(raw) else None
 
 
 def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
