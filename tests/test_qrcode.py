@@ -269,3 +269,36 @@ def test_a_picture_cut_short_or_garbage_behind_the_magic_is_no_png() -> None:
     broken_header = png[:20] + bytes([png[20] ^ 1]) + png[21:]
     assert decode_png(base64.b64encode(broken_header).decode()) is None
 
+
+def test_a_qr_code_of_another_card_is_not_saved_for_this_resident(tmp_path: Path) -> None:
+    """A mixed-up getImg answer: the QR text names another card; its picture would be another resident's."""
+    a, b = make_id(1), make_id(2)
+    rows = [("reg.xlsx", 12, "enrolled", a, "A" * 64), ("reg.xlsx", 13, "enrolled", b, "B" * 64)]
+    folder = _results(tmp_path / "out", rows)
+
+    class MixedUp(ImgClient):
+        def get_img(self, *, ehealth_card_id: str = "", virtual_card_num: str = "") -> CallResult:
+            if ehealth_card_id == "A" * 64:  # B's picture and text
+                return super().get_img(ehealth_card_id="B" * 64)
+            return super().get_img(ehealth_card_id=ehealth_card_id, virtual_card_num=virtual_card_num)
+
+    export = export_qrcodes(folder, tmp_path / "qr", MixedUp())
+    [(holder, reason)] = export.failed
+    assert holder.id_number == a and "属于另一张电子健康卡" in reason
+    assert [p.name for p in export.written] == [f"row0013_{b[:6]}xxxxxxxx{b[-4:]}.png"]
+
+
+def test_a_qr_text_naming_the_card_in_another_case_or_shape_is_this_cards(tmp_path: Path) -> None:
+    a = make_id(1)
+    folder = _results(tmp_path / "out", [("reg.xlsx", 12, "enrolled", a, "ab" * 32)])
+
+    class Quoting(ImgClient):
+        def __init__(self, qr_text: str) -> None:
+            super().__init__()
+            self.qr_text = qr_text
+
+        def get_img(self, *, ehealth_card_id: str = "", virtual_card_num: str = "") -> CallResult:
+            return CallResult(10000, "操作成功", {"qrCode": self.qr_text, "img": ""}, 1)
+
+    for n, qr_text in enumerate(["AB" * 32 + ":0:" + "0" * 32, "13499170350361045507:0:1", "no colon"]):
+        assert not export_qrcodes(folder, tmp_path / f"qr{n}", Quoting(qr_text)).failed, qr_text

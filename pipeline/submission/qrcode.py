@@ -94,6 +94,12 @@ MESSAGE_WITHDRAWN = (
     "处理办法：重新运行 ehc submit 提交该登记表，再运行 ehc qrcode"
 )
 
+#: Why a resident gets no picture when getImg answered with the QR code of another card.
+MESSAGE_ANOTHER_CARD = (
+    "getImg 答复的二维码属于另一张电子健康卡（不是所查询的卡），未保存。"
+    "处理办法：稍后重新运行 ehc qrcode；仍然如此请联系平台"
+)
+
 #: Why a resident has no picture when the export was stopped before its turn.
 MESSAGE_INTERRUPTED = "未获取：导出被中断。重新运行 ehc qrcode 即可补齐（已保存的图片会重新获取）"
 MESSAGE_STOPPED = "未获取：平台无法访问，导出已停止。平台恢复后重新运行 ehc qrcode 即可补齐"
@@ -256,6 +262,21 @@ def decode_png(img: str) -> bytes | None:
     return raw if _whole_png(raw) else None
 
 
+def _names_another_card(qr_text: str, ehealth_card_id: str) -> bool:
+    """Whether getImg answered the QR text (``<ehealthCardId>:0:<32 hex>``) of a card other than asked.
+
+    Only a text whose first field has the shape of the card id asked (its
+    length) is judged, so a platform writing the QR text otherwise loses no
+    picture; such a text naming another id answered some other request (a
+    proxy or the platform mixing answers up): its picture is another
+    resident's card.
+    """
+    first, colon, _ = qr_text.partition(":")
+    if not colon or not ehealth_card_id or len(first) != len(ehealth_card_id):
+        return False
+    return first.casefold() != ehealth_card_id.casefold()
+
+
 def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
     """Fetch and write one picture; ``("", "")`` on success, else the Chinese reason and its log form.
 
@@ -271,7 +292,10 @@ def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
         code = "无应答" if result.result_code is None else str(result.result_code)
         logged = logged_reason(result.result_code, result.message)
         return f"getImg 未成功（{code}）：{result.message}", f"getImg 未成功（{code}）：{logged}"
-    png = decode_png(str(result.data.get("img", ""))) or drawn_png(str(result.data.get("qrCode", "")))
+    qr_text = str(result.data.get("qrCode", ""))
+    if _names_another_card(qr_text, holder.ehealth_card_id):
+        return MESSAGE_ANOTHER_CARD, MESSAGE_ANOTHER_CARD
+    png = decode_png(str(result.data.get("img", ""))) or drawn_png(qr_text)
     if png is None:
         reason = (
             f"getImg 答复成功（{result.result_code}），但既没有有效的 PNG 图片，也没有可用的二维码原始数据"
