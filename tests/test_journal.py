@@ -178,12 +178,12 @@ def test_a_card_found_for_one_resident_is_taken_from_another_recorded_with_it(jo
     # B was recorded from a mixed-up answer carrying A's card; A's lookup names the card as A's.
     journal.record(ID_A, STATE_ENROLLED, 10115, "平台答复已办理：上次发送可能已成功但答复丢失")
     journal.record(ID_B, STATE_ENROLLED, 10000, "操作成功", "AB" * 32, "1" * 20)
-    assert journal.set_card_ids(ID_A, "AB" * 32, "1" * 20) == 1
+    assert journal.set_card_ids(ID_A, "AB" * 32, "1" * 20) == [ID_B]
     a, b = journal.lookup(ID_A), journal.lookup(ID_B)
     assert (a["state"], a["ehealth_card_id"]) == (STATE_ENROLLED, "AB" * 32)
     assert (b["state"], b["ehealth_card_id"], b["virtual_card_num"]) == (STATE_FAILED, "", "")
     assert "另一位居民" in b["message"]  # sent again by the next run, never exported with A's card
-    assert journal.set_card_ids(ID_A, "AB" * 32, "1" * 20) == 0
+    assert journal.set_card_ids(ID_A, "AB" * 32, "1" * 20) == []
 
 
 def test_a_full_database_is_one_clear_config_error(journal: Journal) -> None:

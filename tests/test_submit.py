@@ -94,6 +94,33 @@ def test_lookup_existing_fetches_card_ids_with_bind(journal: Journal) -> None:
     assert journal.lookup(elsewhere)["virtual_card_num"] == card_ids(elsewhere)["virtualCardNum"]
 
 
+def test_a_row_whose_card_a_lookup_of_the_same_batch_gives_to_another_does_not_show_that_card(
+    journal: Journal,
+) -> None:
+    """bindCardInfo answering one card for everyone: the journal withdrew the earlier holders, the
+    reports showed every row enrolled with that card all the same (exit 0)."""
+    ids = [make_id(n) for n in range(3)]
+    for id_number in ids:
+        journal.record(id_number, STATE_ENROLLED, 10115, "平台答复已办理：上次发送可能已成功但答复丢失")
+
+    class OneCardForAll(ScriptedClient):
+        def bind_card_info(self, *, zjlx: str, zjhm: str, xm: str, brdh: str, **_: str) -> CallResult:
+            with self._lock:
+                self.bind_calls.append(zjhm)
+            return CallResult(10000, "操作成功", {"ehealthCardId": "F" * 64, "virtualCardNum": "1" * 20}, 1)
+
+    batch = make_batch([resident(i) for i in ids])
+    submit_quickly(batch, OneCardForAll(), journal, lookup_existing=True, concurrency=1)
+    holders = [i for i in ids if journal.lookup(i)["ehealth_card_id"] == "F" * 64]  # type: ignore[index]
+    assert len(holders) == 1
+    shown = batch.outcome.set_index(batch.rows["sfzhm"])
+    assert shown.loc[holders[0], "ehealthCardId"] == "F" * 64
+    for other in set(ids) - set(holders):
+        assert journal.lookup(other)["state"] == "failed"  # type: ignore[index]
+        assert shown.loc[other, "status"] == "failed" and shown.loc[other, "ehealthCardId"] == ""
+        assert "另一位居民" in shown.loc[other, "message"]
+
+
 def test_repeated_id_is_sent_once(journal: Journal) -> None:
     twice = make_id(3)
     client = ScriptedClient()

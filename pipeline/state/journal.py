@@ -441,22 +441,31 @@ class Journal:
             ),
         ) > 0  # fmt: skip
 
-    def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> int:
+    def set_card_ids(self, id_number: str, ehealth_card_id: str, virtual_card_num: str) -> list[str]:
         """Store the card ids of a resident found later (``bindCardInfo``); state and message stay.
 
         The lookup names the card of this ID number: any other resident the
         journal holds with that card was recorded from an answer to some other
         request (answers mixed up).  Their outcome becomes unknown (``failed``,
         card ids cleared), so the next run sends them again and one card is
-        never exported for two people.  Returns how many were so corrected.
+        never exported for two people.  Returns the ID numbers so corrected,
+        for the run's reports to say the same of their rows.
         """
-        corrected = 0
+        corrected: list[str] = []
         if ehealth_card_id:
-            corrected = self._write(
-                """UPDATE residents SET state = ?, result_code = NULL, message = ?, ehealth_card_id = '',
-                         virtual_card_num = '', updated_at = ?
-                   WHERE ehealth_card_id = ? AND id_number != ?""",
-                (STATE_FAILED, MESSAGE_CARD_OF_ANOTHER, _now(), ehealth_card_id, id_number),
+            with self._writing() as db:
+                corrected = [
+                    str(row[0]) for row in db.execute(
+                        "SELECT id_number FROM residents WHERE ehealth_card_id = ? AND id_number != ?",
+                        (ehealth_card_id, id_number),
+                    )
+                ]  # fmt: skip
+        if corrected:
+            self._write(
+                f"""UPDATE residents SET state = ?, result_code = NULL, message = ?, ehealth_card_id = '',
+                          virtual_card_num = '', updated_at = ?
+                    WHERE ehealth_card_id = ? AND id_number IN ({", ".join("?" * len(corrected))})""",
+                (STATE_FAILED, MESSAGE_CARD_OF_ANOTHER, _now(), ehealth_card_id, *corrected),
             )
         self._write(
             """UPDATE residents SET

@@ -171,6 +171,8 @@ class ResidentSender:
         #: the first run-stopping fault met once an outcome was known (journal unwritable, platform gone
         #: during a lookup): the outcome was kept, nothing more is sent, the caller raises it at the end
         self.fault: EhcError | None = None
+        #: residents whose recorded card a lookup found to be another's: their outcome is unknown again
+        self.withdrawn: set[str] = set()
         self._count_lock = threading.Lock()
         self._holders: dict[str, str] = {}  # card id -> the resident first answered with it, the recent ones
 
@@ -355,7 +357,10 @@ class ResidentSender:
         card_id, virtual = _card_ids(result.data) if result.ok else ("", "")
         if card_id or virtual:
             try:
-                if self.journal.set_card_ids(task.id_number, card_id, virtual):
+                corrected = self.journal.set_card_ids(task.id_number, card_id, virtual)
+                if corrected:
+                    with self._count_lock:
+                        self.withdrawn.update(corrected)
                     logger.warning(
                         "{} 的卡号在提交日志中记在另一位居民名下：其申领结果改为未知，下次运行会重新发送",
                         mask_id(task.id_number),

@@ -42,6 +42,7 @@ from pipeline.batch import (
     follow_first,
     not_sent,
     set_outcomes,
+    update_outcome,
 )
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, EhcError, Interrupted, PlatformUnreachable
@@ -63,7 +64,7 @@ from pipeline.progress import RowBar
 
 if TYPE_CHECKING:
     from pipeline.dryrun import Registers
-from pipeline.state.journal import STATE_ENROLLED, Journal
+from pipeline.state.journal import MESSAGE_CARD_OF_ANOTHER, STATE_ENROLLED, Journal
 from pipeline.stopping import interrupt_on_signals, stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
 from pipeline.submission.recovery import recover_card_ids
@@ -256,6 +257,14 @@ def submit_batch(
     by_id = dict(zip(plan.ids.loc[plan.to_send].tolist(), final, strict=True))
     follow = [follow_first(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
     set_outcomes(batch, list(plan.repeats), follow)
+    if sender.withdrawn:
+        # A lookup of this batch found the card given to these residents to be another's; the journal
+        # no longer holds them enrolled, and their rows must not show that card as theirs.
+        update_outcome(
+            batch, plan.ids.index[plan.ids.isin(sender.withdrawn).to_numpy()],
+            {"status": STATUS_FAILED, "result_code": "", "message": MESSAGE_CARD_OF_ANOTHER,
+             "ehealthCardId": "", "virtualCardNum": ""},
+        )  # fmt: skip
 
     stats.sent = sender.sent
     stats.calls = sender.calls
