@@ -135,6 +135,28 @@ def test_a_secret_or_work_key_quoted_in_another_case_is_removed_too() -> None:
     assert parse_body(body.encode()) == (10110, "认证字符串 *** 无效，appSecret=***", {})
 
 
+def test_a_retried_answer_is_logged_by_its_codes_words_not_the_platforms(tmp_path: Path) -> None:
+    """A 10129 quoting the resident ("处理居民 王甲乙 时超时") put the name in the --debug log."""
+    import threading
+
+    from loguru import logger
+
+    from pipeline.platform.responses import Answer
+    from pipeline.platform.retrying import RetryPolicy
+
+    quoting = Answer(10129, "网络异常：处理居民 王甲乙 时超时", {}, True)
+    answers = iter([quoting, Answer(10000, "操作成功", {}, False)])
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="DEBUG", format="{message}")
+    try:
+        policy = RetryPolicy(max_attempts=3, max_seconds=10, initial_wait=0.01, interrupted=threading.Event())
+        assert policy.run(lambda: next(answers), "syncCardInfo").result_code == 10000
+    finally:
+        logger.remove(sink)
+    assert any("第 1 次请求未成功（网络异常）" in line for line in lines), lines
+    assert not any("王甲乙" in line for line in lines)
+
+
 def test_http_answers_are_classified() -> None:
     assert answer_from_http(500, b"", None).transient
     too_many = answer_from_http(429, b"", "3")

@@ -30,7 +30,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_exponential_jitter
 
-from pipeline.platform.responses import Answer
+from pipeline.platform.responses import Answer, logged_reason
 
 #: Longest wait between two attempts, whatever the backoff or Retry-After says.
 MAX_WAIT_SECONDS = 60.0
@@ -74,7 +74,8 @@ def _log_retry(retry_state: RetryCallState) -> None:
         "{} 第 {} 次请求未成功（{}），{:.1f} 秒后重试",
         retry_state.args[1] if len(retry_state.args) > 1 else "",
         retry_state.attempt_number,
-        answer.message if isinstance(answer, Answer) else "",
+        # A 10129's message is the platform's, and may quote the resident (a name): its code's words.
+        logged_reason(answer.result_code, answer.message) if isinstance(answer, Answer) else "",
         retry_state.upcoming_sleep,
     )
 
