@@ -346,3 +346,15 @@ def test_the_platforms_words_are_in_the_report_but_not_in_the_log(journal: Journ
     assert "10110" in logged and "99999" in logged
     for private in ("王甲乙", "幸福路", id_number, make_id(4)):
         assert private not in logged
+
+
+def test_a_run_no_call_of_which_got_a_verdict_says_why_the_last_got_none(journal: Journal) -> None:
+    """Every call redirected (a moved platform): the run blamed the network, not the address."""
+    from pipeline.errors import PlatformUnreachable
+
+    redirected = CallResult(None, "平台返回 HTTP 301，请检查平台地址（base_url）", {}, 1, unanswered=True)
+    batch = make_batch([resident(make_id(n)) for n in range(2)])
+    with pytest.raises(PlatformUnreachable) as raised:
+        submit_quickly(batch, _ScriptedAnswers(redirected), journal)
+    assert "最近一次：平台返回 HTTP 301，请检查平台地址（base_url）" in raised.value.message
+    assert batch.outcome["status"].tolist() == ["failed", "failed"]

@@ -171,6 +171,8 @@ class ResidentSender:
         #: the first run-stopping fault met once an outcome was known (journal unwritable, platform gone
         #: during a lookup): the outcome was kept, nothing more is sent, the caller raises it at the end
         self.fault: EhcError | None = None
+        #: why the latest call without a verdict got none (the client's own words, never the platform's)
+        self.last_unanswered = ""
         #: residents whose recorded card a lookup found to be another's: their outcome is unknown again
         self.withdrawn: set[str] = set()
         self._count_lock = threading.Lock()
@@ -271,6 +273,8 @@ class ResidentSender:
             self._record(task.id_number, STATE_FAILED, code, message)
             # A request that reached the platform unanswered may have enrolled the resident: not "failed".
             unknown = result.unanswered
+            if code is None:
+                self.last_unanswered = message
             said = MESSAGE_OUTCOME_UNKNOWN if unknown else MESSAGE_SEND_FAILED
             logger.warning("{} {}（已尝试 {} 次）：{}", masked, said, result.attempts, _logged_reason(result))
             text = f"{said}（已尝试 {result.attempts} 次）：{message}。{MESSAGE_SEND_AGAIN}"

@@ -239,9 +239,10 @@ def submit_batch(
     if fatal is None and sender.sent and not sender.answered and not stop.is_set():
         # Every call went unanswered, too few or too quick for the breaker: the platform is unreachable
         # all the same, and the run says so (exit 2) as a longer one would.
+        latest = f"（最近一次：{sender.last_unanswered}）" if sender.last_unanswered else ""
         fatal = PlatformUnreachable(
-            f"平台没有应答：本次发送的 {sender.sent} 人都没有得到平台的答复，结果未知。"
-            "请检查网络和平台状态后重新运行同一命令（已办理的不会重复发送）",
+            f"平台没有应答：本次发送的 {sender.sent} 人都没有得到平台的答复{latest}，结果未知。"
+            "请检查网络、平台状态和平台地址 base_url 后重新运行同一命令（已办理的不会重复发送）",
             "平台没有应答",
         )
     reason = MESSAGE_NOT_SENT
