@@ -358,3 +358,20 @@ def test_a_run_no_call_of_which_got_a_verdict_says_why_the_last_got_none(journal
         submit_quickly(batch, _ScriptedAnswers(redirected), journal)
     assert "最近一次：平台返回 HTTP 301，请检查平台地址（base_url）" in raised.value.message
     assert batch.outcome["status"].tolist() == ["failed", "failed"]
+
+
+def test_a_call_cut_short_by_a_fault_names_the_fault_not_an_interruption(journal: Journal) -> None:
+    """The platform refusing every new key: calls in flight said "已中断" though nobody stopped the run."""
+    refused = AuthenticationRefused("平台连续 5 次拒绝刚取得的认证字符串（10105 认证字符串无效）", 10105)
+
+    class Refusing(ScriptedClient):
+        def sync_card_info(self, card_info: dict[str, str], people_info: dict[str, str]) -> CallResult:
+            raise refused
+
+    batch = make_batch([resident(make_id(n)) for n in range(3)])
+    with pytest.raises(AuthenticationRefused):
+        submit_quickly(batch, Refusing(), journal, concurrency=1)
+    messages = batch.outcome["message"].tolist()
+    assert batch.outcome["status"].tolist() == ["failed"] * 3
+    assert messages[0].startswith("已停止，发送结果未知（平台连续 5 次拒绝") and "已中断" not in messages[0]
+    assert all(m.startswith("未发送：平台连续 5 次拒绝") for m in messages[1:])

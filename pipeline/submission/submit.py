@@ -82,6 +82,10 @@ MESSAGE_NOT_SENT = "已中断，未发送"
 #: Rows sent as one slice: the rows of a slice become Python objects (the calls' JSON), no more.
 SEND_ROWS = 20_000
 MESSAGE_UNKNOWN = "已中断，发送结果未知；再次运行同一命令会重新发送（平台若答复已办理则按已办理处理）"
+#: A call in flight when a fault (not the operator) stopped the run: the fault is named, not an interrupt.
+MESSAGE_STOPPED_UNKNOWN = (
+    "已停止，发送结果未知（{fault}）；再次运行同一命令会重新发送（平台若答复已办理则按已办理处理）"
+)
 
 
 def derive_concurrency(rate: float | None, latency: float = EXPECTED_LATENCY) -> int:
@@ -245,13 +249,16 @@ def submit_batch(
             "请检查网络、平台状态和平台地址 base_url 后重新运行同一命令（已办理的不会重复发送）",
             "平台没有应答",
         )
-    reason = MESSAGE_NOT_SENT
+    reason, unknown = MESSAGE_NOT_SENT, MESSAGE_UNKNOWN
     if fatal is not None:
-        reason = f"未发送：{fatal}" if isinstance(fatal, EhcError) else "未发送：程序内部错误"
+        fault = str(fatal) if isinstance(fatal, EhcError) else "程序内部错误"
+        reason = f"未发送：{fault}"
+        if not pool.abandoned:  # the fault stopped the calls in flight, not a second Ctrl-C
+            unknown = MESSAGE_STOPPED_UNKNOWN.format(fault=fault)
     final: list[Outcome] = []
     for position, outcome in enumerate(pool.outcomes):
         if outcome is None:
-            outcome = Outcome(STATUS_FAILED, "", MESSAGE_UNKNOWN if position in pool.unknown else reason)
+            outcome = Outcome(STATUS_FAILED, "", unknown if position in pool.unknown else reason)
         final.append(outcome)
     set_outcomes(batch, list(plan.to_send), final)
     append_rejections(batch, list(plan.to_send), final)
