@@ -109,9 +109,24 @@ def test_a_row_whose_card_a_lookup_of_the_same_batch_gives_to_another_does_not_s
                 self.bind_calls.append(zjhm)
             return CallResult(10000, "操作成功", {"ehealthCardId": "F" * 64, "virtualCardNum": "1" * 20}, 1)
 
+    from loguru import logger
+
+    from pipeline.logs import mask_id
+
     batch = make_batch([resident(i) for i in ids])
-    submit_quickly(batch, OneCardForAll(), journal, lookup_existing=True, concurrency=1)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        submit_quickly(batch, OneCardForAll(), journal, lookup_existing=True, concurrency=1)
+    finally:
+        logger.remove(sink)
     holders = [i for i in ids if journal.lookup(i)["ehealth_card_id"] == "F" * 64]  # type: ignore[index]
+    # The log names whose outcome became unknown, not only who looked the card up.
+    assert [line.split()[0] for line in lines if "查得的卡号在提交日志中记在" in line] == [
+        mask_id(i) for i in ids[1:]
+    ]
+    said = "".join(lines)
+    assert f"记在 {mask_id(ids[0])} 名下" in said and f"记在 {mask_id(ids[1])} 名下" in said
     assert len(holders) == 1
     shown = batch.outcome.set_index(batch.rows["sfzhm"])
     assert shown.loc[holders[0], "ehealthCardId"] == "F" * 64

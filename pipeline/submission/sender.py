@@ -366,9 +366,9 @@ class ResidentSender:
                     with self._count_lock:
                         self.withdrawn.update(corrected)
                     logger.warning(
-                        "{} 的卡号在提交日志中记在另一位居民名下：其申领结果改为未知，下次运行会重新发送",
-                        mask_id(task.id_number),
-                    )
+                        "{} 查得的卡号在提交日志中记在 {} 名下：其申领结果改为未知，下次运行会重新发送",
+                        mask_id(task.id_number), "、".join(mask_id(other) for other in corrected),
+                    )  # fmt: skip
             except EhcError as error:
                 self._stopped_by(error)
             logger.info("{} 已通过 bindCardInfo 查得卡号", mask_id(task.id_number))
