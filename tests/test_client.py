@@ -157,6 +157,16 @@ def test_a_retried_answer_is_logged_by_its_codes_words_not_the_platforms(tmp_pat
     assert not any("王甲乙" in line for line in lines)
 
 
+def test_an_answer_in_gbk_is_read() -> None:
+    """A platform answering in GBK: every success counted as garbled, its card ids lost."""
+    answer = {"data": {"resultCode": "10000", "message": "操作成功", "ehealthCardId": "A" * 64}}
+    body = json.dumps(answer, ensure_ascii=False).encode("gbk")
+    assert parse_body(body) == (10000, "操作成功", {"ehealthCardId": "A" * 64})
+    refusal = '{"data": {"resultCode": 10111, "message": "身份证号码不正确"}}'.encode("gb18030")
+    assert parse_body(refusal) == (10111, "身份证号码不正确", {})
+    assert parse_body(b"\xff\xfe\x00garbage") is None
+
+
 def test_http_answers_are_classified() -> None:
     assert answer_from_http(500, b"", None).transient
     too_many = answer_from_http(429, b"", "3")

@@ -175,10 +175,24 @@ def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
     return folded
 
 
+def _document(content: bytes) -> Any:
+    """The JSON document of an answer: UTF-8 (or UTF-16/32) as the interface document says, else GB18030.
+
+    A platform on a Chinese system may answer in GBK whatever the document
+    says (its header then says ``charset=GBK``, or nothing): read as UTF-8,
+    every answer with a Chinese message would count as garbled, and every
+    enrolment's card ids would be lost.  The codes are ASCII in either.
+    """
+    try:
+        return json.loads(content, object_pairs_hook=_unique_fields)
+    except UnicodeDecodeError:
+        return json.loads(content.decode("gb18030"), object_pairs_hook=_unique_fields)
+
+
 def parse_body(content: bytes) -> tuple[int, str, dict[str, str]] | None:
     """``(resultCode, message, other fields)`` from an answer body, or ``None`` if it is malformed."""
     try:
-        document = json.loads(content, object_pairs_hook=_unique_fields)
+        document = _document(content)
     except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than Python's stack
         return None  # _Ambiguous too: which of two result codes is the verdict cannot be told
     if not isinstance(document, Mapping):
