@@ -390,3 +390,28 @@ def test_a_call_cut_short_by_a_fault_names_the_fault_not_an_interruption(journal
     assert batch.outcome["status"].tolist() == ["failed"] * 3
     assert messages[0].startswith("已停止，发送结果未知（平台连续 5 次拒绝") and "已中断" not in messages[0]
     assert all(m.startswith("未发送：平台连续 5 次拒绝") for m in messages[1:])
+
+
+def test_a_card_answered_to_two_residents_of_a_run_is_kept_for_neither(journal: Journal) -> None:
+    """Answers mixed up among the calls in flight: the first to arrive may be the wrong one.  The first
+    holder kept the card, its QR code then exported for a resident it may not belong to."""
+    first, second, other = make_id(1), make_id(2), make_id(3)
+    same = CallResult(10000, "操作成功", {"ehealthCardId": "C" * 64, "virtualCardNum": "1" * 20}, 1)
+
+    class MixedUp(ScriptedClient):
+        def sync_card_info(self, card_info: dict[str, str], people_info: dict[str, str]) -> CallResult:
+            if people_info["sfzhm"] in (first, second):
+                self.sync_calls.append(people_info["sfzhm"])
+                return same
+            return super().sync_card_info(card_info, people_info)
+
+    batch = make_batch([resident(first), resident(second), resident(other), resident(first)])
+    submit_quickly(batch, MixedUp(), journal, concurrency=1)
+    assert batch.outcome["status"].tolist() == ["failed", "failed", "enrolled", "failed"]
+    assert batch.outcome.loc[[0, 1, 3], "ehealthCardId"].tolist() == ["", "", ""]
+    assert "也答复给了本次提交的另一位居民" in batch.outcome.loc[0, "message"]
+    assert "属于另一位居民" in batch.outcome.loc[1, "message"]
+    for id_number in (first, second):
+        entry = journal.lookup(id_number)
+        assert entry is not None and (entry["state"], entry["ehealth_card_id"]) == ("failed", "")
+    assert journal.lookup(other)["state"] == STATE_ENROLLED  # type: ignore[index]

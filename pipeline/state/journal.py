@@ -461,12 +461,7 @@ class Journal:
                     )
                 ]  # fmt: skip
         if corrected:
-            self._write(
-                f"""UPDATE residents SET state = ?, result_code = NULL, message = ?, ehealth_card_id = '',
-                          virtual_card_num = '', updated_at = ?
-                    WHERE ehealth_card_id = ? AND id_number IN ({", ".join("?" * len(corrected))})""",
-                (STATE_FAILED, MESSAGE_CARD_OF_ANOTHER, _now(), ehealth_card_id, *corrected),
-            )
+            self.withdraw(corrected, ehealth_card_id, MESSAGE_CARD_OF_ANOTHER)
         self._write(
             """UPDATE residents SET
                      ehealth_card_id = CASE WHEN ? != '' THEN ? ELSE ehealth_card_id END,
@@ -476,6 +471,31 @@ class Journal:
             (ehealth_card_id, ehealth_card_id, virtual_card_num, virtual_card_num, _now(), id_number),
         )
         return corrected
+
+    def withdraw(self, id_numbers: Sequence[str], ehealth_card_id: str, message: str) -> list[str]:
+        """Make the outcome of ``id_numbers`` unknown again (``failed``, card ids cleared, ``message``)
+        where they still hold ``ehealth_card_id``: the answer that gave it them is in doubt.  The next
+        run sends them again.  Returns the ID numbers so changed.
+        """
+        wanted = list(dict.fromkeys(i for i in id_numbers if i))
+        if not ehealth_card_id or not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        with self._writing() as db:
+            holding = [
+                str(row[0]) for row in db.execute(
+                    f"SELECT id_number FROM residents WHERE ehealth_card_id = ? AND id_number IN ({marks})",
+                    (ehealth_card_id, *wanted),
+                )
+            ]  # fmt: skip
+        if holding:
+            self._write(
+                f"""UPDATE residents SET state = ?, result_code = NULL, message = ?, ehealth_card_id = '',
+                          virtual_card_num = '', updated_at = ?
+                    WHERE ehealth_card_id = ? AND id_number IN ({", ".join("?" * len(holding))})""",
+                (STATE_FAILED, message, _now(), ehealth_card_id, *holding),
+            )
+        return holding
 
     def enrolled_without_card_ids(self) -> list[str]:
         """ID numbers of residents enrolled (here or, per a 10115, anywhere) whose card ids are unknown."""

@@ -56,7 +56,14 @@ from pipeline.model import (
     Outcome,
 )
 from pipeline.platform.responses import logged_reason
-from pipeline.state.journal import STATE_ENROLLED, STATE_FAILED, STATE_REJECTED, STATE_SENDING, Journal
+from pipeline.state.journal import (
+    MESSAGE_CARD_OF_ANOTHER,
+    STATE_ENROLLED,
+    STATE_FAILED,
+    STATE_REJECTED,
+    STATE_SENDING,
+    Journal,
+)
 from schemas.result_codes import ResultCode, describe
 
 #: A 10115 answering a resident whose earlier send may have arrived unanswered.
@@ -95,6 +102,10 @@ MESSAGE_IDS_FOUND = "已通过 bindCardInfo 查得卡号"
 MESSAGE_ANSWER_OF_ANOTHER = "平台答复成功，但答复中的卡号属于另一位居民，不是对本次申领的答复：结果未知"
 #: Codes saying that the resident holds a card already: enrolled, never sent again.
 _ENROLLED_CODES = frozenset({ResultCode.ALREADY_ENROLLED, ResultCode.SEVERAL_CARDS_FOR_ID})
+#: A resident first answered 10000 with a card that the platform then answered for another resident too.
+MESSAGE_CARD_ANSWERED_TWICE = (
+    "平台把此人的卡号也答复给了本次提交的另一位居民：哪一个答复属于此人不能确定，申领结果未知"
+)
 #: A 10000 that names no card: the resident is enrolled (the platform said so), the card ids are unknown.
 MESSAGE_NO_IDS_ANSWERED = "申领成功，但平台答复中没有卡号"
 
@@ -173,20 +184,44 @@ class ResidentSender:
         self.fault: EhcError | None = None
         #: why the latest call without a verdict got none (the client's own words, never the platform's)
         self.last_unanswered = ""
-        #: residents whose recorded card a lookup found to be another's: their outcome is unknown again
-        self.withdrawn: set[str] = set()
+        #: residents whose recorded card turned out to be in doubt (a lookup found it another's, or the
+        #: platform answered it for another resident too), with why: their outcome is unknown again
+        self.withdrawn: dict[str, str] = {}
         self._count_lock = threading.Lock()
         self._holders: dict[str, str] = {}  # card id -> the resident first answered with it, the recent ones
+        self._disputed: dict[str, str] = {}  # card id -> its first holder, once answered for another too
 
     def _first_holder(self, card_id: str, id_number: str) -> bool:
-        """Whether no other resident of this run (its recent answers) was answered with ``card_id``."""
+        """Whether no other resident of this run (its recent answers) was answered with ``card_id``.
+
+        When one was, the card is in dispute: which of the two answers was meant for whom cannot be told
+        (the first to arrive may be the one mixed up), so :meth:`settle_disputes` takes it from the first
+        holder too once the calls are done.
+        """
         if not card_id:
             return True
         with self._count_lock:
             holder = self._holders.setdefault(card_id, id_number)
             while len(self._holders) > RECENT_CARDS:
                 del self._holders[next(iter(self._holders))]
+            if holder != id_number:
+                self._disputed.setdefault(card_id, holder)
         return holder == id_number
+
+    def settle_disputes(self) -> None:
+        """Make unknown again the outcome of every resident first answered with a card answered to another
+        resident of this run as well (see :meth:`_first_holder`); call it once no call is in flight."""
+        with self._count_lock:
+            disputed, self._disputed = self._disputed, {}
+        for card_id, holder in disputed.items():
+            try:
+                withdrawn = self.journal.withdraw([holder], card_id, MESSAGE_CARD_ANSWERED_TWICE)
+            except EhcError as error:
+                self._stopped_by(error)
+                return
+            if withdrawn:
+                self.withdrawn[holder] = f"{MESSAGE_CARD_ANSWERED_TWICE}；{MESSAGE_SEND_AGAIN}"
+                logger.warning("{} {}", mask_id(holder), MESSAGE_CARD_ANSWERED_TWICE)
 
     def _count_call(self, attempts: int, *, resident: bool = False) -> None:
         """Count a call that left for the platform (a stop can cut one short before it does)."""
@@ -364,7 +399,7 @@ class ResidentSender:
                 corrected = self.journal.set_card_ids(task.id_number, card_id, virtual)
                 if corrected:
                     with self._count_lock:
-                        self.withdrawn.update(corrected)
+                        self.withdrawn.update(dict.fromkeys(corrected, MESSAGE_CARD_OF_ANOTHER))
                     logger.warning(
                         "{} 查得的卡号在提交日志中记在 {} 名下：其申领结果改为未知，下次运行会重新发送",
                         mask_id(task.id_number), "、".join(mask_id(other) for other in corrected),

@@ -64,7 +64,7 @@ from pipeline.progress import RowBar
 
 if TYPE_CHECKING:
     from pipeline.dryrun import Registers
-from pipeline.state.journal import MESSAGE_CARD_OF_ANOTHER, STATE_ENROLLED, Journal
+from pipeline.state.journal import STATE_ENROLLED, Journal
 from pipeline.stopping import interrupt_on_signals, stop_on_signals
 from pipeline.submission.pool import PoolSize, run_pool
 from pipeline.submission.recovery import recover_card_ids
@@ -236,6 +236,7 @@ def submit_batch(
             batch, plan.from_journal, plan.ids, plan.known, sender,
             lookup=lookup_existing, size=size, stop=stop,
         )  # fmt: skip
+    sender.settle_disputes()
     sender.flush()
 
     # A fault met after an answer came back (journal unwritable, platform gone) keeps that answer.
@@ -266,11 +267,13 @@ def submit_batch(
     follow = [follow_first(by_id[plan.ids.loc[row_id]]) for row_id in plan.repeats]
     set_outcomes(batch, list(plan.repeats), follow)
     if sender.withdrawn:
-        # A lookup of this batch found the card given to these residents to be another's; the journal
-        # no longer holds them enrolled, and their rows must not show that card as theirs.
+        # The card given to these residents turned out to be in doubt in this batch (a lookup found it
+        # another's, or it was answered to two); the journal no longer holds them enrolled, and their
+        # rows must not show that card as theirs.
+        doubted = plan.ids[plan.ids.isin(list(sender.withdrawn)).to_numpy()]
         update_outcome(
-            batch, plan.ids.index[plan.ids.isin(sender.withdrawn).to_numpy()],
-            {"status": STATUS_FAILED, "result_code": "", "message": MESSAGE_CARD_OF_ANOTHER,
+            batch, doubted.index,
+            {"status": STATUS_FAILED, "result_code": "", "message": doubted.map(sender.withdrawn).tolist(),
              "ehealthCardId": "", "virtualCardNum": ""},
         )  # fmt: skip
 
