@@ -108,7 +108,10 @@ class WebSettings:
     session_hours: float = 12.0
     secure_cookies: bool = False  # true behind a TLS reverse proxy
     check_workers: int = 2  # processes running dry runs of uploads
-    login_attempts: int = 5  # failed logins per user or address before a pause
+    login_attempts: int = 5  # failed logins per user name before that name pauses
+    # Failed logins from one client address before it pauses: the clerks of a centre often share
+    # one NAT address, so this is well above ``login_attempts`` (their typos add up here).
+    login_attempts_per_address: int = 50
     lockout_minutes: float = 15.0
     read_memory_mb: int = 4096  # what reading one upload may cost (0: no limit), as in [inbox]
     read_timeout_seconds: float = 600.0

@@ -10,9 +10,12 @@
   field or the ``X-CSRF-Token`` header), compared in constant time.  The
   login form, which has no session yet, uses a double-submit token: a
   random value in a SameSite=Strict cookie and the same in the form.
-* Failed logins are counted per user name and per client address; past the
+* Failed logins are counted per user name and per client address; past its
   limit, logins under that name or from that address pause until the
-  oldest failure ages out.  Each attempt is counted before its password is
+  oldest failure ages out.  The address's limit is far above the name's:
+  the clerks of a centre often reach the server from one NAT address, and
+  their typos must not pause the whole office, while guesses sprayed over
+  many names from one address still stop.  Each attempt is counted before its password is
   checked (and taken back if it was right), so guesses sent all at once
   meet the same limit as guesses sent one after another.
 """
@@ -117,13 +120,15 @@ class Auth:
         ``too_many`` is the refusal, with ``{minutes}`` for the minutes to wait.
         """
         now = epoch()
-        keys = [f"user:{name.strip().casefold()}", f"address:{address}"]
-        since = now - self.lockout_seconds
-        latest = self.store.take_login_attempt(keys, now, since, self.settings.login_attempts)
+        limits = {
+            f"user:{name.strip().casefold()}": self.settings.login_attempts,
+            f"address:{address}": self.settings.login_attempts_per_address,
+        }
+        latest = self.store.take_login_attempt(limits, now, now - self.lockout_seconds)
         if latest:
             wait = latest + self.lockout_seconds - now
             raise LoginRefused(too_many.format(minutes=max(1, int(wait // 60) + 1)))
-        return keys, now
+        return list(limits), now
 
     def login(self, name: str, password: str, address: str) -> Login:
         """Check a name and password; raises :class:`LoginRefused` with the page's message."""

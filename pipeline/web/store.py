@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -495,20 +495,21 @@ class Store:
         )
         return cursor.rowcount
 
-    def take_login_attempt(self, keys: Sequence[str], at: float, since: float, limit: int) -> float:
-        """Count an attempt against every key before its password is checked; 0, or the latest failure
-        of a key already at ``limit`` since ``since`` (then nothing is counted).
+    def take_login_attempt(self, limits: Mapping[str, int], at: float, since: float) -> float:
+        """Count an attempt against every key of ``limits`` (key -> its limit) before its password is
+        checked; 0, or the latest failure of a key already at its limit since ``since`` (then nothing
+        is counted).
 
         Counting and testing in one write transaction is what holds the limit
         when many guesses arrive at once: each is counted before any is
         checked.  A good password takes its count back (:meth:`forgive_login_attempt`).
         """
         with self.transaction() as db:  # this thread's connection: login_failures reads inside it
-            for key in keys:
+            for key, limit in limits.items():
                 count, latest = self.login_failures(key, since)
                 if count >= limit:
                     return latest or at
-            db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, at) for k in keys])
+            db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, at) for k in limits])
         return 0.0
 
     def forgive_login_attempt(self, keys: Sequence[str], at: float) -> None:
