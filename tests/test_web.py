@@ -643,6 +643,25 @@ def test_every_page_carries_the_security_headers(site: Site) -> None:
     assert "<script>" not in page and " style=" not in page and "onclick" not in page
 
 
+def test_static_files_are_linked_at_their_content_s_version(site: Site) -> None:
+    """A release that changes app.js or the style sheet changes their address on every page: the
+    browsers fetch it at once, while the one they hold stays cached as long as it is current."""
+    import hashlib
+
+    from pipeline.web.context import STATIC
+
+    clerk = site.client("clerk_a")
+    for name in ("app.js", "app.css"):
+        version = hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+        for path in ("/login", "/jobs"):
+            assert f'"/static/{name}?v={version}"' in clerk.get(path).text, (path, name)
+        current = clerk.get(f"/static/{name}?v={version}")
+        assert current.status_code == 200 and current.content == (STATIC / name).read_bytes()
+        assert "immutable" in current.headers["cache-control"]
+        for stale in (f"/static/{name}", f"/static/{name}?v=000000000000"):  # an old page's link
+            assert clerk.get(stale).headers["cache-control"] == "no-cache", stale
+
+
 def test_the_secret_never_reaches_a_page_or_a_download(site: Site, sandbox: Any) -> None:
     clerk = site.client("clerk_a")
     job_id = site.upload_sample(clerk)

@@ -4,8 +4,10 @@
 ``ehc serve`` runs it with uvicorn.  Every response carries a Content
 Security Policy without inline scripts or styles (the page's script and
 style sheet are files under ``/static``), ``frame-ancestors 'none'``,
-``X-Content-Type-Options: nosniff``, ``no-store`` caching for pages, and a
-``Server-Timing`` header with the time the server took.
+``X-Content-Type-Options: nosniff``, ``no-store`` caching for pages, a year's
+caching for a static file asked for at its current version (the pages link
+``/static/app.js?v=<hash of its content>``: a release changes the address),
+and a ``Server-Timing`` header with the time the server took.
 A state-changing request whose ``Origin`` names another site is refused
 before any handler runs.
 """
@@ -18,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from loguru import logger
 from starlette.applications import Starlette
@@ -45,6 +47,7 @@ from pipeline.web.context import (
     Workspace,
     centre_job,
     render,
+    static_versions,
     viewer,
     wants_json,
 )
@@ -66,11 +69,22 @@ SECURITY_HEADERS = {
 }
 
 
-class SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every response, and refuses cross-site state changes."""
+#: A static file asked for at its current version never changes at that address.
+STATIC_CACHED = "public, max-age=31536000, immutable"
+#: One asked for without it (or at an old version) is checked with the server each time it is used.
+STATIC_CHECKED = "no-cache"
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response, and refuses cross-site state changes.
+
+    ``static_versions`` maps each static file's name to its current version
+    (:func:`~pipeline.web.context.static_versions`).
+    """
+
+    def __init__(self, app: ASGIApp, static_versions: dict[str, str] | None = None) -> None:
         self.app = app
+        self.static_versions = static_versions or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,9 +97,17 @@ class SecurityHeaders:
             return
         await self.app(scope, receive, self._with_headers(scope, send))
 
-    @staticmethod
-    def _with_headers(scope: Scope, send: Send) -> Send:
-        static = str(scope.get("path", "")).startswith("/static/")
+    def _caching(self, scope: Scope) -> str:
+        path = str(scope.get("path", ""))
+        if not path.startswith("/static/"):
+            return "no-store"
+        version = self.static_versions.get(path.removeprefix("/static/"))
+        asked = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get("v", [""])[-1]
+        # An old page's address (or none) must not pin a file for a year under a changed content.
+        return STATIC_CACHED if version and asked == version else STATIC_CHECKED
+
+    def _with_headers(self, scope: Scope, send: Send) -> Send:
+        caching = self._caching(scope)
         started = time.perf_counter()
 
         async def sending(message: Message) -> None:
@@ -93,7 +115,7 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
                     headers[name] = value
-                headers["cache-control"] = "public, max-age=3600" if static else "no-store"
+                headers["cache-control"] = caching
                 # How long the server took to answer (what the benchmarks read).
                 headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
             await send(message)
@@ -261,6 +283,8 @@ def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlett
     runner = Runner(settings, store, processes=processes)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.finalize = shown.finalize  # nothing a page prints can hide or turn text around
+    versions = static_versions()
+    templates.env.globals["static_url"] = lambda name: f"/static/{name}?v={versions[name]}"
     space = Workspace(settings, store, Auth(store, settings.web), runner, templates)
 
     @asynccontextmanager
@@ -291,5 +315,5 @@ def create_app(settings: engine.Settings, *, processes: bool = True) -> Starlett
         lifespan=lifespan,
     )
     app.state.workspace = space
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, static_versions=versions)
     return app

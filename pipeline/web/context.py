@@ -11,6 +11,7 @@ are exceptions turned into Chinese pages by the handlers in
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -32,6 +33,20 @@ from pipeline.web.uploads import BodyTooLarge, limited
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+def static_versions(folder: Path = STATIC) -> dict[str, str]:
+    """Each file under ``/static`` by name -> a short hash of its content, read once at start-up.
+
+    Pages link ``/static/<name>?v=<hash>``: a release that changes a file
+    changes its address, so browsers fetch it at once however long they
+    keep the old one.
+    """
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    }
 
 #: Fixed notices a redirect may ask a page to show (never text taken from the request).
 NOTICES = {
