@@ -722,10 +722,34 @@ def test_cli_refuses_a_user_before_asking_for_the_password(
 
 def test_the_uploaded_notice_is_shown_only_while_the_upload_is_being_checked(site: Site) -> None:
     clerk = site.client("clerk_a")
-    job_id = site.upload_sample(clerk)  # waits until checked
-    page = clerk.get(f"/jobs/{job_id}?notice=uploaded").text
-    assert "已上传，正在检查" not in page
-    assert "已开始提交" in clerk.get(f"/jobs/{job_id}?notice=submitting").text  # other notices stay
+    job_id = site.upload_sample(clerk)  # waits until checked, the upload's notice not yet shown
+    assert "已上传，正在检查" not in clerk.get(f"/jobs/{job_id}").text
+
+
+def test_a_notice_is_shown_once_by_the_page_an_action_led_to_and_never_from_a_link(site: Site) -> None:
+    """A link such as /jobs?notice=centre once showed 中心已添加。 to a clerk who added nothing."""
+    clerk, admin = site.client("clerk_a"), site.client("admin_a")
+    forged = {
+        "/jobs?notice=centre": "中心已添加",
+        "/admin/users?notice=disabled": "用户已停用",
+        "/login?notice=password": "密码已修改",
+        "/jobs?notice=uploaded": "已上传",
+    }
+    for path, said in forged.items():
+        assert said not in (admin if path.startswith("/admin") else clerk).get(path).text, path
+    added = admin.post(
+        "/admin/centres",
+        data={"csrf_token": site.csrf(admin), "org_code": "455400009", "name": "丁社区卫生服务中心"},
+    )
+    assert added.status_code == 303 and added.headers["location"] == "/admin/centres"
+    assert "中心已添加" in admin.get("/admin/centres").text
+    assert "中心已添加" not in admin.get("/admin/centres").text  # once: not again on a reload
+    csrf = csrf_of(clerk.get("/account/password").text)
+    new = "a-new-password-8"
+    changed = clerk.post("/account/password", data={"csrf_token": csrf, "current": PASSWORDS["clerk_a"],
+                                                    "new": new, "again": new})  # fmt: skip
+    assert changed.status_code == 303 and changed.headers["location"] == "/login"
+    assert "密码已修改" in clerk.get("/login").text
 
 
 def test_the_fault_grid_says_how_to_fix_each_field_as_errors_xlsx_does(site: Site) -> None:

@@ -20,6 +20,7 @@ from pipeline.web.context import (
     client_address,
     page_number,
     pages,
+    redirect,
     render,
     workspace,
 )
@@ -52,7 +53,7 @@ async def add_centre(request: Request) -> Response:
         )
     except ConfigError as error:
         return centres_page(request, str(error), 400)
-    return RedirectResponse("/admin/centres?notice=centre", status_code=303)
+    return redirect(request, "/admin/centres", "centre")
 
 
 def users_page(request: Request, message: str = "", status: int = 200) -> Response:
@@ -77,7 +78,7 @@ async def add_user(request: Request) -> Response:
         )  # fmt: skip
     except ConfigError as error:
         return users_page(request, str(error), 400)
-    return RedirectResponse("/admin/users?notice=user", status_code=303)
+    return redirect(request, "/admin/users", "user")
 
 
 async def reset_password(request: Request) -> Response:
@@ -97,7 +98,7 @@ async def reset_password(request: Request) -> Response:
         )
     except ConfigError as error:
         return users_page(request, str(error), 400)
-    return RedirectResponse("/admin/users?notice=reset", status_code=303)
+    return redirect(request, "/admin/users", "reset")
 
 
 async def disable_user(request: Request) -> Response:
@@ -121,7 +122,7 @@ async def _set_disabled(request: Request, disabled: bool) -> Response:
         await run_in_threadpool(accounts.set_disabled, store, user.name, disabled, by=who.user)
     except ConfigError as error:
         return users_page(request, str(error), 400)
-    return RedirectResponse(f"/admin/users?notice={'disabled' if disabled else 'enabled'}", status_code=303)
+    return redirect(request, "/admin/users", "disabled" if disabled else "enabled")
 
 
 def audit_page(request: Request) -> Response:

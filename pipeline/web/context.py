@@ -21,7 +21,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from pipeline.web import engine
@@ -48,7 +48,7 @@ def static_versions(folder: Path = STATIC) -> dict[str, str]:
         if path.is_file()
     }
 
-#: Fixed notices a redirect may ask a page to show (never text taken from the request).
+#: Fixed notices a redirect may ask the next page to show (never text taken from the request).
 NOTICES = {
     "uploaded": "已上传，正在检查。",
     "mapping": "列对应关系已保存，本中心以后上传的表格会自动按此识别；正在重新检查。",
@@ -61,8 +61,12 @@ NOTICES = {
     "reset": "密码已重设，该用户需重新登录。",
     "disabled": "用户已停用：已登录的页面立即退出，不能再登录。",
     "enabled": "用户已启用，可以重新登录。",
-    "saved": "已保存。",
 }
+#: The one-time cookie that carries a notice from a redirect to the page it leads to.  Not the
+#: query string: a link such as ``/jobs?notice=centre`` would show a notice of something no one did.
+NOTICE_COOKIE = "ehc_notice"
+#: How long a notice waits for its page (seconds): the redirect is followed at once.
+NOTICE_SECONDS = 60
 
 
 #: Why a job whose folder was cleaned up cannot be downloaded, edited or sent any more.
@@ -228,18 +232,49 @@ def pages(total: int, per_page: int) -> int:
     return max(1, math.ceil(total / per_page))
 
 
+def secure_cookies(request: Request) -> bool:
+    """Whether cookies are sent over HTTPS only: when configured, and whenever the page came over HTTPS."""
+    return workspace(request).settings.web.secure_cookies or request.url.scheme == "https"
+
+
+def with_notice(request: Request, response: Response, notice: str) -> Response:
+    """``response`` (a redirect, or the upload's JSON answer) asking the next page to show ``notice``
+    (a key of :data:`NOTICES`) once."""
+    response.set_cookie(
+        NOTICE_COOKIE, notice, max_age=NOTICE_SECONDS, path="/", httponly=True, samesite="lax",
+        secure=secure_cookies(request),
+    )  # fmt: skip
+    return response
+
+
+def redirect(request: Request, target: str, notice: str) -> Response:
+    """A redirect to ``target`` whose page shows ``notice`` (a key of :data:`NOTICES`) once."""
+    return with_notice(request, RedirectResponse(target, status_code=303), notice)
+
+
+def notice_key(request: Request) -> str:
+    """The key of the notice this request's page is to show ("" for none)."""
+    key = request.cookies.get(NOTICE_COOKIE, "")
+    return key if key in NOTICES else ""
+
+
 def render(
     request: Request, template: str, context: Mapping[str, Any] | None = None, status: int = 200
 ) -> Response:
-    """A page from ``template`` with the viewer (if any), CSRF token and notice filled in."""
+    """A page from ``template`` with the viewer (if any), CSRF token and notice filled in.
+
+    The notice is shown once: the page that shows it takes its cookie away.
+    """
     space = workspace(request)
     who = getattr(request.state, "viewer", None)
-    notice = NOTICES.get(request.query_params.get("notice", ""), "")
     values: dict[str, Any] = {
         "viewer": who,
         "csrf": who.csrf if who else "",
-        "notice": notice,
+        "notice": NOTICES.get(notice_key(request), ""),
         "status_labels": engine.STATUS_LABELS,
     }
     values.update(context or {})
-    return space.templates.TemplateResponse(request, template, values, status_code=status)
+    response = space.templates.TemplateResponse(request, template, values, status_code=status)
+    if NOTICE_COOKIE in request.cookies:
+        response.delete_cookie(NOTICE_COOKIE, path="/", httponly=True, samesite="lax")
+    return response

@@ -32,13 +32,17 @@ from pipeline.web.context import (
     checked_form,
     client_address,
     kept_files,
+    notice_key,
     page_number,
     pages,
     query_number,
     read_form,
+    redirect,
     render,
+    secure_cookies,
     viewer,
     wants_json,
+    with_notice,
     workspace,
 )
 from pipeline.web.downloads import NotAvailable
@@ -130,11 +134,6 @@ def _safe_next(target: str) -> str:
     return (
         target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/jobs"
     )
-
-
-def secure_cookies(request: Request) -> bool:
-    """Whether cookies are sent over HTTPS only: when configured, and whenever the page came over HTTPS."""
-    return workspace(request).settings.web.secure_cookies or request.url.scheme == "https"
 
 
 def _login_page(request: Request, message: str = "", status: int = 200) -> Response:
@@ -322,14 +321,14 @@ async def upload(request: Request) -> Response:
         runner.check(job.id)
     if problems and not jobs:
         raise Refused("；".join(problems), status)
-    target = f"/jobs/{jobs[0].id}?notice=uploaded" if len(jobs) == 1 else "/jobs?notice=uploaded"
+    target = f"/jobs/{jobs[0].id}" if len(jobs) == 1 else "/jobs"
     if wants_json(request):
-        return JSONResponse(
-            {"jobs": [f"/jobs/{job.id}" for job in jobs], "problems": problems, "next": target}
-        )
+        uploaded = [f"/jobs/{job.id}" for job in jobs]
+        answer = JSONResponse({"jobs": uploaded, "problems": problems, "next": target})
+        return with_notice(request, answer, "uploaded")
     if problems:
         raise Refused("；".join(problems) + f"。其余 {len(jobs)} 个文件已上传", status)
-    return RedirectResponse(target, status_code=303)
+    return redirect(request, target, "uploaded")
 
 
 # --- one job --------------------------------------------------------------------------------------
@@ -407,8 +406,8 @@ def job_page(request: Request) -> Response:
         src: _column_name(job, FaultLine(0, 0, src, src, 0, "", "", 0, ""))[0] for src in counts["column"]
     }
     kept = JobFiles(workspace(request).settings.state_dir, job.id).kept(job.stored_name)
-    # "已上传，正在检查" only while it is: a reload of the redirect's address would say it for ever.
-    stale_notice = request.query_params.get("notice") == "uploaded" and job.state not in CHECK_QUEUE_STATES
+    # "已上传，正在检查" only while it is: a register checked before its page opened is checked already.
+    stale_notice = notice_key(request) == "uploaded" and job.state not in CHECK_QUEUE_STATES
     return render(
         request, "job.html",
         {
@@ -564,7 +563,7 @@ async def save_mapping(request: Request) -> Response:
         "修改列对应", user=who.user, target=job.id,
         detail="；".join(f"{h} → {c}" for h, c in mapping.items())[:500], address=client_address(request),
     )  # fmt: skip
-    return RedirectResponse(f"/jobs/{job.id}?notice=mapping", status_code=303)
+    return redirect(request, f"/jobs/{job.id}", "mapping")
 
 
 def _final_fields(job: Job, changes: dict[str, str]) -> list[str]:
@@ -607,14 +606,14 @@ async def submit(request: Request) -> Response:
         now = space.store.job(job.id, who.centre.id)
         if now is not None and now.state in (WAITING, SUBMITTING):
             # A second click (or a second tab, or the back button): the submission runs once; say so.
-            return RedirectResponse(f"/jobs/{job.id}?notice=already", status_code=303)
+            return redirect(request, f"/jobs/{job.id}", "already")
         raise Refused("此任务正在检查或提交中")
     space.runner.submit(job.id)
     space.store.audit(
         "提交", user=who.user, target=job.id, detail=f"{job.file_name}，机构 {who.centre.org_code}",
         address=client_address(request),
     )  # fmt: skip
-    return RedirectResponse(f"/jobs/{job.id}?notice=submitting", status_code=303)
+    return redirect(request, f"/jobs/{job.id}", "submitting")
 
 
 async def cancel(request: Request) -> Response:
@@ -629,7 +628,7 @@ async def cancel(request: Request) -> Response:
     space.store.audit("取消提交", user=who.user, target=job.id, address=client_address(request))
     if wants_json(request):
         return JSONResponse({"ok": True})
-    return RedirectResponse(f"/jobs/{job.id}?notice=cancelling", status_code=303)
+    return redirect(request, f"/jobs/{job.id}", "cancelling")
 
 
 # --- downloads ------------------------------------------------------------------------------------
@@ -733,6 +732,6 @@ async def change_password(request: Request) -> Response:
         return render(request, "password.html", {"message": problem}, 400)
     space.store.set_password(who.user.id, await run_in_threadpool(hash_password, new))
     space.store.audit("修改密码", user=who.user, target=who.user.name, address=client_address(request))
-    response = RedirectResponse("/login?notice=password", status_code=303)
+    response = redirect(request, "/login", "password")
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
