@@ -143,8 +143,11 @@ _UPPER_BOUNDS: dict[str, float] = {
     "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
     "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400, "max_rows": 10_000_000,
 }  # fmt: skip
-#: Settings that must be above 0: a timeout of 0 or no attempt at all cannot send anything.
-_POSITIVE = frozenset({"connect_timeout", "read_timeout", "max_attempts"})
+#: Settings that must be above 0: a timeout of 0 or no attempt at all cannot send anything, and a
+#: login limit of 0 would refuse every login for good.
+_POSITIVE = frozenset(
+    {"connect_timeout", "read_timeout", "max_attempts", "login_attempts", "login_attempts_per_address"}
+)
 
 
 def is_loopback(host: str) -> bool:

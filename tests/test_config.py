@@ -170,6 +170,8 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("[platform]\nconnect_timeout = 0\n", "[platform] connect_timeout 应大于 0"),
         ("[platform]\nread_timeout = 0.0\n", "[platform] read_timeout 应大于 0"),
         ("[platform]\nmax_attempts = 0\n", "[platform] max_attempts 应大于 0"),
+        ("[web]\nlogin_attempts = 0\n", "[web] login_attempts 应大于 0"),
+        ("[web]\nlogin_attempts_per_address = 0\n", "[web] login_attempts_per_address 应大于 0"),
         ("[submit]\nrate = true\n", "[submit] rate 应为数字"),
     ],
 )
