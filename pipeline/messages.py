@@ -163,6 +163,18 @@ WARNING_FIXES: dict[str, str] = {
     "*": "无需处理，仅供核对：提交时使用大类代码",
 }
 
+#: What a row that failed to send (or whose outcome is unknown) says to do about it, by the command that
+#: sent it: each caller passes its own to the sending (``resend``).  ``ehc submit`` (and the workspace's
+#: 再次提交, which the page words so) sends such rows again when run again; the nightly inbox run has
+#: moved the register to processed/ by then and takes it in again only as a duplicate.
+RESEND_SAME_COMMAND = "再次运行同一命令会重新发送"
+RESEND_FROM_INBOX = (
+    "收件箱运行不会再发送此行（文件已移到收件目录的 processed/）：请用 ehc submit 提交该文件重新发送"
+)
+#: Said after either where the platform may have enrolled the resident already.
+RESEND_SAFELY = "（平台若答复已办理，按已办理处理，不会重复申领）"
+
+
 _PLACEHOLDER = re.compile(r"\{(label|value|extra)\}")
 
 

@@ -802,3 +802,29 @@ def test_rows_that_failed_to_send_are_told_how_to_be_sent_again_since_the_next_r
     assert outcome.status == "processed" and outcome.moved_to == inbox / "processed" / "a.csv"
     assert "2 行发送失败" in outcome.message and f"ehc submit {outcome.moved_to}" in outcome.message
     assert f"注意：{outcome.message}" in format_run(result)
+
+
+def test_the_reports_of_rows_that_failed_to_send_tell_what_is_true_of_the_nightly_run(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    """The rows' own message in results.csv / results.xlsx (and the note in errors.xlsx) said that
+    running the same command sends them again: the nightly run has moved the file to processed/ and
+    takes it again only as a duplicate. They now point to ehc submit; ehc submit's rows keep theirs."""
+    settings = replace(settings, platform=replace(settings.platform, max_attempts=1),
+                       submit=SubmitSettings(rate=0, concurrency=1))  # fmt: skip
+    write_csv(inbox / "a.csv", range(0, 3))
+    sandbox.inject("http500", count=1, methods=("syncCardInfo",))
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    (outcome,) = result.files
+    assert outcome.statuses.get("failed") == 1 and outcome.out_dir is not None
+    with open(outcome.out_dir / "results.csv", encoding="utf-8-sig", newline="") as handle:
+        texts = [" ".join(row) for row in csv.reader(handle)]
+    (failed,) = [text for text in texts if "failed" in text or "发送失败" in text]
+    assert "请用 ehc submit 提交该文件重新发送" in failed and "再次运行同一命令" not in failed
+    book = openpyxl.load_workbook(outcome.out_dir / "results.xlsx", read_only=True)
+    cells = " ".join(str(cell) for sheet in book.worksheets for row in sheet.iter_rows(values_only=True)
+                     for cell in row)  # fmt: skip
+    assert "请用 ehc submit 提交该文件重新发送" in cells and "再次运行同一命令" not in cells
+    errors = openpyxl.load_workbook(outcome.out_dir / "errors.xlsx", read_only=True)
+    notes = " ".join(str(cell) for row in errors["汇总"].iter_rows(values_only=True) for cell in row)
+    assert "1 行发送失败" in notes and "再次运行同一命令" not in notes

@@ -34,6 +34,7 @@ def test_every_status_and_the_faults(journal: Journal) -> None:
     assert batch.outcome.loc[1, "ehealthCardId"] == "", "enrolled elsewhere: ids unknown without lookup"
     assert batch.outcome.loc[2, "result_code"] == "10124"
     assert "无法连接平台" in batch.outcome.loc[3, "message"]
+    assert "再次运行同一命令会重新发送" in batch.outcome.loc[3, "message"]  # ehc submit's own advice
     assert batch.outcome.loc[4, "ehealthCardId"] == "E" * 64
     assert batch.outcome.loc[4, "message"] == MESSAGE_FROM_JOURNAL
     assert sorted(client.sync_calls) == sorted(ids[:4]), "journal-enrolled and invalid rows cost no call"

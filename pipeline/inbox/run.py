@@ -535,9 +535,12 @@ class _Run:
             from pipeline.dryrun import run_validate
 
             return run_validate([path], out_dir, self.settings, options, today=self.started_at.date()).counts
+        from pipeline.messages import RESEND_FROM_INBOX
         from pipeline.submission.submit import run_submit
 
-        return run_submit([path], out_dir, self.settings, options).counts
+        # Its failed rows must not say that running the same command sends them again: this run moves
+        # the file to processed/ and takes it in again only as a duplicate.
+        return run_submit([path], out_dir, self.settings, options, resend=RESEND_FROM_INBOX).counts
 
     def _duplicate(self, path: Path, outcome: InboxFile) -> InboxFile:
         outcome.status = FILE_DUPLICATE

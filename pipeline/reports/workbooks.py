@@ -381,8 +381,10 @@ def write_errors_xlsx(path: Path, tally: Tally, errors: SheetFeed, warnings: She
     unsent = sum(counter.get(STATUS_FAILED, 0) for counter in tally.by_status)
     if unsent:  # not a fault of their data, so in no sheet here: said, lest "no errors" read as "all done"
         notes.append(
-            f"另有 {unsent} 行发送失败或发送结果未知（不是数据的问题，不列在本表中），见 results.xlsx；"
-            "再次运行同一命令会重新发送"
+            # What to do about them depends on the command that sent them (the nightly run does not send
+            # them again): each row's message in results.xlsx says it, as true of that command.
+            f"另有 {unsent} 行发送失败或发送结果未知（不是数据的问题，不列在本表中），"
+            "如何重新发送见 results.xlsx 中这些行的说明"
         )
     add_table_sheet(book, "汇总", headers, columns, notes=notes, wrapped=(headers.index("处理办法"),))
     add_fed_sheet(book, "明细", errors, wrapped=_WRAPPED_FAULT_COLUMNS)

@@ -48,6 +48,7 @@ from loguru import logger
 
 from pipeline.errors import EhcError, PlatformUnreachable
 from pipeline.logs import mask_id
+from pipeline.messages import RESEND_SAFELY, RESEND_SAME_COMMAND
 from pipeline.model import (
     STATUS_ALREADY_ENROLLED,
     STATUS_ENROLLED,
@@ -78,8 +79,6 @@ MESSAGE_ENROLLED_AFTER_REJECTION = (
 MESSAGE_SEND_FAILED = "发送失败"
 #: A call whose request may have reached the platform without a verdict coming back.
 MESSAGE_OUTCOME_UNKNOWN = "发送结果未知（平台可能已收到并办理）"
-#: What the clerk does about either.
-MESSAGE_SEND_AGAIN = "再次运行同一命令会重新发送（平台若答复已办理，按已办理处理，不会重复申领）"
 #: A 10143: the ID number holds several cards already, so the resident needs none.
 MESSAGE_SEVERAL_CARDS = "平台答复该身份证已办理过多张健康卡：已有健康卡，无需再申领"
 #: A result code the interface document does not list: nothing known about the resident.
@@ -169,10 +168,13 @@ class ResidentSender:
         *,
         lookup_existing: bool = False,
         stop: threading.Event | None = None,
+        resend: str = RESEND_SAME_COMMAND,
     ) -> None:
         self.client = client
         self.journal = journal
         self.lookup_existing = lookup_existing
+        #: what a row that failed to send says to do, as true of the command sending it (messages.py)
+        self.resend = resend
         self.stop = stop or threading.Event()
         self.calls = 0  # platform calls made (syncCardInfo + bindCardInfo), for the summary
         #: residents whose syncCardInfo left for the platform (a stop can cut a call short before it does)
@@ -301,7 +303,8 @@ class ResidentSender:
             word = "已中断" if self.fault is None else "已停止"
             message = result.message.replace("已中断", word, 1)
             self._record(task.id_number, STATE_FAILED, None, message)
-            return Outcome(STATUS_FAILED, "", f"{message}；再次运行同一命令会重新发送")
+            # The run stops and its file stays where the same command takes it again (the inbox too).
+            return Outcome(STATUS_FAILED, "", f"{message}；{RESEND_SAME_COMMAND}")
         # The platform's own "network error": the outcome is unknown, not a refusal of the data.
         if code is None or code == ResultCode.NETWORK_ERROR:
             message = _platform_message(result) or "平台无应答"
@@ -312,7 +315,7 @@ class ResidentSender:
                 self.last_unanswered = message
             said = MESSAGE_OUTCOME_UNKNOWN if unknown else MESSAGE_SEND_FAILED
             logger.warning("{} {}（已尝试 {} 次）：{}", masked, said, result.attempts, _logged_reason(result))
-            text = f"{said}（已尝试 {result.attempts} 次）：{message}。{MESSAGE_SEND_AGAIN}"
+            text = f"{said}（已尝试 {result.attempts} 次）：{message}。{self.resend}{RESEND_SAFELY}"
             return Outcome(STATUS_FAILED, "" if code is None else str(code), text)
         message = _platform_message(result)
         if code not in _DOCUMENTED_CODES:
@@ -320,7 +323,7 @@ class ResidentSender:
             message = MESSAGE_UNDOCUMENTED_CODE.format(code=code, message=message)
             self._record(task.id_number, STATE_FAILED, code, message)
             logger.warning("{} {}", masked, LOGGED_UNDOCUMENTED_CODE.format(code=code))
-            return Outcome(STATUS_FAILED, str(code), f"{message}；再次运行同一命令会重新发送")
+            return Outcome(STATUS_FAILED, str(code), f"{message}；{self.resend}")
         self._record(task.id_number, STATE_REJECTED, code, message)
         logger.info("{} 平台拒绝（{}）：{}", masked, code, _logged_reason(result))
         return Outcome(STATUS_REJECTED, str(code), message, fault_code=code)
@@ -359,7 +362,7 @@ class ResidentSender:
         """A 10000 naming the card of another resident: not this call's answer, so its outcome is unknown."""
         self._record(task.id_number, STATE_FAILED, None, MESSAGE_ANSWER_OF_ANOTHER)
         logger.warning("{} {}", mask_id(task.id_number), MESSAGE_ANSWER_OF_ANOTHER)
-        return Outcome(STATUS_FAILED, "", f"{MESSAGE_ANSWER_OF_ANOTHER}；再次运行同一命令会重新发送")
+        return Outcome(STATUS_FAILED, "", f"{MESSAGE_ANSWER_OF_ANOTHER}；{self.resend}")
 
     def _enrolled_without_ids(self, task: Task) -> Outcome:
         """A 10000 naming no card: enrolled, the ids to be found with a lookup where allowed."""

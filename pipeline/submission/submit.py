@@ -48,6 +48,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError, EhcError, Interrupted, PlatformUnreachable
 from pipeline.files import scratch_name
 from pipeline.logs import register_secret
+from pipeline.messages import RESEND_SAME_COMMAND
 from pipeline.model import (
     CARD_FIELDS,
     PEOPLE_FIELDS,
@@ -198,6 +199,7 @@ def submit_batch(
     stop: threading.Event | None = None,
     plan: Plan | None = None,
     on_outcome: Callable[[Outcome], object] | None = None,
+    resend: str = RESEND_SAME_COMMAND,
 ) -> SendStats:
     """Send every valid row of ``batch`` and fill its outcome (invalid rows stay invalid).
 
@@ -210,6 +212,8 @@ def submit_batch(
     ``plan`` is :func:`plan_submission` of this batch, if the caller has it.
     ``on_outcome`` is called (on a sending thread) with each resident's
     outcome as it is recorded, for a caller that shows live progress.
+    ``resend`` is what a row that failed to send says to do, as true of the
+    caller's command (:data:`pipeline.messages.RESEND_SAME_COMMAND` and the others there).
     """
     stop = stop or threading.Event()
     plan = plan or plan_submission(batch, journal)
@@ -223,7 +227,7 @@ def submit_batch(
         f"（按需增至 {size.maximum}）" if size.maximum > size.initial else "",
     )  # fmt: skip
 
-    sender = ResidentSender(client, journal, lookup_existing=lookup_existing, stop=stop)
+    sender = ResidentSender(client, journal, lookup_existing=lookup_existing, stop=stop, resend=resend)
     send: Callable[[Task], Outcome | None] = sender.send
     if on_outcome is not None:
         send = _reporting(sender.send, on_outcome)
@@ -408,6 +412,7 @@ def run_submit(
     lookup_existing: bool | None = None,
     progress: bool = False,
     chunk_rows: int | None = None,
+    resend: str = RESEND_SAME_COMMAND,
 ) -> RunResult:
     """``ehc submit``: dry run, then send every valid row; the result holds the counts and the reports.
 
@@ -415,7 +420,8 @@ def run_submit(
     cannot start (missing credentials or orgCode, platform refusing or
     unreachable: the error is then raised), and after submission even when it
     was stopped.  Ctrl-C / SIGTERM raise :class:`Interrupted` (exit 130) once
-    the reports are written.
+    the reports are written.  ``resend`` is what a row that failed to send
+    says to do (see :func:`submit_batch`): ``ehc run --inbox`` says its own.
     """
     from pipeline.dryrun import CheckStats, check_chunks, finish_reports, open_registers, run_result
     from pipeline.reports.annotate import CSV_ROW_LIMIT
@@ -469,7 +475,8 @@ def run_submit(
                     writer = ReportWriter(out_dir, submitted=True, extra_names=registers.extra_names,
                                           wholes=registers.wholes)  # fmt: skip
                     _send_all(spool, writer, sending, client, journal, rate=limit, workers=workers,
-                              lookup=lookup, progress=progress, total=stats.rows - stats.invalid)  # fmt: skip
+                              lookup=lookup, progress=progress, total=stats.rows - stats.invalid,
+                              resend=resend)  # fmt: skip
             finally:
                 if writer is None:
                     writer = ReportWriter(out_dir, submitted=started, extra_names=registers.extra_names,
@@ -519,6 +526,7 @@ def _missing_org(spool: BatchSpool) -> int:
 def _send_all(
     spool: BatchSpool, writer: Any, sending: _Sending, client: ClientLike, journal: Journal, *,
     rate: float | None, workers: int | None, lookup: bool, progress: bool, total: int,
+    resend: str = RESEND_SAME_COMMAND,
 ) -> None:  # fmt: skip
     """Pass 2: each kept batch looked up, sent slice by slice and reported, until stopped or done."""
     bar = RowBar("提交", total, enabled=progress, unit="人")
@@ -535,7 +543,7 @@ def _send_all(
                                 submit_batch(
                                     part, client, journal, rate=rate, concurrency=workers,
                                     lookup_existing=lookup, stop=sending.stop,
-                                    on_outcome=lambda _: bar.advance(1),
+                                    on_outcome=lambda _: bar.advance(1), resend=resend,
                                 )
                             )  # fmt: skip
                         except EhcError as error:
