@@ -828,3 +828,31 @@ def test_the_reports_of_rows_that_failed_to_send_tell_what_is_true_of_the_nightl
     errors = openpyxl.load_workbook(outcome.out_dir / "errors.xlsx", read_only=True)
     notes = " ".join(str(cell) for row in errors["汇总"].iter_rows(values_only=True) for cell in row)
     assert "1 行发送失败" in notes and "再次运行同一命令" not in notes
+
+
+def test_a_run_whose_summary_file_cannot_be_written_does_not_end_all_well(
+    settings: Settings, inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Monitoring reads last-summary.json: left unwritten (here a folder of that name), it kept reading
+    an earlier run's while the run logged an error and exited 0."""
+    from pipeline.inbox.summary import format_run
+
+    out = tmp_path / "out"
+    (out / "last-summary.json").mkdir(parents=True)
+    result = run_inbox(inbox, out, settings)  # nothing to do: only last-summary.json is written
+    assert result.exit_code == 2 and result.summary_path is None
+    text = format_run(result)
+    assert "无法写出运行汇总" in text and "last-summary.json" in text
+    assert "汇总文件无法写出" in text.splitlines()[-1]
+
+    # The day's summary.json unwritable: last-summary.json is still written, and says the run's exit 2.
+    write_csv(inbox / "a.csv", range(0, 3))
+    counts = {"rows": 3, "by_status": {"enrolled": 3}, "by_code": {}, "warnings_by_code": {}, "problems": []}
+    monkeypatch.setattr(inbox_module._Run, "_submit", lambda run, path, out_dir: counts)
+    (out / "last-summary.json").rmdir()
+    now = datetime(2026, 11, 29, 2, 0)
+    (out / "2026-11-29" / "summary.json").mkdir(parents=True)
+    result = run_inbox(inbox, out, settings, now=now)
+    assert result.exit_code == 2 and [f.status for f in result.files] == ["processed"]
+    summary = json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
+    assert summary["exit_code"] == 2 and "汇总文件无法写出" in summary["exit_meaning"]

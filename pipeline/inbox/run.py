@@ -589,6 +589,30 @@ class _Run:
         return outcome
 
 
+def _summarised(result: InboxResult, day_dir: Path) -> Path | None:
+    """Write the run's summary files; the one that describes the run, or None if they could not be written.
+
+    Monitoring reads them: one left unwritten (a folder of that name, a
+    read-only or full disk) would leave it reading an earlier run's, so the
+    run does not end "all well" (exit 2, said in the summary), and whichever
+    of the two can be written is written again to say so.
+    """
+    try:
+        return write_summary(result, day_dir)
+    except OSError as error:
+        reason, fix = explain_os_error(error)
+        if isinstance(error, IsADirectoryError):  # "give the path of a file": the name is ours, not theirs
+            fix = "删除或改名这个同名文件夹（每次运行都要写这个文件）"
+        where = error.filename or result.out_root
+        result.summary_failure = f"无法写出运行汇总 {where}：{reason}。处理办法：{fix}"
+    logger.error("{}", result.summary_failure)
+    if result.exit_code in (EXIT_OK, EXIT_ROWS_NOT_OK):
+        result.exit_code = EXIT_FATAL
+    with contextlib.suppress(OSError):
+        write_summary(result, day_dir)
+    return None
+
+
 def _exit_code(outcomes: list[InboxFile]) -> int:
     for outcome in outcomes:
         if outcome.status in (FILE_ERROR, FILE_INTERRUPTED):
@@ -660,9 +684,6 @@ def run_inbox(
                 stopped = outcome.status in (FILE_ERROR, FILE_INTERRUPTED)
         outcomes += [InboxFile(name=printable(p.name), status=FILE_WAITING) for p in waiting]
         result = run.result(outcomes, ignored, taken_over)
-        try:
-            result.summary_path = write_summary(result, run.day_dir)
-        except OSError as error:
-            logger.error("{}", describe_os_error(error, "写出运行汇总到", out_root))
+        result.summary_path = _summarised(result, run.day_dir)
     logger.info("收件箱运行结束，退出码 {}", result.exit_code)
     return result.finish()

@@ -56,6 +56,11 @@ MEANING_UNFINISHED = "运行尚未结束：仍在运行，或进程被意外终�
 #: Exit 2 of a run that went on to the end: a file was taken in but could not be moved out of the inbox.
 MEANING_NOT_MOVED = "严重错误：有文件无法移出收件目录（原因见该文件），每次运行都会再遇到，请处理后重新运行"
 
+#: Exit 2 of a run whose summary file could not be written: monitoring would read the last one's.
+MEANING_NO_SUMMARY = (
+    "严重错误：运行汇总文件无法写出（原因见上），监控读到的仍是以前的汇总，请处理后重新运行"
+)
+
 EXIT_MEANINGS: dict[int, str] = {
     0: "一切正常",
     1: "有行未通过校验、被平台拒绝或发送失败，或有文件无法读取",
@@ -143,6 +148,8 @@ class InboxResult(RunResult):
     summary_path: Path | None = None
     under_way: bool = False  # written after each file: what a run that dies leaves
     run_id: str = ""  # tells this run's own summary from an earlier one's started in the same second
+    #: why the summary file (or one of the two) could not be written: the run then exits 2
+    summary_failure: str = ""
 
     @property
     def duration_seconds(self) -> float:
@@ -201,7 +208,7 @@ class InboxResult(RunResult):
             return MEANING_UNFINISHED
         stopped = any(outcome.status in (FILE_ERROR, FILE_INTERRUPTED) for outcome in self.files)
         if self.exit_code == EXIT_FATAL and not stopped:
-            return MEANING_NOT_MOVED
+            return MEANING_NO_SUMMARY if self.summary_failure else MEANING_NOT_MOVED
         return EXIT_MEANINGS.get(self.exit_code, "")
 
     @property
@@ -269,15 +276,23 @@ def format_run(result: InboxResult) -> str:
         lines.append("返回代码：" + "；".join(text for _, text in sorted(named, key=lambda item: item[0])))
     if result.ignored:
         lines.append(f"忽略 {len(result.ignored)} 个非登记表文件：{'、'.join(result.ignored)}")
-    if result.summary_path:
+    if result.summary_failure:
+        lines.append(f"注意：{result.summary_failure}")
+    elif result.summary_path:
         lines.append(f"运行汇总：{result.summary_path}")
     lines.append(f"退出码 {result.exit_code}：{result.exit_meaning}")
     return "\n".join(lines)
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` to ``path`` atomically (a reader never sees half a file)."""
-    write_atomically(path, json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    """Write ``document`` to ``path`` atomically (a reader never sees half a file).
+
+    An error names ``path``, not the temporary file beside it that failed.
+    """
+    try:
+        write_atomically(path, json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def _keep_earlier(summary: Path) -> None:
@@ -303,20 +318,31 @@ def write_summary(result: InboxResult, day_dir: Path) -> Path:
     """Write the run's ``summary.json`` (in ``day_dir`` if any file was taken in) and ``last-summary.json``
     (a dry run's: ``last-dry-run-summary.json``).
 
-    Returns the path of the summary that describes this run.
+    Returns the path of the summary that describes this run.  If either cannot
+    be written, the other is still tried (monitoring may read either) and the
+    first error is raised.
     """
     document = result.as_json()
     result.out_root.mkdir(parents=True, exist_ok=True)
+    failure: OSError | None = None
     touched = any(o.status not in (FILE_WAITING,) for o in result.files)
     last = result.out_root / (LAST_DRY_RUN_SUMMARY_NAME if result.dry_run else LAST_SUMMARY_NAME)
     path = last
     day = day_dir / SUMMARY_NAME
     own = day.is_file() and _of_this_run(day, result.run_id)  # written while under way: replaced, even if
     if touched or own:  # every file it named vanished before it was read
-        day_dir.mkdir(parents=True, exist_ok=True)
         path = day
-        if path.is_file() and not own:
-            _keep_earlier(path)
-        _write_json(path, document)
-    _write_json(last, document)
+        try:
+            day_dir.mkdir(parents=True, exist_ok=True)
+            if path.is_file() and not own:
+                _keep_earlier(path)
+            _write_json(path, document)
+        except OSError as error:
+            failure = error
+    try:
+        _write_json(last, document)
+    except OSError as error:
+        failure = failure or error
+    if failure is not None:
+        raise failure
     return path
