@@ -143,6 +143,10 @@ _UPPER_BOUNDS: dict[str, float] = {
     "max_attempts": 100, "max_retry_seconds": 86_400, "settle_seconds": 86_400,
     "read_memory_mb": 1 << 20, "read_timeout_seconds": 86_400, "max_rows": 10_000_000,
 }  # fmt: skip
+#: Smallest cap on reading one file's memory, in MB, but 0 (no cap): the reading process needs about
+#: 300 MB of address space before it reads a byte (Python, pandas, its libraries' threads); below it
+#: every register was refused as if it were too big, with advice to the clerk to save it again.
+MIN_READ_MEMORY_MB = 512
 #: Settings that must be above 0: a timeout of 0 or no attempt at all cannot send anything, and a
 #: login limit of 0 would refuse every login for good.
 _POSITIVE = frozenset(
@@ -280,6 +284,12 @@ def _coerce(value: Any, like: Any, where: str) -> Any:
     if (key in _POSITIVE or _ENV_KEYS.get(key, "") in _POSITIVE) and number <= 0:
         fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
         raise ConfigError(f"配置项 {where} 应大于 0（实际为 {value!r}）。{fix}")
+    if key == "read_memory_mb" and 0 < number < MIN_READ_MEMORY_MB:
+        fix = "请改正环境变量" if where.startswith("环境变量") else "请改正配置文件"
+        raise ConfigError(
+            f"配置项 {where} 为 {value!r}，太低：读取程序本身就要约 300 MB，每个文件都会因内存不足被拒绝。"
+            f"应不小于 {MIN_READ_MEMORY_MB}（MB），或为 0（不设上限）。{fix}"
+        )
     return number
 
 

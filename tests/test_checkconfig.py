@@ -210,3 +210,16 @@ def test_a_password_written_into_the_platform_address_is_never_shown(
     assert "认证成功" in out and "proxyuser:***@" in out
     logs = "".join(path.read_text(encoding="utf-8") for path in (tmp_path / "state" / "logs").glob("*"))
     assert "Pr0xyPassw0rd" not in out + err + logs
+
+
+@pytest.mark.usefixtures("restore_logging", "sandbox_env")
+def test_a_read_memory_cap_too_low_to_read_anything_is_refused_by_check_config(
+    sandbox: SandboxHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[inbox] read_memory_mb = 20 passed, then every nightly register was refused as too big."""
+    config = tmp_path / "ehc.toml"
+    config.write_text("[inbox]\nread_memory_mb = 20\n", encoding="utf-8")
+    assert cli.main(["check-config", "--config", str(config), "--base-url", sandbox.base_url]) == 2
+    _, err = capsys.readouterr()
+    (line,) = [line for line in err.splitlines() if "read_memory_mb" in line]
+    assert "[inbox] read_memory_mb" in line and "512" in line

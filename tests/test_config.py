@@ -173,6 +173,9 @@ def test_secret_never_in_repr(tmp_path: Path) -> None:
         ("[web]\nlogin_attempts = 0\n", "[web] login_attempts 应大于 0"),
         ("[web]\nlogin_attempts_per_address = 0\n", "[web] login_attempts_per_address 应大于 0"),
         ("[submit]\nrate = true\n", "[submit] rate 应为数字"),
+        # Below what the reading process needs itself: every register was refused as too big to read.
+        ("[inbox]\nread_memory_mb = 20\n", "[inbox] read_memory_mb 为 20，太低"),
+        ("[web]\nread_memory_mb = 256\n", "应不小于 512（MB），或为 0（不设上限）"),
     ],
 )
 def test_bad_files_are_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
@@ -322,3 +325,9 @@ def test_a_relative_state_folder_is_warned_of(tmp_path: Path) -> None:
     path.write_text('[paths]\nstate_dir = "var/ehc"\n', encoding="utf-8")
     assert len(load_settings(path, env={}).warnings) == 1
     assert load_settings(None, env={"EHC_STATE_DIR": str(tmp_path)}).warnings == ()
+
+
+def test_a_read_memory_cap_of_0_or_enough_is_taken(tmp_path: Path) -> None:
+    for value in (0, 512, 4096):
+        settings = load_settings(_toml(tmp_path, f"[inbox]\nread_memory_mb = {value}\n"), env={})
+        assert settings.inbox.read_memory_mb == value
