@@ -856,3 +856,24 @@ def test_a_run_whose_summary_file_cannot_be_written_does_not_end_all_well(
     assert result.exit_code == 2 and [f.status for f in result.files] == ["processed"]
     summary = json.loads((out / "last-summary.json").read_text(encoding="utf-8"))
     assert summary["exit_code"] == 2 and "汇总文件无法写出" in summary["exit_meaning"]
+
+
+def test_what_is_made_of_a_file_with_a_control_character_in_its_name_is_where_the_summary_says(
+    sandbox: SandboxHandle, settings: Settings, inbox: Path, tmp_path: Path
+) -> None:
+    """The report folder (and the file's place in processed/) took the raw line break and escape, while
+    the summary printed them written out: the path printed led nowhere, nor did its ehc submit command."""
+    from pipeline.inbox.summary import format_run
+
+    write_csv(inbox / "村\n名\x1b.csv", range(0, 2))
+    (inbox / "坏\t表.xlsx").write_bytes(b"not a register")
+    result = run_inbox(inbox, tmp_path / "out", settings)
+    text = format_run(result)
+    done, unread = sorted(result.files, key=lambda f: f.status, reverse=True)
+    assert done.status == "processed" and unread.status == "failed"
+    assert done.out_dir is not None and done.out_dir.name == "村\\n名\\x1b" and done.out_dir.is_dir()
+    assert f"报告：{done.out_dir}" in text
+    for moved in (done.moved_to, unread.moved_to):
+        assert moved is not None and moved.is_file() and f"文件已移到：{moved}" in text
+    assert unread.moved_to is not None and unread.moved_to.name == "坏\\t表.xlsx"
+    assert unread.moved_to.with_name("坏\\t表.xlsx.reason.txt").is_file()

@@ -212,10 +212,17 @@ def _unique(path: Path, exists: Callable[[Path], bool] = Path.exists) -> Path:
     return path.with_name(numbered(path.stem, taken, separator="-", suffix=path.suffix))
 
 
+def _safe_name(name: str, *, room: int) -> str:
+    """``name`` as the run names what it makes of a file (its report folder, its place in processed/ or
+    failed/): control characters written out as the summary and the log print them (``\\n``), so that
+    the path they print is the real one, and short enough for ``room`` bytes more."""
+    return fitting_name(printable(name), room=room)
+
+
 def _results_dir(day_dir: Path, stem: str) -> Path:
     if stem.lower().endswith(".json"):  # never a folder named like the day's summary.json beside it
         stem += "_"
-    stem = fitting_name(stem, room=4)
+    stem = _safe_name(stem, room=4)
     day_dir.mkdir(parents=True, exist_ok=True)
     while True:
         target = _unique(day_dir / stem)
@@ -331,7 +338,7 @@ def _moving_failed(error: OSError, path: Path, folder: str) -> str:
 def _move(path: Path, folder: Path) -> Path:
     """Move ``path`` into ``folder`` (a rename on the inbox's own filesystem), never overwriting."""
     _inbox_folder(folder)
-    target = _unique(folder / fitting_name(path.name, room=4))
+    target = _unique(folder / _safe_name(path.name, room=4))
     os.replace(path, target)
     return target
 
@@ -343,7 +350,7 @@ def _write_reason(failed_dir: Path, path: Path, outcome: InboxFile, when: dateti
     def taken(candidate: Path) -> bool:
         return candidate.exists() or candidate.with_name(candidate.name + REASON_SUFFIX).exists()
 
-    target = _unique(failed_dir / fitting_name(path.name, room=len(REASON_SUFFIX) + 4), taken)
+    target = _unique(failed_dir / _safe_name(path.name, room=len(REASON_SUFFIX) + 4), taken)
     reason = target.with_name(target.name + REASON_SUFFIX)
     reason.write_text(
         f"文件：{printable(path.name)}\n时间：{when.isoformat(timespec='seconds')}\n原因：{outcome.message}\n"
