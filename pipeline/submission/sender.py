@@ -222,7 +222,7 @@ class ResidentSender:
                 self._stopped_by(error)
                 return
             if withdrawn:
-                self.withdrawn[holder] = f"{MESSAGE_CARD_ANSWERED_TWICE}；{MESSAGE_SEND_AGAIN}"
+                self.withdrawn[holder] = f"{MESSAGE_CARD_ANSWERED_TWICE}；{self.resend}"
                 logger.warning("{} {}", mask_id(holder), MESSAGE_CARD_ANSWERED_TWICE)
 
     def _count_call(self, attempts: int, *, resident: bool = False) -> None:
