@@ -13,6 +13,7 @@ server's threads and its worker and submission processes alike.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from filelock import FileLock
 
 from pipeline.web import engine
 from pipeline.web.jobfiles import JobFiles
+from pipeline.web.shown import in_page_words
 from pipeline.web.store import Job
 
 VERSION_FILE = ".version"
@@ -36,11 +38,16 @@ def writing(files: JobFiles) -> Iterator[None]:
 
 
 def write_reports(batch: engine.Batch, files: JobFiles, version: int, *, submitted: bool) -> None:
-    """The job's reports as the library writes them, and the version of the job they show.
+    """The job's reports as the library writes them, advice in the page's words, and the version they show.
 
     The caller holds :func:`writing`.
     """
-    engine.write_reports(batch, files.reports, submitted=submitted)
+    worded = dataclasses.replace(
+        batch,
+        outcome=batch.outcome.assign(message=in_page_words(batch.outcome["message"])),
+        faults=batch.faults.assign(message=in_page_words(batch.faults["message"])),
+    )
+    engine.write_reports(worded, files.reports, submitted=submitted)
     (files.reports / VERSION_FILE).write_text(str(version), encoding="utf-8")
 
 

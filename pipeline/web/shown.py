@@ -24,6 +24,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from markupsafe import Markup
 
 #: Characters that act on the text around them without being seen: C0/C1 controls (but tab and
@@ -75,6 +76,18 @@ def for_clerk(text: str, *hidden: tuple[str | Path, str]) -> str:
     for command_line, page in _ADVICE:
         text = text.replace(command_line, page)
     return visible(_ADDRESS.sub("", text))
+
+
+def in_page_words(messages: pd.Series) -> pd.Series:
+    """Report messages with the command line's advice in the page's words, as :func:`for_clerk` gives it.
+
+    A job's downloads (results.xlsx, results.csv, the annotated copy) say
+    what its page says: a row cut short by a cancel is sent again by 再次提交,
+    not by a command the clerk never ran.
+    """
+    for command_line, page in _ADVICE:
+        messages = messages.str.replace(command_line, page, regex=False)
+    return messages
 
 
 def file_name(name: str) -> str:
