@@ -596,6 +596,27 @@ def test_pages_are_told_from_workbooks_and_text() -> None:
     assert not html.looks_like_html(b"PK\x03\x04") and not html.looks_like_html("姓名,身份证号\n".encode())
 
 
+def test_an_xml_spreadsheet_2003_export_is_named_for_what_it_is_not_read_as_an_empty_page(
+    tmp_path: Path,
+) -> None:
+    """A web system's "导出Excel" as SpreadsheetML holds ``<Table>`` near its start: it is no page."""
+    rows = "".join(
+        "<Row>" + "".join(f'<Cell><Data ss:Type="String">{v}</Data></Cell>' for v in values) + "</Row>"
+        for values in (HEADER, ["张三", "男", "汉族", "19900102", "440606199001021238", "13912345678"])
+    )
+    path = tmp_path / "导出.xls"
+    path.write_text(
+        '<?xml version="1.0"?>\n<?mso-application progid="Excel.Sheet"?>\n'
+        '<Workbook xmlns="urn:schemas-microsoft-com:office:spreadsheet" '
+        'xmlns:ss="urn:schemas-microsoft-com:office:spreadsheet">'
+        f'<Worksheet ss:Name="Sheet1"><Table>{rows}</Table></Worksheet></Workbook>',
+        encoding="utf-8",
+    )
+    assert not html.looks_like_html(path.read_bytes()[:1024])
+    message = _refusal(path, "导出.xls", "XML 电子表格 2003", "另存为 .xlsx")
+    assert "没有数据行" not in message
+
+
 @pytest.mark.parametrize(
     "tail",
     [

@@ -35,7 +35,7 @@ from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS, RawTable
 from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
-from pipeline.reading.html import is_html_file, looks_like_html, read_html_register
+from pipeline.reading.html import is_html_file, is_spreadsheet_ml, looks_like_html, read_html_register
 from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
     TEXT_ARROW,
@@ -162,6 +162,12 @@ def _unreadable(path: Path, error: BaseException) -> InputError:
         )
     if head.startswith(b"\xd0\xcf\x11\xe0"):
         return InputError("文件已加密、设有密码或已损坏，无法读取", file=label, fix=_FIX_RESAVE)
+    if is_spreadsheet_ml(head):
+        return InputError(
+            "文件是“XML 电子表格 2003”格式（一些系统导出的 .xls 就是这种），程序不能直接读取",
+            file=label,
+            fix=_FIX_RESAVE,
+        )
     if looks_like_html(head) or stripped.startswith(b"<?xml"):  # a page is read before; SpreadsheetML
         return InputError(
             "文件实际是网页（HTML/XML）格式，不是真正的 Excel 工作簿", file=label, fix=_FIX_RESAVE

@@ -51,14 +51,32 @@ _FIX = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
+#: The first element of an XML document, past its declaration, processing instructions (SpreadsheetML's
+#: ``<?mso-application?>``), comments and doctype; lower-cased bytes.
+_XML_ROOT = re.compile(
+    rb"<\?xml.*?\?>(?:\s|<\?.*?\?>|<!--.*?-->|<!doctype[^>]*>)*<([a-z][\w:.-]*)", re.DOTALL
+)
+
+
+def is_spreadsheet_ml(head: bytes) -> bool:
+    """Whether a file's first bytes are those of an "XML 电子表格 2003" (SpreadsheetML) workbook."""
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    root = _XML_ROOT.match(start)
+    return root is not None and root[1] in (b"workbook", b"ss:workbook")
+
+
 def looks_like_html(head: bytes) -> bool:
     """Whether a file's first bytes are those of a web page (not of a workbook or other text).
 
     An XHTML page may open with an XML declaration; a SpreadsheetML workbook,
-    which also does, is not a page (and is refused by the workbook reader).
+    which also does (and holds ``<Table>`` elements), is not a page: an XML
+    document is a page when its first element is ``<html>`` or ``<table>``.
     """
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if start.startswith(b"<?xml"):
+        root = _XML_ROOT.match(start)
+        if root is not None:
+            return root[1] in (b"html", b"table")
         return b"<html" in start[:1024] or b"<table" in start[:1024]
     return start.startswith(_PAGE_STARTS)
 
