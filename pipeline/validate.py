@@ -313,8 +313,11 @@ def _failure_cases(rows: pd.DataFrame, today: datetime.date) -> pd.DataFrame:
 
 #: A note in brackets after a name (张三（代办）): it belongs in the remarks.
 _NOTE_IN_BRACKETS = r"[(（\[【].*[)）\]】]"
-#: Two phone numbers in one cell (本人/家属, 手机、座机): the platform takes one.
-_SEVERAL_PHONES = rf"(?:{VALID_PHONE}).*?(?:[/、,，;；|]|或|和).*?(?:{VALID_PHONE})"
+#: Two phone numbers in one cell (本人/家属, 手机、座机): the platform takes one.  Two apart by a space or
+#: one above the other (Alt+Enter) are run together once normalised (which drops white space).
+_SEVERAL_PHONES = (
+    rf"(?:{VALID_PHONE}).*?(?:[/、,，;；|]|或|和).*?(?:{VALID_PHONE})|^(?:{VALID_PHONE})(?:{VALID_PHONE})$"
+)
 
 
 def _details(

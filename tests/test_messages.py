@@ -11,6 +11,7 @@ from test_validate import FEMALE_ID, GOOD, MALE_ID, TODAY, person, rows
 from pipeline import messages
 from pipeline.model import FIELDS
 from pipeline.text.arrow import matches
+from pipeline.text.phone import normalise_phones
 from pipeline.validate import validate
 from schemas.registry import NAME
 from schemas.result_codes import ResultCode, field_hint, field_pairs, hint
@@ -139,6 +140,16 @@ def test_a_long_value_is_quoted_cut_so_the_message_fits_a_cell() -> None:
 def test_two_phone_numbers_in_one_cell_are_told_to_keep_one(phone: str) -> None:
     [message] = validate(rows({"brdh": phone}), today=TODAY)["message"].tolist()
     assert f"联系电话“{phone}”填了不止一个号码" in message and "只能填一个" in message
+
+
+@pytest.mark.parametrize("phone", ["13800138000 13900139000", "13800138000\n075783001234"])
+def test_two_phone_numbers_apart_by_a_space_or_a_line_break_are_told_to_keep_one(phone: str) -> None:
+    """Normalising drops the white space between them: the run-together value is still two numbers."""
+    normalised = rows({"brdh": normalise_phones(pd.Series([phone], dtype="str")).iloc[0]})
+    written = normalised.copy()
+    written.loc[0, "brdh"] = phone
+    [message] = validate(normalised, today=TODAY, written=written)["message"].tolist()
+    assert "填了不止一个号码" in message and "只能填一个" in message
 
 
 def test_one_wrong_phone_number_gets_the_usual_message() -> None:
