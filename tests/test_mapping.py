@@ -162,6 +162,9 @@ def test_no_builtin_alias_names_two_fields() -> None:
         ("出生日期\u00a0【格式：19900101】", "出生日期"),
         ("ＸＭ", "xm"),
         ("(备注)", "(备注)"),
+        ("★身份证号码", "身份证号码"),  # a template's mark of a required column
+        ("※联系电话", "联系电话"),
+        ("医保类型▼", "医保类型"),  # a drop-down's arrow typed into the header
     ],
 )
 def test_header_key_drops_decorations(header: str, key: str) -> None:

@@ -23,8 +23,9 @@ from pipeline.text.arrow import INVISIBLE_MARKS
 #: The pseudo field code of columns that are neither a field nor an extra (序号).
 IGNORE = "ignore"
 
-#: Bracketed notes and asterisks: "（必填）", "(选填)", "【格式：19900101】", "*".
-_DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|\*")
+#: Bracketed notes and the marks templates put on required columns or drop-downs: "（必填）", "(选填)",
+#: "【格式：19900101】", "*", "★", "※", "▼".
+_DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|[*★☆※▲△▼▽●◆]")
 _INVISIBLE = re.compile(INVISIBLE_MARKS)
 #: A list number in front of a header: "1.姓名", "2、性别", "三、联系电话".
 _NUMBERING = re.compile(r"^(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})[.、]")
