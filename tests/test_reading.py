@@ -222,6 +222,17 @@ def test_sheet_choice(tmp_path: Path) -> None:
     _one_line_error(excinfo, "工作表是空的")
 
 
+def test_a_sheet_is_found_whatever_case_or_full_width_brackets_the_clerk_typed(tmp_path: Path) -> None:
+    """Excel takes Sheet2 and sheet2 for one name; a Chinese input method types （） for ()."""
+    data = [["姓名", "身份证号码"], ["张三", "420123196205184516"]]
+    other = [["姓名", "身份证号码"], ["李四", "110101199003077777"]]
+    path = _workbook(tmp_path / "sheets.xlsx", {"Sheet1": data, "二组(东)": other})
+    [table] = read_register(path, sheet="sheet1")
+    assert table.sheet == "Sheet1" and _values(table, "姓名") == ["张三"]
+    [table] = read_register(path, sheet=" 二组（东） ")
+    assert table.sheet == "二组(东)" and _values(table, "姓名") == ["李四"]
+
+
 def test_a_register_with_only_its_header_is_reported_over_an_instructions_sheet(tmp_path: Path) -> None:
     notes = [
         ["填表说明"],

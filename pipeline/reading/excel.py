@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
+import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -378,6 +379,12 @@ def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, late
         )  # fmt: skip
 
 
+def _sheet_key(name: str) -> str:
+    """A sheet's name as ``--sheet`` matches it: as Excel does, whatever its case (Sheet1 is sheet1);
+    and whatever spaces around it or full-width forms an input method gave (二组（东） is 二组(东))."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
 def _read_sheets(
     path: Path,
     workbook: CalamineWorkbook,
@@ -388,7 +395,8 @@ def _read_sheets(
 ) -> list[RawTable]:
     names = list(workbook.sheet_names)
     if sheet is not None:
-        chosen = sheet if sheet in names else next((n for n in names if n.strip() == sheet.strip()), None)
+        wanted = _sheet_key(sheet)
+        chosen = sheet if sheet in names else next((n for n in names if _sheet_key(n) == wanted), None)
         if chosen is None:
             raise InputError(
                 f"找不到工作表“{sheet}”",
