@@ -108,6 +108,23 @@ def test_title_rows_merged_cells_and_blank_rows_above_the_header_are_skipped(tmp
     assert table.label == "register.xlsx[登记表]"
 
 
+def test_rows_of_nothing_but_spaces_or_zero_width_marks_are_blank_rows(tmp_path: Path) -> None:
+    """A cell "cleared" with a zero-width space or a BOM pasted from a web page shows nothing."""
+    rows: list[Sequence[object]] = [
+        HEADER,
+        [1, "张三", "01", "420123196205184516", "13912343273", "职工医保"],
+        [None, "\u200b", None, "\ufeff", " \u00a0"],
+        [None, "\u3000", "\u2060\u200b", None, "\t"],
+        [2, "李四", "02", "110101199003077777", "13800000000", "居民医保"],
+    ]
+    [table] = read_register(_workbook(tmp_path / "register.xlsx", {"登记表": rows}))
+    assert table.source_row.tolist() == [2, 5]
+    path = tmp_path / "register.csv"
+    path.write_text("\n".join(",".join(str(v or "") for v in row) for row in rows) + "\n", encoding="utf-8")
+    [table] = read_register(path)
+    assert table.source_row.tolist() == [2, 5]
+
+
 def test_cells_become_the_text_a_clerk_typed(tmp_path: Path) -> None:
     rows: list[Sequence[object]] = [
         ["姓名", "民族", "身份证号码", "出生日期", "发卡时间", "是否实名", "联系电话", "备注"],

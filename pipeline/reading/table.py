@@ -22,7 +22,7 @@ from pipeline.errors import InputError
 from pipeline.files import numbered
 from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
 from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
-from pipeline.text.arrow import contiguous
+from pipeline.text.arrow import INVISIBLE_MARKS, contiguous, value_offsets
 
 #: The dtype of every text column: pandas' default ``str``, stored in Arrow.
 TEXT_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)
@@ -172,8 +172,29 @@ def header_or_first_row(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] 
     return None if first is None else (first, list(rows[first]))
 
 
+#: Bytes a cell showing nothing can start with: ASCII white space, and the lead bytes of the UTF-8 of
+#: U+0085/U+00A0/U+00AD (C2), U+1680/U+180E (E1), U+2000–U+206F (E2), U+3000 (E3) and U+FEFF (EF).
+_BLANK_LEADS = np.zeros(256, dtype=bool)
+_BLANK_LEADS[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0xC2, 0xE1, 0xE2, 0xE3, 0xEF]] = True
+_BLANK_LEADS.setflags(write=False)
+
+
 def _blank(column: TextColumn) -> np.ndarray:
-    return np.asarray(pc.or_(pc.equal(column, ""), pc.utf8_is_space(column)), dtype=bool)
+    """Which cells show nothing: empty, white space, or only marks that take no room (a zero-width
+    space or a BOM pasted from a web page or a chat), which normalising drops anyway."""
+    blank = np.asarray(pc.or_(pc.equal(column, ""), pc.utf8_is_space(column)), dtype=bool)
+    array = contiguous(column)
+    if array.null_count or not len(array) or array.buffers()[2] is None:
+        return blank
+    # Only the few cells starting as such a mark may be nothing but marks: they alone are matched.
+    offsets = value_offsets(array)
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    starts = offsets[:-1][~blank]
+    looked = np.flatnonzero(~blank)[_BLANK_LEADS[data[starts]]]
+    if len(looked):
+        rest = pc.replace_substring_regex(array.take(pa.array(looked)), INVISIBLE_MARKS, "")
+        blank[looked] = np.asarray(pc.or_(pc.equal(rest, ""), pc.utf8_is_space(rest)), dtype=bool)
+    return blank
 
 
 def blank_rows(columns: Sequence[TextColumn], length: int) -> np.ndarray:
