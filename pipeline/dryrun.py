@@ -42,6 +42,7 @@ from pipeline.files import distinct_names
 from pipeline.model import (
     BAD_STATUSES,
     FAULT_COLUMNS,
+    FIELD_LABELS,
     INPUT_FIELDS,
     STATUS_INVALID,
     Batch,
@@ -54,6 +55,7 @@ from pipeline.model import (
 from pipeline.prefetch import Prefetched
 from pipeline.progress import RowBar
 from pipeline.reading import register as reading
+from pipeline.reading.table import column_letter
 from pipeline.stopping import interrupt_on_signals
 from pipeline.text.arrow import constant
 from pipeline.workers import Workers, ask, fork_workers, usable_cores
@@ -164,9 +166,22 @@ def open_registers(
         for source in reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets):
             if name != Path(path).name:
                 source = replace(source, name=name)
-            heads.append(mapping.map_columns(source.head(), aliases))
+            head = mapping.map_columns(source.head(), aliases)
+            for header, written, code in mapping.unused_field_columns(head, aliases):
+                used, letter = head.field_headers[code], _letter(head, header)
+                logger.warning(
+                    "{}：{} 列“{}”也是{}，没有读取，读取的是前面的 {} 列“{}”。"
+                    "要用 {} 列，请删去前面那一列或给它改名",
+                    source.label, letter, written, FIELD_LABELS[code], _letter(head, used), used, letter,
+                )  # fmt: skip
+            heads.append(head)
             sources.append(source)
     return Registers(sources, heads, aliases)
+
+
+def _letter(head: MappedTable, header: str) -> str:
+    """The sheet column (F) of the column ``header`` names."""
+    return column_letter(head.raw.column_positions[list(head.raw.data.columns).index(header)])
 
 
 def _distinct_files(inputs: Sequence[Path]) -> list[Path]:

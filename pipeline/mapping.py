@@ -183,6 +183,29 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     return MappedTable(raw=raw, fields=fields, extras=extras, field_headers=field_headers)
 
 
+#: A header the reader numbered because an earlier column has the same one ("身份证号码_2").
+_NUMBERED = re.compile(r"(.+)_[0-9]+")
+
+
+def unused_field_columns(
+    mapped: MappedTable, user_aliases: Mapping[str, str] | None = None
+) -> list[tuple[str, str, str]]:
+    """The clerk's columns left as extras although their header names a field an earlier column gives
+    (the first one wins), e.g. a second 身份证号码 or a 公民身份号码 after a 身份证号: (the column's
+    name in the table, its header as written, the field code)."""
+    user = check_user_aliases(user_aliases or {})
+    headers = set(mapped.raw.data.columns)
+    found = []
+    for header in mapped.extras.columns:
+        numbered = _NUMBERED.fullmatch(header)
+        written = numbered[1] if numbered and numbered[1] in headers else header
+        key = header_key(written)
+        code = user.get(key) or _in_full(key) or _by_initials(key)
+        if code is not None and code != IGNORE and code in mapped.field_headers:
+            found.append((header, written, code))
+    return found
+
+
 def load_mapping_file(path: str | Path) -> dict[str, str]:
     """Read a TOML mapping file: a ``[columns]`` table and/or top-level ``"表头" = "字段代码"`` pairs.
 

@@ -364,6 +364,20 @@ def test_residents_above_the_header_are_named_in_a_warning(tmp_path: Path, kind:
     assert "表头（第 3 行）上方的第 1、2 行有身份证号码" in run.stderr, run.stderr
 
 
+def test_a_second_column_of_a_field_that_is_not_read_is_named_with_the_one_read(tmp_path: Path) -> None:
+    """A template's empty 身份证号 column and the clerk's own 身份证号 column further right: every row
+    says the ID number is empty, and the warning tells which column was read and how to use the other."""
+    rows = [[*HEADER, "身份证号", "公民身份号码"]]
+    rows += [[*resident(n, 身份证号=""), id_number(n), id_number(n)] for n in (1, 2)]
+    register = save(tmp_path / "两列.xlsx", {"名单": rows})
+    run = run_validate(tmp_path, register)
+    assert len(run.rows()) == 2
+    for letter, header in (("G", "身份证号"), ("H", "公民身份号码")):
+        told = f"{letter} 列“{header}”也是身份证号码，没有读取，读取的是前面的 D 列“身份证号”"
+        assert told in run.stderr, run.stderr
+    assert "要用 G 列，请删去前面那一列或给它改名" in run.stderr, run.stderr
+
+
 def test_sheet_choice_and_all_sheets(tmp_path: Path) -> None:
     path = save(
         tmp_path / "multi.xlsx",
