@@ -319,6 +319,28 @@ def test_a_csv_whose_name_excel_takes_for_no_sheet_name_gets_its_copy(
     assert openpyxl.load_workbook(copy).sheetnames == [sheet, "说明"]
 
 
+def test_a_csv_whose_lines_run_to_a_stray_value_far_right_gets_a_copy_without_its_empty_cells(
+    tmp_path: Path,
+) -> None:
+    """Excel saves every line of a sheet with one value in column DKJ with 3,000 values each: the copy writes
+    the register's cells and that value, not millions of empty ones (6,000 such lines took 7 GB)."""
+    register = tmp_path / "名单.csv"
+    lines = ["姓名,身份证号,联系电话,民族,医保类型" + "," * 2995]
+    lines += [f"张{i},{GOOD[i]},1390000000{i},汉族,职工医保" + "," * 2995 for i in range(3)]
+    lines[1] += "备忘"
+    lines[2] = f"李四,{BAD_CHECK},13900000001,汉族,职工医保" + "," * 2995
+    register.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    with zipfile.ZipFile(paths["annotated_名单.xlsx"]) as package:
+        cells = re.findall(rb'<c r="([A-Z]+)([0-9]+)"', package.read("xl/worksheets/sheet1.xml"))
+    assert len(cells) == 4 * 7  # the register's five columns, the stray value's, the 问题说明 column
+    assert (b"DKJ", b"2") in cells and (b"DKK", b"3") in cells  # the stray value and its row's reasons
+    book = openpyxl.load_workbook(paths["annotated_名单.xlsx"])
+    sheet = book.worksheets[0]
+    assert sheet["B2"].value == GOOD[0] and sheet["B2"].number_format == "@" and sheet["DKJ2"].value == "备忘"
+    assert sheet["B3"].fill.fgColor.rgb == RED and sheet["DKK3"].value.startswith("[10111]")
+
+
 def test_a_web_page_saved_as_xls_gets_a_workbook_of_text_cells_on_its_rows(tmp_path: Path) -> None:
     register = tmp_path / "导出.xls"
     cells = ["姓名", "身份证号", "联系电话", "民族", "医保类型"]

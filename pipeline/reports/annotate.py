@@ -589,7 +589,15 @@ def _regenerate_text(
     columns: list[Column] = []
     by_position = dict(zip(raw.column_positions, range(len(raw.headers)), strict=False))
     sheet_edits = next(iter(_split_edits(edits).values()), {})
+    marked = _mark_styles(marks, header, height, 0, width, text=True)
+    held = {*by_position, *marked, *(col for _, col in sheet_edits)}
+    # The columns between the register's and a stray value far to its right (a CSV saved from a sheet
+    # with one: every line runs to it) hold nothing: one shared empty column, no cell written for it.
+    nothing = text_array(np.full(height, "", dtype=object)) if len(held) < width else None
     for position in range(width):
+        if position not in held and nothing is not None:
+            columns.append(nothing)
+            continue
         values = np.full(height, "", dtype=object)
         if position in by_position:
             column = by_position[position]
@@ -600,13 +608,14 @@ def _regenerate_text(
                 values[row - header] = text
         columns.append(text_array(values))
     notes, note_styles = _note_column(marks, header, height)
-    styles = _mark_styles(marks, header, height, 0, width, text=True)
-    styles[width] = note_styles
-    header_style = np.zeros(height, dtype=np.int8)
-    header_style[0] = NOTE_HEADER_STYLE
-    block = Block(
-        [*columns, notes], first_row=header, style=TEXT_STYLE, row_style=header_style, cell_styles=styles
-    )
+    # A held column's cells are text even where empty (what a clerk types there stays text), its header
+    # bold; a mark wins.  Empty columns get no style, so none of their cells is written.
+    plain = np.full(height, TEXT_STYLE, dtype=np.int8)
+    plain[0] = NOTE_HEADER_STYLE
+    styles = {position: plain for position in held}
+    styles |= {position: np.where(own > 0, own, plain) for position, own in marked.items()}
+    styles[width] = np.where(note_styles > 0, note_styles, plain)
+    block = Block([*columns, notes], first_row=header, style=TEXT_STYLE, cell_styles=styles)
     book = FastWorkbook(path, FORMATS)
     names: set[str] = set()
     sheet = book.add_sheet(_sheet_name(Path(source).stem, names), [block], comments=_comments(marks))

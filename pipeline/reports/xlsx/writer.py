@@ -196,6 +196,15 @@ def _style_attrs(block: Block, col: int, rows: slice, lut: np.ndarray) -> pa.Arr
     return pc.take(pa.array(lut.tolist(), pa.large_string()), pa.array(ids.astype(np.int32, copy=False)))
 
 
+def _nothing_in(values: Column) -> bool:
+    """Whether every value of a column is empty ("" or null): with one style, it writes no cell."""
+    if isinstance(values, MixedColumn):
+        return False
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values.null_count == len(values) or not pc.max(pc.binary_length(values)).as_py()
+    return values.null_count == len(values)
+
+
 def _block_xml(block: Block, lut: np.ndarray) -> Iterator[memoryview]:
     for start in range(0, block.height, CHUNK_ROWS):
         rows = slice(start, min(start + CHUNK_ROWS, block.height))
@@ -203,8 +212,11 @@ def _block_xml(block: Block, lut: np.ndarray) -> Iterator[memoryview]:
         numbers = pa.array(np.arange(first, first + rows.stop - start)).cast(pa.large_string())
         cells = []
         for col, values in enumerate(block.columns):
+            style_attr = _style_attrs(block, col, rows, lut)
+            if isinstance(style_attr, pa.Scalar) and _nothing_in(values[rows]):
+                continue  # no cell of it would be written: a wide sheet's empty columns cost nothing
             letter = xl_col_to_name(block.first_col + col)
-            cells.append(_cells(values[rows], letter, numbers, _style_attrs(block, col, rows, lut)))
+            cells.append(_cells(values[rows], letter, numbers, style_attr))
         row_xml = pc.binary_join_element_wise(
             lit('<row r="'), numbers, lit('">'), *cells, lit("</row>"), EMPTY
         )
