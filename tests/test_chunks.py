@@ -142,6 +142,26 @@ def test_wide_rows_make_chunks_of_fewer_rows_not_larger_ones(
     assert [r["xm"] for r in _results(tmp_path / "out")] == [chinese_name(s) for s in range(30)]
 
 
+def test_rows_of_many_empty_cells_make_chunks_of_fewer_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CSV saved from a sheet with a stray value far right runs every line to it: few bytes per row,
+    many cells, each costing memory at every stage.  Chunks are bounded by cells, not bytes alone."""
+    monkeypatch.setattr(delimited, "CHUNK_CELLS", 20_000)  # about six of these rows
+    people = _people(300, 30)
+    lines = ["姓名,性别,民族,出生日期,身份证号,联系电话,医疗费用支付方式"]
+    for serial, person in enumerate(people):
+        row = [chinese_name(serial), "男", "汉族", person["csrq"], person["sfzhm"], person["brdh"], "自费"]
+        lines.append(",".join(row) + "," * 3000 + ("x" if serial == 0 else ""))
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    [source] = open_register(path)
+    sizes = [len(chunk.data) for chunk in source.read(400_000)]
+    assert sum(sizes) == 30 and len(sizes) >= 5 and max(sizes) <= 7, sizes
+    _validate(tmp_path, [path], "out", chunk_rows=None)
+    assert [r["xm"] for r in _results(tmp_path / "out")] == [chinese_name(s) for s in range(30)]
+
+
 def test_footer_words_followed_by_residents_are_residents(tmp_path: Path) -> None:
     people = _people(300, 4)
     path = write_register(tmp_path / "r.csv", people)

@@ -87,6 +87,12 @@ PARSE_ROWS = 100_000
 #: 400,000-row chunk of an ordinary register holds about 85 MB.
 CHUNK_BYTES = 96 << 20
 
+#: Most cells a block or a chunk holds, whatever its rows: a line of few characters may still hold
+#: many cells (a CSV saved from a sheet with one stray value in column XFD runs every line to it with
+#: 16,000 commas), and each cell costs its offsets and more at every stage: 11,764 such lines in one
+#: chunk peaked at 5.4 GB while reading.  A 400,000-row chunk of a register of up to 60 columns fits.
+CHUNK_CELLS = 24_000_000
+
 #: Rows the csv module reads before they are handed to Arrow.
 _CSV_BATCH_ROWS = 100_000
 
@@ -865,28 +871,30 @@ def _text_bytes(column: TextColumn) -> int:
 def _gathered(
     blocks: Iterator[tuple[list[TextColumn], np.ndarray]], rows: int
 ) -> Iterator[tuple[list[TextColumn], np.ndarray]]:
-    """``blocks`` glued together, at most ``rows`` rows and :data:`CHUNK_BYTES` at once (a larger
-    block alone, as it is).
+    """``blocks`` glued together, at most ``rows`` rows, :data:`CHUNK_BYTES` and :data:`CHUNK_CELLS` at
+    once (a larger block alone, as it is).
 
     The first block is handed on alone, as soon as it is parsed, then two
     glued together, then four, and so on up to ``rows``: whoever takes them
     starts at once and never waits long for the next while the rest is read.
     """
     pending: list[tuple[list[TextColumn], np.ndarray]] = []
-    count = size = 0
+    count = size = cells = 0
     wanted = 1  # blocks
     for columns, source_row in blocks:
-        text = sum(map(_text_bytes, columns))
-        if pending and (count + len(source_row) > rows or size + text > CHUNK_BYTES):
+        text, held = sum(map(_text_bytes, columns)), len(source_row) * len(columns)
+        full = count + len(source_row) > rows or size + text > CHUNK_BYTES or cells + held > CHUNK_CELLS
+        if pending and full:
             yield glue_blocks(pending)
-            pending, count, size = [], 0, 0
+            pending, count, size, cells = [], 0, 0, 0
         pending.append((columns, source_row))
         count += len(source_row)
         size += text
+        cells += held
         if len(pending) >= wanted:
             yield glue_blocks(pending)
             wanted *= 2
-            pending, count, size = [], 0, 0
+            pending, count, size, cells = [], 0, 0, 0
     if pending:
         yield glue_blocks(pending)
 
@@ -978,9 +986,10 @@ def open_delimited(path: Path, size: int, opener: Callable[[], BinaryIO] | None 
     body_bytes = max(1, size - layout.body)
     sample_lines = max(1, head.count(b"\n", layout.body))
     line_bytes = max(1.0, (min(len(head), size) - layout.body) / sample_lines)
+    line_cells = 1 + head.count(layout.delimiter.encode("ascii"), layout.body) / sample_lines  # about
 
     def read(chunk_rows: int) -> Iterator[RawTable]:
-        parse_rows = min(chunk_rows, PARSE_ROWS)
+        parse_rows = min(chunk_rows, PARSE_ROWS, max(1, int(CHUNK_CELLS / line_cells)))
         block_bytes = int(min(_MAX_BLOCK_BYTES, CHUNK_BYTES, max(_MIN_BLOCK_BYTES, parse_rows * line_bytes)))
         produced = False
         with os_errors("读取文件", path, kind=InputError):
