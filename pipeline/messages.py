@@ -157,9 +157,11 @@ _WARNINGS: dict[str, str] = {
     "upgrade": "15位身份证号码“{value}”已按国家标准升级为18位“{extra}”",
 }
 
-#: What a clerk does about a warning: nothing, but what it means for the row.
+#: What a clerk does about a warning: nothing, but what it means for the row.  A warning of no field
+#: is reading's: values in columns without a header, which are not read.
 WARNING_FIXES: dict[str, str] = {
     "sfzhm": "无需处理：提交时使用升级后的18位号码；也可在表中改为身份证上的18位号码",
+    "": "这些内容不会提交：需要的话，把它们移到有表头的列中（如 备注），或给那一列加上表头",
     "*": "无需处理，仅供核对：提交时使用大类代码",
 }
 
@@ -182,6 +184,8 @@ def warning_title(field: str) -> str:
     """The short title of a normalisation warning on ``field`` (what happened, not an error)."""
     if field == "sfzhm":
         return "15位身份证号码已升级为18位（提示）"
+    if not field:
+        return "表头以外的列有内容，没有读取（提示）"
     return f"{label(field)}细分代码已按大类处理（提示）"
 
 

@@ -198,3 +198,12 @@ def test_a_landline_without_its_area_code_is_told_to_add_it() -> None:
 def test_an_eleven_digit_number_that_is_no_mobile_is_not_told_it_needs_eleven_digits() -> None:
     [message] = validate(rows({"brdh": "12345678901"}), today=TODAY)["message"].tolist()
     assert "不正确" in message and "位数字" not in message
+
+
+def test_values_beyond_the_header_columns_are_titled_and_fixed_as_such_not_as_a_folded_code() -> None:
+    """Reading's warning of values in columns without a header has no field: it is no sub-code folded."""
+    title = messages.fault_title(10110, "", warning=True)
+    fix = messages.fault_fix(10110, "", warning=True)
+    assert title == "表头以外的列有内容，没有读取（提示）"
+    assert "大类" not in fix and "有表头的列" in fix and "不会提交" in fix
+    assert messages.fault_title(10123, "mzdm", warning=True) == "民族细分代码已按大类处理（提示）"
