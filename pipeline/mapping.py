@@ -31,6 +31,7 @@ from pipeline.model import (
     RawTable,
 )
 from pipeline.reading.headers import IGNORE, builtin_code, count_known_headers, field_code, header_key
+from pipeline.reading.table import HEADER_SEARCH_ROWS
 from pipeline.text.arrow import constant
 
 #: Fields that, present as separate columns, mean the address is already split (dzc is what remains).
@@ -152,10 +153,12 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
         # at all, and its cells (names, ID numbers, a system file's first line) are not repeated.
         raise InputError(
             f"缺少必需的列：{'、'.join(FIELD_LABELS[f] for f in missing)}。"
-            "没有找到表头：第一行有内容的行不是表头（可能缺少表头行，或不是登记表）",
+            f"没有找到表头：前 {HEADER_SEARCH_ROWS} 行中没有表头，第一行有内容的行也不是表头"
+            f"（可能缺少表头行，或表头上方的标题和说明超过 {HEADER_SEARCH_ROWS} 行，或不是登记表）",
             file=raw.file_name,
             sheet=raw.sheet,
-            fix="在数据上方加一行表头（如 姓名、身份证号码、联系电话），或用 --mapping 指定对应关系",
+            fix="在数据上方加一行表头（如 姓名、身份证号码、联系电话）；表头上方的标题和说明请删减到 "
+            f"{HEADER_SEARCH_ROWS} 行以内；或用 --mapping 指定对应关系",
         )
     if missing:
         found = [_one_line(h) for h in headers]

@@ -460,6 +460,16 @@ def test_bad_input_is_one_line_of_chinese_and_exit_2(tmp_path: Path, case: str) 
 # --------------------------------------------------------------------------- regressions found from outside
 
 
+def test_a_header_below_a_long_block_of_instructions_is_told_to_be_moved_up(tmp_path: Path) -> None:
+    # "第一行有内容的行不是表头 … 在数据上方加一行表头" sent a clerk whose header was there, 41 rows down,
+    # looking for a header to add.
+    rows: list[list[object]] = [[f"填表说明第{i}条：请按要求填写"] for i in range(1, 41)]
+    rows += [HEADER, resident(1)]
+    run = run_validate(tmp_path, save(tmp_path / "说明多.xlsx", {"名单": rows}))
+    line = assert_one_line_fatal(run, "说明多.xlsx")
+    assert "前 30 行中没有表头" in line and "删减到 30 行以内" in line, line
+
+
 def test_pre_numbered_template_rows_and_footer_rows_are_not_residents(tmp_path: Path) -> None:
     rows: list[list[object]] = [["序号", *HEADER]]
     rows += [[i + 1, *resident(i)] for i in range(3)]
