@@ -30,6 +30,9 @@ from pipeline.text.arrow import text_array
 
 #: VML shape ids come in blocks of 1024 per ``o:idmap`` entry.
 SHAPES_PER_BLOCK = 1024
+#: Comments made into XML at a time: a sheet with a million faulty cells has its comments and their
+#: boxes written piece by piece, where built whole they took three copies of a gigabyte or more.
+SLICE_COMMENTS = 50_000
 
 #: Default geometry, as Excel lays out a sheet it has not measured: 64 px columns, 20 px rows.
 DEFAULT_COLUMN_PX, DEFAULT_ROW_PX = 64, 20
@@ -149,18 +152,32 @@ def comment_entries(comments: Comments, author_id: int = 0) -> bytes:
 
 
 def comments_xml(comments: Comments) -> Iterator[bytes]:
-    """A whole ``xl/commentsN.xml`` part."""
+    """A whole ``xl/commentsN.xml`` part, in pieces of :data:`SLICE_COMMENTS` comments."""
     yield (
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         b'<comments xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
     )
     yield f"<authors><author>{comments.author}</author></authors><commentList>".encode()
-    yield comment_entries(comments)
+    for _, piece in _slices(comments):
+        yield comment_entries(piece)
     yield b"</commentList></comments>"
 
 
-def note_shapes(comments: Comments, first_shape_id: int, geometry: SheetGeometry | None = None) -> bytes:
-    """The VML ``<v:shape>`` of each comment, ids from ``first_shape_id``, boxes sized to their text."""
+def _slices(comments: Comments) -> Iterator[tuple[int, Comments]]:
+    """``comments`` in runs of :data:`SLICE_COMMENTS`, each with the index of its first."""
+    for start in range(0, len(comments), SLICE_COMMENTS):
+        stop = start + SLICE_COMMENTS
+        texts = comments.texts.slice(start, SLICE_COMMENTS)
+        yield start, Comments(comments.rows[start:stop], comments.cols[start:stop], texts, comments.author)
+
+
+def note_shapes(
+    comments: Comments, first_shape_id: int, geometry: SheetGeometry | None = None, *, first_z: int = 1
+) -> bytes:
+    """The VML ``<v:shape>`` of each comment, ids from ``first_shape_id``, boxes sized to their text.
+
+    ``first_z`` is the stacking order of the first (a sheet's shapes are numbered from 1 in order).
+    """
     if not len(comments):
         return b""
     geometry = geometry or SheetGeometry(np.zeros(0))
@@ -182,7 +199,7 @@ def note_shapes(comments: Comments, first_shape_id: int, geometry: SheetGeometry
     geometry_parts = [
         (left_px * 3 // 4).astype(np.int64), "pt;margin-top:",
         (top_row * row_px * 3 // 4 + 7).astype(np.int64), "pt;width:", width_px * 3 // 4, "pt;height:",
-        height_px * 3 // 4, "pt;z-index:", np.arange(len(rows)) + 1,
+        height_px * 3 // 4, "pt;z-index:", np.arange(len(rows)) + first_z,
     ]  # fmt: skip
     anchor = [
         cols + 1, ", 15, ", top_row, ", 10, ", right_col, ", ", right_offset.astype(np.int64), ", ",
@@ -201,5 +218,7 @@ def vml_xml(comments: Comments, first_block: int, geometry: SheetGeometry | None
     """A whole ``xl/drawings/vmlDrawingN.vml`` part; shape ids start in block ``first_block``."""
     blocks = ",".join(str(b) for b in range(first_block, first_block + blocks_needed(len(comments))))
     yield _VML_HEAD.format(blocks=blocks).encode()
-    yield note_shapes(comments, SHAPES_PER_BLOCK * first_block + 1, geometry)
+    first_shape_id = SHAPES_PER_BLOCK * first_block + 1
+    for start, piece in _slices(comments):
+        yield note_shapes(piece, first_shape_id + start, geometry, first_z=start + 1)
     yield b"</xml>"

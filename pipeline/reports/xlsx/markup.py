@@ -1125,6 +1125,13 @@ def _without_overrides(content_types: bytes, parts: set[str]) -> bytes:
     return re.sub(rb"<(?:\w+:)?Override\b[^>]*?(?:/>|>\s*</(?:\w+:)?Override>)", dropped, content_types)
 
 
+def _write_pieces(out: zipfile.ZipFile, part: str, pieces: Iterable[bytes]) -> None:
+    """Write ``part`` of the package from ``pieces`` as they come, never the whole of it in memory."""
+    with out.open(part, "w", force_zip64=True) as stream:
+        for piece in pieces:
+            stream.write(piece)
+
+
 def _write_comments(
     archive: zipfile.ZipFile,
     out: zipfile.ZipFile,
@@ -1151,14 +1158,14 @@ def _write_comments(
         blocks = list(range(block, block + blocks_needed(len(comments))))
         block += len(blocks)
         if plan.new_comments:
-            out.writestr(plan.comments_part, b"".join(comments_xml(comments)))
+            _write_pieces(out, plan.comments_part, comments_xml(comments))
         else:
             out.writestr(
                 plan.comments_part,
                 _extend_comments(archive.read(plan.comments_part), comment_entries(comments), author),
             )
         if plan.new_vml:
-            out.writestr(plan.vml_part, b"".join(vml_xml(comments, blocks[0], plan.geometry)))
+            _write_pieces(out, plan.vml_part, vml_xml(comments, blocks[0], plan.geometry))
         else:
             shapes = note_shapes(comments, blocks[0] * SHAPES_PER_BLOCK + 1, plan.geometry)
             out.writestr(plan.vml_part, _extend_vml(archive.read(plan.vml_part), shapes, blocks))
