@@ -305,7 +305,12 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
 
     def work() -> None:
         while True:
-            more, item = slots.get()
+            try:
+                more, item = slots.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():  # the caller was stopped before it could hand over the end
+                    return
+                continue
             try:
                 if not more or stop.is_set():
                     return
@@ -323,16 +328,22 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
             raise fault[0]
         slots.put((True, item))
 
-    worker = threading.Thread(target=work, name=name)
-    worker.start()
+    # A daemon: a Ctrl-C striking where even ``stop`` cannot be set must not hold the process at exit.
+    worker = threading.Thread(target=work, name=name, daemon=True)
     try:
+        worker.start()  # a Ctrl-C while it starts: the thread may be running, and is stopped below
         yield hand
     except BaseException:
         stop.set()
         raise
     finally:
-        slots.put((False, None))
-        worker.join()
+        try:
+            slots.put((False, None))
+            if worker.ident is not None:  # started
+                worker.join()
+        except BaseException:  # a Ctrl-C while the end is handed over: the thread stops on its own
+            stop.set()
+            raise
     if fault:
         raise fault[0]
 

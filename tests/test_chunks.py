@@ -418,3 +418,43 @@ def test_reading_ahead_gives_items_in_order_then_the_error_in_its_place() -> Non
             taken.append(item)
     assert taken == [0, 1, 2, 3, 4]
     assert _threads_left() == []
+
+
+@pytest.mark.parametrize("moment", ["start", "end"])
+def test_ctrl_c_as_the_report_thread_starts_or_is_told_the_end_leaves_no_thread_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    # A Ctrl-C landing while the thread feeding the reports was started, or while it was handed
+    # the end, left it waiting for more: `ehc validate` said 已中断。 and then never exited.
+    import queue
+    import threading
+
+    real_start, real_put, real_get = threading.Thread.start, queue.Queue.put, queue.Queue.get
+    queues: list[queue.Queue[Any]] = []  # the feeding thread's, to let it end if the test fails
+
+    def start(self: threading.Thread) -> None:
+        real_start(self)
+        if moment == "start" and self.name == "ehc-report-feed":
+            raise KeyboardInterrupt
+
+    def put(self: queue.Queue[Any], item: Any, *args: Any, **kwargs: Any) -> None:
+        if moment == "end" and item == (False, None):
+            raise KeyboardInterrupt
+        real_put(self, item, *args, **kwargs)
+
+    def get(self: queue.Queue[Any], *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "ehc-report-feed" and self not in queues:
+            queues.append(self)
+        return real_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(queue.Queue, "get", get)
+    monkeypatch.setattr(queue.Queue, "put", put)
+    inputs = [write_register(tmp_path / "名单.csv", _people(1, 30))]
+    with pytest.raises(KeyboardInterrupt):
+        run_validate(inputs, tmp_path / "out", _settings(tmp_path), today=TODAY, chunk_rows=4, workers=0)
+    left = _threads_left()
+    for waiting in queues if left else []:  # let a thread left waiting end, so that pytest can exit
+        real_put(waiting, (False, None))
+    assert left == []
+    assert not list((tmp_path / "out").iterdir())
