@@ -356,9 +356,14 @@ def _toml_reason(detail: str) -> str:
 MAX_TOML_BYTES = 1 << 20
 
 
-def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+#: How a configuration file's lines are written, told with a TOML syntax error.
+CONFIG_TOML_FORM = '每行写成 键 = 值，文字加英文双引号（如 org_code = "455400000"），小节名写成 [platform]'
+
+
+def read_toml(path: str | Path, what: str, form: str = CONFIG_TOML_FORM) -> dict[str, Any]:
     """The TOML document at ``path``; any fault is a :class:`ConfigError` naming ``what`` (e.g. 配置文件).
 
+    ``form`` says how the file's lines are written (told with a syntax error).
     Only a regular file of at most :data:`MAX_TOML_BYTES` is read: a device
     (``/dev/zero``) or a pipe would be read for ever.
     """
@@ -401,6 +406,5 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         )
         detail = detail[: at.start()] + detail[at.end() :] if at else detail
         raise ConfigError(
-            f"{what} {path} {where}格式错误（{_toml_reason(detail)}）。请按 TOML 格式改正："
-            '每行写成 键 = 值，文字加英文双引号（如 org_code = "455400000"），小节名写成 [platform]'
+            f"{what} {path} {where}格式错误（{_toml_reason(detail)}）。请按 TOML 格式改正：{form}"
         ) from None

@@ -209,13 +209,17 @@ def unused_field_columns(
     return found
 
 
+#: How a mapping file's lines are written, told with a TOML syntax error (not a configuration's keys).
+MAPPING_TOML_FORM = '每行写成 "表头" = "字段代码"，两边都加英文双引号（如 "居民手机" = "brdh"）'
+
+
 def load_mapping_file(path: str | Path) -> dict[str, str]:
     """Read a TOML mapping file: a ``[columns]`` table and/or top-level ``"表头" = "字段代码"`` pairs.
 
     Returns header -> canonical field code.  Any problem -> :class:`ConfigError`.
     """
     name = str(path)
-    document = read_toml(path, "列对应关系文件")
+    document = read_toml(path, "列对应关系文件", MAPPING_TOML_FORM)
 
     pairs: dict[str, Any] = {k: v for k, v in document.items() if k != "columns"}
     table = document.get("columns", {})

@@ -315,6 +315,16 @@ def test_bad_mapping_files(tmp_path: Path, text: str, fragment: str) -> None:
     assert "m.toml" in str(excinfo.value)
 
 
+def test_a_mapping_file_with_a_typo_is_told_how_its_lines_look_not_a_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "表头.toml"
+    path.write_text('"居民手机" = "brdh\n', encoding="utf-8")  # the closing quote forgotten
+    with pytest.raises(ConfigError) as excinfo:
+        load_mapping_file(path)
+    message = str(excinfo.value)
+    assert '"居民手机" = "brdh"' in message and "第 1 行" in message
+    assert "org_code" not in message and "[platform]" not in message
+
+
 def test_missing_mapping_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_mapping_file(tmp_path / "none.toml")
