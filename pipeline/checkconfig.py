@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from loguru import logger
 
-from pipeline.config import Settings
+from pipeline.config import Settings, without_password
 from pipeline.errors import AuthenticationRefused, ConfigError
 from pipeline.files import explain_os_error
 from pipeline.logs import mask_app_id, register_secret, retention_days, rotation_bytes
@@ -40,14 +40,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def _url_problems(url: str, allow_insecure_http: bool = False) -> list[str]:
-    parts = urlsplit(url)
+    parts, shown = urlsplit(url), without_password(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return [
-            f"平台地址 {url!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/"
+            f"平台地址 {shown!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/"
             "（[platform] base_url 或环境变量 EHC_BASE_URL）"
         ]
     if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
-        return [f"平台地址 {url} 使用不加密的 http：只允许 https（本机测试平台 127.0.0.1 / localhost 除外）"]
+        loopback_only = "只允许 https（本机测试平台 127.0.0.1 / localhost 除外）"
+        return [f"平台地址 {shown} 使用不加密的 http：{loopback_only}"]
     return []
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -164,6 +165,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: The password of an address's ``user:password@`` (found in the text: a malformed address does not parse).
+_URL_PASSWORD = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#]*@")
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown or kept: a password written into it (a proxy's) becomes ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
 def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "平台地址") -> None:
     """Refuse (ConfigError) a malformed platform address, or a clear-text one to another host unless allowed.
 
@@ -177,16 +187,17 @@ def check_base_url(url: str, *, allow_insecure_http: bool, where: str = "平台�
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
     except ValueError:
         well_formed = False
+    shown = without_password(url)  # refused before the password is known as a secret to mask
     if not well_formed or any(character.isspace() for character in url.strip()):
         raise ConfigError(
-            f"{where} {url!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/。请改正平台地址"
+            f"{where} {shown!r} 不是有效网址：应形如 https://主机/jkfs-dzjkk/dzjkk/websvi/。请改正平台地址"
         )
     if parts.scheme.lower() != "http" or allow_insecure_http:
         return
     if parts.hostname and is_loopback(parts.hostname):
         return
     raise ConfigError(
-        f"{where} {url} 使用不加密的 http：只允许 https（本机测试平台 127.0.0.1 / localhost 除外）。"
+        f"{where} {shown} 使用不加密的 http：只允许 https（本机测试平台 127.0.0.1 / localhost 除外）。"
         "请改用 https 地址；仅在测试网络中可设置 [platform] allow_insecure_http = true "
         "或环境变量 EHC_ALLOW_INSECURE_HTTP=1"
     )

@@ -230,6 +230,35 @@ def test_a_malformed_platform_address_is_refused_in_one_line_before_anything(
         load_settings(env={"EHC_BASE_URL": url})
 
 
+@pytest.mark.parametrize(
+    "url", ["http://proxy:pa55word@10.0.0.1/api/", "http://proxy:pa55@word@127.0.0.1:99999/api/"]
+)
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_refused_platform_address_never_shows_the_password_written_into_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str, how: str
+) -> None:
+    # Refused before the password was known as a secret to mask: it was printed.
+    command = ["submit", "x.csv", "--out", "o"]
+    if how == "option":
+        command += ["--base-url", url]
+    else:
+        monkeypatch.setenv("EHC_BASE_URL", url)
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "proxy:***@" in err and "pa55" not in err and "word" not in err, err
+
+
+def test_a_work_key_cache_does_not_keep_the_password_of_the_address(tmp_path: Path) -> None:
+    from pipeline.platform.workkey import WorkKeyCache
+
+    url = "http://proxy:pa55word@127.0.0.1:8000/api/"
+    cache = WorkKeyCache(tmp_path, "app", url, lambda: "0123456789ABCDEF")
+    cache.get()
+    kept = cache.path.read_text(encoding="utf-8")
+    assert "0123456789ABCDEF" in kept and "pa55word" not in kept and "proxy:***@127.0.0.1:8000" in kept
+
+
 @pytest.mark.parametrize("rate", ["nan", "inf", "-inf", "1e9", "0", "-1"])
 def test_a_rate_that_is_not_a_sane_number_is_refused(rate: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -42,7 +42,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from loguru import logger
 
-from pipeline.config import WORKKEY_DIR
+from pipeline.config import WORKKEY_DIR, without_password
 from pipeline.errors import AuthenticationRefused, ConfigError, PlatformUnreachable
 from pipeline.files import explain_os_error, os_errors, write_atomically
 from pipeline.logs import register_secret
@@ -212,7 +212,7 @@ class WorkKeyCache:
     def _write(self, day: str, key: str) -> None:
         document = {
             "app_id": self._app_id,
-            "base_url": self._base_url,
+            "base_url": without_password(self._base_url),  # a proxy's password is not kept beside the key
             "day": day,
             "work_key": key,
             "fetched_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
