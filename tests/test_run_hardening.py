@@ -255,6 +255,26 @@ def test_reports_are_replaced_all_or_none_when_one_is_open_in_excel(
     assert _reports(out) == before  # every report as it was; nothing half-replaced, no temporary file
 
 
+@pytest.mark.parametrize("name", ["results.xlsx", "annotated_r.xlsx"])
+def test_a_folder_named_like_a_report_is_left_where_it_is_and_said(tmp_path: Path, name: str) -> None:
+    # It was moved aside under a hidden name (.results.xlsx.<pid>-<thread>.old) and left there,
+    # with the clerk's files in it, while the run said it had written its reports.
+    out = tmp_path / "out"
+    register = write_register(tmp_path / "r.csv", [resident(make_id(s)) for s in (1, 2)])
+    run_validate([register], out, _settings(tmp_path), today=TODAY)
+    (out / name).unlink()
+    (out / name).mkdir()
+    (out / name / "自己的文件.txt").write_text("留着", encoding="utf-8")
+    files = lambda: {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}  # noqa: E731
+    before = files()
+    with pytest.raises(EhcError) as stopped:
+        run_validate([register], out, _settings(tmp_path), today=TODAY)
+    message = str(stopped.value)
+    assert name in message and "同名的文件夹" in message and "\n" not in message
+    assert (out / name / "自己的文件.txt").read_text(encoding="utf-8") == "留着"
+    assert files() == before and not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_a_report_that_cannot_be_renamed_leaves_the_new_ones_out_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

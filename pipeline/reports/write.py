@@ -154,6 +154,17 @@ def commit_all(pairs: Sequence[tuple[Path, Path]]) -> None:
     aside: list[tuple[Path, Path]] = []
     placed: list[Path] = []
     current = pairs[0][1] if pairs else Path()
+    # A folder of a report's name would be moved aside under a hidden name and stay there, the
+    # clerk's files in it out of sight: it is left as it is, and no report is written.
+    folders = [target for _, target in pairs if target.is_dir() and not target.is_symlink()]
+    if folders:
+        for temporary, _ in pairs:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        raise EhcError(
+            f"无法写入报告 {folders[0]}：输出目录中已有同名的文件夹。处理办法：把这个文件夹改名或移走，"
+            "或换一个 --out 目录，再重新运行（本次的报告都未写入，原有报告保持不变）"
+        )
     try:
         for _, target in pairs:
             current = target
