@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import errno
 import io
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -16,7 +18,7 @@ from conftest import SandboxHandle, make_resident
 from submit_helpers import make_id, write_register
 
 from pipeline.config import DefaultValues, Settings, SubmitSettings
-from pipeline.errors import InputError, PlatformUnreachable
+from pipeline.errors import EhcError, InputError, PlatformUnreachable
 from pipeline.platform.client import PlatformClient
 from pipeline.platform.responses import CallResult
 from pipeline.state.journal import STATE_ENROLLED, Journal
@@ -170,6 +172,41 @@ def test_an_export_stopped_by_the_platform_lists_everyone_in_qrcodes_csv(tmp_pat
     saved = index[index["status"] == "ok"]
     assert 1 <= len(saved) <= 3 and all((tmp_path / "qr" / name).exists() for name in saved["file"])
     assert (index.loc[index["status"] != "ok", "message"].str.contains("平台无法访问，导出已停止")).all()
+
+
+@pytest.mark.parametrize("name", ["row0012_{masked}.png", "qrcodes.csv"])
+def test_a_folder_named_like_a_picture_or_the_list_is_said_before_the_platform_is_asked(
+    tmp_path: Path, name: str
+) -> None:
+    # A picture's name taken by a folder was an internal error (IsADirectoryError) after every call,
+    # and qrcodes.csv blamed the platform; the list's said only 请给出文件的路径.
+    a = make_id(1)
+    folder = _results(tmp_path / "out", [("reg.xlsx", 12, "enrolled", a, "A" * 64)])
+    (tmp_path / "qr" / name.format(masked=f"{a[:6]}xxxxxxxx{a[-4:]}")).mkdir(parents=True)
+    client = ImgClient()
+    with pytest.raises(EhcError) as stopped:
+        export_qrcodes(folder, tmp_path / "qr", client)
+    assert "同名的文件夹" in str(stopped.value) and "改名或移走" in str(stopped.value)
+    assert client.calls == []
+
+
+def test_a_picture_that_cannot_be_saved_stops_the_export_in_one_line_without_blaming_the_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.submission import qrcode
+
+    rows = [("reg.xlsx", 10 + n, "enrolled", make_id(n), chr(65 + n) * 64) for n in range(3)]
+    folder = _results(tmp_path / "out", rows)
+
+    def disk_full(path: Path, data: bytes, **options: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(qrcode, "write_atomically", disk_full)
+    with pytest.raises(EhcError) as stopped:
+        export_qrcodes(folder, tmp_path / "qr", DyingClient(alive=99))
+    assert "磁盘空间不足" in str(stopped.value) and "保存二维码图片" in str(stopped.value)
+    index = pd.read_csv(tmp_path / "qr" / "qrcodes.csv", dtype=str, keep_default_na=False)
+    assert len(index) == 3 and not index["message"].str.contains("平台无法访问").any()
 
 
 def test_a_card_id_like_a_formula_from_an_old_results_csv_is_text_in_qrcodes_csv(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import segno
 from loguru import logger
 
-from pipeline.errors import InputError
+from pipeline.errors import EhcError, InputError, PlatformError
 from pipeline.files import numbered, os_errors, write_atomically
 from pipeline.logs import mask_id
 from pipeline.model import STATUS_ALREADY_ENROLLED, STATUS_ENROLLED, STATUS_INVALID, STATUS_VALID
@@ -103,6 +103,7 @@ MESSAGE_ANOTHER_CARD = (
 #: Why a resident has no picture when the export was stopped before its turn.
 MESSAGE_INTERRUPTED = "未获取：导出被中断。重新运行 ehc qrcode 即可补齐（已保存的图片会重新获取）"
 MESSAGE_STOPPED = "未获取：平台无法访问，导出已停止。平台恢复后重新运行 ehc qrcode 即可补齐"
+MESSAGE_HALTED = "未获取：导出因错误停止（原因见屏幕上的错误）。改正后重新运行 ehc qrcode 即可补齐"
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,8 @@ def _fetch(client: Any, holder: Holder, path: Path) -> tuple[str, str]:
             f"getImg 答复成功（{result.result_code}），但既没有有效的 PNG 图片，也没有可用的二维码原始数据"
         )
         return reason, reason
-    write_atomically(path, png)
+    with os_errors("保存二维码图片", path):  # a full disk: the export stops, told in one line
+        write_atomically(path, png)
     return "", ""
 
 
@@ -342,6 +344,7 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
         name = numbered(Path(holder.file_name()).stem, names, suffix=".png")
         names.add(name)
         targets.append(out_dir / name)
+    _refuse_folders_in_the_way([*targets, out_dir / INDEX_CSV])
     logger.info("获取二维码：{} 人", len(holders))
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-qr") as pool:
         futures = [pool.submit(_fetch, client, h, t) for h, t in zip(holders, targets, strict=True)]
@@ -353,7 +356,13 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
             for future in futures:
                 future.cancel()
             wait(futures)
-            stopped = MESSAGE_INTERRUPTED if isinstance(error, KeyboardInterrupt) else MESSAGE_STOPPED
+            stopped = (
+                MESSAGE_INTERRUPTED
+                if isinstance(error, KeyboardInterrupt)
+                else MESSAGE_STOPPED
+                if isinstance(error, PlatformError)
+                else MESSAGE_HALTED
+            )
             _write_index(out_dir, holders, targets, [_outcome(f, stopped)[0] for f in futures])
             raise
     fetched = [future.result() for future in futures]  # every fetch is done
@@ -368,6 +377,16 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
     )
     failed = [(holder, reason) for holder, reason in zip(holders, reasons, strict=True) if reason]
     return QrExport(written, failed)
+
+
+def _refuse_folders_in_the_way(paths: list[Path]) -> None:
+    """Refuse, before the platform is asked, an export whose picture or list has a folder's name."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            raise EhcError(
+                f"无法保存 {path}：输出目录中已有同名的文件夹。"
+                "处理办法：把这个文件夹改名或移走，或换一个 --out 目录，再重新运行"
+            )
 
 
 def _outcome(future: Future[tuple[str, str]], otherwise: str) -> tuple[str, str]:
