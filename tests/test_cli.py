@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
+from submit_helpers import make_id, resident, write_register
 
 from pipeline import cli
 
@@ -35,6 +36,23 @@ def test_missing_file_is_fatal_without_traceback(tmp_path: Path, capsys: pytest.
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("错误：")]
     assert len(lines) == 1 and "nope.xlsx" in lines[0]
+
+
+@pytest.mark.parametrize("command", ["validate", "qrcode"])
+def test_a_path_too_long_for_the_system_is_one_chinese_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # Asking whether such a folder exists raised OSError (ENAMETOOLONG): 程序内部错误（OSError）.
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    register = write_register(tmp_path / "名单.csv", [resident(make_id(1))])
+    too_long = str(tmp_path / "/".join(["很长的文件夹名" * 10] * 40))
+    argv = {
+        "validate": ["validate", str(register), "--out", too_long],
+        "qrcode": ["qrcode", "--from", too_long, "--out", str(tmp_path / "qr")],
+    }[command]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "内部错误" not in err and "\n" not in err and "路径太长" in err, err
 
 
 @pytest.mark.parametrize("command", ["validate", "submit"])

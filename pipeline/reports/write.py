@@ -132,9 +132,9 @@ def make_out_dir(out_dir: Path, work: str = "") -> Path:
     disk, no permission, a file of that name.
     """
     fix = "换一个可写的 --out 目录"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise EhcError(f"无法创建输出目录 {out_dir}：已有同名的文件，不是文件夹。处理办法：{fix}")
-    with os_errors("创建输出目录", out_dir, fix=fix):
+    with os_errors("创建输出目录", out_dir, fix=fix):  # asking whether it exists fails too (a name too long)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise EhcError(f"无法创建输出目录 {out_dir}：已有同名的文件，不是文件夹。处理办法：{fix}")
         out_dir.mkdir(parents=True, exist_ok=True)
         if work:
             for leftover in sweep_leftovers(out_dir):

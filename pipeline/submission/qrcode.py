@@ -217,14 +217,19 @@ def read_holders(source: Path, journal_path: Path | None = None) -> list[Holder]
     ``journal_path`` when it has them.
     """
     source = Path(source)
-    if source.is_dir():
+    # Even asking what it is fails for a name too long or a folder not to be entered.
+    with os_errors("读取", source, kind=InputError):
+        is_folder = source.is_dir()
+        is_file = not is_folder and source.is_file()
+        if is_file:
+            with open(source, "rb") as handle:
+                magic = handle.read(len(SQLITE_MAGIC))
+    if is_folder:
         return _with_ids_from_journal(_from_results(source), journal_path)
-    if not source.is_file():
+    if not is_file:
         raise InputError(
             "找不到该文件或文件夹", file=str(source), fix="请指定 ehc submit 的结果文件夹或提交日志文件"
         )
-    with open(source, "rb") as handle:
-        magic = handle.read(len(SQLITE_MAGIC))
     if magic != SQLITE_MAGIC or not is_journal(source):
         raise InputError(
             "既不是结果文件夹，也不是提交日志（SQLite）文件", file=str(source),
