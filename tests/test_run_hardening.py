@@ -302,3 +302,22 @@ def test_an_unreadable_register_mid_run_leaves_nothing_behind(tmp_path: Path) ->
     with pytest.raises(InputError, match="第 20001 行"):
         run_validate([good, mixed], tmp_path / "out", _settings(tmp_path), today=TODAY, chunk_rows=100)
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_ctrl_c_while_the_reports_work_folder_is_set_up_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The work folder was made, then a Ctrl-C struck before the run held the writer to abort it:
+    # ehc validate exited 130 with a hidden .ehc-work folder left in --out.
+    real = report_write.FaultSpool
+
+    def interrupted(work: Path, kind: str) -> object:
+        if kind == "warnings":
+            raise KeyboardInterrupt
+        return real(work, kind)
+
+    monkeypatch.setattr(report_write, "FaultSpool", interrupted)
+    register = write_register(tmp_path / "r.csv", [resident(make_id(s)) for s in (1, 2)])
+    with pytest.raises(KeyboardInterrupt):
+        run_validate([register], tmp_path / "out", _settings(tmp_path), today=TODAY)
+    assert list((tmp_path / "out").iterdir()) == []

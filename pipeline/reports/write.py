@@ -246,9 +246,13 @@ class ReportWriter:
         self.work = make_out_dir(self.out_dir, scratch_name("ehc-work"))
         self._temporaries: dict[str, Path] = {}
         self._csv: ResultsCsv | None = None
-        self._detail = DetailSpool(self.work)
-        self._errors = FaultSpool(self.work, "errors")
-        self._warnings = FaultSpool(self.work, "warnings")
+        try:
+            self._detail = DetailSpool(self.work)
+            self._errors = FaultSpool(self.work, "errors")
+            self._warnings = FaultSpool(self.work, "warnings")
+        except BaseException:  # a Ctrl-C or a full disk before the caller holds the writer to abort it
+            remove_folder(self.work)
+            raise
         self._annotations: dict[str, dict[tuple[str, str], _Annotation]] = {}
         self._closed = False
 
