@@ -143,6 +143,10 @@ _ERRORS: dict[tuple[ResultCode, str, str], str] = {
     (ResultCode.PARAMETER_ERROR, "isRealName", ""): "是否实名“{value}”应为 1（已实名认证）或 0（未认证）",
     (ResultCode.PARAMETER_ERROR, "isRealName", "empty"): "是否实名为空：应为 1（已实名认证）或 0（未认证）",
     (ResultCode.PARAMETER_ERROR, "*", ""): "{label}“{value}”过长：最多{extra}个字符",
+    (ResultCode.PARAMETER_ERROR, "*", "FORMULA_ERROR"): (
+        "{label}是“{value}”：这是公式没有算出结果时 Excel 显示的错误值（如 VLOOKUP 没有找到），"
+        "不是填写的内容：请改正公式，或直接填写内容（没有就留空）"
+    ),
     **{
         (ResultCode.PARAMETER_ERROR, field, "SCIENTIFIC"): (
             "{label}“{value}”被 Excel 当作数字保存（科学计数法），后几位数字已经丢失，无法还原："

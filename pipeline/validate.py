@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from pipeline.messages import error_messages
 from pipeline.model import FAULT_COLUMNS, FIELDS, no_faults
 from pipeline.text import idnumber
-from pipeline.text.arrow import text_array, to_arrow, to_series
+from pipeline.text.arrow import spreadsheet_errors, text_array, to_arrow, to_series
 from pipeline.text.dates import real_dates
 from pipeline.text.memo import ValueMemo
 from pipeline.text.phone import VALID_PHONE
@@ -361,6 +361,19 @@ def _details(
         )
         return pd.Series(variant, index=values.index, dtype="str"), values.str.len().astype("str")
     limit = rule_for(field).max_length
+    variants, limits = _text_details(code, field, column, values, limit)
+    if code == ResultCode.PARAMETER_ERROR and limit is not None and field != "xm":
+        failed = spreadsheet_errors(values)
+        if failed.any():  # a formula's error value (#N/A); the column's other faults told as ever
+            others = "" if variants is None else variants.to_numpy(dtype=object)
+            variants = pd.Series(np.where(failed, "FORMULA_ERROR", others), index=values.index, dtype="str")
+    return variants, limits
+
+
+def _text_details(
+    code: int, field: str, column: str, values: pd.Series, limit: int | None
+) -> tuple[pd.Series | None, pd.Series | None]:
+    """The message variants of a free-text field's 10110 (digits Excel lost, the name's rules), its limit."""
     if code == ResultCode.PARAMETER_ERROR and column in NUMBERS_KEPT_AS_TEXT:
         scientific = idnumber.scientific_numbers(values)
         if scientific.any():  # Excel lost its digits; any other fault of these fields is its length

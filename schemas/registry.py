@@ -44,7 +44,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from pipeline.text import idnumber
-from pipeline.text.arrow import empty_mask, matches, to_arrow, to_arrow_any, where
+from pipeline.text.arrow import empty_mask, matches, spreadsheet_errors, to_arrow, to_arrow_any, where
 from pipeline.text.dates import real_dates
 from pipeline.text.phone import valid_phones
 from schemas.result_codes import ResultCode
@@ -218,6 +218,9 @@ def _rule_checks(rule: FieldRule, formats: dict[str, FormatCheck]) -> list[pa.Ch
         _value_check(name, rule.code, passes, empty_passes=not refused_by_value_check)
         for name, passes in value_checks
     ]
+    if rule.max_length is not None and rule.field != "xm":  # the name's own rule refuses a "#"
+        # Free text: a formula's error value (#N/A) is no value the clerk wrote, not one to send.
+        checks.append(_check(rule.code, "no_spreadsheet_error", lambda s: _mask(s, ~spreadsheet_errors(s))))
     if rule.max_length is not None:
         checks.append(_max_length(rule.max_length))
     return checks

@@ -223,6 +223,21 @@ def test_a_long_number_excel_stored_as_a_number_is_refused(field: str) -> None:
     assert "4.40637051425053E+16" in message and "科学计数法" in message and "过长" not in message
 
 
+@pytest.mark.parametrize("field", ["jkdah", "dzc", "dzxz", "kh"])
+def test_a_formulas_error_value_in_free_text_is_refused_not_sent(field: str) -> None:
+    """#N/A is what a lookup that found nothing shows: no value of the resident's, whatever the field."""
+    long = "号" * 200
+    found = validate(
+        rows({field: "#N/A"}, {field: "#REF!"}, {field: "#1栋"}, {field: long}), today=TODAY
+    )
+    placed = [(int(r), f, int(c)) for r, f, c in found[["row_id", "field", "code"]].itertuples(index=False)]
+    assert placed == [(0, field, 10110), (1, field, 10110), (3, field, 10110)]  # "#1栋" is an address
+    messages = found["message"].tolist()
+    assert all("错误值" in m and "公式" in m and "过长" not in m for m in messages[:2])
+    assert "#N/A" in messages[0] and "#REF!" in messages[1]
+    assert "过长" in messages[2] and "错误值" not in messages[2]  # the column's other faults as ever
+
+
 def test_an_id_number_excel_stored_as_a_number_is_one_fault_though_copied_as_the_document_number() -> None:
     found = validate(rows({"sfzhm": "4.20123196205184E+17", "zjhm": "4.20123196205184E+17"}), today=TODAY)
     assert found[["field", "code"]].values.tolist() == [["sfzhm", 10111]]

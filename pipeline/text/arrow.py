@@ -99,6 +99,29 @@ def all_empty(values: pd.Series) -> bool:
     return bool(offsets[-1] == offsets[0])
 
 
+#: What a spreadsheet shows in a cell whose formula failed (a VLOOKUP that found nothing: #N/A).
+SPREADSHEET_ERRORS: tuple[str, ...] = (
+    "#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NUM!", "#NULL!", "#SPILL!", "#CALC!",
+    "#GETTING_DATA", "#FIELD!", "#BLOCKED!", "#UNKNOWN!", "#CONNECT!", "#BUSY!", "#PYTHON!",
+)  # fmt: skip
+
+
+def spreadsheet_errors(values: pd.Series) -> np.ndarray:
+    """Whether each value is a spreadsheet's error value (``#N/A``), not anything the clerk wrote.
+
+    Looked up only when some value starts with ``#``: most columns hold none.
+    """
+    array = to_arrow(values)
+    hashed = pc.starts_with(array, "#")
+    if not pc.any(hashed).as_py():
+        return np.zeros(len(array), dtype=bool)
+    # Made here, not when the module is imported: an Arrow array made in the reading's fork server has
+    # Arrow's allocator reserve address space there, which the reading child's memory limit misses.
+    errors = pa.array(SPREADSHEET_ERRORS, type=pa.large_string())
+    found = pc.is_in(array.cast(pa.large_string()), value_set=errors)
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
 def matches(values: pd.Series, pattern: str) -> np.ndarray:
     """Whether the RE2 ``pattern`` occurs in each value (anchor it for a full match)."""
     found = pc.match_substring_regex(to_arrow(values), pattern)
