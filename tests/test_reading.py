@@ -899,7 +899,9 @@ def test_a_gbk_register_with_utf8_rows_joined_on_is_refused_not_read_garbled(
     _one_line_error(excinfo, "joined.csv", f"第 {line} 行", "GBK", "处理办法")
     # Every GB2312 character, in GBK, joined and shuffled: no run of them looks like UTF-8.
     characters = [
-        bytes([high, low]).decode("gbk") for high in range(0xB0, 0xF8) for low in range(0xA1, 0xFF)
+        bytes([high, low]).decode("gbk")
+        for high in range(0xB0, 0xF8)
+        for low in range(0xA1, 0xFF)
         if (high, low) not in {(0xD7, low) for low in range(0xFA, 0xFF)}
     ]
     random.Random(before).shuffle(characters)
@@ -927,7 +929,6 @@ def test_excel_error_cells_read_as_the_error_the_clerk_sees_not_as_blanks(
             ]
         },
     )
-
 
     def as_excel_writes_it(xml: bytes) -> bytes:  # a formula whose cached result is an error
         assert xml.count(b't="e"') == 3
@@ -986,6 +987,21 @@ def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     with pytest.raises(InputError) as excinfo:
         read_register(tmp_path / name)
     _one_line_error(excinfo, name, "不支持的文件类型", ".xlsx")
+
+
+@pytest.mark.parametrize(
+    ("name", "fix"),
+    [("名单.et", "WPS 表格中“另存为” .xlsx"), ("名单.ETT", "WPS 表格中打开"), ("名单.wps", "WPS 文字文档")],
+)
+def test_a_wps_file_is_refused_naming_the_types_read_and_how_to_save_it(
+    tmp_path: Path, name: str, fix: str
+) -> None:
+    (tmp_path / name).write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 1020)
+    with pytest.raises(InputError) as excinfo:
+        read_register(tmp_path / name)
+    _one_line_error(
+        excinfo, name, "不支持的文件类型", "能读取的是 .xlsx、.xlsm、.xlsb、.xls、.ods、.csv", fix
+    )
 
 
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,6 +90,24 @@ def not_regular(label: str, mode: int) -> InputError:
     return InputError(f"这不是普通文件（是{kind}），不予读取", file=label, fix="请给出登记表文件的路径")
 
 
+#: What WPS saves under its own names, and how to get a register from it.
+_WPS_FIXES = {
+    ".et": "这是 WPS 表格自己的格式：请在 WPS 表格中“另存为” .xlsx（Excel 工作簿）后再处理",
+    ".ett": "这是 WPS 表格的模板：请在 WPS 表格中打开，“另存为” .xlsx（Excel 工作簿）后再处理",
+    ".wps": "这是 WPS 文字文档，不是表格：请把登记表做成 WPS 表格或 Excel 表格，另存为 .xlsx 后再处理",
+}
+
+
+def unsupported_type(suffix: str, label: str) -> InputError:
+    """Why a file of another ending than a register's is not read, naming the endings that are."""
+    readable = "、".join(REGISTER_SUFFIXES)
+    return InputError(
+        f"不支持的文件类型“{suffix or '无扩展名'}”（能读取的是 {readable}）",
+        file=label,
+        fix=_WPS_FIXES.get(suffix.lower(), "请另存为 .xlsx（Excel 工作簿）或 .csv 后再处理"),
+    )
+
+
 def _open_regular(path: Path, label: str, follow_symlinks: bool) -> tuple[int, int]:
     """An open descriptor of ``path`` and its size, once it is known to be a regular file."""
     before = os.stat(path, follow_symlinks=follow_symlinks)
@@ -182,11 +200,7 @@ def _check_file(path: Path, follow_symlinks: bool, *, whole: bool = True) -> int
         descriptor, size = _open_regular(path, label, follow_symlinks)
         os.close(descriptor)
     if suffix not in REGISTER_SUFFIXES:
-        raise InputError(
-            f"不支持的文件类型“{path.suffix or '无扩展名'}”",
-            file=label,
-            fix="请另存为 .xlsx（Excel 工作簿）或 .csv 后再处理",
-        )
+        raise unsupported_type(path.suffix, label)
     if size == 0:
         raise InputError("文件是空的（0 字节）", file=label, fix="请确认文件已保存完整，或重新导出")
     if whole and suffix in TEXT_SUFFIXES and size > MAX_TEXT_BYTES:
