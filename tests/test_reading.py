@@ -616,6 +616,33 @@ def test_an_export_split_into_several_tables_loses_no_resident(tmp_path: Path) -
     assert list(table.source_row) == [2, 4, 5]
 
 
+def test_cells_spanning_rows_in_a_page_leave_the_cells_below_in_their_columns(tmp_path: Path) -> None:
+    # A two-level header (现住址 over 省 and 市, the others spanning both rows), a family's number and
+    # address each spanning two residents: the second resident's cells were read one column to the left.
+    page = (
+        "<html><body><table>"
+        '<tr><th rowspan="2">序号</th><th rowspan="2">姓名</th><th rowspan="2">身份证号码</th>'
+        '<th colspan="2">现住址</th></tr><tr><th>省</th><th>市</th></tr>'
+        '<tr><td rowspan="2">1</td><td>张三</td><td>420123196205184516</td>'
+        '<td rowspan="2">广东省</td><td>佛山市</td></tr>'
+        "<tr><td>李四</td><td>110101199003077777</td><td>广州市</td></tr>"
+        "<tr><td>2</td><td>王五</td><td>440604196001011234</td>"
+        '<td>湖北省</td><td rowspan="9">武汉市</td></tr>'
+        "</table></body></html>"
+    )
+    path = tmp_path / "family.xls"
+    path.write_text(page, encoding="utf-8")
+    [table] = read_register(path)
+    assert table.header_row == 2
+    assert table.headers == ["序号", "姓名", "身份证号码", "省", "市"]
+    assert table.data.values.tolist() == [
+        ["1", "张三", "420123196205184516", "广东省", "佛山市"],
+        ["1", "李四", "110101199003077777", "广东省", "广州市"],
+        ["2", "王五", "440604196001011234", "湖北省", "武汉市"],
+    ]
+    assert list(table.source_row) == [3, 4, 5]
+
+
 def test_pages_are_told_from_workbooks_and_text() -> None:
     assert html.looks_like_html(b"\xef\xbb\xbf <HTML><body>") and html.looks_like_html(b"<table><tr>")
     assert html.looks_like_html(b'<?xml version="1.0"?><!DOCTYPE html><html>')

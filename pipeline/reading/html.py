@@ -4,7 +4,10 @@ Excel and WPS open such a file as a sheet, so a clerk takes it for a
 workbook.  Its first table whose header names known columns (or else its
 first table with rows) is read as a sheet would be: every cell as the text it
 shows (entities decoded, ``<br>`` a line break), a cell spanning columns
-followed by empty cells, the header found below any title rows.  A later
+followed by empty cells, a cell spanning rows leaving its column empty in the
+rows below (so their cells stay in their columns, as Excel places them), its
+value repeated down them below the header as a merged cell of a sheet's is,
+the header found below any title rows.  A later
 table as wide as it continues it (an export split into pages; a first row
 repeating the header is dropped): none of its residents is left behind,
 while tables of other shapes (a title, a footer) are not rows.  The page is
@@ -98,6 +101,9 @@ _TABLE_TAGS = frozenset({"table", "tr", "td", "th", "br"})
 _OTHER_TAG = re.compile(r"<[^<>]*+>")
 #: At most nine digits: beyond any sheet's width, and within what ``int`` takes from text.
 _COLSPAN = re.compile(r"""colspan\s*=\s*["']?\s*([0-9]{1,9})""", re.IGNORECASE)
+_ROWSPAN = re.compile(r"""rowspan\s*=\s*["']?\s*([0-9]{1,9})""", re.IGNORECASE)
+#: As many rows as a cell spans at most (as in a browser), beyond any sheet's length.
+_MAX_ROWSPAN = 65534
 #: What a browser does not show: comments, scripts and styles (an unclosed one hides the rest).
 _HIDDEN_START = re.compile(r"<!--|<(script|style)\b", re.IGNORECASE)
 _HIDDEN_END = {
@@ -121,6 +127,26 @@ def _shown(page: str) -> str:
     return "".join(kept)
 
 
+#: A cell spanning rows in one column: its row and column in its table, and how many rows it spans.
+Merge = tuple[int, int, int]
+
+
+class _Open:
+    """A table being read: its rows, the columns the cells above still cover, its cells spanning rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.below: dict[int, int] = {}  # column -> rows after the current one its cell still covers
+        self.covered: frozenset[int] = frozenset()  # the current row's columns a cell above covers
+        self.merges: list[Merge] = []
+
+    def new_row(self) -> None:
+        """Start a row, its columns covered by cells above it as they say."""
+        self.rows.append([])
+        self.covered = frozenset(self.below)
+        self.below = {column: left - 1 for column, left in self.below.items() if left > 1}
+
+
 class _Tables:
     """The text of every cell of every table of a page, table by table, row by row.
 
@@ -133,9 +159,11 @@ class _Tables:
     def __init__(self, label: str) -> None:
         self.label = label
         self.tables: list[list[list[str]]] = []
-        self._open: list[list[list[str]]] = []  # tables being read (a table may hold another)
+        self.merges: list[list[Merge]] = []  # each table's cells spanning rows in one column
+        self._open: list[_Open] = []  # tables being read (a table may hold another)
         self._cell: list[str] | None = None
         self._span = 1
+        self._rows = 1
 
     def read(self, page: str) -> None:
         """Read every table of ``page``."""
@@ -157,17 +185,19 @@ class _Tables:
     def _start(self, tag: str, attributes: str) -> None:
         if tag == "table":
             self._close_cell()
-            self._open.append([])
+            self._open.append(_Open())
         elif tag == "tr" and self._open:
             self._close_cell()
-            self._open[-1].append([])
+            self._open[-1].new_row()
         elif tag in ("td", "th") and self._open:
             self._close_cell()
-            if not self._open[-1]:
-                self._open[-1].append([])
+            if not self._open[-1].rows:
+                self._open[-1].new_row()
             self._cell = []
             span = _COLSPAN.search(attributes)
             self._span = min(int(span.group(1)), MAX_SHEET_COLUMNS + 1) if span else 1
+            rows = _ROWSPAN.search(attributes)
+            self._rows = min(max(int(rows.group(1)), 1), _MAX_ROWSPAN) if rows else 1
         elif tag == "br" and self._cell is not None:
             self._cell.append("\n")
 
@@ -176,7 +206,9 @@ class _Tables:
             self._close_cell()
         elif tag == "table" and self._open:
             self._close_cell()
-            self.tables.append(self._open.pop())
+            table = self._open.pop()
+            self.tables.append(table.rows)
+            self.merges.append(table.merges)
 
     def _close_cell(self) -> None:
         if self._cell is None or not self._open:
@@ -185,13 +217,21 @@ class _Tables:
         text = unescape(_OTHER_TAG.sub("", "".join(self._cell)))
         if not text.isprintable() or "  " in text:
             text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-        row = self._open[-1][-1]
+        table = self._open[-1]
+        row = table.rows[-1]
+        while len(row) in table.covered and len(row) <= MAX_SHEET_COLUMNS:  # under a cell above
+            row.append("")
+        first = len(row)
         row.append(text.strip()[: MAX_CELL_CHARS + 1])
         if self._span > 1:
             row.extend([""] * (self._span - 1))
         if len(row) > MAX_SHEET_COLUMNS:
-            raise too_wide(self.label, len(row), row=len(self._open[-1]))
-        self._cell, self._span = None, 1
+            raise too_wide(self.label, len(row), row=len(table.rows))
+        if self._rows > 1:
+            table.below.update(dict.fromkeys(range(first, len(row)), self._rows - 1))
+            if self._span == 1:
+                table.merges.append((len(table.rows) - 1, first, self._rows))
+        self._cell, self._span, self._rows = None, 1, 1
 
 
 def _decode(data: bytes, label: str) -> str:
@@ -209,24 +249,49 @@ def _decode(data: bytes, label: str) -> str:
     raise InputError("网页格式的表格编码无法识别", file=label, fix=_FIX)
 
 
-def _table(path: Path, rows: list[list[str]], more: Sequence[list[list[str]]] = ()) -> RawTable | None:
+def _fill_down(rows: list[list[str]], merges: Sequence[Merge], below: int) -> None:
+    """Repeat the value of each cell spanning rows of one column, starting below row ``below``, down them.
+
+    As a sheet's vertically merged data cells are read (a family's shared
+    address): the rows under such a cell hold an empty cell in its column.
+    """
+    for top, column, count in merges:
+        if top <= below:
+            continue
+        value = rows[top][column]
+        for row in rows[top + 1 : top + count]:
+            if len(row) <= column:
+                row.extend([""] * (column + 1 - len(row)))
+            row[column] = value
+
+
+def _table(
+    path: Path,
+    rows: list[list[str]],
+    more: Sequence[list[list[str]]] = (),
+    merges: Sequence[Merge] = (),
+    more_merges: Sequence[Sequence[Merge]] = (),
+) -> RawTable | None:
     """One page table as a register table (None when it has no data rows).
 
     ``more`` are the page's later tables: each as wide as this one continues
     it (a web system's export split into pages), its first row dropped when
     it repeats the header; its rows are numbered on from this table's, as
-    the tables stand one below the other.
+    the tables stand one below the other.  ``merges`` (and ``more_merges``,
+    one list per later table) are the tables' cells spanning rows.
     """
     found = header_or_first_row(rows[:HEADER_SEARCH_ROWS])
     if found is None:
         return None
     header_index, header_cells = found
+    _fill_down(rows, merges, header_index)
     refuse_resident_as_header(header_cells, path.name, header_index + 1)
     body = rows[header_index + 1 :]
     numbers = list(range(header_index + 2, len(rows) + 1))
     width = max(len(header_cells), *(len(row) for row in body)) if body else len(header_cells)
     next_row = len(rows) + 1
-    for page in more:
+    for index, page in enumerate(more):
+        _fill_down(page, more_merges[index] if index < len(more_merges) else (), -1)
         if max(len(row) for row in page) != width:
             continue  # a table of another shape: a title, a footer, a layout
         for offset, row in enumerate(page):
@@ -264,7 +329,9 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
         raise InputError(f"网页格式的表格过大（上限 {MAX_HTML_BYTES >> 20} MB）", file=label, fix=_FIX)
     parser = _Tables(label)
     parser.read(_decode(data, label))
-    pages = [rows for rows in parser.tables if rows]
+    kept = [i for i, rows in enumerate(parser.tables) if rows]
+    pages = [parser.tables[i] for i in kept]
+    merges = [parser.merges[i] for i in kept]
     # Each table with rows below its header, and how many of its headers are known columns.
     known = {
         i: count_known_headers(found[1])
@@ -273,7 +340,7 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
     }
     chosen = next((i for i, count in known.items() if count >= MIN_KNOWN_HEADERS), next(iter(known), None))
     if chosen is not None:
-        whole = _table(path, pages[chosen], pages[chosen + 1 :])
+        whole = _table(path, pages[chosen], pages[chosen + 1 :], merges[chosen], merges[chosen + 1 :])
         assert whole is not None
         return [whole]
     raise InputError("网页格式的表格中没有数据行", file=label, fix="请确认选对了文件，并已导出数据")
