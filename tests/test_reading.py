@@ -971,6 +971,75 @@ def test_excel_error_cells_read_as_the_error_the_clerk_sees_not_as_blanks(
     assert _values(table, "联系电话") == ["13912345678", "#REF!"]
 
 
+def _ods_as_libreoffice_saves_it(path: Path, rows: Sequence[Sequence[str]]) -> Path:
+    """An .ods of ``rows`` of cells' XML, each row ending as LibreOffice ends it, below an empty row."""
+    rest = '<table:table-cell table:number-columns-repeated="1020"/>'
+    body = "".join(f"<table:table-row>{''.join(row)}{rest}</table:table-row>" for row in rows)
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+        'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0">'
+        '<office:body><office:spreadsheet><table:table table:name="名单">'
+        f'<table:table-row><table:table-cell table:number-columns-repeated="1024"/></table:table-row>{body}'
+        "</table:table></office:spreadsheet></office:body></office:document-content>"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content)
+        archive.writestr(
+            "META-INF/manifest.xml",
+            '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+            'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+            '<manifest:file-entry manifest:full-path="/" manifest:version="1.2" '
+            'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+            '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+            "</manifest:manifest>",
+        )
+    return path
+
+
+@pytest.mark.parametrize("piece", [1 << 22, 211, 257, 331], ids=["whole", "cut-211", "cut-257", "cut-331"])
+def test_an_ods_reads_error_cells_and_numbers_padded_with_zeros_as_they_are_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    # calamine read LibreOffice's #N/A as empty (the lookup's blank passed) and 000123 as 123.
+    # Pieces longer than a cell's tag (a tag longer than a piece is read as a giant text node would be).
+    monkeypatch.setattr("pipeline.reading.bounds._CHUNK", piece)
+
+    def text(value: str) -> str:
+        cell = '<table:table-cell office:value-type="string" calcext:value-type="string">'
+        return f"{cell}<text:p>{value}</text:p></table:table-cell>"
+
+    def number(value: str, shown: str) -> str:
+        return (
+            f'<table:table-cell table:style-name="ce1" office:value-type="float" office:value="{value}" '
+            f'calcext:value-type="float"><text:p>{shown}</text:p></table:table-cell>'
+        )
+
+    def error(shown: str) -> str:
+        return (
+            '<table:table-cell table:formula="of:=VLOOKUP([.A2];$字典.A:B;2;0)" office:value-type="string" '
+            f'office:string-value="" calcext:value-type="error"><text:p>{shown}</text:p></table:table-cell>'
+        )
+
+    rows = [
+        [text("姓名"), text("身份证号码"), text("职业"), text("联系电话"), text("健康档案号"), text("序号")],
+        [text("张三"), error("#N/A"), error("#N/A"), number("7578300123", "0757-8300123"),
+         number("123", "000123"), number("7", "7")],
+        [text("李四"), text("110101199003077777"), text(""), error("#REF!"), number("4567", "NO.00004567"),
+         number("1234", "1,234")],
+    ]  # fmt: skip
+    [table] = read_register(_ods_as_libreoffice_saves_it(tmp_path / "lookup.ods", rows))
+    assert table.header_row == 2
+    assert _values(table, "身份证号码") == ["#N/A", "110101199003077777"]
+    assert _values(table, "职业") == ["#N/A", ""]
+    assert _values(table, "联系电话") == ["0757-8300123", "#REF!"]
+    assert _values(table, "健康档案号") == ["000123", "NO.00004567"]
+    assert _values(table, "序号") == ["7", "1234"]  # no zeros added: shown as it is read
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
 def test_a_register_without_a_header_row_is_refused_not_read_short_of_its_first_resident(
     tmp_path: Path, suffix: str

@@ -29,7 +29,9 @@ The same pass over an ``.xlsx`` sheet notes what calamine does not tell
 ``#REF!``), which calamine reads as empty, so that they fail their checks as
 the clerk sees them rather than pass as blanks; the numbers its formats pad
 with zeros (``000123``), which calamine gives bare; and its hidden rows, which
-are read all the same and named in a warning.
+are read all the same and named in a warning.  The pass over an ``.ods``
+sheet notes its error cells and padded numbers too, from the text each cell
+shows.
 
 Ordinary workbooks pay one streaming inflate of their parts and two regular
 expression scans of each sheet (about 3 s for a 300,000-row sheet, a small part of reading it).
@@ -106,10 +108,17 @@ _HIDDEN_ROW = re.compile(
 )
 #: Hidden rows remembered per sheet, for the warning that they are read all the same.
 MAX_HIDDEN_ROWS = 200_000
-# ODS: a row or a cell start tag, with its repeat count and whether it holds a value.
+# ODS: a row or a cell start tag, with its repeat count and whether it holds a value; or the start of a
+# cell's shown text, with the text up to the next tag.
 _ODS_TAG = re.compile(
     rb"<table:(table-row|table-cell|covered-table-cell|table(?=[\s>]))\b([^>]*)>|</table:table-row>"
+    rb"|<text:p>([^<]{0,64})"
 )
+_ODS_ERROR = re.compile(rb'value-type="error"')
+_ODS_NUMBER = re.compile(rb'office:value-type="float"[^>]*?office:value="(-?[0-9]{1,15})(?:\.0*)?"')
+# What a padding format shows of a whole number: a leading zero (after a literal such as NO.), then
+# digits and separators only.
+_ODS_PADDED = re.compile(r"[^0-9]{0,16}0[0-9\-\s/()]*")
 _ODS_NAME = re.compile(rb'table:name="([^"]*)"')
 _ODS_REPEAT = re.compile(rb'number-(?:rows|columns)-repeated="(\d+)"')
 
@@ -446,8 +455,27 @@ def _exact_extent(chunks: Iterator[bytes]) -> Extent:
     return Extent(last_row - first_row + 1, last_column - first_column + 1, last_row, last_column, values)
 
 
-def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent]]:
-    """Each .ods sheet's name and the rectangle of its cells holding values, repeats counted.
+def _ods_shown(facts: SheetFacts, pending: tuple[int, int, bytes, int], text: str) -> None:
+    """Note a cell's shown ``text`` where calamine reads it otherwise: an error (read as empty) or a
+    number shown padded with zeros (read bare); ``pending``: its row, first column, kind, repeats."""
+    row, column, kind, columns = pending
+    if kind == b"error":
+        if not text.startswith("#") or len(facts.errors) >= MAX_ERROR_CELLS:
+            return
+        found = facts.errors
+    else:
+        if not _ODS_PADDED.fullmatch(text) or "".join(filter(str.isdigit, text)).lstrip("0") != kind.decode():
+            return
+        if len(facts.padded) >= MAX_PADDED_CELLS:
+            return
+        found = facts.padded
+    for offset in range(min(columns, MAX_ERROR_CELLS)):
+        found[(row, column + offset)] = text
+
+
+def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent, SheetFacts]]:
+    """Each .ods sheet's name, the rectangle of its cells holding values, repeats counted, and what
+    calamine does not tell of it (:class:`SheetFacts`: its error cells and numbers shown padded).
 
     A row is as wide as its last cell with a value: LibreOffice ends every
     row with the empty rest of the sheet's 16,384 columns as one repeated
@@ -458,6 +486,8 @@ def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent]]:
     position = first = last = widest = values = 0
     row_repeat = 1
     row_width = row_end = row_values = 0
+    facts = SheetFacts()
+    pending: tuple[int, int, bytes, int] | None = None  # a cell whose shown text is to be looked at
 
     def extent() -> Extent:
         rows = last - first + 1 if last else 0
@@ -465,7 +495,13 @@ def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent]]:
 
     for body in _bodies(chunks):
         for match in _ODS_TAG.finditer(body):
-            tag, attributes = match.groups()
+            tag, attributes, shown = match.groups()
+            if shown is not None:
+                if pending is not None:
+                    _ods_shown(facts, pending, shown.decode("utf-8", "replace").strip())
+                pending = None
+                continue
+            pending = None
             if tag is None:  # </table:table-row>
                 if row_values:
                     first = first or position + 1
@@ -476,22 +512,28 @@ def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent]]:
                 continue
             if tag == b"table":
                 if last:
-                    yield name, extent()
+                    yield name, extent(), facts
                 found = _ODS_NAME.search(attributes or b"")
                 name = found[1].decode("utf-8", "replace") if found else ""
                 position = first = last = widest = values = 0
+                facts = SheetFacts()
                 continue
             repeat_match = _ODS_REPEAT.search(attributes or b"")
             repeat = int(repeat_match.group(1)) if repeat_match else 1
             if tag == b"table-row":
                 row_repeat, row_width, row_end, row_values = repeat, 0, 0, 0
             else:
+                if b"value-type" in attributes and tag == b"table-cell":
+                    number = _ODS_NUMBER.search(attributes)
+                    kind = b"error" if _ODS_ERROR.search(attributes) else number[1] if number else None
+                    if kind is not None:
+                        pending = (position + 1, row_width, kind, repeat)
                 row_width += repeat
                 if b"value-type" in attributes:
                     row_values += repeat
                     row_end = row_width
     if last:
-        yield name, extent()
+        yield name, extent(), facts
 
 
 def _too_large(label: str, sheet: str, extent: Extent) -> InputError:
@@ -539,7 +581,7 @@ def _is_sheet(name: str) -> bool:
 
 @dataclass
 class SheetFacts:
-    """What calamine does not tell of an .xlsx sheet, noted while it streamed past.
+    """What calamine does not tell of an .xlsx (or .ods) sheet, noted while it streamed past.
 
     ``errors``: the cells holding an error value, (row, 0-based column) ->
     its text (``#N/A``): calamine reads them as empty, and a formula that
@@ -589,9 +631,10 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
                 sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
                 facts[sheet] = _check_xlsx_sheet(handle, info, label, sheet, stream, padding)
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
-                for sheet, extent in _ods_extents(stream):
+                for sheet, extent, shown in _ods_extents(stream):
                     if extent.cells > MAX_SHEET_CELLS or extent.sparse:
                         raise _too_large(label, sheet, extent)
+                    facts[sheet] = shown
             else:
                 for _ in stream:
                     pass
@@ -632,7 +675,10 @@ def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
 
 
 def check_workbook(path: Path, label: str, size: int) -> dict[str, SheetFacts]:
-    """Refuse a workbook that cannot be read in bounded memory; else return its sheets' facts (.xlsx)."""
+    """Refuse a workbook that cannot be read in bounded memory; else return its sheets' facts.
+
+    Facts are gathered for an .xlsx and an .ods.
+    """
     suffix = path.suffix.lower()
     if suffix == ".xls" and size > MAX_XLS_BYTES:
         raise _refuse(label, f"文件过大（{size >> 20} MB，.xls 上限 {MAX_XLS_BYTES >> 20} MB）")
