@@ -17,7 +17,7 @@ import openpyxl
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.reading import delimited, html
+from pipeline.reading import biff, delimited, html
 from pipeline.reading.delimited import utf16_codec
 from pipeline.reading.register import open_register, read_register
 from pipeline.reading.table import column_letter
@@ -341,6 +341,54 @@ def test_legacy_xls_even_under_an_xlsx_name(tmp_path: Path, name: str) -> None:
         ["1", "张三", "01", "4.20123196205184E+17", "1962-05-18", "13912343273"],
         ["2", "李四", "1", "110101199003077777", "1990-03-07", "13800000000"],
     ]
+
+
+#: An .xls saved by LibreOffice (as Excel 97-2003): below a title, 姓名 身份证号码 职业 联系电话
+#: 健康档案号 序号; 张三 with =NA() (twice), 7578300123 as 0000-00000000, 123 as 000000, 7; 李四 with
+#: =1/0 and 4567 as "NO."00000000, 9.5.
+LOOKUP_XLS = (
+    "eNrtWFtslEUUPvP/u9t/t7dtAYEC61oFCi1kG6IUENpSEFBsSVvwkgYodXuRpduUYiBqXESMEfASHjSRxJBw0ZBojYk8qLF940Ej"
+    "ieFBkaTwpEHNajSESLt+5/zzL9tlm3QLMRF7NuefmTOXMzPnOnv+26Kh45+UXKY0WEEmjSS85EmhKaDXafiJDE0bSSQSDjkxCf8p"
+    "GNYly9AF+bmBLPMcoKVl69PlJNx90EhR/PooSGupG2Uv7aNs4B5oTOp645kzMs5x44VJ/hPnz/6b/bgJzGT/7O/Z/nOBecB8YAGw"
+    "0A4BVAQsBk4BTgVOE50gmg6cAZwJLAHOAs4GzgEGgPcCg8D7gKV6Tw/oknE+6mXABZpWjrJi0g/dcfBakKLHTZ/nf80iF9lfhkb0"
+    "uwZFL64AW6iHdaOuNdIW/LdgteyhVfEeBqCkK1FTdAzUAvpYqF/Id6VoH6CGglVao580amTvR+RbKt8C4vlnZc4PQqmEHv4oWv6W"
+    "GIGiHFVHrRShLtoBP9iFESV0ju3rJRnB1qFqpYdH3V5vaBRv2JKqFz8chVU0YUw37Uatjh6lx4RSRwFXHp1gu1wX7g73tkYCril0"
+    "km0xBGhZFNIQcOXSKRaj0yym02y1pfUNi0udQUNiqyfor0QwxS8MBJnOGxL6n+OjG1nS6X9HP4G7y3TP5fb4eDp9wRj0ijHoC8eg"
+    "ezPS3c5+rPR9nrTprnT6qTHop2+hHzXQiFGCS3/MlLIo5pGyOOaSckosR8qpMXdiu9jjQUSWDznwwAjzmzc3HcaSCr9BZQGJmo8o"
+    "ukpPc8yJNwonT5xjC3N23iCpuIRy4+wVvsIRLdqvEMOsAVWDbw0FfvfbUcxCNLMQpaxrML4bsDyfjnQeUuc7Vu1b3vT8c/2HOl+D"
+    "2/juqfxmN6kzbwzXDx661qT2grYxVlKPXTbH/n7hwT2XDqE7vOns1rbO9Z3XmtD95lYpgtu89SjqOy5uwYYqK0P4VS5bFgotCS1l"
+    "SICjj4rddmxts6YBb+rJNF0avC3bUftHOeo8HP8ZXAu7tiK5Cj8OvKhu9tUrD5VUbxN67KacaS6LhyrUfvQMuhbKjHL5vixjnQB+"
+    "QGivyHdecv5P1fNT6mXJerx6QUr9OByuF7siEaEBbhVqRp7nwOD2oWqnVLQZPRa9KMcm9bpVqE9aQFqu+oSW4ddOvcJ2o6pQaEr6"
+    "R9OMDDQzjTYsInaulltKWirZUmgZyZaBlplsmWi5ki0XWu5ky42WR7cMWTNHeM+Um2UZLZRUzT6oSbU+3Wlk7jQNDlmmJFP9vy5f"
+    "caP2S4Q6A1yn02+KE7CApGvMzxR+luZuCj+vcJ+DlikMclIY5FBA8XQPL2liyRm0dR0vebGAl/yFNvGU+HpboeKWtis+eyGZ8ZDk"
+    "f654mdC9cX+GHNMgn8zjOXxJq4xi+sxjB2qih0VBOBsslM07DAAdMMoOK3Uh5eS1vgx8FDJC02fnwH7LsP2Q3fUI55yPd7X1RndH"
+    "2/uCa/e2hSPBZUsXNbfuCEciYZHW6q729qrbyb2V7YImDCMJEjXLsC4NHXz/j+sNnf4zb1tUPv/T7/ne39W5udI3yeq4XufpLfqO"
+    "OnW+3qdz9pjO2w/rXP/nYTsH5znRnnB3z769EdJ5OfeH9NoO3FJ/b/uxxlcvqdT6nT4/U4wL31w4tniW/+g7OH/F9Y/WsMKn0Vr0"
+    "O8Px/f6UM27U7xrSbw3ur9L9NSlvH76r2p6eLeHe3V3R7tF3xPe7ZHEl3a1wJ9//cv9pNphpDsukJteuPwHuvbQTGTfvY2fW+y8W"
+    "D2rLKZHFu7rfcuysDnx34YXTgD08OyH+ZsobfDxz7gduSNp5A94D4QnLj4NNtu//ufqtLq8SvC324Py78OZg2W+AFrSLTJjSh/dK"
+    "FJSxoUzzd2dx//OA55L814BDm+whLBqY3X6qJnB+jrUfTP7/I/APxSA6IA=="
+)
+
+
+def test_an_xls_reads_error_cells_and_numbers_padded_with_zeros_as_excel_shows_them(tmp_path: Path) -> None:
+    # calamine reads an .xls's #N/A as empty (the lookup's blank passed) and 000123 as 123.
+    path = tmp_path / "lookup.xls"
+    path.write_bytes(zlib.decompress(base64.b64decode("".join(LOOKUP_XLS))))
+    [table] = read_register(path)
+    assert table.header_row == 2 and table.source_row.tolist() == [3, 4]
+    assert table.data.values.tolist() == [
+        ["张三", "#N/A", "#N/A", "0075-78300123", "000123", "7"],
+        ["李四", "110101199003077777", "", "#DIV/0!", "NO.00004567", "9.5"],
+    ]
+    # The same under an .xlsx name (judged by its content); damaged records leave calamine's reading.
+    assert (
+        read_register(path.rename(tmp_path / "lookup.xlsx"))[0].data.values.tolist()
+        == table.data.values.tolist()
+    )
+    damaged = bytearray(path.with_suffix(".xlsx").read_bytes())
+    damaged[0x30:0x34] = b"\xff\xff\xff\x7f"  # the directory nowhere
+    (tmp_path / "damaged.xls").write_bytes(damaged)
+    assert biff.xls_facts(tmp_path / "damaged.xls") == {}
 
 
 # --- delimited text --------------------------------------------------------------------------------------

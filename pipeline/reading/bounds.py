@@ -677,7 +677,7 @@ def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:
 def check_workbook(path: Path, label: str, size: int) -> dict[str, SheetFacts]:
     """Refuse a workbook that cannot be read in bounded memory; else return its sheets' facts.
 
-    Facts are gathered for an .xlsx and an .ods.
+    Facts are gathered here for an .xlsx and an .ods; an .xls's come from :mod:`pipeline.reading.biff`.
     """
     suffix = path.suffix.lower()
     if suffix == ".xls" and size > MAX_XLS_BYTES:

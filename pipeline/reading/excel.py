@@ -34,6 +34,7 @@ from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, Shee
 
 from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS, RawTable
+from pipeline.reading.biff import is_compound_file, xls_facts
 from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.html import is_html_file, is_spreadsheet_ml, looks_like_html, read_html_register
@@ -249,7 +250,8 @@ def _put_what_excel_shows(rows: list[list[Any]], origin: tuple[int, int], facts:
     gives bare (123 for 000123): a health record number or landline would lose its leading zeros.
     """
     _put_texts(rows, origin, facts.errors, lambda value: value in ("", None))
-    _put_texts(rows, origin, facts.padded, lambda value: isinstance(value, float))
+    # An .xls gives a whole number stored as one (an RK integer) as an int.
+    _put_texts(rows, origin, facts.padded, lambda value: type(value) in (float, int))
 
 
 def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
@@ -324,6 +326,8 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     if is_html_file(path):
         return read_html_register(path, size or path.stat().st_size)
     facts = check_workbook(path, path.name, size or path.stat().st_size)
+    if is_compound_file(path):  # an .xls, whatever its name: its records tell what calamine does not
+        facts = xls_facts(path)
     with _collector_paused():
         workbook = open_workbook(path)
         try:

@@ -1,0 +1,262 @@
+"""What calamine does not tell of an .xls (BIFF8, and Excel 95's BIFF5) sheet: error cells, padded numbers.
+
+calamine reads an error cell (``#N/A`` where a lookup found nothing) as
+empty and a number whose format pads it with zeros (``000123``,
+``0757-83001234``) bare, as it does in an .xlsx; :mod:`pipeline.reading.bounds`
+notes those of an .xlsx while its sheets stream past, and this module those
+of an .xls, from its records: the compound file's workbook stream is found
+and walked once, record by record.  Anything unexpected (a damaged or
+encrypted file, a record cut short) ends the walk with what was noted so
+far: calamine then reads or refuses the file as before.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.reading.bounds import (
+    MAX_ERROR_CELLS,
+    MAX_PADDED_CELLS,
+    MAX_XLS_BYTES,
+    SheetFacts,
+    padded_text,
+    padding_format,
+)
+
+_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_END_OF_CHAIN = 0xFFFFFFFE
+_FREE = 0xFFFFFFFF
+
+# The records looked at (BIFF8 numbers; BIFF5 uses the same).
+_BOF, _EOF, _FILEPASS, _CODEPAGE = 0x0809, 0x000A, 0x002F, 0x0042
+_BOUNDSHEET, _FORMAT, _XF = 0x0085, 0x041E, 0x00E0
+_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR = 0x0203, 0x027E, 0x00BD, 0x0006, 0x0205
+_CELLS = frozenset({_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR})
+
+#: An error cell's code and the text Excel shows for it.
+_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D: "#NAME?", 0x24: "#NUM!",
+           0x2A: "#N/A"}  # fmt: skip
+
+
+class _Damaged(Exception):
+    """The compound file or a record is not as the format says: what was noted so far stands."""
+
+
+def _u32s(data: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(data) // 4}I", data[: len(data) // 4 * 4])
+
+
+class _Compound:
+    """The streams of an OLE compound file (the container of an .xls) held in ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 512 or not data.startswith(_MAGIC):
+            raise _Damaged
+        self.data = data
+        self.shift = struct.unpack_from("<H", data, 0x1E)[0]
+        mini_shift = struct.unpack_from("<H", data, 0x20)[0]
+        if self.shift not in (9, 12) or mini_shift != 6:
+            raise _Damaged
+        self.size = 1 << self.shift
+        self.sectors = max(0, (len(data) >> self.shift) - 1)
+        fat_count, first_directory = struct.unpack_from("<II", data, 0x2C)
+        self.cutoff, first_mini_fat, _, first_difat, difat_count = struct.unpack_from("<IIIII", data, 0x38)
+        listed = [s for s in _u32s(data[0x4C:0x200]) if s < self.sectors]
+        sector = first_difat
+        for _ in range(min(difat_count, self.sectors)):  # more FAT sectors listed in DIFAT sectors
+            if sector >= self.sectors:
+                break
+            entries = _u32s(self._sector(sector))
+            listed += [s for s in entries[:-1] if s < self.sectors]
+            sector = entries[-1]
+        self.fat = _u32s(b"".join(self._sector(s) for s in listed[:fat_count]))
+        self.directory = self._chain(first_directory)
+        self.mini_fat = _u32s(self._chain(first_mini_fat)) if first_mini_fat < self.sectors else ()
+
+    def _sector(self, number: int) -> bytes:
+        start = (number + 1) << self.shift
+        return self.data[start : start + self.size]
+
+    def _chain(self, start: int) -> bytes:
+        pieces, sector = [], start
+        for _ in range(self.sectors):  # a chain longer than the file has sectors loops
+            if sector in (_END_OF_CHAIN, _FREE) or sector >= min(self.sectors, len(self.fat)):
+                break
+            pieces.append(self._sector(sector))
+            sector = self.fat[sector]
+        return b"".join(pieces)
+
+    def stream(self, names: tuple[str, ...]) -> bytes:
+        """The first stream named one of ``names`` (case-blind), as long as its entry says."""
+        entries = [self.directory[i : i + 128] for i in range(0, len(self.directory) - 127, 128)]
+        if not entries:
+            raise _Damaged
+        root_start = struct.unpack_from("<I", entries[0], 0x74)[0]
+        for entry in entries:
+            length = min(struct.unpack_from("<H", entry, 0x40)[0], 64)
+            name = entry[: max(0, length - 2)].decode("utf-16-le", "replace").lower()
+            if entry[0x42] != 2 or name not in names:
+                continue
+            start, size = struct.unpack_from("<II", entry, 0x74)
+            if size >= self.cutoff:
+                return self._chain(start)[:size]
+            return self._mini_chain(self._chain(root_start), start)[:size]
+        raise _Damaged
+
+    def _mini_chain(self, mini: bytes, start: int) -> bytes:
+        pieces, sector = [], start
+        for _ in range(len(self.mini_fat)):
+            if sector >= len(self.mini_fat) or (sector + 1) * 64 > len(mini):
+                break
+            pieces.append(mini[sector * 64 : (sector + 1) * 64])
+            sector = self.mini_fat[sector]
+        return b"".join(pieces)
+
+
+def _records(stream: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """Each record of a workbook stream: its offset, number and body."""
+    position = 0
+    while position + 4 <= len(stream):
+        number, length = struct.unpack_from("<HH", stream, position)
+        yield position, number, stream[position + 4 : position + 4 + length]
+        position += 4 + length
+
+
+def _rk(value: int) -> float:
+    """A number packed as an RK value."""
+    if value & 2:
+        number = float(value >> 2 if value < 1 << 31 else (value >> 2) - (1 << 30))
+    else:
+        number = struct.unpack("<d", struct.pack("<Q", (value & 0xFFFFFFFC) << 32))[0]
+    return number / 100 if value & 1 else number
+
+
+def _text(body: bytes, offset: int, count: int, biff8: bool, codec: str) -> str:
+    """``count`` characters at ``offset``: BIFF8's flagged UTF-16 or Latin-1, BIFF5's code page."""
+    if not biff8:
+        return body[offset : offset + count].decode(codec, "replace")
+    wide = body[offset] & 1
+    start = offset + 1
+    raw = body[start : start + count * (2 if wide else 1)]
+    return raw.decode("utf-16-le" if wide else "latin-1", "replace")
+
+
+class _Walk:
+    """The walk of one workbook stream, noting per sheet what calamine does not tell."""
+
+    def __init__(self) -> None:
+        self.biff8 = True
+        self.codec = "cp1252"
+        self.formats: dict[int, str] = {}
+        self.padding_xf: dict[int, list[str | int]] = {}
+        self.xf_count = 0
+        self.sheets: dict[int, str] = {}  # stream offset of a sheet's BOF -> its name
+        self.facts: dict[str, SheetFacts] = {}
+        self.current: SheetFacts | None = None
+
+    def globals_record(self, number: int, body: bytes) -> None:
+        if number == _CODEPAGE and len(body) >= 2:
+            page = struct.unpack_from("<H", body)[0]
+            self.codec = "utf-16-le" if page == 1200 else f"cp{page}"
+            try:
+                "".encode(self.codec)
+            except LookupError:
+                self.codec = "gb18030" if page == 936 else "cp1252"
+        elif number == _BOUNDSHEET and len(body) >= 8:
+            offset = struct.unpack_from("<I", body)[0]
+            self.sheets[offset] = _text(body, 7, body[6], self.biff8, self.codec)
+        elif number == _FORMAT and len(body) >= 3:
+            index = struct.unpack_from("<H", body)[0]
+            if self.biff8 and len(body) >= 5:
+                count = struct.unpack_from("<H", body, 2)[0]
+                self.formats[index] = _text(body, 4, count, True, self.codec)
+            elif not self.biff8:
+                self.formats[index] = _text(body, 3, body[2], False, self.codec)
+        elif number == _XF and len(body) >= 4:
+            code = self.formats.get(struct.unpack_from("<H", body, 2)[0])
+            pieces = padding_format(code) if code else None
+            if pieces is not None:
+                self.padding_xf[self.xf_count] = pieces
+            self.xf_count += 1
+
+    def cell_record(self, number: int, body: bytes) -> None:
+        facts = self.current
+        if facts is None or len(body) < 6:
+            return
+        row, column, xf = struct.unpack_from("<HHH", body)
+        if number == _NUMBER and len(body) >= 14:
+            self._number(facts, row, column, xf, struct.unpack_from("<d", body, 6)[0])
+        elif number == _RK and len(body) >= 10:
+            self._number(facts, row, column, xf, _rk(struct.unpack_from("<I", body, 6)[0]))
+        elif number == _MULRK:
+            for index in range((len(body) - 6) // 6):
+                xf, value = struct.unpack_from("<HI", body, 4 + 6 * index)
+                self._number(facts, row, column + index, xf, _rk(value))
+        elif number == _FORMULA and len(body) >= 14:
+            result = body[6:14]
+            if result[6:8] == b"\xff\xff" and result[0] == 2:
+                self._error(facts, row, column, result[2])
+            elif result[6:8] != b"\xff\xff":
+                self._number(facts, row, column, xf, struct.unpack("<d", result)[0])
+        elif number == _BOOLERR and len(body) >= 8 and body[7] == 1:
+            self._error(facts, row, column, body[6])
+
+    def _number(self, facts: SheetFacts, row: int, column: int, xf: int, number: float) -> None:
+        pieces = self.padding_xf.get(xf)
+        if pieces is None or len(facts.padded) >= MAX_PADDED_CELLS:
+            return
+        if number.is_integer() and abs(number) < 1e15:  # beyond, Excel itself kept no more than 15 digits
+            facts.padded[(row + 1, column)] = padded_text(pieces, int(number))
+
+    @staticmethod
+    def _error(facts: SheetFacts, row: int, column: int, code: int) -> None:
+        if code in _ERRORS and len(facts.errors) < MAX_ERROR_CELLS:
+            facts.errors[(row + 1, column)] = _ERRORS[code]
+
+    def run(self, stream: bytes) -> dict[str, SheetFacts]:
+        in_globals = True
+        for offset, number, body in _records(stream):
+            if number == _FILEPASS:  # encrypted: calamine says so
+                break
+            if number in _CELLS:
+                if not in_globals:
+                    self.cell_record(number, body)
+            elif number == _BOF and len(body) >= 4:
+                version, kind = struct.unpack_from("<HH", body)
+                if in_globals and kind == 0x0005:
+                    self.biff8 = version == 0x0600
+                elif kind == 0x0010 and offset in self.sheets:
+                    self.current = self.facts.setdefault(self.sheets[offset], SheetFacts())
+                    in_globals = False
+                else:
+                    self.current, in_globals = None, False
+            elif number == _EOF:
+                self.current, in_globals = None, False
+            elif in_globals:
+                self.globals_record(number, body)
+        return self.facts
+
+
+def is_compound_file(path: Path) -> bool:
+    """Whether ``path`` starts as an OLE compound file (an .xls, whatever its name says)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == _MAGIC
+    except OSError:
+        return False
+
+
+def xls_facts(path: Path) -> dict[str, SheetFacts]:
+    """Per sheet name, the error cells and padded numbers of the .xls at ``path``; {} when unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_XLS_BYTES + 1)
+        if len(data) > MAX_XLS_BYTES:
+            return {}
+        stream = _Compound(data).stream(("workbook", "book"))
+        del data
+        return _Walk().run(stream)
+    except (_Damaged, struct.error, IndexError, ValueError, OSError):
+        return {}
