@@ -9,7 +9,7 @@ import os
 import random
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -1019,10 +1019,16 @@ def test_excel_error_cells_read_as_the_error_the_clerk_sees_not_as_blanks(
     assert _values(table, "联系电话") == ["13912345678", "#REF!"]
 
 
-def _ods_as_libreoffice_saves_it(path: Path, rows: Sequence[Sequence[str]]) -> Path:
-    """An .ods of ``rows`` of cells' XML, each row ending as LibreOffice ends it, below an empty row."""
+def _ods_as_libreoffice_saves_it(
+    path: Path, rows: Sequence[Sequence[str]], hidden: Set[int] = frozenset()
+) -> Path:
+    """An .ods of ``rows`` of cells' XML, each row ending as LibreOffice ends it, below an empty row;
+    the rows of ``hidden`` (indices in ``rows``) hidden."""
     rest = '<table:table-cell table:number-columns-repeated="1020"/>'
-    body = "".join(f"<table:table-row>{''.join(row)}{rest}</table:table-row>" for row in rows)
+    shown = ["<table:table-row>", '<table:table-row table:visibility="collapse">']
+    body = "".join(
+        f"{shown[index in hidden]}{''.join(row)}{rest}</table:table-row>" for index, row in enumerate(rows)
+    )
     content = (
         '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -1273,6 +1279,48 @@ def test_rows_hidden_in_excel_are_read_and_named_in_a_warning(tmp_path: Path) ->
     assert len(table.data) == 6
     (warning,) = logged
     assert "第 3、5 行（共 2 行）" in warning and "隐藏" in warning
+
+
+#: An .xls saved by LibreOffice: 姓名 身份证号码 村, six residents, rows 3 and 5 hidden.
+FILTERED_XLS = (
+    "eNrtWFtMXEUY/ufs2eUsLLDQopUirtWW27bZ5SaNVrbdUlsvoEC9hcRSXCh2yxJAQx9Mt9aaqG1T0wd9aNI04cGExEtM6oMmwltj"
+    "NJqYPmjU0D5p6sNqNE0TYf3mP3MOZ2FJWEpMrMzmPzPzzT/X/zL/7LfflMxc/Lj8Ki1ID5KL5tJe8jgwAfJaFT+RprC5dDptwem1"
+    "9J9KsyqXMtQhPzdIyjwPZCjZ5qt8Ld1+qZMS+I1RgNpoCPkIHaVc0h3QGOd4y+kzt0y+5aa1+Vc+v/Tf0o+7QNnsX/p7af8FIB+o"
+    "EFQEKjavACoBlYLWgdaDylgniO4EbQDdBSoHbQRVgO4GVYLuAQVA94I2qTXdr3JJVShXg2oUVoc8uOaHVj15DUjR46bPCr+SImfZ"
+    "X4VGfKRPs15cA/XQsNSNaG+8L/BvpV28hl4h1zAFJd2BkqDzQIvoQ0Y/5+8O1j6kCAValEY/q0V47af5u4m/RST7f8p9fmAkDD38"
+    "kbX8LBuBoDwRpV6K0yAdhB8cBEc5XZb2dYw5pHWIndwiuW6tNZQxN2xJtLMfTsAqusAzRKMoRelReoyRKFXqPpqQdvlIbCg20huf"
+    "YXuboL/SAYdtTwUkLgdl/M/l4VqOOP3v8AmcXbZzrjP5UwvxmiXw4BJ47RK4NyvuttZjzOPnNNhoktIy9yddnJckPZyXJnXO1yXz"
+    "OF+fdKcPsC2chFcfkE4fBlDYvb/rFCxd4DctDBBR92lB1+l56e9TnTyTJyX9unQIVvzvpAYqSEmL/AJLM+i4wP1hTIkIvhGq/N1v"
+    "3iAGbhIDN4RxA4r/N13iW8PHhiC+e66w201i8sxs+/TbN7rEOFbz1ICLvBq19ZTEQ3xHaeat01gfCtc3hLc314eawi2NTeFmDHDs"
+    "TQd72GZHS0W7o6XebrGhhsVQ42KoyYbSuBl9dEY3195nlIHmNaRM5Zq8Pk03689wsz4M8iIOVjqmEh7QjyPbGq24fq25vPUFxpPz"
+    "EqbNUsAUFMfRMq3Xco86/r7GvNb1e4Kx1/m7xe7/S2uVo1xtl1OtNY7yRbhLL1ZFrAQaZguKDT7PiekDM61WLmg/Wgx6lbdN4i2j"
+    "WO20iDPeIAcUhuZX5aDpBEUxYyILpjmwgMJcWfj0LHzuLHyeBdgshzGWWMyaQE3YNQ01TdUEc7rsmoCcdLsmOd2qpjGnx645OTXm"
+    "zFM1F3Mads3J6coYU2dOr11zcuoZY7qZM9+uOTndGWN6mLPArjk5PfaYv9GTUiNTe01tTBnKrCVrMblSIQ799FQ1496UP0t4qVE+"
+    "95N95OwPa6V0yWPe0UQPsXbJQLCYT8SaAGkAPmHAcA4krJA2f6lYViAidOWbMbDf0ExfaDbtkTHnE4N9I4nRRP9YoG28LxYPbH9g"
+    "a3fvwVg8HuMT2TXY399yK7G3MN3gitNcmlihsoxLMycv/HGz45B/8h2D6qo++V4e/nvKwIQ6TinCvSpO71EHdUjF62PKqyZV3H5K"
+    "xfq/zpoxuOyTGI4NDR8dj5OKy2V7SI1tpUXlV37+svONn4SzvNr7Z5d95esr57dt9J97F/sP3vxgt/S8C7Ae9c6w7h+/Y4+PKzdE"
+    "6q0h21tUe8Tx9pFntXN4+OnYyOhgYijzjOT5NmwL0+2aVvP9z+e/wAaz9ZEyiRSY5Wcw+wgdRsQt13E45/WXspM15ZTO4V09aVh2"
+    "FsW8R/DC6cAaXlrR/C7HG3w5fe4D7bPtvAPvgdiK5ScvmVzf/5vVW51fJXhbvIz9H8GbQ8p+H7Sgn2UikTG8VxJAlk7Van53Due/"
+    "BXTZnn83ZujjNcRYA3NbT8sK9l8Len/t/x9O/wBgch/c"
+)
+
+
+def test_rows_hidden_in_an_xls_or_an_ods_are_named_in_a_warning_too(tmp_path: Path) -> None:
+    xls = tmp_path / "filtered.xls"
+    xls.write_bytes(zlib.decompress(base64.b64decode("".join(FILTERED_XLS))))
+
+    def cell(value: str) -> str:
+        return f'<table:table-cell office:value-type="string"><text:p>{value}</text:p></table:table-cell>'
+
+    rows = [[cell("姓名"), cell("身份证号码"), cell("村")]]
+    rows += [[cell(f"居民{n}"), cell("420123196205184516"), cell("东村")] for n in range(6)]
+    ods = _ods_as_libreoffice_saves_it(tmp_path / "filtered.ods", rows, hidden={3, 4})  # rows 5 and 6
+    for path, shown in ((xls, "第 3、5 行（共 2 行）"), (ods, "第 5、6 行（共 2 行）")):
+        with _warnings() as logged:
+            [table] = read_register(path)
+        assert len(table.data) == 6
+        (warning,) = logged
+        assert shown in warning and "隐藏" in warning
 
 
 def test_a_workbook_of_many_register_sheets_gets_a_few_warning_lines(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
-"""What calamine does not tell of an .xls (BIFF8, and Excel 95's BIFF5) sheet: error cells, padded numbers.
+"""What calamine does not tell of an .xls (BIFF8, and Excel 95's BIFF5) sheet: error cells, padded
+numbers, hidden rows.
 
 calamine reads an error cell (``#N/A`` where a lookup found nothing) as
 empty and a number whose format pads it with zeros (``000123``,
-``0757-83001234``) bare, as it does in an .xlsx; :mod:`pipeline.reading.bounds`
+``0757-83001234``) bare, and does not say which rows Excel hides, as in an
+.xlsx; :mod:`pipeline.reading.bounds`
 notes those of an .xlsx while its sheets stream past, and this module those
 of an .xls, from its records: the compound file's workbook stream is found
 and walked once, record by record.  Anything unexpected (a damaged or
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from pipeline.reading.bounds import (
     MAX_ERROR_CELLS,
+    MAX_HIDDEN_ROWS,
     MAX_PADDED_CELLS,
     MAX_XLS_BYTES,
     SheetFacts,
@@ -32,8 +35,10 @@ _FREE = 0xFFFFFFFF
 # The records looked at (BIFF8 numbers; BIFF5 uses the same).
 _BOF, _EOF, _FILEPASS, _CODEPAGE = 0x0809, 0x000A, 0x002F, 0x0042
 _BOUNDSHEET, _FORMAT, _XF = 0x0085, 0x041E, 0x00E0
-_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR = 0x0203, 0x027E, 0x00BD, 0x0006, 0x0205
-_CELLS = frozenset({_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR})
+_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW = 0x0203, 0x027E, 0x00BD, 0x0006, 0x0205, 0x0208
+_CELLS = frozenset({_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW})
+#: A ROW record's flag of a row hidden (by hand or by a filter).
+_ROW_HIDDEN = 0x20
 
 #: An error cell's code and the text Excel shows for it.
 _ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D: "#NAME?", 0x24: "#NUM!",
@@ -185,6 +190,10 @@ class _Walk:
         facts = self.current
         if facts is None or len(body) < 6:
             return
+        if number == _ROW:
+            if len(body) >= 14 and body[12] & _ROW_HIDDEN and len(facts.hidden_rows) < MAX_HIDDEN_ROWS:
+                facts.hidden_rows.add(struct.unpack_from("<H", body)[0] + 1)
+            return
         row, column, xf = struct.unpack_from("<HHH", body)
         if number == _NUMBER and len(body) >= 14:
             self._number(facts, row, column, xf, struct.unpack_from("<d", body, 6)[0])
@@ -249,7 +258,8 @@ def is_compound_file(path: Path) -> bool:
 
 
 def xls_facts(path: Path) -> dict[str, SheetFacts]:
-    """Per sheet name, the error cells and padded numbers of the .xls at ``path``; {} when unreadable."""
+    """Per sheet name, the error cells, padded numbers and hidden rows of the .xls at ``path``; {} when
+    unreadable."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_XLS_BYTES + 1)

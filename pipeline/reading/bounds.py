@@ -31,7 +31,7 @@ the clerk sees them rather than pass as blanks; the numbers its formats pad
 with zeros (``000123``), which calamine gives bare; and its hidden rows, which
 are read all the same and named in a warning.  The pass over an ``.ods``
 sheet notes its error cells and padded numbers too, from the text each cell
-shows.
+shows, and its hidden rows.
 
 Ordinary workbooks pay one streaming inflate of their parts and two regular
 expression scans of each sheet (about 3 s for a 300,000-row sheet, a small part of reading it).
@@ -115,6 +115,7 @@ _ODS_TAG = re.compile(
     rb"|<text:p>([^<]{0,64})"
 )
 _ODS_ERROR = re.compile(rb'value-type="error"')
+_ODS_HIDDEN = re.compile(rb'table:visibility="(?:collapse|filter)"')
 _ODS_NUMBER = re.compile(rb'office:value-type="float"[^>]*?office:value="(-?[0-9]{1,15})(?:\.0*)?"')
 # What a padding format shows of a whole number: a leading zero (after a literal such as NO.), then
 # digits and separators only.
@@ -475,7 +476,7 @@ def _ods_shown(facts: SheetFacts, pending: tuple[int, int, bytes, int], text: st
 
 def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent, SheetFacts]]:
     """Each .ods sheet's name, the rectangle of its cells holding values, repeats counted, and what
-    calamine does not tell of it (:class:`SheetFacts`: its error cells and numbers shown padded).
+    calamine does not tell of it (:class:`SheetFacts`: its error cells, numbers shown padded, hidden rows).
 
     A row is as wide as its last cell with a value: LibreOffice ends every
     row with the empty rest of the sheet's 16,384 columns as one repeated
@@ -522,6 +523,8 @@ def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent, SheetFa
             repeat = int(repeat_match.group(1)) if repeat_match else 1
             if tag == b"table-row":
                 row_repeat, row_width, row_end, row_values = repeat, 0, 0, 0
+                if _ODS_HIDDEN.search(attributes) and len(facts.hidden_rows) < MAX_HIDDEN_ROWS:
+                    facts.hidden_rows.update(range(position + 1, position + 1 + min(repeat, MAX_HIDDEN_ROWS)))
             else:
                 if b"value-type" in attributes and tag == b"table-cell":
                     number = _ODS_NUMBER.search(attributes)
