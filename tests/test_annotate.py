@@ -13,9 +13,11 @@ legend sheet added.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +357,53 @@ def test_a_web_page_saved_as_xls_gets_a_workbook_of_text_cells_on_its_rows(tmp_p
     assert sheet["B4"].fill.fgColor.rgb == RED and "[10111]" in sheet["B4"].comment.text
     legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
     assert "网页格式" in legend
+
+
+#: An .xls saved by LibreOffice: 姓名 民族 身份证号码 联系电话 医疗费用支付方式 健康档案号; 张三 with
+#: =NA() for the ID number and 123 shown as 000000, 李四 with 7578300123 shown as 0000-00000000 and 4567
+#: as 000000.
+LOOKUP_XLS = (
+    "eNrtWGtsVEUUPnP30bt9bgsoFKwrCpS24K4VaK3YloKAYktowUcqUOotrSzdprQJJD4WEX8INRJ+wA8SQwLEhEQxJhKjifQfPzSY"
+    "GOKTpBBNNKBZjQaJtOt3zp27bNdt0i1oovZszp05Zx5nZs6cx+yn5wqHjr5TfJFSoIZcNBL3kTeJp4A+h/ATGZo3Eo/HHXZ8Ev5V"
+    "MKxL1qEb+vMAWedZQFPrNluXk/Dfg3UUwa+PArSCulH20i7KBG7DjUmebzxjRsbZb7wwKX/i8tl/sx93AdPZP/t7tv8cYC4wD5gP"
+    "LLBDABUCi4BTgFOB0+ROEN0OnA6cASwGzgTOAt4BLAHeCQwA79LruVuXjHNRnwcs1bwylOWTPuhvAZ8JLXo99EHex6xy0f1F3IhT"
+    "7kG5F5eArdTDd6OhLdwe+KdgmayhTfEazuCSLkVN0RFw8+lt4X4o36Vy+wB1FKjSN/oJo07WPiDf2fLNJx5/WsZ8JZwQ7uE3cstf"
+    "FyNQlKUaqI3C1EVb4Ae70KOYzrJ9vSg92DpUvbRwr5trDY6SDVtSjeKHI7CKZvTpph2oNdAj9KhwGqjEnUvH2C5XWt1Wb1u4xJ1D"
+    "x1lfQYES9xQ6wabJROuCoIYhscpj9Fs8kOQBzgSYz6KF/+v4+EaGfPrf8Y/h7NKdc7ndP5bKnz8Gv2IMftkYfF9avsdZj5m6zuM2"
+    "353KP/EX/kEDRJTiXPqjLikLo14pi6JuKadEs6ScGvXEN4uF7UWsOMyhBGaV17K+eT+mVPgNKhNI1DKg6DI9xVEktk4keWMcLViy"
+    "86pIxkrKibGdf4StmLRbISqZZ1QdvnVU8rPfjksm4pOJuGNehTldpwMSp3LFvNRnT+a1oCgMn7M8pE6+Ntw4uO9qs9qJZbVE/3hu"
+    "Uf+FfSapmuZD/dUDpf33Wl80vm8VbEJXa+3pje2dqzqvNmN4YJOvEcVqzIJ4GKqsDt1Xef+ixUuqMM2a6HdP1zRfaEJ749avN2C1"
+    "oVAQv1B1dTBYGVzCEEcozaVv3fay2s1pwBuXZZouDY63tl/2j/LLudjJMzgz9mSFck5+nMaChlmXLy0urt0k/OgNZdMc1h1VqN1o"
+    "GXSXyYhy+b4kfZ14vUd4L8t3bmL897XzkuqliXqsdn5S/Sj8qw+rItGvAWkVanqud8/g5qFap1S0Hi0mPS/bJvWqWaB3mi+Fi5wd"
+    "moZf1ytsr6kKhKfS8IwU3rDkKc4x2pQCpRKUAcpIUC5QrgTlBuVOUB5QHk0pmdOboHjOLJE9Q3bM+iiTLIz0buqzdVcXGs3EQBbB"
+    "6dQLBlMepEk/KbvNEBHZ5FCOCJtiEZx+uQwOYi5JrU79+EDN9Xq7PXleQ+bduJLoCq3lpcVW2dckZmpT4l0WkCsWlCTOHSsVvi/m"
+    "T5MoGpQt43gMH8dDRhG957WjLdGDonZO6Qq0CkmHOtoKO9xqJk+knOQ0e7QIhazOlW3nsH7TsL2O3fQw54yPdbX3RnZEOvoCK3a2"
+    "W+FA9ZIFLW1brHDYEpUs6+roqLqZ3FnZDmfCMBInuQVp5qWhvW/8cq2p03/ygEnl8979ko/8sM6tlT5EvnOrdJ7dqo+nU+fbfdp/"
+    "RXXevV/n6j8M2zk0j4n0WN09u3aGSefV3B7UczuQWo/+/vmVda9cUMn1W71/5hjnPzl/ZOFM/8FD2H/FtbeWs2Wl8Fr1O8Hx9P6k"
+    "Pa5J+Ab7rcDtVbq9LuntwmdV39Ozwerd0RXpHn1GfL6VC0M0CenhVr7/RX8pNpxujOg0x64/Dum9tA0ZN69jW8brLxIHaes5nsG7"
+    "ut907LQBcrfjhdOENTw7IfmupDf4eMbMBq5O+IkmvAesCeuPXX6m7/979FtdXiV4W/Rj/9vx5mDdr8Yt6BCdMKcP75UIOGNDqZbv"
+    "yeD85wDPJuQvh4R2WYMlNzCz9VRNYP/zgW9O/v8j8CcVLD/S"
+)
+
+
+def test_an_xls_rebuilt_shows_error_cells_and_padded_numbers_as_excel_showed_them(tmp_path: Path) -> None:
+    # The copy rebuilt from calamine's values had a blank red cell where the clerk's sheet showed #N/A
+    # (commented 身份证号码“#N/A”…), and 123 where it showed 000123.
+    register = tmp_path / "lookup.xls"
+    register.write_bytes(zlib.decompress(base64.b64decode("".join(LOOKUP_XLS))))
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    sheet = openpyxl.load_workbook(paths["annotated_lookup.xlsx"])["名单"]
+    assert [c.value for c in sheet[2]][:6] == ["张三", "汉族", "#N/A", "13912345678", "职工医保", "000123"]
+    assert [c.value for c in sheet[3]][:6] == [
+        "李四",
+        "汉族",
+        "110101199003077777",
+        "0075-78300123",
+        "职工医保",
+        "004567",
+    ]
+    assert sheet["C2"].fill.fgColor.rgb == RED and "#N/A" in sheet["C2"].comment.text
+    assert sheet["D3"].fill.fgColor.rgb == RED
 
 
 def _rewritten(register: Path, target: Path, change: Any, part: str = "xl/worksheets/sheet1.xml") -> Path:

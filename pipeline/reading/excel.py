@@ -297,6 +297,23 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
     return no_rows if table is None else table
 
 
+def shown_texts(path: Path) -> dict[str, dict[tuple[int, int], str]]:
+    """Per sheet name, the cells calamine reads otherwise than Excel shows them (error cells, numbers
+    padded with zeros): (row, column), both 0-based -> the text shown; {} when the file cannot tell."""
+    try:
+        facts = check_workbook(path, path.name, path.stat().st_size)
+        if is_compound_file(path):
+            facts = xls_facts(path)
+    except (InputError, OSError):
+        return {}
+    return {
+        name: {
+            (row - 1, column): text for (row, column), text in (*sheet.errors.items(), *sheet.padded.items())
+        }
+        for name, sheet in facts.items()
+    }
+
+
 def _warn_of_hidden_rows(table: RawTable, hidden: set[int]) -> None:
     """Say that rows hidden in Excel (filtered out, or hidden by hand) are read all the same."""
     if not hidden:

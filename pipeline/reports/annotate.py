@@ -41,7 +41,7 @@ from pipeline.errors import InputError
 from pipeline.files import fitting_name, numbered
 from pipeline.messages import fault_fix
 from pipeline.model import MappedTable, RawTable
-from pipeline.reading.excel import is_workbook_package, open_workbook
+from pipeline.reading.excel import is_workbook_package, open_workbook, shown_texts
 from pipeline.reading.html import is_html_file
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, source_column
@@ -529,6 +529,7 @@ def _regenerate_workbook(
     book = FastWorkbook(path, FORMATS)
     names: set[str] = set()
     per_sheet = _split_edits(edits)
+    shown = shown_texts(Path(source))  # errors and padded numbers as the clerk sees them, not as read bare
     all_marks = []
     try:
         for name, index in _sheet_names(data, source, table_indices).items():
@@ -550,7 +551,13 @@ def _regenerate_workbook(
             dimension = f"{xl_rowcol_to_cell(*(start or (0, 0)))}:{xl_rowcol_to_cell(bottom, note_col)}"
             worksheet = book.add_sheet(
                 _sheet_name(sheet.name, names),
-                _blocks(sheet, marks, note_col, per_sheet.get(sheet.name, {}), blank=old_notes),
+                _blocks(
+                    sheet,
+                    marks,
+                    note_col,
+                    {**shown.get(sheet.name, {}), **per_sheet.get(sheet.name, {})},
+                    blank=old_notes,
+                ),
                 dimension,
                 _comments(marks),
             )
