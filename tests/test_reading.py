@@ -745,6 +745,26 @@ def test_a_page_cell_spanning_more_columns_than_a_sheet_has_is_refused(tmp_path:
     _refusal(path, "export.xls", "列", "16384")
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [
+        '<tr><td colspan="50">x</td></tr>' * 100,  # 50 cells a row
+        "<tr>" + '<td rowspan="60000">x</td>' * 50 + "</tr>" + "<tr><td>y</td></tr>" * 100,  # 50 down
+    ],
+    ids=["colspan", "rowspan"],
+)
+def test_a_page_whose_spans_ask_for_more_cells_than_its_bytes_could_hold_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: str
+) -> None:
+    # A few bytes of colspan or rowspan each spelled out thousands of cells: 660 KB of page took 5.8 GB.
+    monkeypatch.setattr(html, "MAX_HTML_CELLS", 1000, raising=False)
+    path = tmp_path / "export.xls"
+    path.write_text(
+        f"<html><table><tr><td>姓名</td><td>身份证号码</td></tr>{rows}</table></html>", encoding="utf-8"
+    )
+    _refusal(path, "export.xls", "网页格式的表格过大", "1,000 个单元格", "另存为 .xlsx")
+
+
 def test_a_web_page_without_rows_or_too_large_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

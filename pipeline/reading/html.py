@@ -45,6 +45,10 @@ from pipeline.reading.table import (
 #: every cell is empty): larger exports are saved as .xlsx first.
 MAX_HTML_BYTES = 32 << 20
 
+#: Most cells a page's tables are read as, cells spanning columns and rows spelled out: what a page of
+#: the largest size holds as plain cells.  A few bytes of colspan or rowspan cannot ask for more.
+MAX_HTML_CELLS = MAX_HTML_BYTES // 8
+
 #: How a page starts (after a BOM and white space), lower-cased.
 _PAGE_STARTS = (b"<html", b"<!doctype", b"<table", b"<meta", b"<head", b"<body", b"<style")
 
@@ -136,15 +140,20 @@ class _Open:
 
     def __init__(self) -> None:
         self.rows: list[list[str]] = []
-        self.below: dict[int, int] = {}  # column -> rows after the current one its cell still covers
-        self.covered: frozenset[int] = frozenset()  # the current row's columns a cell above covers
+        self.below: dict[int, int] = {}  # column -> the last row a cell spanning rows covers it in
         self.merges: list[Merge] = []
 
-    def new_row(self) -> None:
-        """Start a row, its columns covered by cells above it as they say."""
-        self.rows.append([])
-        self.covered = frozenset(self.below)
-        self.below = {column: left - 1 for column, left in self.below.items() if left > 1}
+    def covered(self, column: int) -> bool:
+        """Whether a cell of a row above covers ``column`` of the current row."""
+        return self.below.get(column, -1) >= len(self.rows) - 1
+
+
+def _too_many_cells(label: str) -> InputError:
+    return InputError(
+        f"网页格式的表格过大（超过 {MAX_HTML_CELLS:,} 个单元格，合并单元格按所占的格数计）",
+        file=label,
+        fix=_FIX,
+    )
 
 
 class _Tables:
@@ -164,6 +173,7 @@ class _Tables:
         self._cell: list[str] | None = None
         self._span = 1
         self._rows = 1
+        self.cells = 0  # cells read so far, spans spelled out
 
     def read(self, page: str) -> None:
         """Read every table of ``page``."""
@@ -188,11 +198,11 @@ class _Tables:
             self._open.append(_Open())
         elif tag == "tr" and self._open:
             self._close_cell()
-            self._open[-1].new_row()
+            self._open[-1].rows.append([])
         elif tag in ("td", "th") and self._open:
             self._close_cell()
             if not self._open[-1].rows:
-                self._open[-1].new_row()
+                self._open[-1].rows.append([])
             self._cell = []
             span = _COLSPAN.search(attributes)
             self._span = min(int(span.group(1)), MAX_SHEET_COLUMNS + 1) if span else 1
@@ -219,7 +229,8 @@ class _Tables:
             text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
         table = self._open[-1]
         row = table.rows[-1]
-        while len(row) in table.covered and len(row) <= MAX_SHEET_COLUMNS:  # under a cell above
+        before = len(row)
+        while table.covered(len(row)) and len(row) <= MAX_SHEET_COLUMNS:  # under a cell above
             row.append("")
         first = len(row)
         row.append(text.strip()[: MAX_CELL_CHARS + 1])
@@ -227,8 +238,11 @@ class _Tables:
             row.extend([""] * (self._span - 1))
         if len(row) > MAX_SHEET_COLUMNS:
             raise too_wide(self.label, len(row), row=len(table.rows))
+        self.cells += len(row) - before
+        if self.cells > MAX_HTML_CELLS:
+            raise _too_many_cells(self.label)
         if self._rows > 1:
-            table.below.update(dict.fromkeys(range(first, len(row)), self._rows - 1))
+            table.below.update(dict.fromkeys(range(first, len(row)), len(table.rows) - 2 + self._rows))
             if self._span == 1:
                 table.merges.append((len(table.rows) - 1, first, self._rows))
         self._cell, self._span, self._rows = None, 1, 1
@@ -249,17 +263,23 @@ def _decode(data: bytes, label: str) -> str:
     raise InputError("网页格式的表格编码无法识别", file=label, fix=_FIX)
 
 
-def _fill_down(rows: list[list[str]], merges: Sequence[Merge], below: int) -> None:
+def _fill_down(
+    rows: list[list[str]], merges: Sequence[Merge], below: int, room: list[int], label: str
+) -> None:
     """Repeat the value of each cell spanning rows of one column, starting below row ``below``, down them.
 
     As a sheet's vertically merged data cells are read (a family's shared
     address): the rows under such a cell hold an empty cell in its column.
+    ``room``: how many more cells the page may be read as (taken from).
     """
     for top, column, count in merges:
         if top <= below:
             continue
         value = rows[top][column]
         for row in rows[top + 1 : top + count]:
+            room[0] -= max(column + 1 - len(row), 0)
+            if room[0] < 0:
+                raise _too_many_cells(label)
             if len(row) <= column:
                 row.extend([""] * (column + 1 - len(row)))
             row[column] = value
@@ -271,6 +291,7 @@ def _table(
     more: Sequence[list[list[str]]] = (),
     merges: Sequence[Merge] = (),
     more_merges: Sequence[Sequence[Merge]] = (),
+    room: int = MAX_HTML_CELLS,
 ) -> RawTable | None:
     """One page table as a register table (None when it has no data rows).
 
@@ -278,20 +299,22 @@ def _table(
     it (a web system's export split into pages), its first row dropped when
     it repeats the header; its rows are numbered on from this table's, as
     the tables stand one below the other.  ``merges`` (and ``more_merges``,
-    one list per later table) are the tables' cells spanning rows.
+    one list per later table) are the tables' cells spanning rows; ``room``,
+    how many more cells repeating their values may add.
     """
+    left = [room]
     found = header_or_first_row(rows[:HEADER_SEARCH_ROWS])
     if found is None:
         return None
     header_index, header_cells = found
-    _fill_down(rows, merges, header_index)
+    _fill_down(rows, merges, header_index, left, path.name)
     refuse_resident_as_header(header_cells, path.name, header_index + 1)
     body = rows[header_index + 1 :]
     numbers = list(range(header_index + 2, len(rows) + 1))
     width = max(len(header_cells), *(len(row) for row in body)) if body else len(header_cells)
     next_row = len(rows) + 1
     for index, page in enumerate(more):
-        _fill_down(page, more_merges[index] if index < len(more_merges) else (), -1)
+        _fill_down(page, more_merges[index] if index < len(more_merges) else (), -1, left, path.name)
         if max(len(row) for row in page) != width:
             continue  # a table of another shape: a title, a footer, a layout
         for offset, row in enumerate(page):
@@ -340,7 +363,8 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
     }
     chosen = next((i for i, count in known.items() if count >= MIN_KNOWN_HEADERS), next(iter(known), None))
     if chosen is not None:
-        whole = _table(path, pages[chosen], pages[chosen + 1 :], merges[chosen], merges[chosen + 1 :])
+        room = MAX_HTML_CELLS - parser.cells
+        whole = _table(path, pages[chosen], pages[chosen + 1 :], merges[chosen], merges[chosen + 1 :], room)
         assert whole is not None
         return [whole]
     raise InputError("网页格式的表格中没有数据行", file=label, fix="请确认选对了文件，并已导出数据")
