@@ -771,6 +771,12 @@ def test_a_web_page_without_rows_or_too_large_is_refused(
     path = tmp_path / "export.xls"
     path.write_text("<html><body><table><tr><td>姓名</td></tr></table></body></html>", encoding="utf-8")
     _refusal(path, "export.xls", "网页", "没有数据行")
+    # Rows below the header, every one empty (an export of nobody): an internal AssertionError.
+    empty = "<tr><td></td><td> </td></tr><tr><td>&nbsp;</td><td></td></tr>"
+    path.write_text(
+        f"<html><table><tr><td>姓名</td><td>身份证号码</td></tr>{empty}</table></html>", encoding="utf-8"
+    )
+    _refusal(path, "export.xls", "网页", "没有数据行")
     monkeypatch.setattr(html, "MAX_HTML_BYTES", 10)
     _refusal(path, "export.xls", "网页", "过大", "另存为 .xlsx")
 

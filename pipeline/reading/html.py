@@ -365,6 +365,6 @@ def read_html_register(path: Path, size: int) -> list[RawTable]:
     if chosen is not None:
         room = MAX_HTML_CELLS - parser.cells
         whole = _table(path, pages[chosen], pages[chosen + 1 :], merges[chosen], merges[chosen + 1 :], room)
-        assert whole is not None
-        return [whole]
+        if whole is not None:  # None: every row below the header is empty
+            return [whole]
     raise InputError("网页格式的表格中没有数据行", file=label, fix="请确认选对了文件，并已导出数据")
