@@ -1331,6 +1331,30 @@ FILTERED_XLS = (
 )
 
 
+def test_vertically_merged_data_cells_of_an_ods_repeat_their_value(tmp_path: Path) -> None:
+    # calamine gives no merged cells of an .ods: the second resident of a family had no address.
+    def cell(value: str, spans: str = "") -> str:
+        return (
+            f'<table:table-cell{spans} office:value-type="string"><text:p>{value}</text:p></table:table-cell>'
+        )
+
+    covered = "<table:covered-table-cell/>"
+    rows = [
+        [cell("姓名"), cell("身份证号码"), cell("详细地址")],
+        [cell("张三"), cell("420123196205184516"), cell("幸福村3组", ' table:number-rows-spanned="2"')],
+        [cell("张小三"), cell("420123201001014513"), covered],
+        [
+            cell("合计：2人", ' table:number-columns-spanned="3" table:number-rows-spanned="1"'),
+            covered,
+            covered,
+        ],
+        ['<table:table-cell table:number-rows-spanned="2"/>'],  # an empty merged cell below: no rows
+    ]
+    [table] = read_register(_ods_as_libreoffice_saves_it(tmp_path / "merged.ods", rows))
+    assert _values(table, "详细地址") == ["幸福村3组", "幸福村3组"]
+    assert table.source_row.tolist() == [3, 4]
+
+
 def test_rows_hidden_in_an_xls_or_an_ods_are_named_in_a_warning_too(tmp_path: Path) -> None:
     xls = tmp_path / "filtered.xls"
     xls.write_bytes(zlib.decompress(base64.b64decode("".join(FILTERED_XLS))))

@@ -116,6 +116,10 @@ _ODS_TAG = re.compile(
 )
 _ODS_ERROR = re.compile(rb'value-type="error"')
 _ODS_HIDDEN = re.compile(rb'table:visibility="(?:collapse|filter)"')
+_ODS_ROWS_SPANNED = re.compile(rb'table:number-rows-spanned="(\d{1,7})"')
+_ODS_COLUMNS_SPANNED = re.compile(rb'table:number-columns-spanned="(\d{1,5})"')
+#: Merged cells remembered per .ods sheet.
+MAX_MERGED_CELLS = 100_000
 _ODS_NUMBER = re.compile(rb'office:value-type="float"[^>]*?office:value="(-?[0-9]{1,15})(?:\.0*)?"')
 # What a padding format shows of a whole number: a leading zero (after a literal such as NO.), then
 # digits and separators only.
@@ -476,7 +480,8 @@ def _ods_shown(facts: SheetFacts, pending: tuple[int, int, bytes, int], text: st
 
 def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent, SheetFacts]]:
     """Each .ods sheet's name, the rectangle of its cells holding values, repeats counted, and what
-    calamine does not tell of it (:class:`SheetFacts`: its error cells, numbers shown padded, hidden rows).
+    calamine does not tell of it (:class:`SheetFacts`: its error cells, numbers shown padded, hidden rows,
+    merged cells).
 
     A row is as wide as its last cell with a value: LibreOffice ends every
     row with the empty rest of the sheet's 16,384 columns as one repeated
@@ -526,6 +531,17 @@ def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent, SheetFa
                 if _ODS_HIDDEN.search(attributes) and len(facts.hidden_rows) < MAX_HIDDEN_ROWS:
                     facts.hidden_rows.update(range(position + 1, position + 1 + min(repeat, MAX_HIDDEN_ROWS)))
             else:
+                if b"rows-spanned" in attributes and len(facts.merged) < MAX_MERGED_CELLS:
+                    down, across = (
+                        _ODS_ROWS_SPANNED.search(attributes),
+                        _ODS_COLUMNS_SPANNED.search(attributes),
+                    )
+                    if down is not None and int(down[1]) > 1:
+                        corner = (
+                            position + int(down[1]) - 1,
+                            row_width + (int(across[1]) if across else 1) - 1,
+                        )
+                        facts.merged.append(((position, row_width), corner))
                 if b"value-type" in attributes and tag == b"table-cell":
                     number = _ODS_NUMBER.search(attributes)
                     kind = b"error" if _ODS_ERROR.search(attributes) else number[1] if number else None
@@ -591,12 +607,15 @@ class SheetFacts:
     found nothing is not a blank the clerk left.  ``hidden_rows``: the rows
     hidden in Excel (a filter, or hidden by hand), which are read all the same.
     ``padded``: number cells whose format pads them with zeros, as Excel shows
-    them (``000123``); calamine gives the number (123).
+    them (``000123``); calamine gives the number (123).  ``merged``: an .ods
+    sheet's merged cells, ((first row, first column), (last row, last column)),
+    0-based, as calamine gives an .xlsx's (and none of an .ods's).
     """
 
     errors: dict[tuple[int, int], str] = field(default_factory=dict)
     hidden_rows: set[int] = field(default_factory=set)
     padded: dict[tuple[int, int], str] = field(default_factory=dict)
+    merged: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
 
 
 def _padding_of(archive: zipfile.ZipFile, handle: BinaryIO, label: str) -> dict[int, list[str | int]]:

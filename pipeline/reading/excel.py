@@ -202,15 +202,16 @@ def open_workbook(path: Path) -> CalamineWorkbook:
 
 
 def _fill_vertical_merges(
-    sheet: CalamineSheet, rows: list[list[Any]], origin: tuple[int, int], below: int
+    sheet: CalamineSheet, rows: list[list[Any]], origin: tuple[int, int], below: int, facts: SheetFacts
 ) -> None:
     """Copy each vertically merged data cell's value down its merged range, as the clerk sees it.
 
-    Only single-column ranges below the header: a family's shared address, say.
+    Only single-column ranges below the header: a family's shared address, say.  An .ods's merged
+    cells calamine does not give: ``facts`` has them.
     Ranges across columns in the data are footers ("合计", "填表人") and stay as they are.
     """
     top, left = origin
-    for (first_row, first_col), (last_row, last_col) in sheet.merged_cell_ranges or []:
+    for (first_row, first_col), (last_row, last_col) in sheet.merged_cell_ranges or facts.merged:
         if first_col != last_col or first_row <= below or last_row == first_row:
             continue
         column = first_col - left
@@ -274,7 +275,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
     refuse_resident_as_header(header_cells, path.name, top + header_index + 1, sheet=name)
     numbers = range(top + 1, top + header_index + 1)
     warn_of_residents_above(f"{path.name}[{name}]", head[:header_index], numbers, top + header_index + 1)
-    _fill_vertical_merges(sheet, rows, origin, top + header_index)
+    _fill_vertical_merges(sheet, rows, origin, top + header_index, facts)
     no_rows: _Unusable = (
         "header only" if count_known_headers(header_cells) >= MIN_KNOWN_HEADERS else "no data"
     )
