@@ -30,7 +30,7 @@ from pipeline.model import (
     MappedTable,
     RawTable,
 )
-from pipeline.reading.headers import IGNORE, builtin_code, count_known_headers, field_code, header_key
+from pipeline.reading.headers import EXTRA, IGNORE, builtin_code, count_known_headers, field_code, header_key
 from pipeline.reading.table import HEADER_SEARCH_ROWS
 from pipeline.text.arrow import constant
 
@@ -41,8 +41,12 @@ _SPLIT_ADDRESS = ADDRESS_PARTS[:-1]
 _HEADERS_SHOWN = 40
 
 
+#: The pseudo codes of columns read as no field: dropped (序号) or kept as the clerk's own.
+_NO_FIELD = (IGNORE, EXTRA)
+
+
 def _valid_codes_text() -> str:
-    return "、".join(INPUT_FIELDS) + f"；或 {IGNORE}（忽略该列）"
+    return "、".join(INPUT_FIELDS) + f"；或 {IGNORE}（忽略该列）、{EXTRA}（作为附加列保留，不读作字段）"
 
 
 def check_user_aliases(user_aliases: Mapping[str, str], source: str = "") -> dict[str, str]:
@@ -88,7 +92,7 @@ def _assign(keys: list[str], user: dict[str, str]) -> dict[int, str]:
     for lookup, is_user in ((user.get, True), (_in_full, False), (_by_initials, False)):
         for index, key in enumerate(keys):
             code = lookup(key)
-            if index in chosen or code is None or (code in taken and code != IGNORE):
+            if index in chosen or code is None or (code in taken and code not in _NO_FIELD):
                 continue
             chosen[index] = code
             taken.add(code)
@@ -138,7 +142,7 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     user = check_user_aliases(user_aliases or {})
     headers = list(raw.data.columns)
     chosen = _assign([header_key(h) for h in headers], user)
-    field_headers = {code: headers[i] for i, code in sorted(chosen.items()) if code != IGNORE}
+    field_headers = {code: headers[i] for i, code in sorted(chosen.items()) if code not in _NO_FIELD}
 
     missing = [f for f in REQUIRED_INPUT_FIELDS if f not in field_headers]
     if missing and not field_headers and _run_together(headers):
@@ -181,7 +185,7 @@ def map_columns(raw: RawTable, user_aliases: Mapping[str, str] | None = None) ->
     fields = pd.DataFrame(
         {code: column.set_axis(index) for code, column in columns.items() if column is not None}
     )
-    extra_names = [h for i, h in enumerate(headers) if i not in chosen]
+    extra_names = [h for i, h in enumerate(headers) if chosen.get(i, EXTRA) == EXTRA]
     extras = raw.data[extra_names].set_axis(index) if extra_names else pd.DataFrame(index=index)
     return MappedTable(raw=raw, fields=fields, extras=extras, field_headers=field_headers)
 
@@ -204,7 +208,7 @@ def unused_field_columns(
         written = numbered[1] if numbered and numbered[1] in headers else header
         key = header_key(written)
         code = user.get(key) or _in_full(key) or _by_initials(key)
-        if code is not None and code != IGNORE and code in mapped.field_headers:
+        if code is not None and code not in _NO_FIELD and code in mapped.field_headers:
             found.append((header, written, code))
     return found
 

@@ -207,6 +207,16 @@ def test_user_alias_wins_over_builtin() -> None:
     assert list(mapped.extras.columns) == ["联系电话"]  # the built-in match lost to the user's choice
 
 
+def test_a_column_mapped_to_extra_is_kept_as_the_clerks_own_and_read_as_no_field() -> None:
+    mapped = map_columns(_raw({**REQUIRED, "婚姻状况": ["已婚", "未婚"], "序号": ["1", "2"]}),
+                         {"婚姻状况": "extra", "序号": "ignore"})  # fmt: skip
+    assert "fyzhdm" not in mapped.field_headers and mapped.fields["fyzhdm"].tolist() == ["", ""]
+    assert list(mapped.extras.columns) == ["婚姻状况"] and mapped.extras["婚姻状况"].tolist() == [
+        "已婚",
+        "未婚",
+    ]
+
+
 def test_user_alias_naming_an_unknown_field_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as excinfo:
         map_columns(_raw(REQUIRED), {"联系人电话": "phone"})

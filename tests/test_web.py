@@ -405,6 +405,31 @@ def test_a_corrected_mapping_is_kept_for_the_centre(site: Site) -> None:
     assert site.wait(clerk_b, other.json()["jobs"][0].rsplit("/", 1)[-1])["state"] == "needs_mapping"
 
 
+def test_a_recognised_column_set_to_no_field_is_kept_as_the_clerks_own_column(site: Site) -> None:
+    """（不使用，保留为附加列）keeps the column in the reports as the clerk's own; it is not dropped."""
+    clerk_a = site.client("clerk_a")
+    upload = site.upload(clerk_a, ("居民名单.csv", SAMPLE_CSV.read_bytes(), "text/csv"))
+    job_id = upload.json()["jobs"][0].rsplit("/", 1)[-1]
+    assert site.wait(clerk_a, job_id)["state"] == "checked"
+    page = clerk_a.get(f"/jobs/{job_id}/mapping").text
+    chosen = r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"[^>]*selected'
+    form = dict(re.findall(chosen, page, flags=re.S))
+    select = re.search(r'<select name="(t0c\d+)" aria-label="婚姻状况">', page)
+    assert select and form[select.group(1)] == "fyzhdm"
+    form[select.group(1)] = ""  # （不使用，保留为附加列）
+    answer = clerk_a.post(f"/jobs/{job_id}/mapping", data={"csrf_token": csrf_of(page), **form})
+    assert answer.status_code == 303
+    assert site.wait(clerk_a, job_id)["state"] == "checked"
+    results = list(
+        csv.DictReader(io.StringIO(clerk_a.get(f"/jobs/{job_id}/download/csv").text.lstrip("\ufeff")))
+    )
+    assert {row["婚姻状况"] for row in results} >= {"其他"}  # kept, under the clerk's own header
+    assert {row["fyzhdm"] for row in results} == {""}  # and read as no field
+    page = clerk_a.get(f"/jobs/{job_id}/mapping").text
+    shown = re.search(r'aria-label="婚姻状况">.*?<option value="([^"]*)"[^>]*selected', page, flags=re.S)
+    assert shown and shown.group(1) == ""  # the page shows the choice the clerk made
+
+
 def test_a_mapping_form_without_a_column_leaves_that_column_as_it_was(site: Site) -> None:
     """Only a column the form names is changed: a cut-short form never turns the centre's 姓名 off."""
     clerk_a = site.client("clerk_a")

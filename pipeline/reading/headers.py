@@ -22,6 +22,9 @@ from pipeline.text.arrow import INVISIBLE_MARKS
 
 #: The pseudo field code of columns that are neither a field nor an extra (序号).
 IGNORE = "ignore"
+#: The pseudo field code of a column kept as one of the clerk's own (shown in the reports, never sent),
+#: though its header names a field: a clerk's correction of a column the built-in names took wrongly.
+EXTRA = "extra"
 
 #: Bracketed notes and the marks templates put on required columns or drop-downs: "（必填）", "(选填)",
 #: "【格式：19900101】", "*", "★", "※", "▼".
@@ -62,8 +65,8 @@ def builtin_code(key: str) -> str | None:
 
 
 def field_code(code: str) -> str | None:
-    """The canonical spelling of a field code given in any case (or ``ignore``), else None."""
-    canonical = {f.casefold(): f for f in (*INPUT_FIELDS, IGNORE)}
+    """The canonical spelling of a field code given in any case (or ``ignore``, ``extra``), else None."""
+    canonical = {f.casefold(): f for f in (*INPUT_FIELDS, IGNORE, EXTRA)}
     return canonical.get(code.strip().casefold())
 
 

@@ -59,12 +59,12 @@ from pipeline.model import (
     MappedTable,
     RawTable,
 )
-from pipeline.reading.headers import IGNORE, builtin_aliases, field_code, header_key
+from pipeline.reading.headers import EXTRA, IGNORE, builtin_aliases, field_code, header_key
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from schemas.result_codes import describe, hint
 
 __all__ = [
-    "ADDRESS_FIELD", "EXIT_FATAL", "FIELDS", "FIELD_LABELS", "IGNORE", "INPUT_FIELDS",
+    "ADDRESS_FIELD", "EXIT_FATAL", "EXTRA", "FIELDS", "FIELD_LABELS", "IGNORE", "INPUT_FIELDS",
     "REQUIRED_INPUT_FIELDS", "STATUS_ALREADY_ENROLLED", "STATUS_ENROLLED", "STATUS_FAILED",
     "STATUS_INVALID", "STATUS_LABELS", "STATUS_REJECTED", "STATUS_VALID", "TEXT_SUFFIXES",
     "WORKBOOK_SUFFIXES", "AuthenticationRefused", "Batch", "ConfigError", "EhcError", "InputError",
@@ -170,7 +170,7 @@ def guess_fields(headers: Sequence[str], aliases: Mapping[str, str]) -> list[str
     for header in headers:
         key = header_key(header)
         code = user.get(key) or builtin.get(key) or ""
-        if code and code != IGNORE and code in taken:
+        if code and code not in (IGNORE, EXTRA) and code in taken:
             code = ""
         taken.add(code)
         guessed.append(code)

@@ -545,12 +545,13 @@ async def save_mapping(request: Request) -> Response:
             if f"t{t}c{c}" not in form:
                 continue  # a column the form does not name stays as it is (a cut-short form)
             code = str(form.get(f"t{t}c{c}", ""))
-            if code and code not in (*engine.INPUT_FIELDS, engine.IGNORE):
+            if code and code not in (*engine.INPUT_FIELDS, engine.IGNORE, engine.EXTRA):
                 raise Refused("未知的字段", 400)
             if code != (info["fields"][c] or ""):
-                chosen[str(header)] = code or engine.IGNORE  # a recognised column no longer used
+                chosen[str(header)] = code or engine.EXTRA  # a recognised column kept as the clerk's own
     mapping = chosen
-    taken = [code for code in _final_fields(job, mapping) if code and code != engine.IGNORE]
+    no_field = (engine.IGNORE, engine.EXTRA)
+    taken = [code for code in _final_fields(job, mapping) if code and code not in no_field]
     if len(taken) != len(set(taken)):
         raise Refused("同一字段不能对应两列，请检查后重新选择", 400)
     await run_in_threadpool(space.store.save_centre_columns, who.centre.id, mapping)
