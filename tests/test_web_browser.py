@@ -27,7 +27,7 @@ import pytest
 
 from pipeline.web import accounts
 from pipeline.web.store import Store
-from tests.web_support import ORG_A, ORG_B, PASSWORDS, REPO, SAMPLE_XLSX
+from tests.web_support import ORG_A, ORG_B, PASSWORDS, REPO, SAMPLE_CSV, SAMPLE_XLSX
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -321,4 +321,24 @@ def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
     expect(page.locator("#counts")).to_have_text("校验通过 3")
     expect(page.locator("table.codes")).to_be_hidden()
     expect(page.locator("#submit-link")).to_have_text("提交 3 行…")
+    context.close()
+
+
+def test_the_job_list_follows_several_uploads_until_each_is_checked(
+    server: Server, browser: Any, tmp_path: Path
+) -> None:
+    """Several files land on the job list, not a job page: each line shows its check finishing there."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    page = context.new_page()
+    _log_in(page, server, "clerk_a")
+    page.set_input_files("#files", [str(SAMPLE_XLSX), str(SAMPLE_CSV)])
+    page.click("#upload-button")
+    page.wait_for_url("**/jobs")
+    for register, rows in ((SAMPLE_XLSX, "50"), (SAMPLE_CSV, "20")):
+        line = page.locator("#jobs tbody tr", has_text=register.name)
+        expect(line.locator(".state")).to_have_text("已检查", timeout=60_000)  # no reload
+        expect(line.locator("td.num")).to_have_text(rows)
+        expect(line).to_contain_text("校验通过")
     context.close()

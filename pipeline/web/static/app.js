@@ -142,6 +142,55 @@
     window.setTimeout(poll, 500);
   }
 
+  /* --- the job list ---------------------------------------------------------------------------- */
+  /* Uploads still being checked (or sent) follow their progress in place, so a clerk who dropped
+     several files sees each one finish without reloading the page (which would also drop a choice of
+     files under way). */
+  function followJob(line) {
+    var url = "/jobs/" + line.dataset.job + "/state";
+    function show(state) {
+      var label = line.querySelector(".state");
+      // A check's own progress; a submission's is the share of its residents sent.
+      var sending = state.sending || {};
+      var share = state.state === "checking" ? state.progress : 0;
+      if (state.state === "submitting" && sending.total) { share = (sending.done || 0) / sending.total; }
+      var percent = Math.floor(100 * share);
+      label.textContent = state.label + (percent >= 1 && percent < 100 ? " " + percent + "%" : "");
+      label.className = "state state-" + state.state;
+      line.querySelector(".job-rows").textContent = state.busy && !state.rows ? "—" : state.rows;
+      var cell = line.querySelector(".job-counts");
+      cell.textContent = "";
+      Object.keys(state.counts || {}).forEach(function (status) {
+        var badge = document.createElement("span");
+        badge.className = "status status-" + status;
+        badge.textContent = statusLabel(status) + " " + state.counts[status];
+        cell.appendChild(badge);
+        cell.appendChild(document.createTextNode(" "));
+      });
+    }
+    function poll() {
+      fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (response) {
+          if (response.status === 401) { window.location.reload(); return null; }  // to the login page
+          if (!response.ok) { throw new Error(String(response.status)); }
+          return response.json();
+        })
+        .then(function (state) {
+          if (!state) { return; }
+          show(state);
+          if (state.busy) { window.setTimeout(poll, 2000); } else { delete line.dataset.busy; }
+        })
+        .catch(function () { window.setTimeout(poll, 5000); });
+    }
+    window.setTimeout(poll, 1000);
+  }
+
+  function setUpJobList() {
+    var table = $("#jobs");
+    if (!table) { return; }
+    table.querySelectorAll('tr[data-busy="true"]').forEach(followJob);
+  }
+
   /* --- cell edits --------------------------------------------------------------------------------- */
   /* Every grid line of a row re-checked by an edit: its status, and each line's own faults now.
      A line whose column no longer has a fault says so and names what is left on the row; a fault
@@ -299,6 +348,7 @@
     setUpSubmit();
     setUpUpload();
     setUpProgress();
+    setUpJobList();
     setUpEdits();
   });
 }());
