@@ -342,3 +342,14 @@ def test_the_job_list_follows_several_uploads_until_each_is_checked(
         expect(line.locator("td.num")).to_have_text(rows)
         expect(line).to_contain_text("校验通过")
     context.close()
+
+    # 1024×768 at 150 % zoom: nothing of the list or of the fault grid reaches past the window's edge.
+    narrow = browser.new_context(viewport={"width": 683, "height": 512}, locale="zh-CN")
+    page = narrow.new_page()
+    _log_in(page, server, "clerk_a")
+    overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert page.evaluate(overflow) <= 0
+    page.locator("#jobs a", has_text=SAMPLE_XLSX.name).click()
+    page.wait_for_selector("#grid")
+    assert page.evaluate(overflow) <= 0
+    narrow.close()
