@@ -324,7 +324,7 @@ def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
     context.close()
 
 
-def test_the_job_list_follows_several_uploads_until_each_is_checked(
+def test_checks_under_way_on_the_job_list_in_a_narrow_window_and_over_a_lost_connection(
     server: Server, browser: Any, tmp_path: Path
 ) -> None:
     """Several files land on the job list, not a job page: each line shows its check finishing there."""
@@ -352,4 +352,14 @@ def test_the_job_list_follows_several_uploads_until_each_is_checked(
     page.locator("#jobs a", has_text=SAMPLE_XLSX.name).click()
     page.wait_for_selector("#grid")
     assert page.evaluate(overflow) <= 0
+
+    # The server cannot be reached while a register is checked (restarting, a proxy's 502): the page says so.
+    page.route("**/state", lambda route: route.abort())
+    page.goto(f"{server.url}/jobs")
+    page.set_input_files("#files", str(SAMPLE_CSV))
+    page.click("#upload-button")
+    page.wait_for_url("**/jobs/*")
+    expect(page.locator("#state-message")).to_contain_text("暂时连不上服务器，正在重新连接")
+    page.unroute("**/state")
+    page.wait_for_selector("#grid", timeout=60_000)  # and carries on once it answers again
     narrow.close()

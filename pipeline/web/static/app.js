@@ -137,7 +137,11 @@
           }
           window.setTimeout(poll, 1000);
         })
-        .catch(function () { window.setTimeout(poll, 3000); });
+        .catch(function () {
+          // The server restarting, or a proxy answering for it: say so rather than show a bar that froze.
+          $("#state-message").textContent = "暂时连不上服务器，正在重新连接…；连上后本页会自动更新";
+          window.setTimeout(poll, 3000);
+        });
     }
     window.setTimeout(poll, 500);
   }
