@@ -302,6 +302,9 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     assert sum(name.endswith(".png") for name in names) == 43 and "qrcodes.csv" in names
     history = clerk.get("/jobs").text
     assert SAMPLE_XLSX.name in history and "已提交" in history and "申领成功 43" in history
+    # The mapping of a submitted job is shown, not offered for a change the save would refuse.
+    mapping = clerk.get(f"/jobs/{job_id}/mapping").text
+    assert "保存并重新检查" not in mapping and "列对应关系不能再修改" in mapping
 
 
 def test_a_resident_enrolled_by_ehc_submit_is_not_sent_again_from_the_web(

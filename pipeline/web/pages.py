@@ -523,10 +523,16 @@ def mapping_page(request: Request) -> Response:
         raise Refused("此任务还没有读出表头")
     choices = [("", "（不使用，保留为附加列）"), ("ignore", "（忽略，如序号）")]
     choices += [(code, f"{engine.FIELD_LABELS[code]}（{code}）") for code in engine.INPUT_FIELDS]
+    # What save_mapping would refuse is not offered: the page shows the mapping and says why it stays.
+    locked = ""
+    if job.submitted_at:
+        locked = "此任务已提交，列对应关系不能再修改。如需改正，请改好表格后重新上传"
+    elif job.busy:
+        locked = "此任务正在检查或提交，请等它结束后再修改列对应关系"
     return render(
         request, "mapping.html",
         {"job": job, "choices": choices, "required": engine.REQUIRED_INPUT_FIELDS,
-         "labels": engine.FIELD_LABELS},
+         "labels": engine.FIELD_LABELS, "locked": locked},
     )  # fmt: skip
 
 
