@@ -39,8 +39,18 @@
     ["dragleave", "drop"].forEach(function (name) {
       zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.remove("over"); });
     });
-    zone.addEventListener("drop", function (event) {
-      if (event.dataTransfer && event.dataTransfer.files.length) { input.files = event.dataTransfer.files; show(); }
+    // Files dropped anywhere on the page are taken as if dropped on the box: a register let go just
+    // beside it was otherwise opened by the browser in place of the workspace (a CSV) or saved again.
+    function carriesFiles(event) {
+      var types = event.dataTransfer ? event.dataTransfer.types : null;
+      return !!types && Array.prototype.indexOf.call(types, "Files") >= 0;
+    }
+    document.addEventListener("dragover", function (event) { if (carriesFiles(event)) { event.preventDefault(); } });
+    document.addEventListener("drop", function (event) {
+      if (!carriesFiles(event)) { return; }
+      event.preventDefault();
+      zone.classList.remove("over");
+      if (event.dataTransfer.files.length) { input.files = event.dataTransfer.files; show(); }
     });
     form.addEventListener("submit", function (event) {
       if (!window.FormData || !input.files.length) { return; }
