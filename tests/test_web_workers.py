@@ -144,3 +144,27 @@ def test_worker_processes_that_die_are_replaced_and_their_jobs_told_truthfully(
         assert site.wait(clerk, job_id, timeout=60)["state"] == "submitted"
         assert sandbox.residents() == 42
         assert sandbox.count("syncCardInfo") <= 42 + in_flight  # only the calls in flight when it died
+
+
+def test_a_submission_stopped_with_the_service_says_so_not_that_someone_cancelled_it(
+    tmp_path: Path, start_sandbox: Any
+) -> None:
+    """systemctl stop sends SIGTERM to every process of the service, the submission's too."""
+    sandbox = start_sandbox(latency_ms=20)
+    with make_site(
+        tmp_path / "state", sandbox.settings(), rate=20.0, check_workers=1, processes=True
+    ) as site:
+        clerk = site.client("clerk_a")
+        job_id = site.upload_sample(clerk)
+        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
+        deadline = time.monotonic() + 60
+        while site.state(clerk, job_id)["sending"].get("done", 0) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = site.store.job_any(job_id)
+        assert job is not None and job.pid
+        os.kill(job.pid, signal.SIGTERM)
+        state = site.wait(clerk, job_id, timeout=30)
+        assert state["state"] == "stopped" and "服务器停止" in state["message"], state
+        assert "已取消" not in clerk.get(f"/jobs/{job_id}").text
+        assert 3 <= state["counts"].get("enrolled", 0) == sandbox.residents() < 42

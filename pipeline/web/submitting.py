@@ -43,6 +43,10 @@ LOCK_RETRY_SECONDS = 2.0
 MESSAGE_WAITING = "另一个提交或夜间导入正在进行，本任务排队等待，它结束后自动开始"
 #: Seconds between two progress writes.
 PROGRESS_SECONDS = 0.5
+#: What a job stopped by the service (systemctl stop or restart: SIGTERM) says: nobody cancelled it.
+MESSAGE_SERVICE_STOPPED = (
+    "服务器停止，提交中断：已发送的已记录在提交日志中，不会重复发送；其余的行没有发送，可以再次提交"
+)
 
 
 class Progress:
@@ -181,7 +185,12 @@ def _run(
                 f"提交中止，已发送的已记录，未发送的行标为发送失败：{platform_fault(result.fatal)}",
             )
         elif result.interrupted:
-            state, message = CANCELLED, "已取消：已发送的已记录，其余未发送"
+            # A stop is the clerk's cancel only if the page asked for one; otherwise a signal stopped it.
+            asked = store.job_any(job_id)
+            if asked is not None and asked.cancel:
+                state, message = CANCELLED, "已取消：已发送的已记录，其余未发送"
+            else:
+                state, message = STOPPED, MESSAGE_SERVICE_STOPPED
         _record(store, files, job_id, batch, state, message, job.tables, progress)
     logger.info("网页提交 {} 结束：{}", job_id, state)
     return state
