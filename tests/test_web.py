@@ -263,6 +263,12 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     assert filtered.count('<tr data-row="') == 2
     by_column = clerk.get(f"/jobs/{job_id}?column=xm").text
     assert by_column.count('<tr data-row="') == 1 and "姓名为空" in by_column
+    # The column filter names the columns left to right, as the clerk's sheet has them.
+    choices = re.search(r'<select name="column">(.*?)</select>', page.text, flags=re.S)
+    assert choices is not None
+    assert re.findall(r">([^<]+)</option>", choices.group(1))[1:] == [
+        "姓名", "性别", "民族", "身份证号", "联系电话", "医疗费用支付方式"
+    ]
 
     row_id, field = _fault_row(site, clerk, job_id, "姓名为空")
     fixed = edit_cell(clerk, job_id, row_id, field, "张三")

@@ -402,9 +402,13 @@ def job_page(request: Request) -> Response:
         if counts["status"].get("failed")
         else []
     )
-    columns = {
+    names = {
         src: _column_name(job, FaultLine(0, 0, src, src, 0, "", "", 0, ""))[0] for src in counts["column"]
     }
+    # The column filter lists the columns as the clerk's sheet has them, left to right (then any the
+    # sheet has no column for): not in the order of the platform's field codes.
+    order = {src: i for i, src in enumerate(job.tables[0]["field_headers"])} if job.tables else {}
+    columns = dict(sorted(names.items(), key=lambda item: (order.get(item[0], len(order)), item[1])))
     kept = JobFiles(workspace(request).settings.state_dir, job.id).kept(job.stored_name)
     # "已上传，正在检查" only while it is: a register checked before its page opened is checked already.
     stale_notice = notice_key(request) == "uploaded" and job.state not in CHECK_QUEUE_STATES
