@@ -36,6 +36,7 @@ import functools
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -104,6 +105,7 @@ class Runner:
         self._pool: Executor | None = None
         self._submissions: dict[str, Any] = {}
         self._report_locks: dict[str, asyncio.Lock] = {}
+        self._qrcodes_built: dict[str, tuple[float, tuple[int, int]]] = {}  # job -> its last ZIP: when, what
         self._lock = threading.RLock()
         self._waiting: dict[int, deque[str]] = {}  # centre -> its uploads, in the order they came
         self._served: dict[int, int] = {}  # centre -> the turn its last upload went to the pool
@@ -266,10 +268,21 @@ class Runner:
             return await self.run(downloads.build_reports, self.settings, job_id)
 
     async def qrcodes(self, job_id: str) -> tuple[int, int]:
-        """Build the job's QR code ZIP."""
+        """Build the job's QR code ZIP, unless one was finished while this request waited for the lock.
+
+        Every enrolled resident's code is asked of the platform, at the submission's rate and under the
+        run lock: a second click (or a colleague's) during a build takes the ZIP that build makes, as
+        fresh as the click, instead of asking the platform for every code once more.
+        """
         lock = self._report_locks.setdefault(job_id, asyncio.Lock())
+        asked = time.monotonic()
         async with lock:
-            return await self.run(downloads.build_qrcodes, self.settings, job_id)
+            built = self._qrcodes_built.get(job_id)
+            if built is not None and built[0] >= asked:
+                return built[1]
+            made = await self.run(downloads.build_qrcodes, self.settings, job_id)
+            self._qrcodes_built[job_id] = (time.monotonic(), made)
+            return made
 
     # -- submissions -----------------------------------------------------------------------------
 
