@@ -283,6 +283,8 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
 
     assert '将把 <strong id="confirm-count">43</strong> 行' in clerk.get(f"/jobs/{job_id}/submit").text
     assert "甲社区卫生服务中心（455400001）" in clerk.get(f"/jobs/{job_id}/submit").text
+    rate = site.settings.submit.rate
+    assert f"每秒最多发送 {rate:g} 人" in clerk.get(f"/jobs/{job_id}/submit").text  # 20 人, not 20.0 人
     state = _submit(site, clerk, job_id)
     assert state["state"] == "submitted" and state["counts"] == {"enrolled": 43, "invalid": 7}
     assert state["sending"]["done"] == 43 and state["sending"]["counts"] == {"enrolled": 43}
