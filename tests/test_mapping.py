@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from pipeline.errors import ConfigError, InputError
 from pipeline.mapping import load_mapping_file, map_columns
 from pipeline.model import INPUT_FIELDS, MappedTable, RawTable
-from pipeline.reading.headers import builtin_aliases, header_key, is_known_header
+from pipeline.reading.headers import builtin_aliases, count_known_headers, header_key, is_known_header
 from pipeline.reading.register import read_register
 
 TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
@@ -169,6 +170,23 @@ def test_no_builtin_alias_names_two_fields() -> None:
 )
 def test_header_key_drops_decorations(header: str, key: str) -> None:
     assert header_key(header) == key
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [("(备注【必填】", "(备注"), ("姓名（必填", "姓名(必填"), ("姓名(【必填】", "姓名("), ("<姓名>>(", ">(")],
+)
+def test_an_unclosed_bracket_is_kept_and_the_notes_after_it_still_dropped(header: str, key: str) -> None:
+    assert header_key(header) == key
+
+
+@pytest.mark.parametrize("opener", ["(", "[", "【", "〔", "<", "(【"])
+def test_a_header_cell_of_unclosed_brackets_is_read_in_linear_time(opener: str) -> None:
+    """A title row of cells full of ``(`` once kept the header search busy for minutes (a 600 KB CSV)."""
+    cells = [opener * (30_000 // len(opener))] * 10
+    started = time.perf_counter()
+    assert count_known_headers(cells) == 0
+    assert time.perf_counter() - started < 1.0
 
 
 def test_decorated_headers_are_recognised() -> None:

@@ -26,9 +26,10 @@ IGNORE = "ignore"
 #: though its header names a field: a clerk's correction of a column the built-in names took wrongly.
 EXTRA = "extra"
 
-#: Bracketed notes and the marks templates put on required columns or drop-downs: "（必填）", "(选填)",
-#: "【格式：19900101】", "*", "★", "※", "▼".
-_DECORATION = re.compile(r"\([^)]*\)|\[[^\]]*\]|【[^】]*】|〔[^〕]*〕|<[^>]*>|[*★☆※▲△▼▽●◆]")
+#: Bracketed notes, by opening and closing bracket: "（必填）", "(选填)", "【格式：19900101】".
+_BRACKETS = {"(": ")", "[": "]", "【": "】", "〔": "〕", "<": ">"}
+#: The marks templates put on required columns or drop-downs: "*", "★", "※", "▼".
+_MARKS = re.compile(r"[*★☆※▲△▼▽●◆]")
 _INVISIBLE = re.compile(INVISIBLE_MARKS)
 #: A list number in front of a header: "1.姓名", "2、性别", "三、联系电话".
 _NUMBERING = re.compile(r"^(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})[.、]")
@@ -45,9 +46,38 @@ def header_key(text: str) -> str:
     ``"(备注)"`` still has a key of its own.
     """
     compact = "".join(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).split())
-    stripped = _DECORATION.sub("", compact).rstrip(":")
+    stripped = _undecorated(_MARKS.sub("", compact), frozenset(_BRACKETS)).rstrip(":")
     stripped = _NUMBERING.sub("", stripped) or stripped
     return (stripped or compact).casefold()
+
+
+@cache
+def _brackets_pattern(openers: frozenset[str]) -> re.Pattern[str]:
+    # An opening bracket with what follows up to its closing bracket, or up to the end when none does.
+    closers = {opener: re.escape(_BRACKETS[opener]) for opener in openers}
+    return re.compile("|".join(f"{re.escape(o)}[^{c}]*(?:{c}|\\Z)" for o, c in sorted(closers.items())))
+
+
+def _undecorated(text: str, openers: frozenset[str]) -> str:
+    """``text`` without its bracketed notes, in time linear in its length.
+
+    A note runs from an opening bracket to the first closing one after it.  An
+    opening bracket that no closing one follows is kept, and what follows it is
+    searched for the other kinds only: searching again from each such bracket
+    to the end of the text took time squared in its length (30,000 ``(`` in a
+    header cell kept a run busy for minutes).
+    """
+    if not openers:
+        return text
+
+    def replaced(match: re.Match[str]) -> str:
+        note = match.group()
+        opener = note[0]
+        if len(note) > 1 and note[-1] == _BRACKETS[opener]:
+            return ""
+        return opener + _undecorated(note[1:], openers - {opener})
+
+    return _brackets_pattern(openers).sub(replaced, text)
 
 
 def builtin_code(key: str) -> str | None:
