@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import random
 import string
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -148,6 +149,15 @@ def test_dates_become_yyyymmdd(written: str) -> None:
 def test_unparseable_dates_stay_for_validation(written: str, kept: str) -> None:
     assert parse_date(written) is None
     assert one("csrq", written, sfzhm=MALE_ID) == kept
+
+
+@pytest.mark.parametrize("space", [" ", "\u3000", "\t"])
+def test_a_date_followed_by_a_long_run_of_spaces_is_read_in_linear_time(space: str) -> None:
+    """Three such cells of 30,000 characters kept ehc validate busy for 36 seconds."""
+    written = "2020-1-1" + space * 16_000 + "x"
+    started = time.perf_counter()
+    assert parse_date(written) is None
+    assert time.perf_counter() - started < 0.5
 
 
 def _date_like(rng: random.Random) -> str:
