@@ -233,11 +233,13 @@ def _spellings(table: str) -> dict[str, str]:
     return spellings
 
 
-def recognise_code(value: str, table: str) -> tuple[str, bool]:
+def recognise_code(value: str, table: str, *, split: bool = True) -> tuple[str, bool]:
     """The code ``value`` stands for in ``table`` and whether a sub-code was folded.
 
     ``value`` is already cleaned (no spaces, half-width).  An unknown value
-    comes back unchanged, for validation to report.
+    comes back unchanged, for validation to report.  With ``split``, a value
+    that is a code and a name ("01汉族", "汉族(01)") is recognised when both
+    parts stand for the same code.
     """
     if not value:
         return value, False
@@ -254,11 +256,13 @@ def recognise_code(value: str, table: str) -> tuple[str, bool]:
         detail = _OCCUPATION_DETAIL.fullmatch(candidate.upper())
         if detail:
             return (detail.group(1) or detail.group(2)), True
-    for pattern, code_group, name_group in ((_CODE_AND_NAME, 1, 2), (_NAME_AND_CODE, 2, 1)):
+    for pattern, code_group, name_group in ((_CODE_AND_NAME, 1, 2), (_NAME_AND_CODE, 2, 1)) if split else ():
         both = pattern.fullmatch(candidate)
         if both:  # "01汉族", "1-男", "汉族(01)": code and name that agree
-            code, _ = recognise_code(both.group(code_group), table)
-            name, _ = recognise_code(both.group(name_group), table)
+            # Each part is a code or a name, not split again: splitting "aaaa…(" two letters at a
+            # time went as deep as the cell is long (RecursionError, and time squared in its length).
+            code, _ = recognise_code(both.group(code_group), table, split=False)
+            name, _ = recognise_code(both.group(name_group), table, split=False)
             if code == name and code in code_table(table):
                 return code, False
     return value, False

@@ -270,6 +270,14 @@ def test_code_fields_accept_code_name_or_synonym(field: str, written: str, code:
     assert warnings.empty
 
 
+@pytest.mark.parametrize("written", ["a" * 4_000 + "(", "汉族" * 1_500 + "(01)", "01" * 2_000 + "x"])
+def test_a_long_code_cell_of_letters_or_codes_is_kept_for_validation_without_recursing(written: str) -> None:
+    """A 民族 cell of 4,000 letters and a bracket was split two letters at a time: RecursionError, exit 2."""
+    started = time.perf_counter()
+    assert one("mzdm", written, sfzhm=MALE_ID) == written
+    assert time.perf_counter() - started < 2.0
+
+
 @pytest.mark.parametrize(
     ("field", "written", "category", "result_code"),
     [
