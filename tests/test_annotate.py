@@ -511,6 +511,44 @@ def test_comment_boxes_are_sized_to_their_text() -> None:
     assert widths.max() <= 420 and widths.min() >= 140
 
 
+def test_comments_and_their_shapes_are_made_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault in every cell of a register gives millions of comments: their XML at once took gigabytes."""
+    import numpy as np
+
+    from pipeline.reports.xlsx import comments as notes
+    from pipeline.text.arrow import text_array
+
+    texts = text_array([f"第{i}条<说明>" for i in range(35)])
+    many = notes.Comments(np.arange(35) // 5, np.arange(35) % 5, texts)
+    whole_entries = b"".join(notes.comment_entries(many))
+    whole_shapes = b"".join(notes.note_shapes(many, 1025))
+    monkeypatch.setattr(notes, "COMMENTS_PER_SLICE", 10)
+    entries, shapes = list(notes.comment_entries(many)), list(notes.note_shapes(many, 1025))
+    assert [piece.count(b"<comment ") for piece in entries] == [10, 10, 10, 5]
+    assert [piece.count(b"<v:shape ") for piece in shapes] == [10, 10, 10, 5]
+    assert b"".join(entries) == whole_entries and b"".join(shapes) == whole_shapes
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
+def test_comment_parts_made_in_slices_are_the_parts_made_at_once(
+    annotated, suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.reports.xlsx import comments as notes
+
+    register = annotated[0]
+    if suffix == ".csv":
+        register = tmp_path / "登记表.csv"
+        rows = python_calamine.CalamineWorkbook.from_path(str(annotated[0])).get_sheet_by_index(0).to_python()
+        register.write_text("\n".join(",".join(str(v) for v in row) for row in rows), encoding="utf-8")
+    parts = []
+    for per_slice in (notes.COMMENTS_PER_SLICE, 2):
+        monkeypatch.setattr(notes, "COMMENTS_PER_SLICE", per_slice)
+        paths = write_reports(tmp_path / f"out{per_slice}", prepare_batch([register], load_settings(None)))
+        with zipfile.ZipFile(paths["annotated_登记表.xlsx"]) as copy:
+            parts.append({n: copy.read(n) for n in copy.namelist() if "comments" in n or n.endswith(".vml")})
+    assert parts[0] and parts[0] == parts[1]
+
+
 def test_io_of_the_markup_is_streamed(annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     register, copy, _ = annotated
     monkeypatch.setattr(markup, "READ_BYTES", 13)

@@ -30,9 +30,9 @@ from pipeline.text.arrow import text_array
 
 #: VML shape ids come in blocks of 1024 per ``o:idmap`` entry.
 SHAPES_PER_BLOCK = 1024
-#: Comments made into XML at a time: a sheet with a million faulty cells has its comments and their
-#: boxes written piece by piece, where built whole they took three copies of a gigabyte or more.
-SLICE_COMMENTS = 50_000
+
+#: Comments whose XML is made at a time (about 500 bytes each).
+COMMENTS_PER_SLICE = 50_000
 
 #: Default geometry, as Excel lays out a sheet it has not measured: 64 px columns, 20 px rows.
 DEFAULT_COLUMN_PX, DEFAULT_ROW_PX = 64, 20
@@ -136,89 +136,89 @@ def box_sizes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.ceil(width).astype(np.int64), np.ceil(height).astype(np.int64)
 
 
-def comment_entries(comments: Comments, author_id: int = 0) -> bytes:
-    """The ``<comment>`` elements of ``comments`` (text escaped, in the comment font)."""
+def comment_entries(comments: Comments, author_id: int = 0) -> Iterator[bytes]:
+    """The ``<comment>`` elements of ``comments`` (text escaped, in the comment font), a slice at a time."""
     if not len(comments):
-        return b""
-    letters = pa.array(
-        np.array([xl_col_to_name(c) for c in range(int(comments.cols.max()) + 1)])[comments.cols]
-    )
-    entries = pc.binary_join_element_wise(
-        lit('<comment ref="'), letters.cast(pa.large_string()), _numbers(comments.rows + 1),
-        lit(f'" authorId="{author_id}"><text><r>{COMMENT_FONT}<t xml:space="preserve">'),
-        escaped(text_array(comments.texts).fill_null("")), lit("</t></r></text></comment>"), EMPTY,
-    )  # fmt: skip
-    return bytes(contiguous_bytes(entries))
+        return
+    names = np.array([xl_col_to_name(c) for c in range(int(comments.cols.max()) + 1)])
+    texts = text_array(comments.texts)
+    for part in _slices(len(comments)):
+        entries = pc.binary_join_element_wise(
+            lit('<comment ref="'), pa.array(names[comments.cols[part]]).cast(pa.large_string()),
+            _numbers(comments.rows[part] + 1),
+            lit(f'" authorId="{author_id}"><text><r>{COMMENT_FONT}<t xml:space="preserve">'),
+            escaped(texts[part]), lit("</t></r></text></comment>"), EMPTY,
+        )  # fmt: skip
+        yield bytes(contiguous_bytes(entries))
 
 
 def comments_xml(comments: Comments) -> Iterator[bytes]:
-    """A whole ``xl/commentsN.xml`` part, in pieces of :data:`SLICE_COMMENTS` comments."""
+    """A whole ``xl/commentsN.xml`` part."""
     yield (
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         b'<comments xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
     )
     yield f"<authors><author>{comments.author}</author></authors><commentList>".encode()
-    for _, piece in _slices(comments):
-        yield comment_entries(piece)
+    yield from comment_entries(comments)
     yield b"</commentList></comments>"
 
 
-def _slices(comments: Comments) -> Iterator[tuple[int, Comments]]:
-    """``comments`` in runs of :data:`SLICE_COMMENTS`, each with the index of its first."""
-    for start in range(0, len(comments), SLICE_COMMENTS):
-        stop = start + SLICE_COMMENTS
-        texts = comments.texts.slice(start, SLICE_COMMENTS)
-        yield start, Comments(comments.rows[start:stop], comments.cols[start:stop], texts, comments.author)
+def _slices(count: int) -> Iterator[slice]:
+    # A register with a fault in every cell has millions of comments: their XML at once took
+    # gigabytes (several copies of it while joined), a slice at a time it takes megabytes.
+    for start in range(0, count, COMMENTS_PER_SLICE):
+        yield slice(start, min(start + COMMENTS_PER_SLICE, count))
 
 
 def note_shapes(
-    comments: Comments, first_shape_id: int, geometry: SheetGeometry | None = None, *, first_z: int = 1
-) -> bytes:
+    comments: Comments, first_shape_id: int, geometry: SheetGeometry | None = None
+) -> Iterator[bytes]:
     """The VML ``<v:shape>`` of each comment, ids from ``first_shape_id``, boxes sized to their text.
 
-    ``first_z`` is the stacking order of the first (a sheet's shapes are numbered from 1 in order).
+    Given a slice of comments at a time, in order.
     """
     if not len(comments):
-        return b""
+        return
     geometry = geometry or SheetGeometry(np.zeros(0))
-    rows, cols = comments.rows.astype(np.int64), comments.cols.astype(np.int64)
-    width_px, height_px = box_sizes(comments.texts)
+    all_rows, all_cols = comments.rows.astype(np.int64), comments.cols.astype(np.int64)
+    all_texts = text_array(comments.texts)
     # The box starts one column right of its cell, a row above it (as Excel places a new note).
-    edges = geometry.column_edges(int(cols.max()) + 2 + MAX_BOX_PX // 8)
-    left_px = edges[cols + 1] + 15
-    right_px = left_px + width_px
-    right_col = np.searchsorted(edges, right_px, side="right") - 1
-    right_offset = right_px - edges[right_col]
-    top_row = np.maximum(rows - 1, 0)
+    edges = geometry.column_edges(int(all_cols.max()) + 2 + MAX_BOX_PX // 8)
     row_px = geometry.row_px
-    bottom_px = top_row * row_px + 10 + height_px
-    bottom_row = (bottom_px // row_px).astype(np.int64)
-    bottom_offset = bottom_px - bottom_row * row_px
-    shape_ids = first_shape_id + np.arange(len(rows))
-    # Whole points: Arrow would print large floats in exponent form, which VML does not read.
-    geometry_parts = [
-        (left_px * 3 // 4).astype(np.int64), "pt;margin-top:",
-        (top_row * row_px * 3 // 4 + 7).astype(np.int64), "pt;width:", width_px * 3 // 4, "pt;height:",
-        height_px * 3 // 4, "pt;z-index:", np.arange(len(rows)) + first_z,
-    ]  # fmt: skip
-    anchor = [
-        cols + 1, ", 15, ", top_row, ", 10, ", right_col, ", ", right_offset.astype(np.int64), ", ",
-        bottom_row, ", ", bottom_offset.astype(np.int64),
-        "</x:Anchor><x:AutoFill>False</x:AutoFill><x:Row>", rows,
-        "</x:Row><x:Column>", cols, "</x:Column></x:ClientData></v:shape>",
-    ]  # fmt: skip
-    parts = [lit('<v:shape id="_x0000_s'), _numbers(shape_ids), lit(_SHAPE_STYLE)]
-    parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in geometry_parts]
-    parts.append(lit(_SHAPE_BODY))
-    parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in anchor]
-    return bytes(contiguous_bytes(pc.binary_join_element_wise(*parts, EMPTY)))
+    for part in _slices(len(comments)):
+        rows, cols = all_rows[part], all_cols[part]
+        width_px, height_px = box_sizes(all_texts[part])
+        left_px = edges[cols + 1] + 15
+        right_px = left_px + width_px
+        right_col = np.searchsorted(edges, right_px, side="right") - 1
+        right_offset = right_px - edges[right_col]
+        top_row = np.maximum(rows - 1, 0)
+        bottom_px = top_row * row_px + 10 + height_px
+        bottom_row = (bottom_px // row_px).astype(np.int64)
+        bottom_offset = bottom_px - bottom_row * row_px
+        place = np.arange(part.start, part.stop)
+        # Whole points: Arrow would print large floats in exponent form, which VML does not read.
+        geometry_parts = [
+            (left_px * 3 // 4).astype(np.int64), "pt;margin-top:",
+            (top_row * row_px * 3 // 4 + 7).astype(np.int64), "pt;width:", width_px * 3 // 4, "pt;height:",
+            height_px * 3 // 4, "pt;z-index:", place + 1,
+        ]  # fmt: skip
+        anchor = [
+            cols + 1, ", 15, ", top_row, ", 10, ", right_col, ", ", right_offset.astype(np.int64), ", ",
+            bottom_row, ", ", bottom_offset.astype(np.int64),
+            "</x:Anchor><x:AutoFill>False</x:AutoFill><x:Row>", rows,
+            "</x:Row><x:Column>", cols, "</x:Column></x:ClientData></v:shape>",
+        ]  # fmt: skip
+        parts = [lit('<v:shape id="_x0000_s'), _numbers(first_shape_id + place), lit(_SHAPE_STYLE)]
+        parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in geometry_parts]
+        parts.append(lit(_SHAPE_BODY))
+        parts += [lit(p) if isinstance(p, str) else _numbers(np.asarray(p)) for p in anchor]
+        yield bytes(contiguous_bytes(pc.binary_join_element_wise(*parts, EMPTY)))
 
 
 def vml_xml(comments: Comments, first_block: int, geometry: SheetGeometry | None = None) -> Iterator[bytes]:
     """A whole ``xl/drawings/vmlDrawingN.vml`` part; shape ids start in block ``first_block``."""
     blocks = ",".join(str(b) for b in range(first_block, first_block + blocks_needed(len(comments))))
     yield _VML_HEAD.format(blocks=blocks).encode()
-    first_shape_id = SHAPES_PER_BLOCK * first_block + 1
-    for start, piece in _slices(comments):
-        yield note_shapes(piece, first_shape_id + start, geometry, first_z=start + 1)
+    yield from note_shapes(comments, SHAPES_PER_BLOCK * first_block + 1, geometry)
     yield b"</xml>"

@@ -28,11 +28,12 @@ a text cell, never as a formula.  A package this module cannot follow raises
 from __future__ import annotations
 
 import html
+import itertools
 import posixpath
 import re
 import shutil
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -754,7 +755,7 @@ def _existing_comment_refs(xml: bytes) -> set[str]:
     }
 
 
-def _extend_comments(xml: bytes, entries: bytes, author: str) -> bytes:
+def _extend_comments(xml: bytes, entries: Iterable[bytes], author: str) -> Iterator[bytes]:
     prefix = _prefix_of(xml, b"comments")
     p = re.escape(prefix)
     authors = re.search(rb"(<" + p + rb"authors\b[^>]*>)(.*?)(</" + p + rb"authors>)", xml, re.S)
@@ -763,18 +764,23 @@ def _extend_comments(xml: bytes, entries: bytes, author: str) -> bytes:
         raise CannotMarkUp("comments part without <authors>")
     author_id = len(re.findall(rb"<" + p + rb"author\b", authors.group(2)))
     xml = xml[: authors.end(2)] + author_xml + xml[authors.end(2) :]
-    entries = entries.replace(b'authorId="0"', f'authorId="{author_id}"'.encode())
-    if prefix:
-        entries = re.sub(
-            rb"<(/?)(comment|text|r|rPr|sz|color|rFont|charset|t)\b", rb"<\1" + prefix + rb"\2", entries
-        )
     closing = xml.rfind(b"</" + prefix + b"commentList>")
     if closing < 0:
         raise CannotMarkUp("comments part without <commentList>")
-    return xml[:closing] + entries + xml[closing:]
+
+    def written(chunk: bytes) -> bytes:
+        chunk = chunk.replace(b'authorId="0"', f'authorId="{author_id}"'.encode())
+        if prefix:
+            chunk = re.sub(
+                rb"<(/?)(comment|text|r|rPr|sz|color|rFont|charset|t)\b", rb"<\1" + prefix + rb"\2", chunk
+            )
+        return chunk
+
+    # Checked above, before the part is opened; the entries follow a slice at a time.
+    return itertools.chain((xml[:closing],), map(written, entries), (xml[closing:],))
 
 
-def _extend_vml(xml: bytes, shapes: bytes, blocks: Sequence[int]) -> bytes:
+def _extend_vml(xml: bytes, shapes: Iterable[bytes], blocks: Sequence[int]) -> Iterator[bytes]:
     root = re.search(rb"<xml\b[^>]*>", xml)
     if root is None:
         raise CannotMarkUp("VML drawing without <xml>")
@@ -799,7 +805,7 @@ def _extend_vml(xml: bytes, shapes: bytes, blocks: Sequence[int]) -> bytes:
         at = xml.rindex(b"</xml>")
         xml = xml[:at] + NOTE_SHAPETYPE.encode() + xml[at:]
     at = xml.rindex(b"</xml>")
-    return xml[:at] + shapes + xml[at:]
+    return itertools.chain((xml[:at],), shapes, (xml[at:],))
 
 
 def _used_shape_blocks(archive: zipfile.ZipFile) -> set[int]:
@@ -812,6 +818,13 @@ def _used_shape_blocks(archive: zipfile.ZipFile) -> set[int]:
             used |= {int(b) for b in re.findall(rb"[0-9]+", found.group(2))}
         used |= {int(i) // SHAPES_PER_BLOCK for i in _SHAPE_ID.findall(xml)}
     return used
+
+
+def _write_part(out: zipfile.ZipFile, name: str, chunks: Iterable[bytes]) -> None:
+    """Write a part given a piece at a time (comments and their shapes: up to gigabytes at once)."""
+    with out.open(name, "w", force_zip64=True) as part:
+        for chunk in chunks:
+            part.write(chunk)
 
 
 def _copy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: zipfile.ZipFile) -> None:
@@ -1125,13 +1138,6 @@ def _without_overrides(content_types: bytes, parts: set[str]) -> bytes:
     return re.sub(rb"<(?:\w+:)?Override\b[^>]*?(?:/>|>\s*</(?:\w+:)?Override>)", dropped, content_types)
 
 
-def _write_pieces(out: zipfile.ZipFile, part: str, pieces: Iterable[bytes]) -> None:
-    """Write ``part`` of the package from ``pieces`` as they come, never the whole of it in memory."""
-    with out.open(part, "w", force_zip64=True) as stream:
-        for piece in pieces:
-            stream.write(piece)
-
-
 def _write_comments(
     archive: zipfile.ZipFile,
     out: zipfile.ZipFile,
@@ -1158,17 +1164,15 @@ def _write_comments(
         blocks = list(range(block, block + blocks_needed(len(comments))))
         block += len(blocks)
         if plan.new_comments:
-            _write_pieces(out, plan.comments_part, comments_xml(comments))
+            _write_part(out, plan.comments_part, comments_xml(comments))
         else:
-            out.writestr(
-                plan.comments_part,
-                _extend_comments(archive.read(plan.comments_part), comment_entries(comments), author),
-            )
+            extended = _extend_comments(archive.read(plan.comments_part), comment_entries(comments), author)
+            _write_part(out, plan.comments_part, extended)
         if plan.new_vml:
-            _write_pieces(out, plan.vml_part, vml_xml(comments, blocks[0], plan.geometry))
+            _write_part(out, plan.vml_part, vml_xml(comments, blocks[0], plan.geometry))
         else:
             shapes = note_shapes(comments, blocks[0] * SHAPES_PER_BLOCK + 1, plan.geometry)
-            out.writestr(plan.vml_part, _extend_vml(archive.read(plan.vml_part), shapes, blocks))
+            _write_part(out, plan.vml_part, _extend_vml(archive.read(plan.vml_part), shapes, blocks))
         written |= {plan.comments_part, plan.vml_part}
     # Parts deferred for sheets that, in the end, had nothing to add are copied as they were.
     for plan in plans.values():
