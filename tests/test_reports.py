@@ -526,20 +526,6 @@ def test_many_comments_across_sheets_keep_unique_shape_ids(tmp_path: Path) -> No
     assert notes["a"]["C1500"] == "第1499行 & <注>"
 
 
-def test_comments_and_their_boxes_are_made_in_slices_that_join_into_the_whole(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A sheet's comments are written a slice at a time (memory): the slices make the very same parts."""
-    rows = np.arange(7)
-    comments = xlsx_comments.Comments(rows, rows % 3, text_array([f"第{i}行\n原因" for i in range(7)]), "ehc")
-    whole = b"".join(xlsx_comments.comments_xml(comments)), b"".join(xlsx_comments.vml_xml(comments, 1))
-    monkeypatch.setattr(xlsx_comments, "SLICE_COMMENTS", 3)
-    pieces = list(xlsx_comments.comments_xml(comments)), list(xlsx_comments.vml_xml(comments, 1))
-    assert len(pieces[0]) == 2 + 3 + 1 and len(pieces[1]) == 1 + 3 + 1  # three slices of 3, 3 and 1
-    assert (b"".join(pieces[0]), b"".join(pieces[1])) == whole
-    assert re.findall(rb"z-index:(\d+)", whole[1]) == [str(i).encode() for i in range(1, 8)]
-
-
 def test_annotated_marks_follow_a_sheet_that_starts_off_a1(tmp_path: Path) -> None:
     batch = make_batch(tmp_path)
     register = tmp_path / "register.xlsx"
