@@ -95,6 +95,36 @@ def write_raw_xlsx(path: Path, sheet_xml: str | Iterator[bytes], *, dimension: s
     return path
 
 
+#: The namespaces of an .ods content part, as LibreOffice writes them.
+ODS_NAMESPACES = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"'
+)
+
+
+def write_ods(path: Path, spreadsheet: str, namespaces: str = "") -> Path:
+    """An .ods package whose one content part holds ``spreadsheet`` (the ``<table:table>`` elements)."""
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ODS_NAMESPACES} {namespaces}>'
+        f"<office:body><office:spreadsheet>{spreadsheet}</office:spreadsheet></office:body>"
+        "</office:document-content>"
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content)
+        archive.writestr(
+            "META-INF/manifest.xml",
+            '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+            'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+            '<manifest:file-entry manifest:full-path="/" manifest:version="1.2" '
+            'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+            '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+            "</manifest:manifest>",
+        )
+    return path
+
+
 def register_rows(count: int) -> list[tuple[str, ...]]:
     """A header and ``count`` plausible residents (checksums need not hold: only reading is tested)."""
     rows: list[tuple[str, ...]] = [HEADERS]

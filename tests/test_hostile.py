@@ -23,6 +23,7 @@ from hostile import (
     register_rows,
     sheet_rows,
     uneven_csv,
+    write_ods,
     write_raw_xlsx,
 )
 
@@ -175,27 +176,7 @@ def test_an_xls_over_the_size_cap_is_refused(tmp_path: Path, monkeypatch: pytest
 
 
 def _ods(path: Path, rows: str) -> Path:
-    content = (
-        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
-        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
-        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:spreadsheet>'
-        f'<table:table table:name="S">{rows}</table:table>'
-        "</office:spreadsheet></office:body></office:document-content>"
-    )
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
-        archive.writestr("content.xml", content)
-        archive.writestr(
-            "META-INF/manifest.xml",
-            '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
-            'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
-            '<manifest:file-entry manifest:full-path="/" manifest:version="1.2" '
-            'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
-            '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-            "</manifest:manifest>",
-        )
-    return path
+    return write_ods(path, f'<table:table table:name="S">{rows}</table:table>')
 
 
 def test_an_ods_whose_repeated_cells_span_too_far_is_refused(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from hostile import write_ods
 
 from pipeline.errors import InputError
 from pipeline.reading import biff, delimited, html
@@ -1055,29 +1056,13 @@ def _ods_as_libreoffice_saves_it(
     body = "".join(
         f"{shown[index in hidden]}{''.join(row)}{rest}</table:table-row>" for index, row in enumerate(rows)
     )
-    content = (
-        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
-        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
-        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
-        'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0">'
-        '<office:body><office:spreadsheet><table:table table:name="名单">'
+    table = (
+        '<table:table table:name="名单">'
         f'<table:table-row><table:table-cell table:number-columns-repeated="1024"/></table:table-row>{body}'
-        "</table:table></office:spreadsheet></office:body></office:document-content>"
+        "</table:table>"
     )
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
-        archive.writestr("content.xml", content)
-        archive.writestr(
-            "META-INF/manifest.xml",
-            '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
-            'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
-            '<manifest:file-entry manifest:full-path="/" manifest:version="1.2" '
-            'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
-            '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-            "</manifest:manifest>",
-        )
-    return path
+    calc = 'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0"'
+    return write_ods(path, table, calc)
 
 
 @pytest.mark.parametrize("piece", [1 << 22, 211, 257, 331], ids=["whole", "cut-211", "cut-257", "cut-331"])
