@@ -126,6 +126,16 @@ def test_rows_of_nothing_but_spaces_or_zero_width_marks_are_blank_rows(tmp_path:
     assert table.source_row.tolist() == [2, 5]
 
 
+@pytest.mark.parametrize("ending", ["\x1a", "\r\n\x1a", "\x1a\r\n"])
+def test_the_ctrl_z_a_dos_tool_writes_at_the_end_of_a_csv_is_no_row(tmp_path: Path, ending: str) -> None:
+    """Old tools end a text file with Ctrl-Z (SUB): a spreadsheet shows nothing there; no resident."""
+    lines = ["姓名,民族,身份证号码,联系电话,医保类型", "张三,01,420123196205184516,13912343273,职工医保"]
+    path = tmp_path / "register.csv"
+    path.write_bytes(("\r\n".join(lines) + ending).encode("gbk"))
+    [table] = read_register(path)
+    assert table.source_row.tolist() == [2]
+
+
 def test_cells_become_the_text_a_clerk_typed(tmp_path: Path) -> None:
     rows: list[Sequence[object]] = [
         ["姓名", "民族", "身份证号码", "出生日期", "发卡时间", "是否实名", "联系电话", "备注"],

@@ -175,13 +175,17 @@ def header_or_first_row(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] 
 #: Bytes a cell showing nothing can start with: ASCII white space, and the lead bytes of the UTF-8 of
 #: U+0085/U+00A0/U+00AD (C2), U+1680/U+180E (E1), U+2000–U+206F (E2), U+3000 (E3) and U+FEFF (EF).
 _BLANK_LEADS = np.zeros(256, dtype=bool)
-_BLANK_LEADS[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0xC2, 0xE1, 0xE2, 0xE3, 0xEF]] = True
+_BLANK_LEADS[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1A, 0x20, 0xC2, 0xE1, 0xE2, 0xE3, 0xEF]] = True
 _BLANK_LEADS.setflags(write=False)
+#: What such a cell may hold and still show nothing: the marks, and the Ctrl-Z (SUB) that DOS-era tools
+#: still write after a text file's last line as its end; read as a row, it was a resident of no fields.
+_SHOWING_NOTHING = f"{INVISIBLE_MARKS}|\x1a"
 
 
 def _blank(column: TextColumn) -> np.ndarray:
     """Which cells show nothing: empty, white space, or only marks that take no room (a zero-width
-    space or a BOM pasted from a web page or a chat), which normalising drops anyway."""
+    space or a BOM pasted from a web page or a chat, which normalising drops anyway; a DOS end-of-file
+    Ctrl-Z)."""
     blank = np.asarray(pc.or_(pc.equal(column, ""), pc.utf8_is_space(column)), dtype=bool)
     array = contiguous(column)
     if array.null_count or not len(array) or array.buffers()[2] is None:
@@ -192,7 +196,7 @@ def _blank(column: TextColumn) -> np.ndarray:
     starts = offsets[:-1][~blank]
     looked = np.flatnonzero(~blank)[_BLANK_LEADS[data[starts]]]
     if len(looked):
-        rest = pc.replace_substring_regex(array.take(pa.array(looked)), INVISIBLE_MARKS, "")
+        rest = pc.replace_substring_regex(array.take(pa.array(looked)), _SHOWING_NOTHING, "")
         blank[looked] = np.asarray(pc.or_(pc.equal(rest, ""), pc.utf8_is_space(rest)), dtype=bool)
     return blank
 
