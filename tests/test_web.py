@@ -378,6 +378,8 @@ def _cancel_and_resubmit(site: Site, sandbox: Any) -> None:
     assert "命令" not in clerk.get(f"/jobs/{job_id}").text  # the page's advice, not the command line's
     download = clerk.get(f"/jobs/{job_id}/download/csv").content.decode("utf-8-sig")
     assert "再次提交" in download and "命令" not in download  # the downloads say what the page says
+    never_sent = [row for row in csv.DictReader(io.StringIO(download)) if "未发送" in row["message"]]
+    assert never_sent and all("再次提交会" in row["message"] for row in never_sent)  # and what to do
     again = _submit(site, clerk, job_id)
     assert again["counts"]["enrolled"] + again["counts"]["already_enrolled"] == 42
     assert sandbox.count("syncCardInfo") == 42  # the first ones were not sent again

@@ -10,7 +10,7 @@
   retries ``failed``; any other code ``rejected`` (and a fault row keyed by
   the platform's code, so errors.xlsx lists it beside the local faults);
 * on Ctrl-C / SIGTERM no new call starts, the calls in flight finish, and
-  the rows never sent are ``failed`` with "已中断，未发送".
+  the rows never sent are ``failed`` with "已中断，未发送" and what sends them.
 
 :func:`run_submit` is the whole command, in two passes over the run's rows,
 a chunk at a time: the dry run checks every row and keeps the checked
@@ -78,7 +78,8 @@ MAX_CONCURRENCY = 64
 #: Pool size without a rate limit: one process is CPU-bound with a few threads.
 UNLIMITED_CONCURRENCY = 8
 
-MESSAGE_NOT_SENT = "已中断，未发送"
+#: A row never sent because the run was stopped: the same command (the web's 再次提交) sends it.
+MESSAGE_NOT_SENT = "已中断，未发送；再次运行同一命令会发送"
 
 #: Rows sent as one slice: the rows of a slice become Python objects (the calls' JSON), no more.
 SEND_ROWS = 20_000
