@@ -136,6 +136,19 @@ def test_the_ctrl_z_a_dos_tool_writes_at_the_end_of_a_csv_is_no_row(tmp_path: Pa
     assert table.source_row.tolist() == [2]
 
 
+def test_a_sheet_asked_of_a_text_register_is_said_to_be_none(tmp_path: Path) -> None:
+    """--sheet with a CSV: the whole file is read, and the clerk is told so, not left to think it picked."""
+    path = tmp_path / "名单.csv"
+    path.write_text("姓名,民族,身份证号码,联系电话,医保类型\n张三,01,420123196205184516,13912343273,职工医保\n")
+    with _warnings() as logged:
+        [_source] = open_register(path, sheet="二组")
+    (warning,) = logged
+    assert "名单.csv" in warning and "--sheet 二组" in warning and "整个文件" in warning
+    with _warnings() as logged:
+        open_register(path)
+    assert logged == []
+
+
 def test_cells_become_the_text_a_clerk_typed(tmp_path: Path) -> None:
     rows: list[Sequence[object]] = [
         ["姓名", "民族", "身份证号码", "出生日期", "发卡时间", "是否实名", "联系电话", "备注"],

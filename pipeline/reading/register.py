@@ -145,6 +145,11 @@ def open_register(
     """
     path = Path(path)
     policy = _policy
+    if sheet is not None and path.suffix.lower() in TEXT_SUFFIXES:
+        # Said, not passed over: the clerk meant a sheet and would take the whole file for it.
+        logger.warning(
+            "{} 是文本文件，没有工作表：--sheet {} 对它不起作用，读取的是整个文件", path.name, sheet
+        )
     if path.suffix.lower() in TEXT_SUFFIXES and (policy.limits is not None or not policy.follow_symlinks):
         # Read here, chunk by chunk, even where workbooks go to a child: the text reader bounds itself
         # (lines, columns, blocks), and a child would send the whole register back at once.
