@@ -339,11 +339,13 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
     finally:
         try:
             slots.put((False, None))
-            if worker.ident is not None:  # started
-                worker.join()
         except BaseException:  # a Ctrl-C while the end is handed over: the thread stops on its own
             stop.set()
             raise
+        finally:
+            # Waited for even then: ``take`` must be done before the caller closes what it writes to.
+            if worker.ident is not None:  # started
+                worker.join()
     if fault:
         raise fault[0]
 

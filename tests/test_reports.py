@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openpyxl
@@ -579,3 +581,47 @@ def test_a_rows_faults_join_into_one_cell_each_text_once_in_order() -> None:
     assert outcome["status"].tolist() == ["invalid", "valid", "invalid", "valid", "valid"]
     assert outcome["result_code"].tolist() == ["10110", "", "10110;10123", "", ""]
     assert outcome["message"].tolist() == ["电话有误", "", "姓名有误；电话有误；民族有误", "", ""]
+
+
+def test_results_csv_closed_by_another_thread_while_a_batch_waits_leaves_no_one_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C closed results.csv while the thread feeding the reports waited to hand it a batch:
+    # the end was never marked done, and that thread waited for ever (`ehc validate` never exited).
+    import threading
+
+    from pipeline.reports import results_csv
+
+    gate = threading.Event()
+    real_append = results_csv._append_file
+
+    def held(sink: Any, path: Path) -> None:
+        gate.wait(10)
+        real_append(sink, path)
+
+    monkeypatch.setattr(results_csv, "_append_file", held)
+    writer = results_csv.ResultsCsv(tmp_path / "results.csv", [])
+    first = tmp_path / "part1.csv"
+    first.write_bytes(b"a\n")
+    writer.write_part(first)  # in the writer's hands, held at the gate
+    outcome: list[BaseException | None] = []
+
+    def hand_one_more() -> None:
+        try:
+            writer.write_part(writer.schema.empty_table())
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+
+    feeder = threading.Thread(target=hand_one_more, daemon=True)
+    feeder.start()
+    closer = threading.Thread(target=writer.close, daemon=True)
+    closer.start()
+    time.sleep(0.2)  # both waiting on the writer
+    gate.set()
+    closer.join(5)
+    feeder.join(5)
+    assert not closer.is_alive() and not feeder.is_alive()
+    # The batch handed after the end is refused, not dropped in silence.
+    assert len(outcome) == 1 and isinstance(outcome[0], ValueError)
+    assert (tmp_path / "results.csv").read_bytes().endswith(b"a\n")

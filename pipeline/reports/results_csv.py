@@ -132,6 +132,7 @@ class ResultsCsv:
         self._closed = False
         self._pending: queue.Queue[pa.Table | Path | None] = queue.Queue()
         self._fault: BaseException | None = None
+        self._ended = False
         self._thread = threading.Thread(target=self._drain, name="ehc-results-csv", daemon=True)
         self._thread.start()
 
@@ -145,8 +146,12 @@ class ResultsCsv:
         return names + _distinct_extra_names(extras, set(names))
 
     def _drain(self) -> None:
-        while (item := self._pending.get()) is not None:
+        while True:
+            item = self._pending.get()
             try:
+                if item is None:  # the end: marked done like any item, or a batch handed over waits forever
+                    self._ended = True
+                    return
                 if self._fault is None and self._sink is not None:
                     if isinstance(item, Path):
                         _append_file(self._sink, item)
@@ -202,6 +207,8 @@ class ResultsCsv:
             self._pending.join()
         if self._fault is not None:
             raise self._fault
+        if self._ended:  # closed by another thread (a run stopped) while this waited
+            raise ValueError("results.csv is closed")
         self._pending.put(part)
         if isinstance(part, pa.Table):
             self.rows += part.num_rows
