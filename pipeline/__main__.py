@@ -34,9 +34,11 @@ def run() -> int:
         from pipeline.cli import main
 
         code = main()
-    except KeyboardInterrupt:
-        from pipeline.errors import EXIT_INTERRUPTED
+    except BaseException as error:
+        from pipeline.errors import EXIT_INTERRUPTED, caused_by_interrupt
 
+        if not caused_by_interrupt(error):
+            raise
         sys.stderr.write("已中断。\n")
         code = EXIT_INTERRUPTED
     for signum in _STOP_SIGNALS:

@@ -33,6 +33,7 @@ from pipeline.errors import (
     ConfigError,
     EhcError,
     PlatformUnreachable,
+    caused_by_interrupt,
 )
 from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
@@ -695,6 +696,15 @@ def _show_traceback(json_log: bool) -> None:
         sys.stderr.write(text)
 
 
+def _say_interrupted(json_log: bool) -> int:
+    """Tell that Ctrl-C (or SIGTERM) stopped the command; its exit code."""
+    if json_log:
+        logger.bind(fatal=True).warning("已中断。")
+    else:
+        emit("已中断。", sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ehc`` with ``argv``; return the exit code (never raises, but SystemExit from --help)."""
     _tolerant_console()
@@ -734,13 +744,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit(f"错误：{error.message}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        if _json_log(args, json_log, debug):
-            logger.bind(fatal=True).warning("已中断。")
-        else:
-            emit("已中断。", sys.stderr)
-        return EXIT_INTERRUPTED
+        return _say_interrupted(_json_log(args, json_log, debug))
     except Exception as error:  # the last line of defence: a clerk never sees a traceback
         json_log = _json_log(args, json_log, debug)
+        if caused_by_interrupt(error):  # a Ctrl-C that Python wrapped: 已中断, not an internal error
+            return _say_interrupted(json_log)
         if debug:
             _show_traceback(json_log)
         internal = f"错误：程序内部错误（{type(error).__name__}）。请加 --debug 重新运行并把输出交给技术支持"

@@ -114,3 +114,20 @@ class Interrupted(EhcError):
     """The run was stopped by Ctrl-C or SIGTERM after writing its reports."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a Ctrl-C, or an error Python raised because one struck.
+
+    A Ctrl-C while a class is made (a dataclass field's ``__set_name__``, as a
+    module is imported) reaches the caller as a ``RuntimeError`` whose cause is
+    the ``KeyboardInterrupt``: still a clerk's Ctrl-C, not a fault of the program.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -386,6 +386,34 @@ def test_python_m_pipeline_exits_130_after_a_ctrl_c_handled_inside_code_run_from
     assert done.stderr.strip() == "已中断。"
 
 
+@pytest.mark.parametrize("where", ["importing", "command"])
+def test_a_ctrl_c_python_wraps_as_a_class_is_made_is_exit_130_not_a_fault(tmp_path: Path, where: str) -> None:
+    """A Ctrl-C in a dataclass field's ``__set_name__`` (pipeline.config being imported) reaches the caller
+    as a RuntimeError caused by it: the command ended with a traceback and exit 1, or 程序内部错误 and 2."""
+    (tmp_path / "wrapped_interrupt.py").write_text(
+        "import runpy, sys\n"
+        "import pipeline.cli\n"
+        "class Field:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        raise KeyboardInterrupt  # where the signal landed\n"
+        "def made(*args):\n"
+        "    class Settings:\n"
+        "        app_secret = Field()\n"
+        f"if {where!r} == 'importing':\n"
+        "    pipeline.cli.main = made\n"
+        "else:\n"
+        "    pipeline.cli._COMMANDS['validate'] = made\n"
+        "sys.argv[1:] = ['validate', 'r.csv', '--out', 'out']\n"
+        "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "wrapped_interrupt"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
+    assert done.stderr.strip().splitlines()[-1] == "已中断。" and "Traceback" not in done.stderr
+
+
 def test_a_sigterm_that_cuts_asyncios_import_short_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
     """The interrupt lands in asyncio's import (loguru needs it): the half-imported package's leftovers
     made the exit's flushing of the logs import it again, and NameError ended the command with exit 1."""
