@@ -13,14 +13,36 @@ signals are ignored for the moments the interpreter needs to exit with that
 code (the run is over, its reports are written).
 """
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import NoReturn
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+#: How long after a Ctrl-C lost in a callback it is raised again, out of the callback.
+_INTERRUPT_AGAIN_SECONDS = 0.01
+
+
+def _interrupt_again(unraisable: "sys.UnraisableHookArgs") -> None:
+    """A ``sys.unraisablehook`` that gives back a Ctrl-C which struck inside a callback.
+
+    Python runs a signal's handler wherever the main thread is; inside a
+    weakref callback or a ``__del__`` (importlib's module locks have one) the
+    ``KeyboardInterrupt`` it raises is printed as "Exception ignored" and lost,
+    and the run went on to its end as if never stopped.  It is raised again a
+    moment later in the main thread, by the same path as a signal, outside the callback.
+    """
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        again = threading.Timer(_INTERRUPT_AGAIN_SECONDS, _thread.interrupt_main)
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -30,6 +52,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def run() -> int:
     """Run ``ehc`` with the process's arguments; the exit code."""
     try:  # first thing: every import of the package happens inside
+        sys.unraisablehook = _interrupt_again
         signal.signal(signal.SIGTERM, _raise_interrupt)
         from pipeline.cli import main
 

@@ -414,6 +414,33 @@ def test_a_ctrl_c_python_wraps_as_a_class_is_made_is_exit_130_not_a_fault(tmp_pa
     assert done.stderr.strip().splitlines()[-1] == "已中断。" and "Traceback" not in done.stderr
 
 
+def test_a_ctrl_c_that_strikes_inside_a_callback_still_stops_the_command(tmp_path: Path) -> None:
+    """Python lost a Ctrl-C whose handler ran in a weakref callback (importlib's module locks have one):
+    "Exception ignored ... KeyboardInterrupt" was printed and the run went on to its end, exit 1."""
+    (tmp_path / "lost_interrupt.py").write_text(
+        "import runpy, sys, time, weakref\n"
+        "import pipeline.cli\n"
+        "class Lock:\n"
+        "    pass\n"
+        "def main():\n"
+        "    def callback(reference):\n"
+        "        raise KeyboardInterrupt  # where the signal's handler ran\n"
+        "    lock = Lock()\n"
+        "    reference = weakref.ref(lock, callback)\n"
+        "    del lock\n"
+        "    time.sleep(20)  # the rest of the run\n"
+        "    return 0\n"
+        "pipeline.cli.main = main\n"
+        "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "lost_interrupt"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
+    assert done.stderr.strip() == "已中断。"
+
+
 def test_a_sigterm_that_cuts_asyncios_import_short_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
     """The interrupt lands in asyncio's import (loguru needs it): the half-imported package's leftovers
     made the exit's flushing of the logs import it again, and NameError ended the command with exit 1."""
