@@ -81,6 +81,10 @@ CSV_ROW_LIMIT = 200_000
 #: register of wide rows (long remarks) would otherwise hold hundreds of megabytes for it.
 CSV_TEXT_LIMIT = 128 << 20
 
+#: Nor does a register with more faulty cells than this: each is held (about 250 bytes with its
+#: message) until the copy is written, and a copy noting millions of cells takes minutes to open.
+MARK_LIMIT = 1_000_000
+
 #: Header of the column of reasons added right of the clerk's last column; a register holding it is
 #: an annotated copy checked again (the column aliases leave it out of the clerk's data).
 NOTE_HEADER = "问题说明"

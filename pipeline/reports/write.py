@@ -217,7 +217,8 @@ class _Annotation:
     chunks: list[RawTable] = field(default_factory=list)
     rows: int = 0
     text_bytes: int = 0
-    too_large: bool = False
+    marks: int = 0
+    too_large: str = ""  # why no copy is written (a limit passed), once one is
 
 
 class ReportWriter:
@@ -335,15 +336,20 @@ class ReportWriter:
                 kept = len(raw.source_row) == len(rows)
                 part.text_bytes += int(raw.data.memory_usage(index=False).sum()) if kept else 0
                 too_long = part.rows > annotate.CSV_ROW_LIMIT or part.text_bytes > annotate.CSV_TEXT_LIMIT
-                part.too_large = part.too_large or not kept or too_long
+                if not part.too_large and (too_long or not kept):
+                    limit = f"{annotate.CSV_ROW_LIMIT:,} 行或 {annotate.CSV_TEXT_LIMIT >> 20} MB 文字"
+                    part.too_large = f"超过 {limit}"
                 part.chunks = [] if part.too_large else [*part.chunks, raw]
-            if part.too_large:
-                part.faults, part.notes, part.edits = [], [], []
-                continue
-            if row_ids is not None:
+            if row_ids is not None and not part.too_large:
                 mine = (row_ids >= rows.start) & (row_ids < rows.stop)
-                if mine.any():
+                part.marks += int(mine.sum())
+                if part.marks > annotate.MARK_LIMIT:
+                    part.too_large = f"有问题的单元格超过 {annotate.MARK_LIMIT:,} 个"
+                elif mine.any():
                     part.faults.append(batch.faults[mine].loc[:, list(FAULT_COLUMNS)])
+            if part.too_large:
+                part.faults, part.notes, part.edits, part.chunks = [], [], [], []
+                continue
             outcome = batch.outcome.loc[rows.start : rows.stop - 1]
             if "status" in outcome.columns and "message" in outcome.columns:
                 noted = outcome["status"].isin(list(BAD_STATUSES)) | (outcome["message"] != "")
@@ -473,9 +479,9 @@ def _annotator(
 
     def write(path: Path) -> Path:
         listed = list(parts.values())
-        if any(part.too_large for part in listed):
-            limit = f"{annotate.CSV_ROW_LIMIT:,} 行或 {annotate.CSV_TEXT_LIMIT >> 20} MB 文字"
-            raise TooLarge(f"{Path(source).name} 超过 {limit}")
+        for part in listed:
+            if part.too_large:
+                raise TooLarge(f"{Path(source).name} {part.too_large}")
         tables = [_whole(part) for part in listed]
         index = pd.Index(np.concatenate([np.arange(part.start, part.stop) for part in listed]))
         faults = [frame for part in listed for frame in part.faults]
