@@ -255,12 +255,15 @@ def check_batch(
     *,
     repeats: RepeatedIds | None = None,
     table_number: int = 0,
+    most_faults: int | None = None,
 ) -> Batch:
     """Normalise and validate one chunk of one table: its rows as a Batch, ``row_id`` from ``start``.
 
     ``repeats`` (a :class:`~pipeline.validate.RepeatedIds`) carries the ID
     numbers of every earlier chunk of the run; ``table_number`` is this
-    table's place among the run's tables (for the 10115 message).
+    table's place among the run's tables (for the 10115 message).  Rows
+    failing more than ``most_faults`` checks raise
+    :class:`~pipeline.validate.TooManyFaults` (see :func:`checked_batches`).
     """
     from pipeline import validate
 
@@ -269,7 +272,9 @@ def check_batch(
     original = table.fields.loc[:, list(INPUT_FIELDS)].set_axis(index)
     normalised, warnings = normalise.normalise(original, defaults, today)
     places = validate.RepeatedIds.place(table_number, table.raw.source_row) if repeats is not None else None
-    faults = validate.validate(normalised, today=today, written=original, repeats=repeats, places=places)
+    faults = validate.validate(
+        normalised, today=today, written=original, repeats=repeats, places=places, most_faults=most_faults
+    )
     parts = [
         frame for frame in (faults, warnings, _note_faults(table, index)) if frame is not None and len(frame)
     ]
@@ -350,6 +355,56 @@ def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Ca
         raise fault[0]
 
 
+#: Faults one batch is made with, at most, unless a batch of :data:`MIN_BATCH_ROWS` holds more.
+#: Each fault's message and its lines in the reports take a few hundred bytes while a batch is
+#: checked and written: 100,000 rows of garbage (1.6 million faults) in one batch took 4 GB.
+BATCH_FAULTS = 200_000
+
+#: Fewest rows a chunk of a register that is mostly faults is cut into.
+MIN_BATCH_ROWS = 1_000
+
+
+def checked_batches(
+    table: MappedTable,
+    start: int,
+    defaults: DefaultValues,
+    today: date,
+    *,
+    repeats: RepeatedIds | None = None,
+    table_number: int = 0,
+) -> Iterator[Batch]:
+    """:func:`check_batch` of ``table``, as one Batch, or several when it holds too many faults for one.
+
+    A chunk is sized by rows and cells as read; a register whose cells are
+    mostly wrong (the wrong file, a shifted column) would make millions of
+    faults in one.  Its faults are counted before their messages are made,
+    and such a chunk is checked again in parts of about :data:`BATCH_FAULTS`
+    faults each, so memory stays that of a bounded batch.
+    """
+    from pipeline import validate
+
+    n = len(table.fields)
+    most = BATCH_FAULTS if n > MIN_BATCH_ROWS else None
+    try:
+        batch = check_batch(
+            table, start, defaults, today, repeats=repeats, table_number=table_number, most_faults=most
+        )
+    except validate.TooManyFaults as dense:
+        rows = max(MIN_BATCH_ROWS, int(n * BATCH_FAULTS / dense.count))
+    else:
+        yield batch
+        return
+    for offset in range(0, n, rows):
+        yield check_batch(
+            table.rows(offset, offset + rows),
+            start + offset,
+            defaults,
+            today,
+            repeats=repeats,
+            table_number=table_number,
+        )
+
+
 def _mapped_chunks(registers: Registers, chunk_rows: int) -> Iterator[tuple[int, MappedTable]]:
     for number, source in enumerate(registers.sources):
         for raw in source.read(chunk_rows):
@@ -384,15 +439,17 @@ def check_chunks(
     repeats = validate.RepeatedIds(registers.labels)
     start = 0
     for number, table in ahead if ahead is not None else read_ahead(registers, chunk_rows):
-        batch = check_batch(table, start, settings.defaults, today, repeats=repeats, table_number=number)
-        start += len(batch)
-        stats.rows += len(batch)
-        stats.rows_by_table[number] += len(batch)
-        stats.invalid += int((batch.outcome["status"] == STATUS_INVALID).sum())
-        stats.missing_org += int((batch.rows["orgCode"] == "").sum())
-        if bar is not None:
-            bar.advance(len(batch))
-        yield batch
+        for batch in checked_batches(
+            table, start, settings.defaults, today, repeats=repeats, table_number=number
+        ):
+            start += len(batch)
+            stats.rows += len(batch)
+            stats.rows_by_table[number] += len(batch)
+            stats.invalid += int((batch.outcome["status"] == STATUS_INVALID).sum())
+            stats.missing_org += int((batch.rows["orgCode"] == "").sum())
+            if bar is not None:
+                bar.advance(len(batch))
+            yield batch
     for source, rows in zip(registers.sources, stats.rows_by_table, strict=True):
         logger.info("读取 {}：{} 行（表头在第 {} 行）", source.label, rows, source.header_row)
     logger.info("校验完成：{} 行，其中 {} 行未通过", stats.rows, stats.invalid)

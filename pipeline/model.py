@@ -281,6 +281,16 @@ class MappedTable:
     extras: pd.DataFrame
     field_headers: dict[str, str] = field(default_factory=dict)
 
+    def rows(self, start: int, stop: int) -> MappedTable:
+        """Rows ``start:stop`` of the table, its columns recognised the same way (no text copied)."""
+        index = pd.RangeIndex(len(range(start, min(stop, len(self.fields)))))
+        return MappedTable(
+            self.raw.rows(start, stop),
+            self.fields.iloc[start:stop].set_axis(index),
+            self.extras.iloc[start:stop].set_axis(index),
+            self.field_headers,
+        )
+
 
 @dataclass
 class Batch:

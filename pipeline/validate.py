@@ -440,6 +440,14 @@ def _sorted(faults: pd.DataFrame) -> pd.DataFrame:
     return faults.take(order).reset_index(drop=True)
 
 
+class TooManyFaults(Exception):
+    """Rows hold more faults than the caller would take in one go (``count``: how many were found)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
 def validate(
     rows: pd.DataFrame,
     *,
@@ -448,6 +456,7 @@ def validate(
     sources: pd.DataFrame | None = None,
     repeats: RepeatedIds | None = None,
     places: np.ndarray | None = None,
+    most_faults: int | None = None,
 ) -> pd.DataFrame:
     """Every fault of every row of ``rows`` (normalised, :data:`FIELDS` columns, index ``row_id``).
 
@@ -463,6 +472,10 @@ def validate(
     ``sources`` (same index: ``source_file``, ``source_sheet``,
     ``source_row``), say where each row is, so a message can name where the
     number first appeared.
+
+    Given ``most_faults``, rows failing more checks than that raise
+    :class:`TooManyFaults` before any message is made and before ``repeats``
+    learns their ID numbers: the caller checks them again in smaller parts.
     """
     rows = rows[list(FIELDS)].fillna("").astype("str")
     # One row alone repeats nothing: where it is is not needed (it costs more than the row's checks).
@@ -472,6 +485,8 @@ def validate(
     if repeats is None:
         repeats = RepeatedIds()
     cases = _failure_cases(rows, today)
+    if most_faults is not None and len(cases) > most_faults:
+        raise TooManyFaults(len(cases))
     parts: list[pd.DataFrame] = []
     repeated = _repeat_faults(rows, repeats, places, written)
     if repeated is not None:
