@@ -366,31 +366,41 @@ def test_an_inbox_run_stopped_mid_file_counts_in_its_summary_what_its_reports_sa
     assert summary["totals"]["statuses"] == entry["statuses"] and (inbox / "a.csv").exists()
 
 
+def _interrupted_module(tmp_path: Path, name: str, source: str) -> str:
+    """Run ``source`` as ``python -m name`` (it runs ``pipeline`` in its own way), which must end with
+    exit 130; what it printed on stderr."""
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    done = subprocess.run([sys.executable, "-m", name], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
+    return done.stderr
+
+
 def test_python_m_pipeline_exits_130_after_a_ctrl_c_handled_inside_code_run_from_a_string(
     tmp_path: Path,
 ) -> None:
     """CPython ends ``-m`` by SIGINT after a Ctrl-C met in exec'd code (a dataclass being made)."""
-    (tmp_path / "interrupted_start.py").write_text(
+    stderr = _interrupted_module(
+        tmp_path,
+        "interrupted_start",
         "import runpy\n"
         "import pipeline.cli\n"
         "def main():\n"
         "    exec('raise KeyboardInterrupt')  # as a Ctrl-C landing in a dataclass's generated code\n"
         "pipeline.cli.main = main\n"
         "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
-        encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "interrupted_start"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
-    assert done.stderr.strip() == "已中断。"
+    assert stderr.strip() == "已中断。"
 
 
 @pytest.mark.parametrize("where", ["importing", "command"])
 def test_a_ctrl_c_python_wraps_as_a_class_is_made_is_exit_130_not_a_fault(tmp_path: Path, where: str) -> None:
     """A Ctrl-C in a dataclass field's ``__set_name__`` (pipeline.config being imported) reaches the caller
     as a RuntimeError caused by it: the command ended with a traceback and exit 1, or 程序内部错误 and 2."""
-    (tmp_path / "wrapped_interrupt.py").write_text(
+    stderr = _interrupted_module(
+        tmp_path,
+        "wrapped_interrupt",
         "import runpy, sys\n"
         "import pipeline.cli\n"
         "class Field:\n"
@@ -405,19 +415,16 @@ def test_a_ctrl_c_python_wraps_as_a_class_is_made_is_exit_130_not_a_fault(tmp_pa
         "    pipeline.cli._COMMANDS['validate'] = made\n"
         "sys.argv[1:] = ['validate', 'r.csv', '--out', 'out']\n"
         "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
-        encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "wrapped_interrupt"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
-    assert done.stderr.strip().splitlines()[-1] == "已中断。" and "Traceback" not in done.stderr
+    assert stderr.strip().splitlines()[-1] == "已中断。" and "Traceback" not in stderr
 
 
 def test_a_ctrl_c_that_strikes_inside_a_callback_still_stops_the_command(tmp_path: Path) -> None:
     """Python lost a Ctrl-C whose handler ran in a weakref callback (importlib's module locks have one):
     "Exception ignored ... KeyboardInterrupt" was printed and the run went on to its end, exit 1."""
-    (tmp_path / "lost_interrupt.py").write_text(
+    stderr = _interrupted_module(
+        tmp_path,
+        "lost_interrupt",
         "import runpy, sys, time, weakref\n"
         "import pipeline.cli\n"
         "class Lock:\n"
@@ -432,19 +439,16 @@ def test_a_ctrl_c_that_strikes_inside_a_callback_still_stops_the_command(tmp_pat
         "    return 0\n"
         "pipeline.cli.main = main\n"
         "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
-        encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "lost_interrupt"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
-    assert done.stderr.strip() == "已中断。"
+    assert stderr.strip() == "已中断。"
 
 
 def test_a_sigterm_that_cuts_asyncios_import_short_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
     """The interrupt lands in asyncio's import (loguru needs it): the half-imported package's leftovers
     made the exit's flushing of the logs import it again, and NameError ended the command with exit 1."""
-    (tmp_path / "interrupted_import.py").write_text(
+    stderr = _interrupted_module(
+        tmp_path,
+        "interrupted_import",
         "import runpy, sys\n"
         "class Interrupting:\n"
         "    fired = False\n"
@@ -455,19 +459,16 @@ def test_a_sigterm_that_cuts_asyncios_import_short_is_exit_130_without_a_traceba
         "sys.meta_path.insert(0, Interrupting())\n"
         "sys.argv[1:] = ['validate', 'r.csv', '--out', 'out']\n"
         "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
-        encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "interrupted_import"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
-    assert done.stderr.strip() == "已中断。"
+    assert stderr.strip() == "已中断。"
 
 
 def test_a_sigterm_after_the_imports_and_before_the_commands_own_handling_is_exit_130(tmp_path: Path) -> None:
     """``systemctl stop`` while the settings are read or the lock taken: the default action of SIGTERM
     ended the process (-15), not the documented 130."""
-    (tmp_path / "stopped_early.py").write_text(
+    stderr = _interrupted_module(
+        tmp_path,
+        "stopped_early",
         "import os, runpy, signal, sys, time\n"
         "import pipeline.cli\n"
         "def settings(args):\n"
@@ -476,13 +477,8 @@ def test_a_sigterm_after_the_imports_and_before_the_commands_own_handling_is_exi
         "pipeline.cli._settings = settings\n"
         "sys.argv[1:] = ['run', '--inbox', '.']\n"
         "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)\n",
-        encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "stopped_early"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 130, (done.returncode, done.stderr[-500:])
-    assert done.stderr.strip() == "已中断。"
+    assert stderr.strip() == "已中断。"
 
 
 def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
