@@ -240,6 +240,19 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 @pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """The lines logged at INFO and above while the test runs."""
+    from loguru import logger
+
+    lines: list[str] = []
+    handler = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    try:
+        yield lines
+    finally:
+        logger.remove(handler)
+
+
+@pytest.fixture
 def journal(tmp_path: Path) -> Iterator[Any]:
     """An open journal in the test's own folder."""
     from pipeline.state.journal import Journal

@@ -416,20 +416,13 @@ def _rewritten(register: Path, target: Path, change: Any, part: str = "xl/worksh
 
 
 def test_a_package_that_cannot_be_followed_is_regenerated_and_says_so(
-    annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    annotated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logged: list[str]
 ) -> None:
     register, _, _ = annotated
     empty = b'<?xml version="1.0"?><styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"/>'
     styles_free = _rewritten(register, tmp_path / "odd.xlsx", lambda _: empty, part="xl/styles.xml")
     batch = prepare_batch([styles_free], load_settings(None))
-    logged: list[str] = []
-    from loguru import logger
-
-    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
-    try:
-        paths = write_reports(tmp_path / "out", batch)
-    finally:
-        logger.remove(handler)
+    paths = write_reports(tmp_path / "out", batch)
     book = openpyxl.load_workbook(paths["annotated_odd.xlsx"])
     legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
     assert "重新生成" in legend and "没有保留" in legend
@@ -678,12 +671,10 @@ def test_a_csv_too_long_for_a_copy_gets_none_and_leaves_nothing_behind(
 
 @pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
 def test_a_register_with_more_faulty_cells_than_a_copy_may_hold_gets_none_and_says_why(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, logged: list[str]
 ) -> None:
     # Every faulty cell was held for the copy until the end: 100,000 rows of garbage (1.6 million faulty
     # cells) took 5 GB and 1 min 46 s for a copy of 2 GB of XML no spreadsheet opens in useful time.
-    from loguru import logger
-
     header = ["姓名", "身份证号", "联系电话", "民族", "医保类型"]
     rows = [[f"张{i}", "123", "1", "火星族", "职工医保"] for i in range(3)]  # 3 faulty cells a row
     register = tmp_path / f"名单{suffix}"
@@ -701,34 +692,24 @@ def test_a_register_with_more_faulty_cells_than_a_copy_may_hold_gets_none_and_sa
     copy = "annotated_名单.xlsx"
     assert copy in write_reports(tmp_path / "held", batch)
     monkeypatch.setattr(annotate, "MARK_LIMIT", faulty - 1)
-    logged: list[str] = []
-    handler = logger.add(lambda message: logged.append(str(message)), level="INFO")
-    try:
-        paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
-    finally:
-        logger.remove(handler)
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
     assert list(paths) == ["results.xlsx", "errors.xlsx", "results.csv"]
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["errors.xlsx", "results.csv", "results.xlsx"]
     assert any(f"未生成 {copy}" in line and f"有问题的单元格超过 {faulty - 1} 个" in line for line in logged)
 
 
-def test_checking_an_annotated_copy_again_marks_only_what_is_still_wrong(annotated, tmp_path: Path) -> None:
+def test_checking_an_annotated_copy_again_marks_only_what_is_still_wrong(
+    annotated, tmp_path: Path, logged: list[str]
+) -> None:
     # Marked in place, the mended E5 stayed red with its old comment, the old reasons stayed in a first
     # 问题说明 column beside a second, and a second legend sheet 说明2 was added.
-    from loguru import logger
-
     _, copy, _ = annotated
     mended = openpyxl.load_workbook(copy)
     mended["登记表"]["E5"] = GOOD[1]  # the mistyped ID number put right in the copy
     again = tmp_path / "annotated_again.xlsx"
     mended.save(again)
-    logged: list[str] = []
-    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
-    try:
-        paths = write_reports(tmp_path / "out", prepare_batch([again], load_settings(None)))
-    finally:
-        logger.remove(handler)
+    paths = write_reports(tmp_path / "out", prepare_batch([again], load_settings(None)))
     assert any("标注副本" in line and "重新生成" in line for line in logged)
     book = openpyxl.load_workbook(paths["annotated_annotated_again.xlsx"])
     assert book.sheetnames == ["登记表", "说明"]
