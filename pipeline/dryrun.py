@@ -395,6 +395,8 @@ def checked_batches(
         yield batch
         return
     for offset in range(0, n, rows):
+        if repeats is not None:
+            repeats.expect_more(offset + rows < n)
         yield check_batch(
             table.rows(offset, offset + rows),
             start + offset,
@@ -591,8 +593,10 @@ class _Task:
 
 @dataclass
 class _Checked:
-    """What a worker sends back for a chunk: its share of the reports, and what the run counts."""
+    """What a worker sends back for a chunk or a part of one (``offset`` rows into it): its share of
+    the reports, and what the run counts."""
 
+    offset: int
     part: ReportPart
     faults: pd.DataFrame
     noted: pd.DataFrame  # status and message of the rows with a bad status or a message
@@ -603,23 +607,29 @@ class _Checked:
 
 def _fork_checkers(
     registers: Registers, settings: Settings, writer: ReportWriter, today: date, count: int
-) -> Workers[_Task, _Checked] | None:
+) -> Workers[_Task, list[_Checked]] | None:
     """Worker processes checking chunks (normalise, validate, the reports' share), or None."""
     from pipeline import validate
 
     _warm_checks(settings, today)  # every worker starts with the code tables read and the schema built
 
     class AskedRepeats(validate.RepeatedIds):
-        """The run's repeated ID numbers, kept by the parent: each chunk's keys are sent to it."""
+        """The run's repeated ID numbers, kept by the parent: each chunk's (or part's) keys are sent to it."""
+
+        more = False
+
+        def expect_more(self, more: bool) -> None:
+            self.more = more
 
         def check(self, ids: pd.Series, places: np.ndarray) -> np.ndarray:
-            answer: np.ndarray = ask((self.keys(ids), places))
+            answer: np.ndarray = ask((self.keys(ids), places), last=not self.more)
             return answer
 
     labels = registers.labels
 
-    def check(task: _Task) -> _Checked:
-        batch = check_batch(
+    def check(task: _Task) -> list[_Checked]:
+        found = []
+        batches = checked_batches(
             task.table,
             task.start,
             settings.defaults,
@@ -627,23 +637,49 @@ def _fork_checkers(
             repeats=AskedRepeats(labels),
             table_number=task.number,
         )
-        part = writer.prepare(batch, task.start, csv_part=writer.work / f"results-{task.index}.csv")
-        outcome = batch.outcome
-        noted = outcome["status"].isin(list(BAD_STATUSES)) | (outcome["message"] != "")
-        return _Checked(
-            part=part,
-            faults=batch.faults,
-            noted=outcome.loc[noted, ["status", "message"]],
-            rows=len(batch),
-            invalid=int((outcome["status"] == STATUS_INVALID).sum()),
-            missing_org=int((batch.rows["orgCode"] == "").sum()),
-        )
+        for piece, batch in enumerate(batches):
+            offset = batch.table_rows[0].start - task.start
+            csv_part = writer.work / f"results-{task.index}-{piece}.csv"
+            part = writer.prepare(batch, task.start + offset, csv_part=csv_part)
+            outcome = batch.outcome
+            noted = outcome["status"].isin(list(BAD_STATUSES)) | (outcome["message"] != "")
+            found.append(
+                _Checked(
+                    offset=offset,
+                    part=part,
+                    faults=batch.faults,
+                    noted=outcome.loc[noted, ["status", "message"]],
+                    rows=len(batch),
+                    invalid=int((outcome["status"] == STATUS_INVALID).sum()),
+                    missing_org=int((batch.rows["orgCode"] == "").sum()),
+                )
+            )
+        return found
 
     return fork_workers(check, count)
 
 
+#: Rows of a worker's task while none of the run's faults are known: a task's faults, their messages
+#: and its lines of the reports are held until it is done, and a first task of garbage must stay small.
+FIRST_TASK_ROWS = 20_000
+
+
+def _task_parts(n: int, chunk_rows: int, rows_seen: int, faults_seen: int) -> Iterator[tuple[int, int]]:
+    """(offset, rows) of the tasks a chunk of ``n`` rows is cut into, by the faults per row seen so far:
+    about :data:`BATCH_FAULTS` faults a task, at most ``chunk_rows`` rows."""
+    if not rows_seen:
+        size = min(chunk_rows, FIRST_TASK_ROWS)
+    elif faults_seen:
+        size = min(chunk_rows, max(MIN_BATCH_ROWS, int(BATCH_FAULTS * rows_seen / faults_seen)))
+    else:
+        size = chunk_rows
+    size = max(1, size)
+    for offset in range(0, n, size):
+        yield offset, min(size, n - offset)
+
+
 def _check_in_workers(
-    pool: Workers[_Task, _Checked],
+    pool: Workers[_Task, list[_Checked]],
     registers: Registers,
     writer: ReportWriter,
     chunk_rows: int,
@@ -655,11 +691,17 @@ def _check_in_workers(
     stats = CheckStats(rows_by_table=[0] * len(registers.sources))
     repeats = validate.RepeatedIds(registers.labels)
 
+    seen = [0, 0]  # rows and faults checked so far: how many rows a task may hold
+
     def tasks() -> Generator[_Task, None, None]:
-        start = 0
-        for index, (number, table) in enumerate(read_ahead(registers, chunk_rows)):
-            yield _Task(index, number, start, table)
-            start += len(table.fields)
+        start, index = 0, 0
+        for number, table in read_ahead(registers, chunk_rows):
+            n = len(table.fields)
+            for offset, rows in _task_parts(n, chunk_rows, *seen):
+                part = table if rows == n else table.rows(offset, offset + rows)
+                yield _Task(index, number, start + offset, part)
+                index += 1
+            start += n
 
     def answer(task: _Task, question: tuple[validate.IdKeys, np.ndarray]) -> np.ndarray:
         return repeats.resolve(*question)
@@ -669,26 +711,29 @@ def _check_in_workers(
     arrow_threads = pa.cpu_count()
     pa.set_cpu_count(1)
     try:
-        for task, checked in pool.run(items, answer, send=_Task.for_worker):
-            n = checked.rows
-            empty = pd.DataFrame(index=pd.RangeIndex(task.start, task.start + n))
-            writer.commit(
-                checked.part,
-                Batch(
-                    tables=[task.table],
-                    table_rows=[range(task.start, task.start + n)],
-                    rows=empty,
-                    original=empty,
-                    extras=empty,
-                    faults=checked.faults,
-                    outcome=checked.noted,
-                ),
-            )
-            stats.rows += n
-            stats.rows_by_table[task.number] += n
-            stats.invalid += checked.invalid
-            stats.missing_org += checked.missing_org
-            bar.advance(n)
+        for task, pieces in pool.run(items, answer, send=_Task.for_worker):
+            for checked in pieces:
+                n, start = checked.rows, task.start + checked.offset
+                whole = n == len(task.table.fields)
+                empty = pd.DataFrame(index=pd.RangeIndex(start, start + n))
+                writer.commit(
+                    checked.part,
+                    Batch(
+                        tables=[task.table if whole else task.table.rows(checked.offset, checked.offset + n)],
+                        table_rows=[range(start, start + n)],
+                        rows=empty,
+                        original=empty,
+                        extras=empty,
+                        faults=checked.faults,
+                        outcome=checked.noted,
+                    ),
+                )
+                stats.rows += n
+                seen[0], seen[1] = seen[0] + n, seen[1] + len(checked.faults)
+                stats.rows_by_table[task.number] += n
+                stats.invalid += checked.invalid
+                stats.missing_org += checked.missing_org
+                bar.advance(n)
     finally:
         items.close()
         pa.set_cpu_count(arrow_threads)

@@ -123,6 +123,10 @@ class RepeatedIds:
         self._remember(ordered[starts][new], places[first][new])
         return result
 
+    def expect_more(self, more: bool) -> None:
+        """Told before a chunk's part is checked whether more parts of the chunk follow (here, nothing
+        to do; a worker's questions to the parent say it, see :mod:`pipeline.workers`)."""
+
     def check(self, ids: pd.Series, places: np.ndarray) -> np.ndarray:
         """For each ID number: where it first appeared if that is an earlier row of the run, else -1.
 

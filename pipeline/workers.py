@@ -10,8 +10,8 @@ thread, has no ``fork`` (Windows), has a single core, or is a daemon
 process.
 
 Each worker takes one task at a time and answers with its result.  A task may
-ask the parent one question while it runs (:func:`ask`); the parent answers
-the questions in task order, each after the questions of every earlier task:
+ask the parent questions while it runs (:func:`ask`, saying which is its
+last); the parent answers them in task order, each after the questions of every earlier task:
 this is how a rule needing every earlier row (a repeated ID number) stays
 exact while the chunks are checked side by side.  Results come back in task
 order.  A worker that dies stops the run with :class:`WorkerCrashed`; an
@@ -41,18 +41,23 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: The question of the task running in this (worker) process, answered by the parent.
-_asker: Callable[[Any], Any] | None = None
+_asker: Callable[[Any, bool], Any] | None = None
 
 
 class WorkerCrashed(EhcError):
     """A worker process ended without finishing its task (killed, out of memory)."""
 
 
-def ask(question: Any) -> Any:
-    """Ask the parent ``question`` from a task and wait for its answer (once per task at most)."""
+def ask(question: Any, *, last: bool = True) -> Any:
+    """Ask the parent ``question`` from a task and wait for its answer.
+
+    The parent answers the tasks' questions in task order: a later task's
+    wait until this task's ``last`` question (or its end).  A task that will
+    ask again says ``last=False``.
+    """
     if _asker is None:
         raise RuntimeError("ask() is only available inside a worker's task")
-    return _asker(question)
+    return _asker(question, last)
 
 
 def usable_cores() -> int:
@@ -127,8 +132,8 @@ def _serve(connection: Connection, folder: str, task: Callable[[Any], Any]) -> N
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent ends a worker it no longer needs
     channel = _Channel(connection, folder)
 
-    def asked(question: Any) -> Any:
-        channel.send(("ask", question))
+    def asked(question: Any, last: bool) -> Any:
+        channel.send(("ask", (question, last)))
         return channel.recv()
 
     _asker = asked
@@ -195,9 +200,10 @@ class Workers(Generic[T, R]):
         exhausted = False
         sent: dict[int, T] = {}  # number -> item, out or done but not yet handed back
         busy: dict[int, int] = {}  # worker -> number of the item it runs
-        questions: dict[int, Any] = {}  # number -> question waiting for its answer
+        questions: dict[int, list[tuple[int, Any, bool]]] = {}  # number -> (worker, question, last) waiting
+        asked_last: set[int] = set()  # items whose last question is answered
         finished: dict[int, R] = {}
-        answered = 0  # items below this have had their question answered (or finished without one)
+        answered = 0  # items below this have had their last question answered (or finished)
         handed = 0
         taken = 0
         while True:
@@ -218,16 +224,20 @@ class Workers(Generic[T, R]):
                 number = busy[worker]
                 kind, value = message
                 if kind == "ask":
-                    questions[number] = (worker, value)
+                    questions.setdefault(number, []).append((worker, *value))
                 elif kind == "done":
                     finished[number] = value
                     del busy[worker]
                 else:
                     raise value
-            while answered < taken and (answered in questions or answered in finished):
-                if answered in questions:
-                    worker, question = questions.pop(answered)
+            while answered < taken:
+                for worker, question, last in questions.pop(answered, []):
                     self._channels[worker].send(answer(sent[answered], question))
+                    if last:
+                        asked_last.add(answered)
+                if answered not in asked_last and answered not in finished:
+                    break  # it may ask again: the next items' questions wait
+                asked_last.discard(answered)
                 answered += 1
             while handed in finished:
                 yield sent.pop(handed), finished.pop(handed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,41 @@ def test_worker_processes_give_the_reports_of_one_process(tmp_path: Path, chunk_
     repeats = [r for r in rows if "10115" in r["result_code"]]
     assert len(repeats) == 3
     assert not [p for p in (tmp_path / "forked").iterdir() if p.name.startswith(".")], "work files left"
+
+
+def test_worker_processes_check_a_chunk_of_mostly_faults_in_parts_and_report_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker checked its chunk in one batch, however many faults: 100,000 garbage rows took 3.2 GB in
+    # the worker. In parts, each part asks the parent about the run's ID numbers; the next chunk's
+    # question must wait for the last of them, or a repeat across chunks would go unseen.
+    from pipeline import dryrun
+
+    monkeypatch.setattr(dryrun, "BATCH_FAULTS", 1)
+    monkeypatch.setattr(dryrun, "MIN_BATCH_ROWS", 2)
+    check_batch = dryrun.check_batch
+
+    def noted(*args: Any, **kwargs: Any) -> Any:  # in the workers too: they are forked after this
+        batch = check_batch(*args, **kwargs)
+        with open(tmp_path / "sizes", "a", encoding="utf-8") as sizes:
+            sizes.write(f"{batch.table_rows[0].start} {len(batch)}\n")
+        return batch
+
+    monkeypatch.setattr(dryrun, "check_batch", noted)
+    inputs = _register_with_everything(tmp_path)
+    settings = _settings(tmp_path)
+    alone = run_validate(inputs, tmp_path / "alone", settings, today=TODAY, chunk_rows=9, workers=0)
+    (tmp_path / "sizes").unlink()
+    forked = run_validate(inputs, tmp_path / "forked", settings, today=TODAY, chunk_rows=9, workers=2)
+    lines = (tmp_path / "sizes").read_text(encoding="utf-8").splitlines()
+    parts = sorted(tuple(int(number) for number in line.split()) for line in lines)
+    assert len(parts) > 6  # the chunks (7, 8, 7, 5, 9, 5 rows) were cut into parts, in tasks or in them
+    assert [start for start, _ in parts] == list(itertools.accumulate([0] + [n for _, n in parts[:-1]]))
+    assert sum(n for _, n in parts) == 41
+    _same_reports(alone.paths, forked.paths)
+    assert alone.counts == forked.counts
+    rows = _results(tmp_path / "forked")
+    assert len(rows) == 41 and len([r for r in rows if "10115" in r["result_code"]]) == 3
 
 
 def test_worker_processes_with_a_detail_cut_and_capped_sheets(
