@@ -672,7 +672,9 @@ async def download(request: Request) -> Response:
     path = report_path(files, job, kind)
     if path is None or not path.is_file():
         raise Refused(
-            "这个登记表没有标注后的原表（CSV 超过 20 万行，或原文件无法再次读取），问题见 errors.xlsx", 404
+            "这个登记表没有标注后的原表（CSV 超过 20 万行、有问题的单元格超过 100 万个，"
+            "或原文件无法再次读取），问题见 errors.xlsx",
+            404,
         )
     stem = job.file_name.rsplit(".", 1)[0]
     names = {"annotated": f"annotated_{stem}.xlsx", "errors": f"errors_{stem}.xlsx",
