@@ -34,15 +34,24 @@ def _interrupt_again(unraisable: "sys.UnraisableHookArgs") -> None:
     Python runs a signal's handler wherever the main thread is; inside a
     weakref callback or a ``__del__`` (importlib's module locks have one) the
     ``KeyboardInterrupt`` it raises is printed as "Exception ignored" and lost,
-    and the run went on to its end as if never stopped.  It is raised again a
-    moment later in the main thread, by the same path as a signal, outside the callback.
+    and the run went on to its end as if never stopped.  A moment later the
+    main thread is sent SIGINT again, outside the callback: a real signal, so
+    that a wait it is in (a sleep, a lock) is cut short as by the first.
     """
     if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-        again = threading.Timer(_INTERRUPT_AGAIN_SECONDS, _thread.interrupt_main)
+        again = threading.Timer(_INTERRUPT_AGAIN_SECONDS, _interrupt_main_thread)
         again.daemon = True
         again.start()
         return
     sys.__unraisablehook__(unraisable)
+
+
+def _interrupt_main_thread() -> None:
+    send = getattr(signal, "pthread_kill", None)
+    if send is None:  # Windows: the interrupt waits for the main thread's next Python step
+        _thread.interrupt_main()
+    else:
+        send(threading.main_thread().ident, signal.SIGINT)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
