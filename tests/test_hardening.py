@@ -208,6 +208,18 @@ def test_every_command_refuses_plain_http_before_doing_anything(
     assert not (tmp_path / "o").exists() and not (tmp_path / "i-results").exists()
 
 
+def _with_base_url(
+    command: list[str], url: str, how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """``ehc command`` with the platform address ``url`` given as an option or in the environment."""
+    if how == "option":
+        command = [*command, "--base-url", url]
+    else:
+        monkeypatch.setenv("EHC_BASE_URL", url)
+    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
+    return main(command)
+
+
 @pytest.mark.parametrize(
     "url", ["http://[::1", "http://[zz]/api/", "http://127.0.0.1:99999/api/", "https://exa mple.org/", "ftp://x/"]
 )
@@ -217,13 +229,7 @@ def test_a_malformed_platform_address_is_refused_in_one_line_before_anything(
 ) -> None:
     # A bracket left open was an internal error (ValueError); a port out of range or a space was sent,
     # and retried five times as a communication error.
-    command = ["check-config"]
-    if how == "option":
-        command += ["--base-url", url]
-    else:
-        monkeypatch.setenv("EHC_BASE_URL", url)
-    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
-    assert main(command) == 2
+    assert _with_base_url(["check-config"], url, how, tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "不是有效网址" in err and "内部错误" not in err, err
     with pytest.raises(ConfigError, match="不是有效网址"):
@@ -238,13 +244,7 @@ def test_a_refused_platform_address_never_shows_the_password_written_into_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str, how: str
 ) -> None:
     # Refused before the password was known as a secret to mask: it was printed.
-    command = ["submit", "x.csv", "--out", "o"]
-    if how == "option":
-        command += ["--base-url", url]
-    else:
-        monkeypatch.setenv("EHC_BASE_URL", url)
-    monkeypatch.setenv("EHC_STATE_DIR", str(tmp_path / "state"))
-    assert main(command) == 2
+    assert _with_base_url(["submit", "x.csv", "--out", "o"], url, how, tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "proxy:***@" in err and "pa55" not in err and "word" not in err, err
 

@@ -105,6 +105,18 @@ def _worker_pids(site: Site) -> list[int]:
     return [process.pid for process in pool._processes.values()]
 
 
+def _submission_under_way(site: Site, clerk: Any, job_id: str, *, done: int) -> int:
+    """Submit the job and wait until ``done`` residents are answered; the submission process's pid."""
+    csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
+    assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
+    deadline = time.monotonic() + 60
+    while site.state(clerk, job_id)["sending"].get("done", 0) < done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = site.store.job_any(job_id)
+    assert job is not None and job.pid
+    return job.pid
+
+
 def test_worker_processes_that_die_are_replaced_and_their_jobs_told_truthfully(
     tmp_path: Path, start_sandbox: Any
 ) -> None:
@@ -123,15 +135,9 @@ def test_worker_processes_that_die_are_replaced_and_their_jobs_told_truthfully(
         assert site.wait(clerk, later)["state"] == "checked"
 
         # A submission process killed mid-run: the job stops, and says what the journal knows.
-        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
-        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
-        deadline = time.monotonic() + 60
-        while site.state(clerk, job_id)["sending"].get("done", 0) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        job = site.store.job_any(job_id)
-        assert job is not None and job.pid
+        pid = _submission_under_way(site, clerk, job_id, done=5)
         site.app.state.workspace.runner._submissions.clear()  # as if a previous server had started it
-        os.kill(job.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         state = site.wait(clerk, job_id, timeout=15)
         assert state["state"] == "stopped" and "意外结束" in state["message"]
         # What the journal knows, not "valid": enrolled as answered; a call in flight when the process
@@ -156,14 +162,8 @@ def test_a_submission_stopped_with_the_service_says_so_not_that_someone_cancelle
     ) as site:
         clerk = site.client("clerk_a")
         job_id = site.upload_sample(clerk)
-        csrf = csrf_of(clerk.get(f"/jobs/{job_id}/submit").text)
-        assert clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": csrf}).status_code == 303
-        deadline = time.monotonic() + 60
-        while site.state(clerk, job_id)["sending"].get("done", 0) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        job = site.store.job_any(job_id)
-        assert job is not None and job.pid
-        os.kill(job.pid, signal.SIGTERM)
+        pid = _submission_under_way(site, clerk, job_id, done=3)
+        os.kill(pid, signal.SIGTERM)
         state = site.wait(clerk, job_id, timeout=30)
         assert state["state"] == "stopped" and "服务器停止" in state["message"], state
         assert "已取消" not in clerk.get(f"/jobs/{job_id}").text
