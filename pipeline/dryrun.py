@@ -691,13 +691,13 @@ def _check_in_workers(
     stats = CheckStats(rows_by_table=[0] * len(registers.sources))
     repeats = validate.RepeatedIds(registers.labels)
 
-    seen = [0, 0]  # rows and faults checked so far: how many rows a task may hold
+    faults_seen = [0]  # faults of the rows checked so far (stats.rows): how many rows a task may hold
 
     def tasks() -> Generator[_Task, None, None]:
         start, index = 0, 0
         for number, table in read_ahead(registers, chunk_rows):
             n = len(table.fields)
-            for offset, rows in _task_parts(n, chunk_rows, *seen):
+            for offset, rows in _task_parts(n, chunk_rows, stats.rows, faults_seen[0]):
                 part = table if rows == n else table.rows(offset, offset + rows)
                 yield _Task(index, number, start + offset, part)
                 index += 1
@@ -729,7 +729,7 @@ def _check_in_workers(
                     ),
                 )
                 stats.rows += n
-                seen[0], seen[1] = seen[0] + n, seen[1] + len(checked.faults)
+                faults_seen[0] += len(checked.faults)
                 stats.rows_by_table[task.number] += n
                 stats.invalid += checked.invalid
                 stats.missing_org += checked.missing_org
