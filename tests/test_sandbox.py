@@ -690,3 +690,60 @@ def test_an_unusable_state_file_is_told_in_chinese(tmp_path: Path) -> None:
     junk.write_bytes(b"not a database, just bytes " * 40)
     with pytest.raises(ConfigError, match=re.escape("junk.sqlite（不是本程序的数据库文件（或文件已损坏））")):
         build_server(port=0, state=junk, apps={})
+
+
+def _connect(sandbox: SandboxHandle) -> Any:
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(sandbox.base_url)
+    return socket.create_connection((url.hostname, url.port), timeout=5)
+
+
+def _closed_by_peer(sock: Any) -> bool:
+    """Whether the sandbox closed ``sock`` (within the socket's timeout), having sent nothing."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.sandbox(idle_seconds=0.3)
+def test_a_silent_connection_is_closed_and_its_thread_freed(sandbox: SandboxHandle) -> None:
+    """A connection that sends nothing, or stops halfway through a request, is closed after the idle
+    time: each held a thread for ever (thousands of such connections, the sandbox's memory)."""
+    import threading
+
+    before = threading.active_count()
+    with _connect(sandbox) as silent, _connect(sandbox) as halfway:
+        path = f"{sandbox.base_url.split('/', 3)[3]}getWorkKey.do"
+        halfway.sendall(f"POST /{path} HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{{".encode())
+        assert _closed_by_peer(silent) and _closed_by_peer(halfway)
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert threading.active_count() <= before
+    assert _work_key(sandbox), "still serving"
+
+
+@pytest.mark.sandbox(max_connections=3)
+def test_connections_beyond_the_limit_are_closed_on_arrival(sandbox: SandboxHandle) -> None:
+    """Each connection holds a thread: beyond the limit a new one is closed, and served again once one
+    of the others has gone."""
+    held = [_connect(sandbox) for _ in range(3)]
+    try:
+        with _connect(sandbox) as extra:  # taken in after the three (one listening queue, in order)
+            assert _closed_by_peer(extra)
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # room again once the sandbox has seen the close
+            try:
+                assert _work_key(sandbox)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        for sock in held:
+            sock.close()

@@ -9,6 +9,13 @@ trouble), then the platform's own checks and state (:mod:`pipeline.sandbox.platf
 Every request is logged with its arrival time (:mod:`pipeline.sandbox.store`),
 stamped by the kernel on receipt.  One thread per connection, HTTP/1.1
 keep-alive, each answer written in one send.
+
+Connections are bounded as a web server in front of the platform bounds
+them: one silent for :data:`IDLE_SECONDS` (between requests, or in the middle
+of one: a request dripped a byte a minute) is closed, and beyond
+:data:`MAX_CONNECTIONS` open at once a new one is closed on arrival — each
+holds a thread, so a client that opens connections and never sends on them
+would otherwise hold the sandbox's memory without bound.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ def _arrival_stamp(connection: socket.socket) -> float | None:
     """
     try:
         _, ancillary, _, _ = connection.recvmsg(1, _STAMP_SPACE, socket.MSG_PEEK)
+    except TimeoutError:
+        raise  # silent past IDLE_SECONDS: the caller closes the connection
     except OSError:
         return None
     for level, kind, payload in ancillary:
@@ -91,6 +100,12 @@ def _arrival_stamp(connection: socket.socket) -> float | None:
 
 #: The most a request body may hold: one resident's request is about 2 KB.
 MAX_BODY_BYTES = 1 << 20
+
+#: Seconds a connection may stay silent before it is closed (nginx's default ``keepalive_timeout``).
+IDLE_SECONDS = 75.0
+
+#: Connections served at once; one more is closed as it arrives.
+MAX_CONNECTIONS = 512
 
 
 class _BadBody(Exception):
@@ -162,11 +177,16 @@ class _Handler(BaseHTTPRequestHandler):
     _stamping = False
 
     def setup(self) -> None:
+        self.timeout = self.server.idle_seconds  # every read and write of the connection, from its first
         super().setup()
         self._stamping = _enable_arrival_stamps(self.connection)
 
     def handle_one_request(self) -> None:
-        self.arrived = _arrival_stamp(self.connection) if self._stamping else None
+        try:
+            self.arrived = _arrival_stamp(self.connection) if self._stamping else None
+        except TimeoutError:
+            self.close_connection = True
+            return
         super().handle_one_request()
 
     def do_POST(self) -> None:
@@ -200,6 +220,8 @@ class SandboxServer(ThreadingHTTPServer):
         retry_after: int = 1,
         drip_ms: float = 1000.0,
         huge_mb: float = 64.0,
+        idle_seconds: float = IDLE_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         super().__init__(address, _Handler)
         # Accepted connections inherit the flag, so even a new connection's first request is stamped
@@ -214,6 +236,8 @@ class SandboxServer(ThreadingHTTPServer):
         self.huge_bytes = int(huge_mb * 1024 * 1024)
         #: bytes of ``huge`` answers actually written before the client hung up (tests read it)
         self.huge_written = 0
+        self.idle_seconds = idle_seconds
+        self.max_connections = max_connections
         self.down = False
         self.rate_limit = rate_limit
         self.platform = PlatformLogic(store, workkey_ttl=workkey_ttl, quirks=quirks)
@@ -239,7 +263,12 @@ class SandboxServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
-            self._connections.add(request)
+            room = len(self._connections) < self.max_connections
+            if room:
+                self._connections.add(request)
+        if not room:  # no thread for it: closed at once, as a full web server does
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -294,6 +323,8 @@ class SandboxServer(ThreadingHTTPServer):
         """Answer one POST: route, rate limit, faults, checks, state."""
         try:
             self._handle_post(handler)
+        except TimeoutError:  # the request's body stopped coming: there is nothing to answer
+            handler.close_connection = True
         except (OSError, sqlite3.ProgrammingError):
             if not self._closing:
                 raise
@@ -477,6 +508,8 @@ def build_server(
     retry_after: int = 1,
     drip_ms: float = 1000.0,
     huge_mb: float = 64.0,
+    idle_seconds: float = IDLE_SECONDS,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> SandboxServer:
     """A sandbox bound to ``host:port`` (0: a free port) with state in ``state``; call ``serve_forever``."""
     try:
@@ -498,7 +531,7 @@ def build_server(
         return SandboxServer(
             (host, port), store, latency_ms=latency_ms, faults=faults, rate_limit=rate_limit,
             workkey_ttl=workkey_ttl, slow_ms=slow_ms, quirks=quirks, retry_after=retry_after,
-            drip_ms=drip_ms, huge_mb=huge_mb,
+            drip_ms=drip_ms, huge_mb=huge_mb, idle_seconds=idle_seconds, max_connections=max_connections,
         )  # fmt: skip
     except OSError as error:
         store.close()
