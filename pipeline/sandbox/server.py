@@ -177,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
     _stamping = False
 
     def setup(self) -> None:
-        self.timeout = self.server.idle_seconds  # every read and write of the connection, from its first
+        self.request.settimeout(self.server.idle_seconds)  # every read and write of it, from its first
         super().setup()
         self._stamping = _enable_arrival_stamps(self.connection)
 
