@@ -54,8 +54,8 @@ def test_bounded_in_values_and_length() -> None:
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """Every input field as a clerk wrote it: 300 synthetic residents, a third of them faulty in every way."""
-    people = synth.generate(300, seed=5, faults=0.35)
+    """Every input field as a clerk wrote it: 140 synthetic residents, most of them faulty in every way."""
+    people = synth.generate(140, seed=5, faults=0.6)
     path = tmp_path_factory.mktemp("memo") / "r.csv"
     clerk.write_csv(clerk.to_clerk(people.columns, "standard"), path, encoding="utf-8")
     registers = open_registers([path], Settings())

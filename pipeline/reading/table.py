@@ -186,8 +186,12 @@ def _blank(column: TextColumn) -> np.ndarray:
     """Which cells show nothing: empty, white space, or only marks that take no room (a zero-width
     space or a BOM pasted from a web page or a chat, which normalising drops anyway; a DOS end-of-file
     Ctrl-Z)."""
-    blank = np.asarray(pc.or_(pc.equal(column, ""), pc.utf8_is_space(column)), dtype=bool)
     array = contiguous(column)
+    if not array.null_count and len(array):
+        offsets = value_offsets(array)
+        if offsets[-1] == offsets[0]:  # every cell empty (a far column's): no kernel needed
+            return np.ones(len(array), dtype=bool)
+    blank = np.asarray(pc.or_(pc.equal(array, ""), pc.utf8_is_space(array)), dtype=bool)
     if array.null_count or not len(array) or array.buffers()[2] is None:
         return blank
     # Only the few cells starting as such a mark may be nothing but marks: they alone are matched.
