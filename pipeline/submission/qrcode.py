@@ -21,7 +21,9 @@ import base64
 import binascii
 import csv
 import io
+import threading
 import zlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,12 +108,21 @@ MESSAGE_STOPPED = "未获取：平台无法访问，导出已停止。平台恢�
 MESSAGE_HALTED = "未获取：导出因错误停止（原因见屏幕上的错误）。改正后重新运行 ehc qrcode 即可补齐"
 
 
+#: Reasons no new getImg call can change: the resident has no card ids to ask with.
+MESSAGES_WITHOUT_CALL = frozenset({MESSAGE_NO_CARD_IDS, MESSAGE_WITHDRAWN})
+
+
 @dataclass(frozen=True)
 class QrExport:
     """What an export did: the pictures written, and every resident without one with the reason."""
 
     written: list[Path]
     failed: list[tuple[Holder, str]]
+
+    @property
+    def retryable(self) -> int:
+        """Residents without a picture whom another export may give one (getImg failed; card ids known)."""
+        return sum(reason not in MESSAGES_WITHOUT_CALL for _, reason in self.failed)
 
 
 def _from_results(folder: Path) -> list[Holder]:
@@ -329,14 +340,22 @@ def drawn_png(qr_text: str) -> bytes | None:
     return buffer.getvalue()
 
 
-def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path | None = None) -> QrExport:
+def export_qrcodes(
+    source: Path,
+    out_dir: Path,
+    client: Any,
+    journal_path: Path | None = None,
+    on_progress: Callable[[int, int], object] | None = None,
+) -> QrExport:
     """Write one QR code PNG per enrolled resident of ``source`` into ``out_dir``.
 
     Residents whose picture cannot be fetched (card ids unknown included) are
     logged, listed in ``qrcodes.csv`` with the reason and returned in
     :attr:`QrExport.failed`; they do not stop the others.  ``journal_path``
     supplies card ids a results folder lacks.  Run-stopping faults of the
-    client (authentication, unreachable) propagate.
+    client (authentication, unreachable) propagate.  ``on_progress(done,
+    total)`` is called once the residents are known (``done`` 0) and after
+    each resident, one call at a time.
     """
     holders = read_holders(source, journal_path)
     out_dir = Path(out_dir)
@@ -351,8 +370,11 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
         targets.append(out_dir / name)
     _refuse_folders_in_the_way([*targets, out_dir / INDEX_CSV])
     logger.info("获取二维码：{} 人", len(holders))
+    counted = _Counter(len(holders), on_progress)
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ehc-qr") as pool:
         futures = [pool.submit(_fetch, client, h, t) for h, t in zip(holders, targets, strict=True)]
+        for future in futures:
+            future.add_done_callback(counted.one)
         try:
             for future in futures:
                 future.result()
@@ -382,6 +404,26 @@ def export_qrcodes(source: Path, out_dir: Path, client: Any, journal_path: Path 
     )
     failed = [(holder, reason) for holder, reason in zip(holders, reasons, strict=True) if reason]
     return QrExport(written, failed)
+
+
+class _Counter:
+    """Residents done so far, told to ``on_progress`` one call at a time (fetches end on several threads)."""
+
+    def __init__(self, total: int, on_progress: Callable[[int, int], object] | None) -> None:
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = total
+        self._on_progress = on_progress
+        if on_progress is not None:
+            on_progress(0, total)
+
+    def one(self, _: object) -> None:
+        """One more resident done (a future's done callback)."""
+        if self._on_progress is None:
+            return
+        with self._lock:
+            self._done += 1
+            self._on_progress(self._done, self._total)
 
 
 def _refuse_folders_in_the_way(paths: list[Path]) -> None:

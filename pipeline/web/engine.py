@@ -448,12 +448,24 @@ def start_sandbox(state: Path, app_id: str, app_secret: str) -> tuple[str, Calla
     return server.base_url, stop
 
 
-def export_qrcodes(results_dir: Path, out_dir: Path, settings: Settings) -> tuple[list[Path], int]:
-    """QR code PNGs (``getImg``) of the enrolled residents in a results folder: (written, wanted)."""
+def export_qrcodes(
+    results_dir: Path,
+    out_dir: Path,
+    settings: Settings,
+    on_progress: Callable[[int, int], object] | None = None,
+) -> tuple[int, int, int]:
+    """QR code PNGs (``getImg``) of the enrolled residents in a results folder.
+
+    Returns (pictures written, residents wanted, residents without a picture
+    whom another try may give one).  ``on_progress(done, total)`` follows the
+    residents as they are done.
+    """
     from pipeline.platform.client import PlatformClient
     from pipeline.submission import qrcode
 
     rate = settings.submit.rate if settings.submit.rate > 0 else None
     with PlatformClient(settings.platform, settings.state_dir, rate=rate) as client:
-        export = qrcode.export_qrcodes(results_dir, out_dir, client, settings.journal_path)
-    return export.written, len(export.written) + len(export.failed)
+        export = qrcode.export_qrcodes(
+            results_dir, out_dir, client, settings.journal_path, on_progress=on_progress
+        )
+    return len(export.written), len(export.written) + len(export.failed), export.retryable
