@@ -304,7 +304,7 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     for kind in ("errors", "results"):
         answer = clerk.get(f"/jobs/{job_id}/download/{kind}")
         assert answer.status_code == 200 and answer.content[:2] == b"PK"
-    qr = clerk.get(f"/jobs/{job_id}/qrcodes.zip")
+    qr = site.qrcodes(clerk, job_id)
     assert qr.status_code == 200
     names = zipfile.ZipFile(io.BytesIO(qr.content)).namelist()
     assert sum(name.endswith(".png") for name in names) == 43 and "qrcodes.csv" in names

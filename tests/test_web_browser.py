@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +221,18 @@ def test_a_clerks_whole_journey_and_another_centre_locked_out(
     assert sheet is not None
     names = [sheet.cell(row=r, column=2).value for r in range(1, sheet.max_row + 1)]
     assert "张三" in names  # the edit is in the clerk's own workbook
+
+    # 43 QR codes at 10 a second take longer than a click waits: a page follows their fetching, looks
+    # again by itself, and the ZIP downloads without another click.
+    with page.expect_download(timeout=60_000) as fetched:
+        page.click("a[data-kind=qrcodes]")
+        expect(page.locator("h1")).to_have_text("正在获取二维码")
+        expect(page.locator("#qr-progress")).to_contain_text("已获取")
+        shots.take(page, "qrcodes")
+    assert fetched.value.suggested_filename == f"qrcodes_{SAMPLE_XLSX.stem}.zip"
+    fetched.value.save_as(tmp_path / "qrcodes.zip")
+    pictures = zipfile.ZipFile(tmp_path / "qrcodes.zip").namelist()
+    assert sum(name.endswith(".png") for name in pictures) == 43 and "qrcodes.csv" in pictures
     page.goto(f"{server.url}/jobs")
     expect(page.locator("#jobs")).to_contain_text("申领成功 43")
     for header in page.locator("#jobs th").all():

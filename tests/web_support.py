@@ -97,6 +97,19 @@ class Site:
         found: dict[str, Any] = answer.json()
         return found
 
+    @staticmethod
+    def qrcodes(client: TestClient, job_id: str, timeout: float = 90.0) -> Any:
+        """The job's QR code ZIP, as a browser gets it: the page that follows its build looked at again
+        (as its refresh does) until the ZIP comes; fails on a page saying the build failed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = client.get(f"/jobs/{job_id}/qrcodes.zip")
+            if answer.headers.get("content-type") == "application/zip":
+                return answer
+            assert answer.status_code == 200 and 'http-equiv="refresh"' in answer.text, answer.text
+            time.sleep(0.05)
+        raise AssertionError(f"the QR codes of job {job_id} are still being fetched")
+
     def wait(self, client: TestClient, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
         """Poll until the job is no longer busy."""
         deadline = time.monotonic() + timeout

@@ -31,6 +31,10 @@ JOBS_FOLDER = Path("web") / "jobs"
 ORIGINALS = "original.arrow"
 REPORTS = "reports"
 QRCODES_ZIP = "qrcodes.zip"
+#: Which build made the ZIP, for which version of the job, and what it holds.
+QRCODES_MADE = ".qrcodes.json"
+#: How far the build under way has got.
+QRCODES_PROGRESS = ".qrcodes.progress"
 
 #: Job ids: 16 URL-safe characters from 12 random bytes.
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{16}")
@@ -105,6 +109,16 @@ class JobFiles:
     def qrcodes_zip(self) -> Path:
         """The ZIP of the job's QR code pictures."""
         return self.folder / QRCODES_ZIP
+
+    @property
+    def qrcodes_made(self) -> Path:
+        """What the QR code ZIP is: the build, the job's version, its counts."""
+        return self.folder / QRCODES_MADE
+
+    @property
+    def qrcodes_progress(self) -> Path:
+        """The residents done so far by the QR code build under way."""
+        return self.folder / QRCODES_PROGRESS
 
     def write_originals(self, original: pd.DataFrame) -> None:
         """Store the fields as read (written aside, then renamed into place)."""

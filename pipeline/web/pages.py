@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from pipeline.web import engine
+from pipeline.web import downloads, engine
 from pipeline.web.auth import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, LoginRefused, password_problem, same
 from pipeline.web.context import (
     CLEANED,
@@ -49,6 +49,7 @@ from pipeline.web.downloads import NotAvailable
 from pipeline.web.editing import EditRefused, current_values, edit_cell
 from pipeline.web.jobfiles import JobFiles, new_job_id, safe_file_name
 from pipeline.web.reportfiles import report_path, reports_current
+from pipeline.web.runner import QR_REMEMBERED_SECONDS, QrBuild
 from pipeline.web.shown import file_name as shown_name
 from pipeline.web.shown import for_clerk, visible
 from pipeline.web.store import (
@@ -689,34 +690,81 @@ async def download(request: Request) -> Response:
     return _attachment(str(path), names[kind], media)
 
 
+#: Seconds a click on the QR codes waits for their ZIP before it answers with the page that follows it.
+QR_READY_SECONDS = 3.0
+#: Seconds between two looks of that page (each a GET of the ZIP's own address).
+QR_REFRESH_SECONDS = 2
+#: The cookie that tells a look of the page which build it has been waiting for (one per job: its path).
+QR_COOKIE = "ehc_qr"
+
+
+def _qr_cookie_path(job: Job) -> str:
+    return f"/jobs/{job.id}/qrcodes.zip"
+
+
+def _qr_page(request: Request, job: Job, build: QrBuild, failure: str | None) -> Response:
+    """The page a click on the QR codes gets while they are fetched, or once fetching them failed."""
+    space = workspace(request)
+    files = JobFiles(space.settings.state_dir, job.id)
+    done, total = downloads.qrcodes_progress(files, build.key) or (0, 0)
+    rate = space.settings.submit.rate
+    seconds_left = round((total - done) / rate) if total and rate > 0 else None
+    response = render(
+        request, "qrcodes.html",
+        {"job": job, "failure": failure, "done": done, "total": total,
+         "seconds_left": seconds_left, "refresh": QR_REFRESH_SECONDS},
+        503 if failure else 200,
+    )  # fmt: skip
+    if failure:  # said once: the next click starts a new build
+        response.delete_cookie(QR_COOKIE, path=_qr_cookie_path(job), httponly=True, samesite="lax")
+    else:
+        response.set_cookie(
+            QR_COOKIE, build.key, max_age=int(QR_REMEMBERED_SECONDS), path=_qr_cookie_path(job),
+            httponly=True, samesite="lax", secure=secure_cookies(request),
+        )  # fmt: skip
+    return response
+
+
 async def qrcodes(request: Request) -> Response:
-    """GET /jobs/{id}/qrcodes.zip: the QR codes of the residents this job enrolled."""
+    """GET /jobs/{id}/qrcodes.zip: the QR codes of the residents this job enrolled.
+
+    The first click starts fetching them in the background; when they take
+    longer than :data:`QR_READY_SECONDS`, the answer is a page saying how far
+    it has got, which looks again at the same address until the ZIP is
+    handed over (or says why there is none).
+    """
     who = viewer(request)
     job = centre_job(request, who)
     if not job.submitted_at or job.busy:
         raise Refused("此任务还没有提交完成，暂无二维码")
-    kept_files(request, job)
+    files = kept_files(request, job)
     name = f"qrcodes_{job.file_name.rsplit('.', 1)[0]}.zip"
     if request.method != "GET":
-        # A HEAD (a download manager or a link preview looking first) fetches no QR code: each GET asks
-        # the platform for every enrolled resident's (dynamic) code under the run lock.
+        # A HEAD (a download manager or a link preview looking first) fetches no QR code: a GET may start
+        # asking the platform for every enrolled resident's code under the run lock.
         looked = Response(headers=_disposition(name), media_type="application/zip")
         del looked.headers["content-length"]  # the size is not known until the codes are fetched
         return looked
     space = workspace(request)
-    try:
-        written, wanted = await space.runner.qrcodes(job.id)
-    except NotAvailable as reason:
-        raise Refused(str(reason), 503) from None
+    build = space.runner.qrcodes(job, request.cookies.get(QR_COOKIE, ""))
+    if build is not None:
+        await build.wait(QR_READY_SECONDS)
+        if not build.done or build.failure() is not None:
+            return _qr_page(request, job, build, build.failure())
+    made = downloads.qrcodes_zip(files)
+    if made is None or (build is not None and made.key != build.key):
+        raise Refused("二维码文件已不在服务器上（可能刚被清理），请重新点击下载二维码", 503)
     space.store.audit(
         "下载二维码",
         user=who.user,
         target=job.id,
-        detail=f"{written}/{wanted} 张",
+        detail=f"{made.written}/{made.wanted} 张",
         address=client_address(request),
     )
-    files = JobFiles(space.settings.state_dir, job.id)
-    return _attachment(str(files.qrcodes_zip), name, "application/zip")
+    handed = _attachment(str(files.qrcodes_zip), name, "application/zip")
+    if QR_COOKIE in request.cookies:
+        handed.delete_cookie(QR_COOKIE, path=_qr_cookie_path(job), httponly=True, samesite="lax")
+    return handed
 
 
 # --- account --------------------------------------------------------------------------------------

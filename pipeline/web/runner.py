@@ -25,6 +25,12 @@ At start-up the runner takes up what a previous server left: uploads that
 were queued or being checked are checked again; submissions whose process
 is gone are marked stopped the same way.
 
+A job's QR code ZIP is built on the pool too, in the background: a build
+asks the platform for every enrolled resident's code at the submission's
+rate, minutes for a large job, longer than a browser or the proxy in front
+waits for one answer.  One build per job runs at a time; a click that comes
+while it runs (a second one, a colleague's) follows that build.
+
 ``processes=False`` runs the same work on threads of the server itself:
 for tests that drive the app in-process.
 """
@@ -32,21 +38,25 @@ for tests that drive the app in-process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import os
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
 
 from pipeline.web import checking, downloads, engine, submitting
+from pipeline.web.jobfiles import JobFiles
 from pipeline.web.store import (
     CHECK_QUEUE_STATES,
     CHECKING,
@@ -55,6 +65,7 @@ from pipeline.web.store import (
     SUBMITTING,
     UNREADABLE,
     WAITING,
+    Job,
     Store,
 )
 
@@ -75,6 +86,55 @@ STOPPED_BY_CRASH = (
 #: Statuses of rows a submission may have sent before it died.
 _SENT_MAYBE = frozenset({engine.STATUS_VALID, engine.STATUS_FAILED, engine.STATUS_REJECTED})
 WORKER_DIED = "检查该文件时检查程序意外结束（文件可能过大或已损坏）。请用 Excel 打开后另存为 .xlsx 再上传"
+#: Seconds a finished QR code build is remembered: the pages that waited for it learn how it ended.
+QR_REMEMBERED_SECONDS = 3600.0
+QR_CANCELLED = "服务器正在停止或重启，二维码没有获取完。请稍后再点击下载二维码"
+QR_BROKEN = "获取二维码时程序内部错误。请稍后再点击下载二维码；仍然如此请联系运维人员"
+
+
+@dataclass
+class QrBuild:
+    """One build of a job's QR code ZIP, running in the background; ``key`` names it to the pages."""
+
+    key: str
+    future: Future[downloads.QrZip]
+    finished: float | None = field(default=None)
+
+    @property
+    def done(self) -> bool:
+        """Whether the build has ended (made its ZIP or failed)."""
+        return self.future.done()
+
+    def failure(self) -> str | None:
+        """Why the build failed, in the clerk's words; None while it runs or once it made its ZIP."""
+        if not self.future.done():
+            return None
+        if self.future.cancelled():
+            return QR_CANCELLED
+        error = self.future.exception()
+        if error is None:
+            return None
+        if isinstance(error, downloads.NotAvailable):
+            return str(error)
+        return QR_BROKEN
+
+    async def wait(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the build to end; the build goes on whatever becomes of the waiter."""
+        if seconds <= 0 or self.future.done():
+            return
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not ended.done():
+                ended.set_result(None)
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop of a request that has gone
+                loop.call_soon_threadsafe(settle)
+
+        self.future.add_done_callback(wake)
+        await asyncio.wait([ended], timeout=seconds)
 
 
 def _alive(pid: int | None) -> bool:
@@ -95,7 +155,7 @@ def _alive(pid: int | None) -> bool:
 
 
 class Runner:
-    """Runs dry runs, report writing and submissions away from the request handlers."""
+    """Runs dry runs, report writing, QR code builds and submissions away from the request handlers."""
 
     def __init__(self, settings: engine.Settings, store: Store, *, processes: bool = True) -> None:
         self.settings = settings
@@ -105,7 +165,7 @@ class Runner:
         self._pool: Executor | None = None
         self._submissions: dict[str, Any] = {}
         self._report_locks: dict[str, asyncio.Lock] = {}
-        self._qrcodes_built: dict[str, tuple[float, tuple[int, int]]] = {}  # job -> its last ZIP: when, what
+        self._qr_builds: dict[str, QrBuild] = {}  # job -> its QR code build running, or the last one
         self._lock = threading.RLock()
         self._waiting: dict[int, deque[str]] = {}  # centre -> its uploads, in the order they came
         self._served: dict[int, int] = {}  # centre -> the turn its last upload went to the pool
@@ -267,22 +327,71 @@ class Runner:
         async with lock:
             return await self.run(downloads.build_reports, self.settings, job_id)
 
-    async def qrcodes(self, job_id: str) -> tuple[int, int]:
-        """Build the job's QR code ZIP, unless one was finished while this request waited for the lock.
+    def _background(self, function: Callable[..., T], *args: Any) -> Future[T]:
+        """``function(*args)`` on the pool, nobody waiting for it; a pool broken under it is renewed, once."""
+        outcome: Future[T] = Future()
 
-        Every enrolled resident's code is asked of the platform, at the submission's rate and under the
-        run lock: a second click (or a colleague's) during a build takes the ZIP that build makes, as
-        fresh as the click, instead of asking the platform for every code once more.
+        def attempt(tries_left: int) -> None:
+            try:
+                pool, future = self._submit(function, *args)
+            except Exception as error:  # the runner closed, or a pool that cannot be renewed
+                outcome.set_exception(error)
+                return
+
+            def ended(future: Future[T]) -> None:
+                if future.cancelled():
+                    outcome.cancel()
+                    return
+                error = future.exception()
+                if isinstance(error, BrokenProcessPool) and tries_left and not self._closed.is_set():
+                    self._renew(pool)
+                    attempt(tries_left - 1)
+                elif error is not None:
+                    outcome.set_exception(error)
+                else:
+                    outcome.set_result(future.result())
+
+            future.add_done_callback(ended)
+
+        attempt(1)
+        return outcome
+
+    def qrcodes(self, job: Job, waited_for: str = "") -> QrBuild | None:
+        """The QR code build a request for the job's ZIP is to follow, started if need be.
+
+        The build running is joined: every code is asked of the platform once,
+        whoever clicks.  A finished build is followed by the page that waited
+        for it (``waited_for`` is its key), to hand over its ZIP or say why
+        there is none.  None: the ZIP on disk was built since the job last
+        changed and is handed over again without asking the platform.
         """
-        lock = self._report_locks.setdefault(job_id, asyncio.Lock())
-        asked = time.monotonic()
-        async with lock:
-            built = self._qrcodes_built.get(job_id)
-            if built is not None and built[0] >= asked:
-                return built[1]
-            made = await self.run(downloads.build_qrcodes, self.settings, job_id)
-            self._qrcodes_built[job_id] = (time.monotonic(), made)
-            return made
+        files = JobFiles(self.settings.state_dir, job.id)
+        with self._lock:
+            self._forget_qrcodes()
+            last = self._qr_builds.get(job.id)
+            if last is not None and not last.done:
+                return last
+            if last is not None and waited_for and last.key == waited_for:
+                if last.failure() is not None:
+                    return last
+                made = downloads.qrcodes_zip(files)
+                if made is not None and made.key == last.key and made.version == job.version:
+                    return last
+            if downloads.qrcodes_current(files, job) is not None:
+                return None
+            key = secrets.token_urlsafe(12)
+            files.qrcodes_progress.unlink(missing_ok=True)
+            build = QrBuild(key, self._background(downloads.build_qrcodes, self.settings, job.id, key))
+            build.future.add_done_callback(lambda _: setattr(build, "finished", time.monotonic()))
+            self._qr_builds[job.id] = build
+            return build
+
+    def _forget_qrcodes(self) -> None:
+        """Forget the builds that ended long ago (the caller holds the lock)."""
+        now = time.monotonic()
+        for job_id, build in list(self._qr_builds.items()):
+            if build.finished is not None and now - build.finished > QR_REMEMBERED_SECONDS:
+                del self._qr_builds[job_id]
 
     # -- submissions -----------------------------------------------------------------------------
 
