@@ -382,9 +382,16 @@ class Runner:
             key = secrets.token_urlsafe(12)
             files.qrcodes_progress.unlink(missing_ok=True)
             build = QrBuild(key, self._background(downloads.build_qrcodes, self.settings, job.id, key))
-            build.future.add_done_callback(lambda _: setattr(build, "finished", time.monotonic()))
+            build.future.add_done_callback(functools.partial(self._qrcodes_ended, job.id, build))
             self._qr_builds[job.id] = build
             return build
+
+    @staticmethod
+    def _qrcodes_ended(job_id: str, build: QrBuild, future: Future[downloads.QrZip]) -> None:
+        build.finished = time.monotonic()
+        error = None if future.cancelled() else future.exception()
+        if error is not None and not isinstance(error, downloads.NotAvailable):
+            logger.error("网页任务 {} 的二维码获取时程序内部错误（{}）", job_id, type(error).__name__)
 
     def _forget_qrcodes(self) -> None:
         """Forget the builds that ended long ago (the caller holds the lock)."""
