@@ -201,3 +201,20 @@ def test_a_zip_built_before_the_job_changed_is_built_again(site: Site, sandbox: 
     assert edit_cell(clerk, job_id, row_id, "xm", "张三").status_code == 200
     assert _pictures(site.qrcodes(clerk, job_id)) == ENROLLED
     assert sandbox.count("getImg") == 2 * ENROLLED
+
+
+def test_a_zip_built_long_ago_is_built_again(
+    site: Site, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codes are dynamic (type 0), valid for a time the document does not give: a click long after the
+    build fetches them anew rather than hand over old ones."""
+    from pipeline.web import downloads
+
+    clerk = site.client("clerk_a")
+    job_id = _submitted(site, clerk)
+    assert _pictures(site.qrcodes(clerk, job_id)) == ENROLLED
+    assert _pictures(site.qrcodes(clerk, job_id)) == ENROLLED
+    assert sandbox.count("getImg") == ENROLLED  # soon after: the same ZIP
+    monkeypatch.setattr(downloads, "QR_REUSE_SECONDS", 0.0)  # as if that ZIP were long since built
+    assert _pictures(site.qrcodes(clerk, job_id)) == ENROLLED
+    assert sandbox.count("getImg") == 2 * ENROLLED

@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -43,6 +44,10 @@ from pipeline.web.store import Job, Store
 FAULT_FRAME_COLUMNS = ("row_id", "field", "code", "severity", "message")
 
 #: Why QR codes cannot be fetched while another run holds the lock (whose, the clerk is not told).
+#: Seconds a finished QR code ZIP is handed over again without asking the platform: long enough for
+#: the page that waited for it and a colleague's click, short enough that dynamic codes are fresh.
+QR_REUSE_SECONDS = 600.0
+
 QR_LOCK_HELD = (
     "另一个提交、夜间导入或二维码下载正在进行，暂时不能获取二维码。请几分钟后再点击下载二维码"
 )
@@ -67,6 +72,8 @@ class QrZip:
     wanted: int
     #: residents without a picture whom another build may give one (getImg failed for them)
     retryable: int
+    #: when it was built (seconds since the epoch): the codes are dynamic, and are fetched anew once old
+    made_at: float = 0.0
 
 
 def qrcodes_zip(files: JobFiles) -> QrZip | None:
@@ -81,12 +88,17 @@ def qrcodes_zip(files: JobFiles) -> QrZip | None:
 def qrcodes_current(files: JobFiles, job: Job) -> QrZip | None:
     """The job's QR code ZIP, if it can be handed over again without asking the platform.
 
-    That is one built since the job last changed, in which every resident
-    whose card ids are known has a picture: one with pictures missing because
-    getImg failed is fetched again at the next click.
+    That is one built since the job last changed, less than
+    :data:`QR_REUSE_SECONDS` ago, in which every resident whose card ids are
+    known has a picture: one with pictures missing because getImg failed is
+    fetched again at the next click.  The codes are of type 0, dynamic, and
+    the interface document does not say how long one stays valid: a click
+    well after the build fetches them anew rather than hand over old ones.
     """
     made = qrcodes_zip(files)
-    return made if made is not None and made.version == job.version and not made.retryable else None
+    if made is None or made.version != job.version or made.retryable:
+        return None
+    return made if made.made_at <= time.time() < made.made_at + QR_REUSE_SECONDS else None
 
 
 def qrcodes_progress(files: JobFiles, key: str) -> tuple[int, int] | None:
@@ -208,7 +220,7 @@ def build_qrcodes(settings: engine.Settings, job_id: str, key: str) -> QrZip:
             for path in sorted(folder.iterdir()):
                 if path.suffix in (".png", ".csv"):
                     archive.write(path, path.name)
-        made = QrZip(key, version, written, wanted, retryable)
+        made = QrZip(key, version, written, wanted, retryable, made_at=time.time())
         files.qrcodes_made.unlink(missing_ok=True)  # never the new ZIP under the old one's description
         partial.replace(files.qrcodes_zip)
         _write_json(files.qrcodes_made, asdict(made))
