@@ -207,6 +207,67 @@ def test_login_form_needs_its_token(site: Site) -> None:
     assert answer.status_code == 403 and "页面已过期" in answer.text
 
 
+def test_two_login_pages_open_at_once_both_log_in(site: Site) -> None:
+    """Two tabs sent to the login page (a session that ended with both open): the one opened first
+    logs in too, rather than being told its page expired."""
+    client = site.client()
+    first = client.get("/login?next=/jobs").text
+    client.get("/login?next=/account/password")  # the second tab
+    answer = client.post(
+        "/login",
+        data={
+            "name": "clerk_a",
+            "password": PASSWORDS["clerk_a"],
+            "csrf_token": csrf_of(first),
+            "next": "/jobs",
+        },
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/jobs", answer.text
+
+
+def test_an_expired_login_page_is_the_login_page_again_keeping_where_the_clerk_was_going(site: Site) -> None:
+    """A login page left open past its token: the login page again, saying what to do, with the name
+    typed and the page the clerk was going to kept (the password is typed again)."""
+    client = site.client()
+    client.get("/login?next=/account/password")
+    client.cookies.clear()  # the login page's token expired (30 minutes)
+    answer = client.post(
+        "/login",
+        data={
+            "name": "clerk_a",
+            "password": PASSWORDS["clerk_a"],
+            "csrf_token": "old",
+            "next": "/account/password",
+        },
+    )
+    assert answer.status_code == 403 and "登录页面已过期" in answer.text and "请重新输入密码" in answer.text
+    assert 'value="clerk_a"' in answer.text and PASSWORDS["clerk_a"] not in answer.text
+    again = client.post(
+        "/login",
+        data={"name": "clerk_a", "password": PASSWORDS["clerk_a"], "csrf_token": csrf_of(answer.text),
+              "next": re.search(r'name="next" value="([^"]*)"', answer.text).group(1)},  # type: ignore[union-attr]
+    )  # fmt: skip
+    assert again.status_code == 303 and again.headers["location"] == "/account/password"
+
+
+def test_a_mistyped_password_keeps_the_page_the_clerk_was_going_to(site: Site) -> None:
+    client = site.client()
+    page = client.get("/login?next=/account/password").text
+    wrong = client.post(
+        "/login",
+        data={"name": "clerk_a", "password": "not-the-password", "csrf_token": csrf_of(page),
+              "next": "/account/password"},
+    )  # fmt: skip
+    assert wrong.status_code == 401
+    assert 'name="next" value="/account/password"' in wrong.text and 'value="clerk_a"' in wrong.text
+    # A password typed into the name box is not shown back in it.
+    mistaken = client.post(
+        "/login",
+        data={"name": PASSWORDS["clerk_a"], "password": "", "csrf_token": csrf_of(page), "next": "/jobs"},
+    )
+    assert mistaken.status_code == 401 and PASSWORDS["clerk_a"] not in mistaken.text
+
+
 def test_a_session_ends_when_idle_too_long(site: Site) -> None:
     client = site.client("clerk_a")
     assert client.get("/jobs").status_code == 200
@@ -267,7 +328,12 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     choices = re.search(r'<select name="column">(.*?)</select>', page.text, flags=re.S)
     assert choices is not None
     assert re.findall(r">([^<]+)</option>", choices.group(1))[1:] == [
-        "姓名", "性别", "民族", "身份证号", "联系电话", "医疗费用支付方式"
+        "姓名",
+        "性别",
+        "民族",
+        "身份证号",
+        "联系电话",
+        "医疗费用支付方式",
     ]
 
     row_id, field = _fault_row(site, clerk, job_id, "姓名为空")

@@ -7,6 +7,7 @@ modules and render a page.  Every state change is written to the audit log.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import time
@@ -24,7 +25,6 @@ from pipeline.web import downloads, engine
 from pipeline.web.auth import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, LoginRefused, password_problem, same
 from pipeline.web.context import (
     CLEANED,
-    CsrfFailed,
     NotFound,
     Refused,
     Viewer,
@@ -137,12 +137,27 @@ def _safe_next(target: str) -> str:
     )
 
 
-def _login_page(request: Request, message: str = "", status: int = 200) -> Response:
-    token = secrets.token_urlsafe(24)
+#: What a login form's token looks like (``secrets.token_urlsafe(24)``): a cookie that is anything else is
+#: not reused.
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
+#: A login form sent with a token that no longer matches: the page was open too long, or a colleague
+#: logged in from this browser since.
+LOGIN_PAGE_EXPIRED = "登录页面已过期（打开太久，或已在其他页面登录过），请重新输入密码登录"
+
+
+def _login_page(
+    request: Request, message: str = "", status: int = 200, *, target: str | None = None, name: str = ""
+) -> Response:
+    """The login form; ``target`` is where a login leads (a POST's own field; the address's otherwise).
+
+    The token of a login page still open in another tab is reused, so that each of them logs in.
+    """
+    kept = request.cookies.get(LOGIN_COOKIE, "")
+    token = kept if _LOGIN_TOKEN.fullmatch(kept) else secrets.token_urlsafe(24)
+    going = target if target is not None else request.query_params.get("next", "/jobs")
     response = render(
         request, "login.html",
-        {"login_token": token, "message": message,
-         "next": _safe_next(request.query_params.get("next", "/jobs"))},
+        {"login_token": token, "message": message, "next": _safe_next(going), "name": name[:40]},
         status,
     )  # fmt: skip
     response.set_cookie(
@@ -161,9 +176,12 @@ async def login(request: Request) -> Response:
     """POST /login: check the name and password (throttled), start a session."""
     space = workspace(request)
     form = await read_form(request)
-    if not same(request.cookies.get(LOGIN_COOKIE, ""), str(form.get(CSRF_FIELD, ""))):
-        raise CsrfFailed
     name, password = str(form.get("name", ""))[:100], str(form.get("password", ""))[:200]
+    target = str(form.get("next", "/jobs"))
+    if not same(request.cookies.get(LOGIN_COOKIE, ""), str(form.get(CSRF_FIELD, ""))):
+        # Nothing is checked; the form comes back with a fresh token, the name and where it led.
+        known = await run_in_threadpool(space.store.user_by_name, name.strip()) if name.strip() else None
+        return _login_page(request, LOGIN_PAGE_EXPIRED, 403, target=target, name=known.name if known else "")
     address = client_address(request)
     try:
         done = await run_in_threadpool(space.auth.login, name, password, address)
@@ -174,10 +192,11 @@ async def login(request: Request) -> Response:
             space.store.audit, "登录失败", user=None, user_name=known.name if known else UNKNOWN_NAME,
             target="", detail=str(refused), address=address,
         )  # fmt: skip
-        return _login_page(request, str(refused), 401)
+        # The name is typed again only when it is a user's: a password typed into it is not shown.
+        return _login_page(request, str(refused), 401, target=target, name=known.name if known else "")
     space.auth.logout(request.cookies.get(SESSION_COOKIE, ""))  # the session this login replaces ends
     await run_in_threadpool(space.store.audit, "登录", user=done.user, address=address)
-    response = RedirectResponse(_safe_next(str(form.get("next", "/jobs"))), status_code=303)
+    response = RedirectResponse(_safe_next(target), status_code=303)
     response.set_cookie(
         SESSION_COOKIE, done.token, httponly=True, samesite="lax", path="/",
         secure=secure_cookies(request),
@@ -453,8 +472,14 @@ def job_state(request: Request) -> Response:
 def _faults_json(faults: list[tuple[str, str, int, str, str]]) -> list[dict[str, Any]]:
     """A row's faults (field, source, code, severity, message) as an edit's JSON answer gives them."""
     return [
-        {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m),
-         "hint": engine.fault_fix(c, f, warning=sev == "warning")}
+        {
+            "field": f,
+            "source": s,
+            "code": c,
+            "severity": sev,
+            "message": visible(m),
+            "hint": engine.fault_fix(c, f, warning=sev == "warning"),
+        }
         for f, s, c, sev, m in faults
     ]
 
