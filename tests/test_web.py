@@ -275,6 +275,31 @@ def test_a_session_ends_when_idle_too_long(site: Site) -> None:
     assert client.get("/jobs").status_code == 303
 
 
+def test_a_form_sent_after_the_session_ended_says_on_the_login_page_it_was_not_done(site: Site) -> None:
+    """The clerk comes back from lunch and presses a button: the login page says the session ended and
+    what they pressed was not done, so they do it again once logged in (not a silent login page)."""
+    client = site.client("clerk_a")
+    csrf = csrf_of(client.get("/account/password").text)
+    site.store._db().execute("UPDATE sessions SET seen = seen - 3600")
+    sent = client.post(
+        "/account/password", data={"csrf_token": csrf, "current": "x", "new": "y", "again": "y"},
+        headers={"referer": "http://testserver/account/password"},
+    )  # fmt: skip
+    assert sent.status_code == 303 and sent.headers["location"] == "/login?next=/account/password"
+    page = client.get(sent.headers["location"]).text
+    assert "登录已过期" in page and "没有执行" in page
+    assert "登录已过期" not in client.get("/login").text  # said once
+
+    # A link followed after the session ended: the login page says why it is shown.
+    client = site.client("clerk_a")
+    site.store._db().execute("UPDATE sessions SET seen = seen - 3600")
+    went = client.get("/jobs")
+    assert went.status_code == 303 and "登录已过期" in client.get(went.headers["location"]).text
+    # Someone who never logged in is not told a session of theirs ended.
+    fresh = site.client()
+    assert "登录已过期" not in fresh.get(fresh.get("/jobs").headers["location"]).text
+
+
 def test_a_password_change_ends_other_sessions(site: Site) -> None:
     first, second = site.client("clerk_a"), site.client("clerk_a")
     csrf = csrf_of(first.get("/account/password").text)

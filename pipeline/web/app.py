@@ -35,7 +35,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.web import admin, engine, pages, shown
-from pipeline.web.auth import Auth
+from pipeline.web.auth import SESSION_COOKIE, Auth
 from pipeline.web.context import (
     STATIC,
     TEMPLATES,
@@ -50,6 +50,7 @@ from pipeline.web.context import (
     static_versions,
     viewer,
     wants_json,
+    with_notice,
 )
 from pipeline.web.runner import Runner
 from pipeline.web.store import Store
@@ -165,7 +166,12 @@ async def _login_needed(request: Request, exc: Exception) -> Response:
         came_from = urlsplit(request.headers.get("referer", ""))
         same_site = came_from.netloc == request.headers.get("host", "") and came_from.path.startswith("/")
         target = came_from.path if same_site and not came_from.path.startswith("/login") else "/jobs"
-    return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    answer = RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    if not request.cookies.get(SESSION_COOKIE) or request.url.path == "/logout":
+        return answer  # never logged in (or leaving anyway): nothing ended that needs saying
+    # The clerk's session ended (idle, or ended elsewhere): the login page says so, and that what was
+    # pressed was not done, rather than appearing as if nothing had happened.
+    return with_notice(request, answer, "expired" if request.method == "GET" else "expired_action")
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

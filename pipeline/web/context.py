@@ -48,6 +48,7 @@ def static_versions(folder: Path = STATIC) -> dict[str, str]:
         if path.is_file()
     }
 
+
 #: Fixed notices a redirect may ask the next page to show (never text taken from the request).
 NOTICES = {
     "uploaded": "已上传，正在检查。",
@@ -56,6 +57,8 @@ NOTICES = {
     "already": "此任务已在提交中，不会重复提交。",
     "cancelling": "正在取消：进行中的请求完成后停止，已发送的会保留。",
     "password": "密码已修改。",
+    "expired": "登录已过期（长时间未操作），请重新登录。",
+    "expired_action": "登录已过期，刚才的操作没有执行。请重新登录后再做一次。",
     "centre": "中心已添加。",
     "user": "用户已添加。",
     "reset": "密码已重设，该用户需重新登录。",
