@@ -318,6 +318,24 @@ def test_a_second_submit_of_the_same_job_shows_the_first_and_sends_nobody_twice(
     assert sandbox.count("syncCardInfo") == 42 and sandbox.residents() == 42
 
 
+def test_a_confirmation_sent_again_after_its_submission_finished_says_it_was_submitted(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """Two tabs on one confirmation page (or the back button to it): the second 确认提交, pressed after
+    the first's submission ended, leads to the job's page saying it was submitted, not to an error."""
+    with make_site(tmp_path / "state", sandbox.settings(), rate=500.0) as site:
+        clerk = site.client("clerk_a")
+        job_id = site.upload_sample(clerk)
+        confirmation = clerk.get(f"/jobs/{job_id}/submit").text
+        form = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', confirmation))
+        assert clerk.post(f"/jobs/{job_id}/submit", data=form).status_code == 303
+        assert site.wait(clerk, job_id)["state"] == "submitted"
+        again = clerk.post(f"/jobs/{job_id}/submit", data=form)
+        assert again.status_code == 303 and again.headers["location"] == f"/jobs/{job_id}", again.text
+        assert "已经提交过" in clerk.get(again.headers["location"]).text
+    assert sandbox.count("syncCardInfo") == 42
+
+
 # --- a clerk who leaves ------------------------------------------------------------------------------
 
 

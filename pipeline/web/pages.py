@@ -630,9 +630,14 @@ async def submit(request: Request) -> Response:
     """POST /jobs/{id}/submit: start sending the valid rows (queued behind any run holding the lock)."""
     who = viewer(request)
     job = centre_job(request, who)
-    await checked_form(request, who)
+    form = await checked_form(request, who)
     kept_files(request, job)
     space = workspace(request)
+    seen = form.get("submitted")
+    if isinstance(seen, str) and seen != job.submitted_at and job.state in READY_STATES:
+        # The confirmation was shown before a submission that has ended since (another tab, the back
+        # button): that one is what the clerk meant; its results are on the job's page.
+        return redirect(request, f"/jobs/{job.id}", "submitted_since")
     if sendable(space.store.counts(job.id)["status"]) == 0:
         raise Refused("没有可提交的行（校验通过的行数为 0）")
     moved = space.store.claim_job(
