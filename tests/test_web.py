@@ -353,12 +353,7 @@ def test_upload_fix_submit_download(site: Site, sandbox: Any) -> None:
     choices = re.search(r'<select name="column">(.*?)</select>', page.text, flags=re.S)
     assert choices is not None
     assert re.findall(r">([^<]+)</option>", choices.group(1))[1:] == [
-        "姓名",
-        "性别",
-        "民族",
-        "身份证号",
-        "联系电话",
-        "医疗费用支付方式",
+        "姓名", "性别", "民族", "身份证号", "联系电话", "医疗费用支付方式"
     ]
 
     row_id, field = _fault_row(site, clerk, job_id, "姓名为空")

@@ -48,7 +48,6 @@ def static_versions(folder: Path = STATIC) -> dict[str, str]:
         if path.is_file()
     }
 
-
 #: Fixed notices a redirect may ask the next page to show (never text taken from the request).
 NOTICES = {
     "uploaded": "已上传，正在检查。",

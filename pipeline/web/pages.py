@@ -472,14 +472,8 @@ def job_state(request: Request) -> Response:
 def _faults_json(faults: list[tuple[str, str, int, str, str]]) -> list[dict[str, Any]]:
     """A row's faults (field, source, code, severity, message) as an edit's JSON answer gives them."""
     return [
-        {
-            "field": f,
-            "source": s,
-            "code": c,
-            "severity": sev,
-            "message": visible(m),
-            "hint": engine.fault_fix(c, f, warning=sev == "warning"),
-        }
+        {"field": f, "source": s, "code": c, "severity": sev, "message": visible(m),
+         "hint": engine.fault_fix(c, f, warning=sev == "warning")}
         for f, s, c, sev, m in faults
     ]
 
