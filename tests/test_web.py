@@ -504,6 +504,25 @@ def test_a_corrected_mapping_is_kept_for_the_centre(site: Site) -> None:
     assert site.wait(clerk_b, other.json()["jobs"][0].rsplit("/", 1)[-1])["state"] == "needs_mapping"
 
 
+def test_a_mapping_giving_one_field_two_columns_is_the_mapping_page_again_naming_both(site: Site) -> None:
+    """Two columns chosen for one field: the mapping page again, with the clerk's choices as they made
+    them and the field and both columns named (not an error page whose only link leaves them behind)."""
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    page = clerk.get(f"/jobs/{job_id}/mapping").text
+    chosen = r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"[^>]*selected'
+    form = dict(re.findall(chosen, page, flags=re.S))
+    assert form["t0c17"] == "dzc" and form["t0c18"] == ""  # 村/街/路, 备注
+    form.update(t0c0="ignore", t0c18="dzc")
+    answer = clerk.post(f"/jobs/{job_id}/mapping", data={"csrf_token": csrf_of(page), **form})
+    assert answer.status_code == 400 and 'id="mapping-form"' in answer.text
+    said = re.search(r'<p class="error" role="alert">([^<]*)</p>', answer.text)
+    assert said and all(part in said.group(1) for part in ("村/街/路", "第 18 列", "第 19 列", "备注"))
+    again = dict(re.findall(chosen, answer.text, flags=re.S))
+    assert again["t0c0"] == "ignore" and again["t0c18"] == "dzc"  # as the clerk chose them
+    assert site.state(clerk, job_id)["state"] == "checked"  # nothing was saved or checked again
+
+
 def test_a_recognised_column_set_to_no_field_is_kept_as_the_clerks_own_column(site: Site) -> None:
     """（不使用，保留为附加列）keeps the column in the reports as the clerk's own; it is not dropped."""
     clerk_a = site.client("clerk_a")

@@ -539,8 +539,14 @@ async def edit(request: Request) -> Response:
 # --- mapping ------------------------------------------------------------------------------------
 
 
-def mapping_page(request: Request) -> Response:
-    """GET /jobs/{id}/mapping: the header row found and which column became which field."""
+def mapping_page(
+    request: Request, picked: dict[str, str] | None = None, message: str = "", status: int = 200
+) -> Response:
+    """GET /jobs/{id}/mapping: the header row found and which column became which field.
+
+    ``picked`` (form field -> code) shows the clerk's own choices again, with ``message`` saying why
+    they were not saved.
+    """
     who = viewer(request)
     job = centre_job(request, who)
     if not job.tables:
@@ -553,11 +559,34 @@ def mapping_page(request: Request) -> Response:
         locked = "此任务已提交，列对应关系不能再修改。如需改正，请改好表格后重新上传"
     elif job.busy:
         locked = "此任务正在检查或提交，请等它结束后再修改列对应关系"
+    selected = [
+        [(picked or {}).get(f"t{t}c{c}", field or "") for c, field in enumerate(info["fields"])]
+        for t, info in enumerate(job.tables)
+    ]
     return render(
         request, "mapping.html",
         {"job": job, "choices": choices, "required": engine.REQUIRED_INPUT_FIELDS,
-         "labels": engine.FIELD_LABELS, "locked": locked},
+         "labels": engine.FIELD_LABELS, "locked": locked, "selected": selected, "message": message},
+        status,
     )  # fmt: skip
+
+
+def _taken_twice(job: Job, changes: dict[str, str]) -> str:
+    """Why the mapping cannot be saved when it gives one field two columns ("" when it does not)."""
+    seen: dict[str, int] = {}
+    headers = job.tables[0]["headers"] if job.tables else []
+    for c, code in enumerate(_final_fields(job, changes)):
+        if not code or code in (engine.IGNORE, engine.EXTRA):
+            continue
+        if code in seen:
+            first = seen[code]
+            label = engine.FIELD_LABELS.get(code, code)
+            return (
+                f"“{label}”对应了两列：第 {first + 1} 列“{headers[first]}”和第 {c + 1} 列“{headers[c]}”。"
+                "一个字段只能对应一列，请把其中一列改为“不使用”或“忽略”后再保存"
+            )
+        seen[code] = c
+    return ""
 
 
 async def save_mapping(request: Request) -> Response:
@@ -580,10 +609,10 @@ async def save_mapping(request: Request) -> Response:
             if code != (info["fields"][c] or ""):
                 chosen[str(header)] = code or engine.EXTRA  # a recognised column kept as the clerk's own
     mapping = chosen
-    no_field = (engine.IGNORE, engine.EXTRA)
-    taken = [code for code in _final_fields(job, mapping) if code and code not in no_field]
-    if len(taken) != len(set(taken)):
-        raise Refused("同一字段不能对应两列，请检查后重新选择", 400)
+    twice = _taken_twice(job, mapping)
+    if twice:  # the clerk's choices come back as they made them, with the two columns named
+        picked = {str(key): str(value) for key, value in form.items() if str(key).startswith("t")}
+        return mapping_page(request, picked, twice, 400)
     await run_in_threadpool(space.store.save_centre_columns, who.centre.id, mapping)
     if not space.store.claim_job(
         job.id, [*READY_STATES, NEEDS_MAPPING], QUEUED, stage="排队等待检查", progress=0.0
