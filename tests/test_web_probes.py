@@ -336,6 +336,18 @@ def test_a_confirmation_sent_again_after_its_submission_finished_says_it_was_sub
     assert sandbox.count("syncCardInfo") == 42
 
 
+def test_a_cancel_pressed_after_the_submission_ended_shows_the_job_not_an_error(site: Site) -> None:
+    """取消提交 pressed as the submission ends (or in a second tab, after the first cancelled it): the
+    job's page, saying there was nothing left to cancel."""
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk, SAMPLE_CSV)
+    answer = clerk.post(f"/jobs/{job_id}/cancel", data={"csrf_token": site.csrf(clerk)})
+    assert answer.status_code == 303 and answer.headers["location"] == f"/jobs/{job_id}", answer.text
+    assert "已不在提交中" in clerk.get(answer.headers["location"]).text
+    assert site.state(clerk, job_id)["state"] == "checked"
+    assert "取消提交" not in [entry.action for entry in site.store.audit_page(0, 50)]
+
+
 # --- a clerk who leaves ------------------------------------------------------------------------------
 
 

@@ -688,7 +688,11 @@ async def cancel(request: Request) -> Response:
     await checked_form(request, who)
     space = workspace(request)
     if job.state not in (WAITING, SUBMITTING):
-        raise Refused("此任务没有在提交")
+        if wants_json(request):
+            raise Refused("此任务已不在提交中，无需取消")
+        # Pressed as the submission ended, or in a second tab after the first cancelled: nothing to do;
+        # the job's page shows how it ended.
+        return redirect(request, f"/jobs/{job.id}", "not_sending")
     space.store.update_job(job.id, cancel=1)
     space.store.audit("取消提交", user=who.user, target=job.id, address=client_address(request))
     if wants_json(request):
