@@ -387,3 +387,34 @@ def test_checks_under_way_on_the_job_list_in_a_narrow_window_and_over_a_lost_con
     page.unroute("**/state")
     page.wait_for_selector("#grid", timeout=60_000)  # and carries on once it answers again
     narrow.close()
+
+
+def test_two_login_tabs_and_a_long_file_name_in_a_narrow_window(
+    server: Server, browser: Any, tmp_path: Path
+) -> None:
+    """Tabs left open when a session ended each log in; a register named in one long word (an export's
+    ``2024_11_...`` name) is shown whole on its pages at 1024×768 and 150 % zoom, not cut at the edge."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 683, "height": 512}, locale="zh-CN")
+    first, second = context.new_page(), context.new_page()
+    first.goto(f"{server.url}/jobs")
+    second.goto(f"{server.url}/account/password")
+    for tab in (first, second):
+        expect(tab.locator("h1")).to_have_text("登录")
+    first.fill("input[name=name]", "clerk_a")
+    first.fill("input[name=password]", PASSWORDS["clerk_a"])
+    first.click("#login-form button[type=submit]")
+    first.wait_for_url("**/jobs")  # the tab opened first logs in too
+
+    register = tmp_path / ("2024_11_jumin_dengjibiao_" + "x" * 60 + ".csv")
+    shutil.copy(SAMPLE_CSV, register)
+    first.set_input_files("#files", str(register))
+    first.click("#upload-button")
+    first.wait_for_selector("#grid", timeout=60_000)
+    overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert first.evaluate(overflow) <= 0
+    first.click("#submit-link")
+    expect(first.locator(".confirm")).to_be_visible()
+    assert first.evaluate(overflow) <= 0
+    context.close()
