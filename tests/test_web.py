@@ -631,6 +631,26 @@ def test_an_oversized_upload_is_refused_with_the_limit(site: Site) -> None:
     assert site.store.jobs_count(site.store.centre_by_code(ORG_A).id) == 0  # type: ignore[union-attr]
 
 
+def test_the_same_register_uploaded_again_names_the_earlier_job_of_the_centre(site: Site) -> None:
+    """A clerk unsure the first upload went through sends the file again: the new job's page names the
+    earlier one, so the clerk carries on there instead of fixing and submitting the same rows twice;
+    another centre's upload of a file with the same name is never named."""
+    clerk_a, clerk_b = site.client("clerk_a"), site.client("clerk_b")
+    first = site.upload_sample(clerk_a, SAMPLE_CSV)
+    elsewhere = site.upload_sample(clerk_b, SAMPLE_CSV)
+    # Uploaded this morning (times are kept to the second: two within one are not told apart).
+    site.store._db().execute(
+        "UPDATE jobs SET created_at = '2026-01-05T08:30:00+08:00' WHERE id IN (?, ?)", (first, elsewhere)
+    )
+    second = site.upload_sample(clerk_a, SAMPLE_CSV)
+    page = clerk_a.get(f"/jobs/{second}").text
+    said = re.search(r'<p class="notice" id="same-upload">(.*?)</p>', page, flags=re.S)
+    assert said and f'href="/jobs/{first}"' in said.group(1) and "上传过" in said.group(1)
+    assert elsewhere not in page
+    assert 'id="same-upload"' not in clerk_a.get(f"/jobs/{first}").text
+    assert 'id="same-upload"' not in clerk_b.get(f"/jobs/{elsewhere}").text
+
+
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [

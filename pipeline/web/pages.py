@@ -442,7 +442,7 @@ def job_page(request: Request) -> Response:
             "kept": kept, "cleaned": CLEANED,
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
-            "mask": engine.mask_text, "said": for_clerk,
+            "mask": engine.mask_text, "said": for_clerk, "earlier": store.earlier_upload(job),
             **({"notice": ""} if stale_notice else {}),
         },
     )  # fmt: skip

@@ -678,6 +678,20 @@ class Store:
         )  # fmt: skip
         return [job for job in map(self._job, rows) if job is not None]
 
+    def earlier_upload(self, job: Job) -> Job | None:
+        """The centre's latest job uploaded before ``job`` under the same file name and size (None when
+        there is none): most likely the same register sent again."""
+        return self._job(
+            self._one(
+                f"SELECT {self._JOB_COLUMNS} FROM jobs j JOIN users u ON u.id = j.user_id "
+                # Times are kept to the second: two uploads within one cannot be told apart, so neither
+                # is named as the other's.
+                "WHERE j.centre_id = ? AND j.file_name = ? AND j.size = ? AND j.created_at < ? "
+                "ORDER BY j.created_at DESC, j.id LIMIT 1",
+                job.centre_id, job.file_name, job.size, job.created_at,
+            )
+        )  # fmt: skip
+
     def jobs_count(self, centre_id: int) -> int:
         """How many jobs the centre has."""
         row = self._one("SELECT COUNT(*) FROM jobs WHERE centre_id = ?", centre_id)
