@@ -102,6 +102,20 @@ def test_direction_and_control_characters_never_reach_a_file_name(site: Site) ->
 # --- crafted query strings ------------------------------------------------------------------------
 
 
+def test_a_request_the_pages_never_send_says_what_to_do_instead(site: Site) -> None:
+    """退出 typed into the address bar (a GET of a form's address), or a form no page sends: the page
+    says to use the workspace's own links and buttons, not only that the request was refused."""
+    clerk = site.client("clerk_a")
+    broken = {"content-type": "multipart/form-data"}  # no boundary: a form no browser sends
+    for answer, status, what_to_do in (
+        (clerk.get("/logout"), 405, "请用页面上的链接和按钮操作"),
+        (clerk.post("/account/password", content=b"x", headers=broken), 400, "请刷新页面后重试"),
+    ):
+        said = re.search(r'<p class="error" role="alert">([^<]*)</p>', answer.text)
+        assert answer.status_code == status and said, answer.text
+        assert what_to_do in said.group(1), said.group(1)
+
+
 def test_crafted_query_strings_are_answered_not_server_errors(site: Site) -> None:
     clerk, admin = site.client("clerk_a"), site.client("admin_a")
     job_id = site.upload_sample(clerk)

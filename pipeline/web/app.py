@@ -149,6 +149,12 @@ UNREADABLE_UPLOAD = (
 )
 
 
+#: A method a page never uses on an address: a button's address typed into the address bar, say.
+UNSUPPORTED_METHOD = "不支持这种请求（例如在地址栏直接打开了按钮的地址）。请用页面上的链接和按钮操作"
+#: Any other request that could not be read.
+UNREADABLE_REQUEST = "请求无法处理，操作没有执行。请刷新页面后重试；一直出错请联系运维人员"
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     if wants_json(request):
         return JSONResponse({"error": message}, status_code=status)
@@ -198,11 +204,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 405:
         if not _own_job(request):  # the same answer as for any other URL of a job not the viewer's
             return await _not_found(request, exc)
-        return _error_page(request, 405, "不支持的操作", "不支持这种请求。")
+        return _error_page(request, 405, "不支持的操作", UNSUPPORTED_METHOD)
     if status == 400 and request.method == "POST" and request.url.path == "/jobs":
         # The form itself could not be read (Starlette's multipart limits): too many parts, a huge name.
         return _error_page(request, 400, "无法上传", UNREADABLE_UPLOAD)
-    return _error_page(request, status, "出错了", "请求无法处理。")
+    return _error_page(request, status, "出错了", UNREADABLE_REQUEST)
 
 
 def _own_job(request: Request) -> bool:
