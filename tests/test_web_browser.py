@@ -418,3 +418,42 @@ def test_two_login_tabs_and_a_long_file_name_in_a_narrow_window(
     expect(first.locator(".confirm")).to_be_visible()
     assert first.evaluate(overflow) <= 0
     context.close()
+
+
+def test_a_cell_typed_but_not_saved_survives_the_reload_the_page_asks_for(
+    server: Server, browser: Any, tmp_path: Path
+) -> None:
+    """The clerk logged in again in another tab, so this page's token is stale: 保存 says to reload the
+    page, and after the reload the cell still holds what was typed, marked unsaved, ready to be saved."""
+    from playwright.sync_api import expect
+
+    from tests.submit_helpers import make_id
+
+    register = tmp_path / "名单.csv"
+    register.write_text(
+        f"姓名,性别,民族,身份证号码,联系电话,医保类型\n甲,男,穿青人,{make_id(1, '19800101', '440604')},"
+        "13900001111,城镇职工基本医疗保险\n",
+        encoding="utf-8",
+    )
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    page = context.new_page()
+    _log_in(page, server, "clerk_a")
+    page.set_input_files("#files", str(register))
+    page.click("#upload-button")
+    page.wait_for_selector("#grid", timeout=60_000)
+    _log_in(context.new_page(), server, "clerk_a")  # a second tab: a new session, a new token
+
+    cell = page.locator('#grid tr[data-row="0"][data-source="mzdm"]')
+    cell.locator("input[name=value]").fill("汉族")
+    cell.locator("button").click()
+    expect(cell.locator(".edit-error")).to_contain_text("刷新页面")
+    page.reload()
+    cell = page.locator('#grid tr[data-row="0"][data-source="mzdm"]')
+    expect(cell.locator("input[name=value]")).to_have_value("汉族")  # not lost by the reload
+    expect(cell.locator(".edit-error")).to_contain_text("没有保存")
+    cell.locator("button").click()
+    expect(cell.locator(".row-status")).to_have_text("校验通过")
+    expect(cell.locator(".edit-error")).to_have_count(0)
+    page.reload()  # saved now: nothing is put back any more
+    expect(page.locator("#grid")).to_have_count(0)
+    context.close()

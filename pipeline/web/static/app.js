@@ -289,11 +289,29 @@
       note.textContent = text;
       form.appendChild(note);
     }
+    // A value typed but not saved (the session ended, the page's token went stale, the network dropped)
+    // is kept for this tab until it is saved: the reload or the login the message asks for would
+    // otherwise put the old value back in the cell without a word.
+    var job = $("#job");
+    function unsavedKey(row) {
+      return "ehc-unsaved:" + job.dataset.job + ":" + row.dataset.row + ":" + row.dataset.source;
+    }
+    function keep(row, value) { try { window.sessionStorage.setItem(unsavedKey(row), value); } catch (ignored) {} }
+    function forget(row) { try { window.sessionStorage.removeItem(unsavedKey(row)); } catch (ignored) {} }
+    grid.querySelectorAll("form.edit").forEach(function (form) {
+      var row = form.closest("tr"), input = form.querySelector('input[name="value"]'), typed = null;
+      try { typed = window.sessionStorage.getItem(unsavedKey(row)); } catch (ignored) { typed = null; }
+      if (typed === null || !input) { return; }
+      if (input.value === typed) { forget(row); return; }
+      input.value = typed;
+      failed(form, "上次的修改没有保存，已放回这一格：请检查后按“保存”");
+    });
     grid.addEventListener("submit", function (event) {
       var form = event.target;
       if (!form.classList.contains("edit")) { return; }
       event.preventDefault();
       var row = form.closest("tr");
+      var typed = form.querySelector('input[name="value"]').value;
       var mine = ++sent;
       row.dataset.edit = String(mine);
       row.classList.add("saving");
@@ -309,9 +327,11 @@
         if (row.dataset.edit !== String(mine)) { return; }  // this cell was edited again since
         row.classList.remove("saving");
         if (!result.ok) {
+          keep(row, typed);
           failed(form, result.answer.error || "保存失败");
           return;
         }
+        forget(row);
         var answer = result.answer;
         showRow(grid, answer.row_id, answer.status, answer.status_label, answer.faults, true);
         Object.keys(answer.others || {}).forEach(function (other) {
@@ -343,6 +363,7 @@
         // The connection dropped, or a proxy answered with a page of its own: nothing was saved.
         if (row.dataset.edit !== String(mine)) { return; }
         row.classList.remove("saving");
+        keep(row, typed);
         failed(form, "没有保存：网络中断或服务器没有应答。请检查网络后在这一格再按回车保存");
       });
     });
