@@ -95,6 +95,43 @@ def write_raw_xlsx(path: Path, sheet_xml: str | Iterator[bytes], *, dimension: s
     return path
 
 
+def shared_strings_xlsx(path: Path, rows: list[tuple[str, ...]], *, unique_count: int | None = None) -> Path:
+    """``rows`` as an xlsx whose cells refer to a shared-strings part, as Excel writes them.
+
+    ``unique_count``: how many strings the part claims to hold (the truth by default).
+    """
+    strings: dict[str, int] = {}
+    cells = []
+    for number, row in enumerate(rows, 1):
+        refs = "".join(
+            f'<c r="{column_letters(j)}{number}" t="s"><v>{strings.setdefault(text, len(strings))}</v></c>'
+            for j, text in enumerate(row)
+        )
+        cells.append(f'<row r="{number}">{refs}</row>')
+    claimed = len(strings) if unique_count is None else unique_count
+    shared = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        f'count="{sum(map(len, rows))}" uniqueCount="{claimed}">'
+        + "".join(f"<si><t>{text}</t></si>" for text in strings)
+        + "</sst>"
+    )
+    write_raw_xlsx(path, "".join(cells))
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    parts["xl/sharedStrings.xml"] = shared.encode()
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        b"</Relationships>",
+        b'<Relationship Id="rId2" '
+        b'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" '
+        b'Target="sharedStrings.xml"/></Relationships>',
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    return path
+
+
 #: The namespaces of an .ods content part, as LibreOffice writes them.
 ODS_NAMESPACES = (
     'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '

@@ -21,6 +21,7 @@ from hostile import (
     fifo,
     lying_bomb_xlsx,
     register_rows,
+    shared_strings_xlsx,
     sheet_rows,
     uneven_csv,
     write_ods,
@@ -128,6 +129,27 @@ def test_prefixed_tags_are_scanned_exactly(tmp_path: Path) -> None:
     extent = bounds._exact_extent(iter([rows.encode()]))
     assert (extent.last_row, extent.last_column) == (1048576, bounds.column_number(b"CV"))
     assert extent.cells > bounds.MAX_SHEET_CELLS
+
+
+def test_shared_strings_claiming_more_than_they_hold_are_refused_before_calamine_reserves_them(
+    tmp_path: Path,
+) -> None:
+    # calamine reserves 24 bytes per claimed string up front: a 2 KB file claiming 2^31 of them aborted
+    # the whole run (SIGABRT, "memory allocation of 51539607528 bytes failed"), which no try catches.
+    path = shared_strings_xlsx(tmp_path / "claims.xlsx", register_rows(3), unique_count=2**31 - 1)
+    with pytest.raises(InputError) as excinfo:
+        bounds.check_workbook(path, path.name, path.stat().st_size)
+    message = excinfo.value.message
+    assert "\n" not in message and "claims.xlsx" in message and "已损坏" in message, message
+    assert "2,147,483,647" in message and "另存为" in message, message
+
+
+@pytest.mark.parametrize("claimed", [None, 0, 500, 5_000_000])
+def test_shared_strings_with_a_count_merely_wrong_are_still_read(tmp_path: Path, claimed: int | None) -> None:
+    # Some writers put the count of references there, or none: harmless claims are not refused.
+    path = shared_strings_xlsx(tmp_path / "counted.xlsx", register_rows(3), unique_count=claimed)
+    [table] = read_register(path)
+    assert table.data["姓名"].tolist() == ["居民0", "居民1", "居民2"]
 
 
 def test_a_one_gigabyte_cell_in_a_one_megabyte_file_is_refused_from_the_directory(tmp_path: Path) -> None:

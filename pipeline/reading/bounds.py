@@ -19,6 +19,9 @@ read in bounded memory:
   span too many cells.  A rectangle above :data:`SPARSE_CELLS` that is
   nearly empty (a stray value at ``AN1048576`` below forty rows: 2 GB for a
   5 KB file) is refused the same way, naming the far cell;
+* a shared-strings part claiming far more strings than it has room for is
+  refused: calamine reserves room for the claim before reading any (2^31 of
+  them, in a 2 KB file, aborted the process);
 * an ``.ods`` sheet is bounded by its repeated rows and columns the same way,
   and refused as well when nearly empty;
 * an ``.xls`` (BIFF, at most 65,536 × 256 cells by format) and an ``.xlsb``
@@ -77,6 +80,11 @@ SPARSE_RATIO = 100
 #: Most entries in a zip: a workbook has tens.
 MAX_ZIP_ENTRIES = 10_000
 
+#: Most strings a shared-strings part may claim beyond the ``<si/>`` it has room for.  calamine reserves
+#: room for the claim before reading a string (24 bytes each): a 2 KB file claiming 2^31 of them aborted
+#: the process.  A writer that puts the count of references there claims a few million at most.
+MAX_CLAIMED_STRINGS = 10_000_000
+
 #: Largest .xls (BIFF) file; the format itself bounds a sheet to 65,536 × 256 cells.
 MAX_XLS_BYTES = 512 << 20
 
@@ -125,6 +133,8 @@ _ODS_NUMBER = re.compile(rb'office:value-type="float"[^>]*?office:value="(-?[0-9
 # digits and separators only.
 _ODS_PADDED = re.compile(r"[^0-9]{0,16}0[0-9\-\s/()]*")
 _ODS_NAME = re.compile(rb'table:name="([^"]*)"')
+_SST_TAG = re.compile(rb"<(?:\w+:)?sst\b[^>]*>")
+_UNIQUE_COUNT = re.compile(rb'\suniqueCount="\s*(\d{1,30})\s*"')
 _ODS_REPEAT = re.compile(rb'number-(?:rows|columns)-repeated="(\d+)"')
 
 
@@ -652,6 +662,8 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
             if _is_sheet(info.filename):
                 sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
                 facts[sheet] = _check_xlsx_sheet(handle, info, label, sheet, stream, padding)
+            elif info.filename.lower() == "xl/sharedstrings.xml":
+                _check_shared_strings(stream, label)
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
                 for sheet, extent, shown in _ods_extents(stream):
                     if extent.cells > MAX_SHEET_CELLS or extent.sparse:
@@ -661,6 +673,26 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
                 for _ in stream:
                     pass
     return facts
+
+
+def _check_shared_strings(stream: Iterator[bytes], label: str) -> None:
+    """Refuse a shared-strings part claiming (``uniqueCount``) far more strings than it has room for."""
+    head, size = b"", 0
+    for chunk in stream:
+        if len(head) < 4096:
+            head += chunk[:4096]
+        size += len(chunk)
+    tag = _SST_TAG.search(head)
+    found = _UNIQUE_COUNT.search(tag[0]) if tag else None
+    if found is None:
+        return
+    claimed, room = int(found[1]), size // len(b"<si/>")
+    if claimed > max(room, MAX_CLAIMED_STRINGS):
+        raise _refuse(
+            label,
+            f"Excel 文件已损坏：共享字符串表声称有 {claimed:,} 个字符串，而它的内容最多只能容纳 {room:,} 个，"
+            "无法安全读取",
+        )
 
 
 def _check_xlsx_sheet(
