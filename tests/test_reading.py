@@ -1069,6 +1069,50 @@ def test_excel_error_cells_read_as_the_error_the_clerk_sees_not_as_blanks(
     assert _values(table, "联系电话") == ["13912345678", "#REF!"]
 
 
+@pytest.mark.parametrize("piece", [1 << 22, 53, 89], ids=["whole", "cut-53", "cut-89"])
+def test_formulas_saved_without_their_results_fault_their_cells_and_say_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    # A program (openpyxl, a web system's export) writes =MID(D2,7,8) with no result: calamine reads it
+    # empty, and a 出生日期 or 姓名 the clerk wrote as a formula passed as blank ("姓名为空").
+    monkeypatch.setattr("pipeline.reading.bounds._CHUNK", piece)  # every cell cut by a piece's end
+    path = tmp_path / "生成.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "名单"
+    for row in [
+        ["姓名", "出生日期", "联系电话", "身份证号码", "备注"],
+        ['=TRIM(" 张三 ")', "=MID(D2,7,8)", "13912345678", "420123196205184516", "=1+1"],
+        ["李四", "=MID(D3,7,8)", "=D2", "110101199003077777", '=""'],
+        ["王五", "1960-01-01", "13700000000", "440604196001011234", "有"],
+    ]:
+        sheet.append(row)
+    book.save(path)
+
+    def as_a_program_writes_it(xml: bytes) -> bytes:
+        # E2 as Excel saves it (its result kept); E3 an empty text result, as Excel keeps "" (t="str").
+        xml = xml.replace(b"<f>1+1</f><v />", b"<f>1+1</f><v>2</v>")
+        xml = xml.replace(b'<c r="E3"><f>""</f><v />', b'<c r="E3" t="str"><f>""</f><v></v>')
+        # C3 as a shared formula without a result: no formula text of its own.
+        return xml.replace(b"<f>D2</f><v />", b'<f t="shared" si="0"/>')
+
+    _rewrite_sheet(path, as_a_program_writes_it)
+    with _warnings() as logged:
+        [table] = read_register(path)
+    assert _values(table, "备注") == ["2", "", "有"]
+    notes = table.notes
+    assert sorted(zip(notes["row"], notes["header"], strict=True)) == [
+        (0, "出生日期"), (0, "姓名"), (1, "出生日期"), (1, "联系电话"),
+    ]  # fmt: skip
+    assert set(notes["severity"]) == {"error"}
+    for message in notes["message"]:
+        assert "公式" in message and "计算结果" in message and "Excel 或 WPS" in message and "保存" in message
+    [warning] = [line for line in logged if "公式" in line]
+    for fragment in ("生成.xlsx[名单]", "4 个", "姓名", "出生日期", "联系电话", "A2", "保存"):
+        assert fragment in warning, warning
+    assert "张三" not in warning  # a formula may hold a resident's name: the log does not quote it
+
+
 def _ods_as_libreoffice_saves_it(
     path: Path, rows: Sequence[Sequence[str]], hidden: Set[int] = frozenset()
 ) -> Path:

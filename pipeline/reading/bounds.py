@@ -31,8 +31,9 @@ The same pass over an ``.xlsx`` sheet notes what calamine does not tell
 (:class:`SheetFacts`): its error cells (``#N/A`` where a lookup found nothing,
 ``#REF!``), which calamine reads as empty, so that they fail their checks as
 the clerk sees them rather than pass as blanks; the numbers its formats pad
-with zeros (``000123``), which calamine gives bare; and its hidden rows, which
-are read all the same and named in a warning.  The pass over an ``.ods``
+with zeros (``000123``), which calamine gives bare; its formulas saved without
+a result (by a program that does not calculate), which calamine reads as
+empty; and its hidden rows, which are read all the same and named in a warning.  The pass over an ``.ods``
 sheet notes its error cells and padded numbers too, from the text each cell
 shows, and its hidden rows.
 
@@ -109,6 +110,16 @@ _ERROR_CELL = re.compile(rb'<c\b([^>]*\bt="e"[^>]*)>(.{0,512}?)</c>', re.DOTALL)
 _ERROR_VALUE = re.compile(rb"<v>([^<]{1,16})</v>")
 #: Error cells remembered per sheet (each a few hundred bytes); more are read as empty cells.
 MAX_ERROR_CELLS = 100_000
+# A formula's start tag: where one may be, a chunk is looked at for formulas saved without a result.
+_FORMULA_TAG = re.compile(rb"<(?:\w+:)?f[\s>/]")
+# A cell holding a formula and no result (or an empty one): its attributes, the formula (none for a
+# shared formula's later cells), and its empty value.  A formula's text holds no "<" (XML escapes it).
+_UNCALCULATED_CELL = re.compile(
+    rb"<(?:\w+:)?c\b([^>]*)>\s*<(?:\w+:)?f\b[^>]*?(?:/>|>([^<]{0,8192})</(?:\w+:)?f>)\s*"
+    rb"(<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>"
+)
+#: Formulas without a result remembered per sheet; more are read as the empty cells calamine gives.
+MAX_UNCALCULATED_CELLS = 100_000
 # A row hidden in Excel (by a filter, or hidden by hand): its number, whichever attribute comes first.
 _HIDDEN_ROW = re.compile(
     rb'<(?:\w+:)?row\b[^>]*?\sr="(\d+)"[^>]*?\shidden="(?:1|true)"'
@@ -352,6 +363,7 @@ class _SheetScan:
     hidden_rows: set[int] = field(default_factory=set)
     padding: dict[int, list[str | int]] = field(default_factory=dict)  # style index -> padding format
     padded: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> "000123"
+    uncalculated: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, 0-based column) -> formula
     _cell_carry: bytes = b""  # a cell cut by the chunk's end, held for the next
 
     def feed(self, chunk: bytes) -> None:
@@ -360,12 +372,16 @@ class _SheetScan:
         errors = len(self.errors) < MAX_ERROR_CELLS and (carried or b't="e"' in body)
         padded = bool(self.padding) and len(self.padded) < MAX_PADDED_CELLS
         padded = padded and (carried or self._padded_in(body))
-        if errors or padded:
+        formulas = len(self.uncalculated) < MAX_UNCALCULATED_CELLS
+        formulas = formulas and (carried or _FORMULA_TAG.search(body) is not None)
+        if errors or padded or formulas:
             whole = self._whole_cells(body)
             if errors:
                 self._find_errors(whole)
             if padded:
                 self._find_padded(whole)
+            if formulas:
+                self._find_uncalculated(whole)
         else:
             self._cell_carry = b""
         if b'hidden="' in body and len(self.hidden_rows) < MAX_HIDDEN_ROWS:
@@ -426,6 +442,25 @@ class _SheetScan:
             text_value = value[1].decode("ascii", "replace")
             if text_value.startswith("#"):
                 self.errors[(int(place[2]), column_number(place[1]) - 1)] = text_value
+
+    def _find_uncalculated(self, cells: bytes) -> None:
+        """Remember the cells among ``cells`` holding a formula saved without its result.
+
+        A program other than Excel or WPS (openpyxl, many a system's export)
+        writes ``=MID(D2,7,8)`` and no result; calamine reads the cell as
+        empty.  An empty text result Excel keeps (``t="str"``, ``<v></v>``) is a
+        result, not a missing one.
+        """
+        for attributes, formula, value in _UNCALCULATED_CELL.findall(cells):
+            if len(self.uncalculated) >= MAX_UNCALCULATED_CELLS:
+                return
+            place, kind = _R_ATTR.search(attributes), _T_ATTR.search(attributes)
+            if attributes.endswith(b"/") or place is None or not place[1] or not place[2]:
+                continue
+            if value and kind is not None and kind[1] == b"str":
+                continue
+            text = html.unescape(formula.decode("utf-8", "replace")) if formula else ""
+            self.uncalculated[(int(place[2]), column_number(place[1]) - 1)] = text
 
     @property
     def extent(self) -> Extent:
@@ -620,12 +655,16 @@ class SheetFacts:
     them (``000123``); calamine gives the number (123).  ``merged``: an .ods
     sheet's merged cells, ((first row, first column), (last row, last column)),
     0-based, as calamine gives an .xlsx's (and none of an .ods's).
+    ``uncalculated``: an .xlsx's cells holding a formula saved without its
+    result (by a program that does not calculate), (row, 0-based column) ->
+    the formula (``""`` when shared): calamine reads them as empty.
     """
 
     errors: dict[tuple[int, int], str] = field(default_factory=dict)
     hidden_rows: set[int] = field(default_factory=set)
     padded: dict[tuple[int, int], str] = field(default_factory=dict)
     merged: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    uncalculated: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 def _padding_of(archive: zipfile.ZipFile, handle: BinaryIO, label: str) -> dict[int, list[str | int]]:
@@ -710,13 +749,13 @@ def _check_xlsx_sheet(
     if scan.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, scan.last_row)
     if scan.extent.cells <= MAX_SHEET_CELLS and not scan.irregular and not scan.extent.sparse:
-        return SheetFacts(scan.errors, scan.hidden_rows, scan.padded)
+        return SheetFacts(scan.errors, scan.hidden_rows, scan.padded, uncalculated=scan.uncalculated)
     exact = _exact_extent(_inflated(handle, info, label))
     if exact.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, exact.last_row)
     if exact.cells > MAX_SHEET_CELLS or exact.sparse:
         raise _too_large(label, sheet, exact)
-    return SheetFacts(scan.errors, scan.hidden_rows, scan.padded)
+    return SheetFacts(scan.errors, scan.hidden_rows, scan.padded, uncalculated=scan.uncalculated)
 
 
 def _beyond_last_row(label: str, sheet: str, row: int) -> InputError:

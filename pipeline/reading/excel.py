@@ -27,21 +27,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
 from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, SheetTypeEnum, SheetVisibleEnum
 
 from pipeline.errors import InputError
-from pipeline.model import MAX_CELL_CHARS, RawTable
+from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
 from pipeline.reading.biff import is_compound_file, xls_facts
 from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.html import is_html_file, is_spreadsheet_ml, looks_like_html, read_html_register
 from pipeline.reading.table import (
     MIN_KNOWN_HEADERS,
+    NOTE_CODE,
     TEXT_ARROW,
     build_table,
+    column_letter,
     header_or_first_row,
     refuse_resident_as_header,
     warn_of_residents_above,
@@ -255,6 +258,67 @@ def _put_what_excel_shows(rows: list[list[Any]], origin: tuple[int, int], facts:
     _put_texts(rows, origin, facts.padded, lambda value: type(value) in (float, int))
 
 
+_FIX_UNCALCULATED = "请用 Excel 或 WPS 打开该文件，保存一次后再处理（保存时会算出并存下公式的结果）"
+_UNCALCULATED = (
+    "单元格是公式{formula}，但文件中没有保存它的计算结果（生成该文件的程序没有计算公式），读不到它的值："
+    + _FIX_UNCALCULATED
+)
+
+
+def _shown_formula(formula: str) -> str:
+    if not formula:
+        return ""
+    text = formula if len(formula) <= QUOTED_CHARS else formula[:QUOTED_CHARS] + "…"
+    return f"“={text}”"
+
+
+def _warn_of_uncalculated(
+    label: str, uncalculated: dict[tuple[int, int], str], header: Sequence[str], left: int
+) -> None:
+    """Say that formulas saved without their results are read as empty, naming their columns.
+
+    ``header``: the header cells, the first in sheet column ``left``.
+    """
+    if not uncalculated:
+        return
+    row, column = min(uncalculated)  # the formula is not quoted: it may hold a name or an ID number
+    columns = sorted({c for _, c in uncalculated})
+    named = {left + j: cell.strip() for j, cell in enumerate(header) if cell.strip()}
+    names = [named.get(c) or column_letter(c) for c in columns[:10]]
+    logger.warning(
+        "{}：有 {} 个单元格是公式，但文件中没有保存计算结果（如 {}{}），读不到它们的值，在列：{}{}。{}",
+        label, len(uncalculated), column_letter(column), row,
+        "、".join(names), "等" if len(columns) > 10 else "", _FIX_UNCALCULATED,
+    )  # fmt: skip
+
+
+def _uncalculated_notes(table: RawTable, uncalculated: dict[tuple[int, int], str]) -> None:
+    """Add to ``table.notes`` an error for each of its cells holding a formula saved without its result.
+
+    calamine reads such a cell as empty: a 姓名 or 出生日期 written as a formula
+    would be checked, and an optional field sent, as if the clerk left it blank.
+    """
+    if not uncalculated:
+        return
+    places = np.array(list(uncalculated), dtype=np.int64)
+    at = np.searchsorted(table.source_row, places[:, 0])
+    inside = at < len(table.source_row)
+    inside[inside] = table.source_row[at[inside]] == places[inside, 0]
+    header_of = dict(zip(table.column_positions, table.headers, strict=True))
+    formulas = list(uncalculated.values())
+    notes = [
+        (int(at[k]), header_of[int(places[k, 1])], NOTE_CODE, "error",
+         _UNCALCULATED.format(formula=_shown_formula(formulas[k])))
+        for k in np.flatnonzero(inside)
+        if int(places[k, 1]) in header_of
+    ]  # fmt: skip
+    if notes:
+        found = pd.DataFrame(notes, columns=list(NOTE_COLUMNS))
+        frames = [frame for frame in (table.notes, found) if len(frame)]
+        joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else found
+        table.notes = joined.sort_values("row", kind="stable").reset_index(drop=True)
+
+
 def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
     """The sheet as a table, or why it holds none; ``facts``: what calamine does not tell of it."""
     try:
@@ -272,6 +336,7 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
         return "empty"
     header_index, header_cells = found
     top, left = origin
+    _warn_of_uncalculated(f"{path.name}[{name}]", facts.uncalculated, header_cells, left)
     refuse_resident_as_header(header_cells, path.name, top + header_index + 1, sheet=name)
     numbers = range(top + 1, top + header_index + 1)
     warn_of_residents_above(f"{path.name}[{name}]", head[:header_index], numbers, top + header_index + 1)
@@ -295,7 +360,10 @@ def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetF
         columns=columns,
         source_row=np.arange(len(cells), dtype=np.int64) + top + header_index + 2,
     )
-    return no_rows if table is None else table
+    if table is None:
+        return no_rows
+    _uncalculated_notes(table, facts.uncalculated)
+    return table
 
 
 def shown_texts(path: Path) -> dict[str, dict[tuple[int, int], str]]:
