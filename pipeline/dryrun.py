@@ -43,6 +43,7 @@ from pipeline.model import (
     BAD_STATUSES,
     FAULT_COLUMNS,
     FIELD_LABELS,
+    FIELD_ONLY,
     INPUT_FIELDS,
     STATUS_INVALID,
     Batch,
@@ -232,6 +233,12 @@ def _note_faults(table: MappedTable, index: pd.RangeIndex) -> pd.DataFrame | Non
         return None
     field_of = {header: field for field, header in table.field_headers.items()}
     fields = notes["header"].map(field_of).fillna("").astype(str)
+    field_only = notes["severity"] == FIELD_ONLY
+    if field_only.any():  # a fault only in a field's column: none in 序号 or the clerk's own
+        kept = (~field_only | (fields != "")).to_numpy()
+        notes, fields, field_only = notes[kept], fields[kept], field_only[kept]
+        if not len(notes):
+            return None
     named = (fields == "") & (notes["header"] != "")
     messages = (
         notes["message"].astype(str).where(~named, notes["header"].astype(str) + " 列：" + notes["message"])
@@ -241,7 +248,7 @@ def _note_faults(table: MappedTable, index: pd.RangeIndex) -> pd.DataFrame | Non
             "row_id": index.to_numpy()[notes["row"].to_numpy(dtype=np.int64)],
             "field": fields.to_numpy(),
             "code": notes["code"].to_numpy(dtype=np.int64),
-            "severity": notes["severity"].astype(str).to_numpy(),
+            "severity": notes["severity"].astype(str).where(~field_only, "error").to_numpy(),
             "message": messages.to_numpy(),
         }
     )

@@ -132,6 +132,11 @@ QUOTED_CHARS = 40
 #: cell (``""``: the row as a whole), the result ``code``, ``severity`` and the Chinese ``message``.
 NOTE_COLUMNS: tuple[str, ...] = ("row", "header", "code", "severity", "message")
 
+#: The severity of a reading note that is an error only where its column is read as a field, and no
+#: fault at all in a column of none (序号, the clerk's own columns): a formula saved without its result
+#: loses nothing the platform is sent there.
+FIELD_ONLY = "field"
+
 
 def no_notes() -> pd.DataFrame:
     """A reading-notes frame with no rows."""

@@ -560,6 +560,32 @@ def test_a_register_separated_by_chinese_commas_or_spaces_says_so(tmp_path: Path
     assert "英文逗号" in line and "没有找到表头" not in line, line
 
 
+def test_formulas_saved_without_results_fault_only_the_fields_they_hide(tmp_path: Path) -> None:
+    # A register written by a program (openpyxl here) keeps =ROW()-1 and =TRIM(…) without results.
+    path = tmp_path / "系统生成.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "名单"
+    sheet.append(["序号", *HEADER, "年龄"])
+    sheet.append(["=ROW()-1", *resident(1), "=DATEDIF(D2,TODAY(),\"Y\")"])
+    sheet.append(["=ROW()-1", '=TRIM(" 居民丁 ")', *resident(2)[1:], 40])
+    book.save(path)
+    run = run_validate(tmp_path, path)
+    assert run.code == 1 and "Traceback" not in run.stderr, run.stderr
+    # (not assert_invariants: the annotated copy is the clerk's workbook, formulas and all)
+    first, second = run.rows()
+    assert [(r["source_sheet"], r["source_row"]) for r in (first, second)] == [("名单", "2"), ("名单", "3")]
+    # 序号 is read as no field and 年龄 is the clerk's own: their lost results lose nothing sent.
+    assert first["status"] == "valid", first
+    assert second["status"] == "invalid" and "10110" in second["result_code"].split(";"), second
+    assert "公式" in second["message"] and "Excel 或 WPS" in second["message"], second
+    [fault] = [f for f in run.fault_lines() if f[0] == 10110]
+    assert (fault[3], fault[4]) == (3, "姓名")
+    warning = next(line for line in run.stderr.splitlines() if "公式" in line)
+    for fragment in ("系统生成.xlsx[名单]", "序号", "姓名", "年龄", "保存"):
+        assert fragment in warning, warning
+
+
 def test_a_default_issue_date_that_is_no_date_is_a_configuration_error(tmp_path: Path) -> None:
     config = tmp_path / "ehc.toml"
     config.write_text('[defaults]\nfksj = "2025-13-45"\n', encoding="utf-8")

@@ -34,7 +34,7 @@ from loguru import logger
 from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, SheetTypeEnum, SheetVisibleEnum
 
 from pipeline.errors import InputError
-from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
+from pipeline.model import FIELD_ONLY, MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
 from pipeline.reading.biff import is_compound_file, xls_facts
 from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
@@ -293,10 +293,12 @@ def _warn_of_uncalculated(
 
 
 def _uncalculated_notes(table: RawTable, uncalculated: dict[tuple[int, int], str]) -> None:
-    """Add to ``table.notes`` an error for each of its cells holding a formula saved without its result.
+    """Add to ``table.notes`` a note for each of its cells holding a formula saved without its result.
 
     calamine reads such a cell as empty: a 姓名 or 出生日期 written as a formula
     would be checked, and an optional field sent, as if the clerk left it blank.
+    The note faults its row only where the column is read as a field
+    (:data:`~pipeline.model.FIELD_ONLY`): a 序号 of ``=ROW()-3`` loses nothing.
     """
     if not uncalculated:
         return
@@ -307,7 +309,7 @@ def _uncalculated_notes(table: RawTable, uncalculated: dict[tuple[int, int], str
     header_of = dict(zip(table.column_positions, table.headers, strict=True))
     formulas = list(uncalculated.values())
     notes = [
-        (int(at[k]), header_of[int(places[k, 1])], NOTE_CODE, "error",
+        (int(at[k]), header_of[int(places[k, 1])], NOTE_CODE, FIELD_ONLY,
          _UNCALCULATED.format(formula=_shown_formula(formulas[k])))
         for k in np.flatnonzero(inside)
         if int(places[k, 1]) in header_of
