@@ -266,3 +266,87 @@ def fifo(path: Path) -> Path:
     """A named pipe with a register's name: opening it for reading blocks until a writer comes."""
     os.mkfifo(path)
     return path
+
+
+def compound_file(streams: dict[str, bytes]) -> bytes:
+    """An OLE compound file (the container of an .xls) holding ``streams``, each padded to 4 KB or more
+    so that none goes to the mini stream."""
+    sector = 512
+    names = list(streams)
+    datas = [data.ljust(4096, b"\0") for data in streams.values()]
+    lengths = [-(-len(data) // sector) for data in datas]
+    directory_sectors = -(-(len(names) + 1) // 4)
+    fat_sectors = 1
+    while fat_sectors * 128 < fat_sectors + directory_sectors + sum(lengths):
+        fat_sectors += 1
+    end, free, reserved = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD
+    fat = [reserved] * fat_sectors
+    chains = [directory_sectors, *lengths]
+    starts = []
+    for length in chains:
+        starts.append(len(fat))
+        fat += [len(fat) + k + 1 if k < length - 1 else end for k in range(length)]
+    fat += [free] * (fat_sectors * 128 - len(fat))
+
+    def entry(name: str, kind: int, start: int, size: int, child: int = free, right: int = free) -> bytes:
+        encoded = name.encode("utf-16-le") + b"\0\0"
+        return (
+            encoded.ljust(64, b"\0") + struct.pack("<HBBIII", len(encoded), kind, 1, free, right, child)
+            + b"\0" * 36 + struct.pack("<II", start, size) + b"\0" * 4
+        )  # fmt: skip
+
+    entries = [entry("Root Entry", 5, end, 0, child=1)]
+    for index, (name, data) in enumerate(zip(names, datas, strict=True)):
+        right = index + 2 if index + 1 < len(names) else free
+        entries.append(entry(name, 2, starts[index + 1], len(data), right=right))
+    unused = b"\0" * 64 + struct.pack("<HBBIII", 0, 0, 0, free, free, free) + b"\0" * 48
+    directory = b"".join(entries) + unused * (directory_sectors * 4 - len(entries))
+    difat = list(range(fat_sectors)) + [free] * (109 - fat_sectors)
+    header = (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 16 + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6)
+        + b"\0" * 10 + struct.pack("<II", fat_sectors, starts[0]) + b"\0" * 4
+        + struct.pack("<IIIII", 4096, end, 0, end, 0) + struct.pack("<109I", *difat)
+    )  # fmt: skip
+    body = b"".join(data.ljust(length * sector, b"\0") for data, length in zip(datas, lengths, strict=True))
+    return header + struct.pack(f"<{len(fat)}I", *fat) + directory + body
+
+
+def _record(number: int, body: bytes = b"") -> bytes:
+    return struct.pack("<HH", number, len(body)) + body
+
+
+def excel95_xls(
+    path: Path, sheets: dict[str, list[list[str | float]]], *, codepage: int = 936, encoding: str = "gbk"
+) -> Path:
+    """An Excel 5.0/95 (BIFF5) workbook of text and number cells, its text in ``codepage``, as Excel 95
+    and the old export libraries of many a system write it."""
+    version = struct.pack("<HHHH", 0x0500, 0x0005, 0x096C, 0x07C9)
+    head = [_record(0x0809, version), _record(0x0042, struct.pack("<H", codepage))]
+    styles = [struct.pack("<8H", 0, 0, 0xFFF5 if k < 15 else 1, 0x20, 0, 0, 0, 0) for k in range(16)]
+    head += [_record(0x00E0, style) for style in styles]
+    bodies = []
+    for rows in sheets.values():
+        records = [_record(0x0809, struct.pack("<HHHH", 0x0500, 0x0010, 0x096C, 0x07C9))]
+        for row, cells in enumerate(rows):
+            for column, value in enumerate(cells):
+                if isinstance(value, str):
+                    text = value.encode(encoding)
+                    records.append(_record(0x0204, struct.pack("<HHHH", row, column, 15, len(text)) + text))
+                else:
+                    records.append(_record(0x0203, struct.pack("<HHHd", row, column, 15, value)))
+        records.append(_record(0x000A))
+        bodies.append(b"".join(records))
+
+    def boundsheets(offsets: list[int]) -> list[bytes]:
+        names = [name.encode(encoding) for name in sheets]
+        return [
+            _record(0x0085, struct.pack("<IBBB", offset, 0, 0, len(name)) + name)
+            for offset, name in zip(offsets, names, strict=True)
+        ]
+
+    start = sum(map(len, head + boundsheets([0] * len(sheets)))) + len(_record(0x000A))
+    offsets = [start + sum(map(len, bodies[:k])) for k in range(len(bodies))]
+    stream = b"".join([*head, *boundsheets(offsets), _record(0x000A), *bodies])
+    path.write_bytes(compound_file({"Book": stream}))
+    return path
+

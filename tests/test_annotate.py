@@ -25,6 +25,7 @@ import openpyxl
 import pytest
 import python_calamine
 from conftest import make_id_number
+from hostile import excel95_xls
 from openpyxl.comments import Comment
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.worksheet.datavalidation import DataValidation
@@ -404,6 +405,30 @@ def test_an_xls_rebuilt_shows_error_cells_and_padded_numbers_as_excel_showed_the
     ]
     assert sheet["C2"].fill.fgColor.rgb == RED and "#N/A" in sheet["C2"].comment.text
     assert sheet["D3"].fill.fgColor.rgb == RED
+
+
+def test_an_excel_95_workbook_in_gbk_is_rebuilt_with_its_names_and_text_as_excel_shows_them(
+    tmp_path: Path,
+) -> None:
+    # calamine reads an Excel 95 workbook's GBK text one byte a character: the copy is rebuilt from
+    # the text and sheet names decoded in its code page, not from calamine's.
+    register = excel95_xls(
+        tmp_path / "旧系统.xls",
+        {
+            "名单": [
+                ["姓名", "民族", "身份证号码", "联系电话", "医保类型"],
+                ["张三", "汉族", "110101199003077770", "13912345678", "职工医保"],
+            ]
+        },
+    )
+    paths = write_reports(tmp_path / "out", prepare_batch([register], load_settings(None)))
+    book = openpyxl.load_workbook(paths["annotated_旧系统.xlsx"])
+    assert book.sheetnames[0] == "名单"
+    sheet = book["名单"]
+    assert [c.value for c in sheet[1]][:5] == ["姓名", "民族", "身份证号码", "联系电话", "医保类型"]
+    resident = ["张三", "汉族", "110101199003077770", "13912345678", "职工医保"]
+    assert [c.value for c in sheet[2]][:5] == resident
+    assert sheet["C2"].fill.fgColor.rgb == RED and "身份证号码" in sheet["C2"].comment.text
 
 
 def _rewritten(register: Path, target: Path, change: Any, part: str = "xl/worksheets/sheet1.xml") -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from hostile import write_ods
+from hostile import excel95_xls, write_ods
 
 from pipeline.errors import InputError
 from pipeline.model import FIELD_ONLY
@@ -414,6 +414,37 @@ def test_an_xls_reads_error_cells_and_numbers_padded_with_zeros_as_excel_shows_t
     damaged[0x30:0x34] = b"\xff\xff\xff\x7f"  # the directory nowhere
     (tmp_path / "damaged.xls").write_bytes(damaged)
     assert biff.xls_facts(tmp_path / "damaged.xls") == {}
+
+
+def test_an_excel_95_workbook_in_a_chinese_code_page_reads_as_excel_shows_it(tmp_path: Path) -> None:
+    # calamine read an Excel 5.0/95 (BIFF5) workbook's GBK text one byte a character ("张三" became
+    # "\ufffd\x00\ufffd\x00…", the sheet's name too): the register was refused for want of a header.
+    path = excel95_xls(
+        tmp_path / "旧系统导出.xls",
+        {
+            "说明": [["本表由系统导出，请勿修改"]],
+            "居民名单": [
+                ["某社区居民名单"],
+                ["姓名", "身份证号码", "联系电话", "民族"],
+                ["张三", "420123196205184516", 13912343273.0, "汉族"],
+                ["李四", "110101199003077777", "13800000000", "01"],
+            ],
+        },
+    )
+    [table] = read_register(path)
+    assert (table.sheet, table.header_row, table.source_row.tolist()) == ("居民名单", 2, [3, 4])
+    assert table.data.values.tolist() == [
+        ["张三", "420123196205184516", "13912343273", "汉族"],
+        ["李四", "110101199003077777", "13800000000", "01"],
+    ]
+    assert read_register(path, sheet="居民名单")[0].data.values.tolist() == table.data.values.tolist()
+    with pytest.raises(InputError) as excinfo:
+        read_register(path, sheet="名单")
+    _one_line_error(excinfo, "找不到工作表", "说明、居民名单")
+    # In a Western code page calamine reads it right, and still does.
+    sheets: dict[str, list[list[str | float]]] = {"Zoë": [["xm", "sfzhm"], ["Zoë", "110101199003077777"]]}
+    [table] = read_register(excel95_xls(tmp_path / "west.xls", sheets, codepage=1252, encoding="cp1252"))
+    assert (table.sheet, table.data.values.tolist()) == ("Zoë", [["Zoë", "110101199003077777"]])
 
 
 # --- delimited text --------------------------------------------------------------------------------------

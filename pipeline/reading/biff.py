@@ -10,6 +10,12 @@ of an .xls, from its records: the compound file's workbook stream is found
 and walked once, record by record.  Anything unexpected (a damaged or
 encrypted file, a record cut short) ends the walk with what was noted so
 far: calamine then reads or refuses the file as before.
+
+An Excel 5.0/95 workbook keeps its text in the code page it names, and
+calamine reads a code page of two bytes a character (GBK, Big5, Shift-JIS)
+one byte a character: "张三" comes out as "\ufffd\x00\ufffd\x00…", sheet names
+too.  Such a workbook's sheet names and text cells are noted here, decoded
+in its code page (:attr:`SheetFacts.texts`), in place of calamine's.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.errors import InputError
 from pipeline.reading.bounds import (
     MAX_ERROR_CELLS,
     MAX_HIDDEN_ROWS,
@@ -37,6 +44,16 @@ _BOF, _EOF, _FILEPASS, _CODEPAGE = 0x0809, 0x000A, 0x002F, 0x0042
 _BOUNDSHEET, _FORMAT, _XF = 0x0085, 0x041E, 0x00E0
 _NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW = 0x0203, 0x027E, 0x00BD, 0x0006, 0x0205, 0x0208
 _CELLS = frozenset({_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW})
+# BIFF5's text cells (BIFF8 keeps text in a shared table, which calamine reads right) and a formula's
+# text result, in the record after the formula.
+_LABEL, _RSTRING, _STRING = 0x0204, 0x00D6, 0x0207
+_TEXTS = frozenset({_LABEL, _RSTRING, _STRING})
+#: Code pages of two bytes a character (Japanese, Chinese GBK, Korean, Big5, Johab): calamine reads an
+#: Excel 95 workbook's text in them one byte a character.
+DOUBLE_BYTE_PAGES = frozenset({932, 936, 949, 950, 1361})
+#: Text cells of an Excel 95 workbook noted in all: a sheet of that format holds at most 16,384 × 256
+#: cells; a file of more text cells is no workbook Excel 95 wrote, and is refused.
+MAX_TEXT_CELLS = 4 << 20
 #: A ROW record's flag of a row hidden (by hand or by a filter).
 _ROW_HIDDEN = 0x20
 
@@ -47,6 +64,10 @@ _ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D
 
 class _Damaged(Exception):
     """The compound file or a record is not as the format says: what was noted so far stands."""
+
+
+class _TooManyTexts(Exception):
+    """An Excel 95 workbook holding more text cells than the format allows: no workbook Excel wrote."""
 
 
 def _u32s(data: bytes) -> tuple[int, ...]:
@@ -160,11 +181,15 @@ class _Walk:
         self.sheets: dict[int, str] = {}  # stream offset of a sheet's BOF -> its name
         self.facts: dict[str, SheetFacts] = {}
         self.current: SheetFacts | None = None
+        self.own_texts = False  # an Excel 95 workbook in a code page calamine garbles: its texts noted here
+        self.text_cells = 0
+        self.formula_text: tuple[int, int] | None = None  # the formula whose text result comes next
 
     def globals_record(self, number: int, body: bytes) -> None:
         if number == _CODEPAGE and len(body) >= 2:
             page = struct.unpack_from("<H", body)[0]
             self.codec = "utf-16-le" if page == 1200 else f"cp{page}"
+            self.own_texts = not self.biff8 and page in DOUBLE_BYTE_PAGES
             try:
                 "".encode(self.codec)
             except LookupError:
@@ -172,6 +197,8 @@ class _Walk:
         elif number == _BOUNDSHEET and len(body) >= 8:
             offset = struct.unpack_from("<I", body)[0]
             self.sheets[offset] = _text(body, 7, body[6], self.biff8, self.codec)
+            if self.own_texts:  # every sheet, in the workbook's order: its name stands for calamine's
+                self.facts.setdefault(self.sheets[offset], SheetFacts(texts={}))
         elif number == _FORMAT and len(body) >= 3:
             index = struct.unpack_from("<H", body)[0]
             if self.biff8 and len(body) >= 5:
@@ -188,6 +215,11 @@ class _Walk:
 
     def cell_record(self, number: int, body: bytes) -> None:
         facts = self.current
+        if number == _STRING:
+            if facts is not None and self.formula_text is not None and len(body) >= 2:
+                self._note_text(facts, *self.formula_text, body[2 : 2 + struct.unpack_from("<H", body)[0]])
+            self.formula_text = None
+            return
         if facts is None or len(body) < 6:
             return
         if number == _ROW:
@@ -195,7 +227,9 @@ class _Walk:
                 facts.hidden_rows.add(struct.unpack_from("<H", body)[0] + 1)
             return
         row, column, xf = struct.unpack_from("<HHH", body)
-        if number == _NUMBER and len(body) >= 14:
+        if number in (_LABEL, _RSTRING) and len(body) >= 8:
+            self._note_text(facts, row, column, body[8 : 8 + struct.unpack_from("<H", body, 6)[0]])
+        elif number == _NUMBER and len(body) >= 14:
             self._number(facts, row, column, xf, struct.unpack_from("<d", body, 6)[0])
         elif number == _RK and len(body) >= 10:
             self._number(facts, row, column, xf, _rk(struct.unpack_from("<I", body, 6)[0]))
@@ -207,6 +241,8 @@ class _Walk:
             result = body[6:14]
             if result[6:8] == b"\xff\xff" and result[0] == 2:
                 self._error(facts, row, column, result[2])
+            elif result[6:8] == b"\xff\xff" and result[0] == 0 and facts.texts is not None:
+                self.formula_text = (row, column)
             elif result[6:8] != b"\xff\xff":
                 self._number(facts, row, column, xf, struct.unpack("<d", result)[0])
         elif number == _BOOLERR and len(body) >= 8 and body[7] == 1:
@@ -219,6 +255,14 @@ class _Walk:
         if number.is_integer() and abs(number) < 1e15:  # beyond, Excel itself kept no more than 15 digits
             facts.padded[(row + 1, column)] = padded_text(pieces, int(number))
 
+    def _note_text(self, facts: SheetFacts, row: int, column: int, raw: bytes) -> None:
+        if facts.texts is None:
+            return
+        self.text_cells += 1
+        if self.text_cells > MAX_TEXT_CELLS:
+            raise _TooManyTexts
+        facts.texts[(row + 1, column)] = raw.decode(self.codec, "replace")
+
     @staticmethod
     def _error(facts: SheetFacts, row: int, column: int, code: int) -> None:
         if code in _ERRORS and len(facts.errors) < MAX_ERROR_CELLS:
@@ -229,7 +273,7 @@ class _Walk:
         for offset, number, body in _records(stream):
             if number == _FILEPASS:  # encrypted: calamine says so
                 break
-            if number in _CELLS:
+            if number in _CELLS or (number in _TEXTS and self.own_texts):
                 if not in_globals:
                     self.cell_record(number, body)
             elif number == _BOF and len(body) >= 4:
@@ -259,7 +303,13 @@ def is_compound_file(path: Path) -> bool:
 
 def xls_facts(path: Path) -> dict[str, SheetFacts]:
     """Per sheet name, the error cells, padded numbers and hidden rows of the .xls at ``path``; {} when
-    unreadable."""
+    unreadable.
+
+    For an Excel 95 workbook in a code page of two bytes a character, every
+    sheet in the workbook's order, each with its text cells
+    (:attr:`SheetFacts.texts`); InputError when it holds more of them than
+    that format allows.
+    """
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_XLS_BYTES + 1)
@@ -268,5 +318,11 @@ def xls_facts(path: Path) -> dict[str, SheetFacts]:
         stream = _Compound(data).stream(("workbook", "book"))
         del data
         return _Walk().run(stream)
+    except _TooManyTexts:
+        raise InputError(
+            f"文件是 Excel 5.0/95 格式，文字单元格超过 {MAX_TEXT_CELLS:,} 个，不是 Excel 保存的工作簿",
+            file=path.name,
+            fix="用 Excel 或 WPS 打开后另存为 .xlsx 再处理",
+        ) from None
     except (_Damaged, struct.error, IndexError, ValueError, OSError):
         return {}

@@ -658,6 +658,9 @@ class SheetFacts:
     ``uncalculated``: an .xlsx's cells holding a formula saved without its
     result (by a program that does not calculate), (row, 0-based column) ->
     the formula (``""`` when shared): calamine reads them as empty.
+    ``texts``: for an Excel 95 workbook in a code page calamine garbles (GBK),
+    every text cell of the sheet, (row, 0-based column) -> its text; None
+    where calamine reads the text right.
     """
 
     errors: dict[tuple[int, int], str] = field(default_factory=dict)
@@ -665,6 +668,7 @@ class SheetFacts:
     padded: dict[tuple[int, int], str] = field(default_factory=dict)
     merged: list[tuple[tuple[int, int], tuple[int, int]]] = field(default_factory=list)
     uncalculated: dict[tuple[int, int], str] = field(default_factory=dict)
+    texts: dict[tuple[int, int], str] | None = None
 
 
 def _padding_of(archive: zipfile.ZipFile, handle: BinaryIO, label: str) -> dict[int, list[str | int]]:

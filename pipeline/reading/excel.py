@@ -24,14 +24,21 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from loguru import logger
-from python_calamine import CalamineSheet, CalamineWorkbook, PasswordError, SheetTypeEnum, SheetVisibleEnum
+from python_calamine import (
+    CalamineError,
+    CalamineSheet,
+    CalamineWorkbook,
+    PasswordError,
+    SheetTypeEnum,
+    SheetVisibleEnum,
+)
 
 from pipeline.errors import InputError
 from pipeline.model import FIELD_ONLY, MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
@@ -186,8 +193,83 @@ def _unreadable(path: Path, error: BaseException) -> InputError:
     return InputError("不是有效的 Excel 文件", file=label, fix=_FIX_RESAVE)
 
 
-def open_workbook(path: Path) -> CalamineWorkbook:
-    """``path`` opened by calamine, by its content where its extension lies; InputError when unreadable."""
+class _SheetMeta(NamedTuple):
+    name: str
+    typ: SheetTypeEnum
+    visible: SheetVisibleEnum
+
+
+class Excel95Sheet:
+    """A sheet of an Excel 95 workbook whose text calamine garbles: its name and text cells as Excel shows
+    them (from :attr:`SheetFacts.texts`), the rest as calamine reads it."""
+
+    def __init__(self, sheet: CalamineSheet, name: str, texts: dict[tuple[int, int], str]) -> None:
+        self._sheet = sheet
+        self.name = name
+        self._texts = texts
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._sheet, attribute)  # start, end, height, merged_cell_ranges: as calamine has them
+
+    def to_python(self) -> list[list[Any]]:
+        """The sheet's rows, each text cell as Excel shows it."""
+        rows = self._sheet.to_python()
+        _put_texts(rows, self._sheet.start or (0, 0), self._texts, lambda value: True)
+        return rows
+
+    def iter_rows(self) -> Iterator[list[Any]]:
+        """The rows of :meth:`to_python` (an Excel 95 sheet holds at most 16,384 of them)."""
+        return iter(self.to_python())
+
+
+class Excel95Workbook:
+    """An Excel 95 workbook in a code page calamine garbles (GBK, Big5), its sheets under the names Excel
+    shows (see :mod:`pipeline.reading.biff`)."""
+
+    def __init__(self, workbook: CalamineWorkbook, facts: dict[str, SheetFacts]) -> None:
+        self._workbook = workbook
+        self._facts = facts
+        self.sheet_names = list(facts)
+        self.sheets_metadata = [
+            _SheetMeta(name, meta.typ, meta.visible)
+            for name, meta in zip(self.sheet_names, workbook.sheets_metadata, strict=True)
+        ]
+
+    def get_sheet_by_name(self, name: str) -> Excel95Sheet:
+        """The sheet Excel names ``name``; CalamineError when there is none."""
+        if name not in self._facts:
+            raise CalamineError(f"no sheet {name!r}")
+        index = self.sheet_names.index(name)
+        return Excel95Sheet(self._workbook.get_sheet_by_index(index), name, self._facts[name].texts or {})
+
+    def close(self) -> None:
+        """Close the workbook calamine holds open."""
+        self._workbook.close()
+
+
+#: A workbook as read: calamine's, or an Excel 95 one with its text decoded here.
+Workbook: TypeAlias = "CalamineWorkbook | Excel95Workbook"
+Sheet: TypeAlias = "CalamineSheet | Excel95Sheet"
+
+
+def open_workbook(path: Path, facts: dict[str, SheetFacts] | None = None) -> Workbook:
+    """``path`` opened by calamine, by its content where its extension lies; InputError when unreadable.
+
+    An Excel 95 workbook in a code page calamine garbles comes with its text
+    decoded here (:class:`Excel95Workbook`); ``facts``: its
+    :func:`~pipeline.reading.biff.xls_facts`, when already known.
+    """
+    workbook = _calamine_workbook(path)
+    if not is_compound_file(path):
+        return workbook
+    facts = xls_facts(path) if facts is None else facts
+    garbled = bool(facts) and all(sheet.texts is not None for sheet in facts.values())
+    if not garbled or len(facts) != len(workbook.sheet_names):
+        return workbook
+    return Excel95Workbook(workbook, facts)
+
+
+def _calamine_workbook(path: Path) -> CalamineWorkbook:
     try:
         return CalamineWorkbook.from_path(str(path))
     except (KeyboardInterrupt, SystemExit):
@@ -205,7 +287,7 @@ def open_workbook(path: Path) -> CalamineWorkbook:
 
 
 def _fill_vertical_merges(
-    sheet: CalamineSheet, rows: list[list[Any]], origin: tuple[int, int], below: int, facts: SheetFacts
+    sheet: Sheet, rows: list[list[Any]], origin: tuple[int, int], below: int, facts: SheetFacts
 ) -> None:
     """Copy each vertically merged data cell's value down its merged range, as the clerk sees it.
 
@@ -321,7 +403,7 @@ def _uncalculated_notes(table: RawTable, uncalculated: dict[tuple[int, int], str
         table.notes = joined.sort_values("row", kind="stable").reset_index(drop=True)
 
 
-def _read_sheet(path: Path, workbook: CalamineWorkbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
+def _read_sheet(path: Path, workbook: Workbook, name: str, facts: SheetFacts) -> RawTable | _Unusable:
     """The sheet as a table, or why it holds none; ``facts``: what calamine does not tell of it."""
     try:
         sheet = workbook.get_sheet_by_name(name)
@@ -417,7 +499,7 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     if is_compound_file(path):  # an .xls, whatever its name: its records tell what calamine does not
         facts = xls_facts(path)
     with _collector_paused():
-        workbook = open_workbook(path)
+        workbook = open_workbook(path, facts)
         try:
             tables = _read_sheets(path, workbook, sheet=sheet, all_sheets=all_sheets, facts=facts)
         finally:
@@ -432,7 +514,7 @@ _SHEETS_LOOKED_AT = 20
 _SHEETS_NAMED = 5
 
 
-def _registers_among(workbook: CalamineWorkbook, names: Sequence[str]) -> list[tuple[str, int]]:
+def _registers_among(workbook: Workbook, names: Sequence[str]) -> list[tuple[str, int]]:
     """Those of the first sheets ``names`` whose first rows hold a header naming known fields, each
     with its rows below the header (damaged sheets are left out: reading them says so)."""
     found = []
@@ -450,7 +532,7 @@ def _registers_among(workbook: CalamineWorkbook, names: Sequence[str]) -> list[t
     return found
 
 
-def _tell_registers_left(path: Path, workbook: CalamineWorkbook, read: str, later: Sequence[str]) -> None:
+def _tell_registers_left(path: Path, workbook: Workbook, read: str, later: Sequence[str]) -> None:
     """Warn of the later sheets that look like registers too: only the first is read without --all-sheets.
 
     A few are named one by one; a workbook of a sheet per village or per day
@@ -479,7 +561,7 @@ def _sheet_key(name: str) -> str:
 
 def _read_sheets(
     path: Path,
-    workbook: CalamineWorkbook,
+    workbook: Workbook,
     *,
     sheet: str | None,
     all_sheets: bool,

@@ -41,7 +41,7 @@ from pipeline.errors import InputError
 from pipeline.files import fitting_name, numbered
 from pipeline.messages import fault_fix
 from pipeline.model import MappedTable, RawTable
-from pipeline.reading.excel import is_workbook_package, open_workbook, shown_texts
+from pipeline.reading.excel import Sheet, is_workbook_package, open_workbook, shown_texts
 from pipeline.reading.html import is_html_file
 from pipeline.reading.register import TEXT_SUFFIXES, WORKBOOK_SUFFIXES
 from pipeline.reports.data import WARNING, ReportData, fault_texts, source_column
@@ -348,7 +348,7 @@ def _column(values: Sequence[object]) -> Column:
     return MixedColumn(pa.array(texts, pa.large_string()), pa.array(numbers, pa.float64()))
 
 
-def _row_chunks(sheet: python_calamine.CalamineSheet) -> Iterator[tuple[int, list[list[Any]]]]:
+def _row_chunks(sheet: Sheet) -> Iterator[tuple[int, list[list[Any]]]]:
     if sheet.height <= STREAM_ABOVE_ROWS:
         rows = sheet.to_python()
         for start in range(0, len(rows), CHUNK_ROWS):
@@ -427,7 +427,7 @@ def _apply_edits(rows: list[list[Any]], first: int, left: int, edits: Mapping[tu
 
 
 def _blocks(
-    sheet: python_calamine.CalamineSheet,
+    sheet: Sheet,
     marks: SheetMarks,
     note_col: int,
     edits: Mapping[tuple[int, int], str],
