@@ -223,6 +223,36 @@ def test_two_header_rows_under_a_merged_address_cell_are_combined(tmp_path: Path
     assert table.source_row.tolist() == [3]
 
 
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
+def test_a_single_sub_header_under_a_group_title_is_part_of_the_header_not_a_resident(
+    tmp_path: Path, suffix: str
+) -> None:
+    # 联系方式 over 手机号码, every other header cell merged down over two rows: the second header row
+    # names one field only, and was read as a resident of no name, no ID number and 手机号码 for a phone.
+    rows: list[list[str]] = [
+        ["XX社区居民登记表", "", "", "", ""],
+        ["姓名", "身份证号码", "民族", "联系方式", "医保类型"],
+        ["", "", "", "手机号码", ""],
+        ["张三", "420123196205184516", "汉族", "13912345678", "职工医保"],
+    ]
+    if suffix == ".xlsx":
+        merges = ["A1:E1", "A2:A3", "B2:B3", "C2:C3", "E2:E3"]
+        cells = [[value or None for value in row] for row in rows]
+        path = _workbook(tmp_path / "two.xlsx", {"S": cells}, {"S": merges})
+    else:
+        path = tmp_path / "two.csv"
+        path.write_text("\n".join(",".join(row) for row in rows) + "\n", encoding="utf-8")
+    [table] = read_register(path)
+    assert table.headers == ["姓名", "身份证号码", "民族", "手机号码", "医保类型"]
+    assert (table.header_row, table.source_row.tolist()) == (3, [4])
+    # A resident right below the header is still a resident, whatever it holds.
+    rows[2] = ["李四", "", "", "", ""]
+    path = tmp_path / "short.csv"
+    path.write_text("\n".join(",".join(row) for row in rows) + "\n", encoding="utf-8")
+    [table] = read_register(path)
+    assert (table.header_row, table.source_row.tolist()) == (2, [3, 4])
+
+
 def test_vertically_merged_data_cells_repeat_their_value(tmp_path: Path) -> None:
     rows: list[Sequence[object]] = [
         ["姓名", "身份证号码", "详细地址"],

@@ -21,7 +21,7 @@ from loguru import logger
 from pipeline.errors import InputError
 from pipeline.files import numbered
 from pipeline.model import MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
-from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key
+from pipeline.reading.headers import IGNORE, builtin_aliases, count_known_headers, header_key, is_known_header
 from pipeline.text.arrow import INVISIBLE_MARKS, contiguous, value_offsets
 
 #: The dtype of every text column: pandas' default ``str``, stored in Arrow.
@@ -83,16 +83,16 @@ def _looks_like_header(cells: Sequence[str]) -> bool:
 def detect_header(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] | None:
     """The header among the first rows: (index of its last row, header cells), or None.
 
-    The first row naming at least two known fields wins; a second such row
-    right below it (sub-headers under a merged "地址" cell, or a row of pinyin
-    codes under the Chinese names) is merged into it, the lower text winning.
-    Failing that, the first row that looks like a header by shape.
+    The first row naming at least two known fields wins; a row of sub-headers
+    right below it (:func:`_sub_headers`: under a merged "地址" cell, a row of
+    pinyin codes under the Chinese names) is merged into it, the lower text
+    winning.  Failing that, the first row that looks like a header by shape.
     """
     search = rows[:HEADER_SEARCH_ROWS]
     for index, row in enumerate(search):
         if count_known_headers(row) >= MIN_KNOWN_HEADERS:
             cells = list(row)
-            if index + 1 < len(rows) and count_known_headers(rows[index + 1]) >= MIN_KNOWN_HEADERS:
+            if index + 1 < len(rows) and _sub_headers(cells, rows[index + 1]):
                 below = rows[index + 1]
                 width = max(len(cells), len(below))
                 cells = [
@@ -105,6 +105,28 @@ def detect_header(rows: Sequence[Sequence[str]]) -> tuple[int, list[str]] | None
         if _looks_like_header(row):
             return index, list(row)
     return None
+
+
+def _sub_headers(header: Sequence[str], below: Sequence[str]) -> bool:
+    """Whether the row ``below`` the header row is a second row of its headers.
+
+    It is when it names two known fields or more (省 市 区县 under a merged
+    地址; pinyin codes under the Chinese names); or when it names one and each
+    of its other filled cells sits under a header cell naming no field, as
+    sub-headers under a group title do (手机号码 under 联系方式, the header cells
+    beside it merged down over both rows).  A resident's row names no field, or
+    fills the columns that the header row names.
+    """
+    known = count_known_headers(below)
+    if known >= MIN_KNOWN_HEADERS:
+        return True
+    if known == 0 or _holds_id_number(below):
+        return False
+    return all(
+        is_known_header(cell) or j >= len(header) or not is_known_header(header[j])
+        for j, cell in enumerate(below)
+        if cell.strip()
+    )
 
 
 #: A cell holding an ID number and nothing else (18 characters, or the old 15 digits).
