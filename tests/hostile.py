@@ -350,3 +350,67 @@ def excel95_xls(
     path.write_bytes(compound_file({"Book": stream}))
     return path
 
+
+def _xlsb_record(kind: int, body: bytes = b"") -> bytes:
+    """One record of an .xlsb part: its type and size as 7-bit varints, then its body."""
+    head = bytes([kind]) if kind < 0x80 else bytes([kind & 0x7F | 0x80, kind >> 7])
+    size = len(body)
+    while True:
+        head += bytes([size & 0x7F | (0x80 if size > 0x7F else 0)])
+        size >>= 7
+        if not size:
+            return head + body
+
+
+def _wide(text: str) -> bytes:
+    return struct.pack("<I", len(text)) + text.encode("utf-16-le")
+
+
+#: An .xlsb error cell: ("error", code), the code as the format stores it (0x2A is #N/A).
+XlsbCell = str | float | tuple[str, int]
+
+
+def write_xlsb(path: Path, rows: list[list[XlsbCell]], *, far: tuple[int, int] | None = None) -> Path:
+    """An .xlsb (Excel's binary workbook) of one sheet 名单 holding ``rows`` (0-based from A1): text as
+    inline strings, numbers, error cells; ``far``: one more number at that 0-based (row, column)."""
+    cells: list[tuple[int, list[tuple[int, XlsbCell]]]] = []
+    cells += [(number, list(enumerate(row))) for number, row in enumerate(rows)]
+    if far is not None:
+        cells.append((far[0], [(far[1], 1.0)]))
+    claimed = struct.pack("<IIII", 0, len(rows) - 1, 0, max(map(len, rows)) - 1)  # the range it says it has
+    records = [_xlsb_record(0x81), _xlsb_record(0x94, claimed), _xlsb_record(0x91)]
+    for row, values in cells:
+        records.append(_xlsb_record(0x00, struct.pack("<IIHHBBI", row, 0, 0x12C, 0, 0, 0, 0)))
+        for column, value in values:
+            if isinstance(value, str):
+                records.append(_xlsb_record(0x06, struct.pack("<II", column, 0) + _wide(value)))
+            elif isinstance(value, tuple):
+                records.append(_xlsb_record(0x03, struct.pack("<IIB", column, 0, value[1])))
+            else:
+                records.append(_xlsb_record(0x05, struct.pack("<IId", column, 0, value)))
+    sheet = b"".join([*records, _xlsb_record(0x92), _xlsb_record(0x82)])
+    book = _xlsb_record(0x83) + _xlsb_record(0x8F)
+    book += _xlsb_record(0x9C, struct.pack("<II", 0, 1) + _wide("rId1") + _wide("名单"))
+    book += _xlsb_record(0x90) + _xlsb_record(0x84)
+    relation = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet"
+    main = "application/vnd.ms-excel.sheet.binary.macroEnabled.main"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" '
+            'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            f'<Default Extension="bin" ContentType="{main}"/></Types>',
+        )
+        archive.writestr("_rels/.rels", _ROOT_RELS.replace("xl/workbook.xml", "xl/workbook.bin"))
+        archive.writestr(
+            "xl/_rels/workbook.bin.rels",
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{relation}" Target="worksheets/sheet1.bin"/></Relationships>',
+        )
+        archive.writestr("xl/workbook.bin", book)
+        archive.writestr("xl/worksheets/sheet1.bin", sheet)
+    return path
+

@@ -26,6 +26,7 @@ from hostile import (
     uneven_csv,
     write_ods,
     write_raw_xlsx,
+    write_xlsb,
 )
 
 from pipeline.errors import InputError
@@ -150,6 +151,34 @@ def test_shared_strings_with_a_count_merely_wrong_are_still_read(tmp_path: Path,
     path = shared_strings_xlsx(tmp_path / "counted.xlsx", register_rows(3), unique_count=claimed)
     [table] = read_register(path)
     assert table.data["姓名"].tolist() == ["居民0", "居民1", "居民2"]
+
+
+@pytest.mark.parametrize(
+    ("far", "corner"),
+    [((1048575, 16383), "XFD1048576"), ((1048575, 39), "AN1048576"), ((9000, 701), "ZZ9001")],
+)
+def test_a_far_cell_in_an_xlsb_is_refused_before_calamine_allocates(
+    tmp_path: Path, far: tuple[int, int], corner: str
+) -> None:
+    # calamine holds an .xlsb sheet as one rectangle too: a number at XFD1048576 below a register
+    # aborted the run (SIGABRT, "memory allocation of 549755813888 bytes failed").  Asked of the
+    # bounds alone here: calamine would take the test run down with it.
+    path = write_xlsb(tmp_path / "far.xlsb", [list(row) for row in register_rows(3)], far=far)
+    with pytest.raises(InputError) as excinfo:
+        bounds.check_workbook(path, path.name, path.stat().st_size)
+    message = excinfo.value.message
+    assert "\n" not in message and "far.xlsb" in message and "工作表 名单" in message, message
+    assert "数据范围过大" in message and corner in message and "删除" in message, message
+
+
+def test_an_ordinary_xlsb_passes_the_checks_and_its_error_cells_read_as_shown(tmp_path: Path) -> None:
+    # calamine reads an .xlsb's #N/A as empty, as it does an .xlsx's: a lookup that found nothing
+    # passed as a field left blank ("身份证号码为空" beside a cell showing #N/A).
+    rows: list[list[str | float | tuple[str, int]]] = [list(row) for row in register_rows(3)]
+    rows[1][3], rows[3][4] = ("error", 0x2A), ("error", 0x07)
+    [table] = read_register(write_xlsb(tmp_path / "lookup.xlsb", rows))
+    assert table.data["身份证号码"].tolist() == ["#N/A", "44060419800101001X", "44060419800101002X"]
+    assert table.data["联系电话"].tolist() == ["13900000000", "13900000001", "#DIV/0!"]
 
 
 def test_a_one_gigabyte_cell_in_a_one_megabyte_file_is_refused_from_the_directory(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.reading.bounds import (
+    ERROR_TEXTS,
     MAX_ERROR_CELLS,
     MAX_HIDDEN_ROWS,
     MAX_PADDED_CELLS,
@@ -57,9 +58,6 @@ MAX_TEXT_CELLS = 4 << 20
 #: A ROW record's flag of a row hidden (by hand or by a filter).
 _ROW_HIDDEN = 0x20
 
-#: An error cell's code and the text Excel shows for it.
-_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D: "#NAME?", 0x24: "#NUM!",
-           0x2A: "#N/A"}  # fmt: skip
 
 
 class _Damaged(Exception):
@@ -265,8 +263,8 @@ class _Walk:
 
     @staticmethod
     def _error(facts: SheetFacts, row: int, column: int, code: int) -> None:
-        if code in _ERRORS and len(facts.errors) < MAX_ERROR_CELLS:
-            facts.errors[(row + 1, column)] = _ERRORS[code]
+        if code in ERROR_TEXTS and len(facts.errors) < MAX_ERROR_CELLS:
+            facts.errors[(row + 1, column)] = ERROR_TEXTS[code]
 
     def run(self, stream: bytes) -> dict[str, SheetFacts]:
         in_globals = True
