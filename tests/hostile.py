@@ -316,10 +316,16 @@ def _record(number: int, body: bytes = b"") -> bytes:
 
 
 def excel95_xls(
-    path: Path, sheets: dict[str, list[list[str | float]]], *, codepage: int = 936, encoding: str = "gbk"
+    path: Path,
+    sheets: dict[str, list[list[str | float]]],
+    *,
+    codepage: int = 936,
+    encoding: str = "gbk",
+    far: tuple[int, int] | None = None,
 ) -> Path:
     """An Excel 5.0/95 (BIFF5) workbook of text and number cells, its text in ``codepage``, as Excel 95
-    and the old export libraries of many a system write it."""
+    and the old export libraries of many a system write it; ``far``: one more number on the first sheet
+    at that 0-based (row, column)."""
     version = struct.pack("<HHHH", 0x0500, 0x0005, 0x096C, 0x07C9)
     head = [_record(0x0809, version), _record(0x0042, struct.pack("<H", codepage))]
     styles = [struct.pack("<8H", 0, 0, 0xFFF5 if k < 15 else 1, 0x20, 0, 0, 0, 0) for k in range(16)]
@@ -334,6 +340,8 @@ def excel95_xls(
                     records.append(_record(0x0204, struct.pack("<HHHH", row, column, 15, len(text)) + text))
                 else:
                     records.append(_record(0x0203, struct.pack("<HHHd", row, column, 15, value)))
+        if far is not None and not bodies:
+            records.append(_record(0x0203, struct.pack("<HHHd", *far, 15, 1.0)))
         records.append(_record(0x000A))
         bodies.append(b"".join(records))
 

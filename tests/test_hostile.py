@@ -17,6 +17,7 @@ from conftest import REPO_ROOT, SandboxHandle
 from hostile import (
     bomb_xlsx,
     endless_line_csv,
+    excel95_xls,
     far_cell_xlsx,
     fifo,
     lying_bomb_xlsx,
@@ -31,7 +32,7 @@ from hostile import (
 
 from pipeline.errors import InputError
 from pipeline.model import MAX_CELL_CHARS
-from pipeline.reading import bounds
+from pipeline.reading import biff, bounds
 from pipeline.reading.isolated import ReadLimits, read_in_child
 from pipeline.reading.register import ReadPolicy, read_register, reading_policy
 
@@ -179,6 +180,25 @@ def test_an_ordinary_xlsb_passes_the_checks_and_its_error_cells_read_as_shown(tm
     [table] = read_register(write_xlsb(tmp_path / "lookup.xlsb", rows))
     assert table.data["身份证号码"].tolist() == ["#N/A", "44060419800101001X", "44060419800101002X"]
     assert table.data["联系电话"].tolist() == ["13900000000", "13900000001", "#DIV/0!"]
+
+
+@pytest.mark.parametrize(("far", "corner"), [((65535, 255), "IV65536"), ((60000, 90), "CM60001")])
+def test_a_stray_value_far_from_a_small_xls_register_is_refused_not_read_as_gigabytes(
+    tmp_path: Path, far: tuple[int, int], corner: str
+) -> None:
+    # An .xls is at most 65,536 × 256 cells, yet a number at IV65536 below five rows held calamine and
+    # the reading at 1.75 GB for 19 s (a 10 KB file), the empty rows read one by one.
+    sheets: dict[str, list[list[str | float]]] = {"名单": [list(row) for row in register_rows(5)]}
+    path = excel95_xls(tmp_path / "stray.xls", sheets, far=far)
+    with pytest.raises(InputError) as excinfo:
+        biff.xls_facts(path)
+    message = excinfo.value.message
+    assert "\n" not in message and "stray.xls" in message and "工作表 名单" in message, message
+    assert "数据范围过大" in message and corner in message and "只有" in message, message
+    _refused(path, "数据范围过大", corner)
+    # The same register without the stray value is read.
+    [table] = read_register(excel95_xls(tmp_path / "fine.xls", sheets))
+    assert len(table.data) == 5
 
 
 def test_a_one_gigabyte_cell_in_a_one_megabyte_file_is_refused_from_the_directory(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """What calamine does not tell of an .xls (BIFF8, and Excel 95's BIFF5) sheet: error cells, padded
-numbers, hidden rows.
+numbers, hidden rows; an Excel 95 workbook's text in a Chinese, Japanese or Korean code page; and
+whether a stray value far from a small register makes calamine hold a huge empty rectangle.
 
 calamine reads an error cell (``#N/A`` where a lookup found nothing) as
 empty and a number whose format pads it with zeros (``000123``,
@@ -13,9 +14,16 @@ far: calamine then reads or refuses the file as before.
 
 An Excel 5.0/95 workbook keeps its text in the code page it names, and
 calamine reads a code page of two bytes a character (GBK, Big5, Shift-JIS)
-one byte a character: "张三" comes out as "\ufffd\x00\ufffd\x00…", sheet names
-too.  Such a workbook's sheet names and text cells are noted here, decoded
-in its code page (:attr:`SheetFacts.texts`), in place of calamine's.
+one byte a character: "张三" comes out as replacement characters, each
+followed by a NUL, and so do sheet names.  Such a workbook's sheet names and
+text cells are noted here, decoded in its code page
+(:attr:`SheetFacts.texts`), in place of calamine's.
+
+The same walk bounds each sheet by its cells holding a value: calamine holds
+a sheet as one rectangle, and one number at IV65536 below five rows (65,536 ×
+256 cells, the most the format has) held the reading at 1.75 GB for 19 s.  A
+rectangle that large and nearly empty is refused as an .xlsx's is
+(:data:`~pipeline.reading.bounds.SPARSE_CELLS`).
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ from pipeline.reading.bounds import (
     MAX_HIDDEN_ROWS,
     MAX_PADDED_CELLS,
     MAX_XLS_BYTES,
+    Extent,
     SheetFacts,
     padded_text,
     padding_format,
+    too_large,
 )
 
 _MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -44,11 +54,10 @@ _FREE = 0xFFFFFFFF
 _BOF, _EOF, _FILEPASS, _CODEPAGE = 0x0809, 0x000A, 0x002F, 0x0042
 _BOUNDSHEET, _FORMAT, _XF = 0x0085, 0x041E, 0x00E0
 _NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW = 0x0203, 0x027E, 0x00BD, 0x0006, 0x0205, 0x0208
-_CELLS = frozenset({_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW})
-# BIFF5's text cells (BIFF8 keeps text in a shared table, which calamine reads right) and a formula's
-# text result, in the record after the formula.
-_LABEL, _RSTRING, _STRING = 0x0204, 0x00D6, 0x0207
-_TEXTS = frozenset({_LABEL, _RSTRING, _STRING})
+# BIFF5's text cells (BIFF8 keeps text in a shared table, which calamine reads right, 0x00FD) and a
+# formula's text result, in the record after the formula.
+_LABEL, _RSTRING, _STRING, _LABELSST = 0x0204, 0x00D6, 0x0207, 0x00FD
+_CELLS = frozenset({_NUMBER, _RK, _MULRK, _FORMULA, _BOOLERR, _ROW, _LABEL, _RSTRING, _LABELSST})
 #: Code pages of two bytes a character (Japanese, Chinese GBK, Korean, Big5, Johab): calamine reads an
 #: Excel 95 workbook's text in them one byte a character.
 DOUBLE_BYTE_PAGES = frozenset({932, 936, 949, 950, 1361})
@@ -179,6 +188,10 @@ class _Walk:
         self.sheets: dict[int, str] = {}  # stream offset of a sheet's BOF -> its name
         self.facts: dict[str, SheetFacts] = {}
         self.current: SheetFacts | None = None
+        # Per sheet name: its cells holding a value span [first row, last row, first column, last column],
+        # 0-based, and how many there are.
+        self.spans: dict[str, list[int]] = {}
+        self.span: list[int] = []
         self.own_texts = False  # an Excel 95 workbook in a code page calamine garbles: its texts noted here
         self.text_cells = 0
         self.formula_text: tuple[int, int] | None = None  # the formula whose text result comes next
@@ -225,6 +238,19 @@ class _Walk:
                 facts.hidden_rows.add(struct.unpack_from("<H", body)[0] + 1)
             return
         row, column, xf = struct.unpack_from("<HHH", body)
+        span = self.span
+        last = column + (len(body) - 8) // 6 - 1 if number == _MULRK else column
+        span[4] += last - column + 1
+        if row < span[0]:
+            span[0] = row
+        if row > span[1]:
+            span[1] = row
+        if column < span[2]:
+            span[2] = column
+        if last > span[3]:
+            span[3] = last
+        if number == _LABELSST:
+            return
         if number in (_LABEL, _RSTRING) and len(body) >= 8:
             self._note_text(facts, row, column, body[8 : 8 + struct.unpack_from("<H", body, 6)[0]])
         elif number == _NUMBER and len(body) >= 14:
@@ -271,7 +297,7 @@ class _Walk:
         for offset, number, body in _records(stream):
             if number == _FILEPASS:  # encrypted: calamine says so
                 break
-            if number in _CELLS or (number in _TEXTS and self.own_texts):
+            if number in _CELLS or (number == _STRING and self.own_texts):
                 if not in_globals:
                     self.cell_record(number, body)
             elif number == _BOF and len(body) >= 4:
@@ -280,6 +306,7 @@ class _Walk:
                     self.biff8 = version == 0x0600
                 elif kind == 0x0010 and offset in self.sheets:
                     self.current = self.facts.setdefault(self.sheets[offset], SheetFacts())
+                    self.span = self.spans.setdefault(self.sheets[offset], [1 << 20, -1, 1 << 20, -1, 0])
                     in_globals = False
                 else:
                     self.current, in_globals = None, False
@@ -306,7 +333,8 @@ def xls_facts(path: Path) -> dict[str, SheetFacts]:
     For an Excel 95 workbook in a code page of two bytes a character, every
     sheet in the workbook's order, each with its text cells
     (:attr:`SheetFacts.texts`); InputError when it holds more of them than
-    that format allows.
+    that format allows, or when a sheet's cells holding a value span a large
+    and nearly empty rectangle (a stray value far from the register).
     """
     try:
         with open(path, "rb") as handle:
@@ -315,7 +343,8 @@ def xls_facts(path: Path) -> dict[str, SheetFacts]:
             return {}
         stream = _Compound(data).stream(("workbook", "book"))
         del data
-        return _Walk().run(stream)
+        walk = _Walk()
+        facts = walk.run(stream)
     except _TooManyTexts:
         raise InputError(
             f"文件是 Excel 5.0/95 格式，文字单元格超过 {MAX_TEXT_CELLS:,} 个，不是 Excel 保存的工作簿",
@@ -324,3 +353,10 @@ def xls_facts(path: Path) -> dict[str, SheetFacts]:
         ) from None
     except (_Damaged, struct.error, IndexError, ValueError, OSError):
         return {}
+    for name, (first_row, last_row, first_column, last_column, values) in walk.spans.items():
+        if values:
+            rows, columns = last_row - first_row + 1, last_column - first_column + 1
+            extent = Extent(rows, columns, last_row + 1, last_column + 1, values)
+            if extent.sparse:
+                raise too_large(path.name, name, extent)
+    return facts

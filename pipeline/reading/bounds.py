@@ -606,7 +606,8 @@ def _ods_extents(chunks: Iterator[bytes]) -> Iterator[tuple[str, Extent, SheetFa
         yield name, extent(), facts
 
 
-def _too_large(label: str, sheet: str, extent: Extent) -> InputError:
+def too_large(label: str, sheet: str, extent: Extent) -> InputError:
+    """The error for a sheet whose cells span ``extent``: too many cells, or a stray value far away."""
     if extent.sparse:
         share = f"共 {extent.cells:,} 个单元格，其中只有 {extent.values:,} 个有内容，多半是误填在远处的单元格"
     else:
@@ -859,7 +860,7 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
                 sheet = sheet_names.get(info.filename, info.filename.rsplit("/", 1)[-1])
                 extent, errors = _binary_sheet_scan(stream)
                 if extent.cells > MAX_SHEET_CELLS or extent.sparse:
-                    raise _too_large(label, sheet, extent)
+                    raise too_large(label, sheet, extent)
                 facts[sheet] = SheetFacts(errors=errors)
                 for _ in stream:  # the records after the cells
                     pass
@@ -868,7 +869,7 @@ def check_zip_workbook(path: Path, label: str) -> dict[str, SheetFacts]:
             elif info.filename == "content.xml" and path.suffix.lower() == ".ods":
                 for sheet, extent, shown in _ods_extents(stream):
                     if extent.cells > MAX_SHEET_CELLS or extent.sparse:
-                        raise _too_large(label, sheet, extent)
+                        raise too_large(label, sheet, extent)
                     facts[sheet] = shown
             else:
                 for _ in stream:
@@ -916,7 +917,7 @@ def _check_xlsx_sheet(
     if exact.last_row > EXCEL_LAST_ROW:
         raise _beyond_last_row(label, sheet, exact.last_row)
     if exact.cells > MAX_SHEET_CELLS or exact.sparse:
-        raise _too_large(label, sheet, exact)
+        raise too_large(label, sheet, exact)
     return SheetFacts(scan.errors, scan.hidden_rows, scan.padded, uncalculated=scan.uncalculated)
 
 
