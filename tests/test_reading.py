@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from hostile import excel95_xls, write_ods
+from hostile import compound_file, excel95_xls, write_ods
 
 from pipeline.errors import InputError
 from pipeline.model import FIELD_ONLY
@@ -883,6 +883,26 @@ def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
     with pytest.raises(InputError) as excinfo:
         read_register(path)
     _one_line_error(excinfo, "archive.xlsx", "不是 Excel 工作簿", "处理办法")
+
+
+@pytest.mark.parametrize(
+    ("name", "streams", "said"),
+    [
+        # Excel's "用密码进行加密" makes an .xlsx a compound file: named .xls, "encrypted or damaged".
+        ("加密.xls", {"EncryptionInfo": b"\x04\x00\x04\x00", "EncryptedPackage": b"\x10"}, "设有打开密码"),
+        ("加密.xlsx", {"EncryptionInfo": b"\x04\x00\x04\x00", "EncryptedPackage": b"\x10"}, "设有打开密码"),
+        # A Word or PowerPoint file under a workbook's name was "encrypted, password-protected or damaged".
+        ("登记表.xls", {"WordDocument": b"\xec\xa5", "1Table": b""}, "Word 文档"),
+        ("登记表.xls", {"PowerPoint Document": b"\x00"}, "PowerPoint"),
+    ],
+)
+def test_a_compound_file_that_is_no_workbook_is_named_for_what_it_is(
+    tmp_path: Path, name: str, streams: dict[str, bytes], said: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(compound_file(streams))
+    message = _refusal(path, name, said, "处理办法")
+    assert "损坏" not in message, message
 
 
 def _wide_csv(path: Path, *, named: int = 0, blank: int = 0) -> Path:

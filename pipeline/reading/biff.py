@@ -121,6 +121,16 @@ class _Compound:
             sector = self.fat[sector]
         return b"".join(pieces)
 
+    def names(self) -> set[str]:
+        """The names of the streams it holds, in lower case."""
+        entries = [self.directory[i : i + 128] for i in range(0, len(self.directory) - 127, 128)]
+        found = set()
+        for entry in entries:
+            length = min(struct.unpack_from("<H", entry, 0x40)[0], 64)
+            if entry[0x42] == 2:
+                found.add(entry[: max(0, length - 2)].decode("utf-16-le", "replace").lower())
+        return found
+
     def stream(self, names: tuple[str, ...]) -> bytes:
         """The first stream named one of ``names`` (case-blind), as long as its entry says."""
         entries = [self.directory[i : i + 128] for i in range(0, len(self.directory) - 127, 128)]
@@ -324,6 +334,17 @@ def is_compound_file(path: Path) -> bool:
             return handle.read(8) == _MAGIC
     except OSError:
         return False
+
+
+def compound_streams(path: Path) -> set[str]:
+    """The names (lower case) of the streams in the compound file at ``path``: ``workbook`` in an .xls,
+    ``worddocument`` in a Word file, ``encryptedpackage`` in an encrypted .xlsx; empty when unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_XLS_BYTES + 1)
+        return _Compound(data).names() if len(data) <= MAX_XLS_BYTES else set()
+    except (_Damaged, struct.error, IndexError, ValueError, OSError):
+        return set()
 
 
 def xls_facts(path: Path) -> dict[str, SheetFacts]:

@@ -42,7 +42,7 @@ from python_calamine import (
 
 from pipeline.errors import InputError
 from pipeline.model import FIELD_ONLY, MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
-from pipeline.reading.biff import is_compound_file, xls_facts
+from pipeline.reading.biff import compound_streams, is_compound_file, xls_facts
 from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
 from pipeline.reading.html import is_html_file, is_spreadsheet_ml, looks_like_html, read_html_register
@@ -151,11 +151,30 @@ def _broken_zip(path: Path) -> bool:
     return "xl/workbook.xml" in names or "xl/workbook.bin" in names or "content.xml" in names
 
 
+def _password(label: str) -> InputError:
+    return InputError("工作簿设有打开密码，无法读取", file=label, fix="在 Excel 中取消密码后另存，再处理")
+
+
+def _not_a_workbook_container(path: Path) -> InputError | None:
+    """Why a compound file calamine refused is no workbook it can read, when its streams tell."""
+    streams = compound_streams(path)
+    if streams & {"encryptioninfo", "encryptedpackage"}:  # an .xlsx encrypted with a password
+        return _password(path.name)
+    for stream, kind in (("worddocument", "Word 文档"), ("powerpoint document", "PowerPoint 演示文稿")):
+        if stream in streams:
+            return InputError(
+                f"文件是 {kind}，不是 Excel 工作簿",
+                file=path.name,
+                fix="请确认选对了文件；登记表请用 Excel 或 WPS 另存为 .xlsx 再处理",
+            )
+    return None
+
+
 def _unreadable(path: Path, error: BaseException) -> InputError:
     """Why calamine could not open ``path``, judged from the file's first bytes."""
     label = path.name
     if isinstance(error, PasswordError):
-        return InputError("工作簿设有打开密码，无法读取", file=label, fix="在 Excel 中取消密码后另存，再处理")
+        return _password(label)
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
@@ -173,7 +192,9 @@ def _unreadable(path: Path, error: BaseException) -> InputError:
             fix="从原处重新复制或导出该文件；或用 Excel 打开修复后另存为 .xlsx",
         )
     if head.startswith(b"\xd0\xcf\x11\xe0"):
-        return InputError("文件已加密、设有密码或已损坏，无法读取", file=label, fix=_FIX_RESAVE)
+        return _not_a_workbook_container(path) or InputError(
+            "文件已加密、设有密码或已损坏，无法读取", file=label, fix=_FIX_RESAVE
+        )
     if is_spreadsheet_ml(head):
         return InputError(
             "文件是“XML 电子表格 2003”格式（一些系统导出的 .xls 就是这种），程序不能直接读取",
