@@ -305,6 +305,18 @@ def test_a_sheet_is_found_whatever_case_or_full_width_brackets_the_clerk_typed(t
     assert table.sheet == "二组(东)" and _values(table, "姓名") == ["李四"]
 
 
+def test_a_sheet_is_found_whatever_invisible_marks_its_name_was_pasted_with(tmp_path: Path) -> None:
+    # A tab renamed by pasting from a web page or a chat keeps a zero-width space no one can see: the
+    # error listed the sheets, "三组" among them, yet --sheet 三组 found none.
+    data = [["姓名", "身份证号码"], ["张三", "420123196205184516"]]
+    sheets = {"说明": [["填表说明"]], "三组\u200b": data, "\ufeff四组": data}
+    path = _workbook(tmp_path / "pasted.xlsx", sheets)
+    [table] = read_register(path, sheet="三组")
+    assert table.sheet == "三组\u200b" and _values(table, "姓名") == ["张三"]
+    [table] = read_register(path, sheet="四组")
+    assert table.sheet == "\ufeff四组"
+
+
 def test_a_register_with_only_its_header_is_reported_over_an_instructions_sheet(tmp_path: Path) -> None:
     notes = [
         ["填表说明"],

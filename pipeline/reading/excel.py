@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
+import re
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -56,11 +57,13 @@ from pipeline.reading.table import (
     refuse_resident_as_header,
     warn_of_residents_above,
 )
+from pipeline.text.arrow import INVISIBLE_MARKS
 
 #: Excel shows at most 15 significant digits; from here on integers lose digits.
 _EXACT_LIMIT = 1e15
 
 _FIX_RESAVE = "用 Excel 或 WPS 打开后另存为 .xlsx 再处理"
+_INVISIBLE = re.compile(INVISIBLE_MARKS)
 
 
 def number_text(value: float) -> str:
@@ -576,8 +579,9 @@ def _tell_registers_left(path: Path, workbook: Workbook, read: str, later: Seque
 
 def _sheet_key(name: str) -> str:
     """A sheet's name as ``--sheet`` matches it: as Excel does, whatever its case (Sheet1 is sheet1);
-    and whatever spaces around it or full-width forms an input method gave (二组（东） is 二组(东))."""
-    return unicodedata.normalize("NFKC", name).strip().casefold()
+    and whatever spaces around it or full-width forms an input method gave (二组（东） is 二组(东)), or
+    invisible marks a name pasted from a web page kept (a zero-width space)."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", name)).strip().casefold()
 
 
 def _read_sheets(
