@@ -539,6 +539,30 @@ def test_delimiters_are_sniffed(tmp_path: Path, suffix: str, delimiter: str) -> 
     assert table.source_row.tolist() == [3]
 
 
+@pytest.mark.parametrize("hint", ["sep=;", '"sep=;"'])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_excels_separator_line_is_no_row_so_rows_keep_the_numbers_excel_shows(
+    tmp_path: Path, hint: str, newline: str
+) -> None:
+    # Excel reads a first line "sep=;" as the delimiter to use and shows no row for it: the header is
+    # its row 1.  Counted as a title line, every row number was one past the row Excel showed.
+    lines = [
+        hint,
+        ";".join(HEADER),
+        ";".join(["1", "张三", "01", "420123196205184516", "139", "自费"]),
+        ";".join(["2", "李四", "01", "110101199003077777", "138", "自费"]),
+    ]
+    path = tmp_path / "hint.csv"
+    path.write_bytes(newline.join(lines).encode() + newline.encode())
+    [table] = read_register(path)
+    assert (table.header_row, table.source_row.tolist()) == (1, [2, 3])
+    assert _values(table, "姓名") == ["张三", "李四"]
+    # Behind a BOM the line is no hint to Excel, which shows it as a row: so is it counted here.
+    path.write_bytes(b"\xef\xbb\xbf" + newline.join(lines).encode() + newline.encode())
+    [table] = read_register(path)
+    assert (table.header_row, table.source_row.tolist()) == (2, [3, 4])
+
+
 def test_quoted_values_with_commas_and_line_breaks_keep_spreadsheet_row_numbers(tmp_path: Path) -> None:
     text = (
         "姓名,身份证号码,备注\n"

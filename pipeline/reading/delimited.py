@@ -7,7 +7,8 @@ whole lines, each parsed by Arrow's CSV reader, so a file of any size is read
 with bounded memory.  ``source_row`` is the row Excel or WPS shows when it
 opens the file: blank lines are counted but yield no row, and a quoted value
 spanning lines is one row, as a spreadsheet shows it (a text editor's line
-numbers would drift from there on).  From a block Arrow cannot
+numbers would drift from there on); a first line ``sep=;``, Excel's hint of
+the delimiter, is no row, as Excel shows none for it.  From a block Arrow cannot
 take as a rectangle (values spanning lines that the line count cannot follow,
 too many rows of uneven width) to the end of the file, the ``csv`` module
 reads instead, slower but exact.
@@ -406,8 +407,20 @@ def _records(text: str, delimiter: str) -> list[tuple[int, list[str]]]:
     return records
 
 
+#: Excel's first line naming the delimiter to split on: a directive, not a row (but behind a BOM, where
+#: Excel shows it as one).
+_SEPARATOR_HINT = re.compile(rb'"?sep=[^\n"]"?\r?\n')
+
+
 def _layout(data: bytes, encoding: str, start: int, suffix: str, label: str, whole: bool) -> _Layout:
-    """Delimiter and header line from the first bytes of the file (``data``; ``whole``: all of it)."""
+    """Delimiter and header line from the first bytes of the file (``data``; ``whole``: all of it).
+
+    Lines are counted as Excel numbers its rows: a first line ``sep=;``
+    (Excel's hint of the delimiter) is none of them.
+    """
+    hint = _SEPARATOR_HINT.match(data) if start == 0 else None
+    if hint is not None:
+        start = hint.end()
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(
         data[start : start + SAMPLE_BYTES], final=whole
     )
