@@ -256,7 +256,9 @@ def _input_options(parser: _Parser) -> None:
     )
     sheets = options.add_mutually_exclusive_group()
     sheets.add_argument("--sheet", metavar="工作表", help="只读取这个工作表（默认：第一个有数据的工作表）")
-    sheets.add_argument("--all-sheets", action="store_true", help="读取所有有数据的工作表")
+    sheets.add_argument(
+        "--all-sheets", action="store_true", help="读取所有有数据的工作表（一个文件至多 500 个）"
+    )
     options.add_argument(
         "--mapping",
         type=Path,
