@@ -1231,6 +1231,21 @@ def test_formulas_saved_without_their_results_fault_their_cells_and_say_how_to_g
     assert "张三" not in warning  # a formula may hold a resident's name: the log does not quote it
 
 
+def test_a_sheet_of_more_formulas_without_results_than_are_noted_is_refused_not_read_blank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the cells noted, the rest would pass as blanks the clerk never left.
+    monkeypatch.setattr("pipeline.reading.bounds.MAX_UNCALCULATED_CELLS", 3)
+    path = tmp_path / "生成.xlsx"
+    book = openpyxl.Workbook()
+    book.active.append(["姓名", "出生日期", "身份证号码"])
+    for row in range(2, 6):
+        book.active.append([f"居民{row}", f"=MID(C{row},7,8)", "420123196205184516"])
+    book.save(path)
+    message = _refusal(path, "生成.xlsx", "3 个以上", "公式", "保存")
+    assert "Excel 或 WPS" in message
+
+
 def _ods_as_libreoffice_saves_it(
     path: Path, rows: Sequence[Sequence[str]], hidden: Set[int] = frozenset()
 ) -> Path:

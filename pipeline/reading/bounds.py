@@ -119,8 +119,10 @@ _UNCALCULATED_CELL = re.compile(
     rb"<(?:\w+:)?c\b([^>]*)>\s*<(?:\w+:)?f\b[^>]*?(?:/>|>([^<]{0,8192})</(?:\w+:)?f>)\s*"
     rb"(<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*</(?:\w+:)?c>"
 )
-#: Formulas without a result remembered per sheet; more are read as the empty cells calamine gives.
-MAX_UNCALCULATED_CELLS = 100_000
+#: Formulas without a result noted per sheet; a sheet of more is refused (the rest would pass as blanks).
+MAX_UNCALCULATED_CELLS = 500_000
+#: Of those, the formulas kept to quote in messages (the rest are noted by place alone).
+_QUOTED_FORMULAS = 1_000
 # A row hidden in Excel (by a filter, or hidden by hand): its number, whichever attribute comes first.
 _HIDDEN_ROW = re.compile(
     rb'<(?:\w+:)?row\b[^>]*?\sr="(\d+)"[^>]*?\shidden="(?:1|true)"'
@@ -465,7 +467,8 @@ class _SheetScan:
                 continue
             if value and kind is not None and kind[1] == b"str":
                 continue
-            text = html.unescape(formula.decode("utf-8", "replace")) if formula else ""
+            quoted = formula and len(self.uncalculated) < _QUOTED_FORMULAS
+            text = html.unescape(formula.decode("utf-8", "replace")) if quoted else ""
             self.uncalculated[(int(place[2]), column_number(place[1]) - 1)] = text
 
     @property
@@ -808,7 +811,8 @@ class SheetFacts:
     0-based, as calamine gives an .xlsx's (and none of an .ods's).
     ``uncalculated``: an .xlsx's cells holding a formula saved without its
     result (by a program that does not calculate), (row, 0-based column) ->
-    the formula (``""`` when shared): calamine reads them as empty.
+    the formula (``""`` when shared, and past the first 1,000): calamine reads
+    them as empty.
     ``texts``: for an Excel 95 workbook in a code page calamine garbles (GBK),
     every text cell of the sheet, (row, 0-based column) -> its text; None
     where calamine reads the text right.

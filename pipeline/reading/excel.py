@@ -43,6 +43,7 @@ from python_calamine import (
 
 from pipeline.errors import InputError
 from pipeline.model import FIELD_ONLY, MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
+from pipeline.reading import bounds
 from pipeline.reading.biff import compound_streams, is_compound_file, xls_facts
 from pipeline.reading.bounds import SheetFacts, check_workbook
 from pipeline.reading.headers import count_known_headers
@@ -444,6 +445,13 @@ def _read_sheet(path: Path, workbook: Workbook, name: str, facts: SheetFacts) ->
         return "empty"
     header_index, header_cells = found
     top, left = origin
+    if len(facts.uncalculated) >= (most := bounds.MAX_UNCALCULATED_CELLS):
+        raise InputError(
+            f"有 {most:,} 个以上的单元格是公式，但文件中没有保存计算结果，读不到它们的值",
+            file=path.name,
+            sheet=name,
+            fix=_FIX_UNCALCULATED,
+        )
     _warn_of_uncalculated(f"{path.name}[{name}]", facts.uncalculated, header_cells, left)
     refuse_resident_as_header(header_cells, path.name, top + header_index + 1, sheet=name)
     numbers = range(top + 1, top + header_index + 1)
