@@ -19,9 +19,15 @@ package is copied part by part and only these parts change:
   it, unchanged, and gets no second one;
 * a legend sheet is appended after the clerk's sheets.
 
-Cell values are never re-typed: a text stays a text and a formula stays the
-formula the clerk wrote.  An edit (:func:`mark_up`'s ``edits``) is written as
-a text cell, never as a formula.  A package this module cannot follow raises
+Cell values are never re-typed: a text stays a text, a number a number.  No
+cell of the copy is a live formula, as in every report: each worksheet is
+streamed through, and a formula cell keeps the value the workbook saved for
+it (a text result becomes a text cell; one saved without a result is left
+empty, its fault noted by the checks), its formula dropped with the
+calculation chain.  A register is also input from outside: a
+``=HYPERLINK(…)`` or a DDE formula in it would otherwise come back live in a
+file ``ehc`` wrote.  An edit (:func:`mark_up`'s ``edits``) is written as a
+text cell, never as a formula.  A package this module cannot follow raises
 :class:`CannotMarkUp`; the caller then regenerates the copy and says so.
 """
 
@@ -420,8 +426,43 @@ class _SheetPlan:
     index: int = 0
 
 
+def _without_formulas(rows_xml: bytes, prefix: bytes) -> bytes:
+    """``rows_xml`` (whole ``<row>`` elements) with every formula dropped, each cell keeping its saved value.
+
+    A text result (``t="str"``) becomes an inline text cell; a cell saved
+    without a result is left empty (no type, no value); the dynamic-array
+    mark (``cm``) goes with the formula.
+    """
+    p = re.escape(prefix)
+    formula = re.compile(rb"<" + p + rb"f\b[^>]*?(?:/>|>.*?</" + p + rb"f>)", re.S)
+    if formula.search(rows_xml) is None:
+        return rows_xml
+    value = re.compile(rb"<" + p + rb"v\b[^>]*?(?:/>|>(.*?)</" + p + rb"v>)", re.S)
+
+    def plain(cell: re.Match[bytes]) -> bytes:
+        inner = cell.group(2)
+        if inner is None or formula.search(inner) is None:
+            return cell.group()
+        inner = formula.sub(b"", inner)
+        start = _without_attribute(b"<" + prefix + b"c" + cell.group(1) + b">", b"cm")
+        kind = attributes(start).get("t", "n")
+        saved = value.search(inner)
+        if saved is None and b"<" + prefix + b"is" not in inner:
+            start = _without_attribute(start, b"t")
+            return start[:-1] + b"/>" if not inner.strip() else start + inner + b"</" + prefix + b"c>"
+        if kind == "str" and saved is not None:
+            text = b"<" + prefix + b'is><' + prefix + b't xml:space="preserve">' + (saved.group(1) or b"")
+            text += b"</" + prefix + b"t></" + prefix + b"is>"
+            inner = inner[: saved.start()] + text + inner[saved.end() :]
+            start = _set_attribute(start, "t", "inlineStr")
+        return start + inner + b"</" + prefix + b"c>"
+
+    cells = re.compile(rb"<" + p + rb"c\b([^>]*?)(?:/>|>(.*?)</" + p + rb"c>)", re.S)
+    return cells.sub(plain, rows_xml)
+
+
 class _SheetRewriter:
-    """Streams one worksheet part, rewriting the rows that change."""
+    """Streams one worksheet part, rewriting the rows that change and dropping every formula."""
 
     def __init__(self, plan: _SheetPlan, styles: Styles, result: MarkupResult) -> None:
         self.plan = plan
@@ -643,7 +684,8 @@ class _SheetRewriter:
         return _set_attribute(xml, "s", style)
 
     def rows(self, body: bytes, state: dict[str, int], out: IO[bytes]) -> None:
-        """Copy ``body`` (whole ``<row>`` elements) to ``out``, rewriting the target rows."""
+        """Copy ``body`` (whole ``<row>`` elements) to ``out`` without formulas, rewriting the target rows."""
+        body = _without_formulas(body, self.prefix)
         p = re.escape(self.prefix)
         pending = state["next"]
         if pending >= len(self.targets):
@@ -989,6 +1031,7 @@ def _plan(
     styles = Styles(archive.read(styles_part))
     sheet_tags = re.findall(rb"<(?:\w+:)?sheet\b[^>]*>", workbook)
     by_name: dict[str, str] = {}
+    worksheets: dict[str, str] = {}  # of by_name, the sheets holding cells
     positions: dict[str, int] = {}  # a sheet's place in <sheets>: its localSheetId
     sheet_ids: list[int] = []
     id_prefix = "r:"
@@ -1000,6 +1043,8 @@ def _plan(
             continue
         id_prefix = rel_key[:-2]
         by_name[found.get("name", "")] = _resolve(main, relations[found[rel_key]]["Target"])
+        if relations[found[rel_key]].get("Type", "").endswith("/worksheet"):  # not a chart sheet
+            worksheets[found.get("name", "")] = by_name[found.get("name", "")]
         if found.get("sheetId", "").isdigit():
             sheet_ids.append(int(found["sheetId"]))
     per_sheet_edits: dict[str, dict[tuple[int, int], str]] = {}
@@ -1018,9 +1063,9 @@ def _plan(
     chain = {
         _resolve(main, r["Target"]) for r in relations.values() if r.get("Type", "").endswith("/calcChain")
     }
-    if edits and chain:
-        # An edit writes text over a formula cell the calculation chain still lists: Excel then opens the
-        # copy only after "Removed Records: Formula from /xl/calcChain.xml". Without it, Excel rebuilds it.
+    if chain:
+        # The copy has no formulas left for the calculation chain to list: Excel would open it only after
+        # "Removed Records: Formula from /xl/calcChain.xml".  Without it, Excel builds a chain of its own.
         workbook_rels = _without_relationships(workbook_rels, "/calcChain")
         content_types = _without_overrides(content_types, chain)
     else:
@@ -1042,6 +1087,9 @@ def _plan(
         )
     for name, sheet_edits in per_sheet_edits.items():
         plans[by_name[name]] = _SheetPlan(None, by_name[name], sheet_edits)
+    for part in worksheets.values():  # the others are streamed too: their formulas dropped
+        if part not in plans and part in names:
+            plans[part] = _SheetPlan(None, part, {})
     for part, plan in plans.items():
         if plan.marks is None or not len(plan.marks.rows):
             continue
