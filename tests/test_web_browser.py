@@ -135,6 +135,17 @@ def _log_in(page: Any, server: Server, name: str) -> None:
     page.wait_for_url("**/jobs")
 
 
+def _uploaded(browser: Any, server: Server, register: Path) -> tuple[Any, Any]:
+    """A tab of clerk_a's (1366×768) that uploaded ``register`` and shows its rows to fix: (context, page)."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    page = context.new_page()
+    _log_in(page, server, "clerk_a")
+    page.set_input_files("#files", str(register))
+    page.click("#upload-button")
+    page.wait_for_selector("#grid", timeout=60_000)
+    return context, page
+
+
 def _text_lines(element: Any) -> int:
     """How many lines the text of an element takes on the screen."""
     lines: int = element.evaluate(
@@ -289,12 +300,7 @@ def test_every_line_of_the_rows_an_edit_checks_again_shows_their_faults_now(
               for name, gender, people, id_number in
               [("甲", "", "汉族", x), ("乙", "", "汉族", x), ("丙", "男", "穿青人", y)]]  # fmt: skip
     register.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
-    page = context.new_page()
-    _log_in(page, server, "clerk_a")
-    page.set_input_files("#files", str(register))
-    page.click("#upload-button")
-    page.wait_for_selector("#grid", timeout=60_000)
+    context, page = _uploaded(browser, server, register)
     repeat = page.locator('#grid tr[data-row="1"]')  # 乙 repeats 甲's number
     gender = page.locator('#grid tr[data-row="2"][data-source="xb"]')
     people = page.locator('#grid tr[data-row="2"][data-source="mzdm"]')
@@ -435,12 +441,7 @@ def test_a_cell_typed_but_not_saved_survives_the_reload_the_page_asks_for(
         "13900001111,城镇职工基本医疗保险\n",
         encoding="utf-8",
     )
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
-    page = context.new_page()
-    _log_in(page, server, "clerk_a")
-    page.set_input_files("#files", str(register))
-    page.click("#upload-button")
-    page.wait_for_selector("#grid", timeout=60_000)
+    context, page = _uploaded(browser, server, register)
     _log_in(context.new_page(), server, "clerk_a")  # a second tab: a new session, a new token
 
     cell = page.locator('#grid tr[data-row="0"][data-source="mzdm"]')
