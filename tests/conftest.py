@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -239,17 +240,24 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
         monkeypatch.delenv(variable, raising=False)
 
 
-@pytest.fixture
-def logged() -> Iterator[list[str]]:
-    """The lines logged at INFO and above while the test runs."""
+@contextmanager
+def log_lines(level: str = "INFO") -> Iterator[list[str]]:
+    """The lines logged at ``level`` and above while the block runs."""
     from loguru import logger
 
     lines: list[str] = []
-    handler = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    handler = logger.add(lambda message: lines.append(str(message)), level=level)
     try:
         yield lines
     finally:
         logger.remove(handler)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[str]]:
+    """The lines logged at INFO and above while the test runs."""
+    with log_lines("INFO") as lines:
+        yield lines
 
 
 @pytest.fixture

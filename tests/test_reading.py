@@ -9,12 +9,13 @@ import os
 import random
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence, Set
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import openpyxl
 import pytest
+from conftest import log_lines
 from hostile import compound_file, excel95_xls, write_ods
 
 from pipeline.errors import InputError
@@ -54,17 +55,9 @@ def _one_line_error(excinfo: pytest.ExceptionInfo[InputError], *fragments: str) 
     return message
 
 
-@contextmanager
-def _warnings() -> Iterator[list[str]]:
+def _warnings() -> AbstractContextManager[list[str]]:
     """The warnings logged while the block runs."""
-    from loguru import logger
-
-    logged: list[str] = []
-    handler = logger.add(lambda message: logged.append(str(message)), level="WARNING")
-    try:
-        yield logged
-    finally:
-        logger.remove(handler)
+    return log_lines("WARNING")
 
 
 def _rewrite_sheet(path: Path, change: Callable[[bytes], bytes]) -> None:
