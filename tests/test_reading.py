@@ -1113,6 +1113,26 @@ def test_values_exported_as_excel_text_formulas_read_as_excel_shows_them(
     assert _values(table, "备注") == ["两\n行" if spanning else "备注", ' a="b" 不是公式']
 
 
+def test_text_formulas_far_down_a_block_parsed_in_pieces_are_read_as_excel_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Arrow parses a block in pieces of a few lines here; a hundred remarks holding "=" (none followed
+    # by a quote) come before the one ="…" value, which sits in a later piece.
+    monkeypatch.setattr(delimited, "_PARSE_PIECE_BYTES", 300)
+    rows = [f"居民{n},110101199003077777,a=b{n}" for n in range(100)]
+    rows[90] = '="张三",="420123196205184516",="备注"'
+    path = tmp_path / "export.csv"
+    path.write_text("姓名,身份证号码,备注\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    [table] = read_register(path)
+    names, remarks = _values(table, "姓名"), _values(table, "备注")
+    assert names[90] == "张三" and _values(table, "身份证号码")[90] == "420123196205184516"
+    assert remarks[90] == "备注" and remarks[:3] == ["a=b0", "a=b1", "a=b2"] and len(names) == 100
+    assert names[:90] == [f"居民{n}" for n in range(90)] and table.source_row.tolist() == list(range(2, 102))
+    assert delimited._holds_text_formula(b"a=b," * 100 + b'="x"', 405)
+    assert not delimited._holds_text_formula(b"a=b," * 100 + b'="x"', 401)  # the pair lies past the end
+    assert not delimited._holds_text_formula(b"a=b," * 100, 400)
+
+
 @pytest.mark.parametrize("quoted", [False, True], ids=["arrow", "csv-module"])
 @pytest.mark.parametrize("before", [3, 60_000, -60_000], ids=["short", "long", "ascii-first"])
 def test_a_gbk_register_with_utf8_rows_joined_on_is_refused_not_read_garbled(

@@ -325,23 +325,33 @@ def _empty_column(length: int) -> pa.Array:
     return pa.repeat(pa.scalar("", TEXT_ARROW), length)
 
 
+def _pieces(column: TextColumn) -> list[pa.Array]:
+    return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+
+
+def _concatenated(pieces: list[pa.Array]) -> pa.Array:
+    """One array of ``pieces`` (a single one as it is: concatenating copies even one)."""
+    return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+
+
 def glue_blocks(
     blocks: Sequence[tuple[Sequence[TextColumn], np.ndarray]],
 ) -> tuple[list[TextColumn], np.ndarray]:
     """Blocks of rows read one after another (text columns, row numbers) as one block.
 
     A block narrower than the widest (rows with fewer values) is padded with
-    empty text; each column is one array (copied together once).
+    empty text; each column is one array (its pieces copied together once).
     """
-    if len(blocks) == 1:
+    if len(blocks) == 1 and all(len(_pieces(column)) == 1 for column in blocks[0][0]):
         columns, rows = blocks[0]
-        return list(columns), rows
+        return [contiguous(column) for column in columns], rows
     width = max(len(columns) for columns, _ in blocks)
     glued = [
-        pa.concat_arrays(
+        _concatenated(
             [
-                contiguous(columns[j]) if j < len(columns) else _empty_column(len(rows))
+                piece
                 for columns, rows in blocks
+                for piece in (_pieces(columns[j]) if j < len(columns) else [_empty_column(len(rows))])
             ]
         )
         for j in range(width)
