@@ -779,8 +779,13 @@ def test_admin_pages_are_for_admins_only(site: Site) -> None:
     csrf = site.csrf(admin)
     added = admin.post("/admin/centres", data={"csrf_token": csrf, "org_code": "455400003", "name": "丙中心"})
     assert added.status_code == 303 and site.store.centre_by_code("455400003") is not None
-    bad = admin.post("/admin/centres", data={"csrf_token": csrf, "org_code": "no!", "name": "丁"})
+    bad = admin.post("/admin/centres", data={"csrf_token": csrf, "org_code": "no!", "name": "丁中心"})
     assert bad.status_code == 400 and "机构代码" in bad.text
+    assert 'value="no!"' in bad.text and 'value="丁中心"' in bad.text  # the form keeps what was typed
+    short = admin.post("/admin/users", data={"csrf_token": csrf, "name": "clerk_d", "org_code": "455400003",
+                                             "password": "short-9", "admin": "1"})  # fmt: skip
+    assert short.status_code == 400 and 'value="clerk_d"' in short.text and "short-9" not in short.text
+    assert 'value="455400003" selected' in short.text and 'value="1" checked' in short.text
     user = admin.post("/admin/users", data={"csrf_token": csrf, "name": "clerk_c", "org_code": "455400003",
                                             "password": "c-long-password-4"})  # fmt: skip
     assert user.status_code == 303

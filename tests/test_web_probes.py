@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import openpyxl
 import pytest
 from loguru import logger
+from starlette.testclient import TestClient
 
 from pipeline import cli
 from pipeline.config import PlatformSettings
@@ -452,6 +453,25 @@ def test_an_upload_longer_than_max_rows_is_refused_with_both_counts(tmp_path: Pa
         clerk = site.client("clerk_a")
         job_id = _job_id(site.upload(clerk, (SAMPLE_CSV.name, SAMPLE_CSV.read_bytes(), "text/csv")))
         assert site.wait(clerk, job_id)["state"] == "checked"
+
+
+def test_a_fault_of_the_server_is_the_workspaces_own_page_naming_nothing_of_the_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(request: Any) -> Any:
+        raise RuntimeError("440101199003077777 app-secret-1234")
+
+    monkeypatch.setattr("pipeline.web.pages.jobs_page", broken)
+    with make_site(tmp_path / "state", check_workers=1) as site:
+        clerk = site.client("clerk_a")
+        clerk_page = TestClient(site.app, follow_redirects=False, raise_server_exceptions=False)
+        clerk_page.cookies = clerk.cookies
+        page = clerk_page.get("/jobs")
+        assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+        assert "服务器出错" in page.text and "联系运维人员" in page.text and 'href="/jobs"' in page.text
+        assert "440101199003077777" not in page.text and "app-secret" not in page.text
+        answer = clerk_page.get("/jobs", headers={"accept": "application/json"})
+        assert answer.status_code == 500 and "服务器内部错误" in answer.json()["error"]
 
 
 def test_a_database_held_too_long_by_another_process_is_a_busy_page(

@@ -8,6 +8,9 @@ disable``/``enable`` do, through
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -35,11 +38,14 @@ def admin_home(request: Request) -> Response:
     return RedirectResponse("/admin/centres", status_code=303)
 
 
-def centres_page(request: Request, message: str = "", status: int = 200) -> Response:
-    """GET /admin/centres: every centre, and a form to add one."""
+def centres_page(
+    request: Request, message: str = "", status: int = 200, typed: Mapping[str, str] | None = None
+) -> Response:
+    """GET /admin/centres: every centre, and a form to add one (``typed``: what a refused form held)."""
     admin(request)
     store = workspace(request).store
-    return render(request, "admin_centres.html", {"centres": store.centres(), "message": message}, status)
+    values = {"centres": store.centres(), "message": message, "typed": typed or {}}
+    return render(request, "admin_centres.html", values, status)
 
 
 async def add_centre(request: Request) -> Response:
@@ -52,18 +58,25 @@ async def add_centre(request: Request) -> Response:
             accounts.add_centre, store, str(form.get("org_code", "")), str(form.get("name", "")), by=who.user
         )
     except ConfigError as error:
-        return centres_page(request, str(error), 400)
+        return centres_page(request, str(error), 400, _typed(form, "org_code", "name"))
     return redirect(request, "/admin/centres", "centre")
 
 
-def users_page(request: Request, message: str = "", status: int = 200) -> Response:
-    """GET /admin/users: every user with their centre, a form to add one and to reset a password."""
+def users_page(
+    request: Request, message: str = "", status: int = 200, typed: Mapping[str, str] | None = None
+) -> Response:
+    """GET /admin/users: every user with their centre, a form to add one and to reset a password
+    (``typed``: what a refused form to add one held, the password left out)."""
     admin(request)
     store = workspace(request).store
     centres = {centre.id: centre for centre in store.centres()}
-    return render(
-        request, "admin_users.html", {"users": store.users(), "centres": centres, "message": message}, status
-    )
+    values = {"users": store.users(), "centres": centres, "message": message, "typed": typed or {}}
+    return render(request, "admin_users.html", values, status)
+
+
+def _typed(form: Mapping[str, Any], *names: str) -> dict[str, str]:
+    """What a refused form held in ``names``, to fill it in again (bounded: it is shown back)."""
+    return {name: str(form.get(name, ""))[:200] for name in names}
 
 
 async def add_user(request: Request) -> Response:
@@ -77,7 +90,7 @@ async def add_user(request: Request) -> Response:
             str(form.get("password", ""))[:200], admin=form.get("admin") == "1", by=who.user,
         )  # fmt: skip
     except ConfigError as error:
-        return users_page(request, str(error), 400)
+        return users_page(request, str(error), 400, _typed(form, "name", "org_code", "admin"))
     return redirect(request, "/admin/users", "user")
 
 

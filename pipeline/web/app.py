@@ -153,6 +153,7 @@ UNREADABLE_UPLOAD = (
 UNSUPPORTED_METHOD = "不支持这种请求（例如在地址栏直接打开了按钮的地址）。请用页面上的链接和按钮操作"
 #: Any other request that could not be read.
 UNREADABLE_REQUEST = "请求无法处理，操作没有执行。请刷新页面后重试；一直出错请联系运维人员"
+SERVER_ERROR = "服务器内部错误，操作可能没有完成。请刷新页面查看结果后再试；一直出错请联系运维人员"
 
 
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
@@ -246,7 +247,10 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 async def _server_error(request: Request, exc: Exception) -> Response:
     logger.error("网页请求 {} 出错（{}）", request.url.path, type(exc).__name__)
-    return PlainTextResponse("服务器内部错误，请稍后再试或联系运维人员", status_code=500)
+    try:  # the workspace's own error page, with the way back to the job list
+        return _error_page(request, 500, "服务器出错", SERVER_ERROR)
+    except Exception:  # the page could not be made either: the plainest answer
+        return PlainTextResponse(SERVER_ERROR, status_code=500)
 
 
 def _routes() -> list[Any]:
