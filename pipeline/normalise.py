@@ -144,16 +144,20 @@ def clean_name(values: pd.Series) -> pd.Series:
     return _rewrite_unusual(values, _USUAL_IN_NAMES, _tidy_name)
 
 
-#: What exports from other systems do to numbers kept as text: Excel's text formula ``="440123…"``
-#: (so that Excel keeps every digit), and a whole number written as a float, ``13912345678.0``.
+#: What exports from other systems do to numbers and dates kept as text: Excel's text formula
+#: ``="440123…"`` (so that Excel keeps every digit), Excel's text marker ``'2004-10-11`` kept in the
+#: export, and a whole number written as a float, ``13912345678.0``.
 _TEXT_FORMULA = r'^\s*="(.*)"\s*$'
+_TEXT_MARKER = r"^'"
 _FLOAT_TAIL = r"^([0-9]+)\.0+$"
 
 
 def undo_export_artefacts(array: pa.Array) -> pa.Array:
-    """``="0757…"`` as ``0757…`` and ``13912345678.0`` as ``13912345678`` (after NFKC)."""
+    """``="0757…"`` as ``0757…``, ``'2004-10-11`` as ``2004-10-11`` and ``13912345678.0`` as
+    ``13912345678`` (after NFKC)."""
     unwrapped = pc.replace_substring_regex(_nfkc(array), _TEXT_FORMULA, r"\1")
-    return pc.replace_substring_regex(unwrapped, _FLOAT_TAIL, r"\1")
+    unmarked = pc.replace_substring_regex(unwrapped, _TEXT_MARKER, "")
+    return pc.replace_substring_regex(unmarked, _FLOAT_TAIL, r"\1")
 
 
 def _tidy_number(array: pa.Array) -> pa.Array:

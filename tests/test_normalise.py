@@ -472,6 +472,9 @@ def test_display_widths_count_a_chinese_character_double(values: list[str | None
         ("brdh", "13912345678.0", "13912345678"),
         ("jkdah", "4406370514250.0", "4406370514250"),
         ("csrq", "19761201.0", "19761201"),
+        ("csrq", "'2004-10-11", "20041011"),  # Excel's text marker kept by an export
+        ("fksj", "'2024/1/5", "20240105"),
+        ("sfzhm", "'440604197612012654", "440604197612012654"),
         ("brdh", "1391234.5678", "13912345678"),  # a dot among digits is a separator, as before
     ],
 )
