@@ -79,21 +79,29 @@ if TYPE_CHECKING:  # imported where used: pandera is the heaviest import of a ru
 T = TypeVar("T")
 
 
-def _import_in_background(names: Sequence[str], *, warm: tuple[Settings, date] | None = None) -> None:
+def _import_in_background(
+    names: Sequence[str],
+    *,
+    warm: tuple[Settings, date] | None = None,
+    ahead: Prefetched[tuple[int, MappedTable]] | None = None,
+) -> None:
     """Start importing ``names`` on a thread: most of reading runs in Arrow without the GIL.
 
     Given ``warm`` (the run's settings and day), the thread then normalises
     and validates one blank row, so that the code tables are read and the
-    day's schema is built before the first chunk arrives.  An import that
-    fails here fails again, with its error, where the module is used.  Not a
-    daemon thread: the interpreter never stops halfway through an import.
+    day's schema is built before the first chunk arrives, unless ``ahead``
+    (the run's reading) already holds it: the chunk's own check then builds
+    them, rather than both at once (a 1,000,000-row CSV's first chunk is read
+    before the imports end).  An import that fails here fails again, with its
+    error, where the module is used.  Not a daemon thread: the interpreter
+    never stops halfway through an import.
     """
 
     def load() -> None:
         try:
             for name in names:
                 importlib.import_module(name)
-            if warm is not None:
+            if warm is not None and not (ahead is not None and ahead.ready):
                 _warm_checks(*warm)
         except Exception:
             return  # the import or check where it is needed raises it again
@@ -511,7 +519,7 @@ def run_validate(
         else:
             # The first chunk is read while the checks are imported and built.
             ahead = cleanup.enter_context(contextlib.closing(read_ahead(registers, chunk_rows)))
-            _import_in_background(LATER_MODULES, warm=(settings, today))
+            _import_in_background(LATER_MODULES, warm=(settings, today), ahead=ahead)
         from pipeline.reports.write import ReportWriter, refuse_inputs_in_the_way
 
         refuse_inputs_in_the_way(out_dir, [Path(path) for path in inputs])

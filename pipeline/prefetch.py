@@ -56,6 +56,11 @@ class Prefetched(Generic[T]):
             if close is not None:
                 close()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the next item (or the end) is already produced and waiting to be taken."""
+        return not self._slots.empty()
+
     def __iter__(self) -> Iterator[T]:
         try:
             while True:

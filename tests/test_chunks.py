@@ -489,6 +489,40 @@ def test_reading_ahead_gives_items_in_order_then_the_error_in_its_place() -> Non
     assert _threads_left() == []
 
 
+@pytest.mark.parametrize("first_chunk_read", [False, True], ids=["still-reading", "read"])
+def test_the_checks_are_warmed_up_beside_the_imports_only_while_the_first_chunk_is_still_being_read(
+    monkeypatch: pytest.MonkeyPatch, first_chunk_read: bool
+) -> None:
+    # Warming up beside a first chunk already read built the schema and code tables twice at once.
+    import threading
+
+    from pipeline import dryrun
+    from pipeline.prefetch import Prefetched
+
+    warmed: list[object] = []
+    monkeypatch.setattr(dryrun, "_warm_checks", lambda settings, today: warmed.append(today))
+    release = threading.Event()
+
+    def chunks() -> Any:
+        if not first_chunk_read:
+            release.wait(10)
+        yield 1
+
+    ahead = Prefetched(chunks())
+    try:
+        while first_chunk_read and not ahead.ready:
+            threading.Event().wait(0.01)
+        assert ahead.ready is first_chunk_read
+        before = set(threading.enumerate())
+        dryrun._import_in_background(["json"], warm=(Settings(), date(2026, 12, 7)), ahead=ahead)
+        for thread in set(threading.enumerate()) - before:
+            thread.join(10)
+        assert warmed == ([] if first_chunk_read else [date(2026, 12, 7)])
+    finally:
+        release.set()
+        ahead.close()
+
+
 @pytest.mark.parametrize("moment", ["start", "end"])
 def test_ctrl_c_as_the_report_thread_starts_or_is_told_the_end_leaves_no_thread_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
