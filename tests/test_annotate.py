@@ -275,6 +275,61 @@ def test_the_clerks_formulas_come_back_as_the_results_excel_saved_never_live(
     assert [row[0] for row in values[3:10]] == [1, 2, 3, 4, 5, 6, 7]
 
 
+_LINK_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.externalLink+xml"
+_RELS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_LINK = f'<Relationship Id="rId98" Type="{_RELS}/externalLink" Target="externalLinks/externalLink1.xml"/>'
+
+
+def _with_external_link(register: Path, target: Path) -> Path:
+    """``register`` linked to another workbook, as Excel saves a formula that reads one: the link part,
+    its address, the workbook's list of linked workbooks and a defined name pointing into it."""
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    override = f'<Override PartName="/xl/externalLinks/externalLink1.xml" ContentType="{_LINK_TYPE}"/>'
+    references = b'<externalReferences><externalReference r:id="rId98"/></externalReferences>'
+    with zipfile.ZipFile(register) as source, zipfile.ZipFile(target, "w") as out:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                data = data.replace(b"</Types>", override.encode() + b"</Types>")
+            elif info.filename == "xl/_rels/workbook.xml.rels":
+                data = data.replace(b"</Relationships>", _LINK.encode() + b"</Relationships>")
+            elif info.filename == "xl/workbook.xml":
+                data = data.replace(b"</sheets>", b"</sheets>" + references)
+                name = '<definedName name="外部">[1]名单!$A$1</definedName>'
+                data = data.replace(b"</definedNames>", name.encode() + b"</definedNames>")
+            out.writestr(info, data)
+        out.writestr(
+            "xl/externalLinks/externalLink1.xml",
+            f'<externalLink xmlns="{main}" xmlns:r="{_RELS}"><externalBook r:id="rId1"><sheetNames>'
+            '<sheetName val="名单"/></sheetNames></externalBook></externalLink>',
+        )
+        out.writestr(
+            "xl/externalLinks/_rels/externalLink1.xml.rels",
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{_RELS}/externalLinkPath" Target="http://example.invalid/b.xlsx"'
+            ' TargetMode="External"/></Relationships>',
+        )
+    return target
+
+
+def test_a_link_to_another_workbook_is_not_carried_into_the_copy(annotated, tmp_path: Path) -> None:
+    """Opening the copy asked to bring a link of the register's up to date, from an address it named."""
+    register = _with_external_link(annotated[0], tmp_path / "登记表.xlsx")
+    assert openpyxl.load_workbook(register)._external_links  # the link is read as one
+    data = ReportData(prepare_batch([register], load_settings(None)), submitted=False)
+    copy = annotate.write_annotated(tmp_path / "copy.xlsx", str(register), data, [0], {})
+    with zipfile.ZipFile(copy) as package:
+        names = package.namelist()
+        parts = b"".join(package.read(name) for name in names)
+        workbook = package.read("xl/workbook.xml")
+    assert not [name for name in names if "externalLink" in name]
+    assert b"externalLink" not in parts and b"example.invalid" not in parts
+    assert b"externalReference" not in workbook and "外部".encode() not in workbook
+    book = openpyxl.load_workbook(copy)
+    assert not book._external_links and book["登记表"].print_area == "'登记表'!$A$1:$K$10"
+    assert book["登记表"]["E5"].fill.fgColor.rgb == RED  # marked as ever
+
+
 def test_edits_are_written_as_text_in_the_cells_own_style(annotated, tmp_path: Path) -> None:
     register, _, _ = annotated
     batch = prepare_batch([register], load_settings(None))

@@ -957,7 +957,7 @@ class _Extra:
     legend_part: str
     first_block: int
     workbook_part: str
-    dropped: set[str]  # parts left out of the copy: a macro-enabled register's macros, a stale calcChain
+    dropped: set[str]  # parts left out of the copy: macros, a stale calcChain, links to other workbooks
     macros: bool = False
 
 
@@ -1070,6 +1070,13 @@ def _plan(
         content_types = _without_overrides(content_types, chain)
     else:
         chain = set()
+    links = _external_link_parts(archive, names, main, relations)
+    if links:
+        # A link to another workbook is asked to be brought up to date when the copy is opened (from
+        # a file path or an address the register named): the copy holds the values as they were.
+        workbook_rels = _without_relationships(workbook_rels, "/externalLink")
+        content_types = _without_overrides(content_types, links)
+        workbook = _without_external_references(workbook)
     content_types = _OTHER_WORKBOOK_TYPES.sub(_WORKBOOK_TYPE, content_types)
     overrides: list[bytes] = []
     taken = set(names)
@@ -1149,7 +1156,8 @@ def _plan(
         overrides.append(f'<Default Extension="vml" ContentType="{_VML_TYPE}"/>'.encode())
     at = content_types.rfind(b"</")
     replacements["[Content_Types].xml"] = content_types[:at] + b"".join(overrides) + content_types[at:]
-    extra = _Extra(replacements, legend_part, first_block, main, macros | (chain & names), bool(macros))
+    dropped = macros | (chain & names) | links
+    extra = _Extra(replacements, legend_part, first_block, main, dropped, bool(macros))
     return plans, extra, styles_part, styles
 
 
@@ -1166,6 +1174,35 @@ def _macro_parts(
             parts.add(rels)
             parts |= {_resolve(project, r["Target"]) for r in _relationships(archive.read(rels))}
     return parts & names
+
+
+def _external_link_parts(
+    archive: zipfile.ZipFile, names: set[str], main: str, relations: Mapping[str, dict[str, str]]
+) -> set[str]:
+    """The parts of a workbook's links to other workbooks (each link and its relationships)."""
+    parts = {
+        _resolve(main, r["Target"]) for r in relations.values() if r.get("Type", "").endswith("/externalLink")
+    }
+    parts |= {_rels_part(part) for part in parts}
+    return parts & names
+
+
+_EXTERNAL_REFERENCES = re.compile(
+    rb"<(\w+:)?externalReferences\b[^>]*?(?:/>|>.*?</(?:\w+:)?externalReferences>)", re.S
+)
+#: A reference to another workbook in a defined name: ``[1]Sheet1!$A$1``, ``'[2]名单'!$B:$B``.
+_EXTERNAL_IN_NAME = re.compile(rb"\[[0-9]+\]")
+
+
+def _without_external_references(workbook: bytes) -> bytes:
+    """The workbook part without its list of linked workbooks, and without the defined names that
+    point into one (they would point at nothing)."""
+    workbook = _EXTERNAL_REFERENCES.sub(b"", workbook)
+
+    def kept(match: re.Match[bytes]) -> bytes:
+        return b"" if _EXTERNAL_IN_NAME.search(match.group(2)) else match.group(0)
+
+    return _DEFINED_NAME.sub(kept, workbook)
 
 
 def _without_relationships(rels_xml: bytes, type_ending: str) -> bytes:
