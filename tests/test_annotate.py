@@ -32,6 +32,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 
 from pipeline.config import load_settings
 from pipeline.dryrun import prepare_batch
+from pipeline.errors import InputError
 from pipeline.reports import annotate
 from pipeline.reports.data import ReportData
 from pipeline.reports.write import write_reports
@@ -615,6 +616,52 @@ def test_a_macro_workbooks_copy_is_an_xlsx_excel_opens_without_the_macros(annota
         assert book["登记表"][cell].fill.fgColor.rgb == colour, cell
     legend = " ".join(str(r[0]) for r in book["说明"].iter_rows(values_only=True))
     assert "宏" in legend and "重新生成" not in legend
+
+
+def _with_macro_sheet(register: Path, target: Path) -> Path:
+    """``register`` (an .xlsm) with an Excel 4.0 macro sheet run by Auto_Open, as such a workbook is saved."""
+    sheet_type = "http://schemas.microsoft.com/office/2006/relationships/xlMacrosheet"
+    override = (
+        b'<Override PartName="/xl/macrosheets/sheet1.xml"'
+        b' ContentType="application/vnd.ms-excel.macrosheet+xml"/>'
+    )
+    with zipfile.ZipFile(register) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                data = data.replace(b"</Types>", override + b"</Types>")
+            elif info.filename == "xl/_rels/workbook.xml.rels":
+                link = f'<Relationship Id="rId97" Type="{sheet_type}" Target="macrosheets/sheet1.xml"/>'
+                data = data.replace(b"</Relationships>", link.encode() + b"</Relationships>")
+            elif info.filename == "xl/workbook.xml":
+                sheet = b'<sheet name="Macro1" sheetId="9" state="hidden" r:id="rId97"/>'
+                data = data.replace(b"</sheets>", sheet + b"</sheets>")
+                name = b'<definedName name="_xlnm.Auto_Open">Macro1!$A$1</definedName>'
+                data = data.replace(b"</definedNames>", name + b"</definedNames>")
+            new.writestr(info, data)
+        new.writestr(
+            "xl/macrosheets/sheet1.xml",
+            '<xm:macrosheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+            'xmlns:xm="http://schemas.microsoft.com/office/excel/2006/main"><sheetData><row r="1">'
+            '<c r="A1"><f>EXEC("calc.exe")</f></c></row></sheetData></xm:macrosheet>',
+        )
+    return target
+
+
+def test_a_workbook_with_excel_4_macro_sheets_is_refused_saying_so_and_how_to_copy_the_table_out(
+    annotated, tmp_path: Path
+) -> None:
+    """Such a workbook cannot be read (calamine refuses it): it was "damaged or incomplete", a copy fetched
+    again would be refused the same."""
+    from pipeline.reading.register import read_register
+
+    register, _, _ = annotated
+    macro = _with_macro_sheet(_as_macro_workbook(register, tmp_path / "有宏.xlsm"), tmp_path / "登记表.xlsm")
+    with pytest.raises(InputError) as refused:
+        read_register(macro)
+    message = str(refused.value)
+    assert "Excel 4.0 宏表" in message and "移动或复制" in message and "登记表.xlsm" in message
+    assert "损坏" not in message and "\n" not in message
 
 
 def test_xml_text_never_lets_markup_or_forbidden_characters_through() -> None:

@@ -155,6 +155,15 @@ def _broken_zip(path: Path) -> bool:
     return "xl/workbook.xml" in names or "xl/workbook.bin" in names or "content.xml" in names
 
 
+def _holds_macro_sheets(path: Path) -> bool:
+    """Whether the package holds Excel 4.0 macro sheets, which calamine does not read (nor the workbook)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.startswith("xl/macrosheets/") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 def _password(label: str) -> InputError:
     return InputError("工作簿设有打开密码，无法读取", file=label, fix="在 Excel 中取消密码后另存，再处理")
 
@@ -185,6 +194,13 @@ def _unreadable(path: Path, error: BaseException) -> InputError:
     except OSError:
         head = b""
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"PK") and _holds_macro_sheets(path):
+        return InputError(
+            "工作簿含有 Excel 4.0 宏表（写在单元格里的旧式宏），程序不能读取这种工作簿",
+            file=label,
+            fix="在 Excel 中右键登记表的工作表标签，选“移动或复制”→“新工作簿”（勾选“建立副本”），"
+            "把新工作簿另存为 .xlsx 后再处理",
+        )
     if head.startswith(b"PK") and not _broken_zip(path):
         return InputError(
             "文件不是 Excel 工作簿（可能是压缩包或 Word 等其他文档）", file=label, fix=_FIX_RESAVE
