@@ -326,6 +326,7 @@ def _empty_column(length: int) -> pa.Array:
 
 
 def _pieces(column: TextColumn) -> list[pa.Array]:
+    """The arrays a column is made of (Arrow parses a block in pieces)."""
     return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
 
 
