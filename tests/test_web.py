@@ -649,6 +649,19 @@ def test_the_same_register_uploaded_again_names_the_earlier_job_of_the_centre(si
     assert elsewhere not in page
     assert 'id="same-upload"' not in clerk_a.get(f"/jobs/{first}").text
     assert 'id="same-upload"' not in clerk_b.get(f"/jobs/{elsewhere}").text
+    # The same bytes under another name are the same register; other bytes of its name and size are not.
+    body = SAMPLE_CSV.read_bytes()
+    renamed = str(site.upload(clerk_a, ("再次导出.csv", body, "text/csv")).json()["jobs"][0]).rsplit("/")[-1]
+    site.wait(clerk_a, renamed)
+    page = clerk_a.get(f"/jobs/{renamed}").text
+    said = re.search(r'<p class="notice" id="same-upload">(.*?)</p>', page, flags=re.S)
+    assert said and f'href="/jobs/{second}"' in said.group(1)
+    other = body.replace("居民".encode("gb18030"), "住户".encode("gb18030"), 1)
+    assert len(other) == len(body) and other != body
+    answer = site.upload(clerk_a, (SAMPLE_CSV.name, other, "text/csv"))
+    lookalike = str(answer.json()["jobs"][0]).rsplit("/")[-1]
+    site.wait(clerk_a, lookalike)
+    assert 'id="same-upload"' not in clerk_a.get(f"/jobs/{lookalike}").text
 
 
 @pytest.mark.parametrize(

@@ -405,8 +405,17 @@ def test_the_command_line_disables_and_enables_a_user(
     assert site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).status_code == 303
 
 
+def _earlier_schema(*columns: str) -> str:
+    """The database schema as it was before ``columns`` (``disabled``, ``digest``) were added."""
+    schema = store_module._SCHEMA
+    for column in columns:
+        schema, count = re.subn(rf",\n    {column} +[^\n]*\n", "\n", schema)
+        assert count == 1, column
+    return schema
+
+
 def test_a_database_of_the_first_schema_gets_the_disabled_mark(tmp_path: Path) -> None:
-    first = store_module._SCHEMA.replace(",\n    disabled      INTEGER NOT NULL DEFAULT 0\n", "\n")
+    first = _earlier_schema("disabled", "digest")
     with sqlite3.connect(tmp_path / store_module.DATABASE_NAME) as db:
         db.executescript(first)
         db.execute("INSERT INTO centres (org_code, name, created_at) VALUES ('455400001', '甲', '')")
@@ -418,6 +427,28 @@ def test_a_database_of_the_first_schema_gets_the_disabled_mark(tmp_path: Path) -
     assert user is not None and not user.disabled
     store.set_disabled(user.id, True)
     assert store.user(user.id).disabled  # type: ignore[union-attr]
+
+
+def test_a_database_of_the_second_schema_names_a_register_sent_again(tmp_path: Path) -> None:
+    # Its uploads have no digest: a job of theirs is named by file name and size, as it was then.
+    with sqlite3.connect(tmp_path / store_module.DATABASE_NAME) as db:
+        db.executescript(_earlier_schema("digest"))
+        db.execute("INSERT INTO centres (org_code, name, created_at) VALUES ('455400001', '甲', '')")
+        db.execute("INSERT INTO users (name, centre_id, password_hash, created_at, password_at) "
+                   "VALUES ('old_clerk', 1, 'x', '', '')")  # fmt: skip
+        db.execute("INSERT INTO jobs (id, centre_id, user_id, file_name, stored_name, size, created_at, "
+                   "updated_at, state) VALUES ('old', 1, 1, '名单.csv', 'a.csv', 100, "
+                   "'2026-01-05T08:30:00+08:00', '', 'checked')")  # fmt: skip
+        db.execute("PRAGMA user_version=2")
+    store = store_module.Store(tmp_path)
+    again = store.add_job("new", 1, 1, "名单.csv", "b.csv", 100, digest="ab" * 32)
+    earlier = store.earlier_upload(again)
+    assert earlier is not None and earlier.id == "old"
+    store._db().execute("UPDATE jobs SET created_at = '2026-01-06T08:30:00+08:00' WHERE id = 'new'")
+    renamed = store.add_job("renamed", 1, 1, "改名.csv", "c.csv", 100, digest="ab" * 32)
+    found = store.earlier_upload(renamed)
+    assert found is not None and found.id == "new"  # the same bytes under another name
+    assert store._one("PRAGMA user_version")[0] == store_module._SCHEMA_VERSION
 
 
 def test_a_form_bigger_than_any_page_sends_is_refused_before_it_is_read(site: Site) -> None:

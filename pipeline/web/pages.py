@@ -7,12 +7,13 @@ modules and render a page.  Every state change is written to the audit log.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from loguru import logger
@@ -250,6 +251,16 @@ def _queue_full(bound: int) -> str:
     return f"本中心已有 {bound} 个文件在排队检查，请等它们检查完后再上传"
 
 
+def _copied_with_digest(source: BinaryIO, target: BinaryIO) -> str:
+    """Copy ``source`` to ``target``; the SHA-256 of the bytes copied (hex), to know the same register
+    uploaded again under another name."""
+    digest = hashlib.sha256()
+    while chunk := source.read(1 << 20):
+        digest.update(chunk)
+        target.write(chunk)
+    return digest.hexdigest()
+
+
 def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     """Check one uploaded file and store it as a new job (raises :class:`UploadRefused`)."""
     space = workspace(request)
@@ -276,7 +287,7 @@ def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     try:
         files.create()
         with open(files.upload(stored), "xb") as target:
-            shutil.copyfileobj(upload.file, target, 1024 * 1024)
+            digest = _copied_with_digest(upload.file, target)
     except OSError as error:
         files.remove()
         reason, _ = engine.explain_os_error(error)
@@ -288,7 +299,7 @@ def _store_upload(request: Request, who: Viewer, upload: UploadFile) -> Job:
     bound = space.settings.web.queued_per_centre
     try:
         job = space.store.add_job(
-            job_id, who.centre.id, who.user.id, display, stored, size, queue_limit=bound
+            job_id, who.centre.id, who.user.id, display, stored, size, digest=digest, queue_limit=bound
         )
     except QueueFull:
         files.remove()

@@ -57,7 +57,7 @@ CHECK_QUEUE_STATES = (QUEUED, CHECKING)
 class QueueFull(Exception):
     """A centre already has as many uploads waiting for their dry run as it may (the limit in args[0])."""
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS centres (
     id         INTEGER PRIMARY KEY,
@@ -115,7 +115,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     submitted_by INTEGER,
     sending      TEXT NOT NULL DEFAULT '{}',
     cancel       INTEGER NOT NULL DEFAULT 0,
-    pid          INTEGER
+    pid          INTEGER,
+    digest       TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_by_centre ON jobs(centre_id, created_at);
 CREATE TABLE IF NOT EXISTS job_rows (
@@ -318,6 +319,12 @@ class AuditEntry:
     address: str
 
 
+def _add_column(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
+    """Add ``column`` to ``table`` of a database made by an earlier schema, unless it has it."""
+    if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 class Store:
     """The workspace database under ``state_dir``; one connection per thread."""
 
@@ -336,8 +343,11 @@ class Store:
         if version < _SCHEMA_VERSION:
             existed = version >= 1
             db.executescript(_SCHEMA)
-            if existed and version < 2:  # schema 1 had no way to stop a user logging in
-                db.execute("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
+            if existed:
+                # Schema 1 had no way to stop a user logging in; schema 2 told an upload seen before by
+                # its name and size only.
+                _add_column(db, "users", "disabled", "INTEGER NOT NULL DEFAULT 0")
+                _add_column(db, "jobs", "digest", "TEXT NOT NULL DEFAULT ''")
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     # -- connections ---------------------------------------------------------------------------
@@ -628,9 +638,10 @@ class Store:
         stored_name: str,
         size: int,
         *,
+        digest: str = "",
         queue_limit: int | None = None,
     ) -> Job:
-        """Record an uploaded register (state ``queued``).
+        """Record an uploaded register (state ``queued``); ``digest``: the SHA-256 of its bytes.
 
         Given ``queue_limit``, raises :class:`QueueFull` when the centre
         already has that many jobs queued or being checked: counted and
@@ -643,8 +654,9 @@ class Store:
                 raise QueueFull(queue_limit)
             db.execute(
                 "INSERT INTO jobs (id, centre_id, user_id, file_name, stored_name, size, created_at, "
-                "updated_at, state, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, centre_id, user_id, file_name, stored_name, size, at, at, QUEUED, "排队等待检查"),
+                "updated_at, state, stage, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, centre_id, user_id, file_name, stored_name, size, at, at, QUEUED, "排队等待检查",
+                 digest),
             )
         job = self.job_any(job_id)
         assert job is not None
@@ -679,16 +691,20 @@ class Store:
         return [job for job in map(self._job, rows) if job is not None]
 
     def earlier_upload(self, job: Job) -> Job | None:
-        """The centre's latest job uploaded before ``job`` under the same file name and size (None when
-        there is none): most likely the same register sent again."""
+        """The centre's latest job uploaded before ``job`` with the same bytes, whatever its file name
+        (None when there is none): the same register sent again.  A job recorded before uploads were
+        digested is matched by file name and size."""
+        found = self._one("SELECT digest FROM jobs WHERE id = ?", job.id)
+        digest = str(found[0]) if found else ""
         return self._job(
             self._one(
                 f"SELECT {self._JOB_COLUMNS} FROM jobs j JOIN users u ON u.id = j.user_id "
                 # Times are kept to the second: two uploads within one cannot be told apart, so neither
                 # is named as the other's.
-                "WHERE j.centre_id = ? AND j.file_name = ? AND j.size = ? AND j.created_at < ? "
+                "WHERE j.centre_id = ? AND j.created_at < ? AND j.size = ? "
+                "AND (j.digest = ? AND ? != '' OR (j.digest = '' OR ? = '') AND j.file_name = ?) "
                 "ORDER BY j.created_at DESC, j.id LIMIT 1",
-                job.centre_id, job.file_name, job.size, job.created_at,
+                job.centre_id, job.created_at, job.size, digest, digest, digest, job.file_name,
             )
         )  # fmt: skip
 
