@@ -523,6 +523,28 @@ def test_a_mapping_giving_one_field_two_columns_is_the_mapping_page_again_naming
     assert site.state(clerk, job_id)["state"] == "checked"  # nothing was saved or checked again
 
 
+def test_a_mapping_sent_from_a_page_gone_stale_comes_back_with_the_choices_and_a_fresh_token(
+    site: Site,
+) -> None:
+    """The page's token no longer the session's (a login in another tab): the choices were lost on an
+    error page; now nothing is saved and the mapping page comes back as the clerk left it."""
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    page = clerk.get(f"/jobs/{job_id}/mapping").text
+    chosen = r'<select name="(t0c\d+)"[^>]*>.*?<option value="([^"]*)"[^>]*selected'
+    form = dict(re.findall(chosen, page, flags=re.S))
+    form.update(t0c0="ignore", t0c18="")
+    stale = clerk.post(f"/jobs/{job_id}/mapping", data={"csrf_token": "a-token-of-another-session", **form})
+    assert stale.status_code == 403 and 'id="mapping-form"' in stale.text and "页面已过期" in stale.text
+    again = dict(re.findall(chosen, stale.text, flags=re.S))
+    assert again["t0c0"] == "ignore" and again == form  # as the clerk chose them
+    assert site.state(clerk, job_id)["state"] == "checked"  # nothing was saved or checked again
+    fresh = csrf_of(stale.text)
+    assert fresh == site.csrf(clerk)  # the page now carries the session's token: saving works
+    saved = clerk.post(f"/jobs/{job_id}/mapping", data={"csrf_token": fresh, **again})
+    assert saved.status_code == 303
+
+
 def test_a_recognised_column_set_to_no_field_is_kept_as_the_clerks_own_column(site: Site) -> None:
     """（不使用，保留为附加列）keeps the column in the reports as the clerk's own; it is not dropped."""
     clerk_a = site.client("clerk_a")
@@ -651,6 +673,9 @@ def test_the_same_register_uploaded_again_names_the_earlier_job_of_the_centre(si
     assert 'id="same-upload"' not in clerk_b.get(f"/jobs/{elsewhere}").text
     # The same bytes under another name are the same register; other bytes of its name and size are not.
     body = SAMPLE_CSV.read_bytes()
+    # Uploaded an hour later than the first (within one second of the next, it would not be told apart).
+    later = "UPDATE jobs SET created_at = '2026-01-05T09:30:00+08:00' WHERE id = ?"
+    site.store._db().execute(later, [second])
     renamed = str(site.upload(clerk_a, ("再次导出.csv", body, "text/csv")).json()["jobs"][0]).rsplit("/")[-1]
     site.wait(clerk_a, renamed)
     page = clerk_a.get(f"/jobs/{renamed}").text

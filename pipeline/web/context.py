@@ -198,10 +198,15 @@ async def checked_form(
     """The request's form (see :func:`read_form`), after checking its CSRF token against the viewer's
     session."""
     form = await read_form(request, limit=limit, max_files=max_files)
-    given = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, ""))
-    if not same(who.csrf, given):
+    if not carries_token(request, who, form):
         raise CsrfFailed
     return form
+
+
+def carries_token(request: Request, who: Viewer, form: FormData) -> bool:
+    """Whether the form (or the request's header) carries the CSRF token of the viewer's session."""
+    given = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, ""))
+    return same(who.csrf, given)
 
 
 def client_address(request: Request) -> str:

@@ -29,6 +29,7 @@ from pipeline.web.context import (
     NotFound,
     Refused,
     Viewer,
+    carries_token,
     centre_job,
     checked_form,
     client_address,
@@ -550,6 +551,12 @@ async def edit(request: Request) -> Response:
 # --- mapping ------------------------------------------------------------------------------------
 
 
+#: Said with a mapping sent from a page whose token is no longer the session's.
+STALE_MAPPING = (
+    "页面已过期（可能在别的标签页重新登录过），列对应关系没有保存。您的选择已保留在下面，请核对后再点一次保存"
+)
+
+
 def mapping_page(
     request: Request, picked: dict[str, str] | None = None, message: str = "", status: int = 200
 ) -> Response:
@@ -604,7 +611,12 @@ async def save_mapping(request: Request) -> Response:
     """POST /jobs/{id}/mapping: save the centre's corrections and check the register again."""
     who = viewer(request)
     job = centre_job(request, who)
-    form = await checked_form(request, who)
+    form = await read_form(request)
+    picked = {str(key): str(value) for key, value in form.items() if str(key).startswith("t")}
+    if not carries_token(request, who, form):
+        # The page's token went stale (a login in another tab): nothing is saved, and the choices the
+        # clerk made come back with a fresh token rather than being lost on an error page.
+        return mapping_page(request, picked, STALE_MAPPING, 403)
     kept_files(request, job)
     space = workspace(request)
     if job.state not in (*READY_STATES, NEEDS_MAPPING) or job.submitted_at:
@@ -622,7 +634,6 @@ async def save_mapping(request: Request) -> Response:
     mapping = chosen
     twice = _taken_twice(job, mapping)
     if twice:  # the clerk's choices come back as they made them, with the two columns named
-        picked = {str(key): str(value) for key, value in form.items() if str(key).startswith("t")}
         return mapping_page(request, picked, twice, 400)
     await run_in_threadpool(space.store.save_centre_columns, who.centre.id, mapping)
     if not space.store.claim_job(
