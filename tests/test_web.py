@@ -824,6 +824,15 @@ def test_admin_pages_are_for_admins_only(site: Site) -> None:
                                              "password": "short-9", "admin": "1"})  # fmt: skip
     assert short.status_code == 400 and 'value="clerk_d"' in short.text and "short-9" not in short.text
     assert 'value="455400003" selected' in short.text and 'value="1" checked' in short.text
+    typed = {"csrf_token": "x", "name": "clerk_e", "org_code": "455400003", "password": "e-long-password-6"}
+    stale = admin.post("/admin/users", data=typed)
+    assert stale.status_code == 403 and "页面已过期" in stale.text and 'value="clerk_e"' in stale.text
+    assert "e-long-password-6" not in stale.text and site.store.user_by_name("clerk_e") is None
+    assert csrf_of(stale.text) == csrf  # the page now carries the session's token
+    centre = {"csrf_token": "", "org_code": "455400009", "name": "戊"}
+    stale_centre = admin.post("/admin/centres", data=centre)
+    assert stale_centre.status_code == 403 and 'value="455400009"' in stale_centre.text
+    assert site.store.centre_by_code("455400009") is None
     user = admin.post("/admin/users", data={"csrf_token": csrf, "name": "clerk_c", "org_code": "455400003",
                                             "password": "c-long-password-4"})  # fmt: skip
     assert user.status_code == 303

@@ -19,10 +19,12 @@ from pipeline.web import accounts
 from pipeline.web.context import (
     NotFound,
     admin,
+    carries_token,
     checked_form,
     client_address,
     page_number,
     pages,
+    read_form,
     redirect,
     render,
     workspace,
@@ -30,6 +32,12 @@ from pipeline.web.context import (
 from pipeline.web.engine import ConfigError
 
 AUDIT_PER_PAGE = 50
+
+
+#: Said with a form sent from a page whose token is no longer the session's.
+STALE_FORM = (
+    "页面已过期（可能在别的标签页重新登录过），没有保存。您填写的内容已保留在下面（密码除外），请核对后再提交"
+)
 
 
 def admin_home(request: Request) -> Response:
@@ -51,7 +59,9 @@ def centres_page(
 async def add_centre(request: Request) -> Response:
     """POST /admin/centres."""
     who = admin(request)
-    form = await checked_form(request, who)
+    form = await read_form(request)
+    if not carries_token(request, who, form):  # a page gone stale: what was typed comes back
+        return centres_page(request, STALE_FORM, 403, _typed(form, "org_code", "name"))
     store = workspace(request).store
     try:
         await run_in_threadpool(
@@ -82,7 +92,9 @@ def _typed(form: Mapping[str, Any], *names: str) -> dict[str, str]:
 async def add_user(request: Request) -> Response:
     """POST /admin/users."""
     who = admin(request)
-    form = await checked_form(request, who)
+    form = await read_form(request)
+    if not carries_token(request, who, form):  # a page gone stale: what was typed comes back
+        return users_page(request, STALE_FORM, 403, _typed(form, "name", "org_code", "admin"))
     store = workspace(request).store
     try:
         await run_in_threadpool(
