@@ -43,11 +43,11 @@ from pipeline.web.store import Job, Store
 
 FAULT_FRAME_COLUMNS = ("row_id", "field", "code", "severity", "message")
 
-#: Why QR codes cannot be fetched while another run holds the lock (whose, the clerk is not told).
 #: Seconds a finished QR code ZIP is handed over again without asking the platform: long enough for
 #: the page that waited for it and a colleague's click, short enough that dynamic codes are fresh.
 QR_REUSE_SECONDS = 600.0
 
+#: Why QR codes cannot be fetched while another run holds the lock (whose, the clerk is not told).
 QR_LOCK_HELD = (
     "另一个提交、夜间导入或二维码下载正在进行，暂时不能获取二维码。请几分钟后再点击下载二维码"
 )

@@ -694,17 +694,18 @@ class Store:
         """The centre's latest job uploaded before ``job`` with the same bytes, whatever its file name
         (None when there is none): the same register sent again.  A job recorded before uploads were
         digested is matched by file name and size."""
-        found = self._one("SELECT digest FROM jobs WHERE id = ?", job.id)
-        digest = str(found[0]) if found else ""
         return self._job(
             self._one(
                 f"SELECT {self._JOB_COLUMNS} FROM jobs j JOIN users u ON u.id = j.user_id "
+                "JOIN jobs this ON this.id = ? "
                 # Times are kept to the second: two uploads within one cannot be told apart, so neither
                 # is named as the other's.
-                "WHERE j.centre_id = ? AND j.created_at < ? AND j.size = ? "
-                "AND (j.digest = ? AND ? != '' OR (j.digest = '' OR ? = '') AND j.file_name = ?) "
+                "WHERE j.centre_id = this.centre_id AND j.created_at < this.created_at "
+                "AND j.size = this.size "
+                "AND (this.digest != '' AND j.digest = this.digest "
+                "     OR (this.digest = '' OR j.digest = '') AND j.file_name = this.file_name) "
                 "ORDER BY j.created_at DESC, j.id LIMIT 1",
-                job.centre_id, job.created_at, job.size, digest, digest, digest, job.file_name,
+                job.id,
             )
         )  # fmt: skip
 
