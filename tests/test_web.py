@@ -545,6 +545,37 @@ def test_a_mapping_sent_from_a_page_gone_stale_comes_back_with_the_choices_and_a
     assert saved.status_code == 303
 
 
+def test_buttons_pressed_on_a_page_gone_stale_show_the_page_again_with_a_fresh_token(site: Site) -> None:
+    """确认提交, 取消提交 and 修改密码 sent from a page whose token is no longer the session's (a login in
+    another tab) were an error page; now nothing is done, and the page they came from is shown again,
+    saying so, with the session's token: pressing again works."""
+    clerk = site.client("clerk_a")
+    job_id = site.upload_sample(clerk)
+    stale = clerk.post(f"/jobs/{job_id}/submit", data={"csrf_token": "a-token-of-another-session"})
+    assert stale.status_code == 403 and 'id="submit-form"' in stale.text and "没有执行" in stale.text
+    assert site.state(clerk, job_id)["state"] == "checked"  # nothing was sent
+    assert csrf_of(stale.text) == site.csrf(clerk)
+    site.store.update_job(job_id, state="submitting")  # as if a submission were running
+    try:
+        cancel = clerk.post(f"/jobs/{job_id}/cancel", data={"csrf_token": "a-token-of-another-session"})
+        assert cancel.status_code == 403 and "没有执行" in cancel.text
+        assert f'action="/jobs/{job_id}/cancel"' in cancel.text  # the job's page, its button there
+        job = site.store.job(job_id, site.store.centre_by_code(ORG_A).id)  # type: ignore[union-attr]
+        assert job is not None and not job.cancel  # not cancelled
+        scripted = clerk.post(
+            f"/jobs/{job_id}/cancel", data={"csrf_token": "x"}, headers={"accept": "application/json"}
+        )
+        assert scripted.status_code == 403 and "页面已过期" in scripted.json()["error"]
+    finally:
+        site.store.update_job(job_id, state="checked")
+    new = "a-new-password-71"
+    typed = {"csrf_token": "x", "current": PASSWORDS["clerk_a"], "new": new, "again": new}
+    password = clerk.post("/account/password", data=typed)
+    assert password.status_code == 403 and "没有执行" in password.text and new not in password.text
+    assert csrf_of(password.text) == site.csrf(clerk)
+    assert site.login(site.client(), "clerk_a", PASSWORDS["clerk_a"]).status_code == 303  # unchanged
+
+
 def test_a_recognised_column_set_to_no_field_is_kept_as_the_clerks_own_column(site: Site) -> None:
     """（不使用，保留为附加列）keeps the column in the reports as the clerk's own; it is not dropped."""
     clerk_a = site.client("clerk_a")
@@ -843,6 +874,11 @@ def test_admin_pages_are_for_admins_only(site: Site) -> None:
         f"/admin/users/{target.id}/password", data={"csrf_token": csrf, "password": "b-new-password-5"}
     )
     assert reset.status_code == 303
+    for action, data in (("password", {"password": "b-other-password-8"}), ("disable", {})):
+        stale_button = admin.post(f"/admin/users/{target.id}/{action}", data={"csrf_token": "x", **data})
+        assert stale_button.status_code == 403 and "没有执行" in stale_button.text, action
+        assert csrf_of(stale_button.text) == csrf and "b-other-password-8" not in stale_button.text
+    assert site.login(site.client(), "clerk_b", "b-new-password-5").status_code == 303  # neither was done
     assert site.login(site.client(), "clerk_b", "b-new-password-5").status_code == 303
     audit = admin.get("/admin/audit").text
     assert "添加中心" in audit and "添加用户" in audit and "修改密码" in audit

@@ -17,10 +17,10 @@ from starlette.responses import RedirectResponse, Response
 
 from pipeline.web import accounts
 from pipeline.web.context import (
+    STALE_ACTION,
     NotFound,
     admin,
     carries_token,
-    checked_form,
     client_address,
     page_number,
     pages,
@@ -109,7 +109,9 @@ async def add_user(request: Request) -> Response:
 async def reset_password(request: Request) -> Response:
     """POST /admin/users/{user_id}/password."""
     who = admin(request)
-    form = await checked_form(request, who)
+    form = await read_form(request)
+    if not carries_token(request, who, form):  # the new password typed is not shown again
+        return users_page(request, STALE_ACTION, 403)
     store = workspace(request).store
     try:
         user = store.user(int(request.path_params["user_id"]))
@@ -138,7 +140,8 @@ async def enable_user(request: Request) -> Response:
 
 async def _set_disabled(request: Request, disabled: bool) -> Response:
     who = admin(request)
-    await checked_form(request, who)
+    if not carries_token(request, who, await read_form(request)):
+        return users_page(request, STALE_ACTION, 403)
     store = workspace(request).store
     user = store.user(int(request.path_params["user_id"]))
     if user is None:

@@ -73,6 +73,10 @@ NOTICE_COOKIE = "ehc_notice"
 NOTICE_SECONDS = 60
 
 
+#: Said on the page a button was pressed on, shown afresh with the session's token, when the page had
+#: gone stale (a login in another tab): nothing was done.
+STALE_ACTION = "页面已过期（可能在别的标签页重新登录过），刚才的操作没有执行。本页已更新，请核对后再做一次"
+
 #: Why a job whose folder was cleaned up cannot be downloaded, edited or sent any more.
 CLEANED = "此任务的文件已清理，只保留了记录：不能再下载、修改或提交。如需继续，请重新上传登记表"
 

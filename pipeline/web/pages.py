@@ -26,6 +26,8 @@ from pipeline.web import downloads, engine
 from pipeline.web.auth import CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, LoginRefused, password_problem, same
 from pipeline.web.context import (
     CLEANED,
+    STALE_ACTION,
+    CsrfFailed,
     NotFound,
     Refused,
     Viewer,
@@ -416,8 +418,9 @@ def _filters(request: Request) -> tuple[str, int | None, str | None]:
     return severity, code, source
 
 
-def job_page(request: Request) -> Response:
-    """GET /jobs/{id}: state, counts, the fault grid (filtered, paged), downloads, submission."""
+def job_page(request: Request, notice: str = "", status: int = 200) -> Response:
+    """GET /jobs/{id}: state, counts, the fault grid (filtered, paged), downloads, submission
+    (``notice``: why it is shown again, in answer to a form)."""
     who = viewer(request)
     job = centre_job(request, who)
     store = workspace(request).store
@@ -455,8 +458,9 @@ def job_page(request: Request) -> Response:
             "failed": failed, "sendable": sendable(counts["status"]),
             "history": store.edit_history(job.id, 10), "field_labels": engine.FIELD_LABELS,
             "mask": engine.mask_text, "said": for_clerk, "earlier": store.earlier_upload(job),
-            **({"notice": ""} if stale_notice else {}),
+            **({"notice": ""} if stale_notice else {}), **({"notice": notice} if notice else {}),
         },
+        status,
     )  # fmt: skip
 
 
@@ -659,15 +663,17 @@ def _final_fields(job: Job, changes: dict[str, str]) -> list[str]:
 # --- submission -----------------------------------------------------------------------------------
 
 
-def submit_page(request: Request) -> Response:
-    """GET /jobs/{id}/submit: the confirmation, naming the count and the centre."""
+def submit_page(request: Request, notice: str = "", status: int = 200) -> Response:
+    """GET /jobs/{id}/submit: the confirmation, naming the count and the centre (``notice``: why it is
+    shown again)."""
     who = viewer(request)
     job = centre_job(request, who)
     counts = workspace(request).store.counts(job.id)["status"]
     return render(
         request, "submit.html",
         {"job": job, "sendable": sendable(counts), "counts": counts,
-         "rate": workspace(request).settings.submit.rate},
+         "rate": workspace(request).settings.submit.rate, **({"notice": notice} if notice else {})},
+        status,
     )  # fmt: skip
 
 
@@ -675,7 +681,11 @@ async def submit(request: Request) -> Response:
     """POST /jobs/{id}/submit: start sending the valid rows (queued behind any run holding the lock)."""
     who = viewer(request)
     job = centre_job(request, who)
-    form = await checked_form(request, who)
+    form = await read_form(request)
+    if not carries_token(request, who, form):
+        # The confirmation went stale (a login in another tab): nothing is sent; it is shown again,
+        # counted afresh and with the session's token, for the clerk to confirm once more.
+        return submit_page(request, STALE_ACTION, 403)
     kept_files(request, job)
     space = workspace(request)
     seen = form.get("submitted")
@@ -707,7 +717,11 @@ async def cancel(request: Request) -> Response:
     """POST /jobs/{id}/cancel: stop the submission (calls in flight finish, what was done is kept)."""
     who = viewer(request)
     job = centre_job(request, who)
-    await checked_form(request, who)
+    form = await read_form(request)
+    if not carries_token(request, who, form):
+        if wants_json(request):
+            raise CsrfFailed
+        return job_page(request, STALE_ACTION, 403)  # nothing cancelled: the job's page as it is now
     space = workspace(request)
     if job.state not in (WAITING, SUBMITTING):
         if wants_json(request):
@@ -858,7 +872,9 @@ def password_page(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     """POST /account/password: the current password, then the new one twice."""
     who = viewer(request)
-    form = await checked_form(request, who)
+    form = await read_form(request)
+    if not carries_token(request, who, form):  # the passwords typed are not shown again
+        return render(request, "password.html", {"message": STALE_ACTION}, 403)
     space = workspace(request)
     current, new, again = (str(form.get(k, ""))[:200] for k in ("current", "new", "again"))
     from pipeline.web.auth import hash_password
