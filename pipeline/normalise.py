@@ -181,6 +181,24 @@ def _phone_text(array: pa.Array) -> pa.Array:
     return to_arrow(normalise_phones(clean_text(to_series(unwrapped, pd.RangeIndex(len(array))))))
 
 
+def _phones_rewritten(array: pa.Array) -> pa.Array:
+    """:func:`_phone_text` of phones that are not bare digits.
+
+    Most are digits apart by dashes or spaces (139-1234-5678, 0757 8622 3344):
+    their separators are taken out as plain text, a tenth of the time of the
+    regular expressions every other form goes through.  One that then starts
+    as a country prefix does (86, 0086) goes through them too.
+    """
+    digits = pc.replace_substring(pc.replace_substring(array, "-", ""), " ", "")
+    prefixed = pc.or_(pc.starts_with(digits, "86"), pc.starts_with(digits, "0086"))
+    plain = pc.fill_null(pc.and_(pc.ascii_is_decimal(digits), pc.invert(prefixed)), False)
+    plain = plain.to_numpy(zero_copy_only=False)
+    if plain.all():
+        return digits
+    others = ~plain
+    return replace_masked(digits, others, _phone_text(pc.filter(array, pa.array(others))))
+
+
 def clean_phones(values: pd.Series) -> pd.Series:
     """Phones: text cleaning, then separators and the country prefix removed."""
     if all_empty(values):
@@ -189,7 +207,7 @@ def clean_phones(values: pd.Series) -> pd.Series:
     # Bare digits without a country prefix (most phones) are left by both steps.
     prefixed = pc.or_(pc.starts_with(array, "0086"), pc.starts_with(array, "86"))
     candidates = pc.fill_null(pc.or_(pc.invert(pc.ascii_is_decimal(array)), prefixed), False)
-    return rewrite_where(values, candidates, _phone_text)
+    return rewrite_where(values, candidates, _phones_rewritten)
 
 
 def clean_dates(values: pd.Series) -> pd.Series:

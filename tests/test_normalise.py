@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.config import DefaultValues
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
-from pipeline.normalise import clean_dates, nfkc, normalise
+from pipeline.normalise import _phone_text, clean_dates, clean_phones, nfkc, normalise
 from pipeline.reports.xlsx.writer import display_widths
 from pipeline.text.address import split_addresses
 from pipeline.text.arrow import (
@@ -362,10 +362,29 @@ def test_warnings_are_sorted_by_row() -> None:
         ("０７５７－８６２２３３４４", "075786223344"),
         ("010-62345678", "01062345678"),
         ("13912345678", "13912345678"),
+        # Digits apart by dashes or spaces only: separators taken out as plain text, the prefix still dropped.
+        ("86 139 1234 5678", "13912345678"),
+        ("0086-139-1234-5678", "13912345678"),
+        ("86-0757-1234567", "8607571234567"),  # no mobile after 86: kept, for the check to refuse
+        ("0086", ""),
+        ("- -", ""),
+        ("139\t1234 5678", "13912345678"),
     ],
 )
 def test_phones(written: str, expected: str) -> None:
     assert one("brdh", written) == expected
+
+
+def test_phones_apart_by_dashes_or_spaces_are_cleaned_as_every_other_form_is() -> None:
+    """The plain-text path for 139-1234-5678 and 0757 8622 3344 answers what the full cleaning would."""
+    written = [
+        "139-1234-5678", "0757 8622 3344", "86 13912345678", "0086-13912345678", "135 - 8100", "１３９-1",
+        "+86 139-1234-5678", "139-1234-5678.0", "'0757-86223344", " ", "-", "", "86", "0757-8622-3344 转 8",
+    ]  # fmt: skip
+    values = pd.Series(written * 40, dtype="str")  # enough rows for the column path, not the few-rows one
+    cleaned = clean_phones(values).tolist()
+    assert cleaned == [_phone_text(pa.array([text], pa.large_string()))[0].as_py() for text in written * 40]
+    assert cleaned[:3] == ["13912345678", "075786223344", "13912345678"]
 
 
 # --- address ---------------------------------------------------------------------------
