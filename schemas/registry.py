@@ -44,7 +44,16 @@ import pyarrow
 import pyarrow.compute as pc
 
 from pipeline.text import idnumber
-from pipeline.text.arrow import empty_mask, matches, spreadsheet_errors, to_arrow, to_arrow_any, where
+from pipeline.text.arrow import (
+    ascii_and_cjk_table,
+    empty_mask,
+    matches,
+    outside_ascii_and_cjk,
+    spreadsheet_errors,
+    to_arrow,
+    to_arrow_any,
+    where,
+)
 from pipeline.text.dates import real_dates
 from pipeline.text.phone import valid_phones
 from schemas.result_codes import ResultCode
@@ -67,6 +76,9 @@ BANK_CARD = r"^[0-9]{12,19}$"
 
 #: A name: Han characters (any plane), Latin letters, spaces, the middle dot, apostrophe, dot, hyphen.
 NAME = r"^(?:\p{Han}|[A-Za-z·.' -])+$"
+#: The bytes of the names :func:`valid_names` passes without :data:`NAME`: the ASCII it allows, and the
+#: common CJK block (U+4E00–U+9FFF, all Han).
+_NAME_BYTES = ascii_and_cjk_table("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.' -")
 
 _UNKNOWN_GENDER = "-"
 _UNKNOWN_BIRTH = "-" * 8
@@ -155,6 +167,30 @@ def _birth_agrees(pairs: pd.Series) -> BoolSeries:
     return _mask(pairs, pc.or_(pc.invert(comparable), pc.equal(implied, stated)))
 
 
+def valid_names(values: pd.Series) -> np.ndarray:
+    """Whether each value is a name as :data:`NAME` has it.
+
+    A name of common Chinese characters and Latin letters (nearly every one)
+    is told by its bytes; only the others go through the regular expression,
+    which costs many times as much over a column of names.
+    """
+    array = to_arrow(values)
+    others = outside_ascii_and_cjk(array, _NAME_BYTES)
+    valid = ~others & (pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False) > 0)
+    if others.any():
+        valid[others] = matches(values[others], NAME)
+    return valid
+
+
+def bank_cards(values: pd.Series) -> np.ndarray:
+    """Whether each value is 12 to 19 ASCII digits (:data:`BANK_CARD`), told without a regular expression."""
+    array = to_arrow(values)
+    lengths = pc.binary_length(array)
+    long_enough = pc.and_(pc.greater_equal(lengths, 12), pc.less_equal(lengths, 19))
+    shaped = pc.and_(long_enough, pc.ascii_is_decimal(array))
+    return pc.fill_null(shaped, False).to_numpy(zero_copy_only=False)
+
+
 def _document_agrees(pairs: pd.Series) -> BoolSeries:
     expected, stated = _halves(pairs)
     return _mask(pairs, pc.or_(pc.equal(expected, _ANY_DOCUMENT), pc.equal(expected, stated)))
@@ -176,12 +212,12 @@ def _format_checks(today: datetime.date) -> dict[str, FormatCheck]:
         return np.asarray(idnumber.id_problems(s, today) == idnumber.IdProblem.OK, dtype=bool)
 
     return {
-        "xm": ("name", lambda s: matches(s, NAME)),
+        "xm": ("name", valid_names),
         "sfzhm": ("id_number", valid_ids),
         "csrq": ("birth_date", lambda s: real_dates(s, idnumber.EARLIEST_BIRTH_YEAR, today)),
         "brdh": ("phone", valid_phones),
         "fksj": ("issue_date", lambda s: real_dates(s, EARLIEST_ISSUE_YEAR, today)),
-        "yhkh": ("bank_card", lambda s: matches(s, BANK_CARD)),
+        "yhkh": ("bank_card", bank_cards),
         "isRealName": ("real_name_flag", lambda s: s.isin(["0", "1"]).to_numpy(dtype=bool)),
         **{field: ("kept_as_text", _not_scientific) for field in NUMBERS_KEPT_AS_TEXT},
     }

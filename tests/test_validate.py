@@ -12,9 +12,11 @@ import pytest
 from pipeline.config import DefaultValues
 from pipeline.model import FAULT_COLUMNS, FIELDS, INPUT_FIELDS
 from pipeline.normalise import normalise
+from pipeline.text.arrow import matches
 from pipeline.text.idnumber import check_character
+from pipeline.text.phone import VALID_PHONE, valid_phones
 from pipeline.validate import RepeatedIds, validate
-from schemas.registry import build_schema
+from schemas.registry import BANK_CARD, NAME, bank_cards, build_schema, valid_names
 from schemas.tables import code_table
 
 TODAY = datetime.date(2026, 6, 1)
@@ -342,3 +344,31 @@ def test_repeated_ids_name_the_first_row_of_many_equals_across_chunks(distinct: 
                 seen.setdefault(number, row)
         assert found.tolist() == expected
     assert len(seen) <= distinct
+
+
+# --- value checks told by their bytes -------------------------------------------------------------
+
+
+def _random_texts(seed: int, alphabet: str, longest: int, count: int = 40_000) -> pd.Series:
+    pick = np.random.default_rng(seed)
+    letters = np.array(list(alphabet))
+    lengths = pick.integers(0, longest + 1, size=count)
+    return pd.Series(["".join(pick.choice(letters, size=n)) for n in lengths], dtype="str")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_phones_names_and_bank_cards_told_by_their_bytes_answer_as_their_patterns(seed: int) -> None:
+    """The checks read from the bytes (a twentieth of the regular expressions' time) say what the
+    rule's pattern says, on well-formed values and on every near miss: other lengths, full-width
+    digits, a line feed, a Han character outside the common block, the middle dot."""
+    phones = _random_texts(seed, "0123456789" * 6 + "0113" + "x-+ ０\n", 13)
+    edges = ["13912345678", "0101234567", "075712345678", "12012345678", "07571234567", "1391234567８"]
+    phones = pd.concat([phones, pd.Series(edges, dtype="str")], ignore_index=True)
+    assert (valid_phones(phones) == matches(phones, f"^(?:{VALID_PHONE})$")).all()
+    assert valid_phones(phones).sum() > 100  # the valid ones were tried, not only the misses
+    names = _random_texts(seed, "张王李赵欧阳abcXYZ·.' -\t0１ａ𠀀㐀豈\u9fff\u4dff", 6)
+    assert (valid_names(names) == matches(names, NAME)).all()
+    assert valid_names(names).sum() > 100
+    cards = _random_texts(seed, "0123456789" * 4 + "a１ -", 21)
+    assert (bank_cards(cards) == matches(cards, BANK_CARD)).all()
+    assert bank_cards(cards).sum() > 100

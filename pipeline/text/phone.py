@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.text.arrow import matches, rewrite_found
+from pipeline.text.arrow import rewrite_found, to_arrow, value_offsets
 
 #: A mobile number, or a landline with area code (010/02x: 2-digit area; others 3-digit).
 VALID_PHONE = r"1[3-9][0-9]{9}|0[12][0-9][0-9]{7,8}|0[3-9][0-9]{2}[0-9]{7,8}"
@@ -39,5 +39,27 @@ def normalise_phones(values: pd.Series) -> pd.Series:
 
 
 def valid_phones(values: pd.Series) -> np.ndarray:
-    """Whether each (normalised) value is a mobile number or a landline with area code."""
-    return matches(values, f"^(?:{VALID_PHONE})$")
+    """Whether each (normalised) value is a mobile number or a landline with area code.
+
+    What a full match of :data:`VALID_PHONE` answers, read from the first two
+    bytes of the values of ASCII digits 10 to 12 long: a fraction of the time
+    of the regular expression over a column of phones.
+    """
+    array = to_arrow(values)
+    lengths = pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False)
+    shaped = (lengths >= 10) & (lengths <= 12)
+    shaped &= pc.fill_null(pc.ascii_is_decimal(array), False).to_numpy(zero_copy_only=False)
+    valid = np.zeros(len(array), dtype=bool)
+    rows = np.flatnonzero(shaped)
+    if not len(rows):
+        return valid
+    offsets = value_offsets(array)
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    first, second = data[offsets[rows]], data[offsets[rows] + 1]
+    area = second - np.uint8(ord("0"))  # a digit: 0-9
+    width = lengths[rows]
+    mobile = (first == ord("1")) & (area >= 3) & (width == 11)  # 1[3-9] and nine digits
+    two_digit_area = (first == ord("0")) & ((area == 1) | (area == 2)) & (width <= 11)  # 0[12] + 8 or 9
+    three_digit_area = (first == ord("0")) & (area >= 3) & (width >= 11)  # 0[3-9] + 9 or 10
+    valid[rows] = mobile | two_digit_area | three_digit_area
+    return valid
