@@ -187,7 +187,7 @@ def _phones_rewritten(array: pa.Array) -> pa.Array:
     Most are digits apart by dashes or spaces (139-1234-5678, 0757 8622 3344):
     their separators are taken out as plain text, a tenth of the time of the
     regular expressions every other form goes through.  One that then starts
-    as a country prefix does (86, 0086) goes through them too.
+    with a country prefix (86, 0086) goes through them too.
     """
     digits = pc.replace_substring(pc.replace_substring(array, "-", ""), " ", "")
     prefixed = pc.or_(pc.starts_with(digits, "86"), pc.starts_with(digits, "0086"))
