@@ -291,6 +291,31 @@ def _same_reports(left: dict[str, Path], right: dict[str, Path]) -> None:
                 assert widths[0] == widths[1], (name, sheet)
 
 
+def test_arrow_runs_beside_the_runs_own_threads_on_one_core_fewer_and_is_given_back_its_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading ahead, checking and the reports keep a thread each busy; Arrow's pool of threads beside
+    them is one fewer than the cores (two cores: one thread) while the run checks, as it was after."""
+    import pyarrow as pa
+
+    from pipeline import dryrun
+
+    inputs = _register_with_everything(tmp_path)
+    before = pa.cpu_count()
+    seen: list[int] = []
+    checked = dryrun.check_batch
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        seen.append(pa.cpu_count())
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(dryrun, "check_batch", noting)
+    monkeypatch.setattr(dryrun, "usable_cores", lambda: 2)
+    run_validate(inputs, tmp_path / "out", _settings(tmp_path), today=TODAY, chunk_rows=7, workers=0)
+    assert seen and set(seen) == {1}
+    assert pa.cpu_count() == before
+
+
 @pytest.mark.parametrize("chunk_rows", [3, 7])
 def test_worker_processes_give_the_reports_of_one_process(tmp_path: Path, chunk_rows: int) -> None:
     inputs = _register_with_everything(tmp_path)
