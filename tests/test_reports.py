@@ -22,6 +22,7 @@ from pipeline.errors import EhcError
 from pipeline.model import FIELDS, INPUT_FIELDS, SOURCE_COLUMNS, Batch, MappedTable, RawTable
 from pipeline.reports import annotate
 from pipeline.reports import workbooks as report_xlsx
+from pipeline.reports.spool import PART_LINES, LineSpool
 from pipeline.reports.write import write_reports
 from pipeline.reports.xlsx import comments as xlsx_comments
 from pipeline.reports.xlsx import markup as xlsx_markup
@@ -625,3 +626,27 @@ def test_results_csv_closed_by_another_thread_while_a_batch_waits_leaves_no_one_
     # The batch handed after the end is refused, not dropped in silence.
     assert len(outcome) == 1 and isinstance(outcome[0], ValueError)
     assert (tmp_path / "results.csv").read_bytes().endswith(b"a\n")
+
+
+def test_a_spool_of_many_small_parts_reads_back_in_parts_of_thousands_of_lines(tmp_path: Path) -> None:
+    """A submission reports its rows slice by slice: a code's few faults per slice were read back as
+    hundreds of parts, each laid out as XML at a cost of its own (errors.xlsx of 1,000,000 rows took
+    1.3 s, not 0.1 s).  They come back joined, every line once, in order, with its style, up to the limit."""
+    spool = LineSpool(tmp_path / "lines.arrow", ["a", "b"])
+    sizes = [3, 0, 1, 7000, 2, 5000, 4000, 1]
+    written = 0
+    for size in sizes:
+        numbers = np.arange(written, written + size)
+        texts = pa.array([str(n) for n in numbers], pa.large_string())
+        spool.append([texts, texts], style=(numbers % 3).astype(np.int8))
+        written += size
+    parts = list(spool.parts())
+    assert [len(columns[0]) for columns, _ in parts] == [12006, 4001]  # >= PART_LINES each, the rest last
+    assert all(len(columns[0]) >= PART_LINES for columns, _ in parts[:-1])
+    lines = [int(text) for columns, _ in parts for text in columns[0].to_pylist()]
+    assert lines == list(range(written))
+    styles = np.concatenate([style for _, style in parts if style is not None])
+    assert styles.tolist() == (np.arange(written) % 3).tolist()
+    cut = list(spool.parts(limit=7005))
+    assert sum(len(columns[0]) for columns, _ in cut) == 7005
+    assert int(cut[-1][0][1].to_pylist()[-1]) == 7004

@@ -38,6 +38,19 @@ from pipeline.reports.workbooks import (
 
 _STYLE = "style"
 
+#: Lines a part read back from a spool holds at least (unless it is the last).
+PART_LINES = 10_000
+
+
+def _lines_of(batches: list[pa.RecordBatch]) -> Lines:
+    """The lines of consecutive record batches of one spool, as one part."""
+    table = pa.Table.from_batches(batches)
+    columns = [table.column(i).combine_chunks() for i in range(table.num_columns)]
+    style = None
+    if table.schema.names[-1] == _STYLE:
+        style = columns.pop().to_numpy(zero_copy_only=False)
+    return columns, style
+
 
 @dataclass
 class DetailLines:
@@ -100,14 +113,20 @@ class LineSpool:
             self._sink = None
 
     def parts(self, limit: int | None = None, stop: threading.Event | None = None) -> Iterator[Lines]:
-        """The lines in order, part by part (at most ``limit`` of them)."""
+        """The lines in order, part by part (at most ``limit`` of them).
+
+        The small parts of many batches (a code's few faults in each slice of
+        a submission) come back joined into parts of about :data:`PART_LINES`
+        lines: each part laid out as XML has a cost of its own, whatever its
+        length.
+        """
         self.close()
         if not self.count:
             return
         left = self.count if limit is None else min(limit, self.count)
         with pa.memory_map(str(self.path)) as source:
-            reader = pa.ipc.open_stream(source)
-            for batch in reader:
+            waiting: list[pa.RecordBatch] = []
+            for batch in pa.ipc.open_stream(source):
                 if left <= 0:
                     break
                 if stop is not None and stop.is_set():
@@ -115,11 +134,12 @@ class LineSpool:
                 if batch.num_rows > left:
                     batch = batch.slice(0, left)
                 left -= batch.num_rows
-                columns = [batch.column(i) for i in range(batch.num_columns)]
-                style = None
-                if batch.schema.names[-1] == _STYLE:
-                    style = columns.pop().to_numpy(zero_copy_only=False)
-                yield columns, style
+                waiting.append(batch)
+                if sum(b.num_rows for b in waiting) >= PART_LINES:
+                    yield _lines_of(waiting)
+                    waiting = []
+            if waiting:
+                yield _lines_of(waiting)
 
 
 class DetailSpool:
