@@ -311,7 +311,7 @@ def test_arrow_runs_beside_the_runs_own_threads_on_one_core_fewer_and_is_given_b
 
     monkeypatch.setattr(dryrun, "check_batch", noting)
     monkeypatch.setattr(dryrun, "usable_cores", lambda: 2)
-    run_validate(inputs, tmp_path / "out", _settings(tmp_path), today=TODAY, chunk_rows=7, workers=0)
+    run_validate(inputs, tmp_path / "out", _settings(tmp_path), today=TODAY, workers=0)
     assert seen and set(seen) == {1}
     assert pa.cpu_count() == before
 

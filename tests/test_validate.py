@@ -351,9 +351,11 @@ def test_repeated_ids_name_the_first_row_of_many_equals_across_chunks(distinct: 
 
 def _random_texts(seed: int, alphabet: str, longest: int, count: int = 40_000) -> pd.Series:
     pick = np.random.default_rng(seed)
-    letters = np.array(list(alphabet))
     lengths = pick.integers(0, longest + 1, size=count)
-    return pd.Series(["".join(pick.choice(letters, size=n)) for n in lengths], dtype="str")
+    text = "".join(pick.choice(np.array(list(alphabet)), size=int(lengths.sum())))
+    ends = np.cumsum(lengths).tolist()
+    texts = [text[end - n : end] for end, n in zip(ends, lengths.tolist(), strict=True)]
+    return pd.Series(texts, dtype="str")
 
 
 @pytest.mark.parametrize("seed", [1, 2])
