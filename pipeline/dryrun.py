@@ -308,6 +308,17 @@ def check_batch(
 
 
 @contextlib.contextmanager
+def arrow_threads(count: int) -> Iterator[None]:
+    """Arrow's pool of CPU threads at ``count`` within the block, as it was after."""
+    before = pa.cpu_count()
+    pa.set_cpu_count(max(1, count))
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(before)
+
+
+@contextlib.contextmanager
 def _taken_on_a_thread(take: Callable[[T], object], *, name: str) -> Iterator[Callable[[T], None]]:
     """A function handing items to ``take``, which takes them in order on a thread of its own.
 
@@ -681,17 +692,6 @@ def _fork_checkers(
 #: Rows of a worker's task while none of the run's faults are known: a task's faults, their messages
 #: and its lines of the reports are held until it is done, and a first task of garbage must stay small.
 FIRST_TASK_ROWS = 20_000
-
-
-@contextlib.contextmanager
-def arrow_threads(count: int) -> Iterator[None]:
-    """Arrow's pool of CPU threads at ``count`` within the block, as it was after."""
-    before = pa.cpu_count()
-    pa.set_cpu_count(max(1, count))
-    try:
-        yield
-    finally:
-        pa.set_cpu_count(before)
 
 
 def _task_parts(n: int, chunk_rows: int, rows_seen: int, faults_seen: int) -> Iterator[tuple[int, int]]:

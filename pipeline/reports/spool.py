@@ -126,6 +126,7 @@ class LineSpool:
         left = self.count if limit is None else min(limit, self.count)
         with pa.memory_map(str(self.path)) as source:
             waiting: list[pa.RecordBatch] = []
+            waiting_lines = 0
             for batch in pa.ipc.open_stream(source):
                 if left <= 0:
                     break
@@ -135,9 +136,10 @@ class LineSpool:
                     batch = batch.slice(0, left)
                 left -= batch.num_rows
                 waiting.append(batch)
-                if sum(b.num_rows for b in waiting) >= PART_LINES:
+                waiting_lines += batch.num_rows
+                if waiting_lines >= PART_LINES:
                     yield _lines_of(waiting)
-                    waiting = []
+                    waiting, waiting_lines = [], 0
             if waiting:
                 yield _lines_of(waiting)
 
