@@ -23,8 +23,10 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from pipeline.model import FIELD_LABELS, QUOTED_CHARS
+from pipeline.text.arrow import text_array
 from schemas.result_codes import ResultCode, describe, field_hint, field_title
 from schemas.rules import FIELD_TABLES, NUMBERS_KEPT_AS_TEXT
 from schemas.tables import code_table
@@ -262,6 +264,13 @@ def _visible(values: pd.Series) -> pd.Series:
     so the clerk sees what is wrong, and a long value cut after :data:`QUOTED_CHARS` characters
     with "…" (a whole 32,767-character cell quoted made a message longer than a cell holds).
     """
+    plain = text_array(values)
+    # Most quoted values are short and printable: told in Arrow, they are returned as they are.
+    if not (
+        pc.any(pc.greater(pc.utf8_length(plain), QUOTED_CHARS)).as_py()
+        or pc.any(pc.match_substring_regex(plain, _INVISIBLE)).as_py()
+    ):
+        return values
     text = values.astype("str")
     long = text.str.len().fillna(0).to_numpy() > QUOTED_CHARS
     if long.any():

@@ -325,9 +325,10 @@ _SEVERAL_PHONES = (
 
 
 def _details(
-    column: str, code: int, values: pd.Series, ids: pd.Series, today: datetime.date
+    column: str, code: int, values: pd.Series, ids: pd.Series | None, today: datetime.date
 ) -> tuple[pd.Series | None, pd.Series | None]:
-    """Which variant of the message each fault needs, and the detail it quotes."""
+    """Which variant of the message each fault needs, and the detail it quotes (``ids``: the rows' ID
+    numbers, needed for a pair column's)."""
     field = PAIR_COLUMNS.get(column, column)
     if column == "sfzhm" and code == ResultCode.INVALID_ID_NUMBER:
         problems = pd.Series(idnumber.id_problems(values, today), index=values.index)
@@ -346,6 +347,8 @@ def _details(
         future = real & ~real_dates(values, idnumber.EARLIEST_BIRTH_YEAR, today)
         return pd.Series(np.where(future, "future", ""), index=values.index, dtype="str"), None
     if column in PAIR_COLUMNS:
+        if ids is None:
+            raise ValueError(f"{column}: the ID numbers are needed for its message")
         mismatch = pd.Series("mismatch", index=values.index, dtype="str")
         mismatch = mismatch.where(values != "", "empty")
         if field == "xb":
@@ -505,17 +508,31 @@ def validate(
 
     # Pair columns last, so that a field's own fault is the one kept.
     cases = cases.assign(pair=cases["column"].isin(list(PAIR_COLUMNS))).sort_values("pair", kind="stable")
-    for _, group in cases.groupby(["pair", "column", "code"], sort=False):
-        column, code = str(group["column"].iloc[0]), int(group["code"].iloc[0])
+    case_columns = cases["column"].to_numpy(dtype=object)
+    case_codes = cases["code"].to_numpy()
+    case_rows = cases["row_id"].to_numpy()
+    # One group per column and code, in the order first met (the pair columns' after the others').
+    groups, _ = pd.factorize(pd.Series(case_columns + ":" + case_codes.astype(str), dtype=object), sort=False)
+    found: list[tuple[str, int, np.ndarray, np.ndarray]] = []
+    for group in range(int(groups.max()) + 1 if len(groups) else 0):
+        at = np.flatnonzero(groups == group)
+        column, code = str(case_columns[at[0]]), int(case_codes[at[0]])
         field = PAIR_COLUMNS.get(column, column)
-        row_ids = group["row_id"].to_numpy()
-        values = rows[field].loc[row_ids]
-        details, extras = _details(column, code, values, rows["sfzhm"].loc[row_ids], today)
+        row_ids = case_rows[at]
+        values = _taken(rows[field], row_ids)
+        ids = _taken(rows["sfzhm"], row_ids) if column in PAIR_COLUMNS else None
+        details, extras = _details(column, code, values, ids, today)
         messages = error_messages(code, field, _as_written(values, field, written), details, extras)
+        found.append((field, code, row_ids, messages.to_numpy(dtype=object)))
+    if found:
+        sizes = [len(row_ids) for _, _, row_ids, _ in found]
         parts.append(
             pd.DataFrame(
-                {"row_id": row_ids, "field": field, "code": code, "severity": "error",
-                 "message": messages.to_numpy()}
+                {"row_id": np.concatenate([row_ids for _, _, row_ids, _ in found]),
+                 "field": np.repeat(np.array([field for field, _, _, _ in found], dtype=object), sizes),
+                 "code": np.repeat(np.array([code for _, code, _, _ in found], dtype=np.int64), sizes),
+                 "severity": "error",
+                 "message": np.concatenate([messages for _, _, _, messages in found])}
             )
         )  # fmt: skip
     faults = pd.concat(parts, ignore_index=True).astype({"row_id": np.int64, "code": np.int64})
@@ -524,6 +541,19 @@ def validate(
     faults = faults.drop_duplicates(["row_id", "field", "code"], keep="first")
     faults = _without_derived_repeats(faults, written)
     return _sorted(faults)[list(FAULT_COLUMNS)]
+
+
+def _taken(column: pd.Series, row_ids: np.ndarray) -> pd.Series:
+    """``column.loc[row_ids]``, taken by position in Arrow when its index is a plain range (a chunk's).
+
+    Paid per field and code with faults: ``loc`` looked every label up again.
+    """
+    positions = _positions(column.index, row_ids)
+    if positions is None or column.dtype != "str":
+        return column.loc[row_ids]
+    taken = to_series(pc.take(pyarrow.array(column), pyarrow.array(positions)), pd.Index(row_ids))
+    taken.name = column.name
+    return taken
 
 
 def _as_written(values: pd.Series, field: str, written: pd.DataFrame | None) -> pd.Series:
@@ -540,7 +570,7 @@ def _as_written(values: pd.Series, field: str, written: pd.DataFrame | None) -> 
     return to_series(pc.if_else(pc.equal(texts, ""), to_arrow(values), texts), values.index)
 
 
-def _positions(index: pd.Index, labels: pd.Index) -> np.ndarray | None:
+def _positions(index: pd.Index, labels: pd.Index | np.ndarray) -> np.ndarray | None:
     """Where ``labels`` are in ``index`` when it is a plain range holding them all, else None."""
     if not isinstance(index, pd.RangeIndex) or index.step != 1 or not len(labels):
         return None

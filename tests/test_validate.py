@@ -299,6 +299,26 @@ def test_each_fault_lands_on_one_field() -> None:
     assert set(found["field"]) <= set(FIELDS)
 
 
+def test_a_chunks_range_of_row_ids_and_scattered_ids_give_the_same_faults() -> None:
+    """Values are taken by position under a chunk's range of row ids, by label otherwise: same faults."""
+    changes = [
+        {"xm": "张\x7f三"}, {"xb": "2"}, {"csrq": "19600102"}, {"zjhm": FEMALE_ID}, {"mzdm": "x"}, {},
+        {"brdh": "1" * 300}, {"sfzhm": "1"}, {"fksj": "x"}, {"xb": "2", "csrq": "19991231", "zjhm": "1"},
+    ] * 3  # fmt: skip
+    frame = rows(*changes)
+    written = frame.assign(xb=frame["xb"].replace({"1": "男", "2": "女"}))
+    in_chunk = pd.RangeIndex(5_000, 5_000 + len(frame))
+    scattered = pd.Index(np.random.default_rng(1).permutation(len(frame)) * 7 + 3)
+    found = {}
+    for name, index in (("chunk", in_chunk), ("scattered", scattered)):
+        found[name] = validate(frame.set_axis(index), today=TODAY, written=written.set_axis(index))
+        found[name]["row_id"] = index.get_indexer(found[name]["row_id"])  # back to positions
+    by_position = [f.sort_values(["row_id", "field", "code"]).reset_index(drop=True) for f in found.values()]
+    pd.testing.assert_frame_equal(*by_position)
+    messages = " ".join(found["chunk"]["message"])
+    assert "女" in messages and "[U+007F]" in messages and "…" in messages  # as written, shown, cut
+
+
 def test_every_custom_check_carries_a_result_code() -> None:
     schema = build_schema(TODAY)
     for column in schema.columns.values():

@@ -288,11 +288,19 @@ class ReportData:
     @cached_property
     def source_row(self) -> np.ndarray:
         """Row numbers as the clerk sees them (float, NaN where unknown)."""
-        text = column_of(self.rows, "source_row", self.n)
+        column = self.rows.get("source_row")
+        if column is not None and pd.api.types.is_integer_dtype(column.dtype):
+            return column.to_numpy(dtype=np.float64, na_value=np.nan)  # no round trip through text
+        text = self.source_row_text
         try:
             return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy()
+
+    @cached_property
+    def source_row_text(self) -> pa.Array:
+        """Row numbers as results.csv writes them (Arrow text, "" where unknown)."""
+        return column_of(self.rows, "source_row", self.n)
 
     # -- tables -------------------------------------------------------------------------------------
     @cached_property

@@ -169,7 +169,10 @@ class ResultsCsv:
     def lay_out(data: ReportData, names: Sequence[str]) -> pa.Table:
         """The rows of one batch as results.csv holds them (see :func:`write_results_csv`)."""
         rows, n = data.rows, data.n
-        arrays = [column_of(rows, name, n) for name in SOURCE_COLUMNS]
+        arrays = [
+            data.source_row_text if name == "source_row" else column_of(rows, name, n)
+            for name in SOURCE_COLUMNS
+        ]
         arrays += [data.status_text, data.result_code_text, data.message_text]
         arrays += [column_of(rows, name, n) for name in FIELDS]
         arrays += [column_of(data.outcome, name, n) for name in CARD_ID_COLUMNS]
