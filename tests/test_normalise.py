@@ -7,6 +7,7 @@ import random
 import string
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -180,6 +181,25 @@ def test_dates_read_over_the_column_as_one_by_one() -> None:
     one_by_one = normalise_dates(nfkc(written))
     assert clean_dates(written).tolist() == one_by_one.tolist()
     assert (one_by_one != written).any() and (one_by_one == written).any()
+
+
+@pytest.mark.parametrize(
+    "form", ["{y}-{m:02d}-{d:02d}", "{y}/{m}/{d}", "{y}年{m}月{d}日", "{y}{m:02d}{d:02d}"]
+)
+def test_a_column_of_one_date_form_reads_as_one_by_one(form: str) -> None:
+    """A width whose values all have one layout is read without copies: the same dates, unreal ones left."""
+    rng = np.random.default_rng(5)
+    years, months, days = (
+        rng.integers(1890, 2030, 5_000),
+        rng.integers(1, 13, 5_000),
+        rng.integers(1, 32, 5_000),
+    )
+    written = pd.Series(
+        [form.format(y=y, m=m, d=d) for y, m, d in zip(years, months, days, strict=True)], dtype="str"
+    )
+    one_by_one = normalise_dates(nfkc(written))
+    assert clean_dates(written).tolist() == one_by_one.tolist()
+    assert (one_by_one.str.len() == 8).any() and (days == 31).any()
 
 
 def test_unusual_characters_found_from_the_bytes_as_by_a_regular_expression() -> None:
@@ -497,9 +517,7 @@ def test_display_widths_count_a_chinese_character_double(values: list[str | None
         ("brdh", "1391234.5678", "13912345678"),  # a dot among digits is a separator, as before
     ],
 )
-def test_export_artefacts_of_exported_registers_are_undone(
-    field: str, written: str, expected: str
-) -> None:
+def test_export_artefacts_of_exported_registers_are_undone(field: str, written: str, expected: str) -> None:
     """Systems export long numbers as ="…" so that Excel keeps them as text: the text is the value."""
     rows, _ = run({field: written, **({} if field == "sfzhm" else {"sfzhm": MALE_ID})})
     assert rows[field].iloc[0] == expected

@@ -136,6 +136,7 @@ def _layouts() -> dict[int, list[tuple[int, int, int, int, bool]]]:
 
 _LAYOUTS = _layouts()
 _ASCII_SEPARATORS = b"-/."
+_EIGHT_ONES = np.uint64(0x0101010101010101)  # eight bytes of True
 _YEAR_SIGN, _MONTH_SIGN, _DAY_SIGN = (sign.encode() for sign in "年月日")
 
 
@@ -184,8 +185,8 @@ def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
         matrix = byte_matrix(array.filter(pa.array(rows)), width)
         digits = matrix - np.uint8(48)  # uint8 wraps below "0": a digit is below 10
         is_digit = digits < 10
-        if width == 8:
-            settled[rows] = is_digit.all(axis=1)
+        if width == 8:  # each row's eight flags read as one 64-bit word
+            settled[rows] = is_digit.view(np.uint64)[:, 0] == _EIGHT_ONES
         year_shaped = is_digit[:, 0] & is_digit[:, 1] & is_digit[:, 2] & is_digit[:, 3]
         for month_start, month_digits, day_start, day_digits, cjk in layouts:
             shaped = year_shaped.copy()
@@ -202,7 +203,8 @@ def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
             picked = np.flatnonzero(shaped)
             if not len(picked):
                 continue
-            chosen = digits[picked]
+            # Often every value of a width has the one layout (a column of 1962-05-18): no copies then.
+            chosen = digits if len(picked) == len(digits) else digits[picked]
             year, month = _number(chosen, 0, 4), _number(chosen, month_start, month_digits)
             day = _number(chosen, day_start, day_digits)
             real = calendar_dates(year, month, day)
@@ -213,9 +215,10 @@ def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
                 iso = (matrix[picked, 4] == ord("-")) & (matrix[picked, 7] == ord("-"))
                 real &= (year >= 1000) | (iso & (year >= 1))
             if real.any():
-                positions.append(np.flatnonzero(rows)[picked[real]])
-                written = np.zeros((int(real.sum()), 8), dtype=np.uint8)
-                chosen = chosen[real]
+                if not real.all():
+                    picked, chosen = picked[real], chosen[real]
+                positions.append(np.flatnonzero(rows)[picked])
+                written = np.zeros((len(picked), 8), dtype=np.uint8)
                 written[:, :4] = chosen[:, :4]
                 written[:, 6 - month_digits : 6] = chosen[:, month_start : month_start + month_digits]
                 written[:, 8 - day_digits :] = chosen[:, day_start : day_start + day_digits]
@@ -227,8 +230,8 @@ def settle_common_forms(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
     mask[where] = True
     settled |= mask
     # Every row's eight digits side by side (zeros where no date was read), chosen where one was.
-    written_digits = np.zeros((len(array), 8), dtype=np.uint8)
-    written_digits[where] = np.concatenate(dates) + np.uint8(48)
+    written_digits = np.zeros(len(array), dtype=np.uint64)  # a row's eight bytes as one word: one store each
+    written_digits[where] = (np.concatenate(dates) + np.uint8(48)).view(np.uint64)[:, 0]
     offsets = np.arange(0, 8 * len(array) + 1, 8, dtype=np.int64)
     written = pa.LargeStringArray.from_buffers(
         len(array), pa.py_buffer(offsets), pa.py_buffer(written_digits)
