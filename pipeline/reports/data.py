@@ -64,6 +64,12 @@ def column_of(frame: pd.DataFrame, column: str, length: int) -> pa.Array:
     return text_array(frame[column])
 
 
+def whole_numbers(values: np.ndarray) -> pa.Array:
+    """Integers (row numbers, counts) as an int64 array, null where unknown (NaN)."""
+    floats = np.asarray(values, dtype=float)
+    return pa.array(np.nan_to_num(floats).astype(np.int64), pa.int64(), mask=np.isnan(floats))
+
+
 def aligned(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
     """``frame`` on ``index``, copied only when it is not already."""
     return frame if frame.index.equals(index) else frame.reindex(index)
@@ -315,69 +321,84 @@ class ReportData:
             index[(ids >= span.start) & (ids < span.stop)] = i
         return None if (index < 0).any() else index
 
-    def fault_lines(self, faults: pd.DataFrame) -> pd.DataFrame:
-        """errors.xlsx lines for ``faults``: code, file, sheet, row, the clerk's column, original value…"""
-        pos = faults["pos"].to_numpy()
-        fields = faults["field"].to_numpy()
-        column, original = self._clerk_columns(pos, fields)
-        codes = faults["code"].to_numpy()
-        messages = faults["message"].to_numpy(dtype=object).copy()
-        blank = messages == ""
-        messages[blank] = [describe(int(c)) for c in codes[blank]]
+    def fault_lines(self, faults: pd.DataFrame) -> dict[str, pa.Array]:
+        """errors.xlsx lines for ``faults`` as Arrow columns: code, file, sheet, row, the clerk's column,
+        original value, message and hint (built in Arrow: no Python object per line)."""
+        pos = faults["pos"].to_numpy(dtype=np.int64)
+        codes = faults["code"].to_numpy(dtype=np.int64)
+        field_codes, field_names = pd.factorize(faults["field"].to_numpy(dtype=object))
+        names = [str(name) for name in field_names]
+        column, original = self._clerk_columns(pos, field_codes, names)
+        messages = text_array(faults["message"])
+        blank = np.asarray(pc.equal(messages, "").to_numpy(zero_copy_only=False), dtype=bool)
+        if blank.any():  # a platform fault without a message: the code's own description
+            filled = messages.to_numpy(zero_copy_only=False).astype(object)
+            filled[blank] = [describe(int(c)) for c in codes[blank]]
+            messages = text_array(filled)
         warning = faults["severity"].to_numpy() == WARNING
-        keys = pd.MultiIndex.from_arrays([codes, fields, warning])
+        # (code, field, warning) as one number: the hints are looked up once per distinct key.
+        keys = (codes * (len(names) + 1) + field_codes) * 2 + warning
         key_codes, uniques = pd.factorize(keys)
-        fixes = [fault_fix(int(c), str(f), warning=bool(w)) for c, f, w in uniques]
-        hint_texts = np.array([*fixes, ""], dtype=object)[key_codes]
-        return pd.DataFrame(
-            {
-                "code": codes,
-                "file": self._take(self.rows, "source_file", pos),
-                "sheet": self._take(self.rows, "source_sheet", pos),
-                "row": self.source_row[pos],
-                "column": column,
-                "original": original,
-                "message": messages,
-                "hint": hint_texts,
-            }
-        )
+        fixes = [
+            fault_fix(int(key) // 2 // (len(names) + 1), names[int(key) // 2 % (len(names) + 1)],
+                      warning=bool(key % 2))
+            for key in uniques
+        ]  # fmt: skip
+        return {
+            "code": pa.array(codes, pa.int64()),
+            "file": column_of(self.rows, "source_file", self.n).take(pa.array(pos)),
+            "sheet": column_of(self.rows, "source_sheet", self.n).take(pa.array(pos)),
+            "row": whole_numbers(self.source_row[pos]),
+            "column": column,
+            "original": original,
+            "message": messages,
+            "hint": pa.array(fixes, pa.large_string()).take(pa.array(key_codes, pa.int64())),
+        }
 
-    def _take(self, frame: pd.DataFrame, column: str, pos: np.ndarray) -> np.ndarray:
-        """Values of ``frame[column]`` at row positions ``pos``, as an object array."""
-        taken = column_of(frame, column, self.n).take(pa.array(pos, pa.int64()))
-        return np.asarray(taken.to_numpy(zero_copy_only=False), dtype=object)
-
-    def _clerk_columns(self, pos: np.ndarray, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _clerk_columns(
+        self, pos: np.ndarray, field_codes: np.ndarray, names: list[str]
+    ) -> tuple[pa.Array, pa.Array]:
         """For each fault: the header it came from in the clerk's sheet and the value as written.
 
-        A field the sheet lacks is reported on the column its cell is marked
-        on in the annotated copy, the ID number's (with that column's value),
-        so a fault is never listed under a column the clerk does not have;
-        the address parts point at the full-address column.  With no ID
-        column either, the field's Chinese label names it.
+        ``field_codes`` index ``names``, the faults' fields.  A field the sheet
+        lacks is reported on the column its cell is marked on in the annotated
+        copy, the ID number's (with that column's value), so a fault is never
+        listed under a column the clerk does not have; the address parts point
+        at the full-address column.  With no ID column either, the field's
+        Chinese label names it.
         """
-        column = np.array([FIELD_LABELS.get(f, f) for f in fields], dtype=object)
-        original = np.full(len(pos), "", dtype=object)
-        originals = aligned(self.batch.original, self.rows.index)
         tables = self.table_of_row
-        for field in np.unique(fields):
-            if not field:
-                continue
-            pick = fields == field
-            if tables is None:
-                original[pick] = self._take(originals, field, pos[pick])
-                continue
-            for t, table in enumerate(self.batch.tables):
-                here = pick & (tables[pos] == t)
-                if not here.any():
-                    continue
-                header, source = source_column(table.field_headers, field)
-                if not header:
-                    header, source = source_column(table.field_headers, "sfzhm")
-                if header:
-                    column[here] = header
-                original[here] = self._take(originals, source, pos[here])
-        column[fields == ""] = ""
+        where = np.zeros(len(pos), dtype=np.int64) if tables is None else tables[pos]
+        # One group per (table, field): each looks its header up once and takes its values in one go.
+        groups, group_keys = pd.factorize(where * len(names) + field_codes)
+        headers: list[str] = []
+        picked: list[np.ndarray] = []
+        taken: list[pa.Array] = []
+        originals = aligned(self.batch.original, self.rows.index)
+        for group, key in enumerate(group_keys):
+            table_number, field = divmod(int(key), len(names))
+            name = names[field]
+            header, source = FIELD_LABELS.get(name, name), name
+            if tables is not None and name:
+                field_headers = self.batch.tables[table_number].field_headers
+                found, source = source_column(field_headers, name)
+                if not found:
+                    found, source = source_column(field_headers, "sfzhm")
+                header = found or header
+            headers.append(header if name else "")
+            if name:
+                at = np.flatnonzero(groups == group)
+                picked.append(at)
+                taken.append(column_of(originals, source, self.n).take(pa.array(pos[at])))
+        column = pa.array(headers, pa.large_string()).take(pa.array(groups, pa.int64()))
+        original = pa.repeat(pa.scalar("", pa.large_string()), len(pos))
+        if taken:
+            at = np.concatenate(picked)
+            values = pa.concat_arrays([*taken, pa.repeat(pa.scalar("", pa.large_string()), 1)])
+            # Each fault's value sits where its group put it; a fault of no field takes the "" at the end.
+            place = np.full(len(pos), len(at), dtype=np.int64)
+            place[at] = np.arange(len(at))
+            original = values.take(pa.array(place))
         return column, original
 
 

@@ -43,7 +43,7 @@ from pipeline.model import (
     STATUS_VALID,
     SUBMIT_STATUSES,
 )
-from pipeline.reports.data import ReportData, Tally, column_of, problem_keys, relabel_text
+from pipeline.reports.data import ReportData, Tally, column_of, problem_keys, relabel_text, whole_numbers
 
 __all__ = ["problem_keys", "problems", "write_errors_xlsx", "write_results_xlsx"]
 from pipeline.reports.xlsx.writer import MAX_SHEET_ROWS, Block, FastWorkbook, display_widths, text_block
@@ -77,12 +77,6 @@ TRUNCATED_NOTE = "注意：本表只列出前 {shown:,} 条（共 {total:,} 条�
 
 #: Lines a table sheet can hold below its header and above its notes.
 SHEET_LINES = MAX_SHEET_ROWS - 4
-
-
-def _numbers(values: np.ndarray) -> pa.Array:
-    """Integers (row numbers, counts) as an int64 array, null where unknown."""
-    floats = np.asarray(values, dtype=float)
-    return pa.array(np.nan_to_num(floats).astype(np.int64), pa.int64(), mask=np.isnan(floats))
 
 
 def _number_width(column: pa.Array, header: str) -> float:
@@ -264,7 +258,7 @@ def _overview(tally: Tally, submitted: bool) -> tuple[list[str], list[pa.Array],
         text_array([name for _, name, _ in tally.keys]),
         text_array([sheet for _, _, sheet in tally.keys]),
     ]
-    columns += [_numbers(c) for c in counts]
+    columns += [whole_numbers(c) for c in counts]
     totals: list[object] = ["合计", "", *(int(c.sum()) for c in counts)]
     return headers, columns, totals
 
@@ -298,7 +292,7 @@ def detail_columns(data: ReportData, keep: np.ndarray | None = None) -> tuple[li
     columns = [
         arrow(column_of(rows, "source_file", n)),
         arrow(column_of(rows, "source_sheet", n)),
-        _numbers(per_row(data.source_row)),
+        whole_numbers(per_row(data.source_row)),
         arrow(column_of(rows, "xm", n)),
         arrow(relabel_text(data.status_text, STATUS_LABELS)),
         arrow(data.result_code_text),
@@ -344,13 +338,7 @@ _WRAPPED_FAULT_COLUMNS = (FAULT_HEADERS.index("说明"), FAULT_HEADERS.index("�
 def fault_columns(data: ReportData, faults: pd.DataFrame) -> list[pa.Array]:
     """The errors.xlsx lines of ``faults`` (a batch's, cleaned by :class:`ReportData`), as columns."""
     lines = data.fault_lines(faults)
-    columns = [_numbers(lines["row"].to_numpy())]
-    columns += [
-        text_array(lines[c].to_numpy(dtype=object)) for c in ("column", "original", "message", "hint")
-    ]
-    columns.append(_numbers(lines["code"].to_numpy()))
-    columns += [text_array(lines[c].to_numpy(dtype=object)) for c in ("file", "sheet")]
-    return columns
+    return [lines[name] for name in ("row", "column", "original", "message", "hint", "code", "file", "sheet")]
 
 
 def truncated_note(shown: int, total: int) -> list[str]:
@@ -362,9 +350,9 @@ def _problem_counts(tally: Tally) -> tuple[list[str], list[pa.Array]]:
     table = problems(tally)
     headers = ["代码", "说明", "数量", "级别", "处理办法"]
     columns = [
-        _numbers(table["code"].to_numpy(dtype=float)),
+        whole_numbers(table["code"].to_numpy(dtype=float)),
         text_array(table["title"].to_numpy(dtype=object)),
-        _numbers(table["faults"].to_numpy(dtype=float)),
+        whole_numbers(table["faults"].to_numpy(dtype=float)),
         text_array(np.where(table["warning"].to_numpy(dtype=bool), "提示", "错误").astype(object)),
         text_array(table["fix"].to_numpy(dtype=object)),
     ]
