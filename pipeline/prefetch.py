@@ -20,6 +20,10 @@ T = TypeVar("T")
 class Prefetched(Generic[T]):
     """``items``, produced ``depth`` ahead on a thread of their own from the moment this is made.
 
+    The thread makes an item only while fewer than ``depth`` wait to be
+    taken: it never holds one made and another being made beside the queue,
+    so with ``depth`` 1 memory holds the item in use and the next.
+
     Iterating gives them in order (an error of ``items`` is raised there, in
     its place); :meth:`close` stops the thread, whether or not anything was
     taken.
@@ -27,6 +31,8 @@ class Prefetched(Generic[T]):
 
     def __init__(self, items: Iterator[T], depth: int = 1, *, name: str = "ehc-ahead") -> None:
         self._slots: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+        # One credit per item the thread may make before the consumer has taken the one before.
+        self._credits = threading.Semaphore(depth)
         self._stop = threading.Event()
         self._items = items
         # Produces only: safe to drop at exit.
@@ -45,9 +51,16 @@ class Prefetched(Generic[T]):
     def _produce(self) -> None:
         items = self._items
         try:
-            for item in items:
+            while True:
+                if not self._wait_for_credit():
+                    return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
                 if not self._put(("item", item)):
                     return
+                del item
             self._put(("end", None))
         except BaseException as error:  # handed to the consumer, which raises it
             self._put(("error", error))
@@ -55,6 +68,12 @@ class Prefetched(Generic[T]):
             close = getattr(items, "close", None)
             if close is not None:
                 close()
+
+    def _wait_for_credit(self) -> bool:
+        while not self._stop.is_set():
+            if self._credits.acquire(timeout=0.1):
+                return True
+        return False
 
     @property
     def ready(self) -> bool:
@@ -65,6 +84,7 @@ class Prefetched(Generic[T]):
         try:
             while True:
                 kind, value = self._slots.get()
+                self._credits.release()
                 if kind == "item":
                     yield value  # type: ignore[misc]
                 elif kind == "error":

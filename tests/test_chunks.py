@@ -499,6 +499,41 @@ def test_reading_ahead_stops_when_closed_before_anything_is_taken(tmp_path: Path
     assert len(produced) <= 3  # one waiting in the slot, one being put: never the whole stream
 
 
+def test_reading_ahead_makes_the_next_item_only_once_the_one_before_is_taken() -> None:
+    # One chunk ahead of the one being checked, not two: each held chunk is a few hundred megabytes.
+    import threading
+
+    from pipeline.prefetch import Prefetched
+
+    produced: list[int] = []
+
+    def endless() -> Any:
+        number = 0
+        while True:
+            produced.append(number)
+            yield number
+            number += 1
+
+    def settled(count: int) -> list[int]:
+        for _ in range(500):
+            if len(produced) >= count:
+                break
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.2)  # time enough to make one more, were it allowed to
+        return list(produced)
+
+    ahead = Prefetched(endless(), depth=1)
+    try:
+        items = iter(ahead)
+        assert next(items) == 0
+        assert settled(2) == [0, 1]
+        assert next(items) == 1
+        assert settled(3) == [0, 1, 2]
+    finally:
+        ahead.close()
+    assert _threads_left() == []
+
+
 def test_reading_ahead_gives_items_in_order_then_the_error_in_its_place() -> None:
     from pipeline.prefetch import Prefetched
 
