@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import EXIT_OK, EXIT_ROWS_NOT_OK
 from pipeline.files import os_errors
@@ -41,7 +42,7 @@ from pipeline.model import (
 )
 from pipeline.state.journal import visible_card_ids
 from pipeline.text import arrow as arrowtext
-from pipeline.text.joins import join_by_key
+from pipeline.text.joins import join_texts_by_key
 from schemas.result_codes import ResultCode
 
 
@@ -109,20 +110,27 @@ def stack_batches(batches: Sequence[Batch]) -> Batch:
     )
 
 
-def _spread(n_rows: int, rows: np.ndarray, texts: Sequence[str] | np.ndarray, index: pd.Index) -> pd.Series:
+def _spread(n_rows: int, rows: np.ndarray, texts: pa.Array, index: pd.Index) -> pd.Series:
     """A ``str`` column: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow, not as objects)."""
     picks = np.zeros(n_rows, dtype=np.int32)
     picks[rows] = np.arange(1, len(rows) + 1, dtype=np.int32)
-    return arrowtext.choose(picks, ["", *texts], index)
+    choices = pa.concat_arrays([pa.array([""], pa.large_string()), arrowtext.text_array(texts)])
+    return arrowtext.to_series(
+        pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string()), index
+    )
 
 
 def status_from_faults(n_rows: int, faults: pd.DataFrame, start: int = 0) -> pd.DataFrame:
     """The dry-run outcome of ``n_rows`` rows from ``start``: ``invalid`` where a row has an error fault."""
-    errors = faults[faults["severity"] == "error"].sort_values("row_id", kind="stable")
+    errors = faults[faults["severity"] == "error"]
+    order = np.argsort(errors["row_id"].to_numpy(dtype=np.int64), kind="stable")
     index = pd.RangeIndex(start, start + n_rows)
-    row_ids = errors["row_id"].to_numpy(dtype="int64") - start
-    rows, codes = join_by_key(row_ids, errors["code"].astype(str).to_numpy(dtype=object), ";", distinct=True)
-    _, messages = join_by_key(row_ids, errors["message"].to_numpy(dtype=object), "；", distinct=True)
+    row_ids = errors["row_id"].to_numpy(dtype=np.int64)[order] - start
+    codes = pc.cast(pa.array(errors["code"].to_numpy(dtype=np.int64)[order]), pa.large_string())
+    rows, codes = join_texts_by_key(row_ids, codes, ";", distinct=True)
+    _, messages = join_texts_by_key(
+        row_ids, arrowtext.text_array(errors["message"]).take(pa.array(order)), "；", distinct=True
+    )
     invalid = np.zeros(n_rows, dtype=np.int8)
     invalid[rows] = 1
     blank = arrowtext.constant("", index)

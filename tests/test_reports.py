@@ -584,6 +584,34 @@ def test_a_rows_faults_join_into_one_cell_each_text_once_in_order() -> None:
     assert outcome["message"].tolist() == ["电话有误", "", "姓名有误；电话有误；民族有误", "", ""]
 
 
+@pytest.mark.parametrize("distinct", [False, True], ids=["every", "distinct"])
+def test_joining_in_arrow_gives_what_joining_python_strings_gives(distinct: bool) -> None:
+    # The reports and the outcome join each row's texts in Arrow; the object-array join is the reference.
+    from pipeline.reports.data import fault_text_array, fault_texts
+    from pipeline.text.joins import join_by_key, join_texts_by_key
+
+    rng = np.random.default_rng(11)
+    keys = np.sort(rng.integers(0, 3_000, 10_000))
+    words = np.array(["", "电话有误", "10110", "a；b", "姓名\n有误", "x"], dtype=object)
+    texts = words[rng.integers(0, len(words), len(keys))]
+    expected_keys, expected = join_by_key(keys, texts, "；", distinct=distinct)
+    found_keys, found = join_texts_by_key(
+        keys, pa.array(texts.tolist(), pa.large_string()), "；", distinct=distinct
+    )
+    assert found_keys.tolist() == expected_keys.tolist()
+    assert found.to_pylist() == expected.tolist()
+    assert join_texts_by_key(keys[:0], pa.array([], pa.large_string()), ";")[1].to_pylist() == []
+
+    faults = pd.DataFrame(
+        {"code": rng.choice([10110, 10123, 10131], len(keys)),
+         "severity": rng.choice(["error", "warning"], len(keys)),
+         "message": texts}
+    )  # fmt: skip
+    warning = faults["severity"].to_numpy() == "warning"
+    built = fault_text_array(faults["code"].to_numpy(), warning, pa.array(texts.tolist(), pa.large_string()))
+    assert built.to_pylist() == fault_texts(faults).tolist()
+
+
 def test_results_csv_closed_by_another_thread_while_a_batch_waits_leaves_no_one_waiting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

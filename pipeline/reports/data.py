@@ -35,7 +35,7 @@ from pipeline.model import (
     Batch,
 )
 from pipeline.text.arrow import text_array
-from pipeline.text.joins import join_by_key
+from pipeline.text.joins import join_texts_by_key
 from schemas.result_codes import describe, field_pairs
 
 ERROR = "error"
@@ -81,13 +81,16 @@ def extra_columns(extras: pd.DataFrame, index: pd.Index) -> list[tuple[str, pa.A
     return [(str(name), text_array(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
 
 
-def spread(n: int, rows: np.ndarray, texts: np.ndarray | Sequence[str]) -> pa.Array:
+def spread(n: int, rows: np.ndarray, texts: np.ndarray | Sequence[str] | pa.Array) -> pa.Array:
     """A text column of ``n`` rows: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow)."""
     if not len(rows):
         return pa.repeat(pa.scalar("", pa.large_string()), n)
     picks = np.zeros(n, dtype=np.int32)
     picks[np.asarray(rows, dtype=np.int64)] = np.arange(1, len(rows) + 1, dtype=np.int32)
-    choices = pa.array(["", *(str(t) for t in texts)], pa.large_string())
+    if isinstance(texts, pa.Array):
+        choices = pa.concat_arrays([pa.array([""], pa.large_string()), text_array(texts)])
+    else:
+        choices = pa.array(["", *(str(t) for t in texts)], pa.large_string())
     return pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string())
 
 
@@ -220,8 +223,9 @@ class ReportData:
         """The codes of each row, joined by ``;`` (the outcome's, else from its error faults)."""
         if "result_code" in self.outcome.columns or not len(self.errors):
             return column_of(self.outcome, "result_code", self.n)
-        keys, joined = join_by_key(
-            self.errors["pos"].to_numpy(), self.errors["code"].astype(str).to_numpy(dtype=object), ";"
+        codes = pa.array(self.errors["code"].to_numpy(dtype=np.int64))
+        keys, joined = join_texts_by_key(
+            self.errors["pos"].to_numpy(), pc.cast(codes, pa.large_string()), ";"
         )
         return spread(self.n, keys, joined)
 
@@ -239,11 +243,17 @@ class ReportData:
         failed), and for any row that has no fault text at all.
         """
         has_text = np.zeros(self.n, dtype=bool)
-        texts = np.full(self.n, "", dtype=object)
-        by_row = self.faults.sort_values(["pos", "severity", "code"], kind="stable")  # "error" < "warning"
-        if len(by_row):
-            keys, joined = join_by_key(by_row["pos"].to_numpy(), fault_texts(by_row), MESSAGE_SEPARATOR)
-            texts[keys] = joined
+        texts = pa.repeat(pa.scalar("", pa.large_string()), self.n)
+        faults = self.faults
+        if len(faults):
+            pos, codes = faults["pos"].to_numpy(dtype=np.int64), faults["code"].to_numpy(dtype=np.int64)
+            warning = faults["severity"].to_numpy() == WARNING
+            by_row = np.lexsort((codes, warning, pos))  # stable: errors before warnings, then by code
+            lines = fault_text_array(
+                codes[by_row], warning[by_row], text_array(faults["message"]).take(by_row)
+            )
+            keys, joined = join_texts_by_key(pos[by_row], lines, MESSAGE_SEPARATOR)
+            texts = spread(self.n, keys, joined)
             has_text[keys] = True
         outcome_message = column_of(self.outcome, "message", self.n)
         with_message = np.asarray(
@@ -254,18 +264,17 @@ class ReportData:
         sent = np.array([s not in unsent for s in statuses] + [False], dtype=bool)[codes]
         candidates = np.flatnonzero(with_message & (sent | ~has_text))
         if len(candidates):
-            extra = np.asarray(
-                outcome_message.take(pa.array(candidates)).to_numpy(zero_copy_only=False), dtype=object
-            )
-            own = texts[candidates]
+            taken = pa.array(candidates)
+            extra = np.asarray(outcome_message.take(taken).to_numpy(zero_copy_only=False), dtype=object)
+            own = np.asarray(texts.take(taken).to_numpy(zero_copy_only=False), dtype=object)
             differs = extra != own
-            both = differs & (own != "")
-            only = differs & (own == "")
-            texts[candidates[both]] = own[both] + MESSAGE_SEPARATOR + extra[both]
-            texts[candidates[only]] = extra[only]
-            has_text[candidates[differs]] = True
-        rows = np.flatnonzero(has_text)
-        return spread(self.n, rows, texts[rows])
+            if differs.any():
+                both = own[differs] != ""
+                changed = np.where(both, own[differs] + MESSAGE_SEPARATOR + extra[differs], extra[differs])
+                replaced = np.zeros(self.n, dtype=bool)
+                replaced[candidates[differs]] = True
+                texts = pc.if_else(pa.array(replaced), spread(self.n, candidates[differs], changed), texts)
+        return texts
 
     @cached_property
     def messages(self) -> np.ndarray:
@@ -575,6 +584,23 @@ def source_column(field_headers: dict[str, str], field: str) -> tuple[str, str]:
     if field in ADDRESS_PARTS and ADDRESS_FIELD in field_headers:
         return field_headers[ADDRESS_FIELD], ADDRESS_FIELD
     return "", field
+
+
+def fault_text_array(codes: np.ndarray, warning: np.ndarray, messages: pa.Array) -> pa.Array:
+    """:func:`fault_texts` built in Arrow, from each fault's code, whether it is a warning, and message."""
+    messages = text_array(messages)
+    blank = np.asarray(pc.equal(messages, "").to_numpy(zero_copy_only=False), dtype=bool)
+    if blank.any():  # a platform fault without a message: the code's own description
+        filled = np.asarray(messages.to_numpy(zero_copy_only=False), dtype=object)
+        filled[blank] = [describe(int(c)) for c in codes[blank]]
+        messages = text_array(filled)
+    prefixes = pa.array(["[", "[提示 "], pa.large_string())
+    prefix = pa.DictionaryArray.from_arrays(pa.array(np.asarray(warning, dtype=np.int8)), prefixes)
+    code_text = pc.cast(pa.array(np.asarray(codes, dtype=np.int64)), pa.large_string())
+    empty = pa.scalar("", pa.large_string())
+    return pc.binary_join_element_wise(
+        prefix.cast(pa.large_string()), code_text, pa.scalar("] ", pa.large_string()), messages, empty
+    )
 
 
 def fault_texts(faults: pd.DataFrame) -> np.ndarray:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.text.arrow import text_array
 
 
 def join_by_key(
@@ -36,3 +40,29 @@ def join_by_key(
         pick = rank == r
         joined[group[pick]] = joined[group[pick]] + separator + texts[pick]
     return keys[starts], joined
+
+
+def join_texts_by_key(
+    keys: np.ndarray, texts: pa.Array, separator: str, *, distinct: bool = False
+) -> tuple[np.ndarray, pa.Array]:
+    """:func:`join_by_key` with the texts in Arrow: (distinct keys, joined texts as ``large_string``).
+
+    The texts are never Python objects: the groups become a list array over
+    them, which Arrow joins.
+    """
+    texts = text_array(texts)
+    keys = np.asarray(keys)
+    if len(keys) == 0:
+        return keys[:0], pa.array([], pa.large_string())
+    if distinct and (keys[1:] == keys[:-1]).any():
+        codes = pc.dictionary_encode(texts).indices.to_numpy(zero_copy_only=False)
+        order = np.lexsort((codes, keys))  # stable: a repeat comes after its first appearance
+        sorted_keys, sorted_codes = keys[order], codes[order]
+        repeat = np.r_[False, (sorted_keys[1:] == sorted_keys[:-1]) & (sorted_codes[1:] == sorted_codes[:-1])]
+        if repeat.any():
+            kept = np.ones(len(keys), dtype=bool)
+            kept[order[repeat]] = False
+            keys, texts = keys[kept], texts.filter(pa.array(kept))
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    groups = pa.LargeListArray.from_arrays(pa.array(np.r_[starts, len(keys)].astype(np.int64)), texts)
+    return keys[starts], pc.binary_join(groups, pa.scalar(separator, pa.large_string()))
