@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -481,19 +481,21 @@ def test_a_report_that_fails_mid_run_stops_it_with_no_report_and_no_thread_left(
     assert _threads_left() == []
 
 
+def _counted(produced: list[int]) -> Iterator[int]:
+    """0, 1, 2… for ever, each number noted in ``produced`` as it is made."""
+    number = 0
+    while True:
+        produced.append(number)
+        yield number
+        number += 1
+
+
 def test_reading_ahead_stops_when_closed_before_anything_is_taken(tmp_path: Path) -> None:
     from pipeline.prefetch import Prefetched
 
     produced: list[int] = []
 
-    def endless() -> Any:
-        number = 0
-        while True:
-            produced.append(number)
-            yield number
-            number += 1
-
-    ahead = Prefetched(endless(), depth=1)
+    ahead = Prefetched(_counted(produced), depth=1)
     ahead.close()
     assert _threads_left() == []
     assert len(produced) <= 3  # one waiting in the slot, one being put: never the whole stream
@@ -507,13 +509,6 @@ def test_reading_ahead_makes_the_next_item_only_once_the_one_before_is_taken() -
 
     produced: list[int] = []
 
-    def endless() -> Any:
-        number = 0
-        while True:
-            produced.append(number)
-            yield number
-            number += 1
-
     def settled(count: int) -> list[int]:
         for _ in range(500):
             if len(produced) >= count:
@@ -522,7 +517,7 @@ def test_reading_ahead_makes_the_next_item_only_once_the_one_before_is_taken() -
         threading.Event().wait(0.2)  # time enough to make one more, were it allowed to
         return list(produced)
 
-    ahead = Prefetched(endless(), depth=1)
+    ahead = Prefetched(_counted(produced), depth=1)
     try:
         items = iter(ahead)
         assert next(items) == 0
