@@ -14,6 +14,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import python_calamine
 import xlsxwriter
@@ -403,6 +404,48 @@ def test_writer_escapes_xml_and_keeps_text_exact(tmp_path: Path) -> None:
     assert cells["B6"] == "x_x0041_y" and cells["B8"] == "line\nbreak" and cells["B10"] == "=1+1"
     assert "B9" not in cells
     assert cells["B7"] == "bell\x07"  # a control character XML forbids survives, encoded
+
+
+def test_text_cells_are_what_laying_out_every_row_both_ways_gives() -> None:
+    # Cells are laid out in one join, with a byte scan deciding whether a column needs escaping; the
+    # reference asks the pattern, lays every row out both as a cell and as a blank, and picks.
+    from pipeline.reports.xlsx.xml import EMPTY, NEEDS_CARE, NEEDS_PRESERVE, escaped, lit, needs_care
+
+    def join(*parts: Any) -> pa.Array:
+        return pc.binary_join_element_wise(*parts, EMPTY)
+
+    def reference(text: pa.Array, numbers: pa.Array, style: Any) -> pa.Array:
+        start: Any = lit("<t>")
+        if pc.any(pc.match_substring_regex(text, NEEDS_CARE)).as_py():
+            start = pc.if_else(
+                pc.match_substring_regex(text, NEEDS_PRESERVE), lit('<t xml:space="preserve">'), start
+            )
+            text = escaped(text)
+        opening = lit('<c r="C')
+        cell = join(
+            opening, numbers, lit('"'), style, lit(' t="inlineStr"><is>'), start, text, lit("</t></is></c>")
+        )
+        blank: Any = EMPTY
+        if not isinstance(style, pa.Scalar):
+            blank = pc.if_else(pc.equal(style, ""), EMPTY, join(opening, numbers, lit('"'), style, lit("/>")))
+        return pc.if_else(pc.equal(text, ""), blank, cell)
+
+    rng = np.random.default_rng(5)
+    pieces = ["", "张三", "a&b", " ", "_x0041_", "_", "x", "\uffff", "\ufffe", "（注）", "\x07", "\n", "01"]
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
+        values = ["".join(rng.choice(pieces, size=int(rng.integers(0, 4)))) for _ in range(n)]
+        text = pa.array(values, pa.large_string())
+        for column in (text, text.slice(1)):
+            expected = bool(len(column)) and bool(
+                pc.any(pc.match_substring_regex(column, NEEDS_CARE)).as_py()
+            )
+            assert needs_care(column) == expected, column.to_pylist()
+        numbers = pa.array([str(i + 2) for i in range(n)], pa.large_string())
+        row_styles = pa.array(rng.choice(["", ' s="2"', ' s="3"'], size=n).tolist(), pa.large_string())
+        for style in (row_styles, lit(' s="4"'), lit("")):
+            built = xlsx_writer._cells(text, "C", numbers, style)
+            assert built.to_pylist() == reference(text, numbers, style).to_pylist(), values
 
 
 def test_writer_mixed_and_numeric_columns_and_chunks(tmp_path: Path, monkeypatch) -> None:

@@ -32,11 +32,11 @@ from pipeline.prefetch import Prefetched
 from pipeline.reports.xlsx.comments import Comments, blocks_needed, comment_parts, comments_xml, vml_xml
 from pipeline.reports.xlsx.xml import (
     EMPTY,
-    NEEDS_CARE,
     NEEDS_PRESERVE,
     contiguous_bytes,
     escaped,
     lit,
+    needs_care,
 )
 from pipeline.text.arrow import text_array
 
@@ -151,12 +151,14 @@ def _cells(values: Column, letter: str, numbers: pa.Array, style_attr: pa.Array 
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = text_array(values).fill_null("")
         start_text: pa.Array | pa.Scalar = lit("<t>")
-        if pc.any(pc.match_substring_regex(text, NEEDS_CARE)).as_py():
+        if needs_care(text):
             preserve = pc.match_substring_regex(text, NEEDS_PRESERVE)
             start_text = pc.if_else(preserve, lit('<t xml:space="preserve">'), start_text)
             text = escaped(text)
         empty = pc.equal(text, "")
-        full = pc.binary_join_element_wise(
+        if pc.any(empty).as_py():
+            return _text_cells_with_blanks(text, letter, numbers, style_attr, start_text, empty)
+        return pc.binary_join_element_wise(
             opening, numbers, lit('"'), style_attr, lit(' t="inlineStr"><is>'), start_text, text,
             lit("</t></is></c>"), EMPTY,
         )  # fmt: skip
@@ -179,6 +181,43 @@ def _cells(values: Column, letter: str, numbers: pa.Array, style_attr: pa.Array 
         styled_blank = pc.binary_join_element_wise(opening, numbers, lit('"'), style_attr, lit("/>"), EMPTY)
         blank = pc.if_else(pc.equal(style_attr, ""), EMPTY, styled_blank)
     return pc.if_else(empty, blank, full)
+
+
+def _text_cells_with_blanks(
+    text: pa.Array,
+    letter: str,
+    numbers: pa.Array,
+    style_attr: pa.Array | pa.Scalar,
+    start_text: pa.Array | pa.Scalar,
+    empty: pa.Array,
+) -> pa.Array:
+    """:func:`_cells` of a text column holding empty values, in one join: each row's pieces are taken
+    by its kind (a cell, an empty styled cell ``<c r="B2" s="2"/>``, or nothing for an empty unstyled
+    one) rather than every row laid out both ways and one picked."""
+    blank = empty.to_numpy(zero_copy_only=False)
+    if isinstance(style_attr, pa.Scalar):  # one style for the whole column: its empty cells are not written
+        unstyled = np.ones(len(text), dtype=bool)
+    else:
+        unstyled = pc.equal(style_attr, "").to_numpy(zero_copy_only=False)
+    # 0: a cell with its text; 1: an empty styled cell; 2: nothing (empty and unstyled).
+    kind = pa.array(np.where(blank, np.where(unstyled, 2, 1), 0).astype(np.int8))
+
+    def by_kind(cell: str, styled_blank: str, nothing: str = "") -> pa.Array:
+        return pc.take(pa.array([cell, styled_blank, nothing], pa.large_string()), kind)
+
+    opening, quote = lit(f'<c r="{letter}'), lit('"')
+    row_numbers: pa.Array | pa.Scalar = numbers
+    if (blank & unstyled).any():
+        opening, quote = by_kind(f'<c r="{letter}', f'<c r="{letter}'), by_kind('"', '"')
+        row_numbers = pc.if_else(pc.equal(kind, 2), EMPTY, numbers)
+    style = (
+        by_kind(style_attr.as_py(), style_attr.as_py()) if isinstance(style_attr, pa.Scalar) else style_attr
+    )
+    start = by_kind("<t>", "") if isinstance(start_text, pa.Scalar) else pc.if_else(empty, EMPTY, start_text)
+    return pc.binary_join_element_wise(
+        opening, row_numbers, quote, style, by_kind(' t="inlineStr"><is>', "/>"), start, text,
+        by_kind("</t></is></c>", ""), EMPTY,
+    )  # fmt: skip
 
 
 def _style_attrs(block: Block, col: int, rows: slice, lut: np.ndarray) -> pa.Array | pa.Scalar:

@@ -18,6 +18,48 @@ _ESCAPE_LOOKALIKE = r"_(x[0-9A-Fa-f]{4}_)"  # Excel decodes _xHHHH_ in strings: 
 NEEDS_PRESERVE = r"^\s|\s$|\n"
 
 
+def _may_need_care(data: np.ndarray) -> bool:
+    """Whether UTF-8 ``data`` holds a byte or sequence :data:`NEEDS_CARE` can match, bar the spaces at
+    either end of a value: ``&<>``, a control character, ``_x`` (of ``_xHHHH_``), U+FFFE or U+FFFF."""
+    if (
+        (data < 0x20).any()
+        or (data == ord("&")).any()
+        or (data == ord("<")).any()
+        or (data == ord(">")).any()
+    ):
+        return True
+    underscores = np.flatnonzero(data[:-1] == ord("_"))
+    if len(underscores) and (data[underscores + 1] == ord("x")).any():
+        return True
+    # U+FFFE and U+FFFF are EF BF BE and EF BF BF; full-width punctuation (，（）) also leads with EF.
+    leads = np.flatnonzero(data[:-2] == 0xEF)
+    return bool(len(leads) and ((data[leads + 1] == 0xBF) & (data[leads + 2] >= 0xBE)).any())
+
+
+def needs_care(text: pa.Array) -> bool:
+    """Whether any value of a large_string array (no nulls) matches :data:`NEEDS_CARE`.
+
+    Read from the bytes: a column whose bytes hold nothing such a match can
+    begin with, and none of whose values starts or ends with a space, needs
+    no regular expression (the scan cost most of a text column's cells).
+    """
+    if not len(text):
+        return False
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    buffer = text.buffers()[2]
+    if buffer is None or offsets[-1] == offsets[0]:
+        return False
+    base = int(offsets[0])
+    data = np.frombuffer(buffer, dtype=np.uint8)[base : int(offsets[-1])]
+    if _may_need_care(data):
+        return bool(pc.any(pc.match_substring_regex(text, NEEDS_CARE)).as_py())
+    filled = np.flatnonzero(offsets[1:] > offsets[:-1])
+    # A space at either end of a value (the other white space is a control character, caught above).
+    return bool(
+        (data[offsets[filled] - base] == 0x20).any() or (data[offsets[filled + 1] - base - 1] == 0x20).any()
+    )
+
+
 def lit(text: str) -> pa.Scalar:
     """A large_string scalar, for joining with large_string arrays."""
     return pa.scalar(text, pa.large_string())
