@@ -37,7 +37,7 @@ from pipeline.errors import (
 )
 from pipeline.files import private_dir
 from pipeline.logs import mask_text, register_secret, setup_logging
-from pipeline.memory import collect_garbage_less_often, opt_out_of_huge_pages
+from pipeline.memory import collect_garbage_less_often, opt_out_of_huge_pages, switch_threads_more_often
 from pipeline.model import ReadOptions, RunResult
 
 EXIT_CODES_HELP = """退出码：
@@ -712,6 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _tolerant_console()
     opt_out_of_huge_pages()
     collect_garbage_less_often()
+    switch_threads_more_often()
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     # loguru's default handler prints every level on stderr; until setup_logging, nothing is logged.

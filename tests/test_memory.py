@@ -63,6 +63,20 @@ def test_the_command_line_leaves_what_it_imported_out_of_garbage_collections() -
     assert int(after) == YOUNG_COLLECTION_THRESHOLD
 
 
+def test_the_command_line_switches_threads_every_millisecond() -> None:
+    script = (
+        "import sys\nfrom pipeline import cli\nbefore = sys.getswitchinterval()\n"
+        "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(before, sys.getswitchinterval())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = map(float, done.stdout.split()[-2:])
+    assert before == 0.005 and after == 0.001
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="threads are counted in /proc")
 def test_numpy_imported_by_ehc_starts_no_idle_blas_threads() -> None:
     """OpenBLAS would start a thread per core at numpy's import, spinning beside ehc's own start."""
