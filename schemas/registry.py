@@ -136,9 +136,8 @@ def prepare(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` plus the pair columns of :data:`PAIR_COLUMNS`, ready for :func:`build_schema`."""
     ids = rows["sfzhm"]
     eighteen = pc.equal(pc.utf8_length(to_arrow(ids)), 18).to_numpy(zero_copy_only=False)
-    gender = idnumber.genders(ids)
-    gender = where(~empty_mask(gender), gender, _UNKNOWN_GENDER)
-    birth = where(eighteen, idnumber.birth_dates(ids), _UNKNOWN_BIRTH)
+    gender = idnumber.genders(ids, unknown=_UNKNOWN_GENDER)
+    birth = idnumber.birth_dates(ids, unknown=_UNKNOWN_BIRTH)
     as_document = where(eighteen & (rows["zjlx"] == "01").to_numpy(dtype=bool), ids, _ANY_DOCUMENT)
     return rows.assign(
         **{

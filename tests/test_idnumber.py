@@ -187,3 +187,17 @@ def test_well_formed_numbers_found_byte_by_byte_as_by_a_regular_expression(texts
     assert shaped.tolist() == expected.tolist()
     exact = [int(v[:17]) * 11 + (10 if v[17] == "X" else int(v[17])) for v in values[expected]]
     assert keys.tolist() == exact
+
+
+@pytest.mark.parametrize("unknown", ["", "-"])
+def test_genders_and_birth_dates_say_unknown_where_the_number_is_not_eighteen_characters(
+    unknown: str,
+) -> None:
+    values = pd.Series(["11010519491231002X", "110105194912310", "", "１１０１０５１９４９１２３１００２Ｘ"])
+    assert idnumber.genders(values, unknown=unknown).tolist() == ["2", unknown, unknown, unknown]
+    assert idnumber.birth_dates(values, unknown=unknown * 8).tolist() == [
+        "19491231",
+        unknown * 8,
+        unknown * 8,
+        "１９４９１２３１",
+    ]

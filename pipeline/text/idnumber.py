@@ -282,8 +282,8 @@ def repeated(values: pd.Series) -> np.ndarray:
     return result
 
 
-def birth_dates(values: pd.Series) -> pd.Series:
-    """``YYYYMMDD`` from 18-character ID numbers ("" where the value is not 18 characters)."""
+def birth_dates(values: pd.Series, unknown: str = "") -> pd.Series:
+    """``YYYYMMDD`` from 18-character ID numbers (``unknown`` where the value is not 18 characters)."""
     array = to_arrow(values)
     if _all_ascii(array):  # characters are bytes: byte kernels, several times faster
         eighteen = pc.equal(pc.binary_length(array), 18)
@@ -291,7 +291,7 @@ def birth_dates(values: pd.Series) -> pd.Series:
     else:
         eighteen = pc.equal(pc.utf8_length(array), 18)
         sliced = pc.utf8_slice_codeunits(array, 6, 14)
-    return to_series(pc.if_else(eighteen, sliced, ""), values.index)
+    return to_series(pc.if_else(eighteen, sliced, pa.scalar(unknown, pa.large_string())), values.index)
 
 
 def _all_ascii(array: pa.Array) -> bool:
@@ -314,8 +314,8 @@ def birth_dates_and_genders(values: pd.Series, today: datetime.date) -> tuple[pd
     return where(readable, birth_dates(values), ""), gender
 
 
-def genders(values: pd.Series) -> pd.Series:
-    """GB/T 2261.1 gender from the sequence parity: ``1`` odd, ``2`` even, "" if unknown."""
+def genders(values: pd.Series, unknown: str = "") -> pd.Series:
+    """GB/T 2261.1 gender from the sequence parity: ``1`` odd, ``2`` even, ``unknown`` if unknown."""
     array = to_arrow(values)
     choice = np.zeros(len(array), dtype=np.int8)
     if _all_ascii(array):  # characters are bytes: the 17th character is a column of a byte matrix
@@ -329,4 +329,4 @@ def genders(values: pd.Series) -> pd.Series:
         even = pc.and_(eighteen_characters, pc.is_in(seventeenth_character, value_set=_EVEN_DIGITS))
         choice[odd.to_numpy(zero_copy_only=False)] = 1
         choice[even.to_numpy(zero_copy_only=False)] = 2
-    return choose(choice, ("", "1", "2"), values.index)
+    return choose(choice, (unknown, "1", "2"), values.index)
