@@ -86,7 +86,7 @@ def formula_like(values: pa.Array) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     starts = offsets[:-1]
     # An empty value's start may be the end of the data: clipped, and its byte is not its own.
-    risky = _RISKY_BYTE[data.take(starts, mode="clip")]
+    risky = np.take(_RISKY_BYTE, data.take(starts, mode="clip"))  # a take: half the time of indexing
     if risky.any():  # seldom: the emptiness of each value is read only then
         risky &= offsets[1:] > starts
     return risky
