@@ -46,34 +46,32 @@ def test_elsewhere_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
     assert memory.opt_out_of_huge_pages() is False
 
 
-def test_the_command_line_leaves_what_it_imported_out_of_garbage_collections() -> None:
+def _before_and_after_main(setting: str, setup: str = "") -> list[str]:
+    """``setting`` (Python text) printed in a fresh process before and after ``cli.main``."""
     script = (
-        "import gc\nfrom pipeline import cli\nbefore = gc.get_threshold()[0]\n"
+        f"{setup}\nfrom pipeline import cli\nbefore = {setting}\n"
         "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
-        "print(before, gc.get_threshold()[0], gc.get_freeze_count() > 1000)"
+        f"print(before, {setting})"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    before, after, frozen = done.stdout.split()[-3:]
-    assert (before, frozen) == ("700", "True")
+    return done.stdout.split()[-2:]
+
+
+def test_the_command_line_leaves_what_it_imported_out_of_garbage_collections() -> None:
     from pipeline.memory import YOUNG_COLLECTION_THRESHOLD
 
-    assert int(after) == YOUNG_COLLECTION_THRESHOLD
+    assert _before_and_after_main("gc.get_threshold()[0]", "import gc") == [
+        "700",
+        str(YOUNG_COLLECTION_THRESHOLD),
+    ]
+    assert _before_and_after_main("gc.get_freeze_count() > 1000", "import gc") == ["False", "True"]
 
 
 def test_the_command_line_switches_threads_every_millisecond() -> None:
-    script = (
-        "import sys\nfrom pipeline import cli\nbefore = sys.getswitchinterval()\n"
-        "try:\n    cli.main(['--version'])\nexcept SystemExit:\n    pass\n"
-        "print(before, sys.getswitchinterval())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    before, after = map(float, done.stdout.split()[-2:])
+    before, after = map(float, _before_and_after_main("sys.getswitchinterval()", "import sys"))
     assert before == 0.005 and after == 0.001
 
 
