@@ -110,16 +110,6 @@ def stack_batches(batches: Sequence[Batch]) -> Batch:
     )
 
 
-def _spread(n_rows: int, rows: np.ndarray, texts: pa.Array, index: pd.Index) -> pd.Series:
-    """A ``str`` column: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow, not as objects)."""
-    picks = np.zeros(n_rows, dtype=np.int32)
-    picks[rows] = np.arange(1, len(rows) + 1, dtype=np.int32)
-    choices = pa.concat_arrays([pa.array([""], pa.large_string()), arrowtext.text_array(texts)])
-    return arrowtext.to_series(
-        pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string()), index
-    )
-
-
 def status_from_faults(n_rows: int, faults: pd.DataFrame, start: int = 0) -> pd.DataFrame:
     """The dry-run outcome of ``n_rows`` rows from ``start``: ``invalid`` where a row has an error fault."""
     errors = faults[faults["severity"] == "error"]
@@ -136,8 +126,8 @@ def status_from_faults(n_rows: int, faults: pd.DataFrame, start: int = 0) -> pd.
     blank = arrowtext.constant("", index)
     columns = {
         "status": arrowtext.choose(invalid, [STATUS_VALID, STATUS_INVALID], index),
-        "result_code": _spread(n_rows, rows, codes, index),
-        "message": _spread(n_rows, rows, messages, index),
+        "result_code": arrowtext.to_series(arrowtext.spread(n_rows, rows, codes), index),
+        "message": arrowtext.to_series(arrowtext.spread(n_rows, rows, messages), index),
         "ehealthCardId": blank,
         "virtualCardNum": blank.copy(),
     }

@@ -607,14 +607,14 @@ def test_every_text_a_spreadsheet_could_start_a_formula_with_gets_an_apostrophe(
 
 def test_a_rows_faults_join_into_one_cell_each_text_once_in_order() -> None:
     from pipeline.batch import status_from_faults
-    from pipeline.text.joins import join_by_key
+    from pipeline.text.joins import join_texts_by_key
 
     keys = np.array([0, 0, 0, 3, 5, 5], dtype=np.int64)
-    texts = np.array(["10110", "10123", "10110", "10131", "a", "b"], dtype=object)
-    rows, joined = join_by_key(keys, texts, ";", distinct=True)
-    assert rows.tolist() == [0, 3, 5] and joined.tolist() == ["10110;10123", "10131", "a;b"]
-    assert join_by_key(keys, texts, ";")[1].tolist()[0] == "10110;10123;10110"
-    assert join_by_key(keys[:0], texts[:0], ";")[1].tolist() == []
+    texts = pa.array(["10110", "10123", "10110", "10131", "a", "b"], pa.large_string())
+    rows, joined = join_texts_by_key(keys, texts, ";", distinct=True)
+    assert rows.tolist() == [0, 3, 5] and joined.to_pylist() == ["10110;10123", "10131", "a;b"]
+    assert join_texts_by_key(keys, texts, ";")[1].to_pylist()[0] == "10110;10123;10110"
+    assert join_texts_by_key(keys[:0], texts[:0], ";")[1].to_pylist() == []
 
     faults = pd.DataFrame(
         {"row_id": [12, 10, 12, 12, 14], "field": ["xm", "brdh", "brdh", "mzdm", "xb"],
@@ -629,20 +629,26 @@ def test_a_rows_faults_join_into_one_cell_each_text_once_in_order() -> None:
 
 @pytest.mark.parametrize("distinct", [False, True], ids=["every", "distinct"])
 def test_joining_in_arrow_gives_what_joining_python_strings_gives(distinct: bool) -> None:
-    # The reports and the outcome join each row's texts in Arrow; the object-array join is the reference.
+    # The reports and the outcome join each row's texts in Arrow; plain Python, text by text, is reference.
     from pipeline.reports.data import fault_text_array, fault_texts
-    from pipeline.text.joins import join_by_key, join_texts_by_key
+    from pipeline.text.joins import join_texts_by_key
+    from schemas.result_codes import describe
 
     rng = np.random.default_rng(11)
     keys = np.sort(rng.integers(0, 3_000, 10_000))
     words = np.array(["", "电话有误", "10110", "a；b", "姓名\n有误", "x"], dtype=object)
     texts = words[rng.integers(0, len(words), len(keys))]
-    expected_keys, expected = join_by_key(keys, texts, "；", distinct=distinct)
+    grouped: dict[int, list[str]] = {}
+    for key, text in zip(keys.tolist(), texts.tolist(), strict=True):
+        group = grouped.setdefault(key, [])
+        if not (distinct and text in group):
+            group.append(text)
+    expected_keys, expected = list(grouped), ["；".join(group) for group in grouped.values()]
     found_keys, found = join_texts_by_key(
         keys, pa.array(texts.tolist(), pa.large_string()), "；", distinct=distinct
     )
-    assert found_keys.tolist() == expected_keys.tolist()
-    assert found.to_pylist() == expected.tolist()
+    assert found_keys.tolist() == expected_keys
+    assert found.to_pylist() == expected
     assert join_texts_by_key(keys[:0], pa.array([], pa.large_string()), ";")[1].to_pylist() == []
 
     faults = pd.DataFrame(
@@ -652,7 +658,12 @@ def test_joining_in_arrow_gives_what_joining_python_strings_gives(distinct: bool
     )  # fmt: skip
     warning = faults["severity"].to_numpy() == "warning"
     built = fault_text_array(faults["code"].to_numpy(), warning, pa.array(texts.tolist(), pa.large_string()))
-    assert built.to_pylist() == fault_texts(faults).tolist()
+    reference = [
+        f"[{'提示 ' if w else ''}{c}] {m or describe(int(c))}"
+        for c, w, m in zip(faults["code"], warning, texts, strict=True)
+    ]
+    assert built.to_pylist() == reference
+    assert fault_texts(faults).tolist() == reference
 
 
 def test_results_csv_closed_by_another_thread_while_a_batch_waits_leaves_no_one_waiting(

@@ -65,7 +65,7 @@ from pipeline.reports.xlsx.writer import (
     text_block,
 )
 from pipeline.text.arrow import text_array
-from pipeline.text.joins import join_by_key
+from pipeline.text.joins import join_texts_by_key
 
 #: Sheets taller than this are read back row by row (bounded memory) rather than in one go.
 STREAM_ABOVE_ROWS = 200_000
@@ -204,7 +204,8 @@ def cell_marks(data: ReportData, table_index: int) -> pd.DataFrame:
         }
     ).sort_values(["row", "col", "warning", "code"], kind="stable")
     key = marks["row"].to_numpy() * (1 << 20) + marks["col"].to_numpy()
-    keys, comments = join_by_key(key, marks["text"].to_numpy(dtype=object), "\n")
+    keys, joined = join_texts_by_key(key, text_array(marks["text"]), "\n")
+    comments = np.asarray(joined.to_numpy(zero_copy_only=False), dtype=object)
     only_warnings = marks.groupby(key, sort=True)["warning"].all().to_numpy()
     return pd.DataFrame(
         {

@@ -34,7 +34,7 @@ from pipeline.model import (
     STATUS_VALID,
     Batch,
 )
-from pipeline.text.arrow import text_array
+from pipeline.text.arrow import spread, text_array
 from pipeline.text.joins import join_texts_by_key
 from schemas.result_codes import describe, field_pairs
 
@@ -79,19 +79,6 @@ def extra_columns(extras: pd.DataFrame, index: pd.Index) -> list[tuple[str, pa.A
     """The clerk's unrecognised columns aligned on ``index``: (header, Arrow text) in order."""
     frame = aligned(extras, index) if len(extras.columns) else extras
     return [(str(name), text_array(frame.iloc[:, i])) for i, name in enumerate(frame.columns)]
-
-
-def spread(n: int, rows: np.ndarray, texts: np.ndarray | Sequence[str] | pa.Array) -> pa.Array:
-    """A text column of ``n`` rows: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow)."""
-    if not len(rows):
-        return pa.repeat(pa.scalar("", pa.large_string()), n)
-    picks = np.zeros(n, dtype=np.int32)
-    picks[np.asarray(rows, dtype=np.int64)] = np.arange(1, len(rows) + 1, dtype=np.int32)
-    if isinstance(texts, pa.Array):
-        choices = pa.concat_arrays([pa.array([""], pa.large_string()), text_array(texts)])
-    else:
-        choices = pa.array(["", *(str(t) for t in texts)], pa.large_string())
-    return pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string())
 
 
 def relabel_text(values: pa.Array, labels: dict[str, str]) -> pa.Array:
@@ -605,9 +592,9 @@ def fault_text_array(codes: np.ndarray, warning: np.ndarray, messages: pa.Array)
 
 def fault_texts(faults: pd.DataFrame) -> np.ndarray:
     """One Chinese line per fault: ``[10111] message`` for errors, ``[提示 10110] message`` for warnings."""
-    codes = faults["code"].astype(str).to_numpy(dtype=object)
-    messages = faults["message"].to_numpy(dtype=object).copy()
-    blank = messages == ""
-    messages[blank] = [describe(int(c)) for c in codes[blank]]
-    prefix = np.where(faults["severity"].to_numpy() == WARNING, "[提示 ", "[")
-    return prefix.astype(object) + codes + "] " + messages
+    lines = fault_text_array(
+        faults["code"].to_numpy(dtype=np.int64),
+        faults["severity"].to_numpy() == WARNING,
+        text_array(faults["message"]),
+    )
+    return np.asarray(lines.to_numpy(zero_copy_only=False), dtype=object)

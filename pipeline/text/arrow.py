@@ -225,6 +225,19 @@ def fill_empty(values: pd.Series, default: pd.Series | str) -> pd.Series:
     return where(~empty_mask(values), values, default)
 
 
+def spread(n: int, rows: np.ndarray, texts: pa.Array | np.ndarray | Sequence[str]) -> pa.Array:
+    """A text column of ``n`` rows: ``texts[k]`` on row ``rows[k]``, "" elsewhere (built in Arrow)."""
+    if not len(rows):
+        return pa.repeat(pa.scalar("", pa.large_string()), n)
+    picks = np.zeros(n, dtype=np.int32)
+    picks[np.asarray(rows, dtype=np.int64)] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    if isinstance(texts, pa.Array):
+        choices = pa.concat_arrays([pa.array([""], pa.large_string()), text_array(texts)])
+    else:
+        choices = pa.array(["", *(str(t) for t in texts)], pa.large_string())
+    return pa.DictionaryArray.from_arrays(pa.array(picks), choices).cast(pa.large_string())
+
+
 def choose(indices: np.ndarray, choices: Sequence[str], index: pd.Index) -> pd.Series:
     """A ``str`` Series taking ``choices[indices[i]]`` on row ``i``."""
     dictionary = pa.DictionaryArray.from_arrays(
