@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from pipeline.errors import EhcError
 from pipeline.model import FIELDS, INPUT_FIELDS, SOURCE_COLUMNS, Batch, MappedTable, RawTable
 from pipeline.reports import annotate
 from pipeline.reports import workbooks as report_xlsx
-from pipeline.reports.spool import PART_LINES, LineSpool
+from pipeline.reports.spool import PART_LINES, Cancelled, DetailLines, DetailSpool, LineSpool
 from pipeline.reports.write import write_reports
 from pipeline.reports.xlsx import comments as xlsx_comments
 from pipeline.reports.xlsx import markup as xlsx_markup
@@ -732,3 +733,51 @@ def test_a_spool_of_many_small_parts_reads_back_in_parts_of_thousands_of_lines(t
     cut = list(spool.parts(limit=7005))
     assert sum(len(columns[0]) for columns, _ in cut) == 7005
     assert int(cut[-1][0][1].to_pylist()[-1]) == 7004
+
+
+def _detail_lines(first: int, size: int, *, bad_every: int = 4, every: bool = True) -> DetailLines:
+    """Made-up 明细 lines of ``size`` rows numbered from ``first``: every ``bad_every``-th one bad
+    (``every``: with every row's lines, as :meth:`DetailSpool.lines` gives while the run fits)."""
+    numbers = np.arange(first, first + size)
+    texts = pa.array([f"行{n}" for n in numbers], pa.large_string())
+    columns = [texts, pa.array(numbers, pa.int64())]
+    style = np.where(numbers % bad_every == 0, 2, 0).astype(np.int8)
+    bad = np.flatnonzero(style)
+    bad_lines = ([c.take(pa.array(bad)) for c in columns], style[bad]) if len(bad) else None
+    return DetailLines(size, ["说明", "行号"], (columns, style) if every else None, bad_lines)
+
+
+def test_detail_lines_of_a_short_run_are_held_and_come_back_joined_in_order(tmp_path: Path) -> None:
+    """While the run fits 明细, every row's lines stay in memory (no file for them) and come back in
+    input order, small batches joined into parts of thousands of lines, fitted to the widest line."""
+    spool = DetailSpool(tmp_path, limit=20_000)
+    sizes, first = [3, 0, 1, 7000, 2, 5000, 4000, 1], 0
+    for size in sizes:
+        spool.append(_detail_lines(first, size))
+        first += size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["detail-bad.arrow"]
+    feed = spool.feed([])
+    assert feed.height == first
+    parts = list(feed.parts())
+    assert [len(columns[0]) for columns, _ in parts] == [12006, 4001]
+    numbers = [n for columns, _ in parts for n in columns[1].to_pylist()]
+    assert numbers == list(range(first))
+    styles = np.concatenate([style for _, style in parts if style is not None])
+    assert styles.tolist() == np.where(np.arange(first) % 4 == 0, 2, 0).tolist()
+    widest = max(len(f"行{n}".encode()) / 2 + len(f"行{n}") / 2 for n in range(first))
+    assert feed.widths[0] == pytest.approx(widest + 2)
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(Cancelled):
+        list(spool.feed([], stopped).parts())
+
+
+def test_detail_lines_past_the_limit_are_dropped_and_the_bad_rows_read_back(tmp_path: Path) -> None:
+    """A run that passes the limit keeps only its bad rows (every row's lines let go unread), in order."""
+    spool = DetailSpool(tmp_path, limit=100)
+    spool.append(_detail_lines(0, 60))
+    spool.append(_detail_lines(60, 60, every=False))
+    assert spool._every == []
+    feed = spool.feed([])
+    numbers = [n for columns, _ in feed.parts() for n in columns[1].to_pylist()]
+    assert numbers == list(range(0, 120, 4)) and feed.height == 30

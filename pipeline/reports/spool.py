@@ -7,7 +7,9 @@ appended to Arrow IPC files in a work folder inside the output folder; at the
 end they are read back part by part, straight into the sheets.  Only what a
 sheet can show is kept: every row while the run is short enough for 明细,
 the bad rows up to the sheet's limit, and per result code up to the sheet's
-limit of fault lines.
+limit of fault lines.  The lines of every row stay in memory rather than on
+disk: there are at most :data:`~pipeline.reports.workbooks.DETAIL_ROW_LIMIT`
+of them, and a longer run drops them unread once it passes that many rows.
 """
 
 from __future__ import annotations
@@ -145,7 +147,13 @@ class LineSpool:
 
 
 class DetailSpool:
-    """明细 of results.xlsx: every row while the run is at most ``limit`` rows; bad rows up to ``cap``."""
+    """明细 of results.xlsx: every row while the run is at most ``limit`` rows; bad rows up to ``cap``.
+
+    The lines of every row are held in memory (``limit`` rows at most): a run
+    that goes past ``limit`` drops them without their ever being written, and
+    a shorter one lays its sheet out from them directly.  The bad rows' lines
+    go to disk as they come, for a run of any length.
+    """
 
     def __init__(self, folder: Path, limit: int | None = None, cap: int | None = None) -> None:
         self.folder = folder
@@ -153,7 +161,7 @@ class DetailSpool:
         self.cap = workbooks.SHEET_LINES if cap is None else cap
         self.rows = 0
         self.headers: list[str] = []
-        self._every: LineSpool | None = None
+        self._every: list[Lines] = []
         self._bad: LineSpool | None = None
         self._every_dropped = False
 
@@ -185,45 +193,67 @@ class DetailSpool:
         """Keep one batch's lines (from :meth:`lines`), in input order."""
         self.rows += lines.rows
         keep_every = not self._every_dropped and lines.every is not None
-        if not keep_every and self._every is not None:
-            self._every.close()
-            self._every.path.unlink(missing_ok=True)
-            self._every = None
+        if not keep_every:
+            self._every = []
         self._every_dropped = not keep_every
         if lines.headers:
             self.headers = lines.headers
-        if keep_every and lines.every is not None:
-            self._spool("every", lines.headers).append(*lines.every)
+        if keep_every and lines.every is not None and len(lines.every[1]):
+            self._every.append(lines.every)
         if lines.bad is not None:
             room = max(self.cap - (self._bad.count if self._bad is not None else 0), 0)
             columns, style = lines.bad
             if room < len(style):
                 columns, style = [c.slice(0, room) for c in columns], style[:room]
             if len(style):
-                self._spool("bad", lines.headers).append(columns, style)
-
-    def _spool(self, which: str, headers: list[str]) -> LineSpool:
-        if which == "every":
-            if self._every is None:
-                self._every = LineSpool(self.folder / "detail-every.arrow", headers)
-            return self._every
-        if self._bad is None:
-            self._bad = LineSpool(self.folder / "detail-bad.arrow", headers)
-        return self._bad
+                if self._bad is None:
+                    self._bad = LineSpool(self.folder / "detail-bad.arrow", lines.headers)
+                self._bad.append(columns, style)
 
     def feed(self, headers: list[str], stop: threading.Event | None = None) -> SheetFeed:
         """The lines of 明细 (``headers``: used when no batch came, for an empty run)."""
-        spool = self._every if not self._every_dropped else self._bad
         names = self.headers or headers
+        if not self._every_dropped:
+            return _held_feed(names, self._every, stop)
+        spool = self._bad
         if spool is None:
             return SheetFeed(names, 0, header_widths(names), lambda: iter(()))
         return SheetFeed(names, spool.count, spool.widths, lambda: spool.parts(stop=stop))
 
     def close(self) -> None:
-        """Close the files (before the folder is removed)."""
-        for spool in (self._every, self._bad):
-            if spool is not None:
-                spool.close()
+        """Close the files (before the folder is removed) and let go of the lines held."""
+        self._every = []
+        if self._bad is not None:
+            self._bad.close()
+
+
+def _held_feed(headers: list[str], held: list[Lines], stop: threading.Event | None) -> SheetFeed:
+    """A sheet of the lines ``held`` in memory, fitted as :class:`LineSpool` fits the lines it keeps."""
+    widths = header_widths(headers)
+    for columns, _ in held:
+        widths = [max(a, b) for a, b in zip(widths, widths_of(columns, headers), strict=True)]
+
+    def parts() -> Iterator[Lines]:
+        waiting: list[Lines] = []
+        for number, lines in enumerate(held, start=1):
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            waiting.append(lines)
+            # Small parts (a slice of a submission, a short register among many) joined, as read back.
+            if sum(len(columns[0]) for columns, _ in waiting) >= PART_LINES or number == len(held):
+                yield _joined(waiting)
+                waiting = []
+
+    return SheetFeed(headers, sum(len(columns[0]) for columns, _ in held), widths, parts)
+
+
+def _joined(parts: list[Lines]) -> Lines:
+    """Consecutive parts of one sheet's lines as one."""
+    if len(parts) == 1:
+        return parts[0]
+    columns = [pa.concat_arrays([part[0][i] for part in parts]) for i in range(len(parts[0][0]))]
+    styles = [style for _, style in parts if style is not None]
+    return columns, np.concatenate(styles) if len(styles) == len(parts) else None
 
 
 class FaultSpool:
