@@ -23,10 +23,11 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.model import FIELD_LABELS, QUOTED_CHARS
-from pipeline.text.arrow import text_array
+from pipeline.text.arrow import text_array, to_series
 from schemas.result_codes import ResultCode, describe, field_hint, field_title
 from schemas.rules import FIELD_TABLES, NUMBERS_KEPT_AS_TEXT
 from schemas.tables import code_table
@@ -259,17 +260,21 @@ def error_template(code: int, field: str, detail: str = "") -> str:
 _INVISIBLE = r"[\x00-\x1f\x7f]"
 
 
+def _plainly_visible(texts: pa.Array) -> bool:
+    """Whether every one of ``texts`` is quoted as it is: none too long, none with a control character."""
+    return not (
+        pc.any(pc.greater(pc.utf8_length(texts), QUOTED_CHARS)).as_py()
+        or pc.any(pc.match_substring_regex(texts, _INVISIBLE)).as_py()
+    )
+
+
 def _visible(values: pd.Series) -> pd.Series:
     """``values`` as a message quotes them: each control character written out (``张三[U+007F]``),
     so the clerk sees what is wrong, and a long value cut after :data:`QUOTED_CHARS` characters
     with "…" (a whole 32,767-character cell quoted made a message longer than a cell holds).
     """
-    plain = text_array(values)
     # Most quoted values are short and printable: told in Arrow, they are returned as they are.
-    if not (
-        pc.any(pc.greater(pc.utf8_length(plain), QUOTED_CHARS)).as_py()
-        or pc.any(pc.match_substring_regex(plain, _INVISIBLE)).as_py()
-    ):
+    if _plainly_visible(text_array(values)):
         return values
     text = values.astype("str")
     long = text.str.len().fillna(0).to_numpy() > QUOTED_CHARS
@@ -295,7 +300,27 @@ def error_messages(
     fills ``{extra}``.  An empty value with no ``empty`` template says the
     field is empty.
     """
-    written = _visible(values).to_numpy(dtype=object, na_value="")
+    texts = error_texts(code, field, text_array(values), details, extras)
+    return pd.Series(texts, index=values.index, dtype="str")
+
+
+def error_texts(
+    code: int,
+    field: str,
+    values: pa.Array,
+    details: pd.Series | None = None,
+    extras: pd.Series | None = None,
+) -> np.ndarray:
+    """:func:`error_messages` of the values as Arrow text, as an object array (in their order).
+
+    For the checks, which make the messages of each code's faults a chunk at
+    a time and keep them as an array: no Series is built on the way.
+    """
+    if _plainly_visible(values):
+        written = values.to_numpy(zero_copy_only=False)
+        written[pd.isna(written)] = ""
+    else:
+        written = _visible(to_series(values, pd.RangeIndex(len(values)))).to_numpy(dtype=object, na_value="")
     variants = (
         details.to_numpy(dtype=object, na_value="")
         if details is not None
@@ -311,7 +336,7 @@ def error_messages(
             template = "{label}为空" if "{value}" in template else template
         part_extras = more[chosen] if more is not None else None
         result[chosen] = _render_texts(template, field, written[chosen], part_extras)
-    return pd.Series(result, index=values.index, dtype="str")
+    return result
 
 
 def warning_messages(kind: str, field: str, values: pd.Series, extras: pd.Series) -> pd.Series:
