@@ -407,6 +407,30 @@ def test_a_csv_register_gets_a_workbook_of_text_cells_on_its_line_numbers(tmp_pa
     assert book.sheetnames[-1] == "说明"
 
 
+def test_edits_of_a_csv_register_are_written_in_its_copy_on_their_cells(tmp_path: Path) -> None:
+    """A CSV's copy is laid out column by column in Arrow: each value on its line, an edit over its cell
+    (two in one row, one in the first column, one on the last line), nothing else moved."""
+    register = tmp_path / "名单.csv"
+    lines = ["XX社区 居民名单", "姓名,身份证号,联系电话,民族,医保类型"]
+    lines += [f"张{i},{GOOD[i]},1390000000{i},汉族,职工医保" for i in range(4)]
+    lines[3] = f"李四,{BAD_CHECK},13900000001,汉族,职工医保"
+    register.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = ReportData(prepare_batch([register], load_settings(None)), submitted=False)
+    edits = {("", 4, 1): GOOD[5], ("", 4, 2): "13900000009", ("", 6, 3): "回族", ("", 3, 0): "=1+1"}
+    path = annotate.write_annotated(tmp_path / "copy.xlsx", str(register), data, [0], edits)
+    rows = [list(row) for row in openpyxl.load_workbook(path).worksheets[0].iter_rows(values_only=True)]
+    assert rows[1][:5] == ["姓名", "身份证号", "联系电话", "民族", "医保类型"]
+    expected = [
+        ["=1+1", GOOD[0], "13900000000", "汉族", "职工医保"],
+        ["李四", GOOD[5], "13900000009", "汉族", "职工医保"],
+        ["张2", GOOD[2], "13900000002", "汉族", "职工医保"],
+        ["张3", GOOD[3], "13900000003", "回族", "职工医保"],
+    ]
+    assert [row[:5] for row in rows[2:6]] == expected and len(rows) == 6
+    sheet = openpyxl.load_workbook(path).worksheets[0]
+    assert sheet["A3"].data_type == "s" and sheet["A3"].value == "=1+1"  # text, never a formula
+
+
 @pytest.mark.parametrize(
     ("stem", "sheet"),
     [("'名单'", "名单"), ("名单" + "😀" * 20, "名单" + "😀" * 14), ("名单[1]:\x01", "名单_1___")],

@@ -64,7 +64,7 @@ from pipeline.reports.xlsx.writer import (
     display_widths,
     text_block,
 )
-from pipeline.text.arrow import text_array
+from pipeline.text.arrow import replace_masked, spread, text_array
 from pipeline.text.joins import join_texts_by_key
 
 #: Sheets taller than this are read back row by row (bounded memory) rather than in one go.
@@ -605,20 +605,29 @@ def _regenerate_text(
     held = {*by_position, *marked, *(col for _, col in sheet_edits)}
     # The columns between the register's and a stray value far to its right (a CSV saved from a sheet
     # with one: every line runs to it) hold nothing: one shared empty column, no cell written for it.
-    nothing = text_array(np.full(height, "", dtype=object)) if len(held) < width else None
+    nothing = spread(height, np.zeros(0, dtype=np.int64), []) if len(held) < width else None
+    edited: dict[int, list[tuple[int, str]]] = {}
+    for (row, col), text in sorted(sheet_edits.items()):
+        if 0 < row - header < height:
+            edited.setdefault(col, []).append((row - header, text))
     for position in range(width):
         if position not in held and nothing is not None:
             columns.append(nothing)
             continue
-        values = np.full(height, "", dtype=object)
         if position in by_position:
             column = by_position[position]
-            values[0] = raw.headers[column]
-            values[positions] = raw.data.iloc[:, column].to_numpy(dtype=object, na_value="")
-        for (row, col), text in sheet_edits.items():
-            if col == position and 0 < row - header < height:
-                values[row - header] = text
-        columns.append(text_array(values))
+            texts = pa.concat_arrays(
+                [text_array([raw.headers[column]]), text_array(raw.data.iloc[:, column]).fill_null("")]
+            )
+            values = spread(height, np.r_[0, positions], texts)
+        else:
+            values = spread(height, np.zeros(0, dtype=np.int64), [])
+        if position in edited:  # a few cells the clerk changed, in row order
+            rows_edited = np.array([row for row, _ in edited[position]], dtype=np.int64)
+            mask = np.zeros(height, dtype=bool)
+            mask[rows_edited] = True
+            values = replace_masked(values, mask, text_array([text for _, text in edited[position]]))
+        columns.append(values)
     notes, note_styles = _note_column(marks, header, height)
     # A held column's cells are text even where empty (what a clerk types there stays text), its header
     # bold; a mark wins.  Empty columns get no style, so none of their cells is written.
