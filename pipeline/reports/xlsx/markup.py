@@ -59,6 +59,7 @@ from pipeline.reports.xlsx.comments import (
     note_shapes,
     vml_xml,
 )
+from pipeline.reports.xlsx.deflate import new_package, open_part
 from pipeline.text.arrow import text_array
 
 #: What a marked cell means: an error (the row cannot be sent) or a hint (nothing to fix).
@@ -89,9 +90,6 @@ def note_height(text: str) -> float:
 
 #: Bytes read from a sheet part at a time: bounds memory on registers of any height.
 READ_BYTES = 8 << 20
-
-#: Zlib level of the rewritten parts: level 1 is several times faster than 6 for a slightly larger file.
-COMPRESS_LEVEL = 1
 
 #: The last column a sheet can have (0-based).
 LAST_COLUMN = 16383
@@ -864,13 +862,13 @@ def _used_shape_blocks(archive: zipfile.ZipFile) -> set[int]:
 
 def _write_part(out: zipfile.ZipFile, name: str, chunks: Iterable[bytes]) -> None:
     """Write a part given a piece at a time (comments and their shapes: up to gigabytes at once)."""
-    with out.open(name, "w", force_zip64=True) as part:
+    with open_part(out, name) as part:
         for chunk in chunks:
             part.write(chunk)
 
 
 def _copy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: zipfile.ZipFile) -> None:
-    with archive.open(info) as source, out.open(info.filename, "w", force_zip64=True) as target:
+    with archive.open(info) as source, open_part(out, info.filename) as target:
         shutil.copyfileobj(source, target, 1 << 20)
 
 
@@ -924,7 +922,7 @@ def mark_up(
         plans, extra, styles_part, styles = _plan(archive, names, sheets, edits or {}, legend_name)
         if extra.macros:
             result.not_kept.append("宏（VBA 代码）：标注副本是 .xlsx，不含原文件中的宏，原文件中的宏不受影响")
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as out:
+        with new_package(target) as out:
             deferred = {styles_part, extra.workbook_part, *extra.dropped}
             deferred |= {p for plan in plans.values() for p in (plan.comments_part, plan.vml_part) if p}
             replaced = extra.replacements
@@ -932,7 +930,7 @@ def mark_up(
                 name = info.filename
                 if name in plans:
                     rewriter = _SheetRewriter(plans[name], styles, result)
-                    with archive.open(info) as part_in, out.open(name, "w", force_zip64=True) as part_out:
+                    with archive.open(info) as part_in, open_part(out, name) as part_out:
                         rewriter.run(part_in, part_out)
                 elif name in deferred:
                     continue
