@@ -294,7 +294,7 @@ def detail_columns(data: ReportData, keep: np.ndarray | None = None) -> tuple[li
         arrow(column_of(rows, "source_sheet", n)),
         whole_numbers(per_row(data.source_row)),
         arrow(column_of(rows, "xm", n)),
-        arrow(relabel_text(data.status_text, STATUS_LABELS)),
+        relabel_text(arrow(data.status_text), STATUS_LABELS),
         arrow(data.result_code_text),
         arrow(data.message_text),
     ]
