@@ -805,3 +805,52 @@ def test_a_workbook_part_is_deflated_by_zlib_ng_and_reads_back_as_written(tmp_pa
         info = package.getinfo("xl/worksheets/sheet1.xml")
         assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size == expected
         assert package.read(info) == text
+
+
+def _shared_register(rows: int) -> tuple[list[pa.Array], np.ndarray]:
+    """Columns as a report holds them: repeated texts with gaps, one needing escapes, one all different."""
+    rng = np.random.default_rng(11)
+    repeated = rng.choice(["汉族", "回族", "", "校验通过", "01", "=1+1"], size=rows).tolist()
+    escaped_too = rng.choice(["A&B", "<x>", "", " 前后有空格 "], size=rows).tolist()
+    different = [f"张{n}" for n in range(rows)]
+    style = rng.choice([0, 1], size=rows).astype(np.int8)
+    return [text_array(repeated), text_array(escaped_too), text_array(different)], style
+
+
+def test_repeated_texts_are_shared_strings_and_read_back_as_written(tmp_path: Path) -> None:
+    """A column that repeats its texts refers to the workbook's shared strings (what Excel writes): every
+    reader gets each cell's text back, a styled empty cell keeps its fill, and text needing escapes or
+    of mostly different values stays inline."""
+    columns, style = _shared_register(3000)
+    book = xlsx_writer.FastWorkbook(tmp_path / "s.xlsx", [{"bg_color": "#FF0000"}])
+    book.add_sheet("s", [xlsx_writer.Block(columns, row_style=style)])
+    book.add_sheet("t", [xlsx_writer.Block(columns[:1])])
+    book.close()
+    with zipfile.ZipFile(tmp_path / "s.xlsx") as package:
+        sheet = package.read("xl/worksheets/sheet1.xml").decode()
+        table = package.read("xl/sharedStrings.xml").decode()
+    assert re.search(r'<c r="A\d+"( s="\d+")? t="s"><v>\d+</v></c>', sheet)
+    assert not re.search(r'<c r="[BC]\d+"[^>]* t="s">', sheet) and 'uniqueCount="6"' in table
+    expected = [[v or None for v in column.to_pylist()] for column in columns]
+    book_read = openpyxl.load_workbook(tmp_path / "s.xlsx")
+    for name, width in (("s", 3), ("t", 1)):
+        rows = [list(r) for r in book_read[name].iter_rows(values_only=True)]
+        assert [[row[c] if c < len(row) else None for row in rows] for c in range(width)] == expected[:width]
+        calamine = python_calamine.CalamineWorkbook.from_path(tmp_path / "s.xlsx").get_sheet_by_name(name)
+        assert [[row[c] or None for row in calamine.to_python()] for c in range(width)] == expected[:width]
+    blank_styled = next(i for i, v in enumerate(expected[0]) if v is None and style[i])
+    assert book_read["s"].cell(blank_styled + 1, 1).fill.fgColor.rgb == "FFFF0000"
+
+
+def test_shared_strings_past_their_bounds_are_written_inline(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.reports.xlsx import shared
+
+    monkeypatch.setattr(shared, "MOST_STRINGS", 3)
+    columns, style = _shared_register(1000)
+    book = xlsx_writer.FastWorkbook(tmp_path / "b.xlsx", [{"bg_color": "#FF0000"}])
+    book.add_sheet("s", [xlsx_writer.Block(columns[:1], row_style=style)])
+    book.close()
+    with zipfile.ZipFile(tmp_path / "b.xlsx") as package:
+        assert ' t="s">' not in package.read("xl/worksheets/sheet1.xml").decode()
+    values = [row[0] for row in openpyxl.load_workbook(tmp_path / "b.xlsx").active.iter_rows(values_only=True)]
+    assert values == [v or None for v in columns[0].to_pylist()]

@@ -7,8 +7,9 @@ column widths, merged ranges, comments), but each worksheet's ``<sheetData>`` is
 generated column-wise with vectorised Arrow string kernels and streamed into
 the zip in chunks, so memory stays bounded and no Python code runs per cell.
 
-Cells are written as inline strings, numbers or booleans only: a text such as
-``=SUM(A1)`` is always a string cell, never a formula.
+Cells are written as strings (inline, or shared where a column repeats its
+texts: :mod:`~pipeline.reports.xlsx.shared`), numbers or booleans only: a text
+such as ``=SUM(A1)`` is always a string cell, never a formula.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from xlsxwriter.worksheet import Worksheet
 from pipeline.prefetch import Prefetched
 from pipeline.reports.xlsx.comments import Comments, blocks_needed, comment_parts, comments_xml, vml_xml
 from pipeline.reports.xlsx.deflate import new_package, open_part
+from pipeline.reports.xlsx.shared import PART as SHARED_PART
+from pipeline.reports.xlsx.shared import SharedStrings
 from pipeline.reports.xlsx.xml import (
     EMPTY,
     NEEDS_PRESERVE,
@@ -149,27 +152,48 @@ def _joined(*pieces: pa.Array | pa.Scalar) -> pa.Array:
     return pc.binary_join_element_wise(*merged, EMPTY)
 
 
-def _cells(values: Column, letter: str, numbers: pa.Array, style_attr: pa.Array | pa.Scalar) -> pa.Array:
-    """The ``<c>`` elements of one column ("" for an unstyled empty cell); ``numbers`` are the row numbers."""
+#: How a text cell holds its text: inline, or as the number of a shared string.
+_INLINE = (' t="inlineStr"><is>', "</t></is></c>")
+_SHARED = (' t="s"><v>', "</v></c>")
+
+
+def _cells(
+    values: Column,
+    letter: str,
+    numbers: pa.Array,
+    style_attr: pa.Array | pa.Scalar,
+    shared: SharedStrings | None = None,
+) -> pa.Array:
+    """The ``<c>`` elements of one column ("" for an unstyled empty cell); ``numbers`` are the row numbers.
+
+    Given ``shared``, a text column that repeats its values refers to the workbook's shared strings.
+    """
     if isinstance(values, MixedColumn):
         as_numbers = _cells(values.number, letter, numbers, style_attr)
-        as_text = _cells(values.text, letter, numbers, style_attr)
+        as_text = _cells(values.text, letter, numbers, style_attr)  # inline: the table counts its cells
         return pc.if_else(pc.is_valid(values.number), as_numbers, as_text)
     opening = lit(f'<c r="{letter}')
     kind = values.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = text_array(values).fill_null("")
-        start_text: pa.Array | pa.Scalar = lit("<t>")
-        if needs_care(text):
-            preserve = pc.match_substring_regex(text, NEEDS_PRESERVE)
-            start_text = pc.if_else(preserve, lit('<t xml:space="preserve">'), start_text)
-            text = escaped(text)
-        empty = pc.equal(text, "")
+        start_text: pa.Array | pa.Scalar = EMPTY
+        tags = _SHARED
+        # Text needing care (escaped, spaces kept, characters XML forbids dropped) stays inline, as ever.
+        careful = needs_care(text)
+        held = shared.numbers(text) if shared is not None and not careful else None
+        if held is not None:
+            empty, text = pc.equal(held, ""), held
+        else:
+            tags, start_text = _INLINE, lit("<t>")
+            if careful:
+                preserve = pc.match_substring_regex(text, NEEDS_PRESERVE)
+                start_text = pc.if_else(preserve, lit('<t xml:space="preserve">'), start_text)
+                text = escaped(text)
+            empty = pc.equal(text, "")
         if pc.any(empty).as_py():
-            return _text_cells_with_blanks(text, letter, numbers, style_attr, start_text, empty)
+            return _text_cells_with_blanks(text, letter, numbers, style_attr, start_text, empty, tags)
         return _joined(
-            opening, numbers, lit('"'), style_attr, lit(' t="inlineStr"><is>'), start_text, text,
-            lit("</t></is></c>"),
+            opening, numbers, lit('"'), style_attr, lit(tags[0]), start_text, text, lit(tags[1])
         )  # fmt: skip
     else:
         if pa.types.is_floating(kind):
@@ -199,6 +223,7 @@ def _text_cells_with_blanks(
     style_attr: pa.Array | pa.Scalar,
     start_text: pa.Array | pa.Scalar,
     empty: pa.Array,
+    tags: tuple[str, str] = _INLINE,
 ) -> pa.Array:
     """:func:`_cells` of a text column holding empty values, in one join: each row's pieces are taken
     by its kind (a cell, an empty styled cell ``<c r="B2" s="2"/>``, or nothing for an empty unstyled
@@ -222,10 +247,12 @@ def _text_cells_with_blanks(
     style = (
         by_kind(style_attr.as_py(), style_attr.as_py()) if isinstance(style_attr, pa.Scalar) else style_attr
     )
-    start = by_kind("<t>", "") if isinstance(start_text, pa.Scalar) else pc.if_else(empty, EMPTY, start_text)
+    if isinstance(start_text, pa.Scalar):
+        start = by_kind(start_text.as_py(), "")
+    else:
+        start = pc.if_else(empty, EMPTY, start_text)
     return _joined(
-        opening, row_numbers, quote, style, by_kind(' t="inlineStr"><is>', "/>"), start, text,
-        by_kind("</t></is></c>", ""),
+        opening, row_numbers, quote, style, by_kind(tags[0], "/>"), start, text, by_kind(tags[1], ""),
     )  # fmt: skip
 
 
@@ -253,7 +280,7 @@ def _nothing_in(values: Column) -> bool:
     return values.null_count == len(values)
 
 
-def _block_xml(block: Block, lut: np.ndarray) -> Iterator[memoryview]:
+def _block_xml(block: Block, lut: np.ndarray, shared: SharedStrings | None = None) -> Iterator[memoryview]:
     for start in range(0, block.height, CHUNK_ROWS):
         rows = slice(start, min(start + CHUNK_ROWS, block.height))
         first = block.first_row + start + 1
@@ -264,7 +291,7 @@ def _block_xml(block: Block, lut: np.ndarray) -> Iterator[memoryview]:
             if isinstance(style_attr, pa.Scalar) and _nothing_in(values[rows]):
                 continue  # no cell of it would be written: a wide sheet's empty columns cost nothing
             letter = xl_col_to_name(block.first_col + col)
-            cells.append(_cells(values[rows], letter, numbers, style_attr))
+            cells.append(_cells(values[rows], letter, numbers, style_attr, shared))
         row_xml = pc.binary_join_element_wise(
             lit('<row r="'), numbers, lit('">'), *cells, lit("</row>"), EMPTY
         )
@@ -334,6 +361,8 @@ class FastWorkbook:
         # Formats get their xf index when first used; these cells are replaced with the real data below.
         for col, fmt in enumerate(self._formats):
             self._sheets[0].worksheet.write_blank(0, col, None, fmt)
+        # Makes xlsxwriter create the shared strings part (and list it), replaced with the table below.
+        self._sheets[0].worksheet.write_string(0, len(self._formats), "-")
         for sheet in self._sheets:
             if sheet.comments:  # makes xlsxwriter create the parts that are then replaced
                 sheet.worksheet.write_comment(int(sheet.comments.rows[0]), int(sheet.comments.cols[0]), "-")
@@ -364,21 +393,29 @@ class FastWorkbook:
             new_package(self.path) as package,
         ):
             generated = self._comment_parts(skeleton)
+            shared = SharedStrings()
             for info in skeleton.infolist():
                 pending = sheet_parts.get(info.filename)
                 replacement = generated.get(info.filename)
+                if info.filename == SHARED_PART:
+                    continue  # written last: the sheets fill it
                 if pending is None and replacement is None:
                     package.writestr(info.filename, skeleton.read(info.filename))
                     continue
                 with open_part(package, info.filename) as part:
                     if pending is not None:
-                        _stream_sheet(part, skeleton.read(info.filename), pending, lut)
+                        _stream_sheet(part, skeleton.read(info.filename), pending, lut, shared)
                     else:
                         for chunk in replacement or ():
                             part.write(chunk)
+            with open_part(package, SHARED_PART) as part:
+                for chunk in shared.xml():
+                    part.write(chunk)
 
 
-def _stream_sheet(part: Any, skeleton_xml: bytes, pending: _PendingSheet, lut: np.ndarray) -> None:
+def _stream_sheet(
+    part: Any, skeleton_xml: bytes, pending: _PendingSheet, lut: np.ndarray, shared: SharedStrings
+) -> None:
     found = _SHEET_DATA.search(skeleton_xml)
     if found is None:
         raise ValueError("xlsxwriter sheet without <sheetData>")
@@ -389,7 +426,9 @@ def _stream_sheet(part: Any, skeleton_xml: bytes, pending: _PendingSheet, lut: n
     part.write(b"<sheetData>")
     # The next rows are laid out while these are compressed: both release the GIL.
     chunks = Prefetched(
-        (chunk for block in pending.blocks for chunk in _block_xml(block, lut)), depth=2, name="ehc-sheet-xml"
+        (chunk for block in pending.blocks for chunk in _block_xml(block, lut, shared)),
+        depth=2,
+        name="ehc-sheet-xml",
     )
     try:
         for chunk in chunks:
