@@ -447,6 +447,14 @@ def test_text_cells_are_what_laying_out_every_row_both_ways_gives() -> None:
         for style in (row_styles, lit(' s="4"'), lit("")):
             built = xlsx_writer._cells(text, "C", numbers, style)
             assert built.to_pylist() == reference(text, numbers, style).to_pylist(), values
+        # Rows styled one by one: their numbers, a quote and their styles joined once for every column.
+        numbered = join(numbers, lit('"'), row_styles)
+        built = xlsx_writer._cells(text, "C", numbers, row_styles, numbered=numbered)
+        assert built.to_pylist() == reference(text, numbers, row_styles).to_pylist(), values
+        counts = pa.array(rng.integers(0, 5, size=n), pa.int64())
+        counts = pc.if_else(pa.array(rng.random(n) < 0.2), None, counts)
+        with_numbered = xlsx_writer._cells(counts, "C", numbers, row_styles, numbered=numbered)
+        assert with_numbered.to_pylist() == xlsx_writer._cells(counts, "C", numbers, row_styles).to_pylist()
 
 
 def test_writer_mixed_and_numeric_columns_and_chunks(tmp_path: Path, monkeypatch) -> None:

@@ -163,11 +163,18 @@ def _cells(
     numbers: pa.Array,
     style_attr: pa.Array | pa.Scalar,
     shared: SharedStrings | None = None,
+    numbered: pa.Array | None = None,
 ) -> pa.Array:
     """The ``<c>`` elements of one column ("" for an unstyled empty cell); ``numbers`` are the row numbers.
 
     Given ``shared``, a text column that repeats its values refers to the workbook's shared strings.
+    ``numbered`` is each row's number, a quote and ``style_attr`` already joined (rows styled one by
+    one share it across columns): fewer pieces for each cell's join.
     """
+    if numbered is None:
+        numbered_cells: list[pa.Array | pa.Scalar] = [numbers, lit('"'), style_attr]
+    else:
+        numbered_cells = [numbered]
     if isinstance(values, MixedColumn):
         as_numbers = _cells(values.number, letter, numbers, style_attr)
         as_text = _cells(values.text, letter, numbers, style_attr)  # inline: the table counts its cells
@@ -191,10 +198,10 @@ def _cells(
                 text = escaped(text)
             empty = pc.equal(text, "")
         if pc.any(empty).as_py():
-            return _text_cells_with_blanks(text, letter, numbers, style_attr, start_text, empty, tags)
-        return _joined(
-            opening, numbers, lit('"'), style_attr, lit(tags[0]), start_text, text, lit(tags[1])
-        )  # fmt: skip
+            return _text_cells_with_blanks(
+                text, letter, numbers, style_attr, start_text, empty, tags, numbered
+            )
+        return _joined(opening, *numbered_cells, lit(tags[0]), start_text, text, lit(tags[1]))
     else:
         if pa.types.is_floating(kind):
             values = pc.if_else(pc.is_nan(values), None, values)
@@ -203,9 +210,7 @@ def _cells(
             number, type_attr = pc.if_else(values, lit("1"), lit("0")), lit(' t="b"><v>')
         else:
             number, type_attr = values.cast(pa.large_string()), lit("><v>")
-        full = _joined(
-            opening, numbers, lit('"'), style_attr, type_attr, number.fill_null(""), lit("</v></c>")
-        )
+        full = _joined(opening, *numbered_cells, type_attr, number.fill_null(""), lit("</v></c>"))
     if not pc.any(empty).as_py():
         return full
     if isinstance(style_attr, pa.Scalar):
@@ -224,10 +229,11 @@ def _text_cells_with_blanks(
     start_text: pa.Array | pa.Scalar,
     empty: pa.Array,
     tags: tuple[str, str] = _INLINE,
+    numbered: pa.Array | None = None,
 ) -> pa.Array:
     """:func:`_cells` of a text column holding empty values, in one join: each row's pieces are taken
     by its kind (a cell, an empty styled cell ``<c r="B2" s="2"/>``, or nothing for an empty unstyled
-    one) rather than every row laid out both ways and one picked."""
+    one) rather than every row laid out both ways and one picked (``numbered``: see :func:`_cells`)."""
     blank = empty.to_numpy(zero_copy_only=False)
     if isinstance(style_attr, pa.Scalar):  # one style for the whole column: its empty cells are not written
         unstyled = np.ones(len(text), dtype=bool)
@@ -239,21 +245,27 @@ def _text_cells_with_blanks(
     def by_kind(cell: str, styled_blank: str, nothing: str = "") -> pa.Array:
         return pc.take(pa.array([cell, styled_blank, nothing], pa.large_string()), kind)
 
-    opening, quote = lit(f'<c r="{letter}'), lit('"')
-    row_numbers: pa.Array | pa.Scalar = numbers
-    if (blank & unstyled).any():
-        opening, quote = by_kind(f'<c r="{letter}', f'<c r="{letter}'), by_kind('"', '"')
-        row_numbers = pc.if_else(pc.equal(kind, 2), EMPTY, numbers)
-    style = (
-        by_kind(style_attr.as_py(), style_attr.as_py()) if isinstance(style_attr, pa.Scalar) else style_attr
-    )
+    nothing = bool((blank & unstyled).any())
+    opening: pa.Array | pa.Scalar = lit(f'<c r="{letter}')
+    if nothing:
+        opening = by_kind(f'<c r="{letter}', f'<c r="{letter}')
+    where: list[pa.Array | pa.Scalar]
+    if numbered is not None:
+        where = [pc.if_else(pc.equal(kind, 2), EMPTY, numbered) if nothing else numbered]
+    else:
+        quote = by_kind('"', '"') if nothing else lit('"')
+        row_numbers = pc.if_else(pc.equal(kind, 2), EMPTY, numbers) if nothing else numbers
+        style = style_attr
+        if isinstance(style_attr, pa.Scalar):
+            style = by_kind(style_attr.as_py(), style_attr.as_py())
+        where = [row_numbers, quote, style]
+    start: pa.Array | pa.Scalar = EMPTY
     if isinstance(start_text, pa.Scalar):
-        start = by_kind(start_text.as_py(), "")
+        if start_text.as_py():
+            start = by_kind(start_text.as_py(), "")
     else:
         start = pc.if_else(empty, EMPTY, start_text)
-    return _joined(
-        opening, row_numbers, quote, style, by_kind(tags[0], "/>"), start, text, by_kind(tags[1], ""),
-    )  # fmt: skip
+    return _joined(opening, *where, by_kind(tags[0], "/>"), start, text, by_kind(tags[1], ""))
 
 
 def _style_attrs(block: Block, col: int, rows: slice, lut: np.ndarray) -> pa.Array | pa.Scalar:
@@ -286,12 +298,23 @@ def _block_xml(block: Block, lut: np.ndarray, shared: SharedStrings | None = Non
         first = block.first_row + start + 1
         numbers = pa.array(np.arange(first, first + rows.stop - start)).cast(pa.large_string())
         cells = []
+        # The style of every column without styles of its own (the rows'), and the rows' numbers joined
+        # with it: made once for the chunk, not once per column.
+        common: pa.Array | pa.Scalar | None = None
+        numbered: pa.Array | None = None
         for col, values in enumerate(block.columns):
-            style_attr = _style_attrs(block, col, rows, lut)
+            if col in block.cell_styles:
+                style_attr, own_numbered = _style_attrs(block, col, rows, lut), None
+            else:
+                if common is None:
+                    common = _style_attrs(block, col, rows, lut)
+                    if not isinstance(common, pa.Scalar):
+                        numbered = pc.binary_join_element_wise(numbers, lit('"'), common, EMPTY)
+                style_attr, own_numbered = common, numbered
             if isinstance(style_attr, pa.Scalar) and _nothing_in(values[rows]):
                 continue  # no cell of it would be written: a wide sheet's empty columns cost nothing
             letter = xl_col_to_name(block.first_col + col)
-            cells.append(_cells(values[rows], letter, numbers, style_attr, shared))
+            cells.append(_cells(values[rows], letter, numbers, style_attr, shared, own_numbered))
         row_xml = pc.binary_join_element_wise(
             lit('<row r="'), numbers, lit('">'), *cells, lit("</row>"), EMPTY
         )
