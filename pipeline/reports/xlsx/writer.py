@@ -298,19 +298,18 @@ def _block_xml(block: Block, lut: np.ndarray, shared: SharedStrings | None = Non
         first = block.first_row + start + 1
         numbers = pa.array(np.arange(first, first + rows.stop - start)).cast(pa.large_string())
         cells = []
-        # The style of every column without styles of its own (the rows'), and the rows' numbers joined
-        # with it: made once for the chunk, not once per column.
-        common: pa.Array | pa.Scalar | None = None
-        numbered: pa.Array | None = None
+        # Each distinct styling of columns (the rows' alone, or one array of cell styles several columns
+        # share: a copy's unmarked columns), and the rows' numbers joined with it: made once for the chunk.
+        styled: dict[int, tuple[pa.Array | pa.Scalar, pa.Array | None]] = {}
         for col, values in enumerate(block.columns):
-            if col in block.cell_styles:
-                style_attr, own_numbered = _style_attrs(block, col, rows, lut), None
-            else:
-                if common is None:
-                    common = _style_attrs(block, col, rows, lut)
-                    if not isinstance(common, pa.Scalar):
-                        numbered = pc.binary_join_element_wise(numbers, lit('"'), common, EMPTY)
-                style_attr, own_numbered = common, numbered
+            key = id(block.cell_styles.get(col))
+            if key not in styled:
+                attr = _style_attrs(block, col, rows, lut)
+                joined = None
+                if not isinstance(attr, pa.Scalar):
+                    joined = pc.binary_join_element_wise(numbers, lit('"'), attr, EMPTY)
+                styled[key] = (attr, joined)
+            style_attr, own_numbered = styled[key]
             if isinstance(style_attr, pa.Scalar) and _nothing_in(values[rows]):
                 continue  # no cell of it would be written: a wide sheet's empty columns cost nothing
             letter = xl_col_to_name(block.first_col + col)
