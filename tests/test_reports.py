@@ -860,5 +860,6 @@ def test_shared_strings_past_their_bounds_are_written_inline(tmp_path: Path, mon
     book.close()
     with zipfile.ZipFile(tmp_path / "b.xlsx") as package:
         assert ' t="s">' not in package.read("xl/worksheets/sheet1.xml").decode()
-    values = [row[0] for row in openpyxl.load_workbook(tmp_path / "b.xlsx").active.iter_rows(values_only=True)]
+    sheet = openpyxl.load_workbook(tmp_path / "b.xlsx").active
+    values = [row[0] for row in sheet.iter_rows(values_only=True)]
     assert values == [v or None for v in columns[0].to_pylist()]
