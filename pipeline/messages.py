@@ -287,23 +287,6 @@ def _visible(values: pd.Series) -> pd.Series:
     return text.where(~found, shown)
 
 
-def error_messages(
-    code: int,
-    field: str,
-    values: pd.Series,
-    details: pd.Series | None = None,
-    extras: pd.Series | None = None,
-) -> pd.Series:
-    """Messages for the faults ``code`` on ``field`` with the given values (same index).
-
-    ``details`` (optional, per row) selects the template variant; ``extras``
-    fills ``{extra}``.  An empty value with no ``empty`` template says the
-    field is empty.
-    """
-    texts = error_texts(code, field, text_array(values), details, extras)
-    return pd.Series(texts, index=values.index, dtype="str")
-
-
 def error_texts(
     code: int,
     field: str,
@@ -311,10 +294,12 @@ def error_texts(
     details: pd.Series | None = None,
     extras: pd.Series | None = None,
 ) -> np.ndarray:
-    """:func:`error_messages` of the values as Arrow text, as an object array (in their order).
+    """Messages for the faults ``code`` on ``field`` with the given values (Arrow text), in their order.
 
-    For the checks, which make the messages of each code's faults a chunk at
-    a time and keep them as an array: no Series is built on the way.
+    ``details`` (optional, per value) selects the template variant; ``extras``
+    fills ``{extra}``.  An empty value with no ``empty`` template says the
+    field is empty.  An object array: the checks make the messages of each
+    code's faults a chunk at a time and keep them as one.
     """
     if _plainly_visible(values):
         written = values.to_numpy(zero_copy_only=False)

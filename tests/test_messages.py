@@ -10,7 +10,7 @@ from test_validate import FEMALE_ID, GOOD, MALE_ID, TODAY, person, rows
 
 from pipeline import messages
 from pipeline.model import FIELDS
-from pipeline.text.arrow import matches
+from pipeline.text.arrow import matches, text_array
 from pipeline.text.phone import normalise_phones
 from pipeline.validate import validate
 from schemas.registry import NAME
@@ -119,7 +119,7 @@ def test_a_female_id_number_explains_a_wrong_gender_with_the_expected_one() -> N
 
 def test_a_control_character_in_a_value_is_shown_not_hidden_in_the_message() -> None:
     written = pd.Series(["张三\x7f", "李\t四", "王五"], dtype="str")
-    shown = messages.error_messages(10110, "xm", written).tolist()
+    shown = messages.error_texts(10110, "xm", text_array(written)).tolist()
     quoted = [text[: text.index("”") + 1] for text in shown]
     assert quoted == ["姓名“张三[U+007F]”", "姓名“李[U+0009]四”", "姓名“王五”"]
 
@@ -128,7 +128,7 @@ def test_a_long_value_is_quoted_cut_so_the_message_fits_a_cell() -> None:
     # A whole 32,767-character cell quoted made a message Excel cannot hold: results.xlsx, errors.xlsx
     # and the annotated copy opened only after Excel's repair. The whole value stays in 原值.
     written = pd.Series(["张" * 32_767, "1" * 41, "1" * 40 + "\x01", None], dtype="str")
-    shown = messages.error_messages(10110, "brdh", written).tolist()
+    shown = messages.error_texts(10110, "brdh", text_array(written)).tolist()
     quoted = [text[: text.index("”") + 1] for text in shown[:3]]
     assert quoted == [f"联系电话“{'张' * 40}…”", f"联系电话“{'1' * 40}…”", f"联系电话“{'1' * 40}…”"]
     assert shown[3] == "联系电话为空" and max(map(len, shown)) < 200
