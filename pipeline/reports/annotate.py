@@ -604,15 +604,16 @@ def _regenerate_text(
     marked = _mark_styles(marks, header, height, 0, width, text=True)
     held = {*by_position, *marked, *(col for _, col in sheet_edits)}
     # The columns between the register's and a stray value far to its right (a CSV saved from a sheet
-    # with one: every line runs to it) hold nothing: one shared empty column, no cell written for it.
-    nothing = spread(height, np.zeros(0, dtype=np.int64), []) if len(held) < width else None
+    # with one: every line runs to it) hold nothing: one shared empty column, no cell written for it
+    # (a column only the clerk's edits or the marks hold starts from it too).
+    empty = spread(height, np.zeros(0, dtype=np.int64), [])
     edited: dict[int, list[tuple[int, str]]] = {}
     for (row, col), text in sorted(sheet_edits.items()):
         if 0 < row - header < height:
             edited.setdefault(col, []).append((row - header, text))
     for position in range(width):
-        if position not in held and nothing is not None:
-            columns.append(nothing)
+        if position not in held:
+            columns.append(empty)
             continue
         if position in by_position:
             column = by_position[position]
@@ -621,7 +622,7 @@ def _regenerate_text(
             )
             values = spread(height, np.r_[0, positions], texts)
         else:
-            values = spread(height, np.zeros(0, dtype=np.int64), [])
+            values = empty
         if position in edited:  # a few cells the clerk changed, in row order
             rows_edited = np.array([row for row, _ in edited[position]], dtype=np.int64)
             mask = np.zeros(height, dtype=bool)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,14 +44,40 @@ _STYLE = "style"
 PART_LINES = 10_000
 
 
-def _lines_of(batches: list[pa.RecordBatch]) -> Lines:
-    """The lines of consecutive record batches of one spool, as one part."""
-    table = pa.Table.from_batches(batches)
-    columns = [table.column(i).combine_chunks() for i in range(table.num_columns)]
+def _lines_of(batch: pa.RecordBatch) -> Lines:
+    """The lines of one record batch of a spool."""
+    columns = list(batch.columns)
     style = None
-    if table.schema.names[-1] == _STYLE:
+    if batch.schema.names[-1] == _STYLE:
         style = columns.pop().to_numpy(zero_copy_only=False)
     return columns, style
+
+
+def _in_parts(lines: Iterable[Lines], stop: threading.Event | None = None) -> Iterator[Lines]:
+    """Consecutive parts of one sheet's lines joined into parts of at least :data:`PART_LINES` lines
+    (the last may be shorter): the small parts of many batches (a code's few faults in each slice of a
+    submission) would each be laid out as XML at a cost of its own, whatever its length."""
+    waiting: list[Lines] = []
+    waiting_lines = 0
+    for part in lines:
+        if stop is not None and stop.is_set():
+            raise Cancelled
+        waiting.append(part)
+        waiting_lines += len(part[0][0]) if part[0] else 0
+        if waiting_lines >= PART_LINES:
+            yield _one_part(waiting)
+            waiting, waiting_lines = [], 0
+    if waiting:
+        yield _one_part(waiting)
+
+
+def _one_part(parts: list[Lines]) -> Lines:
+    """Consecutive parts of one sheet's lines as one."""
+    if len(parts) == 1:
+        return parts[0]
+    columns = [pa.concat_arrays([part[0][i] for part in parts]) for i in range(len(parts[0][0]))]
+    styles = [style for _, style in parts if style is not None]
+    return columns, np.concatenate(styles) if len(styles) == len(parts) else None
 
 
 @dataclass
@@ -115,35 +141,24 @@ class LineSpool:
             self._sink = None
 
     def parts(self, limit: int | None = None, stop: threading.Event | None = None) -> Iterator[Lines]:
-        """The lines in order, part by part (at most ``limit`` of them).
-
-        The small parts of many batches (a code's few faults in each slice of
-        a submission) come back joined into parts of about :data:`PART_LINES`
-        lines: each part laid out as XML has a cost of its own, whatever its
-        length.
-        """
+        """The lines in order, part by part (at most ``limit`` of them): see :func:`_in_parts`."""
         self.close()
         if not self.count:
             return
         left = self.count if limit is None else min(limit, self.count)
-        with pa.memory_map(str(self.path)) as source:
-            waiting: list[pa.RecordBatch] = []
-            waiting_lines = 0
+
+        def batches(source: pa.MemoryMappedFile) -> Iterator[Lines]:
+            nonlocal left
             for batch in pa.ipc.open_stream(source):
                 if left <= 0:
-                    break
-                if stop is not None and stop.is_set():
-                    raise Cancelled
+                    return
                 if batch.num_rows > left:
                     batch = batch.slice(0, left)
                 left -= batch.num_rows
-                waiting.append(batch)
-                waiting_lines += batch.num_rows
-                if waiting_lines >= PART_LINES:
-                    yield _lines_of(waiting)
-                    waiting, waiting_lines = [], 0
-            if waiting:
-                yield _lines_of(waiting)
+                yield _lines_of(batch)
+
+        with pa.memory_map(str(self.path)) as source:
+            yield from _in_parts(batches(source), stop)
 
 
 class DetailSpool:
@@ -233,27 +248,9 @@ def _held_feed(headers: list[str], held: list[Lines], stop: threading.Event | No
     for columns, _ in held:
         widths = [max(a, b) for a, b in zip(widths, widths_of(columns, headers), strict=True)]
 
-    def parts() -> Iterator[Lines]:
-        waiting: list[Lines] = []
-        for number, lines in enumerate(held, start=1):
-            if stop is not None and stop.is_set():
-                raise Cancelled
-            waiting.append(lines)
-            # Small parts (a slice of a submission, a short register among many) joined, as read back.
-            if sum(len(columns[0]) for columns, _ in waiting) >= PART_LINES or number == len(held):
-                yield _joined(waiting)
-                waiting = []
-
-    return SheetFeed(headers, sum(len(columns[0]) for columns, _ in held), widths, parts)
-
-
-def _joined(parts: list[Lines]) -> Lines:
-    """Consecutive parts of one sheet's lines as one."""
-    if len(parts) == 1:
-        return parts[0]
-    columns = [pa.concat_arrays([part[0][i] for part in parts]) for i in range(len(parts[0][0]))]
-    styles = [style for _, style in parts if style is not None]
-    return columns, np.concatenate(styles) if len(styles) == len(parts) else None
+    return SheetFeed(
+        headers, sum(len(columns[0]) for columns, _ in held), widths, lambda: _in_parts(held, stop)
+    )
 
 
 class FaultSpool:

@@ -59,9 +59,6 @@ class SharedStrings:
         self._bytes = 0
         self.count = 0  # cells referring to the table
 
-    def __len__(self) -> int:
-        return len(self._numbers)
-
     def numbers(self, text: pa.Array) -> pa.Array | None:
         """The number of each text of a column's part as text (``""`` where it is empty), or None
         when the part is better written inline (too few repeats, too short, or the table full).
