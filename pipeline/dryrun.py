@@ -54,7 +54,7 @@ from pipeline.model import (
     TableSource,
 )
 from pipeline.prefetch import Prefetched
-from pipeline.progress import RowBar
+from pipeline.progress import RowBar, reading_shown
 from pipeline.reading import register as reading
 from pipeline.reading.table import column_letter
 from pipeline.stopping import interrupt_on_signals
@@ -155,9 +155,15 @@ class Registers:
 
 
 def open_registers(
-    inputs: Sequence[Path], settings: Settings, options: ReadOptions = ReadOptions()
+    inputs: Sequence[Path],
+    settings: Settings,
+    options: ReadOptions = ReadOptions(),
+    *,
+    progress: bool = False,
 ) -> Registers:
     """Open every input and recognise its columns; fatal problems raise InputError (nothing read yet).
+
+    ``progress``: a workbook (read whole here) shows its reading as a bar on a terminal.
 
     A default issue date (``[defaults] fksj``) that is no date is a
     :class:`ConfigError` here: otherwise every row would fail 10128, blamed on
@@ -172,7 +178,9 @@ def open_registers(
     heads: list[MappedTable] = []
     paths = _distinct_files(inputs)
     for path, name in zip(paths, distinct_names(paths), strict=True):
-        for source in reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets):
+        with reading_shown(f"读取 {name}", _workbook_size(Path(path)), enabled=progress):
+            opened = reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets)
+        for source in opened:
             if name != Path(path).name:
                 source = replace(source, name=name)
             head = mapping.map_columns(source.head(), aliases)
@@ -186,6 +194,16 @@ def open_registers(
             heads.append(head)
             sources.append(source)
     return Registers(sources, heads, aliases)
+
+
+def _workbook_size(path: Path) -> int:
+    """The bytes of ``path`` when it is a workbook (read whole when opened), else 0."""
+    if path.suffix.lower() not in reading.WORKBOOK_SUFFIXES:
+        return 0
+    try:
+        return path.stat().st_size
+    except OSError:  # opening it says what is wrong, in a clerk's words
+        return 0
 
 
 def _letter(head: MappedTable, header: str) -> str:
@@ -520,7 +538,7 @@ def run_validate(
     the same results.  Ctrl-C and SIGTERM stop it (exit 130) and leave no file behind.
     """
     with interrupt_on_signals(), contextlib.ExitStack() as cleanup:
-        registers = open_registers(inputs, settings, options)
+        registers = open_registers(inputs, settings, options, progress=progress)
         today = today or date.today()
         count = worker_count(registers, workers)
         ahead: Prefetched[tuple[int, MappedTable]] | None = None

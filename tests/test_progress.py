@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -88,3 +90,86 @@ def test_a_log_line_written_while_tqdm_is_still_being_imported_is_written(
         logger.remove()
     said = capsys.readouterr().err
     assert "收到中断信号" in said and "Logging error" not in said and "Traceback" not in said
+
+
+class _CountedBar:
+    """A stand-in for :class:`progress.RowBar` that keeps what it was told."""
+
+    made: ClassVar[list[_CountedBar]] = []
+
+    def __init__(
+        self, label: str, total: int, *, enabled: bool, unit: str = "行", share: bool = False
+    ) -> None:
+        self.label, self.total_at_start, self.share, self.done, self.closed = label, total, share, 0, False
+        _CountedBar.made.append(self)
+
+    def advance(self, amount: int) -> None:
+        self.done += amount
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_reading_a_workbook_moves_its_bar_through_every_pass_to_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.config import Settings
+    from pipeline.dryrun import open_registers
+
+    workbook = Path(__file__).resolve().parents[1] / "sample_data" / "社区居民登记表.xlsx"
+    size = workbook.stat().st_size
+    _CountedBar.made = []
+    monkeypatch.setattr(progress, "RowBar", _CountedBar)
+    first_pass: list[int] = []
+    end_first_pass = progress.first_pass_done
+
+    def first_pass_done() -> None:
+        assert progress._reading is not None
+        first_pass.append(progress._reading.first)
+        end_first_pass()
+
+    monkeypatch.setattr("pipeline.reading.excel.first_pass_done", first_pass_done)
+
+    registers = open_registers([workbook], Settings(), progress=True)
+
+    assert len(registers.sources) == 1
+    (bar,) = _CountedBar.made
+    assert bar.label == f"读取 {workbook.name}" and bar.share and bar.closed
+    assert bar.total_at_start == progress.READING_PASSES * size
+    # The parts inflated account for most of the file (the rest is zip headers and the directory).
+    assert first_pass and 0.8 * size < first_pass[0] <= size
+    # The first pass made whole, then calamine's and the columns': to within the rounding per column.
+    assert 3 * size - 100 <= bar.done <= 3 * size
+    assert progress._reading is None
+
+
+def test_no_bar_for_a_text_register_or_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import Settings
+    from pipeline.dryrun import open_registers
+
+    samples = Path(__file__).resolve().parents[1] / "sample_data"
+    _CountedBar.made = []
+    monkeypatch.setattr(progress, "RowBar", _CountedBar)
+    open_registers([samples / "居民名单_GBK.csv"], Settings(), progress=True)  # read chunk by chunk later
+    open_registers([samples / "社区居民登记表.xlsx"], Settings(), progress=False)
+    assert _CountedBar.made == []
+
+
+def test_a_reading_bar_shows_the_share_done_and_the_time_left(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress, "SHOW_AFTER_SECONDS", 0.0)
+    with progress.reading_shown("读取 登记表.xlsx", 1_000, enabled=True):
+        time.sleep(0.15)  # tqdm redraws at most ten times a second
+        progress.read_bytes(600)
+        time.sleep(0.15)
+        progress.read_bytes(900)  # a part inflating past the file's size counts no more than the file
+        progress.first_pass_done()
+        time.sleep(0.15)
+        progress.read_share(0.5)
+    shown = capsys.readouterr().err
+    assert "读取 登记表.xlsx" in shown and " 20% [00:00<" in shown and " 33% [00:00<" in shown
+    assert " 50% [00:00<" in shown and " 67%" not in shown
+    assert "行" not in shown  # no rows are counted while a workbook is read
+    progress.read_bytes(100)  # after the block: nothing to move, nothing written
+    assert capsys.readouterr().err == ""

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import InputError
+from pipeline.progress import read_bytes
 
 #: Largest inflated zip part: a 1,000,000-row sheet is about 1 GB of XML.
 MAX_PART_BYTES = 2 << 30
@@ -218,6 +219,7 @@ def _inflated(handle: BinaryIO, info: zipfile.ZipInfo, label: str) -> Iterator[b
             if not chunk:
                 return
             left -= len(chunk)
+            read_bytes(len(chunk))
             yield chunk
         return
     if info.compress_type != zipfile.ZIP_DEFLATED:
@@ -229,6 +231,7 @@ def _inflated(handle: BinaryIO, info: zipfile.ZipInfo, label: str) -> Iterator[b
         if not raw:
             break
         left -= len(raw)
+        read_bytes(len(raw))
         while raw:
             try:
                 chunk = inflater.decompress(raw, _CHUNK)

@@ -43,6 +43,7 @@ from python_calamine import (
 
 from pipeline.errors import InputError
 from pipeline.model import FIELD_ONLY, MAX_CELL_CHARS, NOTE_COLUMNS, QUOTED_CHARS, RawTable
+from pipeline.progress import first_pass_done, read_share
 from pipeline.reading import bounds
 from pipeline.reading.biff import compound_streams, is_compound_file, xls_facts
 from pipeline.reading.bounds import SheetFacts, check_workbook
@@ -450,6 +451,7 @@ def _read_sheet(path: Path, workbook: Workbook, name: str, facts: SheetFacts) ->
         sheet = workbook.get_sheet_by_name(name)
         rows = sheet.to_python()
         origin = sheet.start or (0, 0)
+        read_share(1.0)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException:
@@ -482,7 +484,10 @@ def _read_sheet(path: Path, workbook: Workbook, name: str, facts: SheetFacts) ->
     cells = np.empty((len(body), len(body[0])), dtype=object)
     cells[:] = body
     del body, rows
-    columns = [capped(column_text(cells[:, j])) for j in range(cells.shape[1])]
+    columns = []
+    for j in range(cells.shape[1]):
+        columns.append(capped(column_text(cells[:, j])))
+        read_share(1 / cells.shape[1])
     table = build_table(
         path=str(path),
         sheet=name,
@@ -544,6 +549,7 @@ def read_workbook(path: Path, *, sheet: str | None, all_sheets: bool, size: int 
     if is_html_file(path):
         return read_html_register(path, size or path.stat().st_size)
     facts = check_workbook(path, path.name, size or path.stat().st_size)
+    first_pass_done()
     if is_compound_file(path):  # an .xls, whatever its name: its records tell what calamine does not
         facts = xls_facts(path)
     with _collector_paused():

@@ -438,7 +438,7 @@ def run_submit(
     workers = concurrency or settings.submit.concurrency or None
     lookup = settings.submit.lookup_existing if lookup_existing is None else lookup_existing
     register_secret(settings.platform.app_secret)
-    registers = open_registers(inputs, settings, options)
+    registers = open_registers(inputs, settings, options, progress=progress)
     refuse_inputs_in_the_way(Path(out_dir), [Path(path) for path in inputs])
     refuse_reports_held_open(Path(out_dir))
     work = make_out_dir(Path(out_dir), scratch_name("ehc-submit"))
