@@ -331,6 +331,10 @@ class BatchSpool:
     def __len__(self) -> int:
         return len(self._spooled)
 
+    def rows_from(self, position: int) -> int:
+        """Rows of the batches kept from the ``position``-th on."""
+        return sum(spooled.rows for spooled in self._spooled[position:])
+
     def column(self, position: int, part: str, name: str) -> pa.Array:
         """One column of the ``position``-th batch, read without the others."""
         spooled = self._spooled[position]

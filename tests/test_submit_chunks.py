@@ -99,3 +99,55 @@ def test_ctrl_c_between_slices_reports_every_row_and_stops(
     assert statuses.count("enrolled") == sandbox.count("syncCardInfo") == 3
     assert {r["message"] for r in rows[3:] if r["status"] == "failed"} == {submit.MESSAGE_NOT_SENT}
     assert statuses.count("failed") == 7 and statuses.count("invalid") == 1
+
+
+def test_the_rows_left_after_a_stop_are_reported_a_chunk_at_a_time_under_a_bar(
+    sandbox: SandboxHandle, tmp_path: Path, small_slices: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.reports.write import ReportWriter
+
+    real = submit.submit_batch
+
+    def ctrl_c_after_the_first_slice(*args: Any, **kwargs: Any) -> Any:
+        stats = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # mid-chunk: the chunk's second slice is left unsent
+        return stats
+
+    added: list[int] = []
+    real_add = ReportWriter.add
+
+    def add(self: ReportWriter, batch: Any) -> None:
+        added.append(len(batch))
+        real_add(self, batch)
+
+    bars: list[tuple[str, int, list[int]]] = []
+
+    class Bar:
+        def __init__(self, label: str, total: int, *, enabled: bool, unit: str = "行") -> None:
+            self.advanced: list[int] = []
+            bars.append((label, total, self.advanced))
+
+        def advance(self, rows: int) -> None:
+            self.advanced.append(rows)
+
+        def total(self, rows: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(submit, "submit_batch", ctrl_c_after_the_first_slice)
+    monkeypatch.setattr(ReportWriter, "add", add)
+    monkeypatch.setattr(submit, "RowBar", Bar)
+    with pytest.raises(Interrupted):
+        submit.run_submit(_registers(tmp_path), tmp_path / "out", _settings(sandbox, tmp_path), chunk_rows=3)
+    rows = _results(tmp_path / "out")
+    statuses = [r["status"] for r in rows]
+    assert len(rows) == 11 and statuses[:2] == ["enrolled"] * 2
+    assert statuses.count("enrolled") == sandbox.count("syncCardInfo") == 2
+    assert statuses.count("failed") == 8 and statuses.count("invalid") == 1
+    # The sent slice and the first chunk's unsent one (both by the sending loop), then each later
+    # chunk whole, under a bar that counts the rows left (8) and reaches them.
+    assert added[:2] == [2, 1] and sum(added) == 11 and max(added[2:]) > submit.SEND_ROWS
+    (total, advanced) = next((total, advanced) for label, total, advanced in bars if label == "写报告")
+    assert total == 8 and advanced == added[2:]
