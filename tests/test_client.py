@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SandboxHandle, make_resident
+from conftest import SandboxHandle, log_lines, make_resident
 
 from pipeline.config import PlatformSettings
 from pipeline.errors import AuthenticationRefused, ConfigError, EhcError, PlatformUnreachable
@@ -415,11 +415,25 @@ def test_unreachable_platform(tmp_path: Path) -> None:
         max_attempts=3,
     )
     with (
+        log_lines("INFO") as said,
         PlatformClient(settings, tmp_path, initial_wait=0.01) as client,
         pytest.raises(PlatformUnreachable) as caught,
     ):
         client.work_key()
     assert "3 次" in caught.value.message and "\n" not in caught.value.message
+    # The wait is told as it happens: each retry of the work key, in a clerk's words.
+    retries = [line for line in said if "获取认证字符串第" in line]
+    assert [line.split("第 ")[1][:1] for line in retries] == ["1", "2"], said
+    assert all("无法连接平台" in line and "秒后重试" in line and "getWorkKey" not in line for line in retries)
+
+
+def test_a_residents_retries_stay_in_the_debug_log(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    sandbox.inject("drop", count=1, methods=("syncCardInfo",))
+    with log_lines("DEBUG") as logged, log_lines("INFO") as said, _client(sandbox, tmp_path) as client:
+        client.work_key()
+        assert client.sync_card_info(*make_resident(12)).ok
+    assert [line for line in logged if "syncCardInfo 第 1 次请求未成功" in line], logged
+    assert not [line for line in said if "重试" in line], said
 
 
 def test_work_key_faults_exhausted_are_unreachable(sandbox: SandboxHandle, tmp_path: Path) -> None:

@@ -68,11 +68,20 @@ def _call(attempt: Callable[[], Answer], method: str) -> Answer:
     return attempt()  # ``method`` rides along in tenacity's call state, for the log line
 
 
+#: Calls whose retries the person running ``ehc`` is told of, in their words: the work key, which the
+#: whole run waits on (a platform out of reach kept a terminal silent for the ten seconds of its
+#: retries).  A resident's retries stay in the debug log: there are many, and their outcome is reported.
+TOLD_RETRIES = {"getWorkKey": "获取认证字符串"}
+
+
 def _log_retry(retry_state: RetryCallState) -> None:
     answer = retry_state.outcome.result() if retry_state.outcome is not None else None
-    logger.debug(
-        "{} 第 {} 次请求未成功（{}），{:.1f} 秒后重试",
-        retry_state.args[1] if len(retry_state.args) > 1 else "",
+    method = retry_state.args[1] if len(retry_state.args) > 1 else ""
+    told = TOLD_RETRIES.get(method)
+    logger.log(
+        "WARNING" if told else "DEBUG",
+        "{}第 {} 次请求未成功（{}），{:.1f} 秒后重试",
+        told or f"{method} ",
         retry_state.attempt_number,
         # A 10129's message is the platform's, and may quote the resident (a name): its code's words.
         logged_reason(answer.result_code, answer.message) if isinstance(answer, Answer) else "",
