@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -533,35 +533,49 @@ def _send_all(
     bar = RowBar("提交", total, enabled=progress, unit="人")
     try:
         with stop_on_signals(sending.stop):
-            while sending.position < len(spool) and not sending.stop.is_set():
-                batch = spool.batch(sending.position)
-                for part in _slices(batch, SEND_ROWS)[sending.part :]:
-                    if sending.stop.is_set():
-                        not_sent(part, sending.reason or MESSAGE_NOT_SENT)
-                    else:
-                        try:
-                            sending.absorb(
-                                submit_batch(
-                                    part, client, journal, rate=rate, concurrency=workers,
-                                    lookup_existing=lookup, stop=sending.stop,
-                                    on_outcome=lambda _: bar.advance(1), resend=resend,
-                                )
-                            )  # fmt: skip
-                        except EhcError as error:
-                            sending.fatal = error
-                            sending.reason = f"未发送：{error}"
-                            sending.stop.set()
-                        except Exception as error:
-                            sending.fatal = error
-                            sending.reason = "未发送：程序内部错误"
-                            sending.stop.set()
-                    writer.add(part)
-                    sending.part += 1
-                spool.discard(sending.position)
-                sending.position += 1
-                sending.part = 0
+            for part in _unreported(spool, sending, until=sending.stop.is_set):
+                if sending.stop.is_set():
+                    not_sent(part, sending.reason or MESSAGE_NOT_SENT)
+                else:
+                    try:
+                        sending.absorb(
+                            submit_batch(
+                                part, client, journal, rate=rate, concurrency=workers,
+                                lookup_existing=lookup, stop=sending.stop,
+                                on_outcome=lambda _: bar.advance(1), resend=resend,
+                            )
+                        )  # fmt: skip
+                    except EhcError as error:
+                        sending.fatal = error
+                        sending.reason = f"未发送：{error}"
+                        sending.stop.set()
+                    except Exception as error:
+                        sending.fatal = error
+                        sending.reason = "未发送：程序内部错误"
+                        sending.stop.set()
+                writer.add(part)
     finally:
         bar.close()
+
+
+def _unreported(
+    spool: BatchSpool, sending: _Sending, *, until: Callable[[], bool] = lambda: False, whole: bool = False
+) -> Iterator[Batch]:
+    """The kept rows not reported yet, in order, a slice at a time.
+
+    A part counts as reported once the next is asked for (a caller that
+    stops on an error leaves it unreported), and a batch is let go once all
+    its parts are.  No new batch is started once ``until()`` says so.
+    ``whole``: a batch none of whose rows is reported comes as one part.
+    """
+    while sending.position < len(spool) and not until():
+        batch = spool.batch(sending.position)
+        for part in [batch] if whole and sending.part == 0 else _slices(batch, SEND_ROWS)[sending.part :]:
+            yield part
+            sending.part += 1
+        spool.discard(sending.position)
+        sending.position += 1
+        sending.part = 0
 
 
 def _report_rest(
@@ -575,16 +589,10 @@ def _report_rest(
     """
     bar = RowBar("写报告", spool.rows_from(sending.position) - sending.part * SEND_ROWS, enabled=progress)
     try:
-        while sending.position < len(spool):
-            batch = spool.batch(sending.position)
-            for part in [batch] if sending.part == 0 else _slices(batch, SEND_ROWS)[sending.part :]:
-                if started:
-                    not_sent(part, sending.reason or MESSAGE_NOT_SENT)
-                writer.add(part)
-                bar.advance(len(part))
-                sending.part += 1
-            spool.discard(sending.position)
-            sending.position += 1
-            sending.part = 0
+        for part in _unreported(spool, sending, whole=True):
+            if started:
+                not_sent(part, sending.reason or MESSAGE_NOT_SENT)
+            writer.add(part)
+            bar.advance(len(part))
     finally:
         bar.close()
