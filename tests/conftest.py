@@ -46,6 +46,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "sandbox(**options): options of the `sandbox` fixture (latency_ms, fault_rate, seed, rate_limit, "
         "workkey_ttl, fault_kinds, slow_ms, retry_after, drip_ms, huge_mb, subprocess)",
     )
+    _ctrl_c_as_a_terminal_gives_it()
+
+
+def _ctrl_c_as_a_terminal_gives_it() -> None:
+    """Ctrl-C at Python's own handler, not blocked, as a command started from a terminal has it.
+
+    A child inherits an ignored or blocked SIGINT, and the tests that press Ctrl-C on a command
+    would find it deaf: a suite started in the background of a script (``make test &``, which
+    ignores SIGINT) failed them.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
