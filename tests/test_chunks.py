@@ -616,3 +616,23 @@ def test_ctrl_c_as_the_report_thread_starts_or_is_told_the_end_leaves_no_thread_
         real_put(waiting, (False, None))
     assert left == []
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_the_checks_are_warmed_once_a_day_however_many_runs_a_process_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A nightly run checks file after file in one process: each warming after the first cost 0.1 s."""
+    from pipeline import dryrun, validate
+
+    warmed: list[date] = []
+    real = validate.warm_up
+
+    def warm_up(today: date) -> None:
+        warmed.append(today)
+        real(today)
+
+    monkeypatch.setattr(validate, "warm_up", warm_up)
+    monkeypatch.setattr(dryrun, "_WARMED_DAYS", set())
+    for day in (date(2026, 12, 7), date(2026, 12, 7), date(2026, 12, 8), date(2026, 12, 7)):
+        dryrun._warm_checks(Settings(), day)
+    assert warmed == [date(2026, 12, 7), date(2026, 12, 8)]
