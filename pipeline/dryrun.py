@@ -39,6 +39,7 @@ from pipeline.batch import exit_code_of, stack_batches, status_from_faults
 from pipeline.config import DefaultValues, Settings
 from pipeline.errors import ConfigError
 from pipeline.files import distinct_names
+from pipeline.logs import safe_text
 from pipeline.model import (
     BAD_STATUSES,
     FAULT_COLUMNS,
@@ -186,7 +187,7 @@ def open_registers(
     heads: list[MappedTable] = []
     paths = _distinct_files(inputs)
     for path, name in zip(paths, distinct_names(paths), strict=True):
-        with reading_shown(f"读取 {name}", _workbook_size(Path(path)), enabled=progress):
+        with reading_shown(f"读取 {safe_text(name)}", _workbook_size(Path(path)), enabled=progress):
             opened = reading.open_register(Path(path), sheet=options.sheet, all_sheets=options.all_sheets)
         for source in opened:
             if name != Path(path).name:

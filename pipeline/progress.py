@@ -6,7 +6,7 @@ stage has taken a couple of seconds, and never when stderr is not a terminal
 (a nightly run's log stays clean).
 
 A workbook is read whole before its rows are checked (a 100,000-row .xlsx
-takes some 4 s, a sheet of a million rows a minute), and its rows are not
+takes some 4 s, a sheet of a million rows about ten times that), and its rows are not
 known until it has been read: :func:`reading_shown` shows that stage as the
 share of the reading done and the time left.
 """

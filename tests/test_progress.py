@@ -173,3 +173,21 @@ def test_a_reading_bar_shows_the_share_done_and_the_time_left(
     assert "行" not in shown  # no rows are counted while a workbook is read
     progress.read_bytes(100)  # after the block: nothing to move, nothing written
     assert capsys.readouterr().err == ""
+
+
+def test_a_reading_bar_names_its_file_masked_and_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The bar's label is a message a clerk sees: a file name carrying an ID number or a line end."""
+    import shutil
+
+    from pipeline.config import Settings
+    from pipeline.dryrun import open_registers
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "社区居民登记表.xlsx"
+    workbook = shutil.copy(sample, tmp_path / "张三_440606200410111969\n\x1b[2J.xlsx")
+    _CountedBar.made = []
+    monkeypatch.setattr(progress, "RowBar", _CountedBar)
+    open_registers([Path(workbook)], Settings(), progress=True)
+    (bar,) = _CountedBar.made
+    assert bar.label == "读取 张三_440606********1969\\n\\x1b[2J.xlsx"

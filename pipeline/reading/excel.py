@@ -451,11 +451,11 @@ def _read_sheet(path: Path, workbook: Workbook, name: str, facts: SheetFacts) ->
         sheet = workbook.get_sheet_by_name(name)
         rows = sheet.to_python()
         origin = sheet.start or (0, 0)
-        read_share(1.0)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException:
         raise InputError("工作表内容已损坏，无法读取", file=path.name, sheet=name, fix=_FIX_RESAVE) from None
+    read_share(1.0)  # outside the calamine call's guard: the bar's fault is not the sheet's
     _put_what_excel_shows(rows, origin, facts)
     head = [[cell_text(v)[: MAX_CELL_CHARS + 1] for v in row] for row in rows[:40]]
     found = header_or_first_row(head)
